@@ -1,0 +1,28 @@
+# Archivist: two commands on a fresh machine.
+#   make serve   set up and run the archive on its embedded default
+#   make test    set up and run the whole test suite
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
+# uv on PATH if present, else the copy pip installs for $(PYTHON) (run as a module).
+UV = $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+ARGS ?=
+
+.PHONY: setup serve test lint bench clean
+
+setup:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
+	  $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user --break-system-packages uv
+	@$(UV) sync --frozen --python $(PYTHON) --quiet
+
+serve: setup
+	@$(UV) run --frozen --no-sync archivist serve $(ARGS)
+
+test: setup
+	@$(UV) run --frozen --no-sync pytest $(ARGS)
+
+lint: setup
+	@$(UV) run --frozen --no-sync ruff check src tests
+
+clean:
+	rm -rf .venv .pytest_cache

@@ -1,0 +1,145 @@
+"""The ``archivist`` command line.
+
+Heavy modules (pydicom, pynetdicom, SQLAlchemy) are imported inside the commands, so that
+``archivist --help`` and quick commands start fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from archivist.cli import codes as codes_cli
+from archivist.cli import validate as validate_cli
+
+app = typer.Typer(
+    name="archivist",
+    help=(
+        "Archivist: a DICOM archive (PACS). Receives images over DIMSE (C-STORE), answers "
+        "C-FIND/C-MOVE/C-GET, and keeps every object byte for byte under a data directory "
+        "(files + SQLite by default)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DataOpt = typer.Option(
+    None, "--data", help="Data directory (blobs and index). Default ./archivist-data.",
+    envvar=None, show_default=False,
+)
+ConfigOpt = typer.Option(
+    None, "--config", help="TOML settings file (keys as in docs/configuration.md).",
+    exists=True, dir_okay=False,
+)
+
+
+def _settings(config: Optional[Path], **flags: object):  # type: ignore[no-untyped-def]
+    from archivist.config import load_settings
+    from archivist.errors import ConfigError
+
+    try:
+        return load_settings(config, overrides=flags)
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    data: Optional[Path] = DataOpt,
+    aet: Optional[str] = typer.Option(None, "--aet", help="Our AE title. Default ARCHIVIST."),
+    dicom_port: Optional[int] = typer.Option(
+        None, "--dicom-port", help="DIMSE listening port. Default 11112."
+    ),
+    http_port: Optional[int] = typer.Option(
+        None, "--http-port", help="HTTP listening port (health, DICOMweb, API). Default 8080."
+    ),
+    host: Optional[str] = typer.Option(
+        None, "--host", help="Address to listen on. Default 127.0.0.1 (this machine only)."
+    ),
+    peer: Optional[list[str]] = typer.Option(
+        None, "--peer", help="C-MOVE destination AET=HOST:PORT; repeat for several."
+    ),
+    allow: Optional[list[str]] = typer.Option(
+        None, "--allow",
+        help="Accept associations only from AET@HOST (either may be *); repeat for several.",
+    ),
+    duplicate_policy: Optional[str] = typer.Option(
+        None, "--duplicates", help="Duplicate SOP Instance UID: keep (default), replace, reject."
+    ),
+    insecure: Optional[bool] = typer.Option(
+        None, "--insecure/--secure",
+        help="Allow listening on a non-loopback address with no --allow list.",
+    ),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Run the archive: DIMSE and HTTP listeners in one process, until SIGTERM or Ctrl-C.
+
+    Prints where it listens. GET /healthz answers 200 once both listeners accept connections.
+    """
+    settings = _settings(
+        config, data_dir=data, aet=aet, dicom_port=dicom_port, http_port=http_port,
+        host=host, peers=peer or None, allow=allow or None, duplicate_policy=duplicate_policy,
+        insecure=insecure,
+    )
+    from archivist.cli.serve import run_server
+
+    raise typer.Exit(run_server(settings))
+
+
+@app.command("import")
+def import_(
+    paths: list[Path] = typer.Argument(
+        ..., help="Files or folders (recursive); DICOMDIR and .zip files too.", exists=True
+    ),
+    data: Optional[Path] = DataOpt,
+    config: Optional[Path] = ConfigOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Import DICOM files into the archive through the same ingest pipeline as C-STORE.
+
+    Works while `archivist serve` runs on the same data directory. Non-DICOM files are skipped
+    and counted; each rejected file is listed with its reason.
+    """
+    settings = _settings(config, data_dir=data)
+    from archivist.cli.importer import run_import
+
+    raise typer.Exit(run_import(settings, paths, quiet=quiet))
+
+
+@app.command()
+def find(
+    keys: Optional[list[str]] = typer.Argument(
+        None,
+        help="Matching keys as KEY=VALUE with DICOM keywords, e.g. PatientName='DOE*' "
+        "StudyDate=20200101-20201231 ModalitiesInStudy=CT. KEY= (empty) asks for a return key.",
+    ),
+    level: str = typer.Option(
+        "study", "--level", "-l", help="patient, study, series or instance."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print DICOM JSON instead of a table."),
+    limit: int = typer.Option(0, "--limit", help="At most this many results (0: all)."),
+    data: Optional[Path] = DataOpt,
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Search the archive with the same matching as C-FIND (PS3.4 C.2.2.2)."""
+    settings = _settings(config, data_dir=data)
+    from archivist.cli.find import run_find
+
+    raise typer.Exit(run_find(settings, level, keys or [], json_out=json_out, limit=limit))
+
+
+codes_cli.register(app)
+validate_cli.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Exceptions raised by Archivist's layers.
+
+Archive code raises these; each protocol adapter maps them to its wire status in exactly one place
+(``dimse/status.py`` for DIMSE, ``web/errors.py`` for HTTP)::
+
+    ArchivistError
+    ├── ConfigError              settings that cannot be used (bad TOML, port out of range, ...)
+    ├── IngestError              an object could not be stored
+    │   ├── InvalidObject        not DICOM, truncated, missing Type 1 UIDs, malformed UIDs
+    │   ├── SOPClassMismatch     dataset SOP Class differs from the one negotiated / commanded
+    │   ├── DuplicateRejected    SOP Instance UID already stored and the policy is ``reject``
+    │   └── ValidationRejected   the validation policy is ``reject`` and the object has errors
+    ├── StorageError             the blob store failed (I/O error, read-only file system)
+    │   └── StorageFull          no space left (ENOSPC, quota)
+    ├── IndexError_              the metadata index failed (locked too long, constraint broken)
+    ├── QueryError               a query that cannot be answered (bad level, bad key, bad range)
+    ├── NotFound                 an object, series, study or patient that is not in the archive
+    └── UnknownDestination       a C-MOVE destination that is not configured
+"""
+
+from __future__ import annotations
+
+
+class ArchivistError(Exception):
+    """Root of every error Archivist raises on purpose."""
+
+
+class ConfigError(ArchivistError):
+    """Settings that cannot be used."""
+
+
+class IngestError(ArchivistError):
+    """An object could not be stored."""
+
+
+class InvalidObject(IngestError):
+    """The object is not valid DICOM or lacks what the archive needs to index it."""
+
+
+class SOPClassMismatch(IngestError):
+    """The dataset's SOP Class or Instance UID differs from the DIMSE command's."""
+
+
+class DuplicateRejected(IngestError):
+    """The SOP Instance UID is already stored and the duplicate policy is ``reject``."""
+
+
+class ValidationRejected(IngestError):
+    """The validation policy rejects objects with errors, and this one has some."""
+
+    def __init__(self, message: str, rule_ids: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.rule_ids = rule_ids or []
+
+
+class StorageError(ArchivistError):
+    """The blob store failed."""
+
+
+class StorageFull(StorageError):
+    """No space is left where blobs are written."""
+
+
+class IndexError_(ArchivistError):  # noqa: N801 - trailing underscore avoids the builtin name
+    """The metadata index failed."""
+
+
+class QueryError(ArchivistError):
+    """A query that cannot be answered as asked."""
+
+
+class NotFound(ArchivistError):
+    """The requested entity is not in the archive."""
+
+
+class UnknownDestination(ArchivistError):
+    """A C-MOVE destination AE title that is not configured."""
