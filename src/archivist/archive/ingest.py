@@ -1,0 +1,279 @@
+"""The one ingest pipeline: C-STORE, STOW-RS and ``archivist import`` all call :meth:`Ingest.store_file`.
+
+Order of work (the durability promise): parse and check the header -> apply the duplicate policy ->
+write the bytes (temp file, fsync, rename, fsync dir) -> one index transaction (instance,
+aggregates, change row) -> only then report success. If the index transaction fails the blob is
+removed, so a failure leaves neither an orphan blob nor an orphan row.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from archivist.config import Settings
+from archivist.core.uids import clean_uid, is_valid_uid
+from archivist.errors import (
+    DuplicateRejected,
+    IndexError_,
+    InvalidObject,
+    SOPClassMismatch,
+    StorageError,
+    ValidationRejected,
+)
+from archivist.index.extract import extract
+from archivist.index.repository import BlobInfo, Index
+from archivist.store.blob import BlobStore
+
+log = logging.getLogger("archivist.ingest")
+
+_SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+
+
+class StoreStatus(enum.Enum):
+    """Outcome of one store (after Orthanc's StoreStatus)."""
+
+    STORED = "stored"
+    ALREADY_STORED = "already-stored"
+    REPLACED = "replaced"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an object came from: ``dimse``, ``stow`` or ``import``, and the peer."""
+
+    kind: str
+    aet: str | None = None
+    address: str | None = None
+
+
+@dataclass
+class IngestResult:
+    status: StoreStatus
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    size: int = 0
+    change_seq: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+Validator = Callable[[Dataset], list[object]]
+
+
+def _check_complete(path: Path, ds: Dataset, ts: UID) -> None:
+    """Refuse objects whose pixel data is cut short (cheap checks, no full read)."""
+    size = path.stat().st_size
+    if ts.is_deflated:
+        return
+    rows, cols = ds.get("Rows"), ds.get("Columns")
+    bits = ds.get("BitsAllocated")
+    if not (rows and cols and bits):
+        return
+    if ts.is_encapsulated:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, size - 65536))
+            tail = fh.read()
+        if _SEQ_DELIMITER not in tail:
+            raise InvalidObject("truncated: encapsulated Pixel Data has no sequence delimiter")
+        return
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+        spp = int(ds.get("SamplesPerPixel") or 1)
+        expected = int(rows) * int(cols) * frames * spp * int(bits) // 8
+    except (TypeError, ValueError):
+        return
+    if expected and size < expected:
+        raise InvalidObject(
+            f"truncated: {size} bytes in the file, Pixel Data alone needs {expected}"
+        )
+
+
+class Ingest:
+    """Stores objects durably and indexes them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        blobs: BlobStore,
+        index: Index,
+        validator: Validator | None = None,
+    ) -> None:
+        self.settings = settings
+        self.blobs = blobs
+        self.index = index
+        self.validator = validator
+
+    def read_header(self, path: Path) -> tuple[Dataset, UID]:
+        """Parse the File Meta and the dataset up to Pixel Data.
+
+        Raises
+        ------
+        InvalidObject
+            Not a DICOM Part 10 file, unreadable, or cut short.
+        """
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except InvalidDicomError:
+            raise InvalidObject("not a DICOM Part 10 file (no DICM prefix or File Meta)") from None
+        except RecursionError:
+            raise InvalidObject("sequences nested too deeply") from None
+        except MemoryError:
+            raise InvalidObject("an element declares a length too large to read") from None
+        except Exception as exc:  # noqa: BLE001 - any parser failure is the object's fault
+            raise InvalidObject(f"cannot parse the object ({type(exc).__name__})") from None
+        meta = getattr(ds, "file_meta", None)
+        ts_raw = clean_uid(meta.get("TransferSyntaxUID")) if meta is not None else ""
+        if not ts_raw:
+            raise InvalidObject("File Meta Information has no Transfer Syntax UID")
+        ts = UID(ts_raw)
+        try:
+            # Force a full decode of the header now (pydicom defers), so errors surface here.
+            for elem in ds:
+                _ = elem.value
+        except RecursionError:
+            raise InvalidObject("sequences nested too deeply") from None
+        except Exception as exc:  # noqa: BLE001
+            raise InvalidObject(f"cannot decode the dataset ({type(exc).__name__})") from None
+        _check_complete(path, ds, ts)
+        return ds, ts
+
+    def store_file(
+        self,
+        path: Path,
+        origin: Origin,
+        *,
+        expected_sop_class: str | None = None,
+        expected_sop_instance: str | None = None,
+        consume: bool = False,
+    ) -> IngestResult:
+        """Store one Part 10 file through the pipeline.
+
+        Parameters
+        ----------
+        path
+            The file (File Meta + dataset, as received, byte for byte).
+        origin
+            Who sent it.
+        expected_sop_class, expected_sop_instance
+            The Affected SOP Class/Instance UID of a C-STORE command; the dataset must agree.
+        consume
+            The file is a temporary copy that may be moved into the store.
+
+        Raises
+        ------
+        InvalidObject, SOPClassMismatch, DuplicateRejected, ValidationRejected
+            The object is refused; nothing was stored.
+        StorageFull, StorageError, IndexError_
+            The archive could not store it; nothing was stored.
+        """
+        ds, ts = self.read_header(path)
+        sop_class = clean_uid(ds.get("SOPClassUID"))
+        sop_uid = clean_uid(ds.get("SOPInstanceUID"))
+        study_uid = clean_uid(ds.get("StudyInstanceUID"))
+        series_uid = clean_uid(ds.get("SeriesInstanceUID"))
+        for name, value in (("SOP Class UID", sop_class), ("SOP Instance UID", sop_uid),
+                            ("Study Instance UID", study_uid),
+                            ("Series Instance UID", series_uid)):
+            if not value:
+                raise InvalidObject(f"{name} is missing")
+            if not is_valid_uid(value):
+                raise InvalidObject(f"{name} is not a valid UID")
+        if sop_class == _DICOMDIR_CLASS:
+            raise InvalidObject("a DICOMDIR is a media directory, not an object to archive")
+        if expected_sop_class is not None and clean_uid(expected_sop_class) != sop_class:
+            raise SOPClassMismatch("SOP Class UID differs from the C-STORE request")
+        if expected_sop_instance is not None and clean_uid(expected_sop_instance) != sop_uid:
+            raise SOPClassMismatch("SOP Instance UID differs from the C-STORE request")
+
+        warnings: list[str] = []
+        if self.validator is not None and self.settings.validation_policy != "off":
+            warnings.extend(self._validate(ds))
+
+        policy = self.settings.duplicate_policy
+        result_ids = dict(sop_instance_uid=sop_uid, sop_class_uid=sop_class,
+                          study_instance_uid=study_uid, series_instance_uid=series_uid)
+        existing = self.index.get_instance(sop_uid)
+        if existing is not None and policy != "replace":
+            if policy == "reject":
+                raise DuplicateRejected("SOP Instance UID is already stored")
+            return IngestResult(StoreStatus.ALREADY_STORED, size=int(existing["size"]),
+                                warnings=warnings, **result_ids)
+
+        rows = extract(ds)
+        put = self.blobs.put_file(path, consume=consume)
+        try:
+            outcome = self.index.add_instance(
+                rows,
+                BlobInfo(put.key, put.size, put.sha256, str(ts)),
+                sop_instance_uid=sop_uid, sop_class_uid=sop_class,
+                study_instance_uid=study_uid, series_instance_uid=series_uid,
+                source_aet=origin.aet, source_address=origin.address, policy=policy,
+            )
+        except BaseException:
+            self.blobs.delete(put.key)
+            raise
+        if outcome.status == "exists":
+            self.blobs.delete(put.key)
+            if policy == "reject":
+                raise DuplicateRejected("SOP Instance UID is already stored")
+            return IngestResult(StoreStatus.ALREADY_STORED, size=put.size, warnings=warnings,
+                                **result_ids)
+        if outcome.status == "replaced":
+            if outcome.old_storage_key:
+                self.blobs.delete(outcome.old_storage_key)
+            status = StoreStatus.REPLACED
+        else:
+            status = StoreStatus.STORED
+        log.info("stored sop=%s size=%d from=%s/%s seq=%d", sop_uid, put.size, origin.kind,
+                 origin.aet or "-", outcome.change_seq)
+        return IngestResult(status, size=put.size, change_seq=outcome.change_seq,
+                            warnings=warnings, **result_ids)
+
+    def store_bytes(self, data: bytes, origin: Origin, **kwargs: object) -> IngestResult:
+        """Store a Part 10 object held in memory (writes it to the temp area first)."""
+        import tempfile
+
+        tmp_dir = self.settings.tmp_dir
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".dcm")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            return self.store_file(Path(name), origin, consume=True, **kwargs)  # type: ignore[arg-type]
+        finally:
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+
+    def _validate(self, ds: Dataset) -> list[str]:
+        assert self.validator is not None
+        try:
+            findings = self.validator(ds)
+        except Exception as exc:  # noqa: BLE001 - a validator bug must not block ingest
+            log.warning("validator failed: %s", type(exc).__name__)
+            return []
+        errors = [f for f in findings if getattr(f, "severity", "") == "error"]
+        if errors and self.settings.validation_policy == "reject":
+            first = errors[0]
+            rule = getattr(first, "rule_id", "validation")
+            raise ValidationRejected(
+                f"{rule}: {getattr(first, 'message', 'invalid')}",
+                [getattr(f, "rule_id", "") for f in errors],
+            )
+        return [f"{getattr(f, 'rule_id', '')}: {getattr(f, 'message', '')}" for f in errors]
+
+
+__all__ = ["Ingest", "IngestResult", "Origin", "StoreStatus", "StorageError", "IndexError_"]

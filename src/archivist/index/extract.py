@@ -1,0 +1,139 @@
+"""Dataset -> typed index row values (no database access here).
+
+Values are decoded by pydicom with the object's Specific Character Set and kept as Unicode, so a
+query in any character set compares against the same text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from archivist.core.levels import KEYS, MatchKind, QueryLevel
+from archivist.core.matching import normalise_date, normalise_pn, normalise_time
+from archivist.index.schema import COLUMN_OF
+
+_BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ"}
+_MAX_ATTR_LEN = 256
+_EXCLUDED_FROM_ATTRS = {0x7FE00010}
+
+
+@dataclass
+class ExtractedRows:
+    """What one instance contributes to each level of the index."""
+
+    patient: dict[str, Any]
+    study: dict[str, Any]
+    series: dict[str, Any]
+    instance: dict[str, Any]
+    attrs_json: str
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        parts = [str(v) for v in value]  # type: ignore[union-attr]
+        text = "\\".join(parts)
+    else:
+        text = str(value)
+    text = text.strip("\x00 ")
+    return text or None
+
+
+def _int(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        if type(value).__name__ == "MultiValue":
+            value = value[0]  # type: ignore[index]
+        return int(float(str(value)))
+    except (TypeError, ValueError):
+        return None
+
+
+def column_value(keyword: str, value: object) -> Any:
+    """Convert a pydicom value to what the column of `keyword` stores."""
+    kind = KEYS[keyword].kind
+    if kind is MatchKind.INT:
+        return _int(value)
+    text = _text(value)
+    if text is None:
+        return None
+    if kind is MatchKind.DATE:
+        return normalise_date(text)[:8]
+    if kind is MatchKind.TIME:
+        return normalise_time(text)[:16]
+    return text
+
+
+def small_attributes(ds: Dataset) -> dict[str, Any]:
+    """DICOM JSON of the top-level, non-binary, non-private elements with short values.
+
+    Kept in the index so that any requested return key that the objects carry can be answered
+    without opening files.
+    """
+    small = Dataset()
+    for elem in ds:
+        tag = int(elem.tag)
+        if elem.tag.is_private or elem.VR in _BINARY_VRS or tag in _EXCLUDED_FROM_ATTRS:
+            continue
+        if tag >> 16 == 0x0002:
+            continue
+        try:
+            value = elem.value
+        except Exception:  # noqa: BLE001 - a value pydicom cannot decode is simply left out
+            continue
+        try:
+            size = len(str(value))
+        except Exception:  # noqa: BLE001
+            continue
+        if size > _MAX_ATTR_LEN:
+            continue
+        small.add(elem)
+    try:
+        return small.to_json_dict(bulk_data_threshold=_MAX_ATTR_LEN * 4)
+    except Exception:  # noqa: BLE001 - fall back element by element
+        out: dict[str, Any] = {}
+        for elem in small:
+            try:
+                out[f"{int(elem.tag):08X}"] = elem.to_json_dict(None, _MAX_ATTR_LEN * 4)
+            except Exception:  # noqa: BLE001
+                continue
+        return out
+
+
+def extract(ds: Dataset) -> ExtractedRows:
+    """Split a dataset's indexed values into per-level row dictionaries.
+
+    Parameters
+    ----------
+    ds
+        The dataset (pixel data need not be loaded).
+    """
+    rows: dict[QueryLevel, dict[str, Any]] = {level: {} for level in QueryLevel}
+    for keyword, key in KEYS.items():
+        if key.kind in (MatchKind.COUNT, MatchKind.MULTI) or keyword == "TransferSyntaxUID":
+            continue
+        _, column = COLUMN_OF[keyword]
+        raw = ds.get(keyword)
+        rows[key.level][column] = column_value(keyword, raw)
+    patient = rows[QueryLevel.PATIENT]
+    patient["patient_id"] = patient.get("patient_id") or ""
+    patient["issuer_of_patient_id"] = patient.get("issuer_of_patient_id") or ""
+    if patient.get("patient_name"):
+        patient["patient_name_norm"] = normalise_pn(patient["patient_name"])
+    study = rows[QueryLevel.STUDY]
+    if study.get("referring_physician_name"):
+        study["referring_physician_name_norm"] = normalise_pn(study["referring_physician_name"])
+    attrs = small_attributes(ds)
+    return ExtractedRows(
+        patient=patient,
+        study=study,
+        series=rows[QueryLevel.SERIES],
+        instance=rows[QueryLevel.IMAGE],
+        attrs_json=json.dumps(attrs, separators=(",", ":"), ensure_ascii=False),
+    )

@@ -1,0 +1,413 @@
+"""The metadata index: one write transaction per stored instance, streaming reads.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` (a committed row survives
+power loss) and a busy timeout, so ``archivist serve`` and ``archivist import`` can write to the
+same index from different processes; writes take the lock up front (``BEGIN IMMEDIATE``) and, in
+one process, go through one lock. SQL stays SQLAlchemy Core so PostgreSQL can follow.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from sqlalchemy import Engine, and_, create_engine, event, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from archivist.core.levels import KEYS, MatchKind, QueryLevel
+from archivist.core.matching import Constraint, Query, normalise_pn
+from archivist.errors import IndexError_, QueryError
+from archivist.index.extract import ExtractedRows
+from archivist.index.schema import COLUMN_OF, change, instance, patient, series, study
+
+_LEVEL_TABLES = {
+    QueryLevel.PATIENT: [patient],
+    QueryLevel.STUDY: [study, patient],
+    QueryLevel.SERIES: [series, study, patient],
+    QueryLevel.IMAGE: [instance, series, study, patient],
+}
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What the blob store reported for the bytes of one instance."""
+
+    storage_key: str
+    size: int
+    sha256: str
+    transfer_syntax_uid: str
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    """Result of :meth:`Index.add_instance`."""
+
+    status: str  # "added", "exists", "replaced"
+    change_seq: int
+    old_storage_key: str | None = None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _wildcard_to_like(pattern: str) -> str:
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        else:
+            out.append(_escape_like(ch))
+    return "".join(out)
+
+
+class Index:
+    """The archive's metadata index.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy URL, e.g. ``sqlite:////path/index.sqlite``.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self._write_lock = threading.Lock()
+        self.writer = self._make_engine(immediate=True)
+        self.reader = self._make_engine(immediate=False)
+
+    # -- engines -------------------------------------------------------------------------------
+
+    def _make_engine(self, *, immediate: bool) -> Engine:
+        if not self.is_sqlite:
+            return create_engine(self.url, pool_pre_ping=True)
+        engine = create_engine(
+            self.url,
+            connect_args={"check_same_thread": False, "timeout": 60},
+            pool_size=8,
+            max_overflow=32,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA case_sensitive_like=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest Alembic revision (idempotent, safe across processes)."""
+        from alembic import command
+        from alembic.config import Config
+
+        lock_file = None
+        if self.is_sqlite:
+            db_path = Path(self.url.split("///", 1)[1])
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            lock_file = open(db_path.with_suffix(".migrate.lock"), "w")
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            cfg = Config()
+            cfg.set_main_option("script_location", "archivist.index:migrations")
+            with self.writer.connect() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                conn.commit()
+        finally:
+            if lock_file is not None:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+                lock_file.close()
+
+    def close(self) -> None:
+        self.writer.dispose()
+        self.reader.dispose()
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def add_instance(
+        self,
+        rows: ExtractedRows,
+        blob: BlobInfo,
+        *,
+        sop_instance_uid: str,
+        sop_class_uid: str,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        source_aet: str | None,
+        source_address: str | None,
+        policy: str,
+    ) -> AddOutcome:
+        """Record one stored instance with its aggregates and a change row, in one transaction.
+
+        With ``policy="keep"`` or ``"reject"`` an existing SOP Instance UID leaves the index as it
+        is and returns ``status="exists"``; with ``"replace"`` the instance row points at the new
+        blob and the old storage key is returned for deletion.
+
+        Raises
+        ------
+        IndexError_
+            The database failed (after SQLite's busy timeout, or a broken constraint).
+        """
+        now = _utcnow()
+        try:
+            with self._write_lock, self.writer.begin() as conn:
+                existing = conn.execute(
+                    select(instance.c.pk, instance.c.storage_key).where(
+                        instance.c.sop_instance_uid == sop_instance_uid
+                    )
+                ).first()
+                if existing is not None:
+                    if policy != "replace":
+                        return AddOutcome("exists", 0)
+                    seq = self._change(conn, "replaced", "IMAGE", study_instance_uid,
+                                       series_instance_uid, sop_instance_uid, now)
+                    values = dict(rows.instance)
+                    values.update(
+                        sop_class_uid=sop_class_uid, transfer_syntax_uid=blob.transfer_syntax_uid,
+                        size=blob.size, sha256=blob.sha256, storage_key=blob.storage_key,
+                        received_at=now, source_aet=source_aet, source_address=source_address,
+                        change_seq=seq, attrs=rows.attrs_json,
+                    )
+                    values.pop("sop_instance_uid", None)
+                    conn.execute(update(instance).where(instance.c.pk == existing.pk).values(values))
+                    self._touch_series_study(conn, existing.pk, seq, now)
+                    return AddOutcome("replaced", seq, existing.storage_key)
+
+                seq = self._change(conn, "stored", "IMAGE", study_instance_uid,
+                                   series_instance_uid, sop_instance_uid, now)
+                study_row = conn.execute(
+                    select(study.c.pk, study.c.patient_pk, study.c.modalities_in_study,
+                           study.c.sop_classes_in_study)
+                    .where(study.c.study_instance_uid == study_instance_uid)
+                ).first()
+                new_patient = new_study = new_series = False
+                if study_row is not None:
+                    patient_pk = study_row.patient_pk
+                    study_pk = study_row.pk
+                else:
+                    prow = conn.execute(
+                        select(patient.c.pk).where(
+                            patient.c.patient_id == rows.patient["patient_id"],
+                            patient.c.issuer_of_patient_id == rows.patient["issuer_of_patient_id"],
+                        )
+                    ).first()
+                    if prow is None:
+                        patient_pk = conn.execute(
+                            insert(patient).values(**rows.patient, attrs=rows.attrs_json)
+                        ).inserted_primary_key[0]
+                        new_patient = True
+                    else:
+                        patient_pk = prow.pk
+                    svalues = dict(rows.study)
+                    svalues.update(study_instance_uid=study_instance_uid, patient_pk=patient_pk,
+                                   attrs=rows.attrs_json, updated_at=now, change_seq=seq,
+                                   modalities_in_study="\\", sop_classes_in_study="\\")
+                    study_pk = conn.execute(insert(study).values(svalues)).inserted_primary_key[0]
+                    new_study = True
+                serow = conn.execute(
+                    select(series.c.pk).where(series.c.series_instance_uid == series_instance_uid)
+                ).first()
+                if serow is None:
+                    sevalues = dict(rows.series)
+                    sevalues.update(series_instance_uid=series_instance_uid, study_pk=study_pk,
+                                    attrs=rows.attrs_json, change_seq=seq)
+                    series_pk = conn.execute(insert(series).values(sevalues)).inserted_primary_key[0]
+                    new_series = True
+                else:
+                    series_pk = serow.pk
+                ivalues = dict(rows.instance)
+                ivalues.update(
+                    series_pk=series_pk, sop_instance_uid=sop_instance_uid,
+                    sop_class_uid=sop_class_uid, transfer_syntax_uid=blob.transfer_syntax_uid,
+                    size=blob.size, sha256=blob.sha256, storage_key=blob.storage_key,
+                    received_at=now, source_aet=source_aet, source_address=source_address,
+                    change_seq=seq, attrs=rows.attrs_json,
+                )
+                conn.execute(insert(instance).values(ivalues))
+                # Aggregates, in the same transaction.
+                conn.execute(update(series).where(series.c.pk == series_pk).values(
+                    number_of_series_related_instances=series.c.number_of_series_related_instances
+                    + 1, change_seq=seq))
+                cur = conn.execute(
+                    select(study.c.modalities_in_study, study.c.sop_classes_in_study)
+                    .where(study.c.pk == study_pk)
+                ).first()
+                assert cur is not None
+                mods, classes = cur.modalities_in_study or "\\", cur.sop_classes_in_study or "\\"
+                modality = rows.series.get("modality")
+                if modality and f"\\{modality}\\" not in mods:
+                    mods = f"{mods}{modality}\\"
+                if f"\\{sop_class_uid}\\" not in classes:
+                    classes = f"{classes}{sop_class_uid}\\"
+                conn.execute(update(study).where(study.c.pk == study_pk).values(
+                    number_of_study_related_instances=study.c.number_of_study_related_instances + 1,
+                    number_of_study_related_series=study.c.number_of_study_related_series
+                    + (1 if new_series else 0),
+                    modalities_in_study=mods, sop_classes_in_study=classes,
+                    updated_at=now, change_seq=seq))
+                conn.execute(update(patient).where(patient.c.pk == patient_pk).values(
+                    number_of_patient_related_instances=patient.c.number_of_patient_related_instances
+                    + 1,
+                    number_of_patient_related_series=patient.c.number_of_patient_related_series
+                    + (1 if new_series else 0),
+                    number_of_patient_related_studies=patient.c.number_of_patient_related_studies
+                    + (1 if new_study else 0)))
+                del new_patient
+                return AddOutcome("added", seq)
+        except IntegrityError:
+            # A concurrent writer in another process stored the same UID first.
+            return AddOutcome("exists", 0)
+        except SQLAlchemyError as exc:
+            raise IndexError_(f"index write failed: {type(exc).__name__}") from exc
+
+    def _change(self, conn: Any, kind: str, level: str, study_uid: str | None,
+                series_uid: str | None, sop_uid: str | None, now: datetime) -> int:
+        return int(conn.execute(insert(change).values(
+            kind=kind, level=level, study_instance_uid=study_uid,
+            series_instance_uid=series_uid, sop_instance_uid=sop_uid, at=now,
+        )).inserted_primary_key[0])
+
+    def _touch_series_study(self, conn: Any, instance_pk: int, seq: int, now: datetime) -> None:
+        row = conn.execute(
+            select(series.c.pk, series.c.study_pk)
+            .select_from(instance.join(series, instance.c.series_pk == series.c.pk))
+            .where(instance.c.pk == instance_pk)
+        ).first()
+        if row is not None:
+            conn.execute(update(series).where(series.c.pk == row.pk).values(change_seq=seq))
+            conn.execute(update(study).where(study.c.pk == row.study_pk)
+                         .values(change_seq=seq, updated_at=now))
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get_instance(self, sop_instance_uid: str) -> Mapping[str, Any] | None:
+        with self.reader.connect() as conn:
+            row = conn.execute(
+                select(instance).where(instance.c.sop_instance_uid == sop_instance_uid)
+            ).first()
+            return dict(row._mapping) if row is not None else None
+
+    def storage_keys(self) -> set[str]:
+        with self.reader.connect() as conn:
+            return {r[0] for r in conn.execute(select(instance.c.storage_key))}
+
+    def counts(self) -> dict[str, int]:
+        with self.reader.connect() as conn:
+            return {
+                t.name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+                for t in (patient, study, series, instance)
+            }
+
+    def last_change(self) -> int:
+        with self.reader.connect() as conn:
+            return int(conn.execute(select(func.max(change.c.seq))).scalar() or 0)
+
+    def changes_since(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(change).where(change.c.seq > seq).order_by(change.c.seq).limit(limit)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def _condition(self, c: Constraint, pn_fold: bool) -> Any:
+        table, name = COLUMN_OF[c.keyword]
+        col = table.c[name]
+        kind = c.kind
+        values = list(c.values)
+        if kind is MatchKind.PN and pn_fold:
+            col = table.c[f"{name}_norm"]
+            values = [normalise_pn(v) for v in values]
+        if kind is MatchKind.MULTI:
+            return or_(*[col.like(f"%\\{_escape_like(v)}\\%", escape="\\") for v in values])
+        if c.op == "single":
+            v = values[0]
+            if kind is MatchKind.INT:
+                return col == int(v)
+            return col == v
+        if c.op == "wildcard":
+            return col.like(_wildcard_to_like(values[0]), escape="\\")
+        if c.op == "list":
+            if kind is MatchKind.INT:
+                return col.in_([int(v) for v in values if v.lstrip("-").isdigit()])
+            return col.in_(values)
+        if c.op == "range":
+            low, high = values
+            parts = []
+            if low:
+                parts.append(col >= low)
+            if high:
+                parts.append(func.substr(col, 1, len(high)) <= high)
+            parts.append(col.is_not(None))
+            return and_(*parts)
+        raise QueryError(f"unsupported matching on {c.keyword}")
+
+    def search(
+        self, query: Query, *, limit: int = 0, offset: int = 0
+    ) -> Iterator[dict[str, Any]]:
+        """Stream the rows that match the indexed constraints of `query`, ordered by key.
+
+        Each row maps ``table.column`` to its value for the query level and every level above.
+        Constraints on keys without a column, or below the query level, are not applied here.
+        """
+        tables = _LEVEL_TABLES[query.level]
+        columns = [col.label(f"{t.name}.{col.name}") for t in tables for col in t.c]
+        from_ = tables[0]
+        for parent, child in zip(tables[1:], tables[:-1]):
+            fk = {"instance": "series_pk", "series": "study_pk", "study": "patient_pk"}[child.name]
+            from_ = from_.join(parent, child.c[fk] == parent.c.pk)
+        conditions = []
+        allowed = {t.name for t in tables}
+        for c in query.constraints:
+            if c.keyword in COLUMN_OF and COLUMN_OF[c.keyword][0].name in allowed:
+                if KEYS[c.keyword].kind is MatchKind.COUNT:
+                    continue
+                conditions.append(self._condition(c, query.pn_case_insensitive))
+        stmt = select(*columns).select_from(from_)
+        if conditions:
+            stmt = stmt.where(and_(*conditions))
+        stmt = stmt.order_by(tables[0].c.pk)
+        if limit:
+            stmt = stmt.limit(limit)
+        if offset:
+            stmt = stmt.offset(offset)
+        try:
+            with self.reader.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=200).execute(stmt)
+                for row in result:
+                    yield dict(row._mapping)
+        except OperationalError as exc:
+            raise IndexError_(f"index read failed: {type(exc).__name__}") from exc
+
+
+def attrs_of(row: Mapping[str, Any], table_name: str) -> dict[str, Any]:
+    """The stored DICOM JSON attributes of one level of a search row."""
+    raw = row.get(f"{table_name}.attrs")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,172 @@
+"""The index schema (SQLAlchemy Core): patient / study / series / instance, and the change log.
+
+Every matching key of PS3.4 C.6 that the archive indexes has a typed column named as the DICOM
+keyword in snake_case; :data:`COLUMN_OF` is the one mapping between the two. Person names have a
+second, folded column (``*_norm``) for case-insensitive matching. Multi-valued study aggregates
+(``modalities_in_study``, ``sop_classes_in_study``) are stored as ``\\A\\B\\`` so that
+"any of" matching is a LIKE on ``\\value\\``.
+
+Schema changes go through Alembic migrations in ``index/migrations``; this module is the current
+shape that the latest migration produces.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+patient = Table(
+    "patient", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("patient_id", String(64), nullable=False, default=""),
+    Column("issuer_of_patient_id", String(64), nullable=False, default=""),
+    Column("patient_name", String(324)),
+    Column("patient_name_norm", String(324)),
+    Column("patient_birth_date", String(8)),
+    Column("patient_birth_time", String(16)),
+    Column("patient_sex", String(16)),
+    Column("number_of_patient_related_studies", Integer, nullable=False, default=0),
+    Column("number_of_patient_related_series", Integer, nullable=False, default=0),
+    Column("number_of_patient_related_instances", Integer, nullable=False, default=0),
+    Column("attrs", Text),
+    UniqueConstraint("patient_id", "issuer_of_patient_id", name="uq_patient_id_issuer"),
+)
+Index("ix_patient_name_norm", patient.c.patient_name_norm)
+Index("ix_patient_name", patient.c.patient_name)
+
+study = Table(
+    "study", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("patient_pk", Integer, ForeignKey("patient.pk"), nullable=False),
+    Column("study_instance_uid", String(64), nullable=False, unique=True),
+    Column("study_date", String(8)),
+    Column("study_time", String(16)),
+    Column("accession_number", String(64)),
+    Column("study_id", String(16)),
+    Column("referring_physician_name", String(324)),
+    Column("referring_physician_name_norm", String(324)),
+    Column("study_description", String(64)),
+    Column("patient_age", String(4)),
+    Column("patient_size", String(16)),
+    Column("patient_weight", String(16)),
+    Column("institution_name", String(64)),
+    Column("modalities_in_study", String(512), nullable=False, default="\\"),
+    Column("sop_classes_in_study", Text, nullable=False, default="\\"),
+    Column("number_of_study_related_series", Integer, nullable=False, default=0),
+    Column("number_of_study_related_instances", Integer, nullable=False, default=0),
+    Column("attrs", Text),
+    Column("updated_at", DateTime(timezone=True)),
+    Column("change_seq", BigInteger, nullable=False, default=0),
+)
+Index("ix_study_patient", study.c.patient_pk)
+Index("ix_study_date", study.c.study_date)
+Index("ix_study_accession", study.c.accession_number)
+
+series = Table(
+    "series", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("study_pk", Integer, ForeignKey("study.pk"), nullable=False),
+    Column("series_instance_uid", String(64), nullable=False, unique=True),
+    Column("modality", String(16)),
+    Column("series_number", Integer),
+    Column("series_description", String(64)),
+    Column("series_date", String(8)),
+    Column("series_time", String(16)),
+    Column("body_part_examined", String(16)),
+    Column("protocol_name", String(64)),
+    Column("station_name", String(16)),
+    Column("performed_procedure_step_start_date", String(8)),
+    Column("performed_procedure_step_start_time", String(16)),
+    Column("number_of_series_related_instances", Integer, nullable=False, default=0),
+    Column("attrs", Text),
+    Column("change_seq", BigInteger, nullable=False, default=0),
+)
+Index("ix_series_study", series.c.study_pk)
+Index("ix_series_modality", series.c.modality)
+
+instance = Table(
+    "instance", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("series_pk", Integer, ForeignKey("series.pk"), nullable=False),
+    Column("sop_instance_uid", String(64), nullable=False, unique=True),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("instance_number", Integer),
+    Column("content_date", String(8)),
+    Column("content_time", String(16)),
+    Column("acquisition_number", Integer),
+    Column("number_of_frames", Integer),
+    Column("rows", Integer),
+    Column("columns", Integer),
+    Column("bits_allocated", Integer),
+    Column("transfer_syntax_uid", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("storage_key", String(64), nullable=False, unique=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("source_aet", String(16)),
+    Column("source_address", String(64)),
+    Column("change_seq", BigInteger, nullable=False, default=0),
+    Column("attrs", Text),
+)
+Index("ix_instance_series", instance.c.series_pk)
+Index("ix_instance_change_seq", instance.c.change_seq)
+
+change = Table(
+    "change", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("study_instance_uid", String(64)),
+    Column("series_instance_uid", String(64)),
+    Column("sop_instance_uid", String(64)),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_change_study", change.c.study_instance_uid)
+
+TABLE_OF_LEVEL = {"PATIENT": patient, "STUDY": study, "SERIES": series, "IMAGE": instance}
+
+
+def _snake(keyword: str) -> str:
+    out = []
+    for i, ch in enumerate(keyword):
+        if ch.isupper() and i and (not keyword[i - 1].isupper() or
+                                   (i + 1 < len(keyword) and keyword[i + 1].islower())):
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def _column_map() -> dict[str, tuple[Table, str]]:
+    from archivist.core.levels import KEYS
+
+    result: dict[str, tuple[Table, str]] = {}
+    special = {
+        "SOPInstanceUID": "sop_instance_uid", "SOPClassUID": "sop_class_uid",
+        "SOPClassesInStudy": "sop_classes_in_study", "StudyID": "study_id",
+        "PatientID": "patient_id", "IssuerOfPatientID": "issuer_of_patient_id",
+        "TransferSyntaxUID": "transfer_syntax_uid",
+    }
+    for keyword, key in KEYS.items():
+        table = TABLE_OF_LEVEL[key.level.value]
+        name = special.get(keyword) or _snake(keyword)
+        if name not in table.c:
+            raise RuntimeError(f"index column {table.name}.{name} missing for {keyword}")
+        result[keyword] = (table, name)
+    return result
+
+
+#: keyword -> (table, column name) for every indexed key.
+COLUMN_OF: dict[str, tuple[Table, str]] = _column_map()

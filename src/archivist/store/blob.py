@@ -1,0 +1,278 @@
+"""Blob stores: bytes under generated keys, nothing else (no pydicom here).
+
+Keys are random (``secrets.token_hex``) and sharded ``ab/cd/<key>``; they never contain any text a
+client sent. A put writes to a temporary name, fsyncs the file, renames it into place and fsyncs the
+directory, so a key that :meth:`BlobStore.put_file` returned survives a crash.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator, Protocol
+
+from archivist.errors import NotFound, StorageError, StorageFull
+
+_KEY = re.compile(r"^[0-9a-f]{32}$")
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PutResult:
+    key: str
+    size: int
+    sha256: str
+
+
+def new_key() -> str:
+    """A fresh random storage key: 32 lowercase hex characters."""
+    return secrets.token_hex(16)
+
+
+def check_key(key: str) -> str:
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise StorageError(f"malformed storage key {key!r}")
+    return key
+
+
+def _raise_os(exc: OSError, what: str) -> None:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise StorageFull(f"no space left while {what}") from exc
+    raise StorageError(f"{what}: {exc.strerror or exc}") from exc
+
+
+class BlobStore(Protocol):
+    """What the archive needs from a byte store."""
+
+    def put_file(self, source: Path, *, consume: bool = False) -> PutResult:
+        """Store the bytes of `source` under a new key; durable when this returns."""
+
+    def open(self, key: str) -> BinaryIO:
+        """Open a stored blob for reading."""
+
+    def path(self, key: str) -> Path | None:
+        """A local file path for the blob if the store has one, else None."""
+
+    def delete(self, key: str) -> None:
+        """Remove a blob; a missing key is not an error."""
+
+    def keys(self) -> Iterator[str]:
+        """Every stored key (for consistency sweeps)."""
+
+
+class FilesystemBlobStore:
+    """Blobs as files under ``root`` (``root/ab/cd/<key>``), written durably.
+
+    Parameters
+    ----------
+    root
+        Directory for the blobs; created if missing (mode 0700).
+    tmp
+        Directory for partial writes; must be on the same file system as `root`.
+    """
+
+    def __init__(self, root: Path, tmp: Path) -> None:
+        self.root = Path(root)
+        self.tmp = Path(tmp)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._dirs_made: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def _final(self, key: str) -> Path:
+        check_key(key)
+        return self.root / key[:2] / key[2:4] / key
+
+    def path(self, key: str) -> Path | None:
+        return self._final(key)
+
+    def _ensure_dir(self, d: Path) -> None:
+        if d in self._dirs_made:
+            return
+        if not d.is_dir():
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _fsync_dir(d.parent)
+            _fsync_dir(d.parent.parent)
+        with self._lock:
+            self._dirs_made.add(d)
+
+    def put_file(self, source: Path, *, consume: bool = False) -> PutResult:
+        """Store `source`. With ``consume=True`` the file is moved (renamed) when possible.
+
+        Returns the key, the size and the SHA-256 of the stored bytes.
+
+        Raises
+        ------
+        StorageFull
+            ENOSPC or EDQUOT while writing; nothing is left behind.
+        StorageError
+            Any other I/O failure; nothing is left behind.
+        """
+        key = new_key()
+        final = self._final(key)
+        tmp = self.tmp / f"{key}.part"
+        digest = hashlib.sha256()
+        size = 0
+        moved = False
+        try:
+            if consume:
+                try:
+                    os.rename(source, tmp)
+                    moved = True
+                except OSError:
+                    moved = False
+            if moved:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    with os.fdopen(fd, "rb", closefd=False) as fh:
+                        while chunk := fh.read(_CHUNK):
+                            digest.update(chunk)
+                            size += len(chunk)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            else:
+                with open(source, "rb") as src, open(tmp, "xb") as dst:
+                    while chunk := src.read(_CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        dst.write(chunk)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+            os.chmod(tmp, 0o600)
+            self._ensure_dir(final.parent)
+            os.rename(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            _unlink_quiet(tmp)
+            _unlink_quiet(final)
+            _raise_os(exc, "storing a blob")
+        return PutResult(key, size, digest.hexdigest())
+
+    def put_bytes(self, data: bytes) -> PutResult:
+        """Store `data` (a convenience for tests and small objects)."""
+        key = new_key()
+        tmp = self.tmp / f"{key}.part"
+        try:
+            with open(tmp, "xb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            final = self._final(key)
+            self._ensure_dir(final.parent)
+            os.rename(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            _unlink_quiet(tmp)
+            _raise_os(exc, "storing a blob")
+        return PutResult(key, len(data), hashlib.sha256(data).hexdigest())
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._final(key), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"blob {key} is missing from the store") from None
+        except OSError as exc:
+            raise StorageError(f"reading blob {key}: {exc.strerror}") from exc
+
+    def delete(self, key: str) -> None:
+        _unlink_quiet(self._final(key))
+
+    def keys(self) -> Iterator[str]:
+        for first in sorted(self.root.iterdir()) if self.root.is_dir() else []:
+            if not first.is_dir() or len(first.name) != 2:
+                continue
+            for second in sorted(first.iterdir()):
+                if not second.is_dir():
+                    continue
+                for f in second.iterdir():
+                    if _KEY.match(f.name):
+                        yield f.name
+
+    def clear_tmp(self) -> int:
+        """Remove partial writes left by a crash; returns how many were removed."""
+        removed = 0
+        for f in self.tmp.iterdir():
+            if f.is_file():
+                _unlink_quiet(f)
+                removed += 1
+        return removed
+
+
+class MemoryBlobStore:
+    """In-memory twin of :class:`FilesystemBlobStore` for unit tests."""
+
+    def __init__(self) -> None:
+        self._blobs: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def put_file(self, source: Path, *, consume: bool = False) -> PutResult:
+        data = Path(source).read_bytes()
+        if consume:
+            _unlink_quiet(Path(source))
+        return self.put_bytes(data)
+
+    def put_bytes(self, data: bytes) -> PutResult:
+        key = new_key()
+        with self._lock:
+            self._blobs[key] = bytes(data)
+        return PutResult(key, len(data), hashlib.sha256(data).hexdigest())
+
+    def open(self, key: str) -> BinaryIO:
+        import io
+
+        try:
+            return io.BytesIO(self._blobs[check_key(key)])
+        except KeyError:
+            raise NotFound(f"blob {key} is missing from the store") from None
+
+    def path(self, key: str) -> Path | None:
+        return None
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._blobs.pop(key, None)
+
+    def keys(self) -> Iterator[str]:
+        return iter(list(self._blobs))
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink_quiet(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except OSError:
+        pass
+
+
+def copy_stream(src: BinaryIO, dst: BinaryIO) -> int:
+    """Copy a stream in chunks; returns the number of bytes."""
+    n = 0
+    while chunk := src.read(_CHUNK):
+        dst.write(chunk)
+        n += len(chunk)
+    return n
+
+
+__all__ = [
+    "BlobStore", "FilesystemBlobStore", "MemoryBlobStore", "PutResult", "new_key", "check_key",
+    "copy_stream",
+]
