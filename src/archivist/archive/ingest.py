@@ -91,6 +91,8 @@ def _check_complete(path: Path, ds: Dataset, ts: UID) -> None:
     try:
         frames = int(ds.get("NumberOfFrames") or 1)
         spp = int(ds.get("SamplesPerPixel") or 1)
+        if str(ds.get("PhotometricInterpretation", "")).startswith("YBR_FULL_422"):
+            spp = 2  # chroma subsampled horizontally: two samples per pixel on average
         expected = int(rows) * int(cols) * frames * spp * int(bits) // 8
     except (TypeError, ValueError):
         return

@@ -1,0 +1,242 @@
+"""``archivist import``: files, folders, DICOMDIR and .zip through the one ingest pipeline."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+import zipfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from archivist.config import Settings
+
+_ZIP_MAX_ENTRIES = 200_000
+
+
+@dataclass
+class Item:
+    """One candidate object: a file on disk or an entry of a zip archive."""
+
+    name: str
+    size: int
+    path: Path | None = None
+    zip_path: Path | None = None
+    zip_entry: str | None = None
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except OSError:
+        return False
+
+
+def _dicomdir_items(dicomdir: Path) -> Iterator[Item]:
+    """Files a DICOMDIR references, refusing any path outside its folder (pydicom CVE-2026-32711)."""
+    import pydicom
+
+    root = dicomdir.parent
+    ds = pydicom.dcmread(dicomdir, stop_before_pixels=True)
+    for record in ds.get("DirectoryRecordSequence", []):
+        ref = record.get("ReferencedFileID")
+        if not ref:
+            continue
+        parts = [str(p) for p in (ref if isinstance(ref, (list, tuple)) or
+                                  type(ref).__name__ == "MultiValue" else [ref])]
+        if any(p in ("", ".", "..") or "/" in p or "\\" in p for p in parts):
+            continue
+        candidate = root.joinpath(*parts)
+        if not _is_within(candidate, root) or not candidate.is_file():
+            continue
+        yield Item(str(candidate), candidate.stat().st_size, path=candidate)
+
+
+def collect(paths: list[Path]) -> tuple[list[Item], Counter[str]]:
+    """Every candidate under `paths`; regular files only, no links leading outside a root."""
+    items: list[Item] = []
+    skipped: Counter[str] = Counter()
+    seen: set[str] = set()
+
+    def add_file(p: Path, root: Path) -> None:
+        if p.is_symlink() and not _is_within(p, root):
+            skipped["link outside the folder"] += 1
+            return
+        try:
+            st = p.stat()
+        except OSError:
+            skipped["unreadable"] += 1
+            return
+        if not os.path.isfile(p):
+            skipped["not a regular file"] += 1
+            return
+        key = str(p.resolve())
+        if key in seen:
+            return
+        seen.add(key)
+        if p.suffix.lower() == ".zip" and zipfile.is_zipfile(p):
+            try:
+                with zipfile.ZipFile(p) as zf:
+                    infos = [i for i in zf.infolist() if not i.is_dir()]
+                    if len(infos) > _ZIP_MAX_ENTRIES:
+                        skipped["zip with too many entries"] += 1
+                        return
+                    for info in infos:
+                        items.append(Item(f"{p}!{info.filename}", info.file_size, zip_path=p,
+                                          zip_entry=info.filename))
+            except (zipfile.BadZipFile, OSError):
+                skipped["unreadable zip"] += 1
+            return
+        if p.name.upper() == "DICOMDIR":
+            try:
+                for item in _dicomdir_items(p):
+                    if str(item.path and item.path.resolve()) not in seen:
+                        seen.add(str(item.path and item.path.resolve()))
+                        items.append(item)
+            except Exception:  # noqa: BLE001
+                skipped["unreadable DICOMDIR"] += 1
+            return
+        items.append(Item(str(p), st.st_size, path=p))
+
+    for given in paths:
+        if given.is_dir():
+            for dirpath, dirnames, filenames in os.walk(given, followlinks=False):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    add_file(Path(dirpath) / name, given)
+        else:
+            add_file(given, given.parent)
+    return items, skipped
+
+
+def _looks_like_part10(head: bytes) -> bool:
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def run_import(settings: Settings, paths: list[Path], *, quiet: bool = False,
+               workers: int = 4) -> int:
+    """Import `paths`; prints a summary; returns 0, or 1 when some objects were rejected."""
+    import logging
+
+    from archivist.archive.archive import Archive
+    from archivist.archive.ingest import Origin, StoreStatus
+    from archivist.cli.serve import configure_logging
+    from archivist.errors import ArchivistError, InvalidObject, StorageFull
+
+    configure_logging("WARNING")
+    logging.getLogger("archivist").setLevel(logging.WARNING)
+    items, skipped = collect(paths)
+    archive = Archive.open(settings)
+    tmp_dir = settings.tmp_dir
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    counts: Counter[str] = Counter()
+    rejected: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    origin = Origin("import")
+    stop = threading.Event()
+
+    def one(item: Item, advance: Callable[[int], None]) -> None:
+        if stop.is_set():
+            return
+        tmp_name: str | None = None
+        try:
+            if item.zip_path is not None:
+                assert item.zip_entry is not None
+                with zipfile.ZipFile(item.zip_path) as zf:
+                    with zf.open(item.zip_entry) as src:
+                        head = src.read(132)
+                        if not _looks_like_part10(head):
+                            with lock:
+                                skipped["not DICOM"] += 1
+                            return
+                        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".dcm")
+                        written = len(head)
+                        with os.fdopen(fd, "wb") as dst:
+                            dst.write(head)
+                            while chunk := src.read(1024 * 1024):
+                                written += len(chunk)
+                                if written > settings.max_object_size:
+                                    raise InvalidObject("zip entry larger than max_object_size")
+                                dst.write(chunk)
+                path, consume = Path(tmp_name), True
+            else:
+                assert item.path is not None
+                with open(item.path, "rb") as fh:
+                    head = fh.read(132)
+                if not _looks_like_part10(head):
+                    with lock:
+                        skipped["not DICOM"] += 1
+                    return
+                path, consume = item.path, False
+            result = archive.ingest.store_file(path, origin, consume=consume)
+            with lock:
+                if result.status is StoreStatus.ALREADY_STORED:
+                    counts["already present"] += 1
+                else:
+                    counts["stored"] += 1
+        except StorageFull as exc:
+            with lock:
+                rejected.append((item.name, str(exc)))
+            stop.set()
+        except ArchivistError as exc:
+            with lock:
+                rejected.append((item.name, str(exc)))
+        except OSError as exc:
+            with lock:
+                rejected.append((item.name, f"cannot read: {exc.strerror or exc}"))
+        finally:
+            if tmp_name is not None:
+                try:
+                    os.unlink(tmp_name)
+                except OSError:
+                    pass
+            advance(item.size)
+
+    total_bytes = sum(i.size for i in items)
+    try:
+        if quiet or not items:
+            for item in items:
+                one(item, lambda n: None)
+        else:
+            from rich.progress import (
+                BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            with Progress(
+                TextColumn("[bold]importing[/] {task.fields[files]} files"), BarColumn(),
+                DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                transient=False,
+            ) as progress:
+                task = progress.add_task("import", total=max(total_bytes, 1),
+                                         files=f"0/{len(items)}")
+                done = [0]
+
+                def advance(n: int) -> None:
+                    with lock:
+                        done[0] += 1
+                        files = f"{done[0]}/{len(items)}"
+                    progress.update(task, advance=n, files=files)
+
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    list(pool.map(lambda it: one(it, advance), items))
+    finally:
+        archive.close()
+
+    out = sys.stdout
+    print(
+        f"Imported: {counts['stored']} stored, {counts['already present']} already present, "
+        f"{len(rejected)} rejected, {sum(skipped.values())} skipped (not DICOM or unreadable).",
+        file=out,
+    )
+    for reason, n in sorted(skipped.items()):
+        print(f"  skipped {n}: {reason}", file=out)
+    for name, reason in rejected:
+        print(f"  rejected {name}: {reason}", file=out)
+    if stop.is_set():
+        print("Stopped early: the archive is out of space.", file=out)
+    return 1 if rejected else 0

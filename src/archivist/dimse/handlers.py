@@ -1,0 +1,233 @@
+"""DIMSE service handlers: thin translators between pynetdicom events and the archive.
+
+Each ``handle_*`` takes a pynetdicom :class:`~pynetdicom.events.Event` (or anything with the same
+attributes) and calls the archive's one ingest, one search or one retrieve; they do not depend on
+how associations are driven, so the acceptor can change underneath them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom.presentation import PresentationContext, build_context
+
+from archivist.archive.archive import Archive
+from archivist.archive.ingest import Origin
+from archivist.archive.retrieve import InstanceRef
+from archivist.core.levels import QueryLevel
+from archivist.dimse.charset import choose_charset
+from archivist.dimse.status import Status, query_failure, status_dataset, store_failure
+from archivist.errors import ArchivistError, QueryError
+
+log = logging.getLogger("archivist.dimse")
+
+PATIENT_ROOT = {
+    "1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.1.3",
+}
+STUDY_ROOT = {
+    "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.2.2", "1.2.840.10008.5.1.4.1.2.2.3",
+}
+
+
+def _peer(event: Any) -> tuple[str, str]:
+    requestor = event.assoc.requestor
+    aet = requestor.ae_title
+    if isinstance(aet, bytes):
+        aet = aet.decode("ascii", "replace")
+    return str(aet).strip(), str(requestor.address)
+
+
+class Handlers:
+    """The archive's DIMSE service handlers (bound to pynetdicom events by the server)."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self.settings = archive.settings
+
+    # -- Verification --------------------------------------------------------------------------
+
+    def handle_echo(self, event: Any) -> int:
+        """C-ECHO (PS3.4 A.4): always Success."""
+        return Status.SUCCESS
+
+    # -- Storage -------------------------------------------------------------------------------
+
+    def handle_store(self, event: Any) -> Dataset | int:
+        """C-STORE (PS3.4 B.2): one object through the ingest pipeline, Success only when durable."""
+        req = event.request
+        aet, address = _peer(event)
+        own_tmp: Path | None = None
+        try:
+            try:
+                path = Path(event.dataset_path)
+            except AttributeError:
+                # Chunked reception is off (should not happen in the server): write it out.
+                tmp_dir = self.settings.tmp_dir
+                fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".dcm")
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(event.encoded_dataset(include_meta=True))
+                path = own_tmp = Path(name)
+            result = self.archive.ingest.store_file(
+                path,
+                Origin("dimse", aet, address),
+                expected_sop_class=str(req.AffectedSOPClassUID),
+                expected_sop_instance=str(req.AffectedSOPInstanceUID),
+                consume=True,
+            )
+        except ArchivistError as exc:
+            log.warning("C-STORE from %s refused: %s", aet, exc)
+            return store_failure(exc)
+        except Exception:  # noqa: BLE001 - last line of defence: a clear failure, never a crash
+            log.exception("C-STORE from %s failed unexpectedly", aet)
+            return status_dataset(Status.CANNOT_UNDERSTAND, "Internal error while storing")
+        finally:
+            if own_tmp is not None:
+                try:
+                    os.unlink(own_tmp)
+                except OSError:
+                    pass
+        del result
+        return Status.SUCCESS
+
+    # -- Query ---------------------------------------------------------------------------------
+
+    def _parse(self, event: Any) -> tuple[QueryLevel, Any, str | list[str]]:
+        model = str(event.request.AffectedSOPClassUID)
+        identifier = event.identifier
+        level_text = identifier.get("QueryRetrieveLevel", "")
+        try:
+            level = QueryLevel.parse(level_text or "")
+        except ValueError:
+            raise QueryError("Query/Retrieve Level missing or unknown") from None
+        if model in STUDY_ROOT and level is QueryLevel.PATIENT:
+            raise QueryError("PATIENT level is not part of the Study Root model")
+        query = self.archive.search.query_from_identifier(level, identifier)
+        charset = identifier.get("SpecificCharacterSet") or ""
+        return level, query, charset
+
+    def handle_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        """C-FIND (PS3.4 C.4.1): stream pending responses; honours C-CANCEL."""
+        aet, _ = _peer(event)
+        try:
+            level, query, charset = self._parse(event)
+        except Exception as exc:  # noqa: BLE001
+            status, comment = query_failure(exc)
+            log.warning("C-FIND from %s refused: %s", aet, comment)
+            yield status_dataset(status, comment), None  # type: ignore[misc]
+            return
+        limit = self.settings.find_max_results
+        count = 0
+        try:
+            for ds in self.archive.search.find(query):
+                if event.is_cancelled:
+                    yield Status.CANCEL, None
+                    return
+                cs = choose_charset(ds, charset)
+                if cs:
+                    ds.SpecificCharacterSet = cs
+                yield Status.PENDING, ds
+                count += 1
+                if limit and count >= limit:
+                    log.info("C-FIND from %s cut at %d results", aet, limit)
+                    break
+        except Exception as exc:  # noqa: BLE001
+            status, comment = query_failure(exc)
+            log.warning("C-FIND from %s failed: %s", aet, comment)
+            yield status_dataset(status, comment), None  # type: ignore[misc]
+            return
+        log.info("C-FIND from %s level=%s matches=%d", aet, level.value, count)
+        yield Status.SUCCESS, None
+
+    # -- Retrieve ------------------------------------------------------------------------------
+
+    def _refs(self, event: Any) -> list[InstanceRef]:
+        _, query, _ = self._parse(event)
+        return list(self.archive.retrieve.instances(query))
+
+    def _load(self, ref: InstanceRef) -> Dataset | None:
+        try:
+            return self.archive.retrieve.dataset(ref)
+        except Exception as exc:  # noqa: BLE001 - counted as a failed sub-operation
+            log.error("cannot read stored instance %s: %s", ref.sop_instance_uid,
+                      type(exc).__name__)
+            return None
+
+    def handle_move(self, event: Any) -> Iterator[Any]:
+        """C-MOVE (PS3.4 C.4.2): to configured destinations only (unknown: 0xA801)."""
+        aet, _ = _peer(event)
+        dest = event.move_destination
+        if isinstance(dest, bytes):
+            dest = dest.decode("ascii", "replace")
+        dest = str(dest).strip()
+        peer = self.settings.peer(dest)
+        if peer is None:
+            log.warning("C-MOVE from %s to unknown destination %r", aet, dest)
+            yield None, None
+            return
+        try:
+            refs = self._refs(event)
+        except Exception as exc:  # noqa: BLE001
+            status, comment = query_failure(exc)
+            log.warning("C-MOVE from %s refused: %s", aet, comment)
+            yield peer.host, peer.port
+            yield status_dataset(status, comment), None
+            return
+        yield peer.host, peer.port, {"contexts": contexts_for(refs)}
+        yield len(refs)
+        log.info("C-MOVE from %s to %s: %d instances", aet, dest, len(refs))
+        for ref in refs:
+            if event.is_cancelled:
+                yield Status.CANCEL, None
+                return
+            yield Status.PENDING, self._load(ref)
+
+    def handle_get(self, event: Any) -> Iterator[Any]:
+        """C-GET (PS3.4 C.4.3): sub-operations over the same association."""
+        aet, _ = _peer(event)
+        try:
+            refs = self._refs(event)
+        except Exception as exc:  # noqa: BLE001
+            status, comment = query_failure(exc)
+            log.warning("C-GET from %s refused: %s", aet, comment)
+            yield status_dataset(status, comment), None
+            return
+        yield len(refs)
+        log.info("C-GET from %s: %d instances", aet, len(refs))
+        for ref in refs:
+            if event.is_cancelled:
+                yield Status.CANCEL, None
+                return
+            yield Status.PENDING, self._load(ref)
+
+
+def contexts_for(refs: list[InstanceRef]) -> list[PresentationContext]:
+    """Presentation contexts to propose for sending `refs` (at most 128).
+
+    One context per (SOP Class, stored transfer syntax); uncompressed ones also offer Explicit and
+    Implicit VR Little Endian so any peer can take them.
+    """
+    pairs: dict[tuple[str, str], None] = {}
+    for ref in refs:
+        pairs[(ref.sop_class_uid, ref.transfer_syntax_uid)] = None
+    uncompressed = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.2"}
+
+    def syntaxes(ts: str) -> list[str]:
+        if ts in uncompressed:
+            return list(dict.fromkeys([ts, ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+        return [ts]
+
+    if len(pairs) <= 128:
+        return [build_context(UID(c), syntaxes(ts)) for c, ts in pairs]
+    by_class: dict[str, list[str]] = {}
+    for c, ts in pairs:
+        by_class.setdefault(c, [])
+        for s in syntaxes(ts):
+            if s not in by_class[c]:
+                by_class[c].append(s)
+    return [build_context(UID(c), tss) for c, tss in list(by_class.items())[:128]]

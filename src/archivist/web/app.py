@@ -1,0 +1,58 @@
+"""The HTTP application: health, a small JSON API, and (later) DICOMweb and the viewer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from archivist.archive.archive import Archive
+
+
+@dataclass
+class Health:
+    """Readiness flags flipped by the process that runs the listeners."""
+
+    dimse_ready: bool = False
+    http_ready: bool = False
+    stopping: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.dimse_ready and self.http_ready and not self.stopping
+
+
+def create_app(archive: Archive, health: Health | None = None) -> Starlette:
+    """Build the Starlette application for one archive."""
+    health = health or Health(dimse_ready=True, http_ready=True)
+
+    async def healthz(request: Request) -> JSONResponse:
+        body = {"status": "ok" if health.ok else ("stopping" if health.stopping else "starting")}
+        body.update(health.info)
+        return JSONResponse(body, status_code=200 if health.ok else 503)
+
+    async def stats(request: Request) -> JSONResponse:
+        from starlette.concurrency import run_in_threadpool
+
+        counts = await run_in_threadpool(archive.index.counts)
+        return JSONResponse({"counts": counts, "last_change": archive.index.last_change()})
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/api/stats", stats),
+    ]
+    try:
+        from archivist.web import codes as codes_web
+
+        routes.extend(codes_web.routes())  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):
+        pass
+    app = Starlette(routes=routes)
+    app.state.archive = archive
+    app.state.health = health
+    return app
