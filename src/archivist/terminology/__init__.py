@@ -8,7 +8,7 @@ The public surface of the package::
     context_group(4) -> ContextGroup                 (UnknownContextGroup when not defined)
     schemes() -> list[CodingScheme]
     normalise_code("SRT", "T-62000") -> ("SCT", "10200004")
-    body_part_to_code("CHEST") -> ("SCT", "43799004")
+    body_part_to_code("CHEST") -> ("SCT", "816094009")
     check_file(path) / check_dataset(ds) -> list[Finding]   (these two import pydicom)
 
 The tables come from pydicom's ``pydicom.sr`` dictionaries and highdicom's Annex L map, generated
@@ -172,7 +172,7 @@ def body_part_to_code(
     """The (scheme, value) of a Body Part Examined (0018,0015) defined term, or None.
 
     Uses highdicom's pairing of the PS3.16 Annex L terms with SCT codes (case-insensitive, spaces
-    trimmed): ``"CHEST"`` -> ``("SCT", "43799004")``.
+    trimmed): ``"CHEST"`` -> ``("SCT", "816094009")``.
     """
     part = (terminology or default_terminology()).body_part(body_part_examined)
     return None if part is None else (part.scheme, part.value)
