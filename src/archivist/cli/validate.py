@@ -1,9 +1,166 @@
-"""`archivist validate` and `archivist check-peer` (placeholder until the validation work lands)."""
+# ruff: noqa: B008 - typer declares options as argument defaults
+"""``archivist validate`` and ``archivist check-peer``: object and network conformance checks.
+
+Only typer is imported here at module level; the validator, rich and pynetdicom are imported
+inside the commands so that ``archivist --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from archivist.validate.peer import PeerReport
+    from archivist.validate.validator import BatchResult
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+def validate(
+    paths: list[Path] = typer.Argument(..., help="Files or folders (searched recursively).",
+                                       exists=True),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    html: Path | None = typer.Option(
+        None, "--html", help="Also write a shareable HTML report to this file.", dir_okay=False
+    ),
+    errors_only: bool = typer.Option(False, "--errors-only", help="Show only errors."),
+    no_extended: bool = typer.Option(
+        False, "--no-extended",
+        help="Do not report attributes outside the IOD (Standard Extended SOP Class).",
+    ),
+) -> None:
+    """Validate DICOM files like dciodvfy/DVTk: Part 10 encoding, data dictionary (VR, VM,
+    length, characters), IOD modules (Type 1/2/1C/2C, enumerated values) and consistency of
+    patient/study/series attributes across files.
+
+    Exit status 1 when any file has an error, 0 otherwise (warnings allowed).
+    """
+    from archivist.validate import ValidationOptions, validate_paths
+
+    options = ValidationOptions(report_extended=not no_extended)
+    result = validate_paths(paths, options=options)
+    if html is not None:
+        from archivist.validate.html import render_html
+
+        html.write_text(render_html(result), encoding="utf-8")
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_text(result, errors_only=errors_only)
+        if html is not None:
+            typer.echo(f"HTML report written to {html}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _print_text(result: BatchResult, *, errors_only: bool) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False)
+    for report in result.reports:
+        findings = [f for f in report.findings if not errors_only or f.severity.value == "error"]
+        status = "[bold green]OK[/]" if report.ok else "[bold red]ERRORS[/]"
+        counts = report.counts()
+        console.print(
+            f"{status} [bold]{escape(report.path)}[/]  {escape(report.iod or 'unknown IOD')}  "
+            f"[red]{counts['error']} error(s)[/], [yellow]{counts['warning']} warning(s)[/]"
+        )
+        for module in _ordered_modules(findings):
+            console.print(f"  [bold cyan]{escape(module or 'Whole object')}[/]")
+            for f in findings:
+                if f.module != module:
+                    continue
+                style = _SEVERITY_STYLE[f.severity.value]
+                console.print(
+                    f"    [{style}]{f.severity.value:<7}[/] {f.rule_id}  {escape(f.path)}"
+                )
+                console.print(f"            {escape(f.message)} [dim]\\[{f.reference}][/]")
+    if result.consistency:
+        console.print("[bold]Consistency across files[/]")
+        for f in result.consistency:
+            style = _SEVERITY_STYLE[f.severity.value]
+            console.print(f"    [{style}]{f.severity.value:<7}[/] {f.rule_id}  {escape(f.path)}")
+            console.print(f"            {escape(f.message)} [dim]\\[{f.reference}][/]")
+    counts = result.counts()
+    bad = sum(1 for r in result.reports if not r.ok)
+    console.print(
+        f"[bold]Summary:[/] {len(result.reports)} file(s), {bad} with errors; "
+        f"[red]{counts['error']} error(s)[/], [yellow]{counts['warning']} warning(s)[/], "
+        f"{counts['info']} info(s)."
+    )
+
+
+def _ordered_modules(findings: list) -> list[str]:  # type: ignore[type-arg]
+    seen: list[str] = []
+    for f in findings:
+        if f.module not in seen:
+            seen.append(f.module)
+    return seen
+
+
+def check_peer(
+    host: str = typer.Argument(..., help="Host name or address of the remote DICOM node."),
+    port: int = typer.Argument(..., help="Its DIMSE port."),
+    aet: str = typer.Option(..., "--aet", help="The remote node's AE title (called AE)."),
+    calling_aet: str = typer.Option("ARCHIVIST", "--calling-aet", help="Our AE title."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    store: bool = typer.Option(
+        True, "--store/--no-store", help="Send a generated test object with C-STORE."
+    ),
+    move_aet: str | None = typer.Option(
+        None, "--move-aet",
+        help="C-MOVE destination the peer knows for us (our listener is started on a free port "
+        "unless --move-port is given).",
+    ),
+    move_port: int = typer.Option(0, "--move-port", help="Port for our C-MOVE listener."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds per network operation."),
+) -> None:
+    """Probe a remote DICOM node and report its conformance: association negotiation (SOP
+    classes, transfer syntaxes, maximum PDU), C-ECHO, C-FIND at each level with the identifiers
+    checked, C-STORE of a test object and C-MOVE/C-GET of it back, statuses against PS3.4.
+
+    Exit status 1 when a check fails, 0 otherwise.
+    """
+    from archivist.validate.peer import PeerOptions, probe_peer
+
+    report = probe_peer(
+        PeerOptions(
+            host=host, port=port, called_aet=aet, calling_aet=calling_aet, store=store,
+            move_aet=move_aet, move_port=move_port, timeout=timeout,
+        )
+    )
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_peer(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _print_peer(report: PeerReport) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False)
+    console.print(f"[bold]Peer {escape(report.called_aet)} at {report.host}:{report.port}[/]")
+    styles = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim", "info": "cyan"}
+    for check in report.checks:
+        style = styles.get(check.outcome, "")
+        console.print(f"  [{style}]{check.outcome:<4}[/] {check.name}: {escape(check.detail)}"
+                      + (f"  [dim]({check.reference})[/]" if check.reference else ""))
+    console.print(
+        f"[bold]Summary:[/] {report.counts()['pass']} passed, {report.counts()['fail']} failed, "
+        f"{report.counts()['warn']} warning(s), {report.counts()['skip']} skipped."
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add the validation commands to the top-level CLI."""
+    """Add the ``validate`` and ``check-peer`` commands to the top-level CLI."""
+    app.command("validate")(validate)
+    app.command("check-peer")(check_peer)

@@ -1,0 +1,316 @@
+"""Conditions of Type 1C/2C attributes and Conditional (``C``) modules, as a rule registry.
+
+The generated tables give the type of every attribute but not the prose of its condition. The
+conditions that matter for the common IODs (CT, MR, CR, DX, US, SC, SR, SEG, KOS) are written
+here in a small grammar modelled on DVTk's definition files (``PRESENT``, ``NOT PRESENT``,
+``VALUE``), combined with ``&``, ``|`` and ``~``::
+
+    ATTRIBUTE_CONDITIONS[("image-pixel", "PlanarConfiguration")] = greater("SamplesPerPixel", 1)
+
+A keyword refers to the item (dataset or sequence item) that holds the attribute; a leading
+``/`` refers to the top-level dataset. A condition that is not registered is not evaluated: a
+missing 1C/2C attribute is then not reported (dciodvfy evaluates more conditions; the differences
+are listed in docs/validation.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+
+Predicate = Callable[[Dataset, Dataset], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A predicate over (item, root dataset) with the text a person reads in a finding."""
+
+    test: Predicate
+    text: str
+
+    def __call__(self, item: Dataset, root: Dataset) -> bool:
+        return self.test(item, root)
+
+    def __and__(self, other: Condition) -> Condition:
+        return Condition(lambda i, r: self(i, r) and other(i, r), f"{self.text} and {other.text}")
+
+    def __or__(self, other: Condition) -> Condition:
+        return Condition(lambda i, r: self(i, r) or other(i, r), f"{self.text} or {other.text}")
+
+    def __invert__(self) -> Condition:
+        return Condition(lambda i, r: not self(i, r), f"not ({self.text})")
+
+
+def _scope(keyword: str, item: Dataset, root: Dataset) -> tuple[Dataset, str]:
+    return (root, keyword[1:]) if keyword.startswith("/") else (item, keyword)
+
+
+def _values(ds: Dataset, keyword: str) -> list[str]:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return [str(v).strip() for v in value]
+    return [str(value).strip()]
+
+
+def present(keyword: str) -> Condition:
+    """True when the attribute is present (even empty), DVTk ``PRESENT``."""
+
+    def test(item: Dataset, root: Dataset) -> bool:
+        ds, kw = _scope(keyword, item, root)
+        return kw in ds
+
+    return Condition(test, f"{keyword.lstrip('/')} is present")
+
+
+def absent(keyword: str) -> Condition:
+    """True when the attribute is not present, DVTk ``NOT PRESENT``."""
+    cond = ~present(keyword)
+    return Condition(cond.test, f"{keyword.lstrip('/')} is absent")
+
+
+def value_in(keyword: str, *values: str, index: int | None = None) -> Condition:
+    """True when a value of the attribute (or value *index*, 0-based) is one of *values*."""
+    wanted = frozenset(values)
+
+    def test(item: Dataset, root: Dataset) -> bool:
+        ds, kw = _scope(keyword, item, root)
+        got = _values(ds, kw)
+        if index is not None:
+            return len(got) > index and got[index] in wanted
+        return any(v in wanted for v in got)
+
+    shown = " or ".join(values)
+    return Condition(test, f"{keyword.lstrip('/')} is {shown}")
+
+
+def greater(keyword: str, limit: float) -> Condition:
+    """True when the (first) numeric value of the attribute is greater than *limit*."""
+
+    def test(item: Dataset, root: Dataset) -> bool:
+        ds, kw = _scope(keyword, item, root)
+        got = _values(ds, kw)
+        try:
+            return bool(got) and float(got[0]) > limit
+        except ValueError:
+            return False
+
+    return Condition(test, f"{keyword.lstrip('/')} > {limit:g}")
+
+
+def any_present(*keywords: str) -> Condition:
+    """True when at least one of the attributes is present."""
+    cond = present(keywords[0])
+    for kw in keywords[1:]:
+        cond = cond | present(kw)
+    return Condition(cond.test, "one of " + ", ".join(k.lstrip("/") for k in keywords) + " present")
+
+
+def sop_class_in(*uids: str) -> Condition:
+    """True when the top-level SOP Class UID is one of *uids*."""
+    wanted = frozenset(uids)
+
+    def test(item: Dataset, root: Dataset) -> bool:
+        return str(root.get("SOPClassUID", "")) in wanted
+
+    return Condition(test, "the SOP Class is " + " or ".join(sorted(wanted)))
+
+
+def _non_ascii_text(item: Dataset, root: Dataset) -> bool:
+    """True when a text value of the dataset uses bytes outside the default repertoire."""
+    text_vrs = {"SH", "LO", "ST", "LT", "PN", "UC", "UT"}
+
+    def walk(ds: Dataset) -> bool:
+        for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset decodes every element
+            elem = ds.get_item(tag)
+            vr = elem.VR
+            if vr == "SQ":
+                if any(walk(it) for it in ds[tag].value):
+                    return True
+                continue
+            if vr not in text_vrs:
+                continue
+            value = elem.value
+            if isinstance(value, bytes):
+                if any(b > 0x7F for b in value):
+                    return True
+            elif value is not None and not str(value).isascii():
+                return True
+        return False
+
+    return walk(root)
+
+
+NON_DEFAULT_CHARACTERS = Condition(
+    _non_ascii_text, "characters outside the default repertoire are used"
+)
+
+# SOP Classes named in conditions (PS3.4 B.5).
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
+
+# Body parts that are paired structures (PS3.16 Annex L, CID 4031 laterality-bearing terms),
+# written as PS3.3 C.7.3.1 Body Part Examined defined terms.
+PAIRED_BODY_PARTS = frozenset(
+    {
+        "BREAST", "EYE", "EAR", "KIDNEY", "LUNG", "OVARY", "TESTIS", "ADRENAL", "CLAVICLE",
+        "SHOULDER", "ARM", "ELBOW", "FOREARM", "WRIST", "HAND", "FINGER", "THUMB", "HIP",
+        "THIGH", "KNEE", "LEG", "ANKLE", "FOOT", "TOE", "HEEL", "FEMUR", "TIBIA", "FIBULA",
+        "HUMERUS", "RADIUS", "ULNA", "SCAPULA", "PATELLA", "CALCANEUS", "ACJOINT", "SIJOINT",
+        "TMJ", "SJOINT", "ORBIT", "PAROTID", "SUBMANDIBULAR", "CAROTID",
+        "EXTREMITY", "UPRLIMB", "LOWLIMB", "AXILLA", "HIPJOINT",
+    }
+)
+
+# Condition of a Type 1C/2C attribute, keyed by (module key, keyword); "*" means any module.
+# The condition is evaluated on the item holding the attribute, at any depth of the module.
+ATTRIBUTE_CONDITIONS: dict[tuple[str, str], Condition] = {
+    # PS3.3 C.7.1.1 Patient Module: animal patients.
+    ("patient", "PatientBreedDescription"): any_present(
+        "PatientSpeciesDescription", "PatientSpeciesCodeSequence"
+    ),
+    ("patient", "PatientBreedCodeSequence"): any_present(
+        "PatientSpeciesDescription", "PatientSpeciesCodeSequence"
+    ),
+    ("patient", "BreedRegistrationSequence"): any_present(
+        "PatientSpeciesDescription", "PatientSpeciesCodeSequence"
+    ),
+    ("patient", "ResponsiblePerson"): any_present(
+        "PatientSpeciesDescription", "PatientSpeciesCodeSequence"
+    ),
+    ("patient", "ResponsibleOrganization"): any_present(
+        "PatientSpeciesDescription", "PatientSpeciesCodeSequence"
+    ),
+    # PS3.3 C.7.3.1 General Series Module.
+    ("general-series", "Laterality"): value_in("BodyPartExamined", *PAIRED_BODY_PARTS)
+    & absent("ImageLaterality")
+    & absent("FrameLaterality"),
+    ("general-series", "PatientPosition"): sop_class_in(CT_IMAGE, MR_IMAGE, ENHANCED_CT, ENHANCED_MR)
+    & absent("PatientOrientationCodeSequence"),
+    # PS3.3 C.7.6.1 General Image Module: images without an Image Plane Module.
+    ("general-image", "PatientOrientation"): absent("/ImageOrientationPatient")
+    & absent("/SharedFunctionalGroupsSequence"),
+    # PS3.3 C.7.6.3 Image Pixel Module.
+    ("image-pixel", "PlanarConfiguration"): greater("SamplesPerPixel", 1),
+    ("image-pixel", "PixelData"): absent("PixelDataProviderURL")
+    & absent("FloatPixelData")
+    & absent("DoubleFloatPixelData"),
+    ("image-pixel", "RedPaletteColorLookupTableDescriptor"): value_in(
+        "PhotometricInterpretation", "PALETTE COLOR"
+    ),
+    ("image-pixel", "GreenPaletteColorLookupTableDescriptor"): value_in(
+        "PhotometricInterpretation", "PALETTE COLOR"
+    ),
+    ("image-pixel", "BluePaletteColorLookupTableDescriptor"): value_in(
+        "PhotometricInterpretation", "PALETTE COLOR"
+    ),
+    ("image-pixel", "RedPaletteColorLookupTableData"): value_in(
+        "PhotometricInterpretation", "PALETTE COLOR"
+    ),
+    ("image-pixel", "GreenPaletteColorLookupTableData"): value_in(
+        "PhotometricInterpretation", "PALETTE COLOR"
+    ),
+    ("image-pixel", "BluePaletteColorLookupTableData"): value_in(
+        "PhotometricInterpretation", "PALETTE COLOR"
+    ),
+    # PS3.3 C.8.3.1 MR Image Module.
+    ("mr-image", "InversionTime"): value_in("ScanningSequence", "IR"),
+    # PS3.3 C.11.1 Modality LUT Module and C.11.2 VOI LUT Module.
+    ("modality-lut", "RescaleIntercept"): absent("ModalityLUTSequence"),
+    ("modality-lut", "RescaleSlope"): absent("ModalityLUTSequence"),
+    ("modality-lut", "RescaleType"): absent("ModalityLUTSequence"),
+    ("voi-lut", "WindowCenter"): absent("VOILUTSequence"),
+    ("voi-lut", "WindowWidth"): present("WindowCenter"),
+    # PS3.3 C.12.1 SOP Common Module.
+    ("sop-common", "SpecificCharacterSet"): NON_DEFAULT_CHARACTERS,
+    # PS3.3 C.17.2 SR Document General Module.
+    ("sr-document-general", "VerifyingObserverSequence"): value_in("VerificationFlag", "VERIFIED"),
+    ("sr-document-general", "VerificationDateTime"): value_in("VerificationFlag", "VERIFIED"),
+    # PS3.3 C.17.3 SR Document Content Module and Table C.17-5 (content items by value type).
+    ("sr-document-content", "ContinuityOfContent"): value_in("ValueType", "CONTAINER"),
+    ("sr-document-content", "TextValue"): value_in("ValueType", "TEXT"),
+    ("sr-document-content", "ConceptCodeSequence"): value_in("ValueType", "CODE"),
+    ("sr-document-content", "MeasuredValueSequence"): value_in("ValueType", "NUM"),
+    ("sr-document-content", "DateTime"): value_in("ValueType", "DATETIME"),
+    ("sr-document-content", "Date"): value_in("ValueType", "DATE"),
+    ("sr-document-content", "Time"): value_in("ValueType", "TIME"),
+    ("sr-document-content", "UID"): value_in("ValueType", "UIDREF"),
+    ("sr-document-content", "PersonName"): value_in("ValueType", "PNAME"),
+    ("sr-document-content", "GraphicType"): value_in("ValueType", "SCOORD", "SCOORD3D"),
+    ("sr-document-content", "TemporalRangeType"): value_in("ValueType", "TCOORD"),
+    ("sr-document-content", "ReferencedFrameOfReferenceUID"): value_in("ValueType", "SCOORD3D"),
+    # PS3.3 C.8.20.2 Segmentation Image Module.
+    ("segmentation-image", "SegmentationFractionalType"): value_in(
+        "/SegmentationType", "FRACTIONAL"
+    ),
+    ("segmentation-image", "MaximumFractionalValue"): value_in("/SegmentationType", "FRACTIONAL"),
+    ("segmentation-image", "SegmentAlgorithmName"): present("SegmentAlgorithmType")
+    & ~value_in("SegmentAlgorithmType", "MANUAL"),
+    # PS3.3 8.8 Code Sequence Macro, wherever it is included.
+    ("*", "CodeValue"): absent("LongCodeValue") & absent("URNCodeValue"),
+    ("*", "CodingSchemeDesignator"): any_present("CodeValue", "LongCodeValue"),
+}
+
+# Attributes that the generated tables list with an unconditional type although PS3.3 includes
+# their macro conditionally ("Include Table C.18.x if Value Type is ..."). Their type applies
+# only when the condition holds. Keyed like ATTRIBUTE_CONDITIONS.
+_SR_VALUE_MACROS: dict[str, tuple[str, ...]] = {
+    # PS3.3 C.17.3 Table C.17-5 and the Content Item Macros of C.18.
+    "TextValue": ("TEXT",),
+    "ConceptCodeSequence": ("CODE",),
+    "MeasuredValueSequence": ("NUM",),
+    "DateTime": ("DATETIME",),
+    "Date": ("DATE",),
+    "Time": ("TIME",),
+    "UID": ("UIDREF",),
+    "PersonName": ("PNAME",),
+    "ReferencedSOPSequence": ("COMPOSITE", "IMAGE", "WAVEFORM"),
+    "GraphicData": ("SCOORD", "SCOORD3D"),
+    "GraphicType": ("SCOORD", "SCOORD3D"),
+    "ReferencedFrameOfReferenceUID": ("SCOORD3D",),
+    "TemporalRangeType": ("TCOORD",),
+    "ContinuityOfContent": ("CONTAINER",),
+    "TabulatedValuesSequence": ("TABLE",),
+}
+INCLUDED_IF: dict[tuple[str, str], Condition] = {
+    ("sr-document-content", keyword): value_in("ValueType", *types)
+    for keyword, types in _SR_VALUE_MACROS.items()
+}
+
+# Condition of a Conditional module, keyed by (IOD key or "*", module key). A module without an
+# entry is checked only when one of its own attributes is present.
+MODULE_CONDITIONS: dict[tuple[str, str], Condition] = {
+    # PS3.3 A.26: VOI LUT Module required if Presentation Intent Type is FOR PRESENTATION.
+    ("digital-x-ray-image", "voi-lut"): value_in("/PresentationIntentType", "FOR PRESENTATION"),
+    ("digital-mammography-x-ray-image", "voi-lut"): value_in(
+        "/PresentationIntentType", "FOR PRESENTATION"
+    ),
+    ("digital-intra-oral-x-ray-image", "voi-lut"): value_in(
+        "/PresentationIntentType", "FOR PRESENTATION"
+    ),
+    # PS3.3 A.3: Multi-energy CT Image Module required if Multi-energy CT Acquisition is YES.
+    ("ct-image", "multi-energy-ct-image"): value_in("/MultienergyCTAcquisition", "YES"),
+    # PS3.3 A.6, A.7, A.8, A.51: Palette Color Lookup Table Module required if Photometric
+    # Interpretation is PALETTE COLOR.
+    ("*", "palette-color-lookup-table"): value_in("/PhotometricInterpretation", "PALETTE COLOR"),
+}
+
+
+def attribute_condition(module: str, keyword: str) -> Condition | None:
+    """Return the registered condition of a 1C/2C attribute in a module, or None."""
+    return ATTRIBUTE_CONDITIONS.get((module, keyword)) or ATTRIBUTE_CONDITIONS.get(("*", keyword))
+
+
+def inclusion_condition(module: str, keyword: str) -> Condition | None:
+    """Return the condition under which a conditionally included macro's attribute applies."""
+    return INCLUDED_IF.get((module, keyword))
+
+
+def module_condition(iod: str, module: str) -> Condition | None:
+    """Return the registered condition of a Conditional module in an IOD, or None."""
+    return MODULE_CONDITIONS.get((iod, module)) or MODULE_CONDITIONS.get(("*", module))
