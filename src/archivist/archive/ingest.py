@@ -18,6 +18,7 @@ from typing import Callable
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from archivist.config import Settings
@@ -72,21 +73,38 @@ class IngestResult:
 Validator = Callable[[Dataset], list[object]]
 
 
+def _check_lengths(path: Path, size: int) -> None:
+    """Refuse a file in which a value runs past its end (PS3.5 7.1).
+
+    pydicom reads a value cut short without complaint, so the elements are walked once more with
+    every value skipped by seeking (nothing is loaded, Pixel Data included): a walk that ends past
+    the end of the file means a value was cut.
+    """
+    with open(path, "rb") as fh:
+        try:
+            pydicom.dcmread(fh, specific_tags=[Tag(0x00080016)], defer_size=1024)
+        except Exception as exc:  # noqa: BLE001 - any parser failure is the object's fault
+            raise InvalidObject(f"cannot parse the object ({type(exc).__name__})") from None
+        end = fh.tell()
+    if end > size:
+        raise InvalidObject(f"truncated: {size} bytes in the file, the values need {end}")
+
+
 def _check_complete(path: Path, ds: Dataset, ts: UID) -> None:
-    """Refuse objects whose pixel data is cut short (cheap checks, no full read)."""
+    """Refuse objects that are cut short (no full read: values are skipped, not loaded)."""
     size = path.stat().st_size
     if ts.is_deflated:
         return
     rows, cols = ds.get("Rows"), ds.get("Columns")
     bits = ds.get("BitsAllocated")
-    if not (rows and cols and bits):
-        return
-    if ts.is_encapsulated:
+    if ts.is_encapsulated and rows and cols and bits:
         with open(path, "rb") as fh:
             fh.seek(max(0, size - 65536))
             tail = fh.read()
         if _SEQ_DELIMITER not in tail:
             raise InvalidObject("truncated: encapsulated Pixel Data has no sequence delimiter")
+    _check_lengths(path, size)
+    if ts.is_encapsulated or not (rows and cols and bits):
         return
     try:
         frames = int(ds.get("NumberOfFrames") or 1)

@@ -21,10 +21,10 @@ def is_valid_uid(value: object, *, strict: bool = False) -> bool:
     strict
         Also refuse components with a leading zero (``1.02.3``).
     """
-    if not isinstance(value, str) or not 0 < len(value) <= 64 or not _LOOSE.match(value):
+    if not isinstance(value, str) or not 0 < len(value) <= 64 or not _LOOSE.fullmatch(value):
         return False
     if strict:
-        return all(_STRICT_COMPONENT.match(c) for c in value.split("."))
+        return all(_STRICT_COMPONENT.fullmatch(c) for c in value.split("."))
     return True
 
 

@@ -276,9 +276,12 @@ class Index:
                     + (1 if new_study else 0)))
                 del new_patient
                 return AddOutcome("added", seq)
-        except IntegrityError:
-            # A concurrent writer in another process stored the same UID first.
-            return AddOutcome("exists", 0)
+        except IntegrityError as exc:
+            # A concurrent writer in another process stored the same UID first; any other broken
+            # constraint (or a trigger's RAISE) is a failure, not a duplicate.
+            if self.get_instance(sop_instance_uid) is not None:
+                return AddOutcome("exists", 0)
+            raise IndexError_(f"index write failed: {type(exc).__name__}") from exc
         except SQLAlchemyError as exc:
             raise IndexError_(f"index write failed: {type(exc).__name__}") from exc
 

@@ -213,7 +213,10 @@ class MemoryBlobStore:
         self._lock = threading.Lock()
 
     def put_file(self, source: Path, *, consume: bool = False) -> PutResult:
-        data = Path(source).read_bytes()
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            _raise_os(exc, "storing a blob")
         if consume:
             _unlink_quiet(Path(source))
         return self.put_bytes(data)
@@ -236,6 +239,7 @@ class MemoryBlobStore:
         return None
 
     def delete(self, key: str) -> None:
+        check_key(key)
         with self._lock:
             self._blobs.pop(key, None)
 
