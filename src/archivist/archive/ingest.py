@@ -214,10 +214,13 @@ class Ingest:
             raise InvalidObject("a DICOMDIR is a media directory, not an object to archive")
         if expected_sop_class is not None and clean_uid(expected_sop_class) != sop_class:
             raise SOPClassMismatch("SOP Class UID differs from the C-STORE request")
-        if expected_sop_instance is not None and clean_uid(expected_sop_instance) != sop_uid:
-            raise SOPClassMismatch("SOP Instance UID differs from the C-STORE request")
-
         warnings: list[str] = []
+        if expected_sop_instance is not None and clean_uid(expected_sop_instance) != sop_uid:
+            # Common in the field (a File Meta copied from elsewhere); the data set's own UID is
+            # what the object is indexed under, as Orthanc and DCMTK do.
+            warnings.append("SOP Instance UID differs from the C-STORE request")
+            log.warning("sop=%s: Affected SOP Instance UID of the request differs", sop_uid)
+
         if self.validator is not None and self.settings.validation_policy != "off":
             warnings.extend(self._validate(ds))
 

@@ -50,7 +50,40 @@ def configure_pynetdicom(settings: Settings) -> None:
         tempfile.NamedTemporaryFile, dir=str(settings.tmp_dir)
     )
     install_pdu_cap(max(settings.max_pdu, 1024 * 1024) + 64)
+    _prefer_requestor_order()
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def _prefer_requestor_order() -> None:
+    """Pick, in each accepted context, the requestor's most preferred transfer syntax.
+
+    pynetdicom picks the first syntax in the *acceptor's* list; a modality sending a compressed
+    file lists its own syntax first, and storing byte for byte means taking that one (PS3.8
+    9.3.2.2: the requestor lists transfer syntaxes in order of preference).
+    """
+    import pynetdicom.acse as acse
+
+    if getattr(acse, "_archivist_order", False):
+        return
+    original = acse.negotiate_as_acceptor
+
+    def negotiate(rq_contexts: Any, ac_contexts: Any, roles: Any = None) -> Any:
+        result, ac_roles = original(rq_contexts, ac_contexts, roles)
+        supported = {cx.abstract_syntax: set(cx.transfer_syntax) for cx in ac_contexts}
+        by_id = {cx.context_id: cx for cx in rq_contexts}
+        for cx in result:
+            rq = by_id.get(cx.context_id)
+            if cx.result != 0x00 or rq is None:
+                continue
+            allowed = supported.get(cx.abstract_syntax, set())
+            for ts in rq.transfer_syntax:
+                if ts in allowed:
+                    cx.transfer_syntax = [ts]
+                    break
+        return result, ac_roles
+
+    acse.negotiate_as_acceptor = negotiate  # type: ignore[assignment]
+    acse._archivist_order = True  # type: ignore[attr-defined]
 
 
 def raise_fd_limit() -> None:

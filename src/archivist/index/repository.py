@@ -343,7 +343,8 @@ class Index:
             col = table.c[f"{name}_norm"]
             values = [normalise_pn(v) for v in values]
         if kind is MatchKind.MULTI:
-            return or_(*[col.like(f"%\\{_escape_like(v)}\\%", escape="\\") for v in values])
+            return or_(*[col.like(f"%{_escape_like(chr(92) + v + chr(92))}%", escape="\\")
+                         for v in values])
         if c.op == "single":
             v = values[0]
             if kind is MatchKind.INT:
