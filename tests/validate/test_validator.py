@@ -75,7 +75,7 @@ class TestTables:
 class TestValidObjects:
     @pytest.mark.parametrize(
         "name",
-        ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "reportsi.dcm", "examples_rgb_color.dcm"],
+        ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "test-SR.dcm", "examples_rgb_color.dcm"],
     )
     def test_no_errors(self, name: str) -> None:
         report = validate_file(get_testdata_file(name))

@@ -144,6 +144,20 @@ def _non_ascii_text(item: Dataset, root: Dataset) -> bool:
     return walk(root)
 
 
+def _without_image_plane(item: Dataset, root: Dataset) -> bool:
+    """True when the IOD of the SOP Class has no mandatory Image Plane Module."""
+    from archivist.validate.standard import tables
+
+    iod = tables().iod_for_sop_class(str(root.get("SOPClassUID", "")))
+    if iod is None:
+        return "ImageOrientationPatient" not in root
+    return not any(m.module == "image-plane" and m.usage == "M" for m in iod.modules)
+
+
+IMAGE_PLANE_NOT_REQUIRED = Condition(
+    _without_image_plane, "the IOD does not require Image Orientation/Position (Patient)"
+)
+
 NON_DEFAULT_CHARACTERS = Condition(
     _non_ascii_text, "characters outside the default repertoire are used"
 )
@@ -193,7 +207,7 @@ ATTRIBUTE_CONDITIONS: dict[tuple[str, str], Condition] = {
     ("general-series", "PatientPosition"): sop_class_in(CT_IMAGE, MR_IMAGE, ENHANCED_CT, ENHANCED_MR)
     & absent("PatientOrientationCodeSequence"),
     # PS3.3 C.7.6.1 General Image Module: images without an Image Plane Module.
-    ("general-image", "PatientOrientation"): absent("/ImageOrientationPatient")
+    ("general-image", "PatientOrientation"): IMAGE_PLANE_NOT_REQUIRED
     & absent("/SharedFunctionalGroupsSequence"),
     # PS3.3 C.7.6.3 Image Pixel Module.
     ("image-pixel", "PlanarConfiguration"): greater("SamplesPerPixel", 1),

@@ -131,6 +131,10 @@ class ElementChecker:
         self.default_repertoire = True
         self.single_byte = True
 
+    def check_meta(self, meta: Dataset) -> None:
+        """Check the File Meta Information elements like any others (PS3.10 7.1)."""
+        self._walk(meta, "", "File Meta Information")
+
     def check(self, ds: Dataset) -> None:
         """Check every element of *ds*, recursively (PS3.5 6, 7; PS3.6 6)."""
         charset = ds.get("SpecificCharacterSet")
@@ -183,14 +187,15 @@ class ElementChecker:
                     f"{name} is retired and should not be sent.", "PS3.6 6",
                 )
             vr = elem.VR or dict_vr
-            if elem.VR and " or " not in dict_vr and elem.VR != dict_vr:
-                if elem.VR == "UN":
-                    self.out.add(
-                        WARNING, "dict.vr-un", path, mod,
-                        f"{name} is encoded with VR UN; the dictionary gives {dict_vr}.",
-                        "PS3.5 6.2.2",
-                    )
-                elif not (dict_vr in ("OB", "OW") and elem.VR in ("OB", "OW")):
+            if elem.VR == "UN" and dict_vr != "UN":
+                self.out.add(
+                    WARNING, "dict.vr-un", path, mod,
+                    f"{name} is encoded with VR UN; the dictionary gives {dict_vr}.",
+                    "PS3.5 6.2.2",
+                )
+                vr = dict_vr  # the value is still checked against the dictionary VR
+            elif elem.VR and " or " not in dict_vr and elem.VR != dict_vr:
+                if not (dict_vr in ("OB", "OW") and elem.VR in ("OB", "OW")):
                     self.out.add(
                         ERROR, "dict.vr-mismatch", path, mod,
                         f"{name} has VR {elem.VR}; the dictionary gives {dict_vr}.", PS35_VR,
@@ -340,6 +345,8 @@ class ElementChecker:
         if vr == "UI":
             if not _UI.fullmatch(value):
                 return "a UID is digits in components separated by '.', without leading zeros"
+            if not value.strip("0."):
+                return "a UID of nothing but zero components"
             return ""
         if vr == "DA":
             return _check_date(value.strip())

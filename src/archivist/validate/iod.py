@@ -47,6 +47,36 @@ _TEXT_VRS = frozenset(
     {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
      "UR", "UT"}
 )
+# Functional groups (PS3.3 C.7.6.16) may sit in the Shared or in the Per-frame Functional Groups
+# Sequence, and the tables flatten every functional group macro of an IOD as Type 1 whatever its
+# usage (M, C or U) in the IOD's functional group table. Missing macros are reported only for
+# these, which are Mandatory in every enhanced IOD that uses them, and only when they are in
+# neither sequence.
+_SHARED_FG = 0x52009229
+_PER_FRAME_FG = 0x52009230
+_FG_STEPS = ("(5200,9229)[", "(5200,9230)[")
+_MANDATORY_GROUPS = frozenset(
+    {
+        0x00209111,  # Frame Content Sequence
+        0x0062000A,  # Segment Identification Sequence (Segmentation)
+    }
+)
+
+
+def _in_functional_groups(prefix: str) -> bool:
+    last = prefix.rsplit("/", 1)[-1]
+    return any(step in last for step in _FG_STEPS)
+
+
+def _functional_group_anywhere(root: Dataset, tag: int) -> bool:
+    for seq_tag in (_SHARED_FG, _PER_FRAME_FG):
+        if seq_tag in root:
+            seq = root[seq_tag].value or []
+            if any(tag in item for item in seq):
+                return True
+    return False
+
+
 # Modules with conditionally included macros (see conditions.INCLUDED_IF).
 _MACRO_MODULES = frozenset({"sr-document-content"})
 
@@ -143,6 +173,12 @@ class ModuleChecker:
                 if included is not None and not included(item, self.root):
                     continue
             if tag not in item:
+                if prefix and tag not in _MANDATORY_GROUPS and _in_functional_groups(prefix):
+                    continue  # functional group macro usage is not in the tables
+                if prefix and tag in _MANDATORY_GROUPS and _functional_group_anywhere(
+                    self.root, tag
+                ):
+                    continue  # present in the shared or in the per-frame groups
                 if kind == "1" or kind == "2":
                     self._missing(kind, prefix + paths.step(tag), module, ref)
                 elif kind in ("1C", "2C"):

@@ -168,6 +168,8 @@ def validate_file(path: str | os.PathLike[str], *, options: ValidationOptions | 
         return report
     meta = getattr(ds, "file_meta", None)
     check_file_meta(meta, ds, out)
+    if meta is not None:
+        ElementChecker(out, lambda tag: "File Meta Information").check_meta(meta)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         findings = validate_dataset(ds, options=options)
