@@ -1,0 +1,113 @@
+"""Index schema mapping and Dataset -> row extraction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.valuerep import PersonName
+
+from archivist.core.levels import KEYS, MatchKind
+from archivist.index.extract import column_value, extract, small_attributes
+from archivist.index.schema import COLUMN_OF, TABLE_OF_LEVEL, _snake
+from archivist.testing.datasets import make_instance
+
+
+class TestSchema:
+    def test_every_key_has_a_column_on_its_level(self) -> None:
+        assert set(COLUMN_OF) == set(KEYS)
+        wrong = [k for k, (t, _) in COLUMN_OF.items() if t is not TABLE_OF_LEVEL[KEYS[k].level.value]]
+        assert wrong == []
+
+    @pytest.mark.parametrize(("keyword", "column"), [
+        ("PatientName", "patient_name"), ("StudyInstanceUID", "study_instance_uid"),
+        ("SOPInstanceUID", "sop_instance_uid"), ("StudyID", "study_id"),
+        ("NumberOfStudyRelatedInstances", "number_of_study_related_instances"),
+        ("PerformedProcedureStepStartDate", "performed_procedure_step_start_date"),
+        ("TransferSyntaxUID", "transfer_syntax_uid"), ("SOPClassesInStudy", "sop_classes_in_study"),
+    ])
+    def test_column_names(self, keyword: str, column: str) -> None:
+        assert COLUMN_OF[keyword][1] == column
+
+    @pytest.mark.parametrize(("keyword", "snake"), [
+        ("PatientName", "patient_name"), ("SOPInstanceUID", "sop_instance_uid"),
+        ("BodyPartExamined", "body_part_examined"), ("Rows", "rows"),
+    ])
+    def test_snake(self, keyword: str, snake: str) -> None:
+        assert _snake(keyword) == snake
+
+    def test_pn_columns_have_a_folded_twin(self) -> None:
+        pn = [k for k, d in KEYS.items() if d.kind is MatchKind.PN]
+        assert pn == ["PatientName", "ReferringPhysicianName"]
+        for k in pn:
+            table, name = COLUMN_OF[k]
+            assert f"{name}_norm" in table.c
+
+
+class TestColumnValue:
+    @pytest.mark.parametrize(("keyword", "raw", "value"), [
+        ("StudyDate", "2024.01.02", "20240102"), ("StudyTime", "10:15:00", "101500"),
+        ("SeriesNumber", "3", 3), ("SeriesNumber", "3.0", 3), ("SeriesNumber", "", None),
+        ("SeriesNumber", "x", None), ("PatientID", " PID \x00", "PID"), ("PatientID", "", None),
+        ("PatientID", None, None), ("PatientName", PersonName("DOE^JOHN"), "DOE^JOHN"),
+        ("StudyDescription", ["A", "B"], "A\\B"), ("StudyTime", "101500.123456789", "101500.123456789"),
+    ])
+    def test_values(self, keyword: str, raw: object, value: object) -> None:
+        assert column_value(keyword, raw) == value
+
+
+class TestExtract:
+    def test_rows(self, tmp_path: Path) -> None:
+        ds = make_instance(tmp_path / "a.dcm", patient_name="Müller^Jürgen", patient_id="P1",
+                           modality="MR", series_number=4, instance_number=9, rows=8, columns=6,
+                           frames=3, charset="ISO_IR 192",
+                           extra={"ReferringPhysicianName": "Ärzt^Anna"})
+        rows = extract(ds)
+        assert rows.patient == {
+            "patient_id": "P1", "issuer_of_patient_id": "", "patient_name": "Müller^Jürgen",
+            "patient_name_norm": "muller^jurgen", "patient_birth_date": "19700101",
+            "patient_birth_time": None, "patient_sex": "O",
+        }
+        assert rows.study["study_instance_uid"] == ds.StudyInstanceUID
+        assert rows.study["study_date"] == "20240102"
+        assert rows.study["referring_physician_name_norm"] == "arzt^anna"
+        assert "modalities_in_study" not in rows.study
+        assert rows.series["modality"] == "MR"
+        assert rows.series["series_number"] == 4
+        assert rows.instance["instance_number"] == 9
+        assert (rows.instance["rows"], rows.instance["columns"]) == (8, 6)
+        assert rows.instance["number_of_frames"] == 3
+        assert rows.instance["bits_allocated"] == 8
+        assert "transfer_syntax_uid" not in rows.instance
+
+    def test_attrs_exclude_pixels_meta_private_and_long_values(self, tmp_path: Path) -> None:
+        ds = make_instance(tmp_path / "a.dcm", extra={"ImageComments": "x" * 300})
+        ds.add_new(0x00091010, "LO", "private")
+        attrs = json.loads(extract(ds).attrs_json)
+        assert "7FE00010" not in attrs
+        assert "00020010" not in attrs
+        assert "00091010" not in attrs
+        assert "00204000" not in attrs
+        assert attrs["00080070"] == {"vr": "LO", "Value": ["Archivist Test"]}
+        assert attrs["00080008"]["Value"] == ["ORIGINAL", "PRIMARY", "AXIAL"]
+        assert attrs["00100010"]["Value"] == [{"Alphabetic": "DOE^JOHN"}]
+
+    def test_attrs_keep_unicode(self, tmp_path: Path) -> None:
+        ds = make_instance(tmp_path / "a.dcm", patient_name="Яковлев^Иван", charset="ISO_IR 192")
+        raw = extract(ds).attrs_json
+        assert "Яковлев^Иван" in raw
+
+    def test_missing_patient_id_becomes_empty(self) -> None:
+        ds = Dataset()
+        ds.StudyInstanceUID = "1.2.3"
+        rows = extract(ds)
+        assert rows.patient["patient_id"] == "" and rows.patient["issuer_of_patient_id"] == ""
+        assert "patient_name_norm" not in rows.patient
+
+    def test_small_attributes_skip_sequences(self) -> None:
+        ds = Dataset()
+        ds.Manufacturer = "M"
+        ds.ReferencedStudySequence = [Dataset()]
+        assert small_attributes(ds) == {"00080070": {"vr": "LO", "Value": ["M"]}}
