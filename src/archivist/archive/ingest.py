@@ -11,9 +11,9 @@ from __future__ import annotations
 import enum
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -73,21 +73,35 @@ class IngestResult:
 Validator = Callable[[Dataset], list[object]]
 
 
-def _check_lengths(path: Path, size: int) -> None:
+_PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # Float, Double Float, Pixel Data
+
+
+def _check_lengths(path: Path, size: int) -> int | None:
     """Refuse a file in which a value runs past its end (PS3.5 7.1).
 
     pydicom reads a value cut short without complaint, so the elements are walked once more with
     every value skipped by seeking (nothing is loaded, Pixel Data included): a walk that ends past
     the end of the file means a value was cut.
+
+    Returns
+    -------
+    int or None
+        The file offset of the pixel data value, None when there is none.
     """
     with open(path, "rb") as fh:
         try:
-            pydicom.dcmread(fh, specific_tags=[Tag(0x00080016)], defer_size=1024)
+            ds = pydicom.dcmread(fh, specific_tags=[Tag(0x00080016), *map(Tag, _PIXEL_TAGS)],
+                                 defer_size=1024)
         except Exception as exc:  # noqa: BLE001 - any parser failure is the object's fault
             raise InvalidObject(f"cannot parse the object ({type(exc).__name__})") from None
         end = fh.tell()
     if end > size:
         raise InvalidObject(f"truncated: {size} bytes in the file, the values need {end}")
+    for tag in _PIXEL_TAGS:
+        if tag in ds:
+            tell = getattr(ds.get_item(tag), "value_tell", None)
+            return int(tell) if tell is not None else 0
+    return None
 
 
 def _check_complete(path: Path, ds: Dataset, ts: UID) -> None:
@@ -95,16 +109,19 @@ def _check_complete(path: Path, ds: Dataset, ts: UID) -> None:
     size = path.stat().st_size
     if ts.is_deflated:
         return
+    pixels_at = _check_lengths(path, size)
     rows, cols = ds.get("Rows"), ds.get("Columns")
     bits = ds.get("BitsAllocated")
-    if ts.is_encapsulated and rows and cols and bits:
+    if not (rows and cols and bits):
+        return
+    if pixels_at is None:
+        raise InvalidObject("truncated: the Image Pixel Module has no Pixel Data")
+    if ts.is_encapsulated:
         with open(path, "rb") as fh:
-            fh.seek(max(0, size - 65536))
+            fh.seek(max(pixels_at, size - 65536))
             tail = fh.read()
         if _SEQ_DELIMITER not in tail:
             raise InvalidObject("truncated: encapsulated Pixel Data has no sequence delimiter")
-    _check_lengths(path, size)
-    if ts.is_encapsulated or not (rows and cols and bits):
         return
     try:
         frames = int(ds.get("NumberOfFrames") or 1)
@@ -299,4 +316,4 @@ class Ingest:
         return [f"{getattr(f, 'rule_id', '')}: {getattr(f, 'message', '')}" for f in errors]
 
 
-__all__ = ["Ingest", "IngestResult", "Origin", "StoreStatus", "StorageError", "IndexError_"]
+__all__ = ["IndexError_", "Ingest", "IngestResult", "Origin", "StorageError", "StoreStatus"]

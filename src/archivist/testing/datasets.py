@@ -1,7 +1,7 @@
 """Small DICOM Part 10 files for unit tests (pydicom only, no network).
 
 :func:`make_instance` writes one single- or multi-frame image with the identifiers a test needs and
-returns the dataset it wrote. :func:`testdata` locates a file shipped inside pydicom's own
+returns the dataset it wrote. :func:`pydicom_test_file` locates a file shipped inside pydicom's own
 ``data/test_files`` without ever downloading one.
 """
 
@@ -120,7 +120,7 @@ def make_instance(
     return ds
 
 
-def testdata(name: str) -> Path | None:
+def pydicom_test_file(name: str) -> Path | None:
     """Path of a file shipped in pydicom's ``data/test_files``, or None when it is absent.
 
     Never downloads (pydicom fetches some files from the network on demand).
@@ -131,4 +131,4 @@ def testdata(name: str) -> Path | None:
     return Path(str(found)) if found else None
 
 
-__all__ = ["ORG_ROOT", "make_instance", "new_uid", "testdata"]
+__all__ = ["ORG_ROOT", "make_instance", "new_uid", "pydicom_test_file"]
