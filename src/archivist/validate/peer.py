@@ -1,0 +1,705 @@
+"""Conformance probe of a remote DICOM node, in the manner of DVTk's SCU emulators.
+
+:func:`probe_peer` opens associations as an SCU (pynetdicom, imported when the probe runs) and
+checks, against PS3.4, PS3.7 and PS3.8:
+
+* association negotiation (PS3.8 9.3): which SOP Classes and Transfer Syntaxes are accepted, the
+  peer's maximum PDU length and implementation identification, and whether an unknown Called AE
+  Title is rejected;
+* Verification (PS3.4 A, PS3.7 9.1.5): C-ECHO status;
+* Storage (PS3.4 B.2.3): C-STORE of a generated Secondary Capture object and its status;
+* Query (PS3.4 C.4.1, C.6.1, C.6.2): C-FIND at PATIENT, STUDY, SERIES and IMAGE level; every
+  response identifier is checked for the requested Required/Unique keys, the Query/Retrieve
+  Level, matching actually applied (single value, wildcard, no match), its character set and
+  the VR/VM of its values;
+* Retrieve (PS3.4 C.4.2, C.4.3): C-MOVE of the stored object to our own Storage SCP and C-GET
+  of it on the same association, with sub-operation counts;
+* every status code is checked to be defined for its service (PS3.4 Annex B/C, PS3.7 Annex C).
+
+The probe never leaves data behind on purpose, but C-STORE adds one object (patient ID
+``ARCHIVIST-PROBE-...``) to the peer; use ``store=False`` for read-only probing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
+
+from archivist.validate.dictionary import ElementChecker
+from archivist.validate.findings import Collector, Severity
+
+PASS, FAIL, WARN, SKIP, INFO = "pass", "fail", "warn", "skip", "info"
+
+VERIFICATION = "1.2.840.10008.1.1"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+PATIENT_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.1.2"
+PATIENT_ROOT_GET = "1.2.840.10008.5.1.4.1.2.1.3"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+
+# Storage SOP Classes proposed (PS3.4 B.5): the common image and document classes.
+STORAGE_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.1": "CR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4": "MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR Storage",
+    "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR Storage",
+    "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR Storage",
+    "1.2.840.10008.5.1.4.1.1.88.59": "Key Object Selection Document Storage",
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.128": "PET Image Storage",
+    "1.2.840.10008.5.1.4.1.1.20": "NM Image Storage",
+    "1.2.840.10008.5.1.4.1.1.12.1": "X-Ray Angiographic Image Storage",
+}
+QUERY_CLASSES: dict[str, str] = {
+    PATIENT_ROOT_FIND: "Patient Root Q/R - FIND",
+    PATIENT_ROOT_MOVE: "Patient Root Q/R - MOVE",
+    PATIENT_ROOT_GET: "Patient Root Q/R - GET",
+    STUDY_ROOT_FIND: "Study Root Q/R - FIND",
+    STUDY_ROOT_MOVE: "Study Root Q/R - MOVE",
+    STUDY_ROOT_GET: "Study Root Q/R - GET",
+}
+# Transfer syntaxes tried one per presentation context with CT Image Storage (PS3.5 10, A).
+PROBED_TRANSFER_SYNTAXES: dict[str, str] = {
+    ImplicitVRLittleEndian: "Implicit VR Little Endian",
+    ExplicitVRLittleEndian: "Explicit VR Little Endian",
+    ExplicitVRBigEndian: "Explicit VR Big Endian (retired)",
+    DeflatedExplicitVRLittleEndian: "Deflated Explicit VR Little Endian",
+    JPEGBaseline8Bit: "JPEG Baseline (Process 1)",
+    JPEGLosslessSV1: "JPEG Lossless SV1",
+    JPEGLSLossless: "JPEG-LS Lossless",
+    JPEG2000Lossless: "JPEG 2000 Lossless",
+    RLELossless: "RLE Lossless",
+}
+NATIVE = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+
+# Required (R) and Unique (U) keys of the Q/R information models (PS3.4 C.6.1.1, C.6.2.1).
+LEVEL_KEYS: dict[str, tuple[str, ...]] = {
+    "PATIENT": ("PatientName", "PatientID"),
+    "STUDY": ("StudyDate", "StudyTime", "AccessionNumber", "PatientName", "PatientID", "StudyID",
+              "StudyInstanceUID"),
+    "SERIES": ("Modality", "SeriesNumber", "SeriesInstanceUID"),
+    "IMAGE": ("InstanceNumber", "SOPInstanceUID"),
+}
+UNIQUE_KEY = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PeerOptions:
+    """What and how to probe.
+
+    Attributes
+    ----------
+    host, port : str, int
+        The peer's address.
+    called_aet : str
+        The peer's AE title.
+    calling_aet : str
+        Ours.
+    store : bool
+        Send a generated object with C-STORE (needed for the FIND matching and retrieve checks).
+    move_aet : str or None
+        A C-MOVE destination that the peer knows, pointing at ``move_port`` on this machine;
+        None skips C-MOVE.
+    move_port : int
+        Port of our C-MOVE Storage SCP; 0 picks a free one (then the peer must accept any port,
+        which few do).
+    move_bind : str
+        Address our C-MOVE Storage SCP listens on.
+    timeout : float
+        Seconds for ACSE, DIMSE and network operations.
+    """
+
+    host: str
+    port: int
+    called_aet: str
+    calling_aet: str = "ARCHIVIST"
+    store: bool = True
+    move_aet: str | None = None
+    move_port: int = 0
+    move_bind: str = "127.0.0.1"
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCheck:
+    """The outcome of one check: ``pass``, ``fail``, ``warn``, ``skip`` or ``info``."""
+
+    name: str
+    outcome: str
+    detail: str
+    reference: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-serialisable mapping."""
+        return {"name": self.name, "outcome": self.outcome, "detail": self.detail,
+                "reference": self.reference}
+
+
+@dataclass(slots=True)
+class PeerReport:
+    """Everything :func:`probe_peer` learnt about the peer."""
+
+    host: str
+    port: int
+    called_aet: str
+    checks: list[PeerCheck] = field(default_factory=list)
+    accepted: dict[str, list[str]] = field(default_factory=dict)
+    rejected: list[str] = field(default_factory=list)
+    max_pdu: int | None = None
+    implementation_class_uid: str = ""
+    implementation_version_name: str = ""
+
+    def add(self, name: str, outcome: str, detail: str, reference: str = "") -> None:
+        """Record a check."""
+        self.checks.append(PeerCheck(name, outcome, detail, reference))
+
+    def counts(self) -> dict[str, int]:
+        """Number of checks per outcome."""
+        out = {k: 0 for k in (PASS, FAIL, WARN, SKIP, INFO)}
+        for check in self.checks:
+            out[check.outcome] += 1
+        return out
+
+    @property
+    def ok(self) -> bool:
+        """True when no check failed."""
+        return not any(c.outcome == FAIL for c in self.checks)
+
+    def outcome(self, name: str) -> str | None:
+        """Outcome of the first check with this name (None if not run)."""
+        return next((c.outcome for c in self.checks if c.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable mapping."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "called_aet": self.called_aet,
+            "ok": self.ok,
+            "counts": self.counts(),
+            "max_pdu": self.max_pdu,
+            "implementation_class_uid": self.implementation_class_uid,
+            "implementation_version_name": self.implementation_version_name,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+# --- status codes -----------------------------------------------------------------------------
+
+# Status codes each service may return besides the Cxxx "unable to process" range
+# (PS3.4 B.2.3, C.4.1.1.4, C.4.2.1.5, C.4.3.1.4; PS3.7 C).
+_DEFINED_STATUS: dict[str, frozenset[int]] = {
+    "C-ECHO": frozenset({0x0000, 0x0122, 0x0210, 0x0211}),
+    "C-STORE": frozenset({0x0000, 0xB000, 0xB006, 0xB007, 0x0117, 0x0122, 0x0124, 0x0210,
+                          0x0211, 0x0212}),
+    "C-FIND": frozenset({0x0000, 0xFF00, 0xFF01, 0xFE00, 0xA700, 0xA900, 0x0122, 0x0124}),
+    "C-MOVE": frozenset({0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA801, 0xA900,
+                         0x0122, 0x0124}),
+    "C-GET": frozenset({0x0000, 0xFF00, 0xFE00, 0xB000, 0xA701, 0xA702, 0xA900, 0x0122,
+                        0x0124}),
+}
+_RANGES: dict[str, tuple[tuple[int, int], ...]] = {
+    "C-STORE": ((0xA700, 0xA7FF), (0xA900, 0xA9FF), (0xC000, 0xCFFF)),
+    "C-FIND": ((0xC000, 0xCFFF),),
+    "C-MOVE": ((0xC000, 0xCFFF),),
+    "C-GET": ((0xC000, 0xCFFF),),
+}
+
+
+def status_defined(service: str, code: int) -> bool:
+    """True when *code* is a status the standard defines for *service* (PS3.4, PS3.7 C)."""
+    if code in _DEFINED_STATUS.get(service, frozenset()):
+        return True
+    return any(lo <= code <= hi for lo, hi in _RANGES.get(service, ()))
+
+
+def _category(code: int) -> str:
+    if code == 0x0000:
+        return "Success"
+    if code in (0xFF00, 0xFF01):
+        return "Pending"
+    if code == 0xFE00:
+        return "Cancel"
+    if code in (0x0001, 0x0107, 0x0116) or 0xB000 <= code <= 0xBFFF:
+        return "Warning"
+    return "Failure"
+
+
+def _status_code(status: Dataset | None) -> int | None:
+    if status is None or "Status" not in status:
+        return None
+    return int(status.Status)
+
+
+# --- the probe object -------------------------------------------------------------------------
+
+
+def probe_object(patient_id: str) -> Dataset:
+    """Build the Secondary Capture Image (PS3.3 A.8) that the probe stores and retrieves."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.SOPInstanceUID = generate_uid()
+    ds.PatientName = "ARCHIVIST^PROBE"
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
+    ds.StudyInstanceUID = generate_uid()
+    ds.StudyDate = "20240101"
+    ds.StudyTime = "120000"
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = "PROBE"
+    ds.AccessionNumber = "PROBE"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.SeriesNumber = "1"
+    ds.ConversionType = "WSD"
+    ds.InstanceNumber = "1"
+    ds.PatientOrientation = ""
+    ds.ContentDate = "20240101"
+    ds.ContentTime = "120000"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = 16
+    ds.Columns = 16
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes(range(256))
+    return ds
+
+
+# --- the probe --------------------------------------------------------------------------------
+
+
+class _Probe:
+    def __init__(self, options: PeerOptions) -> None:
+        from pynetdicom import AE
+
+        self.o = options
+        self.report = PeerReport(options.host, options.port, options.called_aet)
+        self.ae = AE(ae_title=options.calling_aet)
+        for attr in ("acse_timeout", "dimse_timeout", "network_timeout"):
+            setattr(self.ae, attr, options.timeout)
+        self.patient_id = "ARCHIVIST-PROBE-" + secrets.token_hex(4).upper()
+        self.obj = probe_object(self.patient_id)
+        self.stored = False
+
+    # association negotiation ------------------------------------------------------------
+    def negotiate(self) -> Any:
+        contexts = self._contexts()
+        for abstract, syntaxes in contexts:
+            self.ae.add_requested_context(abstract, syntaxes)
+        assoc = self.ae.associate(self.o.host, self.o.port, ae_title=self.o.called_aet)
+        r = self.report
+        if not assoc.is_established:
+            why = "rejected" if assoc.is_rejected else "aborted or unreachable"
+            r.add("association", FAIL, f"Association request {why}.", "PS3.8 9.3.3")
+            return None
+        r.max_pdu = int(assoc.acceptor.maximum_length or 0)
+        r.implementation_class_uid = str(assoc.acceptor.implementation_class_uid or "")
+        r.implementation_version_name = str(assoc.acceptor.implementation_version_name or "")
+        for cx in assoc.accepted_contexts:
+            r.accepted.setdefault(str(cx.abstract_syntax), [])
+            for ts in cx.transfer_syntax:
+                if str(ts) not in r.accepted[str(cx.abstract_syntax)]:
+                    r.accepted[str(cx.abstract_syntax)].append(str(ts))
+        accepted_uids = set(r.accepted)
+        r.rejected = sorted({str(cx.abstract_syntax) for cx in assoc.rejected_contexts}
+                            - accepted_uids)
+        r.add("association", PASS,
+              f"Accepted {len(assoc.accepted_contexts)} of {len(contexts)} presentation contexts "
+              f"({len(accepted_uids)} SOP Classes); maximum PDU {r.max_pdu or 'unlimited'}; "
+              f"implementation {r.implementation_class_uid} "
+              f"{r.implementation_version_name}".rstrip() + ".",
+              "PS3.8 9.3.3")
+        if r.max_pdu and r.max_pdu < 1024:
+            r.add("maximum PDU", WARN, f"Maximum PDU length {r.max_pdu} is very small.",
+                  "PS3.8 D.1")
+        ct = r.accepted.get("1.2.840.10008.5.1.4.1.1.2", [])
+        names = [PROBED_TRANSFER_SYNTAXES.get(ts, ts) for ts in ct]
+        r.add("transfer syntaxes", INFO if ct else WARN,
+              "CT Image Storage accepted with: " + (", ".join(names) or "none"), "PS3.5 10")
+        for cx in assoc.accepted_contexts:
+            if len(cx.transfer_syntax) != 1:
+                r.add("presentation context", FAIL,
+                      f"Context {cx.context_id} accepted with {len(cx.transfer_syntax)} transfer "
+                      "syntaxes instead of one.", "PS3.8 9.3.3.2")
+        if ImplicitVRLittleEndian not in ct and ct:
+            r.add("default transfer syntax", FAIL,
+                  "Implicit VR Little Endian (the default transfer syntax) was not accepted.",
+                  "PS3.5 10.1")
+        return assoc
+
+    def _contexts(self) -> list[tuple[str, list[str]]]:
+        contexts: list[tuple[str, list[str]]] = [(VERIFICATION, [ImplicitVRLittleEndian])]
+        for uid in QUERY_CLASSES:
+            contexts.append((uid, NATIVE))
+        for uid in STORAGE_CLASSES:
+            if uid != "1.2.840.10008.5.1.4.1.1.2":
+                contexts.append((uid, NATIVE))
+        for ts in PROBED_TRANSFER_SYNTAXES:
+            contexts.append(("1.2.840.10008.5.1.4.1.1.2", [ts]))
+        return contexts
+
+    def wrong_called_aet(self) -> None:
+        from pynetdicom import AE
+
+        ae = AE(ae_title=self.o.calling_aet)
+        for attr in ("acse_timeout", "dimse_timeout", "network_timeout"):
+            setattr(ae, attr, self.o.timeout)
+        ae.add_requested_context(VERIFICATION)
+        bogus = "NO-SUCH-AE-" + secrets.token_hex(2).upper()
+        assoc = ae.associate(self.o.host, self.o.port, ae_title=bogus)
+        if assoc.is_established:
+            assoc.release()
+            self.report.add("called AE title check", WARN,
+                            f"An association to the unknown AE title {bogus} was accepted; the "
+                            "peer does not check the Called AE Title.", "PS3.8 9.3.4")
+        elif assoc.is_rejected:
+            self.report.add("called AE title check", PASS,
+                            f"An association to the unknown AE title {bogus} was rejected.",
+                            "PS3.8 9.3.4")
+        else:
+            self.report.add("called AE title check", WARN,
+                            "An association to an unknown AE title was aborted, not rejected.",
+                            "PS3.8 9.3.4")
+
+    # services ---------------------------------------------------------------------------
+    def _check_status(self, service: str, name: str, code: int | None, ok: Iterable[int],
+                      reference: str) -> bool:
+        if code is None:
+            self.report.add(name, FAIL, f"No {service} response (timeout or abort).", reference)
+            return False
+        if not status_defined(service, code):
+            self.report.add(f"{name} status", WARN,
+                            f"Status 0x{code:04X} is not defined for {service}.", reference)
+        if code in ok:
+            self.report.add(name, PASS, f"{service} status 0x{code:04X} ({_category(code)}).",
+                            reference)
+            return True
+        outcome = WARN if _category(code) == "Warning" else FAIL
+        self.report.add(name, outcome, f"{service} status 0x{code:04X} ({_category(code)}).",
+                        reference)
+        return outcome == WARN
+
+    def echo(self, assoc: Any) -> None:
+        if VERIFICATION not in self.report.accepted:
+            self.report.add("C-ECHO", FAIL, "Verification SOP Class not accepted.", "PS3.4 A.4")
+            return
+        status = assoc.send_c_echo()
+        self._check_status("C-ECHO", "C-ECHO", _status_code(status), {0x0000}, "PS3.4 A.4")
+
+    def store(self, assoc: Any) -> None:
+        if not self.o.store:
+            self.report.add("C-STORE", SKIP, "Disabled (--no-store).")
+            return
+        syntaxes = self.report.accepted.get(SECONDARY_CAPTURE)
+        if not syntaxes:
+            self.report.add("C-STORE", SKIP, "Secondary Capture Image Storage not accepted.",
+                            "PS3.4 B.5")
+            return
+        meta = FileMetaDataset()
+        meta.TransferSyntaxUID = (
+            ExplicitVRLittleEndian if ExplicitVRLittleEndian in syntaxes else syntaxes[0]
+        )
+        self.obj.file_meta = meta
+        status = assoc.send_c_store(self.obj)
+        self.stored = self._check_status("C-STORE", "C-STORE", _status_code(status), {0x0000},
+                                         "PS3.4 B.2.3")
+
+    def find(self, assoc: Any) -> None:
+        accepted = self.report.accepted
+        if STUDY_ROOT_FIND not in accepted and PATIENT_ROOT_FIND not in accepted:
+            self.report.add("C-FIND", SKIP, "No Query/Retrieve FIND SOP Class accepted.",
+                            "PS3.4 C.6")
+            return
+        obj = self.obj
+        queries: list[tuple[str, str, str, dict[str, str], int | None]] = []
+        expect = 1 if self.stored else None
+        if PATIENT_ROOT_FIND in accepted:
+            queries.append((PATIENT_ROOT_FIND, "PATIENT", "single value",
+                            {"PatientID": self.patient_id}, expect))
+        if STUDY_ROOT_FIND in accepted:
+            queries += [
+                (STUDY_ROOT_FIND, "STUDY", "single value", {"PatientID": self.patient_id},
+                 expect),
+                (STUDY_ROOT_FIND, "STUDY", "wildcard",
+                 {"PatientID": self.patient_id, "PatientName": "ARCHIVIST^PROB*"}, expect),
+                (STUDY_ROOT_FIND, "STUDY", "no match",
+                 {"PatientID": "ARCHIVIST-NO-SUCH-" + secrets.token_hex(4).upper()}, 0),
+                (STUDY_ROOT_FIND, "SERIES", "UID",
+                 {"StudyInstanceUID": obj.StudyInstanceUID}, expect),
+                (STUDY_ROOT_FIND, "IMAGE", "UID",
+                 {"StudyInstanceUID": obj.StudyInstanceUID,
+                  "SeriesInstanceUID": obj.SeriesInstanceUID}, expect),
+            ]
+        for model, level, label, matching, expected in queries:
+            self._find_one(assoc, model, level, label, matching, expected)
+
+    def _find_one(self, assoc: Any, model: str, level: str, label: str,
+                  matching: dict[str, str], expected: int | None) -> None:
+        root = "Patient Root" if model == PATIENT_ROOT_FIND else "Study Root"
+        shown = ", ".join(f"{k}={v}" for k, v in matching.items())
+        name = f"C-FIND {root} {level} {label} matching"
+        ref = "PS3.4 C.4.1, C.6.1" if model == PATIENT_ROOT_FIND else "PS3.4 C.4.1, C.6.2"
+        query = Dataset()
+        query.QueryRetrieveLevel = level
+        for key in LEVEL_KEYS[level]:
+            setattr(query, key, "")
+        for key, value in matching.items():
+            setattr(query, key, value)
+        responses: list[Dataset] = []
+        final: int | None = None
+        bad_status: list[int] = []
+        for status, identifier in assoc.send_c_find(query, model):
+            code = _status_code(status)
+            if code is None:
+                final = None
+                break
+            if not status_defined("C-FIND", code):
+                bad_status.append(code)
+            if code in (0xFF00, 0xFF01):
+                if identifier is not None:
+                    responses.append(identifier)
+                continue
+            final = code
+        if bad_status:
+            self.report.add(f"{name} status", WARN,
+                            "Statuses not defined for C-FIND: "
+                            + ", ".join(f"0x{c:04X}" for c in bad_status), "PS3.4 C.4.1.1.4")
+        if final != 0x0000:
+            self.report.add(name, FAIL,
+                            "No final response (timeout or abort)." if final is None
+                            else f"Final status 0x{final:04X} ({_category(final)}), not Success.",
+                            "PS3.4 C.4.1.1.4")
+            return
+        problems = self._check_identifiers(level, query, matching, responses)
+        if expected is not None and len(responses) != expected:
+            problems.append(f"{len(responses)} match(es) where {expected} expected")
+        if problems:
+            self.report.add(name, FAIL, f"{shown}: " + "; ".join(problems) + ".", ref)
+        else:
+            self.report.add(name, PASS,
+                            f"{shown}: {len(responses)} match(es), requested keys returned, "
+                            "matching applied.", ref)
+
+    def _check_identifiers(self, level: str, query: Dataset, matching: dict[str, str],
+                           responses: list[Dataset]) -> list[str]:
+        problems: list[str] = []
+        for number, ident in enumerate(responses, 1):
+            where = f"response {number}"
+            missing = [k for k in LEVEL_KEYS[level] if k not in ident]
+            if missing:
+                problems.append(f"{where} lacks requested key(s) {', '.join(missing)}")
+            unique = UNIQUE_KEY[level]
+            if not str(ident.get(unique, "") or ""):
+                problems.append(f"{where} has no value for the unique key {unique}")
+            qrl = ident.get("QueryRetrieveLevel")
+            if qrl is not None and str(qrl) != level:
+                problems.append(f"{where} has Query/Retrieve Level {qrl}, not {level}")
+            for key, value in matching.items():
+                got = str(ident.get(key, "") or "")
+                pattern = value.replace("\\", "")
+                if "*" in value or "?" in value:
+                    if not fnmatch.fnmatchcase(got, pattern):
+                        problems.append(f"{where}: {key}={got!r} does not match {value!r}")
+                elif got != value and key in ident:
+                    problems.append(f"{where}: {key}={got!r}, matching asked for {value!r}")
+            problems += self._charset(ident, where)
+            out = Collector()
+            ElementChecker(out, lambda tag: "").check(ident)
+            errors = [f for f in out.findings if f.severity is Severity.ERROR]
+            if errors:
+                problems.append(f"{where}: {errors[0].message}")
+        return problems
+
+    @staticmethod
+    def _charset(ident: Dataset, where: str) -> list[str]:
+        charset = ident.get("SpecificCharacterSet")
+        values = [charset] if isinstance(charset, str) else list(charset or [])
+        non_ascii = False
+        for tag in ident.keys():  # noqa: SIM118 - iterating a Dataset decodes every element
+            elem = ident.get_item(tag)
+            value = elem.value
+            if isinstance(value, bytes) and elem.VR not in ("OB", "OW", "UN"):
+                non_ascii = non_ascii or any(b > 0x7F for b in value)
+            elif isinstance(value, str):
+                non_ascii = non_ascii or not value.isascii()
+        if non_ascii and not values:
+            return [f"{where} uses non-ASCII characters without Specific Character Set"]
+        return []
+
+    def move(self, assoc: Any) -> None:
+        accepted = self.report.accepted
+        if self.o.move_aet is None:
+            self.report.add("C-MOVE", SKIP, "No --move-aet given.")
+            return
+        if not self.stored:
+            self.report.add("C-MOVE", SKIP, "Nothing stored to move.")
+            return
+        if STUDY_ROOT_MOVE not in accepted:
+            self.report.add("C-MOVE", SKIP, "Study Root MOVE not accepted.", "PS3.4 C.6.2")
+            return
+        from pynetdicom import AE, evt
+
+        received: list[str] = []
+
+        def on_store(event: Any) -> int:
+            received.append(str(event.dataset.SOPInstanceUID))
+            return 0x0000
+
+        scp = AE(ae_title=self.o.move_aet)
+        scp.add_supported_context(SECONDARY_CAPTURE, NATIVE)
+        for attr in ("acse_timeout", "dimse_timeout", "network_timeout"):
+            setattr(scp, attr, self.o.timeout)
+        server = scp.start_server((self.o.move_bind, self.o.move_port), block=False,
+                                  evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        try:
+            query = self._image_identifier()
+            codes, last = self._drain(assoc.send_c_move(query, self.o.move_aet, STUDY_ROOT_MOVE),
+                                      "C-MOVE")
+        finally:
+            server.shutdown()
+        self._retrieve_result("C-MOVE", codes, last, received, "PS3.4 C.4.2")
+
+    def get(self) -> None:
+        if not self.stored:
+            self.report.add("C-GET", SKIP, "Nothing stored to retrieve.")
+            return
+        if STUDY_ROOT_GET not in self.report.accepted:
+            self.report.add("C-GET", SKIP, "Study Root GET not accepted.", "PS3.4 C.6.2")
+            return
+        from pynetdicom import AE, build_role, evt
+
+        received: list[str] = []
+
+        def on_store(event: Any) -> int:
+            received.append(str(event.dataset.SOPInstanceUID))
+            return 0x0000
+
+        ae = AE(ae_title=self.o.calling_aet)
+        for attr in ("acse_timeout", "dimse_timeout", "network_timeout"):
+            setattr(ae, attr, self.o.timeout)
+        ae.add_requested_context(STUDY_ROOT_GET)
+        ae.add_requested_context(SECONDARY_CAPTURE, NATIVE)
+        assoc = ae.associate(self.o.host, self.o.port, ae_title=self.o.called_aet,
+                             ext_neg=[build_role(SECONDARY_CAPTURE, scp_role=True)],
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        if not assoc.is_established:
+            self.report.add("C-GET", FAIL, "Association for C-GET not established.",
+                            "PS3.8 9.3.3")
+            return
+        try:
+            codes, last = self._drain(assoc.send_c_get(self._image_identifier(), STUDY_ROOT_GET),
+                                      "C-GET")
+        finally:
+            assoc.release()
+        self._retrieve_result("C-GET", codes, last, received, "PS3.4 C.4.3")
+
+    def _image_identifier(self) -> Dataset:
+        query = Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        query.StudyInstanceUID = self.obj.StudyInstanceUID
+        query.SeriesInstanceUID = self.obj.SeriesInstanceUID
+        query.SOPInstanceUID = self.obj.SOPInstanceUID
+        return query
+
+    def _drain(self, responses: Iterable[tuple[Dataset, Any]],
+               service: str) -> tuple[list[int], Dataset | None]:
+        codes: list[int] = []
+        last: Dataset | None = None
+        for status, _identifier in responses:
+            code = _status_code(status)
+            if code is None:
+                break
+            codes.append(code)
+            last = status
+        undefined = [c for c in codes if not status_defined(service, c)]
+        if undefined:
+            self.report.add(f"{service} status", WARN,
+                            "Statuses not defined for the service: "
+                            + ", ".join(f"0x{c:04X}" for c in undefined), "PS3.4 C.4")
+        return codes, last
+
+    def _retrieve_result(self, service: str, codes: list[int], last: Dataset | None,
+                         received: list[str], reference: str) -> None:
+        if not codes:
+            self.report.add(service, FAIL, "No response (timeout or abort).", reference)
+            return
+        final = codes[-1]
+        completed = int(last.get("NumberOfCompletedSuboperations", -1)) if last else -1
+        problems = []
+        if final != 0x0000:
+            problems.append(f"final status 0x{final:04X} ({_category(final)})")
+        if self.obj.SOPInstanceUID not in received:
+            problems.append("the stored object did not arrive")
+        if completed not in (-1, 1):
+            problems.append(f"Number of Completed Sub-operations is {completed}, expected 1")
+        if problems:
+            self.report.add(service, FAIL, "; ".join(problems) + ".", reference)
+        else:
+            self.report.add(service, PASS,
+                            f"Object retrieved; final status 0x0000; completed sub-operations "
+                            f"{completed if completed >= 0 else 'not reported'}.", reference)
+
+
+def probe_peer(options: PeerOptions) -> PeerReport:
+    """Probe a remote DICOM node and report its conformance (see the module docstring).
+
+    Parameters
+    ----------
+    options : PeerOptions
+        Address, AE titles and which services to exercise.
+
+    Returns
+    -------
+    PeerReport
+        One :class:`PeerCheck` per check; ``ok`` is False when any check failed.
+    """
+    probe = _Probe(options)
+    assoc = probe.negotiate()
+    if assoc is None:
+        return probe.report
+    try:
+        probe.echo(assoc)
+        probe.store(assoc)
+        probe.find(assoc)
+        probe.move(assoc)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    probe.get()
+    probe.wrong_called_aet()
+    return probe.report
