@@ -21,7 +21,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from pydicom.datadict import DicomDictionary, get_entry, tag_for_keyword
+from pydicom import datadict
+from pydicom.datadict import get_entry, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from archivist.validate import paths
@@ -29,6 +30,9 @@ from archivist.validate.enumerations import ENUMERATIONS, Enumeration
 from archivist.validate.findings import Collector, Severity
 
 ERROR, WARNING, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
+
+# PS3.6 data dictionary: tag -> (VR, VM, name, retired, keyword).
+DicomDictionary: dict[int, tuple[str, str, str, str, str]] = datadict.DicomDictionary  # type: ignore[attr-defined]
 
 # PS3.5 Table 6.2-1: maximum length (in characters) of one value, for the string VRs.
 MAX_LENGTH = {
@@ -151,8 +155,8 @@ class ElementChecker:
         self._walk(ds, "", None)
 
     def _walk(self, ds: Dataset, prefix: str, module: str | None) -> None:
-        for tag in list(ds.keys()):
-            tag = int(tag)
+        for key in list(ds.keys()):
+            tag = int(key)
             mod = module if module is not None else self.module_of(tag)
             path = prefix + paths.step(tag)
             elem = ds.get_item(tag)
@@ -186,27 +190,28 @@ class ElementChecker:
                     WARNING, "dict.retired", path, mod,
                     f"{name} is retired and should not be sent.", "PS3.6 6",
                 )
-            vr = elem.VR or dict_vr
-            if elem.VR == "UN" and dict_vr != "UN":
+            wire_vr = elem.VR if elem.VR and " or " not in elem.VR else None
+            vr = wire_vr or dict_vr
+            if wire_vr == "UN" and dict_vr != "UN":
                 self.out.add(
                     WARNING, "dict.vr-un", path, mod,
                     f"{name} is encoded with VR UN; the dictionary gives {dict_vr}.",
                     "PS3.5 6.2.2",
                 )
                 vr = dict_vr  # the value is still checked against the dictionary VR
-            elif elem.VR and " or " not in dict_vr and elem.VR != dict_vr:
-                if not (dict_vr in ("OB", "OW") and elem.VR in ("OB", "OW")):
+            elif wire_vr and " or " not in dict_vr and wire_vr != dict_vr:
+                if not (dict_vr in ("OB", "OW") and wire_vr in ("OB", "OW")):
                     self.out.add(
                         ERROR, "dict.vr-mismatch", path, mod,
-                        f"{name} has VR {elem.VR}; the dictionary gives {dict_vr}.", PS35_VR,
+                        f"{name} has VR {wire_vr}; the dictionary gives {dict_vr}.", PS35_VR,
                     )
                     continue
-            elif elem.VR and " or " in dict_vr and elem.VR not in dict_vr.split(" or ") and (
-                elem.VR != "UN"
+            elif wire_vr and " or " in dict_vr and wire_vr not in dict_vr.split(" or ") and (
+                wire_vr != "UN"
             ):
                 self.out.add(
                     ERROR, "dict.vr-mismatch", path, mod,
-                    f"{name} has VR {elem.VR}; the dictionary gives {dict_vr}.", PS35_VR,
+                    f"{name} has VR {wire_vr}; the dictionary gives {dict_vr}.", PS35_VR,
                 )
                 continue
             if vr == "SQ":

@@ -92,7 +92,7 @@ def _empty(elem: object) -> bool:
     if isinstance(value, str):
         return value.strip(" \x00") == ""
     try:
-        return len(value) == 0  # type: ignore[arg-type]
+        return len(value) == 0
     except TypeError:
         return False
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -93,7 +94,7 @@ PROBED_TRANSFER_SYNTAXES: dict[str, str] = {
     JPEG2000Lossless: "JPEG 2000 Lossless",
     RLELossless: "RLE Lossless",
 }
-NATIVE = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+NATIVE: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
 # Required (R) and Unique (U) keys of the Q/R information models (PS3.4 C.6.1.1, C.6.2.1).
 LEVEL_KEYS: dict[str, tuple[str, ...]] = {
@@ -431,7 +432,7 @@ class _Probe:
                             "PS3.4 B.5")
             return
         meta = FileMetaDataset()
-        meta.TransferSyntaxUID = (
+        meta.TransferSyntaxUID = UID(
             ExplicitVRLittleEndian if ExplicitVRLittleEndian in syntaxes else syntaxes[0]
         )
         self.obj.file_meta = meta
@@ -591,7 +592,8 @@ class _Probe:
             codes, last = self._drain(assoc.send_c_move(query, self.o.move_aet, STUDY_ROOT_MOVE),
                                       "C-MOVE")
         finally:
-            server.shutdown()
+            if server is not None:
+                server.shutdown()
         self._retrieve_result("C-MOVE", codes, last, received, "PS3.4 C.4.2")
 
     def get(self) -> None:

@@ -34,6 +34,10 @@ from archivist.validate.iod import checker_for
 from archivist.validate.standard import tables
 
 
+# Media Storage Directory Storage (PS3.4 Annex I, PS3.10 8): the DICOMDIR.
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+
 @dataclass(frozen=True, slots=True)
 class ValidationOptions:
     """What to check beyond the defaults.
@@ -174,6 +178,13 @@ def validate_file(path: str | os.PathLike[str], *, options: ValidationOptions | 
         warnings.simplefilter("ignore")
         findings = validate_dataset(ds, options=options)
         report.entity = entity_record(ds)
+    if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY:
+        findings = [f for f in findings if f.rule_id != "iod.sop-class-missing"]
+        findings.append(Finding(
+            Severity.INFO, "iod.directory-not-checked", "", "", "",
+            "A DICOMDIR (Basic Directory IOD, PS3.3 F) is checked for encoding and data "
+            "dictionary only; its directory records are not checked.", "PS3.10 8",
+        ))
     iod_name = next((f.iod for f in findings if f.iod), "")
     if not iod_name:
         iod = tables().iod_for_sop_class(str(ds.get("SOPClassUID", "")))
