@@ -6,6 +6,7 @@ Each case starts from a valid object, breaks one thing, and names the finding we
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,9 @@ def _raw(base: Callable[[], Dataset], tag: int, vr: str, value: object) -> Calla
         ds = base()
         if tag in ds:
             del ds[tag]
-        ds.add_new(tag, vr, value)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about the invalid value we want
+            ds.add_new(tag, vr, value)
         return ds
 
     return build

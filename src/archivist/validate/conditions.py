@@ -200,6 +200,12 @@ ATTRIBUTE_CONDITIONS: dict[tuple[str, str], Condition] = {
     ("patient", "ResponsibleOrganization"): any_present(
         "PatientSpeciesDescription", "PatientSpeciesCodeSequence"
     ),
+    ("patient", "DeidentificationMethod"): value_in("PatientIdentityRemoved", "YES")
+    & absent("DeidentificationMethodCodeSequence"),
+    ("patient", "DeidentificationMethodCodeSequence"): value_in("PatientIdentityRemoved", "YES")
+    & absent("DeidentificationMethod"),
+    # PS3.3 C.8.8.9 RT General Plan Module.
+    ("rt-general-plan", "ReferencedStructureSetSequence"): value_in("RTPlanGeometry", "PATIENT"),
     # PS3.3 C.7.3.1 General Series Module.
     ("general-series", "Laterality"): value_in("BodyPartExamined", *PAIRED_BODY_PARTS)
     & absent("ImageLaterality")
