@@ -33,7 +33,6 @@ from archivist.validate.findings import Collector, Finding, Report, Severity
 from archivist.validate.iod import checker_for
 from archivist.validate.standard import tables
 
-
 # Media Storage Directory Storage (PS3.4 Annex I, PS3.10 8): the DICOMDIR.
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
