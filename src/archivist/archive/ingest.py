@@ -99,7 +99,9 @@ def _check_lengths(path: Path, size: int) -> int | None:
         raise InvalidObject(f"truncated: {size} bytes in the file, the values need {end}")
     for tag in _PIXEL_TAGS:
         if tag in ds:
-            tell = getattr(ds.get_item(tag), "value_tell", None)
+            # The raw element: Dataset.get_item() would load a deferred value (all of it).
+            raw = ds._dict.get(Tag(tag))  # noqa: SLF001
+            tell = getattr(raw, "value_tell", None)
             return int(tell) if tell is not None else 0
     return None
 

@@ -96,6 +96,9 @@ def run_server(settings: Settings) -> int:
     async def shutdown(sockets=None):  # type: ignore[no-untyped-def]
         health.stopping = True
         await original_shutdown(sockets=sockets)
+        # uvicorn re-raises the signal after its own shutdown, which would kill the process
+        # before the DIMSE side has finished: we stop in order and exit 0 instead.
+        server._captured_signals.clear()  # type: ignore[attr-defined]
 
     server.shutdown = shutdown  # type: ignore[method-assign]
     try:

@@ -251,6 +251,7 @@ def _close(sock: socket.socket) -> None:
 _SMALL_PDU_CAP = 1024
 _ASSOC_PDU_CAP = 1024 * 1024
 _CHUNK = 1024 * 1024
+_MAX_QUEUED_PDUS = 4
 
 
 def install_pdu_cap(hard_cap: int) -> None:
@@ -296,6 +297,15 @@ def _read_pdu_capped(self: Any) -> None:
         self.event_queue.put("Evt17")
         return
     pdu_type, _, length = struct.unpack(">BBL", header)
+    if pdu_type == 4:
+        # Back-pressure: do not read further P-DATA while the association thread has not yet
+        # consumed what we queued (pynetdicom's queue between the two threads is unbounded, so a
+        # fast sender would otherwise fill memory with a large object before it reaches disk).
+        queue = self.to_user_queue
+        waited = 0.0
+        while queue.qsize() > _MAX_QUEUED_PDUS and waited < 600:
+            time.sleep(0.002)
+            waited += 0.002
     if pdu_type not in (1, 2, 3, 4, 5, 6, 7):
         log.warning("unknown PDU type 0x%02X; aborting", pdu_type)
         self.event_queue.put("Evt19")
