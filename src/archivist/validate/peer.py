@@ -382,7 +382,12 @@ class _Probe:
             setattr(ae, attr, self.o.timeout)
         ae.add_requested_context(VERIFICATION)
         bogus = "NO-SUCH-AE-" + secrets.token_hex(2).upper()
-        assoc = ae.associate(self.o.host, self.o.port, ae_title=bogus)
+        for _attempt in range(3):
+            # A peer that sends A-ASSOCIATE-RJ and closes at once can race our reading of the
+            # RJ PDU, which then looks like an abort: try again before concluding.
+            assoc = ae.associate(self.o.host, self.o.port, ae_title=bogus)
+            if assoc.is_established or assoc.is_rejected:
+                break
         if assoc.is_established:
             assoc.release()
             self.report.add("called AE title check", WARN,
