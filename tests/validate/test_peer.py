@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from peers import DCMQRSCP, dcmqrscp, free_port, pynetdicom_qr_scp
+from validate_peers import DCMQRSCP, dcmqrscp, free_port, pynetdicom_qr_scp
 from typer.testing import CliRunner
 
 from archivist.validate.peer import FAIL, PASS, PeerOptions, probe_peer, status_defined
