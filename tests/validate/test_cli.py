@@ -47,6 +47,16 @@ class TestValidateCommand:
         assert set(finding) == {"severity", "rule_id", "path", "module", "iod", "message",
                                 "reference"}
 
+    def test_non_dicom_in_folder_is_skipped(self, tmp_path: Path) -> None:
+        write(ct(), tmp_path / "ok.dcm")
+        (tmp_path / "notes.txt").write_text("not DICOM")
+        result = runner.invoke(app, ["validate", str(tmp_path), "--json"])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.output)
+        assert data["files"] == 1 and len(data["skipped_non_dicom"]) == 1
+        named = runner.invoke(app, ["validate", str(tmp_path / "notes.txt")])
+        assert named.exit_code == 1 and "encoding.unreadable" in named.output
+
     def test_html(self, tmp_path: Path) -> None:
         out = tmp_path / "report.html"
         result = runner.invoke(app, ["validate", str(_broken(tmp_path)), "--html", str(out)])

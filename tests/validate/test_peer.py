@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from validate_peers import DCMQRSCP, dcmqrscp, free_port, pynetdicom_qr_scp
 from typer.testing import CliRunner
+from validate_peers import DCMQRSCP, dcmqrscp, free_port, pynetdicom_qr_scp
 
 from archivist.validate.peer import FAIL, PASS, PeerOptions, probe_peer, status_defined
 

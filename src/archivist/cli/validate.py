@@ -88,8 +88,9 @@ def _print_text(result: BatchResult, *, errors_only: bool) -> None:
             console.print(f"            {escape(f.message)} [dim]\\[{f.reference}][/]")
     counts = result.counts()
     bad = sum(1 for r in result.reports if not r.ok)
+    skipped = f", {len(result.skipped)} non-DICOM skipped" if result.skipped else ""
     console.print(
-        f"[bold]Summary:[/] {len(result.reports)} file(s), {bad} with errors; "
+        f"[bold]Summary:[/] {len(result.reports)} file(s){skipped}, {bad} with errors; "
         f"[red]{counts['error']} error(s)[/], [yellow]{counts['warning']} warning(s)[/], "
         f"{counts['info']} info(s)."
     )

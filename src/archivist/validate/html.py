@@ -52,6 +52,7 @@ def render_html(result: BatchResult, title: str = "Archivist validation report")
         '<table class="summary">',
         f"<tr><td>Generated</td><td>{_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')}</td></tr>",
         f"<tr><td>Files</td><td>{len(result.reports)}</td></tr>",
+        f"<tr><td>Non-DICOM files skipped</td><td>{len(result.skipped)}</td></tr>",
         f"<tr><td>Files with errors</td><td>{sum(1 for r in result.reports if not r.ok)}</td></tr>",
         f'<tr><td>Errors</td><td class="error">{counts["error"]}</td></tr>',
         f'<tr><td>Warnings</td><td class="warning">{counts["warning"]}</td></tr>',

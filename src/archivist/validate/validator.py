@@ -218,6 +218,7 @@ class BatchResult:
 
     reports: list[Report] = field(default_factory=list)
     consistency: list[Finding] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """Findings per severity over all reports and the consistency check."""
@@ -242,10 +243,17 @@ class BatchResult:
             "ok": self.ok,
             "files": len(self.reports),
             "files_with_errors": sum(1 for r in self.reports if not r.ok),
+            "skipped_non_dicom": self.skipped,
             "counts": self.counts(),
             "reports": [r.to_dict() for r in self.reports],
             "consistency": [f.to_dict() for f in self.consistency],
         }
+
+
+def _not_dicom(report: Report) -> bool:
+    return any(
+        f.rule_id == "encoding.unreadable" and "not DICOM" in f.message for f in report.findings
+    )
 
 
 def validate_paths(
@@ -256,13 +264,21 @@ def validate_paths(
     Parameters
     ----------
     paths : iterable of path
-        Files or folders (searched recursively).
+        Files or folders (searched recursively). Files found in a folder that are not DICOM
+        at all are listed in ``skipped`` instead of being reported; files named explicitly
+        are always reported.
     options : ValidationOptions, optional
         Extra checks.
     """
     result = BatchResult()
+    paths = list(paths)
+    named = {Path(p) for p in paths if not Path(p).is_dir()}
     for path in iter_files(paths):
-        result.reports.append(validate_file(path, options=options))
+        report = validate_file(path, options=options)
+        if path not in named and _not_dicom(report):
+            result.skipped.append(str(path))  # found in a folder: not ours to judge
+            continue
+        result.reports.append(report)
     result.consistency = check_consistency(
         (r.path, r.entity) for r in result.reports if r.entity
     )
