@@ -67,6 +67,11 @@ REGISTERED: dict[str, str] = {
     "MEDDRA": "Medical Dictionary for Regulatory Activities",
     "RADELEMENT": "RadElement common data elements",
     "HGNC": "HUGO Gene Nomenclature Committee",
+    "SCPECG": "Standard Communications Protocol for Computer-Assisted Electrocardiography",
+    "BI": "BI-RADS",
+    "NCDR": "American College of Cardiology National Cardiovascular Data Registry",
+    "NYUMCCG": "New York University Morphometry Coordinating Center Glossary",
+    "MAYONRDB": "Mayo Clinic Non-radiological Images Specific Body Structure Anatomical Surface",
 }
 
 #: Designators seen in the wild that are not designators at all, with the one meant.

@@ -1,0 +1,311 @@
+"""Check the coded items of a DICOM object (PS3.3 Section 8.8 Code Sequence Macro; PS3.16).
+
+Every sequence item that carries Code Sequence Macro attributes, at any depth, is checked for:
+
+- structure (PS3.3 Section 8.8, Table 8.8-1): exactly one of Code Value (0008,0100), Long Code
+  Value (0008,0119) and URN Code Value (0008,0120); a Code Value of at most 16 characters that is
+  not a URN or URL; a Coding Scheme Designator (0008,0102) with Code Value and Long Code Value;
+  a Code Meaning (0008,0104) of at most 64 characters;
+- the designator (PS3.16 Section 8): known from the tables, registered (PS3.16 Table 8-1), local
+  (``99...``) or declared in the Coding Scheme Identification Sequence (0008,0110); the retired
+  SNOMED designators SRT, SNM3 and 99SDM are flagged with the SCT code to use (PS3.16 Section 8.3,
+  Annex O);
+- the code: unknown in a scheme whose codes the tables hold;
+- the meaning: different from every known form of the standard meaning (a warning only: Code
+  Meaning is display text, PS3.3 Section 8.3);
+- context group membership, for the attributes whose baseline CID we know (:data:`EXPECTED_CID`),
+  and the UCUM designator for Measurement Units Code Sequence.
+
+This module imports pydicom; the rest of the package does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset, dcmread
+from pydicom.dataelem import DataElement
+from pydicom.errors import InvalidDicomError
+
+from archivist.errors import ArchivistError
+from archivist.terminology.catalogue import Terminology, cid_title
+from archivist.terminology.findings import Finding, FindingKind, Severity
+from archivist.terminology.schemes import MISSPELLINGS, REGISTERED, RETIRED_SNOMED, is_local
+from archivist.terminology.text import fold
+
+__all__ = ["EXPECTED_CID", "CheckError", "check_dataset", "check_file", "iter_coded_items"]
+
+PS3_3_CODE_MACRO = "PS3.3 Section 8.8 (Table 8.8-1)"
+PS3_16_SCHEMES = "PS3.16 Section 8 (Table 8-1)"
+PS3_16_RETIRED = "PS3.16 Section 8.3 and Annex O"
+
+_CODE_VALUE = "CodeValue"
+_LONG_CODE_VALUE = "LongCodeValue"
+_URN_CODE_VALUE = "URNCodeValue"
+_DESIGNATOR = "CodingSchemeDesignator"
+_MEANING = "CodeMeaning"
+_CODE_ATTRIBUTES = (_CODE_VALUE, _LONG_CODE_VALUE, _URN_CODE_VALUE, _DESIGNATOR, _MEANING)
+#: Items of these sequences carry a designator but are not coded concepts.
+_NOT_CODES = frozenset({"CodingSchemeIdentificationSequence"})
+
+
+@dataclass(frozen=True)
+class ExpectedCid:
+    """The context group an attribute's codes come from, and where the standard says so."""
+
+    cid: int
+    reference: str
+
+
+#: Sequence keyword -> its baseline context group. All of these are baseline, extensible groups
+#: (as far as the tables tell: pydicom does not ship the extensibility flag), so a code outside
+#: the group is reported as information, not as an error.
+EXPECTED_CID: dict[str, ExpectedCid] = {
+    "AnatomicRegionSequence": ExpectedCid(4, "PS3.3 Section 10.5 (General Anatomy Macros)"),
+    "AnatomicRegionModifierSequence": ExpectedCid(2, "PS3.3 Section 10.5"),
+    "PrimaryAnatomicStructureModifierSequence": ExpectedCid(2, "PS3.3 Section 10.5"),
+    "PatientOrientationCodeSequence": ExpectedCid(19, "PS3.3 C.8.4.6 / C.8.11.5"),
+    "PatientOrientationModifierCodeSequence": ExpectedCid(20, "PS3.3 C.8.4.6 / C.8.11.5"),
+    "PatientGantryRelationshipCodeSequence": ExpectedCid(21, "PS3.3 C.8.4.6 / C.8.11.5"),
+    "SegmentedPropertyCategoryCodeSequence": ExpectedCid(7150, "PS3.3 C.8.20.2"),
+    "SegmentedPropertyTypeCodeSequence": ExpectedCid(7151, "PS3.3 C.8.20.2"),
+}
+
+#: Sequences whose codes are units, which PS3.16 takes from UCUM (CID 82, PS3.16 Section 8.1).
+UNITS_SEQUENCES = frozenset({"MeasurementUnitsCodeSequence"})
+
+
+class CheckError(ArchivistError):
+    """A file that cannot be read as DICOM."""
+
+
+def check_file(path: str | Path, terminology: Terminology, **options: Any) -> list[Finding]:
+    """Read a DICOM file (pixel data skipped) and check its coded items.
+
+    Raises
+    ------
+    CheckError
+        When the file cannot be read as DICOM.
+    """
+    try:
+        dataset = dcmread(str(path), stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise CheckError(f"{path}: {exc}") from exc
+    return check_dataset(dataset, terminology, **options)
+
+
+def iter_coded_items(dataset: Dataset, prefix: str = "") -> Iterator[tuple[str, str, Dataset]]:
+    """Every coded item in `dataset`, at any depth, as (path, sequence keyword, item).
+
+    The path names each sequence by keyword (or tag, for private and unknown ones) and each item
+    by its number from 0: ``ContentSequence[2].ConceptNameCodeSequence[0]``.
+    """
+    for element in dataset:
+        if element.VR != "SQ" or not element.value:
+            continue
+        name = element.keyword or _tag_text(element)
+        for number, item in enumerate(element.value):
+            path = f"{prefix}{name}[{number}]"
+            if name not in _NOT_CODES and any(kw in item for kw in _CODE_ATTRIBUTES):
+                yield path, name, item
+            yield from iter_coded_items(item, path + ".")
+
+
+def check_dataset(
+    dataset: Dataset, terminology: Terminology, *, cids: bool = True
+) -> list[Finding]:
+    """Check every coded item of `dataset` (see the module documentation).
+
+    Parameters
+    ----------
+    dataset : pydicom.Dataset
+        The object, as read.
+    terminology : Terminology
+        The PS3.16 tables.
+    cids : bool
+        Also report codes outside the baseline context group of their attribute.
+
+    Returns
+    -------
+    list of Finding
+        In the order of the items in the object.
+    """
+    declared = _declared_schemes(dataset)
+    findings: list[Finding] = []
+    for path, sequence, item in iter_coded_items(dataset):
+        findings.extend(_check_item(path, sequence, item, terminology, declared, cids))
+    return findings
+
+
+def _check_item(
+    path: str,
+    sequence: str,
+    item: Dataset,
+    term: Terminology,
+    declared: set[str],
+    cids: bool,
+) -> Iterator[Finding]:
+    values = {kw: _text(item.get(kw)) for kw in (_CODE_VALUE, _LONG_CODE_VALUE, _URN_CODE_VALUE)}
+    present = [kw for kw, v in values.items() if v]
+    designator = _text(item.get(_DESIGNATOR))
+    meaning = _text(item.get(_MEANING))
+    value = values[present[0]] if present else ""
+    code = (designator, value) if value else None
+
+    def finding(severity: Severity, kind: FindingKind, message: str, reference: str,
+                suggestion: dict[str, Any] | None = None) -> Finding:
+        return Finding(severity, kind, path, message, code, suggestion, reference)
+
+    # Structure (PS3.3 Section 8.8).
+    if not present:
+        yield finding(Severity.ERROR, FindingKind.VALUE_MISSING,
+                      "no Code Value, Long Code Value or URN Code Value", PS3_3_CODE_MACRO)
+    elif len(present) > 1:
+        yield finding(Severity.ERROR, FindingKind.VALUE_MULTIPLE,
+                      f"more than one of {', '.join(present)}; exactly one is allowed",
+                      PS3_3_CODE_MACRO)
+    code_value = values[_CODE_VALUE]
+    if code_value:
+        if _looks_like_urn(code_value):
+            yield finding(Severity.ERROR, FindingKind.VALUE_KIND,
+                          f"Code Value {code_value!r} is a URN or URL; use URN Code Value",
+                          PS3_3_CODE_MACRO)
+        elif len(code_value) > 16:
+            yield finding(Severity.ERROR, FindingKind.VALUE_LENGTH,
+                          f"Code Value has {len(code_value)} characters (at most 16); use Long "
+                          "Code Value", PS3_3_CODE_MACRO)
+    long_value = values[_LONG_CODE_VALUE]
+    if long_value and _looks_like_urn(long_value):
+        yield finding(Severity.WARNING, FindingKind.VALUE_KIND,
+                      "Long Code Value is a URN or URL; use URN Code Value", PS3_3_CODE_MACRO)
+    elif long_value and len(long_value) <= 16:
+        yield finding(Severity.WARNING, FindingKind.VALUE_KIND,
+                      f"Long Code Value {long_value!r} has at most 16 characters; use Code Value",
+                      PS3_3_CODE_MACRO)
+    if not designator and (code_value or long_value):
+        yield finding(Severity.ERROR, FindingKind.DESIGNATOR_MISSING,
+                      "Coding Scheme Designator is missing", PS3_3_CODE_MACRO)
+    if not meaning:
+        yield finding(Severity.ERROR, FindingKind.MEANING_MISSING, "Code Meaning is missing",
+                      PS3_3_CODE_MACRO)
+    elif len(meaning) > 64:
+        yield finding(Severity.ERROR, FindingKind.MEANING_LENGTH,
+                      f"Code Meaning has {len(meaning)} characters (at most 64, VR LO)",
+                      PS3_3_CODE_MACRO)
+    if not designator:
+        return
+
+    # Designator (PS3.16 Section 8).
+    scheme, key_value = designator, value
+    if designator in RETIRED_SNOMED:
+        scheme, key_value = term.normalise(designator, value)
+        if scheme == "SCT":
+            concept = term.get(scheme, key_value)
+            target = concept.meaning if concept else ""
+            yield finding(
+                Severity.WARNING, FindingKind.DESIGNATOR_RETIRED,
+                f"{designator} is retired; use SCT {key_value} ({target})", PS3_16_RETIRED,
+                {"scheme": "SCT", "value": key_value, "meaning": target},
+            )
+        else:
+            yield finding(
+                Severity.WARNING, FindingKind.DESIGNATOR_RETIRED,
+                f"{designator} is retired and {value!r} has no SCT equivalent in PS3.16 Annex O",
+                PS3_16_RETIRED,
+            )
+            return
+    elif not (
+        term.has_scheme(designator)
+        or designator in REGISTERED
+        or designator in declared
+        or is_local(designator)
+    ):
+        hint = MISSPELLINGS.get(designator.upper())
+        yield finding(
+            Severity.WARNING, FindingKind.DESIGNATOR_UNKNOWN,
+            f"unknown Coding Scheme Designator {designator!r}"
+            + (f"; did you mean {hint}?" if hint else
+               "; register it in the Coding Scheme Identification Sequence (0008,0110)"),
+            PS3_16_SCHEMES,
+        )
+
+    if sequence in UNITS_SEQUENCES and scheme != "UCUM":
+        yield finding(Severity.WARNING, FindingKind.UNITS_NOT_UCUM,
+                      f"units are coded with {designator}, not UCUM",
+                      "PS3.16 Section 8.1, CID 82")
+
+    # The code and its meaning.
+    if not term.has_scheme(scheme) or not key_value:
+        return
+    concept = term.get(scheme, key_value)
+    if concept is None:
+        severity = Severity.WARNING if scheme in ("SCT", "DCM") else Severity.INFO
+        yield finding(severity, FindingKind.CODE_UNKNOWN,
+                      f"{scheme}:{key_value} is not a PS3.16 code"
+                      + ("" if scheme == "DCM" else " (the tables hold the codes DICOM uses)"),
+                      "PS3.16 Annex B and D")
+        return
+    if meaning and not _meaning_matches(meaning, concept.meanings, concept.keywords, key_value,
+                                        scheme):
+        yield finding(
+            Severity.WARNING, FindingKind.MEANING_DIFFERS,
+            f"Code Meaning {meaning!r} differs from the standard {concept.meaning!r}",
+            "PS3.3 Section 8.3; PS3.16",
+            {"scheme": concept.scheme, "value": concept.value, "meaning": concept.meaning},
+        )
+    expected = EXPECTED_CID.get(sequence)
+    if cids and expected is not None and expected.cid not in concept.cids:
+        name = term.cid_name(expected.cid) or ""
+        yield finding(
+            Severity.INFO, FindingKind.CID_NOT_MEMBER,
+            f"{concept.key} ({concept.meaning}) is not in CID {expected.cid} {name}, the "
+            "baseline group for this attribute", f"{expected.reference}; PS3.16 CID "
+            f"{expected.cid}",
+        )
+
+
+def _meaning_matches(meaning: str, meanings: tuple[str, ...], keywords: tuple[str, ...],
+                     value: str, scheme: str) -> bool:
+    """Whether `meaning` is a known form of the concept's meaning, ignoring case, accents,
+    punctuation, spacing and plural endings; the pydicom keyword (``Millimeter``) counts as a
+    form, and for UCUM so does the unit itself (``mm``)."""
+    folded = _singular(fold(meaning))
+    if folded in {_singular(fold(m)) for m in meanings}:
+        return True
+    if folded in {_singular(fold(cid_title(k))) for k in keywords}:
+        return True
+    return scheme == "UCUM" and meaning.strip() == value
+
+
+def _singular(folded: str) -> str:
+    """Drop a plural ``s`` from each word (``milliseconds`` ~ ``millisecond``)."""
+    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in folded.split())
+
+
+def _declared_schemes(dataset: Dataset) -> set[str]:
+    """Designators declared in Coding Scheme Identification Sequence (PS3.3 C.12.1.1.2)."""
+    declared: set[str] = set()
+    for item in dataset.get("CodingSchemeIdentificationSequence") or []:
+        designator = _text(item.get(_DESIGNATOR))
+        if designator:
+            declared.add(designator)
+    return declared
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, DataElement):
+        value = value.value
+    return str(value).strip() if value != "" else ""
+
+
+def _looks_like_urn(value: str) -> bool:
+    return value.lower().startswith("urn:") or "://" in value
+
+
+def _tag_text(element: DataElement) -> str:
+    return f"({element.tag.group:04X},{element.tag.element:04X})"

@@ -1,0 +1,116 @@
+"""HTTP API for the terminology service (PS3.16 codes and context groups).
+
+Routes (all GET, all JSON)::
+
+    /api/codes?q=pneumothorax[&scheme=SCT][&cid=4][&limit=20]   ranked search
+    /api/codes/{scheme}/{value}                                  one code (404 when unknown)
+    /api/cids/{number}[?search=liv]                              one context group (404 when unknown)
+
+Bad input answers 400 with ``{"error": ..., "detail": ...}``. The handlers are synchronous
+(Starlette runs them in its thread pool); the tables load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+from starlette.status import HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
+
+from archivist import terminology
+
+__all__ = ["routes"]
+
+MAX_LIMIT = 1000
+
+
+class _BadRequest(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def _error(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def _int_param(request: Request, name: str, default: int | None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise _BadRequest(f"{name} must be an integer, got {raw!r}") from None
+
+
+def search_codes(request: Request) -> JSONResponse:
+    """``GET /api/codes?q=...``: ranked search by meaning, keyword or code value."""
+    query = request.query_params.get("q", "").strip()
+    try:
+        if not query:
+            raise _BadRequest("the query parameter q is required, e.g. /api/codes?q=liver")
+        cid = _int_param(request, "cid", None)
+        limit = _int_param(request, "limit", 20)
+        assert limit is not None
+        if not 0 < limit <= MAX_LIMIT:
+            raise _BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
+        if cid is not None and terminology.default_terminology().cid_name(cid) is None:
+            raise _BadRequest(f"CID {cid} is not defined in PS3.16")
+    except _BadRequest as exc:
+        return _error(HTTP_400_BAD_REQUEST, "bad request", exc.detail)
+    scheme = request.query_params.get("scheme") or None
+    hits = terminology.search(query, scheme=scheme, cid=cid, limit=limit)
+    return JSONResponse(
+        {"query": query, "count": len(hits), "results": [h.to_dict() for h in hits]}
+    )
+
+
+def get_code(request: Request) -> JSONResponse:
+    """``GET /api/codes/{scheme}/{value}``: one code, with its CIDs and SRT equivalent."""
+    scheme: str = request.path_params["scheme"]
+    value: str = request.path_params["value"]
+    term = terminology.default_terminology()
+    concept = term.get(scheme, value)
+    if concept is None:
+        return _error(HTTP_404_NOT_FOUND, "unknown code",
+                      f"{scheme}:{value} is not in the PS3.16 tables")
+    body: dict[str, Any] = concept.to_dict()
+    body["cid_names"] = {str(c): term.cid_name(c) for c in concept.cids}
+    if (scheme, value) != (concept.scheme, concept.value):
+        body["requested"] = {"scheme": scheme, "value": value}
+    return JSONResponse(body)
+
+
+def get_cid(request: Request) -> JSONResponse:
+    """``GET /api/cids/{number}``: a context group and its members (PS3.16 Annex B)."""
+    raw = request.path_params["number"]
+    number_text = raw[3:] if raw.upper().startswith("CID") else raw
+    try:
+        number = int(number_text)
+    except ValueError:
+        return _error(HTTP_400_BAD_REQUEST, "bad request",
+                      f"a CID number is expected, got {raw!r}")
+    try:
+        group = terminology.context_group(number)
+    except terminology.UnknownContextGroup as exc:
+        return _error(HTTP_404_NOT_FOUND, "unknown context group", str(exc))
+    members = list(group.members)
+    text = request.query_params.get("search", "").strip()
+    if text:
+        rank = {
+            h.concept.key: i for i, h in enumerate(terminology.search(text, cid=number, limit=0))
+        }
+        members = sorted((m for m in members if m.key in rank), key=lambda m: rank[m.key])
+    return JSONResponse(group.to_dict(members))
+
+
+def routes() -> list[BaseRoute]:
+    """The terminology routes, to mount in the application."""
+    return [
+        Route("/api/codes", search_codes, methods=["GET"]),
+        Route("/api/codes/{scheme}/{value:path}", get_code, methods=["GET"]),
+        Route("/api/cids/{number}", get_cid, methods=["GET"]),
+    ]
