@@ -130,3 +130,24 @@ class TestCidAndSchemesCommands:
         data = json.loads(run("schemes", "--json").stdout)
         assert {"designator": "SRT", "name": data[-3]["name"], "codes": 7990,
                 "retired": True} in data
+
+
+class TestQuickMain:
+    """quick_main answers the quick commands without typer's parser, with the same output."""
+
+    def test_same_output_as_typer(self, capsys: pytest.CaptureFixture[str]) -> None:
+        from archivist.cli.codes import quick_main
+
+        for argv in (["search", "abdomen", "pelvis", "-n", "3"], ["show", "SRT:T-62000"],
+                     ["cid", "4", "--search", "liv", "--json"], ["schemes"]):
+            assert quick_main(argv) == 0
+            assert capsys.readouterr().out == run(*argv).stdout, argv
+
+    def test_exit_status_and_fallback(self, capsys: pytest.CaptureFixture[str]) -> None:
+        from archivist.cli.codes import quick_main
+
+        assert quick_main(["show", "SCT:12345678"]) == 1
+        assert quick_main(["search", "zzqxqzzq"]) == 1
+        assert quick_main(["search", "--help"]) is None
+        assert quick_main(["check", "x.dcm"]) is None
+        assert quick_main([]) is None

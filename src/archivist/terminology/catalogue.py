@@ -232,7 +232,8 @@ class Terminology:
 
     @cached_property
     def _keyword_blob(self) -> str:
-        return self._sep + self._document["keywords"].casefold() + self._sep
+        keywords: str = self._document["keywords"]
+        return self._sep + keywords.casefold() + self._sep
 
     def variants_with_keyword(self, keyword: str) -> list[int]:
         """The variants whose pydicom keyword is `keyword`, ignoring case."""
