@@ -199,3 +199,19 @@ class TestBodyPart:
             assert terminology.body_part_to_code(part) == (
                 code.scheme_designator, code.value
             )
+
+
+class TestGenerator:
+    def test_committed_data_is_what_the_generator_builds(self, document: dict) -> None:
+        """The committed file matches the installed pydicom/highdicom: regenerate if not."""
+        import importlib.util
+
+        path = Path(__file__).resolve().parents[2] / "tools" / "generate_terminology.py"
+        spec = importlib.util.spec_from_file_location("generate_terminology", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        built = module.build()
+        assert built.keys() == document.keys()
+        for key in built:
+            assert built[key] == document[key], f"{key} differs: run {path.name}"

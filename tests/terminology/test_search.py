@@ -121,6 +121,12 @@ class TestSearchQuality:
         hits = terminology.search("left ventricle", limit=20)
         assert hits[0].concept.meaning.lower() == "left ventricle"
 
+    def test_long_queries_are_cut(self) -> None:
+        start = time.perf_counter()
+        hits = terminology.search("pneumothorax " + "abcdefgh " * 500, limit=3)
+        assert time.perf_counter() - start < 1.0
+        assert hits[0].concept.key == "SCT:36118008"
+
     def test_empty_and_nonsense_queries(self) -> None:
         assert terminology.search("") == []
         assert terminology.search("   ") == []

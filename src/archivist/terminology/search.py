@@ -40,6 +40,10 @@ _CODE_SCORE = 1000.0
 _EXACT_PREFERRED = 990.0
 _EXACT_OTHER = 980.0
 _KEYWORD_SCORE = 970.0
+#: Longer queries are cut: no code meaning is longer than a few hundred characters, and the
+#: cost of a query grows with its words.
+MAX_QUERY_LENGTH = 256
+MAX_QUERY_WORDS = 16
 #: Among equal scores, the schemes people look up most come first.
 _SCHEME_ORDER = {"SCT": 0, "DCM": 1, "LN": 2, "UCUM": 3}
 
@@ -214,7 +218,7 @@ class SearchIndex:
         -------
         list of SearchHit
         """
-        text = query.strip()
+        text = query.strip()[:MAX_QUERY_LENGTH]
         if not text:
             return []
         best: dict[int, tuple[int, float, str]] = {}
@@ -258,6 +262,7 @@ class SearchIndex:
     def _rank_words(self, folded: str, offer: Any) -> None:
         words = folded.split()
         significant = list(dict.fromkeys(w for w in words if w not in STOP_WORDS)) or words
+        significant = significant[:MAX_QUERY_WORDS]
         if not significant:
             return
         term = self.terminology
