@@ -79,11 +79,14 @@ def search(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
 
     Usage: archivist codes search QUERY... [--scheme SCT] [--cid 4] [--limit 10] [--json]
 
-    QUERY: words of a meaning (any order, prefixes, small typos), a code value (36118008,
-    T-62000), SCHEME:VALUE, or a pydicom keyword (Liver).
-    --scheme/-s: only this coding scheme designator (SCT, DCM, LN, UCUM...).
-    --cid/-c: only members of this context group.
-    --limit/-n: at most this many results (default 10; 0 for all).
+    QUERY: words of a meaning (any order, prefixes, small typos),
+    a code value (36118008, T-62000), SCHEME:VALUE or a pydicom keyword (Liver).
+
+    --scheme/-s SCHEME: only this coding scheme designator (SCT, DCM, LN, UCUM...).
+
+    --cid/-c NUMBER: only members of this context group.
+
+    --limit/-n N: at most N results (default 10; 0 for all).
     """
     _search(ctx.args, json_out)
 
@@ -170,7 +173,7 @@ def cid_command(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
 
     Usage: archivist codes cid NUMBER [--search TEXT] [--json]   (e.g. 4 for CID 4)
 
-    --search/-q: only the members matching TEXT (prefixes, typos), best first.
+    --search/-q TEXT: only the members matching TEXT (prefixes, typos), best first.
     """
     _cid(ctx.args, json_out)
 
