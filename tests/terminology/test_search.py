@@ -67,6 +67,9 @@ QUALITY = [
     ("brest", "SCT:76752008"),
     ("kidny", "SCT:64033007"),
     ("stenossis", "SCT:44241007"),
+    # words typed without their space
+    ("abdomenpelvis", "SCT:818982008"),
+    ("xray angiography", "DCM:XA"),
     # partial words
     ("pneumo", "SCT:36118008"),
     ("pnemo", "SCT:36118008"),

@@ -143,6 +143,16 @@ class SearchIndex:
     def _one_edit_forms(word: str) -> set[str]:
         return {word, *(word[:i] + word[i + 1 :] for i in range(len(word)))}
 
+    def _typos(self, word: str) -> dict[str, float]:
+        """Index words within Damerau distance 1 (2 for words of 8+ letters) of `word`."""
+        found: dict[str, float] = {}
+        limit = 2 if len(word) >= 8 else 1
+        for candidate in self._typo_candidates(word):
+            distance = damerau_distance(word, candidate, limit)
+            if distance <= limit:
+                found[candidate] = 0.7 if distance == 1 else 0.5
+        return found
+
     def expand(self, word: str) -> dict[str, float]:
         """Index words that `word` may stand for, with the weight of each match.
 
@@ -161,11 +171,7 @@ class SearchIndex:
                 if candidate != word:
                     out[candidate] = 0.6 + 0.3 * len(word) / len(candidate)
         if not out and len(word) >= 4 and not word.isdigit():
-            limit = 2 if len(word) >= 8 else 1
-            for candidate in self._typo_candidates(word):
-                distance = damerau_distance(word, candidate, limit)
-                if distance <= limit:
-                    out[candidate] = max(out.get(candidate, 0.0), 0.7 if distance == 1 else 0.5)
+            out.update(self._typos(word))
             # A typo in a word still being typed: "pnemo" -> "pneumothorax". Compare the word
             # with each distinct prefix of the same length through their one-deletion forms.
             if not out and len(word) >= 5:
@@ -259,8 +265,36 @@ class SearchIndex:
         concept_at = self.terminology.concept_at
         return [SearchHit(concept_at(index), score, matched) for _, score, index, matched in ranked]
 
+    def split_compound(self, word: str) -> list[str]:
+        """Split a word typed without its space (``abdomenpelvis``, ``xray``) into two index
+        words, when it is neither an index word nor the prefix of one; else ``[word]``.
+
+        Parts of two letters are only taken when the word is no typo of an index word (so
+        that ``brest`` stays ``breast``, not ``br`` + ``est``); a one-letter part only for the
+        ``x`` of ``xray``.
+        """
+        if len(word) < 4 or word in self._word_row or word.isdigit():
+            return [word]
+        start = bisect.bisect_left(self._vocabulary, word)
+        if start < len(self._vocabulary) and self._vocabulary[start].startswith(word):
+            return [word]
+        best: list[str] = [word]
+        best_size = 0
+        for i in range(1, len(word) - 1):
+            left, right = word[:i], word[i:]
+            if (len(left) >= 2 or left == "x") and left in self._word_row and (
+                right in self._word_row
+            ):
+                size = 3 if left == "x" else min(len(left), len(right))
+                if size > best_size:
+                    best, best_size = [left, right], size
+        if best_size == 2 and self._typos(word):
+            return [word]
+        return best
+
     def _rank_words(self, folded: str, offer: Any) -> None:
-        words = folded.split()
+        words = [part for word in folded.split() for part in self.split_compound(word)]
+        folded = " ".join(words)
         significant = list(dict.fromkeys(w for w in words if w not in STOP_WORDS)) or words
         significant = significant[:MAX_QUERY_WORDS]
         if not significant:
