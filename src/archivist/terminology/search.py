@@ -5,10 +5,11 @@ free, on word prefixes (``pneumo``), with small typing errors (``pnemothorax``),
 (``36118008``, the retired SNOMED-RT ``T-62000``, ``SCT:36118008``) and on pydicom keywords
 (``Liver``).
 
-Index: every meaning form of every concept is an *entry*; an inverted index maps each folded word
-to the entries containing it. A query word matches index words exactly, as a prefix, or within a
-small Damerau edit distance (found through a deletion-neighbourhood table built on first need).
-The index is pure Python and built in about 20 ms when first used.
+Index: every meaning form of every concept (a *variant*) is an entry; an inverted index, made by
+the generator and stored in the data file, maps each folded word to the variants containing it.
+A query word matches index words exactly, as a prefix, or within a small Damerau edit distance
+(found through one-deletion tables built per word length on first need, a few milliseconds); a
+word typed without its space (``abdomenpelvis``) is split into two index words.
 
 Ranking (higher is better), per concept, best entry wins:
 
