@@ -6,6 +6,7 @@ Heavy modules (pydicom, pynetdicom, SQLAlchemy) are imported inside the commands
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -138,6 +139,10 @@ validate_cli.register(app)
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["codes"]:
+        status = codes_cli.quick_main(sys.argv[2:])  # type: ignore[attr-defined]
+        if status is not None:
+            raise SystemExit(status)
     app()
 
 
