@@ -14,6 +14,7 @@ from archivist.archive.ingest import Origin
 from archivist.config import load_settings
 from archivist.dimse.handlers import Handlers, contexts_for
 from archivist.dimse.status import Status
+from archivist.testing.datasets import make_instance
 
 STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 
@@ -36,16 +37,11 @@ class FakeFindEvent:
 
 @pytest.fixture
 def archive(tmp_path: Path) -> Archive:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
-    from dicomgen import make_ct
-
     a = Archive.open(load_settings(env={}, overrides={"data_dir": tmp_path / "data"}))
     study, series = generate_uid(), generate_uid()
     for i in range(20):
         p = tmp_path / f"{i}.dcm"
-        make_ct(p, study_uid=study, series_uid=series, instance_number=i, size=4)
+        make_instance(p, study_uid=study, series_uid=series, instance_number=i, rows=4, columns=4)
         a.ingest.store_file(p, Origin("import"))
     yield a
     a.close()
@@ -79,8 +75,8 @@ class TestFind:
 
 class TestContexts:
     def test_one_context_per_class_and_syntax(self, archive: Archive) -> None:
-        from archivist.core.matching import Query
         from archivist.core.levels import QueryLevel
+        from archivist.core.matching import Query
 
         refs = list(archive.retrieve.instances(Query(QueryLevel.IMAGE)))
         cxs = contexts_for(refs)

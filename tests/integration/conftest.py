@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from pydicom.data import get_testdata_file
 
+from archivist.testing.datasets import pydicom_test_file
 from archivist.testing.server import ServerProcess, free_port
 
 # pydicom's bundled files covering the transfer syntaxes and object kinds the archive must keep.
@@ -42,13 +42,11 @@ def dcmtk_tool(tool: str) -> str:
     return found
 
 
-_require = dcmtk_tool
-
 
 @pytest.fixture(scope="session")
 def dcmtk() -> None:
     for tool in ("echoscu", "storescu", "findscu", "movescu", "getscu", "storescp"):
-        _require(tool)
+        dcmtk_tool(tool)
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +59,7 @@ def bundled_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     files: list[Path] = []
     seen: set[str] = set()
     for name in BUNDLED:
-        path = get_testdata_file(name)
+        path = pydicom_test_file(name)
         assert path is not None, name
         ds = pydicom.dcmread(path)
         uid = str(ds.SOPInstanceUID)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from dicomgen import make_ct
 from pydicom.uid import generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification
 
+from archivist.testing.datasets import make_instance
 from archivist.testing.server import ServerProcess
 
 AET = "ARCHIVIST"
@@ -185,7 +185,8 @@ def make_files(tmp: Path, n: int, *, size: int = 64) -> list[Path]:
     out = []
     for i in range(n):
         p = tmp / f"{i:05d}.dcm"
-        make_ct(p, study_uid=study, series_uid=series, instance_number=i, size=size)
+        make_instance(p, study_uid=study, series_uid=series, instance_number=i, rows=size,
+                      columns=size)
         out.append(p)
     return out
 
@@ -280,7 +281,8 @@ class TestLargeObject:
         # 500 frames of 512x512 16-bit: 262 MB... doubled to reach about 500 MB.
         import numpy as np
         from pydicom.dataset import Dataset, FileMetaDataset
-        from pydicom.uid import ExplicitVRLittleEndian, MultiFrameGrayscaleWordSecondaryCaptureImageStorage as SC
+        from pydicom.uid import ExplicitVRLittleEndian
+        from pydicom.uid import MultiFrameGrayscaleWordSecondaryCaptureImageStorage as SC
 
         frames = 1000
         meta = FileMetaDataset()

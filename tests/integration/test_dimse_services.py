@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import dcmtk_tool
-from dicomgen import make_ct
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, _config, build_role
@@ -24,7 +22,9 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from archivist.testing.datasets import make_instance
 from archivist.testing.server import ServerProcess, free_port
+from conftest import dcmtk_tool
 
 AET = "ARCHIVIST"
 
@@ -146,7 +146,7 @@ class TestVerificationAndStorage:
     def test_hostile_uid_refused_and_nothing_outside(self, server: ServerProcess,
                                                      tmp_path: Path) -> None:
         path = tmp_path / "bad.dcm"
-        ds = make_ct(path)
+        ds = make_instance(path)
         uid_ok = ds.SOPInstanceUID
         for bad in ["../escaped", "1.2.3/../../x", "1.2.\x003"]:
             ds.SOPInstanceUID = bad
@@ -162,7 +162,7 @@ class TestVerificationAndStorage:
 
     def test_truncated_object_refused(self, server: ServerProcess, tmp_path: Path) -> None:
         good = tmp_path / "good.dcm"
-        make_ct(good, size=64)
+        make_instance(good, rows=64, columns=64)
         cut = tmp_path / "cut.dcm"
         cut.write_bytes(good.read_bytes()[:-3000])
         statuses = store_files(server, [cut])
@@ -196,8 +196,10 @@ def populated(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unty
         for i in range(count):
             n += 1
             path = tmp_path / f"g{n}.dcm"
-            make_ct(path, patient_name=name, patient_id=pid, study_uid=study, series_uid=series,
-                    study_date=date, modality=modality, charset=charset, instance_number=i + 1)
+            make_instance(path, patient_name=name, patient_id=pid, study_uid=study,
+                          series_uid=series, study_date=date, modality=modality,
+                          sop_class_uid=CTImageStorage, charset=charset,
+                          instance_number=i + 1)
             files.append(path)
     assert store_files(server, files) == [0] * len(files)
     yield server
