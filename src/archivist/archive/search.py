@@ -16,18 +16,15 @@ from pydicom.dataset import Dataset
 from archivist.core.levels import KEYS, UNIQUE_KEY, MatchKind, QueryLevel
 from archivist.core.matching import Constraint, Query, build_query, value_matches
 from archivist.index.repository import Index, attrs_of
-from archivist.index.schema import COLUMN_OF
+from archivist.index.schema import COLUMN_OF, TABLE_OF_LEVEL, TABLES_AT_LEVEL
 
-_LEVEL_TABLE = {
-    QueryLevel.PATIENT: "patient", QueryLevel.STUDY: "study",
-    QueryLevel.SERIES: "series", QueryLevel.IMAGE: "instance",
-}
-_TABLES_AT = {
-    QueryLevel.PATIENT: {"patient"},
-    QueryLevel.STUDY: {"patient", "study"},
-    QueryLevel.SERIES: {"patient", "study", "series"},
-    QueryLevel.IMAGE: {"patient", "study", "series", "instance"},
-}
+
+def _own_table(level: QueryLevel) -> str:
+    return TABLE_OF_LEVEL[level.value].name
+
+
+def _tables_at(level: QueryLevel) -> set[str]:
+    return {t.name for t in TABLES_AT_LEVEL[level.value]}
 
 
 def _json_values(attrs: Mapping[str, Any], keyword: str) -> list[Any] | None:
@@ -73,12 +70,12 @@ class Search:
 
     def rows(self, query: Query, *, limit: int = 0, offset: int = 0) -> Iterator[dict[str, Any]]:
         """Matching index rows, with the non-indexed constraints applied."""
-        tables = _TABLES_AT[query.level]
+        tables = _tables_at(query.level)
         extra: list[tuple[Constraint, str]] = []
         for c in query.constraints:
             if c.keyword in COLUMN_OF:
                 continue
-            extra.append((c, _LEVEL_TABLE[query.level]))
+            extra.append((c, _own_table(query.level)))
         if not extra:
             yield from self.index.search(query, limit=limit, offset=offset)
             return
@@ -120,7 +117,7 @@ class Search:
         keys = list(query.return_keys)
         if UNIQUE_KEY[query.level] not in keys:
             keys.append(UNIQUE_KEY[query.level])
-        tables = _TABLES_AT[query.level]
+        tables = _tables_at(query.level)
         for keyword in keys:
             tag = tag_for_keyword(keyword)
             if tag is None:
@@ -138,7 +135,7 @@ class Search:
                 elif value is not None and keyword == "PatientID" and value == "":
                     value = None
             else:
-                level_table = _LEVEL_TABLE[query.level]
+                level_table = _own_table(query.level)
                 attrs = attrs_of(row, level_table)
                 item = attrs.get(f"{tag:08X}")
                 if isinstance(item, dict) and "Value" in item:

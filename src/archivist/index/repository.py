@@ -19,18 +19,19 @@ from typing import Any, Iterator, Mapping
 from sqlalchemy import Engine, and_, create_engine, event, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from archivist.core.levels import KEYS, MatchKind, QueryLevel
+from archivist.core.levels import KEYS, MatchKind
 from archivist.core.matching import Constraint, Query, normalise_pn
 from archivist.errors import IndexError_, QueryError
 from archivist.index.extract import ExtractedRows
-from archivist.index.schema import COLUMN_OF, change, instance, patient, series, study
-
-_LEVEL_TABLES = {
-    QueryLevel.PATIENT: [patient],
-    QueryLevel.STUDY: [study, patient],
-    QueryLevel.SERIES: [series, study, patient],
-    QueryLevel.IMAGE: [instance, series, study, patient],
-}
+from archivist.index.schema import (
+    COLUMN_OF,
+    TABLES_AT_LEVEL,
+    change,
+    instance,
+    patient,
+    series,
+    study,
+)
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ class Index:
                            study.c.sop_classes_in_study)
                     .where(study.c.study_instance_uid == study_instance_uid)
                 ).first()
-                new_patient = new_study = new_series = False
+                new_study = new_series = False
                 if study_row is not None:
                     patient_pk = study_row.patient_pk
                     study_pk = study_row.pk
@@ -217,7 +218,6 @@ class Index:
                         patient_pk = conn.execute(
                             insert(patient).values(**rows.patient, attrs=rows.attrs_json)
                         ).inserted_primary_key[0]
-                        new_patient = True
                     else:
                         patient_pk = prow.pk
                     svalues = dict(rows.study)
@@ -274,7 +274,6 @@ class Index:
                     + (1 if new_series else 0),
                     number_of_patient_related_studies=patient.c.number_of_patient_related_studies
                     + (1 if new_study else 0)))
-                del new_patient
                 return AddOutcome("added", seq)
         except IntegrityError as exc:
             # A concurrent writer in another process stored the same UID first; any other broken
@@ -375,7 +374,7 @@ class Index:
         Each row maps ``table.column`` to its value for the query level and every level above.
         Constraints on keys without a column, or below the query level, are not applied here.
         """
-        tables = _LEVEL_TABLES[query.level]
+        tables = TABLES_AT_LEVEL[query.level.value]
         columns = [col.label(f"{t.name}.{col.name}") for t in tables for col in t.c]
         from_ = tables[0]
         for parent, child in zip(tables[1:], tables[:-1]):

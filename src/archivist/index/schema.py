@@ -138,6 +138,14 @@ Index("ix_change_study", change.c.study_instance_uid)
 
 TABLE_OF_LEVEL = {"PATIENT": patient, "STUDY": study, "SERIES": series, "IMAGE": instance}
 
+#: The tables a query at each level reads: the level's own first, then every level above it.
+TABLES_AT_LEVEL = {
+    "PATIENT": (patient,),
+    "STUDY": (study, patient),
+    "SERIES": (series, study, patient),
+    "IMAGE": (instance, series, study, patient),
+}
+
 
 def _snake(keyword: str) -> str:
     out = []
