@@ -27,9 +27,6 @@ from archivist.errors import ArchivistError, QueryError
 
 log = logging.getLogger("archivist.dimse")
 
-PATIENT_ROOT = {
-    "1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.1.2", "1.2.840.10008.5.1.4.1.2.1.3",
-}
 STUDY_ROOT = {
     "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.1.2.2.2", "1.2.840.10008.5.1.4.1.2.2.3",
 }
@@ -73,7 +70,7 @@ class Handlers:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(event.encoded_dataset(include_meta=True))
                 path = own_tmp = Path(name)
-            result = self.archive.ingest.store_file(
+            self.archive.ingest.store_file(
                 path,
                 Origin("dimse", aet, address),
                 expected_sop_class=str(req.AffectedSOPClassUID),
@@ -92,7 +89,6 @@ class Handlers:
                     os.unlink(own_tmp)
                 except OSError:
                     pass
-        del result
         return Status.SUCCESS
 
     # -- Query ---------------------------------------------------------------------------------

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,7 +19,6 @@ class Health:
     dimse_ready: bool = False
     http_ready: bool = False
     stopping: bool = False
-    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -33,7 +31,6 @@ def create_app(archive: Archive, health: Health | None = None) -> Starlette:
 
     async def healthz(request: Request) -> JSONResponse:
         body = {"status": "ok" if health.ok else ("stopping" if health.stopping else "starting")}
-        body.update(health.info)
         return JSONResponse(body, status_code=200 if health.ok else 503)
 
     async def stats(request: Request) -> JSONResponse:
