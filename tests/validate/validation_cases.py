@@ -17,6 +17,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from archivist.validate.peer import probe_object
+
 
 def ct() -> Dataset:
     return pydicom.dcmread(get_testdata_file("CT_small.dcm"))
@@ -27,36 +29,17 @@ def mr() -> Dataset:
 
 
 def secondary_capture() -> Dataset:
-    """A minimal valid Secondary Capture Image (PS3.3 A.8), 8x8 MONOCHROME2."""
-    ds = Dataset()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    ds.SOPInstanceUID = generate_uid()
+    """A minimal valid Secondary Capture Image (PS3.3 A.8), 8x8 MONOCHROME2.
+
+    The check-peer probe object, in the default character set, smaller, with Laterality.
+    """
+    ds = probe_object("P1")
+    del ds.SpecificCharacterSet
     ds.PatientName = "Test^Patient"
-    ds.PatientID = "P1"
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "O"
-    ds.StudyInstanceUID = generate_uid()
-    ds.StudyDate = "20240101"
-    ds.StudyTime = "120000"
-    ds.ReferringPhysicianName = ""
     ds.StudyID = "1"
     ds.AccessionNumber = ""
-    ds.SeriesInstanceUID = generate_uid()
-    ds.Modality = "OT"
-    ds.SeriesNumber = "1"
-    ds.ConversionType = "WSD"
-    ds.InstanceNumber = "1"
-    ds.PatientOrientation = ""
-    ds.ContentDate = "20240101"
-    ds.ContentTime = "120000"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = 8
     ds.Columns = 8
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
     ds.PixelData = bytes(64)
     ds.Laterality = "L"
     return ds
