@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -10,6 +11,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from archivist.archive.archive import Archive
+
+
+# Feature modules mounted in this order; the viewer comes last because it serves "/".
+_ROUTE_MODULES = ("codes",)
 
 
 @dataclass
@@ -43,13 +48,13 @@ def create_app(archive: Archive, health: Health | None = None) -> Starlette:
         Route("/healthz", healthz),
         Route("/api/stats", stats),
     ]
-    try:
-        from archivist.web import codes as codes_web
-
-        routes.extend(codes_web.routes())  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        pass
+    # Each feature module owns its routes; its handlers reach the archive through
+    # request.app.state.archive and the settings through request.app.state.settings.
+    for name in _ROUTE_MODULES:
+        module = importlib.import_module(f"archivist.web.{name}")
+        routes.extend(module.routes())
     app = Starlette(routes=routes)
     app.state.archive = archive
+    app.state.settings = archive.settings
     app.state.health = health
     return app
