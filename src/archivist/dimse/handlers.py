@@ -22,6 +22,7 @@ from archivist.archive.ingest import Origin
 from archivist.archive.retrieve import InstanceRef
 from archivist.core.levels import QueryLevel
 from archivist.dimse.charset import choose_charset
+from archivist.dimse.services import Service, load_services, request_sop_class
 from archivist.dimse.status import Status, query_failure, status_dataset, store_failure
 from archivist.errors import ArchivistError, QueryError
 
@@ -43,9 +44,22 @@ def _peer(event: Any) -> tuple[str, str]:
 class Handlers:
     """The archive's DIMSE service handlers (bound to pynetdicom events by the server)."""
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, extra: list[Service] | None = None) -> None:
         self.archive = archive
         self.settings = archive.settings
+        self.extra = load_services(archive) if extra is None else extra
+        self._extra = {(s.message, s.sop_class): s.handler for s in self.extra}
+
+    def extra_handler(self, message: str, event: Any) -> Any:
+        """The handler a feature registered for this message and SOP class, or None."""
+        return self._extra.get((message, request_sop_class(event)))
+
+    def handle_n(self, message: str, event: Any) -> Any:
+        """N-* requests go to the registered service; anything else is No Such SOP Class."""
+        handler = self.extra_handler(message, event)
+        if handler is None:
+            return Status.NO_SUCH_SOP_CLASS, None
+        return handler(event)
 
     # -- Verification --------------------------------------------------------------------------
 
@@ -109,6 +123,10 @@ class Handlers:
 
     def handle_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
         """C-FIND (PS3.4 C.4.1): stream pending responses; honours C-CANCEL."""
+        extra = self.extra_handler("C-FIND", event)
+        if extra is not None:
+            yield from extra(event)
+            return
         aet, _ = _peer(event)
         try:
             level, query, charset = self._parse(event)
@@ -156,6 +174,10 @@ class Handlers:
 
     def handle_move(self, event: Any) -> Iterator[Any]:
         """C-MOVE (PS3.4 C.4.2): to configured destinations only (unknown: 0xA801)."""
+        extra = self.extra_handler("C-MOVE", event)
+        if extra is not None:
+            yield from extra(event)
+            return
         aet, _ = _peer(event)
         dest = event.move_destination
         if isinstance(dest, bytes):
@@ -185,6 +207,10 @@ class Handlers:
 
     def handle_get(self, event: Any) -> Iterator[Any]:
         """C-GET (PS3.4 C.4.3): sub-operations over the same association."""
+        extra = self.extra_handler("C-GET", event)
+        if extra is not None:
+            yield from extra(event)
+            return
         aet, _ = _peer(event)
         try:
             refs = self._refs(event)

@@ -24,6 +24,7 @@ from archivist.archive.archive import Archive
 from archivist.config import Settings
 from archivist.dimse.gate import Gate, install_pdu_cap
 from archivist.dimse.handlers import Handlers
+from archivist.dimse.services import Service
 
 log = logging.getLogger("archivist.dimse")
 
@@ -112,7 +113,14 @@ class _GatedServer(ThreadedAssociationServer):
         ThreadedAssociationServer.process_request(self, request, client_address)
 
 
-def build_ae(settings: Settings) -> AE:
+_N_EVENTS = {
+    "N-ACTION": evt.EVT_N_ACTION, "N-GET": evt.EVT_N_GET, "N-SET": evt.EVT_N_SET,
+    "N-CREATE": evt.EVT_N_CREATE, "N-DELETE": evt.EVT_N_DELETE,
+    "N-EVENT-REPORT": evt.EVT_N_EVENT_REPORT,
+}
+
+
+def build_ae(settings: Settings, extra: list[Service] = ()) -> AE:  # type: ignore[assignment]
     ae = AE(ae_title=settings.aet)
     ae.maximum_associations = settings.max_associations
     ae.acse_timeout = settings.acse_timeout
@@ -125,6 +133,8 @@ def build_ae(settings: Settings) -> AE:
     for uid in _STORAGE_CLASSES.values():
         ae.add_supported_context(uid, syntaxes, scu_role=True, scp_role=True)
     for uid in QR_MODELS:
+        ae.add_supported_context(uid, syntaxes)
+    for uid in dict.fromkeys(s.sop_class for s in extra):
         ae.add_supported_context(uid, syntaxes)
     return ae
 
@@ -166,8 +176,8 @@ class DimseServer:
     def start(self) -> None:
         configure_pynetdicom(self.settings)
         raise_fd_limit()
-        ae = build_ae(self.settings)
         h = self.handlers
+        ae = build_ae(self.settings, h.extra)
         handlers = [
             (evt.EVT_C_ECHO, h.handle_echo),
             (evt.EVT_C_STORE, h.handle_store),
@@ -177,6 +187,9 @@ class DimseServer:
             (evt.EVT_ACCEPTED, _log_accepted),
             (evt.EVT_ABORTED, _log_aborted),
         ]
+        for message in dict.fromkeys(s.message for s in h.extra):
+            if message in _N_EVENTS:
+                handlers.append((_N_EVENTS[message], functools.partial(h.handle_n, message)))
         server = ae.make_server(
             (self.settings.host, self.settings.dicom_port),
             evt_handlers=handlers,

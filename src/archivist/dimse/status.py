@@ -29,6 +29,7 @@ class Status(enum.IntEnum):
     DUPLICATE_REJECTED = 0xC002  # Storage "cannot understand" family: duplicate refused
     VALIDATION_REJECTED = 0xC003  # Storage "cannot understand" family: failed validation
     SUBOPS_WARNING = 0xB000
+    NO_SUCH_SOP_CLASS = 0x0118  # DIMSE-N: no such SOP class (PS3.7 C.4)
 
 
 def _comment(text: str) -> str:

@@ -1,0 +1,57 @@
+"""Extra DIMSE services: the seam through which feature modules add SOP classes to the SCP.
+
+The core services (Verification, Storage, Query/Retrieve) are bound by the acceptor itself. A
+feature (for example Supplement 223's Repository Query, Inventory Q/R and Inventory Creation)
+lists a module in :data:`PROVIDERS`; that module exposes ``services(archive) -> list[Service]``.
+The acceptor adds a presentation context for each service's SOP class and dispatches a request
+to the service's handler when its message type and Affected (or Requested) SOP Class UID match.
+
+A handler takes the same event-like object as the core handlers in :mod:`archivist.dimse.handlers`
+and returns what pynetdicom expects for that message type: an iterator of ``(status, identifier)``
+for C-FIND, the C-MOVE/C-GET generator protocol, or ``(status, dataset)`` for N-ACTION, N-GET...
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from archivist.archive.archive import Archive
+
+MESSAGES = ("C-FIND", "C-MOVE", "C-GET", "N-ACTION", "N-GET", "N-SET", "N-CREATE",
+            "N-DELETE", "N-EVENT-REPORT")
+
+# Modules contributing services, each with ``services(archive) -> list[Service]``.
+PROVIDERS: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Service:
+    """One DIMSE message type on one SOP class, served by `handler`."""
+
+    sop_class: str
+    message: str
+    handler: Callable[[Any], Any]
+
+    def __post_init__(self) -> None:
+        if self.message not in MESSAGES:
+            raise ValueError(f"unknown DIMSE message type {self.message!r}")
+
+
+def load_services(archive: Archive) -> list[Service]:
+    """Every extra service the configured providers offer for this archive."""
+    found: list[Service] = []
+    for name in PROVIDERS:
+        module = importlib.import_module(name)
+        found.extend(module.services(archive))
+    return found
+
+
+def request_sop_class(event: Any) -> str:
+    """The SOP class a DIMSE request addresses (Affected for C-*/N-EVENT, Requested for N-*)."""
+    req = event.request
+    uid = getattr(req, "AffectedSOPClassUID", None) or getattr(req, "RequestedSOPClassUID", None)
+    return str(uid or "")
