@@ -22,6 +22,8 @@ from archivist.errors import ConfigError
 
 DUPLICATE_POLICIES = ("keep", "replace", "reject")
 VALIDATION_POLICIES = ("off", "warn", "reject")
+# The OHIF viewer release served at "/" (npm @ohif/app, fetched by tools/fetch_ohif.py).
+OHIF_VERSION = "3.13.2"
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class Settings:
     # HTTP
     http_max_body: int = 2 * 1024 * 1024 * 1024
     cors_origins: tuple[str, ...] = ("*",)
+    # Folder holding the OHIF build (its index.html at the top); absent = "/" explains how to get it
+    viewer_dir: Path = Path(f"./.cache/ohif/{OHIF_VERSION}")
     log_level: str = "INFO"
     insecure: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
