@@ -25,7 +25,7 @@ MESSAGES = ("C-FIND", "C-MOVE", "C-GET", "N-ACTION", "N-GET", "N-SET", "N-CREATE
             "N-DELETE", "N-EVENT-REPORT")
 
 # Modules contributing services, each with ``services(archive) -> list[Service]``.
-PROVIDERS: tuple[str, ...] = ()
+PROVIDERS: tuple[str, ...] = ("archivist.dimse.inventory_handlers",)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,230 @@
+"""The SCU side: Repository Query, plain C-FIND per level, C-MOVE and C-GET against a peer.
+
+pynetdicom 3.0.4, as SCU, treats a Repository Query 0xB001 Warning as "end of pending" but keeps
+reading for another response, so against a conforming SCP (which ends with the Warning) it waits
+for ``dimse_timeout`` and aborts. :func:`repository_query` stops reading at 0xB001 itself and
+releases pynetdicom's reactor; a trailing 0x0000 from a pynetdicom-based SCP (which sends one)
+then reaches the reactor, which ignores a response it did not ask for.
+
+pynetdicom is imported inside the functions (the inventory layer does not need it otherwise).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from archivist.errors import ArchivistError
+from archivist.inventory import (
+    REPOSITORY_QUERY,
+    STUDY_ROOT_FIND,
+    STUDY_ROOT_GET,
+    STUDY_ROOT_MOVE,
+)
+
+_ADDRESS = re.compile(r"^([^@]{1,16})@(\[[^\]]+\]|[^:]+):(\d{1,5})$")
+
+
+class RemoteError(ArchivistError):
+    """A peer that could not be reached, refused us, or answered with a failure."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A peer DICOM node: ``AET@HOST:PORT``."""
+
+    aet: str
+    host: str
+    port: int
+    calling_aet: str = "ARCHIVIST"
+    dimse_timeout: float = 60.0
+    acse_timeout: float = 30.0
+    network_timeout: float = 60.0
+
+    @classmethod
+    def parse(cls, text: str, **kwargs: Any) -> Remote:
+        m = _ADDRESS.match(text.strip())
+        if m is None:
+            raise RemoteError(f"{text!r}: expected AET@HOST:PORT")
+        host = m.group(2).strip("[]")
+        port = int(m.group(3))
+        if not 0 < port < 65536:
+            raise RemoteError(f"{text!r}: port out of range")
+        return cls(m.group(1).strip(), host, port, **kwargs)
+
+    def __str__(self) -> str:
+        return f"{self.aet}@{self.host}:{self.port}"
+
+
+@dataclass
+class PageResult:
+    """What one Repository Query C-FIND returned."""
+
+    records: list[Dataset] = field(default_factory=list)
+    status: int = 0
+    limit_reached: bool = False
+
+
+def _ae(remote: Remote) -> Any:
+    from pynetdicom import AE
+
+    ae = AE(ae_title=remote.calling_aet)
+    ae.acse_timeout = remote.acse_timeout
+    ae.dimse_timeout = remote.dimse_timeout
+    ae.network_timeout = remote.network_timeout
+    return ae
+
+
+def associate(remote: Remote, contexts: list[str], *, storage: list[Any] | None = None,
+              evt_handlers: list[Any] | None = None) -> Any:
+    """An established association proposing `contexts` (and storage SCP roles for C-GET).
+
+    Raises
+    ------
+    RemoteError
+        The peer rejected or could not be reached.
+    """
+    from pynetdicom import build_role
+
+    ae = _ae(remote)
+    for uid in contexts:
+        ae.add_requested_context(uid)
+    roles = []
+    for cx in storage or []:
+        ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
+        roles.append(build_role(cx.abstract_syntax, scp_role=True))
+    assoc = ae.associate(remote.host, remote.port, ae_title=remote.aet,
+                         ext_neg=roles or None, evt_handlers=evt_handlers)
+    if not assoc.is_established:
+        raise RemoteError(f"association with {remote} was not accepted")
+    return assoc
+
+
+def supports(assoc: Any, sop_class: str) -> bool:
+    """Whether the peer accepted a presentation context for `sop_class`."""
+    return any(str(cx.abstract_syntax) == sop_class for cx in assoc.accepted_contexts)
+
+
+def repository_query(assoc: Any, identifier: Dataset, *, grace: float = 0.05) -> PageResult:
+    """One Repository Query C-FIND; 0xB001 ends it (PS3.4 C.6.4.4).
+
+    Raises
+    ------
+    RemoteError
+        A failure status (its code is in the message), or the association was lost.
+    """
+    result = PageResult()
+    responses = assoc.send_c_find(identifier, REPOSITORY_QUERY)
+    try:
+        for status, ds in responses:
+            code = int(status.get("Status", -1)) if status else -1
+            if code in (0xFF00, 0xFF01):
+                if ds is not None:
+                    result.records.append(ds)
+                continue
+            result.status = code
+            if code == 0xB001:
+                result.limit_reached = True
+                # pynetdicom would keep waiting for another response: stop here.
+                assoc._reactor_checkpoint.set()
+                break
+            if code == 0x0000:
+                break
+            comment = status.get("ErrorComment", "") if status else "association lost"
+            raise RemoteError(f"Repository Query failed: 0x{code & 0xFFFF:04X} {comment}")
+    finally:
+        responses.close()
+    if result.limit_reached:
+        time.sleep(grace)  # let the reactor take a trailing response from a pynetdicom SCP
+    return result
+
+
+def repository_walk(assoc: Any, level: str, keys: dict[str, Any], *,
+                    page_size: int = 500) -> Iterator[Dataset]:
+    """Every record of a Repository Query, page after page by Prior Record Key."""
+    prior: bytes | None = None
+    while True:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = level
+        for keyword, value in keys.items():
+            setattr(ds, keyword, value)
+        ds.RecordKey = b""
+        ds.MaximumNumberOfRecords = page_size
+        if prior is not None:
+            ds.PriorRecordKey = prior
+        page = repository_query(assoc, ds)
+        yield from page.records
+        if not page.limit_reached:
+            return
+        if not page.records:
+            raise RemoteError("Repository Query reached its limit without returning a record")
+        last = page.records[-1].get("RecordKey")
+        if not last:
+            raise RemoteError("the peer returned no Record Key; cannot continue paging")
+        prior = bytes(last)
+
+
+def find(assoc: Any, identifier: Dataset, model: str = STUDY_ROOT_FIND) -> Iterator[Dataset]:
+    """A plain C-FIND; yields the pending identifiers.
+
+    Raises
+    ------
+    RemoteError
+        A failure status, or the association was lost.
+    """
+    for status, ds in assoc.send_c_find(identifier, model):
+        code = int(status.get("Status", -1)) if status else -1
+        if code in (0xFF00, 0xFF01):
+            if ds is not None:
+                yield ds
+            continue
+        if code in (0x0000, 0xB001):
+            return
+        comment = status.get("ErrorComment", "") if status else "association lost"
+        raise RemoteError(f"C-FIND failed: 0x{code & 0xFFFF:04X} {comment}")
+
+
+@dataclass
+class RetrieveResult:
+    """Final sub-operation counts of a C-MOVE or C-GET."""
+
+    status: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    remaining: int = 0
+
+
+def _final(responses: Iterator[Any]) -> RetrieveResult:
+    last: Any = None
+    for status, _ in responses:
+        if status is None or "Status" not in status:
+            raise RemoteError("association lost during retrieve")
+        last = status
+        if int(status.Status) not in (0xFF00, 0xFF01):
+            break
+    if last is None:
+        raise RemoteError("no response to the retrieve request")
+    return RetrieveResult(
+        status=int(last.Status),
+        completed=int(last.get("NumberOfCompletedSuboperations", 0) or 0),
+        failed=int(last.get("NumberOfFailedSuboperations", 0) or 0),
+        warning=int(last.get("NumberOfWarningSuboperations", 0) or 0),
+        remaining=int(last.get("NumberOfRemainingSuboperations", 0) or 0),
+    )
+
+
+def move(assoc: Any, identifier: Dataset, destination: str,
+         model: str = STUDY_ROOT_MOVE) -> RetrieveResult:
+    """C-MOVE to `destination`; returns the final counts."""
+    return _final(assoc.send_c_move(identifier, destination, model))
+
+
+def get(assoc: Any, identifier: Dataset, model: str = STUDY_ROOT_GET) -> RetrieveResult:
+    """C-GET over `assoc` (its C-STORE handler receives the instances)."""
+    return _final(assoc.send_c_get(identifier, model))
