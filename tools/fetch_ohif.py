@@ -15,7 +15,9 @@ What it does, and nothing more:
 3. unpacks only ``package/dist/`` (a complete static production build) into a temporary folder
    beside the destination, refusing links and paths that leave it, then renames it into place, so
    the destination is either absent or complete;
-4. writes ``.archivist-ohif.json`` (version, integrity, tarball URL) into it. A destination that
+4. stores a gzip'd copy (``name.gz``) beside each compressible file (scripts, styles, wasm, ...)
+   so the server can send it compressed without compressing on every request;
+5. writes ``.archivist-ohif.json`` (version, integrity, tarball URL) into it. A destination that
    already holds that marker for the pinned version is left alone, so a second run costs nothing.
 
 The build is never committed to the repository (``.cache/`` is in ``.gitignore``). Only the Python
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -129,6 +132,23 @@ def unpack_dist(tarball: Path, into: Path) -> None:
         raise RuntimeError("the tarball has no package/dist/index.html")
 
 
+COMPRESSIBLE = (".js", ".mjs", ".css", ".html", ".json", ".svg", ".wasm", ".map", ".txt", ".xml")
+
+
+def precompress(root: Path) -> int:
+    """Write ``name.gz`` beside every compressible file above 1 KiB; returns how many."""
+    count = 0
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix in COMPRESSIBLE and path.stat().st_size > 1024:
+            gz = path.with_name(path.name + ".gz")
+            with (open(path, "rb") as src, open(gz, "wb") as raw,
+                  gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6,
+                                mtime=0) as out):
+                shutil.copyfileobj(src, out, 1 << 20)
+            count += 1
+    return count
+
+
 def fetch(dest: Path, version: str, force: bool = False) -> Path:
     """Make `dest` hold the verified OHIF `version` build; returns `dest`."""
     if not force and installed_version(dest) == version:
@@ -148,6 +168,7 @@ def fetch(dest: Path, version: str, force: bool = False) -> Path:
         staged.mkdir()
         unpack_dist(tarball, staged)
         tarball.unlink()
+        _log(f"pre-compressed {precompress(staged)} files")
         marker = {"package": PACKAGE, "version": version, "integrity": integrity,
                   "tarball": tarball_url}
         (staged / MARKER).write_text(json.dumps(marker, indent=2) + "\n")

@@ -1,0 +1,315 @@
+"""The archive's own web page at ``/archive/``: what is stored, uploads, and where the APIs are.
+
+Routes (HTML is rendered on the server; one small script adds uploads and findings)::
+
+    GET /archive/                      counts, stored bytes, index and disk size, recent studies,
+                                       drag-and-drop upload (STOW-RS), the server's HTTP routes
+    GET /archive/studies/{study}       one study: its series and instances, validation counts, and
+                                       the findings of an instance (GET /api/instances/{sop}/validation)
+    GET /archive/static/{name}         the page's script and style sheet (a fixed table of files)
+
+Uploads are sent by the browser straight to ``POST /dicomweb/studies`` (STOW-RS, PS3.18 10.5),
+one file per request so each file gets its own result; the page never stores anything itself.
+Studies come from the one search (:class:`archivist.archive.search.Search`), newest last in index
+order. Patient names appear on the page (it is the archive's UI); they are never logged.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.status import HTTP_404_NOT_FOUND
+
+from archivist.archive.archive import Archive
+from archivist.config import Settings
+from archivist.core.levels import QueryLevel
+
+__all__ = ["routes"]
+
+RECENT_STUDIES = 25
+MAX_INSTANCES_SHOWN = 2000
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_STATIC = {  # URL name -> (resource name, media type); request text never becomes a path
+    "archive.js": ("archive.js", "text/javascript; charset=utf-8"),
+    "archive.css": ("archive.css", "text/css; charset=utf-8"),
+}
+_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                                       "style-src 'self'; script-src 'self'; frame-ancestors 'none'"}
+
+_e = html.escape
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+def _person_name(value: str | None) -> str:
+    return (value or "").replace("^", " ").strip()
+
+
+def _date(value: str | None) -> str:
+    v = value or ""
+    return f"{v[:4]}-{v[4:6]}-{v[6:8]}" if len(v) == 8 and v.isdigit() else v
+
+
+def _modalities(value: str | None) -> str:
+    return ", ".join(m for m in (value or "").split("\\") if m)
+
+
+def _viewer_link(study_uid: str) -> str:
+    return f"/viewer?StudyInstanceUIDs={_e(study_uid)}"
+
+
+# -- data (run in the thread pool) -------------------------------------------------------------
+
+
+def _stored_bytes(archive: Archive) -> int | None:
+    """Sum of the stored objects' sizes, from the index (never by walking the blob folder)."""
+    from sqlalchemy import func, select
+
+    from archivist.index.schema import instance
+
+    try:
+        with archive.index.reader.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.sum(instance.c.size), 0)))
+                       .scalar_one())
+    except Exception:  # noqa: BLE001 - a summary figure; the page still renders
+        return None
+
+
+def _index_bytes(settings: Settings) -> int | None:
+    path = Path(settings.index_path)
+    total, found = 0, False
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            total += os.stat(f"{path}{suffix}").st_size
+            found = True
+        except OSError:
+            pass
+    return total if found else None
+
+
+def summary(archive: Archive) -> dict[str, Any]:
+    """Counts, stored bytes, index size and the data folder's file system usage."""
+    settings = archive.settings
+    try:
+        usage = shutil.disk_usage(settings.data_dir)
+        disk = {"total": usage.total, "free": usage.free}
+    except OSError:
+        disk = {"total": None, "free": None}
+    return {
+        "counts": archive.index.counts(),
+        "stored_bytes": _stored_bytes(archive),
+        "index_bytes": _index_bytes(settings),
+        "disk": disk,
+    }
+
+
+def recent_studies(archive: Archive, n: int = RECENT_STUDIES) -> list[dict[str, Any]]:
+    """The last `n` studies in index order (the newest first)."""
+    total = archive.index.counts().get("study", 0)
+    query = archive.search.query_from_pairs(QueryLevel.STUDY, [])
+    rows = list(archive.search.rows(query, limit=n, offset=max(0, total - n)))
+    rows.reverse()
+    return rows
+
+
+def study_instances(archive: Archive, study_uid: str) -> list[dict[str, Any]]:
+    query = archive.search.query_from_pairs(QueryLevel.IMAGE, [("StudyInstanceUID", study_uid)])
+    return list(archive.search.rows(query, limit=MAX_INSTANCES_SHOWN))
+
+
+# -- pages ---------------------------------------------------------------------------------------
+
+
+def _page(title: str, body: str, settings: Settings) -> HTMLResponse:
+    doc = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{_e(title)}</title><link rel="stylesheet" href="/archive/static/archive.css"></head>
+<body>
+<header><a class="brand" href="/archive/">Archivist</a>
+<span class="node">AE <b>{_e(settings.aet)}</b> · DIMSE port {settings.dicom_port}</span>
+<nav><a href="/">Viewer (study list)</a><a href="/archive/">Archive</a>
+<a href="#api">HTTP API</a></nav></header>
+<main>
+{body}
+</main>
+<script src="/archive/static/archive.js"></script>
+</body></html>
+"""
+    return HTMLResponse(doc, headers=_HEADERS)
+
+
+def _summary_html(s: dict[str, Any]) -> str:
+    c = s["counts"]
+    disk = s["disk"]
+    cards = [
+        ("Patients", f"{c.get('patient', 0):,}"), ("Studies", f"{c.get('study', 0):,}"),
+        ("Series", f"{c.get('series', 0):,}"), ("Instances", f"{c.get('instance', 0):,}"),
+        ("Stored objects", _size(s["stored_bytes"])), ("Index", _size(s["index_bytes"])),
+        ("Disk free", f"{_size(disk['free'])} of {_size(disk['total'])}"),
+    ]
+    items = "".join(f'<div class="card" data-key="{_e(k)}"><div class="v">{_e(v)}</div>'
+                    f'<div class="k">{_e(k)}</div></div>' for k, v in cards)
+    return f'<section id="summary" class="cards">{items}</section>'
+
+
+def _recent_html(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        body = '<p class="empty">No studies yet. Drop DICOM files above, or send them with ' \
+               "C-STORE (<code>storescu</code>) or <code>archivist import</code>.</p>"
+    else:
+        trs = []
+        for r in rows:
+            uid = r.get("study.study_instance_uid") or ""
+            trs.append(
+                f'<tr data-study="{_e(uid)}">'
+                f"<td>{_e(_date(r.get('study.study_date')))}</td>"
+                f"<td>{_e(_person_name(r.get('patient.patient_name')))}</td>"
+                f"<td>{_e(r.get('patient.patient_id') or '')}</td>"
+                f"<td>{_e(r.get('study.study_description') or '')}</td>"
+                f"<td>{_e(_modalities(r.get('study.modalities_in_study')))}</td>"
+                f"<td class=n>{r.get('study.number_of_study_related_series') or 0}</td>"
+                f"<td class=n>{r.get('study.number_of_study_related_instances') or 0}</td>"
+                f'<td><a class="open" href="{_viewer_link(uid)}">Open in viewer</a> · '
+                f'<a href="/archive/studies/{_e(uid)}">Details</a></td></tr>'
+            )
+        body = ("<table><thead><tr><th>Date</th><th>Patient</th><th>ID</th><th>Description</th>"
+                "<th>Modalities</th><th>Series</th><th>Instances</th><th></th></tr></thead>"
+                f"<tbody>{''.join(trs)}</tbody></table>")
+    return f'<section id="recent"><h2>Recent studies</h2>{body}</section>'
+
+
+_UPLOAD_HTML = """<section id="upload"><h2>Upload</h2>
+<div id="dropzone" tabindex="0">
+<p><b>Drop DICOM files or a folder here</b>, or choose
+<label class="button">files<input id="file-input" type="file" multiple hidden></label>
+<label class="button">a folder<input id="folder-input" type="file" webkitdirectory hidden></label></p>
+<p class="hint">Each file is sent with STOW-RS (<code>POST /dicomweb/studies</code>) and stored
+through the same checks as C-STORE.</p></div>
+<div id="progress" hidden><progress id="progress-bar" max="1" value="0"></progress>
+<span id="progress-text"></span></div>
+<table id="results" hidden><thead><tr><th>File</th><th>Size</th><th>Result</th></tr></thead>
+<tbody></tbody></table></section>"""
+
+
+def _api_html(request: Request) -> str:
+    items = []
+    for route in request.app.routes:
+        path = getattr(route, "path", None)
+        if not path or path in ("/{path:path}",):
+            continue
+        methods = sorted(m for m in (getattr(route, "methods", None) or []) if m != "HEAD")
+        label = _e(path)
+        if "{" not in path and "GET" in methods:
+            label = f'<a href="{_e(path)}">{_e(path)}</a>'
+        items.append(f"<li><code>{' '.join(methods) or 'ANY'}</code> {label}</li>")
+    return f"""<section id="api"><h2>HTTP API</h2>
+<p>DICOMweb (QIDO-RS, WADO-RS, STOW-RS) lives under <code>/dicomweb</code>, WADO-URI at
+<code>/wado</code>; the archive's JSON API under <code>/api</code>. The DICOMweb conformance
+statement is <code>docs/conformance.md</code> in the source tree. Routes of this server:</p>
+<ul class="routes">{''.join(items)}</ul></section>"""
+
+
+async def archive_home(request: Request) -> Response:
+    """``GET /archive/``."""
+    archive: Archive = request.app.state.archive
+    s = await run_in_threadpool(summary, archive)
+    rows = await run_in_threadpool(recent_studies, archive)
+    body = (_summary_html(s) + _UPLOAD_HTML + _recent_html(rows) + _api_html(request))
+    return _page("Archivist", body, archive.settings)
+
+
+async def study_page(request: Request) -> Response:
+    """``GET /archive/studies/{study}``: series and instances, validation counts and findings."""
+    archive: Archive = request.app.state.archive
+    study_uid = request.path_params["study"]
+    if not _UID.match(study_uid) or len(study_uid) > 64:
+        return _not_found(archive.settings, "That is not a Study Instance UID.")
+    rows = await run_in_threadpool(study_instances, archive, study_uid)
+    if not rows:
+        return _not_found(archive.settings, "No study with that Study Instance UID is stored.")
+    first = rows[0]
+    head = (f"<h1>{_e(first.get('study.study_description') or 'Study')}</h1>"
+            f"<p class=meta>{_e(_person_name(first.get('patient.patient_name')))} · "
+            f"{_e(first.get('patient.patient_id') or '')} · "
+            f"{_e(_date(first.get('study.study_date')))} · <code>{_e(study_uid)}</code> · "
+            f'<a class="open" href="{_viewer_link(study_uid)}">Open in viewer</a></p>')
+    rows.sort(key=lambda r: (r.get("series.series_number") or 0,
+                             r.get("series.series_instance_uid") or "",
+                             r.get("instance.instance_number") or 0))
+    trs = []
+    last_series = None
+    for r in rows:
+        se = r.get("series.series_instance_uid")
+        if se != last_series:
+            last_series = se
+            trs.append(f'<tr class="series"><td colspan=7>Series {r.get("series.series_number") or ""}'
+                       f" · {_e(r.get('series.modality') or '')} · "
+                       f"{_e(r.get('series.series_description') or '')} · <code>{_e(se or '')}</code>"
+                       "</td></tr>")
+        sop = r.get("instance.sop_instance_uid") or ""
+        errors, warnings = r.get("instance.validation_errors"), r.get("instance.validation_warnings")
+        checked = "not checked" if errors is None and warnings is None else \
+            f"{errors or 0} errors, {warnings or 0} warnings"
+        trs.append(
+            f'<tr data-sop="{_e(sop)}"><td class=n>{r.get("instance.instance_number") or ""}</td>'
+            f"<td><code>{_e(sop)}</code></td>"
+            f"<td><code>{_e(r.get('instance.transfer_syntax_uid') or '')}</code></td>"
+            f"<td class=n>{r.get('instance.number_of_frames') or 1}</td>"
+            f"<td class=n>{_e(_size(r.get('instance.size')))}</td>"
+            f"<td>{_e(checked)}</td>"
+            f'<td><button class="findings" data-sop="{_e(sop)}">Findings</button></td></tr>'
+            f'<tr class="findings-row" hidden data-for="{_e(sop)}"><td colspan=7></td></tr>')
+    table = ("<table id=instances><thead><tr><th>#</th><th>SOP Instance UID</th>"
+             "<th>Transfer syntax</th><th>Frames</th><th>Size</th><th>Validation</th><th></th>"
+             f"</tr></thead><tbody>{''.join(trs)}</tbody></table>")
+    return _page("Archivist: study", head + table, archive.settings)
+
+
+def _not_found(settings: Settings, message: str) -> HTMLResponse:
+    resp = _page("Archivist: not found", f"<h1>Not found</h1><p>{_e(message)}</p>", settings)
+    resp.status_code = HTTP_404_NOT_FOUND
+    return resp
+
+
+async def static_file(request: Request) -> Response:
+    """``GET /archive/static/{name}`` from the fixed table :data:`_STATIC`."""
+    entry = _STATIC.get(request.path_params["name"])
+    if entry is None:
+        return Response("not found\n", status_code=HTTP_404_NOT_FOUND, media_type="text/plain")
+    resource, media_type = entry
+    data = resources.files("archivist.web").joinpath("archive_static", resource).read_bytes()
+    return Response(data, media_type=media_type, headers=_HEADERS)
+
+
+async def redirect_home(request: Request) -> Response:
+    return RedirectResponse("/archive/", status_code=308)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/archive", redirect_home, methods=["GET"]),
+        Route("/archive/", archive_home, methods=["GET"]),
+        Route("/archive/studies/{study}", study_page, methods=["GET"]),
+        Route("/archive/static/{name}", static_file, methods=["GET"]),
+    ]

@@ -1,0 +1,257 @@
+// Archivist archive page: drag-and-drop upload through STOW-RS, and validation findings.
+// No framework, no build step. Each file is one STOW-RS request (PS3.18 10.5) so each gets
+// its own result; two requests run at a time.
+'use strict';
+
+(function () {
+  const STOW_URL = '/dicomweb/studies';
+  const PARALLEL = 2;
+
+  function el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function humanSize(n) {
+    const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+    let i = 0;
+    while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+    return (i ? n.toFixed(1) : n.toFixed(0)) + ' ' + units[i];
+  }
+
+  // ---- collecting files (input, drop of files, drop of folders) ------------------------------
+
+  function readEntries(reader) {
+    return new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+  }
+
+  async function walkEntry(entry, prefix, out) {
+    if (entry.isFile) {
+      const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+      out.push({ file, name: prefix + file.name });
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {  // readEntries answers in batches until it answers an empty one
+        const batch = await readEntries(reader);
+        if (!batch.length) break;
+        for (const child of batch) await walkEntry(child, prefix + entry.name + '/', out);
+      }
+    }
+  }
+
+  async function filesFromDrop(dataTransfer) {
+    const out = [];
+    const entries = [];
+    for (const item of dataTransfer.items || []) {
+      const entry = item.webkitGetAsEntry ? item.webkitGetAsEntry() : null;
+      if (entry) entries.push(entry);
+    }
+    if (entries.length) {
+      for (const entry of entries) await walkEntry(entry, '', out);
+    } else {
+      for (const file of dataTransfer.files || []) out.push({ file, name: file.name });
+    }
+    return out;
+  }
+
+  // ---- STOW-RS -----------------------------------------------------------------------------
+
+  function randomBoundary() {
+    const bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return 'archivist-' + Array.from(bytes, b => b.toString(16).padStart(2, '0')).join('');
+  }
+
+  // The DICOM JSON answer of STOW-RS: ReferencedSOPSequence (00081199), FailedSOPSequence
+  // (00081198) with FailureReason (00081197), WarningReason (00081196).
+  function describeStowAnswer(status, text) {
+    let body = null;
+    try { body = JSON.parse(text); } catch (e) { /* not JSON */ }
+    if (Array.isArray(body)) body = body[0];
+    const seq = (tag) => (body && body[tag] && body[tag].Value) || [];
+    const val = (item, tag) => (item && item[tag] && item[tag].Value && item[tag].Value[0]);
+    const refs = seq('00081199');
+    const failed = seq('00081198');
+    if (status === 200 && refs.length && !failed.length) {
+      const uid = val(refs[0], '00081155') || '';
+      const warn = val(refs[0], '00081196');
+      return { ok: true, text: 'stored' + (warn ? ' (warning ' + warn + ')' : ''), uid };
+    }
+    if (failed.length) {
+      const reason = val(failed[0], '00081197');
+      return {
+        ok: false,
+        text: 'refused' + (reason !== undefined ? ' (FailureReason 0x' + Number(reason).toString(16).toUpperCase() + ')' : ''),
+      };
+    }
+    let detail = '';
+    if (body && typeof body === 'object' && (body.detail || body.error)) detail = body.detail || body.error;
+    else if (text) detail = text.slice(0, 200);
+    return { ok: status >= 200 && status < 300, text: 'HTTP ' + status + (detail ? ': ' + detail : '') };
+  }
+
+  function stow(file, onProgress) {
+    return new Promise((resolve) => {
+      const boundary = randomBoundary();
+      const head = '--' + boundary + '\r\nContent-Type: application/dicom\r\n\r\n';
+      const tail = '\r\n--' + boundary + '--\r\n';
+      const body = new Blob([head, file, tail]);
+      const xhr = new XMLHttpRequest();
+      xhr.open('POST', STOW_URL);
+      xhr.setRequestHeader('Content-Type',
+        'multipart/related; type="application/dicom"; boundary=' + boundary);
+      xhr.setRequestHeader('Accept', 'application/dicom+json');
+      xhr.upload.onprogress = (ev) => { if (ev.lengthComputable) onProgress(ev.loaded, ev.total); };
+      xhr.onload = () => resolve(describeStowAnswer(xhr.status, xhr.responseText));
+      xhr.onerror = () => resolve({ ok: false, text: 'network error' });
+      xhr.send(body);
+    });
+  }
+
+  // ---- upload UI ---------------------------------------------------------------------------
+
+  async function refreshSections() {
+    const resp = await fetch('/archive/', { headers: { Accept: 'text/html' } });
+    if (!resp.ok) return;
+    const doc = new DOMParser().parseFromString(await resp.text(), 'text/html');
+    for (const id of ['summary', 'recent']) {
+      const fresh = doc.getElementById(id);
+      const old = document.getElementById(id);
+      if (fresh && old) old.replaceWith(fresh);
+    }
+  }
+
+  let busy = Promise.resolve();
+
+  function upload(items) {
+    if (!items.length) return;
+    busy = busy.then(() => uploadNow(items));
+  }
+
+  async function uploadNow(items) {
+    const results = document.getElementById('results');
+    const tbody = results.querySelector('tbody');
+    const bar = document.getElementById('progress-bar');
+    const label = document.getElementById('progress-text');
+    document.getElementById('progress').hidden = false;
+    results.hidden = false;
+    const total = items.reduce((s, it) => s + it.file.size, 0) || 1;
+    const sent = new Array(items.length).fill(0);
+    let done = 0, stored = 0;
+    const show = () => {
+      const bytes = sent.reduce((a, b) => a + b, 0);
+      bar.value = bytes / total;
+      label.textContent = `${done} of ${items.length} files, ${humanSize(bytes)} of ${humanSize(total)}`;
+    };
+    const rows = items.map((it) => {
+      const tr = el('tr', { class: 'pending' });
+      tr.append(el('td', {}, it.name), el('td', { class: 'n' }, humanSize(it.file.size)),
+                el('td', { class: 'result' }, 'waiting'));
+      tbody.prepend(tr);
+      return tr;
+    });
+    let next = 0;
+    async function worker() {
+      while (next < items.length) {
+        const i = next++;
+        rows[i].querySelector('.result').textContent = 'sending';
+        const answer = await stow(items[i].file, (loaded) => { sent[i] = loaded; show(); });
+        sent[i] = items[i].file.size;
+        done++;
+        if (answer.ok) stored++;
+        rows[i].className = answer.ok ? 'ok' : 'failed';
+        rows[i].querySelector('.result').textContent = answer.text;
+        show();
+      }
+    }
+    show();
+    await Promise.all(Array.from({ length: Math.min(PARALLEL, items.length) }, worker));
+    label.textContent = `${stored} of ${items.length} files stored` +
+      (stored < items.length ? `, ${items.length - stored} failed` : '');
+    document.body.dataset.uploadsDone = String(Number(document.body.dataset.uploadsDone || 0) + 1);
+    await refreshSections();
+  }
+
+  function setUpUpload() {
+    const zone = document.getElementById('dropzone');
+    if (!zone) return;
+    for (const id of ['file-input', 'folder-input']) {
+      const input = document.getElementById(id);
+      input.addEventListener('change', () => {
+        const items = Array.from(input.files, (f) => ({ file: f, name: f.webkitRelativePath || f.name }));
+        input.value = '';
+        upload(items);
+      });
+    }
+    zone.addEventListener('dragover', (ev) => { ev.preventDefault(); zone.classList.add('over'); });
+    zone.addEventListener('dragleave', () => zone.classList.remove('over'));
+    zone.addEventListener('drop', async (ev) => {
+      ev.preventDefault();
+      zone.classList.remove('over');
+      upload(await filesFromDrop(ev.dataTransfer));
+    });
+  }
+
+  // ---- validation findings ------------------------------------------------------------------
+
+  function renderFindings(cell, status, text) {
+    cell.textContent = '';
+    if (status === 404 || status === 405) {
+      cell.append(el('p', { class: 'hint' }, 'This server does not report validation findings for this instance.'));
+      return;
+    }
+    let body = null;
+    try { body = JSON.parse(text); } catch (e) { /* not JSON */ }
+    if (status !== 200 || body === null) {
+      cell.append(el('p', { class: 'failed' }, 'HTTP ' + status + ': ' + (text || '').slice(0, 300)));
+      return;
+    }
+    const findings = Array.isArray(body) ? body : (body.findings || []);
+    if (!findings.length) {
+      cell.append(el('p', {}, 'No findings.'));
+    } else {
+      const table = el('table', { class: 'findings-table' });
+      const head = el('tr');
+      for (const h of ['Severity', 'Rule', 'Attribute', 'Message']) head.append(el('th', {}, h));
+      table.append(head);
+      for (const f of findings) {
+        const tr = el('tr', { class: String(f.severity || '').toLowerCase() });
+        tr.append(el('td', {}, String(f.severity || '')),
+                  el('td', {}, String(f.rule || f.code || '')),
+                  el('td', {}, String(f.keyword || f.tag || f.path || f.attribute || '')),
+                  el('td', {}, String(f.message || f.text || JSON.stringify(f))));
+        table.append(tr);
+      }
+      cell.append(table);
+    }
+    const raw = el('details');
+    raw.append(el('summary', {}, 'raw answer'), el('pre', {}, JSON.stringify(body, null, 2)));
+    cell.append(raw);
+  }
+
+  function setUpFindings() {
+    document.addEventListener('click', async (ev) => {
+      const button = ev.target.closest('button.findings');
+      if (!button) return;
+      const sop = button.dataset.sop;
+      const row = document.querySelector(`tr.findings-row[data-for="${CSS.escape(sop)}"]`);
+      if (!row) return;
+      if (!row.hidden) { row.hidden = true; return; }
+      row.hidden = false;
+      const cell = row.querySelector('td');
+      cell.textContent = 'loading...';
+      try {
+        const resp = await fetch('/api/instances/' + encodeURIComponent(sop) + '/validation',
+                                 { headers: { Accept: 'application/json' } });
+        renderFindings(cell, resp.status, await resp.text());
+      } catch (e) {
+        cell.textContent = 'network error';
+      }
+    });
+  }
+
+  setUpUpload();
+  setUpFindings();
+})();

@@ -1,0 +1,305 @@
+"""The OHIF viewer, served at the origin root ``/``.
+
+The OHIF build (npm ``@ohif/app``, fetched by ``tools/fetch_ohif.py`` into ``settings.viewer_dir``)
+hard-codes ``/`` as its public path: chunks, workers, wasm and fonts are requested from the root, so
+it cannot live under a prefix. It therefore takes ``/`` and every path no other route claimed, and
+the archive's own routes keep their prefixes (``/dicomweb``, ``/wado``, ``/api``, ``/archive``). This
+module must be the last of ``web.app._ROUTE_MODULES``.
+
+Routes::
+
+    GET /app-config.js   window.config generated from the settings (same-origin DICOMweb roots)
+    GET /{path}          a file of the build, or index.html for the viewer's own client-side routes
+
+Headers:
+
+- Every response of the viewer carries ``Cross-Origin-Opener-Policy: same-origin`` and
+  ``Cross-Origin-Embedder-Policy: require-corp`` (and its files
+  ``Cross-Origin-Resource-Policy: same-origin``) so the page is cross-origin isolated and
+  ``SharedArrayBuffer`` is available to the volume/MPR code where the browser allows it (a secure
+  context: ``localhost``/``127.0.0.1`` or HTTPS). Everything the viewer loads is same-origin, so
+  the isolation costs nothing here.
+- Files whose name carries a content hash (``app.bundle.0f6159c501addfe9.js``,
+  ``34b1e6b1deb5828e.wasm``) are immutable: ``Cache-Control: public, max-age=31536000, immutable``.
+  Everything else (``index.html``, ``app-config.js``, un-hashed files) is ``no-cache`` and
+  revalidated with its ETag (304 on ``If-None-Match``).
+- Files that the fetch tool stored pre-compressed (``name.gz`` beside ``name``) are sent gzip'd
+  to clients that accept it.
+
+Request paths are never turned into file paths: the build's files are listed once (and again
+when the folder changes) into a table keyed by URL path, and a request is a lookup in that table.
+Without a build, ``/`` answers a plain page that says how to get one; the rest of the server works.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.status import HTTP_304_NOT_MODIFIED, HTTP_404_NOT_FOUND
+
+from archivist.config import OHIF_VERSION, Settings
+
+__all__ = ["ViewerBundle", "app_config_js", "routes"]
+
+#: Path prefixes owned by the server's APIs: an unknown path under them is a 404, never the viewer.
+API_PREFIXES = ("/dicomweb", "/wado", "/api", "/archive", "/healthz")
+
+#: Files in the build that are deployment recipes for other servers, or replaced by ours.
+_NOT_SERVED = {"app-config.js", "_headers", "_redirects", "serve.json"}
+
+#: A content hash of 16+ hex digits as a name part: ``x.<hash>.js`` or ``<hash>.wasm``.
+_HASHED = re.compile(r"(?:^|[./_-])[0-9a-f]{16,}\.[A-Za-z0-9]+$")
+
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+
+_MEDIA_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".wasm": "application/wasm",
+    ".svg": "image/svg+xml",
+    ".woff2": "font/woff2",
+    ".woff": "font/woff",
+    ".ttf": "font/ttf",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".xml": "application/xml",
+    ".map": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    path: Path
+    size: int
+    mtime: float
+    gzip_path: Path | None
+
+    @property
+    def etag(self) -> str:
+        tag = hashlib.sha1(f"{self.path.name}-{self.size}-{self.mtime}".encode()).hexdigest()
+        return f'"{tag[:20]}"'
+
+
+@dataclass(frozen=True)
+class ViewerBundle:
+    """The files of one OHIF build, keyed by the URL path that serves them (``/index.html``)."""
+
+    directory: Path
+    version: str | None
+    files: dict[str, BundleFile]
+    stamp: float
+
+    @classmethod
+    def load(cls, directory: Path) -> ViewerBundle | None:
+        """List `directory`; None when it holds no ``index.html``."""
+        index = directory / "index.html"
+        try:
+            stamp = index.stat().st_mtime
+        except OSError:
+            return None
+        version = None
+        try:
+            marker = json.loads((directory / ".archivist-ohif.json").read_text())
+            version = str(marker.get("version")) if marker.get("version") else None
+        except (OSError, ValueError):
+            pass
+        files: dict[str, BundleFile] = {}
+        for root, dirs, names in os.walk(directory, followlinks=False):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            base = Path(root)
+            for name in names:
+                if name.startswith(".") or name.endswith(".gz"):
+                    continue
+                path = base / name
+                rel = path.relative_to(directory).as_posix()
+                if rel in _NOT_SERVED or path.is_symlink():
+                    continue
+                st = path.stat()
+                gz = path.with_name(name + ".gz")
+                try:
+                    gz_ok = gz.stat().st_mtime >= st.st_mtime
+                except OSError:
+                    gz_ok = False
+                files["/" + rel] = BundleFile(path, st.st_size, st.st_mtime,
+                                              gz if gz_ok else None)
+        return cls(directory, version, files, stamp)
+
+
+_lock = threading.Lock()
+
+
+def _bundle(request: Request) -> ViewerBundle | None:
+    """The app's bundle listing, re-read when the folder appears or is replaced (a fetch)."""
+    settings: Settings = request.app.state.settings
+    directory = Path(settings.viewer_dir).expanduser()
+    try:
+        stamp: float | None = (directory / "index.html").stat().st_mtime
+    except OSError:
+        stamp = None
+    current: ViewerBundle | None = getattr(request.app.state, "viewer_bundle", None)
+    if current is not None and current.directory == directory and current.stamp == stamp:
+        return current
+    if stamp is None:
+        return None
+    with _lock:
+        bundle = ViewerBundle.load(directory)
+        request.app.state.viewer_bundle = bundle
+    return bundle
+
+
+def app_config_js(settings: Settings) -> str:
+    """The ``window.config`` of OHIF for this archive.
+
+    The data source is our own DICOMweb service on the page's origin (QIDO-RS and WADO-RS under
+    ``/dicomweb``, WADO-URI at ``/wado``), so no CORS is involved. Thumbnails come from the
+    WADO-RS ``/thumbnail`` resource (PS3.18 10.4.1.1.4); uploads in the study list go through
+    STOW-RS.
+    """
+    friendly = json.dumps(f"Archivist {settings.aet}")
+    return f"""/* Generated by archivist.web.viewer from the server's settings; not the build's file. */
+window.config = {{
+  name: 'archivist',
+  routerBasename: '/',
+  extensions: [],
+  modes: [],
+  customizationService: {{}},
+  showStudyList: true,
+  maxNumberOfWebWorkers: 3,
+  showWarningMessageForCrossOrigin: true,
+  showCPUFallbackMessage: true,
+  showLoadingIndicator: true,
+  strictZSpacingForVolumeViewport: true,
+  maxNumRequests: {{ interaction: 100, thumbnail: 5, prefetch: 25 }},
+  showErrorDetails: 'always',
+  defaultDataSourceName: 'archivist',
+  dataSources: [
+    {{
+      namespace: '@ohif/extension-default.dataSourcesModule.dicomweb',
+      sourceName: 'archivist',
+      configuration: {{
+        friendlyName: {friendly},
+        name: 'archivist',
+        wadoUriRoot: window.location.origin + '/wado',
+        qidoRoot: window.location.origin + '/dicomweb',
+        wadoRoot: window.location.origin + '/dicomweb',
+        qidoSupportsIncludeField: true,
+        imageRendering: 'wadors',
+        thumbnailRendering: 'thumbnail',
+        thumbnailRequestStrategy: 'fetch',
+        enableStudyLazyLoad: true,
+        supportsFuzzyMatching: true,
+        supportsWildcard: true,
+        staticWado: false,
+        dicomUploadEnabled: true,
+        singlepart: 'bulkdata,video',
+        bulkDataURI: {{ enabled: true }},
+        omitQuotationForMultipartRequest: true,
+      }},
+    }},
+  ],
+}};
+"""
+
+
+def _headers(cache: str) -> dict[str, str]:
+    return {**ISOLATION_HEADERS, "Cache-Control": cache}
+
+
+def serve_app_config(request: Request) -> Response:
+    """``GET /app-config.js``."""
+    body = app_config_js(request.app.state.settings)
+    return Response(body, media_type=_MEDIA_TYPES[".js"], headers=_headers(REVALIDATE))
+
+
+def _send(request: Request, url_path: str, item: BundleFile) -> Response:
+    cache = IMMUTABLE if _HASHED.search(url_path) else REVALIDATE
+    headers = _headers(cache)
+    headers["Vary"] = "Accept-Encoding"
+    gzipped = item.gzip_path is not None and "gzip" in request.headers.get("accept-encoding", "")
+    etag = item.etag[:-1] + '-gz"' if gzipped else item.etag
+    headers["ETag"] = etag
+    inm = request.headers.get("if-none-match", "")
+    if inm.strip() == "*" or etag in (t.strip().removeprefix("W/") for t in inm.split(",")):
+        return Response(status_code=HTTP_304_NOT_MODIFIED, headers=headers)
+    media_type = _MEDIA_TYPES.get(Path(url_path).suffix.lower(), "application/octet-stream")
+    if gzipped:
+        assert item.gzip_path is not None
+        headers["Content-Encoding"] = "gzip"
+        return FileResponse(item.gzip_path, media_type=media_type, headers=headers)
+    return FileResponse(item.path, media_type=media_type, headers=headers)
+
+
+def _is_api_path(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in API_PREFIXES)
+
+
+def serve_viewer(request: Request) -> Response:
+    """``GET /{path}``: a file of the build, or the viewer's index.html for its own routes."""
+    path = request.url.path
+    if _is_api_path(path):
+        return JSONResponse({"error": "not found", "detail": f"no resource at {path}"},
+                            status_code=HTTP_404_NOT_FOUND)
+    bundle = _bundle(request)
+    if bundle is None:
+        status = 200 if path in ("/", "/index.html") else HTTP_404_NOT_FOUND
+        return HTMLResponse(_missing_page(request.app.state.settings), status_code=status,
+                            headers={"Cache-Control": "no-store"})
+    item = bundle.files.get(path)
+    if item is not None:
+        return _send(request, path, item)
+    last = path.rsplit("/", 1)[-1]
+    if "." in last:  # a missing asset: never answer a script or image request with HTML
+        return Response(f"not found: {path}\n", status_code=HTTP_404_NOT_FOUND,
+                        media_type="text/plain", headers=_headers(REVALIDATE))
+    return _send(request, "/index.html", bundle.files["/index.html"])
+
+
+def _missing_page(settings: Settings) -> str:
+    where = html.escape(str(settings.viewer_dir))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Archivist: viewer not installed</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:46em;margin:3em auto;padding:0 1em}}
+code,pre{{background:#f2f2f2;padding:.1em .3em}}pre{{padding:.6em}}</style></head>
+<body>
+<h1>Archivist is running; the viewer is not installed</h1>
+<p>The web viewer (OHIF {OHIF_VERSION}, npm package <code>@ohif/app</code>) is served from
+<code>{where}</code>, which holds no build yet. It is fetched once from the npm registry,
+checked against the registry's SHA-512 and kept there (about 50 MB to download, 200 MB unpacked):</p>
+<pre>make serve                          # fetches it, then starts the archive
+uv run python tools/fetch_ohif.py   # or fetch it only (the running server picks it up)</pre>
+<p>On a machine without access to the registry, copy the <code>package/dist/</code> folder of
+<code>@ohif/app@{OHIF_VERSION}</code> there, or point the <code>viewer_dir</code> setting
+(<code>ARCHIVIST_VIEWER_DIR</code>) at an OHIF build.</p>
+<p>Meanwhile everything else works: the <a href="/archive/">archive page</a> (counts, upload,
+recent studies), DICOMweb at <code>/dicomweb</code>, and DIMSE on port {settings.dicom_port}
+(AE title <code>{html.escape(settings.aet)}</code>).</p>
+</body></html>
+"""
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/app-config.js", serve_app_config, methods=["GET"]),
+        Route("/{path:path}", serve_viewer, methods=["GET"]),
+    ]
