@@ -14,7 +14,7 @@ from archivist.archive.archive import Archive
 
 
 # Feature modules mounted in this order; the viewer comes last because it serves "/".
-_ROUTE_MODULES = ("codes", "archive_page", "viewer")
+_ROUTE_MODULES = ("codes", "dicomweb", "wado_uri", "archive_page", "viewer")
 
 
 @dataclass

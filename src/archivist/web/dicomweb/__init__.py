@@ -1,0 +1,99 @@
+"""DICOMweb (PS3.18) at ``/dicomweb``: QIDO-RS, WADO-RS, STOW-RS, over the one archive."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route, Router
+
+from archivist.core.levels import QueryLevel
+from archivist.web.dicomweb import qido, stow, wado
+from archivist.web.dicomweb.common import Cors
+from archivist.web.errors import HTTPProblem, to_response
+
+log = logging.getLogger("archivist.web")
+
+Endpoint = Callable[..., Awaitable[Response]]
+
+
+def guarded(fn: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    """Call `fn` with the path parameters; any error becomes a readable JSON error."""
+
+    @functools.wraps(fn)
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await fn(request, **request.path_params)
+        except HTTPProblem as exc:
+            return to_response(exc)
+        except Exception as exc:
+            log.exception("DICOMweb %s %s failed", request.method, request.url.path)
+            return to_response(exc)
+
+    return endpoint
+
+
+def _qido(level: QueryLevel, *scope_keys: str) -> Endpoint:
+    async def handler(request: Request, **path: Any) -> Response:
+        keys = dict(zip(("StudyInstanceUID", "SeriesInstanceUID"), path.values()))
+        return await qido.search(request, level, {k: v for k, v in keys.items() if k in scope_keys})
+    return handler
+
+
+async def _thumb(request: Request, **path: Any) -> Response:
+    return await wado.rendered(request, **path, thumbnail=True)
+
+
+S, SE, I, F = "{study}", "{series}", "{sop}", "{frame}"
+ST = f"/studies/{S}"
+SR = f"{ST}/series/{SE}"
+IN = f"{SR}/instances/{I}"
+
+
+def dicomweb_routes() -> list[BaseRoute]:
+    return [
+        # QIDO-RS
+        Route("/studies", guarded(_qido(QueryLevel.STUDY)), methods=["GET"]),
+        Route("/series", guarded(_qido(QueryLevel.SERIES)), methods=["GET"]),
+        Route("/instances", guarded(_qido(QueryLevel.IMAGE)), methods=["GET"]),
+        Route(f"{ST}/series", guarded(_qido(QueryLevel.SERIES, "StudyInstanceUID")),
+              methods=["GET"]),
+        Route(f"{ST}/instances", guarded(_qido(QueryLevel.IMAGE, "StudyInstanceUID")),
+              methods=["GET"]),
+        Route(f"{SR}/instances", guarded(_qido(QueryLevel.IMAGE, "StudyInstanceUID",
+                                               "SeriesInstanceUID")), methods=["GET"]),
+        # STOW-RS
+        Route("/studies", guarded(stow.store), methods=["POST"]),
+        Route(ST, guarded(stow.store), methods=["POST"]),
+        # WADO-RS
+        Route(ST, guarded(wado.retrieve), methods=["GET"]),
+        Route(SR, guarded(wado.retrieve), methods=["GET"]),
+        Route(IN, guarded(wado.retrieve), methods=["GET"]),
+        Route(f"{ST}/metadata", guarded(wado.metadata), methods=["GET"]),
+        Route(f"{SR}/metadata", guarded(wado.metadata), methods=["GET"]),
+        Route(f"{IN}/metadata", guarded(wado.instance_metadata), methods=["GET"]),
+        Route(f"{IN}/frames/{{frame_list}}", guarded(wado.frames), methods=["GET"]),
+        Route(f"{IN}/bulkdata/{{tag_path:path}}", guarded(wado.bulkdata), methods=["GET"]),
+        Route(f"{ST}/rendered", guarded(wado.rendered), methods=["GET"]),
+        Route(f"{SR}/rendered", guarded(wado.rendered), methods=["GET"]),
+        Route(f"{IN}/rendered", guarded(wado.rendered), methods=["GET"]),
+        Route(f"{IN}/frames/{F}/rendered", guarded(wado.rendered), methods=["GET"]),
+        Route(f"{ST}/thumbnail", guarded(_thumb), methods=["GET"]),
+        Route(f"{SR}/thumbnail", guarded(_thumb), methods=["GET"]),
+        Route(f"{IN}/thumbnail", guarded(_thumb), methods=["GET"]),
+        Route(f"{IN}/frames/{F}/thumbnail", guarded(_thumb), methods=["GET"]),
+    ]
+
+
+def routes() -> list[BaseRoute]:
+    inner = Router(routes=dicomweb_routes(), default=_not_found_asgi)
+    return [Mount("/dicomweb", app=Cors(inner))]
+
+
+async def _not_found_asgi(scope: Any, receive: Any, send: Any) -> None:
+    response = to_response(HTTPProblem(404, f"no DICOMweb resource at {scope['path'][:200]}"))
+    await response(scope, receive, send)

@@ -1,0 +1,121 @@
+"""Stored objects as DICOM JSON (PS3.18 F.2) with bulk data replaced by BulkDataURI.
+
+Large binary values are never read: the file is parsed with deferred reading, and any binary
+element longer than the threshold (and Pixel Data always) becomes a BulkDataURI pointing at the
+``/bulkdata/{path}`` resource of its instance, where the path names the tag and, inside
+sequences, the item index (``00540016/0/00181074``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag, Tag
+
+log = logging.getLogger("archivist.web")
+
+BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+BULK_THRESHOLD = 1024
+PIXEL_DATA = 0x7FE00010
+UNDEFINED = 0xFFFFFFFF
+
+
+def read_deferred(fh: BinaryIO) -> Dataset:
+    """Parse a stored object without loading values longer than the bulk threshold."""
+    return pydicom.dcmread(fh, defer_size=BULK_THRESHOLD)
+
+
+def _vr_of(ds: Dataset, tag: BaseTag, raw: Any) -> str:
+    vr = getattr(raw, "VR", None)
+    if vr and " or " not in vr:
+        return str(vr)
+    if tag == PIXEL_DATA:
+        if getattr(raw, "length", 0) == UNDEFINED:
+            return "OB"
+        bits = ds.get("BitsAllocated", 16)
+        return "OB" if bits and int(bits) <= 8 else "OW"
+    try:
+        dvr = dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+    return dvr.split(" or ")[-1] if " or " in dvr else dvr
+
+
+def _length(raw: Any) -> int:
+    if isinstance(raw, RawDataElement):
+        return int(raw.length)
+    value = getattr(raw, "value", None)
+    if value is None:
+        return 0
+    try:
+        return len(value)
+    except TypeError:
+        return 0
+
+
+def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One dataset (not its File Meta) as a DICOM JSON object."""
+    out: dict[str, Any] = {}
+    for tag in list(ds.keys()):
+        tag = Tag(tag)
+        if tag.element == 0 or tag.group == 0x0002:
+            continue  # group lengths and File Meta are not part of the data set's JSON
+        raw = ds.get_item(tag)
+        key = f"{tag:08X}"
+        vr = _vr_of(ds, tag, raw)
+        if vr in BULK_VRS:
+            length = _length(raw)
+            if tag == PIXEL_DATA or length == UNDEFINED or length > BULK_THRESHOLD:
+                uri = "/".join((*path, key))
+                out[key] = {"vr": vr, "BulkDataURI": f"{bulk_root}/bulkdata/{uri}"}
+                continue
+        try:
+            elem = ds[tag]
+        except Exception as exc:  # noqa: BLE001 - one unreadable element must not hide the rest
+            log.debug("element %s unreadable: %s", key, type(exc).__name__)
+            out[key] = {"vr": vr}
+            continue
+        if elem.VR == "SQ":
+            items = [dataset_to_json(item, bulk_root, (*path, key, str(i)))
+                     for i, item in enumerate(elem.value or [])]
+            out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+            continue
+        try:
+            out[key] = elem.to_json_dict(None, BULK_THRESHOLD)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("element %s not representable in JSON: %s", key, type(exc).__name__)
+            out[key] = {"vr": elem.VR}
+    return out
+
+
+def instance_json(fh: BinaryIO, bulk_root: str, transfer_syntax: str) -> dict[str, Any]:
+    """The metadata of one stored instance (File Meta left out, Available Transfer Syntax in)."""
+    ds = read_deferred(fh)
+    body = dataset_to_json(ds, bulk_root)
+    body["00083002"] = {"vr": "UI", "Value": [transfer_syntax]}
+    return dict(sorted(body.items()))
+
+
+def locate(ds: Dataset, path: list[str]) -> tuple[Dataset, int]:
+    """The dataset holding the element a bulk data path names, and the element's tag.
+
+    Raises KeyError or IndexError or ValueError when the path does not name an element.
+    """
+    current = ds
+    parts = list(path)
+    while len(parts) > 1:
+        tag = int(parts.pop(0), 16)
+        index = int(parts.pop(0))
+        seq = current[tag]
+        if seq.VR != "SQ":
+            raise KeyError(tag)
+        current = seq.value[index]
+    tag = int(parts[0], 16)
+    if tag not in current:
+        raise KeyError(tag)
+    return current, tag

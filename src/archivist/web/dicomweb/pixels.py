@@ -1,0 +1,348 @@
+"""Pixel work for WADO: frames as stored or decoded, transcoding, and rendering to JPEG/PNG.
+
+Frames are cut from the stored file without reading the rest of the pixel data: native frames
+by offset, encapsulated frames through the Basic (or Extended) Offset Table. Decoding happens
+only when the client cannot take the stored encoding.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, get_encoder, pixel_array
+from pydicom.uid import UID
+
+from archivist.web.dicomweb.common import (
+    DEFLATED_LE,
+    EXPLICIT_BE,
+    EXPLICIT_LE,
+    FRAME_MEDIA_TYPE,
+    IMPLICIT_LE,
+    NATIVE_SYNTAXES,
+)
+from archivist.web.errors import HTTPProblem
+
+log = logging.getLogger("archivist.web")
+
+PIXEL_DATA = 0x7FE00010
+#: Syntaxes we encode to when a client asks (besides the native ones).
+ENCODABLE = ("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90")
+
+
+@dataclass
+class PixelInfo:
+    """What is needed to cut frames out of a stored file."""
+
+    path: Path
+    transfer_syntax: str
+    frames: int
+    rows: int
+    columns: int
+    samples: int
+    bits_allocated: int
+    value_tell: int
+    value_length: int
+    encapsulated: bool
+    extended_offsets: tuple[bytes, bytes] | None
+    header: Dataset
+    in_memory: bytes | None = None
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.rows * self.columns * self.samples * self.bits_allocated // 8
+
+
+def pixel_info(path: Path) -> PixelInfo:
+    """Read the header of a stored file and where its Pixel Data value starts."""
+    with open(path, "rb") as fh:
+        ds = pydicom.dcmread(fh, defer_size=256)
+        ts = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE))
+        if PIXEL_DATA not in ds:
+            raise HTTPProblem(404, "this instance has no pixel data (no frames)")
+        raw = ds.get_item(PIXEL_DATA)
+        in_memory = None
+        tell = -1
+        if isinstance(raw, RawDataElement):
+            length = raw.length
+            if raw.value is not None:
+                in_memory = raw.value  # undefined length (encapsulated) values are read at once
+            else:
+                tell = raw.value_tell
+        else:
+            in_memory = ds.PixelData
+            length = len(in_memory)
+        ext = None
+        if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+            ext = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+        return PixelInfo(
+            path=path, transfer_syntax=ts, frames=int(ds.get("NumberOfFrames") or 1),
+            rows=int(ds.get("Rows") or 0), columns=int(ds.get("Columns") or 0),
+            samples=int(ds.get("SamplesPerPixel") or 1),
+            bits_allocated=int(ds.get("BitsAllocated") or 8),
+            value_tell=tell, value_length=length, in_memory=in_memory,
+            encapsulated=ts not in NATIVE_SYNTAXES,
+            extended_offsets=ext, header=ds,
+        )
+
+
+def check_frames(info: PixelInfo, numbers: list[int]) -> None:
+    for n in numbers:
+        if n < 1 or n > info.frames:
+            raise HTTPProblem(404, f"frame {n} does not exist (this instance has {info.frames})")
+
+
+def stored_frame(info: PixelInfo, number: int) -> bytes:
+    """Frame `number` (1-based) exactly as stored: compressed bytes, or native little endian."""
+    if info.encapsulated and info.transfer_syntax != DEFLATED_LE:
+        if info.in_memory is not None:
+            return get_frame(info.in_memory, number - 1, number_of_frames=info.frames,
+                             extended_offsets=info.extended_offsets)
+        with open(info.path, "rb") as fh:
+            fh.seek(info.value_tell)
+            return get_frame(fh, number - 1, number_of_frames=info.frames,
+                             extended_offsets=info.extended_offsets)
+    if info.transfer_syntax in (EXPLICIT_LE, IMPLICIT_LE) and info.bits_allocated % 8 == 0 \
+            and info.value_tell >= 0:
+        size = info.frame_bytes
+        with open(info.path, "rb") as fh:
+            fh.seek(info.value_tell + (number - 1) * size)
+            data = fh.read(size)
+        if len(data) != size:
+            raise HTTPProblem(500, "stored pixel data is shorter than its header says")
+        return data
+    return decoded_frame(info, number)
+
+
+def decoded_frame(info: PixelInfo, number: int) -> bytes:
+    """Frame `number` decoded to native little-endian bytes (Explicit VR Little Endian)."""
+    ts = info.transfer_syntax
+    if info.encapsulated and not get_decoder(UID(ts)).is_available:
+        raise HTTPProblem(406, f"cannot decode transfer syntax {ts} on this server")
+    arr = frame_array(info.path, number)
+    if info.bits_allocated == 1:
+        from pydicom.pixels import pack_bits
+
+        return pack_bits(arr, pad=False)
+    dtype = arr.dtype.newbyteorder("<")
+    return np.ascontiguousarray(arr, dtype=dtype).tobytes()
+
+
+def frame_array(path: Path, number: int) -> np.ndarray:
+    """Frame `number` (1-based) decoded; 406 when no installed decoder can do it."""
+    try:
+        try:
+            # Reads only the frame asked for.
+            return pixel_array(str(path), index=number - 1)
+        except (AssertionError, AttributeError, ValueError, KeyError):
+            # Deflated or unusual files: parse the whole object instead.
+            ds = pydicom.dcmread(str(path))
+            return pixel_array(ds, index=number - 1)
+    except (NotImplementedError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[-1].strip()[:160] if str(exc) else type(exc).__name__
+        raise HTTPProblem(406, f"this server cannot decode these pixels: {reason}") from None
+
+
+def media_type_of(ts: str) -> str:
+    return FRAME_MEDIA_TYPE.get(ts, "application/octet-stream")
+
+
+def can_transcode(stored: str, target: str) -> bool:
+    """True when an instance stored in `stored` can be sent in `target`."""
+    if stored == target:
+        return True
+    if stored not in NATIVE_SYNTAXES:
+        try:
+            if not get_decoder(UID(stored)).is_available:
+                return False
+        except Exception:  # noqa: BLE001 - no decoder at all for this syntax (video)
+            return False
+    if target in NATIVE_SYNTAXES:
+        return True
+    if target in ENCODABLE:
+        try:
+            return bool(get_encoder(UID(target)).is_available)
+        except Exception:  # noqa: BLE001
+            return False
+    return False
+
+
+def transcode(path: Path, target: str) -> bytes:
+    """The stored object re-encoded in `target` (a Part 10 file)."""
+    ds = pydicom.dcmread(str(path))
+    stored = str(ds.file_meta.TransferSyntaxUID)
+    if stored not in NATIVE_SYNTAXES and "PixelData" in ds:
+        ds.decompress()
+    if target in ENCODABLE and "PixelData" in ds:
+        ds.compress(UID(target))
+    else:
+        ds.file_meta.TransferSyntaxUID = UID(target)
+    out = io.BytesIO()
+    little = target != EXPLICIT_BE
+    implicit = target == IMPLICIT_LE
+    ds.save_as(out, enforce_file_format=True, little_endian=little, implicit_vr=implicit) \
+        if target != DEFLATED_LE else ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+# -- Rendering -----------------------------------------------------------------------------------
+
+@dataclass
+class RenderOptions:
+    media_type: str = "image/jpeg"
+    quality: int = 90
+    viewport: tuple[int, int] | None = None
+    crop: tuple[int, int, int, int] | None = None
+    window: tuple[float, float, str] | None = None
+    keep_aspect: bool = True
+
+
+def parse_render_options(params: Any, media_type: str, *, thumbnail: bool = False) -> RenderOptions:
+    opts = RenderOptions(media_type=media_type)
+    q = params.get("quality")
+    if q:
+        try:
+            opts.quality = max(1, min(100, int(q)))
+        except ValueError:
+            raise HTTPProblem(400, "quality must be an integer between 1 and 100") from None
+    vp = params.get("viewport")
+    if vp:
+        try:
+            nums = [int(float(v)) for v in vp.split(",") if v.strip() != ""]
+        except ValueError:
+            raise HTTPProblem(400, "viewport must be vw,vh[,sx,sy,sw,sh]") from None
+        if len(nums) not in (2, 6) or nums[0] <= 0 or nums[1] <= 0 or max(nums[:2]) > 8192:
+            raise HTTPProblem(400, "viewport must be vw,vh[,sx,sy,sw,sh] with 0 < vw,vh <= 8192")
+        opts.viewport = (nums[0], nums[1])
+        if len(nums) == 6:
+            opts.crop = (nums[2], nums[3], nums[4], nums[5])
+    elif thumbnail:
+        opts.viewport = (128, 128)
+    win = params.get("window")
+    if win:
+        parts = win.split(",")
+        try:
+            center, width = float(parts[0]), float(parts[1])
+        except (ValueError, IndexError):
+            raise HTTPProblem(400, "window must be center,width[,function]") from None
+        func = parts[2].strip().lower() if len(parts) > 2 else "linear"
+        if width <= 0 or func not in ("linear", "linear_exact", "linear-exact", "sigmoid"):
+            raise HTTPProblem(400, "window width must be > 0; function linear, "
+                              "linear-exact or sigmoid")
+        opts.window = (center, width, func.replace("-", "_").upper())
+    return opts
+
+
+def render(path: Path, number: int, opts: RenderOptions) -> bytes:
+    """One frame rendered for display (modality LUT, VOI window, photometric) as JPEG or PNG."""
+    from PIL import Image
+
+    with open(path, "rb") as fh:
+        ds = pydicom.dcmread(fh, stop_before_pixels=True)
+    if "Rows" not in ds or "Columns" not in ds:
+        raise HTTPProblem(406, "this instance has no image to render")
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if number < 1 or number > frames:
+        raise HTTPProblem(404, f"frame {number} does not exist (this instance has {frames})")
+    ts = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE))
+    if ts not in NATIVE_SYNTAXES:
+        try:
+            ok = get_decoder(UID(ts)).is_available
+        except Exception:  # noqa: BLE001
+            ok = False
+        if not ok:
+            raise HTTPProblem(406, f"cannot decode transfer syntax {ts} to render it")
+    arr = frame_array(path, number)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    if samples == 1 and photometric != "PALETTE COLOR":
+        img8 = _grey_to_8bit(arr, ds, opts, photometric)
+        image = Image.fromarray(img8, mode="L")
+    elif photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        rgb = apply_color_lut(arr, ds)
+        image = Image.fromarray(_to_8bit_rgb(rgb), mode="RGB")
+    else:
+        image = Image.fromarray(_to_8bit_rgb(arr), mode="RGB")
+    if opts.crop:
+        sx, sy, sw, sh = opts.crop
+        image = image.crop((sx, sy, sx + sw, sy + sh))
+    if opts.viewport:
+        vw, vh = opts.viewport
+        if opts.keep_aspect:
+            # Fit inside the viewport, keeping the aspect ratio (PS3.18 8.3.5.1.3).
+            scale = min(vw / image.width, vh / image.height)
+            image = image.resize((max(1, round(image.width * scale)),
+                                  max(1, round(image.height * scale))),
+                                 Image.Resampling.LANCZOS)
+        else:
+            image = image.resize((vw, vh), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    if opts.media_type == "image/png":
+        image.save(out, format="PNG")
+    else:
+        image.save(out, format="JPEG", quality=opts.quality)
+    return out.getvalue()
+
+
+def _grey_to_8bit(arr: np.ndarray, ds: Dataset, opts: RenderOptions, photometric: str) -> Any:
+    data = apply_modality_lut(arr, ds).astype(np.float64)
+    if opts.window is not None:
+        center, width, func = opts.window
+        data = _window(data, center, width, func)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        try:
+            center = float(_first(ds.WindowCenter))
+            width = float(_first(ds.WindowWidth))
+            func = str(ds.get("VOILUTFunction", "LINEAR")).upper()
+            data = _window(data, center, width, func) if width > 0 else _minmax(data)
+        except (TypeError, ValueError):
+            data = _minmax(data)
+    elif "VOILUTSequence" in ds:
+        data = _minmax(apply_voi_lut(arr, ds).astype(np.float64))
+    else:
+        data = _minmax(data)
+    out = np.clip(data, 0, 255).astype(np.uint8)
+    if photometric == "MONOCHROME1":
+        out = 255 - out
+    return out
+
+
+def _first(value: Any) -> Any:
+    try:
+        return value[0] if not isinstance(value, (str, bytes)) else value
+    except (TypeError, IndexError):
+        return value
+
+
+def _window(data: np.ndarray, center: float, width: float, func: str) -> np.ndarray:
+    if func == "SIGMOID":
+        return 255.0 / (1.0 + np.exp(-4.0 * (data - center) / width))
+    if func == "LINEAR_EXACT":
+        return (data - (center - width / 2.0)) / width * 255.0
+    # PS3.3 C.11.2.1.2.1
+    return ((data - (center - 0.5)) / (width - 1.0) + 0.5) * 255.0 if width > 1 else \
+        np.where(data > center, 255.0, 0.0)
+
+
+def _minmax(data: np.ndarray) -> np.ndarray:
+    lo, hi = float(np.min(data)), float(np.max(data))
+    if hi <= lo:
+        return np.zeros_like(data)
+    return (data - lo) / (hi - lo) * 255.0
+
+
+def _to_8bit_rgb(arr: np.ndarray) -> Any:
+    if arr.dtype == np.uint8:
+        return arr
+    hi = float(np.max(arr)) or 1.0
+    return np.clip(arr.astype(np.float64) / hi * 255.0, 0, 255).astype(np.uint8)

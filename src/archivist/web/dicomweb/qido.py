@@ -1,0 +1,269 @@
+"""QIDO-RS (PS3.18 10.6): search for studies, series and instances through the one search."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from archivist.archive.archive import Archive
+from archivist.core.levels import KEYS, MatchKind, QueryLevel
+from archivist.core.matching import normalise_pn
+from archivist.errors import QueryError
+from archivist.index.repository import attrs_of
+from archivist.index.schema import TABLES_AT_LEVEL
+from archivist.web.dicomweb.common import DICOM_JSON, accept_of, archive_of, base_url, check_uid
+from archivist.web.errors import HTTPProblem
+
+#: Default return attributes per level (PS3.18 Tables 10.6.3-3, -4, -5).
+STUDY_DEFAULTS = [
+    "SpecificCharacterSet", "StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy",
+    "ReferringPhysicianName", "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "StudyInstanceUID", "StudyID", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
+    "StudyDescription",
+]
+SERIES_DEFAULTS = [
+    "Modality", "SeriesDescription", "SeriesInstanceUID", "SeriesNumber",
+    "NumberOfSeriesRelatedInstances", "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime", "SeriesDate", "SeriesTime", "BodyPartExamined",
+]
+INSTANCE_DEFAULTS = [
+    "SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "BitsAllocated",
+    "NumberOfFrames",
+]
+_RESERVED = {"limit", "offset", "includefield", "fuzzymatching", "accept", "charset",
+             "_", "callback"}
+_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+_FUZZY_SPLIT = re.compile(r"[\^=\s,.\-]+")
+DEFAULT_MAX_RESULTS = 10_000
+
+
+def _keyword(token: str) -> str:
+    """A keyword from a keyword or an 8-hex tag; QueryError when neither."""
+    if _TAG.match(token):
+        kw = keyword_for_tag(int(token, 16))
+        if not kw:
+            raise QueryError(f"unknown attribute tag {token}")
+        return str(kw)
+    if tag_for_keyword(token) is None:
+        raise QueryError(f"unknown attribute {token[:64]!r}")
+    return token
+
+
+def _attribute(key: str) -> str:
+    """A QIDO attribute (keyword, tag, or dotted sequence path) as dotted keywords."""
+    return ".".join(_keyword(part) for part in key.split("."))
+
+
+def _includefields(values: Iterable[str]) -> tuple[list[str], bool]:
+    fields: list[str] = []
+    include_all = False
+    for value in values:
+        for token in value.split(","):
+            token = token.strip()
+            if not token:
+                continue
+            if token.lower() == "all":
+                include_all = True
+                continue
+            fields.append(_attribute(token))
+    return fields, include_all
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPProblem(400, f"{name} must be a non-negative integer, not {raw[:20]!r}") from None
+    if value < 0:
+        raise HTTPProblem(400, f"{name} must be a non-negative integer")
+    return value
+
+
+def _fuzzy_tokens(text: str) -> list[str]:
+    return [t for t in _FUZZY_SPLIT.split(normalise_pn(text.replace("*", " ").replace("?", " ")))
+            if t]
+
+
+def fuzzy_match(query_value: str, stored: str | None) -> bool:
+    """Each name word of the query is the start of some word of the stored name (any order).
+
+    Case- and accent-insensitive: "jose" finds "JOSÉ^Núñez", "nun jo" finds it too.
+    """
+    wanted = _fuzzy_tokens(query_value)
+    if not wanted:
+        return True
+    have = _fuzzy_tokens(stored or "")
+    return all(any(h.startswith(w) for h in have) for w in wanted)
+
+
+class QidoRequest:
+    """One QIDO-RS request, parsed: level, scope, keys, paging and return attributes."""
+
+    def __init__(self, request: Request, level: QueryLevel, scope: dict[str, str]) -> None:
+        self.level = level
+        self.scope = scope
+        params = request.query_params
+        self.limit = _int_param(request, "limit")
+        self.offset = _int_param(request, "offset") or 0
+        self.fuzzy = params.get("fuzzymatching", "false").strip().lower() == "true"
+        self.include, self.include_all = _includefields(params.getlist("includefield"))
+        self.constraints: list[tuple[str, str]] = []
+        self.fuzzy_names: list[tuple[str, str]] = []
+        for key, value in params.multi_items():
+            if key in _RESERVED or key.lower() in _RESERVED:
+                continue
+            attr = _attribute(key)
+            kind = KEYS[attr].kind if attr in KEYS else None
+            if kind is MatchKind.UID and "," in value:
+                value = "\\".join(v.strip() for v in value.split(","))
+            if self.fuzzy and kind is MatchKind.PN and value.strip():
+                self.fuzzy_names.append((attr, value))
+                continue
+            self.constraints.append((attr, value))
+        for keyword, uid in scope.items():
+            check_uid(uid, keyword)
+            self.constraints.append((keyword, uid))
+
+    def return_keys(self) -> list[str]:
+        keys: list[str] = []
+        unscoped_study = "StudyInstanceUID" not in self.scope
+        if self.level is QueryLevel.STUDY or unscoped_study:
+            keys += STUDY_DEFAULTS
+        if self.level in (QueryLevel.SERIES, QueryLevel.IMAGE):
+            if self.level is QueryLevel.SERIES or "SeriesInstanceUID" not in self.scope:
+                keys += SERIES_DEFAULTS
+            keys.append("StudyInstanceUID")
+        if self.level is QueryLevel.IMAGE:
+            keys += INSTANCE_DEFAULTS
+            keys.append("SeriesInstanceUID")
+        keys += [k for k in self.include if "." not in k]
+        if self.include_all:
+            keys += [k for k, d in KEYS.items() if d.level.rank <= self.level.rank]
+        return list(dict.fromkeys(k for k in keys if k != "SpecificCharacterSet"))
+
+
+def _row_attrs(row: dict[str, Any], level: QueryLevel) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for table in TABLES_AT_LEVEL[level.value]:
+        merged.update(attrs_of(row, table.name))
+    return merged
+
+
+def run_qido(archive: Archive, q: QidoRequest, root: str) -> tuple[list[dict[str, Any]], bool]:
+    """Matches as DICOM JSON, and whether a server limit cut the result."""
+    pairs = list(q.constraints) + [(k, "") for k in q.return_keys()]
+    pairs += [(k, "") for k, _ in q.fuzzy_names]
+    query = archive.search.query_from_pairs(q.level, pairs)
+    settings = archive.settings
+    server_max = int(getattr(settings, "qido_max_results", 0) or settings.find_max_results
+                     or DEFAULT_MAX_RESULTS)
+    wanted = min(q.limit, server_max) if q.limit else server_max
+    out: list[dict[str, Any]] = []
+    truncated = False
+    skipped = 0
+    if q.fuzzy_names:
+        rows = archive.search.rows(query)
+    else:
+        rows = archive.search.rows(query, limit=wanted + 1, offset=q.offset)
+        skipped = q.offset
+    for row in rows:
+        ds = archive.search.identifier(query, row)
+        if q.fuzzy_names:
+            if not all(fuzzy_match(value, str(ds.get(keyword) or ""))
+                       for keyword, value in q.fuzzy_names):
+                continue
+            if skipped < q.offset:
+                skipped += 1
+                continue
+        if len(out) >= wanted:
+            truncated = q.limit is None or q.limit > server_max
+            break
+        body = ds.to_json_dict()
+        body.pop("00080052", None)  # Query/Retrieve Level belongs to DIMSE
+        if q.include_all:
+            for tag, item in _row_attrs(row, q.level).items():
+                body.setdefault(tag, item)
+        else:
+            attrs = None
+            for keyword in q.include:
+                tag = f"{tag_for_keyword(keyword.split('.')[0]):08X}"
+                if tag not in body or not body[tag].get("Value"):
+                    attrs = attrs if attrs is not None else _row_attrs(row, q.level)
+                    if tag in attrs:
+                        body[tag] = attrs[tag]
+        _add_urls(body, root, q.level)
+        out.append(dict(sorted(body.items())))
+    return out, truncated
+
+
+def _value(body: dict[str, Any], tag: str) -> str | None:
+    item = body.get(tag)
+    if isinstance(item, dict) and item.get("Value"):
+        return str(item["Value"][0])
+    return None
+
+
+def _add_urls(body: dict[str, Any], root: str, level: QueryLevel) -> None:
+    study = _value(body, "0020000D")
+    series = _value(body, "0020000E")
+    sop = _value(body, "00080018")
+    url = None
+    if level is QueryLevel.STUDY and study:
+        url = f"{root}/studies/{study}"
+    elif level is QueryLevel.SERIES and study and series:
+        url = f"{root}/studies/{study}/series/{series}"
+    elif level is QueryLevel.IMAGE and study and series and sop:
+        url = f"{root}/studies/{study}/series/{series}/instances/{sop}"
+    if url:
+        body["00081190"] = {"vr": "UR", "Value": [url]}
+    body.setdefault("00080056", {"vr": "CS", "Value": ["ONLINE"]})
+
+
+def _json_response(items: list[dict[str, Any]], headers: dict[str, str]) -> Response:
+    import json
+
+    data = json.dumps(items, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Response(data, media_type=DICOM_JSON, headers=headers)
+
+
+def _check_accept(request: Request) -> None:
+    for r in accept_of(request):
+        if r.type in (DICOM_JSON, "application/json", "*/*", "application/*"):
+            return
+        if r.multipart and r.part_type in ("application/dicom+xml",):
+            continue
+    raise HTTPProblem(406, "QIDO-RS answers application/dicom+json only")
+
+
+async def search(request: Request, level: QueryLevel, scope: dict[str, str]) -> Response:
+    _check_accept(request)
+    archive = archive_of(request)
+    try:
+        q = QidoRequest(request, level, scope)
+    except QueryError as exc:
+        raise HTTPProblem(400, str(exc)) from None
+    root = base_url(request)
+    try:
+        items, truncated = await run_in_threadpool(run_qido, archive, q, root)
+    except QueryError as exc:
+        raise HTTPProblem(400, str(exc)) from None
+    headers: dict[str, str] = {}
+    if truncated:
+        host = request.url.hostname or "archivist"
+        headers["Warning"] = (f'299 {host}: "The number of results exceeded the maximum '
+                              'supported by the server. Additional results can be requested."')
+    return _json_response(items, headers)
+
+
+def vr_of(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    return dictionary_VR(tag) if tag is not None else "UN"

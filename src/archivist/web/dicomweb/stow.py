@@ -1,0 +1,215 @@
+"""STOW-RS (PS3.18 10.5): store instances sent as multipart/related application/dicom parts.
+
+The body is parsed as it streams in; each part goes to a temporary file in the data directory
+and then through the one ingest pipeline (the same as C-STORE), so a bad part fails alone and
+the good ones are stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from archivist.archive.archive import Archive
+from archivist.archive.ingest import Origin, StoreStatus
+from archivist.errors import ArchivistError
+from archivist.web.dicomweb.common import DICOM, DICOM_JSON, archive_of, base_url, check_uid
+from archivist.web.dicomweb.multipart import (
+    MultipartError,
+    Part,
+    StreamingParser,
+    content_type_params,
+    remove_quietly,
+)
+from archivist.web.errors import (
+    FAILURE_CANNOT_UNDERSTAND,
+    FAILURE_PROCESSING,
+    FAILURE_STUDY_MISMATCH,
+    HTTPProblem,
+    failure_reason,
+)
+
+log = logging.getLogger("archivist.web")
+
+
+def _uids(path: Path) -> dict[str, str]:
+    """The UIDs of a received part, as far as they can be read (for the response)."""
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True,
+                             specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
+    except Exception:  # noqa: BLE001 - garbage parts have no UIDs to report
+        return {}
+    out = {}
+    for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
+        value = ds.get(kw)
+        if value:
+            out[kw] = str(value).strip().rstrip("\x00")
+    return out
+
+
+class StowResult:
+    def __init__(self, root: str, study: str | None) -> None:
+        self.root = root
+        self.study = study
+        self.referenced: list[dict[str, Any]] = []
+        self.failed: list[dict[str, Any]] = []
+        self.studies: list[str] = []
+
+    def ok(self, sop_class: str, sop: str, study: str, series: str, warning: str | None) -> None:
+        item: dict[str, Any] = {
+            "00081150": {"vr": "UI", "Value": [sop_class]},
+            "00081155": {"vr": "UI", "Value": [sop]},
+            "00081190": {"vr": "UR", "Value": [
+                f"{self.root}/studies/{study}/series/{series}/instances/{sop}"]},
+        }
+        if warning:
+            item["00081196"] = {"vr": "US", "Value": [0xB000]}  # Warning Reason: coercion
+        self.referenced.append(item)
+        if study not in self.studies:
+            self.studies.append(study)
+
+    def fail(self, uids: dict[str, str], reason: int, text: str) -> None:
+        item: dict[str, Any] = {
+            "00081150": {"vr": "UI", "Value": [uids["SOPClassUID"]]} if uids.get("SOPClassUID")
+            else {"vr": "UI"},
+            "00081155": {"vr": "UI", "Value": [uids["SOPInstanceUID"]]}
+            if uids.get("SOPInstanceUID") else {"vr": "UI"},
+            "00081197": {"vr": "US", "Value": [reason]},
+            # Error Comment in the failed item helps a person reading the response.
+            "00000902": {"vr": "LO", "Value": [text[:64]]},
+        }
+        self.failed.append(item)
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        study = self.study or (self.studies[0] if len(self.studies) == 1 else None)
+        if study:
+            out["00081190"] = {"vr": "UR", "Value": [f"{self.root}/studies/{study}"]}
+        if self.failed:
+            out["00081198"] = {"vr": "SQ", "Value": self.failed}
+        out["00081199"] = {"vr": "SQ", "Value": self.referenced} if self.referenced \
+            else {"vr": "SQ"}
+        return out
+
+    def status(self) -> int:
+        if not self.failed:
+            return 200
+        return 202 if self.referenced else 409
+
+
+def _store_part(archive: Archive, part: Part, study: str | None, result: StowResult,
+                origin: Origin) -> None:
+    assert part.path is not None
+    mtype, params = content_type_params(part.content_type or DICOM)
+    if not part.complete:
+        result.fail(_uids(part.path), FAILURE_CANNOT_UNDERSTAND,
+                    "part truncated: the request ended before its boundary")
+        return
+    if mtype != DICOM:
+        result.fail({}, FAILURE_CANNOT_UNDERSTAND, f"part of type {mtype[:40]} is not "
+                    "application/dicom")
+        return
+    uids = _uids(part.path)
+    if study is not None and uids.get("StudyInstanceUID") and uids["StudyInstanceUID"] != study:
+        result.fail(uids, FAILURE_STUDY_MISMATCH, "Study Instance UID differs from the URL's")
+        return
+    try:
+        res = archive.ingest.store_file(part.path, origin, consume=True)
+    except ArchivistError as exc:
+        log.warning("STOW-RS part refused: %s", exc)
+        result.fail(uids, failure_reason(exc), str(exc) or type(exc).__name__)
+        return
+    except Exception as exc:
+        log.exception("STOW-RS part failed unexpectedly")
+        result.fail(uids, FAILURE_PROCESSING, f"internal error ({type(exc).__name__})")
+        return
+    warning = "; ".join(res.warnings) if res.warnings else None
+    if res.status is StoreStatus.ALREADY_STORED:
+        warning = None
+    result.ok(res.sop_class_uid, res.sop_instance_uid, res.study_instance_uid,
+              res.series_instance_uid, warning)
+
+
+async def store(request: Request, study: str | None = None) -> Response:
+    archive = archive_of(request)
+    settings = archive.settings
+    if study is not None:
+        check_uid(study, "Study Instance UID")
+    mtype, params = content_type_params(request.headers.get("content-type", ""))
+    if mtype != "multipart/related":
+        raise HTTPProblem(415, "STOW-RS takes multipart/related; type=\"application/dicom\"")
+    part_type = params.get("type", DICOM).lower()
+    if part_type != DICOM:
+        raise HTTPProblem(415, f"parts of type {part_type[:40]!r} are not supported; send "
+                          "application/dicom parts")
+    boundary = params.get("boundary")
+    if not boundary:
+        raise HTTPProblem(400, "multipart/related without a boundary parameter")
+    max_body = int(settings.http_max_body)
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > max_body:
+                raise HTTPProblem(413, f"request of {int(declared)} bytes exceeds the limit of "
+                                  f"{max_body} bytes")
+        except ValueError:
+            raise HTTPProblem(400, "Content-Length is not a number") from None
+    tmp_dir = Path(settings.tmp_dir)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def new_file() -> Path:
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="stow-", suffix=".part")
+        os.close(fd)
+        return Path(name)
+
+    try:
+        parser = StreamingParser(boundary, new_file)
+    except MultipartError as exc:
+        raise HTTPProblem(400, str(exc)) from None
+    client = request.client.host if request.client else None
+    origin = Origin("stow", None, client)
+    result = StowResult(base_url(request), study)
+    received = 0
+    pending: list[Part] = []
+    too_large = False
+    try:
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > max_body:
+                    too_large = True
+                    break
+                for part in parser.feed(chunk):
+                    pending.append(part)
+                    await run_in_threadpool(_store_part, archive, part, study, result, origin)
+                    remove_quietly(part.path)
+        except ClientDisconnect:
+            pass
+        except MultipartError as exc:
+            if not result.referenced:
+                raise HTTPProblem(400, f"malformed multipart body: {exc}") from None
+            result.fail({}, FAILURE_CANNOT_UNDERSTAND, f"malformed multipart body: {exc}")
+        leftover = parser.close()
+        if leftover is not None:
+            pending.append(leftover)
+            if too_large:
+                result.fail(_uids(leftover.path) if leftover.path else {},
+                            FAILURE_CANNOT_UNDERSTAND, "request exceeds the size limit")
+            elif leftover.size or leftover.headers:
+                await run_in_threadpool(_store_part, archive, leftover, study, result, origin)
+    finally:
+        for part in pending:
+            remove_quietly(part.path)
+    if too_large and not result.referenced:
+        raise HTTPProblem(413, f"request exceeds the limit of {max_body} bytes")
+    if not result.referenced and not result.failed:
+        raise HTTPProblem(400, "the request holds no parts")
+    return JSONResponse(result.body(), status_code=result.status(), media_type=DICOM_JSON)

@@ -1,0 +1,471 @@
+"""WADO-RS (PS3.18 10.4): instances, metadata, frames, bulk data, rendered and thumbnails."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from archivist.archive.archive import Archive
+from archivist.archive.retrieve import InstanceRef
+from archivist.core.levels import QueryLevel
+from archivist.web.dicomweb import pixels
+from archivist.web.dicomweb.common import (
+    DICOM,
+    DICOM_JSON,
+    EXPLICIT_LE,
+    FRAME_MEDIA_TYPE,
+    NATIVE_SYNTAXES,
+    OCTET,
+    MediaRange,
+    accept_of,
+    archive_of,
+    base_url,
+    check_uid,
+    find_instances,
+    iterate_file,
+)
+from archivist.web.dicomweb.jsonmodel import PIXEL_DATA, instance_json, locate, read_deferred
+from archivist.web.dicomweb.multipart import multipart_stream, new_boundary
+from archivist.web.errors import HTTPProblem
+
+log = logging.getLogger("archivist.web")
+
+
+# -- Instances (Part 10) -------------------------------------------------------------------------
+
+def choose_syntax(ranges: list[MediaRange], stored: set[str]) -> tuple[bool, str | None]:
+    """(multipart, transfer syntax) for a retrieve; None means "each as stored".
+
+    Raises HTTPProblem(406) when no acceptable media type can be served.
+    """
+    for r in ranges:
+        if r.type in ("*/*", "multipart/*") or (r.multipart and r.part_type in ("", DICOM)):
+            multipart = True
+        elif r.type == DICOM:
+            multipart = False
+        else:
+            continue
+        ts = r.transfer_syntax
+        if ts == "*":
+            return multipart, None
+        if ts is None:
+            # PS3.18 8.7.3.5.2: Explicit VR Little Endian by default; as stored when that
+            # would need a decoder this server lacks (video, for instance).
+            if all(pixels.can_transcode(s, EXPLICIT_LE) for s in stored):
+                return multipart, EXPLICIT_LE
+            return multipart, None
+        if all(pixels.can_transcode(s, ts) for s in stored):
+            return multipart, ts
+    raise HTTPProblem(406, "none of the accepted media types / transfer syntaxes can be served; "
+                      "try multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+
+
+def _instance_chunks(archive: Archive, ref: InstanceRef, target: str | None) -> Iterator[bytes]:
+    if target is None or target == ref.transfer_syntax_uid:
+        yield from iterate_file(archive.retrieve.open(ref))
+        return
+    path = archive.retrieve.path(ref)
+    if path is None:
+        raise HTTPProblem(500, "stored object is not on a file system")
+    yield pixels.transcode(path, target)
+
+
+async def retrieve(request: Request, study: str, series: str | None = None,
+                   sop: str | None = None) -> Response:
+    archive = archive_of(request)
+    refs = await run_in_threadpool(find_instances, archive, study, series, sop)
+    multipart, target = choose_syntax(accept_of(request), {r.transfer_syntax_uid for r in refs})
+    if not multipart:
+        if len(refs) != 1:
+            raise HTTPProblem(406, "application/dicom without multipart is for one instance; "
+                              "accept multipart/related; type=\"application/dicom\"")
+        ref = refs[0]
+        ts = target or ref.transfer_syntax_uid
+        return StreamingResponse(_instance_chunks(archive, ref, target),
+                                 media_type=f"{DICOM}; transfer-syntax={ts}")
+    boundary = new_boundary()
+
+    def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
+        for ref in refs:
+            ts = target or ref.transfer_syntax_uid
+            yield f"{DICOM}; transfer-syntax={ts}", _instance_chunks(archive, ref, target)
+
+    media = f'multipart/related; type="{DICOM}"; boundary={boundary}'
+    return StreamingResponse(multipart_stream(boundary, parts()), media_type=media)
+
+
+# -- Metadata ------------------------------------------------------------------------------------
+
+class MetadataCache:
+    """Series metadata built once per change of the series, in memory and on disk.
+
+    A series' entry is keyed by its index row and its change sequence, so any store into the
+    series invalidates it; the files live under ``<data>/cache/metadata`` named by row number.
+    """
+
+    def __init__(self, archive: Archive, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.archive = archive
+        self.dir = Path(archive.settings.data_dir) / "cache" / "metadata"
+        self.mem: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
+        self.mem_bytes = 0
+        self.max_bytes = max_bytes
+        self.lock = threading.Lock()
+
+    def _file(self, pk: int, seq: int, root_key: str) -> Path:
+        return self.dir / f"series-{pk}-{seq}-{root_key}.json.gz"
+
+    def series_gz(self, pk: int, seq: int, root: str, build: Any) -> bytes:
+        root_key = hashlib.sha256(root.encode()).hexdigest()[:12]
+        key = (pk, seq, root_key)
+        with self.lock:
+            hit = self.mem.get(key)
+            if hit is not None:
+                self.mem.move_to_end(key)
+                return hit
+        path = self._file(pk, seq, root_key)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            data = gzip.compress(build(), compresslevel=5)
+            self._write(pk, path, data)
+        with self.lock:
+            self.mem[key] = data
+            self.mem_bytes += len(data)
+            while self.mem_bytes > self.max_bytes and len(self.mem) > 1:
+                _, old = self.mem.popitem(last=False)
+                self.mem_bytes -= len(old)
+        return data
+
+    def _write(self, pk: int, path: Path, data: bytes) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.dir.glob(f"series-{pk}-*.json.gz"):
+                stale.unlink(missing_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("metadata cache not written: %s", exc.strerror)
+
+
+_CACHE_LOCK = threading.Lock()
+
+
+def cache_of(request: Request) -> MetadataCache:
+    state = request.app.state
+    with _CACHE_LOCK:
+        cache = getattr(state, "metadata_cache", None)
+        if cache is None:
+            cache = MetadataCache(state.archive)
+            state.metadata_cache = cache
+    return cache  # type: ignore[no-any-return]
+
+
+def _series_rows(archive: Archive, study: str, series: str | None) -> list[dict[str, Any]]:
+    pairs = [("StudyInstanceUID", check_uid(study, "Study Instance UID"))]
+    if series:
+        pairs.append(("SeriesInstanceUID", check_uid(series, "Series Instance UID")))
+    query = archive.search.query_from_pairs(QueryLevel.SERIES, pairs)
+    rows = list(archive.search.rows(query))
+    if not rows:
+        raise HTTPProblem(404, "no such series in this archive" if series
+                          else "no such study in this archive")
+    return rows
+
+
+def _build_series(archive: Archive, study: str, series: str, root: str) -> bytes:
+    refs = find_instances(archive, study, series)
+    items = []
+    for ref in refs:
+        bulk_root = f"{root}/studies/{study}/series/{series}/instances/{ref.sop_instance_uid}"
+        with archive.retrieve.open(ref) as fh:
+            items.append(json.dumps(instance_json(fh, bulk_root, ref.transfer_syntax_uid),
+                                    ensure_ascii=False, separators=(",", ":")))
+    return ("[" + ",".join(items) + "]").encode("utf-8")
+
+
+def _metadata_body(request: Request, study: str, series: str | None) -> tuple[bytes, str, bool]:
+    """(body, etag, gzipped) for study or series metadata."""
+    archive = archive_of(request)
+    cache = cache_of(request)
+    root = base_url(request)
+    rows = _series_rows(archive, study, series)
+    gzipped = "gzip" in request.headers.get("accept-encoding", "")
+    tags = []
+    blobs = []
+    for row in rows:
+        pk = int(row["series.pk"])
+        seq = int(row["series.change_seq"] or 0)
+        uid = row["series.series_instance_uid"]
+        tags.append(f"{pk}.{seq}")
+        blobs.append(cache.series_gz(
+            pk, seq, root, lambda uid=uid: _build_series(archive, study, uid, root)))
+    etag = '"' + hashlib.sha256((root + "|" + ",".join(tags)).encode()).hexdigest()[:24] + '"'
+    if len(blobs) == 1:
+        body = blobs[0] if gzipped else gzip.decompress(blobs[0])
+        return body, etag, gzipped
+    parts = [gzip.decompress(b)[1:-1] for b in blobs]
+    joined = b"[" + b",".join(p for p in parts if p) + b"]"
+    if gzipped:
+        return gzip.compress(joined, compresslevel=5), etag, True
+    return joined, etag, False
+
+
+def _check_json_accept(request: Request) -> None:
+    for r in accept_of(request):
+        if r.type in (DICOM_JSON, "application/json", "*/*", "application/*"):
+            return
+    raise HTTPProblem(406, "metadata is served as application/dicom+json")
+
+
+async def metadata(request: Request, study: str, series: str | None = None) -> Response:
+    _check_json_accept(request)
+    body, etag, gzipped = await run_in_threadpool(_metadata_body, request, study, series)
+    headers = {"ETag": etag, "Vary": "Accept-Encoding, Accept",
+               "Cache-Control": "no-cache"}
+    if _etag_matches(request, etag):
+        return Response(status_code=304, headers=headers)
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type=DICOM_JSON, headers=headers)
+
+
+def _etag_matches(request: Request, etag: str) -> bool:
+    inm = request.headers.get("if-none-match")
+    if not inm:
+        return False
+    tags = [t.strip() for t in inm.split(",")]
+    return "*" in tags or etag in tags or f"W/{etag}" in tags
+
+
+async def instance_metadata(request: Request, study: str, series: str, sop: str) -> Response:
+    _check_json_accept(request)
+    archive = archive_of(request)
+    root = base_url(request)
+
+    def build() -> tuple[bytes, str]:
+        ref = find_instances(archive, study, series, sop)[0]
+        bulk_root = f"{root}/studies/{study}/series/{series}/instances/{sop}"
+        with archive.retrieve.open(ref) as fh:
+            item = instance_json(fh, bulk_root, ref.transfer_syntax_uid)
+        etag = '"' + hashlib.sha256(f"{root}|{ref.sha256}".encode()).hexdigest()[:24] + '"'
+        return json.dumps([item], ensure_ascii=False, separators=(",", ":")).encode(), etag
+
+    body, etag = await run_in_threadpool(build)
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if _etag_matches(request, etag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=DICOM_JSON, headers=headers)
+
+
+# -- Frames --------------------------------------------------------------------------------------
+
+def parse_frame_list(text: str) -> list[int]:
+    try:
+        numbers = [int(t) for t in text.replace("%2C", ",").split(",") if t.strip()]
+    except ValueError:
+        raise HTTPProblem(400, f"frame list {text[:40]!r} is not a comma-separated list of "
+                          "numbers") from None
+    if not numbers or len(numbers) > 10_000:
+        raise HTTPProblem(400, "frame list is empty or too long")
+    return numbers
+
+
+def choose_frame_encoding(ranges: list[MediaRange], stored_ts: str) -> tuple[str, bool]:
+    """(media type of each part, decode?) for frames of an instance stored in `stored_ts`.
+
+    ``transfer-syntax=*`` (what OHIF sends) gets the frames as stored, compressed or not;
+    plain application/octet-stream gets them decoded to native little endian.
+    """
+    stored_media = FRAME_MEDIA_TYPE.get(stored_ts, OCTET)
+    plain = stored_ts in (EXPLICIT_LE, "1.2.840.10008.1.2")
+    native = stored_ts in NATIVE_SYNTAXES
+
+    def octet() -> tuple[str, bool] | None:
+        if plain:
+            return OCTET, False
+        if native or pixels.can_transcode(stored_ts, EXPLICIT_LE):
+            return OCTET, True
+        return None
+
+    for r in ranges:
+        ptype, ts = r.part_type, r.transfer_syntax
+        if r.type in ("*/*", "multipart/*") or ptype in ("", "*/*", "*"):
+            return octet() or (stored_media, False)
+        if ptype == OCTET:
+            if ts == "*":
+                return (OCTET, not plain) if native else (stored_media, False)
+            if ts in (None, EXPLICIT_LE):
+                choice = octet()
+                if choice:
+                    return choice
+            continue
+        if not native and ptype == stored_media and ts in (None, "*", stored_ts):
+            return stored_media, False
+    raise HTTPProblem(406, f"frames are stored as {stored_media} ({stored_ts}); the accepted "
+                      "media types cannot be served")
+
+
+async def frames(request: Request, study: str, series: str, sop: str, frame_list: str,
+                 ) -> Response:
+    archive = archive_of(request)
+    numbers = parse_frame_list(frame_list)
+    ref = (await run_in_threadpool(find_instances, archive, study, series, sop))[0]
+    path = archive.retrieve.path(ref)
+    if path is None:
+        raise HTTPProblem(500, "stored object is not on a file system")
+    info = await run_in_threadpool(pixels.pixel_info, path)
+    pixels.check_frames(info, numbers)
+    media, decode = choose_frame_encoding(accept_of(request), info.transfer_syntax)
+    if media == OCTET:
+        part_type = f"{OCTET}; transfer-syntax={EXPLICIT_LE}"
+    else:
+        part_type = f"{media}; transfer-syntax={info.transfer_syntax}"
+
+    def frame_bytes(n: int) -> bytes:
+        return pixels.decoded_frame(info, n) if decode else pixels.stored_frame(info, n)
+
+    # The first frame is read before answering, so an error becomes a status, not a cut body.
+    first = await run_in_threadpool(frame_bytes, numbers[0])
+
+    def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
+        yield part_type, iter([first])
+        for n in numbers[1:]:
+            yield part_type, iter([frame_bytes(n)])
+
+    boundary = new_boundary()
+    media_header = f'multipart/related; type="{media}"; boundary={boundary}'
+    return StreamingResponse(multipart_stream(boundary, parts()), media_type=media_header)
+
+
+# -- Bulk data -----------------------------------------------------------------------------------
+
+def _bulk_bytes(path: Path, tag_path: list[str]) -> bytes:
+    with open(path, "rb") as fh:
+        ds = read_deferred(fh)
+        try:
+            holder, tag = locate(ds, tag_path)
+        except (KeyError, IndexError, ValueError):
+            raise HTTPProblem(404, "no such bulk data element in this instance") from None
+        if tag == PIXEL_DATA and holder is ds:
+            ts = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE))
+            if ts not in NATIVE_SYNTAXES:
+                info = pixels.pixel_info(path)
+                return b"".join(pixels.stored_frame(info, n) for n in range(1, info.frames + 1))
+        value = holder[tag].value
+        if value is None:
+            return b""
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value)
+        raise HTTPProblem(404, "that element is not bulk data")
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    if not header or not header.startswith("bytes="):
+        return None
+    spec = header[6:].split(",")[0].strip()
+    start_s, _, end_s = spec.partition("-")
+    try:
+        if start_s == "":
+            length = int(end_s)
+            start, end = max(0, size - length), size - 1
+        else:
+            start = int(start_s)
+            end = int(end_s) if end_s else size - 1
+    except ValueError:
+        return None
+    if start > end or start >= size:
+        raise HTTPProblem(416, f"range not satisfiable (size {size})",
+                          {"Content-Range": f"bytes */{size}"})
+    return start, min(end, size - 1)
+
+
+async def bulkdata(request: Request, study: str, series: str, sop: str, tag_path: str,
+                   ) -> Response:
+    archive = archive_of(request)
+    parts = [p for p in tag_path.split("/") if p]
+    if not parts or len(parts) % 2 != 1 or len(parts) > 41:
+        raise HTTPProblem(400, "bulk data path must be TAG or TAG/ITEM/.../TAG")
+    for i, p in enumerate(parts):
+        if (i % 2 == 0 and (len(p) != 8 or not all(c in "0123456789abcdefABCDEF" for c in p))) \
+                or (i % 2 == 1 and not p.isdigit()):
+            raise HTTPProblem(400, f"bad bulk data path component {p[:20]!r}")
+    ref = (await run_in_threadpool(find_instances, archive, study, series, sop))[0]
+    path = archive.retrieve.path(ref)
+    if path is None:
+        raise HTTPProblem(500, "stored object is not on a file system")
+    data = await run_in_threadpool(_bulk_bytes, path, parts)
+    rng = _parse_range(request.headers.get("range"), len(data))
+    multipart = any(r.multipart for r in accept_of(request)) and not any(
+        r.type in (OCTET, "*/*") for r in accept_of(request))
+    headers = {"Accept-Ranges": "bytes"}
+    if rng is not None:
+        start, end = rng
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        return Response(data[start:end + 1], status_code=206, media_type=OCTET, headers=headers)
+    if multipart:
+        boundary = new_boundary()
+        body = b"".join(multipart_stream(boundary, iter([(OCTET, iter([data]))])))
+        return Response(body, media_type=f'multipart/related; type="{OCTET}"; '
+                        f"boundary={boundary}", headers=headers)
+    return Response(data, media_type=OCTET, headers=headers)
+
+
+# -- Rendered and thumbnails ---------------------------------------------------------------------
+
+def _render_media(request: Request) -> str:
+    for r in accept_of(request):
+        t = r.part_type if r.multipart else r.type
+        if t in ("image/jpeg", "image/png"):
+            return t
+        if t in ("*/*", "image/*"):
+            return "image/jpeg"
+    raise HTTPProblem(406, "rendered images are served as image/jpeg or image/png")
+
+
+def _representative(refs: list[InstanceRef], archive: Archive) -> InstanceRef:
+    """The instance to render for a study or series: the middle image of the first series."""
+    images = [r for r in refs if not r.sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.88")]
+    pool = images or refs
+    first_series = pool[0].series_instance_uid
+    in_series = [r for r in pool if r.series_instance_uid == first_series]
+    return in_series[len(in_series) // 2]
+
+
+async def rendered(request: Request, study: str, series: str | None = None,
+                   sop: str | None = None, frame: str | None = None, *,
+                   thumbnail: bool = False) -> Response:
+    archive = archive_of(request)
+    media = _render_media(request)
+    opts = pixels.parse_render_options(request.query_params, media, thumbnail=thumbnail)
+    refs = await run_in_threadpool(find_instances, archive, study, series, sop)
+    ref = refs[0] if sop else _representative(refs, archive)
+    number = 1
+    if frame is not None:
+        numbers = parse_frame_list(frame)
+        number = numbers[0]
+    path = archive.retrieve.path(ref)
+    if path is None:
+        raise HTTPProblem(500, "stored object is not on a file system")
+    if ref.sop_class_uid == "1.2.840.10008.5.1.4.1.1.104.1" and not thumbnail:
+        def pdf() -> bytes:
+            ds = pydicom.dcmread(str(path))
+            return bytes(ds.EncapsulatedDocument)
+        data = await run_in_threadpool(pdf)
+        return Response(data, media_type="application/pdf")
+    data = await run_in_threadpool(pixels.render, path, number, opts)
+    return Response(data, media_type=opts.media_type,
+                    headers={"Cache-Control": "private, max-age=3600"})
