@@ -8,17 +8,23 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 UV = $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 ARGS ?=
 
-.PHONY: setup serve test lint bench clean
+.PHONY: setup viewer serve test lint bench clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
 	  $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user --break-system-packages uv
 	@$(UV) sync --frozen --python $(PYTHON) --quiet
 
-serve: setup
+# The OHIF viewer build (npm @ohif/app, pinned in config.py) into .cache/ohif/<version>, once.
+# Offline, the archive still starts and / says how to get the viewer.
+viewer: setup
+	@$(UV) run --frozen --no-sync python tools/fetch_ohif.py || \
+	  echo "warning: the OHIF viewer could not be fetched; / will explain how to get it" >&2
+
+serve: setup viewer
 	@$(UV) run --frozen --no-sync archivist serve $(ARGS)
 
-test: setup
+test: setup viewer
 	@$(UV) run --frozen --no-sync pytest $(ARGS)
 
 lint: setup
