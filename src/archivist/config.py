@@ -22,6 +22,7 @@ from archivist.errors import ConfigError
 
 DUPLICATE_POLICIES = ("keep", "replace", "reject")
 VALIDATION_POLICIES = ("off", "warn", "reject")
+DIMSE_ENGINES = ("asyncio", "threaded")
 # The OHIF viewer release served at "/" (npm @ohif/app, fetched by tools/fetch_ohif.py).
 OHIF_VERSION = "3.13.2"
 
@@ -65,6 +66,8 @@ class Settings:
     acse_timeout: float = 30.0
     dimse_timeout: float = 120.0
     network_timeout: float = 120.0
+    # DIMSE acceptor: "asyncio" (event-driven, dimse/acceptor.py) or "threaded" (pynetdicom's)
+    dimse_engine: str = "threaded"
     # Ingest
     duplicate_policy: str = "keep"
     validation_policy: str = "warn"
@@ -249,6 +252,8 @@ def load_settings(
         raise ConfigError(f"duplicate_policy must be one of {', '.join(DUPLICATE_POLICIES)}")
     if settings.validation_policy not in VALIDATION_POLICIES:
         raise ConfigError(f"validation_policy must be one of {', '.join(VALIDATION_POLICIES)}")
+    if settings.dimse_engine not in DIMSE_ENGINES:
+        raise ConfigError(f"dimse_engine must be one of {', '.join(DIMSE_ENGINES)}")
     if settings.max_pdu < 4096:
         raise ConfigError("max_pdu must be at least 4096 bytes")
     return settings

@@ -156,9 +156,12 @@ class DimseServer:
         self.server: _GatedServer | None = None
         self.gate: Gate | None = None
         self._thread: threading.Thread | None = None
+        self.acceptor: Any = None
 
     @property
     def port(self) -> int:
+        if self.acceptor is not None:
+            return self.acceptor.port
         assert self.server is not None
         return int(self.server.server_address[1])
 
@@ -176,6 +179,9 @@ class DimseServer:
     def start(self) -> None:
         configure_pynetdicom(self.settings)
         raise_fd_limit()
+        if self.settings.dimse_engine == "asyncio":
+            self._start_asyncio()
+            return
         h = self.handlers
         ae = build_ae(self.settings, h.extra)
         handlers = [
@@ -209,6 +215,17 @@ class DimseServer:
         )
         self._thread.start()
 
+    def _start_asyncio(self) -> None:
+        """The event-driven acceptor (:mod:`archivist.dimse.acceptor`) with the same contexts,
+        checks and handlers."""
+        from archivist.dimse.acceptor import Acceptor
+        from archivist.dimse.acceptor_services import Services
+
+        ae = build_ae(self.settings, self.handlers.extra)
+        self.acceptor = Acceptor(self.settings, Services(self.handlers),
+                                 list(ae.supported_contexts), self._check_aets)
+        self.acceptor.start()
+
     def wait_listening(self, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -223,6 +240,10 @@ class DimseServer:
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, let running associations finish for `grace` seconds, abort the rest."""
+        if self.acceptor is not None:
+            self.acceptor.stop(grace)
+            self.acceptor = None
+            return
         if self.server is None or self.ae is None:
             return
         server, ae = self.server, self.ae

@@ -1,0 +1,272 @@
+"""Framing for the event-driven acceptor: PDU headers, P-DATA items, DIMSE message assembly.
+
+PS3.8 9.3 defines every PDU as a 6-byte header (type, reserved, 4-byte big-endian length) and a
+body. The association PDUs (A-ASSOCIATE-RQ/AC/RJ, A-RELEASE, A-ABORT) are decoded and encoded by
+pynetdicom's :mod:`pynetdicom.pdu` classes; P-DATA-TF is framed here because it is the hot path
+and its layout is fixed (PS3.8 9.3.5: items of 4-byte length, presentation context ID, then the
+PDV whose first byte is the message control header of PS3.8 E.2).
+
+Command sets are decoded by pynetdicom's DIMSE message classes (:mod:`pynetdicom.dimse_messages`)
+into DIMSE primitives; data sets stay encoded and are handed to a *sink*: memory for identifiers
+and N-service data sets, a temporary file in the data directory for C-STORE data sets (written as
+the fragments arrive, so a large object is never assembled in memory).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+from pynetdicom.dimse_messages import _MESSAGE_TYPES, DIMSEMessage  # type: ignore[attr-defined]
+from pynetdicom.dsutils import decode
+
+HEADER = struct.Struct(">BBL")
+ITEM = struct.Struct(">LBB")  # item length, presentation context ID, message control header
+
+A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ = 0x01, 0x02, 0x03
+P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT = 0x04, 0x05, 0x06, 0x07
+
+MAX_ASSOCIATE_RQ = 64 * 1024
+MIN_ASSOCIATE_RQ = 68  # the fixed fields of the A-ASSOCIATE-RQ variable part (PS3.8 9.3.2)
+MAX_COMMAND_SET = 64 * 1024
+MAX_SMALL_DATASET = 64 * 1024 * 1024  # identifiers, N-service data sets (held in memory)
+
+# A-ABORT reasons, source 2 = service provider (PS3.8 9.3.8)
+ABORT_UNRECOGNIZED_PDU = 1
+ABORT_UNEXPECTED_PDU = 2
+ABORT_UNRECOGNIZED_PARAMETER = 4
+ABORT_UNEXPECTED_PARAMETER = 5
+ABORT_INVALID_PARAMETER = 6
+
+
+class ProtocolError(Exception):
+    """The peer broke PS3.8: the association is aborted with `reason` (A-ABORT, source 2)."""
+
+    def __init__(self, message: str, reason: int = ABORT_INVALID_PARAMETER) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def a_abort(source: int = 2, reason: int = 0) -> bytes:
+    """An A-ABORT PDU (PS3.8 9.3.8); source 0 = service user, 2 = service provider."""
+    return struct.pack(">BBLBBBB", A_ABORT, 0, 4, 0, 0, source, reason)
+
+
+def associate_rj(result: int, source: int, reason: int) -> bytes:
+    """An A-ASSOCIATE-RJ PDU (PS3.8 9.3.4)."""
+    return struct.pack(">BBLBBBB", A_ASSOCIATE_RJ, 0, 4, 0, result, source, reason)
+
+
+A_RELEASE_RP_PDU = struct.pack(">BBLL", A_RELEASE_RP, 0, 4, 0)
+
+
+def p_data(context_id: int, control: int, fragment: bytes | memoryview) -> bytes:
+    """One P-DATA-TF PDU holding one PDV (PS3.8 9.3.5, E.2)."""
+    n = len(fragment)
+    return b"".join((HEADER.pack(P_DATA_TF, 0, n + 6), ITEM.pack(n + 2, context_id, control),
+                     fragment))
+
+
+def encode_message(message: DIMSEMessage, context_id: int, max_pdu: int,
+                   dataset: bytes | None = None) -> list[bytes]:
+    """The P-DATA-TF PDUs carrying `message`, fragmented to the peer's maximum length.
+
+    Parameters
+    ----------
+    message
+        A pynetdicom DIMSE message whose command set is complete (``primitive_to_message``).
+    context_id
+        The presentation context.
+    max_pdu
+        The peer's Maximum Length (0 = unlimited), PS3.8 D.1.
+    dataset
+        The encoded data set, if any (its presence is already recorded in the command set).
+    """
+    from pynetdicom.dsutils import encode
+
+    command = encode(message.command_set, True, True)
+    assert command is not None
+    out: list[bytes] = []
+    for payload, last_control, more_control in ((command, 0x03, 0x01), (dataset, 0x02, 0x00)):
+        if payload is None or (payload is dataset and not payload):
+            continue
+        size = len(payload)
+        step = (max_pdu - 6) if max_pdu else size or 1
+        view = memoryview(payload)
+        offset = 0
+        while True:
+            end = offset + step
+            last = end >= size
+            out.append(p_data(context_id, last_control if last else more_control,
+                              view[offset:end]))
+            if last:
+                break
+            offset = end
+    return out
+
+
+def file_meta_prefix(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
+    """Preamble, ``DICM`` and the File Meta group for a received data set (PS3.10 7.1)."""
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
+    buf = BytesIO()
+    buf.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buf, meta, enforce_standard=True)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+class MemorySink:
+    """Collects a small data set (identifier, N-service data set) in memory, capped."""
+
+    def __init__(self, cap: int = MAX_SMALL_DATASET) -> None:
+        self.buf = bytearray()
+        self.cap = cap
+
+    def write(self, data: bytes | memoryview) -> None:
+        if len(self.buf) + len(data) > self.cap:
+            raise ProtocolError(f"data set larger than {self.cap} bytes", ABORT_INVALID_PARAMETER)
+        self.buf += data
+
+    def needs_flush(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.buf = bytearray()
+
+
+class FileSink:
+    """A C-STORE data set on its way to a temporary file in the data directory.
+
+    Small data sets stay in memory and are written by :meth:`finish` (in a worker thread, together
+    with the ingest); once more than `spill` bytes are waiting they are written out by
+    :meth:`flush` (also meant for a worker thread) so memory stays bounded whatever the size.
+    """
+
+    def __init__(self, tmp_dir: Path, prefix: bytes, *, cap: int, spill: int = 1 << 20) -> None:
+        self.tmp_dir = tmp_dir
+        self.pending: list[bytes] = [prefix]
+        self.pending_size = len(prefix)
+        self.size = 0
+        self.cap = cap
+        self.spill = spill
+        self.fd: int | None = None
+        self.path: Path | None = None
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.size += len(data)
+        if self.size > self.cap:
+            raise ProtocolError(f"data set larger than {self.cap} bytes", ABORT_INVALID_PARAMETER)
+        self.pending.append(bytes(data))
+        self.pending_size += len(data)
+
+    def needs_flush(self) -> bool:
+        return self.pending_size >= self.spill
+
+    def flush(self) -> None:
+        """Write what is waiting (blocking: call from a worker thread)."""
+        if self.fd is None:
+            fd, name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".dcm")
+            self.fd, self.path = fd, Path(name)
+        chunks, self.pending, self.pending_size = self.pending, [], 0
+        data = b"".join(chunks)
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+
+    def finish(self) -> Path:
+        """Write the rest and close; returns the file (blocking: call from a worker thread)."""
+        self.flush()
+        assert self.fd is not None and self.path is not None
+        os.close(self.fd)
+        self.fd = None
+        return self.path
+
+    def close(self) -> None:
+        """Drop the temporary file (after ingest consumed or refused it, or on abort)."""
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            self.path = None
+        self.pending = []
+
+
+class Message:
+    """One DIMSE message being received: command set, then (optionally) its data set."""
+
+    def __init__(self) -> None:
+        self.context_id: int | None = None
+        self.command = bytearray()
+        self.msg: DIMSEMessage | None = None
+        self.primitive: Any = None
+        self.has_dataset = False
+        self.sink: MemorySink | FileSink | None = None
+        self.complete = False
+
+    @property
+    def command_field(self) -> int:
+        assert self.msg is not None
+        return int(self.msg.command_set.CommandField)
+
+    def add_command(self, context_id: int, data: bytes | memoryview, last: bool) -> None:
+        if self.msg is not None:
+            raise ProtocolError("command fragment after the command set was complete",
+                                ABORT_UNEXPECTED_PARAMETER)
+        if self.context_id is not None and context_id != self.context_id:
+            raise ProtocolError("command fragments on different presentation contexts",
+                                ABORT_INVALID_PARAMETER)
+        self.context_id = context_id
+        if len(self.command) + len(data) > MAX_COMMAND_SET:
+            raise ProtocolError("command set too large", ABORT_INVALID_PARAMETER)
+        self.command += data
+        if not last:
+            return
+        try:
+            cs = decode(BytesIO(bytes(self.command)), True, True)
+            field = int(cs.CommandField)
+            cls = _MESSAGE_TYPES[field][1]
+            msg = cls()
+            msg.command_set = cs
+            msg.context_id = context_id
+            self.has_dataset = int(cs.get("CommandDataSetType", 0x0101)) != 0x0101
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is the peer's
+            raise ProtocolError(f"undecodable command set ({type(exc).__name__})",
+                                ABORT_INVALID_PARAMETER) from None
+        self.msg = msg
+        if not self.has_dataset:
+            self.complete = True
+
+    def primitive_of(self) -> Any:
+        """The DIMSE primitive (pynetdicom's ``message_to_primitive``), data set attached."""
+        assert self.msg is not None
+        msg = self.msg
+        if isinstance(self.sink, MemorySink):
+            msg.data_set = BytesIO(bytes(self.sink.buf))
+        else:
+            msg.data_set = BytesIO()
+        try:
+            return msg.message_to_primitive()
+        except Exception as exc:  # noqa: BLE001
+            raise ProtocolError(f"invalid command set ({type(exc).__name__})",
+                                ABORT_INVALID_PARAMETER) from None

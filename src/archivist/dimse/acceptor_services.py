@@ -1,0 +1,806 @@
+"""DIMSE services on the event-driven acceptor: the handlers of :mod:`archivist.dimse.handlers`
+driven without pynetdicom's association threads.
+
+The handlers keep their interface: each receives an :class:`Event` shaped like pynetdicom's
+``Event`` (``request``, ``assoc.requestor``, ``context``, ``identifier``, ``dataset_path``,
+``is_cancelled``, ``move_destination``, ``action_information``...) and returns what pynetdicom
+expects (a status, a ``(status, dataset)`` pair, or the C-FIND/C-MOVE/C-GET generator protocols).
+
+Registration seam (the same in both engines): the acceptor proposes a presentation context for
+every :class:`~archivist.dimse.services.Service` in ``Handlers.extra`` (see
+:func:`archivist.dimse.server.build_ae`); C-FIND/C-MOVE/C-GET requests go to
+``Handlers.handle_find/move/get``, which hand a registered SOP class to its service; N-ACTION,
+N-GET, N-SET, N-CREATE, N-DELETE and N-EVENT-REPORT requests go to ``Handlers.handle_n(message,
+event)``. A feature therefore adds a module to ``services.PROVIDERS`` and touches nothing here.
+A service that must send an N-EVENT-REPORT to the requestor over the same association calls
+``event.assoc.send_n_event_report(...)`` from its handler (it blocks until the peer answers).
+
+Blocking work (ingest, queries, reading blobs, encoding) runs in the acceptor's thread pool; the
+loop only moves bytes. Pending responses are sent one batch at a time and each waits for the
+socket to drain, so a slow reader slows the query down instead of filling memory.
+
+Statuses follow PS3.4 (C.4.1.1.4, C.4.2.1.5, C.4.3.1.4) and pynetdicom's conventions for handler
+errors (0xC311 find, 0xC411 get, 0xC511 move, 0x0110 N-service processing failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import dimse_messages as dm
+from pynetdicom import dimse_primitives as dp
+from pynetdicom.dsutils import decode, encode
+
+from archivist.dimse.acceptor_pdu import Message, encode_message
+from archivist.dimse.status import Status
+
+if TYPE_CHECKING:
+    from pynetdicom.presentation import PresentationContext
+
+    from archivist.dimse.acceptor import Association
+    from archivist.dimse.handlers import Handlers
+
+log = logging.getLogger("archivist.dimse")
+
+_BATCH = 64
+_BATCH_SECONDS = 0.005
+
+_N_MESSAGES = {
+    0x0100: ("N-EVENT-REPORT", dp.N_EVENT_REPORT, dm.N_EVENT_REPORT_RSP),
+    0x0110: ("N-GET", dp.N_GET, dm.N_GET_RSP),
+    0x0120: ("N-SET", dp.N_SET, dm.N_SET_RSP),
+    0x0130: ("N-ACTION", dp.N_ACTION, dm.N_ACTION_RSP),
+    0x0140: ("N-CREATE", dp.N_CREATE, dm.N_CREATE_RSP),
+    0x0150: ("N-DELETE", dp.N_DELETE, dm.N_DELETE_RSP),
+}
+# Response parameters an N-service handler's status/data set may set, per message.
+_N_DATASET = {"N-EVENT-REPORT": "EventReply", "N-GET": "AttributeList",
+              "N-SET": "AttributeList", "N-ACTION": "ActionReply", "N-CREATE": "AttributeList"}
+
+
+def category(status: int) -> str:
+    """PS3.7 C: success, warning, failure, cancel or pending."""
+    if status == 0x0000:
+        return "success"
+    if status in (0xFF00, 0xFF01):
+        return "pending"
+    if status == 0xFE00:
+        return "cancel"
+    if status == 0x0001 or 0xB000 <= status <= 0xBFFF or status == 0x0107 or status == 0x0116:
+        return "warning"
+    return "failure"
+
+
+def apply_status(rsp: Any, status: Any) -> int:
+    """Set ``rsp.Status`` (and Error Comment etc.) from a handler's int or status Dataset."""
+    if isinstance(status, Dataset):
+        if "Status" not in status:
+            rsp.Status = 0xC001
+            return 0xC001
+        for elem in status:
+            if elem.keyword and elem.keyword != "Status" and hasattr(rsp, elem.keyword):
+                try:
+                    setattr(rsp, elem.keyword, elem.value)
+                except (TypeError, ValueError):
+                    pass
+        rsp.Status = int(status.Status)
+    elif isinstance(status, int):
+        rsp.Status = int(status)
+    else:
+        rsp.Status = 0xC002
+    return int(rsp.Status)
+
+
+def encode_response(message_cls: type, primitive: Any, context_id: int, max_pdu: int
+                    ) -> list[bytes]:
+    """Encode a response primitive with pynetdicom's DIMSE message class, as P-DATA PDUs."""
+    msg = message_cls()
+    msg.primitive_to_message(primitive)
+    data = msg.data_set.getvalue() if isinstance(msg.data_set, BytesIO) else None
+    return encode_message(msg, context_id, max_pdu, data or None)
+
+
+def encode_dataset(ds: Dataset, ts: UID) -> bytes:
+    out = encode(ds, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+    if out is None:
+        raise ValueError("the data set cannot be encoded")
+    return bytes(out)
+
+
+@dataclass
+class Requestor:
+    """What handlers read of the requestor (pynetdicom's ``ServiceUser``)."""
+
+    ae_title: str
+    address: str
+    port: int
+    maximum_length: int
+
+
+@dataclass
+class Acceptor_:
+    ae_title: str
+    address: str
+    port: int
+    maximum_length: int
+
+
+class AssociationView:
+    """The ``event.assoc`` handlers see: the two service users and, for services that send
+    notifications to the requestor, :meth:`send_n_event_report`."""
+
+    def __init__(self, assoc: Association) -> None:
+        self._assoc = assoc
+        self.requestor = Requestor(assoc.calling, assoc.address, assoc.port, assoc.peer_max)
+        self.acceptor = Acceptor_(assoc.called, assoc.settings.host,
+                                  assoc.acceptor.port if assoc.acceptor._sock else 0,
+                                  assoc.settings.max_pdu)
+        self.is_acceptor = True
+        self.is_requestor = False
+
+    @property
+    def is_established(self) -> bool:
+        return not self._assoc._closed
+
+    @property
+    def accepted_contexts(self) -> list[PresentationContext]:
+        return list(self._assoc.accepted.values())
+
+    def send_n_event_report(self, dataset: Dataset | None, event_type: int, class_uid: str,
+                            instance_uid: str) -> Dataset:
+        """Send an N-EVENT-REPORT-RQ to the requestor and wait for its status (blocking: call
+        from a handler, which runs in a worker thread). PS3.7 10.1.1."""
+        assoc = self._assoc
+        cx = _find_context(assoc, class_uid, None)
+        if cx is None:
+            raise ValueError(f"no accepted presentation context for {class_uid}")
+        ts = UID(cx.transfer_syntax[0])
+        future = asyncio.run_coroutine_threadsafe(self._report(cx, ts, dataset, event_type,
+                                                               class_uid, instance_uid),
+                                                  assoc.loop)
+        return future.result(assoc.settings.dimse_timeout + 5)
+
+    async def _report(self, cx: Any, ts: UID, dataset: Dataset | None, event_type: int,
+                      class_uid: str, instance_uid: str) -> Dataset:
+        assoc = self._assoc
+        req = dp.N_EVENT_REPORT()
+        req.MessageID = assoc.new_message_id()
+        req.AffectedSOPClassUID = class_uid
+        req.AffectedSOPInstanceUID = instance_uid
+        req.EventTypeID = event_type
+        if dataset is not None:
+            req.EventInformation = BytesIO(encode_dataset(dataset, ts))
+        pdus = encode_response(dm.N_EVENT_REPORT_RQ, req, int(cx.context_id), assoc.send_max)
+        reply = await assoc.request(pdus, int(req.MessageID))
+        status = Dataset()
+        status.Status = int(reply.msg.command_set.get("Status", 0xC000))  # type: ignore[union-attr]
+        return status
+
+
+class Event:
+    """pynetdicom's ``Event``, as far as the handlers use it."""
+
+    def __init__(self, assoc: Association, request: Any, context: PresentationContext,
+                 message_id: int, dataset_path: Path | None = None) -> None:
+        self._assoc = assoc
+        self.assoc = AssociationView(assoc)
+        self.request = request
+        self._cx = context
+        self.message_id = message_id
+        self._dataset_path = dataset_path
+        self.timestamp = time.time()
+        self._decoded: dict[str, Dataset] = {}
+
+    @property
+    def context(self) -> Any:
+        return self._cx.as_tuple
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.message_id in self._assoc.cancelled
+
+    def _get_dataset(self, attr: str) -> Dataset:
+        if attr in self._decoded:
+            return self._decoded[attr]
+        stream = getattr(self.request, attr, None)
+        if stream is None:
+            raise AttributeError(f"the request has no {attr}")
+        data = stream.getvalue() if isinstance(stream, BytesIO) else b""
+        if not data:
+            ds = Dataset()
+        else:
+            ts = UID(self._cx.transfer_syntax[0])
+            ds = decode(BytesIO(data), ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+            ds.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian)
+        self._decoded[attr] = ds
+        return ds
+
+    @property
+    def identifier(self) -> Dataset:
+        return self._get_dataset("Identifier")
+
+    @property
+    def action_information(self) -> Dataset:
+        return self._get_dataset("ActionInformation")
+
+    @property
+    def event_information(self) -> Dataset:
+        return self._get_dataset("EventInformation")
+
+    @property
+    def attribute_list(self) -> Dataset:
+        return self._get_dataset("AttributeList")
+
+    @property
+    def modification_list(self) -> Dataset:
+        return self._get_dataset("ModificationList")
+
+    @property
+    def action_type(self) -> int | None:
+        return getattr(self.request, "ActionTypeID", None)
+
+    @property
+    def event_type(self) -> int | None:
+        return getattr(self.request, "EventTypeID", None)
+
+    @property
+    def attribute_identifiers(self) -> list[Any]:
+        return list(getattr(self.request, "AttributeIdentifierList", None) or [])
+
+    @property
+    def move_destination(self) -> str | None:
+        return getattr(self.request, "MoveDestination", None)
+
+    @property
+    def dataset_path(self) -> Path:
+        if self._dataset_path is None:
+            raise AttributeError("no data set file")
+        return self._dataset_path
+
+    @property
+    def dataset(self) -> Dataset:
+        ds = pydicom.dcmread(self.dataset_path)
+        return ds
+
+    def encoded_dataset(self, include_meta: bool = True) -> bytes:
+        data = self.dataset_path.read_bytes()
+        if include_meta:
+            return data
+        ds = pydicom.dcmread(self.dataset_path, stop_before_pixels=True)
+        return data[132 + int(ds.file_meta.FileMetaInformationGroupLength) + 12:]
+
+
+def _find_context(assoc: Association, sop_class: str, ts: str | None,
+                  *, scu: bool = False) -> Any:
+    """An accepted context for `sop_class` (with us as SCU when `scu`), `ts` preferred; for
+    an uncompressed `ts` any uncompressed context will do (the data set is re-encoded)."""
+    candidates = [cx for cx in assoc.accepted.values() if cx.abstract_syntax == sop_class]
+    if scu:
+        candidates = [cx for cx in candidates if cx.as_scu]
+    if not candidates:
+        return None
+    if ts is None:
+        return candidates[0]
+    for cx in candidates:
+        if cx.transfer_syntax[0] == ts:
+            return cx
+    uncompressed = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+    if ts in uncompressed:
+        for cx in candidates:
+            if cx.transfer_syntax[0] in uncompressed:
+                return cx
+    return None
+
+
+class Services:
+    """Performs complete DIMSE requests for the acceptor by calling the archive's handlers."""
+
+    def __init__(self, handlers: Handlers) -> None:
+        self.handlers = handlers
+        self.settings = handlers.settings
+
+    async def perform(self, assoc: Association, msg: Message) -> None:
+        cx = assoc.accepted[int(msg.context_id)]  # type: ignore[arg-type]
+        field = msg.command_field
+        req = msg.primitive_of()
+        if field == 0x0001:
+            await self._store(assoc, msg, req, cx)
+        elif field == 0x0030:
+            await self._echo(assoc, req, cx)
+        elif field == 0x0020:
+            await self._find(assoc, req, cx)
+        elif field == 0x0021:
+            await self._move(assoc, req, cx)
+        elif field == 0x0010:
+            await self._get(assoc, req, cx)
+        elif field in _N_MESSAGES:
+            await self._n_service(assoc, field, req, cx)
+        else:
+            log.warning("DIMSE command 0x%04X from %s not supported", field, assoc.calling)
+            await self._abort_unsupported(assoc, field)
+
+    async def _abort_unsupported(self, assoc: Association, field: int) -> None:
+        from archivist.dimse.acceptor_pdu import ABORT_UNRECOGNIZED_PARAMETER, ProtocolError
+
+        raise ConnectionError(str(ProtocolError(f"command 0x{field:04X}",
+                                                ABORT_UNRECOGNIZED_PARAMETER)))
+
+    def _run(self, assoc: Association, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        return assoc.loop.run_in_executor(assoc.acceptor.pool, fn, *args)
+
+    # -- C-ECHO ----------------------------------------------------------------------------
+
+    async def _echo(self, assoc: Association, req: Any, cx: Any) -> None:
+        event = Event(assoc, req, cx, int(req.MessageID))
+        try:
+            status = self.handlers.handle_echo(event)
+        except Exception:
+            log.exception("C-ECHO handler failed")
+            status = 0xC000  # pragma: no cover
+        rsp = dp.C_ECHO()
+        rsp.MessageIDBeingRespondedTo = req.MessageID
+        rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+        apply_status(rsp, status)
+        await assoc.send(encode_response(dm.C_ECHO_RSP, rsp, int(cx.context_id), assoc.send_max))
+
+    # -- C-STORE ---------------------------------------------------------------------------
+
+    async def _store(self, assoc: Association, msg: Message, req: Any, cx: Any) -> None:
+        pdus = await self._run(assoc, self._store_blocking, assoc, msg, req, cx)
+        await assoc.send(pdus)
+
+    def _store_blocking(self, assoc: Association, msg: Message, req: Any, cx: Any
+                        ) -> list[bytes]:
+        rsp = dp.C_STORE()
+        rsp.MessageIDBeingRespondedTo = req.MessageID
+        try:
+            rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+            rsp.AffectedSOPInstanceUID = req.AffectedSOPInstanceUID
+        except (TypeError, ValueError):
+            pass
+        sink = msg.sink
+        if str(req.AffectedSOPClassUID) != str(cx.abstract_syntax):
+            status: Any = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+        else:
+            try:
+                path = sink.finish()  # type: ignore[union-attr]
+                event = Event(assoc, req, cx, int(req.MessageID), dataset_path=path)
+                status = self.handlers.handle_store(event)
+            except OSError as exc:
+                log.error("C-STORE from %s: cannot write the temporary file: %s",
+                          assoc.calling, exc.strerror)
+                status = Status.OUT_OF_RESOURCES
+            finally:
+                if sink is not None:
+                    sink.close()
+        apply_status(rsp, status)
+        return encode_response(dm.C_STORE_RSP, rsp, int(cx.context_id), assoc.send_max)
+
+    # -- C-FIND ----------------------------------------------------------------------------
+
+    async def _find(self, assoc: Association, req: Any, cx: Any) -> None:
+        event = Event(assoc, req, cx, int(req.MessageID))
+        ts = UID(cx.transfer_syntax[0])
+        state: dict[str, Any] = {"gen": None, "done": False}
+
+        def response(status: Any, identifier: Dataset | None) -> tuple[list[bytes], bool]:
+            rsp = dp.C_FIND()
+            rsp.MessageIDBeingRespondedTo = req.MessageID
+            rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+            code = apply_status(rsp, status)
+            kind = category(code)
+            if kind == "pending":
+                if identifier is None:
+                    rsp.Status = code = 0xC312  # pynetdicom: pending without an identifier
+                    kind = "failure"
+                else:
+                    rsp.Identifier = BytesIO(encode_dataset(identifier, ts))
+            return encode_response(dm.C_FIND_RSP, rsp, int(cx.context_id),
+                                   assoc.send_max), kind != "pending"
+
+        def pull() -> list[tuple[list[bytes], bool]]:
+            out: list[tuple[list[bytes], bool]] = []
+            start = time.monotonic()
+            try:
+                if state["gen"] is None:
+                    state["gen"] = iter(self.handlers.handle_find(event))
+                gen: Iterator[Any] = state["gen"]
+                while len(out) < _BATCH and time.monotonic() - start < _BATCH_SECONDS:
+                    try:
+                        status, identifier = next(gen)
+                    except StopIteration:
+                        out.append(response(Status.SUCCESS, None))
+                        break
+                    item = response(status, identifier)
+                    out.append(item)
+                    if item[1]:
+                        break
+            except Exception:
+                log.exception("C-FIND handler failed")
+                out.append(response(0xC311, None))
+            return out
+
+        while True:
+            batch = await self._run(assoc, pull)
+            for pdus, final in batch:
+                await assoc.send(pdus)
+                if final:
+                    _close(state["gen"])
+                    return
+
+    # -- C-GET -----------------------------------------------------------------------------
+
+    async def _get(self, assoc: Association, req: Any, cx: Any) -> None:
+        """C-GET SCP (PS3.4 C.4.3): sub-operations as C-STORE requests on this association."""
+        event = Event(assoc, req, cx, int(req.MessageID))
+        ts = UID(cx.transfer_syntax[0])
+        counts = Counts()
+        failed: list[str] = []
+        holder: dict[str, Any] = {}
+
+        def rsp_pdus(status: Any, *, with_counts: bool = True, ident: Dataset | None = None
+                     ) -> list[bytes]:
+            rsp = dp.C_GET()
+            rsp.MessageIDBeingRespondedTo = req.MessageID
+            rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+            apply_status(rsp, status)
+            if with_counts:
+                counts.apply(rsp, remaining=int(rsp.Status) in (0xFF00, 0xFE00))
+            if ident is not None:
+                rsp.Identifier = BytesIO(encode_dataset(ident, ts))
+            return encode_response(dm.C_GET_RSP, rsp, int(cx.context_id), assoc.send_max)
+
+        def first() -> Any:
+            gen = iter(self.handlers.handle_get(event))
+            holder["gen"] = gen
+            return next(gen)
+
+        try:
+            count = await self._run(assoc, first)
+        except Exception:
+            log.exception("C-GET handler failed")
+            await assoc.send(rsp_pdus(0xC411, with_counts=False))
+            return
+        if isinstance(count, tuple):  # the handler refused: (status, identifier)
+            await assoc.send(rsp_pdus(count[0], with_counts=False))
+            return
+        try:
+            total = int(count)
+        except (TypeError, ValueError):
+            await assoc.send(rsp_pdus(0xC413, with_counts=False))
+            return
+        if total > 65535:
+            await assoc.send(rsp_pdus(0xC416, with_counts=False))
+            return
+        counts.remaining = total
+        gen = holder["gen"]
+        sub_id = int(req.MessageID)
+
+        def next_sub() -> tuple[Any, Any, list[bytes] | None, int]:
+            """The next yield, with its C-STORE-RQ encoded (worker thread)."""
+            nonlocal sub_id
+            try:
+                status, ds = next(gen)
+            except StopIteration:
+                return "end", None, None, 0
+            if category(int(status.Status if isinstance(status, Dataset) else status)) \
+                    != "pending" or ds is None:
+                return status, ds, None, 0
+            sop_class = str(ds.get("SOPClassUID", ""))
+            stored_ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")
+                            or "")
+            scx = _find_context(assoc, sop_class, stored_ts or None, scu=True)
+            if scx is None:
+                log.warning("C-GET to %s: no accepted context for %s in %s", assoc.calling,
+                            sop_class, stored_ts)
+                return "nocontext", ds, None, 0
+            sub_id = sub_id % 65535 + 1
+            store = dp.C_STORE()
+            store.MessageID = sub_id
+            store.AffectedSOPClassUID = sop_class
+            store.AffectedSOPInstanceUID = ds.SOPInstanceUID
+            store.Priority = 0x0002
+            store.DataSet = BytesIO(encode_dataset(ds, UID(scx.transfer_syntax[0])))
+            return status, ds, encode_response(dm.C_STORE_RQ, store, int(scx.context_id),
+                                               assoc.send_max), sub_id
+
+        try:
+            while True:
+                if event.is_cancelled:
+                    await assoc.send(rsp_pdus(Status.CANCEL, ident=_failed_list(failed)))
+                    return
+                try:
+                    status, ds, pdus, mid = await self._run(assoc, next_sub)
+                except Exception:
+                    log.exception("C-GET handler failed")
+                    counts.failed += counts.remaining
+                    counts.remaining = 0
+                    await assoc.send(rsp_pdus(0xC411, ident=_failed_list(failed)))
+                    return
+                if status == "end":
+                    break
+                if status == "nocontext":
+                    counts.sub_done("failure")
+                    failed.append(str(ds.get("SOPInstanceUID", "")))
+                    await assoc.send(rsp_pdus(Status.PENDING))
+                    continue
+                code = int(status.Status) if isinstance(status, Dataset) else int(status)
+                kind = category(code)
+                if kind == "cancel":
+                    await assoc.send(rsp_pdus(status, ident=_failed_list(failed)))
+                    return
+                if kind in ("failure", "warning"):
+                    counts.failed += counts.remaining
+                    counts.remaining = 0
+                    await assoc.send(rsp_pdus(status, ident=_failed_list(failed)))
+                    return
+                if kind == "success":
+                    break
+                if counts.remaining <= 0:
+                    break
+                if pdus is None:  # pending without a data set: a failed sub-operation
+                    counts.sub_done("failure")
+                    failed.append("")
+                    await assoc.send(rsp_pdus(Status.PENDING))
+                    continue
+                try:
+                    reply = await assoc.request(pdus, mid)
+                    sub = int(reply.msg.command_set.get("Status", 0xC000))  # type: ignore[union-attr]
+                except TimeoutError:
+                    log.warning("C-GET to %s: no C-STORE response within %ss", assoc.calling,
+                                self.settings.dimse_timeout)
+                    assoc.abort_now("C-STORE response timeout")
+                    return
+                result = category(sub)
+                counts.sub_done("success" if result == "success" else
+                                "warning" if result == "warning" else "failure")
+                if result == "failure":
+                    failed.append(str(ds.get("SOPInstanceUID", "")))
+                await assoc.send(rsp_pdus(Status.PENDING))
+        finally:
+            _close(gen)
+        await assoc.send(self._final(rsp_pdus, counts, total, failed))
+
+    @staticmethod
+    def _final(rsp_pdus: Any, counts: Counts, total: int, failed: list[str]) -> list[bytes]:
+        if not counts.failed and not counts.warning:
+            return rsp_pdus(Status.SUCCESS)  # type: ignore[no-any-return]
+        status = Status.OUT_OF_RESOURCES_SUBOPS if counts.failed == total else \
+            Status.SUBOPS_WARNING
+        return rsp_pdus(status, ident=_failed_list(failed))  # type: ignore[no-any-return]
+
+    # -- C-MOVE ----------------------------------------------------------------------------
+
+    async def _move(self, assoc: Association, req: Any, cx: Any) -> None:
+        """C-MOVE SCP (PS3.4 C.4.2): sub-operations over a new association (pynetdicom SCU, in
+        a worker thread); pending responses go back over this association with back-pressure."""
+        event = Event(assoc, req, cx, int(req.MessageID))
+        ts = UID(cx.transfer_syntax[0])
+        loop = assoc.loop
+
+        def send_from_thread(pdus: list[bytes]) -> None:
+            asyncio.run_coroutine_threadsafe(assoc.send(pdus), loop).result(
+                self.settings.network_timeout)
+
+        def rsp_pdus(status: Any, counts: Counts | None, ident: Dataset | None = None
+                     ) -> list[bytes]:
+            rsp = dp.C_MOVE()
+            rsp.MessageIDBeingRespondedTo = req.MessageID
+            rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+            apply_status(rsp, status)
+            if counts is not None:
+                counts.apply(rsp, remaining=int(rsp.Status) in (0xFF00, 0xFE00))
+            if ident is not None:
+                rsp.Identifier = BytesIO(encode_dataset(ident, ts))
+            return encode_response(dm.C_MOVE_RSP, rsp, int(cx.context_id), assoc.send_max)
+
+        def run() -> None:
+            try:
+                gen = iter(self.handlers.handle_move(event))
+                destination = next(gen)
+            except Exception:
+                log.exception("C-MOVE handler failed")
+                send_from_thread(rsp_pdus(0xC511, None))
+                return
+            try:
+                self._move_blocking(assoc, req, event, gen, destination, rsp_pdus,
+                                    send_from_thread)
+            finally:
+                _close(gen)
+
+        await loop.run_in_executor(assoc.acceptor.pool, run)
+
+    def _move_blocking(self, assoc: Association, req: Any, event: Event, gen: Iterator[Any],
+                       destination: Any, rsp_pdus: Any, send: Any) -> None:
+        if not isinstance(destination, tuple) or len(destination) < 2 \
+                or None in destination[:2]:
+            send(rsp_pdus(Status.MOVE_DESTINATION_UNKNOWN, None))
+            return
+        try:
+            count = next(gen)
+        except StopIteration:
+            count = 0
+        except Exception:
+            log.exception("C-MOVE handler failed")
+            send(rsp_pdus(0xC511, None))
+            return
+        if isinstance(count, tuple):  # the handler refused: (status, identifier)
+            send(rsp_pdus(count[0], None))
+            return
+        try:
+            total = int(count)
+        except (TypeError, ValueError):
+            send(rsp_pdus(0xC513, None))
+            return
+        counts = Counts(remaining=total)
+        if total < 1:
+            send(rsp_pdus(Status.SUCCESS, counts))
+            return
+        if total > 65535:
+            send(rsp_pdus(0xC516, None))
+            return
+        kwargs: dict[str, Any] = dict(destination[2]) if len(destination) > 2 and \
+            destination[2] else {}
+        store_assoc = _open_move_association(self.settings, str(req.MoveDestination).strip(),
+                                             destination[0], int(destination[1]), kwargs)
+        if store_assoc is None:
+            send(rsp_pdus(Status.MOVE_DESTINATION_UNKNOWN, None))
+            return
+        failed: list[str] = []
+        try:
+            for item in gen:
+                if not event.assoc.is_established:
+                    return
+                if event.is_cancelled:
+                    send(rsp_pdus(Status.CANCEL, counts, _failed_list(failed)))
+                    return
+                status, ds = item
+                code = int(status.Status) if isinstance(status, Dataset) else int(status)
+                kind = category(code)
+                if kind == "cancel":
+                    send(rsp_pdus(status, counts, _failed_list(failed)))
+                    return
+                if kind in ("failure", "warning"):
+                    counts.failed += counts.remaining
+                    counts.remaining = 0
+                    send(rsp_pdus(status, counts, _failed_list(failed)))
+                    return
+                if kind == "success" or counts.remaining <= 0:
+                    break
+                if ds is None:
+                    counts.sub_done("failure")
+                    failed.append("")
+                else:
+                    try:
+                        result = store_assoc.send_c_store(
+                            ds, originator_aet=assoc.calling,
+                            originator_id=int(req.MessageID))
+                        sub = int(result.Status) if "Status" in result else 0xC000
+                    except Exception as exc:  # noqa: BLE001 - a failed sub-operation
+                        log.warning("C-MOVE sub-operation to %s failed: %s",
+                                    req.MoveDestination, type(exc).__name__)
+                        sub = 0xC000
+                    result_kind = category(sub)
+                    counts.sub_done("success" if result_kind == "success" else
+                                    "warning" if result_kind == "warning" else "failure")
+                    if result_kind == "failure":
+                        failed.append(str(ds.get("SOPInstanceUID", "")))
+                send(rsp_pdus(Status.PENDING, counts))
+        finally:
+            with contextlib.suppress(Exception):
+                store_assoc.release()
+        send(self._final(lambda s, ident=None: rsp_pdus(s, counts, ident), counts, total,
+                         failed))
+
+    # -- N-services ------------------------------------------------------------------------
+
+    async def _n_service(self, assoc: Association, field: int, req: Any, cx: Any) -> None:
+        name, primitive_cls, rsp_cls = _N_MESSAGES[field]
+        event = Event(assoc, req, cx, int(req.MessageID))
+        ts = UID(cx.transfer_syntax[0])
+
+        def run() -> list[bytes]:
+            rsp = primitive_cls()
+            rsp.MessageIDBeingRespondedTo = req.MessageID
+            sop_class = getattr(req, "AffectedSOPClassUID", None) or \
+                getattr(req, "RequestedSOPClassUID", None)
+            sop_instance = getattr(req, "AffectedSOPInstanceUID", None) or \
+                getattr(req, "RequestedSOPInstanceUID", None)
+            try:
+                rsp.AffectedSOPClassUID = sop_class
+                if sop_instance:
+                    rsp.AffectedSOPInstanceUID = sop_instance
+                if name == "N-ACTION" and req.ActionTypeID is not None:
+                    rsp.ActionTypeID = req.ActionTypeID
+                if name == "N-EVENT-REPORT" and req.EventTypeID is not None:
+                    rsp.EventTypeID = req.EventTypeID
+            except (TypeError, ValueError, AttributeError):
+                pass
+            try:
+                result = self.handlers.handle_n(name, event)
+                status, ds = result if isinstance(result, tuple) else (result, None)
+            except Exception:
+                log.exception("%s handler failed", name)
+                status, ds = 0x0110, None
+            code = apply_status(rsp, status)
+            if ds is not None and category(code) in ("success", "warning") \
+                    and name in _N_DATASET:
+                setattr(rsp, _N_DATASET[name], BytesIO(encode_dataset(ds, ts)))
+            return encode_response(rsp_cls, rsp, int(cx.context_id), assoc.send_max)
+
+        await assoc.send(await self._run(assoc, run))
+
+
+@dataclass
+class Counts:
+    """Sub-operation counts of C-MOVE/C-GET responses (PS3.4 C.4.2.1.6)."""
+
+    remaining: int = 0
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+
+    def sub_done(self, kind: str) -> None:
+        self.remaining -= 1
+        if kind == "success":
+            self.completed += 1
+        elif kind == "warning":
+            self.warning += 1
+        else:
+            self.failed += 1
+
+    def apply(self, rsp: Any, *, remaining: bool) -> None:
+        if remaining:
+            rsp.NumberOfRemainingSuboperations = self.remaining
+        rsp.NumberOfCompletedSuboperations = self.completed
+        rsp.NumberOfFailedSuboperations = self.failed
+        rsp.NumberOfWarningSuboperations = self.warning
+
+
+def _failed_list(failed: list[str]) -> Dataset:
+    ds = Dataset()
+    ds.FailedSOPInstanceUIDList = failed
+    return ds
+
+
+def _close(gen: Any) -> None:
+    close = getattr(gen, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
+
+
+def _open_move_association(settings: Any, aet: str, host: str, port: int,
+                           kwargs: dict[str, Any]) -> Any:
+    """The outbound association of a C-MOVE (pynetdicom SCU, blocking), or None."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=settings.aet)
+    ae.acse_timeout = settings.acse_timeout
+    ae.dimse_timeout = settings.dimse_timeout
+    ae.network_timeout = settings.network_timeout
+    contexts = kwargs.pop("contexts", None) or []
+    try:
+        assoc = ae.associate(host, port, contexts=contexts or None, ae_title=aet, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("C-MOVE: cannot associate with %s at %s:%d (%s)", aet, host, port,
+                    type(exc).__name__)
+        return None
+    if not assoc.is_established:
+        log.warning("C-MOVE: %s at %s:%d refused the association", aet, host, port)
+        return None
+    return assoc
+
+
+__all__ = ["Event", "Services"]
