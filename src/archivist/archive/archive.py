@@ -10,6 +10,7 @@ from typing import IO
 from archivist.archive.ingest import Ingest, Validator
 from archivist.archive.retrieve import Retrieve
 from archivist.archive.search import Search
+from archivist.archive.validation import validate_on_ingest
 from archivist.config import Settings
 from archivist.index.repository import Index
 from archivist.store.blob import BlobStore, FilesystemBlobStore
@@ -22,6 +23,11 @@ class Archive:
 
     Use :meth:`open` for the embedded default; it creates the directories, migrates the index
     and, when no other process is using the data directory, sweeps what a crash left behind.
+
+    Every object stored is validated against the standard
+    (:func:`archivist.archive.validation.validate_on_ingest`, or the `validator` given) unless
+    ``settings.validation_policy`` is ``off``; ``warn`` keeps the findings in the index,
+    ``reject`` refuses objects with errors.
     """
 
     def __init__(self, settings: Settings, blobs: BlobStore, index: Index,
@@ -31,7 +37,7 @@ class Archive:
         self.index = index
         self.search = Search(index, pn_case_insensitive=settings.pn_case_insensitive)
         self.retrieve = Retrieve(self.search, blobs)
-        self.ingest = Ingest(settings, blobs, index, validator)
+        self.ingest = Ingest(settings, blobs, index, validator or validate_on_ingest)
         self._lock_file: IO[str] | None = None
 
     @classmethod

@@ -11,9 +11,10 @@ from __future__ import annotations
 import enum
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -21,6 +22,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
+from archivist.archive.coded import extract_codes
+from archivist.archive.validation import PixelDataInfo
 from archivist.config import Settings
 from archivist.core.uids import clean_uid, is_valid_uid
 from archivist.errors import (
@@ -31,7 +34,7 @@ from archivist.errors import (
     StorageError,
     ValidationRejected,
 )
-from archivist.index.extract import extract
+from archivist.index.extract import FindingRow, ValidationRecord, extract
 from archivist.index.repository import BlobInfo, Index
 from archivist.store.blob import BlobStore
 
@@ -60,6 +63,14 @@ class Origin:
 
 @dataclass
 class IngestResult:
+    """What happened to one object.
+
+    ``warnings`` are readable remarks about the store itself; ``validation`` is the outcome of
+    the validation on ingest (counts and findings; None when not validated).
+    A refused object raises instead (:class:`~archivist.errors.ValidationRejected` and the other
+    :class:`~archivist.errors.IngestError` subclasses, whose text is the reason).
+    """
+
     status: StoreStatus
     sop_instance_uid: str
     sop_class_uid: str
@@ -68,15 +79,23 @@ class IngestResult:
     size: int = 0
     change_seq: int = 0
     warnings: list[str] = field(default_factory=list)
+    validation: ValidationRecord | None = None
 
 
-Validator = Callable[[Dataset], list[object]]
+#: Validates the dataset ingest read (no pixel data) given where the file's pixel data is;
+#: returns findings (objects with ``severity``, ``rule_id``, ``path``, ``module``, ``iod``,
+#: ``message``, ``reference``), e.g. :func:`archivist.archive.validation.validate_on_ingest`.
+Validator = Callable[[Dataset, PixelDataInfo | None], Sequence[Any]]
+
+#: At most this many findings are kept per instance (the counts are always complete).
+MAX_FINDINGS_PER_INSTANCE = 200
+_MAX_FINDING_TEXT = 1024
 
 
 _PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # Float, Double Float, Pixel Data
 
 
-def _check_lengths(path: Path, size: int) -> int | None:
+def _check_lengths(path: Path, size: int) -> PixelDataInfo | None:
     """Refuse a file in which a value runs past its end (PS3.5 7.1).
 
     pydicom reads a value cut short without complaint, so the elements are walked once more with
@@ -85,8 +104,8 @@ def _check_lengths(path: Path, size: int) -> int | None:
 
     Returns
     -------
-    int or None
-        The file offset of the pixel data value, None when there is none.
+    PixelDataInfo or None
+        The pixel data element (tag and value length), None when there is none.
     """
     with open(path, "rb") as fh:
         try:
@@ -102,29 +121,35 @@ def _check_lengths(path: Path, size: int) -> int | None:
             # The raw element: Dataset.get_item() would load a deferred value (all of it).
             raw = ds._dict.get(Tag(tag))  # noqa: SLF001
             tell = getattr(raw, "value_tell", None)
-            return int(tell) if tell is not None else 0
+            length = getattr(raw, "length", None)
+            return PixelDataInfo(tag, int(length) if length is not None else 0,
+                                 int(tell) if tell is not None else 0)
     return None
 
 
-def _check_complete(path: Path, ds: Dataset, ts: UID) -> None:
-    """Refuse objects that are cut short (no full read: values are skipped, not loaded)."""
+def _check_complete(path: Path, ds: Dataset, ts: UID) -> PixelDataInfo | None:
+    """Refuse objects that are cut short (no full read: values are skipped, not loaded).
+
+    Returns the pixel data element found (None when there is none, or for a deflated file,
+    whose elements cannot be located without inflating it).
+    """
     size = path.stat().st_size
     if ts.is_deflated:
-        return
-    pixels_at = _check_lengths(path, size)
+        return None
+    pixel = _check_lengths(path, size)
     rows, cols = ds.get("Rows"), ds.get("Columns")
     bits = ds.get("BitsAllocated")
     if not (rows and cols and bits):
-        return
-    if pixels_at is None:
+        return pixel
+    if pixel is None:
         raise InvalidObject("truncated: the Image Pixel Module has no Pixel Data")
     if ts.is_encapsulated:
         with open(path, "rb") as fh:
-            fh.seek(max(pixels_at, size - 65536))
+            fh.seek(max(pixel.offset, size - 65536))
             tail = fh.read()
         if _SEQ_DELIMITER not in tail:
             raise InvalidObject("truncated: encapsulated Pixel Data has no sequence delimiter")
-        return
+        return pixel
     try:
         frames = int(ds.get("NumberOfFrames") or 1)
         spp = int(ds.get("SamplesPerPixel") or 1)
@@ -132,11 +157,12 @@ def _check_complete(path: Path, ds: Dataset, ts: UID) -> None:
             spp = 2  # chroma subsampled horizontally: two samples per pixel on average
         expected = int(rows) * int(cols) * frames * spp * int(bits) // 8
     except (TypeError, ValueError):
-        return
+        return pixel
     if expected and size < expected:
         raise InvalidObject(
             f"truncated: {size} bytes in the file, Pixel Data alone needs {expected}"
         )
+    return pixel
 
 
 class Ingest:
@@ -162,6 +188,10 @@ class Ingest:
         InvalidObject
             Not a DICOM Part 10 file, unreadable, or cut short.
         """
+        ds, ts, _ = self._read_header(path)
+        return ds, ts
+
+    def _read_header(self, path: Path) -> tuple[Dataset, UID, PixelDataInfo | None]:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except InvalidDicomError:
@@ -185,8 +215,8 @@ class Ingest:
             raise InvalidObject("sequences nested too deeply") from None
         except Exception as exc:  # noqa: BLE001
             raise InvalidObject(f"cannot decode the dataset ({type(exc).__name__})") from None
-        _check_complete(path, ds, ts)
-        return ds, ts
+        pixel = _check_complete(path, ds, ts)
+        return ds, ts, pixel
 
     def store_file(
         self,
@@ -217,7 +247,7 @@ class Ingest:
         StorageFull, StorageError, IndexError_
             The archive could not store it; nothing was stored.
         """
-        ds, ts = self.read_header(path)
+        ds, ts, pixel = self._read_header(path)
         sop_class = clean_uid(ds.get("SOPClassUID"))
         sop_uid = clean_uid(ds.get("SOPInstanceUID"))
         study_uid = clean_uid(ds.get("StudyInstanceUID"))
@@ -240,8 +270,9 @@ class Ingest:
             warnings.append("SOP Instance UID differs from the C-STORE request")
             log.warning("sop=%s: Affected SOP Instance UID of the request differs", sop_uid)
 
+        validation: ValidationRecord | None = None
         if self.validator is not None and self.settings.validation_policy != "off":
-            warnings.extend(self._validate(ds))
+            validation = self._validate(ds, pixel, sop_uid)
 
         policy = self.settings.duplicate_policy
         result_ids = dict(sop_instance_uid=sop_uid, sop_class_uid=sop_class,
@@ -251,9 +282,10 @@ class Ingest:
             if policy == "reject":
                 raise DuplicateRejected("SOP Instance UID is already stored")
             return IngestResult(StoreStatus.ALREADY_STORED, size=int(existing["size"]),
-                                warnings=warnings, **result_ids)
+                                warnings=warnings, validation=validation, **result_ids)
 
         rows = extract(ds)
+        rows.codes = extract_codes(ds)
         put = self.blobs.put_file(path, consume=consume)
         try:
             outcome = self.index.add_instance(
@@ -262,6 +294,7 @@ class Ingest:
                 sop_instance_uid=sop_uid, sop_class_uid=sop_class,
                 study_instance_uid=study_uid, series_instance_uid=series_uid,
                 source_aet=origin.aet, source_address=origin.address, policy=policy,
+                validation=validation,
             )
         except BaseException:
             self.blobs.delete(put.key)
@@ -271,7 +304,7 @@ class Ingest:
             if policy == "reject":
                 raise DuplicateRejected("SOP Instance UID is already stored")
             return IngestResult(StoreStatus.ALREADY_STORED, size=put.size, warnings=warnings,
-                                **result_ids)
+                                validation=validation, **result_ids)
         if outcome.status == "replaced":
             if outcome.old_storage_key:
                 self.blobs.delete(outcome.old_storage_key)
@@ -281,7 +314,7 @@ class Ingest:
         log.info("stored sop=%s size=%d from=%s/%s seq=%d", sop_uid, put.size, origin.kind,
                  origin.aet or "-", outcome.change_seq)
         return IngestResult(status, size=put.size, change_seq=outcome.change_seq,
-                            warnings=warnings, **result_ids)
+                            warnings=warnings, validation=validation, **result_ids)
 
     def store_bytes(self, data: bytes, origin: Origin, **kwargs: object) -> IngestResult:
         """Store a Part 10 object held in memory (writes it to the temp area first)."""
@@ -300,22 +333,46 @@ class Ingest:
             except OSError:
                 pass
 
-    def _validate(self, ds: Dataset) -> list[str]:
+    def _validate(self, ds: Dataset, pixel: PixelDataInfo | None,
+                  sop_uid: str) -> ValidationRecord | None:
+        """Run the validator and apply the policy (None: the validator itself failed).
+
+        Raises
+        ------
+        ValidationRejected
+            The policy is ``reject`` and the object has error findings; the message names the
+            first error's rule id (it becomes the C-STORE Error Comment and STOW's reason).
+        """
         assert self.validator is not None
         try:
-            findings = self.validator(ds)
+            findings = list(self.validator(ds, pixel))
         except Exception as exc:  # noqa: BLE001 - a validator bug must not block ingest
-            log.warning("validator failed: %s", type(exc).__name__)
-            return []
-        errors = [f for f in findings if getattr(f, "severity", "") == "error"]
+            log.warning("sop=%s: validator failed: %s", sop_uid, type(exc).__name__)
+            return None
+        rows = [_finding_row(f) for f in findings]
+        errors = [f for f in rows if f.severity == "error"]
+        warned = sum(1 for f in rows if f.severity == "warning")
         if errors and self.settings.validation_policy == "reject":
             first = errors[0]
-            rule = getattr(first, "rule_id", "validation")
-            raise ValidationRejected(
-                f"{rule}: {getattr(first, 'message', 'invalid')}",
-                [getattr(f, "rule_id", "") for f in errors],
-            )
-        return [f"{getattr(f, 'rule_id', '')}: {getattr(f, 'message', '')}" for f in errors]
+            more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+            log.warning("sop=%s: rejected by validation: %s (%d errors)", sop_uid, first.rule_id,
+                        len(errors))
+            raise ValidationRejected(f"{first.rule_id}: {first.message}{more}",
+                                     [f.rule_id for f in errors])
+        return ValidationRecord(len(errors), warned, tuple(rows[:MAX_FINDINGS_PER_INSTANCE]))
 
 
-__all__ = ["IndexError_", "Ingest", "IngestResult", "Origin", "StorageError", "StoreStatus"]
+def _finding_row(finding: Any) -> FindingRow:
+    """A validator's finding as the index keeps it (text capped)."""
+
+    def text(name: str, cap: int = _MAX_FINDING_TEXT) -> str:
+        value = getattr(finding, name, "")
+        value = getattr(value, "value", value)  # an enum (Severity) gives its value
+        return str(value or "")[:cap]
+
+    return FindingRow(text("severity", 8), text("rule_id", 64), text("path"), text("module", 128),
+                      text("iod", 128), text("message"), text("reference", 64))
+
+
+__all__ = ["IndexError_", "Ingest", "IngestResult", "Origin", "StorageError", "StoreStatus",
+           "Validator"]

@@ -1,20 +1,30 @@
 """The one search: C-FIND, QIDO-RS and the CLI all call :meth:`Search.find`.
 
 Indexed keys are matched in SQL; any other key with a value is matched against the attributes
-kept in the index for that level (never by opening files). Results stream: nothing is collected
-in memory first.
+kept in the index for that level (never by opening files). Code Sequences (query by code, PS3.4
+C.2.2.2.6) are matched in SQL on the normalised (scheme, value) of the codes indexed at ingest,
+so a query with an SCT code finds objects stored with the retired SRT code of the same concept.
+Results stream: nothing is collected in memory first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterator, Mapping
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
-from archivist.core.levels import KEYS, UNIQUE_KEY, MatchKind, QueryLevel
-from archivist.core.matching import Constraint, Query, build_query, value_matches
+from archivist.core.levels import CODE_SEQUENCES, KEYS, UNIQUE_KEY, MatchKind, QueryLevel
+from archivist.core.matching import (
+    CodeConstraint,
+    Constraint,
+    Query,
+    build_query,
+    value_matches,
+)
 from archivist.index.repository import Index, attrs_of
 from archivist.index.schema import COLUMN_OF, TABLE_OF_LEVEL, TABLES_AT_LEVEL
 
@@ -53,23 +63,79 @@ class Search:
         self.pn_case_insensitive = pn_case_insensitive
 
     def query_from_identifier(self, level: QueryLevel, identifier: Dataset) -> Query:
-        """Build a query from a C-FIND/C-MOVE/C-GET Identifier (PS3.4 C.4.1.1.3)."""
+        """Build a query from a C-FIND/C-MOVE/C-GET Identifier (PS3.4 C.4.1.1.3).
+
+        The items of a Code Sequence (:data:`archivist.core.levels.CODE_SEQUENCES`) are
+        matched (sequence matching, C.2.2.2.6); other sequences are return keys only.
+
+        Raises
+        ------
+        QueryError
+            A malformed value, or matching inside a code sequence on an attribute that is not
+            part of the Code Sequence Macro.
+        """
         items: list[tuple[str, object]] = []
         for elem in identifier:
             keyword = elem.keyword or keyword_for_tag(elem.tag)
             if not keyword:
                 continue
             if elem.VR == "SQ":
-                items.append((keyword, None))
+                value: object = None
+                if keyword in CODE_SEQUENCES and elem.value:
+                    value = [
+                        {e.keyword: (None if e.VR == "SQ" else e.value)
+                         for e in item if e.keyword}
+                        for item in elem.value
+                    ]
+                items.append((keyword, value))
                 continue
             items.append((keyword, elem.value))
         return build_query(level, items, pn_case_insensitive=self.pn_case_insensitive)
 
     def query_from_pairs(self, level: QueryLevel, pairs: list[tuple[str, str]]) -> Query:
+        """Build a query from ``(key, value)`` text pairs (QIDO-RS parameters, the CLI).
+
+        A key is a keyword or an 8-hex-digit tag; a dotted path addresses an attribute of a
+        Code Sequence item: ``00081032.00080100=36118008`` with
+        ``00081032.00080102=SCT``, or ``ProcedureCodeSequence.CodeValue=36118008``
+        (PS3.18 8.3.4.1). The result is the same query a C-FIND Identifier with that sequence
+        item gives.
+
+        Raises
+        ------
+        QueryError
+            An unknown key, sequence matching on a non-code sequence, or a malformed value.
+        """
         return build_query(level, pairs, pn_case_insensitive=self.pn_case_insensitive)
+
+    @staticmethod
+    def normalise_codes(query: Query) -> Query:
+        """Fill the normalised (scheme, value) keys of the exact code items of `query`.
+
+        Retired SNOMED designators (SRT, SNM3, 99SDM) become SCT (PS3.16 8.3, Annex O), as the
+        codes were indexed at ingest. Idempotent; called by :meth:`rows`.
+        """
+        if not query.codes or all(item.keys or not item.exact
+                                  for cc in query.codes for item in cc.items):
+            return query
+        from archivist.terminology import normalise_code
+
+        codes = []
+        for cc in query.codes:
+            items = []
+            for item in cc.items:
+                if item.exact and not item.keys:
+                    assert item.scheme is not None and item.value is not None
+                    keys = tuple(dict.fromkeys(
+                        normalise_code(item.scheme.values[0], v) for v in item.value.values))
+                    item = dataclasses.replace(item, keys=keys)
+                items.append(item)
+            codes.append(CodeConstraint(cc.sequence, tuple(items)))
+        return dataclasses.replace(query, codes=codes)
 
     def rows(self, query: Query, *, limit: int = 0, offset: int = 0) -> Iterator[dict[str, Any]]:
         """Matching index rows, with the non-indexed constraints applied."""
+        query = self.normalise_codes(query)
         tables = _tables_at(query.level)
         extra: list[tuple[Constraint, str]] = []
         for c in query.constraints:
@@ -122,6 +188,9 @@ class Search:
             tag = tag_for_keyword(keyword)
             if tag is None:
                 continue
+            if keyword in CODE_SEQUENCES:
+                ds.add_new(tag, "SQ", self._code_items(query.level, row, keyword))
+                continue
             vr = dictionary_VR(tag)
             value: Any = None
             if keyword in COLUMN_OF and COLUMN_OF[keyword][0].name in tables:
@@ -153,3 +222,25 @@ class Search:
             else:
                 ds.add_new(tag, vr, value)
         return ds
+
+    def _code_items(self, level: QueryLevel, row: Mapping[str, Any], keyword: str) -> Sequence:
+        """The stored items of a Code Sequence for one result (the entity's instances' codes)."""
+        pk = row.get(f"{_own_table(level)}.pk")
+        if pk is None:
+            return Sequence([])
+        items = []
+        for code in self.index.codes_of(level.value, int(pk), keyword):
+            item = Dataset()
+            value = str(code["original_value"])
+            if value.lower().startswith("urn:") or "://" in value:
+                item.URNCodeValue = value
+            elif len(value) > 16:
+                item.LongCodeValue = value
+            else:
+                item.CodeValue = value
+            if code["original_scheme"]:
+                item.CodingSchemeDesignator = code["original_scheme"]
+            if code["meaning"]:
+                item.CodeMeaning = code["meaning"]
+            items.append(item)
+        return Sequence(items)

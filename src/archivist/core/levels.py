@@ -124,6 +124,21 @@ UNIQUE_KEY = {
     QueryLevel.IMAGE: "SOPInstanceUID",
 }
 
+#: Code Sequences (PS3.3 8.8) whose items are indexed on their normalised (scheme, value) at
+#: ingest and matched by sequence matching (PS3.4 C.2.2.2.6) at any query level: an entity matches
+#: when one of its instances carries the code. Keyword -> tag.
+CODE_SEQUENCES: dict[str, int] = {
+    "ProcedureCodeSequence": 0x00081032,
+    "AnatomicRegionSequence": 0x00082218,
+    "RequestedProcedureCodeSequence": 0x00321064,
+    "ConceptNameCodeSequence": 0x0040A043,
+}
+
+#: The attributes of a Code Sequence item that a query may match on (PS3.3 Table 8.8-1).
+CODE_ITEM_KEYS = frozenset({
+    "CodeValue", "LongCodeValue", "URNCodeValue", "CodingSchemeDesignator", "CodeMeaning",
+})
+
 #: Attributes that carry a person's identity: never written to logs at INFO or above.
 PHI_KEYWORDS = frozenset({
     "PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames",

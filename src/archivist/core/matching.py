@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from archivist.core.levels import KEYS, MatchKind, QueryLevel
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+
+from archivist.core.levels import CODE_ITEM_KEYS, CODE_SEQUENCES, KEYS, MatchKind, QueryLevel
 from archivist.errors import QueryError
 
 
@@ -31,6 +34,36 @@ class Constraint:
     kind: MatchKind = MatchKind.TEXT
 
 
+@dataclass(frozen=True)
+class CodeItem:
+    """One item of a Code Sequence in a query (PS3.3 8.8): what a stored code must match.
+
+    ``value`` matches Code Value, Long Code Value or URN Code Value; ``scheme`` the Coding Scheme
+    Designator; ``meaning`` the Code Meaning. ``keys`` holds the normalised ``(scheme, value)``
+    pairs of an exact query (retired SNOMED designators mapped to SCT); the archive's search fills
+    it (the terminology lives above this layer), and the index then matches on those keys.
+    """
+
+    scheme: Constraint | None = None
+    value: Constraint | None = None
+    meaning: Constraint | None = None
+    keys: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def exact(self) -> bool:
+        """True when a single designator and exact values are given (normalisable)."""
+        return (self.scheme is not None and self.scheme.op == "single"
+                and self.value is not None and self.value.op in ("single", "list"))
+
+
+@dataclass(frozen=True)
+class CodeConstraint:
+    """Sequence matching on a Code Sequence (PS3.4 C.2.2.2.6): any item may match."""
+
+    sequence: str
+    items: tuple[CodeItem, ...]
+
+
 @dataclass
 class Query:
     """A parsed query: level, constraints and the keys to return."""
@@ -39,6 +72,7 @@ class Query:
     constraints: list[Constraint] = field(default_factory=list)
     return_keys: list[str] = field(default_factory=list)
     pn_case_insensitive: bool = True
+    codes: list[CodeConstraint] = field(default_factory=list)
 
     def constraint(self, keyword: str) -> Constraint | None:
         for c in self.constraints:
@@ -203,24 +237,148 @@ def value_matches(c: Constraint, stored: object, *, pn_fold: bool = True) -> boo
     return False
 
 
+_HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+
+
+def resolve_keyword(key: str) -> str:
+    """The DICOM keyword of a query key given as a keyword or as 8 hex digits (``00100010``).
+
+    Raises
+    ------
+    QueryError
+        Neither a keyword of the data dictionary nor the tag of one (private tags included).
+    """
+    text = key.strip()
+    if _HEX_TAG.fullmatch(text):
+        keyword = keyword_for_tag(int(text, 16))
+        if not keyword:
+            raise QueryError(f"{text}: not a tag of the DICOM dictionary (private and unknown "
+                             "attributes cannot be queried)")
+        return str(keyword)
+    if not text or tag_for_keyword(text) is None:
+        raise QueryError(f"{key!r} is not a DICOM keyword or tag")
+    return text
+
+
+def parse_code_item(sequence: str, item: Mapping[str, object]) -> CodeItem | None:
+    """Turn one Code Sequence item of a query into a :class:`CodeItem` (None: return key only).
+
+    Parameters
+    ----------
+    sequence
+        The Code Sequence keyword (one of :data:`archivist.core.levels.CODE_SEQUENCES`).
+    item
+        ``keyword -> value`` of the item's attributes; empty values are return keys.
+
+    Raises
+    ------
+    QueryError
+        A value on an attribute that is not part of the Code Sequence Macro (PS3.3 Table 8.8-1),
+        or values in more than one of Code Value / Long Code Value / URN Code Value.
+    """
+    for keyword, raw in item.items():
+        if keyword in CODE_ITEM_KEYS or raw is None or str(raw).strip() == "":
+            continue
+        raise QueryError(f"{sequence}.{keyword}: matching inside a code sequence is supported on "
+                         f"{', '.join(sorted(CODE_ITEM_KEYS))} only")
+    value: Constraint | None = None
+    for keyword in ("CodeValue", "LongCodeValue", "URNCodeValue"):
+        c = parse_constraint(f"{sequence}.{keyword}", item.get(keyword), MatchKind.TEXT)
+        if c is None:
+            continue
+        if value is not None:
+            raise QueryError(f"{sequence}: give one of CodeValue, LongCodeValue or URNCodeValue")
+        value = c
+    scheme = parse_constraint(f"{sequence}.CodingSchemeDesignator",
+                              item.get("CodingSchemeDesignator"), MatchKind.TEXT)
+    meaning = parse_constraint(f"{sequence}.CodeMeaning", item.get("CodeMeaning"), MatchKind.TEXT)
+    if value is None and scheme is None and meaning is None:
+        return None
+    return CodeItem(scheme=scheme, value=value, meaning=meaning)
+
+
+def _items_of(value: object) -> list[Mapping[str, object]] | None:
+    """The items of a sequence value given as a list of mappings (None for anything else)."""
+    if isinstance(value, Mapping):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, Mapping) for v in value):
+        return list(value)
+    return None
+
+
 def build_query(
     level: QueryLevel,
     items: Iterable[tuple[str, object]],
     *,
     pn_case_insensitive: bool = True,
 ) -> Query:
-    """Build a :class:`Query` from ``(keyword, value)`` pairs.
+    """Build a :class:`Query` from ``(key, value)`` pairs.
 
-    Every keyword becomes a return key; non-empty values become constraints.
+    Every key becomes a return key; non-empty values become constraints. A key is a keyword or
+    an 8-hex-digit tag; a dotted path (``ProcedureCodeSequence.CodeValue``,
+    ``00081032.00080100``) addresses an attribute of a Code Sequence item, as QIDO-RS writes
+    sequence matching (PS3.18 8.3.4.1). The dotted keys of one sequence form one item. A Code
+    Sequence may also be given as a list of items (mappings), as a C-FIND Identifier carries it
+    (PS3.4 C.2.2.2.6); an item without values keeps meaning "return this key".
+
+    Raises
+    ------
+    QueryError
+        An unknown key, sequence matching on a sequence that is not a code sequence (see
+        :data:`archivist.core.levels.CODE_SEQUENCES`) or deeper than one level, or a malformed
+        value.
     """
     query = Query(level=level, pn_case_insensitive=pn_case_insensitive)
     seen: set[str] = set()
-    for keyword, value in items:
-        if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet") or keyword in seen:
+    dotted: dict[str, dict[str, object]] = {}
+    sequences: dict[str, list[Mapping[str, object]]] = {}
+
+    def returned(keyword: str) -> None:
+        if keyword not in seen:
+            seen.add(keyword)
+            query.return_keys.append(keyword)
+
+    for key, value in items:
+        path = [resolve_keyword(part) for part in str(key).split(".")]
+        keyword = path[0]
+        if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
             continue
-        seen.add(keyword)
-        query.return_keys.append(keyword)
+        if len(path) > 1:
+            if keyword not in CODE_SEQUENCES:
+                raise QueryError(f"{key}: sequence matching is supported on code sequences only "
+                                 f"({', '.join(CODE_SEQUENCES)})")
+            if len(path) > 2:
+                raise QueryError(f"{key}: sequence matching goes one level deep only")
+            member = dotted.setdefault(keyword, {})
+            if path[1] in member and value not in (None, ""):
+                previous = member[path[1]]
+                merged = [*(previous if isinstance(previous, list) else [previous]), value]
+                member[path[1]] = [str(v) for v in merged if v not in (None, "")]
+            else:
+                member[path[1]] = value
+            returned(keyword)
+            continue
+        if keyword in seen:
+            continue
+        returned(keyword)
+        if keyword in CODE_SEQUENCES:
+            seq_items = _items_of(value)
+            if seq_items:
+                sequences[keyword] = seq_items
+            elif value not in (None, "") and not (isinstance(value, (list, tuple)) and not value):
+                raise QueryError(f"{keyword} is a sequence: match on its items "
+                                 f"({keyword}.CodeValue=..., {keyword}.CodingSchemeDesignator=...)")
+            continue
+        if _items_of(value) is not None:
+            continue  # items of another sequence: returned, not matched (PS3.4 C.2.2.2.6)
         constraint = parse_constraint(keyword, value)
         if constraint is not None:
             query.constraints.append(constraint)
+    for keyword, member in dotted.items():
+        sequences.setdefault(keyword, []).append(member)
+    for keyword, seq_items in sequences.items():
+        parsed = [parse_code_item(keyword, item) for item in seq_items]
+        code_items = tuple(p for p in parsed if p is not None)
+        if code_items:
+            query.codes.append(CodeConstraint(keyword, code_items))
     return query

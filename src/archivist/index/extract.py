@@ -7,7 +7,7 @@ query in any character set compares against the same text.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -21,6 +21,47 @@ _MAX_ATTR_LEN = 256
 _EXCLUDED_FROM_ATTRS = {0x7FE00010}
 
 
+@dataclass(frozen=True)
+class CodeRow:
+    """One coded concept an instance carries, for query by code (table ``instance_code``).
+
+    ``scheme`` and ``value`` are the normalised key (retired SNOMED mapped to SCT); the original
+    designator and value are kept as the object has them. ``attribute`` is the Code Sequence a
+    query names; ``origin`` the attribute the code came from (``BodyPartExamined`` for a defined
+    term mapped to its Anatomic Region code, otherwise ``attribute`` itself).
+    """
+
+    attribute: str
+    origin: str
+    scheme: str
+    value: str
+    original_scheme: str
+    original_value: str
+    meaning: str | None = None
+
+
+@dataclass(frozen=True)
+class FindingRow:
+    """One validation finding as the index keeps it (table ``validation_finding``)."""
+
+    severity: str
+    rule_id: str
+    path: str
+    module: str
+    iod: str
+    message: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class ValidationRecord:
+    """The outcome of the validation on ingest: counts, and the findings (possibly capped)."""
+
+    errors: int
+    warnings: int
+    findings: tuple[FindingRow, ...] = ()
+
+
 @dataclass
 class ExtractedRows:
     """What one instance contributes to each level of the index."""
@@ -30,6 +71,7 @@ class ExtractedRows:
     series: dict[str, Any]
     instance: dict[str, Any]
     attrs_json: str
+    codes: list[CodeRow] = field(default_factory=list)
 
 
 def _text(value: object) -> str | None:

@@ -16,21 +16,34 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from sqlalchemy import Engine, and_, create_engine, event, func, insert, or_, select, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from archivist.core.levels import KEYS, MatchKind
-from archivist.core.matching import Constraint, Query, normalise_pn
+from archivist.core.matching import CodeConstraint, CodeItem, Constraint, Query, normalise_pn
 from archivist.errors import IndexError_, QueryError
-from archivist.index.extract import ExtractedRows
+from archivist.index.extract import ExtractedRows, ValidationRecord
 from archivist.index.schema import (
     COLUMN_OF,
     TABLES_AT_LEVEL,
     change,
     instance,
+    instance_code,
     patient,
     series,
     study,
+    validation_finding,
 )
 
 
@@ -159,8 +172,12 @@ class Index:
         source_aet: str | None,
         source_address: str | None,
         policy: str,
+        validation: ValidationRecord | None = None,
     ) -> AddOutcome:
         """Record one stored instance with its aggregates and a change row, in one transaction.
+
+        The instance's coded concepts (``rows.codes``) and the outcome of its validation (None:
+        not validated) are written in the same transaction.
 
         With ``policy="keep"`` or ``"reject"`` an existing SOP Instance UID leaves the index as it
         is and returns ``status="exists"``; with ``"replace"`` the instance row points at the new
@@ -192,8 +209,16 @@ class Index:
                         change_seq=seq, attrs=rows.attrs_json,
                     )
                     values.pop("sop_instance_uid", None)
+                    values.update(self._validation_values(validation))
                     conn.execute(update(instance).where(instance.c.pk == existing.pk).values(values))
-                    self._touch_series_study(conn, existing.pk, seq, now)
+                    parents = self._touch_series_study(conn, existing.pk, seq, now)
+                    conn.execute(delete(instance_code)
+                                 .where(instance_code.c.instance_pk == existing.pk))
+                    conn.execute(delete(validation_finding)
+                                 .where(validation_finding.c.instance_pk == existing.pk))
+                    if parents is not None:
+                        self._add_details(conn, existing.pk, parents[0], parents[1], rows,
+                                          validation)
                     return AddOutcome("replaced", seq, existing.storage_key)
 
                 seq = self._change(conn, "stored", "IMAGE", study_instance_uid,
@@ -245,7 +270,9 @@ class Index:
                     received_at=now, source_aet=source_aet, source_address=source_address,
                     change_seq=seq, attrs=rows.attrs_json,
                 )
-                conn.execute(insert(instance).values(ivalues))
+                ivalues.update(self._validation_values(validation))
+                instance_pk = conn.execute(insert(instance).values(ivalues)).inserted_primary_key[0]
+                self._add_details(conn, instance_pk, series_pk, study_pk, rows, validation)
                 # Aggregates, in the same transaction.
                 conn.execute(update(series).where(series.c.pk == series_pk).values(
                     number_of_series_related_instances=series.c.number_of_series_related_instances
@@ -291,16 +318,46 @@ class Index:
             series_instance_uid=series_uid, sop_instance_uid=sop_uid, at=now,
         )).inserted_primary_key[0])
 
-    def _touch_series_study(self, conn: Any, instance_pk: int, seq: int, now: datetime) -> None:
+    def _touch_series_study(self, conn: Any, instance_pk: int, seq: int,
+                            now: datetime) -> tuple[int, int] | None:
         row = conn.execute(
             select(series.c.pk, series.c.study_pk)
             .select_from(instance.join(series, instance.c.series_pk == series.c.pk))
             .where(instance.c.pk == instance_pk)
         ).first()
-        if row is not None:
-            conn.execute(update(series).where(series.c.pk == row.pk).values(change_seq=seq))
-            conn.execute(update(study).where(study.c.pk == row.study_pk)
-                         .values(change_seq=seq, updated_at=now))
+        if row is None:
+            return None
+        conn.execute(update(series).where(series.c.pk == row.pk).values(change_seq=seq))
+        conn.execute(update(study).where(study.c.pk == row.study_pk)
+                     .values(change_seq=seq, updated_at=now))
+        return int(row.pk), int(row.study_pk)
+
+    @staticmethod
+    def _validation_values(validation: ValidationRecord | None) -> dict[str, Any]:
+        if validation is None:
+            return {"validation_errors": None, "validation_warnings": None}
+        return {"validation_errors": validation.errors,
+                "validation_warnings": validation.warnings}
+
+    @staticmethod
+    def _add_details(conn: Any, instance_pk: int, series_pk: int, study_pk: int,
+                     rows: ExtractedRows, validation: ValidationRecord | None) -> None:
+        """Insert the coded concepts and validation findings of one instance."""
+        if rows.codes:
+            conn.execute(insert(instance_code), [
+                {"instance_pk": instance_pk, "series_pk": series_pk, "study_pk": study_pk,
+                 "attribute": c.attribute, "origin": c.origin, "scheme": c.scheme,
+                 "value": c.value, "original_scheme": c.original_scheme,
+                 "original_value": c.original_value, "meaning": c.meaning}
+                for c in rows.codes
+            ])
+        if validation is not None and validation.findings:
+            conn.execute(insert(validation_finding), [
+                {"instance_pk": instance_pk, "ordinal": i, "severity": f.severity,
+                 "rule_id": f.rule_id, "path": f.path, "module": f.module, "iod": f.iod,
+                 "message": f.message, "reference": f.reference}
+                for i, f in enumerate(validation.findings)
+            ])
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -314,6 +371,81 @@ class Index:
     def storage_keys(self) -> set[str]:
         with self.reader.connect() as conn:
             return {r[0] for r in conn.execute(select(instance.c.storage_key))}
+
+    def validation_of(self, sop_instance_uid: str) -> dict[str, Any] | None:
+        """The stored validation outcome of one instance, None when the instance is unknown.
+
+        Returns
+        -------
+        dict or None
+            ``validated`` (False when the object was stored with validation off), ``errors``,
+            ``warnings`` and ``findings`` (dicts with severity, rule_id, path, module, iod,
+            message, reference, in the validator's order).
+        """
+        with self.reader.connect() as conn:
+            row = conn.execute(
+                select(instance.c.pk, instance.c.sop_class_uid, instance.c.validation_errors,
+                       instance.c.validation_warnings)
+                .where(instance.c.sop_instance_uid == sop_instance_uid)
+            ).first()
+            if row is None:
+                return None
+            found = conn.execute(
+                select(validation_finding.c.severity, validation_finding.c.rule_id,
+                       validation_finding.c.path, validation_finding.c.module,
+                       validation_finding.c.iod, validation_finding.c.message,
+                       validation_finding.c.reference)
+                .where(validation_finding.c.instance_pk == row.pk)
+                .order_by(validation_finding.c.ordinal)
+            )
+            findings = [dict(f._mapping) for f in found]
+        validated = row.validation_errors is not None
+        return {
+            "sop_instance_uid": sop_instance_uid,
+            "sop_class_uid": row.sop_class_uid,
+            "validated": validated,
+            "errors": row.validation_errors if validated else None,
+            "warnings": row.validation_warnings if validated else None,
+            "findings": findings,
+        }
+
+    def validation_counts(self) -> dict[str, int]:
+        """Instances validated on ingest, and how many of them have errors / warnings."""
+        with self.reader.connect() as conn:
+            row = conn.execute(select(
+                func.count(instance.c.validation_errors),
+                func.count().filter(instance.c.validation_errors > 0),
+                func.count().filter(instance.c.validation_warnings > 0),
+            )).one()
+        return {"validated": int(row[0]), "with_errors": int(row[1]),
+                "with_warnings": int(row[2])}
+
+    def codes_of(self, level: str, pk: int, attribute: str) -> list[dict[str, Any]]:
+        """The distinct codes the objects of one entity carry in one Code Sequence, as stored.
+
+        Parameters
+        ----------
+        level
+            ``PATIENT``, ``STUDY``, ``SERIES`` or ``IMAGE``; `pk` is that level's row.
+        attribute
+            A Code Sequence keyword; codes derived from another attribute (Body Part Examined)
+            are not returned, as the objects do not carry them in that sequence.
+        """
+        ic = instance_code
+        stmt = select(ic.c.original_scheme, ic.c.original_value, ic.c.meaning).distinct()
+        if level == "PATIENT":
+            stmt = stmt.select_from(ic.join(study, ic.c.study_pk == study.c.pk)).where(
+                study.c.patient_pk == pk)
+        else:
+            stmt = stmt.where(self._code_owner(level) == pk)
+        stmt = stmt.where(ic.c.attribute == attribute, ic.c.origin == attribute)
+        with self.reader.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt.order_by(ic.c.original_value))]
+
+    @staticmethod
+    def _code_owner(level: str) -> Any:
+        return {"STUDY": instance_code.c.study_pk, "SERIES": instance_code.c.series_pk,
+                "IMAGE": instance_code.c.instance_pk}[level]
 
     def counts(self) -> dict[str, int]:
         with self.reader.connect() as conn:
@@ -366,6 +498,46 @@ class Index:
             return and_(*parts)
         raise QueryError(f"unsupported matching on {c.keyword}")
 
+    @staticmethod
+    def _text_condition(col: Any, c: Constraint) -> Any:
+        if c.op == "single":
+            return col == c.values[0]
+        if c.op == "list":
+            return col.in_(list(c.values))
+        if c.op == "wildcard":
+            return col.like(_wildcard_to_like(c.values[0]), escape="\\")
+        raise QueryError(f"unsupported matching on {c.keyword}")
+
+    def _code_item_condition(self, item: CodeItem) -> Any:
+        ic = instance_code
+        parts = []
+        if item.keys:
+            parts.append(or_(*[and_(ic.c.scheme == s, ic.c.value == v) for s, v in item.keys]))
+        else:
+            if item.scheme is not None:
+                parts.append(or_(self._text_condition(ic.c.scheme, item.scheme),
+                                 self._text_condition(ic.c.original_scheme, item.scheme)))
+            if item.value is not None:
+                parts.append(or_(self._text_condition(ic.c.value, item.value),
+                                 self._text_condition(ic.c.original_value, item.value)))
+        if item.meaning is not None:
+            parts.append(self._text_condition(ic.c.meaning, item.meaning))
+        return and_(*parts)
+
+    def _code_condition(self, level: str, cc: CodeConstraint) -> Any:
+        """Sequence matching on a Code Sequence: the level's entities with an instance carrying
+        a code that matches one of the query's items (PS3.4 C.2.2.2.6)."""
+        ic = instance_code
+        where = and_(ic.c.attribute == cc.sequence,
+                     or_(*[self._code_item_condition(item) for item in cc.items]))
+        own = TABLES_AT_LEVEL[level][0]
+        if level == "PATIENT":
+            sub = (select(study.c.patient_pk)
+                   .select_from(ic.join(study, ic.c.study_pk == study.c.pk)).where(where))
+        else:
+            sub = select(self._code_owner(level)).where(where)
+        return own.c.pk.in_(sub)
+
     def search(
         self, query: Query, *, limit: int = 0, offset: int = 0
     ) -> Iterator[dict[str, Any]]:
@@ -387,6 +559,8 @@ class Index:
                 if KEYS[c.keyword].kind is MatchKind.COUNT:
                     continue
                 conditions.append(self._condition(c, query.pn_case_insensitive))
+        for cc in query.codes:
+            conditions.append(self._code_condition(query.level.value, cc))
         stmt = select(*columns).select_from(from_)
         if conditions:
             stmt = stmt.where(and_(*conditions))

@@ -120,9 +120,57 @@ instance = Table(
     Column("source_address", String(64)),
     Column("change_seq", BigInteger, nullable=False, default=0),
     Column("attrs", Text),
+    # Validation on ingest (revision 0002): NULL when the object was not validated (policy off).
+    Column("validation_errors", Integer),
+    Column("validation_warnings", Integer),
 )
 Index("ix_instance_series", instance.c.series_pk)
 Index("ix_instance_change_seq", instance.c.change_seq)
+
+#: The findings of the validation on ingest, per instance, in the order the validator gave them
+#: (revision 0002). Only with the ``warn`` policy: ``reject`` stores nothing, ``off`` validates
+#: nothing.
+validation_finding = Table(
+    "validation_finding", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("instance_pk", Integer, ForeignKey("instance.pk", ondelete="CASCADE"),
+           nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("severity", String(8), nullable=False),
+    Column("rule_id", String(64), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("module", String(128), nullable=False),
+    Column("iod", String(128), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("reference", String(64), nullable=False),
+)
+Index("ix_validation_finding_instance", validation_finding.c.instance_pk)
+
+#: Coded concepts of each instance, on their normalised (scheme, value) key (revision 0002), for
+#: query by code: ``attribute`` is the Code Sequence keyword a query names (e.g.
+#: ``ProcedureCodeSequence``), ``origin`` the attribute the code was read from (the same, or
+#: ``BodyPartExamined`` for a defined term mapped to its Anatomic Region code). The original
+#: designator and value are kept as they came; the stored object is never rewritten.
+instance_code = Table(
+    "instance_code", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("instance_pk", Integer, ForeignKey("instance.pk", ondelete="CASCADE"),
+           nullable=False),
+    Column("series_pk", Integer, ForeignKey("series.pk"), nullable=False),
+    Column("study_pk", Integer, ForeignKey("study.pk"), nullable=False),
+    Column("attribute", String(64), nullable=False),
+    Column("origin", String(64), nullable=False),
+    Column("scheme", String(64), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("original_scheme", String(64), nullable=False),
+    Column("original_value", Text, nullable=False),
+    Column("meaning", Text),
+)
+Index("ix_instance_code_key", instance_code.c.scheme, instance_code.c.value,
+      instance_code.c.attribute)
+Index("ix_instance_code_instance", instance_code.c.instance_pk)
+Index("ix_instance_code_series", instance_code.c.series_pk)
+Index("ix_instance_code_study", instance_code.c.study_pk)
 
 change = Table(
     "change", metadata,
