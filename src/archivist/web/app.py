@@ -14,7 +14,7 @@ from archivist.archive.archive import Archive
 
 
 # Feature modules mounted in this order; the viewer comes last because it serves "/".
-_ROUTE_MODULES = ("codes", "dicomweb", "wado_uri", "archive_page", "viewer")
+_ROUTE_MODULES = ("codes", "api", "dicomweb", "wado_uri", "archive_page", "viewer")
 
 
 @dataclass
@@ -42,7 +42,9 @@ def create_app(archive: Archive, health: Health | None = None) -> Starlette:
         from starlette.concurrency import run_in_threadpool
 
         counts = await run_in_threadpool(archive.index.counts)
-        return JSONResponse({"counts": counts, "last_change": archive.index.last_change()})
+        validation = await run_in_threadpool(archive.index.validation_counts)
+        return JSONResponse({"counts": counts, "last_change": archive.index.last_change(),
+                             "validation": validation})
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),

@@ -1,0 +1,60 @@
+"""The archive's own JSON API (beside DICOMweb): validation findings of stored objects.
+
+Routes (all GET, all JSON)::
+
+    /api/instances/{sop}/validation   the findings of the validation on ingest of one instance
+    /api/validation                   the policy and how many stored instances have errors
+
+Unknown instances answer 404 and malformed UIDs 400, with ``{"error": ..., "detail": ...}``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+from starlette.status import HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
+
+__all__ = ["routes"]
+
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _error(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+async def instance_validation(request: Request) -> JSONResponse:
+    """``GET /api/instances/{sop}/validation``.
+
+    The body: ``sop_instance_uid``, ``sop_class_uid``, ``validated`` (False when the object was
+    stored with validation off), ``errors``, ``warnings`` and ``findings``, each with severity,
+    rule_id, path, module, iod, message and reference (docs/validation.md lists the rules).
+    """
+    sop = request.path_params["sop"]
+    if len(sop) > 64 or not _UID.fullmatch(sop):
+        return _error(HTTP_400_BAD_REQUEST, "bad request",
+                      "the path must name a SOP Instance UID (digits and dots, at most 64)")
+    archive = request.app.state.archive
+    body: dict[str, Any] | None = await run_in_threadpool(archive.index.validation_of, sop)
+    if body is None:
+        return _error(HTTP_404_NOT_FOUND, "not found", f"no instance {sop} is stored")
+    return JSONResponse(body)
+
+
+async def validation_summary(request: Request) -> JSONResponse:
+    """``GET /api/validation``: the policy in force and counts over the stored instances."""
+    archive = request.app.state.archive
+    counts = await run_in_threadpool(archive.index.validation_counts)
+    return JSONResponse({"policy": archive.settings.validation_policy, **counts})
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/api/instances/{sop}/validation", instance_validation, methods=["GET"]),
+        Route("/api/validation", validation_summary, methods=["GET"]),
+    ]
