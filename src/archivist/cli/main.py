@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from archivist.cli import codes as codes_cli
+from archivist.cli import inventory as inventory_cli
 from archivist.cli import validate as validate_cli
 
 app = typer.Typer(
@@ -136,6 +137,7 @@ def find(
 
 codes_cli.register(app)
 validate_cli.register(app)
+inventory_cli.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,140 @@
+"""Compare two inventories: what is missing, extra or different, per study, series and instance.
+
+``A`` is the reference (for a migration: the source) and ``B`` the copy. A record is *missing*
+when A has it and B does not, *extra* when only B has it, *different* when both have it and a
+value both know disagrees: counts of related series and instances, modalities, SOP Class. Values
+one side does not know (a plain C-FIND peer that does not return counts, an inventory at STUDY
+level compared with one at INSTANCE level) are not compared; records are compared only as deep
+as both inventories go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from archivist.inventory.model import Inventory, SeriesRecord, StudyRecord
+
+_DEPTH = {"STUDY": 1, "SERIES": 2, "INSTANCE": 3, "IMAGE": 3}
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One finding: ``kind`` is missing, extra or different; ``level`` STUDY/SERIES/INSTANCE."""
+
+    kind: str
+    level: str
+    uid: str
+    study_uid: str
+    detail: str = ""
+
+    def line(self) -> str:
+        where = f" (study {self.study_uid})" if self.level != "STUDY" else ""
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{self.kind:9} {self.level:8} {self.uid}{where}{detail}"
+
+
+@dataclass
+class DiffResult:
+    """The differences, and how much was compared."""
+
+    differences: list[Difference] = field(default_factory=list)
+    compared: dict[str, int] = field(default_factory=dict)
+    depth: str = "STUDY"
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+    def count(self, kind: str, level: str | None = None) -> int:
+        return sum(1 for d in self.differences
+                   if d.kind == kind and (level is None or d.level == level))
+
+    def summary(self) -> str:
+        parts = [f"{n} {k}" for k, n in self.compared.items()]
+        head = f"compared {', '.join(parts)} (down to {self.depth} level)"
+        if self.identical:
+            return f"{head}: identical"
+        kinds = ", ".join(f"{self.count(k)} {k}" for k in ("missing", "extra", "different")
+                          if self.count(k))
+        return f"{head}: {kinds}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"identical": self.identical, "depth": self.depth, "compared": self.compared,
+                "differences": [d.__dict__ for d in self.differences]}
+
+
+def _known_mismatch(label: str, a: Any, b: Any) -> str | None:
+    if a in (None, "") or b in (None, ""):
+        return None
+    return None if a == b else f"{label} {a} != {b}"
+
+
+def _compare_study(a: StudyRecord, b: StudyRecord, depth: int, out: list[Difference]) -> None:
+    details = [d for d in (
+        _known_mismatch("series", a.number_of_series, b.number_of_series),
+        _known_mismatch("instances", a.number_of_instances, b.number_of_instances),
+        _known_mismatch("modalities", a.modalities, b.modalities),
+    ) if d]
+    if details:
+        out.append(Difference("different", "STUDY", a.study_instance_uid, a.study_instance_uid,
+                              "; ".join(details)))
+    if depth < 2:
+        return
+    for uid, sa in a.series.items():
+        sb = b.series.get(uid)
+        if sb is None:
+            out.append(Difference("missing", "SERIES", uid, a.study_instance_uid,
+                                  f"{len(sa.instances) or sa.number_of_instances or 0} instances"))
+            continue
+        _compare_series(a.study_instance_uid, sa, sb, depth, out)
+    for uid in b.series.keys() - a.series.keys():
+        out.append(Difference("extra", "SERIES", uid, a.study_instance_uid))
+
+
+def _compare_series(study_uid: str, a: SeriesRecord, b: SeriesRecord, depth: int,
+                    out: list[Difference]) -> None:
+    details = [d for d in (
+        _known_mismatch("modality", a.modality, b.modality),
+        _known_mismatch("instances", a.number_of_instances, b.number_of_instances),
+    ) if d]
+    if details:
+        out.append(Difference("different", "SERIES", a.series_instance_uid, study_uid,
+                              "; ".join(details)))
+    if depth < 3:
+        return
+    for uid, ia in a.instances.items():
+        ib = b.instances.get(uid)
+        if ib is None:
+            out.append(Difference("missing", "INSTANCE", uid, study_uid,
+                                  f"series {a.series_instance_uid}"))
+            continue
+        mismatch = _known_mismatch("SOP Class", ia.sop_class_uid, ib.sop_class_uid)
+        if mismatch:
+            out.append(Difference("different", "INSTANCE", uid, study_uid, mismatch))
+    for uid in b.instances.keys() - a.instances.keys():
+        out.append(Difference("extra", "INSTANCE", uid, study_uid,
+                              f"series {a.series_instance_uid}"))
+
+
+def diff(a: Inventory, b: Inventory) -> DiffResult:
+    """Differences between inventory `a` (reference) and `b`."""
+    depth = min(_DEPTH.get(a.level, 1), _DEPTH.get(b.level, 1))
+    result = DiffResult(depth={1: "STUDY", 2: "SERIES", 3: "INSTANCE"}[depth])
+    out = result.differences
+    for uid, sa in a.studies.items():
+        sb = b.studies.get(uid)
+        if sb is None:
+            out.append(Difference("missing", "STUDY", uid, uid,
+                                  f"{sa.number_of_instances or 0} instances"))
+            continue
+        _compare_study(sa, sb, depth, out)
+    for uid in b.studies.keys() - a.studies.keys():
+        out.append(Difference("extra", "STUDY", uid, uid))
+    counts = a.counts()
+    result.compared = {"studies": counts["studies"]}
+    if depth >= 2:
+        result.compared["series"] = counts["series"]
+    if depth >= 3:
+        result.compared["instances"] = counts["instances"]
+    return result

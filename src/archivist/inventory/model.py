@@ -1,0 +1,265 @@
+"""An inventory as plain records (study -> series -> instance), whatever it was read from.
+
+Sources: Inventory instances (PS3.3 A.88, a root and the leaves it incorporates), the JSON this
+module writes, or any stream of C-FIND / Repository Query identifiers at STUDY, SERIES and IMAGE
+level. Outputs: JSON and CSV for people who are not DICOM tools, and the input of
+:mod:`archivist.inventory.diff`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from archivist.errors import ArchivistError
+from archivist.inventory import INVENTORY_STORAGE
+
+FORMAT = "archivist-inventory/1"
+
+
+class InventoryFormatError(ArchivistError):
+    """A file that is not an inventory this module can read."""
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class InstanceRecord:
+    sop_instance_uid: str
+    sop_class_uid: str = ""
+    instance_number: int | None = None
+
+
+@dataclass
+class SeriesRecord:
+    series_instance_uid: str
+    modality: str = ""
+    series_number: int | None = None
+    number_of_instances: int | None = None
+    instances: dict[str, InstanceRecord] = field(default_factory=dict)
+
+
+@dataclass
+class StudyRecord:
+    study_instance_uid: str
+    patient_id: str = ""
+    patient_name: str = ""
+    study_date: str = ""
+    accession_number: str = ""
+    modalities: str = ""
+    number_of_series: int | None = None
+    number_of_instances: int | None = None
+    update_datetime: str = ""
+    series: dict[str, SeriesRecord] = field(default_factory=dict)
+
+
+@dataclass
+class Inventory:
+    """Records of one repository (or of a scope of it)."""
+
+    level: str = "STUDY"
+    studies: dict[str, StudyRecord] = field(default_factory=dict)
+    source: str = ""
+    content_datetime: str = ""
+    completion: str = ""
+
+    # -- building ------------------------------------------------------------------------------
+
+    def add_study(self, ds: Dataset) -> StudyRecord:
+        uid = str(ds.get("StudyInstanceUID", "") or "")
+        rec = self.studies.get(uid)
+        if rec is None:
+            rec = self.studies[uid] = StudyRecord(uid)
+        rec.patient_id = _text(ds.get("PatientID")) or rec.patient_id
+        rec.patient_name = _text(ds.get("PatientName")) or rec.patient_name
+        rec.study_date = _text(ds.get("StudyDate")) or rec.study_date
+        rec.accession_number = _text(ds.get("AccessionNumber")) or rec.accession_number
+        mods = ds.get("ModalitiesInStudy")
+        if mods:
+            rec.modalities = "\\".join(sorted(set(_text(mods).split("\\")) - {""}))
+        rec.number_of_series = _int(ds.get("NumberOfStudyRelatedSeries"))
+        rec.number_of_instances = _int(ds.get("NumberOfStudyRelatedInstances"))
+        rec.update_datetime = _text(ds.get("StudyUpdateDateTime"))
+        return rec
+
+    def add_series(self, ds: Dataset, study_uid: str | None = None) -> SeriesRecord:
+        study_uid = study_uid or str(ds.get("StudyInstanceUID", "") or "")
+        study = self.studies.setdefault(study_uid, StudyRecord(study_uid))
+        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        rec = study.series.get(uid)
+        if rec is None:
+            rec = study.series[uid] = SeriesRecord(uid)
+        rec.modality = _text(ds.get("Modality")) or rec.modality
+        rec.series_number = _int(ds.get("SeriesNumber"))
+        rec.number_of_instances = _int(ds.get("NumberOfSeriesRelatedInstances"))
+        return rec
+
+    def add_instance(self, ds: Dataset, study_uid: str | None = None,
+                     series_uid: str | None = None) -> InstanceRecord:
+        study_uid = study_uid or str(ds.get("StudyInstanceUID", "") or "")
+        series_uid = series_uid or str(ds.get("SeriesInstanceUID", "") or "")
+        study = self.studies.setdefault(study_uid, StudyRecord(study_uid))
+        series = study.series.setdefault(series_uid, SeriesRecord(series_uid))
+        uid = str(ds.get("SOPInstanceUID", "") or "")
+        rec = InstanceRecord(uid, _text(ds.get("SOPClassUID")), _int(ds.get("InstanceNumber")))
+        series.instances[uid] = rec
+        return rec
+
+    @classmethod
+    def from_datasets(cls, instances: Iterable[Dataset], source: str = "") -> Inventory:
+        """Read Inventory instances (the root and its leaves, in any order)."""
+        inv = cls(source=source)
+        for ds in instances:
+            if str(ds.get("SOPClassUID", "")) != INVENTORY_STORAGE:
+                raise InventoryFormatError("not an Inventory object (SOP Class UID)")
+            inv.level = str(ds.get("InventoryLevel", inv.level))
+            if not inv.content_datetime or int(ds.get("InstanceNumber", 0) or 0) == 1:
+                inv.content_datetime = f"{ds.get('ContentDate', '')}{ds.get('ContentTime', '')}"
+                inv.completion = str(ds.get("InventoryCompletionStatus", ""))
+            for study in ds.get("InventoriedStudiesSequence", []):
+                inv.add_study(study)
+                suid = str(study.StudyInstanceUID)
+                for series in study.get("InventoriedSeriesSequence", []):
+                    inv.add_series(series, suid)
+                    for inst in series.get("InventoriedInstancesSequence", []):
+                        inv.add_instance(inst, suid, str(series.SeriesInstanceUID))
+        return inv
+
+    @classmethod
+    def from_files(cls, paths: Iterable[Path]) -> Inventory:
+        """Read inventory files: DICOM Inventory instances (a folder = every file in it), or JSON."""
+        files: list[Path] = []
+        for p in paths:
+            files.extend(sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])
+        if len(files) == 1 and files[0].suffix.lower() == ".json":
+            return cls.from_json(json.loads(files[0].read_text()), source=str(files[0]))
+        datasets = []
+        for f in files:
+            try:
+                datasets.append(pydicom.dcmread(f))
+            except Exception as exc:  # noqa: BLE001
+                raise InventoryFormatError(f"{f}: not a DICOM file ({type(exc).__name__})") from None
+        return cls.from_datasets(datasets, source=", ".join(str(f) for f in files[:3]))
+
+    # -- JSON / CSV ----------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "level": self.level,
+            "source": self.source,
+            "content_datetime": self.content_datetime,
+            "completion": self.completion,
+            "total_studies": len(self.studies),
+            "studies": [
+                {
+                    "StudyInstanceUID": st.study_instance_uid, "PatientID": st.patient_id,
+                    "PatientName": st.patient_name, "StudyDate": st.study_date,
+                    "AccessionNumber": st.accession_number, "ModalitiesInStudy": st.modalities,
+                    "NumberOfStudyRelatedSeries": st.number_of_series,
+                    "NumberOfStudyRelatedInstances": st.number_of_instances,
+                    "StudyUpdateDateTime": st.update_datetime,
+                    "series": [
+                        {
+                            "SeriesInstanceUID": se.series_instance_uid, "Modality": se.modality,
+                            "SeriesNumber": se.series_number,
+                            "NumberOfSeriesRelatedInstances": se.number_of_instances,
+                            "instances": [
+                                {"SOPInstanceUID": i.sop_instance_uid,
+                                 "SOPClassUID": i.sop_class_uid,
+                                 "InstanceNumber": i.instance_number}
+                                for i in se.instances.values()
+                            ],
+                        }
+                        for se in st.series.values()
+                    ],
+                }
+                for st in self.studies.values()
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = "") -> Inventory:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise InventoryFormatError(f"not an {FORMAT} JSON document")
+        inv = cls(level=data.get("level", "STUDY"), source=source or data.get("source", ""),
+                  content_datetime=data.get("content_datetime", ""),
+                  completion=data.get("completion", ""))
+        for st in data.get("studies", []):
+            ds = Dataset()
+            for k in ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate",
+                      "AccessionNumber", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
+                      "NumberOfStudyRelatedInstances", "StudyUpdateDateTime"):
+                if st.get(k) not in (None, ""):
+                    setattr(ds, k, st[k])
+            inv.add_study(ds)
+            for se in st.get("series", []):
+                sds = Dataset()
+                for k in ("SeriesInstanceUID", "Modality", "SeriesNumber",
+                          "NumberOfSeriesRelatedInstances"):
+                    if se.get(k) not in (None, ""):
+                        setattr(sds, k, se[k])
+                inv.add_series(sds, st["StudyInstanceUID"])
+                for i in se.get("instances", []):
+                    ids = Dataset()
+                    for k in ("SOPInstanceUID", "SOPClassUID", "InstanceNumber"):
+                        if i.get(k) not in (None, ""):
+                            setattr(ids, k, i[k])
+                    inv.add_instance(ids, st["StudyInstanceUID"], se["SeriesInstanceUID"])
+        return inv
+
+    CSV_COLUMNS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+                   "PatientID", "StudyDate", "AccessionNumber", "ModalitiesInStudy", "Modality",
+                   "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
+                   "NumberOfSeriesRelatedInstances", "StudyUpdateDateTime")
+
+    def to_csv(self) -> str:
+        """One row per record at the inventory's deepest level."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(self.CSV_COLUMNS)
+        for st in self.studies.values():
+            base = [st.patient_id, st.study_date, st.accession_number, st.modalities]
+            counts = [st.number_of_series, st.number_of_instances]
+            if not st.series:
+                writer.writerow([st.study_instance_uid, "", "", "", *base, "", *counts, "",
+                                 st.update_datetime])
+            for se in st.series.values():
+                if not se.instances:
+                    writer.writerow([st.study_instance_uid, se.series_instance_uid, "", "", *base,
+                                     se.modality, *counts, se.number_of_instances,
+                                     st.update_datetime])
+                for i in se.instances.values():
+                    writer.writerow([st.study_instance_uid, se.series_instance_uid,
+                                     i.sop_instance_uid, i.sop_class_uid, *base, se.modality,
+                                     *counts, se.number_of_instances, st.update_datetime])
+        return out.getvalue()
+
+    # -- counts --------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        series = sum(len(s.series) for s in self.studies.values())
+        instances = sum(len(se.instances) for s in self.studies.values()
+                        for se in s.series.values())
+        return {"studies": len(self.studies), "series": series, "instances": instances}

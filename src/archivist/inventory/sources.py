@@ -1,0 +1,138 @@
+"""Where inventories come from: this archive's index, files, or a live repository.
+
+A live repository is read with Repository Query when it accepts that SOP Class (whole levels at
+once, paged by record key), else with plain Study Root C-FIND level by level (studies, then the
+series of each study, then the instances of each series), which every archive answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from archivist.inventory import REPOSITORY_QUERY, STUDY_ROOT_FIND
+from archivist.inventory.model import Inventory
+from archivist.inventory.remote import (
+    Remote,
+    associate,
+    find,
+    repository_walk,
+    supports,
+)
+
+STUDY_KEYS = ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate", "AccessionNumber",
+              "ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances")
+SERIES_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesNumber",
+               "NumberOfSeriesRelatedInstances")
+INSTANCE_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+                 "InstanceNumber")
+Progress = Callable[[str, int], None]
+
+
+def of_archive(archive: Any, level: str = "INSTANCE",
+               scope: Iterable[tuple[str, str]] = ()) -> Inventory:
+    """This archive's inventory, from the index."""
+    from archivist.inventory.builder import InventoryBuilder, InventorySpec
+
+    built = InventoryBuilder(archive).build(InventorySpec(level=level, scope=list(scope)))
+    inv = Inventory.from_datasets(built.instances, source="this archive")
+    return inv
+
+
+def _identifier(level: str, keys: Iterable[str], scope: dict[str, str]) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level
+    for k in keys:
+        setattr(ds, k, scope.get(k, ""))
+    for k, v in scope.items():
+        if k not in ds:
+            setattr(ds, k, v)
+    return ds
+
+
+def of_remote(remote: Remote, level: str = "INSTANCE", scope: Iterable[tuple[str, str]] = (),
+              *, method: str = "auto", page_size: int = 500,
+              progress: Progress | None = None) -> Inventory:
+    """The inventory of a live repository.
+
+    Parameters
+    ----------
+    method
+        ``auto`` (Repository Query when offered, else C-FIND), ``rq`` or ``find``.
+    """
+    scope_map = dict(scope)
+    assoc = associate(remote, [REPOSITORY_QUERY, STUDY_ROOT_FIND])
+    try:
+        use_rq = method == "rq" or (method == "auto" and supports(assoc, REPOSITORY_QUERY))
+        if use_rq and not supports(assoc, REPOSITORY_QUERY):
+            from archivist.inventory.remote import RemoteError
+
+            raise RemoteError(f"{remote} does not offer Repository Query")
+        inv = Inventory(level="INSTANCE" if level.upper() in ("IMAGE", "INSTANCE") else
+                        level.upper(), source=f"{remote} ({'Repository Query' if use_rq else 'C-FIND'})")
+        depth = {"STUDY": 1, "SERIES": 2, "INSTANCE": 3}[inv.level]
+        if use_rq:
+            _walk_rq(assoc, inv, depth, scope_map, page_size, progress)
+        else:
+            _walk_find(assoc, inv, depth, scope_map, progress)
+        return inv
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def _walk_rq(assoc: Any, inv: Inventory, depth: int, scope: dict[str, str], page_size: int,
+             progress: Progress | None) -> None:
+    def keys(names: tuple[str, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {k: "" for k in names}
+        out.update(scope)
+        return out
+
+    for ds in repository_walk(assoc, "STUDY", keys(STUDY_KEYS), page_size=page_size):
+        inv.add_study(ds)
+        if progress:
+            progress("STUDY", len(inv.studies))
+    if depth >= 2:
+        for n, ds in enumerate(repository_walk(assoc, "SERIES", keys(SERIES_KEYS),
+                                               page_size=page_size), 1):
+            if str(ds.StudyInstanceUID) in inv.studies:
+                inv.add_series(ds)
+            if progress:
+                progress("SERIES", n)
+    if depth >= 3:
+        for n, ds in enumerate(repository_walk(assoc, "IMAGE", keys(INSTANCE_KEYS),
+                                               page_size=page_size), 1):
+            if str(ds.StudyInstanceUID) in inv.studies:
+                inv.add_instance(ds)
+            if progress:
+                progress("IMAGE", n)
+
+
+def _walk_find(assoc: Any, inv: Inventory, depth: int, scope: dict[str, str],
+               progress: Progress | None) -> None:
+    for ds in find(assoc, _identifier("STUDY", STUDY_KEYS, scope)):
+        inv.add_study(ds)
+    if progress:
+        progress("STUDY", len(inv.studies))
+    if depth < 2:
+        return
+    n_series = n_instances = 0
+    for study_uid in list(inv.studies):
+        ident = _identifier("SERIES", SERIES_KEYS, {"StudyInstanceUID": study_uid})
+        for ds in find(assoc, ident):
+            inv.add_series(ds, study_uid)
+            n_series += 1
+        if progress:
+            progress("SERIES", n_series)
+        if depth < 3:
+            continue
+        for series_uid in list(inv.studies[study_uid].series):
+            ident = _identifier("IMAGE", INSTANCE_KEYS, {"StudyInstanceUID": study_uid,
+                                                         "SeriesInstanceUID": series_uid})
+            for ds in find(assoc, ident):
+                inv.add_instance(ds, study_uid, series_uid)
+                n_instances += 1
+            if progress:
+                progress("IMAGE", n_instances)
