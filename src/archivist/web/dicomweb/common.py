@@ -160,6 +160,14 @@ def archive_of(request: Request) -> Archive:
 def base_url(request: Request) -> str:
     """The DICOMweb root as the client reached it (for RetrieveURL and BulkDataURI)."""
     root = str(request.base_url).rstrip("/")
+    host = request.headers.get("host", "")
+    server = request.scope.get("server")
+    if host and ":" not in host.rsplit("]", 1)[-1] and server and server[1] not in (80, 443):
+        # Some clients (dicomweb-client) send Host without the port; when they reached us
+        # directly (not through a proxy with a name of its own), the URLs need our port.
+        name = host.strip("[]")
+        if name in (server[0], "localhost", "127.0.0.1", "::1"):
+            root = root.replace(f"://{host}", f"://{host}:{server[1]}", 1)
     return f"{root}/dicomweb"
 
 

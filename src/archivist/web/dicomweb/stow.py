@@ -55,6 +55,23 @@ def _uids(path: Path) -> dict[str, str]:
     return out
 
 
+def _add_preamble(path: Path) -> None:
+    """Give a part that starts with its File Meta (no 128-byte preamble, no DICM) its preamble.
+
+    pydicom writes datasets built in memory that way; the content is Part 10 otherwise.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if head[128:132] == b"DICM" or not head.startswith(b"\x02\x00"):
+        return
+    fixed = path.with_suffix(".fixed")
+    with open(path, "rb") as src, open(fixed, "wb") as dst:
+        dst.write(b"\x00" * 128 + b"DICM")
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+    os.replace(fixed, path)
+
+
 class StowResult:
     def __init__(self, root: str, study: str | None) -> None:
         self.root = root
@@ -117,6 +134,7 @@ def _store_part(archive: Archive, part: Part, study: str | None, result: StowRes
         result.fail({}, FAILURE_CANNOT_UNDERSTAND, f"part of type {mtype[:40]} is not "
                     "application/dicom")
         return
+    _add_preamble(part.path)
     uids = _uids(part.path)
     if study is not None and uids.get("StudyInstanceUID") and uids["StudyInstanceUID"] != study:
         result.fail(uids, FAILURE_STUDY_MISMATCH, "Study Instance UID differs from the URL's")
