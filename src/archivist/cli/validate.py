@@ -20,8 +20,20 @@ _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
 
 def validate(
-    paths: list[Path] = typer.Argument(..., help="Files or folders (searched recursively).",
-                                       exists=True),
+    paths: list[Path] | None = typer.Argument(None, help="Files or folders (searched recursively).",
+                                              exists=True),
+    stored: list[str] | None = typer.Option(
+        None, "--stored", metavar="SOP_UID",
+        help="Show the findings the archive kept when it stored this instance (validation on "
+        "ingest); repeat for several.",
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Data directory of the archive, for --stored. Default ./archivist-data.",
+        show_default=False,
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML settings file, for --stored.", exists=True, dir_okay=False,
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     html: Path | None = typer.Option(
         None, "--html", help="Also write a shareable HTML report to this file.", dir_okay=False
@@ -36,8 +48,22 @@ def validate(
     length, characters), IOD modules (Type 1/2/1C/2C, enumerated values) and consistency of
     patient/study/series attributes across files.
 
-    Exit status 1 when any file has an error, 0 otherwise (warnings allowed).
+    With --stored SOP_UID, show instead what the archive found when it stored that instance
+    (the same findings as GET /api/instances/{sop}/validation).
+
+    Exit status 1 when any file has an error, 0 otherwise (warnings allowed); 2 for a usage
+    error or an unknown SOP Instance UID.
     """
+    if stored:
+        if paths:
+            typer.secho("error: give files or --stored, not both", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        raise typer.Exit(_show_stored(stored, data, config, json_out=json_out,
+                                      errors_only=errors_only))
+    if not paths:
+        typer.secho("error: name files or folders to validate, or --stored SOP_UID",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
     from archivist.validate import ValidationOptions, validate_paths
 
     options = ValidationOptions(report_extended=not no_extended)
@@ -94,6 +120,54 @@ def _print_text(result: BatchResult, *, errors_only: bool) -> None:
         f"[red]{counts['error']} error(s)[/], [yellow]{counts['warning']} warning(s)[/], "
         f"{counts['info']} info(s)."
     )
+
+
+def _show_stored(sop_uids: list[str], data: Path | None, config: Path | None, *,
+                 json_out: bool, errors_only: bool) -> int:
+    """Print the stored validation of instances; the exit status of ``validate --stored``."""
+    from archivist.archive.archive import Archive
+    from archivist.config import load_settings
+    from archivist.errors import ConfigError
+    from archivist.validate import BatchResult, Finding, Report, Severity
+
+    try:
+        settings = load_settings(config, overrides={"data_dir": data})
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        return 2
+    if not settings.index_path.exists():
+        typer.secho(f"error: no archive at {settings.data_dir} (pass --data)",
+                    fg=typer.colors.RED, err=True)
+        return 2
+    archive = Archive.open(settings)
+    try:
+        records = [archive.index.validation_of(uid.strip()) for uid in sop_uids]
+    finally:
+        archive.close()
+    unknown = [uid for uid, r in zip(sop_uids, records) if r is None]
+    if unknown:
+        typer.secho(f"error: not stored in {settings.data_dir}: {', '.join(unknown)}",
+                    fg=typer.colors.RED, err=True)
+        return 2
+    found = [r for r in records if r is not None]
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(found[0] if len(found) == 1 else found, indent=2))
+    else:
+        result = BatchResult()
+        for record in found:
+            findings = [Finding(Severity(f["severity"]), f["rule_id"], f["path"], f["module"],
+                                f["iod"], f["message"], f["reference"]) for f in record["findings"]]
+            state = "" if record["validated"] else " (stored with validation off: not checked)"
+            result.reports.append(Report(
+                path=f"stored {record['sop_instance_uid']}{state}", findings=findings,
+                sop_class_uid=record["sop_class_uid"],
+                sop_instance_uid=record["sop_instance_uid"],
+                iod=next((f.iod for f in findings if f.iod), ""),
+            ))
+        _print_text(result, errors_only=errors_only)
+    return 1 if any(r["errors"] for r in found) else 0
 
 
 def _ordered_modules(findings: list) -> list[str]:  # type: ignore[type-arg]
