@@ -22,6 +22,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from archivist.archive.archive import Archive
+from archivist.archive.retrieve import InstanceRef
+from archivist.dimse.handlers import contexts_for
 from archivist.dimse.services import Service
 from archivist.dimse.status import Status, query_failure, status_dataset
 from archivist.inventory import (
@@ -29,8 +31,10 @@ from archivist.inventory import (
     INVENTORY_FIND,
     INVENTORY_GET,
     INVENTORY_MOVE,
+    INVENTORY_STORAGE,
     REPOSITORY_QUERY,
 )
+from archivist.inventory.catalogue import Catalogue
 from archivist.inventory.records import InvalidRecordKey, LimitReached, RepositoryQuery
 
 log = logging.getLogger("archivist.dimse.inventory")
@@ -93,6 +97,18 @@ def install_b001_fix() -> None:
     ServiceClass._c_find_scp = _c_find_scp  # type: ignore[method-assign]
 
 
+def accept_inventory_storage() -> None:
+    """Add Inventory Storage to the storage SOP classes the acceptor offers (idempotent).
+
+    pynetdicom 3.0.4 keeps non-patient storage classes out of ``_STORAGE_CLASSES``, which the
+    acceptor reads to propose storage contexts (with SCU and SCP roles, so C-GET can deliver):
+    without this, inventories could neither be received by C-STORE nor sent by Inventory GET.
+    """
+    from pynetdicom.sop_class import _STORAGE_CLASSES  # type: ignore[attr-defined]
+
+    _STORAGE_CLASSES.setdefault("InventoryStorage", INVENTORY_STORAGE)
+
+
 # -- Repository Query --------------------------------------------------------------------------
 
 
@@ -148,13 +164,96 @@ def _charset(ds: Dataset, requested: Any) -> None:
         ds.SpecificCharacterSet = cs
 
 
+# -- Inventory Query/Retrieve (PS3.4 Annex JJ) -------------------------------------------------
+
+
+class InventoryQR:
+    """Inventory FIND, MOVE and GET over the inventories stored in the archive."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self.catalogue = Catalogue(archive)
+
+    def find(self, event: Any) -> Iterator[tuple[Any, Dataset | None]]:
+        aet = _peer_aet(event)
+        count = 0
+        try:
+            for _, ds in self.catalogue.match(event.identifier):
+                if event.is_cancelled:
+                    yield Status.CANCEL, None
+                    return
+                yield Status.PENDING, ds
+                count += 1
+        except Exception as exc:  # noqa: BLE001
+            status, comment = query_failure(exc)
+            log.warning("Inventory FIND from %s refused: %s", aet, comment)
+            yield status_dataset(status, comment), None
+            return
+        log.info("Inventory FIND from %s: %d inventories", aet, count)
+        yield Status.SUCCESS, None
+
+    def _load(self, ref: InstanceRef) -> Dataset | None:
+        try:
+            return self.archive.retrieve.dataset(ref)
+        except Exception as exc:  # noqa: BLE001 - counted as a failed sub-operation
+            log.error("cannot read stored inventory %s: %s", ref.sop_instance_uid,
+                      type(exc).__name__)
+            return None
+
+    def move(self, event: Any) -> Iterator[Any]:
+        aet = _peer_aet(event)
+        dest = event.move_destination
+        if isinstance(dest, bytes):
+            dest = dest.decode("ascii", "replace")
+        peer = self.archive.settings.peer(str(dest).strip())
+        if peer is None:
+            log.warning("Inventory MOVE from %s to unknown destination %r", aet, dest)
+            yield None, None
+            return
+        try:
+            refs = self.catalogue.refs_for(event.identifier)
+        except Exception as exc:  # noqa: BLE001
+            status, comment = query_failure(exc)
+            yield peer.host, peer.port
+            yield status_dataset(status, comment), None
+            return
+        yield peer.host, peer.port, {"contexts": contexts_for(refs)}
+        yield len(refs)
+        for ref in refs:
+            if event.is_cancelled:
+                yield Status.CANCEL, None
+                return
+            yield Status.PENDING, self._load(ref)
+
+    def get(self, event: Any) -> Iterator[Any]:
+        try:
+            refs = self.catalogue.refs_for(event.identifier)
+        except Exception as exc:  # noqa: BLE001
+            status, comment = query_failure(exc)
+            yield status_dataset(status, comment), None
+            return
+        yield len(refs)
+        for ref in refs:
+            if event.is_cancelled:
+                yield Status.CANCEL, None
+                return
+            yield Status.PENDING, self._load(ref)
+
+
 # -- the registry entry point ------------------------------------------------------------------
 
 
 def services(archive: Archive) -> list[Service]:
     """The Supplement 223 services this archive offers (see :mod:`archivist.dimse.services`)."""
     install_b001_fix()
-    return [Service(REPOSITORY_QUERY, "C-FIND", RepositoryQueryHandler(archive))]
+    accept_inventory_storage()
+    qr = InventoryQR(archive)
+    return [
+        Service(REPOSITORY_QUERY, "C-FIND", RepositoryQueryHandler(archive)),
+        Service(INVENTORY_FIND, "C-FIND", qr.find),
+        Service(INVENTORY_MOVE, "C-MOVE", qr.move),
+        Service(INVENTORY_GET, "C-GET", qr.get),
+    ]
 
 
 __all__ = [
