@@ -1,0 +1,183 @@
+"""The viewer and the archive page in a real browser (Debian's Chromium, driven by playwright-core).
+
+One real ``archivist serve`` with the real OHIF build: objects arrive through C-STORE (DCMTK
+``storescu``) and STOW-RS; then ``viewer_e2e.mjs`` opens the study list, opens a CT study and a
+JPEG 2000 study and samples the viewport canvas pixels, and uploads one file with the archive
+page's file picker and one by dropping it. This test checks what the script measured.
+
+Nothing here skips: without the OHIF build (fetched from the npm registry by tools/fetch_ohif.py),
+Chromium, or Node.js the test fails and says what is missing. Screenshots and the script's
+results are kept in ``test-artifacts/browser/`` (not committed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from archivist.config import OHIF_VERSION
+from archivist.testing.datasets import make_instance, pydicom_test_file
+from archivist.testing.server import ServerProcess
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+ARTEFACTS = REPO / "test-artifacts" / "browser"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+C_STORE = ["CT_small.dcm", "MR_small.dcm"]                 # CT and MR, explicit VR little endian
+STOW = ["JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm"]           # NM JPEG 2000, OT RGB JPEG baseline
+
+
+def _tool(name: str) -> str:
+    """A system tool, not the same-named Python script pynetdicom puts in the venv."""
+    venv_bin = os.path.dirname(sys.executable)
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep)
+            if d and os.path.abspath(d) != venv_bin]
+    found = shutil.which(name, path=os.pathsep.join(dirs))
+    if found is None:
+        pytest.fail(f"{name} is required for the browser tests (see .ci/run)")
+    return found
+
+
+def _viewer_dir() -> Path:
+    """Fetch the pinned OHIF build once (a no-op when present); fail if that is impossible."""
+    dest = REPO / ".cache" / "ohif" / OHIF_VERSION
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "fetch_ohif.py"), "--dest",
+                           str(dest)], check=False, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.fail(f"the OHIF build could not be fetched:\n{done.stderr}")
+    return dest
+
+
+def _node_modules() -> None:
+    """``npm ci`` in tests/browser when playwright-core is missing or not the locked version."""
+    npm = _tool("npm")
+    _tool("node")
+    lock = json.loads((HERE / "package-lock.json").read_text())
+    wanted = lock["packages"]["node_modules/playwright-core"]["version"]
+    installed = HERE / "node_modules" / "playwright-core" / "package.json"
+    if installed.exists() and json.loads(installed.read_text())["version"] == wanted:
+        return
+    done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, check=False,
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.fail(f"npm ci in tests/browser failed:\n{done.stdout}\n{done.stderr}")
+
+
+def _stow(url: str, path: Path) -> None:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+            + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode())
+    req = urllib.request.Request(
+        f"{url}/dicomweb/studies", data=body, method="POST",
+        headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+                 "Accept": "application/dicom+json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        assert resp.status == 200, resp.read()
+
+
+def _qido_studies(url: str, study_uid: str) -> list[dict]:
+    req = urllib.request.Request(f"{url}/dicomweb/studies?StudyInstanceUID={study_uid}",
+                                 headers={"Accept": "application/dicom+json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else []
+
+
+@pytest.mark.timeout(1200)
+def test_viewer_and_archive_page_in_chromium(tmp_path: Path) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is required (apt-get install chromium; .ci/run does it)")
+    viewer_dir = _viewer_dir()
+    _node_modules()
+    storescu = _tool("storescu")
+
+    server = ServerProcess(tmp_path / "data", env={"ARCHIVIST_VIEWER_DIR": str(viewer_dir)})
+    server.start()
+    try:
+        files = {name: pydicom_test_file(name) for name in C_STORE + STOW}
+        assert all(files.values()), files
+        done = subprocess.run([storescu, "-aec", server.aet, "127.0.0.1", str(server.dicom_port),
+                               *[str(files[n]) for n in C_STORE]],
+                              check=False, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        for name in STOW:
+            _stow(server.url, Path(str(files[name])))
+        studies = {name: pydicom.dcmread(files[name], stop_before_pixels=True)
+                   for name in C_STORE + STOW}
+
+        picked = make_instance(tmp_path / "picked.dcm", patient_id="UPLOAD1",
+                               patient_name="UPLOAD^PICKED", study_description="Picked upload")
+        dropped = make_instance(tmp_path / "dropped.dcm", patient_id="UPLOAD2",
+                                patient_name="UPLOAD^DROPPED", study_description="Dropped upload")
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        spec = {
+            "baseUrl": server.url,
+            "artefacts": str(ARTEFACTS),
+            "studyList": {
+                "count": len(studies),
+                "markers": ["Whole Body Bone", "e+1", "Lestrade, G", "CT", "MR", "NM", "OT"],
+            },
+            "open": [
+                {"name": "ct", "studyUid": str(studies["CT_small.dcm"].StudyInstanceUID)},
+                {"name": "jpeg2000", "studyUid": str(studies["JPEG2000.dcm"].StudyInstanceUID)},
+            ],
+            "upload": {"file": str(tmp_path / "picked.dcm"),
+                       "studyUid": str(picked.StudyInstanceUID)},
+            "drop": {"file": str(tmp_path / "dropped.dcm"), "name": "dropped.dcm",
+                     "studyUid": str(dropped.StudyInstanceUID)},
+        }
+        run = subprocess.run([_tool("node"), str(HERE / "viewer_e2e.mjs"), json.dumps(spec)],
+                             cwd=HERE, check=False, capture_output=True, text=True, timeout=900)
+        (ARTEFACTS / "node-stderr.txt").write_text(run.stderr)
+        assert run.returncode == 0, f"viewer_e2e.mjs failed:\n{run.stderr[-4000:]}"
+        results = json.loads(run.stdout.strip().splitlines()[-1])
+        (ARTEFACTS / "results.json").write_text(json.dumps(results, indent=2))
+
+        # The study list shows every study.
+        listed = results["studyList"]
+        assert listed["total"] == len(studies), listed
+        assert listed["rows"] >= len(studies), listed
+        assert sorted(listed["seen"]) == sorted(spec["studyList"]["markers"]), listed
+        # Volume/MPR prerequisites: the page is cross-origin isolated (COOP + COEP).
+        assert results["crossOriginIsolated"] is True
+
+        # A CT and a JPEG 2000 study open, and the viewport canvas holds an image: a good part
+        # of it is not black and it has many grey levels (text overlays are not on the canvas).
+        for opened in results["studies"]:
+            canvases = opened["canvases"]
+            assert opened["rendered"], opened
+            best = max(canvases, key=lambda c: c.get("nonBlackFraction", 0))
+            assert best["nonBlackFraction"] > 0.02 and best["greyLevels"] >= 8, opened
+            # Thumbnails come from /thumbnail and are real images, not black squares.
+            assert any(t["nonBlackFraction"] > 0.05 for t in opened["thumbnails"]), opened
+
+        # Uploads through the archive page: each file stored, its study then listed on the page
+        # and found by QIDO-RS (so it is in the index, not only on the page).
+        for key, ds, name in (("upload", picked, "picked.dcm"), ("drop", dropped, "dropped.dcm")):
+            got = results[key]
+            assert got["error"] is None, got
+            mine = [r for r in got["rows"] if r["cells"][0] == name]
+            assert mine and mine[0]["cls"] == "ok" and mine[0]["cells"][2].startswith("stored"), got
+            assert got["studyListed"], got
+            assert len(_qido_studies(server.url, str(ds.StudyInstanceUID))) == 1
+        assert results["upload"]["studyWasListed"] is False
+        assert results["upload"]["progress"] == 1
+
+        # No server errors behind the pages (4xx are kept in results.json for the record).
+        server_errors = [r for r in results["failedRequests"] if r["status"] >= 500]
+        assert not server_errors, server_errors
+        for shot in ("study-list.png", "viewer-ct.png", "viewer-jpeg2000.png",
+                     "archive-upload.png", "archive-drop.png"):
+            assert (ARTEFACTS / shot).stat().st_size > 10_000, shot
+    finally:
+        server.stop()
