@@ -594,3 +594,33 @@ def test_stow_streams_a_large_object_without_holding_it(srv, tmp_path) -> None:
                          headers={"Accept": 'multipart/related; type="application/octet-stream"'})
     (_, payload), = parts_of(frame)
     assert len(payload) == 1024 * 1024
+
+
+def test_qido_sequence_matching_on_codes(srv) -> None:
+    """A code query finds the study, and the SCT code finds an object stored with SRT."""
+    from pydicom.dataset import Dataset
+
+    def coded(value: str, scheme: str, meaning: str) -> Dataset:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+        return item
+
+    srt = make_instance(patient_id="CODE-1", extra={
+        "AnatomicRegionSequence": [coded("T-62000", "SRT", "Liver")]})
+    sct = make_instance(patient_id="CODE-2", extra={
+        "AnatomicRegionSequence": [coded("39607008", "SCT", "Lung")]})
+    DICOMwebClient(f"{srv.url}/dicomweb").store_instances([srt, sct])
+
+    def patients(level: str, **params: str) -> set[str]:
+        r = requests.get(f"{srv.url}/dicomweb/{level}", params={**params, "includefield": "PatientID"})
+        assert r.status_code == 200, r.text
+        return {i["00100020"]["Value"][0] for i in r.json() if "Value" in i.get("00100020", {})}
+
+    liver_sct = {"00082218.00080100": "10200004", "00082218.00080102": "SCT"}
+    assert patients("instances", **liver_sct) == {"CODE-1"}
+    assert patients("studies", **liver_sct) == {"CODE-1"}
+    assert patients("instances", **{"AnatomicRegionSequence.CodeValue": "T-62000",
+                                    "AnatomicRegionSequence.CodingSchemeDesignator": "SRT"}) \
+        == {"CODE-1"}
+    assert patients("instances", **{"00082218.00080100": "39607008"}) == {"CODE-2"}
+    assert patients("instances", **{"00082218.00080100": "999999"}) == set()
