@@ -127,15 +127,29 @@ def _check_lengths(path: Path, size: int) -> PixelDataInfo | None:
     return None
 
 
+def _deflated_pixel_data(path: Path) -> PixelDataInfo | None:
+    """The pixel data element of a deflated file (PS3.5 A.5): the stream is inflated once more,
+    values skipped (deflated objects are rare; their offsets mean nothing in the file)."""
+    try:
+        ds = pydicom.dcmread(path, specific_tags=list(map(Tag, _PIXEL_TAGS)), defer_size=1024)
+    except Exception as exc:  # noqa: BLE001 - any parser failure is the object's fault
+        raise InvalidObject(f"cannot inflate the object ({type(exc).__name__})") from None
+    for tag in _PIXEL_TAGS:
+        raw = ds._dict.get(Tag(tag))  # the raw element: get_item() would load the value
+        if raw is not None:
+            length = getattr(raw, "length", None)
+            return PixelDataInfo(tag, int(length) if length is not None else 0)
+    return None
+
+
 def _check_complete(path: Path, ds: Dataset, ts: UID) -> PixelDataInfo | None:
     """Refuse objects that are cut short (no full read: values are skipped, not loaded).
 
-    Returns the pixel data element found (None when there is none, or for a deflated file,
-    whose elements cannot be located without inflating it).
+    Returns the pixel data element found (None when there is none).
     """
     size = path.stat().st_size
     if ts.is_deflated:
-        return None
+        return _deflated_pixel_data(path)
     pixel = _check_lengths(path, size)
     rows, cols = ds.get("Rows"), ds.get("Columns")
     bits = ds.get("BitsAllocated")
