@@ -624,3 +624,18 @@ def test_qido_sequence_matching_on_codes(srv) -> None:
         == {"CODE-1"}
     assert patients("instances", **{"00082218.00080100": "39607008"}) == {"CODE-2"}
     assert patients("instances", **{"00082218.00080100": "999999"}) == set()
+
+
+def test_single_part_frame_when_asked(srv, stored) -> None:
+    ct = stored["CT_small.dcm"]
+    r = requests.get(f"{url_of(srv, ct)}/frames/1", headers={"Accept": "application/octet-stream"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/octet-stream")
+    assert r.content == ct.PixelData
+    j2k = stored["JPEG2000.dcm"]
+    r = requests.get(f"{url_of(srv, j2k)}/frames/1", headers={"Accept": "image/jp2"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/jp2")
+    from pydicom.encaps import generate_frames
+
+    (expected,) = list(generate_frames(j2k.PixelData, number_of_frames=1))
+    assert r.content == expected

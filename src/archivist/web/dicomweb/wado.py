@@ -329,7 +329,10 @@ async def frames(request: Request, study: str, series: str, sop: str, frame_list
         raise HTTPProblem(500, "stored object is not on a file system")
     info = await run_in_threadpool(pixels.pixel_info, path)
     pixels.check_frames(info, numbers)
-    media, decode = choose_frame_encoding(accept_of(request), info.transfer_syntax)
+    ranges = accept_of(request)
+    media, decode = choose_frame_encoding(ranges, info.transfer_syntax)
+    single = len(numbers) == 1 and not ranges[0].multipart and ranges[0].type not in (
+        "*/*", "multipart/*")
     if media == OCTET:
         part_type = f"{OCTET}; transfer-syntax={EXPLICIT_LE}"
     else:
@@ -340,6 +343,9 @@ async def frames(request: Request, study: str, series: str, sop: str, frame_list
 
     # The first frame is read before answering, so an error becomes a status, not a cut body.
     first = await run_in_threadpool(frame_bytes, numbers[0])
+    if single:
+        # The client asked for a single-part response (PS3.18 8.7.3.3.2): the frame itself.
+        return Response(first, media_type=part_type)
 
     def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
         yield part_type, iter([first])
