@@ -37,8 +37,12 @@ class Retrieve:
         self.blobs = blobs
 
     def instances(self, query: Query) -> Iterator[InstanceRef]:
-        """Every stored instance under the entities `query` matches (at any level)."""
-        q = Query(QueryLevel.IMAGE, list(query.constraints), [], query.pn_case_insensitive)
+        """Every stored instance under the entities `query` matches (at any level).
+
+        Code Sequence constraints select the instances that carry the code.
+        """
+        q = Query(QueryLevel.IMAGE, list(query.constraints), [], query.pn_case_insensitive,
+                  codes=list(query.codes))
         for row in self.search.rows(q):
             yield InstanceRef(
                 sop_instance_uid=row["instance.sop_instance_uid"],
