@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -173,11 +174,16 @@ def test_viewer_and_archive_page_in_chromium(tmp_path: Path) -> None:
         assert results["upload"]["studyWasListed"] is False
         assert results["upload"]["progress"] == 1
 
+        # The study page shows the validation findings of an instance (GET /api/.../validation).
+        findings = results["findings"]
+        assert findings["error"] is None, findings
+        assert re.search(r"\d+ errors?, \d+ warnings?|Not validated", findings["text"]), findings
+
         # No server errors behind the pages (4xx are kept in results.json for the record).
         server_errors = [r for r in results["failedRequests"] if r["status"] >= 500]
         assert not server_errors, server_errors
         for shot in ("study-list.png", "viewer-ct.png", "viewer-jpeg2000.png",
-                     "archive-upload.png", "archive-drop.png"):
+                     "archive-upload.png", "archive-drop.png", "archive-findings.png"):
             assert (ARTEFACTS / shot).stat().st_size > 10_000, shot
     finally:
         server.stop()

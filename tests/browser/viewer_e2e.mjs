@@ -37,7 +37,10 @@ function watch(page, context) {
                                   error: req.failure()?.errorText });
   });
   page.on('console', (msg) => {
-    if (msg.type() === 'error') results.consoleErrors.push(msg.text().slice(0, 300));
+    if (msg.type() === 'error') {
+      const where = (msg.location() && msg.location().url || '').replace(base, '');
+      results.consoleErrors.push(msg.text().slice(0, 300) + (where ? ' @ ' + where : ''));
+    }
   });
   page.on('pageerror', (err) => results.consoleErrors.push('pageerror: ' + String(err).slice(0, 300)));
 }
@@ -100,6 +103,14 @@ async function sampleThumbnails(page) {
   });
 }
 
+// Click a button of OHIF's first-visit notices if it is showing (they only cover the screenshots).
+async function dismiss(page, label) {
+  const button = page.getByRole('button', { name: label });
+  if (await button.count() && await button.first().isVisible()) {
+    await button.first().click().catch(() => {});
+  }
+}
+
 async function poll(fn, ok, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
   let last = await fn();
@@ -129,6 +140,7 @@ watch(page, context);
   const state = await poll(look, (s) => s.total === input.studyList.count &&
                            s.seen.length === input.studyList.markers.length, 120000);
   results.crossOriginIsolated = await page.evaluate(() => self.crossOriginIsolated);
+  await dismiss(page, 'Confirm and hide');  // the "investigational use" notice, once per browser
   await page.screenshot({ path: join(input.artefacts, 'study-list.png') });
   results.studyList = { ...state, ms: Date.now() - t0 };
 }
@@ -142,6 +154,7 @@ for (const study of input.open) {
   const ms = Date.now() - t0;
   // Let the study browser's thumbnails arrive before looking at them.
   const thumbs = await poll(() => sampleThumbnails(page), (t) => t.length > 0, 15000);
+  await dismiss(page, 'Skip all');  // the first-visit tour
   await page.screenshot({ path: join(input.artefacts, `viewer-${study.name}.png`) });
   results.studies.push({ name: study.name, rendered: rendered(samples), ms, canvases: samples,
                          thumbnails: thumbs });
@@ -192,6 +205,23 @@ async function studyRows() {
   results.drop = { error, rows: await resultRows(),
                    studyListed: (await studyRows()).includes(input.drop.studyUid) };
   await page.screenshot({ path: join(input.artefacts, 'archive-drop.png'), fullPage: true });
+}
+
+// 4. The validation findings of an instance, from the study's page.
+{
+  await page.goto(`${base}/archive/studies/${encodeURIComponent(input.upload.studyUid)}`,
+                  { waitUntil: 'load' });
+  await page.click('button.findings');
+  const cell = 'tr.findings-row:not([hidden]) td';
+  let error = null;
+  try {
+    await page.waitForFunction((sel) => {
+      const td = document.querySelector(sel);
+      return td && td.textContent && !td.textContent.startsWith('loading');
+    }, cell, { timeout: 30000 });
+  } catch (e) { error = String(e); }
+  results.findings = { error, text: await page.$eval(cell, (td) => td.innerText).catch(() => null) };
+  await page.screenshot({ path: join(input.artefacts, 'archive-findings.png'), fullPage: true });
 }
 
 await browser.close();

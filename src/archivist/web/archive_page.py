@@ -144,7 +144,7 @@ def _page(title: str, body: str, settings: Settings) -> HTMLResponse:
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{_e(title)}</title><link rel="stylesheet" href="/archive/static/archive.css"></head>
+<title>{_e(title)}</title><link rel="icon" href="data:,"><link rel="stylesheet" href="/archive/static/archive.css"></head>
 <body>
 <header><a class="brand" href="/archive/">Archivist</a>
 <span class="node">AE <b>{_e(settings.aet)}</b> · DIMSE port {settings.dicom_port}</span>
@@ -212,17 +212,29 @@ through the same checks as C-STORE.</p></div>
 <tbody></tbody></table></section>"""
 
 
-def _api_html(request: Request) -> str:
+def _route_lines(routes: list[Any], prefix: str = "") -> list[str]:
     items = []
-    for route in request.app.routes:
-        path = getattr(route, "path", None)
-        if not path or path in ("/{path:path}",):
+    for route in routes:
+        path = prefix + (getattr(route, "path", "") or "")
+        children = getattr(route, "routes", None)
+        if children:  # a Mount: list what it holds
+            items.extend(_route_lines(list(children), path))
+            continue
+        if not path or path == "/{path:path}" or path.endswith("/archive"):
             continue
         methods = sorted(m for m in (getattr(route, "methods", None) or []) if m != "HEAD")
+        if children is not None:  # a mounted application that does not list its routes
+            items.append(f"<li><code>*</code> {_e(path)}/&hellip;</li>")
+            continue
         label = _e(path)
         if "{" not in path and "GET" in methods:
             label = f'<a href="{_e(path)}">{_e(path)}</a>'
         items.append(f"<li><code>{' '.join(methods) or 'ANY'}</code> {label}</li>")
+    return items
+
+
+def _api_html(request: Request) -> str:
+    items = _route_lines(list(request.app.routes))
     return f"""<section id="api"><h2>HTTP API</h2>
 <p>DICOMweb (QIDO-RS, WADO-RS, STOW-RS) lives under <code>/dicomweb</code>, WADO-URI at
 <code>/wado</code>; the archive's JSON API under <code>/api</code>. The DICOMweb conformance

@@ -208,20 +208,29 @@
       cell.append(el('p', { class: 'failed' }, 'HTTP ' + status + ': ' + (text || '').slice(0, 300)));
       return;
     }
+    // GET /api/instances/{sop}/validation: {validated, errors, warnings, findings: [{severity,
+    // rule_id, path, module, iod, message, reference}]}
     const findings = Array.isArray(body) ? body : (body.findings || []);
+    if (body.validated === false) {
+      cell.append(el('p', { class: 'hint' }, 'Not validated: stored while validation was off.'));
+    } else if (body.errors !== undefined) {
+      cell.append(el('p', { class: 'summary' },
+        `${body.errors} error${body.errors === 1 ? '' : 's'}, ${body.warnings || 0} warning${body.warnings === 1 ? '' : 's'}`));
+    }
     if (!findings.length) {
       cell.append(el('p', {}, 'No findings.'));
     } else {
       const table = el('table', { class: 'findings-table' });
       const head = el('tr');
-      for (const h of ['Severity', 'Rule', 'Attribute', 'Message']) head.append(el('th', {}, h));
+      for (const h of ['Severity', 'Rule', 'Where', 'Message']) head.append(el('th', {}, h));
       table.append(head);
       for (const f of findings) {
         const tr = el('tr', { class: String(f.severity || '').toLowerCase() });
+        const where = [f.path, f.module].filter(Boolean).join(' · ');
         tr.append(el('td', {}, String(f.severity || '')),
-                  el('td', {}, String(f.rule || f.code || '')),
-                  el('td', {}, String(f.keyword || f.tag || f.path || f.attribute || '')),
-                  el('td', {}, String(f.message || f.text || JSON.stringify(f))));
+                  el('td', {}, String(f.rule_id || f.rule || '')),
+                  el('td', {}, where),
+                  el('td', {}, String(f.message || '') + (f.reference ? ' (' + f.reference + ')' : '')));
         table.append(tr);
       }
       cell.append(table);
