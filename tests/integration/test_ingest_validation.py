@@ -48,7 +48,7 @@ def get_json(srv: ServerProcess, path: str) -> tuple[int, Any]:
 def storescu(srv: ServerProcess, *files: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [dcmtk_tool("storescu"), "-d", "-aec", AET, "127.0.0.1", str(srv.dicom_port),
-         *map(str, files)], capture_output=True, text=True, timeout=60)
+         *map(str, files)], capture_output=True, text=True, timeout=60, check=False)
 
 
 def pynetdicom_store(srv: ServerProcess, path: Path) -> pydicom.Dataset:
@@ -69,7 +69,8 @@ def archivist(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "archivist.cli.main", *args],
-                          capture_output=True, text=True, timeout=120, env=full_env)
+                          capture_output=True, text=True, timeout=120, env=full_env,
+                          check=False)
 
 
 def stored_files(data: Path) -> list[Path]:
