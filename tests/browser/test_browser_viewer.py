@@ -36,6 +36,17 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 C_STORE = ["CT_small.dcm", "MR_small.dcm"]                 # CT and MR, explicit VR little endian
 STOW = ["JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm"]           # NM JPEG 2000, OT RGB JPEG baseline
+# More encodings, each re-saved as a study of its own (new UIDs; pixel data untouched) and sent
+# with STOW-RS, then opened in the viewer: (name, pydicom test file).
+ENCODINGS = [
+    ("jpeg-baseline-ybr", "SC_rgb_jpeg_dcmtk.dcm"),          # 1.2.840.10008.1.2.4.50, YBR_FULL
+    ("jpeg-extended-12bit", "JPGExtended.dcm"),              # .4.51, 12-bit NM
+    ("jpeg-lossless", "SC_rgb_jpeg_gdcm.dcm"),               # .4.70, RGB
+    ("jpeg-ls-lossless", "MR_small_jpeg_ls_lossless.dcm"),   # .4.80
+    ("jpeg2000-lossless", "MR_small_jp2klossless.dcm"),      # .4.90
+    ("rle", "MR_small_RLE.dcm"),                             # .5
+    ("us-cine-30-frames", "examples_ybr_color.dcm"),         # .4.50 multi-frame US
+]
 
 
 def _tool(name: str) -> str:
@@ -72,6 +83,19 @@ def _node_modules() -> None:
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         pytest.fail(f"npm ci in tests/browser failed:\n{done.stdout}\n{done.stderr}")
+
+
+def _re_uid(source: Path, dest: Path, patient_id: str) -> pydicom.Dataset:
+    """`source` as a study of its own: new study, series and instance UIDs and patient ID."""
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(source)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientID = patient_id
+    ds.save_as(dest, enforce_file_format=True)
+    return ds
 
 
 def _stow(url: str, path: Path) -> None:
@@ -115,6 +139,13 @@ def test_viewer_and_archive_page_in_chromium(tmp_path: Path) -> None:
             _stow(server.url, Path(str(files[name])))
         studies = {name: pydicom.dcmread(files[name], stop_before_pixels=True)
                    for name in C_STORE + STOW}
+        encoded = {}
+        for n, (label, name) in enumerate(ENCODINGS):
+            source = pydicom_test_file(name)
+            assert source is not None, name
+            copy = tmp_path / f"{label}.dcm"
+            encoded[label] = _re_uid(Path(str(source)), copy, f"ENC{n}")
+            _stow(server.url, copy)
 
         picked = make_instance(tmp_path / "picked.dcm", patient_id="UPLOAD1",
                                patient_name="UPLOAD^PICKED", study_description="Picked upload")
@@ -125,12 +156,14 @@ def test_viewer_and_archive_page_in_chromium(tmp_path: Path) -> None:
             "baseUrl": server.url,
             "artefacts": str(ARTEFACTS),
             "studyList": {
-                "count": len(studies),
+                "count": len(studies) + len(encoded),
                 "markers": ["Whole Body Bone", "e+1", "Lestrade, G", "CT", "MR", "NM", "OT"],
             },
             "open": [
                 {"name": "ct", "studyUid": str(studies["CT_small.dcm"].StudyInstanceUID)},
                 {"name": "jpeg2000", "studyUid": str(studies["JPEG2000.dcm"].StudyInstanceUID)},
+                *({"name": label, "studyUid": str(ds.StudyInstanceUID)}
+                  for label, ds in encoded.items()),
             ],
             "upload": {"file": str(tmp_path / "picked.dcm"),
                        "studyUid": str(picked.StudyInstanceUID)},
@@ -146,8 +179,8 @@ def test_viewer_and_archive_page_in_chromium(tmp_path: Path) -> None:
 
         # The study list shows every study.
         listed = results["studyList"]
-        assert listed["total"] == len(studies), listed
-        assert listed["rows"] >= len(studies), listed
+        assert listed["total"] == len(studies) + len(encoded), listed
+        assert listed["rows"] >= len(studies) + len(encoded), listed
         assert sorted(listed["seen"]) == sorted(spec["studyList"]["markers"]), listed
         # Volume/MPR prerequisites: the page is cross-origin isolated (COOP + COEP).
         assert results["crossOriginIsolated"] is True
