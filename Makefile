@@ -30,5 +30,16 @@ test: setup viewer
 lint: setup
 	@$(UV) run --frozen --no-sync ruff check src tests
 
+# Archivist against Orthanc, DCMTK storescp and a bare pynetdicom SCP in one run (docs/performance.md).
+# Installs the reference servers with apt-get when missing; options via ARGS (--quick, --scale N).
+bench: setup
+	@need=""; for pkg in orthanc orthanc-dicomweb dcmtk; do \
+	  dpkg -s $$pkg >/dev/null 2>&1 || need="$$need $$pkg"; done; \
+	if [ -n "$$need" ]; then \
+	  echo "installing$$need"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
+	fi
+	@$(UV) run --frozen --group bench python -m bench $(ARGS)
+
 clean:
 	rm -rf .venv .pytest_cache
