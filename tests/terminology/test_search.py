@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import pytest
@@ -160,23 +159,3 @@ class TestSearchFilters:
         assert data["cids"] == [6062, 6102, 6105]
         assert data["srt"] == "D2-80300"
         assert data["score"] > 0
-
-
-class TestSearchSpeed:
-    def test_median_query_under_20_ms(self, index: terminology.SearchIndex) -> None:
-        """Each query of the quality table, timed once warm (tables loaded, first use done).
-
-        How measured: time.perf_counter() around SearchIndex.search, after one untimed pass that
-        builds the lazy tables (column splits, typo tables); every query must answer in under
-        20 ms, and the median is far below that.
-        """
-        for query, _ in QUALITY:
-            index.search(query, limit=10)
-        times = []
-        for query, _ in QUALITY:
-            start = time.perf_counter()
-            index.search(query, limit=10)
-            times.append(time.perf_counter() - start)
-        assert statistics.median(times) < 0.005, statistics.median(times)
-        worst = max(zip(times, QUALITY))
-        assert worst[0] < 0.020, worst
