@@ -128,6 +128,10 @@ class Acceptor:
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(4, min(16, settings.max_associations)),
             thread_name_prefix="dimse-work")
+        # C-MOVE holds a thread for its whole run (pynetdicom's SCU is blocking); a pool of its
+        # own keeps moves, even moves to ourselves, from starving the stores they cause.
+        self.move_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=8, thread_name_prefix="dimse-move")
         self.associations: set[Association] = set()
         self.pending = 0
         self._sock: socket.socket | None = None
@@ -163,7 +167,7 @@ class Acceptor:
 
             async def serve() -> None:
                 self._server = await asyncio.start_server(
-                    self._on_connection, sock=sock, limit=2 * _CHUNK)
+                    self._on_connection, sock=sock, limit=2 * _CHUNK, backlog=1024)
                 ready.set()
 
             self.loop.run_until_complete(serve())
@@ -200,6 +204,7 @@ class Acceptor:
         self._thread.join(10)
         self._thread = None
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.move_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- connections -----------------------------------------------------------------------
 
@@ -407,6 +412,7 @@ class Association:
         self.cancelled: set[int] = set()
         self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.busy = False
+        self.idle = asyncio.Event()
         self.current: Message | None = None
         self.last_activity = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
@@ -601,6 +607,10 @@ class Association:
             if msg.sink is not None:
                 msg.sink.close()
             return
+        msg.primitive = msg.primitive_of()
+        if not getattr(msg.primitive, "is_valid_request", False):
+            raise ProtocolError(f"DIMSE request 0x{field:04X} lacks required command elements",
+                                ABORT_INVALID_PARAMETER)
         await self.queue.put(msg)
 
     async def _perform(self) -> None:
@@ -614,6 +624,11 @@ class Association:
                 return
             except asyncio.CancelledError:
                 raise
+            except ProtocolError as exc:
+                log.warning("association with %s@%s aborted: %s", self.calling, self.address,
+                            exc)
+                self.abort_now("protocol error")
+                return
             except Exception:
                 log.exception("DIMSE request from %s failed", self.calling)
                 self.abort_now("internal error")
@@ -623,11 +638,13 @@ class Association:
                     msg.sink.close()
                 self.busy = False
                 self.last_activity = self.loop.time()
+                self.idle.set()
 
     async def _release(self) -> None:
         """A-RELEASE-RQ: answer once the running request (if any) is done (PS3.8 7.2)."""
         while self.busy or not self.queue.empty():
-            await asyncio.sleep(0.01)
+            self.idle.clear()
+            await self.idle.wait()
         self.writer.write(A_RELEASE_RP_PDU)
         try:
             async with asyncio.timeout(self.settings.acse_timeout):

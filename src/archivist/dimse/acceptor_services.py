@@ -42,7 +42,12 @@ from pynetdicom import dimse_messages as dm
 from pynetdicom import dimse_primitives as dp
 from pynetdicom.dsutils import decode, encode
 
-from archivist.dimse.acceptor_pdu import Message, encode_message
+from archivist.dimse.acceptor_pdu import (
+    ABORT_UNRECOGNIZED_PARAMETER,
+    Message,
+    ProtocolError,
+    encode_message,
+)
 from archivist.dimse.status import Status
 
 if TYPE_CHECKING:
@@ -313,7 +318,7 @@ class Services:
     async def perform(self, assoc: Association, msg: Message) -> None:
         cx = assoc.accepted[int(msg.context_id)]  # type: ignore[arg-type]
         field = msg.command_field
-        req = msg.primitive_of()
+        req = msg.primitive
         if field == 0x0001:
             await self._store(assoc, msg, req, cx)
         elif field == 0x0030:
@@ -331,10 +336,7 @@ class Services:
             await self._abort_unsupported(assoc, field)
 
     async def _abort_unsupported(self, assoc: Association, field: int) -> None:
-        from archivist.dimse.acceptor_pdu import ABORT_UNRECOGNIZED_PARAMETER, ProtocolError
-
-        raise ConnectionError(str(ProtocolError(f"command 0x{field:04X}",
-                                                ABORT_UNRECOGNIZED_PARAMETER)))
+        raise ProtocolError(f"command 0x{field:04X} not supported", ABORT_UNRECOGNIZED_PARAMETER)
 
     def _run(self, assoc: Association, fn: Any, *args: Any) -> asyncio.Future[Any]:
         return assoc.loop.run_in_executor(assoc.acceptor.pool, fn, *args)
@@ -619,7 +621,7 @@ class Services:
             finally:
                 _close(gen)
 
-        await loop.run_in_executor(assoc.acceptor.pool, run)
+        await loop.run_in_executor(assoc.acceptor.move_pool, run)
 
     def _move_blocking(self, assoc: Association, req: Any, event: Event, gen: Iterator[Any],
                        destination: Any, rsp_pdus: Any, send: Any) -> None:
