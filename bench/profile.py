@@ -25,7 +25,7 @@ from bench.targets import Target
 
 #: (category, pattern on "function (file:line)"), tried from the innermost frame outwards.
 CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
-    ("fsync / file writes", re.compile(r"\b(fsync|fdatasync|_fsync|write_bytes)\b|os\.py")),
+    ("fsync / file writes", re.compile(r"fsync|fdatasync|write_bytes|tempfile\.py")),
     ("SQLite + SQLAlchemy", re.compile(r"sqlalchemy/|sqlite3|alembic/")),
     ("pydicom (parse / encode)", re.compile(r"pydicom/")),
     ("pynetdicom PDU/DIMSE decode", re.compile(r"pynetdicom/(pdu|pdu_items|pdu_primitives|"

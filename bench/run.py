@@ -2,8 +2,9 @@
 
 Order: repetitions are the outer loop and targets the inner one, so that the load other work puts
 on a shared machine falls on every target alike. Each repetition starts each target on a fresh data
-directory and ingests the CT then the tiny corpus; in the last repetition, the query/retrieve
-targets then answer the C-FIND, DICOMweb and C-MOVE/C-GET rows on what they just stored. The large
+directory and ingests the CT then the tiny corpus; in the first repetition, the query/retrieve
+targets then answer the C-FIND, C-MOVE/C-GET and DICOMweb rows on what they just stored. Further
+repetitions (ingest only) are skipped when they would overrun ``--budget``. The large
 instance, ``--scale`` and ``--profile`` phases come after, each on fresh data.
 """
 
@@ -71,6 +72,7 @@ class Bench:
         self.corpus: Corpus | None = None
         self.targets: list[Target] = []
         self.peer: PeerStorescp | None = None
+        self.extras_s = 0.0
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -123,9 +125,18 @@ class Bench:
         try:
             groups = self.groups()
             if any(g in groups for g in ("ingest", "find", "dicomweb", "retrieve")):
+                done, rep_seconds = 0, 0.0
                 for rep in range(self.plan.reps):
+                    if rep > 0 and self.over_budget(t0, rep_seconds, groups):
+                        log(f"time budget: stopping after {rep} repetition(s)")
+                        break
+                    rep_start, self.extras_s = time.monotonic(), 0.0
                     for target in self.targets:
                         self.repetition(target, rep, groups)
+                    # What an ingest-only repetition costs (the first also ran the other rows).
+                    rep_seconds = time.monotonic() - rep_start - self.extras_s
+                    done += 1
+                self.results.meta["ingest_repetitions"] = done
             if "big" in groups:
                 for target in self.targets:
                     self.guard(target, "big", "big_instance", lambda t=target: self.big(t))
@@ -152,6 +163,12 @@ class Bench:
                 shutil.rmtree(self.work, ignore_errors=True)
         return md_path
 
+    def over_budget(self, t0: float, rep_seconds: float, groups: list[str]) -> bool:
+        """Would one more ingest repetition (as long as the last one) overrun ``--budget``?
+        The large-instance phase is reserved for at its estimated length."""
+        reserve = (self.plan.spec.big_mb / 10 + 10) * len(self.targets) if "big" in groups else 0
+        return time.monotonic() - t0 + rep_seconds + reserve > self.args.budget
+
     def guard(self, target: Target, group: str, row: str, fn: Callable[[], None]) -> None:
         """Run one phase; a failure becomes a ``failed`` record, and the target is stopped."""
         try:
@@ -170,7 +187,9 @@ class Bench:
         target.start()
 
     def repetition(self, target: Target, rep: int, groups: list[str]) -> None:
-        last = rep == self.plan.reps - 1
+        # The query, DICOMweb and retrieve rows run in the first repetition, so that a time
+        # budget that cuts later repetitions never loses them.
+        first = rep == 0
 
         def body() -> None:
             self.start_fresh(target, f"rep{rep}")
@@ -178,13 +197,15 @@ class Bench:
                 self.ingest(target, "ct_ingest", "ct", expected_total=self.ct_n)
                 self.ingest(target, "tiny_ingest", "tiny",
                             expected_total=self.ct_n + self.tiny_n)
-                if last and target.query_retrieve:
+                if first and target.query_retrieve:
+                    extras_start = time.monotonic()
                     if "find" in groups:
                         self.find_rows(target, "find", self.plan.find_per_kind)
                     if "retrieve" in groups:
                         self.retrieve_rows(target)
                     if "dicomweb" in groups and target.dicomweb_root:
                         self.dicomweb_rows(target)
+                    self.extras_s += time.monotonic() - extras_start
             finally:
                 target.stop()
                 target.cleanup()
@@ -547,6 +568,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", help="comma-separated groups: ingest,find,dicomweb,retrieve,big")
     p.add_argument("--skip", help="comma-separated groups to leave out")
     p.add_argument("--reps", type=int, help="ingest repetitions (default 3, --quick 1)")
+    p.add_argument("--budget", type=float,
+                   help="seconds; further ingest repetitions are skipped when one more would "
+                        "overrun it (default 1080 = 18 min, --quick 150)")
     p.add_argument("--scale", type=int, default=0,
                    help="also populate N tiny instances and repeat the C-FIND rows")
     p.add_argument("--scale-via-storescu", action="store_true",
@@ -567,6 +591,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.budget is None:
+        args.budget = 150.0 if args.quick else 1080.0
     for tool in ("storescu", "storescp", "movescu", "getscu"):
         try:
             dcmtk(tool)
