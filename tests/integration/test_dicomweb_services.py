@@ -639,3 +639,29 @@ def test_single_part_frame_when_asked(srv, stored) -> None:
 
     (expected,) = list(generate_frames(j2k.PixelData, number_of_frames=1))
     assert r.content == expected
+
+
+def test_series_metadata_is_precomputed_after_a_change(srv) -> None:
+    """A few seconds after a series changes, its metadata is built before anyone asks."""
+    import time
+
+    cache = srv.data_dir / "cache" / "metadata"
+    study, series = new_uid(), new_uid()
+    DICOMwebClient(f"{srv.url}/dicomweb").store_instances(
+        [make_instance(study_uid=study, series_uid=series) for _ in range(3)])
+    deadline = time.monotonic() + 30
+    body = None
+    while time.monotonic() < deadline and body is None:
+        time.sleep(0.5)
+        for path in cache.glob("series-*.json.gz") if cache.exists() else []:
+            try:
+                data = gzip.decompress(path.read_bytes())
+            except (OSError, EOFError):
+                continue
+            if series.encode() in data:
+                body = json.loads(data)
+    assert body is not None, "the warmer did not build the new series' metadata"
+    assert len(body) == 3
+    r = requests.get(f"{srv.url}/dicomweb/studies/{study}/series/{series}/metadata")
+    assert len(r.json()) == 3
+    assert all("urn:archivist" not in json.dumps(item) for item in r.json())

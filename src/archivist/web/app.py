@@ -59,4 +59,9 @@ def create_app(archive: Archive, health: Health | None = None) -> Starlette:
     app.state.archive = archive
     app.state.settings = archive.settings
     app.state.health = health
+    # Feature modules may start background work (for example the metadata warmer).
+    for name in _ROUTE_MODULES:
+        hook = getattr(importlib.import_module(f"archivist.web.{name}"), "on_startup", None)
+        if hook is not None:
+            hook(app)
     return app

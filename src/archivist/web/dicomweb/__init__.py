@@ -97,3 +97,8 @@ def routes() -> list[BaseRoute]:
 async def _not_found_asgi(scope: Any, receive: Any, send: Any) -> None:
     response = to_response(HTTPProblem(404, f"no DICOMweb resource at {scope['path'][:200]}"))
     await response(scope, receive, send)
+
+
+def on_startup(app: Any) -> None:
+    """Start the series metadata warmer for this application's archive."""
+    app.state.metadata_warmer = wado.start_warmer(app.state)

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,44 +111,80 @@ async def retrieve(request: Request, study: str, series: str | None = None,
 # -- Metadata ------------------------------------------------------------------------------------
 
 class MetadataCache:
-    """Series metadata built once per change of the series, in memory and on disk.
+    """Series metadata built once per change of the series, kept in memory and on disk.
 
     A series' entry is keyed by its index row and its change sequence, so any store into the
-    series invalidates it; the files live under ``<data>/cache/metadata`` named by row number.
+    series makes a new entry. What is kept is a template whose URLs start with a placeholder;
+    each response replaces it with the root the client used (and gzips once per root). The
+    files live under ``<data>/cache/metadata`` named by row number, never by UID. A background
+    warmer (:func:`start_warmer`) builds the template of every series a few seconds after it
+    last changed, so the first viewer to open a new study finds it ready.
     """
 
     def __init__(self, archive: Archive, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.archive = archive
         self.dir = Path(archive.settings.data_dir) / "cache" / "metadata"
-        self.mem: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
-        self.mem_bytes = 0
+        self.token = "urn:archivist:root:" + hashlib.sha256(
+            str(self.dir.resolve()).encode()).hexdigest()[:16]
+        self.templates: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self.responses: OrderedDict[tuple[int, int, str], bytes] = OrderedDict()
+        self.bytes = 0
         self.max_bytes = max_bytes
         self.lock = threading.Lock()
+        self.building: dict[tuple[int, int], threading.Lock] = {}
 
-    def _file(self, pk: int, seq: int, root_key: str) -> Path:
-        return self.dir / f"series-{pk}-{seq}-{root_key}.json.gz"
+    def _file(self, pk: int, seq: int) -> Path:
+        return self.dir / f"series-{pk}-{seq}.json.gz"
 
-    def series_gz(self, pk: int, seq: int, root: str, build: Any) -> bytes:
-        root_key = hashlib.sha256(root.encode()).hexdigest()[:12]
-        key = (pk, seq, root_key)
+    def _remember(self, table: OrderedDict, key: Any, data: bytes) -> None:  # type: ignore[type-arg]
         with self.lock:
-            hit = self.mem.get(key)
+            if key not in table:
+                table[key] = data
+                self.bytes += len(data)
+            while self.bytes > self.max_bytes:
+                victim = self.responses if self.responses else self.templates
+                if len(victim) <= 1 and victim is self.templates:
+                    break
+                _, old = victim.popitem(last=False)
+                self.bytes -= len(old)
+
+    def template(self, pk: int, seq: int, study: str, series: str) -> bytes:
+        """The JSON array of the series' instances, URLs under the placeholder root."""
+        key = (pk, seq)
+        with self.lock:
+            hit = self.templates.get(key)
             if hit is not None:
-                self.mem.move_to_end(key)
+                self.templates.move_to_end(key)
                 return hit
-        path = self._file(pk, seq, root_key)
-        try:
-            data = path.read_bytes()
-        except OSError:
-            data = gzip.compress(build(), compresslevel=5)
-            self._write(pk, path, data)
+            guard = self.building.setdefault(key, threading.Lock())
+        with guard:  # one build per series at a time, even with many viewers asking
+            with self.lock:
+                hit = self.templates.get(key)
+            if hit is not None:
+                return hit
+            path = self._file(pk, seq)
+            try:
+                data = gzip.decompress(path.read_bytes())
+            except (OSError, EOFError, gzip.BadGzipFile):
+                data = _build_series(self.archive, study, series, self.token)
+                self._write(pk, path, gzip.compress(data, compresslevel=5))
+            self._remember(self.templates, key, data)
         with self.lock:
-            self.mem[key] = data
-            self.mem_bytes += len(data)
-            while self.mem_bytes > self.max_bytes and len(self.mem) > 1:
-                _, old = self.mem.popitem(last=False)
-                self.mem_bytes -= len(old)
+            self.building.pop(key, None)
         return data
+
+    def series_gz(self, pk: int, seq: int, study: str, series: str, root: str) -> bytes:
+        """The series metadata for clients that reached us under `root`, gzipped."""
+        key = (pk, seq, root)
+        with self.lock:
+            hit = self.responses.get(key)
+            if hit is not None:
+                self.responses.move_to_end(key)
+                return hit
+        data = self.template(pk, seq, study, series).replace(self.token.encode(), root.encode())
+        gz = gzip.compress(data, compresslevel=5)
+        self._remember(self.responses, key, gz)
+        return gz
 
     def _write(self, pk: int, path: Path, data: bytes) -> None:
         try:
@@ -160,18 +197,69 @@ class MetadataCache:
         except OSError as exc:
             log.warning("metadata cache not written: %s", exc.strerror)
 
+    def warm(self, study: str, series: str) -> None:
+        """Build the template of one series if its current version is not built yet."""
+        try:
+            rows = _series_rows(self.archive, study, series)
+        except HTTPProblem:
+            return
+        row = rows[0]
+        self.template(int(row["series.pk"]), int(row["series.change_seq"] or 0), study, series)
+
 
 _CACHE_LOCK = threading.Lock()
 
 
-def cache_of(request: Request) -> MetadataCache:
-    state = request.app.state
+def cache_for(state: Any) -> MetadataCache:
     with _CACHE_LOCK:
         cache = getattr(state, "metadata_cache", None)
         if cache is None:
             cache = MetadataCache(state.archive)
             state.metadata_cache = cache
     return cache  # type: ignore[no-any-return]
+
+
+def cache_of(request: Request) -> MetadataCache:
+    return cache_for(request.app.state)
+
+
+def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0) -> threading.Event:
+    """Precompute series metadata in a daemon thread, `quiet` seconds after a series changed.
+
+    Returns the event that stops it.
+    """
+    stop = threading.Event()
+    cache = cache_for(state)
+    index = cache.archive.index
+
+    def loop() -> None:
+        try:
+            last = index.last_change()
+        except Exception:  # noqa: BLE001 - no index, nothing to warm
+            return
+        pending: dict[tuple[str, str], float] = {}
+        while not stop.wait(poll):
+            health = getattr(state, "health", None)
+            if health is not None and health.stopping:
+                return
+            try:
+                for row in index.changes_since(last, limit=5000):
+                    last = int(row["seq"])
+                    if row.get("study_instance_uid") and row.get("series_instance_uid"):
+                        pending[(row["study_instance_uid"], row["series_instance_uid"])] = \
+                            time.monotonic()
+                now = time.monotonic()
+                for key, when in list(pending.items()):
+                    if stop.is_set():
+                        return
+                    if now - when >= quiet:
+                        del pending[key]
+                        cache.warm(*key)
+            except Exception:  # noqa: BLE001 - warming is an optimisation; log and go on
+                log.exception("metadata warmer failed; retrying")
+
+    threading.Thread(target=loop, name="metadata-warmer", daemon=True).start()
+    return stop
 
 
 def _series_rows(archive: Archive, study: str, series: str | None) -> list[dict[str, Any]]:
@@ -209,10 +297,8 @@ def _metadata_body(request: Request, study: str, series: str | None) -> tuple[by
     for row in rows:
         pk = int(row["series.pk"])
         seq = int(row["series.change_seq"] or 0)
-        uid = row["series.series_instance_uid"]
         tags.append(f"{pk}.{seq}")
-        blobs.append(cache.series_gz(
-            pk, seq, root, lambda uid=uid: _build_series(archive, study, uid, root)))
+        blobs.append(cache.series_gz(pk, seq, study, row["series.series_instance_uid"], root))
     etag = '"' + hashlib.sha256((root + "|" + ",".join(tags)).encode()).hexdigest()[:24] + '"'
     if len(blobs) == 1:
         body = blobs[0] if gzipped else gzip.decompress(blobs[0])
