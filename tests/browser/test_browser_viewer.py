@@ -98,10 +98,60 @@ def _re_uid(source: Path, dest: Path, patient_id: str) -> pydicom.Dataset:
     return ds
 
 
-def _stow(url: str, path: Path) -> None:
+def _ct_volume(folder: Path, slices: int = 40, size: int = 96) -> pydicom.Dataset:
+    """A CT series that makes a volume (a sphere of soft tissue with a bony core), for MPR.
+
+    Returns the first slice; the files are ``folder/slice-NN.dcm``.
+    """
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) - size / 2
+    folder.mkdir()
+    first = None
+    for k in range(slices):
+        z = (k - slices / 2) * 2.0
+        r = np.sqrt(xx**2 + yy**2 + z**2)
+        hu = np.where(r < 36, 40.0, -1000.0) + np.where(r < 12, 760.0, 0.0)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = \
+            "PHANTOM^SPHERE", "VOL1", "", "O"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20250101", "120000", "1", ""
+        ds.StudyDescription, ds.ReferringPhysicianName = "Volume phantom", ""
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, k + 1
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.PatientPosition, ds.FrameOfReferenceUID = "HFS", frame_of_reference
+        ds.PositionReferenceIndicator, ds.KVP, ds.AcquisitionNumber = "", "", 1
+        ds.ImagePositionPatient = [-size / 2, -size / 2, z]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing, ds.SliceThickness = [1, 1], 2
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = (hu + 1024).astype("<u2").tobytes()
+        ds.save_as(folder / f"slice-{k:02d}.dcm", enforce_file_format=True)
+        first = first or ds
+    assert first is not None
+    return first
+
+
+def _stow(url: str, *paths: Path) -> None:
+    """STOW-RS of `paths` in one request, one part each."""
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-            + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode())
+    body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                    + path.read_bytes() + b"\r\n" for path in paths)
+    body += f"--{boundary}--\r\n".encode()
     req = urllib.request.Request(
         f"{url}/dicomweb/studies", data=body, method="POST",
         headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
@@ -146,6 +196,8 @@ def test_viewer_and_archive_page_in_chromium(tmp_path: Path) -> None:
             copy = tmp_path / f"{label}.dcm"
             encoded[label] = _re_uid(Path(str(source)), copy, f"ENC{n}")
             _stow(server.url, copy)
+        volume = _ct_volume(tmp_path / "volume")
+        _stow(server.url, *sorted((tmp_path / "volume").iterdir()))
 
         picked = make_instance(tmp_path / "picked.dcm", patient_id="UPLOAD1",
                                patient_name="UPLOAD^PICKED", study_description="Picked upload")
@@ -156,7 +208,7 @@ def test_viewer_and_archive_page_in_chromium(tmp_path: Path) -> None:
             "baseUrl": server.url,
             "artefacts": str(ARTEFACTS),
             "studyList": {
-                "count": len(studies) + len(encoded),
+                "count": len(studies) + len(encoded) + 1,
                 "markers": ["Whole Body Bone", "e+1", "Lestrade, G", "CT", "MR", "NM", "OT"],
             },
             "open": [
@@ -164,6 +216,9 @@ def test_viewer_and_archive_page_in_chromium(tmp_path: Path) -> None:
                 {"name": "jpeg2000", "studyUid": str(studies["JPEG2000.dcm"].StudyInstanceUID)},
                 *({"name": label, "studyUid": str(ds.StudyInstanceUID)}
                   for label, ds in encoded.items()),
+                # Volume and MPR (needs cross-origin isolation): three views of the same volume.
+                {"name": "ct-volume-mpr", "studyUid": str(volume.StudyInstanceUID),
+                 "query": "&hangingprotocolId=mpr", "minRendered": 3},
             ],
             "upload": {"file": str(tmp_path / "picked.dcm"),
                        "studyUid": str(picked.StudyInstanceUID)},
@@ -179,8 +234,8 @@ def test_viewer_and_archive_page_in_chromium(tmp_path: Path) -> None:
 
         # The study list shows every study.
         listed = results["studyList"]
-        assert listed["total"] == len(studies) + len(encoded), listed
-        assert listed["rows"] >= len(studies) + len(encoded), listed
+        assert listed["total"] == len(studies) + len(encoded) + 1, listed
+        assert listed["rows"] >= len(studies) + len(encoded) + 1, listed
         assert sorted(listed["seen"]) == sorted(spec["studyList"]["markers"]), listed
         # Volume/MPR prerequisites: the page is cross-origin isolated (COOP + COEP).
         assert results["crossOriginIsolated"] is True

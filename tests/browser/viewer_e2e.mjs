@@ -3,7 +3,8 @@
 // Run by tests/browser/test_browser_viewer.py, which starts `archivist serve`, stores the test
 // objects, and then checks the JSON this script prints on its last line of stdout. The script
 // measures and reports; the pytest side decides. Input: one JSON argument
-//   { baseUrl, artefacts, studyList: {count, markers: [text...]}, open: [{name, studyUid}],
+//   { baseUrl, artefacts, studyList: {count, markers: [text...]},
+//     open: [{name, studyUid, query?, minRendered?}],
 //     upload: {file, studyUid}, drop: {file, name, studyUid} }
 import { chromium } from 'playwright-core';
 import { readFileSync, mkdirSync } from 'node:fs';
@@ -78,8 +79,10 @@ async function sampleCanvases(page) {
   });
 }
 
-function rendered(samples) {
-  return samples.some((s) => s.nonBlackFraction > 0.02 && s.greyLevels >= 8);
+// An image is on a canvas when a good part of it is not black and it has many grey levels; a
+// study "rendered" when at least `n` canvases hold one (3 for an MPR layout).
+function renderedCount(samples) {
+  return samples.filter((s) => s.nonBlackFraction > 0.02 && s.greyLevels >= 8).length;
 }
 
 // Images in the study browser (thumbnails): how many are loaded and not black.
@@ -148,15 +151,17 @@ watch(page, context);
 // 2. Each study opens and its viewport canvas gets real pixels.
 for (const study of input.open) {
   const t0 = Date.now();
-  await page.goto(`${base}/viewer?StudyInstanceUIDs=${encodeURIComponent(study.studyUid)}`,
-                  { waitUntil: 'domcontentloaded' });
-  const samples = await poll(() => sampleCanvases(page), rendered, 120000);
+  const need = study.minRendered || 1;
+  await page.goto(`${base}/viewer?StudyInstanceUIDs=${encodeURIComponent(study.studyUid)}` +
+                  (study.query || ''), { waitUntil: 'domcontentloaded' });
+  const samples = await poll(() => sampleCanvases(page), (s) => renderedCount(s) >= need, 120000);
   const ms = Date.now() - t0;
   // Let the study browser's thumbnails arrive before looking at them.
   const thumbs = await poll(() => sampleThumbnails(page), (t) => t.length > 0, 15000);
   await dismiss(page, 'Skip all');  // the first-visit tour
   await page.screenshot({ path: join(input.artefacts, `viewer-${study.name}.png`) });
-  results.studies.push({ name: study.name, rendered: rendered(samples), ms, canvases: samples,
+  results.studies.push({ name: study.name, rendered: renderedCount(samples) >= need,
+                         renderedCanvases: renderedCount(samples), ms, canvases: samples,
                          thumbnails: thumbs });
 }
 
