@@ -405,42 +405,37 @@ def choose_frame_encoding(ranges: list[MediaRange], stored_ts: str) -> tuple[str
                       "media types cannot be served")
 
 
-async def frames(request: Request, study: str, series: str, sop: str, frame_list: str,
-                 ) -> Response:
-    archive = archive_of(request)
-    numbers = parse_frame_list(frame_list)
-    ref = (await run_in_threadpool(find_instances, archive, study, series, sop))[0]
+def _frames_response(archive: Archive, ranges: list[MediaRange], study: str, series: str,
+                     sop: str, numbers: list[int]) -> Response:
+    ref = find_instances(archive, study, series, sop)[0]
     path = archive.retrieve.path(ref)
     if path is None:
         raise HTTPProblem(500, "stored object is not on a file system")
-    info = await run_in_threadpool(pixels.pixel_info, path)
+    info = pixels.pixel_info(path)
     pixels.check_frames(info, numbers)
-    ranges = accept_of(request)
     media, decode = choose_frame_encoding(ranges, info.transfer_syntax)
-    single = len(numbers) == 1 and not ranges[0].multipart and ranges[0].type not in (
-        "*/*", "multipart/*")
     if media == OCTET:
         part_type = f"{OCTET}; transfer-syntax={EXPLICIT_LE}"
     else:
         part_type = f"{media}; transfer-syntax={info.transfer_syntax}"
-
-    def frame_bytes(n: int) -> bytes:
-        return pixels.decoded_frame(info, n) if decode else pixels.stored_frame(info, n)
-
-    # The first frame is read before answering, so an error becomes a status, not a cut body.
-    first = await run_in_threadpool(frame_bytes, numbers[0])
+    read = pixels.decoded_frame if decode else pixels.stored_frame
+    single = len(numbers) == 1 and not ranges[0].multipart and ranges[0].type not in (
+        "*/*", "multipart/*")
     if single:
         # The client asked for a single-part response (PS3.18 8.7.3.3.2): the frame itself.
-        return Response(first, media_type=part_type)
-
-    def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
-        yield part_type, iter([first])
-        for n in numbers[1:]:
-            yield part_type, iter([frame_bytes(n)])
-
+        return Response(read(info, numbers[0]), media_type=part_type)
     boundary = new_boundary()
-    media_header = f'multipart/related; type="{media}"; boundary={boundary}'
-    return StreamingResponse(multipart_stream(boundary, parts()), media_type=media_header)
+    body = b"".join(multipart_stream(
+        boundary, ((part_type, iter([read(info, n)])) for n in numbers)))
+    return Response(body, media_type=f'multipart/related; type="{media}"; boundary={boundary}')
+
+
+async def frames(request: Request, study: str, series: str, sop: str, frame_list: str,
+                 ) -> Response:
+    """Frames in one piece of work off the event loop: they are small, and each hop costs."""
+    numbers = parse_frame_list(frame_list)
+    return await run_in_threadpool(_frames_response, archive_of(request), accept_of(request),
+                                   study, series, sop, numbers)
 
 
 # -- Bulk data -----------------------------------------------------------------------------------
