@@ -14,6 +14,7 @@ import typer
 
 from archivist.cli import codes as codes_cli
 from archivist.cli import inventory as inventory_cli
+from archivist.cli import migrate as migrate_cli
 from archivist.cli import validate as validate_cli
 
 app = typer.Typer(
@@ -138,6 +139,7 @@ def find(
 codes_cli.register(app)
 validate_cli.register(app)
 inventory_cli.register(app)
+migrate_cli.register(app)
 
 
 def main() -> None:

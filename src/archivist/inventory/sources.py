@@ -16,6 +16,7 @@ from archivist.inventory import REPOSITORY_QUERY, STUDY_ROOT_FIND
 from archivist.inventory.model import Inventory
 from archivist.inventory.remote import (
     Remote,
+    RemoteError,
     associate,
     find,
     repository_walk,
@@ -63,13 +64,24 @@ def of_remote(remote: Remote, level: str = "INSTANCE", scope: Iterable[tuple[str
         ``auto`` (Repository Query when offered, else C-FIND), ``rq`` or ``find``.
     """
     scope_map = dict(scope)
-    assoc = associate(remote, [REPOSITORY_QUERY, STUDY_ROOT_FIND])
+    assoc = None
+    if method in ("auto", "rq"):
+        # Proposed alone: some archives (DCMTK 3.6.7 dcmqrscp) drop an association that
+        # proposes a SOP Class they do not know, instead of rejecting that one context.
+        try:
+            assoc = associate(remote, [REPOSITORY_QUERY])
+        except RemoteError:
+            if method == "rq":
+                raise
+        if assoc is not None and not supports(assoc, REPOSITORY_QUERY):
+            assoc.release()
+            assoc = None
+            if method == "rq":
+                raise RemoteError(f"{remote} does not offer Repository Query")
+    use_rq = assoc is not None
+    if assoc is None:
+        assoc = associate(remote, [STUDY_ROOT_FIND])
     try:
-        use_rq = method == "rq" or (method == "auto" and supports(assoc, REPOSITORY_QUERY))
-        if use_rq and not supports(assoc, REPOSITORY_QUERY):
-            from archivist.inventory.remote import RemoteError
-
-            raise RemoteError(f"{remote} does not offer Repository Query")
         inv = Inventory(level="INSTANCE" if level.upper() in ("IMAGE", "INSTANCE") else
                         level.upper(), source=f"{remote} ({'Repository Query' if use_rq else 'C-FIND'})")
         depth = {"STUDY": 1, "SERIES": 2, "INSTANCE": 3}[inv.level]

@@ -1,0 +1,359 @@
+"""Verified migration: pull another archive into this one, then prove nothing was lost.
+
+Order of work:
+
+1. Inventory the source (Repository Query when it offers it, else C-FIND study by study, series
+   by series) down to instances.
+2. Compare with this archive's index: what is already here is skipped. That comparison *is* the
+   resume point, so a migration interrupted by a crash, a restart or a dropped association is
+   continued by running it again; nothing else is kept between runs.
+3. Retrieve what is missing, a study at a time (the whole study when none of it is here, else
+   the missing series, else the missing instances) by C-GET over the same association, or by
+   C-MOVE to our own AE title (a receiver is started for the duration). Every object goes through
+   the one ingest. A retrieve that fails (the association dropped, a failure status) is retried
+   on a new association, up to ``attempts`` times per study.
+4. Inventory the source again and diff it against this archive: the proof. Every instance of the
+   source is here, or the list of what is not and the last reason seen for its study.
+
+The rate limit counts instances per second, applied between retrieve requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from archivist.archive.archive import Archive
+from archivist.errors import ArchivistError
+from archivist.inventory import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
+from archivist.inventory.diff import DiffResult, diff
+from archivist.inventory.model import Inventory, StudyRecord
+from archivist.inventory.remote import Remote, RemoteError, associate, get, move
+from archivist.inventory.sources import of_remote
+
+log = logging.getLogger("archivist.migrate")
+
+#: Storage SOP Classes offered for C-GET when the source does not report SOP Class UIDs.
+COMMON_STORAGE = [
+    "1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.1.2", "1.2.840.10008.5.1.4.1.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2",
+    "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.3.1", "1.2.840.10008.5.1.4.1.1.4",
+    "1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.6.1", "1.2.840.10008.5.1.4.1.1.6.2",
+    "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.1", "1.2.840.10008.5.1.4.1.1.7.2",
+    "1.2.840.10008.5.1.4.1.1.7.3", "1.2.840.10008.5.1.4.1.1.7.4", "1.2.840.10008.5.1.4.1.1.12.1",
+    "1.2.840.10008.5.1.4.1.1.12.2", "1.2.840.10008.5.1.4.1.1.20", "1.2.840.10008.5.1.4.1.1.128",
+    "1.2.840.10008.5.1.4.1.1.130", "1.2.840.10008.5.1.4.1.1.481.1",
+    "1.2.840.10008.5.1.4.1.1.481.2", "1.2.840.10008.5.1.4.1.1.481.3",
+    "1.2.840.10008.5.1.4.1.1.481.5", "1.2.840.10008.5.1.4.1.1.88.11",
+    "1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.88.33",
+    "1.2.840.10008.5.1.4.1.1.88.59", "1.2.840.10008.5.1.4.1.1.104.1",
+    "1.2.840.10008.5.1.4.1.1.66", "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.11.1",
+    "1.2.840.10008.5.1.4.1.1.77.1.4", "1.2.840.10008.5.1.4.1.1.13.1.3",
+    "1.2.840.10008.5.1.4.1.1.201.1",
+]
+
+#: Progress callback: (phase, done, total) with phase "inventory", "retrieve" or "verify".
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class MigrationReport:
+    """What a migration did, and the proof."""
+
+    source_counts: dict[str, int] = field(default_factory=dict)
+    already_here: int = 0
+    retrieved: int = 0
+    requests: int = 0
+    retries: int = 0
+    failures: dict[str, str] = field(default_factory=dict)  # study UID -> last reason
+    proof: DiffResult | None = None
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.proof is not None and self.proof.count("missing") == 0 \
+            and self.proof.count("different") == 0
+
+
+def _present(archive: Archive, uids: list[str]) -> set[str]:
+    """The SOP Instance UIDs among `uids` that this archive's index holds."""
+    from sqlalchemy import select
+
+    from archivist.index.schema import instance
+
+    found: set[str] = set()
+    with archive.index.reader.connect() as conn:
+        for i in range(0, len(uids), 500):
+            chunk = uids[i:i + 500]
+            found.update(r[0] for r in conn.execute(
+                select(instance.c.sop_instance_uid).where(instance.c.sop_instance_uid.in_(chunk))))
+    return found
+
+
+class StoreHandler:
+    """C-STORE sub-operations (of our C-GET, or sent to our receiver by the source's C-MOVE)
+    into the archive's one ingest; success only once the object is durable and indexed."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self.stored = 0
+
+    def __call__(self, event: Any) -> int:
+        import os
+        import tempfile
+        from pathlib import Path
+
+        from archivist.archive.ingest import Origin
+
+        requestor = event.assoc.requestor
+        aet = requestor.ae_title
+        aet = (aet.decode("ascii", "replace") if isinstance(aet, bytes) else str(aet)).strip()
+        tmp_dir = self.archive.settings.tmp_dir
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".dcm")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(event.encoded_dataset(include_meta=True))
+            self.archive.ingest.store_file(
+                Path(name), Origin("migrate", aet, str(requestor.address)),
+                expected_sop_class=str(event.request.AffectedSOPClassUID), consume=True)
+        except ArchivistError as exc:
+            log.warning("migration: object from %s refused: %s", aet, exc)
+            return 0xC000
+        except Exception:
+            log.exception("migration: storing an object from %s failed", aet)
+            return 0xC000
+        finally:
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+        self.stored += 1
+        return 0x0000
+
+
+class _Receiver:
+    """A Storage SCP for C-MOVE sub-operations, storing through the archive's one ingest."""
+
+    def __init__(self, archive: Archive, port: int) -> None:
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+        from pynetdicom.sop_class import _STORAGE_CLASSES  # type: ignore[attr-defined]
+
+        self.handler = StoreHandler(archive)
+        ae = AE(ae_title=archive.settings.aet)
+        ae.maximum_pdu_size = archive.settings.max_pdu
+        ae.network_timeout = archive.settings.network_timeout
+        for uid in _STORAGE_CLASSES.values():
+            ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+        self.server = ae.start_server(("127.0.0.1" if archive.settings.host in ("", "0.0.0.0")
+                                       else archive.settings.host, port), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, self.handler)])
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+class Migration:
+    """Pull `remote` (or the `scope` of it) into `archive`.
+
+    Parameters
+    ----------
+    method
+        ``get`` (C-GET, no listener needed) or ``move`` (C-MOVE to our AE title, received on
+        `move_port`, which the source must know as our address).
+    rate
+        At most this many instances per second (0: no limit).
+    """
+
+    def __init__(self, archive: Archive, remote: Remote, *, method: str = "get",
+                 scope: list[tuple[str, str]] | None = None, move_port: int = 0,
+                 rate: float = 0.0, attempts: int = 3, find_method: str = "auto",
+                 progress: Progress | None = None) -> None:
+        if method not in ("get", "move"):
+            raise ArchivistError(f"retrieve method must be get or move, not {method!r}")
+        if method == "move" and not move_port:
+            raise ArchivistError("C-MOVE needs --port: where the source sends to us")
+        self.archive = archive
+        self.remote = remote
+        self.method = method
+        self.scope = scope or []
+        self.move_port = move_port
+        self.rate = rate
+        self.attempts = max(1, attempts)
+        self.find_method = find_method
+        self.progress = progress or (lambda phase, done, total: None)
+        self._assoc: Any = None
+        self._contexts: list[Any] = []
+
+    # -- association -----------------------------------------------------------------------
+
+    def _storage_contexts(self, inv: Inventory) -> list[Any]:
+        from pynetdicom import ALL_TRANSFER_SYNTAXES
+        from pynetdicom.presentation import build_context
+
+        found = [i.sop_class_uid for st in inv.studies.values()
+                 for se in st.series.values() for i in se.instances.values()]
+        classes = sorted({c for c in found if c})
+        if len(classes) < len(set(found)) or not found:
+            # The source did not say (dcmqrscp returns no SOP Class UID): offer the usual ones.
+            classes += [c for c in COMMON_STORAGE if c not in classes]
+        return [build_context(c, ALL_TRANSFER_SYNTAXES) for c in classes[:120]]
+
+    def _open(self) -> Any:
+        if self._assoc is not None and self._assoc.is_established:
+            return self._assoc
+        if self.method == "get":
+            from pynetdicom import evt
+
+            self._assoc = associate(self.remote, [STUDY_ROOT_GET, STUDY_ROOT_FIND],
+                                    storage=self._contexts,
+                                    evt_handlers=[(evt.EVT_C_STORE, self._store)])
+        else:
+            self._assoc = associate(self.remote, [STUDY_ROOT_MOVE, STUDY_ROOT_FIND])
+        return self._assoc
+
+    def _close(self) -> None:
+        if self._assoc is not None:
+            try:
+                if self._assoc.is_established:
+                    self._assoc.release()
+            except Exception as exc:  # noqa: BLE001 - a broken association is dropped anyway
+                log.debug("release failed: %s", type(exc).__name__)
+            self._assoc = None
+
+    # -- work ------------------------------------------------------------------------------
+
+    def _plan(self, study: StudyRecord) -> tuple[list[Dataset], int]:
+        """Retrieve identifiers for what of `study` is missing here, and how many instances."""
+        uids = [i for se in study.series.values() for i in se.instances]
+        here = _present(self.archive, uids)
+        missing = len(uids) - len(here)
+        if missing == 0:
+            return [], 0
+        if not here:
+            ds = Dataset()
+            ds.QueryRetrieveLevel = "STUDY"
+            ds.StudyInstanceUID = study.study_instance_uid
+            return [ds], missing
+        out: list[Dataset] = []
+        for se in study.series.values():
+            gone = [u for u in se.instances if u not in here]
+            if not gone:
+                continue
+            if len(gone) == len(se.instances):
+                ds = Dataset()
+                ds.QueryRetrieveLevel = "SERIES"
+                ds.StudyInstanceUID = study.study_instance_uid
+                ds.SeriesInstanceUID = se.series_instance_uid
+                out.append(ds)
+                continue
+            for uid in gone:
+                ds = Dataset()
+                ds.QueryRetrieveLevel = "IMAGE"
+                ds.StudyInstanceUID = study.study_instance_uid
+                ds.SeriesInstanceUID = se.series_instance_uid
+                ds.SOPInstanceUID = uid
+                out.append(ds)
+        return out, missing
+
+    def _retrieve(self, ident: Dataset) -> None:
+        assoc = self._open()
+        if self.method == "get":
+            result = get(assoc, ident)
+        else:
+            result = move(assoc, ident, self.archive.settings.aet)
+        if result.status not in (0x0000, 0xB000):
+            raise RemoteError(f"retrieve ended with status 0x{result.status:04X} "
+                              f"({result.failed} failed)")
+        if result.failed:
+            raise RemoteError(f"{result.failed} sub-operations failed")
+
+    def run(self) -> MigrationReport:
+        report = MigrationReport()
+        started = time.monotonic()
+        self.progress("inventory", 0, 0)
+        source = of_remote(self.remote, "INSTANCE", self.scope, method=self.find_method)
+        report.source_counts = source.counts()
+        total = report.source_counts["instances"]
+        self._contexts = self._storage_contexts(source)
+        self._store = StoreHandler(self.archive)
+        receiver = _Receiver(self.archive, self.move_port) if self.method == "move" else None
+        done = 0
+        window_start = time.monotonic()
+        window_count = 0
+        try:
+            for study in source.studies.values():
+                attempt = 0
+                while True:
+                    plan, missing = self._plan(study)
+                    if attempt == 0:
+                        report.already_here += sum(len(se.instances)
+                                                   for se in study.series.values()) - missing
+                    if not plan:
+                        break
+                    if attempt >= self.attempts:
+                        report.failures.setdefault(study.study_instance_uid,
+                                                   "gave up after retries")
+                        break
+                    attempt += 1
+                    try:
+                        for ident in plan:
+                            report.requests += 1
+                            self._retrieve(ident)
+                            if self.rate:
+                                window_count += _count(ident, study)
+                                ahead = window_count / self.rate - (time.monotonic() - window_start)
+                                if ahead > 0:
+                                    time.sleep(ahead)
+                        report.failures.pop(study.study_instance_uid, None)
+                    except (RemoteError, OSError) as exc:
+                        report.retries += 1
+                        report.failures[study.study_instance_uid] = str(exc)
+                        log.warning("migration: study %s: %s (attempt %d)",
+                                    study.study_instance_uid, exc, attempt)
+                        self._close()
+                        continue
+                    after, _ = self._plan(study)
+                    if not after:
+                        break
+                done += sum(len(se.instances) for se in study.series.values())
+                self.progress("retrieve", done, total)
+        finally:
+            self._close()
+            if receiver is not None:
+                receiver.close()
+        report.retrieved = max(0, total - report.already_here
+                               - _missing_after(self.archive, source))
+        self.progress("verify", 0, 0)
+        report.proof = self.verify(source)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def verify(self, source: Inventory | None = None) -> DiffResult:
+        """Diff the source (inventoried again) against this archive's records of its studies."""
+        from archivist.inventory.sources import of_archive
+
+        again = of_remote(self.remote, "INSTANCE", self.scope, method=self.find_method)
+        here = of_archive(self.archive, "INSTANCE")
+        here.studies = {uid: rec for uid, rec in here.studies.items() if uid in again.studies}
+        return diff(again, here)
+
+
+def _count(ident: Dataset, study: StudyRecord) -> int:
+    level = ident.QueryRetrieveLevel
+    if level == "STUDY":
+        return sum(len(se.instances) for se in study.series.values())
+    if level == "SERIES":
+        se = study.series.get(str(ident.SeriesInstanceUID))
+        return len(se.instances) if se else 1
+    return 1
+
+
+def _missing_after(archive: Archive, source: Inventory) -> int:
+    uids = [i for st in source.studies.values() for se in st.series.values() for i in se.instances]
+    return len(uids) - len(_present(archive, uids))
