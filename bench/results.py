@@ -92,7 +92,7 @@ class Results:
 
     # -- Markdown -------------------------------------------------------------------------------
 
-    def to_markdown(self, candidate: str = "archivist") -> str:
+    def to_markdown(self, candidate_prefix: str = "archivist") -> str:
         m = self.meta
         lines = [f"# Benchmark run {m.get('started', '')}", ""]
         for key in ("command", "machine", "git", "versions", "corpus", "load_start", "load_end",
@@ -104,13 +104,15 @@ class Results:
                 lines.append(f"- **{key}**: {value}")
         lines += ["", _LEGEND, ""]
         targets = self.targets()
-        refs = [t for t in targets if t != candidate]
+        candidates = [t for t in targets if t.startswith(candidate_prefix)]
+        refs = [t for t in targets if t not in candidates]
+        pairs = [(c, r) for c in candidates for r in refs]
         for group, title in GROUPS.items():
             rows = [r for r in self.records if r.group == group]
             if not rows:
                 continue
             lines += [f"## {title}", ""]
-            header = ["row", "unit", *targets, *[f"{candidate}/{t}" for t in refs]]
+            header = ["row", "unit", *targets, *[f"{c}/{r}" for c, r in pairs]]
             lines.append("| " + " | ".join(header) + " |")
             lines.append("|" + " --- |" * len(header))
             names: list[str] = []
@@ -122,8 +124,8 @@ class Results:
                 cells = [name, f"{first.unit} ({first.better} is better)"]
                 for t in targets:
                     cells.append(_cell(self.find(group, name, t)))
-                mine = self.find(group, name, candidate)
-                for t in refs:
+                for c, t in pairs:
+                    mine = self.find(group, name, c)
                     theirs = self.find(group, name, t)
                     a = mine.summary.median if mine and mine.summary else None
                     b = theirs.summary.median if theirs and theirs.summary else None

@@ -35,7 +35,7 @@ from bench.corpus import (
 )
 from bench.procs import TreeSampler, load_average
 from bench.results import FAILED, NOT_AVAILABLE, WRONG, Record, Results
-from bench.targets import ALL_TARGETS, REPO, PeerStorescp, Target, dcmtk
+from bench.targets import ALL_TARGETS, REPO, ArchivistTarget, PeerStorescp, Target, dcmtk
 
 MB = 1_000_000
 
@@ -155,7 +155,7 @@ class Bench:
             self.results.meta["load_end"] = load_average()
             self.results.meta["duration_s"] = round(time.monotonic() - t0)
             self.results.meta["versions"] = {t.name: t.version() or "?" for t in self.targets}
-            self.results.meta["git"] = self.targets[0].version() if self.targets else ""
+            self.results.meta["git"] = ArchivistTarget().version()
             out = Path(self.args.out)
             json_path, md_path = self.results.write(out, self.stamp)
             log(f"results: {json_path} and {md_path}")
@@ -515,20 +515,21 @@ class Bench:
         """py-spy on archivist serve while the CT and tiny corpora are stored (see profile.py)."""
         from bench.profile import profile_ingest
 
-        target = next((t for t in self.targets if t.name == "archivist"), None)
-        if target is None:
-            return
         assert self.corpus is not None
-        self.start_fresh(target, "profile")
-        try:
-            out = Path(self.args.out) / f"{self.stamp}-profile"
-            for set_name in ("ct", "tiny"):
-                summary = profile_ingest(target, self.corpus.paths(set_name), out, set_name,
-                                         self.work)
-                self.results.meta.setdefault("profile", {})[set_name] = summary
-        finally:
-            target.stop()
-            target.cleanup()
+        for target in self.targets:
+            if not target.name.startswith("archivist"):
+                continue
+            self.start_fresh(target, "profile")
+            try:
+                out = Path(self.args.out) / f"{self.stamp}-profile"
+                for set_name in ("ct", "tiny"):
+                    label = f"{target.name}-{set_name}"
+                    summary = profile_ingest(target, self.corpus.paths(set_name), out, label,
+                                             self.work)
+                    self.results.meta.setdefault("profile", {})[label] = summary
+            finally:
+                target.stop()
+                target.cleanup()
 
 
 def _import(data: Path, folders: list[Path]) -> None:

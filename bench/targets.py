@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import ClassVar
 
 REPO = Path(__file__).resolve().parent.parent
 ORTHANC_DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -77,6 +78,8 @@ class Target:
     dicomweb_root: str | None = None
     #: Answers C-FIND / C-MOVE / C-GET.
     query_retrieve = False
+    #: Environment the server gets on top of the harness's own.
+    extra_env: ClassVar[dict[str, str]] = {}
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
@@ -128,8 +131,10 @@ class Target:
         """Start on the prepared workdir and ports; returns once it accepts connections."""
         assert self.workdir is not None
         log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 - closed after Popen
-        env = dict(os.environ)
+        # Settings come from the command line only: no ARCHIVIST_* of the caller leaks in.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVIST_")}
         env["TCP_NODELAY"] = "1"  # DCMTK reads it (storescp); the others ignore it
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=self.workdir, env=env,
                                      start_new_session=True)
@@ -205,6 +210,13 @@ class ArchivistTarget(Target):
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "src"],
                                check=False, capture_output=True, text=True).stdout.strip()
         return f"git {out.stdout.strip()}" + (" (src has uncommitted changes)" if dirty else "")
+
+
+class ArchivistAsyncioTarget(ArchivistTarget):
+    """The same server with the event-driven DIMSE acceptor (``dimse_engine = "asyncio"``)."""
+
+    name = "archivist-asyncio"
+    extra_env: ClassVar[dict[str, str]] = {"ARCHIVIST_DIMSE_ENGINE": "asyncio"}
 
 
 class OrthancTarget(Target):
@@ -329,6 +341,7 @@ def _dpkg_version(package: str) -> str:
 
 ALL_TARGETS: dict[str, type[Target]] = {
     "archivist": ArchivistTarget,
+    "archivist-asyncio": ArchivistAsyncioTarget,
     "orthanc": OrthancTarget,
     "storescp": StorescpTarget,
     "pynetdicom": PynetdicomTarget,
