@@ -25,7 +25,7 @@ from archivist.dimse.acceptor_pdu import (
     encode_message,
     file_meta_prefix,
 )
-from archivist.dimse.acceptor_services import Counts, apply_status, category
+from archivist.dimse.acceptor_services import Counts, Response, apply_status, category
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -89,6 +89,38 @@ class TestEncodeMessage:
         primitive = incoming.primitive_of()
         assert primitive.MessageIDBeingRespondedTo == 7
         assert primitive.Identifier.getvalue() == data
+
+
+class TestResponse:
+    def test_c_store_rsp_decodes_as_pynetdicom_would(self) -> None:
+        rsp = Response(0x8001)
+        rsp.MessageIDBeingRespondedTo = 9
+        rsp.AffectedSOPClassUID = CT
+        rsp.AffectedSOPInstanceUID = "1.2.3"
+        status = Dataset()
+        status.Status = 0xA700
+        status.ErrorComment = "Out of resources"
+        apply_status(rsp, status)
+        incoming = Message()
+        for cx, control, fragment in split(rsp.encode(1, 16384)):
+            incoming.add_command(cx, fragment, bool(control & 2))
+        primitive = incoming.primitive_of()
+        assert type(primitive).__name__ == "C_STORE"
+        assert primitive.is_valid_response
+        assert (primitive.MessageIDBeingRespondedTo, primitive.Status) == (9, 0xA700)
+        assert primitive.ErrorComment == "Out of resources"
+        cs = incoming.msg.command_set  # type: ignore[union-attr]
+        assert cs.CommandGroupLength == len(encode(cs, True, True)) - 12
+
+    def test_identifier_sets_the_data_set_type(self) -> None:
+        rsp = Response(0x8020)
+        rsp.MessageIDBeingRespondedTo = 1
+        rsp.Status = 0xFF00
+        rsp.Identifier = BytesIO(b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY ")
+        parts = split(rsp.encode(1, 0))
+        assert [c for _, c, _ in parts] == [0x03, 0x02]
+        with pytest.raises(AttributeError):
+            rsp.PatientName = "not a response parameter"
 
 
 class TestMessageErrors:

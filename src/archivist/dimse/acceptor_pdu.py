@@ -94,6 +94,12 @@ def encode_message(message: DIMSEMessage, context_id: int, max_pdu: int,
 
     command = encode(message.command_set, True, True)
     assert command is not None
+    return fragment_message(bytes(command), context_id, max_pdu, dataset)
+
+
+def fragment_message(command: bytes, context_id: int, max_pdu: int,
+                     dataset: bytes | None = None) -> list[bytes]:
+    """P-DATA-TF PDUs for an encoded command set and data set (PS3.8 E.2, D.1)."""
     out: list[bytes] = []
     for payload, last_control, more_control in ((command, 0x03, 0x01), (dataset, 0x02, 0x00)):
         if payload is None or (payload is dataset and not payload):

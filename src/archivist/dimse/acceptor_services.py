@@ -47,6 +47,7 @@ from archivist.dimse.acceptor_pdu import (
     Message,
     ProtocolError,
     encode_message,
+    fragment_message,
 )
 from archivist.dimse.status import Status
 
@@ -114,6 +115,52 @@ def encode_response(message_cls: type, primitive: Any, context_id: int, max_pdu:
     msg.primitive_to_message(primitive)
     data = msg.data_set.getvalue() if isinstance(msg.data_set, BytesIO) else None
     return encode_message(msg, context_id, max_pdu, data or None)
+
+
+class Response:
+    """A C-service response command set (PS3.7 9.3), encoded by pydicom in one pass.
+
+    Stands in for pynetdicom's response primitives on the hot paths (C-STORE, C-ECHO, C-FIND,
+    C-MOVE, C-GET responses): setting the parameters one by one through pynetdicom's primitive,
+    message and group-length steps encodes the command set three times.
+    """
+
+    PARAMETERS = frozenset({
+        "MessageIDBeingRespondedTo", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Status",
+        "ErrorComment", "ErrorID", "OffendingElement", "NumberOfRemainingSuboperations",
+        "NumberOfCompletedSuboperations", "NumberOfFailedSuboperations",
+        "NumberOfWarningSuboperations", "Identifier",
+    })
+
+    def __init__(self, command_field: int) -> None:
+        self.__dict__["_field"] = command_field
+        self.__dict__["_values"] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name in Response.PARAMETERS:
+            return self.__dict__["_values"].get(name)
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in Response.PARAMETERS:
+            raise AttributeError(name)
+        self.__dict__["_values"][name] = value
+
+    def encode(self, context_id: int, max_pdu: int) -> list[bytes]:
+        values = dict(self.__dict__["_values"])
+        identifier = values.pop("Identifier", None)
+        data = identifier.getvalue() if isinstance(identifier, BytesIO) else b""
+        cs = Dataset()
+        for keyword, value in values.items():
+            if value is not None:
+                setattr(cs, keyword, value)
+        cs.CommandField = self.__dict__["_field"]
+        cs.CommandDataSetType = 0x0001 if data else 0x0101
+        body = bytes(encode(cs, True, True))  # type: ignore[arg-type]
+        head = Dataset()
+        head.CommandGroupLength = len(body)
+        command = bytes(encode(head, True, True)) + body  # type: ignore[arg-type]
+        return fragment_message(command, context_id, max_pdu, data or None)
 
 
 def encode_dataset(ds: Dataset, ts: UID) -> bytes:
@@ -350,11 +397,11 @@ class Services:
         except Exception:
             log.exception("C-ECHO handler failed")
             status = 0xC000  # pragma: no cover
-        rsp = dp.C_ECHO()
+        rsp = Response(0x8030)
         rsp.MessageIDBeingRespondedTo = req.MessageID
         rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
         apply_status(rsp, status)
-        await assoc.send(encode_response(dm.C_ECHO_RSP, rsp, int(cx.context_id), assoc.send_max))
+        await assoc.send(rsp.encode(int(cx.context_id), assoc.send_max))
 
     # -- C-STORE ---------------------------------------------------------------------------
 
@@ -364,7 +411,7 @@ class Services:
 
     def _store_blocking(self, assoc: Association, msg: Message, req: Any, cx: Any
                         ) -> list[bytes]:
-        rsp = dp.C_STORE()
+        rsp = Response(0x8001)
         rsp.MessageIDBeingRespondedTo = req.MessageID
         try:
             rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
@@ -387,7 +434,7 @@ class Services:
                 if sink is not None:
                     sink.close()
         apply_status(rsp, status)
-        return encode_response(dm.C_STORE_RSP, rsp, int(cx.context_id), assoc.send_max)
+        return rsp.encode(int(cx.context_id), assoc.send_max)
 
     # -- C-FIND ----------------------------------------------------------------------------
 
@@ -397,7 +444,7 @@ class Services:
         state: dict[str, Any] = {"gen": None, "done": False}
 
         def response(status: Any, identifier: Dataset | None) -> tuple[list[bytes], bool]:
-            rsp = dp.C_FIND()
+            rsp = Response(0x8020)
             rsp.MessageIDBeingRespondedTo = req.MessageID
             rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
             code = apply_status(rsp, status)
@@ -408,8 +455,7 @@ class Services:
                     kind = "failure"
                 else:
                     rsp.Identifier = BytesIO(encode_dataset(identifier, ts))
-            return encode_response(dm.C_FIND_RSP, rsp, int(cx.context_id),
-                                   assoc.send_max), kind != "pending"
+            return rsp.encode(int(cx.context_id), assoc.send_max), kind != "pending"
 
         def pull() -> list[tuple[list[bytes], bool]]:
             out: list[tuple[list[bytes], bool]] = []
@@ -453,7 +499,7 @@ class Services:
 
         def rsp_pdus(status: Any, *, with_counts: bool = True, ident: Dataset | None = None
                      ) -> list[bytes]:
-            rsp = dp.C_GET()
+            rsp = Response(0x8010)
             rsp.MessageIDBeingRespondedTo = req.MessageID
             rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
             apply_status(rsp, status)
@@ -461,7 +507,7 @@ class Services:
                 counts.apply(rsp, remaining=int(rsp.Status) in (0xFF00, 0xFE00))
             if ident is not None:
                 rsp.Identifier = BytesIO(encode_dataset(ident, ts))
-            return encode_response(dm.C_GET_RSP, rsp, int(cx.context_id), assoc.send_max)
+            return rsp.encode(int(cx.context_id), assoc.send_max)
 
         def first() -> Any:
             gen = iter(self.handlers.handle_get(event))
@@ -597,7 +643,7 @@ class Services:
 
         def rsp_pdus(status: Any, counts: Counts | None, ident: Dataset | None = None
                      ) -> list[bytes]:
-            rsp = dp.C_MOVE()
+            rsp = Response(0x8021)
             rsp.MessageIDBeingRespondedTo = req.MessageID
             rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
             apply_status(rsp, status)
@@ -605,7 +651,7 @@ class Services:
                 counts.apply(rsp, remaining=int(rsp.Status) in (0xFF00, 0xFE00))
             if ident is not None:
                 rsp.Identifier = BytesIO(encode_dataset(ident, ts))
-            return encode_response(dm.C_MOVE_RSP, rsp, int(cx.context_id), assoc.send_max)
+            return rsp.encode(int(cx.context_id), assoc.send_max)
 
         def run() -> None:
             try:
