@@ -1,0 +1,124 @@
+"""Measure what validation on ingest costs: DCMTK storescu sends a CT corpus to a real
+``archivist serve`` with ``validation_policy`` off and warn (runs interleaved), median of N.
+
+    uv run --frozen python tools/bench_validation_ingest.py [--count 300] [--runs 3]
+        [--size 512] [--incomplete] [--work DIR]
+
+The corpus: generated CT images, 16 bits, SIZE x SIZE, one study, one series. By default they
+carry every attribute the CT Image IOD requires (as a modality's would: no findings); with
+``--incomplete`` the Image Plane attributes and others are left out, so each object gets about a
+dozen error findings to write (a worst case for the findings table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pydicom
+
+from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.server import ServerProcess
+
+COMPLETE_CT = {
+    "PatientPosition": "HFS", "PositionReferenceIndicator": "", "SliceThickness": "1.0",
+    "ImageOrientationPatient": [1, 0, 0, 0, 1, 0], "PixelSpacing": [0.5, 0.5], "KVP": "120",
+    "RescaleIntercept": "-1024", "RescaleSlope": "1", "AcquisitionNumber": 1,
+}
+
+
+def make_corpus(folder: Path, count: int, size: int, complete: bool) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series, frame = new_uid(), new_uid(), new_uid()
+    pixels = bytes(range(256)) * (size * size * 2 // 256)
+    for i in range(count):
+        path = folder / f"ct{i:04d}.dcm"
+        extra = dict(COMPLETE_CT, FrameOfReferenceUID=frame,
+                     ImagePositionPatient=[0, 0, float(i)]) if complete else {}
+        make_instance(path, study_uid=study, series_uid=series, instance_number=i + 1,
+                      extra=extra, rows=4, columns=4)
+        ds = pydicom.dcmread(path)
+        ds.Rows = ds.Columns = size
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = pixels
+        ds.save_as(path, enforce_file_format=True)
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of every process in the server's process group (Linux /proc)."""
+    import os
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def one_run(corpus: Path, work: Path, policy: str, storescu: str) -> tuple[float, float]:
+    data = work / f"data-{policy}"
+    shutil.rmtree(data, ignore_errors=True)
+    srv = ServerProcess(data, env={"ARCHIVIST_VALIDATION_POLICY": policy,
+                                   "ARCHIVIST_LOG_LEVEL": "WARNING"}).start()
+    try:
+        # Warm up (first association, validator tables, terminology) with one object.
+        files = sorted(map(str, corpus.iterdir()))
+        subprocess.run([storescu, "-aec", "ARCHIVIST", "127.0.0.1", str(srv.dicom_port),
+                        files[0]], check=True, capture_output=True)
+        assert srv.proc is not None
+        cpu = group_cpu_seconds(srv.proc.pid)
+        start = time.perf_counter()
+        subprocess.run([storescu, "-aec", "ARCHIVIST", "127.0.0.1", str(srv.dicom_port),
+                        *files[1:]], check=True, capture_output=True)
+        elapsed = time.perf_counter() - start
+        return elapsed, group_cpu_seconds(srv.proc.pid) - cpu
+    finally:
+        srv.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--incomplete", action="store_true")
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    storescu = shutil.which("storescu", path="/usr/bin:/usr/local/bin") or "storescu"
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-validation-"))
+    corpus = work / f"corpus-{args.count}-{args.size}-{'inc' if args.incomplete else 'full'}"
+    if not corpus.exists():
+        make_corpus(corpus, args.count, args.size, not args.incomplete)
+    times: dict[str, list[float]] = {"off": [], "warn": []}
+    cpus: dict[str, list[float]] = {"off": [], "warn": []}
+    for run in range(args.runs):
+        for policy in ("off", "warn"):
+            elapsed, cpu = one_run(corpus, work, policy, storescu)
+            times[policy].append(elapsed)
+            cpus[policy].append(cpu)
+            rate = (args.count - 1) / elapsed
+            print(f"run {run + 1} {policy:<4} {elapsed:7.2f} s wall  {rate:6.1f} objects/s  "
+                  f"server CPU {cpu:6.2f} s", flush=True)
+    what = (f"{args.count - 1} objects of {args.size}x{args.size}x16 bits, "
+            f"{'incomplete' if args.incomplete else 'complete'} CT")
+    for name, series in (("wall time", times), ("server CPU", cpus)):
+        off, warn = statistics.median(series["off"]), statistics.median(series["warn"])
+        print(f"median {name}: off {off:.2f} s, warn {warn:.2f} s: validation costs "
+              f"{(warn - off) / off * 100:+.1f} % ({what})")
+
+
+if __name__ == "__main__":
+    main()
