@@ -71,7 +71,7 @@ FAILURE_STUDY_MISMATCH = 0xC409  # the instance is not of the study named in the
 
 def failure_reason(exc: BaseException) -> int:
     """The STOW-RS Failure Reason for an ingest error."""
-    if isinstance(exc, (StorageFull, StorageError)):
+    if isinstance(exc, (StorageFull, StorageError, IndexError_)):
         return FAILURE_OUT_OF_RESOURCES
     if isinstance(exc, SOPClassMismatch):
         return FAILURE_SOP_CLASS_MISMATCH

@@ -211,6 +211,14 @@ async def store(request: Request, study: str | None = None) -> Response:
                     remove_quietly(part.path)
         except ClientDisconnect:
             pass
+        except OSError as exc:
+            # Writing a received part failed (ENOSPC, EIO): what was stored stays stored.
+            import errno
+
+            status = 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 503
+            if not result.referenced:
+                raise HTTPProblem(status, f"cannot receive the request: {exc.strerror}") from None
+            result.fail({}, 0xA700, f"cannot receive the rest: {exc.strerror}")
         except MultipartError as exc:
             if not result.referenced:
                 raise HTTPProblem(400, f"malformed multipart body: {exc}") from None
