@@ -67,7 +67,7 @@ class Settings:
     dimse_timeout: float = 120.0
     network_timeout: float = 120.0
     # DIMSE acceptor: "asyncio" (event-driven, dimse/acceptor.py) or "threaded" (pynetdicom's)
-    dimse_engine: str = "threaded"
+    dimse_engine: str = "asyncio"
     # Ingest
     duplicate_policy: str = "keep"
     validation_policy: str = "warn"
