@@ -146,6 +146,45 @@ def _ct_volume(folder: Path, slices: int = 40, size: int = 96) -> pydicom.Datase
     return first
 
 
+PDF = b"""%PDF-1.4
+1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj
+2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj
+3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 300 200]/Contents 4 0 R/Resources<</Font<</F1 5 0 R>>>>>>endobj
+4 0 obj<</Length 49>>stream
+BT /F1 24 Tf 30 100 Td (Archivist report) Tj ET
+endstream endobj
+5 0 obj<</Type/Font/Subtype/Type1/BaseFont/Helvetica>>endobj
+trailer<</Root 1 0 R>>
+%%EOF
+"""
+
+
+def _pdf_document(path: Path) -> pydicom.Dataset:
+    """An Encapsulated PDF object (PS3.3 A.45.1) holding a one-page PDF."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "REPORT^PDF", "PDF1", "", "O"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20250102", "090000", "1", ""
+    ds.StudyDescription, ds.ReferringPhysicianName = "PDF report", ""
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "DOC", 1, 1
+    ds.ContentDate, ds.ContentTime, ds.AcquisitionDateTime = "20250102", "090000", "20250102090000"
+    ds.ConversionType, ds.BurnedInAnnotation, ds.DocumentTitle = "WSD", "YES", "Report"
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = PDF + b"\0" * (len(PDF) % 2)
+    ds.EncapsulatedDocumentLength = len(PDF)
+    ds.save_as(path, enforce_file_format=True)
+    return ds
+
+
 def _stow(url: str, *paths: Path) -> None:
     """STOW-RS of `paths` in one request, one part each."""
     boundary = uuid.uuid4().hex
@@ -198,6 +237,8 @@ def test_viewer_and_archive_page_in_chromium(tmp_path: Path) -> None:
             _stow(server.url, copy)
         volume = _ct_volume(tmp_path / "volume")
         _stow(server.url, *sorted((tmp_path / "volume").iterdir()))
+        pdf = _pdf_document(tmp_path / "report.dcm")
+        _stow(server.url, tmp_path / "report.dcm")
 
         picked = make_instance(tmp_path / "picked.dcm", patient_id="UPLOAD1",
                                patient_name="UPLOAD^PICKED", study_description="Picked upload")
@@ -208,7 +249,7 @@ def test_viewer_and_archive_page_in_chromium(tmp_path: Path) -> None:
             "baseUrl": server.url,
             "artefacts": str(ARTEFACTS),
             "studyList": {
-                "count": len(studies) + len(encoded) + 1,
+                "count": len(studies) + len(encoded) + 2,
                 "markers": ["Whole Body Bone", "e+1", "Lestrade, G", "CT", "MR", "NM", "OT"],
             },
             "open": [
@@ -219,6 +260,9 @@ def test_viewer_and_archive_page_in_chromium(tmp_path: Path) -> None:
                 # Volume and MPR (needs cross-origin isolation): three views of the same volume.
                 {"name": "ct-volume-mpr", "studyUid": str(volume.StudyInstanceUID),
                  "query": "&hangingprotocolId=mpr", "minRendered": 3},
+                # An encapsulated PDF, fetched through its BulkDataURI and shown by the browser.
+                {"name": "pdf", "studyUid": str(pdf.StudyInstanceUID),
+                 "selector": 'object[type="application/pdf"]'},
             ],
             "upload": {"file": str(tmp_path / "picked.dcm"),
                        "studyUid": str(picked.StudyInstanceUID)},
@@ -234,15 +278,21 @@ def test_viewer_and_archive_page_in_chromium(tmp_path: Path) -> None:
 
         # The study list shows every study.
         listed = results["studyList"]
-        assert listed["total"] == len(studies) + len(encoded) + 1, listed
-        assert listed["rows"] >= len(studies) + len(encoded) + 1, listed
+        assert listed["total"] == len(studies) + len(encoded) + 2, listed
+        assert listed["rows"] >= len(studies) + len(encoded) + 2, listed
         assert sorted(listed["seen"]) == sorted(spec["studyList"]["markers"]), listed
         # Volume/MPR prerequisites: the page is cross-origin isolated (COOP + COEP).
         assert results["crossOriginIsolated"] is True
 
         # A CT and a JPEG 2000 study open, and the viewport canvas holds an image: a good part
         # of it is not black and it has many grey levels (text overlays are not on the canvas).
+        opened_pdf = [s for s in results["studies"] if s["name"] == "pdf"]
+        assert opened_pdf and opened_pdf[0]["shown"], opened_pdf
+        assert opened_pdf[0]["shown"]["src"].startswith("blob:"), opened_pdf
+        assert opened_pdf[0]["shown"]["head"].startswith("%PDF-1.4"), opened_pdf
         for opened in results["studies"]:
+            if opened["name"] == "pdf":
+                continue
             canvases = opened["canvases"]
             assert opened["rendered"], opened
             best = max(canvases, key=lambda c: c.get("nonBlackFraction", 0))

@@ -4,7 +4,7 @@
 // objects, and then checks the JSON this script prints on its last line of stdout. The script
 // measures and reports; the pytest side decides. Input: one JSON argument
 //   { baseUrl, artefacts, studyList: {count, markers: [text...]},
-//     open: [{name, studyUid, query?, minRendered?}],
+//     open: [{name, studyUid, query?, minRendered?, selector?}],
 //     upload: {file, studyUid}, drop: {file, name, studyUid} }
 import { chromium } from 'playwright-core';
 import { readFileSync, mkdirSync } from 'node:fs';
@@ -154,6 +154,25 @@ for (const study of input.open) {
   const need = study.minRendered || 1;
   await page.goto(`${base}/viewer?StudyInstanceUIDs=${encodeURIComponent(study.studyUid)}` +
                   (study.query || ''), { waitUntil: 'domcontentloaded' });
+  if (study.selector) {  // a document rather than an image: wait for the element showing it
+    let found = null;
+    try {
+      await page.waitForSelector(study.selector, { timeout: 120000, state: 'attached' });
+      found = await page.$eval(study.selector, async (e) => {
+        const src = String(e.data || e.src || '');
+        // The first bytes of what the element shows (a blob: URL made from the bulk data).
+        let head = null;
+        try {
+          head = new TextDecoder().decode((await (await fetch(src)).arrayBuffer()).slice(0, 8));
+        } catch (err) { head = 'unreadable: ' + err; }
+        return { tag: e.tagName, type: e.type || null, src, head };
+      });
+    } catch (e) { /* reported as not shown */ }
+    await dismiss(page, 'Skip all');
+    await page.screenshot({ path: join(input.artefacts, `viewer-${study.name}.png`) });
+    results.studies.push({ name: study.name, shown: found, ms: Date.now() - t0 });
+    continue;
+  }
   const samples = await poll(() => sampleCanvases(page), (s) => renderedCount(s) >= need, 120000);
   const ms = Date.now() - t0;
   // Let the study browser's thumbnails arrive before looking at them.

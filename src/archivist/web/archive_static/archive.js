@@ -170,8 +170,9 @@
     await Promise.all(Array.from({ length: Math.min(PARALLEL, items.length) }, worker));
     label.textContent = `${stored} of ${items.length} files stored` +
       (stored < items.length ? `, ${items.length - stored} failed` : '');
-    document.body.dataset.uploadsDone = String(Number(document.body.dataset.uploadsDone || 0) + 1);
     await refreshSections();
+    // A marker for scripts driving the page: this batch is done and the lists are fresh.
+    document.body.dataset.uploadsDone = String(Number(document.body.dataset.uploadsDone || 0) + 1);
   }
 
   function setUpUpload() {
