@@ -40,6 +40,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 PACKAGE = "@ohif/app"
 MARKER = ".archivist-ohif.json"
@@ -67,12 +68,14 @@ def installed_version(dest: Path) -> str | None:
     return version if isinstance(version, str) else None
 
 
-def registry_metadata(version: str) -> dict:
+def registry_metadata(version: str) -> dict[str, Any]:
     """The registry's manifest of ``@ohif/app`` at `version` (``GET /<name>/<version>``)."""
     url = f"{_registry()}/{urllib.parse.quote(PACKAGE, safe='@')}/{version}"
     req = urllib.request.Request(url, headers={"Accept": "application/json"})
     with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
         meta = json.load(resp)
+    if not isinstance(meta, dict):
+        raise TypeError("registry metadata is not a JSON object")
     if meta.get("name") != PACKAGE or meta.get("version") != version:
         raise RuntimeError(f"registry answered for {meta.get('name')}@{meta.get('version')}")
     return meta

@@ -110,6 +110,7 @@ def _index_bytes(settings: Settings) -> int | None:
 def summary(archive: Archive) -> dict[str, Any]:
     """Counts, stored bytes, index size and the data folder's file system usage."""
     settings = archive.settings
+    disk: dict[str, int | None]
     try:
         usage = shutil.disk_usage(settings.data_dir)
         disk = {"total": usage.total, "free": usage.free}
