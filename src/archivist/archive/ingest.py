@@ -289,7 +289,7 @@ class Ingest:
             validation = self._validate(ds, pixel, sop_uid)
 
         policy = self.settings.duplicate_policy
-        result_ids = dict(sop_instance_uid=sop_uid, sop_class_uid=sop_class,
+        result_ids: dict[str, Any] = dict(sop_instance_uid=sop_uid, sop_class_uid=sop_class,
                           study_instance_uid=study_uid, series_instance_uid=series_uid)
         existing = self.index.get_instance(sop_uid)
         if existing is not None and policy != "replace":

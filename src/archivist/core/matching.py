@@ -140,7 +140,7 @@ def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None) -
     if raw is None:
         return None
     if isinstance(raw, (list, tuple)) or type(raw).__name__ == "MultiValue":
-        values = [str(v) for v in raw]  # type: ignore[union-attr]
+        values = [str(v) for v in raw]  # type: ignore[attr-defined]
     else:
         text = str(raw)
         values = text.split("\\") if "\\" in text else [text]

@@ -78,7 +78,7 @@ def _text(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        parts = [str(v) for v in value]  # type: ignore[union-attr]
+        parts = [str(v) for v in value]  # type: ignore[attr-defined]
         text = "\\".join(parts)
     else:
         text = str(value)

@@ -242,14 +242,14 @@ class Index:
                     if prow is None:
                         patient_pk = conn.execute(
                             insert(patient).values(**rows.patient, attrs=rows.attrs_json)
-                        ).inserted_primary_key[0]
+                        ).inserted_primary_key[0]  # type: ignore[index]
                     else:
                         patient_pk = prow.pk
                     svalues = dict(rows.study)
                     svalues.update(study_instance_uid=study_instance_uid, patient_pk=patient_pk,
                                    attrs=rows.attrs_json, updated_at=now, change_seq=seq,
                                    modalities_in_study="\\", sop_classes_in_study="\\")
-                    study_pk = conn.execute(insert(study).values(svalues)).inserted_primary_key[0]
+                    study_pk = conn.execute(insert(study).values(svalues)).inserted_primary_key[0]  # type: ignore[index]
                     new_study = True
                 serow = conn.execute(
                     select(series.c.pk).where(series.c.series_instance_uid == series_instance_uid)
@@ -258,7 +258,7 @@ class Index:
                     sevalues = dict(rows.series)
                     sevalues.update(series_instance_uid=series_instance_uid, study_pk=study_pk,
                                     attrs=rows.attrs_json, change_seq=seq)
-                    series_pk = conn.execute(insert(series).values(sevalues)).inserted_primary_key[0]
+                    series_pk = conn.execute(insert(series).values(sevalues)).inserted_primary_key[0]  # type: ignore[index]
                     new_series = True
                 else:
                     series_pk = serow.pk
@@ -271,7 +271,7 @@ class Index:
                     change_seq=seq, attrs=rows.attrs_json,
                 )
                 ivalues.update(self._validation_values(validation))
-                instance_pk = conn.execute(insert(instance).values(ivalues)).inserted_primary_key[0]
+                instance_pk = conn.execute(insert(instance).values(ivalues)).inserted_primary_key[0]  # type: ignore[index]
                 self._add_details(conn, instance_pk, series_pk, study_pk, rows, validation)
                 # Aggregates, in the same transaction.
                 conn.execute(update(series).where(series.c.pk == series_pk).values(
@@ -548,7 +548,7 @@ class Index:
         """
         tables = TABLES_AT_LEVEL[query.level.value]
         columns = [col.label(f"{t.name}.{col.name}") for t in tables for col in t.c]
-        from_ = tables[0]
+        from_: Any = tables[0]
         for parent, child in zip(tables[1:], tables[:-1]):
             fk = {"instance": "series_pk", "series": "study_pk", "study": "patient_pk"}[child.name]
             from_ = from_.join(parent, child.c[fk] == parent.c.pk)
