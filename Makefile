@@ -29,6 +29,8 @@ test: setup viewer
 
 lint: setup
 	@$(UV) run --frozen --no-sync ruff check src tests
+	@$(UV) run --frozen --no-sync mypy src/archivist/core src/archivist/store src/archivist/index \
+	  src/archivist/archive src/archivist/config.py src/archivist/web/dicomweb src/archivist/web/errors.py
 
 # Archivist against Orthanc, DCMTK storescp and a bare pynetdicom SCP in one run (docs/performance.md).
 # Installs the reference servers with apt-get when missing; options via ARGS (--quick, --scale N).

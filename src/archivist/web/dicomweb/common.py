@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,7 +89,9 @@ def parse_accept(header: str | None) -> list[MediaRange]:
         return [MediaRange("*/*")]
     ranges: list[tuple[float, int, MediaRange]] = []
     # Split on commas that are not inside quotes.
-    parts, depth, cur = [], False, []
+    parts: list[str] = []
+    depth = False
+    cur: list[str] = []
     for ch in header:
         if ch == '"':
             depth = not depth
@@ -237,7 +239,7 @@ class Cors:
             await send({"type": "http.response.body", "body": b""})
             return
 
-        async def send_with_cors(message: dict[str, Any]) -> None:
+        async def send_with_cors(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start" and allow_value is not None:
                 hdrs = list(message.get("headers", []))
                 hdrs.append((b"access-control-allow-origin", allow_value.encode()))
