@@ -8,7 +8,9 @@ like the core handlers, use only ``event.request``, ``event.identifier``,
 pynetdicom 3.0.4 sends a trailing 0x0000 Success after a handler's final 0xB001 Warning (its
 C-FIND loop ``continue``s after a Warning). PS3.4 C.6.4.4 ends a Repository Query cut by a limit
 with the Warning itself, so :func:`install_b001_fix` drops that extra Success; it is installed
-when these services are loaded and changes nothing for other responses.
+when these services are loaded and changes nothing for other responses. Likewise
+:func:`install_n_action_fix` lets an N-ACTION response carry the Attribute Identifier List that
+pynetdicom 3.0.4 does not encode.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from archivist.archive.archive import Archive
@@ -26,6 +29,7 @@ from archivist.archive.retrieve import InstanceRef
 from archivist.dimse.handlers import contexts_for
 from archivist.dimse.services import Service
 from archivist.dimse.status import Status, query_failure, status_dataset
+from archivist.errors import QueryError
 from archivist.inventory import (
     INVENTORY_CREATION,
     INVENTORY_FIND,
@@ -33,9 +37,13 @@ from archivist.inventory import (
     INVENTORY_MOVE,
     INVENTORY_STORAGE,
     REPOSITORY_QUERY,
+    STORAGE_MANAGEMENT_INSTANCE,
 )
+from archivist.inventory.builder import InventoryBuilder, InventorySpec, unsupported_scope_keys
 from archivist.inventory.catalogue import Catalogue
+from archivist.inventory.creation import InventoryCreation, JobError
 from archivist.inventory.records import InvalidRecordKey, LimitReached, RepositoryQuery
+from archivist.inventory.remote import install_n_action_fix
 
 log = logging.getLogger("archivist.dimse.inventory")
 
@@ -240,15 +248,162 @@ class InventoryQR:
             yield Status.PENDING, self._load(ref)
 
 
+# -- Inventory Creation (PS3.4 Annex KK) ----------------------------------------------------------
+
+#: N-ACTION Action Type IDs (Table KK.2-1).
+INITIATE, REQUEST_STATUS, CANCEL, PAUSE, RESUME = 11, 12, 13, 14, 15
+#: Keys of the Scope of Inventory Macro's matching sequences and how they become query values.
+_MATCHING = ("RangeMatchingSequence", "ListOfUIDMatchingSequence", "GeneralMatchingSequence",
+             "EmptyValueMatchingSequence")
+
+
+def scope_from_action(ds: Dataset) -> tuple[list[tuple[str, str]], list[int]]:
+    """Scope keys of an Initiate request, and the tags we cannot match (for 0xB010).
+
+    Range, List of UID and General Matching keys become C-FIND matching values; Empty Value
+    Matching and sequence-valued keys are not supported (they fall back to universal matching).
+    """
+    pairs: list[tuple[str, str]] = []
+    unsupported: list[int] = []
+    for item in ds.get("ScopeOfInventorySequence", None) or []:
+        for name in _MATCHING:
+            for group in item.get(name, None) or []:
+                for elem in group:
+                    if name == "EmptyValueMatchingSequence" or elem.VR == "SQ" or not elem.keyword:
+                        unsupported.append(int(elem.tag))
+                        continue
+                    value = elem.value
+                    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+                        text = "\\".join(str(v) for v in value)
+                    else:
+                        text = str(value if value is not None else "")
+                    pairs.append((elem.keyword, text))
+    return pairs, unsupported
+
+
+class EventSender:
+    """Sends Inventory Creation N-EVENT-REPORTs over a new association to the requester's
+    configured address (``--peer AET=HOST:PORT``), as Storage Commitment does."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.settings = archive.settings
+
+    def __call__(self, job: Any, event_type: int, ds: Dataset) -> None:
+        from pynetdicom import AE, build_role
+
+        peer = self.settings.peer(job.requester_aet)
+        if peer is None:
+            log.warning("inventory creation %s: %s has no configured address; event %d not sent",
+                        job.transaction_uid, job.requester_aet, event_type)
+            return
+        ae = AE(ae_title=self.settings.aet)
+        ae.acse_timeout = self.settings.acse_timeout
+        ae.dimse_timeout = self.settings.dimse_timeout
+        ae.network_timeout = self.settings.network_timeout
+        ae.add_requested_context(INVENTORY_CREATION)
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet,
+                             ext_neg=[build_role(INVENTORY_CREATION, scu_role=False,
+                                                 scp_role=True)])
+        if not assoc.is_established:
+            raise ConnectionError(f"association with {peer.aet} not accepted")
+        try:
+            status, _ = assoc.send_n_event_report(ds, event_type, INVENTORY_CREATION,
+                                                  STORAGE_MANAGEMENT_INSTANCE)
+            code = int(status.get("Status", -1)) if status else -1
+            log.info("inventory creation %s: event %d to %s: 0x%04X", job.transaction_uid,
+                     event_type, peer.aet, code & 0xFFFF)
+        finally:
+            assoc.release()
+
+
+class InventoryCreationHandler:
+    """N-ACTION on the Storage Management SOP Instance (PS3.4 KK.2.2)."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self.engine = InventoryCreation(archive, EventSender(archive))
+        if self.engine.pending():
+            self.engine.start()  # resume what a previous process left
+
+    def __call__(self, event: Any) -> tuple[Any, Dataset | None]:
+        aet = _peer_aet(event)
+        req = event.request
+        instance = str(getattr(req, "RequestedSOPInstanceUID", "") or "")
+        if instance != STORAGE_MANAGEMENT_INSTANCE:
+            return status_dataset(0x0112, "Use the Storage Management SOP Instance"), None
+        action = int(getattr(req, "ActionTypeID", 0) or 0)
+        try:
+            info = event.action_information
+        except Exception:  # noqa: BLE001 - no Action Information, or one that does not decode
+            info = None
+        info = info if isinstance(info, Dataset) else Dataset()
+        uid = str(info.get("TransactionUID", "") or "").strip()
+        if not uid:
+            return status_dataset(0x0120, "Transaction UID is missing"), None
+        try:
+            if action == INITIATE:
+                return self._initiate(aet, uid, info)
+            if action == REQUEST_STATUS:
+                interval = info.get("RequestedStatusInterval")
+                self.engine.request_status(uid, int(interval) if interval not in (None, "")
+                                           else None)
+            elif action == CANCEL:
+                retain = str(info.get("RetainInstances", "") or "").strip().upper()
+                if retain not in ("YES", "NO"):
+                    return status_dataset(0x0120, "Retain Instances must be YES or NO"), None
+                self.engine.cancel(uid, retain == "YES")
+            elif action == PAUSE:
+                self.engine.pause(uid)
+            elif action == RESUME:
+                self.engine.resume(uid)
+            else:
+                return status_dataset(0x0123, "No such action"), None
+        except JobError as exc:
+            log.warning("Inventory Creation action %d from %s: %s", action, aet, exc)
+            return status_dataset(exc.status, str(exc)), None
+        except Exception as exc:
+            log.exception("Inventory Creation action %d from %s failed", action, aet)
+            return status_dataset(0x0110, f"Processing failure: {type(exc).__name__}"), None
+        return Status.SUCCESS, None
+
+    def _initiate(self, aet: str, uid: str, info: Dataset) -> tuple[Any, Dataset | None]:
+        level = str(info.get("InventoryLevel", "") or "").strip()
+        if not level:
+            return status_dataset(0x0120, "Inventory Level is missing"), None
+        pairs, unsupported = scope_from_action(info)
+        try:
+            spec = InventorySpec(level=level, scope=pairs,
+                                 studies_per_instance=self.engine.studies_per_instance,
+                                 purpose=str(info.get("InventoryPurpose", "") or ""))
+            bad = unsupported_scope_keys(pairs)
+            if bad:
+                unsupported += [int(tag_for_keyword(k) or 0) for k in bad]
+                spec.scope = [(k, v) for k, v in pairs if k not in bad]
+            InventoryBuilder(self.archive).study_keys(spec)  # the scope must parse
+        except QueryError as exc:
+            return status_dataset(0x0106, str(exc)), None
+        interval = info.get("RequestedStatusInterval")
+        self.engine.initiate(uid, spec, requester_aet=aet,
+                             status_interval=int(interval) if interval not in (None, "") else 0)
+        if unsupported:
+            warn = status_dataset(RQStatus.KEYS_NOT_SUPPORTED,
+                                  "Some scope keys are not supported for matching")
+            warn.AttributeIdentifierList = unsupported
+            return warn, None
+        return Status.SUCCESS, None
+
+
 # -- the registry entry point ------------------------------------------------------------------
 
 
 def services(archive: Archive) -> list[Service]:
     """The Supplement 223 services this archive offers (see :mod:`archivist.dimse.services`)."""
     install_b001_fix()
+    install_n_action_fix()
     accept_inventory_storage()
     qr = InventoryQR(archive)
     return [
+        Service(INVENTORY_CREATION, "N-ACTION", InventoryCreationHandler(archive)),
         Service(REPOSITORY_QUERY, "C-FIND", RepositoryQueryHandler(archive)),
         Service(INVENTORY_FIND, "C-FIND", qr.find),
         Service(INVENTORY_MOVE, "C-MOVE", qr.move),

@@ -61,6 +61,29 @@ class Remote:
         return f"{self.aet}@{self.host}:{self.port}"
 
 
+def install_n_action_fix() -> None:
+    """Let N-ACTION responses carry Attribute Identifier List (0000,1005), both ways
+    (idempotent).
+
+    PS3.7 10.1.4.1 allows it in an N-ACTION-RSP and Inventory Creation needs it with 0xB010
+    (PS3.4 KK.2.2). pynetdicom 3.0.4 loses it twice: the N-ACTION-RSP command set does not list
+    it (so it is never encoded), and its N_ACTION primitive has no such parameter (so neither a
+    handler's status nor a received response can fill it, although the primitive lists it among
+    its optional status keywords).
+    """
+    import pynetdicom.dimse_messages as dm
+    from pynetdicom.dimse_primitives import N_ACTION, N_GET
+
+    keys = dm._COMMAND_SET_KEYWORDS["N-ACTION-RSP"]  # type: ignore[attr-defined]
+    if "AttributeIdentifierList" not in keys:
+        dm._COMMAND_SET_KEYWORDS["N-ACTION-RSP"] = (  # type: ignore[attr-defined]
+            *keys, "AttributeIdentifierList")
+    if "AttributeIdentifierList" not in vars(N_ACTION):
+        # The same parameter (and validation) as N-GET's.
+        N_ACTION._attribute_identifier_list = None  # type: ignore[attr-defined]
+        N_ACTION.AttributeIdentifierList = N_GET.AttributeIdentifierList  # type: ignore[attr-defined]
+
+
 @dataclass
 class PageResult:
     """What one Repository Query C-FIND returned."""

@@ -1,0 +1,594 @@
+"""Inventory Creation (PS3.4 Annex KK): persistent jobs, one per Transaction UID.
+
+States (KK.2.1.1, Transaction Status (0008,0417)): ``PROCESSING`` -> ``COMPLETE`` or ``FAILURE``;
+``PROCESSING`` <-> ``PAUSED``; ``PROCESSING``/``PAUSED`` -> ``CANCELED``.
+
+A job is a row of ``inventory_job`` in the index database, so it survives a restart and any
+process on the data directory sees it. A worker claims a PROCESSING job with a lease (renewed as
+it works; a lease older than :data:`LEASE_SECONDS` is taken over, which is how a job interrupted
+by a crash or a restart resumes). The study records in scope are fixed when the job starts (every
+study whose record key is at most the largest one at that moment, PS3.17 YYYY.3.2); leaves are
+built ``studies_per_instance`` studies at a time and staged as Part 10 files under the data
+directory (named by job number, never by a UID), and progress is committed after each leaf. On
+completion the leaves and a root go through the one ingest; a cancel with Retain Instances NO
+discards the staged leaves (nothing was stored), with YES stores them under a PARTIAL root.
+
+Events (KK.2.3) are handed to a ``notify(job, event_type_id, dataset)`` callable: the DIMSE layer
+sends them as N-EVENT-REPORT over a new association.
+
+Table ``inventory_job`` lives on its own :class:`~sqlalchemy.MetaData` and is created when the
+service starts (``CREATE TABLE IF NOT EXISTS``), not by an index Alembic revision; see
+docs/conformance.md section 3.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from archivist.archive.archive import Archive
+from archivist.errors import ArchivistError
+from archivist.index.schema import study
+from archivist.inventory import INVENTORY_STORAGE
+from archivist.inventory.builder import (
+    PARTIAL,
+    InventoryBuilder,
+    InventorySpec,
+    to_part10,
+)
+
+log = logging.getLogger("archivist.inventory.creation")
+
+PROCESSING, COMPLETE, FAILURE, CANCELED, PAUSED = (
+    "PROCESSING", "COMPLETE", "FAILURE", "CANCELED", "PAUSED")
+TERMINAL = (COMPLETE, FAILURE, CANCELED)
+#: N-EVENT-REPORT Event Type IDs (Table KK.2-2).
+EVENT_TERMINATED_WITH_INSTANCES, EVENT_STATUS, EVENT_TERMINATED_WITHOUT_INSTANCES = 11, 12, 13
+LEASE_SECONDS = 30.0
+
+jobs_metadata = MetaData()
+inventory_job = Table(
+    "inventory_job", jobs_metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("transaction_uid", String(64), nullable=False, unique=True),
+    Column("state", String(16), nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("purpose", Text),
+    Column("requester_aet", String(16)),
+    Column("status_interval", Integer, nullable=False),
+    Column("studies_per_instance", Integer, nullable=False),
+    Column("snapshot_pk", BigInteger, nullable=False),
+    Column("studies_total", Integer, nullable=False),
+    Column("studies_done", Integer, nullable=False),
+    Column("leaves", Text, nullable=False),
+    Column("container_study", String(64), nullable=False),
+    Column("container_series", String(64), nullable=False),
+    Column("root_uid", String(64)),
+    Column("retain", String(3)),
+    Column("comment", Text),
+    Column("owner", String(64)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+
+class JobError(ArchivistError):
+    """An N-ACTION that cannot be applied (unknown transaction, wrong state, duplicate)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Job:
+    """One row of ``inventory_job``."""
+
+    pk: int
+    transaction_uid: str
+    state: str
+    level: str
+    scope: list[tuple[str, str]]
+    purpose: str
+    requester_aet: str
+    status_interval: int
+    studies_per_instance: int
+    snapshot_pk: int
+    studies_total: int
+    studies_done: int
+    leaves: list[str]
+    container: tuple[str, str]
+    root_uid: str | None
+    retain: str | None
+    comment: str
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        m = row._mapping
+        return cls(
+            pk=int(m["pk"]), transaction_uid=m["transaction_uid"], state=m["state"],
+            level=m["level"], scope=[tuple(p) for p in json.loads(m["scope"])],  # type: ignore[misc]
+            purpose=m["purpose"] or "", requester_aet=m["requester_aet"] or "",
+            status_interval=int(m["status_interval"]),
+            studies_per_instance=int(m["studies_per_instance"]),
+            snapshot_pk=int(m["snapshot_pk"]), studies_total=int(m["studies_total"]),
+            studies_done=int(m["studies_done"]), leaves=json.loads(m["leaves"]),
+            container=(m["container_study"], m["container_series"]), root_uid=m["root_uid"],
+            retain=m["retain"], comment=m["comment"] or "",
+        )
+
+    def status_dataset(self) -> Dataset:
+        """Event Information of an Inventory Status event (12) or a termination without
+        instances (13)."""
+        ds = Dataset()
+        ds.TransactionUID = self.transaction_uid
+        ds.TransactionStatus = self.state
+        if self.comment:
+            ds.TransactionStatusComment = self.comment[:10240]
+        ds.TotalNumberOfStudyRecords = self.studies_total
+        return ds
+
+
+Notify = Callable[[Job, int, Dataset], None]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class InventoryCreation:
+    """The Inventory Creation SCP's job engine (N-ACTION semantics and the worker).
+
+    Parameters
+    ----------
+    archive
+        The archive to inventory and to store inventories in.
+    notify
+        Sends an N-EVENT-REPORT; called from worker threads.
+    studies_per_instance
+        How many study records one leaf instance holds.
+    """
+
+    def __init__(self, archive: Archive, notify: Notify | None = None, *,
+                 studies_per_instance: int = 1000, lease_seconds: float = LEASE_SECONDS,
+                 autostart: bool = True) -> None:
+        self.archive = archive
+        self.engine = archive.index.writer
+        self.notify = notify or (lambda job, event, ds: None)
+        self.studies_per_instance = studies_per_instance
+        self.lease_seconds = lease_seconds
+        self.autostart = autostart
+        self.owner = uuid.uuid4().hex
+        self.staging = Path(archive.settings.data_dir) / "inventory-staging"
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Thread | None = None
+        self._sender: threading.Thread | None = None
+        self._events: queue.Queue[Any] = queue.Queue()
+        jobs_metadata.create_all(self.engine, checkfirst=True)
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def get(self, transaction_uid: str) -> Job | None:
+        with self.archive.index.reader.connect() as conn:
+            row = conn.execute(select(inventory_job).where(
+                inventory_job.c.transaction_uid == transaction_uid)).first()
+        return Job.from_row(row) if row is not None else None
+
+    def jobs(self) -> list[Job]:
+        with self.archive.index.reader.connect() as conn:
+            rows = conn.execute(select(inventory_job).order_by(inventory_job.c.pk)).all()
+        return [Job.from_row(r) for r in rows]
+
+    def _update(self, pk: int, **values: Any) -> None:
+        values["updated_at"] = _now()
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(update(inventory_job).where(inventory_job.c.pk == pk).values(values))
+
+    def _transition(self, transaction_uid: str, allowed: tuple[str, ...], new: str,
+                    **values: Any) -> Job:
+        with self._lock, self.engine.begin() as conn:
+            row = conn.execute(select(inventory_job).where(
+                inventory_job.c.transaction_uid == transaction_uid)).first()
+            if row is None:
+                raise JobError("no Inventory Creation with this Transaction UID", 0x0112)
+            if row._mapping["state"] not in allowed:
+                raise JobError(f"transaction is {row._mapping['state']}", 0x0110)
+            conn.execute(update(inventory_job).where(inventory_job.c.pk == row._mapping["pk"])
+                         .values(state=new, updated_at=_now(), **values))
+        job = self.get(transaction_uid)
+        assert job is not None
+        return job
+
+    # -- N-ACTION ------------------------------------------------------------------------------
+
+    def initiate(self, transaction_uid: str, spec: InventorySpec, *, requester_aet: str,
+                 status_interval: int = 0) -> Job:
+        """Action 11: start a job (PROCESSING).
+
+        Raises
+        ------
+        JobError
+            The Transaction UID is already in use (0x0111).
+        """
+        if self.get(transaction_uid) is not None:
+            raise JobError("Transaction UID already used", 0x0111)
+        with self.archive.index.reader.connect() as conn:
+            snapshot = int(conn.execute(select(func.max(study.c.pk))).scalar() or 0)
+        from pydicom.uid import generate_uid
+
+        now = _now()
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(insert(inventory_job).values(
+                transaction_uid=transaction_uid, state=PROCESSING, level=spec.level,
+                scope=json.dumps(spec.scope), purpose=spec.purpose, requester_aet=requester_aet,
+                status_interval=max(0, int(status_interval)),
+                studies_per_instance=self.studies_per_instance, snapshot_pk=snapshot,
+                studies_total=0, studies_done=0, leaves="[]",
+                container_study=generate_uid(), container_series=generate_uid(),
+                created_at=now, updated_at=now))
+        job = self.get(transaction_uid)
+        assert job is not None
+        log.info("inventory creation %s initiated by %s: level %s", transaction_uid,
+                 requester_aet, spec.level)
+        self._event(job, EVENT_STATUS)
+        if self.autostart:
+            self.start()
+        self._wake.set()
+        return job
+
+    def request_status(self, transaction_uid: str, status_interval: int | None = None) -> Job:
+        """Action 12: an Inventory Status event now (and a new interval, if given)."""
+        job = self.get(transaction_uid)
+        if job is None:
+            raise JobError("no Inventory Creation with this Transaction UID", 0x0112)
+        if status_interval is not None:
+            self._update(job.pk, status_interval=max(0, int(status_interval)))
+        self._event(job, EVENT_STATUS)
+        return job
+
+    def pause(self, transaction_uid: str) -> Job:
+        """Action 14: PROCESSING -> PAUSED (the worker stops at the next study)."""
+        job = self._transition(transaction_uid, (PROCESSING,), PAUSED)
+        self._event(job, EVENT_STATUS)
+        return job
+
+    def resume(self, transaction_uid: str) -> Job:
+        """Action 15: PAUSED -> PROCESSING."""
+        job = self._transition(transaction_uid, (PAUSED,), PROCESSING, owner=None)
+        self._event(job, EVENT_STATUS)
+        if self.autostart:
+            self.start()
+        self._wake.set()
+        return job
+
+    def cancel(self, transaction_uid: str, retain: bool) -> Job:
+        """Action 13: -> CANCELED; staged leaves are stored (Retain Instances YES) or dropped."""
+        job = self._transition(transaction_uid, (PROCESSING, PAUSED), CANCELED,
+                               retain="YES" if retain else "NO")
+        # The worker notices at the next study; if none runs the job, finish it here.
+        if not self._owned_by_live_worker(job):
+            self._finish_canceled(job)
+        return job
+
+    def _owned_by_live_worker(self, job: Job) -> bool:
+        with self.archive.index.reader.connect() as conn:
+            row = conn.execute(select(inventory_job.c.owner, inventory_job.c.heartbeat_at)
+                               .where(inventory_job.c.pk == job.pk)).first()
+        if row is None or not row.owner or row.heartbeat_at is None:
+            return False
+        beat = row.heartbeat_at if row.heartbeat_at.tzinfo else row.heartbeat_at.replace(
+            tzinfo=UTC)
+        return _now() - beat < timedelta(seconds=self.lease_seconds)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def _event(self, job: Job, event_type: int, ds: Dataset | None = None) -> None:
+        """Queue an event; one sender thread delivers them in order, after the N-ACTION
+        response that caused them has gone."""
+        with self._lock:
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_loop, name="inventory-events",
+                                                daemon=True)
+                self._sender.start()
+        self._events.put((job, event_type, ds if ds is not None else job.status_dataset()))
+
+    def _send_loop(self) -> None:
+        while True:
+            item = self._events.get()
+            if item is None:
+                return
+            job, event_type, ds = item
+            time.sleep(0.05)  # let the N-ACTION response reach the requester first
+            try:
+                self.notify(job, event_type, ds)
+            except Exception as exc:  # noqa: BLE001 - a requester that cannot be reached
+                log.warning("inventory creation %s: event %d not delivered: %s",
+                            job.transaction_uid, event_type, exc)
+            finally:
+                self._events.task_done()
+
+    def drain_events(self, timeout: float = 30.0) -> None:
+        """Wait until every queued event was handed to ``notify`` (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._events.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    def pending(self) -> bool:
+        """Whether any job is PROCESSING or PAUSED (work a worker may have to resume)."""
+        with self.archive.index.reader.connect() as conn:
+            return conn.execute(select(inventory_job.c.pk).where(
+                inventory_job.c.state.in_((PROCESSING, PAUSED))).limit(1)).first() is not None
+
+    def start(self) -> None:
+        """Run jobs in a background thread (resuming any a previous process left).
+
+        The thread releases the jobs it holds when the process exits normally, so that the
+        next process resumes them at once (after a crash, once the lease has expired).
+        """
+        if self._thread is not None:
+            return
+        import atexit
+
+        atexit.register(self.stop)
+        self._thread = threading.Thread(target=self._loop, name="inventory-creation",
+                                        daemon=True)
+        self._thread.start()
+        self._timer = threading.Thread(target=self._status_loop, name="inventory-status",
+                                       daemon=True)
+        self._timer.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in (self._thread, self._timer):
+            if t is not None:
+                t.join(timeout)
+        self._thread = self._timer = None
+        self.drain_events(timeout)
+        try:
+            with self._lock, self.engine.begin() as conn:
+                conn.execute(update(inventory_job).where(inventory_job.c.owner == self.owner)
+                             .values(owner=None))
+        except Exception as exc:  # noqa: BLE001 - the lease expires anyway
+            log.debug("releasing inventory jobs failed: %s", type(exc).__name__)
+
+    def _claim(self) -> Job | None:
+        cutoff = _now() - timedelta(seconds=self.lease_seconds)
+        with self._lock, self.engine.begin() as conn:
+            row = conn.execute(select(inventory_job).where(
+                inventory_job.c.state == PROCESSING,
+                or_(inventory_job.c.owner.is_(None), inventory_job.c.owner == self.owner,
+                    inventory_job.c.heartbeat_at < cutoff),
+            ).order_by(inventory_job.c.pk).limit(1)).first()
+            if row is None:
+                return None
+            conn.execute(update(inventory_job).where(inventory_job.c.pk == row._mapping["pk"])
+                         .values(owner=self.owner, heartbeat_at=_now()))
+        return Job.from_row(row)
+
+    def _loop(self) -> None:
+        data_dir = Path(self.archive.settings.data_dir)
+        while not self._stop.is_set() and data_dir.exists():
+            job = None
+            try:
+                job = self._claim()
+                if job is not None:
+                    self.run_job(job)
+                    continue
+            except Exception as exc:
+                log.exception("inventory creation worker failed")
+                if job is not None:
+                    self._fail(job, f"internal error: {type(exc).__name__}")
+            self._wake.wait(1.0)
+            self._wake.clear()
+
+    def _status_loop(self) -> None:
+        """Inventory Status events at each job's Requested Status Interval (seconds)."""
+        last: dict[int, float] = {}
+        data_dir = Path(self.archive.settings.data_dir)
+        while not self._stop.wait(0.5) and data_dir.exists():
+            try:
+                for job in self.jobs():
+                    if job.state in TERMINAL or job.status_interval <= 0:
+                        continue
+                    due = last.get(job.pk, time.monotonic())
+                    last.setdefault(job.pk, due)
+                    if time.monotonic() - due >= job.status_interval:
+                        last[job.pk] = time.monotonic()
+                        self._event(job, EVENT_STATUS)
+            except Exception:
+                log.exception("inventory status timer failed")
+
+    def _state(self, pk: int) -> str:
+        with self.archive.index.reader.connect() as conn:
+            return str(conn.execute(select(inventory_job.c.state)
+                                    .where(inventory_job.c.pk == pk)).scalar())
+
+    def _stage_dir(self, job: Job) -> Path:
+        return self.staging / f"job-{job.pk}"
+
+    def claim(self) -> Job | None:
+        """Take the next PROCESSING job no live worker holds (for :meth:`run_job`)."""
+        return self._claim()
+
+    def run_job(self, job: Job, *, max_leaves: int | None = None) -> None:
+        """Build the job's inventory from where it stopped; store it when done.
+
+        With `max_leaves`, stop (as a stopped process would) after building that many leaves.
+        """
+        spec = InventorySpec(level=job.level, scope=job.scope,
+                             studies_per_instance=job.studies_per_instance, purpose=job.purpose,
+                             transaction_uid=job.transaction_uid,
+                             retrieve_aet=self.archive.settings.aet)
+        builder = InventoryBuilder(self.archive)
+        keys = [k for k in builder.study_keys(spec) if k <= job.snapshot_pk]
+        self._update(job.pk, studies_total=len(keys))
+        job.studies_total = len(keys)
+        stage = self._stage_dir(job)
+        stage.mkdir(parents=True, exist_ok=True)
+        state = {"checked": 0.0, "value": PROCESSING}
+
+        def should_stop() -> bool:
+            if time.monotonic() - state["checked"] > 0.2:  # type: ignore[operator]
+                state["checked"] = time.monotonic()
+                state["value"] = self._state(job.pk)
+                self._update(job.pk, heartbeat_at=_now())
+            return state["value"] != PROCESSING or self._stop.is_set()
+
+        leaves = list(job.leaves)
+        # Leaves only (the root is built once every study is done), always split so that
+        # progress can be kept leaf by leaf.
+        spec_leaves = InventorySpec(level=spec.level, scope=spec.scope,
+                                    studies_per_instance=spec.studies_per_instance,
+                                    purpose=spec.purpose, transaction_uid=spec.transaction_uid,
+                                    retrieve_aet=spec.retrieve_aet)
+        done = job.studies_done
+        for offset in range(job.studies_done, len(keys), spec.studies_per_instance):
+            chunk = keys[offset:offset + spec.studies_per_instance]
+            items = list(builder.iter_build(spec_leaves, keys=chunk, should_stop=should_stop,
+                                            container=job.container))
+            built, leaf = items[0]
+            stopped = built < len(chunk)
+            if leaf.InventoriedStudiesSequence:
+                leaf.InstanceNumber = 2 + len(leaves)
+                leaf.TotalNumberOfStudyRecords = len(keys)
+                path = stage / f"leaf-{len(leaves) + 1:06d}.dcm"
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(to_part10(leaf))
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                tmp.replace(path)
+                if not stopped:
+                    leaves.append(str(leaf.SOPInstanceUID))
+                    done = offset + built
+                    self._update(job.pk, studies_done=done, leaves=json.dumps(leaves))
+                else:
+                    path.unlink()  # a partial chunk is rebuilt on resume
+            if stopped:
+                break
+            if max_leaves is not None and len(leaves) - len(job.leaves) >= max_leaves:
+                self._update(job.pk, owner=None)
+                return
+        current = self._state(job.pk)
+        if current == PAUSED:
+            self._update(job.pk, owner=None)
+            log.info("inventory creation %s paused at %d/%d studies", job.transaction_uid, done,
+                     len(keys))
+            return
+        if current == CANCELED:
+            job = self.get(job.transaction_uid) or job
+            self._finish_canceled(job)
+            return
+        if self._stop.is_set():
+            self._update(job.pk, owner=None)
+            return
+        job = self.get(job.transaction_uid) or job
+        root_uid = self._store(job, complete=True)
+        finished = self._transition(job.transaction_uid, (PROCESSING,), COMPLETE,
+                                    root_uid=root_uid, owner=None)
+        self._event(finished, EVENT_STATUS)
+        self._event(finished, EVENT_TERMINATED_WITH_INSTANCES, self._with_instances(finished))
+        log.info("inventory creation %s complete: %d studies", job.transaction_uid, len(keys))
+
+    def _store(self, job: Job, *, complete: bool) -> str:
+        """Store the staged leaves and a root through the one ingest; returns the root UID."""
+        from pydicom.sequence import Sequence
+
+        builder = InventoryBuilder(self.archive)
+        stage = self._stage_dir(job)
+        staged = sorted(stage.glob("leaf-*.dcm")) if stage.exists() else []
+        leaves = [pydicom.dcmread(p) for p in staged]
+        spec = InventorySpec(level=job.level, scope=job.scope,
+                             studies_per_instance=job.studies_per_instance,
+                             purpose=job.purpose, transaction_uid=job.transaction_uid)
+        if len(leaves) == 1 and complete:
+            root = leaves[0]
+            root.InstanceNumber = 1
+            leaves = []
+        else:
+            root = builder._instance(spec, datetime.now(UTC), job.container, 1)
+            root.NumberOfStudyRecordsInInstance = 0
+            root.TotalNumberOfStudyRecords = job.studies_total
+            refs = []
+            for leaf in leaves:
+                ref = Dataset()
+                ref.ReferencedSOPClassUID = INVENTORY_STORAGE
+                ref.ReferencedSOPInstanceUID = leaf.SOPInstanceUID
+                refs.append(ref)
+            root.IncorporatedInventoryInstanceSequence = Sequence(refs)
+        if not complete:
+            root.InventoryCompletionStatus = PARTIAL
+        for ds in [*leaves, root]:
+            builder.store(ds)
+        shutil.rmtree(stage, ignore_errors=True)
+        return str(root.SOPInstanceUID)
+
+    def _with_instances(self, job: Job) -> Dataset:
+        ds = job.status_dataset()
+        ds.ReferencedSOPClassUID = INVENTORY_STORAGE
+        ds.ReferencedSOPInstanceUID = job.root_uid
+        ds.RetrieveAETitle = self.archive.settings.aet
+        return ds
+
+    def _finish_canceled(self, job: Job) -> None:
+        stage = self._stage_dir(job)
+        has_leaves = stage.exists() and any(stage.glob("leaf-*.dcm"))
+        if job.retain == "YES" and has_leaves:
+            root_uid = self._store(job, complete=False)
+            self._update(job.pk, root_uid=root_uid, owner=None)
+            job = self.get(job.transaction_uid) or job
+            self._event(job, EVENT_STATUS)
+            self._event(job, EVENT_TERMINATED_WITH_INSTANCES, self._with_instances(job))
+        else:
+            shutil.rmtree(stage, ignore_errors=True)
+            self._update(job.pk, owner=None)
+            job = self.get(job.transaction_uid) or job
+            self._event(job, EVENT_STATUS)
+            self._event(job, EVENT_TERMINATED_WITHOUT_INSTANCES)
+        log.info("inventory creation %s canceled (retain %s)", job.transaction_uid, job.retain)
+
+    def _fail(self, job: Job, comment: str) -> None:
+        try:
+            failed = self._transition(job.transaction_uid, (PROCESSING, PAUSED), FAILURE,
+                                      comment=comment, owner=None)
+        except JobError:
+            return
+        shutil.rmtree(self._stage_dir(job), ignore_errors=True)
+        self._event(failed, EVENT_STATUS)
+        self._event(failed, EVENT_TERMINATED_WITHOUT_INSTANCES)
