@@ -291,6 +291,8 @@ class EventSender:
     def __call__(self, job: Any, event_type: int, ds: Dataset) -> None:
         from pynetdicom import AE, build_role
 
+        if not job.requester_aet:
+            return  # started over HTTP: nobody to tell
         peer = self.settings.peer(job.requester_aet)
         if peer is None:
             log.warning("inventory creation %s: %s has no configured address; event %d not sent",

@@ -14,7 +14,8 @@ from archivist.archive.archive import Archive
 
 
 # Feature modules mounted in this order; the viewer comes last because it serves "/".
-_ROUTE_MODULES = ("codes", "api", "dicomweb", "wado_uri", "archive_page", "viewer")
+_ROUTE_MODULES = ("codes", "api", "dicomweb", "wado_uri", "inventory_api", "archive_page",
+                  "viewer")
 
 
 @dataclass
