@@ -190,3 +190,27 @@ class TestOverTheNetwork:
             assert statuses == [0xA710]
         finally:
             assoc.release()
+
+
+class TestInventoryOfALiveRepository:
+    def test_repository_query_and_cfind_agree_with_the_index(self, rq_server,  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
+        from archivist.archive.archive import Archive as _Archive
+        from archivist.config import load_settings
+        from archivist.inventory.diff import diff
+        from archivist.inventory.sources import of_archive, of_remote
+
+        remote = Remote("ARCHIVIST", "127.0.0.1", rq_server.dicom_port, dimse_timeout=10)
+        by_rq = of_remote(remote, "INSTANCE", method="rq", page_size=3)
+        by_find = of_remote(remote, "INSTANCE", method="find")
+        assert "Repository Query" in by_rq.source and "C-FIND" in by_find.source
+        assert by_rq.counts() == {"studies": 5, "series": 10, "instances": 10}
+        assert diff(by_rq, by_find).identical
+        local = _Archive.open(load_settings(env={}, overrides={"data_dir": tmp_path / "srv"}))
+        try:
+            assert diff(of_archive(local), by_rq).identical
+        finally:
+            local.close()
+        # Scope travels to the peer: one patient's studies only.
+        one = of_remote(remote, "SERIES", [("PatientID", "P1")], method="rq")
+        assert len(one.studies) == 1 and len(next(iter(one.studies.values())).series) == 2
