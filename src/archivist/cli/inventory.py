@@ -150,7 +150,8 @@ def export(
                 datasets = InventoryBuilder(archive).build(spec).instances
             else:
                 cat = Catalogue(archive)
-                root = uid or (cat.latest().ref.sop_instance_uid if cat.latest() else None)
+                latest = cat.latest()
+                root = uid or (latest.ref.sop_instance_uid if latest is not None else None)
                 if root is None:
                     raise _fail("no inventory is stored; run `archivist inventory create` or "
                                 "use --fresh")

@@ -533,10 +533,11 @@ class InventoryCreation:
         builder = InventoryBuilder(self.archive)
         stage = self._stage_dir(job)
         staged = sorted(stage.glob("leaf-*.dcm")) if stage.exists() else []
-        leaves = [pydicom.dcmread(p) for p in staged]
+        leaves: list[Dataset] = [pydicom.dcmread(p) for p in staged]
         spec = InventorySpec(level=job.level, scope=job.scope,
                              studies_per_instance=job.studies_per_instance,
                              purpose=job.purpose, transaction_uid=job.transaction_uid)
+        root: Dataset
         if len(leaves) == 1 and complete:
             root = leaves[0]
             root.InstanceNumber = 1

@@ -155,7 +155,8 @@ class _Receiver:
                                       evt_handlers=[(evt.EVT_C_STORE, self.handler)])
 
     def close(self) -> None:
-        self.server.shutdown()
+        if self.server is not None:
+            self.server.shutdown()
 
 
 class Migration:

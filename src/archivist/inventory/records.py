@@ -97,7 +97,7 @@ def _dt_bounds(text: str) -> tuple[datetime, datetime]:
              int(second or 0)]
     micro = int((frac or ".0")[1:].ljust(6, "0"))
     try:
-        start = datetime(*parts, micro)  # type: ignore[misc]
+        start = datetime(parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], micro)
     except ValueError:
         raise QueryError(f"StudyUpdateDateTime: {text!r} is not a valid date-time") from None
     if frac:
@@ -257,12 +257,13 @@ class RepositoryQuery:
         tables = TABLES_AT_LEVEL[level.value]
         own = tables[0]
         columns = [col.label(f"{t.name}.{col.name}") for t in tables for col in t.c]
-        from_ = own
+        from_: Any = own
         for parent, child in zip(tables[1:], tables[:-1]):
             fk = {"instance": "series_pk", "series": "study_pk", "study": "patient_pk"}[child.name]
             from_ = from_.join(parent, child.c[fk] == parent.c.pk)
         allowed = {t.name for t in tables}
-        conditions: list[Any] = [own.c.pk > req.prior_pk, study.c.sop_classes_in_study != _INVENTORY_ONLY]
+        conditions: list[Any] = [own.c.pk > req.prior_pk,
+                                 study.c.sop_classes_in_study != _INVENTORY_ONLY]
         if level is QueryLevel.IMAGE:
             conditions.append(instance.c.sop_class_uid != INVENTORY_STORAGE)
         extra: list[Constraint] = []
