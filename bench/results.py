@@ -96,12 +96,16 @@ class Results:
         m = self.meta
         lines = [f"# Benchmark run {m.get('started', '')}", ""]
         for key in ("command", "machine", "git", "versions", "corpus", "load_start", "load_end",
-                    "duration_s", "note"):
+                    "duration_s", "ingest_repetitions", "note", "warning"):
             if key in m:
                 value = m[key]
                 if isinstance(value, dict):
                     value = ", ".join(f"{k}: {v}" for k, v in value.items())
                 lines.append(f"- **{key}**: {value}")
+        for name, builds in m.get("archivist_builds", {}).items():
+            runs = "; ".join(f"{b['time']} {b['head']} src changes {b['src_changes']} "
+                             f"engine {b['dimse_engine']}" for b in builds)
+            lines.append(f"- **{name} builds started**: {runs}")
         lines += ["", _LEGEND, ""]
         targets = self.targets()
         candidates = [t for t in targets if t.startswith(candidate_prefix)]

@@ -156,6 +156,13 @@ class Bench:
             self.results.meta["duration_s"] = round(time.monotonic() - t0)
             self.results.meta["versions"] = {t.name: t.version() or "?" for t in self.targets}
             self.results.meta["git"] = ArchivistTarget().version()
+            builds = {t.name: t.builds for t in self.targets if isinstance(t, ArchivistTarget)}
+            self.results.meta["archivist_builds"] = builds
+            distinct = {(b["head"], b["src_changes"]) for bs in builds.values() for b in bs}
+            if len(distinct) > 1:
+                self.results.meta["warning"] = (
+                    "the Archivist code changed during the run (other engineers commit to the "
+                    f"shared tree): {len(distinct)} different builds, see archivist_builds")
             out = Path(self.args.out)
             json_path, md_path = self.results.write(out, self.stamp)
             log(f"results: {json_path} and {md_path}")
@@ -308,6 +315,7 @@ class Bench:
                 if got != n or run.returncodes[0] != 0:
                     rec.status = WRONG
                     d["errors"] = run.errors[:300] or f"exit {run.returncodes[0]}"
+                    d["server_log_tail"] = target.log_tail(6)[-600:]
             log(f"{target.name}: {kind} {rec.values[-1]} inst/s, received "
                 f"{rec.detail['received/expected'][-1]}")
         shutil.rmtree(self.work / "get-received", ignore_errors=True)

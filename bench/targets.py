@@ -189,6 +189,11 @@ class ArchivistTarget(Target):
     dicomweb_root = "/dicomweb"
     query_retrieve = True
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: One :meth:`build` per start.
+        self.builds: list[dict[str, str]] = []
+
     def command(self) -> list[str]:
         assert self.workdir is not None
         return [sys.executable, "-m", "archivist.cli.main", "serve",
@@ -198,6 +203,35 @@ class ArchivistTarget(Target):
 
     def ready(self) -> bool:
         return http_ok(f"{self.http_base}/healthz")
+
+    def start(self, timeout: float = 60.0) -> None:
+        super().start(timeout)
+        self.builds.append(self.build())
+
+    def build(self) -> dict[str, str]:
+        """What exactly is running: HEAD, a digest of uncommitted changes under src/ (the tree is
+        shared with other engineers and may change during a run) and the DIMSE engine."""
+        import hashlib
+
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(REPO), *args], check=False,
+                                  capture_output=True, text=True).stdout
+
+        diff = git("diff", "HEAD", "--", "src")
+        untracked = git("ls-files", "--others", "--exclude-standard", "src")
+        probe = "from archivist.config import load_settings; print(load_settings().dimse_engine)"
+        engine = subprocess.run(
+            [sys.executable, "-c", probe],
+            check=False, capture_output=True, text=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("ARCHIVIST_")}
+            | self.extra_env).stdout.strip()
+        return {
+            "time": time.strftime("%H:%M:%S"),
+            "head": git("rev-parse", "--short", "HEAD").strip(),
+            "src_changes": (hashlib.sha256((diff + untracked).encode()).hexdigest()[:10]
+                            if diff or untracked else "none"),
+            "dimse_engine": engine or "?",
+        }
 
     def stored_count(self) -> int:
         body = http_json(f"{self.http_base}/api/stats")
