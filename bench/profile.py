@@ -4,7 +4,8 @@ py-spy (the ``bench`` dependency group) samples every thread of ``archivist serv
 process, ``--subprocesses``) 100 times a second into py-spy's "raw" collapsed-stack format, one
 line per distinct stack: ``frame;frame;...;frame COUNT``, outermost first. Idle threads (blocked in
 a system call) are left out, so the samples approximate CPU time. :func:`summarise` turns the
-stacks into the tables of docs/performance.md: samples by category (the innermost frame that
+stacks into the tables of docs/performance.md (a second recording with ``--idle`` counts
+waiting threads too): samples by category (the innermost frame that
 belongs to a known layer decides), and the top functions by self and by inclusive samples.
 """
 
@@ -37,6 +38,10 @@ CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
     ("socket / selectors", re.compile(r"socket\.py|selectors\.py|ssl\.py")),
     ("threading / queue / sleep", re.compile(r"threading\.py|queue\.py|\bsleep\b")),
 ]
+
+#: Frames on (nearly) every stack, left out of the inclusive table.
+_GENERIC = re.compile(r"threading\.py|runpy\.py|^<module>|base_events\.py|events\.py:|"
+                      r"futures/thread\.py")
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
 
@@ -93,7 +98,7 @@ def summarise(stacks: list[tuple[list[str], int]], top: int = 15) -> dict[str, A
             continue
         categories[categorise(frames)] += n
         own[_short(frames[-1])] += n
-        for name in {_short(f) for f in frames}:
+        for name in {_short(f) for f in frames if not _GENERIC.search(f)}:
             inclusive[name] += n
 
     def pct(c: Counter[str], k: int | None = None) -> list[tuple[str, int, float]]:
@@ -113,30 +118,39 @@ def py_spy() -> str:
 
 def profile_ingest(target: Target, files: list[Path], out: Path, label: str,
                    work: Path) -> dict[str, Any]:
-    """Send `files` with 4 storescu while py-spy records `target`; write the raw stacks and a
-    Markdown summary under `out`; return the summary."""
+    """Send `files` with 4 storescu while py-spy records `target` twice at once: on-CPU samples
+    (``label``) and wall-clock samples including idle threads (``label-idle``: where the
+    association threads wait). Raw stacks and Markdown summaries go under `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    raw = out / f"{label}.txt"
-    spy = subprocess.Popen([py_spy(), "record", "--pid", str(target.pid), "--rate", "100",
-                            "--subprocesses", "--format", "raw", "--output", str(raw),
-                            "--nonblocking"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    spies = []
+    for suffix, extra in (("", []), ("-idle", ["--idle"])):
+        raw = out / f"{label}{suffix}.txt"
+        spy = subprocess.Popen([py_spy(), "record", "--pid", str(target.pid), "--rate", "100",
+                                "--subprocesses", "--format", "raw", "--output", str(raw),
+                                "--nonblocking", *extra],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        spies.append((suffix, raw, spy))
     time.sleep(1.0)
-    if spy.poll() is not None:
-        raise RuntimeError(f"py-spy failed: {spy.stderr.read().decode() if spy.stderr else ''}")
+    for _, _, spy in spies:
+        if spy.poll() is not None:
+            err = spy.stderr.read().decode() if spy.stderr else ""
+            raise RuntimeError(f"py-spy failed: {err}")
     run = clients.storescu_parallel(files, target.dicom_port, target.aet, n=4, log_dir=work)
-    spy.send_signal(signal.SIGINT)
-    try:
-        spy.wait(60)
-    except subprocess.TimeoutExpired:
-        spy.kill()
-        spy.wait()
-    summary = summarise(parse_raw(raw.read_text()))
-    summary["instances"] = len(files)
-    summary["seconds"] = round(run.seconds, 2)
-    summary["inst_per_s"] = round(len(files) / run.seconds, 1)
-    (out / f"{label}.md").write_text(to_markdown(summary, label))
-    return summary
+    summaries: dict[str, Any] = {}
+    for suffix, raw, spy in spies:
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+        summary = summarise(parse_raw(raw.read_text()))
+        summary["instances"] = len(files)
+        summary["seconds"] = round(run.seconds, 2)
+        summary["inst_per_s"] = round(len(files) / run.seconds, 1)
+        (out / f"{label}{suffix}.md").write_text(to_markdown(summary, label + suffix))
+        summaries[suffix.strip("-") or "cpu"] = summary
+    return summaries
 
 
 def to_markdown(summary: dict[str, Any], label: str) -> str:
