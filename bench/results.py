@@ -103,8 +103,9 @@ class Results:
                     value = ", ".join(f"{k}: {v}" for k, v in value.items())
                 lines.append(f"- **{key}**: {value}")
         for name, builds in m.get("archivist_builds", {}).items():
-            runs = "; ".join(f"{b['time']} {b['head']} src changes {b['src_changes']} "
-                             f"engine {b['dimse_engine']}" for b in builds)
+            runs = "; ".join(f"{b['time']} {b['head']} (src tree {b.get('src_tree', '?')}, "
+                             f"uncommitted {b['src_changes']}) engine {b['dimse_engine']}"
+                             for b in builds)
             lines.append(f"- **{name} builds started**: {runs}")
         lines += ["", _LEGEND, ""]
         targets = self.targets()

@@ -158,11 +158,12 @@ class Bench:
             self.results.meta["git"] = ArchivistTarget().version()
             builds = {t.name: t.builds for t in self.targets if isinstance(t, ArchivistTarget)}
             self.results.meta["archivist_builds"] = builds
-            distinct = {(b["head"], b["src_changes"]) for bs in builds.values() for b in bs}
+            distinct = {(b["src_tree"], b["src_changes"]) for bs in builds.values() for b in bs}
             if len(distinct) > 1:
                 self.results.meta["warning"] = (
-                    "the Archivist code changed during the run (other engineers commit to the "
-                    f"shared tree): {len(distinct)} different builds, see archivist_builds")
+                    "the Archivist code under src/ changed during the run (other engineers "
+                    f"work in the shared tree): {len(distinct)} different builds, see "
+                    "archivist_builds")
             out = Path(self.args.out)
             json_path, md_path = self.results.write(out, self.stamp)
             log(f"results: {json_path} and {md_path}")

@@ -228,6 +228,7 @@ class ArchivistTarget(Target):
         return {
             "time": time.strftime("%H:%M:%S"),
             "head": git("rev-parse", "--short", "HEAD").strip(),
+            "src_tree": git("rev-parse", "--short", "HEAD:src").strip(),
             "src_changes": (hashlib.sha256((diff + untracked).encode()).hexdigest()[:10]
                             if diff or untracked else "none"),
             "dimse_engine": engine or "?",
