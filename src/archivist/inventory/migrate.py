@@ -113,15 +113,34 @@ class StoreHandler:
         requestor = event.assoc.requestor
         aet = requestor.ae_title
         aet = (aet.decode("ascii", "replace") if isinstance(aet, bytes) else str(aet)).strip()
+        origin = Origin("migrate", aet, str(requestor.address))
+        expected = str(event.request.AffectedSOPClassUID)
+        try:
+            # pynetdicom configured to stream data sets to a file (as archivist serve does):
+            # that file is the Part 10 object.
+            received = event.dataset_path
+        except AttributeError:
+            received = None
+        if received:
+            try:
+                self.archive.ingest.store_file(Path(received), origin,
+                                               expected_sop_class=expected, consume=True)
+            except ArchivistError as exc:
+                log.warning("migration: object from %s refused: %s", aet, exc)
+                return 0xC000
+            except Exception:  # noqa: BLE001 - a clear failure, never a crash
+                log.exception("migration: storing an object from %s failed", aet)
+                return 0xC000
+            self.stored += 1
+            return 0x0000
         tmp_dir = self.archive.settings.tmp_dir
         tmp_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".dcm")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(event.encoded_dataset(include_meta=True))
-            self.archive.ingest.store_file(
-                Path(name), Origin("migrate", aet, str(requestor.address)),
-                expected_sop_class=str(event.request.AffectedSOPClassUID), consume=True)
+            self.archive.ingest.store_file(Path(name), origin, expected_sop_class=expected,
+                                           consume=True)
         except ArchivistError as exc:
             log.warning("migration: object from %s refused: %s", aet, exc)
             return 0xC000
