@@ -22,7 +22,7 @@ from archivist.errors import ConfigError
 
 DUPLICATE_POLICIES = ("keep", "replace", "reject")
 VALIDATION_POLICIES = ("off", "warn", "reject")
-DIMSE_ENGINES = ("asyncio", "threaded")
+DIMSE_ENGINES = ("asyncio",)  # pynetdicom's threaded (polling) acceptor was removed
 # The OHIF viewer release served at "/" (npm @ohif/app, fetched by tools/fetch_ohif.py).
 OHIF_VERSION = "3.13.2"
 
@@ -66,7 +66,7 @@ class Settings:
     acse_timeout: float = 30.0
     dimse_timeout: float = 120.0
     network_timeout: float = 120.0
-    # DIMSE acceptor: "asyncio" (event-driven, dimse/acceptor.py) or "threaded" (pynetdicom's)
+    # DIMSE acceptor: "asyncio", the event-driven one of dimse/acceptor.py (the only one left)
     dimse_engine: str = "asyncio"
     # Ingest
     duplicate_policy: str = "keep"

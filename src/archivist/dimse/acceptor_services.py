@@ -366,6 +366,16 @@ class Services:
         cx = assoc.accepted[int(msg.context_id)]  # type: ignore[arg-type]
         field = msg.command_field
         req = msg.primitive
+        if field in (0x0020, 0x0021, 0x0010) and \
+                str(req.AffectedSOPClassUID) != str(cx.abstract_syntax):
+            # The request names another SOP class than its presentation context (PS3.7 9.1.2.1):
+            # Refused, SOP Class not supported.
+            rsp = Response(field | 0x8000)
+            rsp.MessageIDBeingRespondedTo = req.MessageID
+            rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+            rsp.Status = 0x0122
+            await assoc.send(rsp.encode(int(cx.context_id), assoc.send_max))
+            return
         if field == 0x0001:
             await self._store(assoc, msg, req, cx)
         elif field == 0x0030:

@@ -1,28 +1,30 @@
-"""The DIMSE listener: pynetdicom's acceptor behind our gate, with the archive's handlers bound.
+"""The DIMSE listener: the event-driven acceptor (:mod:`archivist.dimse.acceptor`) with the
+archive's handlers bound.
 
 Services (SCP): Verification; Storage for every storage SOP class pynetdicom knows, with every
 transfer syntax it knows (stored byte for byte, never transcoded); Query/Retrieve Patient Root and
-Study Root, FIND/MOVE/GET.
+Study Root, FIND/MOVE/GET; and every extra service registered through
+:mod:`archivist.dimse.services` (a presentation context per registered SOP class; C-FIND/C-MOVE/
+C-GET dispatched inside :class:`~archivist.dimse.handlers.Handlers`, N-* requests through
+``Handlers.handle_n``).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import resource
 import socket
-import tempfile
-import threading
 import time
-from typing import Any
+from collections.abc import Iterable
 
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, _config, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import _STORAGE_CLASSES  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from archivist.archive.archive import Archive
 from archivist.config import Settings
-from archivist.dimse.gate import Gate, install_pdu_cap
+from archivist.dimse.acceptor import Acceptor
+from archivist.dimse.acceptor_services import Services
 from archivist.dimse.handlers import Handlers
 from archivist.dimse.services import Service
 
@@ -36,58 +38,17 @@ QR_MODELS = [
 
 
 def configure_pynetdicom(settings: Settings) -> None:
-    """Process-wide pynetdicom settings Archivist relies on."""
+    """Process-wide pynetdicom settings (its SCU side still runs C-MOVE sub-operations)."""
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.LOG_HANDLER_LEVEL = "none"
-    _config.STORE_RECV_CHUNKED_DATASET = True
     _config.STORE_SEND_CHUNKED_DATASET = False
-    # Incoming C-STORE data sets stream to a temporary file in our data directory, so that the
-    # ingest pipeline can move it into the blob store without copying.
-    import pynetdicom.dimse_messages as dm
-
     settings.tmp_dir.mkdir(parents=True, exist_ok=True)
-    dm.NamedTemporaryFile = functools.partial(  # type: ignore[attr-defined]
-        tempfile.NamedTemporaryFile, dir=str(settings.tmp_dir)
-    )
-    install_pdu_cap(max(settings.max_pdu, 1024 * 1024) + 64)
-    _prefer_requestor_order()
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
-def _prefer_requestor_order() -> None:
-    """Pick, in each accepted context, the requestor's most preferred transfer syntax.
-
-    pynetdicom picks the first syntax in the *acceptor's* list; a modality sending a compressed
-    file lists its own syntax first, and storing byte for byte means taking that one (PS3.8
-    9.3.2.2: the requestor lists transfer syntaxes in order of preference).
-    """
-    import pynetdicom.acse as acse
-
-    if getattr(acse, "_archivist_order", False):
-        return
-    original = acse.negotiate_as_acceptor
-
-    def negotiate(rq_contexts: Any, ac_contexts: Any, roles: Any = None) -> Any:
-        result, ac_roles = original(rq_contexts, ac_contexts, roles)
-        supported = {cx.abstract_syntax: set(cx.transfer_syntax) for cx in ac_contexts}
-        by_id = {cx.context_id: cx for cx in rq_contexts}
-        for cx in result:
-            rq = by_id.get(cx.context_id)
-            if cx.result != 0x00 or rq is None:
-                continue
-            allowed = supported.get(cx.abstract_syntax, set())
-            for ts in rq.transfer_syntax:
-                if ts in allowed:
-                    cx.transfer_syntax = [ts]
-                    break
-        return result, ac_roles
-
-    acse.negotiate_as_acceptor = negotiate  # type: ignore[assignment]
-    acse._archivist_order = True  # type: ignore[attr-defined]
-
-
 def raise_fd_limit() -> None:
+    """Idle and pending connections each hold a descriptor: allow as many as the system does."""
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft < hard:
@@ -96,38 +57,14 @@ def raise_fd_limit() -> None:
         pass
 
 
-class _GatedServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, except that connections wait in the gate first."""
+def build_ae(settings: Settings, extra: Iterable[Service] = ()) -> AE:
+    """An AE holding the presentation contexts we accept (pynetdicom's context model).
 
-    request_queue_size = 1024
-    daemon_threads = True
-    gate: Gate
-
-    def process_request(self, request: Any, client_address: Any) -> None:  # noqa: D401
-        self.gate.admit(request, client_address)
-
-    def hand_over(self, request: Any, client_address: Any) -> None:
-        timeout = self.ae.network_timeout
-        if timeout:
-            request.settimeout(timeout)
-        ThreadedAssociationServer.process_request(self, request, client_address)
-
-
-_N_EVENTS = {
-    "N-ACTION": evt.EVT_N_ACTION, "N-GET": evt.EVT_N_GET, "N-SET": evt.EVT_N_SET,
-    "N-CREATE": evt.EVT_N_CREATE, "N-DELETE": evt.EVT_N_DELETE,
-    "N-EVENT-REPORT": evt.EVT_N_EVENT_REPORT,
-}
-
-
-def build_ae(settings: Settings, extra: list[Service] = ()) -> AE:  # type: ignore[assignment]
+    Storage classes are accepted with both roles, so a C-GET requestor can take the SCP role
+    (PS3.4 C.4.3, PS3.7 D.3.3.4).
+    """
     ae = AE(ae_title=settings.aet)
-    ae.maximum_associations = settings.max_associations
-    ae.acse_timeout = settings.acse_timeout
-    ae.dimse_timeout = settings.dimse_timeout
-    ae.network_timeout = settings.network_timeout
     ae.maximum_pdu_size = settings.max_pdu
-    ae.require_called_aet = True
     syntaxes = list(ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(VERIFICATION, syntaxes)
     for uid in _STORAGE_CLASSES.values():
@@ -139,8 +76,13 @@ def build_ae(settings: Settings, extra: list[Service] = ()) -> AE:  # type: igno
     return ae
 
 
+def supported_contexts(settings: Settings, extra: Iterable[Service] = ()
+                       ) -> list[PresentationContext]:
+    return list(build_ae(settings, extra).supported_contexts)
+
+
 class DimseServer:
-    """Runs the DIMSE acceptor in background threads.
+    """Runs the DIMSE acceptor (its event loop in a background thread).
 
     Parameters
     ----------
@@ -152,20 +94,15 @@ class DimseServer:
         self.archive = archive
         self.settings = archive.settings
         self.handlers = Handlers(archive)
-        self.ae: AE | None = None
-        self.server: _GatedServer | None = None
-        self.gate: Gate | None = None
-        self._thread: threading.Thread | None = None
-        self.acceptor: Any = None
+        self.acceptor: Acceptor | None = None
 
     @property
     def port(self) -> int:
-        if self.acceptor is not None:
-            return self.acceptor.port
-        assert self.server is not None
-        return int(self.server.server_address[1])
+        assert self.acceptor is not None
+        return self.acceptor.port
 
     def _check_aets(self, called: str, calling: str, host: str) -> tuple[int, int, int] | None:
+        """None to admit, else the A-ASSOCIATE-RJ (result, source, reason) of PS3.8 9.3.4."""
         if called != self.settings.aet:
             log.warning("association from %s@%s for unknown called AE %r", calling, host, called)
             return (1, 1, 7)
@@ -177,62 +114,20 @@ class DimseServer:
         return None
 
     def start(self) -> None:
+        """Bind and start serving; raises :class:`OSError` when the port cannot be bound."""
         configure_pynetdicom(self.settings)
         raise_fd_limit()
-        if self.settings.dimse_engine == "asyncio":
-            self._start_asyncio()
-            return
-        h = self.handlers
-        ae = build_ae(self.settings, h.extra)
-        handlers = [
-            (evt.EVT_C_ECHO, h.handle_echo),
-            (evt.EVT_C_STORE, h.handle_store),
-            (evt.EVT_C_FIND, h.handle_find),
-            (evt.EVT_C_MOVE, h.handle_move),
-            (evt.EVT_C_GET, h.handle_get),
-            (evt.EVT_ACCEPTED, _log_accepted),
-            (evt.EVT_ABORTED, _log_aborted),
-        ]
-        for message in dict.fromkeys(s.message for s in h.extra):
-            if message in _N_EVENTS:
-                handlers.append((_N_EVENTS[message], functools.partial(h.handle_n, message)))
-        server = ae.make_server(
-            (self.settings.host, self.settings.dicom_port),
-            evt_handlers=handlers,
-            server_class=_GatedServer,
-        )
-        server.gate = Gate(
-            server.hand_over, self._check_aets,
-            artim_timeout=self.settings.artim_timeout,
-            max_pending=self.settings.max_pending_connections,
-        )
-        server.gate.start()
-        ae._servers.append(server)
-        self.ae, self.server, self.gate = ae, server, server.gate
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dimse-accept",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def _start_asyncio(self) -> None:
-        """The event-driven acceptor (:mod:`archivist.dimse.acceptor`) with the same contexts,
-        checks and handlers."""
-        from archivist.dimse.acceptor import Acceptor
-        from archivist.dimse.acceptor_services import Services
-
-        ae = build_ae(self.settings, self.handlers.extra)
-        self.acceptor = Acceptor(self.settings, Services(self.handlers),
-                                 list(ae.supported_contexts), self._check_aets)
+        contexts = supported_contexts(self.settings, self.handlers.extra)
+        self.acceptor = Acceptor(self.settings, Services(self.handlers), contexts,
+                                 self._check_aets)
         self.acceptor.start()
 
     def wait_listening(self, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
+        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "") else self.settings.host
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1" if self.settings.host in
-                                               ("0.0.0.0", "") else self.settings.host,
-                                               self.port), timeout=0.5):
+                with socket.create_connection((host, self.port), timeout=0.5):
                     return True
             except OSError:
                 time.sleep(0.05)
@@ -243,31 +138,3 @@ class DimseServer:
         if self.acceptor is not None:
             self.acceptor.stop(grace)
             self.acceptor = None
-            return
-        if self.server is None or self.ae is None:
-            return
-        server, ae = self.server, self.ae
-        server.shutdown()  # stops serve_forever, closes the listening socket
-        if self.gate is not None:
-            self.gate.stop()
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not [a for a in ae.active_associations if a.is_alive()]:
-                break
-            time.sleep(0.1)
-        for assoc in ae.active_associations:
-            try:
-                assoc.abort()
-            except Exception:  # noqa: BLE001
-                pass
-        self.server = None
-
-
-def _log_accepted(event: Any) -> None:
-    r = event.assoc.requestor
-    log.info("association accepted from %s@%s:%s", str(r.ae_title).strip(), r.address, r.port)
-
-
-def _log_aborted(event: Any) -> None:
-    r = event.assoc.requestor
-    log.info("association aborted with %s@%s", str(r.ae_title).strip(), r.address)
