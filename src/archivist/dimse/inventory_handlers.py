@@ -7,8 +7,9 @@ like the core handlers, use only ``event.request``, ``event.identifier``,
 
 pynetdicom 3.0.4 sends a trailing 0x0000 Success after a handler's final 0xB001 Warning (its
 C-FIND loop ``continue``s after a Warning). PS3.4 C.6.4.4 ends a Repository Query cut by a limit
-with the Warning itself, so :func:`install_b001_fix` drops that extra Success; it is installed
-when these services are loaded and changes nothing for other responses. Likewise
+with the Warning itself. The archive's own acceptor already treats 0xB001 as final; for handlers
+served through pynetdicom's SCP loop, :func:`install_b001_fix` drops that extra Success; it is
+installed when these services are loaded and changes nothing for other responses. Likewise
 :func:`install_n_action_fix` lets an N-ACTION response carry the Attribute Identifier List that
 pynetdicom 3.0.4 does not encode.
 """
