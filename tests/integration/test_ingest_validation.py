@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,15 @@ def archivist(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
                           check=False)
 
 
+def _class_server(factory: pytest.TempPathFactory, name: str,
+                  env: dict[str, str]) -> Iterator[ServerProcess]:
+    srv = ServerProcess(factory.mktemp(name) / "data", env=env).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
 def stored_files(data: Path) -> list[Path]:
     blobs = data / "blobs"
     return [p for p in blobs.rglob("*") if p.is_file()] if blobs.exists() else []
@@ -80,36 +90,44 @@ def stored_files(data: Path) -> list[Path]:
 
 @pytest.mark.usefixtures("dcmtk")
 class TestReject:
-    @pytest.fixture
-    def srv(self, make_server: Any) -> ServerProcess:
-        return make_server(env={"ARCHIVIST_VALIDATION_POLICY": "reject"})
+    """One server for the class; each test leaves nothing stored but the object it checks."""
+
+    @pytest.fixture(scope="class")
+    def srv(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+        yield from _class_server(tmp_path_factory, "reject",
+                                 {"ARCHIVIST_VALIDATION_POLICY": "reject"})
 
     def test_storescu_gets_c003_and_the_rule(self, srv: ServerProcess, tmp_path: Path) -> None:
-        make_instance(tmp_path / "bad.dcm")
+        bad = make_instance(tmp_path / "bad.dcm")
         r = storescu(srv, tmp_path / "bad.dcm")
         out = r.stdout + r.stderr
         assert "0xc003" in out.lower(), out
         comment = next(line for line in out.splitlines() if "(0000,0902)" in line)
         assert "[iod.type2c-missing: Type 2C attribute PatientPosition is missing]" in comment
         assert "#  64" in comment  # Error Comment is LO: at most 64 characters
-        assert get_json(srv, "/api/stats")[1]["counts"]["instance"] == 0
-        assert stored_files(srv.data_dir) == []
+        stats = get_json(srv, "/api/stats")[1]
+        assert len(stored_files(srv.data_dir)) == stats["counts"]["instance"]
+        status, _ = get_json(srv, f"/api/instances/{bad.SOPInstanceUID}/validation")
+        assert status == 404
 
     def test_pynetdicom_gets_c003_and_a_comment_naming_the_rule(self, srv: ServerProcess,
                                                                  tmp_path: Path) -> None:
-        make_instance(tmp_path / "bad.dcm", extra={"PatientSex": "X"})
+        bad = make_instance(tmp_path / "bad.dcm", extra={"PatientSex": "X"})
+        before = get_json(srv, "/api/stats")[1]
         rsp = pynetdicom_store(srv, tmp_path / "bad.dcm")
         assert rsp.Status == VALIDATION_REJECTED
         comment = str(rsp.ErrorComment)
         assert comment.startswith("iod.") and ":" in comment and len(comment) <= 64
         good = complete_ct(tmp_path / "good.dcm")
         assert pynetdicom_store(srv, tmp_path / "good.dcm").Status == 0x0000
-        status, body = get_json(srv, "/api/stats")
-        assert body["counts"]["instance"] == 1
-        assert body["validation"] == {"validated": 1, "with_errors": 0, "with_warnings": 0}
+        assert get_json(srv, f"/api/instances/{bad.SOPInstanceUID}/validation")[0] == 404
+        stats = get_json(srv, "/api/stats")[1]
+        assert stats["counts"]["instance"] == before["counts"]["instance"] + 1
+        assert stats["validation"]["validated"] == before["validation"]["validated"] + 1
+        assert stats["validation"]["with_errors"] == 0
         status, body = get_json(srv, f"/api/instances/{good.SOPInstanceUID}/validation")
         assert status == 200 and body["validated"] and body["errors"] == 0
-        assert len(stored_files(srv.data_dir)) == 1
+        assert len(stored_files(srv.data_dir)) == stats["counts"]["instance"]
 
     def test_import_shows_the_reason(self, tmp_path: Path) -> None:
         (tmp_path / "in").mkdir()
@@ -127,6 +145,10 @@ class TestReject:
 
 @pytest.mark.usefixtures("dcmtk")
 class TestWarn:
+    @pytest.fixture(scope="class")
+    def server(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+        yield from _class_server(tmp_path_factory, "warn", {})
+
     def test_stored_and_findings_over_http_and_cli(self, server: ServerProcess,
                                                    tmp_path: Path) -> None:
         ds = make_instance(tmp_path / "bad.dcm")
