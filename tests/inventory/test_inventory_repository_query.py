@@ -214,3 +214,39 @@ class TestInventoryOfALiveRepository:
         # Scope travels to the peer: one patient's studies only.
         one = of_remote(remote, "SERIES", [("PatientID", "P1")], method="rq")
         assert len(one.studies) == 1 and len(next(iter(one.studies.values())).series) == 2
+
+
+def test_b001_fix_for_pynetdicoms_own_scp_loop(archive: Archive, tmp_path: Path) -> None:
+    """Our handler served by a plain pynetdicom AE: with install_b001_fix, 0xB001 is final."""
+    from pynetdicom import AE, evt
+
+    from archivist.dimse.inventory_handlers import RepositoryQueryHandler, install_b001_fix
+    from archivist.testing.server import free_port
+
+    install_b001_fix()
+    fill(archive, tmp_path / "in", studies=3)
+    port = free_port()
+    scp = AE(ae_title="PLAIN")
+    scp.add_supported_context(REPOSITORY_QUERY)
+    server = scp.start_server(("127.0.0.1", port), block=False,
+                              evt_handlers=[(evt.EVT_C_FIND, RepositoryQueryHandler(archive))])
+    try:
+        ae = AE(ae_title="RQSCU")
+        ae.add_requested_context(REPOSITORY_QUERY)
+        ae.dimse_timeout = 2
+        assoc = ae.associate("127.0.0.1", port, ae_title="PLAIN")
+        assert assoc.is_established
+        statuses = []
+        for status, _ in assoc.send_c_find(_ident("STUDY", MaximumNumberOfRecords=1),
+                                           REPOSITORY_QUERY):
+            statuses.append(int(status.Status))
+            if status.Status == 0xB001:
+                break
+        assert statuses == [0xFF00, 0xB001]
+        assoc._reactor_checkpoint.clear()
+        _cx, msg = assoc.dimse.get_msg(block=True)  # waits dimse_timeout (2 s)
+        assert msg is None  # without the fix pynetdicom sends a 0x0000 here
+        assoc._reactor_checkpoint.set()
+        assoc.release()
+    finally:
+        server.shutdown()
