@@ -83,6 +83,16 @@ def _class_server(factory: pytest.TempPathFactory, name: str,
         srv.stop()
 
 
+@pytest.fixture(scope="module")
+def reject_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from _class_server(tmp_path_factory, "reject", {"ARCHIVIST_VALIDATION_POLICY": "reject"})
+
+
+@pytest.fixture(scope="module")
+def warn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from _class_server(tmp_path_factory, "warn", {})
+
+
 def stored_files(data: Path) -> list[Path]:
     blobs = data / "blobs"
     return [p for p in blobs.rglob("*") if p.is_file()] if blobs.exists() else []
@@ -90,12 +100,11 @@ def stored_files(data: Path) -> list[Path]:
 
 @pytest.mark.usefixtures("dcmtk")
 class TestReject:
-    """One server for the class; each test leaves nothing stored but the object it checks."""
+    """One server for the class (the reject_server fixture)."""
 
-    @pytest.fixture(scope="class")
-    def srv(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-        yield from _class_server(tmp_path_factory, "reject",
-                                 {"ARCHIVIST_VALIDATION_POLICY": "reject"})
+    @pytest.fixture
+    def srv(self, reject_server: ServerProcess) -> ServerProcess:
+        return reject_server
 
     def test_storescu_gets_c003_and_the_rule(self, srv: ServerProcess, tmp_path: Path) -> None:
         bad = make_instance(tmp_path / "bad.dcm")
@@ -145,9 +154,9 @@ class TestReject:
 
 @pytest.mark.usefixtures("dcmtk")
 class TestWarn:
-    @pytest.fixture(scope="class")
-    def server(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-        yield from _class_server(tmp_path_factory, "warn", {})
+    @pytest.fixture
+    def server(self, warn_server: ServerProcess) -> ServerProcess:
+        return warn_server
 
     def test_stored_and_findings_over_http_and_cli(self, server: ServerProcess,
                                                    tmp_path: Path) -> None:
