@@ -665,3 +665,20 @@ def test_series_metadata_is_precomputed_after_a_change(srv) -> None:
     r = requests.get(f"{srv.url}/dicomweb/studies/{study}/series/{series}/metadata")
     assert len(r.json()) == 3
     assert all("urn:archivist" not in json.dumps(item) for item in r.json())
+
+
+def test_twelve_bit_jpeg_extended_renders(srv, stored) -> None:
+    """pydicom's free plugins cannot decode 12-bit JPEG Extended; imagecodecs does."""
+    path = pydicom_test_file("JPGExtended.dcm")
+    ds = pydicom.dcmread(path)
+    ds.SOPInstanceUID = new_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    DICOMwebClient(f"{srv.url}/dicomweb").store_instances([ds])
+    r = requests.get(f"{url_of(srv, ds)}/thumbnail?viewport=256%2C256", headers={"Accept": "*/*"})
+    assert r.status_code == 200, r.text
+    img = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert img.std() > 5
+    r = requests.get(f"{url_of(srv, ds)}/frames/1", headers={"Accept": "application/octet-stream"})
+    assert r.status_code == 200 and len(r.content) == ds.Rows * ds.Columns * 2
+    values = np.frombuffer(r.content, dtype="<u2")
+    assert 0 < values.max() < 4096

@@ -147,8 +147,36 @@ def frame_array(path: Path, number: int) -> np.ndarray:
             ds = pydicom.dcmread(str(path))
             return pixel_array(ds, index=number - 1)
     except (NotImplementedError, RuntimeError) as exc:
+        fallback = _jpeg_fallback(path, number)
+        if fallback is not None:
+            return fallback
         reason = str(exc).splitlines()[-1].strip()[:160] if str(exc) else type(exc).__name__
         raise HTTPProblem(406, f"this server cannot decode these pixels: {reason}") from None
+
+
+_JPEG_FAMILY = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+                "1.2.840.10008.1.2.4.70")
+
+
+def _jpeg_fallback(path: Path, number: int) -> np.ndarray | None:
+    """Decode a JPEG frame with imagecodecs (libjpeg-turbo 8/12-bit, lossless) when pydicom's
+    plugins cannot (12-bit JPEG Extended without the GPL libjpeg plugin)."""
+    info = pixel_info(path)
+    if info.transfer_syntax not in _JPEG_FAMILY:
+        return None
+    try:
+        import imagecodecs
+
+        arr = imagecodecs.jpeg8_decode(stored_frame(info, number))
+    except Exception:  # noqa: BLE001 - no decoder could: the caller answers 406
+        return None
+    header = info.header
+    bits = int(header.get("BitsStored") or info.bits_allocated)
+    if int(header.get("PixelRepresentation") or 0) == 1 and arr.dtype.kind == "u":
+        wide = arr.astype(np.int32)
+        sign = 1 << (bits - 1)
+        arr = ((wide ^ sign) - sign).astype(np.int16 if info.bits_allocated > 8 else np.int8)
+    return arr
 
 
 def media_type_of(ts: str) -> str:
