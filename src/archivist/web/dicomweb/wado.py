@@ -223,8 +223,10 @@ def cache_of(request: Request) -> MetadataCache:
     return cache_for(request.app.state)
 
 
-def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0) -> threading.Event:
-    """Precompute series metadata in a daemon thread, `quiet` seconds after a series changed.
+def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
+                 patience: float = 60.0) -> threading.Event:
+    """Precompute series metadata in a daemon thread once the archive has been quiet for
+    `quiet` seconds (or a series has waited `patience` seconds).
 
     Returns the event that stops it.
     """
@@ -238,6 +240,7 @@ def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0) -> threading
         except Exception:  # noqa: BLE001 - no index, nothing to warm
             return
         pending: dict[tuple[str, str], float] = {}
+        last_any = 0.0
         while not stop.wait(poll):
             health = getattr(state, "health", None)
             if health is not None and health.stopping:
@@ -245,14 +248,18 @@ def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0) -> threading
             try:
                 for row in index.changes_since(last, limit=5000):
                     last = int(row["seq"])
+                    last_any = time.monotonic()
                     if row.get("study_instance_uid") and row.get("series_instance_uid"):
                         pending[(row["study_instance_uid"], row["series_instance_uid"])] = \
-                            time.monotonic()
+                            last_any
                 now = time.monotonic()
+                # Build while the archive is quiet, so warming never competes with ingest;
+                # a series waiting longer than `patience` is built anyway.
+                archive_quiet = now - last_any >= quiet
                 for key, when in list(pending.items()):
                     if stop.is_set():
                         return
-                    if now - when >= quiet:
+                    if (archive_quiet and now - when >= quiet) or now - when >= patience:
                         del pending[key]
                         cache.warm(*key)
             except Exception:  # noqa: BLE001 - warming is an optimisation; log and go on
