@@ -184,6 +184,33 @@ change = Table(
 )
 Index("ix_change_study", change.c.study_instance_uid)
 
+#: Supplement 223 Inventory Creation jobs (one row per Transaction UID; survives restarts).
+inventory_job = Table(
+    "inventory_job", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("transaction_uid", String(64), nullable=False, unique=True),
+    Column("state", String(16), nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("purpose", Text),
+    Column("requester_aet", String(16)),
+    Column("status_interval", Integer, nullable=False),
+    Column("studies_per_instance", Integer, nullable=False),
+    Column("snapshot_pk", BigInteger, nullable=False),
+    Column("studies_total", Integer, nullable=False),
+    Column("studies_done", Integer, nullable=False),
+    Column("leaves", Text, nullable=False),
+    Column("container_study", String(64), nullable=False),
+    Column("container_series", String(64), nullable=False),
+    Column("root_uid", String(64)),
+    Column("retain", String(3)),
+    Column("comment", Text),
+    Column("owner", String(64)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 TABLE_OF_LEVEL = {"PATIENT": patient, "STUDY": study, "SERIES": series, "IMAGE": instance}
 
 #: The tables a query at each level reads: the level's own first, then every level above it.

@@ -16,9 +16,7 @@ discards the staged leaves (nothing was stored), with YES stores them under a PA
 Events (KK.2.3) are handed to a ``notify(job, event_type_id, dataset)`` callable: the DIMSE layer
 sends them as N-EVENT-REPORT over a new association.
 
-Table ``inventory_job`` lives on its own :class:`~sqlalchemy.MetaData` and is created when the
-service starts (``CREATE TABLE IF NOT EXISTS``), not by an index Alembic revision; see
-docs/conformance.md section 3.
+Table ``inventory_job`` is part of the index schema (``index/schema.py``, Alembic revision 0003).
 """
 
 from __future__ import annotations
@@ -40,14 +38,6 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     func,
     insert,
     or_,
@@ -57,7 +47,7 @@ from sqlalchemy import (
 
 from archivist.archive.archive import Archive
 from archivist.errors import ArchivistError
-from archivist.index.schema import study
+from archivist.index.schema import inventory_job, study
 from archivist.inventory import INVENTORY_STORAGE
 from archivist.inventory.builder import (
     PARTIAL,
@@ -74,34 +64,6 @@ TERMINAL = (COMPLETE, FAILURE, CANCELED)
 #: N-EVENT-REPORT Event Type IDs (Table KK.2-2).
 EVENT_TERMINATED_WITH_INSTANCES, EVENT_STATUS, EVENT_TERMINATED_WITHOUT_INSTANCES = 11, 12, 13
 LEASE_SECONDS = 30.0
-
-jobs_metadata = MetaData()
-inventory_job = Table(
-    "inventory_job", jobs_metadata,
-    Column("pk", Integer, primary_key=True),
-    Column("transaction_uid", String(64), nullable=False, unique=True),
-    Column("state", String(16), nullable=False),
-    Column("level", String(16), nullable=False),
-    Column("scope", Text, nullable=False),
-    Column("purpose", Text),
-    Column("requester_aet", String(16)),
-    Column("status_interval", Integer, nullable=False),
-    Column("studies_per_instance", Integer, nullable=False),
-    Column("snapshot_pk", BigInteger, nullable=False),
-    Column("studies_total", Integer, nullable=False),
-    Column("studies_done", Integer, nullable=False),
-    Column("leaves", Text, nullable=False),
-    Column("container_study", String(64), nullable=False),
-    Column("container_series", String(64), nullable=False),
-    Column("root_uid", String(64)),
-    Column("retain", String(3)),
-    Column("comment", Text),
-    Column("owner", String(64)),
-    Column("heartbeat_at", DateTime(timezone=True)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-
 
 class JobError(ArchivistError):
     """An N-ACTION that cannot be applied (unknown transaction, wrong state, duplicate)."""
@@ -198,7 +160,6 @@ class InventoryCreation:
         self._timer: threading.Thread | None = None
         self._sender: threading.Thread | None = None
         self._events: queue.Queue[Any] = queue.Queue()
-        jobs_metadata.create_all(self.engine, checkfirst=True)
 
     # -- rows ----------------------------------------------------------------------------------
 
