@@ -151,3 +151,21 @@ class TestQuickMain:
         assert quick_main(["search", "--help"]) is None
         assert quick_main(["check", "x.dcm"]) is None
         assert quick_main([]) is None
+
+
+def test_check_walks_folders_and_skips_non_dicom(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from archivist.testing.datasets import pydicom_test_file
+
+    folder = tmp_path / "reports" / "nested"
+    folder.mkdir(parents=True)
+    sr = pydicom_test_file("test-SR.dcm")
+    assert sr is not None
+    shutil.copy(sr, folder / "sr.dcm")
+    (tmp_path / "reports" / "notes.txt").write_text("not DICOM")
+    done = run("check", "--json", str(tmp_path / "reports"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [r["file"] for r in report] == [str(folder / "sr.dcm")]
+    assert any(f["rule_id"] == "units.not-ucum" for f in report[0]["findings"])

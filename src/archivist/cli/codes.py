@@ -31,7 +31,8 @@ codes_app = typer.Typer(
 )
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of text.")
-FilesArg = typer.Argument(..., help="DICOM files to check.", exists=True, dir_okay=False)
+FilesArg = typer.Argument(..., help="DICOM files or folders (searched recursively) to check.",
+                          exists=True)
 _EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
@@ -246,10 +247,20 @@ def check(
 
     report: list[dict[str, Any]] = []
     status = 0
-    for path in files:
+    skipped = 0
+    targets: list[tuple[Path, bool]] = []
+    for given in files:
+        if given.is_dir():
+            targets += [(f, True) for f in sorted(given.rglob("*")) if f.is_file()]
+        else:
+            targets.append((given, False))
+    for path, found_in_folder in targets:
         try:
             findings = terminology.check_file(path)
         except CheckError as exc:
+            if found_in_folder:
+                skipped += 1  # a folder may hold files that are not DICOM: skipped, counted
+                continue
             status = 2
             report.append({"file": str(path), "error": str(exc), "findings": []})
             if not json_out:
@@ -266,6 +277,8 @@ def check(
                 typer.echo(f"  {finding}")
     if json_out:
         _print_json(report)
+    elif skipped:
+        typer.echo(f"{skipped} file(s) in the folders given were not DICOM and were skipped")
     raise typer.Exit(status)
 
 
