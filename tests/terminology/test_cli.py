@@ -168,4 +168,4 @@ def test_check_walks_folders_and_skips_non_dicom(tmp_path) -> None:  # type: ign
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert [r["file"] for r in report] == [str(folder / "sr.dcm")]
-    assert any(f["rule_id"] == "units.not-ucum" for f in report[0]["findings"])
+    assert any(f["kind"] == "units.not-ucum" for f in report[0]["findings"])
