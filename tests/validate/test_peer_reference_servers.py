@@ -35,6 +35,7 @@ def test_check_peer_against_archivist(tmp_path: Path) -> None:
     for name in SERVICES:
         assert report.outcome(name) == PASS, name
     assert report.outcome("called AE title check") == PASS  # we reject unknown called AEs
+    assert report.implementation_version_name == "ARCHIVIST_0.1.0"
     finds = _find_checks(report)
     assert len(finds) >= 4 and all(c.outcome == PASS for c in finds), [c.name for c in finds]
 

@@ -42,7 +42,6 @@ from collections.abc import Callable
 from typing import Any
 
 from pydicom.uid import UID
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -81,6 +80,11 @@ from archivist.dimse.acceptor_pdu import (
 )
 
 log = logging.getLogger("archivist.dimse.acceptor")
+
+#: How Archivist names itself in A-ASSOCIATE-AC (PS3.7 D.3.3.2): a fixed UID chosen under
+#: pydicom's UID root, and "ARCHIVIST_" with the package version.
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1.20261124.1"
+IMPLEMENTATION_VERSION_NAME = "ARCHIVIST_0.1.0"
 
 
 class _NoDecodeTracebacks(logging.Filter):
@@ -356,9 +360,9 @@ class Acceptor:
         max_length = MaximumLengthNotification()
         max_length.maximum_length_received = self.settings.max_pdu
         impl_uid = ImplementationClassUIDNotification()
-        impl_uid.implementation_class_uid = PYNETDICOM_IMPLEMENTATION_UID
+        impl_uid.implementation_class_uid = IMPLEMENTATION_CLASS_UID
         impl_name = ImplementationVersionNameNotification()
-        impl_name.implementation_version_name = PYNETDICOM_IMPLEMENTATION_VERSION
+        impl_name.implementation_version_name = IMPLEMENTATION_VERSION_NAME
         info: list[Any] = [max_length, impl_uid, impl_name, *roles]
         if async_ops:
             window = AsynchronousOperationsWindowNegotiation()
