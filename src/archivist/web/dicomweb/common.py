@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,12 +141,12 @@ def accept_of(request: Request) -> list[MediaRange]:
     return parse_accept(request.headers.get("accept"))
 
 
-def wants_json(request: Request) -> bool:
-    """True when the client accepts application/dicom+json (or JSON, or anything)."""
+def require_json(request: Request, what: str) -> None:
+    """406 unless the client accepts application/dicom+json (or JSON, or anything)."""
     for r in accept_of(request):
         if r.type in (DICOM_JSON, "application/json", "*/*", "application/*"):
-            return True
-    return False
+            return
+    raise HTTPProblem(406, f"{what} is served as application/dicom+json only")
 
 
 def check_uid(uid: str, what: str) -> str:
@@ -189,10 +189,6 @@ def find_instances(archive: Archive, study: str | None = None, series: str | Non
         what = "instance" if sop else ("series" if series else "study")
         raise HTTPProblem(404, f"no such {what} in this archive")
     return refs
-
-
-def instance_sort_key(ref: InstanceRef) -> tuple[str, int]:
-    return (ref.series_instance_uid, 0)
 
 
 class Cors:
@@ -270,5 +266,3 @@ def iterate_file(fh: Any, chunk: int = 1 << 20) -> Iterator[bytes]:
     finally:
         fh.close()
 
-
-Handler = Callable[[Request], Any]

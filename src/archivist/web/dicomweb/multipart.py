@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,16 +200,6 @@ class StreamingParser:
                 self.buffer = b""
             return self._close_part(False)
         return None
-
-
-async def parse_stream(chunks: AsyncIterator[bytes], parser: StreamingParser,
-                       ) -> AsyncIterator[Part]:
-    async for chunk in chunks:
-        for part in parser.feed(chunk):
-            yield part
-    leftover = parser.close()
-    if leftover is not None:
-        yield leftover
 
 
 def remove_quietly(path: Path | None) -> None:

@@ -25,7 +25,6 @@ from archivist.web.dicomweb.common import (
     DEFLATED_LE,
     EXPLICIT_BE,
     EXPLICIT_LE,
-    FRAME_MEDIA_TYPE,
     IMPLICIT_LE,
     NATIVE_SYNTAXES,
 )
@@ -50,7 +49,6 @@ class PixelInfo:
     samples: int
     bits_allocated: int
     value_tell: int
-    value_length: int
     encapsulated: bool
     extended_offsets: tuple[bytes, bytes] | None
     header: Dataset
@@ -72,14 +70,12 @@ def pixel_info(path: Path) -> PixelInfo:
         in_memory = None
         tell = -1
         if isinstance(raw, RawDataElement):
-            length = raw.length
             if raw.value is not None:
                 in_memory = raw.value  # undefined length (encapsulated) values are read at once
             else:
                 tell = raw.value_tell
         else:
             in_memory = ds.PixelData
-            length = len(in_memory)
         ext = None
         if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
             ext = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
@@ -88,7 +84,7 @@ def pixel_info(path: Path) -> PixelInfo:
             rows=int(ds.get("Rows") or 0), columns=int(ds.get("Columns") or 0),
             samples=int(ds.get("SamplesPerPixel") or 1),
             bits_allocated=int(ds.get("BitsAllocated") or 8),
-            value_tell=tell, value_length=length, in_memory=in_memory,
+            value_tell=tell, in_memory=in_memory,
             encapsulated=ts not in NATIVE_SYNTAXES,
             extended_offsets=ext, header=ds,
         )
@@ -177,10 +173,6 @@ def _jpeg_fallback(path: Path, number: int) -> np.ndarray | None:
         sign = 1 << (bits - 1)
         arr = ((wide ^ sign) - sign).astype(np.int16 if info.bits_allocated > 8 else np.int8)
     return arr
-
-
-def media_type_of(ts: str) -> str:
-    return FRAME_MEDIA_TYPE.get(ts, "application/octet-stream")
 
 
 def can_transcode(stored: str, target: str) -> bool:

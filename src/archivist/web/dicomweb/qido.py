@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,7 +17,7 @@ from archivist.core.matching import normalise_pn
 from archivist.errors import QueryError
 from archivist.index.repository import attrs_of
 from archivist.index.schema import TABLES_AT_LEVEL
-from archivist.web.dicomweb.common import DICOM_JSON, accept_of, archive_of, base_url, check_uid
+from archivist.web.dicomweb.common import DICOM_JSON, archive_of, base_url, check_uid, require_json
 from archivist.web.errors import HTTPProblem
 
 #: Default return attributes per level (PS3.18 Tables 10.6.3-3, -4, -5).
@@ -235,17 +235,8 @@ def _json_response(items: list[dict[str, Any]], headers: dict[str, str]) -> Resp
     return Response(data, media_type=DICOM_JSON, headers=headers)
 
 
-def _check_accept(request: Request) -> None:
-    for r in accept_of(request):
-        if r.type in (DICOM_JSON, "application/json", "*/*", "application/*"):
-            return
-        if r.multipart and r.part_type in ("application/dicom+xml",):
-            continue
-    raise HTTPProblem(406, "QIDO-RS answers application/dicom+json only")
-
-
 async def search(request: Request, level: QueryLevel, scope: dict[str, str]) -> Response:
-    _check_accept(request)
+    require_json(request, "QIDO-RS")
     archive = archive_of(request)
     try:
         q = QidoRequest(request, level, scope)
@@ -263,7 +254,3 @@ async def search(request: Request, level: QueryLevel, scope: dict[str, str]) -> 
                               'supported by the server. Additional results can be requested."')
     return _json_response(items, headers)
 
-
-def vr_of(keyword: str) -> str:
-    tag = tag_for_keyword(keyword)
-    return dictionary_VR(tag) if tag is not None else "UN"

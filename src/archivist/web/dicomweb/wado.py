@@ -37,6 +37,7 @@ from archivist.web.dicomweb.common import (
     check_uid,
     find_instances,
     iterate_file,
+    require_json,
 )
 from archivist.web.dicomweb.jsonmodel import PIXEL_DATA, instance_json, locate, read_deferred
 from archivist.web.dicomweb.multipart import multipart_stream, new_boundary
@@ -317,15 +318,8 @@ def _metadata_body(request: Request, study: str, series: str | None) -> tuple[by
     return joined, etag, False
 
 
-def _check_json_accept(request: Request) -> None:
-    for r in accept_of(request):
-        if r.type in (DICOM_JSON, "application/json", "*/*", "application/*"):
-            return
-    raise HTTPProblem(406, "metadata is served as application/dicom+json")
-
-
 async def metadata(request: Request, study: str, series: str | None = None) -> Response:
-    _check_json_accept(request)
+    require_json(request, "metadata")
     body, etag, gzipped = await run_in_threadpool(_metadata_body, request, study, series)
     headers = {"ETag": etag, "Vary": "Accept-Encoding, Accept",
                "Cache-Control": "no-cache"}
@@ -345,7 +339,7 @@ def _etag_matches(request: Request, etag: str) -> bool:
 
 
 async def instance_metadata(request: Request, study: str, series: str, sop: str) -> Response:
-    _check_json_accept(request)
+    require_json(request, "metadata")
     archive = archive_of(request)
     root = base_url(request)
 
@@ -530,7 +524,7 @@ def _render_media(request: Request) -> str:
     raise HTTPProblem(406, "rendered images are served as image/jpeg or image/png")
 
 
-def _representative(refs: list[InstanceRef], archive: Archive) -> InstanceRef:
+def _representative(refs: list[InstanceRef]) -> InstanceRef:
     """The instance to render for a study or series: the middle image of the first series."""
     images = [r for r in refs if not r.sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.88")]
     pool = images or refs
@@ -546,7 +540,7 @@ async def rendered(request: Request, study: str, series: str | None = None,
     media = _render_media(request)
     opts = pixels.parse_render_options(request.query_params, media, thumbnail=thumbnail)
     refs = await run_in_threadpool(find_instances, archive, study, series, sop)
-    ref = refs[0] if sop else _representative(refs, archive)
+    ref = refs[0] if sop else _representative(refs)
     number = 1
     if frame is not None:
         numbers = parse_frame_list(frame)
