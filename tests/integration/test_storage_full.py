@@ -8,9 +8,6 @@ no partial file is left, and the server keeps answering.
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import requests
 from pynetdicom import AE
 
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.fs import mount_tmpfs, unmount
 from archivist.testing.server import ServerProcess
 
 pytestmark = pytest.mark.timeout(240)
@@ -31,17 +29,13 @@ CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    if shutil.which("mount") is None or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root and mount(8)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount_point)],
-                          check=False, capture_output=True, timeout=10)
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.decode().strip()}")
+    reason = mount_tmpfs(mount_point, "12m")
+    if reason is not None:
+        pytest.skip(reason)
     try:
         yield mount_point
     finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False, capture_output=True,
-                       timeout=10)
+        unmount(mount_point)
 
 
 def _instances(tmp_path: Path, n: int, study: str) -> list[pydicom.Dataset]:

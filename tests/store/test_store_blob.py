@@ -5,9 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import shutil
 import stat
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ from archivist.store.blob import (
     copy_stream,
     new_key,
 )
+from archivist.testing.fs import mount_tmpfs, unmount
 
 HOSTILE_NAMES = ["../evil.dcm", "1.2.3", "x" * 32, "name with spaces.dcm"]
 
@@ -269,16 +268,13 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB tmpfs, so that ENOSPC comes from the kernel."""
     mount_point = tmp_path / "tiny"
     mount_point.mkdir()
-    if shutil.which("mount") is None or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root and mount(8); ENOSPC is covered by the shim test")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-                          check=False, capture_output=True, timeout=10)
-    if done.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.decode().strip()}")
+    reason = mount_tmpfs(mount_point, "1m")
+    if reason is not None:
+        pytest.skip(f"{reason}; ENOSPC is covered by the shim test")
     try:
         yield mount_point
     finally:
-        subprocess.run(["umount", str(mount_point)], check=False, capture_output=True, timeout=10)
+        unmount(mount_point)
 
 
 class TestStorageFullOnRealFileSystem:
