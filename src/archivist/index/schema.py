@@ -211,6 +211,33 @@ inventory_job = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+#: Records removed from the archive (revision 0004), kept until purged so that Repository Query
+#: and inventories report them as Removed from Operational Use (0008,0405) (Supplement 223). One
+#: row per removed study, series or instance: ``record_pk`` is the removed row's primary key (its
+#: Record Key), ``generation`` orders records that came to share a key, ``row`` the index row (as
+#: a search returns it, JSON) at the time of removal.
+tombstone = Table(
+    "tombstone", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("level", String(16), nullable=False),
+    Column("record_pk", BigInteger, nullable=False),
+    Column("generation", Integer, nullable=False, default=0),
+    Column("study_instance_uid", String(64), nullable=False),
+    Column("series_instance_uid", String(64)),
+    Column("sop_instance_uid", String(64)),
+    Column("removed_at", DateTime(timezone=True), nullable=False),
+    Column("reason_value", String(16), nullable=False),
+    Column("reason_scheme", String(16), nullable=False),
+    Column("reason_meaning", String(64), nullable=False),
+    Column("change_seq", BigInteger, nullable=False),
+    Column("row", Text, nullable=False),
+)
+Index("ix_tombstone_record", tombstone.c.level, tombstone.c.record_pk)
+Index("ix_tombstone_study", tombstone.c.study_instance_uid)
+Index("ix_tombstone_series", tombstone.c.series_instance_uid)
+Index("ix_tombstone_sop", tombstone.c.sop_instance_uid)
+Index("ix_tombstone_removed_at", tombstone.c.removed_at)
+
 TABLE_OF_LEVEL = {"PATIENT": patient, "STUDY": study, "SERIES": series, "IMAGE": instance}
 
 #: The tables a query at each level reads: the level's own first, then every level above it.
