@@ -1,19 +1,33 @@
 """Repository Query (PS3.4 C.6.4): Study Root C-FIND with record keys and paging.
 
-A *record* is one row of the index at the query level (a study, a series or an instance). Its
-Record Key (0008,041B) is the row's primary key, which only grows, written as::
+A *record* is one row of the index at the query level (a study, a series or an instance), or
+the tombstone such a row left when it was deleted. Its Record Key (0008,041B) is the row's
+primary key, which only grows, with a generation that orders the rare records that came to
+share a primary key (a SQLite row id is given again when the newest row is deleted; see
+:mod:`archivist.index.removal`), written as::
 
-    version (1 byte, = 1) | level (1 byte: 1 study, 2 series, 3 instance) | key (8 bytes, big endian)
+    version (1 byte, = 2) | level (1 byte: 1 study, 2 series, 3 instance) | key (8 bytes,
+    big endian) | generation (2 bytes, big endian)
 
-so that byte order is numeric order and a key cannot be replayed at another level (10 bytes: OB
-values have even length, so nothing is padded). Responses are ordered by record key; a Prior
+so that byte order is record order and a key cannot be replayed at another level (12 bytes: OB
+values have even length, so nothing is padded). Keys of version 1 (10 bytes, no generation),
+issued before deletion existed, are still accepted. Responses are ordered by record key; a Prior
 Record Key (0008,041C) continues after the record it names, so a chain of queries returns
-exactly the records one query would (C.6.4.5.3). A key is valid as long as the index exists; a
-key that does not decode, names another level, or was never issued is refused with 0xA710.
+exactly the records one query would (C.6.4.5.3). A key is valid as long as the index exists (a
+key naming a purged tombstone still continues after it); a key that does not decode, names
+another level, or was never issued is refused with 0xA710.
 
 Records inserted between pages appear in a later page (their keys are larger); a record whose
-study was updated keeps its key. Inventory objects that the archive itself stores (kept in their
-own container studies) are not records: they are non-patient objects (PS3.3 A.88).
+study was updated keeps its key; a record deleted between pages keeps its key too, as a
+tombstone. Inventory objects that the archive itself stores (kept in their own container
+studies) are not records: they are non-patient objects (PS3.3 A.88).
+
+Removed records. A deleted study, series or instance is returned with Removed from Operational
+Use (0008,0405) ``YES`` and its Reason for Removal Code Sequence (0008,0406) (CID 7031) when
+the identifier asks for Removed from Operational Use (universal matching or ``YES``), until its
+tombstone is purged; an SCU that does not ask for the key never sees removed records. Removed
+records match on the values they had when removed; sequence matching on codes does not match
+them (their coded concepts are not kept).
 
 Matching is the archive's one search (:mod:`archivist.core.matching`): indexed keys in SQL, other
 keys on the attributes kept in the index. Repository keys handled here: Record Key (return only),
@@ -24,6 +38,7 @@ matching), Removed from Operational Use (0008,0405) and Reason for Removal Code 
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,20 +47,33 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
-from sqlalchemy import and_, false, func, select
+from sqlalchemy import and_, func, select
 
 from archivist.archive.search import Search
 from archivist.core.levels import KEYS, MatchKind, QueryLevel
 from archivist.core.matching import Constraint, Query, value_matches
 from archivist.errors import QueryError
+from archivist.index.removal import decode_row
 from archivist.index.repository import attrs_of
-from archivist.index.schema import COLUMN_OF, TABLE_OF_LEVEL, TABLES_AT_LEVEL, instance, study
+from archivist.index.schema import (
+    COLUMN_OF,
+    TABLE_OF_LEVEL,
+    TABLES_AT_LEVEL,
+    instance,
+    study,
+    tombstone,
+)
 from archivist.inventory import INVENTORY_STORAGE
 
 #: The most records one Repository Query response carries, whatever the SCU asks.
 SERVER_CAP = 1000
 
-KEY_VERSION = 1
+KEY_VERSION = 2
+_KEY_VERSION_1 = 1
+#: The row key a record's tombstone row carries (``(code value, scheme, meaning)``).
+REMOVED = "tombstone.reason"
+#: ``(pk, generation)`` of each record row.
+RECORD = "record"
 _LEVEL_CODE = {QueryLevel.STUDY: 1, QueryLevel.SERIES: 2, QueryLevel.IMAGE: 3}
 
 #: Keys this module answers itself; they never reach the generic search.
@@ -61,13 +89,14 @@ class InvalidRecordKey(QueryError):
     """A Prior Record Key that is malformed, of another level, or never issued (0xA710)."""
 
 
-def encode_record_key(level: QueryLevel, pk: int) -> bytes:
-    """The Record Key (0008,041B) of the row `pk` at `level`."""
-    return bytes([KEY_VERSION, _LEVEL_CODE[level]]) + int(pk).to_bytes(8, "big")
+def encode_record_key(level: QueryLevel, pk: int, generation: int = 0) -> bytes:
+    """The Record Key (0008,041B) of the record ``(pk, generation)`` at `level`."""
+    return (bytes([KEY_VERSION, _LEVEL_CODE[level]]) + int(pk).to_bytes(8, "big")
+            + int(generation).to_bytes(2, "big"))
 
 
-def decode_record_key(level: QueryLevel, raw: bytes) -> int:
-    """The row a Record Key names.
+def decode_record_key(level: QueryLevel, raw: bytes) -> tuple[int, int]:
+    """The record ``(pk, generation)`` a Record Key names (version 1 keys: generation 0).
 
     Raises
     ------
@@ -75,11 +104,12 @@ def decode_record_key(level: QueryLevel, raw: bytes) -> int:
         Wrong length or version, or a key issued at another level.
     """
     data = bytes(raw)
-    if len(data) != 10 or data[0] != KEY_VERSION:
+    if not ((len(data) == 12 and data[0] == KEY_VERSION)
+            or (len(data) == 10 and data[0] == _KEY_VERSION_1)):
         raise InvalidRecordKey("Prior Record Key was not issued by this repository")
     if data[1] != _LEVEL_CODE.get(level):
         raise InvalidRecordKey("Prior Record Key belongs to another query level")
-    return int.from_bytes(data[2:], "big")
+    return int.from_bytes(data[2:10], "big"), int.from_bytes(data[10:], "big")
 
 
 # -- Study Update DateTime ---------------------------------------------------------------------
@@ -160,10 +190,23 @@ class RepositoryRequest:
     level: QueryLevel
     query: Query
     prior_pk: int = 0
+    prior_generation: int = -1  # -1: records at prior_pk are all after it (no prior key)
     limit: int = SERVER_CAP
     return_keys: set[str] = field(default_factory=set)
     update_range: tuple[datetime | None, datetime | None] | None = None
     removed: str | None = None  # "YES" / "NO" matching, None = universal
+    #: Removed records are returned only when the identifier asks for Removed from
+    #: Operational Use (an SCU that does not ask could not tell them from the others).
+    include_removed: bool = False
+
+
+def reason_item(value: str, scheme: str, meaning: str) -> Dataset:
+    """One Reason for Removal Code Sequence item (CID 7031)."""
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
 
 
 class LimitReached:
@@ -224,7 +267,7 @@ class RepositoryQuery:
         req.return_keys = {k for k in REPOSITORY_KEYS if k in identifier}
         prior = identifier.get("PriorRecordKey")
         if prior:
-            req.prior_pk = decode_record_key(level, bytes(prior))
+            req.prior_pk, req.prior_generation = decode_record_key(level, bytes(prior))
             if req.prior_pk > self._max_pk(level):
                 raise InvalidRecordKey("Prior Record Key was never issued")
         max_records = identifier.get("MaximumNumberOfRecords")
@@ -242,17 +285,36 @@ class RepositoryQuery:
             if removed not in ("YES", "NO"):
                 raise QueryError("Removed From Operational Use must be YES or NO")
             req.removed = removed
+        req.include_removed = "RemovedFromOperationalUse" in identifier and removed != "NO"
         return req
 
     def _max_pk(self, level: QueryLevel) -> int:
         table = TABLE_OF_LEVEL[level.value]
         with self.index.reader.connect() as conn:
-            return int(conn.execute(select(func.max(table.c.pk))).scalar() or 0)
+            live = int(conn.execute(select(func.max(table.c.pk))).scalar() or 0)
+            removed = int(conn.execute(select(func.max(tombstone.c.record_pk))
+                                       .where(tombstone.c.level == level.value)).scalar() or 0)
+        return max(live, removed)
 
     # -- reading -------------------------------------------------------------------------------
 
     def rows(self, req: RepositoryRequest) -> Iterator[dict[str, Any]]:
-        """Every matching index row after the prior record, in record-key order (streamed)."""
+        """Every matching record after the prior record, in record-key order (streamed).
+
+        Live rows and (when asked for) tombstones are merged on ``(pk, generation)``; each row
+        carries that pair under :data:`RECORD`, and a tombstone's row its reason under
+        :data:`REMOVED`.
+        """
+        prior = (req.prior_pk, req.prior_generation)
+        live: Iterator[dict[str, Any]] = iter(())
+        removed: Iterator[dict[str, Any]] = iter(())
+        if req.removed != "YES":
+            live = (r for r in self._live_rows(req) if r[RECORD] > prior)
+        if req.include_removed:
+            removed = (r for r in self._removed_rows(req) if r[RECORD] > prior)
+        yield from heapq.merge(live, removed, key=lambda r: r[RECORD])
+
+    def _live_rows(self, req: RepositoryRequest) -> Iterator[dict[str, Any]]:
         level, query = req.level, req.query
         tables = TABLES_AT_LEVEL[level.value]
         own = tables[0]
@@ -262,7 +324,7 @@ class RepositoryQuery:
             fk = {"instance": "series_pk", "series": "study_pk", "study": "patient_pk"}[child.name]
             from_ = from_.join(parent, child.c[fk] == parent.c.pk)
         allowed = {t.name for t in tables}
-        conditions: list[Any] = [own.c.pk > req.prior_pk,
+        conditions: list[Any] = [own.c.pk >= req.prior_pk,
                                  study.c.sop_classes_in_study != _INVENTORY_ONLY]
         if level is QueryLevel.IMAGE:
             conditions.append(instance.c.sop_class_uid != INVENTORY_STORAGE)
@@ -273,23 +335,89 @@ class RepositoryQuery:
                     conditions.append(self.index._condition(c, query.pn_case_insensitive))
             else:
                 extra.append(c)
+        for cc in self.search.normalise_codes(query).codes:
+            conditions.append(self.index._code_condition(level.value, cc))
         if req.update_range is not None:
             low, high = req.update_range
             if low is not None:
                 conditions.append(study.c.updated_at >= low)
             if high is not None:
                 conditions.append(study.c.updated_at < high)
-        if req.removed == "YES":
-            # Nothing is removed from operational use: the archive has no deletion yet.
-            conditions.append(false())
+        generations = self._shared_keys(level)
         stmt = select(*columns).select_from(from_).where(and_(*conditions)).order_by(own.c.pk)
+        pk_col = f"{own.name}.pk"
         with self.index.reader.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=200).execute(stmt)
             for row in result:
                 mapping = dict(row._mapping)
                 if extra and not self._extra_match(mapping, own.name, extra, query):
                     continue
+                pk = int(mapping[pk_col])
+                mapping[RECORD] = (pk, generations.get(pk, 0))
                 yield mapping
+
+    def _shared_keys(self, level: QueryLevel) -> dict[int, int]:
+        """Live rows whose primary key tombstones also hold: pk -> the live row's generation."""
+        own = TABLE_OF_LEVEL[level.value]
+        stmt = (select(tombstone.c.record_pk, func.count())
+                .select_from(tombstone.join(own, own.c.pk == tombstone.c.record_pk))
+                .where(tombstone.c.level == level.value).group_by(tombstone.c.record_pk))
+        with self.index.reader.connect() as conn:
+            return {int(pk): int(n) for pk, n in conn.execute(stmt)}
+
+    def _removed_rows(self, req: RepositoryRequest) -> Iterator[dict[str, Any]]:
+        """Tombstones at the query level that match, as rows like the live ones."""
+        level, query = req.level, req.query
+        if query.codes:
+            return  # their coded concepts are not kept
+        own = TABLE_OF_LEVEL[level.value].name
+        allowed = {t.name for t in TABLES_AT_LEVEL[level.value]}
+        stmt = (select(tombstone.c.record_pk, tombstone.c.generation, tombstone.c.row,
+                       tombstone.c.reason_value, tombstone.c.reason_scheme,
+                       tombstone.c.reason_meaning)
+                .where(tombstone.c.level == level.value, tombstone.c.record_pk >= req.prior_pk)
+                .order_by(tombstone.c.record_pk, tombstone.c.generation))
+        with self.index.reader.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=200).execute(stmt)
+            for t in result:
+                row = decode_row(t.row)
+                if row.get("study.sop_classes_in_study") == _INVENTORY_ONLY or (
+                        level is QueryLevel.IMAGE
+                        and row.get("instance.sop_class_uid") == INVENTORY_STORAGE):
+                    continue
+                if not self._row_matches(row, own, allowed, query, req):
+                    continue
+                row[f"{own}.pk"] = None  # the key may be a live row's now: look nothing up by it
+                row[RECORD] = (int(t.record_pk), int(t.generation))
+                row[REMOVED] = (t.reason_value, t.reason_scheme, t.reason_meaning)
+                yield row
+
+    def _row_matches(self, row: dict[str, Any], own: str, allowed: set[str], query: Query,
+                     req: RepositoryRequest) -> bool:
+        """The SQL conditions of :meth:`_live_rows`, applied in Python to a kept row."""
+        fold = query.pn_case_insensitive
+        extra: list[Constraint] = []
+        for c in query.constraints:
+            if c.keyword not in COLUMN_OF:
+                extra.append(c)
+                continue
+            table, column = COLUMN_OF[c.keyword]
+            if table.name not in allowed or KEYS[c.keyword].kind is MatchKind.COUNT:
+                continue
+            value = row.get(f"{table.name}.{column}")
+            if KEYS[c.keyword].kind is MatchKind.MULTI and value is not None:
+                value = [v for v in str(value).split("\\") if v]
+            if not value_matches(c, value, pn_fold=fold):
+                return False
+        if req.update_range is not None:
+            updated = row.get("study.updated_at")
+            if updated is None:
+                return False
+            naive = updated.astimezone(UTC).replace(tzinfo=None) if updated.tzinfo else updated
+            low, high = req.update_range
+            if (low is not None and naive < low) or (high is not None and naive >= high):
+                return False
+        return not extra or self._extra_match(row, own, extra, query)
 
     @staticmethod
     def _extra_match(row: dict[str, Any], table: str, extra: list[Constraint], query: Query) -> bool:
@@ -305,16 +433,17 @@ class RepositoryQuery:
     def identifier(self, req: RepositoryRequest, row: dict[str, Any]) -> Dataset:
         """One response identifier: the C-FIND keys plus the repository keys asked for."""
         ds = self.search.identifier(req.query, row)
-        pk = int(row[f"{TABLE_OF_LEVEL[req.level.value].name}.pk"])
+        pk, generation = row[RECORD]
         keys = req.return_keys
+        reason = row.get(REMOVED)
         if "RecordKey" in keys:
-            ds.RecordKey = encode_record_key(req.level, pk)
+            ds.RecordKey = encode_record_key(req.level, pk, generation)
         if "StudyUpdateDateTime" in keys:
             ds.StudyUpdateDateTime = format_dt(row.get("study.updated_at"))
-        if "RemovedFromOperationalUse" in keys:
-            ds.RemovedFromOperationalUse = "NO"
-        if "ReasonForRemovalCodeSequence" in keys:
-            ds.ReasonForRemovalCodeSequence = []
+        if "RemovedFromOperationalUse" in keys or reason is not None:
+            ds.RemovedFromOperationalUse = "YES" if reason is not None else "NO"
+        if "ReasonForRemovalCodeSequence" in keys or reason is not None:
+            ds.ReasonForRemovalCodeSequence = [reason_item(*reason)] if reason else []
         return ds
 
     def page(self, req: RepositoryRequest) -> Iterator[Dataset | LimitReached]:
@@ -327,6 +456,5 @@ class RepositoryQuery:
 
     def all_records(self, req: RepositoryRequest) -> Iterator[tuple[int, dict[str, Any]]]:
         """Every matching row with its record key number, without a page limit (for builders)."""
-        pk_col = f"{TABLE_OF_LEVEL[req.level.value].name}.pk"
         for row in self.rows(req):
-            yield int(row[pk_col]), row
+            yield int(row[RECORD][0]), row
