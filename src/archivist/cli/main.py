@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from archivist.cli import codes as codes_cli
+from archivist.cli import delete as delete_cli
 from archivist.cli import inventory as inventory_cli
 from archivist.cli import migrate as migrate_cli
 from archivist.cli import validate as validate_cli
@@ -140,6 +141,7 @@ codes_cli.register(app)
 validate_cli.register(app)
 inventory_cli.register(app)
 migrate_cli.register(app)
+delete_cli.register(app)
 
 
 def main() -> None:

@@ -1,9 +1,17 @@
-"""The archive's own JSON API (beside DICOMweb): validation findings of stored objects.
+"""The archive's own JSON API (beside DICOMweb): validation findings, and deletion.
 
-Routes (all GET, all JSON)::
+Routes (all JSON)::
 
-    /api/instances/{sop}/validation   the findings of the validation on ingest of one instance
-    /api/validation                   the policy and how many stored instances have errors
+    GET    /api/instances/{sop}/validation   the findings of the validation on ingest
+    GET    /api/validation                   the policy and how many instances have errors
+    DELETE /api/studies/{study}                                  delete a study
+    DELETE /api/studies/{study}/series/{series}                  delete a series
+    DELETE /api/studies/{study}/series/{series}/instances/{sop}  delete an instance
+
+A delete may name a reason (``?reason=quality``, ``safety``, ``worklist``, ``retention``,
+``qc``, ``inaccessible``, ``kos``, ``replaced``: CID 7031) and answers 200 with what it removed
+(:meth:`archivist.index.removal.Removal.to_json`); the removed records stay visible to
+Repository Query as Removed from Operational Use until purged.
 
 Unknown instances answer 404 and malformed UIDs 400, with ``{"error": ..., "detail": ...}``.
 """
@@ -18,6 +26,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 from starlette.status import HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
+
+from archivist.archive.delete import Deletion
+from archivist.errors import NotFound, QueryError
+from archivist.index.removal import reason_of
 
 __all__ = ["routes"]
 
@@ -53,8 +65,36 @@ async def validation_summary(request: Request) -> JSONResponse:
     return JSONResponse({"policy": archive.settings.validation_policy, **counts})
 
 
+async def delete_entity(request: Request) -> JSONResponse:
+    """``DELETE /api/studies/{study}[/series/{series}[/instances/{sop}]]``."""
+    params = request.path_params
+    uids = [params.get("study"), params.get("series"), params.get("sop")]
+    for uid in uids:
+        if uid is not None and (len(uid) > 64 or not _UID.fullmatch(uid)):
+            return _error(HTTP_400_BAD_REQUEST, "bad request",
+                          "the path must name UIDs (digits and dots, at most 64)")
+    try:
+        reason = reason_of(request.query_params.get("reason"))
+    except QueryError as exc:
+        return _error(HTTP_400_BAD_REQUEST, "bad request", str(exc))
+    archive = request.app.state.archive
+    deletion = Deletion(archive.index, archive.blobs)
+    try:
+        removal = await run_in_threadpool(deletion.delete, uids[0], uids[1], uids[2],
+                                          reason=reason)
+    except NotFound as exc:
+        return _error(HTTP_404_NOT_FOUND, "not found", str(exc))
+    except QueryError as exc:
+        return _error(HTTP_400_BAD_REQUEST, "bad request", str(exc))
+    return JSONResponse(removal.to_json())
+
+
 def routes() -> list[BaseRoute]:
     return [
+        Route("/api/studies/{study}", delete_entity, methods=["DELETE"]),
+        Route("/api/studies/{study}/series/{series}", delete_entity, methods=["DELETE"]),
+        Route("/api/studies/{study}/series/{series}/instances/{sop}", delete_entity,
+              methods=["DELETE"]),
         Route("/api/instances/{sop}/validation", instance_validation, methods=["GET"]),
         Route("/api/validation", validation_summary, methods=["GET"]),
     ]
