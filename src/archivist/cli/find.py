@@ -1,11 +1,20 @@
-"""``archivist find``: the C-FIND search from the command line."""
+"""``archivist find``: the C-FIND search from the command line.
+
+Keys are ``KEY=VALUE`` with a keyword or an 8-hex-digit tag; a dotted path matches inside a Code
+Sequence item as QIDO-RS does (``ProcedureCodeSequence.CodeValue=10200004``
+``ProcedureCodeSequence.CodingSchemeDesignator=SCT``, PS3.18 8.3.4.1), through the same search.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from archivist.config import Settings
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 _DEFAULT_KEYS = {
     "PATIENT": ["PatientName", "PatientID", "PatientBirthDate", "PatientSex",
@@ -20,13 +29,22 @@ _DEFAULT_KEYS = {
 }
 
 
+def _code_text(item: Dataset) -> str:
+    """One Code Sequence item as ``SCHEME:VALUE (meaning)``, as ``archivist codes`` writes it."""
+    value = item.get("CodeValue") or item.get("LongCodeValue") or item.get("URNCodeValue") or ""
+    text = f"{item.get('CodingSchemeDesignator', '')}:{value}"
+    meaning = item.get("CodeMeaning")
+    return f"{text} ({meaning})" if meaning else text
+
+
 def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: bool,
              limit: int) -> int:
-    from pydicom.datadict import tag_for_keyword
+    from pydicom.sequence import Sequence
 
     from archivist.archive.archive import Archive
     from archivist.core.levels import QueryLevel
-    from archivist.errors import ArchivistError
+    from archivist.core.matching import resolve_keyword
+    from archivist.errors import ArchivistError, QueryError
 
     try:
         level = QueryLevel.parse(level_text)
@@ -34,14 +52,21 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
         print(f"error: {exc}", file=sys.stderr)
         return 2
     pairs: list[tuple[str, str]] = []
+    given: set[str] = set()
     for item in keys:
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep or tag_for_keyword(key) is None:
-            print(f"error: {item!r}: expected KEYWORD=VALUE with a DICOM keyword", file=sys.stderr)
+        try:
+            if not sep:
+                raise QueryError("no '='")
+            given.add(resolve_keyword(key.split(".")[0]))
+            for part in key.split(".")[1:]:
+                resolve_keyword(part)
+        except QueryError:
+            print(f"error: {item!r}: expected KEY=VALUE with a DICOM keyword or tag, or a dotted "
+                  "code sequence path such as ProcedureCodeSequence.CodeValue", file=sys.stderr)
             return 2
         pairs.append((key, value))
-    given = {k for k, _ in pairs}
     pairs += [(k, "") for k in _DEFAULT_KEYS[level.value] if k not in given]
     if not settings.index_path.exists():
         print(f"error: no archive at {settings.data_dir} (run `archivist serve` or "
@@ -59,7 +84,7 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
         from rich.console import Console
         from rich.table import Table
 
-        columns = [k for k, _ in pairs]
+        columns = list(query.return_keys)
         table = Table(title=f"{level.value.title()} matches", show_lines=False)
         for c in columns:
             table.add_column(c, overflow="fold")
@@ -70,6 +95,8 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
                 v = ds.get(c)
                 if v is None:
                     row.append("")
+                elif isinstance(v, Sequence):
+                    row.append("; ".join(_code_text(i) for i in v))
                 elif isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
                     row.append("\\".join(str(x) for x in v))
                 else:

@@ -1,0 +1,90 @@
+"""`archivist find` with dotted code sequence keys (query by code from the command line)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+from typer.testing import CliRunner
+
+from archivist.archive.archive import Archive
+from archivist.archive.ingest import Origin
+from archivist.cli.main import app
+from archivist.config import load_settings
+from archivist.testing.datasets import make_instance, new_uid
+
+runner = CliRunner()
+
+
+def code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
+@pytest.fixture
+def stored(tmp_path: Path) -> dict[str, str]:
+    """An archive holding liver coded with SRT, liver coded with SCT and a local code."""
+    data = tmp_path / "data"
+    archive = Archive.open(load_settings(env={}, overrides={"data_dir": data}))
+    uids = {"data": str(data)}
+    try:
+        for name, item in (("srt", code("T-62000", "SRT", "Liver")),
+                           ("sct", code("10200004", "SCT", "Liver")),
+                           ("local", code("P1", "99LOCAL", "Local procedure"))):
+            uids[name] = new_uid()
+            path = tmp_path / f"{name}.dcm"
+            make_instance(path, study_uid=uids[name], extra={"ProcedureCodeSequence": [item]})
+            archive.ingest.store_file(path, Origin("import"))
+    finally:
+        archive.close()
+    return uids
+
+
+def find(stored: dict[str, str], *args: str) -> tuple[int, str]:
+    # A wide terminal, so that rich does not fold the table's cells.
+    result = runner.invoke(app, ["find", "--data", stored["data"], *args],
+                           env={"COLUMNS": "400"})
+    return result.exit_code, result.output
+
+
+class TestDottedKeys:
+    def test_keyword_path_with_json(self, stored: dict[str, str]) -> None:
+        status, out = find(stored, "ProcedureCodeSequence.CodeValue=10200004",
+                           "ProcedureCodeSequence.CodingSchemeDesignator=SCT", "--json")
+        assert status == 0, out
+        found = {item["0020000D"]["Value"][0]: item["00081032"]["Value"][0]
+                 for item in json.loads(out)}
+        # The SCT code finds the object stored with the retired SRT code, which comes back as is.
+        assert sorted(found) == sorted([stored["srt"], stored["sct"]])
+        assert found[stored["srt"]]["00080100"]["Value"] == ["T-62000"]
+        assert found[stored["srt"]]["00080102"]["Value"] == ["SRT"]
+
+    def test_tag_path_and_table(self, stored: dict[str, str]) -> None:
+        status, out = find(stored, "00081032.00080100=P1", "00081032.00080102=99LOCAL",
+                           "StudyInstanceUID=")
+        assert status == 0, out
+        assert "1 match" in out and "1 matches" not in out
+        assert "ProcedureCodeSequence" in out and "99LOCAL:P1 (Local procedure)" in out
+        assert "10200004" not in out
+
+    def test_code_value_alone_matches_any_scheme(self, stored: dict[str, str]) -> None:
+        status, out = find(stored, "ProcedureCodeSequence.CodeValue=P1", "--json")
+        assert status == 0, out
+        assert [item["0020000D"]["Value"][0] for item in json.loads(out)] == [stored["local"]]
+
+    @pytest.mark.parametrize("key", ["ProcedureCodeSequence.NoSuchKeyword=1",
+                                     "ProcedureCodeSequence.CodeValue"])
+    def test_malformed_key(self, stored: dict[str, str], key: str) -> None:
+        status, out = find(stored, key)
+        assert status == 2
+        assert "dotted code sequence path" in out
+
+    def test_other_sequence_is_refused(self, stored: dict[str, str]) -> None:
+        status, out = find(stored, "ReferencedStudySequence.ReferencedSOPInstanceUID=1.2.3")
+        assert status == 2
+        assert "code sequences only" in out
