@@ -43,8 +43,8 @@ class TestRecordKeys:
     def test_round_trip_and_order(self) -> None:
         keys = [encode_record_key(QueryLevel.SERIES, pk) for pk in (1, 2, 255, 256, 70000)]
         assert keys == sorted(keys)
-        assert all(len(k) == 10 for k in keys)
-        assert decode_record_key(QueryLevel.SERIES, keys[3]) == 256
+        assert all(len(k) == 12 for k in keys)
+        assert decode_record_key(QueryLevel.SERIES, keys[3]) == (256, 0)
 
     def test_other_level_or_garbage_is_refused(self) -> None:
         key = encode_record_key(QueryLevel.STUDY, 5)

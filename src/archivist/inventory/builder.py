@@ -32,7 +32,14 @@ from archivist.core.levels import KEYS, QueryLevel
 from archivist.core.matching import Constraint, build_query
 from archivist.errors import QueryError
 from archivist.inventory import INVENTORY_STORAGE
-from archivist.inventory.records import RepositoryQuery, RepositoryRequest, format_dt
+from archivist.inventory.records import (
+    REMOVED,
+    TOMBSTONE,
+    RepositoryQuery,
+    RepositoryRequest,
+    format_dt,
+    reason_item,
+)
 
 log = logging.getLogger("archivist.inventory")
 
@@ -147,11 +154,20 @@ def scope_sequence(spec: InventorySpec) -> list[Dataset]:
 
 
 def _pairs_to_request(rq: RepositoryQuery, level: QueryLevel, pairs: list[tuple[str, str]],
-                      returns: Iterable[str]) -> RepositoryRequest:
+                      returns: Iterable[str], *, removed: bool = False) -> RepositoryRequest:
+    """A request over live records, or over live and removed ones (`removed`)."""
     items: list[tuple[str, object]] = [(k, v) for k, v in pairs]
     items += [(k, None) for k in returns]
     query = build_query(level, items, pn_case_insensitive=rq.search.pn_case_insensitive)
-    return RepositoryRequest(level=level, query=query, limit=0)
+    return RepositoryRequest(level=level, query=query, limit=0, include_removed=removed)
+
+
+def _mark_removal(item: Dataset, row: dict[str, Any]) -> None:
+    """Removed from Operational Use (0008,0405) and its reason (0008,0406, CID 7031)."""
+    reason = row.get(REMOVED)
+    item.RemovedFromOperationalUse = "YES" if reason else "NO"
+    if reason:
+        item.ReasonForRemovalCodeSequence = [reason_item(*reason)]
 
 
 def _value(row: dict[str, Any], column: str) -> Any:
@@ -181,12 +197,20 @@ class InventoryBuilder:
     # -- records -------------------------------------------------------------------------------
 
     def study_keys(self, spec: InventorySpec) -> list[int]:
-        """The record keys (index keys) of the studies in scope, in order: a snapshot."""
+        """The studies in scope, in record order: a snapshot.
+
+        Live studies are their index keys (positive); studies removed from operational use
+        (tombstones not yet purged) are their tombstone's key, negated.
+        """
         by_level = _split_scope(spec)
-        req = _pairs_to_request(self.rq, QueryLevel.STUDY, by_level[QueryLevel.STUDY], ())
+        req = _pairs_to_request(self.rq, QueryLevel.STUDY, by_level[QueryLevel.STUDY], (),
+                                removed=True)
         keys = []
         deeper = by_level[QueryLevel.SERIES] or by_level[QueryLevel.IMAGE]
         for pk, row in self.rq.all_records(req):
+            if TOMBSTONE in row:
+                keys.append(-int(row[TOMBSTONE]))
+                continue
             if deeper and not self._has_children(row["study.study_instance_uid"], by_level):
                 continue
             keys.append(pk)
@@ -204,7 +228,17 @@ class InventoryBuilder:
     def _study_row(self, pk: int) -> dict[str, Any] | None:
         from sqlalchemy import select
 
-        from archivist.index.schema import patient, study
+        from archivist.index.removal import decode_row
+        from archivist.index.schema import patient, study, tombstone
+
+        if pk < 0:  # a removed study (see study_keys)
+            with self.archive.index.reader.connect() as conn:
+                t = conn.execute(select(tombstone).where(tombstone.c.pk == -pk)).first()
+            if t is None:
+                return None  # purged meanwhile
+            row = decode_row(t.row)
+            row[REMOVED] = (t.reason_value, t.reason_scheme, t.reason_meaning)
+            return row
 
         with self.archive.index.reader.connect() as conn:
             row = conn.execute(
@@ -238,6 +272,7 @@ class InventoryBuilder:
         item.NumberOfStudyRelatedInstances = int(
             row.get("study.number_of_study_related_instances") or 0)
         item.StudyUpdateDateTime = format_dt(row.get("study.updated_at"))
+        _mark_removal(item, row)
         if spec.retrieve_aet:
             item.RetrieveAETitle = spec.retrieve_aet
         if spec.level == "STUDY":
@@ -245,7 +280,7 @@ class InventoryBuilder:
         series_items = []
         req = _pairs_to_request(self.rq, QueryLevel.SERIES,
                                 [("StudyInstanceUID", item.StudyInstanceUID)]
-                                + by_level[QueryLevel.SERIES], ())
+                                + by_level[QueryLevel.SERIES], (), removed=True)
         for srow in self.rq.rows(req):
             sitem = Dataset()
             sitem.SeriesInstanceUID = srow["series.series_instance_uid"]
@@ -255,6 +290,7 @@ class InventoryBuilder:
                 sitem.SeriesDescription = srow["series.series_description"]
             sitem.NumberOfSeriesRelatedInstances = int(
                 srow.get("series.number_of_series_related_instances") or 0)
+            _mark_removal(sitem, srow)
             if spec.level == "INSTANCE":
                 sitem.InventoriedInstancesSequence = list(
                     self._instance_items(sitem.SeriesInstanceUID, by_level))
@@ -268,12 +304,13 @@ class InventoryBuilder:
                         ) -> Iterator[Dataset]:
         req = _pairs_to_request(self.rq, QueryLevel.IMAGE,
                                 [("SeriesInstanceUID", series_uid)] + by_level[QueryLevel.IMAGE],
-                                ())
+                                (), removed=True)
         for irow in self.rq.rows(req):
             iitem = Dataset()
             iitem.SOPClassUID = irow["instance.sop_class_uid"]
             iitem.SOPInstanceUID = irow["instance.sop_instance_uid"]
             iitem.InstanceNumber = irow.get("instance.instance_number")
+            _mark_removal(iitem, irow)
             yield iitem
 
     # -- instances -----------------------------------------------------------------------------

@@ -37,6 +37,10 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _is_removed(item: Dataset) -> bool:
+    return str(item.get("RemovedFromOperationalUse", "") or "").upper() == "YES"
+
+
 def _int(value: Any) -> int | None:
     try:
         return int(value) if value not in (None, "") else None
@@ -83,6 +87,9 @@ class Inventory:
     source: str = ""
     content_datetime: str = ""
     completion: str = ""
+    #: Records the inventory lists as Removed from Operational Use (0008,0405): UID -> level.
+    #: They are not held, so they are not among :attr:`studies` and do not count.
+    removed: dict[str, str] = field(default_factory=dict)
 
     # -- building ------------------------------------------------------------------------------
 
@@ -138,11 +145,20 @@ class Inventory:
                 inv.content_datetime = f"{ds.get('ContentDate', '')}{ds.get('ContentTime', '')}"
                 inv.completion = str(ds.get("InventoryCompletionStatus", ""))
             for study in ds.get("InventoriedStudiesSequence", []):
-                inv.add_study(study)
                 suid = str(study.StudyInstanceUID)
+                if _is_removed(study):
+                    inv.removed[suid] = "STUDY"
+                    continue
+                inv.add_study(study)
                 for series in study.get("InventoriedSeriesSequence", []):
+                    if _is_removed(series):
+                        inv.removed[str(series.SeriesInstanceUID)] = "SERIES"
+                        continue
                     inv.add_series(series, suid)
                     for inst in series.get("InventoriedInstancesSequence", []):
+                        if _is_removed(inst):
+                            inv.removed[str(inst.SOPInstanceUID)] = "INSTANCE"
+                            continue
                         inv.add_instance(inst, suid, str(series.SeriesInstanceUID))
         return inv
 

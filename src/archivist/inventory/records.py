@@ -72,6 +72,8 @@ KEY_VERSION = 2
 _KEY_VERSION_1 = 1
 #: The row key a record's tombstone row carries (``(code value, scheme, meaning)``).
 REMOVED = "tombstone.reason"
+#: The tombstone's own primary key, in a removed record's row.
+TOMBSTONE = "tombstone.pk"
 #: ``(pk, generation)`` of each record row.
 RECORD = "record"
 _LEVEL_CODE = {QueryLevel.STUDY: 1, QueryLevel.SERIES: 2, QueryLevel.IMAGE: 3}
@@ -372,7 +374,8 @@ class RepositoryQuery:
             return  # their coded concepts are not kept
         own = TABLE_OF_LEVEL[level.value].name
         allowed = {t.name for t in TABLES_AT_LEVEL[level.value]}
-        stmt = (select(tombstone.c.record_pk, tombstone.c.generation, tombstone.c.row,
+        stmt = (select(tombstone.c.pk, tombstone.c.record_pk, tombstone.c.generation,
+                       tombstone.c.row,
                        tombstone.c.reason_value, tombstone.c.reason_scheme,
                        tombstone.c.reason_meaning)
                 .where(tombstone.c.level == level.value, tombstone.c.record_pk >= req.prior_pk)
@@ -390,6 +393,7 @@ class RepositoryQuery:
                 row[f"{own}.pk"] = None  # the key may be a live row's now: look nothing up by it
                 row[RECORD] = (int(t.record_pk), int(t.generation))
                 row[REMOVED] = (t.reason_value, t.reason_scheme, t.reason_meaning)
+                row[TOMBSTONE] = int(t.pk)
                 yield row
 
     def _row_matches(self, row: dict[str, Any], own: str, allowed: set[str], query: Query,
