@@ -354,7 +354,8 @@ class TestHttpAndCli:
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
 
         def run(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([*exe, *args, "--data", str(data)], capture_output=True,
+            return subprocess.run([*exe, *args, "--data", str(data)], check=False,
+                                  capture_output=True,
                                   text=True, env=env, timeout=120)
 
         done = run("delete", "--study", made[0]["study"], "--json")

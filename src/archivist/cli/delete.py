@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -29,16 +28,16 @@ def _open(config: Path | None, data: Path | None):  # type: ignore[no-untyped-de
 
 def delete(
     study: str = typer.Option(..., "--study", help="Study Instance UID."),
-    series: Optional[str] = typer.Option(None, "--series", help="Series Instance UID (of the study)."),
-    instance: Optional[str] = typer.Option(
+    series: str | None = typer.Option(None, "--series", help="Series Instance UID (of the study)."),
+    instance: str | None = typer.Option(
         None, "--instance", help="SOP Instance UID (of the study, and of --series if given)."),
     reason: str = typer.Option(
         "quality", "--reason",
         help="Reason for removal (CID 7031): quality, safety, worklist, retention, qc, "
         "inaccessible, kos, replaced."),
     json_out: bool = typer.Option(False, "--json", help="Print what was removed as JSON."),
-    data: Optional[Path] = DataOpt,
-    config: Optional[Path] = ConfigOpt,
+    data: Path | None = DataOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Delete a study, a series or an instance (its files too), leaving tombstones.
 
@@ -74,11 +73,11 @@ def delete(
 
 
 def purge_tombstones(
-    older_than: Optional[float] = typer.Option(
+    older_than: float | None = typer.Option(
         None, "--older-than", help="Only tombstones of records removed more than DAYS ago.",
         metavar="DAYS"),
-    data: Optional[Path] = DataOpt,
-    config: Optional[Path] = ConfigOpt,
+    data: Path | None = DataOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Forget removed records: Repository Query and new inventories no longer report them."""
     from archivist.archive.delete import Deletion

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
@@ -159,7 +159,7 @@ def decode_row(text: str) -> dict[str, Any]:
         value = row.get(key)
         if isinstance(value, str):
             parsed = datetime.fromisoformat(value)
-            row[key] = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+            row[key] = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return row
 
 
@@ -206,9 +206,9 @@ def remove(index: Index, *, study_uid: str, series_uid: str | None = None,
         The database failed (nothing changed).
     """
     level = "IMAGE" if sop_uid else ("SERIES" if series_uid else "STUDY")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     result = Removal(level, study_uid, series_uid, sop_uid, reason, removed_at=now)
-    with index._write_lock, index.writer.begin() as conn:  # noqa: SLF001 - the one writer lock
+    with index._write_lock, index.writer.begin() as conn:
         where = [study.c.study_instance_uid == study_uid]
         if series_uid:
             where.append(series.c.series_instance_uid == series_uid)
@@ -254,7 +254,7 @@ def remove(index: Index, *, study_uid: str, series_uid: str | None = None,
         def change_row(kind: str, lvl: str, se: str | None, sop: str | None) -> int:
             return int(conn.execute(insert(change).values(
                 kind=kind, level=lvl, study_instance_uid=study_uid, series_instance_uid=se,
-                sop_instance_uid=sop, at=now)).inserted_primary_key[0])
+                sop_instance_uid=sop, at=now)).inserted_primary_key[0])  # type: ignore[index]
 
         def bury(lvl: str, rows: list[dict[str, Any]]) -> None:
             own = TABLE_OF_LEVEL[lvl].name
@@ -352,13 +352,13 @@ def purge(index: Index, *, older_than: timedelta | None = None) -> int:
         How many tombstones were deleted.
     """
     deleted = 0
-    with index._write_lock, index.writer.begin() as conn:  # noqa: SLF001
+    with index._write_lock, index.writer.begin() as conn:
         for lvl, table in (("STUDY", study), ("SERIES", series), ("IMAGE", instance)):
             live = select(table.c.pk).where(table.c.pk == tombstone.c.record_pk).exists()
             where: list[Any] = [tombstone.c.level == lvl, ~live]
             if older_than is not None:
                 where.append(tombstone.c.removed_at
-                             < datetime.now(timezone.utc) - older_than)
+                             < datetime.now(UTC) - older_than)
             deleted += int(conn.execute(delete(tombstone).where(and_(*where))).rowcount or 0)
     return deleted
 

@@ -236,9 +236,9 @@ class InventoryBuilder:
                 t = conn.execute(select(tombstone).where(tombstone.c.pk == -pk)).first()
             if t is None:
                 return None  # purged meanwhile
-            row = decode_row(t.row)
-            row[REMOVED] = (t.reason_value, t.reason_scheme, t.reason_meaning)
-            return row
+            kept = decode_row(t.row)
+            kept[REMOVED] = (t.reason_value, t.reason_scheme, t.reason_meaning)
+            return kept
 
         with self.archive.index.reader.connect() as conn:
             row = conn.execute(

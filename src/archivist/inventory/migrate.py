@@ -128,7 +128,7 @@ class StoreHandler:
             except ArchivistError as exc:
                 log.warning("migration: object from %s refused: %s", aet, exc)
                 return 0xC000
-            except Exception:  # noqa: BLE001 - a clear failure, never a crash
+            except Exception:
                 log.exception("migration: storing an object from %s failed", aet)
                 return 0xC000
             self.stored += 1

@@ -68,7 +68,8 @@ async def validation_summary(request: Request) -> JSONResponse:
 async def delete_entity(request: Request) -> JSONResponse:
     """``DELETE /api/studies/{study}[/series/{series}[/instances/{sop}]]``."""
     params = request.path_params
-    uids = [params.get("study"), params.get("series"), params.get("sop")]
+    study: str = params["study"]
+    uids: list[str | None] = [study, params.get("series"), params.get("sop")]
     for uid in uids:
         if uid is not None and (len(uid) > 64 or not _UID.fullmatch(uid)):
             return _error(HTTP_400_BAD_REQUEST, "bad request",
@@ -80,7 +81,7 @@ async def delete_entity(request: Request) -> JSONResponse:
     archive = request.app.state.archive
     deletion = Deletion(archive.index, archive.blobs)
     try:
-        removal = await run_in_threadpool(deletion.delete, uids[0], uids[1], uids[2],
+        removal = await run_in_threadpool(deletion.delete, study, uids[1], uids[2],
                                           reason=reason)
     except NotFound as exc:
         return _error(HTTP_404_NOT_FOUND, "not found", str(exc))
