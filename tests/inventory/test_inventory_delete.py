@@ -369,3 +369,29 @@ class TestHttpAndCli:
         assert purged.returncode == 0 and "purged 3" in purged.stdout
         b = open_archive(data)
         assert b.index.counts()["study"] == 1 and count(b.index) == 0
+
+
+class TestDiff:
+    def test_sizes_and_removed_records(self, archive: Archive, tmp_path: Path) -> None:
+        from archivist.inventory.diff import diff
+        from archivist.inventory.sources import of_archive
+
+        made = fill(archive, tmp_path / "a", studies=2, series=1, instances=2)
+        before = of_archive(archive)
+        exported = before.to_json()
+        inst = exported["studies"][0]["series"][0]["instances"][0]
+        assert inst["size"] == archive.index.get_instance(inst["SOPInstanceUID"])["size"]  # type: ignore[index]
+        assert diff(Inventory.from_json(exported), of_archive(archive)).identical
+        inst["size"] += 2
+        result = diff(Inventory.from_json(exported), of_archive(archive))
+        assert [(d.kind, d.level, d.uid) for d in result.differences] == \
+            [("different", "INSTANCE", inst["SOPInstanceUID"])]
+        assert "size" in result.differences[0].detail
+        # A DICOM inventory made after a delete lists the study as removed: the diff says so.
+        _deleter(archive).delete(made[0]["study"])
+        after = Inventory.from_datasets(
+            InventoryBuilder(archive).build(InventorySpec(level="STUDY")).instances)
+        assert after.removed == {made[0]["study"]: "STUDY"}
+        result = diff(before, after)
+        assert [(d.kind, d.uid, d.detail) for d in result.differences] == \
+            [("missing", made[0]["study"], "removed from operational use")]

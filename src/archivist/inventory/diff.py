@@ -5,7 +5,10 @@ when A has it and B does not, *extra* when only B has it, *different* when both 
 value both know disagrees: counts of related series and instances, modalities, SOP Class. Values
 one side does not know (a plain C-FIND peer that does not return counts, an inventory at STUDY
 level compared with one at INSTANCE level) are not compared; records are compared only as deep
-as both inventories go.
+as both inventories go. Instance sizes are compared where both sides know them (this
+archive's index and its JSON exports; DICOM inventories and C-FIND do not carry sizes). A record
+one inventory lists as Removed from Operational Use counts as not held there: missing, with
+"removed from operational use" as the detail.
 """
 
 from __future__ import annotations
@@ -109,9 +112,12 @@ def _compare_series(study_uid: str, a: SeriesRecord, b: SeriesRecord, depth: int
             out.append(Difference("missing", "INSTANCE", uid, study_uid,
                                   f"series {a.series_instance_uid}"))
             continue
-        mismatch = _known_mismatch("SOP Class", ia.sop_class_uid, ib.sop_class_uid)
-        if mismatch:
-            out.append(Difference("different", "INSTANCE", uid, study_uid, mismatch))
+        details = [d for d in (
+            _known_mismatch("SOP Class", ia.sop_class_uid, ib.sop_class_uid),
+            _known_mismatch("size", ia.size, ib.size),
+        ) if d]
+        if details:
+            out.append(Difference("different", "INSTANCE", uid, study_uid, "; ".join(details)))
     for uid in b.instances.keys() - a.instances.keys():
         out.append(Difference("extra", "INSTANCE", uid, study_uid,
                               f"series {a.series_instance_uid}"))
@@ -125,8 +131,9 @@ def diff(a: Inventory, b: Inventory) -> DiffResult:
     for uid, sa in a.studies.items():
         sb = b.studies.get(uid)
         if sb is None:
-            out.append(Difference("missing", "STUDY", uid, uid,
-                                  f"{sa.number_of_instances or 0} instances"))
+            detail = ("removed from operational use" if uid in b.removed
+                      else f"{sa.number_of_instances or 0} instances")
+            out.append(Difference("missing", "STUDY", uid, uid, detail))
             continue
         _compare_study(sa, sb, depth, out)
     for uid in b.studies.keys() - a.studies.keys():

@@ -53,6 +53,9 @@ class InstanceRecord:
     sop_instance_uid: str
     sop_class_uid: str = ""
     instance_number: int | None = None
+    #: Bytes of the stored object, where the source knows it (this archive's index, the JSON
+    #: export of it); DICOM inventories and C-FIND do not carry it.
+    size: int | None = None
 
 
 @dataclass
@@ -204,7 +207,8 @@ class Inventory:
                             "instances": [
                                 {"SOPInstanceUID": i.sop_instance_uid,
                                  "SOPClassUID": i.sop_class_uid,
-                                 "InstanceNumber": i.instance_number}
+                                 "InstanceNumber": i.instance_number,
+                                 **({"size": i.size} if i.size is not None else {})}
                                 for i in se.instances.values()
                             ],
                         }
@@ -242,7 +246,8 @@ class Inventory:
                     for k in ("SOPInstanceUID", "SOPClassUID", "InstanceNumber"):
                         if i.get(k) not in (None, ""):
                             setattr(ids, k, i[k])
-                    inv.add_instance(ids, st["StudyInstanceUID"], se["SeriesInstanceUID"])
+                    rec = inv.add_instance(ids, st["StudyInstanceUID"], se["SeriesInstanceUID"])
+                    rec.size = _int(i.get("size"))
         return inv
 
     CSV_COLUMNS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",

@@ -39,6 +39,12 @@ def of_archive(archive: Any, level: str = "INSTANCE",
 
     built = InventoryBuilder(archive).build(InventorySpec(level=level, scope=list(scope)))
     inv = Inventory.from_datasets(built.instances, source="this archive")
+    if inv.level == "INSTANCE":
+        for st in inv.studies.values():
+            for se in st.series.values():
+                for uid, rec in se.instances.items():
+                    row = archive.index.get_instance(uid)
+                    rec.size = int(row["size"]) if row is not None else None
     return inv
 
 
