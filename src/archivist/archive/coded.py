@@ -7,17 +7,30 @@ normalised (scheme, value): retired SNOMED designators (SRT, SNM3, 99SDM) map to
 PS3.16 Annex O (:func:`archivist.terminology.normalise_code`). Body Part Examined (0018,0015) is
 indexed as the Anatomic Region code PS3.16 Annex L pairs it with. The object itself is never
 changed.
+
+Objects stored before index revision 0002 have no indexed codes; :func:`reindex_codes` (the
+``archivist reindex --codes`` command) reads each stored object's header once and rewrites its
+codes, and can be run again at any time with the same outcome.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+import pydicom
 from pydicom.dataset import Dataset
+from sqlalchemy import delete, insert, select
 
 from archivist.core.levels import CODE_SEQUENCES
 from archivist.index.extract import CodeRow
+from archivist.index.repository import Index
+from archivist.index.schema import instance, instance_code, series
+from archivist.store.blob import BlobStore
 from archivist.terminology import body_part_to_code, normalise_code
+
+log = logging.getLogger("archivist.archive.coded")
 
 #: At most this many codes per instance are indexed (an object cannot flood the index).
 MAX_CODES_PER_INSTANCE = 64
@@ -114,4 +127,102 @@ def extract_codes(ds: Dataset) -> list[CodeRow]:
     return list(rows.values())
 
 
-__all__ = ["MAX_CODES_PER_INSTANCE", "extract_codes"]
+@dataclass
+class CodeReindex:
+    """What :func:`reindex_codes` did."""
+
+    #: Instances whose header was read and whose codes were rewritten.
+    instances: int = 0
+    #: Of those, the instances that carry at least one indexed code.
+    with_codes: int = 0
+    #: Code rows written.
+    codes: int = 0
+    #: Instances whose stored object could not be read (left as they were).
+    unreadable: int = 0
+    #: Instances replaced or deleted while the reindex ran (the ingest or delete wrote them).
+    changed: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+def _header(blobs: BlobStore, key: str) -> Dataset:
+    with blobs.open(key) as fh:
+        return pydicom.dcmread(fh, stop_before_pixels=True)
+
+
+def reindex_codes(index: Index, blobs: BlobStore, *, batch: int = 200,
+                  progress: Callable[[int], None] | None = None) -> CodeReindex:
+    """Rewrite the indexed codes of every stored instance from its stored object.
+
+    Each object's header is read once (pixel data is not) and its codes are extracted as at
+    ingest (:func:`extract_codes`); the instance's rows in ``instance_code`` are replaced in
+    the same transaction, so running it again gives the same index. An instance replaced or
+    deleted meanwhile (its storage key changed) is skipped: whoever changed it wrote its codes.
+    Works beside a running ``archivist serve``: instances are read in batches by primary key
+    and each batch is written in one short transaction.
+
+    Parameters
+    ----------
+    index, blobs
+        The archive's index and blob store.
+    batch
+        Instances per write transaction.
+    progress
+        Called with the number of instances handled after each batch.
+
+    Returns
+    -------
+    CodeReindex
+        Counts of what was read, written and skipped.
+    """
+    done = CodeReindex()
+    last_pk = 0
+    handled = 0
+    while True:
+        with index.reader.connect() as conn:
+            page = conn.execute(
+                select(instance.c.pk, instance.c.series_pk, series.c.study_pk,
+                       instance.c.storage_key, instance.c.sop_instance_uid)
+                .join(series, series.c.pk == instance.c.series_pk)
+                .where(instance.c.pk > last_pk).order_by(instance.c.pk).limit(batch)
+            ).all()
+        if not page:
+            return done
+        last_pk = int(page[-1].pk)
+        found: list[tuple[int, int, int, str, list[CodeRow]]] = []
+        for row in page:
+            try:
+                codes = extract_codes(_header(blobs, str(row.storage_key)))
+            except Exception as exc:  # noqa: BLE001 - one bad object must not stop the rest
+                done.unreadable += 1
+                log.warning("reindex codes: %s not read (%s)", row.sop_instance_uid,
+                            type(exc).__name__)
+                continue
+            found.append((int(row.pk), int(row.series_pk), int(row.study_pk),
+                          str(row.storage_key), codes))
+        with index._write_lock, index.writer.begin() as conn:  # the one writer lock
+            for pk, series_pk, study_pk, key, codes in found:
+                current = conn.execute(
+                    select(instance.c.storage_key).where(instance.c.pk == pk)).scalar()
+                if current != key:
+                    done.changed += 1
+                    continue
+                conn.execute(delete(instance_code).where(instance_code.c.instance_pk == pk))
+                if codes:
+                    conn.execute(insert(instance_code), [
+                        {"instance_pk": pk, "series_pk": series_pk, "study_pk": study_pk,
+                         "attribute": c.attribute, "origin": c.origin, "scheme": c.scheme,
+                         "value": c.value, "original_scheme": c.original_scheme,
+                         "original_value": c.original_value, "meaning": c.meaning}
+                        for c in codes
+                    ])
+                    done.with_codes += 1
+                    done.codes += len(codes)
+                done.instances += 1
+        handled += len(page)
+        if progress is not None:
+            progress(handled)
+
+
+__all__ = ["MAX_CODES_PER_INSTANCE", "CodeReindex", "extract_codes", "reindex_codes"]
