@@ -16,6 +16,7 @@ from archivist.cli import codes as codes_cli
 from archivist.cli import delete as delete_cli
 from archivist.cli import inventory as inventory_cli
 from archivist.cli import migrate as migrate_cli
+from archivist.cli import reindex as reindex_cli
 from archivist.cli import validate as validate_cli
 
 app = typer.Typer(
@@ -120,7 +121,9 @@ def find(
     keys: Optional[list[str]] = typer.Argument(
         None,
         help="Matching keys as KEY=VALUE with DICOM keywords, e.g. PatientName='DOE*' "
-        "StudyDate=20200101-20201231 ModalitiesInStudy=CT. KEY= (empty) asks for a return key.",
+        "StudyDate=20200101-20201231 ModalitiesInStudy=CT. KEY= (empty) asks for a return key. "
+        "Code sequences by item: ProcedureCodeSequence.CodeValue=10200004 "
+        "ProcedureCodeSequence.CodingSchemeDesignator=SCT.",
     ),
     level: str = typer.Option(
         "study", "--level", "-l", help="patient, study, series or instance."
@@ -142,6 +145,7 @@ validate_cli.register(app)
 inventory_cli.register(app)
 migrate_cli.register(app)
 delete_cli.register(app)
+reindex_cli.register(app)
 
 
 def main() -> None:
