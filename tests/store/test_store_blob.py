@@ -221,6 +221,48 @@ class TestFilesystemBlobStore:
         assert "fsync-file" in events[:rename_at]
         assert events[rename_at + 1:] == ["fsync-dir"]
 
+    def test_consumed_file_is_fsynced_before_its_rename(self, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+        fs = FilesystemBlobStore(tmp_path / "blobs", tmp_path / "tmp")
+        events: list[str] = []
+        real_fsync, real_rename = os.fsync, os.rename
+
+        def fsync(fd: int) -> None:
+            events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+            real_fsync(fd)
+
+        def rename(src: Any, dst: Any) -> None:
+            events.append("rename")
+            real_rename(src, dst)
+
+        monkeypatch.setattr(blob.os, "fsync", fsync)
+        monkeypatch.setattr(blob.os, "rename", rename)
+        fs.put_file(_write(tmp_path / "tmp" / "in.dcm", b"x"), consume=True)
+        assert "fsync-file" in events[:events.index("rename")]
+        assert events[-1] == "fsync-dir"
+
+    def test_deferred_sync_fsyncs_each_directory_once(self, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+        fs = FilesystemBlobStore(tmp_path / "blobs", tmp_path / "tmp")
+        fs.put_bytes(b"warm")  # the bucket directory exists (its creation fsyncs its parents)
+        synced: list[str] = []
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real_fsync(fd)
+
+        monkeypatch.setattr(blob.os, "fsync", fsync)
+        keys = [fs.put_file(_write(tmp_path / f"s{i}", b"x"), defer_sync=True).key
+                for i in range(20)]
+        assert synced == []  # nothing yet: the caller owns the directory fsync
+        fs.sync(keys)
+        dirs = {str(fs.path(k).parent) for k in keys}  # type: ignore[union-attr]
+        assert sorted(synced) == sorted(dirs)
+        # Puts in the same minute share a bucket (a test running across a minute sees two).
+        assert len(dirs) <= 2
+
     def test_consume_renames_without_copy(self, tmp_path: Path) -> None:
         fs = FilesystemBlobStore(tmp_path / "blobs", tmp_path / "tmp")
         source = _write(tmp_path / "tmp" / "incoming.dcm", b"payload")

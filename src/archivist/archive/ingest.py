@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from archivist.errors import (
     ValidationRejected,
 )
 from archivist.index.extract import FindingRow, ValidationRecord, extract
-from archivist.index.repository import BlobInfo, Index
+from archivist.index.repository import AddOutcome, AddRequest, BlobInfo, Index
 from archivist.store.blob import BlobStore
 
 log = logging.getLogger("archivist.ingest")
@@ -179,6 +180,82 @@ def _check_complete(path: Path, ds: Dataset, ts: UID) -> PixelDataInfo | None:
     return pixel
 
 
+class _Pending:
+    __slots__ = ("key", "request", "outcome", "error", "done")
+
+    def __init__(self, key: str, request: AddRequest) -> None:
+        self.key = key
+        self.request = request
+        self.outcome: AddOutcome | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class GroupCommit:
+    """Group commit of stores that run at the same time (leader/followers, no extra thread).
+
+    Each store has written and fsynced its blob, then calls :meth:`commit`. Whoever takes the
+    lock first is the leader: it takes every store waiting at that moment (up to
+    `max_group`), fsyncs their blob directories once, writes their index rows in ONE
+    transaction (one commit, one fsync of the log) and hands each store its own outcome. The
+    others wait on the lock meanwhile and are done when they get it, or lead the next group.
+    No store is answered before its own blob and row are durable; a lone store is committed at
+    once, never held back to wait for company.
+    """
+
+    def __init__(self, blobs: BlobStore, index: Index, max_group: int = 64) -> None:
+        self.blobs = blobs
+        self.index = index
+        self.max_group = max_group
+        self._lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self.groups = 0  # how many transactions, for figures
+        self.committed = 0
+
+    def commit(self, key: str, request: AddRequest) -> AddOutcome:
+        """Make the blob `key` and the index row of `request` durable; returns the outcome.
+
+        Raises
+        ------
+        IndexError_
+            The index refused this request (the blob is the caller's to delete).
+        """
+        mine = _Pending(key, request)
+        with self._queue_lock:
+            self._queue.append(mine)
+        while True:
+            with self._lock:
+                if mine.done:
+                    break
+                with self._queue_lock:
+                    group = self._queue[:self.max_group]
+                    del self._queue[:self.max_group]
+                if group:
+                    self._run(group)
+        if mine.error is not None:
+            raise mine.error
+        assert mine.outcome is not None
+        return mine.outcome
+
+    def _run(self, group: list[_Pending]) -> None:
+        try:
+            self.blobs.sync(p.key for p in group)
+            outcomes = self.index.add_instances([p.request for p in group])
+        except BaseException as exc:  # noqa: BLE001 - handed to every store of the group
+            for p in group:
+                p.error, p.done = exc, True
+            return
+        self.groups += 1
+        self.committed += len(group)
+        for p, outcome in zip(group, outcomes):
+            if isinstance(outcome, BaseException):
+                p.error = outcome
+            else:
+                p.outcome = outcome
+            p.done = True
+
+
 class Ingest:
     """Stores objects durably and indexes them."""
 
@@ -193,6 +270,7 @@ class Ingest:
         self.blobs = blobs
         self.index = index
         self.validator = validator
+        self._group = GroupCommit(blobs, index)
 
     def read_header(self, path: Path) -> tuple[Dataset, UID]:
         """Parse the File Meta and the dataset up to Pixel Data.
@@ -291,25 +369,20 @@ class Ingest:
         policy = self.settings.duplicate_policy
         result_ids: dict[str, Any] = dict(sop_instance_uid=sop_uid, sop_class_uid=sop_class,
                           study_instance_uid=study_uid, series_instance_uid=series_uid)
-        existing = self.index.get_instance(sop_uid)
-        if existing is not None and policy != "replace":
-            if policy == "reject":
-                raise DuplicateRejected("SOP Instance UID is already stored")
-            return IngestResult(StoreStatus.ALREADY_STORED, size=int(existing["size"]),
-                                warnings=warnings, validation=validation, **result_ids)
-
         rows = extract(ds)
         rows.codes = extract_codes(ds)
-        put = self.blobs.put_file(path, consume=consume)
+        # A duplicate is found by the index write itself (its blob is then deleted): a lookup
+        # before would cost every store a query to spare the rare duplicate a write.
+        put = self.blobs.put_file(path, consume=consume, defer_sync=True)
+        request = AddRequest(
+            rows, BlobInfo(put.key, put.size, put.sha256, str(ts)),
+            sop_instance_uid=sop_uid, sop_class_uid=sop_class,
+            study_instance_uid=study_uid, series_instance_uid=series_uid,
+            source_aet=origin.aet, source_address=origin.address, policy=policy,
+            validation=validation,
+        )
         try:
-            outcome = self.index.add_instance(
-                rows,
-                BlobInfo(put.key, put.size, put.sha256, str(ts)),
-                sop_instance_uid=sop_uid, sop_class_uid=sop_class,
-                study_instance_uid=study_uid, series_instance_uid=series_uid,
-                source_aet=origin.aet, source_address=origin.address, policy=policy,
-                validation=validation,
-            )
+            outcome = self._group.commit(put.key, request)
         except BaseException:
             self.blobs.delete(put.key)
             raise

@@ -1,4 +1,4 @@
-"""The metadata index: one write transaction per stored instance, streaming reads.
+"""The metadata index: stores committed in groups (one transaction per group), streaming reads.
 
 SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` (a committed row survives
 power loss) and a busy timeout, so ``archivist serve`` and ``archivist import`` can write to the
@@ -8,13 +8,14 @@ one process, go through one lock. SQL stays SQLAlchemy Core so PostgreSQL can fo
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from sqlalchemy import (
     Engine,
@@ -64,6 +65,89 @@ class AddOutcome:
     status: str  # "added", "exists", "replaced"
     change_seq: int
     old_storage_key: str | None = None
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    """One instance for :meth:`Index.add_instances` (the arguments of :meth:`Index.add_instance`)."""
+
+    rows: ExtractedRows
+    blob: BlobInfo
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    source_aet: str | None
+    source_address: str | None
+    policy: str
+    validation: ValidationRecord | None = None
+
+
+@dataclass
+class _StudyState:
+    pk: int
+    patient_pk: int
+    modalities: str
+    sop_classes: str
+    changed: bool = False
+
+
+class _Batch:
+    """What one group transaction changed, so each aggregate row is written once."""
+
+    def __init__(self) -> None:
+        self.studies: dict[str, _StudyState] = {}  # by Study Instance UID
+        self.series: dict[str, int] = {}  # pk by Series Instance UID
+        self.series_agg: dict[int, list[int]] = {}  # pk -> [new instances, change seq]
+        self.study_agg: dict[int, list[Any]] = {}  # pk -> [instances, series, seq, state]
+        self.patient_agg: dict[int, list[int]] = {}  # pk -> [instances, series, studies]
+        self.touched: dict[tuple[str, int], int] = {}  # (table, pk) -> seq, replaced rows
+
+    def count(self, series_pk: int, st: _StudyState, seq: int, new_series: bool,
+              new_study: bool) -> None:
+        agg = self.series_agg.setdefault(series_pk, [0, 0])
+        agg[0] += 1
+        agg[1] = seq
+        sagg = self.study_agg.setdefault(st.pk, [0, 0, 0, st])
+        sagg[0] += 1
+        sagg[1] += int(new_series)
+        sagg[2] = seq
+        pagg = self.patient_agg.setdefault(st.patient_pk, [0, 0, 0])
+        pagg[0] += 1
+        pagg[1] += int(new_series)
+        pagg[2] += int(new_study)
+
+    def touch(self, series_pk: int, study_pk: int, seq: int) -> None:
+        self.touched[("series", series_pk)] = seq
+        self.touched[("study", study_pk)] = seq
+
+    def flush(self, conn: Any, now: datetime) -> None:
+        for pk, (n, seq) in self.series_agg.items():
+            seq = max(seq, self.touched.pop(("series", pk), 0))
+            conn.execute(update(series).where(series.c.pk == pk).values(
+                number_of_series_related_instances=series.c.number_of_series_related_instances
+                + n, change_seq=seq))
+        for pk, (n, n_series, seq, st) in self.study_agg.items():
+            seq = max(seq, self.touched.pop(("study", pk), 0))
+            values: dict[str, Any] = dict(
+                number_of_study_related_instances=study.c.number_of_study_related_instances + n,
+                updated_at=now, change_seq=seq)
+            if n_series:
+                values["number_of_study_related_series"] = (
+                    study.c.number_of_study_related_series + n_series)
+            if st.changed:
+                values.update(modalities_in_study=st.modalities,
+                              sop_classes_in_study=st.sop_classes)
+            conn.execute(update(study).where(study.c.pk == pk).values(values))
+        for pk, (n, n_series, n_studies) in self.patient_agg.items():
+            conn.execute(update(patient).where(patient.c.pk == pk).values(
+                number_of_patient_related_instances=patient.c.number_of_patient_related_instances
+                + n,
+                number_of_patient_related_series=patient.c.number_of_patient_related_series
+                + n_series,
+                number_of_patient_related_studies=patient.c.number_of_patient_related_studies
+                + n_studies))
+        # Rows only a replacement touched got their change_seq from _touch_series_study already.
 
 
 def _utcnow() -> datetime:
@@ -188,128 +272,154 @@ class Index:
         IndexError_
             The database failed (after SQLite's busy timeout, or a broken constraint).
         """
+        outcome = self.add_instances([AddRequest(
+            rows, blob, sop_instance_uid=sop_instance_uid, sop_class_uid=sop_class_uid,
+            study_instance_uid=study_instance_uid, series_instance_uid=series_instance_uid,
+            source_aet=source_aet, source_address=source_address, policy=policy,
+            validation=validation)])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def add_instances(self, requests: Sequence[AddRequest]) -> list[AddOutcome | IndexError_]:
+        """Record several stored instances in ONE transaction (group commit): one commit, one
+        fsync of the write-ahead log, for all of them; the aggregates of a series, study and
+        patient are updated once per group.
+
+        Each request gets its own outcome (in order): an :class:`AddOutcome`, or the
+        :class:`~archivist.errors.IndexError_` that refused it. When the group's transaction
+        fails, every request is tried again alone, so one bad request fails only itself.
+        """
+        if not requests:
+            return []
         now = _utcnow()
         try:
-            with self._write_lock, self.writer.begin() as conn:
-                existing = conn.execute(
-                    select(instance.c.pk, instance.c.storage_key).where(
-                        instance.c.sop_instance_uid == sop_instance_uid
-                    )
-                ).first()
-                if existing is not None:
-                    if policy != "replace":
-                        return AddOutcome("exists", 0)
-                    seq = self._change(conn, "replaced", "IMAGE", study_instance_uid,
-                                       series_instance_uid, sop_instance_uid, now)
-                    values = dict(rows.instance)
-                    values.update(
-                        sop_class_uid=sop_class_uid, transfer_syntax_uid=blob.transfer_syntax_uid,
-                        size=blob.size, sha256=blob.sha256, storage_key=blob.storage_key,
-                        received_at=now, source_aet=source_aet, source_address=source_address,
-                        change_seq=seq, attrs=rows.attrs_json,
-                    )
-                    values.pop("sop_instance_uid", None)
-                    values.update(self._validation_values(validation))
-                    conn.execute(update(instance).where(instance.c.pk == existing.pk).values(values))
-                    parents = self._touch_series_study(conn, existing.pk, seq, now)
-                    conn.execute(delete(instance_code)
-                                 .where(instance_code.c.instance_pk == existing.pk))
-                    conn.execute(delete(validation_finding)
-                                 .where(validation_finding.c.instance_pk == existing.pk))
-                    if parents is not None:
-                        self._add_details(conn, existing.pk, parents[0], parents[1], rows,
-                                          validation)
-                    return AddOutcome("replaced", seq, existing.storage_key)
+            with self.write_transaction() as conn:
+                batch = _Batch()
+                outcomes: list[AddOutcome | IndexError_] = [
+                    self._add_one(conn, r, now, batch) for r in requests]
+                batch.flush(conn, now)
+            return outcomes
+        except SQLAlchemyError as exc:
+            if len(requests) == 1:
+                return [self._refusal(requests[0], exc)]
+        return [self.add_instances([r])[0] for r in requests]
 
-                seq = self._change(conn, "stored", "IMAGE", study_instance_uid,
-                                   series_instance_uid, sop_instance_uid, now)
-                study_row = conn.execute(
-                    select(study.c.pk, study.c.patient_pk, study.c.modalities_in_study,
-                           study.c.sop_classes_in_study)
-                    .where(study.c.study_instance_uid == study_instance_uid)
-                ).first()
-                new_study = new_series = False
-                if study_row is not None:
-                    patient_pk = study_row.patient_pk
-                    study_pk = study_row.pk
-                else:
-                    prow = conn.execute(
-                        select(patient.c.pk).where(
-                            patient.c.patient_id == rows.patient["patient_id"],
-                            patient.c.issuer_of_patient_id == rows.patient["issuer_of_patient_id"],
-                        )
-                    ).first()
-                    if prow is None:
-                        patient_pk = conn.execute(
-                            insert(patient).values(**rows.patient, attrs=rows.attrs_json)
-                        ).inserted_primary_key[0]  # type: ignore[index]
-                    else:
-                        patient_pk = prow.pk
-                    svalues = dict(rows.study)
-                    svalues.update(study_instance_uid=study_instance_uid, patient_pk=patient_pk,
-                                   attrs=rows.attrs_json, updated_at=now, change_seq=seq,
-                                   modalities_in_study="\\", sop_classes_in_study="\\")
-                    study_pk = conn.execute(insert(study).values(svalues)).inserted_primary_key[0]  # type: ignore[index]
-                    new_study = True
-                serow = conn.execute(
-                    select(series.c.pk).where(series.c.series_instance_uid == series_instance_uid)
-                ).first()
-                if serow is None:
-                    sevalues = dict(rows.series)
-                    sevalues.update(series_instance_uid=series_instance_uid, study_pk=study_pk,
-                                    attrs=rows.attrs_json, change_seq=seq)
-                    series_pk = conn.execute(insert(series).values(sevalues)).inserted_primary_key[0]  # type: ignore[index]
-                    new_series = True
-                else:
-                    series_pk = serow.pk
-                ivalues = dict(rows.instance)
-                ivalues.update(
-                    series_pk=series_pk, sop_instance_uid=sop_instance_uid,
-                    sop_class_uid=sop_class_uid, transfer_syntax_uid=blob.transfer_syntax_uid,
-                    size=blob.size, sha256=blob.sha256, storage_key=blob.storage_key,
-                    received_at=now, source_aet=source_aet, source_address=source_address,
-                    change_seq=seq, attrs=rows.attrs_json,
-                )
-                ivalues.update(self._validation_values(validation))
-                instance_pk = conn.execute(insert(instance).values(ivalues)).inserted_primary_key[0]  # type: ignore[index]
-                self._add_details(conn, instance_pk, series_pk, study_pk, rows, validation)
-                # Aggregates, in the same transaction.
-                conn.execute(update(series).where(series.c.pk == series_pk).values(
-                    number_of_series_related_instances=series.c.number_of_series_related_instances
-                    + 1, change_seq=seq))
-                cur = conn.execute(
-                    select(study.c.modalities_in_study, study.c.sop_classes_in_study)
-                    .where(study.c.pk == study_pk)
-                ).first()
-                assert cur is not None
-                mods, classes = cur.modalities_in_study or "\\", cur.sop_classes_in_study or "\\"
-                modality = rows.series.get("modality")
-                if modality and f"\\{modality}\\" not in mods:
-                    mods = f"{mods}{modality}\\"
-                if f"\\{sop_class_uid}\\" not in classes:
-                    classes = f"{classes}{sop_class_uid}\\"
-                conn.execute(update(study).where(study.c.pk == study_pk).values(
-                    number_of_study_related_instances=study.c.number_of_study_related_instances + 1,
-                    number_of_study_related_series=study.c.number_of_study_related_series
-                    + (1 if new_series else 0),
-                    modalities_in_study=mods, sop_classes_in_study=classes,
-                    updated_at=now, change_seq=seq))
-                conn.execute(update(patient).where(patient.c.pk == patient_pk).values(
-                    number_of_patient_related_instances=patient.c.number_of_patient_related_instances
-                    + 1,
-                    number_of_patient_related_series=patient.c.number_of_patient_related_series
-                    + (1 if new_series else 0),
-                    number_of_patient_related_studies=patient.c.number_of_patient_related_studies
-                    + (1 if new_study else 0)))
-                return AddOutcome("added", seq)
-        except IntegrityError as exc:
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[Any]:
+        """A write transaction: this process's write lock, then ``BEGIN IMMEDIATE``."""
+        with self._write_lock, self.writer.begin() as conn:
+            yield conn
+
+    def _refusal(self, request: AddRequest, exc: SQLAlchemyError) -> AddOutcome | IndexError_:
+        if isinstance(exc, IntegrityError):
             # A concurrent writer in another process stored the same UID first; any other broken
             # constraint (or a trigger's RAISE) is a failure, not a duplicate.
-            if self.get_instance(sop_instance_uid) is not None:
+            if self.get_instance(request.sop_instance_uid) is not None:
                 return AddOutcome("exists", 0)
-            raise IndexError_(f"index write failed: {type(exc).__name__}") from exc
-        except SQLAlchemyError as exc:
-            raise IndexError_(f"index write failed: {type(exc).__name__}") from exc
+        return IndexError_(f"index write failed: {type(exc).__name__}")
+
+    def _add_one(self, conn: Any, r: AddRequest, now: datetime, batch: _Batch) -> AddOutcome:
+        rows, blob = r.rows, r.blob
+        existing = conn.execute(
+            select(instance.c.pk, instance.c.storage_key).where(
+                instance.c.sop_instance_uid == r.sop_instance_uid
+            )
+        ).first()
+        if existing is not None:
+            if r.policy != "replace":
+                return AddOutcome("exists", 0)
+            seq = self._change(conn, "replaced", "IMAGE", r.study_instance_uid,
+                               r.series_instance_uid, r.sop_instance_uid, now)
+            values = dict(rows.instance)
+            values.update(
+                sop_class_uid=r.sop_class_uid, transfer_syntax_uid=blob.transfer_syntax_uid,
+                size=blob.size, sha256=blob.sha256, storage_key=blob.storage_key,
+                received_at=now, source_aet=r.source_aet, source_address=r.source_address,
+                change_seq=seq, attrs=rows.attrs_json,
+            )
+            values.pop("sop_instance_uid", None)
+            values.update(self._validation_values(r.validation))
+            conn.execute(update(instance).where(instance.c.pk == existing.pk).values(values))
+            parents = self._touch_series_study(conn, existing.pk, seq, now)
+            conn.execute(delete(instance_code).where(instance_code.c.instance_pk == existing.pk))
+            conn.execute(delete(validation_finding)
+                         .where(validation_finding.c.instance_pk == existing.pk))
+            if parents is not None:
+                batch.touch(parents[0], parents[1], seq)
+                self._add_details(conn, existing.pk, parents[0], parents[1], rows, r.validation)
+            return AddOutcome("replaced", seq, existing.storage_key)
+
+        seq = self._change(conn, "stored", "IMAGE", r.study_instance_uid,
+                           r.series_instance_uid, r.sop_instance_uid, now)
+        st = batch.studies.get(r.study_instance_uid)
+        new_study = new_series = False
+        if st is None:
+            study_row = conn.execute(
+                select(study.c.pk, study.c.patient_pk, study.c.modalities_in_study,
+                       study.c.sop_classes_in_study)
+                .where(study.c.study_instance_uid == r.study_instance_uid)
+            ).first()
+            if study_row is not None:
+                st = _StudyState(study_row.pk, study_row.patient_pk,
+                                 study_row.modalities_in_study or "\\",
+                                 study_row.sop_classes_in_study or "\\")
+            else:
+                prow = conn.execute(
+                    select(patient.c.pk).where(
+                        patient.c.patient_id == rows.patient["patient_id"],
+                        patient.c.issuer_of_patient_id == rows.patient["issuer_of_patient_id"],
+                    )
+                ).first()
+                if prow is None:
+                    patient_pk = conn.execute(
+                        insert(patient).values(**rows.patient, attrs=rows.attrs_json)
+                    ).inserted_primary_key[0]  # type: ignore[index]
+                else:
+                    patient_pk = prow.pk
+                svalues = dict(rows.study)
+                svalues.update(study_instance_uid=r.study_instance_uid, patient_pk=patient_pk,
+                               attrs=rows.attrs_json, updated_at=now, change_seq=seq,
+                               modalities_in_study="\\", sop_classes_in_study="\\")
+                study_pk = conn.execute(insert(study).values(svalues)).inserted_primary_key[0]  # type: ignore[index]
+                st = _StudyState(study_pk, patient_pk, "\\", "\\")
+                new_study = True
+            batch.studies[r.study_instance_uid] = st
+        series_pk = batch.series.get(r.series_instance_uid)
+        if series_pk is None:
+            serow = conn.execute(
+                select(series.c.pk).where(series.c.series_instance_uid == r.series_instance_uid)
+            ).first()
+            if serow is None:
+                sevalues = dict(rows.series)
+                sevalues.update(series_instance_uid=r.series_instance_uid, study_pk=st.pk,
+                                attrs=rows.attrs_json, change_seq=seq)
+                series_pk = conn.execute(insert(series).values(sevalues)).inserted_primary_key[0]  # type: ignore[index]
+                new_series = True
+            else:
+                series_pk = serow.pk
+            batch.series[r.series_instance_uid] = series_pk
+        ivalues = dict(rows.instance)
+        ivalues.update(
+            series_pk=series_pk, sop_instance_uid=r.sop_instance_uid,
+            sop_class_uid=r.sop_class_uid, transfer_syntax_uid=blob.transfer_syntax_uid,
+            size=blob.size, sha256=blob.sha256, storage_key=blob.storage_key,
+            received_at=now, source_aet=r.source_aet, source_address=r.source_address,
+            change_seq=seq, attrs=rows.attrs_json,
+        )
+        ivalues.update(self._validation_values(r.validation))
+        instance_pk = conn.execute(insert(instance).values(ivalues)).inserted_primary_key[0]  # type: ignore[index]
+        self._add_details(conn, instance_pk, series_pk, st.pk, rows, r.validation)
+        # Aggregates: counted here, written once per group by _Batch.flush.
+        modality = rows.series.get("modality")
+        if modality and f"\\{modality}\\" not in st.modalities:
+            st.modalities = f"{st.modalities}{modality}\\"
+            st.changed = True
+        if f"\\{r.sop_class_uid}\\" not in st.sop_classes:
+            st.sop_classes = f"{st.sop_classes}{r.sop_class_uid}\\"
+            st.changed = True
+        batch.count(series_pk, st, seq, new_series, new_study)
+        return AddOutcome("added", seq)
 
     def _change(self, conn: Any, kind: str, level: str, study_uid: str | None,
                 series_uid: str | None, sop_uid: str | None, now: datetime) -> int:

@@ -1,8 +1,14 @@
 """Blob stores: bytes under generated keys, nothing else (no pydicom here).
 
-Keys are random (``secrets.token_hex``) and sharded ``ab/cd/<key>``; they never contain any text a
-client sent. A put writes to a temporary name, fsyncs the file, renames it into place and fsyncs the
-directory, so a key that :meth:`BlobStore.put_file` returned survives a crash.
+Keys are 32 hex characters and stored as ``ab/cd/<key>``; they never contain any text a client
+sent. The first four characters are a time bucket (the minute of writing, modulo 65,536), the other
+28 are random: blobs written in the same minute share one directory, so a busy ingest creates a
+directory once a minute instead of for almost every blob, and one directory fsync covers a whole
+group of puts (:meth:`FilesystemBlobStore.sync`). Over time the buckets wrap and fill evenly.
+
+A put fsyncs the file and renames it into place; the rename is durable once its directory is
+fsynced, which :meth:`BlobStore.put_file` does itself unless the caller defers it (``defer_sync``)
+to do it once for a group with :meth:`BlobStore.sync` before it acknowledges anything.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import os
 import re
 import secrets
 import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
@@ -31,8 +39,9 @@ class PutResult:
 
 
 def new_key() -> str:
-    """A fresh random storage key: 32 lowercase hex characters."""
-    return secrets.token_hex(16)
+    """A fresh storage key: 32 lowercase hex characters, a minute bucket then 28 random ones."""
+    bucket = (int(time.time()) // 60) & 0xFFFF
+    return f"{bucket:04x}{secrets.token_hex(14)}"
 
 
 def check_key(key: str) -> str:
@@ -50,8 +59,13 @@ def _raise_os(exc: OSError, what: str) -> None:
 class BlobStore(Protocol):
     """What the archive needs from a byte store."""
 
-    def put_file(self, source: Path, *, consume: bool = False) -> PutResult:
-        """Store the bytes of `source` under a new key; durable when this returns."""
+    def put_file(self, source: Path, *, consume: bool = False,
+                 defer_sync: bool = False) -> PutResult:
+        """Store the bytes of `source` under a new key; durable when this returns, or, with
+        `defer_sync`, once :meth:`sync` has been called with the key."""
+
+    def sync(self, keys: Iterable[str]) -> None:
+        """Make puts made with ``defer_sync=True`` durable (one directory fsync per directory)."""
 
     def open(self, key: str) -> BinaryIO:
         """Open a stored blob for reading."""
@@ -102,8 +116,14 @@ class FilesystemBlobStore:
         with self._lock:
             self._dirs_made.add(d)
 
-    def put_file(self, source: Path, *, consume: bool = False) -> PutResult:
-        """Store `source`. With ``consume=True`` the file is moved (renamed) when possible.
+    def put_file(self, source: Path, *, consume: bool = False,
+                 defer_sync: bool = False) -> PutResult:
+        """Store `source`. With ``consume=True`` the file itself is moved into place when it can
+        be (it must then be on the same file system, e.g. in ``tmp``); otherwise it is copied.
+
+        The file's data are fsynced before the rename. The directory entry is fsynced before
+        this returns, unless `defer_sync`: then the caller must call :meth:`sync` with the key
+        before it treats the blob as durable.
 
         Returns the key, the size and the SHA-256 of the stored bytes.
 
@@ -112,23 +132,17 @@ class FilesystemBlobStore:
         StorageFull
             ENOSPC or EDQUOT while writing; nothing is left behind.
         StorageError
-            Any other I/O failure; nothing is left behind.
+            Any other I/O failure; nothing is left behind (a consumed source is removed).
         """
         key = new_key()
         final = self._final(key)
-        tmp = self.tmp / f"{key}.part"
         digest = hashlib.sha256()
         size = 0
-        moved = False
+        tmp: Path | None = None
         try:
-            if consume:
-                try:
-                    os.rename(source, tmp)
-                    moved = True
-                except OSError:
-                    moved = False
-            if moved:
-                fd = os.open(tmp, os.O_RDONLY)
+            fd = os.open(source, os.O_RDONLY) if consume else -1
+            if fd >= 0:
+                # Hash and fsync the received file where it is, then rename it into place.
                 try:
                     with os.fdopen(fd, "rb", closefd=False) as fh:
                         while chunk := fh.read(_CHUNK):
@@ -137,7 +151,16 @@ class FilesystemBlobStore:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-            else:
+                self._ensure_dir(final.parent)
+                try:
+                    os.rename(source, final)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    consume = False  # another file system: copy below
+                    digest, size = hashlib.sha256(), 0
+            if not consume:
+                tmp = self.tmp / f"{key}.part"
                 with open(source, "rb") as src, open(tmp, "xb") as dst:
                     while chunk := src.read(_CHUNK):
                         digest.update(chunk)
@@ -145,15 +168,24 @@ class FilesystemBlobStore:
                         dst.write(chunk)
                     dst.flush()
                     os.fsync(dst.fileno())
-            os.chmod(tmp, 0o600)
-            self._ensure_dir(final.parent)
-            os.rename(tmp, final)
-            _fsync_dir(final.parent)
+                self._ensure_dir(final.parent)
+                os.rename(tmp, final)
+            os.chmod(final, 0o600)
+            if not defer_sync:
+                _fsync_dir(final.parent)
         except OSError as exc:
-            _unlink_quiet(tmp)
+            if tmp is not None:
+                _unlink_quiet(tmp)
             _unlink_quiet(final)
+            if consume:
+                _unlink_quiet(Path(source))
             _raise_os(exc, "storing a blob")
         return PutResult(key, size, digest.hexdigest())
+
+    def sync(self, keys: Iterable[str]) -> None:
+        """fsync each distinct directory that holds one of `keys` (puts with ``defer_sync``)."""
+        for d in {self._final(k).parent for k in keys}:
+            _fsync_dir(d)
 
     def put_bytes(self, data: bytes) -> PutResult:
         """Store `data` (a convenience for tests and small objects)."""
@@ -212,7 +244,8 @@ class MemoryBlobStore:
         self._blobs: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    def put_file(self, source: Path, *, consume: bool = False) -> PutResult:
+    def put_file(self, source: Path, *, consume: bool = False,
+                 defer_sync: bool = False) -> PutResult:
         try:
             data = Path(source).read_bytes()
         except OSError as exc:
@@ -220,6 +253,9 @@ class MemoryBlobStore:
         if consume:
             _unlink_quiet(Path(source))
         return self.put_bytes(data)
+
+    def sync(self, keys: Iterable[str]) -> None:
+        """Nothing to do: memory is as durable as it gets."""
 
     def put_bytes(self, data: bytes) -> PutResult:
         key = new_key()
