@@ -19,7 +19,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin
-from archivist.archive.retrieve import InstanceRef
+from archivist.archive.retrieve import InstanceRef, StoredInstance
 from archivist.core.levels import QueryLevel
 from archivist.dimse.charset import choose_charset
 from archivist.dimse.services import Service, load_services, request_sop_class
@@ -164,13 +164,10 @@ class Handlers:
         _, query, _ = self._parse(event)
         return list(self.archive.retrieve.instances(query))
 
-    def _load(self, ref: InstanceRef) -> Dataset | None:
-        try:
-            return self.archive.retrieve.dataset(ref)
-        except Exception as exc:  # noqa: BLE001 - counted as a failed sub-operation
-            log.error("cannot read stored instance %s: %s", ref.sop_instance_uid,
-                      type(exc).__name__)
-            return None
+    def _load(self, ref: InstanceRef) -> StoredInstance:
+        """The instance, read when its sub-operation is sent (as stored when the peer accepts
+        its transfer syntax); a read failure counts as a failed sub-operation there."""
+        return self.archive.retrieve.stored(ref)
 
     def handle_move(self, event: Any) -> Iterator[Any]:
         """C-MOVE (PS3.4 C.4.2): to configured destinations only (unknown: 0xA801)."""
