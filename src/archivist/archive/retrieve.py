@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset, read_preamble
 
 from archivist.archive.search import Search
 from archivist.core.levels import QueryLevel
@@ -66,3 +70,48 @@ class Retrieve:
         """The stored object parsed by pydicom (File Meta included)."""
         with self.open(ref) as fh:
             return pydicom.dcmread(fh)
+
+    def encoded(self, ref: InstanceRef) -> tuple[str, bytes]:
+        """The stored data set without its File Meta Information (PS3.10 7.1), as stored:
+        ``(transfer syntax, bytes)``, ready to go out in a C-STORE request unchanged."""
+        with self.open(ref) as fh:
+            head = fh.read(144)
+            # The usual layout: preamble, DICM, then (0002,0000) UL 4 <group length>.
+            if len(head) == 144 and head[128:140] == b"DICM\x02\x00\x00\x00UL\x04\x00":
+                (group_length,) = struct.unpack("<L", head[140:144])
+                group = fh.read(group_length)
+                meta = BytesIO(group)
+                data = fh.read()
+            else:
+                meta = BytesIO(head + fh.read())
+                read_preamble(meta, True)  # type: ignore[arg-type]
+                data = b""
+        file_meta = read_dataset(meta, is_implicit_VR=False, is_little_endian=True,  # type: ignore[arg-type]
+                                 stop_when=lambda tag, vr, length: tag.group != 2)
+        if not data:
+            data = meta.read()
+        ts = str(file_meta.get("TransferSyntaxUID", "") or ref.transfer_syntax_uid)
+        return ts, data
+
+    def stored(self, ref: InstanceRef) -> StoredInstance:
+        """`ref` as a :class:`StoredInstance`: nothing is read until asked."""
+        return StoredInstance(self, ref)
+
+
+class StoredInstance:
+    """One stored instance on its way out (a C-MOVE or C-GET sub-operation), read lazily:
+    either as the stored bytes (:meth:`encoded`, no parsing) or parsed (:meth:`dataset`)."""
+
+    def __init__(self, retrieve: Retrieve, ref: InstanceRef) -> None:
+        self.retrieve = retrieve
+        self.ref = ref
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return self.ref.sop_instance_uid
+
+    def encoded(self) -> tuple[str, bytes]:
+        return self.retrieve.encoded(self.ref)
+
+    def dataset(self) -> Dataset:
+        return self.retrieve.dataset(self.ref)

@@ -42,6 +42,7 @@ from pynetdicom import dimse_messages as dm
 from pynetdicom import dimse_primitives as dp
 from pynetdicom.dsutils import decode, encode
 
+from archivist.archive.retrieve import StoredInstance
 from archivist.dimse.acceptor_pdu import (
     ABORT_UNRECOGNIZED_PARAMETER,
     Message,
@@ -49,6 +50,7 @@ from archivist.dimse.acceptor_pdu import (
     encode_message,
     fragment_message,
 )
+from archivist.dimse.requestor import Outbound, c_store_rq
 from archivist.dimse.status import Status
 
 if TYPE_CHECKING:
@@ -555,23 +557,20 @@ class Services:
             if category(int(status.Status if isinstance(status, Dataset) else status)) \
                     != "pending" or ds is None:
                 return status, ds, None, 0
-            sop_class = str(ds.get("SOPClassUID", ""))
-            stored_ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")
-                            or "")
-            scx = _find_context(assoc, sop_class, stored_ts or None, scu=True)
-            if scx is None:
-                log.warning("C-GET to %s: no accepted context for %s in %s", assoc.calling,
-                            sop_class, stored_ts)
+            try:
+                sop_class, sop_instance, scx, data = _sub_operation(
+                    ds, lambda c, t: _find_context(assoc, c, t, scu=True))
+            except _NoContext as exc:
+                log.warning("C-GET to %s: no accepted context for %s", assoc.calling, exc)
                 return "nocontext", ds, None, 0
+            except Exception as exc:  # noqa: BLE001 - counted as a failed sub-operation
+                log.error("C-GET: cannot read stored instance %s: %s", _uid_of(ds),
+                          type(exc).__name__)
+                return status, ds, None, 0
             sub_id = sub_id % 65535 + 1
-            store = dp.C_STORE()
-            store.MessageID = sub_id
-            store.AffectedSOPClassUID = sop_class
-            store.AffectedSOPInstanceUID = ds.SOPInstanceUID
-            store.Priority = 0x0002
-            store.DataSet = BytesIO(encode_dataset(ds, UID(scx.transfer_syntax[0])))
-            return status, ds, encode_response(dm.C_STORE_RQ, store, int(scx.context_id),
-                                               assoc.send_max), sub_id
+            command = c_store_rq(sub_id, sop_class, sop_instance)
+            return status, ds, fragment_message(command, int(scx.context_id), assoc.send_max,
+                                                data), sub_id
 
         try:
             while True:
@@ -590,7 +589,7 @@ class Services:
                     break
                 if status == "nocontext":
                     counts.sub_done("failure")
-                    failed.append(str(ds.get("SOPInstanceUID", "")))
+                    failed.append(_uid_of(ds))
                     await assoc.send(rsp_pdus(Status.PENDING))
                     continue
                 code = int(status.Status) if isinstance(status, Dataset) else int(status)
@@ -607,9 +606,9 @@ class Services:
                     break
                 if counts.remaining <= 0:
                     break
-                if pdus is None:  # pending without a data set: a failed sub-operation
+                if pdus is None:  # no data set, or not readable: a failed sub-operation
                     counts.sub_done("failure")
-                    failed.append("")
+                    failed.append(_uid_of(ds))
                     await assoc.send(rsp_pdus(Status.PENDING))
                     continue
                 try:
@@ -624,7 +623,7 @@ class Services:
                 counts.sub_done("success" if result == "success" else
                                 "warning" if result == "warning" else "failure")
                 if result == "failure":
-                    failed.append(str(ds.get("SOPInstanceUID", "")))
+                    failed.append(_uid_of(ds))
                 await assoc.send(rsp_pdus(Status.PENDING))
         finally:
             _close(gen)
@@ -641,125 +640,159 @@ class Services:
     # -- C-MOVE ----------------------------------------------------------------------------
 
     async def _move(self, assoc: Association, req: Any, cx: Any) -> None:
-        """C-MOVE SCP (PS3.4 C.4.2): sub-operations over a new association (pynetdicom SCU, in
-        a worker thread); pending responses go back over this association with back-pressure."""
+        """C-MOVE SCP (PS3.4 C.4.2): the sub-operations go over one association we request of
+        the destination (:class:`~archivist.dimse.requestor.Outbound`, driven on this loop);
+        the handler's generator and the reading of stored objects run in the move pool; pending
+        responses go back over this association with back-pressure."""
         event = Event(assoc, req, cx, int(req.MessageID))
         ts = UID(cx.transfer_syntax[0])
-        loop = assoc.loop
+        counts = Counts()
+        failed: list[str] = []
+        holder: dict[str, Any] = {}
+        destination_aet = str(req.MoveDestination).strip()
 
-        def send_from_thread(pdus: list[bytes]) -> None:
-            asyncio.run_coroutine_threadsafe(assoc.send(pdus), loop).result(
-                self.settings.network_timeout)
-
-        def rsp_pdus(status: Any, counts: Counts | None, ident: Dataset | None = None
+        def rsp_pdus(status: Any, *, with_counts: bool = True, ident: Dataset | None = None
                      ) -> list[bytes]:
             rsp = Response(0x8021)
             rsp.MessageIDBeingRespondedTo = req.MessageID
             rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
             apply_status(rsp, status)
-            if counts is not None:
+            if with_counts:
                 counts.apply(rsp, remaining=int(rsp.Status) in (0xFF00, 0xFE00))
             if ident is not None:
                 rsp.Identifier = BytesIO(encode_dataset(ident, ts))
             return rsp.encode(int(cx.context_id), assoc.send_max)
 
-        def run() -> None:
-            try:
-                gen = iter(self.handlers.handle_move(event))
-                destination = next(gen)
-            except Exception:
-                log.exception("C-MOVE handler failed")
-                send_from_thread(rsp_pdus(0xC511, None))
-                return
-            try:
-                self._move_blocking(assoc, req, event, gen, destination, rsp_pdus,
-                                    send_from_thread)
-            finally:
-                _close(gen)
+        def run(fn: Any, *args: Any) -> asyncio.Future[Any]:
+            return assoc.loop.run_in_executor(assoc.acceptor.move_pool, fn, *args)
 
-        await loop.run_in_executor(assoc.acceptor.move_pool, run)
+        def first() -> tuple[Any, Any]:
+            gen = iter(self.handlers.handle_move(event))
+            holder["gen"] = gen
+            destination = next(gen)
+            if not isinstance(destination, tuple) or len(destination) < 2 \
+                    or None in destination[:2]:
+                return None, None
+            try:
+                return destination, next(gen)
+            except StopIteration:
+                return destination, 0
 
-    def _move_blocking(self, assoc: Association, req: Any, event: Event, gen: Iterator[Any],
-                       destination: Any, rsp_pdus: Any, send: Any) -> None:
-        if not isinstance(destination, tuple) or len(destination) < 2 \
-                or None in destination[:2]:
-            send(rsp_pdus(Status.MOVE_DESTINATION_UNKNOWN, None))
-            return
         try:
-            count = next(gen)
-        except StopIteration:
-            count = 0
+            destination, count = await run(first)
         except Exception:
             log.exception("C-MOVE handler failed")
-            send(rsp_pdus(0xC511, None))
-            return
-        if isinstance(count, tuple):  # the handler refused: (status, identifier)
-            send(rsp_pdus(count[0], None))
+            _close(holder.get("gen"))
+            await assoc.send(rsp_pdus(0xC511, with_counts=False))
             return
         try:
-            total = int(count)
-        except (TypeError, ValueError):
-            send(rsp_pdus(0xC513, None))
-            return
-        counts = Counts(remaining=total)
-        if total < 1:
-            send(rsp_pdus(Status.SUCCESS, counts))
-            return
-        if total > 65535:
-            send(rsp_pdus(0xC516, None))
-            return
-        kwargs: dict[str, Any] = dict(destination[2]) if len(destination) > 2 and \
-            destination[2] else {}
-        store_assoc = _open_move_association(self.settings, str(req.MoveDestination).strip(),
-                                             destination[0], int(destination[1]), kwargs)
-        if store_assoc is None:
-            send(rsp_pdus(Status.MOVE_DESTINATION_UNKNOWN, None))
-            return
-        failed: list[str] = []
-        try:
-            for item in gen:
-                if not event.assoc.is_established:
-                    return
-                if event.is_cancelled:
-                    send(rsp_pdus(Status.CANCEL, counts, _failed_list(failed)))
-                    return
-                status, ds = item
-                code = int(status.Status) if isinstance(status, Dataset) else int(status)
-                kind = category(code)
-                if kind == "cancel":
-                    send(rsp_pdus(status, counts, _failed_list(failed)))
-                    return
-                if kind in ("failure", "warning"):
-                    counts.failed += counts.remaining
-                    counts.remaining = 0
-                    send(rsp_pdus(status, counts, _failed_list(failed)))
-                    return
-                if kind == "success" or counts.remaining <= 0:
-                    break
-                if ds is None:
-                    counts.sub_done("failure")
-                    failed.append("")
+            if destination is None:
+                await assoc.send(rsp_pdus(Status.MOVE_DESTINATION_UNKNOWN, with_counts=False))
+                return
+            if isinstance(count, tuple):  # the handler refused: (status, identifier)
+                await assoc.send(rsp_pdus(count[0], with_counts=False))
+                return
+            try:
+                total = int(count)
+            except (TypeError, ValueError):
+                await assoc.send(rsp_pdus(0xC513, with_counts=False))
+                return
+            if total > 65535:
+                await assoc.send(rsp_pdus(0xC516, with_counts=False))
+                return
+            counts.remaining = total
+            if total < 1:
+                await assoc.send(rsp_pdus(Status.SUCCESS))
+                return
+            options = dict(destination[2]) if len(destination) > 2 and destination[2] else {}
+            try:
+                outbound = await Outbound.open(self.settings, str(destination[0]),
+                                               int(destination[1]), destination_aet,
+                                               list(options.get("contexts") or []))
+            except Exception as exc:  # noqa: BLE001 - refused, unreachable, timed out
+                log.warning("C-MOVE: cannot associate with %s at %s:%s (%s: %s)",
+                            destination_aet, destination[0], destination[1],
+                            type(exc).__name__, exc)
+                await assoc.send(rsp_pdus(Status.MOVE_DESTINATION_UNKNOWN, with_counts=False))
+                return
+            final: list[bytes] | None = None
+            try:
+                final = await self._move_loop(assoc, req, event, holder["gen"], outbound, counts,
+                                              failed, rsp_pdus, run)
+            finally:
+                if assoc._closed:
+                    await outbound.abort()
                 else:
-                    try:
-                        result = store_assoc.send_c_store(
-                            ds, originator_aet=assoc.calling,
-                            originator_id=int(req.MessageID))
-                        sub = int(result.Status) if "Status" in result else 0xC000
-                    except Exception as exc:  # noqa: BLE001 - a failed sub-operation
-                        log.warning("C-MOVE sub-operation to %s failed: %s",
-                                    req.MoveDestination, type(exc).__name__)
-                        sub = 0xC000
-                    result_kind = category(sub)
-                    counts.sub_done("success" if result_kind == "success" else
-                                    "warning" if result_kind == "warning" else "failure")
-                    if result_kind == "failure":
-                        failed.append(str(ds.get("SOPInstanceUID", "")))
-                send(rsp_pdus(Status.PENDING, counts))
+                    await outbound.release()
+            if final is not None:
+                await assoc.send(final)
         finally:
-            with contextlib.suppress(Exception):
-                store_assoc.release()
-        send(self._final(lambda s, ident=None: rsp_pdus(s, counts, ident), counts, total,
-                         failed))
+            _close(holder.get("gen"))
+
+    async def _move_loop(self, assoc: Association, req: Any, event: Event, gen: Iterator[Any],
+                         outbound: Outbound, counts: Counts, failed: list[str], rsp_pdus: Any,
+                         run: Any) -> list[bytes] | None:
+        """The sub-operations of one C-MOVE; returns the final response (None: the requestor
+        went away)."""
+        total = counts.remaining
+        originator = assoc.calling
+        broken = False
+
+        def next_sub() -> tuple[Any, Any, Any]:
+            """The next yield with its sub-operation prepared (worker thread)."""
+            try:
+                status, item = next(gen)
+            except StopIteration:
+                return "end", None, None
+            if item is None or broken or \
+                    category(int(status.Status if isinstance(status, Dataset) else status)) \
+                    != "pending":
+                return status, item, None
+            try:
+                return status, item, _sub_operation(item, outbound.context_for)
+            except _NoContext as exc:
+                log.warning("C-MOVE to %s: no accepted context for %s", outbound.called, exc)
+            except Exception as exc:  # noqa: BLE001 - counted as a failed sub-operation
+                log.error("C-MOVE: cannot read stored instance %s: %s", _uid_of(item),
+                          type(exc).__name__)
+            return status, item, None
+
+        while True:
+            if assoc._closed:
+                return None
+            if event.is_cancelled:
+                return rsp_pdus(Status.CANCEL, ident=_failed_list(failed))  # type: ignore[no-any-return]
+            status, item, sub = await run(next_sub)
+            if status == "end":
+                break
+            code = int(status.Status) if isinstance(status, Dataset) else int(status)
+            kind = category(code)
+            if kind == "cancel":
+                return rsp_pdus(status, ident=_failed_list(failed))  # type: ignore[no-any-return]
+            if kind in ("failure", "warning"):
+                counts.failed += counts.remaining
+                counts.remaining = 0
+                return rsp_pdus(status, ident=_failed_list(failed))  # type: ignore[no-any-return]
+            if kind == "success" or counts.remaining <= 0:
+                break
+            result = "failure"
+            if sub is not None and not broken:
+                sop_class, sop_instance, scx, data = sub
+                try:
+                    code = await outbound.store(scx, outbound.new_message_id(), sop_class,
+                                                sop_instance, data, originator_aet=originator,
+                                                originator_id=int(req.MessageID))
+                    result = category(code)
+                except Exception as exc:  # noqa: BLE001 - the destination went away
+                    log.warning("C-MOVE sub-operation to %s failed (%s: %s); the remaining "
+                                "sub-operations fail", outbound.called, type(exc).__name__, exc)
+                    broken = True
+            counts.sub_done("success" if result == "success" else
+                            "warning" if result == "warning" else "failure")
+            if result not in ("success", "warning"):
+                failed.append(_uid_of(item))
+            await assoc.send(rsp_pdus(Status.PENDING))
+        return self._final(rsp_pdus, counts, total, failed)
 
     # -- N-services ------------------------------------------------------------------------
 
@@ -826,6 +859,47 @@ class Counts:
         rsp.NumberOfWarningSuboperations = self.warning
 
 
+class _NoContext(Exception):
+    """No accepted presentation context can carry a sub-operation's object."""
+
+
+def _uid_of(item: Any) -> str:
+    if isinstance(item, StoredInstance):
+        return item.sop_instance_uid
+    return str(item.get("SOPInstanceUID", "")) if isinstance(item, Dataset) else ""
+
+
+def _sub_operation(item: Any, context_for: Any) -> tuple[str, str, Any, bytes]:
+    """What a C-STORE sub-operation of C-MOVE/C-GET sends: ``(SOP Class, SOP Instance, accepted
+    context, encoded data set)``.
+
+    A :class:`~archivist.archive.retrieve.StoredInstance` goes out as stored (no parsing) when
+    the peer accepted its transfer syntax, and is parsed and re-encoded only for another
+    uncompressed syntax; a :class:`Dataset` (from a service's own handler) is encoded.
+
+    Raises
+    ------
+    _NoContext
+        No accepted context for the SOP Class in a usable transfer syntax.
+    """
+    if isinstance(item, StoredInstance):
+        ref = item.ref
+        cx = context_for(ref.sop_class_uid, ref.transfer_syntax_uid)
+        if cx is None:
+            raise _NoContext(f"{ref.sop_class_uid} in {ref.transfer_syntax_uid}")
+        stored_ts, data = item.encoded()
+        if str(cx.transfer_syntax[0]) != stored_ts:
+            data = encode_dataset(item.dataset(), UID(cx.transfer_syntax[0]))
+        return ref.sop_class_uid, ref.sop_instance_uid, cx, data
+    ds: Dataset = item
+    sop_class = str(ds.get("SOPClassUID", ""))
+    stored = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    cx = context_for(sop_class, stored or None)
+    if cx is None:
+        raise _NoContext(f"{sop_class} in {stored}")
+    return sop_class, str(ds.SOPInstanceUID), cx, encode_dataset(ds, UID(cx.transfer_syntax[0]))
+
+
 def _failed_list(failed: list[str]) -> Dataset:
     ds = Dataset()
     ds.FailedSOPInstanceUIDList = failed
@@ -837,28 +911,6 @@ def _close(gen: Any) -> None:
     if close is not None:
         with contextlib.suppress(Exception):
             close()
-
-
-def _open_move_association(settings: Any, aet: str, host: str, port: int,
-                           kwargs: dict[str, Any]) -> Any:
-    """The outbound association of a C-MOVE (pynetdicom SCU, blocking), or None."""
-    from pynetdicom import AE
-
-    ae = AE(ae_title=settings.aet)
-    ae.acse_timeout = settings.acse_timeout
-    ae.dimse_timeout = settings.dimse_timeout
-    ae.network_timeout = settings.network_timeout
-    contexts = kwargs.pop("contexts", None) or []
-    try:
-        assoc = ae.associate(host, port, contexts=contexts or None, ae_title=aet, **kwargs)
-    except Exception as exc:  # noqa: BLE001
-        log.warning("C-MOVE: cannot associate with %s at %s:%d (%s)", aet, host, port,
-                    type(exc).__name__)
-        return None
-    if not assoc.is_established:
-        log.warning("C-MOVE: %s at %s:%d refused the association", aet, host, port)
-        return None
-    return assoc
 
 
 __all__ = ["Event", "Services"]
