@@ -122,6 +122,13 @@ def _quick_ack(writer: asyncio.StreamWriter) -> Callable[[], None]:
 
     return arm
 _C_STORE_RQ, _C_CANCEL_RQ = 0x0001, 0x0FFF
+#: Requests whose data set is optional (N-EVENT-REPORT, N-ACTION, N-CREATE; PS3.7 10.1). For an
+#: empty one pynetdicom 3.0.4 declares a data set (Command Data Set Type 0x0001) and sends none,
+#: so its SCU and our reader would wait for each other until a timeout. When such a request's
+#: command set ends a PDU and nothing follows within this many seconds, the data set is taken
+#: as empty (a sender writes command and data back to back; Nagle + delayed ACK is ~40 ms).
+_OPTIONAL_DATA_SET = (0x0100, 0x0130, 0x0140)
+EMPTY_DATA_SET_GRACE = 2.0
 
 CheckAets = Callable[[str, str, str], "tuple[int, int, int] | None"]
 
@@ -536,7 +543,7 @@ class Association:
     async def _read_loop(self) -> None:
         quick_ack = _quick_ack(self.writer)
         while True:
-            header = await self._read(6)
+            header = await self._next_header()
             quick_ack()
             pdu_type, _, length = HEADER.unpack(header)
             if pdu_type == P_DATA_TF:
@@ -562,6 +569,22 @@ class Association:
             else:
                 raise ProtocolError(f"unrecognised PDU type 0x{pdu_type:02X}",
                                     ABORT_UNRECOGNIZED_PDU)
+
+    async def _next_header(self) -> bytes:
+        msg = self.current
+        if (msg is None or msg.msg is None or not isinstance(msg.sink, MemorySink)
+                or msg.sink.buf or msg.command_field not in _OPTIONAL_DATA_SET):
+            return await self._read(6)
+        try:
+            return await asyncio.wait_for(self._read(6), EMPTY_DATA_SET_GRACE)
+        except TimeoutError:
+            # The data set announced never came: an empty one (see _OPTIONAL_DATA_SET).
+            log.debug("request 0x%04X from %s: announced data set not sent, taken as empty",
+                      msg.command_field, self.calling)
+            msg.complete = True
+            self.current = None
+            await self._dispatch(msg)
+            return await self._read(6)
 
     async def _read_pdata(self, length: int) -> None:
         remaining = length
