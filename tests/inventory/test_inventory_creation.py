@@ -225,3 +225,29 @@ def test_n_action_and_n_event_report_over_the_network(open_archive, make_server,
     assert final.TransactionStatus == "COMPLETE" and final.TotalNumberOfStudyRecords == 4
     assert final.RetrieveAETitle == "ARCHIVIST"
     assert final.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.201.1"
+
+
+def test_n_action_with_an_empty_data_set_is_answered(make_server, tmp_path: Path) -> None:
+    """pynetdicom 3.0.4 announces a data set it does not send when the Action Information is an
+    empty Dataset; the acceptor takes it as empty and answers (here 0x0120: no Transaction UID)
+    instead of waiting for the SCU's DIMSE timeout. The association stays usable."""
+    srv = make_server(data=tmp_path / "srv")
+    scu = AE(ae_title="EMPTYSCU")
+    scu.dimse_timeout = 20  # without the fix each request below would end here, unanswered
+    scu.add_requested_context(INVENTORY_CREATION)
+    assoc = scu.associate("127.0.0.1", srv.dicom_port, ae_title="ARCHIVIST")
+    assert assoc.is_established
+    try:
+        for action in (12, 13, 11):  # Request Status, Cancel, Initiate
+            status, _ = assoc.send_n_action(Dataset(), action, INVENTORY_CREATION,
+                                            STORAGE_MANAGEMENT_INSTANCE)
+            assert "Status" in status, f"action {action}: no response"
+            assert status.Status == 0x0120, f"action {action}: 0x{status.Status:04X}"
+        # A request with a data set right after: still read correctly on the same association.
+        ask = Dataset()
+        ask.TransactionUID = "2.25.404"
+        status, _ = assoc.send_n_action(ask, 12, INVENTORY_CREATION, STORAGE_MANAGEMENT_INSTANCE)
+        assert status.Status == 0x0112
+        assert assoc.is_established
+    finally:
+        assoc.release()
