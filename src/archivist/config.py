@@ -75,6 +75,11 @@ class Settings:
     # Query
     pn_case_insensitive: bool = True
     find_max_results: int = 0  # 0 = unlimited (results stream)
+    # Inventory Creation (Supplement 223): study records per inventory instance (a job commits
+    # its progress after each), and the seconds after which a job whose worker stopped renewing
+    # its lease (a crash) is resumed by another worker or the next process
+    inventory_studies_per_instance: int = 1000
+    inventory_lease_seconds: float = 30.0
     # HTTP
     http_max_body: int = 2 * 1024 * 1024 * 1024
     cors_origins: tuple[str, ...] = ("*",)
@@ -256,4 +261,7 @@ def load_settings(
         raise ConfigError(f"dimse_engine must be one of {', '.join(DIMSE_ENGINES)}")
     if settings.max_pdu < 4096:
         raise ConfigError("max_pdu must be at least 4096 bytes")
+    if settings.inventory_studies_per_instance < 1 or settings.inventory_lease_seconds <= 0:
+        raise ConfigError("inventory_studies_per_instance and inventory_lease_seconds must be "
+                          "positive")
     return settings
