@@ -3,6 +3,8 @@
 
     uv run --frozen python tools/bench_validation_ingest.py [--count 300] [--runs 3]
         [--size 512] [--incomplete] [--in-process] [--work DIR]
+    uv run --frozen python tools/bench_validation_ingest.py --headers [GLOB ...] [--count 300]
+        [--runs 7]
 
 The corpus: generated CT images, 16 bits, SIZE x SIZE, one study, one series. By default they
 carry every attribute the CT Image IOD requires (as a modality's would: no findings); with
@@ -13,6 +15,12 @@ Wall time through the network is at the mercy of the disk (every object is fsync
 of whatever else the machine runs, so the server's CPU time is reported too. ``--in-process``
 calls ``Ingest.store_file`` directly (no network, no server) and reports the CPU time of the
 ingesting thread per object, the steadiest figure on a shared machine.
+
+``--headers`` measures the validator alone, as ingest calls it: each file of the globs (default:
+the tiny MR and the 512x512 CT of the bench corpus) is read with ``stop_before_pixels``, then
+``validate_on_ingest`` runs once on each fresh header; the CPU time of the validating thread per
+header is reported, median of the runs. Headers are read anew for every run, since pydicom keeps
+the values it converts.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from pathlib import Path
 
 import pydicom
 
+from archivist.archive.validation import PixelDataInfo
 from archivist.testing.datasets import make_instance, new_uid
 from archivist.testing.server import ServerProcess
 
@@ -116,6 +125,62 @@ def one_run_in_process(corpus: Path, work: Path, policy: str) -> tuple[float, fl
         shutil.rmtree(data, ignore_errors=True)
 
 
+BENCH_CORPUS = "/var/tmp/archivist-bench/corpus-4d0c93e06a73"
+HEADER_GLOBS = {
+    "tiny MR": f"{BENCH_CORPUS}/tiny/shard*/*/*.dcm",
+    "512x512 CT": f"{BENCH_CORPUS}/ct/*/*/*.dcm",
+}
+
+
+def bench_headers(globs: dict[str, str], count: int, runs: int) -> None:
+    """Print the validation CPU time per header (ms), median of `runs`, for each glob.
+
+    Two forms of the header: as ``dcmread(stop_before_pixels=True)`` leaves it (values raw), and
+    with every value decoded, as ``Ingest`` hands it to the validator.
+    """
+    import glob
+    import warnings
+
+    from archivist.archive.validation import validate_on_ingest
+
+    for name, pattern in globs.items():
+        files = sorted(glob.glob(pattern))[:count]
+        if not files:
+            print(f"{name}: no files match {pattern}")
+            continue
+        pixel = [_pixel_info(f) for f in files]
+        for form in ("raw", "decoded"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                validate_on_ingest(pydicom.dcmread(files[0], stop_before_pixels=True), None)
+                per_header: list[float] = []
+                findings = 0
+                for _ in range(runs):
+                    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+                    if form == "decoded":
+                        for ds in headers:
+                            for elem in ds:
+                                _ = elem.value
+                    start = time.thread_time()
+                    for ds, info in zip(headers, pixel, strict=True):
+                        findings += len(validate_on_ingest(ds, info))
+                    per_header.append((time.thread_time() - start) / len(headers) * 1000)
+            print(f"{name} ({form}): {len(files)} headers, validation "
+                  f"{statistics.median(per_header):.3f} ms/header (median of {runs}; "
+                  f"{min(per_header):.3f}-{max(per_header):.3f}), "
+                  f"{findings / runs / len(files):.1f} findings/header", flush=True)
+
+
+def _pixel_info(path: str) -> PixelDataInfo | None:
+    """The pixel data element as ingest notes it: tag and length, value not read."""
+    ds = pydicom.dcmread(path, defer_size=1024)
+    for tag in (0x7FE00008, 0x7FE00009, 0x7FE00010):
+        raw = ds._dict.get(tag)  # the raw element, its value unread
+        if raw is not None:
+            return PixelDataInfo(tag, int(getattr(raw, "length", 0) or 0))
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=300)
@@ -124,7 +189,14 @@ def main() -> None:
     parser.add_argument("--incomplete", action="store_true")
     parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--headers", nargs="*", metavar="GLOB", default=None,
+                        help="measure validate_on_ingest alone on these files' headers "
+                        "(default: the bench corpus's tiny MR and 512x512 CT)")
     args = parser.parse_args()
+    if args.headers is not None:
+        globs = {g: g for g in args.headers} if args.headers else HEADER_GLOBS
+        bench_headers(globs, args.count, args.runs)
+        return
     storescu = shutil.which("storescu", path="/usr/bin:/usr/local/bin") or "storescu"
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-validation-"))
     corpus = work / f"corpus-{args.count}-{args.size}-{'inc' if args.incomplete else 'full'}"
