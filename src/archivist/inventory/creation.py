@@ -5,13 +5,14 @@ States (KK.2.1.1, Transaction Status (0008,0417)): ``PROCESSING`` -> ``COMPLETE`
 
 A job is a row of ``inventory_job`` in the index database, so it survives a restart and any
 process on the data directory sees it. A worker claims a PROCESSING job with a lease (renewed as
-it works; a lease older than :data:`LEASE_SECONDS` is taken over, which is how a job interrupted
-by a crash or a restart resumes). The study records in scope are fixed when the job starts (every
-study whose record key is at most the largest one at that moment, PS3.17 YYYY.3.2); leaves are
-built ``studies_per_instance`` studies at a time and staged as Part 10 files under the data
-directory (named by job number, never by a UID), and progress is committed after each leaf. On
-completion the leaves and a root go through the one ingest; a cancel with Retain Instances NO
-discards the staged leaves (nothing was stored), with YES stores them under a PARTIAL root.
+it works; a lease older than the setting ``inventory_lease_seconds``, 30 s by default, is taken
+over, which is how a job interrupted by a crash resumes). The study records in scope are fixed
+when the job starts (every study whose record key is at most the largest one at that moment,
+PS3.17 YYYY.3.2); leaves are built ``studies_per_instance`` studies at a time (the setting
+``inventory_studies_per_instance``) and staged as Part 10 files under the data directory (named
+by job number, never by a UID), and progress is committed after each leaf. On completion the
+leaves and a root go through the one ingest; a cancel with Retain Instances NO discards the
+staged leaves (nothing was stored), with YES stores them under a PARTIAL root.
 
 Events (KK.2.3) are handed to a ``notify(job, event_type_id, dataset)`` callable: the DIMSE layer
 sends them as N-EVENT-REPORT over a new association.
@@ -63,7 +64,6 @@ PROCESSING, COMPLETE, FAILURE, CANCELED, PAUSED = (
 TERMINAL = (COMPLETE, FAILURE, CANCELED)
 #: N-EVENT-REPORT Event Type IDs (Table KK.2-2).
 EVENT_TERMINATED_WITH_INSTANCES, EVENT_STATUS, EVENT_TERMINATED_WITHOUT_INSTANCES = 11, 12, 13
-LEASE_SECONDS = 30.0
 
 class JobError(ArchivistError):
     """An N-ACTION that cannot be applied (unknown transaction, wrong state, duplicate)."""
@@ -139,17 +139,22 @@ class InventoryCreation:
     notify
         Sends an N-EVENT-REPORT; called from worker threads.
     studies_per_instance
-        How many study records one leaf instance holds.
+        How many study records one leaf instance holds (default: the setting
+        ``inventory_studies_per_instance``).
+    lease_seconds
+        How long a job whose worker stopped renewing its lease is left alone before another
+        worker resumes it (default: the setting ``inventory_lease_seconds``).
     """
 
     def __init__(self, archive: Archive, notify: Notify | None = None, *,
-                 studies_per_instance: int = 1000, lease_seconds: float = LEASE_SECONDS,
+                 studies_per_instance: int | None = None, lease_seconds: float | None = None,
                  autostart: bool = True) -> None:
         self.archive = archive
         self.engine = archive.index.writer
         self.notify = notify or (lambda job, event, ds: None)
-        self.studies_per_instance = studies_per_instance
-        self.lease_seconds = lease_seconds
+        settings = archive.settings
+        self.studies_per_instance = studies_per_instance or settings.inventory_studies_per_instance
+        self.lease_seconds = lease_seconds or settings.inventory_lease_seconds
         self.autostart = autostart
         self.owner = uuid.uuid4().hex
         self.staging = Path(archive.settings.data_dir) / "inventory-staging"
@@ -361,7 +366,12 @@ class InventoryCreation:
                 return None
             conn.execute(update(inventory_job).where(inventory_job.c.pk == row._mapping["pk"])
                          .values(owner=self.owner, heartbeat_at=_now()))
-        return Job.from_row(row)
+        job = Job.from_row(row)
+        if row._mapping["owner"] not in (None, self.owner):
+            log.info("inventory creation %s: taken over from a worker whose lease expired, "
+                     "resuming at %d/%d studies", job.transaction_uid, job.studies_done,
+                     job.studies_total)
+        return job
 
     def _loop(self) -> None:
         data_dir = Path(self.archive.settings.data_dir)
@@ -516,8 +526,12 @@ class InventoryCreation:
             root.IncorporatedInventoryInstanceSequence = Sequence(refs)
         if not complete:
             root.InventoryCompletionStatus = PARTIAL
+        beat = time.monotonic()
         for ds in [*leaves, root]:
             builder.store(ds)
+            if time.monotonic() - beat > 0.2:  # keep the lease while storing many leaves
+                beat = time.monotonic()
+                self._update(job.pk, heartbeat_at=_now())
         shutil.rmtree(stage, ignore_errors=True)
         return str(root.SOPInstanceUID)
 
