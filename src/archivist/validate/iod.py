@@ -16,11 +16,15 @@ For the IOD of the object's SOP Class:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from archivist.validate import paths
 from archivist.validate.conditions import (
+    Condition,
     attribute_condition,
     inclusion_condition,
     module_condition,
@@ -97,6 +101,100 @@ def _empty(elem: object) -> bool:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """One attribute of a module, with everything the check needs worked out once.
+
+    Only attributes whose check can say something are kept: Type 1, 2, 1C and 2C, and sequences
+    (their items are checked). A Type 3 attribute that is not a sequence is never reported.
+    """
+
+    tag: int
+    kind: str
+    step: str
+    keyword: str  # paths.keyword_of(tag): the 1C/2C messages
+    step_keyword: str  # the keyword of the path step: the 1/2 messages
+    condition: Condition | None  # 1C/2C: when the attribute is required
+    included: Condition | None  # macro modules: when the attribute applies at all
+    children: tuple[_Rule, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _ModulePlan:
+    """A module's row of an IOD, ready to check."""
+
+    spec: ModuleSpec
+    usage: str
+    own: frozenset[int]  # its top-level tags that no Mandatory module has
+    condition: Condition | None  # of a Conditional module
+    reference: str
+    rules: tuple[_Rule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _IODPlan:
+    """Everything :class:`ModuleChecker` needs for one IOD, built once per process."""
+
+    modules: tuple[_ModulePlan, ...]
+    module_of: dict[int, str]
+    allowed: frozenset[int]
+
+
+def _rules(module: ModuleSpec, specs: Iterable[AttributeSpec]) -> tuple[_Rule, ...]:
+    out = []
+    for spec in specs:
+        if spec.type not in ("1", "2", "1C", "2C") and not spec.children:
+            continue  # Type 3, not a sequence: nothing to check
+        keyword = paths.keyword_of(spec.tag)
+        step = paths.step(spec.tag)
+        out.append(_Rule(
+            spec.tag, spec.type, step, keyword, step.rsplit("/", 1)[-1].split("(")[0],
+            attribute_condition(module.key, keyword) if spec.type in ("1C", "2C") else None,
+            inclusion_condition(module.key, keyword) if module.key in _MACRO_MODULES else None,
+            _rules(module, spec.children) if spec.children else None,
+        ))
+    return tuple(out)
+
+
+def _plan(tables: StandardTables, iod: IODSpec) -> _IODPlan:
+    """The plan of an IOD, built on first use and kept with the tables.
+
+    The registered conditions (:mod:`.conditions`) are looked up here, once: they are constants.
+    """
+    key = ("iod-plan", iod.key)
+    found = tables.derived.get(key)
+    if isinstance(found, _IODPlan):
+        return found
+    usages = [u for u in iod.modules if tables.has_module(u.module)]
+    module_of: dict[int, str] = {}
+    mandatory: set[int] = set()
+    for usage in usages:
+        spec = tables.module(usage.module)
+        for t in spec.top_level_tags:
+            module_of.setdefault(t, spec.name)
+        if usage.usage == "M":
+            mandatory |= spec.top_level_tags
+    rules: dict[str, tuple[_Rule, ...]] = {}
+    modules = []
+    for usage in usages:
+        spec = tables.module(usage.module)
+        if spec.key not in rules:
+            rules[spec.key] = _rules(spec, spec.attributes)
+        modules.append(_ModulePlan(
+            spec, usage.usage, spec.top_level_tags - mandatory,
+            module_condition(iod.key, usage.module) if usage.usage == "C" else None,
+            module_reference(spec.key, spec.name), rules[spec.key],
+        ))
+    plan = _IODPlan(tuple(modules), module_of, tables.iod_top_level_tags(iod))
+    tables.derived[key] = plan
+    return plan
+
+
+def _elements(item: Dataset) -> dict[int, Any]:
+    """The elements of a dataset keyed by plain int (no Tag is built to look one up)."""
+    return {int(k): v for k, v in item._dict.items()}
+
+
 class ModuleChecker:
     """Checks a dataset against the modules of one IOD.
 
@@ -115,120 +213,107 @@ class ModuleChecker:
         self.iod = iod
         self.out = out
         self.root: Dataset = Dataset()
-        self._module_of: dict[int, str] | None = None
+        self._plan = _plan(tables, iod)
         self.report_extended = True
 
     def module_of(self, tag: int) -> str:
         """Name of the first module of the IOD that defines a top-level tag ("" if none)."""
-        if self._module_of is None:
-            found: dict[int, str] = {}
-            for usage in self.iod.modules:
-                if self.tables.has_module(usage.module):
-                    spec = self.tables.module(usage.module)
-                    for t in spec.top_level_tags:
-                        found.setdefault(t, spec.name)
-            self._module_of = found
-        return self._module_of.get(tag, "")
+        return self._plan.module_of.get(tag, "")
 
     def check(self, ds: Dataset) -> None:
         """Check *ds* against every applicable module of the IOD (PS3.3 Annex A)."""
         self.root = ds
-        mandatory_tags: set[int] = set()
-        for usage in self.iod.modules:
-            if usage.usage == "M" and self.tables.has_module(usage.module):
-                mandatory_tags |= self.tables.module(usage.module).top_level_tags
-        present = frozenset(int(t) for t in ds.keys())  # noqa: SIM118
-        for usage in self.iod.modules:
-            if not self.tables.has_module(usage.module):
-                continue
-            module = self.tables.module(usage.module)
-            if usage.usage == "M":
-                self._attributes(ds, module.attributes, "", module)
-                continue
-            own = module.top_level_tags - mandatory_tags
-            in_use = bool(own & present)
-            condition = module_condition(self.iod.key, usage.module) if usage.usage == "C" else None
-            required = condition is not None and condition(ds, ds)
-            if required and not in_use:
-                self.out.add(
-                    ERROR, "iod.module-missing", "", module.name,
-                    f"The {module.name} Module is required because {condition.text}"  # type: ignore[union-attr]
-                    " but none of its attributes is present.",
-                    iod_reference(self.iod.key, self.iod.name),
-                )
-            if required or in_use:
-                self._attributes(ds, module.attributes, "", module)
+        elements = _elements(ds)
+        present = elements.keys()
+        for module in self._plan.modules:
+            if module.usage != "M":
+                in_use = not module.own.isdisjoint(present)
+                condition = module.condition
+                required = condition is not None and condition(ds, ds)
+                if required and not in_use:
+                    self.out.add(
+                        ERROR, "iod.module-missing", "", module.spec.name,
+                        f"The {module.spec.name} Module is required because {condition.text}"  # type: ignore[union-attr]
+                        " but none of its attributes is present.",
+                        iod_reference(self.iod.key, self.iod.name),
+                    )
+                if not (required or in_use):
+                    continue
+            self._attributes(ds, elements, module.rules, "", module)
         if self.report_extended:
-            self._extended(ds, present)
+            self._extended(ds, frozenset(present))
 
     def _attributes(
-        self, item: Dataset, specs: Iterable[AttributeSpec], prefix: str, module: ModuleSpec
+        self, item: Dataset, elements: dict[int, Any], rules: tuple[_Rule, ...], prefix: str,
+        module: _ModulePlan,
     ) -> None:
-        ref = module_reference(module.key, module.name)
-        for spec in specs:
-            tag = spec.tag
-            kind = spec.type
-            if module.key in _MACRO_MODULES:
-                included = inclusion_condition(module.key, paths.keyword_of(tag))
-                if included is not None and not included(item, self.root):
-                    continue
-            if tag not in item:
-                if prefix and tag not in _MANDATORY_GROUPS and _in_functional_groups(prefix):
-                    continue  # functional group macro usage is not in the tables
-                if prefix and tag in _MANDATORY_GROUPS and _functional_group_anywhere(
-                    self.root, tag
-                ):
-                    continue  # present in the shared or in the per-frame groups
-                if kind == "1" or kind == "2":
-                    self._missing(kind, prefix + paths.step(tag), module, ref)
-                elif kind in ("1C", "2C"):
-                    keyword = paths.keyword_of(tag)
-                    condition = attribute_condition(module.key, keyword)
-                    if condition is not None and condition(item, self.root):
-                        self.out.add(
-                            ERROR, f"iod.type{kind.lower()}-missing", prefix + paths.step(tag),
-                            module.name,
-                            f"Type {kind} attribute {keyword} is missing; it is required because "
-                            f"{condition.text} ({module.name} Module).",
-                            ref,
-                        )
+        for rule in rules:
+            tag = rule.tag
+            kind = rule.kind
+            if rule.included is not None and not rule.included(item, self.root):
                 continue
-            elem = item.get_item(tag)
+            if tag not in elements:
+                self._absent(item, rule, prefix, module)
+                continue
+            elem = elements[tag]
+            if type(elem) is RawDataElement:
+                # What the dataset holds now: a condition or a sequence check may have
+                # converted it (the dataset keeps the key object: an identity lookup).
+                elem = item._dict.get(elem.tag, elem)
+                if type(elem) is RawDataElement and elem.value is None:
+                    elem = item.get_item(tag)  # a deferred value: read, as get_item does
             empty = _empty(elem)
-            if empty and kind in ("1", "1C"):
-                path = prefix + paths.step(tag)
-                keyword = paths.keyword_of(tag)
+            if empty and (kind == "1" or kind == "1C"):
+                path = prefix + rule.step
                 self.out.add(
-                    ERROR, f"iod.type{kind.lower()}-empty", path, module.name,
-                    f"Type {kind} attribute {keyword} is present but has no value"
-                    + (" (a Type 1 sequence needs at least one item)" if spec.children else "")
-                    + f" ({module.name} Module).",
-                    ref if kind == "1" else "PS3.5 7.4.4",
+                    ERROR, f"iod.type{kind.lower()}-empty", path, module.spec.name,
+                    f"Type {kind} attribute {rule.keyword} is present but has no value"
+                    + (" (a Type 1 sequence needs at least one item)" if rule.children else "")
+                    + f" ({module.spec.name} Module).",
+                    module.reference if kind == "1" else "PS3.5 7.4.4",
                 )
                 continue
-            if spec.children and not empty:
+            if rule.children and not empty:
                 try:
                     seq = item[tag].value
                 except Exception:  # noqa: BLE001, S112 - reported by the dictionary layer
                     continue
                 if not isinstance(seq, list) and type(seq).__name__ != "Sequence":
                     continue
-                path = prefix + paths.step(tag)
+                path = prefix + rule.step
                 for index, sub in enumerate(seq):
                     if isinstance(sub, Dataset):
-                        self._attributes(sub, spec.children, paths.item(path, index), module)
+                        self._attributes(
+                            sub, _elements(sub), rule.children, paths.item(path, index), module
+                        )
 
-    def _missing(self, kind: str, path: str, module: ModuleSpec, ref: str) -> None:
-        keyword = path.rsplit("/", 1)[-1].split("(")[0]
-        self.out.add(
-            ERROR, f"iod.type{kind}-missing", path, module.name,
-            f"Type {kind} attribute {keyword} is missing ({module.name} Module"
-            + (", it may be empty but must be present)." if kind == "2" else ")."),
-            ref,
-        )
+    def _absent(self, item: Dataset, rule: _Rule, prefix: str, module: _ModulePlan) -> None:
+        tag = rule.tag
+        kind = rule.kind
+        if prefix and tag not in _MANDATORY_GROUPS and _in_functional_groups(prefix):
+            return  # functional group macro usage is not in the tables
+        if prefix and tag in _MANDATORY_GROUPS and _functional_group_anywhere(self.root, tag):
+            return  # present in the shared or in the per-frame groups
+        if kind == "1" or kind == "2":
+            self.out.add(
+                ERROR, f"iod.type{kind}-missing", prefix + rule.step, module.spec.name,
+                f"Type {kind} attribute {rule.step_keyword} is missing ({module.spec.name} Module"
+                + (", it may be empty but must be present)." if kind == "2" else ")."),
+                module.reference,
+            )
+        elif kind in ("1C", "2C"):
+            condition = rule.condition
+            if condition is not None and condition(item, self.root):
+                self.out.add(
+                    ERROR, f"iod.type{kind.lower()}-missing", prefix + rule.step,
+                    module.spec.name,
+                    f"Type {kind} attribute {rule.keyword} is missing; it is required because "
+                    f"{condition.text} ({module.spec.name} Module).",
+                    module.reference,
+                )
 
     def _extended(self, ds: Dataset, present: frozenset[int]) -> None:
-        allowed = self.tables.iod_top_level_tags(self.iod)
+        allowed = self._plan.allowed
         extra = [
             t for t in present
             if t not in allowed and not (t >> 16) & 1 and (t >> 16) not in _IGNORED_GROUPS

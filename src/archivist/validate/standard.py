@@ -64,6 +64,8 @@ class StandardTables:
         self._modules: dict[str, ModuleSpec] = {}
         self._iods: dict[str, IODSpec] = {}
         self._iod_tags: dict[str, frozenset[int]] = {}
+        # What the checkers work out once from these tables (per IOD), kept with them.
+        self.derived: dict[tuple[str, str], object] = {}
 
     @property
     def sop_class_uids(self) -> list[str]:
