@@ -572,24 +572,30 @@ class Services:
             return status, ds, fragment_message(command, int(scx.context_id), assoc.send_max,
                                                 data), sub_id
 
+        # The next object is read (worker thread) while the current one is on its way.
+        ahead: asyncio.Future[Any] | None = self._run(assoc, next_sub)
         try:
             while True:
                 if event.is_cancelled:
                     await assoc.send(rsp_pdus(Status.CANCEL, ident=_failed_list(failed)))
                     return
                 try:
-                    status, ds, pdus, mid = await self._run(assoc, next_sub)
+                    assert ahead is not None
+                    status, ds, pdus, mid = await ahead
                 except Exception:
                     log.exception("C-GET handler failed")
                     counts.failed += counts.remaining
                     counts.remaining = 0
                     await assoc.send(rsp_pdus(0xC411, ident=_failed_list(failed)))
                     return
+                finally:
+                    ahead = None
                 if status == "end":
                     break
                 if status == "nocontext":
                     counts.sub_done("failure")
                     failed.append(_uid_of(ds))
+                    ahead = self._run(assoc, next_sub)
                     await assoc.send(rsp_pdus(Status.PENDING))
                     continue
                 code = int(status.Status) if isinstance(status, Dataset) else int(status)
@@ -606,6 +612,7 @@ class Services:
                     break
                 if counts.remaining <= 0:
                     break
+                ahead = self._run(assoc, next_sub)
                 if pdus is None:  # no data set, or not readable: a failed sub-operation
                     counts.sub_done("failure")
                     failed.append(_uid_of(ds))
@@ -626,6 +633,9 @@ class Services:
                     failed.append(_uid_of(ds))
                 await assoc.send(rsp_pdus(Status.PENDING))
         finally:
+            if ahead is not None:  # the generator must not be running when it is closed
+                with contextlib.suppress(BaseException):
+                    await ahead
             _close(gen)
         await assoc.send(self._final(rsp_pdus, counts, total, failed))
 
@@ -757,41 +767,52 @@ class Services:
                           type(exc).__name__)
             return status, item, None
 
-        while True:
-            if assoc._closed:
-                return None
-            if event.is_cancelled:
-                return rsp_pdus(Status.CANCEL, ident=_failed_list(failed))  # type: ignore[no-any-return]
-            status, item, sub = await run(next_sub)
-            if status == "end":
-                break
-            code = int(status.Status) if isinstance(status, Dataset) else int(status)
-            kind = category(code)
-            if kind == "cancel":
-                return rsp_pdus(status, ident=_failed_list(failed))  # type: ignore[no-any-return]
-            if kind in ("failure", "warning"):
-                counts.failed += counts.remaining
-                counts.remaining = 0
-                return rsp_pdus(status, ident=_failed_list(failed))  # type: ignore[no-any-return]
-            if kind == "success" or counts.remaining <= 0:
-                break
-            result = "failure"
-            if sub is not None and not broken:
-                sop_class, sop_instance, scx, data = sub
-                try:
-                    code = await outbound.store(scx, outbound.new_message_id(), sop_class,
-                                                sop_instance, data, originator_aet=originator,
-                                                originator_id=int(req.MessageID))
-                    result = category(code)
-                except Exception as exc:  # noqa: BLE001 - the destination went away
-                    log.warning("C-MOVE sub-operation to %s failed (%s: %s); the remaining "
-                                "sub-operations fail", outbound.called, type(exc).__name__, exc)
-                    broken = True
-            counts.sub_done("success" if result == "success" else
-                            "warning" if result == "warning" else "failure")
-            if result not in ("success", "warning"):
-                failed.append(_uid_of(item))
-            await assoc.send(rsp_pdus(Status.PENDING))
+        # The next object is read (worker thread) while the current one is on its way.
+        ahead: asyncio.Future[Any] | None = run(next_sub)
+        try:
+            while True:
+                if assoc._closed:
+                    return None
+                if event.is_cancelled:
+                    return rsp_pdus(Status.CANCEL, ident=_failed_list(failed))  # type: ignore[no-any-return]
+                assert ahead is not None
+                status, item, sub = await ahead
+                ahead = None
+                if status == "end":
+                    break
+                code = int(status.Status) if isinstance(status, Dataset) else int(status)
+                kind = category(code)
+                if kind == "cancel":
+                    return rsp_pdus(status, ident=_failed_list(failed))  # type: ignore[no-any-return]
+                if kind in ("failure", "warning"):
+                    counts.failed += counts.remaining
+                    counts.remaining = 0
+                    return rsp_pdus(status, ident=_failed_list(failed))  # type: ignore[no-any-return]
+                if kind == "success" or counts.remaining <= 0:
+                    break
+                ahead = run(next_sub)
+                result = "failure"
+                if sub is not None and not broken:
+                    sop_class, sop_instance, scx, data = sub
+                    try:
+                        code = await outbound.store(scx, outbound.new_message_id(), sop_class,
+                                                    sop_instance, data, originator_aet=originator,
+                                                    originator_id=int(req.MessageID))
+                        result = category(code)
+                    except Exception as exc:  # noqa: BLE001 - the destination went away
+                        log.warning("C-MOVE sub-operation to %s failed (%s: %s); the remaining "
+                                    "sub-operations fail", outbound.called, type(exc).__name__,
+                                    exc)
+                        broken = True
+                counts.sub_done("success" if result == "success" else
+                                "warning" if result == "warning" else "failure")
+                if result not in ("success", "warning"):
+                    failed.append(_uid_of(item))
+                await assoc.send(rsp_pdus(Status.PENDING))
+        finally:
+            if ahead is not None:  # the generator must not be running when it is closed
+                with contextlib.suppress(BaseException):
+                    await ahead
         return self._final(rsp_pdus, counts, total, failed)
 
     # -- N-services ------------------------------------------------------------------------
