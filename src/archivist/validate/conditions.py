@@ -15,10 +15,13 @@ are listed in docs/validation.md).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 Predicate = Callable[[Dataset, Dataset], bool]
 
@@ -43,27 +46,54 @@ class Condition:
         return Condition(lambda i, r: not self(i, r), f"not ({self.text})")
 
 
-def _scope(keyword: str, item: Dataset, root: Dataset) -> tuple[Dataset, str]:
-    return (root, keyword[1:]) if keyword.startswith("/") else (item, keyword)
+@dataclass(frozen=True, slots=True)
+class _Attribute:
+    """An attribute a condition reads: of the item, or of the top-level dataset (``/Keyword``).
+
+    The tag is looked up once, so evaluating the condition builds no Tag from a keyword.
+    """
+
+    keyword: str
+    on_root: bool
+    tag: BaseTag | None
+
+    @classmethod
+    def of(cls, keyword: str) -> _Attribute:
+        on_root = keyword.startswith("/")
+        bare = keyword[1:] if on_root else keyword
+        tag = tag_for_keyword(bare)
+        return cls(bare, on_root, BaseTag(tag) if tag is not None else None)
+
+    def present(self, item: Dataset, root: Dataset) -> bool:
+        """``keyword in ds``, as :meth:`Dataset.__contains__` answers it."""
+        ds = root if self.on_root else item
+        return self.tag is not None and self.tag in ds._dict
+
+    def value(self, item: Dataset, root: Dataset, default: object = None) -> object:
+        """``ds.get(keyword, default)``, as :meth:`Dataset.get` answers it."""
+        ds = root if self.on_root else item
+        if self.tag is None:
+            return ds.get(self.keyword, default)
+        if self.tag not in ds._dict:
+            return default
+        try:
+            return ds[self.tag].value
+        except AttributeError:
+            return default
 
 
-def _values(ds: Dataset, keyword: str) -> list[str]:
-    value = ds.get(keyword)
+def _as_strings(value: object) -> list[str]:
     if value is None or value == "":
         return []
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return [str(v).strip() for v in value]
+        return [str(v).strip() for v in value]  # type: ignore[attr-defined]
     return [str(value).strip()]
 
 
 def present(keyword: str) -> Condition:
     """True when the attribute is present (even empty), DVTk ``PRESENT``."""
 
-    def test(item: Dataset, root: Dataset) -> bool:
-        ds, kw = _scope(keyword, item, root)
-        return kw in ds
-
-    return Condition(test, f"{keyword.lstrip('/')} is present")
+    return Condition(_Attribute.of(keyword).present, f"{keyword.lstrip('/')} is present")
 
 
 def absent(keyword: str) -> Condition:
@@ -75,10 +105,10 @@ def absent(keyword: str) -> Condition:
 def value_in(keyword: str, *values: str, index: int | None = None) -> Condition:
     """True when a value of the attribute (or value *index*, 0-based) is one of *values*."""
     wanted = frozenset(values)
+    attribute = _Attribute.of(keyword)
 
     def test(item: Dataset, root: Dataset) -> bool:
-        ds, kw = _scope(keyword, item, root)
-        got = _values(ds, kw)
+        got = _as_strings(attribute.value(item, root))
         if index is not None:
             return len(got) > index and got[index] in wanted
         return any(v in wanted for v in got)
@@ -90,9 +120,10 @@ def value_in(keyword: str, *values: str, index: int | None = None) -> Condition:
 def greater(keyword: str, limit: float) -> Condition:
     """True when the (first) numeric value of the attribute is greater than *limit*."""
 
+    attribute = _Attribute.of(keyword)
+
     def test(item: Dataset, root: Dataset) -> bool:
-        ds, kw = _scope(keyword, item, root)
-        got = _values(ds, kw)
+        got = _as_strings(attribute.value(item, root))
         try:
             return bool(got) and float(got[0]) > limit
         except ValueError:
@@ -112,9 +143,10 @@ def any_present(*keywords: str) -> Condition:
 def sop_class_in(*uids: str) -> Condition:
     """True when the top-level SOP Class UID is one of *uids*."""
     wanted = frozenset(uids)
+    sop_class = _Attribute.of("/SOPClassUID")
 
     def test(item: Dataset, root: Dataset) -> bool:
-        return str(root.get("SOPClassUID", "")) in wanted
+        return str(sop_class.value(item, root, "")) in wanted
 
     return Condition(test, "the SOP Class is " + " or ".join(sorted(wanted)))
 
@@ -144,14 +176,27 @@ def _non_ascii_text(item: Dataset, root: Dataset) -> bool:
     return walk(root)
 
 
-def _without_image_plane(item: Dataset, root: Dataset) -> bool:
-    """True when the IOD of the SOP Class has no mandatory Image Plane Module."""
+_SOP_CLASS = _Attribute.of("/SOPClassUID")
+_ORIENTATION = _Attribute.of("/ImageOrientationPatient")
+
+
+@functools.lru_cache(maxsize=512)
+def _image_plane_mandatory(sop_class: str) -> bool | None:
+    """Whether the IOD of a SOP Class has a mandatory Image Plane Module (None: unknown IOD)."""
     from archivist.validate.standard import tables
 
-    iod = tables().iod_for_sop_class(str(root.get("SOPClassUID", "")))
+    iod = tables().iod_for_sop_class(sop_class)
     if iod is None:
-        return "ImageOrientationPatient" not in root
-    return not any(m.module == "image-plane" and m.usage == "M" for m in iod.modules)
+        return None
+    return any(m.module == "image-plane" and m.usage == "M" for m in iod.modules)
+
+
+def _without_image_plane(item: Dataset, root: Dataset) -> bool:
+    """True when the IOD of the SOP Class has no mandatory Image Plane Module."""
+    mandatory = _image_plane_mandatory(str(_SOP_CLASS.value(item, root, "")))
+    if mandatory is None:
+        return not _ORIENTATION.present(item, root)
+    return not mandatory
 
 
 IMAGE_PLANE_NOT_REQUIRED = Condition(
