@@ -23,6 +23,7 @@ from typing import Any
 
 from pydicom import datadict
 from pydicom.datadict import get_entry, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 from archivist.validate import paths
@@ -155,11 +156,15 @@ class ElementChecker:
         self._walk(ds, "", None)
 
     def _walk(self, ds: Dataset, prefix: str, module: str | None) -> None:
-        for key in list(ds.keys()):
+        module_of = self.module_of
+        step = paths.step
+        # The elements as they are now (the dict, not get_item: no Tag is built per element).
+        for key, elem in list(ds._dict.items()):
             tag = int(key)
-            mod = module if module is not None else self.module_of(tag)
-            path = prefix + paths.step(tag)
-            elem = ds.get_item(tag)
+            mod = module if module is not None else module_of(tag)
+            path = prefix + step(tag)
+            if type(elem) is RawDataElement and elem.value is None:
+                elem = ds.get_item(tag)  # a deferred value: read, as get_item does
             group = tag >> 16
             if group & 1:
                 self._private(ds, tag, path, mod)
@@ -265,8 +270,13 @@ class ElementChecker:
         self, tag: int, elem: Any, vr: str, dict_vm: str, name: str, path: str, module: str
     ) -> None:
         raw = elem.value
-        is_raw = isinstance(raw, (bytes, bytearray)) and getattr(elem, "is_raw", False)
-        length = getattr(elem, "length", None)
+        length: int | None
+        if type(elem) is RawDataElement:
+            is_raw = elem.is_raw and isinstance(raw, (bytes, bytearray))
+            length = elem.length
+        else:
+            is_raw = isinstance(raw, (bytes, bytearray)) and getattr(elem, "is_raw", False)
+            length = getattr(elem, "length", None) if is_raw else None
         if is_raw and length is not None and length != 0xFFFFFFFF and length % 2:
             self.out.add(
                 ERROR, "encoding.odd-length", path, module,
