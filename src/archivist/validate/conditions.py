@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
@@ -74,10 +75,12 @@ class _Attribute:
         ds = root if self.on_root else item
         if self.tag is None:
             return ds.get(self.keyword, default)
-        if self.tag not in ds._dict:
+        elem = ds._dict.get(self.tag)
+        if elem is None:
             return default
         try:
-            return ds[self.tag].value
+            # A decoded element is what ds[tag] returns; a raw one is decoded by ds[tag].
+            return (ds[self.tag] if type(elem) is RawDataElement else elem).value
         except AttributeError:
             return default
 

@@ -117,6 +117,8 @@ class _Rule:
     condition: Condition | None  # 1C/2C: when the attribute is required
     included: Condition | None  # macro modules: when the attribute applies at all
     children: tuple[_Rule, ...] | None
+    # Whether its absence can be reported: Type 1 or 2, or 1C/2C with a registered condition.
+    absence_matters: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +149,15 @@ def _rules(module: ModuleSpec, specs: Iterable[AttributeSpec]) -> tuple[_Rule, .
             continue  # Type 3, not a sequence: nothing to check
         keyword = paths.keyword_of(spec.tag)
         step = paths.step(spec.tag)
+        condition = (
+            attribute_condition(module.key, keyword) if spec.type in ("1C", "2C") else None
+        )
         out.append(_Rule(
             spec.tag, spec.type, step, keyword, step.rsplit("/", 1)[-1].split("(")[0],
-            attribute_condition(module.key, keyword) if spec.type in ("1C", "2C") else None,
+            condition,
             inclusion_condition(module.key, keyword) if module.key in _MACRO_MODULES else None,
             _rules(module, spec.children) if spec.children else None,
+            spec.type in ("1", "2") or condition is not None,
         ))
     return tuple(out)
 
@@ -253,7 +259,8 @@ class ModuleChecker:
             if rule.included is not None and not rule.included(item, self.root):
                 continue
             if tag not in elements:
-                self._absent(item, rule, prefix, module)
+                if rule.absence_matters:
+                    self._absent(item, rule, prefix, module)
                 continue
             elem = elements[tag]
             if type(elem) is RawDataElement:
