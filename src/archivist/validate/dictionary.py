@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
 from pydicom import datadict
@@ -119,6 +120,83 @@ def _entry(tag: int) -> tuple[str, str, str, str, str] | None:
         return None
 
 
+# What a check found, without where: (severity, rule id, message, reference).
+_Result = tuple[Severity, str, str, str]
+
+
+class _Action(Enum):
+    """What follows the dictionary checks of an element."""
+
+    NONE = 0  # nothing: not in the dictionary, VR mismatch, or a VR the value cannot settle
+    VALUE = 1  # check the value (VM, length, characters, enumerations)
+    ITEMS = 2  # walk the sequence's items
+
+
+# The dictionary checks of a public element depend only on its tag and the VR it came with:
+# findings (severity, rule id, message, reference), what follows, VR, VM and name to check by.
+_ElementPlan = tuple[tuple[_Result, ...], _Action, str, str, str]
+_ELEMENT_PLANS: dict[tuple[int, str | None], _ElementPlan] = {}
+_ELEMENT_PLANS_MAX = 16384
+
+
+def _element_plan(tag: int, wire: str | None) -> _ElementPlan:
+    """Dictionary checks of a public element: known, retired, VR against PS3.6 (PS3.5 6.2)."""
+    group = tag >> 16
+    entry = _entry(tag)
+    if entry is None:
+        if group != 0x0002 and tag & 0xFFFF != 0:
+            return ((
+                WARNING, "dict.unknown-tag",
+                (f"Attribute {tag >> 16:04X},{tag & 0xFFFF:04X} is not in the PS3.6 data "
+                 "dictionary."),
+                "PS3.6 6",
+            ),), _Action.NONE, "", "", ""
+        if tag & 0xFFFF == 0 and group != 0x0002:
+            return ((
+                WARNING, "dict.group-length",
+                "Group Length elements are retired outside the File Meta Information.",
+                "PS3.5 7.2",
+            ),), _Action.NONE, "", "", ""
+        return (), _Action.NONE, "", "", ""
+    results: list[_Result] = []
+    dict_vr, dict_vm, name, retired, _keyword = entry
+    if retired:
+        results.append(
+            (WARNING, "dict.retired", f"{name} is retired and should not be sent.", "PS3.6 6")
+        )
+    wire_vr = wire if wire and " or " not in wire else None
+    vr = wire_vr or dict_vr
+    if wire_vr == "UN" and dict_vr != "UN":
+        results.append((
+            WARNING, "dict.vr-un",
+            f"{name} is encoded with VR UN; the dictionary gives {dict_vr}.",
+            "PS3.5 6.2.2",
+        ))
+        vr = dict_vr  # the value is still checked against the dictionary VR
+    elif wire_vr and " or " not in dict_vr and wire_vr != dict_vr:
+        if not (dict_vr in ("OB", "OW") and wire_vr in ("OB", "OW")):
+            results.append((
+                ERROR, "dict.vr-mismatch",
+                f"{name} has VR {wire_vr}; the dictionary gives {dict_vr}.", PS35_VR,
+            ))
+            return tuple(results), _Action.NONE, vr, dict_vm, name
+    elif wire_vr and " or " in dict_vr and wire_vr not in dict_vr.split(" or ") and (
+        wire_vr != "UN"
+    ):
+        results.append((
+            ERROR, "dict.vr-mismatch",
+            f"{name} has VR {wire_vr}; the dictionary gives {dict_vr}.", PS35_VR,
+        ))
+        return tuple(results), _Action.NONE, vr, dict_vm, name
+    if vr == "SQ":
+        action = _Action.ITEMS
+    elif " or " in vr:
+        action = _Action.NONE
+    else:
+        action = _Action.VALUE
+    return tuple(results), action, vr, dict_vm, name
+
+
 class ElementChecker:
     """Walks one dataset and reports dictionary-level findings into a :class:`Collector`.
 
@@ -173,58 +251,20 @@ class ElementChecker:
                 ):
                     self._items(ds, tag, path, mod)
                 continue
-            entry = _entry(tag)
-            if entry is None:
-                if group != 0x0002 and tag & 0xFFFF != 0:
-                    self.out.add(
-                        WARNING, "dict.unknown-tag", path, mod,
-                        f"Attribute {tag >> 16:04X},{tag & 0xFFFF:04X} is not in the PS3.6 data "
-                        "dictionary.",
-                        "PS3.6 6",
-                    )
-                elif tag & 0xFFFF == 0 and group != 0x0002:
-                    self.out.add(
-                        WARNING, "dict.group-length", path, mod,
-                        "Group Length elements are retired outside the File Meta Information.",
-                        "PS3.5 7.2",
-                    )
-                continue
-            dict_vr, dict_vm, name, retired, _keyword = entry
-            if retired:
-                self.out.add(
-                    WARNING, "dict.retired", path, mod,
-                    f"{name} is retired and should not be sent.", "PS3.6 6",
-                )
-            wire_vr = elem.VR if elem.VR and " or " not in elem.VR else None
-            vr = wire_vr or dict_vr
-            if wire_vr == "UN" and dict_vr != "UN":
-                self.out.add(
-                    WARNING, "dict.vr-un", path, mod,
-                    f"{name} is encoded with VR UN; the dictionary gives {dict_vr}.",
-                    "PS3.5 6.2.2",
-                )
-                vr = dict_vr  # the value is still checked against the dictionary VR
-            elif wire_vr and " or " not in dict_vr and wire_vr != dict_vr:
-                if not (dict_vr in ("OB", "OW") and wire_vr in ("OB", "OW")):
-                    self.out.add(
-                        ERROR, "dict.vr-mismatch", path, mod,
-                        f"{name} has VR {wire_vr}; the dictionary gives {dict_vr}.", PS35_VR,
-                    )
-                    continue
-            elif wire_vr and " or " in dict_vr and wire_vr not in dict_vr.split(" or ") and (
-                wire_vr != "UN"
-            ):
-                self.out.add(
-                    ERROR, "dict.vr-mismatch", path, mod,
-                    f"{name} has VR {wire_vr}; the dictionary gives {dict_vr}.", PS35_VR,
-                )
-                continue
-            if vr == "SQ":
+            wire = elem.VR
+            plan = _ELEMENT_PLANS.get((tag, wire))
+            if plan is None:
+                plan = _element_plan(tag, wire)
+                if len(_ELEMENT_PLANS) >= _ELEMENT_PLANS_MAX:
+                    _ELEMENT_PLANS.clear()
+                _ELEMENT_PLANS[(tag, wire)] = plan
+            results, action, vr, dict_vm, name = plan
+            for severity, rule_id, message, reference in results:
+                self.out.add(severity, rule_id, path, mod, message, reference)
+            if action is _Action.VALUE:
+                self._value(tag, elem, vr, dict_vm, name, path, mod)
+            elif action is _Action.ITEMS:
                 self._items(ds, tag, path, mod)
-                continue
-            if " or " in vr:
-                continue
-            self._value(tag, elem, vr, dict_vm, name, path, mod)
 
     def _items(self, ds: Dataset, tag: int, path: str, module: str) -> None:
         try:
@@ -319,113 +359,148 @@ class ElementChecker:
             text = _str(raw)
         if text == "":
             return
-        values = text.split("\\") if vr in MULTI_VALUED_TEXT else [text]
-        self._vm(len(values), dict_vm, name, path, module)
-        for number, value in enumerate(values, 1):
-            problem = self._check_string(vr, value)
-            if problem:
-                self.out.add(
-                    ERROR, "dict.value-invalid", path, module,
-                    f"Value {number} of {name} ({vr}) = {value!r}: {problem}.",
-                    "PS3.5 Table 6.2-1",
-                )
-        if vr in CHARSET_VRS and self.default_repertoire and not text.isascii():
-            self.out.add(
-                ERROR, "dict.character-repertoire", path, module,
-                f"{name} uses characters outside the default repertoire but Specific Character "
-                "Set (0008,0005) is absent.",
-                "PS3.5 6.1.2.3",
+        key = (tag, vr, text, self.single_byte, self.default_repertoire)
+        results = _TEXT_RESULTS.get(key)
+        if results is None:
+            results = _text_results(
+                tag, vr, dict_vm, name, text, self.single_byte, self.default_repertoire
             )
-        enums = _ENUM_BY_TAG.get(tag)
-        if enums:
-            self._enumerations(enums, values, name, path, module)
+            if len(_TEXT_RESULTS) >= _TEXT_RESULTS_MAX:
+                _TEXT_RESULTS.clear()
+            _TEXT_RESULTS[key] = results
+        for severity, rule_id, message, reference in results:
+            self.out.add(severity, rule_id, path, module, message, reference)
 
     def _vm(self, count: int, dict_vm: str, name: str, path: str, module: str) -> None:
-        if count == 0:
-            return
-        low, high, step = parse_vm(dict_vm)
-        if count < low or count > high or (step > 1 and count % step):
-            self.out.add(
-                ERROR, "dict.vm", path, module,
-                f"{name} has {count} value(s); the dictionary requires VM {dict_vm}.", PS35_VM,
-            )
+        message = _vm_problem(count, dict_vm, name)
+        if message:
+            self.out.add(ERROR, "dict.vm", path, module, message, PS35_VM)
 
-    def _check_string(self, vr: str, value: str) -> str:
-        """Return what is wrong with one value of a string VR, or ""."""
-        limit = MAX_LENGTH.get(vr)
-        if limit and vr != "PN" and len(value) > limit and (self.single_byte or vr not in CHARSET_VRS):
-            return f"length {len(value)} exceeds the maximum of {limit}"
-        if vr == "CS":
-            return "" if _CS.fullmatch(value) else "only A-Z, 0-9, space and underscore are allowed"
-        if vr == "UI":
-            if not _UI.fullmatch(value):
-                return "a UID is digits in components separated by '.', without leading zeros"
-            if not value.strip("0."):
-                return "a UID of nothing but zero components"
-            return ""
-        if vr == "DA":
-            return _check_date(value.strip())
-        if vr == "TM":
-            return _check_time(value.strip())
-        if vr == "DT":
-            return "" if _DT.fullmatch(value.strip()) else "not YYYYMMDDHHMMSS.FFFFFF&ZZXX"
-        if vr == "DS":
-            return "" if _DS.fullmatch(value) else "not a decimal string"
-        if vr == "IS":
-            if not _IS.fullmatch(value):
-                return "not an integer string"
-            if not -(2**31) <= int(value) < 2**31:
-                return "outside the range of a 32-bit signed integer"
-            return ""
-        if vr == "AS":
-            return "" if _AS.fullmatch(value) else "an age string is nnnD, nnnW, nnnM or nnnY"
-        if vr in ("SH", "LO", "AE", "UC"):
-            if _CONTROL.search(value.replace("\x1b", "")):
-                return "control characters are not allowed"
-            return ""
-        if vr in ("ST", "LT", "UT"):
-            return "control characters other than LF, FF, CR, TAB and ESC" if _TEXT_CONTROL.search(
-                value
-            ) else ""
-        if vr == "PN":
-            groups = value.split("=")
-            if len(groups) > 3:
-                return "more than three component groups"
-            for group in groups:
-                if group.count("^") > 4:
-                    return "more than five components in a component group"
-                if self.single_byte and len(group) > 64:
-                    return f"component group of {len(group)} characters exceeds 64"
-            if _CONTROL.search(value.replace("\x1b", "")):
-                return "control characters are not allowed"
+
+# The results of recent text values (the same dates, codes and names recur from object to
+# object), keyed by (tag, VR, text, single-byte character set, default repertoire).
+_TEXT_RESULTS: dict[tuple[int, str, str, bool, bool], tuple[_Result, ...]] = {}
+_TEXT_RESULTS_MAX = 8192
+
+
+def _text_results(
+    tag: int, vr: str, dict_vm: str, name: str, text: str, single_byte: bool,
+    default_repertoire: bool,
+) -> tuple[_Result, ...]:
+    """Check the text of a string element: VM, each value, repertoire, enumerations."""
+    out: list[_Result] = []
+    values = text.split("\\") if vr in MULTI_VALUED_TEXT else [text]
+    message = _vm_problem(len(values), dict_vm, name)
+    if message:
+        out.append((ERROR, "dict.vm", message, PS35_VM))
+    for number, value in enumerate(values, 1):
+        problem = _check_string(vr, value, single_byte)
+        if problem:
+            out.append((
+                ERROR, "dict.value-invalid",
+                f"Value {number} of {name} ({vr}) = {value!r}: {problem}.",
+                "PS3.5 Table 6.2-1",
+            ))
+    if vr in CHARSET_VRS and default_repertoire and not text.isascii():
+        out.append((
+            ERROR, "dict.character-repertoire",
+            (f"{name} uses characters outside the default repertoire but Specific Character "
+             "Set (0008,0005) is absent."),
+            "PS3.5 6.1.2.3",
+        ))
+    enums = _ENUM_BY_TAG.get(tag)
+    if enums:
+        _enumerations(enums, values, name, out)
+    return tuple(out)
+
+
+def _vm_problem(count: int, dict_vm: str, name: str) -> str:
+    """The message when *count* values do not fit the dictionary VM, or ""."""
+    if count == 0:
         return ""
+    low, high, step = parse_vm(dict_vm)
+    if count < low or count > high or (step > 1 and count % step):
+        return f"{name} has {count} value(s); the dictionary requires VM {dict_vm}."
+    return ""
 
-    def _enumerations(
-        self, enums: tuple[Enumeration, ...], values: list[str], name: str, path: str, module: str
-    ) -> None:
-        for enum in enums:
-            indexed = (
-                list(enumerate(values))
-                if enum.index is None
-                else ([(enum.index, values[enum.index])] if len(values) > enum.index else [])
-            )
-            for index, value in indexed:
-                value = value.strip()
-                if value == "" or value in enum.values:
-                    continue
-                if enum.enumerated:
-                    self.out.add(
-                        ERROR, "iod.enumerated-value", path, module,
-                        f"Value {index + 1} of {name} is {value!r}, not one of the enumerated "
-                        f"values {', '.join(sorted(enum.values))}.",
-                        enum.reference,
-                    )
-                else:
-                    self.out.add(
-                        WARNING, "iod.defined-term", path, module,
-                        f"Value {index + 1} of {name} is {value!r}, not a defined term.",
-                        enum.reference,
-                    )
+
+def _check_string(vr: str, value: str, single_byte: bool) -> str:
+    """Return what is wrong with one value of a string VR, or ""."""
+    limit = MAX_LENGTH.get(vr)
+    if limit and vr != "PN" and len(value) > limit and (single_byte or vr not in CHARSET_VRS):
+        return f"length {len(value)} exceeds the maximum of {limit}"
+    if vr == "CS":
+        return "" if _CS.fullmatch(value) else "only A-Z, 0-9, space and underscore are allowed"
+    if vr == "UI":
+        if not _UI.fullmatch(value):
+            return "a UID is digits in components separated by '.', without leading zeros"
+        if not value.strip("0."):
+            return "a UID of nothing but zero components"
+        return ""
+    if vr == "DA":
+        return _check_date(value.strip())
+    if vr == "TM":
+        return _check_time(value.strip())
+    if vr == "DT":
+        return "" if _DT.fullmatch(value.strip()) else "not YYYYMMDDHHMMSS.FFFFFF&ZZXX"
+    if vr == "DS":
+        return "" if _DS.fullmatch(value) else "not a decimal string"
+    if vr == "IS":
+        if not _IS.fullmatch(value):
+            return "not an integer string"
+        if not -(2**31) <= int(value) < 2**31:
+            return "outside the range of a 32-bit signed integer"
+        return ""
+    if vr == "AS":
+        return "" if _AS.fullmatch(value) else "an age string is nnnD, nnnW, nnnM or nnnY"
+    if vr in ("SH", "LO", "AE", "UC"):
+        if _CONTROL.search(value.replace("\x1b", "")):
+            return "control characters are not allowed"
+        return ""
+    if vr in ("ST", "LT", "UT"):
+        return "control characters other than LF, FF, CR, TAB and ESC" if _TEXT_CONTROL.search(
+            value
+        ) else ""
+    if vr == "PN":
+        groups = value.split("=")
+        if len(groups) > 3:
+            return "more than three component groups"
+        for group in groups:
+            if group.count("^") > 4:
+                return "more than five components in a component group"
+            if single_byte and len(group) > 64:
+                return f"component group of {len(group)} characters exceeds 64"
+        if _CONTROL.search(value.replace("\x1b", "")):
+            return "control characters are not allowed"
+    return ""
+
+
+def _enumerations(
+    enums: tuple[Enumeration, ...], values: list[str], name: str, out: list[_Result]
+) -> None:
+    for enum in enums:
+        indexed = (
+            list(enumerate(values))
+            if enum.index is None
+            else ([(enum.index, values[enum.index])] if len(values) > enum.index else [])
+        )
+        for index, value in indexed:
+            value = value.strip()
+            if value == "" or value in enum.values:
+                continue
+            if enum.enumerated:
+                out.append((
+                    ERROR, "iod.enumerated-value",
+                    (f"Value {index + 1} of {name} is {value!r}, not one of the enumerated "
+                     f"values {', '.join(sorted(enum.values))}."),
+                    enum.reference,
+                ))
+            else:
+                out.append((
+                    WARNING, "iod.defined-term",
+                    f"Value {index + 1} of {name} is {value!r}, not a defined term.",
+                    enum.reference,
+                ))
 
 
 def _check_date(value: str) -> str:
