@@ -359,15 +359,17 @@ class ElementChecker:
             text = _str(raw)
         if text == "":
             return
+        cacheable = vr not in _UNCACHED_VRS and len(text) <= _CACHED_TEXT_MAX
         key = (tag, vr, text, self.single_byte, self.default_repertoire)
-        results = _TEXT_RESULTS.get(key)
+        results = _TEXT_RESULTS.get(key) if cacheable else None
         if results is None:
             results = _text_results(
                 tag, vr, dict_vm, name, text, self.single_byte, self.default_repertoire
             )
-            if len(_TEXT_RESULTS) >= _TEXT_RESULTS_MAX:
-                _TEXT_RESULTS.clear()
-            _TEXT_RESULTS[key] = results
+            if cacheable:
+                if len(_TEXT_RESULTS) >= _TEXT_RESULTS_MAX:
+                    _TEXT_RESULTS.clear()
+                _TEXT_RESULTS[key] = results
         for severity, rule_id, message, reference in results:
             self.out.add(severity, rule_id, path, module, message, reference)
 
@@ -381,6 +383,10 @@ class ElementChecker:
 # object), keyed by (tag, VR, text, single-byte character set, default repertoire).
 _TEXT_RESULTS: dict[tuple[int, str, str, bool, bool], tuple[_Result, ...]] = {}
 _TEXT_RESULTS_MAX = 8192
+# Free text (names, IDs, descriptions: the VRs of Specific Character Set) is never kept, so
+# no patient's name or ID stays in memory after the object; nor is a long value.
+_UNCACHED_VRS = CHARSET_VRS
+_CACHED_TEXT_MAX = 128
 
 
 def _text_results(
