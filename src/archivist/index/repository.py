@@ -29,7 +29,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from archivist.core.levels import KEYS, MatchKind
 from archivist.core.matching import CodeConstraint, CodeItem, Constraint, Query, normalise_pn
@@ -81,6 +81,12 @@ class AddRequest:
     source_address: str | None
     policy: str
     validation: ValidationRecord | None = None
+
+
+@dataclass(frozen=True)
+class _Existing:
+    pk: int
+    storage_key: str
 
 
 @dataclass
@@ -170,6 +176,92 @@ def _wildcard_to_like(pattern: str) -> str:
     return "".join(out)
 
 
+class _Sql:
+    """The few statements every stored instance runs, made cheap.
+
+    On SQLite they go straight to the driver's cursor with SQL built once per table and the
+    column types' own bind processors (the same values SQLAlchemy would write; column defaults
+    applied the same way), inside the transaction SQLAlchemy opened: SQLAlchemy's per-statement
+    work (cache keys, compilation lookup, result objects) cost more than SQLite itself. Other
+    databases use SQLAlchemy Core as everywhere else.
+    """
+
+    def __init__(self, dialect: Any) -> None:
+        self.raw = dialect.name == "sqlite" and dialect.paramstyle == "qmark"
+        self.dialect = dialect
+        self._inserts: dict[str, tuple[str, list[tuple[str, Any, Any]]]] = {}
+        self._selects: dict[tuple[str, tuple[str, ...], str], str] = {}
+
+    def _insert_plan(self, table: Any) -> tuple[str, list[tuple[str, Any, Any]]]:
+        plan = self._inserts.get(table.name)
+        if plan is None:
+            cols = []
+            for c in table.columns:
+                if c.primary_key and c.autoincrement in (True, "auto"):
+                    continue
+                default = c.default.arg if c.default is not None and c.default.is_scalar else None
+                cols.append((c.name, c.type.bind_processor(self.dialect), default))
+            names = ", ".join(n for n, _, _ in cols)
+            marks = ", ".join("?" for _ in cols)
+            plan = (f"INSERT INTO {table.name} ({names}) VALUES ({marks})", cols)
+            self._inserts[table.name] = plan
+        return plan
+
+    @staticmethod
+    def _params(cols: list[tuple[str, Any, Any]], values: Mapping[str, Any]) -> list[Any]:
+        out = []
+        for name, proc, default in cols:
+            v = values.get(name, default)
+            out.append(proc(v) if proc is not None and v is not None else v)
+        return out
+
+    def insert(self, conn: Any, table: Any, values: Mapping[str, Any]) -> int:
+        """Insert one row; returns its primary key."""
+        if not self.raw:
+            return int(conn.execute(insert(table).values(**values)).inserted_primary_key[0])
+        sql, cols = self._insert_plan(table)
+        params = self._params(cols, values)
+        with self._translated(sql, params):
+            cur = conn.connection.driver_connection.execute(sql, params)
+        return int(cur.lastrowid)
+
+    @contextlib.contextmanager
+    def _translated(self, sql: str, params: Any) -> Iterator[None]:
+        """Driver errors raised as SQLAlchemy's (IntegrityError, OperationalError, ...), as
+        the statements SQLAlchemy runs raise them."""
+        dbapi = self.dialect.loaded_dbapi
+        try:
+            yield
+        except dbapi.Error as exc:
+            raise DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
+
+    def insert_many(self, conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        if not self.raw:
+            conn.execute(insert(table), rows)
+            return
+        sql, cols = self._insert_plan(table)
+        params = [self._params(cols, r) for r in rows]
+        with self._translated(sql, params):
+            conn.connection.driver_connection.executemany(sql, params)
+
+    def first(self, conn: Any, table: Any, columns: tuple[str, ...], key: str,
+              value: Any) -> tuple[Any, ...] | None:
+        """``SELECT columns FROM table WHERE key = value``, the first row as a tuple."""
+        if not self.raw:
+            row = conn.execute(select(*(table.c[c] for c in columns))
+                               .where(table.c[key] == value)).first()
+            return tuple(row) if row is not None else None
+        sql = self._selects.get((table.name, columns, key))
+        if sql is None:
+            sql = f"SELECT {', '.join(columns)} FROM {table.name} WHERE {key} = ? LIMIT 1"
+            self._selects[(table.name, columns, key)] = sql
+        with self._translated(sql, (value,)):
+            row = conn.connection.driver_connection.execute(sql, (value,)).fetchone()
+        return tuple(row) if row is not None else None
+
+
 class Index:
     """The archive's metadata index.
 
@@ -185,6 +277,7 @@ class Index:
         self._write_lock = threading.Lock()
         self.writer = self._make_engine(immediate=True)
         self.reader = self._make_engine(immediate=False)
+        self._sql = _Sql(self.writer.dialect)
 
     # -- engines -------------------------------------------------------------------------------
 
@@ -320,15 +413,13 @@ class Index:
         return IndexError_(f"index write failed: {type(exc).__name__}")
 
     def _add_one(self, conn: Any, r: AddRequest, now: datetime, batch: _Batch) -> AddOutcome:
-        rows, blob = r.rows, r.blob
-        existing = conn.execute(
-            select(instance.c.pk, instance.c.storage_key).where(
-                instance.c.sop_instance_uid == r.sop_instance_uid
-            )
-        ).first()
-        if existing is not None:
+        rows, blob, sql = r.rows, r.blob, self._sql
+        found = sql.first(conn, instance, ("pk", "storage_key"), "sop_instance_uid",
+                          r.sop_instance_uid)
+        if found is not None:
             if r.policy != "replace":
                 return AddOutcome("exists", 0)
+            existing = _Existing(int(found[0]), str(found[1]))
             seq = self._change(conn, "replaced", "IMAGE", r.study_instance_uid,
                                r.series_instance_uid, r.sop_instance_uid, now)
             values = dict(rows.instance)
@@ -355,15 +446,12 @@ class Index:
         st = batch.studies.get(r.study_instance_uid)
         new_study = new_series = False
         if st is None:
-            study_row = conn.execute(
-                select(study.c.pk, study.c.patient_pk, study.c.modalities_in_study,
-                       study.c.sop_classes_in_study)
-                .where(study.c.study_instance_uid == r.study_instance_uid)
-            ).first()
+            study_row = sql.first(conn, study, ("pk", "patient_pk", "modalities_in_study",
+                                                "sop_classes_in_study"),
+                                  "study_instance_uid", r.study_instance_uid)
             if study_row is not None:
-                st = _StudyState(study_row.pk, study_row.patient_pk,
-                                 study_row.modalities_in_study or "\\",
-                                 study_row.sop_classes_in_study or "\\")
+                st = _StudyState(int(study_row[0]), int(study_row[1]), study_row[2] or "\\",
+                                 study_row[3] or "\\")
             else:
                 prow = conn.execute(
                     select(patient.c.pk).where(
@@ -387,9 +475,8 @@ class Index:
             batch.studies[r.study_instance_uid] = st
         series_pk = batch.series.get(r.series_instance_uid)
         if series_pk is None:
-            serow = conn.execute(
-                select(series.c.pk).where(series.c.series_instance_uid == r.series_instance_uid)
-            ).first()
+            serow = sql.first(conn, series, ("pk",), "series_instance_uid",
+                              r.series_instance_uid)
             if serow is None:
                 sevalues = dict(rows.series)
                 sevalues.update(series_instance_uid=r.series_instance_uid, study_pk=st.pk,
@@ -397,7 +484,7 @@ class Index:
                 series_pk = conn.execute(insert(series).values(sevalues)).inserted_primary_key[0]  # type: ignore[index]
                 new_series = True
             else:
-                series_pk = serow.pk
+                series_pk = int(serow[0])
             batch.series[r.series_instance_uid] = series_pk
         ivalues = dict(rows.instance)
         ivalues.update(
@@ -408,7 +495,7 @@ class Index:
             change_seq=seq, attrs=rows.attrs_json,
         )
         ivalues.update(self._validation_values(r.validation))
-        instance_pk = conn.execute(insert(instance).values(ivalues)).inserted_primary_key[0]  # type: ignore[index]
+        instance_pk = sql.insert(conn, instance, ivalues)
         self._add_details(conn, instance_pk, series_pk, st.pk, rows, r.validation)
         # Aggregates: counted here, written once per group by _Batch.flush.
         modality = rows.series.get("modality")
@@ -423,10 +510,10 @@ class Index:
 
     def _change(self, conn: Any, kind: str, level: str, study_uid: str | None,
                 series_uid: str | None, sop_uid: str | None, now: datetime) -> int:
-        return int(conn.execute(insert(change).values(
+        return self._sql.insert(conn, change, dict(
             kind=kind, level=level, study_instance_uid=study_uid,
             series_instance_uid=series_uid, sop_instance_uid=sop_uid, at=now,
-        )).inserted_primary_key[0])
+        ))
 
     def _touch_series_study(self, conn: Any, instance_pk: int, seq: int,
                             now: datetime) -> tuple[int, int] | None:
@@ -449,12 +536,11 @@ class Index:
         return {"validation_errors": validation.errors,
                 "validation_warnings": validation.warnings}
 
-    @staticmethod
-    def _add_details(conn: Any, instance_pk: int, series_pk: int, study_pk: int,
+    def _add_details(self, conn: Any, instance_pk: int, series_pk: int, study_pk: int,
                      rows: ExtractedRows, validation: ValidationRecord | None) -> None:
         """Insert the coded concepts and validation findings of one instance."""
         if rows.codes:
-            conn.execute(insert(instance_code), [
+            self._sql.insert_many(conn, instance_code, [
                 {"instance_pk": instance_pk, "series_pk": series_pk, "study_pk": study_pk,
                  "attribute": c.attribute, "origin": c.origin, "scheme": c.scheme,
                  "value": c.value, "original_scheme": c.original_scheme,
@@ -462,7 +548,7 @@ class Index:
                 for c in rows.codes
             ])
         if validation is not None and validation.findings:
-            conn.execute(insert(validation_finding), [
+            self._sql.insert_many(conn, validation_finding, [
                 {"instance_pk": instance_pk, "ordinal": i, "severity": f.severity,
                  "rule_id": f.rule_id, "path": f.path, "module": f.module, "iod": f.iod,
                  "message": f.message, "reference": f.reference}
@@ -649,12 +735,15 @@ class Index:
         return own.c.pk.in_(sub)
 
     def search(
-        self, query: Query, *, limit: int = 0, offset: int = 0
+        self, query: Query, *, limit: int = 0, offset: int = 0,
+        hide_studies_only_of: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Stream the rows that match the indexed constraints of `query`, ordered by key.
 
         Each row maps ``table.column`` to its value for the query level and every level above.
         Constraints on keys without a column, or below the query level, are not applied here.
+        With `hide_studies_only_of` (a SOP Class UID), studies whose instances are all of that
+        class are left out (queries at STUDY level and below).
         """
         tables = TABLES_AT_LEVEL[query.level.value]
         columns = [col.label(f"{t.name}.{col.name}") for t in tables for col in t.c]
@@ -671,6 +760,8 @@ class Index:
                 conditions.append(self._condition(c, query.pn_case_insensitive))
         for cc in query.codes:
             conditions.append(self._code_condition(query.level.value, cc))
+        if hide_studies_only_of and "study" in allowed:
+            conditions.append(study.c.sop_classes_in_study != f"\\{hide_studies_only_of}\\")
         stmt = select(*columns).select_from(from_)
         if conditions:
             stmt = stmt.where(and_(*conditions))
