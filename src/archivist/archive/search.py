@@ -5,6 +5,11 @@ kept in the index for that level (never by opening files). Code Sequences (query
 C.2.2.2.6) are matched in SQL on the normalised (scheme, value) of the codes indexed at ingest,
 so a query with an SCT code finds objects stored with the retired SRT code of the same concept.
 Results stream: nothing is collected in memory first.
+
+The studies in which the archive keeps its own inventories (*container* studies holding only
+Inventory Storage instances, see ``inventory/builder.py``) are left out of every search, unless
+the query names them: a Study, Series or SOP Instance UID (so C-MOVE, C-GET and WADO-RS still
+retrieve them by UID), or the Inventory Storage SOP Class (``SOPClassUID``/``SOPClassesInStudy``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,21 @@ from archivist.core.matching import (
 )
 from archivist.index.repository import Index, attrs_of
 from archivist.index.schema import COLUMN_OF, TABLE_OF_LEVEL, TABLES_AT_LEVEL
+
+#: Inventory Storage (PS3.4 B.5; Supplement 223): the SOP Class of container studies.
+INVENTORY_STORAGE = "1.2.840.10008.5.1.4.1.1.201.1"
+_NAMING_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def shows_containers(query: Query) -> bool:
+    """Whether `query` names container studies (see the module docstring)."""
+    for c in query.constraints:
+        if c.op not in ("single", "list"):
+            continue
+        if c.keyword in _NAMING_KEYS or (c.keyword in ("SOPClassUID", "SOPClassesInStudy")
+                                         and INVENTORY_STORAGE in c.values):
+            return True
+    return False
 
 
 def _own_table(level: QueryLevel) -> str:
@@ -142,12 +162,14 @@ class Search:
             if c.keyword in COLUMN_OF:
                 continue
             extra.append((c, _own_table(query.level)))
+        hide = None if shows_containers(query) else INVENTORY_STORAGE
         if not extra:
-            yield from self.index.search(query, limit=limit, offset=offset)
+            yield from self.index.search(query, limit=limit, offset=offset,
+                                         hide_studies_only_of=hide)
             return
         skipped = 0
         produced = 0
-        for row in self.index.search(query):
+        for row in self.index.search(query, hide_studies_only_of=hide):
             ok = True
             for c, table in extra:
                 if table not in tables:
