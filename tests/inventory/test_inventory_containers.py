@@ -1,0 +1,154 @@
+# ruff: noqa: F811 - fixtures imported from inventory_helpers are parameters here
+"""The container studies that hold the archive's inventories stay out of ordinary study lists
+(Study Root C-FIND, QIDO-RS, ``archivist find``) unless a query names them by UID or by the
+Inventory Storage SOP Class; they remain retrievable by UID (C-GET, WADO-RS) and through
+Inventory FIND. Against a real ``archivist serve``, pynetdicom as the SCU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from inventory_helpers import fill, make_server, open_archive  # noqa: F401
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+
+from archivist.inventory import INVENTORY_FIND, INVENTORY_STORAGE
+from archivist.inventory.builder import InventoryBuilder, InventorySpec
+
+STUDY_ROOT_FIND = StudyRootQueryRetrieveInformationModelFind
+STUDY_ROOT_GET = StudyRootQueryRetrieveInformationModelGet
+
+
+@pytest.fixture
+def served(open_archive, make_server, tmp_path: Path):  # type: ignore[no-untyped-def]
+    data = tmp_path / "srv"
+    archive = open_archive(data)
+    made = fill(archive, tmp_path / "in", studies=3, series=1, instances=2)
+    built, _ = InventoryBuilder(archive).create(InventorySpec(level="INSTANCE"))
+    archive.close()
+    patient_studies = sorted({m["study"] for m in made})
+    container = str(built.root.StudyInstanceUID)
+    assert container not in patient_studies
+    return make_server(data=data), data, patient_studies, container, built
+
+
+def _find(port: int, level: str, model: str = STUDY_ROOT_FIND, **keys: Any) -> list[Dataset]:
+    ae = AE(ae_title="CONTSCU")
+    ae.dimse_timeout = 20
+    ae.add_requested_context(model)
+    assoc = ae.associate("127.0.0.1", port, ae_title="ARCHIVIST")
+    assert assoc.is_established
+    try:
+        ident = Dataset()
+        if model == STUDY_ROOT_FIND:
+            ident.QueryRetrieveLevel = level
+            ident.StudyInstanceUID = ""
+        for k, v in keys.items():
+            setattr(ident, k, v)
+        out = []
+        for status, ds in assoc.send_c_find(ident, model):
+            assert status and status.Status in (0x0000, 0xFF00), status
+            if ds is not None:
+                out.append(ds)
+        return out
+    finally:
+        assoc.release()
+
+
+def _qido(url: str) -> list[dict[str, Any]]:
+    req = urllib.request.Request(url, headers={"Accept": "application/dicom+json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        body = r.read()
+    return json.loads(body) if body else []
+
+
+def _uids(results: list[dict[str, Any]], tag: str = "0020000D") -> list[str]:
+    return sorted({r[tag]["Value"][0] for r in results})
+
+
+def test_c_find_hides_containers_unless_named(served) -> None:  # type: ignore[no-untyped-def]
+    srv, _, studies, container, built = served
+    port = srv.dicom_port
+    assert sorted(ds.StudyInstanceUID for ds in _find(port, "STUDY")) == studies
+    assert sorted({ds.StudyInstanceUID for ds in _find(port, "SERIES")}) == studies
+    assert sorted({ds.StudyInstanceUID for ds in _find(port, "IMAGE", SOPInstanceUID="")}) \
+        == studies
+    # Named by its Study Instance UID (alone or in a UID list): there.
+    named = _find(port, "STUDY", StudyInstanceUID=container, SOPClassesInStudy="")
+    assert [ds.StudyInstanceUID for ds in named] == [container]
+    assert named[0].SOPClassesInStudy == INVENTORY_STORAGE
+    assert sorted(ds.StudyInstanceUID for ds in _find(
+        port, "STUDY", StudyInstanceUID=[container, studies[0]])) == sorted([container, studies[0]])
+    # Asked for by the Inventory Storage SOP Class: there.
+    assert [ds.StudyInstanceUID for ds in _find(port, "STUDY",
+                                                SOPClassesInStudy=INVENTORY_STORAGE)] \
+        == [container]
+    # Inventory FIND (Annex JJ) still lists the inventory.
+    found = _find(port, "", INVENTORY_FIND, SOPInstanceUID="")
+    assert [ds.SOPInstanceUID for ds in found] == [built.root.SOPInstanceUID]
+
+
+def test_qido_and_cli_hide_containers_unless_named(served) -> None:  # type: ignore[no-untyped-def]
+    srv, data, studies, container, built = served
+    base = f"{srv.url}/dicomweb"
+    assert _uids(_qido(f"{base}/studies")) == studies
+    assert _uids(_qido(f"{base}/series")) == studies
+    assert _uids(_qido(f"{base}/instances")) == studies
+    assert _uids(_qido(f"{base}/studies?StudyInstanceUID={container}")) == [container]
+    assert _uids(_qido(f"{base}/studies/{container}/series"), "0020000E") \
+        == [str(built.root.SeriesInstanceUID)]
+    assert _uids(_qido(f"{base}/instances?SOPClassUID={INVENTORY_STORAGE}"), "00080018") \
+        == [str(built.root.SOPInstanceUID)]
+    # WADO-RS retrieves the container study by its UID.
+    req = urllib.request.Request(f"{base}/studies/{container}", headers={
+        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200 and str(built.root.SOPInstanceUID).encode() in r.read()
+
+    # archivist find: the same search.
+    def cli(*keys: str) -> list[str]:
+        r = subprocess.run([sys.executable, "-m", "archivist.cli.main", "find", "--level",
+                            "study", "--json", "--data", str(data), *keys],
+                           capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return _uids(json.loads(r.stdout))
+
+    assert cli() == studies
+    assert cli(f"StudyInstanceUID={container}") == [container]
+
+
+def test_c_get_retrieves_a_container_by_uid(served) -> None:  # type: ignore[no-untyped-def]
+    srv, _, _, container, built = served
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title="CONTSCU")
+    ae.dimse_timeout = 20
+    ae.add_requested_context(STUDY_ROOT_GET)
+    ae.add_requested_context(INVENTORY_STORAGE)
+    assoc = ae.associate("127.0.0.1", srv.dicom_port, ae_title="ARCHIVIST",
+                         ext_neg=[build_role(INVENTORY_STORAGE, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    try:
+        ident = Dataset()
+        ident.QueryRetrieveLevel = "STUDY"
+        ident.StudyInstanceUID = container
+        results = list(assoc.send_c_get(ident, STUDY_ROOT_GET))
+        assert int(results[-1][0].Status) == 0x0000
+    finally:
+        assoc.release()
+    assert received == [str(built.root.SOPInstanceUID)]
