@@ -66,6 +66,9 @@ class Settings:
     acse_timeout: float = 30.0
     dimse_timeout: float = 120.0
     network_timeout: float = 120.0
+    # Worker processes of `serve`, sharing the DICOM and HTTP listening sockets (0 = one per
+    # CPU core, at most 4; 1 = everything in one process)
+    workers: int = 0
     # DIMSE acceptor: "asyncio", the event-driven one of dimse/acceptor.py (the only one left)
     dimse_engine: str = "asyncio"
     # Ingest
@@ -88,6 +91,17 @@ class Settings:
     log_level: str = "INFO"
     insecure: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def worker_count(self) -> int:
+        """How many processes `serve` runs: `workers`, or one per CPU core (at most 4)."""
+        if self.workers:
+            return self.workers
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        return max(1, min(4, cores))
 
     @property
     def blob_dir(self) -> Path:
@@ -261,6 +275,8 @@ def load_settings(
         raise ConfigError(f"dimse_engine must be one of {', '.join(DIMSE_ENGINES)}")
     if settings.max_pdu < 4096:
         raise ConfigError("max_pdu must be at least 4096 bytes")
+    if not 0 <= settings.workers <= 64:
+        raise ConfigError("workers must be between 0 (one per CPU core) and 64")
     if settings.inventory_studies_per_instance < 1 or settings.inventory_lease_seconds <= 0:
         raise ConfigError("inventory_studies_per_instance and inventory_lease_seconds must be "
                           "positive")

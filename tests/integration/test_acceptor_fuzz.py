@@ -25,6 +25,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from archivist.testing.datasets import make_instance
+from archivist.testing.procs import rss_kb  # the server's whole process tree
 from archivist.testing.server import ServerProcess
 
 AET = "ARCHIVIST"
@@ -182,13 +183,6 @@ def echo_ok(port: int) -> bool:
     status = assoc.send_c_echo()
     assoc.release()
     return bool(status and status.Status == 0)
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @pytest.mark.timeout(300)

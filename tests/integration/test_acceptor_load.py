@@ -6,12 +6,10 @@ measured values. The old polling acceptor spent about a whole core on 200 idle a
 
 from __future__ import annotations
 
-import os
 import resource
 import socket
 import struct
 import time
-from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
@@ -19,6 +17,8 @@ from pynetdicom import AE
 from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import Verification
 
+from archivist.testing import procs  # the server's whole process tree
+from archivist.testing.procs import cpu_seconds
 from archivist.testing.server import ServerProcess
 
 AET = "ARCHIVIST"
@@ -93,16 +93,8 @@ def echo_association(port: int) -> float:
     return time.monotonic() - t0
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    return procs.rss_kb(pid) / 1024
 
 
 @pytest.fixture(autouse=True)

@@ -17,16 +17,10 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from archivist.testing.datasets import make_instance
+from archivist.testing.procs import rss_kb  # the server's whole process tree
 from archivist.testing.server import ServerProcess
 
 AET = "ARCHIVIST"
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def echo_time(srv: ServerProcess, calling: str = "ECHOER") -> float:
@@ -157,7 +151,7 @@ def send_instances(port: int, files: list[Path], acked: list[tuple[str, str]],
     ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.1"])
     try:
         assoc = ae.associate("127.0.0.1", port, ae_title=AET)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return
     if not assoc.is_established:
         return
@@ -165,7 +159,7 @@ def send_instances(port: int, files: list[Path], acked: list[tuple[str, str]],
         for f in files:
             try:
                 rsp = assoc.send_c_store(f)
-            except Exception:  # noqa: BLE001 - the server died mid-way
+            except Exception:
                 return
             if "Status" in rsp and rsp.Status == 0:
                 ds = pydicom.dcmread(f, stop_before_pixels=True)

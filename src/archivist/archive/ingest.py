@@ -96,66 +96,29 @@ _MAX_FINDING_TEXT = 1024
 _PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # Float, Double Float, Pixel Data
 
 
-def _check_lengths(path: Path, size: int) -> PixelDataInfo | None:
-    """Refuse a file in which a value runs past its end (PS3.5 7.1).
-
-    pydicom reads a value cut short without complaint, so the elements are walked once more with
-    every value skipped by seeking (nothing is loaded, Pixel Data included): a walk that ends past
-    the end of the file means a value was cut.
-
-    Returns
-    -------
-    PixelDataInfo or None
-        The pixel data element (tag and value length), None when there is none.
-    """
-    with open(path, "rb") as fh:
-        try:
-            ds = pydicom.dcmread(fh, specific_tags=[Tag(0x00080016), *map(Tag, _PIXEL_TAGS)],
-                                 defer_size=1024)
-        except Exception as exc:  # noqa: BLE001 - any parser failure is the object's fault
-            raise InvalidObject(f"cannot parse the object ({type(exc).__name__})") from None
-        end = fh.tell()
-    if end > size:
-        raise InvalidObject(f"truncated: {size} bytes in the file, the values need {end}")
+def _pixel_element(ds: Dataset, deflated: bool) -> PixelDataInfo | None:
+    """The first pixel data element of `ds`, read raw (its value is never loaded)."""
     for tag in _PIXEL_TAGS:
-        if tag in ds:
-            # The raw element: Dataset.get_item() would load a deferred value (all of it).
-            raw = ds._dict.get(Tag(tag))  # noqa: SLF001
-            tell = getattr(raw, "value_tell", None)
-            length = getattr(raw, "length", None)
-            return PixelDataInfo(tag, int(length) if length is not None else 0,
-                                 int(tell) if tell is not None else 0)
+        # The raw element: Dataset.get_item() would load a deferred value (all of it).
+        raw = ds._dict.get(Tag(tag))  # noqa: SLF001
+        if raw is None:
+            continue
+        length = getattr(raw, "length", None)
+        tell = None if deflated else getattr(raw, "value_tell", None)
+        return PixelDataInfo(tag, int(length) if length is not None else 0,
+                             int(tell) if tell is not None else 0)
     return None
 
 
-def _deflated_pixel_data(path: Path) -> PixelDataInfo | None:
-    """The pixel data element of a deflated file (PS3.5 A.5): the stream is inflated once more,
-    values skipped (deflated objects are rare; their offsets mean nothing in the file)."""
-    try:
-        ds = pydicom.dcmread(path, specific_tags=list(map(Tag, _PIXEL_TAGS)), defer_size=1024)
-    except Exception as exc:  # noqa: BLE001 - any parser failure is the object's fault
-        raise InvalidObject(f"cannot inflate the object ({type(exc).__name__})") from None
-    for tag in _PIXEL_TAGS:
-        raw = ds._dict.get(Tag(tag))  # the raw element: get_item() would load the value
-        if raw is not None:
-            length = getattr(raw, "length", None)
-            return PixelDataInfo(tag, int(length) if length is not None else 0)
-    return None
-
-
-def _check_complete(path: Path, ds: Dataset, ts: UID) -> PixelDataInfo | None:
-    """Refuse objects that are cut short (no full read: values are skipped, not loaded).
-
-    Returns the pixel data element found (None when there is none).
-    """
-    size = path.stat().st_size
+def _check_complete(path: Path, size: int, ds: Dataset, ts: UID,
+                    pixel: PixelDataInfo | None) -> None:
+    """Refuse an image whose pixel data is cut short (nothing more is parsed or loaded)."""
     if ts.is_deflated:
-        return _deflated_pixel_data(path)
-    pixel = _check_lengths(path, size)
+        return
     rows, cols = ds.get("Rows"), ds.get("Columns")
     bits = ds.get("BitsAllocated")
     if not (rows and cols and bits):
-        return pixel
+        return
     if pixel is None:
         raise InvalidObject("truncated: the Image Pixel Module has no Pixel Data")
     if ts.is_encapsulated:
@@ -164,7 +127,7 @@ def _check_complete(path: Path, ds: Dataset, ts: UID) -> PixelDataInfo | None:
             tail = fh.read()
         if _SEQ_DELIMITER not in tail:
             raise InvalidObject("truncated: encapsulated Pixel Data has no sequence delimiter")
-        return pixel
+        return
     try:
         frames = int(ds.get("NumberOfFrames") or 1)
         spp = int(ds.get("SamplesPerPixel") or 1)
@@ -172,12 +135,11 @@ def _check_complete(path: Path, ds: Dataset, ts: UID) -> PixelDataInfo | None:
             spp = 2  # chroma subsampled horizontally: two samples per pixel on average
         expected = int(rows) * int(cols) * frames * spp * int(bits) // 8
     except (TypeError, ValueError):
-        return pixel
+        return
     if expected and size < expected:
         raise InvalidObject(
             f"truncated: {size} bytes in the file, Pixel Data alone needs {expected}"
         )
-    return pixel
 
 
 class _Pending:
@@ -284,8 +246,16 @@ class Ingest:
         return ds, ts
 
     def _read_header(self, path: Path) -> tuple[Dataset, UID, PixelDataInfo | None]:
+        """One pass over the file: the File Meta and data set are parsed, values over 1 KiB are
+        skipped by seeking (so Pixel Data is never loaded), and a walk that ends past the end of
+        the file means a value was cut short (pydicom reads a short value without complaint,
+        PS3.5 7.1). The data set returned stops before the pixel data, like
+        ``stop_before_pixels``; the pixel data element's tag, length and offset come with it."""
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                ds = pydicom.dcmread(fh, defer_size=1024)
+                end = fh.tell()
         except InvalidDicomError:
             raise InvalidObject("not a DICOM Part 10 file (no DICM prefix or File Meta)") from None
         except RecursionError:
@@ -299,6 +269,20 @@ class Ingest:
         if not ts_raw:
             raise InvalidObject("File Meta Information has no Transfer Syntax UID")
         ts = UID(ts_raw)
+        if not ts.is_deflated:
+            # Sequences are parsed, not skipped, and a cut one just ends early: what every
+            # top-level element declares must fit in the file as well.
+            for raw in ds._dict.values():  # noqa: SLF001 - raw elements, nothing is decoded
+                length = getattr(raw, "length", None)
+                tell = getattr(raw, "value_tell", None)
+                if tell is not None and length is not None and length != 0xFFFFFFFF:
+                    end = max(end, tell + length)
+            if end > size:
+                raise InvalidObject(f"truncated: {size} bytes in the file, the values need {end}")
+        pixel = _pixel_element(ds, ts.is_deflated)
+        if pixel is not None:
+            for tag in [t for t in ds._dict if t >= pixel.tag]:  # noqa: SLF001
+                del ds._dict[tag]  # noqa: SLF001
         try:
             # Force a full decode of the header now (pydicom defers), so errors surface here.
             for elem in ds:
@@ -307,7 +291,7 @@ class Ingest:
             raise InvalidObject("sequences nested too deeply") from None
         except Exception as exc:  # noqa: BLE001
             raise InvalidObject(f"cannot decode the dataset ({type(exc).__name__})") from None
-        pixel = _check_complete(path, ds, ts)
+        _check_complete(path, size, ds, ts, pixel)
         return ds, ts, pixel
 
     def store_file(

@@ -80,16 +80,21 @@ def serve(
         None, "--insecure/--secure",
         help="Allow listening on a non-loopback address with no --allow list.",
     ),
+    workers: Optional[int] = typer.Option(
+        None, "--workers",
+        help="Worker processes sharing the ports. Default 0: one per CPU core, at most 4.",
+    ),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Run the archive: DIMSE and HTTP listeners in one process, until SIGTERM or Ctrl-C.
+    """Run the archive: DIMSE and HTTP listeners (in one worker process per CPU core), until
+    SIGTERM or Ctrl-C.
 
     Prints where it listens. GET /healthz answers 200 once both listeners accept connections.
     """
     settings = _settings(
         config, data_dir=data, aet=aet, dicom_port=dicom_port, http_port=http_port,
         host=host, peers=peer or None, allow=allow or None, duplicate_policy=duplicate_policy,
-        insecure=insecure,
+        insecure=insecure, workers=workers,
     )
     from archivist.cli.serve import run_server
 

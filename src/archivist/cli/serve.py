@@ -1,11 +1,17 @@
-"""``archivist serve``: DIMSE and HTTP listeners in one process."""
+"""``archivist serve``: DIMSE and HTTP listeners, in one process or in several workers."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import os
+import signal
+import socket
 import sys
+import time
 import warnings
+from typing import Any
 
 from archivist.config import Settings
 
@@ -33,9 +39,16 @@ def _is_loopback(host: str) -> bool:
 
 
 def run_server(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit code."""
+    """Run until SIGTERM/SIGINT; returns the exit code.
+
+    With more than one worker (``workers``; by default one per CPU core, at most 4) this
+    process binds the DICOM and HTTP ports and forks the workers, which all accept on both
+    sockets (the kernel hands each connection to one of them): each worker is a whole archive
+    node (DIMSE acceptor, HTTP, its own index connections), so the cores share the work that
+    one Python process would do under one GIL. The parent only supervises: it restarts a
+    worker that dies, and on SIGTERM stops them all and exits 0.
+    """
     configure_logging(settings.log_level)
-    log = logging.getLogger("archivist.serve")
     if not _is_loopback(settings.host) and not settings.allow and not settings.insecure:
         print(
             f"error: refusing to listen on {settings.host} with no --allow list: any host could "
@@ -43,16 +56,144 @@ def run_server(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    workers = settings.worker_count
+    if workers <= 1:
+        return _serve(settings)
+    return _supervise(settings, workers)
 
+
+def _listen(settings: Settings) -> tuple[socket.socket, socket.socket] | int:
+    from archivist.dimse.acceptor import listen
+
+    try:
+        dimse = listen(settings.host, settings.dicom_port)
+    except OSError as exc:
+        print(f"error: cannot listen for DICOM on {settings.host}:{settings.dicom_port}: "
+              f"{exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        http = listen(settings.host, settings.http_port)
+    except OSError as exc:
+        dimse.close()
+        print(f"error: cannot listen for HTTP on {settings.host}:{settings.http_port}: "
+              f"{exc.strerror}", file=sys.stderr)
+        return 1
+    return dimse, http
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this worker when its parent dies (Linux), so a supervisor
+    killed with SIGKILL leaves no worker holding the ports."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _supervise(settings: Settings, workers: int) -> int:
+    import multiprocessing
+
+    log = logging.getLogger("archivist.serve")
+    bound = _listen(settings)
+    if isinstance(bound, int):
+        return bound
+    dimse_sock, http_sock = bound
+    cells = multiprocessing.Array("i", workers, lock=False)  # associations per worker
+    parent = os.getpid()
+    children: dict[int, int] = {}  # pid -> worker number
+    started: dict[int, float] = {}
+    stopping = False
+
+    def spawn(number: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                _die_with_parent()
+                if os.getppid() != parent:
+                    os._exit(1)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                code = _serve(settings, dimse_sock=dimse_sock, http_sock=http_sock,
+                              worker=(number, workers, cells))
+            except BaseException:
+                logging.getLogger("archivist.serve").exception("worker %d failed", number)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = number
+        started[number] = time.monotonic()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            log.info("stopping %d workers", len(children))
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for number in range(workers):
+        spawn(number)
+    worst = 0
+    quick_deaths = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        number = children.pop(pid, None)
+        if number is None:
+            continue
+        cells[number] = 0
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            worst = max(worst, max(0, code))
+            continue
+        lived = time.monotonic() - started[number]
+        log.error("worker %d (pid %d) ended with %s after %.0f s; starting it again", number,
+                  pid, code, lived)
+        quick_deaths = quick_deaths + 1 if lived < 10 else 0
+        if quick_deaths >= 3:
+            log.error("workers keep failing at start; stopping")
+            on_signal(signal.SIGTERM, None)
+            worst = 1
+            continue
+        time.sleep(min(5.0, 0.5 * (quick_deaths + 1)))
+        spawn(number)
+    dimse_sock.close()
+    http_sock.close()
+    logging.getLogger("archivist.serve").info("stopped")
+    return worst
+
+
+def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
+           http_sock: socket.socket | None = None,
+           worker: tuple[int, int, Any] | None = None) -> int:
+    """One archive node: the DIMSE acceptor and the HTTP server, in this process.
+
+    `worker` is (number, how many, the shared association counts) when this process is one of
+    several sharing `dimse_sock` and `http_sock`; worker 0 also runs the background work that
+    one node is enough for (the metadata warmer) and prints where the archive listens.
+    """
+    log = logging.getLogger("archivist.serve")
     import uvicorn
 
     from archivist.archive.archive import Archive
+    from archivist.dimse.acceptor import AssociationCount
     from archivist.dimse.server import DimseServer
     from archivist.web.app import Health, create_app
 
+    number, total = (worker[0], worker[1]) if worker else (0, 1)
     archive = Archive.open(settings)
     health = Health()
-    dimse = DimseServer(archive)
+    count = AssociationCount(worker[2], number) if worker else None
+    dimse = DimseServer(archive, listen_socket=dimse_sock, count=count)
     try:
         dimse.start()
     except OSError as exc:
@@ -62,7 +203,7 @@ def run_server(settings: Settings) -> int:
         return 1
     dimse.wait_listening()
     health.dimse_ready = True
-    app = create_app(archive, health)
+    app = create_app(archive, health, background=number == 0)
 
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port, log_level="warning",
@@ -77,17 +218,19 @@ def run_server(settings: Settings) -> int:
         await original_startup(sockets=sockets)
         if server.started:
             health.http_ready = True
-            print(
-                f"Archivist is running.\n"
-                f"  DICOM  {settings.aet}@{settings.host}:{dimse.port}\n"
-                f"  HTTP   http://{settings.host}:{settings.http_port}/  "
-                f"(health: /healthz)\n"
-                f"  data   {settings.data_dir.resolve()}\n"
-                f"Press Ctrl-C to stop.",
-                flush=True,
-            )
-            log.info("listening dicom=%s:%d http=%s:%d", settings.host, dimse.port,
-                     settings.host, settings.http_port)
+            if number == 0:
+                workers = f" ({total} worker processes)" if total > 1 else ""
+                print(
+                    f"Archivist is running{workers}.\n"
+                    f"  DICOM  {settings.aet}@{settings.host}:{dimse.port}\n"
+                    f"  HTTP   http://{settings.host}:{settings.http_port}/  "
+                    f"(health: /healthz)\n"
+                    f"  data   {settings.data_dir.resolve()}\n"
+                    f"Press Ctrl-C to stop.",
+                    flush=True,
+                )
+            log.info("listening dicom=%s:%d http=%s:%d worker=%d/%d", settings.host,
+                     dimse.port, settings.host, settings.http_port, number + 1, total)
 
     server.startup = startup  # type: ignore[method-assign]
 
@@ -102,13 +245,14 @@ def run_server(settings: Settings) -> int:
 
     server.shutdown = shutdown  # type: ignore[method-assign]
     try:
-        server.run()
+        server.run(sockets=[http_sock] if http_sock is not None else None)
     finally:
         health.stopping = True
         log.info("stopping: finishing running associations")
         dimse.stop()
         archive.close()
-        log.info("stopped")
+        if worker is None:
+            log.info("stopped")
     if not server.started:
         print(f"error: cannot listen for HTTP on {settings.host}:{settings.http_port}",
               file=sys.stderr)

@@ -133,6 +133,45 @@ EMPTY_DATA_SET_GRACE = 2.0
 CheckAets = Callable[[str, str, str], "tuple[int, int, int] | None"]
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (IPv6 when `host` has a colon); raises :class:`OSError`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class AssociationCount:
+    """How many associations run, in this process or across the worker processes that share
+    one listening socket (``max_associations`` is a limit for the whole server).
+
+    Each process writes its own count into its own cell of a shared array (no lock: one writer
+    per cell), and the total is their sum; the supervisor zeroes the cell of a worker that died.
+    Two workers admitting at the same instant may overshoot the limit by one each.
+    """
+
+    def __init__(self, cells: Any = None, index: int = 0) -> None:
+        self._cells = cells
+        self._index = index
+        self._mine = 0
+
+    def set(self, n: int) -> None:
+        self._mine = n
+        if self._cells is not None:
+            self._cells[self._index] = n
+
+    def total(self) -> int:
+        if self._cells is None:
+            return self._mine
+        return int(sum(self._cells[:]))
+
+
 class Acceptor:
     """Listens for DICOM associations on one asyncio loop running in its own thread.
 
@@ -151,8 +190,11 @@ class Acceptor:
     """
 
     def __init__(self, settings: Settings, services: Any, supported: list[PresentationContext],
-                 check_aets: CheckAets) -> None:
+                 check_aets: CheckAets, *, listen_socket: socket.socket | None = None,
+                 count: AssociationCount | None = None) -> None:
         self.settings = settings
+        self.listen_socket = listen_socket
+        self.count = count or AssociationCount()
         self.services = services
         self.supported = supported
         self.check_aets = check_aets
@@ -179,17 +221,9 @@ class Acceptor:
         return int(self._sock.getsockname()[1])
 
     def start(self) -> None:
-        """Bind (errors raise :class:`OSError` here) and serve in a background thread."""
-        host = self.settings.host
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, self.settings.dicom_port))
-            sock.listen(1024)
-        except OSError:
-            sock.close()
-            raise
+        """Bind (errors raise :class:`OSError` here), or take the listening socket given (a
+        worker process shares its parent's), and serve in a background thread."""
+        sock = self.listen_socket or listen(self.settings.host, self.settings.dicom_port)
         sock.setblocking(False)
         self._sock = sock
         ready = threading.Event()
@@ -263,10 +297,12 @@ class Acceptor:
         if assoc is None:
             return
         self.associations.add(assoc)
+        self.count.set(len(self.associations))
         try:
             await assoc.run()
         finally:
             self.associations.discard(assoc)
+            self.count.set(len(self.associations))
 
     async def _read_associate_rq(self, reader: asyncio.StreamReader,
                                  writer: asyncio.StreamWriter, peer: Any) -> A_ASSOCIATE | None:
@@ -324,9 +360,9 @@ class Acceptor:
             verdict = (1, 1, 2)  # application context name not supported
         if verdict is None:
             verdict = self.check_aets(called, calling, host)
-        if verdict is None and len(self.associations) >= self.settings.max_associations:
+        if verdict is None and self.count.total() >= self.settings.max_associations:
             log.warning("association from %s@%s refused: %d associations already", calling, host,
-                        len(self.associations))
+                        self.count.total())
             verdict = (2, 3, 2)  # transient, service provider (presentation), local limit
         if verdict is not None:
             writer.write(associate_rj(*verdict))

@@ -23,7 +23,7 @@ from pynetdicom.sop_class import _STORAGE_CLASSES  # type: ignore[attr-defined]
 
 from archivist.archive.archive import Archive
 from archivist.config import Settings
-from archivist.dimse.acceptor import Acceptor
+from archivist.dimse.acceptor import Acceptor, AssociationCount
 from archivist.dimse.acceptor_services import Services
 from archivist.dimse.handlers import Handlers
 from archivist.dimse.services import Service
@@ -90,11 +90,14 @@ class DimseServer:
         The archive whose ingest, search and retrieve the handlers call.
     """
 
-    def __init__(self, archive: Archive) -> None:
+    def __init__(self, archive: Archive, *, listen_socket: socket.socket | None = None,
+                 count: AssociationCount | None = None) -> None:
         self.archive = archive
         self.settings = archive.settings
         self.handlers = Handlers(archive)
         self.acceptor: Acceptor | None = None
+        self.listen_socket = listen_socket
+        self.count = count
 
     @property
     def port(self) -> int:
@@ -119,7 +122,8 @@ class DimseServer:
         raise_fd_limit()
         contexts = supported_contexts(self.settings, self.handlers.extra)
         self.acceptor = Acceptor(self.settings, Services(self.handlers), contexts,
-                                 self._check_aets)
+                                 self._check_aets, listen_socket=self.listen_socket,
+                                 count=self.count)
         self.acceptor.start()
 
     def wait_listening(self, timeout: float = 5.0) -> bool:

@@ -31,8 +31,13 @@ class Health:
         return self.dimse_ready and self.http_ready and not self.stopping
 
 
-def create_app(archive: Archive, health: Health | None = None) -> Starlette:
-    """Build the Starlette application for one archive."""
+def create_app(archive: Archive, health: Health | None = None, *,
+               background: bool = True) -> Starlette:
+    """Build the Starlette application for one archive.
+
+    `background` False: this process is one of several workers serving the same archive and
+    another one runs the background work (feature modules read ``app.state.background``).
+    """
     health = health or Health(dimse_ready=True, http_ready=True)
 
     async def healthz(request: Request) -> JSONResponse:
@@ -60,6 +65,7 @@ def create_app(archive: Archive, health: Health | None = None) -> Starlette:
     app.state.archive = archive
     app.state.settings = archive.settings
     app.state.health = health
+    app.state.background = background
     # Feature modules may start background work (for example the metadata warmer).
     for name in _ROUTE_MODULES:
         hook = getattr(importlib.import_module(f"archivist.web.{name}"), "on_startup", None)

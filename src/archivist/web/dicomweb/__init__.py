@@ -100,5 +100,9 @@ async def _not_found_asgi(scope: Any, receive: Any, send: Any) -> None:
 
 
 def on_startup(app: Any) -> None:
-    """Start the series metadata warmer for this application's archive."""
+    """Start the series metadata warmer for this application's archive (in one worker only:
+    the others read what it writes under ``<data>/cache/metadata``)."""
+    if not getattr(app.state, "background", True):
+        app.state.metadata_warmer = None
+        return
     app.state.metadata_warmer = wado.start_warmer(app.state)

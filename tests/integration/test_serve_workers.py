@@ -1,0 +1,121 @@
+"""``archivist serve`` with several worker processes sharing the DICOM and HTTP ports: limits
+hold for the whole server, a dead worker is replaced, and nothing outlives the supervisor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
+
+from archivist.testing import procs
+from archivist.testing.datasets import make_instance
+from archivist.testing.server import ServerProcess
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _ae() -> AE:
+    ae = AE(ae_title="WORKERS")
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage)
+    ae.acse_timeout = ae.network_timeout = 10
+    return ae
+
+
+def _workers(srv: ServerProcess) -> list[int]:
+    assert srv.proc is not None
+    return [p for p in procs.tree(srv.proc.pid) if p != srv.proc.pid]
+
+
+def _wait(predicate, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_serve_runs_the_configured_workers(make_server) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server("--workers", "3")
+    assert _wait(lambda: len(_workers(srv)) == 3)
+    assert _wait(lambda: "3 worker processes" in srv.log())
+    assert srv.stop() == 0
+    assert "Traceback" not in srv.log()
+
+
+def test_max_associations_is_a_limit_for_the_whole_server(make_server) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server("--workers", "2", env={"ARCHIVIST_MAX_ASSOCIATIONS": "3"})
+    ae = _ae()
+    held = []
+    for _ in range(3):
+        a = ae.associate("127.0.0.1", srv.dicom_port, ae_title="ARCHIVIST")
+        assert a.is_established
+        held.append(a)
+    # With two workers each would admit 3 if the count were per process: 6 in all.
+    refused = ae.associate("127.0.0.1", srv.dicom_port, ae_title="ARCHIVIST")
+    assert refused.is_rejected
+    extra = [ae.associate("127.0.0.1", srv.dicom_port, ae_title="ARCHIVIST") for _ in range(3)]
+    assert not any(a.is_established for a in extra)
+    held.pop().release()
+
+    def admitted() -> bool:
+        a = ae.associate("127.0.0.1", srv.dicom_port, ae_title="ARCHIVIST")
+        if a.is_established:
+            held.append(a)
+            return True
+        return False
+
+    assert _wait(admitted, 10)
+    for a in held:
+        a.release()
+
+
+def test_a_dead_worker_is_replaced_and_stores_go_on(make_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server("--workers", "2")
+    assert _wait(lambda: len(_workers(srv)) == 2)
+    victim = _workers(srv)[0]
+    os.kill(victim, signal.SIGKILL)
+    assert _wait(lambda: victim not in _workers(srv) and len(_workers(srv)) == 2)
+    assert _wait(srv.healthy)
+    ae = _ae()
+    for i in range(6):  # new associations land on either worker
+        path = tmp_path / f"i{i}.dcm"
+        make_instance(path)
+        from pydicom import dcmread
+
+        a = ae.associate("127.0.0.1", srv.dicom_port, ae_title="ARCHIVIST")
+        assert a.is_established
+        assert a.send_c_store(dcmread(path)).Status == 0
+        a.release()
+    assert "starting it again" in srv.log()
+    assert srv.stop() == 0
+
+
+def test_no_worker_outlives_a_killed_supervisor(make_server) -> None:  # type: ignore[no-untyped-def]
+    srv = make_server("--workers", "2")
+    assert _wait(lambda: len(_workers(srv)) == 2)
+    workers = _workers(srv)
+    assert srv.proc is not None
+    os.kill(srv.proc.pid, signal.SIGKILL)  # the supervisor alone, not its process group
+    srv.proc.wait(10)
+
+    def gone() -> bool:
+        return not any(Path(f"/proc/{p}").exists() and "Z" not in
+                       Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                       for p in workers)
+
+    assert _wait(gone, 10)
+    # The ports are free again: a new server starts on them.
+    again = ServerProcess(srv.data_dir, dicom_port=srv.dicom_port, http_port=srv.http_port)
+    again.start()
+    try:
+        assert again.healthy()
+    finally:
+        again.stop()
+    srv.proc = None
