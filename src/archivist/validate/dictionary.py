@@ -236,6 +236,7 @@ class ElementChecker:
     def _walk(self, ds: Dataset, prefix: str, module: str | None) -> None:
         module_of = self.module_of
         step = paths.step
+        tags: frozenset[int] | None = None  # of this dataset, for the private creator checks
         # The elements as they are now (the dict, not get_item: no Tag is built per element).
         for key, elem in list(ds._dict.items()):
             tag = int(key)
@@ -245,7 +246,9 @@ class ElementChecker:
                 elem = ds.get_item(tag)  # a deferred value: read, as get_item does
             group = tag >> 16
             if group & 1:
-                self._private(ds, tag, path, mod)
+                if tags is None:
+                    tags = frozenset(map(int, ds._dict))
+                self._private(tags, tag, path, mod)
                 if getattr(elem, "VR", None) == "SQ" or (
                     elem.VR is None and _is_sequence_value(ds, tag)
                 ):
@@ -281,7 +284,7 @@ class ElementChecker:
             if isinstance(item, Dataset):
                 self._walk(item, paths.item(path, index), module)
 
-    def _private(self, ds: Dataset, tag: int, path: str, module: str) -> None:
+    def _private(self, tags: frozenset[int], tag: int, path: str, module: str) -> None:
         group, elem = tag >> 16, tag & 0xFFFF
         if group in (0x0001, 0x0003, 0x0005, 0x0007, 0xFFFF):
             self.out.add(
@@ -299,7 +302,7 @@ class ElementChecker:
             )
             return
         creator = (group << 16) | (elem >> 8)
-        if creator not in ds:
+        if creator not in tags:
             self.out.add(
                 ERROR, "dict.private-creator-missing", path, module,
                 f"Private element has no Private Creator ({group:04X},{elem >> 8:04X}).",

@@ -233,7 +233,7 @@ class ModuleChecker:
         """Check *ds* against every applicable module of the IOD (PS3.3 Annex A)."""
         self.root = ds
         elements = _elements(ds)
-        present = elements.keys()
+        present = frozenset(elements)  # a set: isdisjoint walks the smaller side
         for module in self._plan.modules:
             if module.usage != "M":
                 in_use = not module.own.isdisjoint(present)
@@ -250,7 +250,7 @@ class ModuleChecker:
                     continue
             self._attributes(ds, elements, module.rules, "", module)
         if self.report_extended:
-            self._extended(ds, frozenset(present))
+            self._extended(ds, present)
 
     def _attributes(
         self, item: Dataset, elements: dict[int, Any], rules: tuple[_Rule, ...], prefix: str,
