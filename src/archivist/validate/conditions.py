@@ -255,7 +255,7 @@ ATTRIBUTE_CONDITIONS: dict[tuple[str, str], Condition] = {
     # PS3.3 C.8.8.9 RT General Plan Module.
     ("rt-general-plan", "ReferencedStructureSetSequence"): value_in("RTPlanGeometry", "PATIENT"),
     # PS3.3 C.7.3.1 General Series Module.
-    ("general-series", "Laterality"): value_in("BodyPartExamined", *PAIRED_BODY_PARTS)
+    ("general-series", "Laterality"): value_in("BodyPartExamined", *sorted(PAIRED_BODY_PARTS))
     & absent("ImageLaterality")
     & absent("FrameLaterality"),
     ("general-series", "PatientPosition"): sop_class_in(CT_IMAGE, MR_IMAGE, ENHANCED_CT, ENHANCED_MR)
