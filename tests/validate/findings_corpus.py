@@ -4,7 +4,9 @@ Used by ``test_findings_unchanged.py`` to check that a change meant to make the 
 (or otherwise restructure it) keeps every finding the same: rule, path, module, IOD, message,
 reference and order. The objects are pydicom's own test files (``data/test_files`` and
 ``data/charset_files``, never downloaded) as read, read up to the Pixel Data (as ingest reads
-them), and broken on purpose in fixed ways; plus the broken cases of ``validation_cases``.
+them), and broken on purpose in fixed ways; objects built here for what those files lack
+(enhanced multi-frame functional groups, conditional modules, SR content items of every value
+type, KOS, animal and de-identified patients); plus the broken cases of ``validation_cases``.
 
 The expected findings are kept as one digest per object in ``data/findings_digests.json``.
 Regenerate it (only when a change of findings is intended, and say so in the commit)::
@@ -163,6 +165,162 @@ MUTATIONS: dict[str, Callable[[Dataset], Dataset]] = {
 }
 
 
+def _item(**values: object) -> Dataset:
+    item = Dataset()
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def _base(sop_class: str, modality: str, number: int) -> Dataset:
+    """The Patient, Study, Series, Equipment and SOP Common attributes, fixed UIDs."""
+    root = "1.2.826.0.1.3680043.10.1235.99"
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = f"{root}.3.{number}"
+    ds.PatientName = "Corpus^Patient"
+    ds.PatientID = "C1"
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.StudyInstanceUID = f"{root}.1"
+    ds.StudyDate = "20240101"
+    ds.StudyTime = "120000"
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    ds.SeriesInstanceUID = f"{root}.2.{number}"
+    ds.Modality = modality
+    ds.SeriesNumber = "1"
+    ds.InstanceNumber = "1"
+    ds.Manufacturer = "Corpus"
+    return ds
+
+
+def _image(ds: Dataset, photometric: str = "MONOCHROME2", samples: int = 1) -> Dataset:
+    ds.Rows = ds.Columns = 4
+    ds.SamplesPerPixel = samples
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = bytes(16 * samples)
+    return ds
+
+
+def _enhanced_mr() -> Dataset:
+    ds = _image(_base("1.2.840.10008.5.1.4.1.1.4.1", "MR", 1))
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.NumberOfFrames = 2
+    ds.ContentDate, ds.ContentTime = "20240101", "120000"
+    ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.10.1235.99.4"
+    ds.SharedFunctionalGroupsSequence = [_item(
+        PixelMeasuresSequence=[_item(PixelSpacing=[1, 1], SliceThickness="1")],
+        PlaneOrientationSequence=[_item(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])],
+    )]
+    ds.PerFrameFunctionalGroupsSequence = [
+        _item(
+            FrameContentSequence=[_item(FrameAcquisitionNumber=i, StackID="1")],
+            PlanePositionSequence=[_item(ImagePositionPatient=[0, 0, i])],
+        )
+        for i in range(2)
+    ]
+    ds.DimensionOrganizationSequence = [_item()]
+    return ds
+
+
+def _enhanced_mr_frame_content_shared() -> Dataset:
+    ds = _enhanced_mr()
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        del item.FrameContentSequence
+    ds.SharedFunctionalGroupsSequence[0].FrameContentSequence = [_item(StackID="1")]
+    return ds
+
+
+def _enhanced_mr_no_frame_content() -> Dataset:
+    ds = _enhanced_mr()
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        del item.FrameContentSequence
+    del ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    return ds
+
+
+def _dx_for_presentation() -> Dataset:
+    ds = _image(_base("1.2.840.10008.5.1.4.1.1.1.1", "DX", 2))
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.ImageLaterality = "L"
+    ds.BodyPartExamined = "KNEE"
+    return ds
+
+
+def _palette_sc() -> Dataset:
+    ds = _image(_base("1.2.840.10008.5.1.4.1.1.7", "OT", 3), "PALETTE COLOR")
+    ds.ConversionType = "WSD"
+    ds.RedPaletteColorLookupTableDescriptor = [256, 0, 16]
+    return ds
+
+
+def _rgb_sc() -> Dataset:
+    ds = _image(_base("1.2.840.10008.5.1.4.1.1.7", "OT", 4), "RGB", samples=3)
+    ds.ConversionType = "XX"
+    return ds
+
+
+def _multienergy_ct() -> Dataset:
+    ds = _image(_base("1.2.840.10008.5.1.4.1.1.2", "CT", 5))
+    ds.MultienergyCTAcquisition = "YES"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.PatientSpeciesDescription = "Canine"
+    ds.PatientIdentityRemoved = "YES"
+    ds.BodyPartExamined = "HAND"
+    ds.WindowWidth = "400"
+    ds.ModalityLUTSequence = [_item(LUTDescriptor=[2, 0, 8], ModalityLUTType="HU")]
+    return ds
+
+
+def _sr_items() -> Dataset:
+    ds = _base("1.2.840.10008.5.1.4.1.1.88.33", "SR", 6)
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "VERIFIED"
+    ds.ContentDate, ds.ContentTime = "20240101", "120000"
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = [_item(CodeValue="1", CodingSchemeDesignator="99X",
+                                        CodeMeaning="Title")]
+    items = []
+    for value_type in ("TEXT", "NUM", "CODE", "DATE", "TIME", "DATETIME", "UIDREF", "PNAME",
+                       "SCOORD", "SCOORD3D", "TCOORD", "CONTAINER", "IMAGE", "WRONG"):
+        items.append(_item(
+            RelationshipType="CONTAINS", ValueType=value_type,
+            ConceptNameCodeSequence=[_item(LongCodeValue="x" * 20, CodeMeaning="Item")],
+        ))
+    items[0].ContentSequence = [_item(RelationshipType="HAS PROPERTIES", ValueType="TEXT")]
+    ds.ContentSequence = items
+    return ds
+
+
+def _kos() -> Dataset:
+    ds = _base("1.2.840.10008.5.1.4.1.1.88.59", "KO", 7)
+    ds.ContentDate, ds.ContentTime = "20240101", "120000"
+    ds.ValueType = "CONTAINER"
+    ds.ContentTemplateSequence = [_item(MappingResource="DCMR", TemplateIdentifier="2010")]
+    ds.CurrentRequestedProcedureEvidenceSequence = [_item(
+        StudyInstanceUID="1.2.3", ReferencedSeriesSequence=[_item(ReferencedSOPSequence=[
+            _item(ReferencedSOPClassUID="1.2.840.10008.5.1.4.1.1.2")])])]
+    return ds
+
+
+SYNTHETIC: dict[str, Callable[[], Dataset]] = {
+    "enhanced-mr": _enhanced_mr,
+    "enhanced-mr-frame-content-shared": _enhanced_mr_frame_content_shared,
+    "enhanced-mr-no-frame-content": _enhanced_mr_no_frame_content,
+    "dx-for-presentation": _dx_for_presentation,
+    "palette-sc": _palette_sc,
+    "rgb-sc": _rgb_sc,
+    "multienergy-animal-ct": _multienergy_ct,
+    "sr-value-types": _sr_items,
+    "kos": _kos,
+}
+
+
 def _pixel_info(path: Path, ds: Dataset) -> PixelDataInfo | None:
     full = _read(path)
     if full is None:
@@ -230,6 +388,18 @@ def cases() -> Iterator[Case]:
                     return validate_dataset(ds)
 
             yield f"{name}:{label}", run_mutated
+
+    for label, build in SYNTHETIC.items():
+
+        def run_synthetic(build: Callable[[], Dataset] = build) -> list[Finding]:
+            ds = build()
+            findings = validate_dataset(copy.deepcopy(ds))
+            for label, mutate in MUTATIONS.items():
+                if label != "garbage":  # its broken Columns would stop check_pixel_data
+                    findings += validate_dataset(mutate(copy.deepcopy(ds)))
+            return findings
+
+        yield f"synthetic:{label}", run_synthetic
 
     from validation_cases import CASES
 
