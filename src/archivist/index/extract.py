@@ -6,11 +6,14 @@ query in any character set compares against the same text.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
 
 from archivist.core.levels import KEYS, MatchKind, QueryLevel
 from archivist.core.matching import normalise_date, normalise_pn, normalise_time
@@ -148,6 +151,20 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
         return out
 
 
+@functools.cache
+def _extracted() -> list[tuple[str, QueryLevel, str, BaseTag]]:
+    """(keyword, level, column, tag) of every key that has a column of its own."""
+    out = []
+    for keyword, key in KEYS.items():
+        if key.kind in (MatchKind.COUNT, MatchKind.MULTI) or keyword == "TransferSyntaxUID":
+            continue
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            continue
+        out.append((keyword, key.level, COLUMN_OF[keyword][1], BaseTag(tag)))
+    return out
+
+
 def extract(ds: Dataset) -> ExtractedRows:
     """Split a dataset's indexed values into per-level row dictionaries.
 
@@ -157,12 +174,9 @@ def extract(ds: Dataset) -> ExtractedRows:
         The dataset (pixel data need not be loaded).
     """
     rows: dict[QueryLevel, dict[str, Any]] = {level: {} for level in QueryLevel}
-    for keyword, key in KEYS.items():
-        if key.kind in (MatchKind.COUNT, MatchKind.MULTI) or keyword == "TransferSyntaxUID":
-            continue
-        _, column = COLUMN_OF[keyword]
-        raw = ds.get(keyword)
-        rows[key.level][column] = column_value(keyword, raw)
+    for keyword, level, column, tag in _extracted():
+        elem = ds.get(tag)  # by tag: a keyword lookup per key costs more than the rest
+        rows[level][column] = column_value(keyword, elem.value if elem is not None else None)
     patient = rows[QueryLevel.PATIENT]
     patient["patient_id"] = patient.get("patient_id") or ""
     patient["issuer_of_patient_id"] = patient.get("issuer_of_patient_id") or ""
