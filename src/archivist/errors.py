@@ -30,7 +30,17 @@ class ConfigError(ArchivistError):
 
 
 class IngestError(ArchivistError):
-    """An object could not be stored."""
+    """An object could not be stored.
+
+    ``uids`` holds what the archive read of the object before refusing it (SOPClassUID,
+    SOPInstanceUID, StudyInstanceUID, as far as known), for responses that name it (STOW-RS).
+    """
+
+    uids: dict[str, str] = {}  # noqa: RUF012 - replaced per instance, never mutated
+
+
+class StudyMismatch(IngestError):
+    """The object is not of the study the request named (STOW-RS to ``/studies/{uid}``)."""
 
 
 class InvalidObject(IngestError):

@@ -508,6 +508,8 @@ def test_stow_refusals(srv) -> None:
     r = requests.post(f"{url}/{new_uid()}", data=body, headers={"Content-Type": ctype})
     assert r.status_code == 409
     assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xC409]
+    # The refused part is named by what the one ingest read of it.
+    assert r.json()["00081198"]["Value"][0]["00081155"]["Value"] == [ds.SOPInstanceUID]
     r = requests.post(f"{url}/{ds.StudyInstanceUID}", data=body, headers={"Content-Type": ctype})
     assert r.status_code == 200
 

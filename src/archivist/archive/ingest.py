@@ -28,11 +28,13 @@ from archivist.archive.validation import PixelDataInfo
 from archivist.config import Settings
 from archivist.core.uids import clean_uid, is_valid_uid
 from archivist.errors import (
+    ArchivistError,
     DuplicateRejected,
     IndexError_,
     InvalidObject,
     SOPClassMismatch,
     StorageError,
+    StudyMismatch,
     ValidationRejected,
 )
 from archivist.index.extract import FindingRow, ValidationRecord, extract
@@ -301,6 +303,7 @@ class Ingest:
         *,
         expected_sop_class: str | None = None,
         expected_sop_instance: str | None = None,
+        expected_study: str | None = None,
         consume: bool = False,
     ) -> IngestResult:
         """Store one Part 10 file through the pipeline.
@@ -313,6 +316,9 @@ class Ingest:
             Who sent it.
         expected_sop_class, expected_sop_instance
             The Affected SOP Class/Instance UID of a C-STORE command; the dataset must agree.
+        expected_study
+            The Study Instance UID the request named (STOW-RS); another study is refused
+            (:class:`~archivist.errors.StudyMismatch`).
         consume
             The file is a temporary copy that may be moved into the store.
 
@@ -328,6 +334,22 @@ class Ingest:
         sop_uid = clean_uid(ds.get("SOPInstanceUID"))
         study_uid = clean_uid(ds.get("StudyInstanceUID"))
         series_uid = clean_uid(ds.get("SeriesInstanceUID"))
+        try:
+            return self._store_parsed(path, origin, ds, ts, pixel, sop_class, sop_uid,
+                                      study_uid, series_uid, expected_sop_class,
+                                      expected_sop_instance, expected_study, consume)
+        except ArchivistError as exc:
+            # What was read of the object, for responses that name it (STOW-RS).
+            read = (("SOPClassUID", sop_class), ("SOPInstanceUID", sop_uid),
+                    ("StudyInstanceUID", study_uid))
+            exc.uids = {k: v for k, v in read if v}  # type: ignore[attr-defined]
+            raise
+
+    def _store_parsed(self, path: Path, origin: Origin, ds: Dataset, ts: UID,
+                      pixel: PixelDataInfo | None, sop_class: str, sop_uid: str,
+                      study_uid: str, series_uid: str, expected_sop_class: str | None,
+                      expected_sop_instance: str | None, expected_study: str | None,
+                      consume: bool) -> IngestResult:
         for name, value in (("SOP Class UID", sop_class), ("SOP Instance UID", sop_uid),
                             ("Study Instance UID", study_uid),
                             ("Series Instance UID", series_uid)):
@@ -339,6 +361,8 @@ class Ingest:
             raise InvalidObject("a DICOMDIR is a media directory, not an object to archive")
         if expected_sop_class is not None and clean_uid(expected_sop_class) != sop_class:
             raise SOPClassMismatch("SOP Class UID differs from the C-STORE request")
+        if expected_study is not None and clean_uid(expected_study) != study_uid:
+            raise StudyMismatch("Study Instance UID differs from the URL's")
         warnings: list[str] = []
         if expected_sop_instance is not None and clean_uid(expected_sop_instance) != sop_uid:
             # Common in the field (a File Meta copied from elsewhere); the data set's own UID is

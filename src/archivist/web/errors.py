@@ -14,6 +14,7 @@ from archivist.errors import (
     SOPClassMismatch,
     StorageError,
     StorageFull,
+    StudyMismatch,
     ValidationRejected,
 )
 
@@ -75,6 +76,8 @@ def failure_reason(exc: BaseException) -> int:
         return FAILURE_OUT_OF_RESOURCES
     if isinstance(exc, SOPClassMismatch):
         return FAILURE_SOP_CLASS_MISMATCH
+    if isinstance(exc, StudyMismatch):
+        return FAILURE_STUDY_MISMATCH
     if isinstance(exc, (ValidationRejected, DuplicateRejected, IngestError)):
         return FAILURE_CANNOT_UNDERSTAND
     return FAILURE_PROCESSING

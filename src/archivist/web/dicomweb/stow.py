@@ -32,7 +32,6 @@ from archivist.web.dicomweb.multipart import (
 from archivist.web.errors import (
     FAILURE_CANNOT_UNDERSTAND,
     FAILURE_PROCESSING,
-    FAILURE_STUDY_MISMATCH,
     HTTPProblem,
     failure_reason,
 )
@@ -135,19 +134,18 @@ def _store_part(archive: Archive, part: Part, study: str | None, result: StowRes
                     "application/dicom")
         return
     _add_preamble(part.path)
-    uids = _uids(part.path)
-    if study is not None and uids.get("StudyInstanceUID") and uids["StudyInstanceUID"] != study:
-        result.fail(uids, FAILURE_STUDY_MISMATCH, "Study Instance UID differs from the URL's")
-        return
     try:
-        res = archive.ingest.store_file(part.path, origin, consume=True)
+        # The one ingest reads the part once; a refusal carries the UIDs it read.
+        res = archive.ingest.store_file(part.path, origin, consume=True, expected_study=study)
     except ArchivistError as exc:
         log.warning("STOW-RS part refused: %s", exc)
+        uids = getattr(exc, "uids", None) or _uids(part.path)
         result.fail(uids, failure_reason(exc), str(exc) or type(exc).__name__)
         return
     except Exception as exc:
         log.exception("STOW-RS part failed unexpectedly")
-        result.fail(uids, FAILURE_PROCESSING, f"internal error ({type(exc).__name__})")
+        result.fail(_uids(part.path), FAILURE_PROCESSING,
+                    f"internal error ({type(exc).__name__})")
         return
     warning = "; ".join(res.warnings) if res.warnings else None
     if res.status is StoreStatus.ALREADY_STORED:
