@@ -206,3 +206,31 @@ class TestStatuses:
 def test_small_pdus() -> None:
     assert a_abort(2, 6) == bytes([7, 0, 0, 0, 0, 4, 0, 0, 2, 6])
     assert associate_rj(1, 1, 7) == bytes([3, 0, 0, 0, 0, 4, 0, 1, 1, 7])
+
+
+@pytest.mark.parametrize("sop_instance", ["1.2.3.4", "1.2.3.45", "1.2.840.113619.2.55.3.1234567"])
+def test_file_meta_prefix_is_what_pydicom_writes(sop_instance: str) -> None:
+    """The File Meta written for received objects, encoded by hand, byte for byte pydicom's
+    (and naming Archivist as the implementation that wrote the file)."""
+    from io import BytesIO
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import UID
+
+    from archivist.dimse.acceptor_pdu import (
+        IMPLEMENTATION_CLASS_UID,
+        IMPLEMENTATION_VERSION_NAME,
+    )
+
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(CT)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.50")
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    buf = BytesIO()
+    buf.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buf, meta, enforce_standard=True)  # type: ignore[arg-type]
+    assert file_meta_prefix(CT, sop_instance, "1.2.840.10008.1.2.4.50") == buf.getvalue()

@@ -62,6 +62,8 @@ from archivist.dimse.acceptor_pdu import (
     ABORT_UNEXPECTED_PDU,
     ABORT_UNRECOGNIZED_PDU,
     HEADER,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
     ITEM,
     MAX_ASSOCIATE_RQ,
     MAX_COMMAND_SET,
@@ -81,10 +83,8 @@ from archivist.dimse.acceptor_pdu import (
 
 log = logging.getLogger("archivist.dimse.acceptor")
 
-#: How Archivist names itself in A-ASSOCIATE-AC (PS3.7 D.3.3.2): a fixed UID chosen under
-#: pydicom's UID root, and "ARCHIVIST_" with the package version.
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1.20261124.1"
-IMPLEMENTATION_VERSION_NAME = "ARCHIVIST_0.1.0"
+#: How Archivist names itself in A-ASSOCIATE-AC (PS3.7 D.3.3.2) and in the File Meta of what it
+#: receives: IMPLEMENTATION_CLASS_UID / IMPLEMENTATION_VERSION_NAME of acceptor_pdu.
 
 
 class _NoDecodeTracebacks(logging.Filter):

@@ -21,10 +21,6 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import FileMetaDataset
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import UID
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, DIMSEMessage  # type: ignore[attr-defined]
 from pynetdicom.dsutils import decode
 
@@ -119,19 +115,38 @@ def fragment_message(command: bytes, context_id: int, max_pdu: int,
     return out
 
 
+#: Who wrote the files Archivist receives (PS3.10 7.1), also announced in associations (PS3.7 D.3.3.2).
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1.20261124.1"
+IMPLEMENTATION_VERSION_NAME = "ARCHIVIST_0.1.0"
+
+
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":
+        return struct.pack("<HH2s2xI", 0x0002, element, vr, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
+
+
+def _ui(uid: str) -> bytes:
+    raw = uid.strip().rstrip("\0").encode("ascii", "replace")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
 def file_meta_prefix(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
-    """Preamble, ``DICM`` and the File Meta group for a received data set (PS3.10 7.1)."""
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
-    meta.TransferSyntaxUID = UID(transfer_syntax)
-    meta.ImplementationClassUID = PYNETDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = PYNETDICOM_IMPLEMENTATION_VERSION
-    buf = BytesIO()
-    buf.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buf, meta, enforce_standard=True)  # type: ignore[arg-type]
-    return buf.getvalue()
+    """Preamble, ``DICM`` and the File Meta group for a received data set (PS3.10 7.1),
+    encoded directly (explicit VR little endian, as the standard fixes it for group 0002)."""
+    version = IMPLEMENTATION_VERSION_NAME.encode("ascii")
+    if len(version) % 2:
+        version += b" "
+    body = b"".join((
+        _meta_element(0x0001, b"OB", b"\x00\x01"),
+        _meta_element(0x0002, b"UI", _ui(sop_class)),
+        _meta_element(0x0003, b"UI", _ui(sop_instance)),
+        _meta_element(0x0010, b"UI", _ui(transfer_syntax)),
+        _meta_element(0x0012, b"UI", _ui(IMPLEMENTATION_CLASS_UID)),
+        _meta_element(0x0013, b"SH", version),
+    ))
+    group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
+    return b"\x00" * 128 + b"DICM" + group_length + body
 
 
 class MemorySink:
