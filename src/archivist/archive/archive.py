@@ -52,21 +52,30 @@ class Archive:
         return archive
 
     def _take_lock_and_sweep(self) -> None:
-        """Sweep crash leftovers only when no other process holds the data directory."""
-        lock_path = Path(self.settings.data_dir) / "archivist.lock"
-        fh = open(lock_path, "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            exclusive = True
-        except OSError:
-            exclusive = False
-        if exclusive:
+        """Sweep crash leftovers only when no other process holds the data directory.
+
+        Every process using the data directory holds ``archivist.lock`` shared. A process that
+        finds it free takes it exclusively, sweeps, and turns its lock into a shared one; flock
+        does that conversion by releasing first, so the whole sequence runs under a second lock
+        (``archivist.start.lock``): no other process can take the free moment for a sweep of its
+        own while the first one is already storing (worker processes start together).
+        """
+        data = Path(self.settings.data_dir)
+        with open(data / "archivist.start.lock", "a+") as start:
+            fcntl.flock(start, fcntl.LOCK_EX)
+            fh = open(data / "archivist.lock", "a+")
             try:
-                self.sweep()
-            finally:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                exclusive = True
+            except OSError:
+                exclusive = False
+            if exclusive:
+                try:
+                    self.sweep()
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_SH)
+            else:
                 fcntl.flock(fh, fcntl.LOCK_SH)
-        else:
-            fcntl.flock(fh, fcntl.LOCK_SH)
         self._lock_file = fh
 
     def sweep(self) -> dict[str, int]:
