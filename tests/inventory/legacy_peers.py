@@ -45,6 +45,14 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise RuntimeError(f"peer did not listen on {port}:\n{log.read_text(errors='replace')}")
 
 
+def dcmtk_env() -> dict[str, str]:
+    """The environment for DCMTK tools and Orthanc (built on DCMTK): Debian's DCMTK keeps
+    Nagle's algorithm on unless TCP_NODELAY=1, and then every message it sends as two PDUs
+    (command, data set) waits for the peer's delayed ACK: about 90 ms an instance, 18 s
+    instead of 0.3 s to feed 200 instances to Orthanc."""
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
 def make_files(folder: Path, *, studies: int, series: int, instances: int,
                prefix: str = "MIG") -> list[str]:
     """Generated CT objects; returns their SOP Instance UIDs."""
@@ -66,7 +74,7 @@ def make_files(folder: Path, *, studies: int, series: int, instances: int,
 def store(folder: Path, aet: str, port: int) -> None:
     subprocess.run([tool("storescu", "dcmtk"), "-aet", "LOADER", "-aec", aet, "+sd", "+r",
                     "-nh", "127.0.0.1", str(port), str(folder)], check=True,
-                   capture_output=True, timeout=600)
+                   capture_output=True, timeout=600, env=dcmtk_env())
 
 
 @dataclass
@@ -111,7 +119,8 @@ def start_dcmqrscp(tmp: Path, *, dest_aet: str, dest_port: int) -> Peer:
     log = tmp / "dcmqrscp.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([tool("dcmqrscp", "dcmtk"), "-c", str(cfg), str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=dcmtk_env())
     wait_port(port, proc, log)
     return Peer("LEGACYQR", port, proc, log)
 
@@ -134,7 +143,8 @@ def start_orthanc(tmp: Path, *, dest_aet: str, dest_port: int) -> Peer:
     log = tmp / "orthanc.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([tool("Orthanc", "orthanc"), str(cfg)], stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env=dcmtk_env())
     wait_port(port, proc, log)
     return Peer("ORTHANC", port, proc, log, {"http": http})
 
