@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -286,29 +287,54 @@ def _write_ct_study(args: tuple[Path, int, str, int, int]) -> tuple[list[str], i
     return files, total
 
 
+def tiny_study_datasets(g: int, kind: str, per_study: int,
+                        pixels: bool = True) -> Iterator[tuple[int, Dataset]]:
+    """The data set of each instance of tiny study `g` (one series), numbered from 1: one
+    Dataset changed in place from one instance to the next (use it before asking for the next).
+    Without `pixels`, as a header read stops before the pixel data."""
+    meta = study_meta(g, kind)
+    ds = _base_dataset(meta, MRImageStorage, "MR")
+    ds.Rows = ds.Columns = TINY_SIZE
+    ds.PixelSpacing = [1.0, 1.0]
+    ds.SliceThickness = 5.0
+    ds.SeriesInstanceUID = series_uid(meta.study_uid, 1)
+    ds.SeriesNumber = 1
+    ds.SeriesDescription = "BENCH TINY"
+    if pixels:
+        ds.PixelData = _TINY_PIXELS
+    for i in range(1, per_study + 1):
+        ds.InstanceNumber = i
+        ds.ImagePositionPatient = [0, 0, -5.0 * i]
+        sop = sop_uid(meta.study_uid, 1, i)
+        ds.SOPInstanceUID = sop
+        ds.file_meta.MediaStorageSOPInstanceUID = sop
+        yield i, ds
+
+
+def tiny_study_instances(g: int, kind: str, per_study: int) -> Iterator[tuple[int, bytes]]:
+    """The Part 10 bytes of each instance of tiny study `g`, numbered from 1: the files of the
+    ``tiny`` and ``scale-N`` sets (``bench/populate.py --mode ingest`` stores them as bytes)."""
+    for i, ds in tiny_study_datasets(g, kind, per_study):
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        yield i, buf.getvalue()
+
+
+_TINY_PIXELS = (np.arange(TINY_SIZE * TINY_SIZE, dtype="<u2") * 16).tobytes()
+
+
 def _write_tiny_studies(args: tuple[Path, list[int], str, int]) -> tuple[list[str], int]:
     """Several tiny studies (one series each)."""
     root, gs, kind, per_study = args
     files: list[str] = []
     total = 0
-    pixels = (np.arange(TINY_SIZE * TINY_SIZE, dtype="<u2") * 16).tobytes()
     for g in gs:
-        meta = study_meta(g, kind)
-        ds = _base_dataset(meta, MRImageStorage, "MR")
-        ds.Rows = ds.Columns = TINY_SIZE
-        ds.PixelSpacing = [1.0, 1.0]
-        ds.SliceThickness = 5.0
-        ds.SeriesInstanceUID = series_uid(meta.study_uid, 1)
-        ds.SeriesNumber = 1
-        ds.SeriesDescription = "BENCH TINY"
-        ds.PixelData = pixels
         folder = root / f"shard{g % 4}" / f"s{g:07d}"
         folder.mkdir(parents=True, exist_ok=True)
-        for i in range(1, per_study + 1):
-            ds.InstanceNumber = i
-            ds.ImagePositionPatient = [0, 0, -5.0 * i]
+        for i, data in tiny_study_instances(g, kind, per_study):
             path = folder / f"i{i:02d}.dcm"
-            total += _write(ds, sop_uid(meta.study_uid, 1, i), path)
+            path.write_bytes(data)
+            total += len(data)
             files.append(str(path.relative_to(root.parent)))
     return files, total
 

@@ -28,11 +28,13 @@ from bench.corpus import (
     CorpusSpec,
     load_or_generate,
     population,
+    scale_studies,
     series_uid,
     sop_uid,
     study_meta,
     study_queries,
 )
+from bench.populate import populate
 from bench.procs import TreeSampler, load_average
 from bench.results import FAILED, NOT_AVAILABLE, WRONG, Record, Results
 from bench.targets import ALL_TARGETS, REPO, ArchivistTarget, PeerStorescp, Target, dcmtk
@@ -95,8 +97,13 @@ class Bench:
                 continue
             self.targets.append(target)
         sets = ["ct", "tiny", "stow"] + (["big"] if "big" in self.groups() else [])
+        # The scale files are needed only by targets populated with storescu.
+        scale_files = self.args.scale if any(
+            t.query_retrieve and (not t.name.startswith("archivist")
+                                  or self.args.scale_via_storescu)
+            for t in self.targets) else 0
         self.corpus = load_or_generate(Path(self.args.cache), self.plan.spec, sets=sets,
-                                       scale=self.args.scale, log=log)
+                                       scale=scale_files, log=log)
         spec = self.plan.spec
         self.results.meta["corpus"] = {
             "ct": f"{spec.ct_studies} studies x {spec.ct_series} series x {spec.ct_per_series} "
@@ -486,29 +493,35 @@ class Bench:
         """Populate a large index (the scale set, plus CT and tiny), then the C-FIND rows."""
         assert self.corpus is not None
         n = self.args.scale
-        fs = self.corpus.sets[f"scale-{n}"]
         label = f"scale{n}"
         self.start_fresh(target, label)
         try:
             t0 = time.perf_counter()
-            if target.name == "archivist" and not self.args.scale_via_storescu:
-                # Fast population: `archivist import` of the folders straight into the index
-                # (the same ingest pipeline), while the server runs.
+            if target.name.startswith("archivist") and not self.args.scale_via_storescu:
+                # Fast population while the server runs: `archivist import` of the CT and tiny
+                # folders (the ingest pipeline), then the scale set by bench/populate.py (the
+                # index's own extraction and group-committed add_instances, no blobs).
                 data = target.workdir / "data"  # type: ignore[operator]
                 for set_name in ("ct", "tiny"):
                     _import(data, [self.corpus.root / set_name])
-                _import(data, [self.corpus.root / s for s in fs.shards])
-                method = "archivist import"
+                spec = self.plan.spec
+                run = populate(data, spec.scale_first_g, scale_studies(n, spec),
+                               spec.tiny_per_study, processes=self.args.populate_processes,
+                               mode=self.args.populate_mode, log=log)
+                method = (f"archivist import (ct, tiny) + bench.populate --mode "
+                          f"{self.args.populate_mode} ({run.stored / run.seconds:.0f} inst/s)")
             else:
                 clients.storescu_parallel(self.corpus.paths("ct"), target.dicom_port,
                                           target.aet, log_dir=self.work)
                 clients.storescu_parallel(self.corpus.paths("tiny"), target.dicom_port,
                                           target.aet, log_dir=self.work)
+                fs = self.corpus.sets[f"scale-{n}"]
                 clients.storescu_dirs([self.corpus.root / s for s in fs.shards],
                                       target.dicom_port, target.aet)
                 method = "4 storescu"
             populated = target.stored_count()
-            expected = self.ct_n + self.tiny_n + len(fs.files)
+            expected = (self.ct_n + self.tiny_n
+                        + scale_studies(n, self.plan.spec) * self.plan.spec.tiny_per_study)
             log(f"{target.name}: populated {populated}/{expected} instances in "
                 f"{time.perf_counter() - t0:.0f} s by {method}")
             self.find_rows(target, "scale", self.plan.find_per_kind, scale=n)
@@ -586,6 +599,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also populate N tiny instances and repeat the C-FIND rows")
     p.add_argument("--scale-via-storescu", action="store_true",
                    help="populate Archivist with storescu too instead of `archivist import`")
+    p.add_argument("--populate-mode", choices=("index", "ingest"), default="index",
+                   help="how bench/populate.py fills Archivist for --scale: index (rows through "
+                        "Index.add_instances, no blobs; default) or ingest (Ingest.store_bytes)")
+    p.add_argument("--populate-processes", type=int, default=2,
+                   help="worker processes of the --scale population (default 2)")
     p.add_argument("--profile", action="store_true",
                    help="py-spy record on archivist serve during ingest")
     p.add_argument("--cache", default=os.environ.get("ARCHIVIST_BENCH_CACHE",
