@@ -15,8 +15,10 @@ retrieve them by UID), or the Inventory Storage SOP Class (``SOPClassUID``/``SOP
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Iterator, Mapping
 
+from pydicom import config as pydicom_config
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -73,6 +75,36 @@ def _json_values(attrs: Mapping[str, Any], keyword: str) -> list[Any] | None:
             v = v.get("Alphabetic", "")
         out.append(v)
     return out
+
+
+#: pydicom's validation mode for values read back from the index (no checks).
+_TRUSTED = pydicom_config.IGNORE
+
+
+@functools.lru_cache(maxsize=256)
+def _identifier_plan(level: QueryLevel, return_keys: tuple[str, ...]
+                     ) -> tuple[tuple[str, int, str, str | None, MatchKind | None], ...]:
+    """What :meth:`Search.identifier` puts in a response for these return keys, worked out once
+    per query shape: (keyword, tag, VR, ``table.column`` of an indexed key at this level or
+    ``None``, match kind)."""
+    keys = list(return_keys)
+    if UNIQUE_KEY[level] not in keys:
+        keys.append(UNIQUE_KEY[level])
+    tables = _tables_at(level)
+    plan = []
+    for keyword in keys:
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            continue
+        vr = "SQ" if keyword in CODE_SEQUENCES else dictionary_VR(tag)
+        column = None
+        kind = None
+        if keyword in COLUMN_OF and COLUMN_OF[keyword][0].name in tables:
+            table, name = COLUMN_OF[keyword]
+            column = f"{table.name}.{name}"
+            kind = KEYS[keyword].kind
+        plan.append((keyword, tag, vr, column, kind))
+    return tuple(plan)
 
 
 class Search:
@@ -202,23 +234,14 @@ class Search:
         """Build the response identifier for one row (values in Unicode; no charset set)."""
         ds = Dataset()
         ds.QueryRetrieveLevel = query.level.value
-        keys = list(query.return_keys)
-        if UNIQUE_KEY[query.level] not in keys:
-            keys.append(UNIQUE_KEY[query.level])
-        tables = _tables_at(query.level)
-        for keyword in keys:
-            tag = tag_for_keyword(keyword)
-            if tag is None:
-                continue
+        for keyword, tag, vr, column, kind in _identifier_plan(query.level,
+                                                                tuple(query.return_keys)):
             if keyword in CODE_SEQUENCES:
                 ds.add_new(tag, "SQ", self._code_items(query.level, row, keyword))
                 continue
-            vr = dictionary_VR(tag)
             value: Any = None
-            if keyword in COLUMN_OF and COLUMN_OF[keyword][0].name in tables:
-                table, column = COLUMN_OF[keyword]
-                value = row.get(f"{table.name}.{column}")
-                kind = KEYS[keyword].kind
+            if column is not None:
+                value = row.get(column)
                 if kind is MatchKind.MULTI and value is not None:
                     value = [v for v in str(value).split("\\") if v] or None
                 elif value is not None and vr in ("IS", "US", "UL", "SL", "SS"):
@@ -240,9 +263,12 @@ class Search:
             if vr == "SQ":
                 ds.add_new(tag, vr, [])
             elif value is None or value == "":
-                ds.add_new(tag, vr, None)
+                ds.add(DataElement(tag, vr, None, validation_mode=_TRUSTED))
             else:
-                ds.add_new(tag, vr, value)
+                # Values come from the index, which took them from stored objects: they are
+                # not validated again for every match (pydicom's regex checks cost more than
+                # the rest of building the identifier).
+                ds.add(DataElement(tag, vr, value, validation_mode=_TRUSTED))
         return ds
 
     def _code_items(self, level: QueryLevel, row: Mapping[str, Any], keyword: str) -> Sequence:

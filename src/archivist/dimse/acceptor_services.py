@@ -149,20 +149,23 @@ class Response:
         self.__dict__["_values"][name] = value
 
     def encode(self, context_id: int, max_pdu: int) -> list[bytes]:
-        values = dict(self.__dict__["_values"])
-        identifier = values.pop("Identifier", None)
+        identifier = self.__dict__["_values"].get("Identifier")
         data = identifier.getvalue() if isinstance(identifier, BytesIO) else b""
+        return fragment_message(self.command(bool(data)), context_id, max_pdu, data or None)
+
+    def command(self, with_data: bool) -> bytes:
+        """The encoded command set (Implicit VR Little Endian, PS3.7 6.3.1), group length
+        first; `with_data` sets Command Data Set Type (0x0001, else 0x0101)."""
         cs = Dataset()
-        for keyword, value in values.items():
-            if value is not None:
+        for keyword, value in self.__dict__["_values"].items():
+            if value is not None and keyword != "Identifier":
                 setattr(cs, keyword, value)
         cs.CommandField = self.__dict__["_field"]
-        cs.CommandDataSetType = 0x0001 if data else 0x0101
+        cs.CommandDataSetType = 0x0001 if with_data else 0x0101
         body = bytes(encode(cs, True, True))  # type: ignore[arg-type]
         head = Dataset()
         head.CommandGroupLength = len(body)
-        command = bytes(encode(head, True, True)) + body  # type: ignore[arg-type]
-        return fragment_message(command, context_id, max_pdu, data or None)
+        return bytes(encode(head, True, True)) + body  # type: ignore[arg-type]
 
 
 def encode_dataset(ds: Dataset, ts: UID) -> bytes:
@@ -454,8 +457,18 @@ class Services:
         event = Event(assoc, req, cx, int(req.MessageID))
         ts = UID(cx.transfer_syntax[0])
         state: dict[str, Any] = {"gen": None, "done": False}
+        # Every pending response of one C-FIND has the same command set (message ID, SOP
+        # Class, status): encoded once per status, not once per match.
+        pending_commands: dict[int, bytes] = {}
+        context_id = int(cx.context_id)
 
         def response(status: Any, identifier: Dataset | None) -> tuple[list[bytes], bool]:
+            if identifier is not None and isinstance(status, int) \
+                    and status in pending_commands:
+                data = encode_dataset(identifier, ts)
+                if data:
+                    return fragment_message(pending_commands[status], context_id,
+                                            assoc.send_max, data), False
             rsp = Response(0x8020)
             rsp.MessageIDBeingRespondedTo = req.MessageID
             rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
@@ -466,8 +479,11 @@ class Services:
                     rsp.Status = code = 0xC312  # pynetdicom: pending without an identifier
                     kind = "failure"
                 else:
-                    rsp.Identifier = BytesIO(encode_dataset(identifier, ts))
-            return rsp.encode(int(cx.context_id), assoc.send_max), kind != "pending"
+                    data = encode_dataset(identifier, ts)
+                    if data and isinstance(status, int):
+                        pending_commands[status] = rsp.command(True)
+                    rsp.Identifier = BytesIO(data)
+            return rsp.encode(context_id, assoc.send_max), kind != "pending"
 
         def pull() -> list[tuple[list[bytes], bool]]:
             out: list[tuple[list[bytes], bool]] = []

@@ -177,6 +177,26 @@ def _wildcard_to_like(pattern: str) -> str:
     return "".join(out)
 
 
+def _literal_prefix(pattern: str) -> str:
+    """The characters of a C-FIND wildcard pattern before its first ``*`` or ``?``."""
+    for i, ch in enumerate(pattern):
+        if ch in "*?":
+            return pattern[:i]
+    return pattern
+
+
+def _prefix_range(col: Any, prefix: str) -> list[Any]:
+    """``col >= prefix`` and ``col <`` the smallest string above every string that starts with
+    `prefix`, for a column compared byte by byte (SQLite's BINARY: UTF-8 order is code point
+    order). The upper bound is left out when the last character cannot be incremented."""
+    parts = [col >= prefix]
+    last = ord(prefix[-1])
+    if last < 0x10FFFF:
+        nxt = last + 1 if not 0xD800 <= last + 1 <= 0xDFFF else 0xE000
+        parts.append(col < prefix[:-1] + chr(nxt))
+    return parts
+
+
 class _Sql:
     """The few statements every stored instance runs, made cheap.
 
@@ -278,6 +298,9 @@ class Index:
         self._write_lock = threading.Lock()
         self.writer = self._make_engine(immediate=True)
         self.reader = self._make_engine(immediate=False)
+        #: Text comparisons are by code point (SQLite BINARY), so a prefix is a range that an
+        #: index answers; not assumed elsewhere (PostgreSQL compares in the column's collation).
+        self._binary_ranges = self.reader.dialect.name == "sqlite"
         self._sql = _Sql(self.writer.dialect)
         self._lock_fd: int | None = None
         self._lock_pid = 0
@@ -712,7 +735,15 @@ class Index:
                 return col == int(v)
             return col == v
         if c.op == "wildcard":
-            return col.like(_wildcard_to_like(values[0]), escape="\\")
+            like = col.like(_wildcard_to_like(values[0]), escape="\\")
+            if kind is MatchKind.PN and pn_fold and self._binary_ranges:
+                # SQLite uses an index for LIKE only on a NOCASE column; the folded name
+                # column is BINARY, so the literal prefix is also given as a range the index
+                # answers (both sides are folded: the range is exact, the LIKE does the rest).
+                prefix = _literal_prefix(values[0])
+                if prefix:
+                    return and_(*_prefix_range(col, prefix), like)
+            return like
         if c.op == "list":
             if kind is MatchKind.INT:
                 return col.in_([int(v) for v in values if v.lstrip("-").isdigit()])
@@ -724,6 +755,10 @@ class Index:
                 parts.append(col >= low)
             if high:
                 parts.append(func.substr(col, 1, len(high)) <= high)
+                if self._binary_ranges:
+                    # The same bound in a form the column's index answers (a date or time
+                    # that starts with `high` sorts before the successor of `high`).
+                    parts.extend(_prefix_range(col, high)[1:])
             parts.append(col.is_not(None))
             return and_(*parts)
         raise QueryError(f"unsupported matching on {c.keyword}")
