@@ -185,32 +185,52 @@ class FileSink:
         self.spill = spill
         self.fd: int | None = None
         self.path: Path | None = None
+        self.error: OSError | None = None
 
     def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         if self.size > self.cap:
             raise ProtocolError(f"data set larger than {self.cap} bytes", ABORT_INVALID_PARAMETER)
-        self.pending.append(bytes(data))
-        self.pending_size += len(data)
+        if self.error is None:
+            self.pending.append(bytes(data))
+            self.pending_size += len(data)
 
     def needs_flush(self) -> bool:
         return self.pending_size >= self.spill
 
     def flush(self) -> None:
-        """Write what is waiting (blocking: call from a worker thread)."""
-        if self.fd is None:
-            fd, name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".dcm")
-            self.fd, self.path = fd, Path(name)
+        """Write what is waiting (blocking: call from a worker thread).
+
+        A write that fails (a full disk) does not end the association: the error is kept, the
+        file dropped, the rest of the data set read and discarded, and :meth:`finish` raises
+        it, so the C-STORE gets a failure status and the association goes on.
+        """
         chunks, self.pending, self.pending_size = self.pending, [], 0
-        data = b"".join(chunks)
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
+        if self.error is not None:
+            return
+        try:
+            if self.fd is None:
+                fd, name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".dcm")
+                self.fd, self.path = fd, Path(name)
+            view = memoryview(b"".join(chunks))
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        except OSError as exc:
+            self.error = exc
+            self.close()
 
     def finish(self) -> Path:
-        """Write the rest and close; returns the file (blocking: call from a worker thread)."""
+        """Write the rest and close; returns the file (blocking: call from a worker thread).
+
+        Raises
+        ------
+        OSError
+            Writing the temporary file failed (now or in an earlier :meth:`flush`).
+        """
         self.flush()
+        if self.error is not None:
+            raise self.error
         assert self.fd is not None and self.path is not None
         os.close(self.fd)
         self.fd = None

@@ -51,7 +51,7 @@ from archivist.dimse.acceptor_pdu import (
     fragment_message,
 )
 from archivist.dimse.requestor import Outbound, c_store_rq
-from archivist.dimse.status import Status
+from archivist.dimse.status import Status, status_dataset
 
 if TYPE_CHECKING:
     from pynetdicom.presentation import PresentationContext
@@ -444,7 +444,8 @@ class Services:
             except OSError as exc:
                 log.error("C-STORE from %s: cannot write the temporary file: %s",
                           assoc.calling, exc.strerror)
-                status = Status.OUT_OF_RESOURCES
+                status = status_dataset(Status.OUT_OF_RESOURCES,
+                                        f"cannot receive the object: {exc.strerror or exc}")
             finally:
                 if sink is not None:
                     sink.close()

@@ -181,9 +181,12 @@ async def store(request: Request, study: str | None = None) -> Response:
     tmp_dir = Path(settings.tmp_dir)
     tmp_dir.mkdir(parents=True, exist_ok=True)
 
+    created: list[Path] = []  # every part file, removed at the end whatever happened
+
     def new_file() -> Path:
         fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="stow-", suffix=".part")
         os.close(fd)
+        created.append(Path(name))
         return Path(name)
 
     try:
@@ -232,6 +235,8 @@ async def store(request: Request, study: str | None = None) -> Response:
     finally:
         for part in pending:
             remove_quietly(part.path)
+        for path in created:  # the part being received when the request failed, too
+            remove_quietly(path)
     if too_large and not result.referenced:
         raise HTTPProblem(413, f"request exceeds the limit of {max_body} bytes")
     if not result.referenced and not result.failed:
