@@ -63,7 +63,7 @@ def run_server(settings: Settings) -> int:
 
 
 def _listen(settings: Settings) -> tuple[socket.socket, socket.socket] | int:
-    from archivist.dimse.acceptor import listen
+    from archivist.dimse.listen import listen
 
     try:
         dimse = listen(settings.host, settings.dicom_port)

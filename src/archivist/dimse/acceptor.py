@@ -80,6 +80,7 @@ from archivist.dimse.acceptor_pdu import (
 from archivist.dimse.acceptor_pdu import (
     A_ASSOCIATE_RQ as RQ_TYPE,
 )
+from archivist.dimse.listen import listen
 
 log = logging.getLogger("archivist.dimse.acceptor")
 
@@ -131,20 +132,6 @@ _OPTIONAL_DATA_SET = (0x0100, 0x0130, 0x0140)
 EMPTY_DATA_SET_GRACE = 2.0
 
 CheckAets = Callable[[str, str, str], "tuple[int, int, int] | None"]
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket (IPv6 when `host` has a colon); raises :class:`OSError`."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(1024)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class AssociationCount:
