@@ -66,7 +66,9 @@ def pixel_info(path: Path) -> PixelInfo:
         ts = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE))
         if PIXEL_DATA not in ds:
             raise HTTPProblem(404, "this instance has no pixel data (no frames)")
-        raw = ds.get_item(PIXEL_DATA)
+        # keep_deferred: pydicom 3 would otherwise read the whole value, and the frames of a
+        # native object would then be decoded instead of cut from the file.
+        raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
         in_memory = None
         tell = -1
         if isinstance(raw, RawDataElement):
@@ -107,11 +109,14 @@ def stored_frame(info: PixelInfo, number: int) -> bytes:
             return get_frame(fh, number - 1, number_of_frames=info.frames,
                              extended_offsets=info.extended_offsets)
     if info.transfer_syntax in (EXPLICIT_LE, IMPLICIT_LE) and info.bits_allocated % 8 == 0 \
-            and info.value_tell >= 0:
+            and (info.value_tell >= 0 or info.in_memory is not None):
         size = info.frame_bytes
-        with open(info.path, "rb") as fh:
-            fh.seek(info.value_tell + (number - 1) * size)
-            data = fh.read(size)
+        if info.in_memory is not None:  # a small value, read with the header
+            data = bytes(info.in_memory[(number - 1) * size:number * size])
+        else:
+            with open(info.path, "rb") as fh:
+                fh.seek(info.value_tell + (number - 1) * size)
+                data = fh.read(size)
         if len(data) != size:
             raise HTTPProblem(500, "stored pixel data is shorter than its header says")
         return data
