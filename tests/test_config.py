@@ -44,3 +44,12 @@ class TestLoadSettings:
         cfg.write_text("colour = 'blue'\n")
         with pytest.raises(ConfigError, match="colour"):
             load_settings(cfg, env={})
+
+
+def test_workers_default_is_one_per_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from archivist.config import Settings
+
+    for cores, expected in ((1, 1), (2, 1), (3, 1), (4, 2), (8, 4), (64, 4)):
+        monkeypatch.setattr("os.sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert Settings().worker_count == expected
+    assert Settings(workers=3).worker_count == 3

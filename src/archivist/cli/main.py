@@ -82,11 +82,11 @@ def serve(
     ),
     workers: Optional[int] = typer.Option(
         None, "--workers",
-        help="Worker processes sharing the ports. Default 0: one per CPU core, at most 4.",
+        help="Worker processes sharing the ports. Default 0: one per two CPU cores (1 to 4).",
     ),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Run the archive: DIMSE and HTTP listeners (in one worker process per CPU core), until
+    """Run the archive: DIMSE and HTTP listeners (in one or more worker processes), until
     SIGTERM or Ctrl-C.
 
     Prints where it listens. GET /healthz answers 200 once both listeners accept connections.
