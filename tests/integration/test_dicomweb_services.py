@@ -666,6 +666,36 @@ def test_series_metadata_is_precomputed_after_a_change(srv) -> None:
     assert all("urn:archivist" not in json.dumps(item) for item in r.json())
 
 
+def test_metadata_warmer_waits_while_requests_are_answered(srv) -> None:
+    """The warmer stays out of the way of HTTP requests being answered, then builds."""
+    import time
+
+    cache = srv.data_dir / "cache" / "metadata"
+    study, series = new_uid(), new_uid()
+    DICOMwebClient(f"{srv.url}/dicomweb").store_instances(
+        [make_instance(study_uid=study, series_uid=series) for _ in range(2)])
+
+    def built() -> bool:
+        for path in cache.glob("series-*.json.gz") if cache.exists() else []:
+            try:
+                if series.encode() in gzip.decompress(path.read_bytes()):
+                    return True
+            except (OSError, EOFError):
+                continue
+        return False
+
+    busy_until = time.monotonic() + 6  # well past the 2 s of quiet the warmer waits for
+    with requests.Session() as http:
+        while time.monotonic() < busy_until:
+            assert http.get(f"{srv.url}/healthz", timeout=10).status_code == 200
+            time.sleep(0.1)
+    assert not built(), "the warmer built while requests kept arriving"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not built():
+        time.sleep(0.5)
+    assert built(), "the warmer never built once the requests stopped"
+
+
 def test_twelve_bit_jpeg_extended_renders(srv, stored) -> None:
     """pydicom's free plugins cannot decode 12-bit JPEG Extended; imagecodecs does."""
     path = pydicom_test_file("JPGExtended.dcm")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -12,10 +14,23 @@ from starlette.routing import BaseRoute, Route
 
 from archivist.archive.archive import Archive
 
-
 # Feature modules mounted in this order; the viewer comes last because it serves "/".
 _ROUTE_MODULES = ("codes", "api", "dicomweb", "wado_uri", "inventory_api", "archive_page",
                   "viewer")
+
+
+class _Activity:
+    """Notes when the last HTTP request arrived (``state.last_request``), so background work
+    (the metadata warmer) can stay out of the way of requests being answered."""
+
+    def __init__(self, app: Any, state: Any) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.state.last_request = time.monotonic()
+        await self.app(scope, receive, send)
 
 
 @dataclass
@@ -66,6 +81,8 @@ def create_app(archive: Archive, health: Health | None = None, *,
     app.state.settings = archive.settings
     app.state.health = health
     app.state.background = background
+    app.state.last_request = 0.0
+    app.add_middleware(_Activity, state=app.state)
     # Feature modules may start background work (for example the metadata warmer).
     for name in _ROUTE_MODULES:
         hook = getattr(importlib.import_module(f"archivist.web.{name}"), "on_startup", None)

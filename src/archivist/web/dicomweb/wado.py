@@ -224,6 +224,11 @@ def cache_of(request: Request) -> MetadataCache:
     return cache_for(request.app.state)
 
 
+def _serving(state: Any, within: float = 0.5) -> bool:
+    """True when an HTTP request arrived in the last `within` seconds (see web/app.py)."""
+    return time.monotonic() - float(getattr(state, "last_request", 0.0)) < within
+
+
 def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
                  patience: float = 60.0) -> threading.Event:
     """Precompute series metadata in a daemon thread once the archive has been quiet for
@@ -254,13 +259,17 @@ def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
                         pending[(row["study_instance_uid"], row["series_instance_uid"])] = \
                             last_any
                 now = time.monotonic()
-                # Build while the archive is quiet, so warming never competes with ingest;
-                # a series waiting longer than `patience` is built anyway.
+                # Build while the archive is quiet, so warming never competes with ingest or
+                # with requests being answered (HTTP seen in the last half second); a series
+                # waiting longer than `patience` is built anyway.
                 archive_quiet = now - last_any >= quiet
                 for key, when in list(pending.items()):
                     if stop.is_set():
                         return
-                    if (archive_quiet and now - when >= quiet) or now - when >= patience:
+                    overdue = time.monotonic() - when >= patience
+                    if not overdue and _serving(state):
+                        break
+                    if (archive_quiet and now - when >= quiet) or overdue:
                         del pending[key]
                         cache.warm(*key)
             except Exception:  # noqa: BLE001 - warming is an optimisation; log and go on
