@@ -201,7 +201,7 @@ def reindex_codes(index: Index, blobs: BlobStore, *, batch: int = 200,
                 continue
             found.append((int(row.pk), int(row.series_pk), int(row.study_pk),
                           str(row.storage_key), codes))
-        with index._write_lock, index.writer.begin() as conn:  # the one writer lock
+        with index.write_transaction() as conn:
             for pk, series_pk, study_pk, key, codes in found:
                 current = conn.execute(
                     select(instance.c.storage_key).where(instance.c.pk == pk)).scalar()

@@ -145,10 +145,9 @@ def _check_complete(path: Path, size: int, ds: Dataset, ts: UID,
 
 
 class _Pending:
-    __slots__ = ("key", "request", "outcome", "error", "done")
+    __slots__ = ("done", "error", "outcome", "request")
 
-    def __init__(self, key: str, request: AddRequest) -> None:
-        self.key = key
+    def __init__(self, request: AddRequest) -> None:
         self.request = request
         self.outcome: AddOutcome | None = None
         self.error: BaseException | None = None
@@ -177,15 +176,15 @@ class GroupCommit:
         self.groups = 0  # how many transactions, for figures
         self.committed = 0
 
-    def commit(self, key: str, request: AddRequest) -> AddOutcome:
-        """Make the blob `key` and the index row of `request` durable; returns the outcome.
+    def commit(self, request: AddRequest) -> AddOutcome:
+        """Make the blob and the index row of `request` durable; returns the outcome.
 
         Raises
         ------
         IndexError_
             The index refused this request (the blob is the caller's to delete).
         """
-        mine = _Pending(key, request)
+        mine = _Pending(request)
         with self._queue_lock:
             self._queue.append(mine)
         while True:
@@ -204,7 +203,7 @@ class GroupCommit:
 
     def _run(self, group: list[_Pending]) -> None:
         try:
-            self.blobs.sync(p.key for p in group)
+            self.blobs.sync(p.request.blob.storage_key for p in group)
             outcomes = self.index.add_instances([p.request for p in group])
         except BaseException as exc:  # noqa: BLE001 - handed to every store of the group
             for p in group:
@@ -390,7 +389,7 @@ class Ingest:
             validation=validation,
         )
         try:
-            outcome = self._group.commit(put.key, request)
+            outcome = self._group.commit(request)
         except BaseException:
             self.blobs.delete(put.key)
             raise

@@ -168,7 +168,7 @@ def _supervise(settings: Settings, workers: int) -> int:
         spawn(number)
     dimse_sock.close()
     http_sock.close()
-    logging.getLogger("archivist.serve").info("stopped")
+    log.info("stopped")
     return worst
 
 

@@ -208,7 +208,7 @@ def remove(index: Index, *, study_uid: str, series_uid: str | None = None,
     level = "IMAGE" if sop_uid else ("SERIES" if series_uid else "STUDY")
     now = datetime.now(UTC)
     result = Removal(level, study_uid, series_uid, sop_uid, reason, removed_at=now)
-    with index._write_lock, index.writer.begin() as conn:
+    with index.write_transaction() as conn:
         where = [study.c.study_instance_uid == study_uid]
         if series_uid:
             where.append(series.c.series_instance_uid == series_uid)
@@ -352,7 +352,7 @@ def purge(index: Index, *, older_than: timedelta | None = None) -> int:
         How many tombstones were deleted.
     """
     deleted = 0
-    with index._write_lock, index.writer.begin() as conn:
+    with index.write_transaction() as conn:
         for lvl, table in (("STUDY", study), ("SERIES", series), ("IMAGE", instance)):
             live = select(table.c.pk).where(table.c.pk == tombstone.c.record_pk).exists()
             where: list[Any] = [tombstone.c.level == lvl, ~live]

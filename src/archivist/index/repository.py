@@ -84,12 +84,6 @@ class AddRequest:
     validation: ValidationRecord | None = None
 
 
-@dataclass(frozen=True)
-class _Existing:
-    pk: int
-    storage_key: str
-
-
 @dataclass
 class _StudyState:
     pk: int
@@ -341,7 +335,7 @@ class Index:
 
         lock_file = None
         if self.is_sqlite:
-            db_path = Path(self.url.split("///", 1)[1])
+            db_path = self._sqlite_path()
             db_path.parent.mkdir(parents=True, exist_ok=True)
             lock_file = open(db_path.with_suffix(".migrate.lock"), "w")
             fcntl.flock(lock_file, fcntl.LOCK_EX)
@@ -454,12 +448,16 @@ class Index:
             return None
         pid = os.getpid()
         if self._lock_fd is None or self._lock_pid != pid:
-            db_path = self.url.split("///", 1)[1]
-            if not db_path or db_path == ":memory:":
+            db_path = self._sqlite_path()
+            if db_path.name in ("", ":memory:"):
                 return None
-            self._lock_fd = os.open(db_path + ".write.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock_fd = os.open(f"{db_path}.write.lock", os.O_RDWR | os.O_CREAT, 0o600)
             self._lock_pid = pid
         return self._lock_fd
+
+    def _sqlite_path(self) -> Path:
+        """The database file of a ``sqlite:///PATH`` URL."""
+        return Path(self.url.split("///", 1)[1])
 
     def _refusal(self, request: AddRequest, exc: SQLAlchemyError) -> AddOutcome | IndexError_:
         if isinstance(exc, IntegrityError):
@@ -476,7 +474,7 @@ class Index:
         if found is not None:
             if r.policy != "replace":
                 return AddOutcome("exists", 0)
-            existing = _Existing(int(found[0]), str(found[1]))
+            existing_pk, existing_key = int(found[0]), str(found[1])
             seq = self._change(conn, "replaced", "IMAGE", r.study_instance_uid,
                                r.series_instance_uid, r.sop_instance_uid, now)
             values = dict(rows.instance)
@@ -488,15 +486,15 @@ class Index:
             )
             values.pop("sop_instance_uid", None)
             values.update(self._validation_values(r.validation))
-            conn.execute(update(instance).where(instance.c.pk == existing.pk).values(values))
-            parents = self._touch_series_study(conn, existing.pk, seq, now)
-            conn.execute(delete(instance_code).where(instance_code.c.instance_pk == existing.pk))
+            conn.execute(update(instance).where(instance.c.pk == existing_pk).values(values))
+            parents = self._touch_series_study(conn, existing_pk, seq, now)
+            conn.execute(delete(instance_code).where(instance_code.c.instance_pk == existing_pk))
             conn.execute(delete(validation_finding)
-                         .where(validation_finding.c.instance_pk == existing.pk))
+                         .where(validation_finding.c.instance_pk == existing_pk))
             if parents is not None:
                 batch.touch(parents[0], parents[1], seq)
-                self._add_details(conn, existing.pk, parents[0], parents[1], rows, r.validation)
-            return AddOutcome("replaced", seq, existing.storage_key)
+                self._add_details(conn, existing_pk, parents[0], parents[1], rows, r.validation)
+            return AddOutcome("replaced", seq, existing_key)
 
         seq = self._change(conn, "stored", "IMAGE", r.study_instance_uid,
                            r.series_instance_uid, r.sop_instance_uid, now)

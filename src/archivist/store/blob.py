@@ -140,9 +140,9 @@ class FilesystemBlobStore:
         size = 0
         tmp: Path | None = None
         try:
-            fd = os.open(source, os.O_RDONLY) if consume else -1
-            if fd >= 0:
+            if consume:
                 # Hash and fsync the received file where it is, then rename it into place.
+                fd = os.open(source, os.O_RDONLY)
                 try:
                     with os.fdopen(fd, "rb", closefd=False) as fh:
                         while chunk := fh.read(_CHUNK):
