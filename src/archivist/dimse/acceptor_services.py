@@ -90,6 +90,22 @@ def category(status: int) -> str:
     return "failure"
 
 
+def sub_operation_total(count: Any, failure_base: int) -> tuple[int, Any]:
+    """How many sub-operations a C-GET/C-MOVE handler announced, or why not: ``(total, None)``,
+    or ``(0, status)`` with the handler's own refusal (it yielded ``(status, identifier)``),
+    ``failure_base + 0x13`` when the count is not a number, ``failure_base + 0x16`` over the
+    65,535 a response can count (`failure_base` 0xC400 for C-GET, 0xC500 for C-MOVE)."""
+    if isinstance(count, tuple):
+        return 0, count[0]
+    try:
+        total = int(count)
+    except (TypeError, ValueError):
+        return 0, failure_base + 0x13
+    if total > 65535:
+        return 0, failure_base + 0x16
+    return total, None
+
+
 def apply_status(rsp: Any, status: Any) -> int:
     """Set ``rsp.Status`` (and Error Comment etc.) from a handler's int or status Dataset."""
     if isinstance(status, Dataset):
@@ -549,16 +565,9 @@ class Services:
             log.exception("C-GET handler failed")
             await assoc.send(rsp_pdus(0xC411, with_counts=False))
             return
-        if isinstance(count, tuple):  # the handler refused: (status, identifier)
-            await assoc.send(rsp_pdus(count[0], with_counts=False))
-            return
-        try:
-            total = int(count)
-        except (TypeError, ValueError):
-            await assoc.send(rsp_pdus(0xC413, with_counts=False))
-            return
-        if total > 65535:
-            await assoc.send(rsp_pdus(0xC416, with_counts=False))
+        total, refusal = sub_operation_total(count, 0xC400)
+        if refusal is not None:
+            await assoc.send(rsp_pdus(refusal, with_counts=False))
             return
         counts.remaining = total
         gen = holder["gen"]
@@ -716,16 +725,9 @@ class Services:
             if destination is None:
                 await assoc.send(rsp_pdus(Status.MOVE_DESTINATION_UNKNOWN, with_counts=False))
                 return
-            if isinstance(count, tuple):  # the handler refused: (status, identifier)
-                await assoc.send(rsp_pdus(count[0], with_counts=False))
-                return
-            try:
-                total = int(count)
-            except (TypeError, ValueError):
-                await assoc.send(rsp_pdus(0xC513, with_counts=False))
-                return
-            if total > 65535:
-                await assoc.send(rsp_pdus(0xC516, with_counts=False))
+            total, refusal = sub_operation_total(count, 0xC500)
+            if refusal is not None:
+                await assoc.send(rsp_pdus(refusal, with_counts=False))
                 return
             counts.remaining = total
             if total < 1:
