@@ -16,20 +16,13 @@ from archivist.archive.ingest import Origin
 from archivist.core.levels import QueryLevel
 from archivist.errors import QueryError
 from archivist.index.extract import CodeRow
+from archivist.testing.datasets import code_item as code
 from archivist.testing.datasets import make_instance, new_uid, pydicom_test_file
 
 IMPORT = Origin("import")
 LIVER_SCT = ("10200004", "SCT", "Liver")
 LIVER_SRT = ("T-62000", "SRT", "Liver")
 CHEST_SCT = "816094009"  # Body Part Examined CHEST (PS3.16 Annex L)
-
-
-def code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
 
 
 class TestExtractCodes:

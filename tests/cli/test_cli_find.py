@@ -6,24 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset
 from typer.testing import CliRunner
 
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin
 from archivist.cli.main import app
 from archivist.config import load_settings
+from archivist.testing.datasets import code_item as code
 from archivist.testing.datasets import make_instance, new_uid
 
 runner = CliRunner()
-
-
-def code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.dataset import Dataset
 from sqlalchemy import delete, select
 from typer.testing import CliRunner
 
@@ -20,20 +19,13 @@ from archivist.cli.main import app
 from archivist.config import Settings, load_settings
 from archivist.core.levels import QueryLevel
 from archivist.index.schema import instance, instance_code
+from archivist.testing.datasets import code_item as code
 from archivist.testing.datasets import make_instance, new_uid
 
 runner = CliRunner()
 DUMP_0001 = Path(__file__).parent.parent / "index" / "data" / "index_0001.sql"
 OLD_STUDY = "1.2.826.0.1.3680043.10.1235.77.1"  # the study of the revision-0001 dump
 CHEST_SCT = "816094009"  # Body Part Examined CHEST (PS3.16 Annex L)
-
-
-def code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
 
 
 def settings_of(data: Path) -> Settings:

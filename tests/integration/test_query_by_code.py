@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
+from archivist.testing.datasets import code_item as code
 from archivist.testing.datasets import make_instance, new_uid, pydicom_test_file
 from archivist.testing.server import ServerProcess
 from conftest import dcmtk_tool
@@ -35,14 +36,6 @@ def uid_of_parity(*, odd: bool) -> str:
         uid = new_uid()
         if len(uid) % 2 == int(odd):
             return uid
-
-
-def code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from archivist.testing.datasets import code_item as _code
 from archivist.validate.peer import probe_object
 
 
@@ -81,14 +82,6 @@ def comprehensive_sr() -> Dataset:
     item.TextValue = "Nothing to report"
     ds.ContentSequence = Sequence([item])
     return ds
-
-
-def _code(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
 
 
 @dataclass(frozen=True)

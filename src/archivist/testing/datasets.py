@@ -31,6 +31,15 @@ def new_uid() -> str:
     return str(generate_uid(prefix=ORG_ROOT))
 
 
+def code_item(value: str, scheme: str, meaning: str) -> Dataset:
+    """A code sequence item: Code Value, Coding Scheme Designator, Code Meaning."""
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
 def make_instance(
     path: Path,
     *,
