@@ -104,8 +104,6 @@ class StoreHandler:
         self.stored = 0
 
     def __call__(self, event: Any) -> int:
-        import os
-        import tempfile
         from pathlib import Path
 
         from archivist.archive.ingest import Origin
@@ -121,37 +119,19 @@ class StoreHandler:
             received = event.dataset_path
         except AttributeError:
             received = None
-        if received:
-            try:
+        try:
+            if received:
                 self.archive.ingest.store_file(Path(received), origin,
                                                expected_sop_class=expected, consume=True)
-            except ArchivistError as exc:
-                log.warning("migration: object from %s refused: %s", aet, exc)
-                return 0xC000
-            except Exception:
-                log.exception("migration: storing an object from %s failed", aet)
-                return 0xC000
-            self.stored += 1
-            return 0x0000
-        tmp_dir = self.archive.settings.tmp_dir
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".dcm")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(event.encoded_dataset(include_meta=True))
-            self.archive.ingest.store_file(Path(name), origin, expected_sop_class=expected,
-                                           consume=True)
+            else:
+                self.archive.ingest.store_bytes(event.encoded_dataset(include_meta=True), origin,
+                                                expected_sop_class=expected)
         except ArchivistError as exc:
             log.warning("migration: object from %s refused: %s", aet, exc)
             return 0xC000
         except Exception:
             log.exception("migration: storing an object from %s failed", aet)
             return 0xC000
-        finally:
-            try:
-                os.unlink(name)
-            except OSError:
-                pass
         self.stored += 1
         return 0x0000
 
