@@ -8,8 +8,6 @@ how associations are driven, so the acceptor can change underneath them.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -73,36 +71,24 @@ class Handlers:
         """C-STORE (PS3.4 B.2): one object through the ingest pipeline, Success only when durable."""
         req = event.request
         aet, address = _peer(event)
-        own_tmp: Path | None = None
+        checks = dict(expected_sop_class=str(req.AffectedSOPClassUID),
+                      expected_sop_instance=str(req.AffectedSOPInstanceUID))
+        origin = Origin("dimse", aet, address)
         try:
             try:
                 path = Path(event.dataset_path)
             except AttributeError:
-                # Chunked reception is off (should not happen in the server): write it out.
-                tmp_dir = self.settings.tmp_dir
-                fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".dcm")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(event.encoded_dataset(include_meta=True))
-                path = own_tmp = Path(name)
-            self.archive.ingest.store_file(
-                path,
-                Origin("dimse", aet, address),
-                expected_sop_class=str(req.AffectedSOPClassUID),
-                expected_sop_instance=str(req.AffectedSOPInstanceUID),
-                consume=True,
-            )
+                # Chunked reception is off (should not happen in the server): from memory.
+                self.archive.ingest.store_bytes(event.encoded_dataset(include_meta=True),
+                                                origin, **checks)
+            else:
+                self.archive.ingest.store_file(path, origin, consume=True, **checks)
         except ArchivistError as exc:
             log.warning("C-STORE from %s refused: %s", aet, exc)
             return store_failure(exc)
         except Exception:  # noqa: BLE001 - last line of defence: a clear failure, never a crash
             log.exception("C-STORE from %s failed unexpectedly", aet)
             return status_dataset(Status.CANNOT_UNDERSTAND, "Internal error while storing")
-        finally:
-            if own_tmp is not None:
-                try:
-                    os.unlink(own_tmp)
-                except OSError:
-                    pass
         return Status.SUCCESS
 
     # -- Query ---------------------------------------------------------------------------------
