@@ -197,7 +197,6 @@ async def store(request: Request, study: str | None = None) -> Response:
     origin = Origin("stow", None, client)
     result = StowResult(base_url(request), study)
     received = 0
-    pending: list[Part] = []
     too_large = False
     try:
         try:
@@ -207,7 +206,6 @@ async def store(request: Request, study: str | None = None) -> Response:
                     too_large = True
                     break
                 for part in parser.feed(chunk):
-                    pending.append(part)
                     await run_in_threadpool(_store_part, archive, part, study, result, origin)
                     remove_quietly(part.path)
         except ClientDisconnect:
@@ -226,16 +224,13 @@ async def store(request: Request, study: str | None = None) -> Response:
             result.fail({}, FAILURE_CANNOT_UNDERSTAND, f"malformed multipart body: {exc}")
         leftover = parser.close()
         if leftover is not None:
-            pending.append(leftover)
             if too_large:
                 result.fail(_uids(leftover.path) if leftover.path else {},
                             FAILURE_CANNOT_UNDERSTAND, "request exceeds the size limit")
             elif leftover.size or leftover.headers:
                 await run_in_threadpool(_store_part, archive, leftover, study, result, origin)
     finally:
-        for part in pending:
-            remove_quietly(part.path)
-        for path in created:  # the part being received when the request failed, too
+        for path in created:  # parts not yet removed, and one cut short by a failure
             remove_quietly(path)
     if too_large and not result.referenced:
         raise HTTPProblem(413, f"request exceeds the limit of {max_body} bytes")
