@@ -15,6 +15,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from archivist.testing.procs import status_kb
+from archivist.testing.procs import tree as tree_pids
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROC = Path("/proc")
 
@@ -36,44 +39,6 @@ def parse_stat(text: str) -> dict[str, int | str]:
     }
 
 
-def children_map() -> dict[int, list[int]]:
-    """ppid -> child pids, for every process visible now."""
-    out: dict[int, list[int]] = {}
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            st = parse_stat((entry / "stat").read_text())
-        except (OSError, ValueError, IndexError):
-            continue
-        out.setdefault(int(st["ppid"]), []).append(int(st["pid"]))
-    return out
-
-
-def tree_pids(root: int) -> list[int]:
-    """`root` and all its descendants alive now (root first)."""
-    kids = children_map()
-    seen: list[int] = []
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.append(pid)
-        todo.extend(kids.get(pid, []))
-    return seen
-
-
-def _status_kb(pid: int, key: str) -> int:
-    try:
-        for line in (PROC / str(pid) / "status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def cpu_seconds(root: int) -> float:
     """CPU seconds (user + system) used so far by the tree rooted at `root`."""
     total = 0
@@ -90,12 +55,12 @@ def cpu_seconds(root: int) -> float:
 
 def rss_bytes(root: int) -> int:
     """Sum of the resident set of every process of the tree, now."""
-    return sum(_status_kb(pid, "VmRSS") for pid in tree_pids(root)) * 1024
+    return sum(status_kb(pid, "VmRSS") for pid in tree_pids(root)) * 1024
 
 
 def hwm_bytes(root: int) -> int:
     """Largest ``VmHWM`` (peak resident set) of any single process of the tree."""
-    return max((_status_kb(pid, "VmHWM") for pid in tree_pids(root)), default=0) * 1024
+    return max((status_kb(pid, "VmHWM") for pid in tree_pids(root)), default=0) * 1024
 
 
 def load_average() -> tuple[float, float, float]:

@@ -1,5 +1,6 @@
 """Figures of a server's whole process tree (``archivist serve`` runs worker processes), read
-from ``/proc``: tests measure the tree, never just the supervising parent."""
+from ``/proc``: tests measure the tree, never just the supervising parent (the benchmark's
+``bench.procs`` walks the tree with these too)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def _status(pid: int, key: str) -> int:
+def status_kb(pid: int, key: str) -> int:
+    """A ``/proc/PID/status`` figure in KiB (``VmRSS``, ``VmHWM``); 0 when gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):
@@ -39,13 +41,13 @@ def _status(pid: int, key: str) -> int:
 
 def rss_kb(pid: int) -> int:
     """Resident memory of the tree, KiB (the sum of each process's VmRSS)."""
-    return sum(_status(p, "VmRSS") for p in tree(pid))
+    return sum(status_kb(p, "VmRSS") for p in tree(pid))
 
 
 def peak_rss_kb(pid: int) -> int:
     """The sum of each process's peak resident memory (VmHWM), KiB: an upper bound of the
     tree's peak."""
-    return sum(_status(p, "VmHWM") for p in tree(pid))
+    return sum(status_kb(p, "VmHWM") for p in tree(pid))
 
 
 def cpu_seconds(pid: int) -> float:
