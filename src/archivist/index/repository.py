@@ -810,10 +810,28 @@ class Index:
         Each row maps ``table.column`` to its value for the query level and every level above.
         Constraints on keys without a column, or below the query level, are not applied here.
         With `hide_studies_only_of` (a SOP Class UID), studies whose instances are all of that
-        class are left out (queries at STUDY level and below).
+        class are left out: at STUDY level and below their rows; at PATIENT level, patients
+        with no other study, and those studies' share of the patient's related counts.
         """
         tables = TABLES_AT_LEVEL[query.level.value]
         columns = [col.label(f"{t.name}.{col.name}") for t in tables for col in t.c]
+        hidden_of_patient: Any = None
+        if hide_studies_only_of and query.level.value == "PATIENT":
+            only = f"\\{hide_studies_only_of}\\"
+            hidden = (study.c.patient_pk == patient.c.pk) & (study.c.sop_classes_in_study == only)
+            less = {
+                "number_of_patient_related_studies": func.count(),
+                "number_of_patient_related_series":
+                    func.sum(study.c.number_of_study_related_series),
+                "number_of_patient_related_instances":
+                    func.sum(study.c.number_of_study_related_instances),
+            }
+            columns = [
+                (col - func.coalesce(select(less[col.name]).where(hidden).scalar_subquery(), 0))
+                .label(f"patient.{col.name}") if col.name in less
+                else col.label(f"patient.{col.name}") for col in patient.c]
+            hidden_of_patient = patient.c.pk.in_(select(study.c.patient_pk).where(
+                study.c.sop_classes_in_study != only))
         from_: Any = tables[0]
         for parent, child in zip(tables[1:], tables[:-1]):
             fk = {"instance": "series_pk", "series": "study_pk", "study": "patient_pk"}[child.name]
@@ -829,6 +847,8 @@ class Index:
             conditions.append(self._code_condition(query.level.value, cc))
         if hide_studies_only_of and "study" in allowed:
             conditions.append(study.c.sop_classes_in_study != f"\\{hide_studies_only_of}\\")
+        if hidden_of_patient is not None:
+            conditions.append(hidden_of_patient)
         stmt = select(*columns).select_from(from_)
         if conditions:
             stmt = stmt.where(and_(*conditions))
