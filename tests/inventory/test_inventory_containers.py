@@ -1,8 +1,10 @@
 # ruff: noqa: F811 - fixtures imported from inventory_helpers are parameters here
 """The container studies that hold the archive's inventories stay out of ordinary study lists
-(Study Root C-FIND, QIDO-RS, ``archivist find``) unless a query names them by UID or by the
-Inventory Storage SOP Class; they remain retrievable by UID (C-GET, WADO-RS) and through
-Inventory FIND. Against a real ``archivist serve``, pynetdicom as the SCU."""
+(Study Root C-FIND, QIDO-RS, ``archivist find``) and out of Patient Root C-FIND at PATIENT level
+(patients and their related counts) unless a query names them by UID or by the Inventory
+Storage SOP Class; they remain retrievable by UID (C-GET, WADO-RS) and through Inventory FIND.
+Against a real ``archivist serve``, pynetdicom (and for PATIENT level DCMTK findscu) as the
+SCU."""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 from inventory_helpers import fill, make_server, open_archive  # noqa: F401
+from legacy_peers import dcmtk_env, tool
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -24,6 +28,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from archivist.inventory import INVENTORY_FIND, INVENTORY_STORAGE
 from archivist.inventory.builder import InventoryBuilder, InventorySpec
+from archivist.testing.datasets import make_instance, new_uid
 
 STUDY_ROOT_FIND = StudyRootQueryRetrieveInformationModelFind
 STUDY_ROOT_GET = StudyRootQueryRetrieveInformationModelGet
@@ -152,3 +157,77 @@ def test_c_get_retrieves_a_container_by_uid(served) -> None:  # type: ignore[no-
     finally:
         assoc.release()
     assert received == [str(built.root.SOPInstanceUID)]
+
+
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+_COUNTS = ("NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries",
+           "NumberOfPatientRelatedInstances")
+
+
+def _patients_by_pynetdicom(port: int) -> dict[str, tuple[int, int, int]]:
+    ae = AE(ae_title="CONTSCU")
+    ae.dimse_timeout = 20
+    ae.add_requested_context(PATIENT_ROOT_FIND)
+    assoc = ae.associate("127.0.0.1", port, ae_title="ARCHIVIST")
+    assert assoc.is_established
+    try:
+        ident = Dataset()
+        ident.QueryRetrieveLevel = "PATIENT"
+        ident.PatientID = ""
+        for key in _COUNTS:
+            setattr(ident, key, None)
+        out = {}
+        for status, ds in assoc.send_c_find(ident, PATIENT_ROOT_FIND):
+            assert status and status.Status in (0x0000, 0xFF00), status
+            if ds is not None:
+                out[str(ds.get("PatientID", ""))] = tuple(int(ds[k].value) for k in _COUNTS)
+        return out
+    finally:
+        assoc.release()
+
+
+def _patients_by_findscu(port: int, tmp: Path) -> dict[str, tuple[int, int, int]]:
+    """The same query from DCMTK findscu (Patient Root), its responses extracted to files."""
+    out_dir = tmp / "findscu"
+    out_dir.mkdir(parents=True)
+    args = [tool("findscu", "dcmtk"), "-P", "-aet", "CONTSCU", "-aec", "ARCHIVIST", "-X",
+            "-od", str(out_dir), "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID="]
+    for key in _COUNTS:
+        args += ["-k", f"{key}="]
+    r = subprocess.run([*args, "127.0.0.1", str(port)], capture_output=True, text=True,
+                       timeout=60, check=False, env=dcmtk_env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = {}
+    for path in sorted(out_dir.iterdir()):
+        ds = pydicom.dcmread(path)
+        out[str(ds.get("PatientID", ""))] = tuple(int(ds[k].value) for k in _COUNTS)
+    return out
+
+
+def test_patient_level_hides_containers_and_their_counts(  # type: ignore[no-untyped-def]
+        served, tmp_path: Path) -> None:
+    srv, _, _, container, _ = served
+    port = srv.dicom_port
+    # The inventory holds no patient: its container study has an empty Patient ID. Only the
+    # three patients with images are reported, each with its one study, series and 2 images.
+    expected = {f"P{s}": (1, 1, 2) for s in range(3)}
+    assert _patients_by_pynetdicom(port) == expected
+    assert _patients_by_findscu(port, tmp_path / "a") == expected
+    # A real study without Patient ID joins the container's patient: that patient is reported
+    # now, counting its own study but not the container study beside it.
+    anonymous = make_instance(tmp_path / "anon.dcm", study_uid=new_uid(), series_uid=new_uid(),
+                              patient_id="", patient_name="")
+    ae = AE(ae_title="CONTSCU")
+    ae.add_requested_context(str(anonymous.SOPClassUID), str(anonymous.file_meta.TransferSyntaxUID))
+    assoc = ae.associate("127.0.0.1", port, ae_title="ARCHIVIST")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(anonymous).Status == 0x0000
+    finally:
+        assoc.release()
+    expected[""] = (1, 1, 1)
+    assert _patients_by_pynetdicom(port) == expected
+    assert _patients_by_findscu(port, tmp_path / "b") == expected
+    # The container study is still under that patient (Study Root, named by UID).
+    named = _find(port, "STUDY", StudyInstanceUID=container, PatientID="")
+    assert [(ds.StudyInstanceUID, ds.PatientID) for ds in named] == [(container, "")]
