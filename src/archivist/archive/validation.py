@@ -22,6 +22,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from archivist.validate import Finding, Severity, validate_dataset
+from archivist.validate.encoding import expected_pixel_data_length
+from archivist.validate.findings import Collector
 from archivist.validate.paths import step
 
 _PIXEL_DATA = 0x7FE00010
@@ -66,17 +68,10 @@ def _pixel_findings(ds: Dataset, pixel: PixelDataInfo, iod: str) -> list[Finding
                         "undefined length.", "PS3.5 A.4")]
     if pixel.undefined_length:
         return []
-    try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        spp = int(ds.get("SamplesPerPixel", 1) or 1)
-        bits = int(ds.BitsAllocated)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
-        return []
-    if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
-        spp = 2
-    expected = (rows * cols * spp * frames * bits + 7) // 8
-    expected += expected % 2
+    out = Collector(iod)
+    expected = expected_pixel_data_length(ds, out)  # a malformed Rows/Columns is a finding
+    if expected is None:
+        return out.findings
     if pixel.length == expected:
         return []
     return [Finding(Severity.ERROR, "encoding.pixel-data-length", path, "Image Pixel", iod,

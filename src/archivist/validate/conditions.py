@@ -81,8 +81,8 @@ class _Attribute:
         try:
             # A decoded element is what ds[tag] returns; a raw one is decoded by ds[tag].
             return (ds[self.tag] if type(elem) is RawDataElement else elem).value
-        except AttributeError:
-            return default
+        except Exception:  # noqa: BLE001 - a value pydicom cannot decode counts as absent here
+            return default  # (the data dictionary layer reports it)
 
 
 def _as_strings(value: object) -> list[str]:

@@ -125,20 +125,94 @@ def check_pixel_data(ds: Dataset, transfer_syntax: str, out: Collector) -> None:
         return
     if undefined or not isinstance(value, (bytes, bytearray)):
         return
-    try:
-        rows = int(ds.Rows)
-        cols = int(ds.Columns)
-        spp = int(ds.get("SamplesPerPixel", 1) or 1)
-        bits = int(ds.BitsAllocated)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
-        return
-    if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
-        spp = 2  # PS3.3 C.7.6.3.1.2: two samples per pixel once chroma is subsampled
-    total_bits = rows * cols * spp * frames * bits
-    expected = (total_bits + 7) // 8
-    expected += expected % 2
-    if len(value) != expected:
+    expected = expected_pixel_data_length(ds, out)
+    if expected is not None and len(value) != expected:
         out.add(ERROR, "encoding.pixel-data-length", paths.step(PIXEL_DATA), "Image Pixel",
                 f"Pixel Data has {len(value)} bytes; Rows x Columns x Samples per Pixel x Bits "
                 f"Allocated x Number of Frames gives {expected}.", "PS3.5 8.1.1")
+
+
+# The attributes that give the length of native Pixel Data (PS3.5 8.1.1), with their tags and
+# the value assumed when they are absent (None: no length can be worked out without them).
+_GEOMETRY: tuple[tuple[str, int, int | None], ...] = (
+    ("Rows", 0x00280010, None),
+    ("Columns", 0x00280011, None),
+    ("SamplesPerPixel", 0x00280002, 1),
+    ("BitsAllocated", 0x00280100, None),
+    ("NumberOfFrames", 0x00280008, 1),
+)
+
+
+def expected_pixel_data_length(ds: Dataset, out: Collector | None = None) -> int | None:
+    """The length native Pixel Data must have (PS3.5 8.1.1), None when it cannot be known.
+
+    An attribute that is absent or empty leaves the length unknown (the IOD layer reports it);
+    one that is present but cannot be read as a single integer (a US value of odd length, text
+    that is no number, several values, a negative number) also leaves it unknown: the data
+    dictionary layer reports text and extra values; a value pydicom cannot decode at all and a
+    negative one are reported here, with `out`, as ``encoding.pixel-geometry-unreadable``. A
+    malformed header gives findings, never an exception.
+
+    Parameters
+    ----------
+    ds : pydicom.dataset.Dataset
+        The dataset, read from a file or built in memory.
+    out : Collector, optional
+        Where to report attributes that cannot be read.
+
+    Returns
+    -------
+    int or None
+        The even number of bytes Rows x Columns x Samples per Pixel x Bits Allocated x Number
+        of Frames gives, rounded up to whole bytes.
+    """
+    values: dict[str, int] = {}
+    known = True
+    for keyword, tag, default in _GEOMETRY:
+        if tag not in ds:
+            if default is None:
+                known = False
+            else:
+                values[keyword] = default
+            continue
+        try:
+            raw = ds[tag].value
+        except Exception as exc:  # noqa: BLE001 - pydicom's conversion errors vary by VR
+            raw, problem = None, f"cannot be decoded ({type(exc).__name__})"
+        else:
+            problem = ""
+        if raw is None or raw == "" or raw == b"":
+            if problem and out is not None:
+                out.add(ERROR, "encoding.pixel-geometry-unreadable", paths.step(tag),
+                        "Image Pixel", f"{keyword} {problem}, so the Pixel Data length cannot "
+                        "be checked.", "PS3.5 8.1.1")
+            if problem or default is None:
+                known = False
+            else:
+                values[keyword] = default
+            continue
+        try:
+            number = int(raw)
+        except (TypeError, ValueError, OverflowError):
+            known = False  # text or several values: dict.value-invalid / dict.vm report it
+            continue
+        if number == 0 and default is not None:
+            number = default  # a zero count of samples or frames is read as the default
+        if number < 0:
+            known = False
+            if out is not None:
+                out.add(ERROR, "encoding.pixel-geometry-unreadable", paths.step(tag),
+                        "Image Pixel", f"{keyword} is negative ({number}), so the Pixel Data "
+                        "length cannot be checked.", "PS3.5 8.1.1")
+            continue
+        values[keyword] = number
+    if not known:
+        return None
+    spp = values["SamplesPerPixel"]
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+        spp = 2  # PS3.3 C.7.6.3.1.2: two samples per pixel once chroma is subsampled
+    total_bits = (values["Rows"] * values["Columns"] * spp * values["NumberOfFrames"]
+                  * values["BitsAllocated"])
+    expected = (total_bits + 7) // 8
+    return expected + expected % 2
+
