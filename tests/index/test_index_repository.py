@@ -301,3 +301,66 @@ class TestSearch:
         assert attrs["00100010"]["Value"] == [{"Alphabetic": "Müller^Jürgen"}]
         assert attrs_of({"instance.attrs": "not json"}, "instance") == {}
         assert attrs_of({}, "instance") == {}
+
+
+def _table_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    con = sqlite3.connect(path)
+    try:
+        names = [r[0] for r in con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "AND name != 'alembic_version'")]
+        out = {}
+        for name in names:
+            cols = [r[1] for r in con.execute(f"PRAGMA table_info({name})")]
+            keep = [c for c in cols if c not in ("at", "received_at", "updated_at")]
+            out[name] = sorted(map(tuple, con.execute(
+                f"SELECT {', '.join(keep)} FROM {name}")), key=repr)
+        return out
+    finally:
+        con.close()
+
+
+def test_the_sqlite_fast_path_writes_what_sqlalchemy_core_writes(tmp_path: Path) -> None:
+    """The raw-driver statements of ingest (inserts, lookups, aggregate updates) and the
+    SQLAlchemy Core statements other databases run leave identical rows: same objects stored,
+    one duplicate and one replacement, through both paths."""
+    from archivist.index.repository import AddRequest
+
+    study = new_uid()
+    specs = [dict(study_uid=study, series_uid=s, modality=m, patient_id="P9", sop_uid=new_uid())
+             for s, m in ((new_uid(), "CT"), (new_uid(), "PR")) for _ in range(3)]
+    specs.append(dict(patient_id="P8", sop_uid=new_uid()))
+    datasets = [make_instance(tmp_path / f"src{i}.dcm", **kw) for i, kw in enumerate(specs)]
+
+    def requests(policy: str) -> list[AddRequest]:
+        return [AddRequest(extract(ds), BlobInfo(f"key{i}", 100 + i, "0" * 64,
+                                                 ExplicitVRLittleEndian),
+                           sop_instance_uid=ds.SOPInstanceUID, sop_class_uid=ds.SOPClassUID,
+                           study_instance_uid=ds.StudyInstanceUID,
+                           series_instance_uid=ds.SeriesInstanceUID, source_aet="M",
+                           source_address="10.0.0.1", policy=policy)
+                for i, ds in enumerate(datasets)]
+
+    tables = []
+    for raw in (True, False):
+        db = tmp_path / f"index-{raw}.sqlite"
+        idx = Index(f"sqlite:///{db}")
+        idx.migrate()
+        assert idx._sql.raw  # noqa: SLF001 - SQLite takes the fast path by default
+        idx._sql.raw = raw  # noqa: SLF001
+        try:
+            first = idx.add_instances(requests("keep")[:4])
+            rest = idx.add_instances(requests("keep")[3:])
+            again = idx.add_instances(requests("replace")[:1])
+        finally:
+            idx.close()
+        assert [o.status for o in first] == ["added"] * 4
+        assert [getattr(o, "status", o) for o in rest] == ["exists"] + ["added"] * 3
+        assert again[0].status == "replaced"  # type: ignore[union-attr]
+        tables.append(_table_rows(db))
+    fast, core = tables
+    assert fast.keys() == core.keys()
+    for name in fast:
+        assert fast[name] == core[name], name
+    study_row = [r for r in fast["study"] if study in r]
+    assert study_row, "the study row is there"

@@ -22,6 +22,9 @@ from archivist.index.schema import COLUMN_OF
 _BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ"}
 _MAX_ATTR_LEN = 256
 _EXCLUDED_FROM_ATTRS = {0x7FE00010}
+# VRs whose single text value is its own DICOM JSON value (PN, DS, IS and AT are converted).
+_TEXT_VRS = {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+_INT_VRS = {"US", "UL", "SS", "SL", "UV", "SV"}
 
 
 @dataclass(frozen=True)
@@ -119,36 +122,41 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
     """DICOM JSON of the top-level, non-binary, non-private elements with short values.
 
     Kept in the index so that any requested return key that the objects carry can be answered
-    without opening files.
+    without opening files. The same JSON as pydicom's ``Dataset.to_json_dict`` of those
+    elements, built directly for the common value shapes (text, numbers, single-group person
+    names) and by pydicom for the rest: ingest runs this for every object.
     """
-    small = Dataset()
+    out: dict[str, Any] = {}
     for elem in ds:
-        tag = int(elem.tag)
-        if elem.tag.is_private or elem.VR in _BINARY_VRS or tag in _EXCLUDED_FROM_ATTRS:
-            continue
-        if tag >> 16 == 0x0002:
-            continue
+        tag = elem.tag
+        vr = elem.VR
+        if tag & 0x10000 or vr in _BINARY_VRS or tag in _EXCLUDED_FROM_ATTRS or tag < 0x00030000:
+            continue  # private (odd group), binary or a sequence, Pixel Data, File Meta
         try:
             value = elem.value
         except Exception:  # noqa: BLE001 - a value pydicom cannot decode is simply left out
             continue
-        try:
-            size = len(str(value))
-        except Exception:  # noqa: BLE001
-            continue
-        if size > _MAX_ATTR_LEN:
-            continue
-        small.add(elem)
-    try:
-        return small.to_json_dict(bulk_data_threshold=_MAX_ATTR_LEN * 4)
-    except Exception:  # noqa: BLE001 - fall back element by element
-        out: dict[str, Any] = {}
-        for elem in small:
+        if type(value) is str:
+            if len(value) > _MAX_ATTR_LEN:
+                continue
+            if vr in _TEXT_VRS:
+                out[f"{tag:08X}"] = {"vr": vr, "Value": [value]} if value else {"vr": vr}
+                continue
+        else:
             try:
-                out[f"{int(elem.tag):08X}"] = elem.to_json_dict(None, _MAX_ATTR_LEN * 4)
+                size = len(str(value))
             except Exception:  # noqa: BLE001
                 continue
-        return out
+            if size > _MAX_ATTR_LEN:
+                continue
+            if type(value) is int and vr in _INT_VRS:
+                out[f"{tag:08X}"] = {"vr": vr, "Value": [value]}
+                continue
+        try:
+            out[f"{tag:08X}"] = elem.to_json_dict(None, _MAX_ATTR_LEN * 4)
+        except Exception:  # noqa: BLE001 - left out, like a value that cannot be decoded
+            continue
+    return out
 
 
 @functools.cache

@@ -122,32 +122,25 @@ class _Batch:
         self.touched[("series", series_pk)] = seq
         self.touched[("study", study_pk)] = seq
 
-    def flush(self, conn: Any, now: datetime) -> None:
+    def flush(self, conn: Any, sql: _Sql, now: datetime) -> None:
         for pk, (n, seq) in self.series_agg.items():
             seq = max(seq, self.touched.pop(("series", pk), 0))
-            conn.execute(update(series).where(series.c.pk == pk).values(
-                number_of_series_related_instances=series.c.number_of_series_related_instances
-                + n, change_seq=seq))
+            sql.update(conn, series, pk, {"number_of_series_related_instances": n},
+                       {"change_seq": seq})
         for pk, (n, n_series, seq, st) in self.study_agg.items():
             seq = max(seq, self.touched.pop(("study", pk), 0))
-            values: dict[str, Any] = dict(
-                number_of_study_related_instances=study.c.number_of_study_related_instances + n,
-                updated_at=now, change_seq=seq)
+            added = {"number_of_study_related_instances": n}
             if n_series:
-                values["number_of_study_related_series"] = (
-                    study.c.number_of_study_related_series + n_series)
+                added["number_of_study_related_series"] = n_series
+            values: dict[str, Any] = {"updated_at": now, "change_seq": seq}
             if st.changed:
                 values.update(modalities_in_study=st.modalities,
                               sop_classes_in_study=st.sop_classes)
-            conn.execute(update(study).where(study.c.pk == pk).values(values))
+            sql.update(conn, study, pk, added, values)
         for pk, (n, n_series, n_studies) in self.patient_agg.items():
-            conn.execute(update(patient).where(patient.c.pk == pk).values(
-                number_of_patient_related_instances=patient.c.number_of_patient_related_instances
-                + n,
-                number_of_patient_related_series=patient.c.number_of_patient_related_series
-                + n_series,
-                number_of_patient_related_studies=patient.c.number_of_patient_related_studies
-                + n_studies))
+            sql.update(conn, patient, pk, {"number_of_patient_related_instances": n,
+                                           "number_of_patient_related_series": n_series,
+                                           "number_of_patient_related_studies": n_studies}, {})
         # Rows only a replacement touched got their change_seq from _touch_series_study already.
 
 
@@ -205,7 +198,8 @@ class _Sql:
         self.raw = dialect.name == "sqlite" and dialect.paramstyle == "qmark"
         self.dialect = dialect
         self._inserts: dict[str, tuple[str, list[tuple[str, Any, Any]]]] = {}
-        self._selects: dict[tuple[str, tuple[str, ...], str], str] = {}
+        self._selects: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
+        self._processors: dict[tuple[str, str], Any] = {}
 
     def _insert_plan(self, table: Any) -> tuple[str, list[tuple[str, Any, Any]]]:
         plan = self._inserts.get(table.name)
@@ -261,19 +255,50 @@ class _Sql:
         with self._translated(sql, params):
             conn.connection.driver_connection.executemany(sql, params)
 
-    def first(self, conn: Any, table: Any, columns: tuple[str, ...], key: str,
-              value: Any) -> tuple[Any, ...] | None:
-        """``SELECT columns FROM table WHERE key = value``, the first row as a tuple."""
+    def update(self, conn: Any, table: Any, pk: int, added: Mapping[str, int],
+               values: Mapping[str, Any]) -> None:
+        """``UPDATE table SET col = col + n (added), col = value (values) WHERE pk = pk``."""
+        if not self.raw:
+            expr: dict[str, Any] = {c: table.c[c] + n for c, n in added.items()}
+            expr.update(values)
+            conn.execute(update(table).where(table.c.pk == pk).values(expr))
+            return
+        sets = [f"{c} = {c} + ?" for c in added]
+        params: list[Any] = list(added.values())
+        for c, v in values.items():
+            sets.append(f"{c} = ?")
+            proc = self._processor(table, c)
+            params.append(proc(v) if proc is not None and v is not None else v)
+        params.append(pk)
+        text = f"UPDATE {table.name} SET {', '.join(sets)} WHERE pk = ?"
+        with self._translated(text, params):
+            conn.connection.driver_connection.execute(text, params)
+
+    def _processor(self, table: Any, column: str) -> Any:
+        key = (table.name, column)
+        try:
+            return self._processors[key]
+        except KeyError:
+            proc = self._processors[key] = table.c[column].type.bind_processor(self.dialect)
+            return proc
+
+    def first(self, conn: Any, table: Any, columns: tuple[str, ...],
+              key: str | tuple[str, ...], value: Any) -> tuple[Any, ...] | None:
+        """``SELECT columns FROM table WHERE key = value``, the first row as a tuple (several
+        keys: a tuple of names and a tuple of values, all equal)."""
+        keys = (key,) if isinstance(key, str) else key
+        values = (value,) if isinstance(key, str) else tuple(value)
         if not self.raw:
             row = conn.execute(select(*(table.c[c] for c in columns))
-                               .where(table.c[key] == value)).first()
+                               .where(*(table.c[k] == v for k, v in zip(keys, values)))).first()
             return tuple(row) if row is not None else None
-        sql = self._selects.get((table.name, columns, key))
+        sql = self._selects.get((table.name, columns, keys))
         if sql is None:
-            sql = f"SELECT {', '.join(columns)} FROM {table.name} WHERE {key} = ? LIMIT 1"
-            self._selects[(table.name, columns, key)] = sql
-        with self._translated(sql, (value,)):
-            row = conn.connection.driver_connection.execute(sql, (value,)).fetchone()
+            where = " AND ".join(f"{k} = ?" for k in keys)
+            sql = f"SELECT {', '.join(columns)} FROM {table.name} WHERE {where} LIMIT 1"
+            self._selects[(table.name, columns, keys)] = sql
+        with self._translated(sql, values):
+            row = conn.connection.driver_connection.execute(sql, values).fetchone()
         return tuple(row) if row is not None else None
 
 
@@ -414,7 +439,7 @@ class Index:
                 batch = _Batch()
                 outcomes: list[AddOutcome | IndexError_] = [
                     self._add_one(conn, r, now, batch) for r in requests]
-                batch.flush(conn, now)
+                batch.flush(conn, self._sql, now)
             return outcomes
         except SQLAlchemyError as exc:
             if len(requests) == 1:
@@ -508,23 +533,18 @@ class Index:
                 st = _StudyState(int(study_row[0]), int(study_row[1]), study_row[2] or "\\",
                                  study_row[3] or "\\")
             else:
-                prow = conn.execute(
-                    select(patient.c.pk).where(
-                        patient.c.patient_id == rows.patient["patient_id"],
-                        patient.c.issuer_of_patient_id == rows.patient["issuer_of_patient_id"],
-                    )
-                ).first()
+                prow = sql.first(conn, patient, ("pk",), ("patient_id", "issuer_of_patient_id"),
+                                 (rows.patient["patient_id"], rows.patient["issuer_of_patient_id"]))
                 if prow is None:
-                    patient_pk = conn.execute(
-                        insert(patient).values(**rows.patient, attrs=rows.attrs_json)
-                    ).inserted_primary_key[0]  # type: ignore[index]
+                    patient_pk = sql.insert(conn, patient, {**rows.patient,
+                                                            "attrs": rows.attrs_json})
                 else:
-                    patient_pk = prow.pk
+                    patient_pk = int(prow[0])
                 svalues = dict(rows.study)
                 svalues.update(study_instance_uid=r.study_instance_uid, patient_pk=patient_pk,
                                attrs=rows.attrs_json, updated_at=now, change_seq=seq,
                                modalities_in_study="\\", sop_classes_in_study="\\")
-                study_pk = conn.execute(insert(study).values(svalues)).inserted_primary_key[0]  # type: ignore[index]
+                study_pk = sql.insert(conn, study, svalues)
                 st = _StudyState(study_pk, patient_pk, "\\", "\\")
                 new_study = True
             batch.studies[r.study_instance_uid] = st
@@ -536,7 +556,7 @@ class Index:
                 sevalues = dict(rows.series)
                 sevalues.update(series_instance_uid=r.series_instance_uid, study_pk=st.pk,
                                 attrs=rows.attrs_json, change_seq=seq)
-                series_pk = conn.execute(insert(series).values(sevalues)).inserted_primary_key[0]  # type: ignore[index]
+                series_pk = sql.insert(conn, series, sevalues)
                 new_series = True
             else:
                 series_pk = int(serow[0])
