@@ -145,6 +145,53 @@ class TestEngine:
             engine.resume("2.25.3")
 
 
+    def test_events_are_retried_and_survive_the_engine(self, open_archive,
+                                                       tmp_path: Path) -> None:
+        """Events are queued on disk before they are sent: one that cannot be delivered is
+        retried in order (the final 11 never overtakes the 12 before it), and what an engine
+        leaves undelivered (as a crashed process would) another engine on the same data
+        directory delivers."""
+        data = tmp_path / "data"
+        archive = open_archive(data)
+        fill(archive, tmp_path / "in", studies=3)
+        down = Recorder()
+        calls: list[int] = []
+
+        def unreachable(job: Any, event_type: int, ds: Dataset) -> None:
+            calls.append(event_type)
+            raise ConnectionError("requester not listening")
+
+        first = InventoryCreation(archive, unreachable, studies_per_instance=2)
+        first.initiate("2.25.5", InventorySpec(), requester_aet="SCU")
+        _wait(lambda: first.get("2.25.5").state == COMPLETE)  # type: ignore[union-attr]
+        first.drain_events()
+        first.stop()
+        assert calls and set(calls) == {12}  # the 12 first in line held the others back
+        assert not down.events
+        outbox = data / "inventory-events"
+        assert len(list(outbox.glob("*.json"))) == 3
+
+        flaky = Recorder()
+        failures = [2]
+
+        def sometimes(job: Any, event_type: int, ds: Dataset) -> None:
+            if failures[0]:
+                failures[0] -= 1
+                raise ConnectionError("requester busy")
+            flaky(job, event_type, ds)
+
+        second = InventoryCreation(archive, sometimes)
+        try:
+            second.start_events()
+            _wait(lambda: len(flaky.events) == 3)  # after two failed attempts (1 s, 2 s)
+        finally:
+            second.stop()
+        assert [(e, s) for _, e, s in flaky.events] == [
+            (12, PROCESSING), (12, COMPLETE), (11, COMPLETE)]
+        assert flaky.datasets[-1].ReferencedSOPInstanceUID == second.get("2.25.5").root_uid  # type: ignore[union-attr]
+        assert not list(outbox.glob("*.json"))
+
+
 # -- the SCP over loopback -------------------------------------------------------------------
 
 

@@ -3,7 +3,9 @@
 ``archivist serve``, the server killed with SIGKILL part-way, started again on the same data
 directory; the job resumes from its committed leaves once the lease (the setting
 ``inventory_lease_seconds``) has expired, completes, the inventory is stored and matches the
-archive, and the N-EVENT-REPORTs reach a pynetdicom SCP playing the requester."""
+archive, and the N-EVENT-REPORTs reach a pynetdicom SCP playing the requester: also those the
+killed process had queued and could not deliver (the requester was not listening yet), in the
+order they were queued."""
 
 from __future__ import annotations
 
@@ -65,8 +67,7 @@ def test_job_resumes_after_the_server_is_killed(open_archive, make_server,
     requester = AE(ae_title="INVREQ")
     requester.add_supported_context(INVENTORY_CREATION, scu_role=True, scp_role=True)
     requester.add_requested_context(INVENTORY_CREATION)
-    events_server = requester.start_server(("127.0.0.1", listen), block=False,
-                                           evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event)])
+    events_server = None  # the requester listens for events only once the server is dead
     # One study per leaf: the job commits its progress after every study, and takes a few
     # seconds (~30 ms a leaf), long enough to be killed part-way. A 2 s lease.
     env = {"ARCHIVIST_INVENTORY_STUDIES_PER_INSTANCE": "1",
@@ -84,27 +85,43 @@ def test_job_resumes_after_the_server_is_killed(open_archive, make_server,
             status, _ = assoc.send_n_action(info, 11, INVENTORY_CREATION,
                                             STORAGE_MANAGEMENT_INSTANCE)
             assert status.Status == 0x0000
+            _wait(lambda: (_job(data, uid) or {}).get("studies_done", 0) >= 5)
+            ask = Dataset()
+            ask.TransactionUID = uid
+            status, _ = assoc.send_n_action(ask, 12, INVENTORY_CREATION,  # Request Status
+                                            STORAGE_MANAGEMENT_INSTANCE)
+            assert status.Status == 0x0000
         finally:
             assoc.release()
         _wait(lambda: (_job(data, uid) or {}).get("studies_done", 0) >= 10)
+        # Both Inventory Status events are queued on disk, undelivered (nobody listens).
+        outbox = data / "inventory-events"
+        _wait(lambda: len(list(outbox.glob("*.json"))) == 2)
         srv.kill()  # SIGKILL: no release of the job, no last heartbeat
         killed = _job(data, uid)
         assert killed is not None and killed["state"] == "PROCESSING"
         assert 10 <= killed["studies_done"] < STUDIES == killed["studies_total"], killed
         before = json.loads(killed["leaves"])
         assert len(before) == killed["studies_done"]
-        assert not done.is_set()
+        assert len(list(outbox.glob("*.json"))) == 2
+        assert not events
 
+        events_server = requester.start_server(
+            ("127.0.0.1", listen), block=False,
+            evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event)])
         make_server(*peer, data=data, env=env)  # the same data directory
         assert done.wait(120), events
-        # Events queued by the killed process may be lost with it; these must arrive.
-        _wait(lambda: len(events) >= 3)
+        _wait(lambda: not list(outbox.glob("*.json")))  # each removed once delivered
     finally:
-        events_server.shutdown()
+        if events_server is not None:
+            events_server.shutdown()
 
+    # Every event, in the order queued: the two the killed process left, then the resumed
+    # job's own. None was delivered before the kill, so none is repeated.
     kinds = [(e, str(ds.TransactionStatus)) for e, ds in events]
-    assert kinds[0] == (12, "PROCESSING"), kinds
-    assert kinds[-2:] == [(12, "COMPLETE"), (11, "COMPLETE")], kinds
+    assert kinds == [(12, "PROCESSING"), (12, "PROCESSING"), (12, "COMPLETE"),
+                     (11, "COMPLETE")], kinds
+    assert all(ds.TransactionUID == uid for _, ds in events)
     final = events[-1][1]
     assert final.TransactionUID == uid and final.TotalNumberOfStudyRecords == STUDIES
 

@@ -44,7 +44,7 @@ from archivist.inventory.builder import InventoryBuilder, InventorySpec, unsuppo
 from archivist.inventory.catalogue import Catalogue
 from archivist.inventory.creation import InventoryCreation, JobError
 from archivist.inventory.records import InvalidRecordKey, LimitReached, RepositoryQuery
-from archivist.inventory.remote import install_n_action_fix
+from archivist.inventory.remote import EventSender, install_n_action_fix
 
 log = logging.getLogger("archivist.dimse.inventory")
 
@@ -282,43 +282,6 @@ def scope_from_action(ds: Dataset) -> tuple[list[tuple[str, str]], list[int]]:
     return pairs, unsupported
 
 
-class EventSender:
-    """Sends Inventory Creation N-EVENT-REPORTs over a new association to the requester's
-    configured address (``--peer AET=HOST:PORT``), as Storage Commitment does."""
-
-    def __init__(self, archive: Archive) -> None:
-        self.settings = archive.settings
-
-    def __call__(self, job: Any, event_type: int, ds: Dataset) -> None:
-        from pynetdicom import AE, build_role
-
-        if not job.requester_aet:
-            return  # started over HTTP: nobody to tell
-        peer = self.settings.peer(job.requester_aet)
-        if peer is None:
-            log.warning("inventory creation %s: %s has no configured address; event %d not sent",
-                        job.transaction_uid, job.requester_aet, event_type)
-            return
-        ae = AE(ae_title=self.settings.aet)
-        ae.acse_timeout = self.settings.acse_timeout
-        ae.dimse_timeout = self.settings.dimse_timeout
-        ae.network_timeout = self.settings.network_timeout
-        ae.add_requested_context(INVENTORY_CREATION)
-        assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet,
-                             ext_neg=[build_role(INVENTORY_CREATION, scu_role=False,
-                                                 scp_role=True)])
-        if not assoc.is_established:
-            raise ConnectionError(f"association with {peer.aet} not accepted")
-        try:
-            status, _ = assoc.send_n_event_report(ds, event_type, INVENTORY_CREATION,
-                                                  STORAGE_MANAGEMENT_INSTANCE)
-            code = int(status.get("Status", -1)) if status else -1
-            log.info("inventory creation %s: event %d to %s: 0x%04X", job.transaction_uid,
-                     event_type, peer.aet, code & 0xFFFF)
-        finally:
-            assoc.release()
-
-
 class InventoryCreationHandler:
     """N-ACTION on the Storage Management SOP Instance (PS3.4 KK.2.2)."""
 
@@ -327,6 +290,8 @@ class InventoryCreationHandler:
         self.engine = InventoryCreation(archive, EventSender(archive))
         if self.engine.pending():
             self.engine.start()  # resume what a previous process left
+        if self.engine.outbox.names():
+            self.engine.start_events()  # and deliver the events it could not
 
     def __call__(self, event: Any) -> tuple[Any, Dataset | None]:
         aet = _peer_aet(event)
@@ -415,6 +380,6 @@ def services(archive: Archive) -> list[Service]:
 
 
 __all__ = [
-    "INVENTORY_CREATION", "INVENTORY_FIND", "INVENTORY_GET", "INVENTORY_MOVE", "RQStatus",
-    "install_b001_fix", "services",
+    "INVENTORY_CREATION", "INVENTORY_FIND", "INVENTORY_GET", "INVENTORY_MOVE", "EventSender",
+    "RQStatus", "install_b001_fix", "services",
 ]

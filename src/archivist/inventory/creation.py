@@ -14,18 +14,21 @@ by job number, never by a UID), and progress is committed after each leaf. On co
 leaves and a root go through the one ingest; a cancel with Retain Instances NO discards the
 staged leaves (nothing was stored), with YES stores them under a PARTIAL root.
 
-Events (KK.2.3) are handed to a ``notify(job, event_type_id, dataset)`` callable: the DIMSE layer
-sends them as N-EVENT-REPORT over a new association.
+Events (KK.2.3) of a job with a requester are queued durably (:mod:`archivist.inventory.outbox`,
+files under the data directory) before they are sent, and handed to a ``notify(job,
+event_type_id, dataset)`` callable by an engine that has one: the DIMSE layer sends them as
+N-EVENT-REPORT over a new association. An event that could not be delivered is retried; events a
+crashed process queued are delivered by the next one (at least once, in order per job).
 
 Table ``inventory_job`` is part of the index schema (``index/schema.py``, Alembic revision 0003).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-import queue
 import shutil
 import threading
 import time
@@ -56,6 +59,7 @@ from archivist.inventory.builder import (
     InventorySpec,
     to_part10,
 )
+from archivist.inventory.outbox import Outbox, Pending, Sender
 
 log = logging.getLogger("archivist.inventory.creation")
 
@@ -94,6 +98,12 @@ class Job:
     root_uid: str | None
     retain: str | None
     comment: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Job:
+        """The inverse of ``dataclasses.asdict`` (a job as kept with a queued event)."""
+        return cls(**{**d, "scope": [tuple(p) for p in d["scope"]],
+                      "container": tuple(d["container"])})
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -137,7 +147,9 @@ class InventoryCreation:
     archive
         The archive to inventory and to store inventories in.
     notify
-        Sends an N-EVENT-REPORT; called from worker threads.
+        Sends an N-EVENT-REPORT (raises when it could not); called from the event sender
+        thread. An engine without one still queues the events of jobs that have a requester;
+        an engine with one delivers them, whichever process queued them.
     studies_per_instance
         How many study records one leaf instance holds (default: the setting
         ``inventory_studies_per_instance``).
@@ -151,7 +163,7 @@ class InventoryCreation:
                  autostart: bool = True) -> None:
         self.archive = archive
         self.engine = archive.index.writer
-        self.notify = notify or (lambda job, event, ds: None)
+        self.notify = notify
         settings = archive.settings
         self.studies_per_instance = studies_per_instance or settings.inventory_studies_per_instance
         self.lease_seconds = lease_seconds or settings.inventory_lease_seconds
@@ -163,8 +175,9 @@ class InventoryCreation:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._timer: threading.Thread | None = None
-        self._sender: threading.Thread | None = None
-        self._events: queue.Queue[Any] = queue.Queue()
+        self.outbox = Outbox(Path(archive.settings.data_dir) / "inventory-events")
+        self._sender: Sender | None = None
+        self._queued: set[str] = set()  # events this engine queued, until tried once
 
     # -- rows ----------------------------------------------------------------------------------
 
@@ -283,34 +296,44 @@ class InventoryCreation:
     # -- events --------------------------------------------------------------------------------
 
     def _event(self, job: Job, event_type: int, ds: Dataset | None = None) -> None:
-        """Queue an event; one sender thread delivers them in order, after the N-ACTION
-        response that caused them has gone."""
+        """Queue an event durably (a job without a requester has nobody to tell); a sender
+        delivers it after the N-ACTION response that caused it has gone."""
+        if not job.requester_aet:
+            return
+        name = self.outbox.put(job.pk, dataclasses.asdict(job), event_type,
+                               ds if ds is not None else job.status_dataset())
+        if self.notify is not None:
+            self._queued.add(name)
+            self.start_events()
+
+    def start_events(self) -> None:
+        """Deliver queued events (also those a previous process left) from a sender thread;
+        only an engine with a ``notify`` has one."""
+        if self.notify is None:
+            return
         with self._lock:
             if self._sender is None:
-                self._sender = threading.Thread(target=self._send_loop, name="inventory-events",
-                                                daemon=True)
-                self._sender.start()
-        self._events.put((job, event_type, ds if ds is not None else job.status_dataset()))
+                data_dir = Path(self.archive.settings.data_dir)
+                self._sender = Sender(self.outbox, self._deliver, alive=data_dir.exists)
+        self._sender.wake()
 
-    def _send_loop(self) -> None:
-        while True:
-            item = self._events.get()
-            if item is None:
-                return
-            job, event_type, ds = item
-            time.sleep(0.05)  # let the N-ACTION response reach the requester first
-            try:
-                self.notify(job, event_type, ds)
-            except Exception as exc:  # noqa: BLE001 - a requester that cannot be reached
-                log.warning("inventory creation %s: event %d not delivered: %s",
-                            job.transaction_uid, event_type, exc)
-            finally:
-                self._events.task_done()
+    def _deliver(self, pending: Pending) -> None:
+        assert self.notify is not None
+        job = Job.from_dict(pending.job)
+        self.notify(job, pending.event_type, pending.dataset)
 
     def drain_events(self, timeout: float = 30.0) -> None:
-        """Wait until every queued event was handed to ``notify`` (tests, shutdown)."""
+        """Wait until every event this engine queued was delivered, or waits behind a failed
+        one of its job (tests, shutdown); what failed stays queued for a later attempt."""
+        sender = self._sender
+        if sender is None:
+            return
         deadline = time.monotonic() + timeout
-        while self._events.unfinished_tasks and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            queued = set(self._queued)
+            if sender.settled(queued):
+                self._queued -= queued
+                return
             time.sleep(0.02)
 
     # -- the worker ----------------------------------------------------------------------------
@@ -347,6 +370,9 @@ class InventoryCreation:
                 t.join(timeout)
         self._thread = self._timer = None
         self.drain_events(timeout)
+        if self._sender is not None:
+            self._sender.stop()
+            self._sender = None
         try:
             with self._lock, self.engine.begin() as conn:
                 conn.execute(update(inventory_job).where(inventory_job.c.owner == self.owner)

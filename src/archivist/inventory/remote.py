@@ -11,6 +11,7 @@ pynetdicom is imported inside the functions (the inventory layer does not need i
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -21,11 +22,15 @@ from pydicom.dataset import Dataset
 
 from archivist.errors import ArchivistError
 from archivist.inventory import (
+    INVENTORY_CREATION,
     REPOSITORY_QUERY,
+    STORAGE_MANAGEMENT_INSTANCE,
     STUDY_ROOT_FIND,
     STUDY_ROOT_GET,
     STUDY_ROOT_MOVE,
 )
+
+log = logging.getLogger("archivist.inventory.events")
 
 _ADDRESS = re.compile(r"^([^@]{1,16})@(\[[^\]]+\]|[^:]+):(\d{1,5})$")
 
@@ -251,3 +256,47 @@ def move(assoc: Any, identifier: Dataset, destination: str,
 def get(assoc: Any, identifier: Dataset, model: str = STUDY_ROOT_GET) -> RetrieveResult:
     """C-GET over `assoc` (its C-STORE handler receives the instances)."""
     return _final(assoc.send_c_get(identifier, model))
+
+
+class EventSender:
+    """Sends an Inventory Creation N-EVENT-REPORT (PS3.4 KK.2.3) over a new association to the
+    requester's configured address (``--peer AET=HOST:PORT``), as Storage Commitment does.
+
+    Raises when the event was not delivered (no association, or no response to the
+    N-EVENT-REPORT), so that the outbox keeps it and tries again. A requester without a
+    configured address, or a job without a requester (started over HTTP), gets nothing.
+    """
+
+    def __init__(self, archive: Any) -> None:
+        self.settings = archive.settings
+
+    def __call__(self, job: Any, event_type: int, ds: Dataset) -> None:
+        from pynetdicom import AE, build_role
+
+        if not job.requester_aet:
+            return
+        peer = self.settings.peer(job.requester_aet)
+        if peer is None:
+            log.warning("inventory creation %s: %s has no configured address; event %d not sent",
+                        job.transaction_uid, job.requester_aet, event_type)
+            return
+        ae = AE(ae_title=self.settings.aet)
+        ae.acse_timeout = self.settings.acse_timeout
+        ae.dimse_timeout = self.settings.dimse_timeout
+        ae.network_timeout = self.settings.network_timeout
+        ae.add_requested_context(INVENTORY_CREATION)
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet,
+                             ext_neg=[build_role(INVENTORY_CREATION, scu_role=False,
+                                                 scp_role=True)])
+        if not assoc.is_established:
+            raise RemoteError(f"association with {peer.aet} not accepted")
+        try:
+            status, _ = assoc.send_n_event_report(ds, event_type, INVENTORY_CREATION,
+                                                  STORAGE_MANAGEMENT_INSTANCE)
+            if not status or "Status" not in status:
+                raise RemoteError(f"no response from {peer.aet} to event {event_type}")
+            log.info("inventory creation %s: event %d to %s: 0x%04X", job.transaction_uid,
+                     event_type, peer.aet, int(status.Status) & 0xFFFF)
+        finally:
+            if assoc.is_established:
+                assoc.release()

@@ -14,7 +14,8 @@ Routes::
                                              instance, application/zip for a split inventory)
 
 Jobs run in the same engine as DIMSE Inventory Creation (persistent, resumable); a job started
-here has no DICOM requester, so no N-EVENT-REPORT is sent. Errors answer ``{"status", "error"}``.
+here has no DICOM requester, so no N-EVENT-REPORT is sent (a job started over DIMSE that this
+engine finishes still sends its events to the requester). Errors answer ``{"status", "error"}``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from archivist.inventory.builder import InventorySpec, to_part10, unsupported_sc
 from archivist.inventory.catalogue import Catalogue
 from archivist.inventory.creation import InventoryCreation, Job, JobError
 from archivist.inventory.model import Inventory
+from archivist.inventory.remote import EventSender
 from archivist.web.errors import problem_response
 
 __all__ = ["on_startup", "routes"]
@@ -45,7 +47,8 @@ MAX_BODY = 64 * 1024
 def _engine(request: Request) -> InventoryCreation:
     engine = getattr(request.app.state, "inventory_creation", None)
     if engine is None:
-        engine = InventoryCreation(request.app.state.archive)
+        archive = request.app.state.archive
+        engine = InventoryCreation(archive, EventSender(archive))
         request.app.state.inventory_creation = engine
     return engine
 
