@@ -177,8 +177,11 @@ class TestOverTheNetwork:
             assoc.release()
 
     def test_paging_and_a710(self, rq_server) -> None:  # type: ignore[no-untyped-def]
+        # No timing here: the pages are read with pynetdicom's reactor paused throughout (no
+        # grace period for it to take a stray response), and the DIMSE timeout only bounds a
+        # failure.
         assoc = associate(Remote("ARCHIVIST", "127.0.0.1", rq_server.dicom_port,
-                                 dimse_timeout=5), [REPOSITORY_QUERY])
+                                 dimse_timeout=60), [REPOSITORY_QUERY])
         try:
             walked = list(repository_walk(assoc, "SERIES", {"StudyInstanceUID": "",
                                                              "SeriesInstanceUID": ""},
@@ -248,5 +251,40 @@ def test_b001_fix_for_pynetdicoms_own_scp_loop(archive: Archive, tmp_path: Path)
         assert msg is None  # without the fix pynetdicom sends a 0x0000 here
         assoc._reactor_checkpoint.set()
         assoc.release()
+    finally:
+        server.shutdown()
+
+
+def test_walk_skips_the_trailing_success_of_an_unfixed_pynetdicom_scp(
+        archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynetdicom's own SCP loop (without install_b001_fix) sends a 0x0000 after each 0xB001:
+    our SCU skips it (it answers the previous Message ID) instead of reading it as the end of
+    the next page, and the walk returns every record once, in Record Key order."""
+    from pynetdicom import AE, evt
+    from pynetdicom.service_class import ServiceClass
+
+    from archivist.dimse.inventory_handlers import RepositoryQueryHandler
+    from archivist.testing.server import free_port
+
+    fixed = ServiceClass._c_find_scp
+    monkeypatch.setattr(ServiceClass, "_c_find_scp", getattr(fixed, "__wrapped__", fixed))
+    fill(archive, tmp_path / "in", studies=7)
+    port = free_port()
+    scp = AE(ae_title="PLAIN")
+    scp.add_supported_context(REPOSITORY_QUERY)
+    server = scp.start_server(("127.0.0.1", port), block=False,
+                              evt_handlers=[(evt.EVT_C_FIND, RepositoryQueryHandler(archive))])
+    try:
+        assoc = associate(Remote("PLAIN", "127.0.0.1", port, dimse_timeout=60),
+                          [REPOSITORY_QUERY])
+        try:
+            walked = list(repository_walk(assoc, "STUDY", {"StudyInstanceUID": ""},
+                                          page_size=3))
+            keys = [bytes(d.RecordKey) for d in walked]
+            assert len(walked) == 7 and len(set(keys)) == 7 and keys == sorted(keys)
+            page = repository_query(assoc, _ident("STUDY"))  # after the last trailing one
+            assert page.status == 0 and len(page.records) == 7
+        finally:
+            assoc.release()
     finally:
         server.shutdown()

@@ -2,9 +2,9 @@
 
 pynetdicom 3.0.4, as SCU, treats a Repository Query 0xB001 Warning as "end of pending" but keeps
 reading for another response, so against a conforming SCP (which ends with the Warning) it waits
-for ``dimse_timeout`` and aborts. :func:`repository_query` stops reading at 0xB001 itself and
-releases pynetdicom's reactor; a trailing 0x0000 from a pynetdicom-based SCP (which sends one)
-then reaches the reactor, which ignores a response it did not ask for.
+for ``dimse_timeout`` and aborts. :func:`repository_query` reads the responses itself and stops
+at 0xB001; a trailing 0x0000 from a pynetdicom-based SCP (which sends one) answers an earlier
+Message ID and is skipped.
 
 pynetdicom is imported inside the functions (the inventory layer does not need it otherwise).
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,38 +137,64 @@ def supports(assoc: Any, sop_class: str) -> bool:
     return any(str(cx.abstract_syntax) == sop_class for cx in assoc.accepted_contexts)
 
 
-def repository_query(assoc: Any, identifier: Dataset, *, grace: float = 0.05) -> PageResult:
+def _next_message_id(assoc: Any) -> int:
+    """A Message ID of its own for each request on `assoc` (pynetdicom uses 1 unless told)."""
+    n = int(getattr(assoc, "_archivist_message_id", 0)) % 0xFFFF + 1
+    assoc._archivist_message_id = n
+    return n
+
+
+def repository_query(assoc: Any, identifier: Dataset) -> PageResult:
     """One Repository Query C-FIND; 0xB001 ends it (PS3.4 C.6.4.4).
+
+    The responses are read here, not by pynetdicom's C-FIND generator (which keeps waiting
+    after a 0xB001). pynetdicom pauses its reactor thread while the requestor reads responses;
+    after a 0xB001 the reactor is left paused (the next request, or the release, takes over
+    from there), so no response to a following request can reach the reactor instead of its
+    reader. A pynetdicom-based SCP sends a trailing 0x0000 after its 0xB001: it answers the
+    earlier Message ID and is skipped by the next Repository Query on the association.
 
     Raises
     ------
     RemoteError
         A failure status (its code is in the message), or the association was lost.
     """
+    from pynetdicom.dimse_primitives import C_FIND
+    from pynetdicom.dsutils import decode
+
+    message_id = _next_message_id(assoc)
+    # Sends the request with the reactor paused; its generator is never started.
+    assoc.send_c_find(identifier, REPOSITORY_QUERY, msg_id=message_id).close()
+    context = assoc._get_valid_context(REPOSITORY_QUERY, "", "scu")
+    syntax = context.transfer_syntax[0]
     result = PageResult()
-    responses = assoc.send_c_find(identifier, REPOSITORY_QUERY)
     try:
-        for status, ds in responses:
-            code = int(status.get("Status", -1)) if status else -1
+        while True:
+            _cx, rsp = assoc.dimse.get_msg(block=True)
+            if rsp is None or not isinstance(rsp, C_FIND) or not rsp.is_valid_response:
+                assoc.abort()
+                raise RemoteError("Repository Query failed: association lost" if rsp is None
+                                  else "Repository Query failed: unexpected message")
+            if rsp.MessageIDBeingRespondedTo != message_id:
+                continue  # a trailing response to an earlier request
+            code = int(rsp.Status) if rsp.Status is not None else -1
             if code in (0xFF00, 0xFF01):
+                ds = decode(rsp.Identifier, syntax.is_implicit_VR, syntax.is_little_endian,
+                            syntax.is_deflated) if rsp.Identifier is not None else None
                 if ds is not None:
                     result.records.append(ds)
                 continue
             result.status = code
             if code == 0xB001:
                 result.limit_reached = True
-                # pynetdicom would keep waiting for another response: stop here.
-                assoc._reactor_checkpoint.set()
-                break
+                return result
             if code == 0x0000:
-                break
-            comment = status.get("ErrorComment", "") if status else "association lost"
+                return result
+            comment = getattr(rsp, "ErrorComment", None) or ""
             raise RemoteError(f"Repository Query failed: 0x{code & 0xFFFF:04X} {comment}")
     finally:
-        responses.close()
-    if result.limit_reached:
-        time.sleep(grace)  # let the reactor take a trailing response from a pynetdicom SCP
-    return result
+        if not result.limit_reached:
+            assoc._reactor_checkpoint.set()
 
 
 def repository_walk(assoc: Any, level: str, keys: dict[str, Any], *,
