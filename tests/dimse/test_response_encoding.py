@@ -61,3 +61,29 @@ def test_empty_uid_and_unset_values() -> None:
     rsp.Status = 0
     assert rsp.command(False) == _pydicom_command(
         0x8001, dict(MessageIDBeingRespondedTo=4, AffectedSOPInstanceUID="", Status=0), False)
+
+
+@pytest.mark.parametrize("originator", [None, "MOVESCU", "ODD"])
+def test_c_store_request_command_equals_pydicoms_encoding(originator: str | None) -> None:
+    from archivist.dimse.requestor import c_store_rq
+
+    values: dict[str, Any] = dict(AffectedSOPClassUID="1.2.840.10008.5.1.4.1.1.2", MessageID=12,
+                                  Priority=0, CommandDataSetType=0,
+                                  AffectedSOPInstanceUID="1.2.3.4.567")
+    if originator:
+        values.update(MoveOriginatorApplicationEntityTitle=originator, MoveOriginatorMessageID=3)
+    got = c_store_rq(12, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.567", originator_aet=originator,
+                     originator_id=3)
+    assert got == _with_type(values)
+
+
+def _with_type(values: dict[str, Any]) -> bytes:
+    """pydicom's encoding of a C-STORE-RQ command (Command Data Set Type 0x0000: data follows)."""
+    cs = Dataset()
+    for keyword, value in values.items():
+        setattr(cs, keyword, value)
+    cs.CommandField = 0x0001
+    body = bytes(encode(cs, True, True))
+    head = Dataset()
+    head.CommandGroupLength = len(body)
+    return bytes(encode(head, True, True)) + body

@@ -115,6 +115,51 @@ def fragment_message(command: bytes, context_id: int, max_pdu: int,
     return out
 
 
+# Command elements (group 0000) by keyword: element number and VR, for the direct encoder.
+_COMMAND_ELEMENTS = {
+    "AffectedSOPClassUID": (0x0002, "UI"), "CommandField": (0x0100, "US"),
+    "MessageID": (0x0110, "US"), "MessageIDBeingRespondedTo": (0x0120, "US"),
+    "Priority": (0x0700, "US"), "CommandDataSetType": (0x0800, "US"), "Status": (0x0900, "US"),
+    "ErrorID": (0x0903, "US"), "AffectedSOPInstanceUID": (0x1000, "UI"),
+    "NumberOfRemainingSuboperations": (0x1020, "US"),
+    "NumberOfCompletedSuboperations": (0x1021, "US"),
+    "NumberOfFailedSuboperations": (0x1022, "US"),
+    "NumberOfWarningSuboperations": (0x1023, "US"),
+    "MoveOriginatorApplicationEntityTitle": (0x1030, "AE"),
+    "MoveOriginatorMessageID": (0x1031, "US"),
+}
+
+
+def encode_command(values: dict[str, Any]) -> bytes | None:
+    """A command set (PS3.7 6.3.1: Implicit VR Little Endian, group length first, elements in
+    tag order) of UIDs, AE titles and unsigned shorts, encoded directly as pydicom would encode
+    it (UIDs padded with NUL, AE titles with a space); None values are left out. Returns None
+    when a value is of another kind (Error Comment, Offending Element, ...): pydicom encodes
+    those."""
+    parts: list[tuple[int, bytes]] = []
+    for keyword, value in values.items():
+        if value is None:
+            continue
+        spec = _COMMAND_ELEMENTS.get(keyword)
+        if spec is None:
+            return None
+        element, vr = spec
+        if vr == "US":
+            if type(value) is not int or not 0 <= value <= 0xFFFF:
+                return None
+            raw = value.to_bytes(2, "little")
+        else:
+            if not isinstance(value, str) or not value.isascii():
+                return None
+            raw = value.encode("ascii")
+            if len(raw) % 2:
+                raw += b"\0" if vr == "UI" else b" "
+        parts.append((element, struct.pack("<HHI", 0, element, len(raw)) + raw))
+    parts.sort()
+    body = b"".join(p for _, p in parts)
+    return struct.pack("<HHII", 0, 0, 4, len(body)) + body
+
+
 #: Who wrote the files Archivist receives (PS3.10 7.1), also announced in associations (PS3.7 D.3.3.2).
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1.20261124.1"
 IMPLEMENTATION_VERSION_NAME = "ARCHIVIST_0.1.0"

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from archivist.dimse.acceptor_pdu import (
     ABORT_UNRECOGNIZED_PARAMETER,
     Message,
     ProtocolError,
+    encode_command,
     encode_message,
     fragment_message,
 )
@@ -177,7 +177,7 @@ class Response:
         values.pop("Identifier", None)
         values["CommandField"] = self.__dict__["_field"]
         values["CommandDataSetType"] = 0x0001 if with_data else 0x0101
-        fast = _encode_command(values)
+        fast = encode_command(values)
         if fast is not None:
             return fast
         cs = Dataset()
@@ -190,47 +190,6 @@ class Response:
         head = Dataset()
         head.CommandGroupLength = len(body)
         return bytes(encode(head, True, True)) + body  # type: ignore[arg-type]
-
-
-# Command elements a response carries, by keyword: element number (group 0000) and whether the
-# value is a UID (else an unsigned short).
-_COMMAND_ELEMENTS = {
-    "AffectedSOPClassUID": (0x0002, True), "CommandField": (0x0100, False),
-    "MessageIDBeingRespondedTo": (0x0120, False), "CommandDataSetType": (0x0800, False),
-    "Status": (0x0900, False), "ErrorID": (0x0903, False),
-    "AffectedSOPInstanceUID": (0x1000, True), "NumberOfRemainingSuboperations": (0x1020, False),
-    "NumberOfCompletedSuboperations": (0x1021, False),
-    "NumberOfFailedSuboperations": (0x1022, False),
-    "NumberOfWarningSuboperations": (0x1023, False),
-}
-
-
-def _encode_command(values: dict[str, Any]) -> bytes | None:
-    """A command set of UIDs and unsigned shorts encoded directly (Implicit VR Little Endian,
-    elements in tag order, UIDs padded with NUL), as pydicom would encode it; None when a value
-    is of another kind (Error Comment, Offending Element, ...): pydicom encodes those."""
-    parts: list[tuple[int, bytes]] = []
-    for keyword, value in values.items():
-        if value is None:
-            continue
-        spec = _COMMAND_ELEMENTS.get(keyword)
-        if spec is None:
-            return None
-        element, is_uid = spec
-        if is_uid:
-            if not isinstance(value, str) or not value.isascii():
-                return None
-            raw = value.encode("ascii")
-            if len(raw) % 2:
-                raw += b"\0"
-        else:
-            if type(value) is not int or not 0 <= value <= 0xFFFF:
-                return None
-            raw = value.to_bytes(2, "little")
-        parts.append((element, struct.pack("<HHI", 0, element, len(raw)) + raw))
-    parts.sort()
-    body = b"".join(p for _, p in parts)
-    return struct.pack("<HHII", 0, 0, 4, len(body)) + body
 
 
 def encode_dataset(ds: Dataset, ts: UID) -> bytes:

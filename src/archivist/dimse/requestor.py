@@ -48,6 +48,7 @@ from archivist.dimse.acceptor_pdu import (
     Message,
     ProtocolError,
     a_abort,
+    encode_command,
     fragment_message,
 )
 
@@ -68,16 +69,21 @@ def c_store_rq(message_id: int, sop_class: str, sop_instance: str, *, priority: 
                originator_aet: str | None = None, originator_id: int | None = None) -> bytes:
     """The encoded command set of a C-STORE-RQ with a data set (PS3.7 9.3.1.1), group length
     first, Implicit VR Little Endian (PS3.7 6.3.1)."""
-    cs = Dataset()
-    cs.AffectedSOPClassUID = UID(sop_class)
-    cs.CommandField = 0x0001
-    cs.MessageID = message_id
-    cs.Priority = priority
-    cs.CommandDataSetType = 0x0000
-    cs.AffectedSOPInstanceUID = UID(sop_instance)
+    values: dict[str, Any] = {
+        "AffectedSOPClassUID": str(sop_class), "CommandField": 0x0001, "MessageID": message_id,
+        "Priority": priority, "CommandDataSetType": 0x0000,
+        "AffectedSOPInstanceUID": str(sop_instance)}
     if originator_aet:
-        cs.MoveOriginatorApplicationEntityTitle = originator_aet
-        cs.MoveOriginatorMessageID = int(originator_id or 0)
+        values["MoveOriginatorApplicationEntityTitle"] = originator_aet
+        values["MoveOriginatorMessageID"] = int(originator_id or 0)
+    fast = encode_command(values)
+    if fast is not None:
+        return fast
+    cs = Dataset()
+    for keyword, value in values.items():
+        if keyword != "CommandField":
+            setattr(cs, keyword, value)
+    cs.CommandField = 0x0001
     body = bytes(encode(cs, True, True))  # type: ignore[arg-type]
     head = Dataset()
     head.CommandGroupLength = len(body)
