@@ -195,6 +195,47 @@ class TestOverTheNetwork:
             assoc.release()
 
 
+    def test_the_reactor_leaves_responses_to_the_request(self, rq_server) -> None:  # type: ignore[no-untyped-def]
+        """pynetdicom's reactor, let run while responses wait in the queue (as a reactor thread
+        scheduled late after the previous request would), does not take them: the request
+        that waits for them gets every one."""
+        from archivist.inventory import STUDY_ROOT_FIND
+
+        assoc = associate(Remote("ARCHIVIST", "127.0.0.1", rq_server.dicom_port,
+                                 dimse_timeout=60), [STUDY_ROOT_FIND])
+        try:
+            ident = Dataset()
+            ident.QueryRetrieveLevel = "STUDY"
+            ident.StudyInstanceUID = ""
+            responses = assoc.send_c_find(ident, STUDY_ROOT_FIND)  # sent, reactor paused
+            queue = assoc.dimse.msg_queue
+            deadline = time.monotonic() + 60
+            while queue.qsize() < 6:  # 5 pending and the final response
+                assert time.monotonic() < deadline, queue.qsize()
+                time.sleep(0.01)
+            polls = [0]
+            guarded = assoc.dimse.get_msg
+
+            def counted(block: bool = False) -> object:
+                if not block:
+                    polls[0] += 1
+                return guarded(block)
+
+            assoc.dimse.get_msg = counted
+            assoc._reactor_checkpoint.set()  # the reactor polls the queue now
+            while polls[0] < 20:
+                assert time.monotonic() < deadline, polls
+                time.sleep(0.01)
+            assoc._reactor_checkpoint.clear()
+            while not assoc._is_paused:
+                time.sleep(0.001)
+            assert queue.qsize() == 6
+            got = [(int(st.Status), ds is not None) for st, ds in responses]
+            assert got == [(0xFF00, True)] * 5 + [(0x0000, False)]
+        finally:
+            assoc.release()
+
+
 class TestInventoryOfALiveRepository:
     def test_repository_query_and_cfind_agree_with_the_index(self, rq_server,  # type: ignore[no-untyped-def]
                                                              tmp_path: Path) -> None:

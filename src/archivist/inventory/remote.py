@@ -129,7 +129,38 @@ def associate(remote: Remote, contexts: list[str], *, storage: list[Any] | None 
                          ext_neg=roles or None, evt_handlers=evt_handlers)
     if not assoc.is_established:
         raise RemoteError(f"association with {remote} was not accepted")
+    keep_responses_from_the_reactor(assoc)
     return assoc
+
+
+def keep_responses_from_the_reactor(assoc: Any) -> None:
+    """Leave DIMSE responses on `assoc` to the request that waits for them.
+
+    pynetdicom 3.0.4 pauses its reactor thread while a request waits for its responses and
+    sets it free when they end. The reactor, once woken, makes one more pass even if the next
+    request has paused it again meanwhile (``threading.Event.wait`` returns after a ``set``
+    even when a ``clear`` followed), and that pass takes whatever message is queued. On a busy
+    machine the reactor may get its turn only after the next request's first response has
+    arrived: it takes it, logs "Received unexpected C-FIND service message" and drops it, and
+    the request waits out its DIMSE timeout and aborts (a migration or an inventory of a
+    remote then fails, or retries a study). The reactor polls without blocking and requesters
+    always block, so the reactor's poll here skips a queued response (a message that answers
+    a Message ID); requests from the peer still reach it.
+    """
+    dimse = assoc.dimse
+    take = dimse.get_msg
+    queued = dimse.msg_queue
+
+    def get_msg(block: bool = False) -> Any:
+        if not block:
+            with queued.mutex:
+                head = queued.queue[0] if queued.queue else None
+            if head is not None and getattr(head[1], "MessageIDBeingRespondedTo", None) \
+                    is not None:
+                return None, None
+        return take(block)
+
+    dimse.get_msg = get_msg
 
 
 def supports(assoc: Any, sop_class: str) -> bool:
