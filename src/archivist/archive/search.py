@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from pydicom import config as pydicom_config
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -79,6 +80,10 @@ def _json_values(attrs: Mapping[str, Any], keyword: str) -> list[Any] | None:
 
 #: pydicom's validation mode for values read back from the index (no checks).
 _TRUSTED = pydicom_config.IGNORE
+#: VRs whose indexed value :meth:`Search.json_identifier` writes itself (PS3.18 F.2.3).
+_JSON_INT_VRS = frozenset({"IS", "US", "UL", "SL", "SS"})
+_JSON_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM",
+                            "UC", "UI", "UR", "UT"})
 
 
 @functools.lru_cache(maxsize=256)
@@ -105,6 +110,22 @@ def _identifier_plan(level: QueryLevel, return_keys: tuple[str, ...]
             kind = KEYS[keyword].kind
         plan.append((keyword, tag, vr, column, kind))
     return tuple(plan)
+
+
+def _plain_json(item: dict[str, Any], vr: str) -> bool:
+    """Whether a stored DICOM JSON attribute reads back unchanged through pydicom: the
+    dictionary's VR, and plain strings, integers or person names as its values."""
+    values = item["Value"]
+    if item.get("vr") != vr or not isinstance(values, list) or not values:
+        return False
+    if vr == "PN":
+        return all(isinstance(v, dict) and set(v) <= {"Alphabetic", "Ideographic", "Phonetic"}
+                   and all(isinstance(x, str) for x in v.values()) for v in values)
+    if vr in _JSON_INT_VRS:
+        return all(type(v) is int for v in values)
+    if vr in _JSON_TEXT_VRS:
+        return all(isinstance(v, str) for v in values)
+    return False
 
 
 class Search:
@@ -270,6 +291,61 @@ class Search:
                 # the rest of building the identifier).
                 ds.add(DataElement(tag, vr, value, validation_mode=_TRUSTED))
         return ds
+
+    def json_identifier(self, query: Query, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The response identifier of one row as DICOM JSON (PS3.18 F.2), without Query/Retrieve
+        Level: what ``identifier(query, row).to_json_dict()`` gives, built from the row directly.
+
+        Indexed values of the common VRs are written as they are; anything else (sequences,
+        decimal numbers, multi-valued or multi-group text) goes through pydicom, one element at
+        a time, so both paths give the same JSON.
+        """
+        out: dict[str, Any] = {}
+        attrs: dict[str, Any] | None = None
+        slow: list[tuple[str, int, str, str | None, MatchKind | None]] = []
+        for entry in _identifier_plan(query.level, tuple(query.return_keys)):
+            keyword, tag, vr, column, kind = entry
+            key = f"{tag:08X}"
+            if column is None:
+                if keyword in CODE_SEQUENCES or vr == "SQ":
+                    slow.append(entry)
+                    continue
+                if attrs is None:
+                    attrs = attrs_of(row, _own_table(query.level))
+                item = attrs.get(key)
+                if not isinstance(item, dict) or "Value" not in item:
+                    out[key] = {"vr": vr}
+                elif _plain_json(item, vr):
+                    out[key] = {"vr": vr, "Value": item["Value"]}
+                else:
+                    slow.append(entry)  # the stored JSON, normalised through pydicom
+                continue
+            value = row.get(column)
+            if value is None or value == "":
+                out[key] = {"vr": vr}
+            elif kind is MatchKind.MULTI:
+                values = [v for v in str(value).split("\\") if v]
+                out[key] = {"vr": vr, "Value": values} if values else {"vr": vr}
+            elif vr in _JSON_INT_VRS:
+                out[key] = {"vr": vr, "Value": [int(value)]}
+            elif vr in _JSON_TEXT_VRS and isinstance(value, str) and "\\" not in value:
+                if vr == "PN":
+                    if "=" in value:
+                        slow.append(entry)
+                        continue
+                    out[key] = {"vr": vr, "Value": [{"Alphabetic": value}]}
+                else:
+                    out[key] = {"vr": vr, "Value": [value]}
+            else:
+                slow.append(entry)
+        if slow:
+            full = self.identifier(query, row)
+            for _keyword, tag, _vr, _column, _kind in slow:
+                if tag in full:
+                    one = Dataset()
+                    one.add(full[tag])
+                    out.update(one.to_json_dict())
+        return out
 
     def _code_items(self, level: QueryLevel, row: Mapping[str, Any], keyword: str) -> Sequence:
         """The stored items of a Code Sequence for one result (the entity's instances' codes)."""

@@ -176,8 +176,8 @@ def run_qido(archive: Archive, q: QidoRequest, root: str) -> tuple[list[dict[str
         rows = archive.search.rows(query, limit=wanted + 1, offset=q.offset)
         skipped = q.offset
     for row in rows:
-        ds = archive.search.identifier(query, row)
         if q.fuzzy_names:
+            ds = archive.search.identifier(query, row)
             if not all(fuzzy_match(value, str(ds.get(keyword) or ""))
                        for keyword, value in q.fuzzy_names):
                 continue
@@ -187,8 +187,8 @@ def run_qido(archive: Archive, q: QidoRequest, root: str) -> tuple[list[dict[str
         if len(out) >= wanted:
             truncated = q.limit is None or q.limit > server_max
             break
-        body = ds.to_json_dict()
-        body.pop("00080052", None)  # Query/Retrieve Level belongs to DIMSE
+        # DICOM JSON straight from the row (Query/Retrieve Level belongs to DIMSE: left out).
+        body = archive.search.json_identifier(query, row)
         if q.include_all:
             for tag, item in _row_attrs(row, q.level).items():
                 body.setdefault(tag, item)
