@@ -479,6 +479,31 @@ def test_stow_bad_part_never_loses_the_good_ones(srv) -> None:
         assert len(q.json()) == 1
 
 
+def test_stow_reports_parts_in_their_order(srv) -> None:
+    """Parts are stored a few at a time while the next ones arrive; the response lists them in
+    the order they were sent, duplicates within the request included, and every one is stored."""
+    instances = [make_instance(instance_number=i + 1) for i in range(12)]
+    blobs = []
+    for ds in instances:
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        blobs.append(buf.getvalue())
+    parts = blobs[:5] + [b"not DICOM" * 20] + blobs[5:] + [blobs[2], b"\x00" * 50]
+    body, ctype = multipart_body(parts)
+    r = requests.post(f"{srv.url}/dicomweb/studies", data=body,
+                      headers={"Content-Type": ctype, "Accept": "application/dicom+json"})
+    assert r.status_code == 202, r.text
+    out = r.json()
+    referenced = [item["00081155"]["Value"][0] for item in out["00081199"]["Value"]]
+    expected = [str(ds.SOPInstanceUID) for ds in instances] + [str(instances[2].SOPInstanceUID)]
+    assert referenced == expected
+    assert len(out["00081198"]["Value"]) == 2
+    for ds in instances:
+        q = requests.get(f"{srv.url}/dicomweb/instances",
+                         params={"SOPInstanceUID": ds.SOPInstanceUID})
+        assert len(q.json()) == 1
+
+
 def test_stow_truncated_body(srv) -> None:
     ds = make_instance()
     buf = io.BytesIO()

@@ -7,6 +7,7 @@ the good ones are stored.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
@@ -71,6 +72,27 @@ def _add_preamble(path: Path) -> None:
     os.replace(fixed, path)
 
 
+_PARTS_IN_FLIGHT = 4
+
+
+class _Outcome:
+    """What storing one part reported (:class:`StowResult`'s ``ok``/``fail``), replayed into
+    the response once every part is done, in the parts' order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def ok(self, *args: Any) -> None:
+        self.calls.append(("ok", args))
+
+    def fail(self, *args: Any) -> None:
+        self.calls.append(("fail", args))
+
+    def replay(self, result: StowResult) -> None:
+        for name, args in self.calls:
+            getattr(result, name)(*args)
+
+
 class StowResult:
     def __init__(self, root: str, study: str | None) -> None:
         self.root = root
@@ -121,8 +143,8 @@ class StowResult:
         return 202 if self.referenced else 409
 
 
-def _store_part(archive: Archive, part: Part, study: str | None, result: StowResult,
-                origin: Origin) -> None:
+def _store_part(archive: Archive, part: Part, study: str | None,
+                result: StowResult | _Outcome, origin: Origin) -> None:
     assert part.path is not None
     mtype, params = content_type_params(part.content_type or DICOM)
     if not part.complete:
@@ -198,6 +220,35 @@ async def store(request: Request, study: str | None = None) -> Response:
     result = StowResult(base_url(request), study)
     received = 0
     too_large = False
+    # Parts are stored while the next ones arrive, a few at a time: their index rows and
+    # fsyncs share the ingest's group commits. Outcomes are reported in the parts' order.
+    outcomes: list[_Outcome] = []
+    running: set[asyncio.Future[None]] = set()
+    slots = asyncio.Semaphore(_PARTS_IN_FLIGHT)
+
+    async def store_one(part: Part, outcome: _Outcome) -> None:
+        try:
+            await run_in_threadpool(_store_part, archive, part, study, outcome, origin)
+        finally:
+            remove_quietly(part.path)
+            slots.release()
+
+    async def submit(part: Part) -> None:
+        await slots.acquire()
+        outcome = _Outcome()
+        outcomes.append(outcome)
+        task = asyncio.ensure_future(store_one(part, outcome))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    async def settle() -> None:
+        """Wait for every part handed over and report them, in order, into `result`."""
+        while running:
+            await asyncio.gather(*running, return_exceptions=True)
+        for outcome in outcomes:
+            outcome.replay(result)
+        outcomes.clear()
+
     try:
         try:
             async for chunk in request.stream():
@@ -206,11 +257,12 @@ async def store(request: Request, study: str | None = None) -> Response:
                     too_large = True
                     break
                 for part in parser.feed(chunk):
-                    await run_in_threadpool(_store_part, archive, part, study, result, origin)
-                    remove_quietly(part.path)
+                    await submit(part)
+            await settle()
         except ClientDisconnect:
-            pass
+            await settle()
         except OSError as exc:
+            await settle()
             # Writing a received part failed (ENOSPC, EIO): what was stored stays stored.
             import errno
 
@@ -219,6 +271,7 @@ async def store(request: Request, study: str | None = None) -> Response:
                 raise HTTPProblem(status, f"cannot receive the request: {exc.strerror}") from None
             result.fail({}, 0xA700, f"cannot receive the rest: {exc.strerror}")
         except MultipartError as exc:
+            await settle()
             if not result.referenced:
                 raise HTTPProblem(400, f"malformed multipart body: {exc}") from None
             result.fail({}, FAILURE_CANNOT_UNDERSTAND, f"malformed multipart body: {exc}")
@@ -230,6 +283,8 @@ async def store(request: Request, study: str | None = None) -> Response:
             elif leftover.size or leftover.headers:
                 await run_in_threadpool(_store_part, archive, leftover, study, result, origin)
     finally:
+        if running:  # the request failed or was cancelled: no part file is left in use
+            await asyncio.gather(*running, return_exceptions=True)
         for path in created:  # parts not yet removed, and one cut short by a failure
             remove_quietly(path)
     if too_large and not result.referenced:
