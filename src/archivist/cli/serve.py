@@ -191,6 +191,11 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
 
     number, total = (worker[0], worker[1]) if worker else (0, 1)
     archive = Archive.open(settings)
+    if settings.validation_policy != "off":
+        # The standard's tables (~0.1 s to load): before the first object, not during it.
+        from archivist.validate.standard import tables
+
+        tables()
     health = Health()
     count = AssociationCount(worker[2], number) if worker else None
     dimse = DimseServer(archive, listen_socket=dimse_sock, count=count)
