@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 from pynetdicom import dimse_messages as dm
 from pynetdicom import dimse_primitives as dp
@@ -190,6 +192,52 @@ class Response:
         head = Dataset()
         head.CommandGroupLength = len(body)
         return bytes(encode(head, True, True)) + body  # type: ignore[arg-type]
+
+
+#: VRs of C-FIND identifiers that :func:`encode_identifier` writes itself: text with a 2-byte
+#: length in Explicit VR (PS3.5 7.1.2), padded with a space (UI: NUL, PS3.5 6.2).
+_DIRECT_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
+                              "TM", "UI"})
+_LITTLE_ENDIAN_TS = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+
+
+def encode_identifier(ds: Dataset, ts: UID) -> bytes:
+    """A C-FIND response identifier (PS3.4 C.4.1.1.3.2), as :func:`encode_dataset` encodes it.
+
+    The identifiers the search builds hold short text values (UIDs, codes, dates, names,
+    counts); in Implicit or Explicit VR Little Endian and when every value is ASCII they are
+    written directly (PS3.5 7.1), which costs a tenth of pydicom's data set writer. Anything
+    else (other VRs, non-ASCII text, sequences, another transfer syntax) goes through pydicom.
+    """
+    if ts not in _LITTLE_ENDIAN_TS:
+        return encode_dataset(ds, ts)
+    implicit = ts == "1.2.840.10008.1.2"
+    parts: list[bytes] = []
+    for elem in ds:
+        vr = elem.VR
+        if vr not in _DIRECT_TEXT_VRS:
+            return encode_dataset(ds, ts)
+        value = elem.value
+        if value is None or value == "":
+            text = ""
+        elif isinstance(value, (MultiValue, list, tuple)):
+            text = "\\".join(str(v) for v in value)
+        else:
+            text = str(value)
+        if not text.isascii() or (vr == "PN" and "=" in text):
+            return encode_dataset(ds, ts)
+        raw = text.encode("ascii")
+        if len(raw) % 2:
+            raw += b"\0" if vr == "UI" else b" "
+        tag = elem.tag
+        if implicit:
+            parts.append(struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(raw)))
+        elif len(raw) > 0xFFFF:
+            return encode_dataset(ds, ts)
+        else:
+            parts.append(struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
 
 
 def encode_dataset(ds: Dataset, ts: UID) -> bytes:
@@ -481,7 +529,7 @@ class Services:
     async def _find(self, assoc: Association, req: Any, cx: Any) -> None:
         event = Event(assoc, req, cx, int(req.MessageID))
         ts = UID(cx.transfer_syntax[0])
-        state: dict[str, Any] = {"gen": None, "done": False}
+        state: dict[str, Any] = {"gen": None, "started": False}
         # Every pending response of one C-FIND has the same command set (message ID, SOP
         # Class, status): encoded once per status, not once per match.
         pending_commands: dict[int, bytes] = {}
@@ -490,7 +538,7 @@ class Services:
         def response(status: Any, identifier: Dataset | None) -> tuple[list[bytes], bool]:
             if identifier is not None and isinstance(status, int) \
                     and status in pending_commands:
-                data = encode_dataset(identifier, ts)
+                data = encode_identifier(identifier, ts)
                 if data:
                     return fragment_message(pending_commands[status], context_id,
                                             assoc.send_max, data), False
@@ -504,7 +552,7 @@ class Services:
                     rsp.Status = code = 0xC312  # pynetdicom: pending without an identifier
                     kind = "failure"
                 else:
-                    data = encode_dataset(identifier, ts)
+                    data = encode_identifier(identifier, ts)
                     if data and isinstance(status, int):
                         pending_commands[status] = rsp.command(True)
                     rsp.Identifier = BytesIO(data)
@@ -517,7 +565,11 @@ class Services:
                 if state["gen"] is None:
                     state["gen"] = iter(self.handlers.handle_find(event))
                 gen: Iterator[Any] = state["gen"]
-                while len(out) < _BATCH and time.monotonic() - start < _BATCH_SECONDS:
+                # The first match goes out on its own, so the requestor starts decoding while
+                # the next ones are built; then up to _BATCH per hop to the event loop.
+                most = _BATCH if state["started"] else 1
+                state["started"] = True
+                while len(out) < most and time.monotonic() - start < _BATCH_SECONDS:
                     try:
                         status, identifier = next(gen)
                     except StopIteration:
