@@ -17,6 +17,7 @@ from archivist.web.dicomweb.common import (
     find_instances,
     iterate_file,
 )
+from archivist.web.dicomweb.wado import transcode_instance
 from archivist.web.errors import HTTPProblem, to_response
 
 log = logging.getLogger("archivist.web")
@@ -69,7 +70,7 @@ async def _wado(request: Request) -> Response:
         if target and target != ref.transfer_syntax_uid:
             if not pixels.can_transcode(ref.transfer_syntax_uid, target):
                 raise HTTPProblem(406, f"cannot send this object in transfer syntax {target[:64]}")
-            data = await run_in_threadpool(pixels.transcode, path, target)
+            data = await run_in_threadpool(transcode_instance, archive, ref, target)
             return Response(data, media_type=DICOM)
         return StreamingResponse(iterate_file(archive.retrieve.open(ref)), media_type=DICOM,
                                  headers={"Content-Length": str(ref.size)})

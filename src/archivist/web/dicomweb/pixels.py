@@ -7,11 +7,13 @@ only when the client cannot take the stored encoding.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pydicom
@@ -33,6 +35,31 @@ from archivist.web.errors import HTTPProblem
 log = logging.getLogger("archivist.web")
 
 PIXEL_DATA = 0x7FE00010
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _unreadable_is_406(fn: _F) -> _F:
+    """Pixel data or an image description that pydicom or a decoder cannot make sense of (a
+    Pixel Data shorter than Rows x Columns says, Number of Frames '1A', ...) is a 406 with the
+    reason, not a 500: the object is as it was stored, this server cannot turn it into pixels.
+    Failures to read the file itself (OSError) stay server errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (HTTPProblem, OSError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - decoders fail in many ways on bad data
+            log.warning("%s: pixel data unreadable: %s", fn.__name__, type(exc).__name__)
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise HTTPProblem(406, f"the pixel data of this instance cannot be read: "
+                              f"{reason}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 #: Syntaxes we encode to when a client asks (besides the native ones).
 ENCODABLE = ("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90")
 
@@ -56,9 +83,13 @@ class PixelInfo:
 
     @property
     def frame_bytes(self) -> int:
-        return self.rows * self.columns * self.samples * self.bits_allocated // 8
+        samples = self.samples
+        if str(self.header.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+            samples = 2  # PS3.3 C.7.6.3.1.2: native 4:2:2 keeps two samples per pixel
+        return self.rows * self.columns * samples * self.bits_allocated // 8
 
 
+@_unreadable_is_406
 def pixel_info(path: Path) -> PixelInfo:
     """Read the header of a stored file and where its Pixel Data value starts."""
     with open(path, "rb") as fh:
@@ -98,6 +129,7 @@ def check_frames(info: PixelInfo, numbers: list[int]) -> None:
             raise HTTPProblem(404, f"frame {n} does not exist (this instance has {info.frames})")
 
 
+@_unreadable_is_406
 def stored_frame(info: PixelInfo, number: int) -> bytes:
     """Frame `number` (1-based) exactly as stored: compressed bytes, or native little endian."""
     if info.encapsulated and info.transfer_syntax != DEFLATED_LE:
@@ -118,11 +150,13 @@ def stored_frame(info: PixelInfo, number: int) -> bytes:
                 fh.seek(info.value_tell + (number - 1) * size)
                 data = fh.read(size)
         if len(data) != size:
-            raise HTTPProblem(500, "stored pixel data is shorter than its header says")
+            raise HTTPProblem(404, f"frame {number} is not in the stored Pixel Data, which is "
+                              "shorter than Rows x Columns x Samples x Bits Allocated x frames")
         return data
     return decoded_frame(info, number)
 
 
+@_unreadable_is_406
 def decoded_frame(info: PixelInfo, number: int) -> bytes:
     """Frame `number` decoded to native little-endian bytes (Explicit VR Little Endian)."""
     ts = info.transfer_syntax
@@ -201,21 +235,68 @@ def can_transcode(stored: str, target: str) -> bool:
 
 
 def transcode(path: Path, target: str) -> bytes:
-    """The stored object re-encoded in `target` (a Part 10 file)."""
+    """The stored object re-encoded in `target` (a Part 10 file).
+
+    Between big and little endian (PS3.5 7.3), values pydicom decodes (US, SS, FL, ...) are
+    re-encoded by the writer; the byte order of OW/OL/OF/OD/OV values, which pydicom keeps as
+    read, is swapped here, native Pixel Data per Bits Allocated.
+    """
+    from pydicom.filewriter import dcmwrite
+
     ds = pydicom.dcmread(str(path))
     stored = str(ds.file_meta.TransferSyntaxUID)
     if stored not in NATIVE_SYNTAXES and "PixelData" in ds:
         ds.decompress()
+        stored = str(ds.file_meta.TransferSyntaxUID)
+    little = target != EXPLICIT_BE
+    if (stored == EXPLICIT_BE) != (not little):
+        _swap_byte_order(ds)
     if target in ENCODABLE and "PixelData" in ds:
         ds.compress(UID(target))
     else:
         ds.file_meta.TransferSyntaxUID = UID(target)
     out = io.BytesIO()
-    little = target != EXPLICIT_BE
-    implicit = target == IMPLICIT_LE
-    ds.save_as(out, enforce_file_format=True, little_endian=little, implicit_vr=implicit) \
-        if target != DEFLATED_LE else ds.save_as(out, enforce_file_format=True)
+    if target == DEFLATED_LE:
+        dcmwrite(out, ds, enforce_file_format=True)
+    else:
+        dcmwrite(out, ds, enforce_file_format=True, little_endian=little,
+                 implicit_vr=target == IMPLICIT_LE)
     return out.getvalue()
+
+
+# Bytes per value of the binary VRs pydicom leaves undecoded (PS3.5 Table 6.2-1).
+_WORD_SIZE = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def _swap_byte_order(ds: Dataset) -> None:
+    """Turn the undecoded binary values of `ds` around (big <-> little endian, PS3.5 7.3).
+
+    Native Pixel Data is swapped per value of Bits Allocated (16, 32, 64 bits); 8- and 1-bit
+    data encoded as OW are 16-bit words, swapped in pairs; OB is a byte stream, left alone.
+    """
+    if PIXEL_DATA in ds and not getattr(ds[PIXEL_DATA], "is_undefined_length", False):
+        elem = ds[PIXEL_DATA]
+        bits = int(ds.get("BitsAllocated") or 8)
+        size = bits // 8 if bits in (16, 32, 64) else (2 if elem.VR == "OW" else 1)
+        if size > 1 and isinstance(elem.value, (bytes, bytearray)):
+            elem.value = _swapped(bytes(elem.value), size)
+    _swap_values(ds)
+
+
+def _swapped(raw: bytes, size: int) -> bytes:
+    usable = len(raw) - len(raw) % size
+    words = np.frombuffer(raw[:usable], dtype=np.dtype(f">u{size}")).byteswap().tobytes()
+    return words + raw[usable:]
+
+
+def _swap_values(ds: Dataset) -> None:
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _swap_values(item)
+        elif elem.tag != PIXEL_DATA and elem.VR in _WORD_SIZE and isinstance(
+                elem.value, (bytes, bytearray)):
+            elem.value = _swapped(bytes(elem.value), _WORD_SIZE[elem.VR])
 
 
 # -- Rendering -----------------------------------------------------------------------------------
@@ -266,6 +347,7 @@ def parse_render_options(params: Any, media_type: str, *, thumbnail: bool = Fals
     return opts
 
 
+@_unreadable_is_406
 def render(path: Path, number: int, opts: RenderOptions) -> bytes:
     """One frame rendered for display (modality LUT, VOI window, photometric) as JPEG or PNG."""
     from PIL import Image

@@ -79,10 +79,24 @@ def _instance_chunks(archive: Archive, ref: InstanceRef, target: str | None) -> 
     if target is None or target == ref.transfer_syntax_uid:
         yield from iterate_file(archive.retrieve.open(ref))
         return
+    yield transcode_instance(archive, ref, target)
+
+
+def transcode_instance(archive: Archive, ref: InstanceRef, target: str) -> bytes:
+    """The instance in `target`; 406 with the reason when the pixels cannot be re-encoded."""
     path = archive.retrieve.path(ref)
     if path is None:
         raise HTTPProblem(500, "stored object is not on a file system")
-    yield pixels.transcode(path, target)
+    try:
+        return pixels.transcode(path, target)
+    except HTTPProblem:
+        raise
+    except Exception as exc:  # noqa: BLE001 - decoders and encoders fail in many ways
+        log.warning("sop=%s: transcoding to %s failed: %s", ref.sop_instance_uid, target,
+                    type(exc).__name__)
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise HTTPProblem(406, f"this instance cannot be sent in transfer syntax {target}: "
+                          f"{reason}; transfer-syntax=* sends it as stored") from None
 
 
 async def retrieve(request: Request, study: str, series: str | None = None,
@@ -90,12 +104,18 @@ async def retrieve(request: Request, study: str, series: str | None = None,
     archive = archive_of(request)
     refs = await run_in_threadpool(find_instances, archive, study, series, sop)
     multipart, target = choose_syntax(accept_of(request), {r.transfer_syntax_uid for r in refs})
+    ready: bytes | None = None
+    if len(refs) == 1 and target not in (None, refs[0].transfer_syntax_uid):
+        # one instance: transcode before answering, so a failure is a 406, not a cut stream
+        ready = await run_in_threadpool(transcode_instance, archive, refs[0], target)
     if not multipart:
         if len(refs) != 1:
             raise HTTPProblem(406, "application/dicom without multipart is for one instance; "
                               "accept multipart/related; type=\"application/dicom\"")
         ref = refs[0]
         ts = target or ref.transfer_syntax_uid
+        if ready is not None:
+            return Response(ready, media_type=f"{DICOM}; transfer-syntax={ts}")
         return StreamingResponse(_instance_chunks(archive, ref, target),
                                  media_type=f"{DICOM}; transfer-syntax={ts}")
     boundary = new_boundary()
@@ -103,7 +123,9 @@ async def retrieve(request: Request, study: str, series: str | None = None,
     def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
         for ref in refs:
             ts = target or ref.transfer_syntax_uid
-            yield f"{DICOM}; transfer-syntax={ts}", _instance_chunks(archive, ref, target)
+            chunks = iter((ready,)) if ready is not None else _instance_chunks(archive, ref,
+                                                                                target)
+            yield f"{DICOM}; transfer-syntax={ts}", chunks
 
     media = f'multipart/related; type="{DICOM}"; boundary={boundary}'
     return StreamingResponse(multipart_stream(boundary, parts()), media_type=media)
