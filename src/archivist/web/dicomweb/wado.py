@@ -437,13 +437,44 @@ def choose_frame_encoding(ranges: list[MediaRange], stored_ts: str) -> tuple[str
                       "media types cannot be served")
 
 
+class _PixelInfoCache:
+    """The frame layout of recently served files: a viewer asks for the frames of a series one
+    request at a time, and parsing the header was a third of a frame request's time. A stored
+    file never changes under its storage key (a replaced or deleted object gets another key or
+    is no longer found in the index), so the path is the key. Layouts that hold a large value
+    read with the header (an encapsulated Pixel Data) are not kept."""
+
+    def __init__(self, entries: int = 512, max_value_bytes: int = 64 * 1024) -> None:
+        self.entries = entries
+        self.max_value_bytes = max_value_bytes
+        self.items: OrderedDict[Path, pixels.PixelInfo] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, path: Path) -> pixels.PixelInfo:
+        with self.lock:
+            info = self.items.get(path)
+            if info is not None:
+                self.items.move_to_end(path)
+                return info
+        info = pixels.pixel_info(path)
+        if info.in_memory is None or len(info.in_memory) <= self.max_value_bytes:
+            with self.lock:
+                self.items[path] = info
+                while len(self.items) > self.entries:
+                    self.items.popitem(last=False)
+        return info
+
+
+_PIXEL_INFO = _PixelInfoCache()
+
+
 def _frames_response(archive: Archive, ranges: list[MediaRange], study: str, series: str,
                      sop: str, numbers: list[int]) -> Response:
     ref = find_instances(archive, study, series, sop)[0]
     path = archive.retrieve.path(ref)
     if path is None:
         raise HTTPProblem(500, "stored object is not on a file system")
-    info = pixels.pixel_info(path)
+    info = _PIXEL_INFO.get(path)
     pixels.check_frames(info, numbers)
     media, decode = choose_frame_encoding(ranges, info.transfer_syntax)
     if media == OCTET:
