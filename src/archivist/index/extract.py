@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
+from pydicom.valuerep import IS, DSfloat, PersonName
 
 from archivist.core.levels import KEYS, MatchKind, QueryLevel
 from archivist.core.matching import normalise_date, normalise_pn, normalise_time
@@ -136,11 +139,8 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
             value = elem.value
         except Exception:  # noqa: BLE001 - a value pydicom cannot decode is simply left out
             continue
-        if type(value) is str:
+        if isinstance(value, str):
             if len(value) > _MAX_ATTR_LEN:
-                continue
-            if vr in _TEXT_VRS:
-                out[f"{tag:08X}"] = {"vr": vr, "Value": [value]} if value else {"vr": vr}
                 continue
         else:
             try:
@@ -149,14 +149,49 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
                 continue
             if size > _MAX_ATTR_LEN:
                 continue
-            if type(value) is int and vr in _INT_VRS:
-                out[f"{tag:08X}"] = {"vr": vr, "Value": [value]}
-                continue
+        json_value = _json_value(vr, value)
+        if json_value is not None:
+            out[f"{tag:08X}"] = {"vr": vr, "Value": json_value} if json_value else {"vr": vr}
+            continue
         try:
             out[f"{tag:08X}"] = elem.to_json_dict(None, _MAX_ATTR_LEN * 4)
         except Exception:  # noqa: BLE001 - left out, like a value that cannot be decoded
             continue
     return out
+
+
+def _json_value(vr: str, value: Any) -> list[Any] | None:
+    """The DICOM JSON "Value" list of the usual shapes of a value (an empty list: no value);
+    None for anything else, which pydicom converts."""
+    if isinstance(value, str):
+        if vr in _TEXT_VRS:
+            return [str(value)] if value else []
+        return None
+    kind = type(value)
+    if kind is int and vr in _INT_VRS:
+        return [value]
+    if kind is DSfloat and vr == "DS":
+        return [float(value)]
+    if kind is IS and vr == "IS":
+        return [int(value)]
+    if kind is PersonName and vr == "PN":
+        if not value:
+            return []
+        comps = value.components
+        name = {"Alphabetic": comps[0]}
+        if len(comps) > 1:
+            name["Ideographic"] = comps[1]
+        if len(comps) > 2:
+            name["Phonetic"] = comps[2]
+        return [name]
+    if kind is MultiValue and value:
+        if vr in _TEXT_VRS and all(type(v) is str for v in value):
+            return list(value)
+        if vr == "DS" and all(type(v) is DSfloat for v in value):
+            return [float(v) for v in value]
+        if vr in _INT_VRS and all(type(v) is int for v in value):
+            return list(value)
+    return None
 
 
 @functools.cache
@@ -182,8 +217,11 @@ def extract(ds: Dataset) -> ExtractedRows:
         The dataset (pixel data need not be loaded).
     """
     rows: dict[QueryLevel, dict[str, Any]] = {level: {} for level in QueryLevel}
+    elements = ds._dict  # noqa: SLF001 - decoded elements are read without __getitem__
     for keyword, level, column, tag in _extracted():
-        elem = ds.get(tag)  # by tag: a keyword lookup per key costs more than the rest
+        elem = elements.get(tag)
+        if elem is not None and not isinstance(elem, DataElement):
+            elem = ds.get(tag)  # still raw: pydicom decodes it
         rows[level][column] = column_value(keyword, elem.value if elem is not None else None)
     patient = rows[QueryLevel.PATIENT]
     patient["patient_id"] = patient.get("patient_id") or ""
