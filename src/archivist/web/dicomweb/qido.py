@@ -85,7 +85,8 @@ def _int_param(request: Request, name: str) -> int | None:
         raise HTTPProblem(400, f"{name} must be a non-negative integer, not {raw[:20]!r}") from None
     if value < 0:
         raise HTTPProblem(400, f"{name} must be a non-negative integer")
-    return value
+    # beyond any result; SQLite integers stop at 2**63 (a larger offset was an OverflowError)
+    return min(value, 2**31 - 1)
 
 
 def _fuzzy_tokens(text: str) -> list[str]:
