@@ -474,6 +474,21 @@ def _stow_raw(h: Harness, data: bytes) -> requests.Response:
 @pytest.mark.parametrize("path", OTHERS, ids=[_id(p) for p in OTHERS])
 def test_non_object_is_refused_cleanly(harness: Harness, path: Path) -> None:
     """Files that are no object to archive: refused by STOW-RS with a reason, server unharmed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - not even parsable: STOW-RS only
+            ds = None
+    if ds is not None and ds.get("SOPClassUID") and ds.get("SOPInstanceUID") and \
+            str(ds.SOPClassUID) != DIRECTORY_SOP_CLASS:
+        # an object without its Study/Series UIDs: C-STORE is refused with a status
+        propose = STORESCU_PROPOSE.get(_transfer_syntax(ds), "-xe")
+        run = harness.dcmtk("storescu", propose, files=(str(path),))
+        assert run.returncode != 0, run.stderr[-1500:]  # DCMTK exits non-zero on a failed store
+        found = _c_find(harness.srv.dicom_port, "IMAGE", {"SOPInstanceUID": str(ds.SOPInstanceUID),
+                                                          "StudyInstanceUID": ""})
+        assert found == [], "a refused object was indexed"
     r = _stow_raw(harness, path.read_bytes())
     assert r.status_code < 500, r.text[:300]
     if r.status_code == 409:
