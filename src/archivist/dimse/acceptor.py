@@ -283,8 +283,6 @@ class Acceptor:
         assoc = self._negotiate(rq, reader, writer, peer)
         if assoc is None:
             return
-        self.associations.add(assoc)
-        self.count.set(len(self.associations))
         try:
             await assoc.run()
         finally:
@@ -364,11 +362,16 @@ class Acceptor:
             writer.write(a_abort(2, ABORT_INVALID_PARAMETER))
             asyncio.ensure_future(_close_after_drain(writer))
             return None
-        writer.write(ac)
         accepted = {int(cx.context_id): cx for cx in contexts if cx.result == 0x00}
+        assoc = Association(self, reader, writer, peer, calling, called, accepted, peer_max)
+        # Counted before the A-ASSOCIATE-AC leaves: a peer that has its AC may open the next
+        # association at once, and the worker taking that one must see this one in the total.
+        self.associations.add(assoc)
+        self.count.set(len(self.associations))
+        writer.write(ac)
         log.info("association accepted from %s@%s:%s (%d contexts)", calling, host, peer[1],
                  len(accepted))
-        return Association(self, reader, writer, peer, calling, called, accepted, peer_max)
+        return assoc
 
     def _contexts(self, rq: A_ASSOCIATE) -> tuple[list[PresentationContext], list[Any], int,
                                                   bool]:
