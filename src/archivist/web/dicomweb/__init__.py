@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
 from archivist.core.levels import QueryLevel
-from archivist.web.dicomweb import qido, stow, wado
+from archivist.web.dicomweb import pixels, qido, stow, wado
 from archivist.web.dicomweb.common import Cors
 from archivist.web.errors import HTTPProblem, to_response
 
@@ -102,6 +102,7 @@ async def _not_found_asgi(scope: Any, receive: Any, send: Any) -> None:
 def on_startup(app: Any) -> None:
     """Start the series metadata warmer for this application's archive (in one worker only:
     the others read what it writes under ``<data>/cache/metadata``)."""
+    pixels.quiet_decoder_attempts()
     if not getattr(app.state, "background", True):
         app.state.metadata_warmer = None
         return

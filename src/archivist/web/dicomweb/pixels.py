@@ -60,6 +60,25 @@ def _unreadable_is_406(fn: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+class _DecoderAttempt(logging.Filter):
+    """pydicom logs each decoder plugin that fails on a frame with its traceback at ERROR, and
+    tries the next; the outcome (decoded, or our 406) is what matters: keep one line at
+    WARNING, without the traceback, so a server log shows no traceback for a bad image."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_decoder_attempts() -> None:
+    """Install :class:`_DecoderAttempt` on pydicom's decoder logger (once per process)."""
+    target = logging.getLogger("pydicom.pixels.decoders.base")
+    if not any(isinstance(f, _DecoderAttempt) for f in target.filters):
+        target.addFilter(_DecoderAttempt())
+
+
 #: Syntaxes we encode to when a client asks (besides the native ones).
 ENCODABLE = ("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90")
 
@@ -162,7 +181,7 @@ def decoded_frame(info: PixelInfo, number: int) -> bytes:
     ts = info.transfer_syntax
     if info.encapsulated and not get_decoder(UID(ts)).is_available:
         raise HTTPProblem(406, f"cannot decode transfer syntax {ts} on this server")
-    arr = frame_array(info.path, number)
+    arr = frame_array(info.path, number, info.header)
     if info.bits_allocated == 1:
         from pydicom.pixels import pack_bits
 
@@ -171,8 +190,30 @@ def decoded_frame(info: PixelInfo, number: int) -> bytes:
     return np.ascontiguousarray(arr, dtype=dtype).tobytes()
 
 
-def frame_array(path: Path, number: int) -> np.ndarray:
-    """Frame `number` (1-based) decoded; 406 when no installed decoder can do it."""
+def _twelve_bit_jpeg(header: Dataset | None) -> bool:
+    """JPEG Extended with more than 8 bits: pydicom's free plugins cannot decode it (and log
+    a traceback at ERROR for each attempt), so it goes to imagecodecs at once."""
+    if header is None:
+        return False
+    meta = getattr(header, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    try:
+        return ts == JPEG_EXTENDED and int(header.get("BitsStored") or 8) > 8
+    except (TypeError, ValueError):
+        return False
+
+
+def frame_array(path: Path, number: int, header: Dataset | None = None) -> np.ndarray:
+    """Frame `number` (1-based) decoded; 406 when no installed decoder can do it.
+
+    `header`, when the caller has read it, lets a 12-bit JPEG Extended frame skip decoders
+    that cannot read it.
+    """
+    if _twelve_bit_jpeg(header):
+        fallback = _jpeg_fallback(path, number)
+        if fallback is not None:
+            return fallback
+        raise HTTPProblem(406, "this server cannot decode 12-bit JPEG Extended pixels")
     try:
         try:
             # Reads only the frame asked for.
@@ -189,7 +230,8 @@ def frame_array(path: Path, number: int) -> np.ndarray:
         raise HTTPProblem(406, f"this server cannot decode these pixels: {reason}") from None
 
 
-_JPEG_FAMILY = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+_JPEG_FAMILY = ("1.2.840.10008.1.2.4.50", JPEG_EXTENDED, "1.2.840.10008.1.2.4.57",
                 "1.2.840.10008.1.2.4.70")
 
 
@@ -245,6 +287,9 @@ def transcode(path: Path, target: str) -> bytes:
 
     ds = pydicom.dcmread(str(path))
     stored = str(ds.file_meta.TransferSyntaxUID)
+    if _twelve_bit_jpeg(ds) and "PixelData" in ds:
+        raise HTTPProblem(406, "12-bit JPEG Extended is not transcoded by this server (its "
+                          "free decoders cannot read it)")
     if stored not in NATIVE_SYNTAXES and "PixelData" in ds:
         ds.decompress()
         stored = str(ds.file_meta.TransferSyntaxUID)
@@ -367,7 +412,7 @@ def render(path: Path, number: int, opts: RenderOptions) -> bytes:
             ok = False
         if not ok:
             raise HTTPProblem(406, f"cannot decode transfer syntax {ts} to render it")
-    arr = frame_array(path, number)
+    arr = frame_array(path, number, ds)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     samples = int(ds.get("SamplesPerPixel") or 1)
     if samples == 1 and photometric != "PALETTE COLOR":

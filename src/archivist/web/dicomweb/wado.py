@@ -107,7 +107,12 @@ async def retrieve(request: Request, study: str, series: str | None = None,
     ready: bytes | None = None
     if len(refs) == 1 and target not in (None, refs[0].transfer_syntax_uid):
         # one instance: transcode before answering, so a failure is a 406, not a cut stream
-        ready = await run_in_threadpool(transcode_instance, archive, refs[0], target)
+        try:
+            ready = await run_in_threadpool(transcode_instance, archive, refs[0], target)
+        except HTTPProblem:
+            if any(r.transfer_syntax for r in accept_of(request)):
+                raise
+            target = None  # no syntax asked for: as stored when it cannot be decoded (8.7.3.5.2)
     if not multipart:
         if len(refs) != 1:
             raise HTTPProblem(406, "application/dicom without multipart is for one instance; "
