@@ -125,12 +125,30 @@ async def retrieve(request: Request, study: str, series: str | None = None,
                                  media_type=f"{DICOM}; transfer-syntax={ts}")
     boundary = new_boundary()
 
+    asked = any(r.transfer_syntax for r in accept_of(request))
+
     def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
+        # Each instance is transcoded before its part header goes out: once the response has
+        # started, a failure can no longer be a 406, and must not cut the body.
         for ref in refs:
-            ts = target or ref.transfer_syntax_uid
-            chunks = iter((ready,)) if ready is not None else _instance_chunks(archive, ref,
-                                                                                target)
-            yield f"{DICOM}; transfer-syntax={ts}", chunks
+            if ready is not None:
+                yield f"{DICOM}; transfer-syntax={target}", iter((ready,))
+                continue
+            if target is None or target == ref.transfer_syntax_uid:
+                yield (f"{DICOM}; transfer-syntax={ref.transfer_syntax_uid}",
+                       _instance_chunks(archive, ref, None))
+                continue
+            try:
+                data = transcode_instance(archive, ref, target)
+            except HTTPProblem as exc:
+                if asked:  # the syntax asked for cannot be produced: leave this one out
+                    log.warning("sop=%s left out of a WADO-RS response: %s",
+                                ref.sop_instance_uid, exc.message[:120])
+                    continue
+                yield (f"{DICOM}; transfer-syntax={ref.transfer_syntax_uid}",
+                       _instance_chunks(archive, ref, None))  # as stored (8.7.3.5.2)
+                continue
+            yield f"{DICOM}; transfer-syntax={target}", iter((data,))
 
     media = f'multipart/related; type="{DICOM}"; boundary={boundary}'
     return StreamingResponse(multipart_stream(boundary, parts()), media_type=media)
