@@ -353,8 +353,10 @@ def _http_retrieve(h: Harness, ds: Dataset, what: str) -> Dataset:
     # frames, rendered, thumbnail
     if "PixelData" in stored:
         _frames(h, base, stored, what)
-    for suffix in ("rendered", "thumbnail"):
-        r = h.get(f"{base}/{suffix}", Accept="image/jpeg")
+    for path in (f"{base}/rendered", f"{base}/thumbnail", f"/dicomweb/studies/{study}/thumbnail",
+                 f"/dicomweb/studies/{study}/series/{series}/rendered"):
+        suffix = path.rsplit("/", 1)[1]
+        r = h.get(path, Accept="image/jpeg")
         if r.status_code == 200:
             assert r.headers["content-type"].startswith(("image/", "application/pdf")), suffix
             assert len(r.content) > 0
