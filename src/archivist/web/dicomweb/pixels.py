@@ -291,7 +291,10 @@ def transcode(path: Path, target: str) -> bytes:
         raise HTTPProblem(406, "12-bit JPEG Extended is not transcoded by this server (its "
                           "free decoders cannot read it)")
     if stored not in NATIVE_SYNTAXES and "PixelData" in ds:
-        ds.decompress()
+        try:
+            ds.decompress()
+        except ValueError:
+            _decompress_from_array(ds)
         stored = str(ds.file_meta.TransferSyntaxUID)
     little = target != EXPLICIT_BE
     if (stored == EXPLICIT_BE) != (not little):
@@ -307,6 +310,23 @@ def transcode(path: Path, target: str) -> bytes:
         dcmwrite(out, ds, enforce_file_format=True, little_endian=little,
                  implicit_vr=target == IMPLICIT_LE)
     return out.getvalue()
+
+
+def _decompress_from_array(ds: Dataset) -> None:
+    """Native Pixel Data from ``pixel_array``, for what ``Dataset.decompress`` trips on (pydicom
+    3.0's sign correction of a JPEG 2000 whose signedness differs from Pixel Representation
+    writes into a read-only array), with the attributes decompress would set."""
+    arr = ds.pixel_array  # as_rgb: YBR colour comes out RGB
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    if samples == 3:
+        ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
+    little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    data = little.tobytes()
+    ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
+    ds[PIXEL_DATA].VR = "OW" if int(ds.BitsAllocated) > 8 else "OB"
+    ds[PIXEL_DATA].is_undefined_length = False
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
 
 
 # Bytes per value of the binary VRs pydicom leaves undecoded (PS3.5 Table 6.2-1).
