@@ -212,6 +212,7 @@ class Harness:
         self.work = work
         self.http = requests.Session()
         self.client = DICOMwebClient(f"{srv.url}/dicomweb")
+        self.plain_dir = work
 
     def dcmtk(self, tool: str, *args: str, files: tuple[str, ...] = ()
               ) -> subprocess.CompletedProcess[str]:
@@ -237,12 +238,23 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     scp = subprocess.Popen([dcmtk_tool("storescp"), "-aet", "STORESCP", "-od", str(scp_dir),
                             "+xa", "-uf", str(scp_port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    plain_dir = base / "plainscp"
+    plain_dir.mkdir()
+    plain_port = free_port()
+    plain = subprocess.Popen([dcmtk_tool("storescp"), "-aet", "PLAINSCP", "-od", str(plain_dir),
+                              "-uf", str(plain_port)],  # uncompressed syntaxes only
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     srv = ServerProcess(base / "data", extra_args=[
-        "--peer", f"STORESCP=127.0.0.1:{scp_port}", "--duplicates", "replace"])
+        "--peer", f"STORESCP=127.0.0.1:{scp_port}", "--peer", f"PLAINSCP=127.0.0.1:{plain_port}",
+        "--duplicates", "replace"])
     srv.start()
     try:
-        yield Harness(srv, scp_dir, base)
+        h = Harness(srv, scp_dir, base)
+        h.plain_dir = plain_dir
+        yield h
     finally:
+        plain.terminate()
+        plain.wait(10)
         log = srv.log()
         srv.stop()
         scp.terminate()
@@ -598,3 +610,40 @@ def test_truncated_pixel_data_is_refused(harness: Harness) -> None:
     r = _stow_raw(harness, path.read_bytes())  # 8130 of 8192 bytes of Pixel Data
     assert r.status_code == 409, r.text[:300]
     assert "truncated" in r.json()["00081198"]["Value"][0]["00000902"]["Value"][0]
+
+
+UNCOMPRESSED_ONLY = pytest.mark.xfail(
+    strict=True, reason="C-GET/C-MOVE send each object only in its stored syntax: a peer that "
+    "accepts uncompressed syntaxes only (DCMTK getscu, storescp by default) gets nothing; C-GET "
+    "ends 0xA702 (and getscu's release then fails on the unread Failed SOP Instance UID List), "
+    "C-MOVE says 0xA801 Move Destination Unknown (dimse/acceptor_services.py). Expected: "
+    "decompressed to an accepted syntax, as WADO-RS does")
+
+
+@UNCOMPRESSED_ONLY
+def test_c_move_of_a_compressed_object_to_an_uncompressed_only_peer(harness: Harness) -> None:
+    path = Path(pydicom.data.get_testdata_file("JPEG2000.dcm", download=False))
+    ds = _describe(path)
+    assert ds is not None
+    assert harness.dcmtk("storescu", "-xw", files=(str(path),)).returncode == 0
+    run = harness.dcmtk("movescu", "-S", "-aem", "PLAINSCP", "-k", "QueryRetrieveLevel=IMAGE",
+                        "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
+                        "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}",
+                        "-k", f"SOPInstanceUID={ds.SOPInstanceUID}")
+    assert run.returncode == 0, run.stderr[-1000:]
+    assert list(harness.plain_dir.glob(f"*{ds.SOPInstanceUID}*")), run.stderr[-1000:]
+
+
+@UNCOMPRESSED_ONLY
+def test_c_get_of_a_compressed_object_by_a_default_getscu(harness: Harness,
+                                                          tmp_path: Path) -> None:
+    path = Path(pydicom.data.get_testdata_file("JPEG2000.dcm", download=False))
+    ds = _describe(path)
+    assert ds is not None
+    assert harness.dcmtk("storescu", "-xw", files=(str(path),)).returncode == 0
+    run = harness.dcmtk("getscu", "-S", "-od", str(tmp_path), "-k", "QueryRetrieveLevel=IMAGE",
+                        "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
+                        "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}",
+                        "-k", f"SOPInstanceUID={ds.SOPInstanceUID}")
+    assert run.returncode == 0, run.stderr[-1000:]
+    assert len(list(tmp_path.iterdir())) == 1, run.stderr[-1000:]
