@@ -165,7 +165,8 @@ def _supervise(settings: Settings, workers: int) -> int:
             worst = 1
             continue
         time.sleep(min(5.0, 0.5 * (quick_deaths + 1)))
-        spawn(number)
+        if not stopping:  # a SIGTERM during the pause: no new worker that nobody would stop
+            spawn(number)
     dimse_sock.close()
     http_sock.close()
     log.info("stopped")
