@@ -41,6 +41,12 @@ def _wait(predicate, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-
     return False
 
 
+def _outcome(assoc, srv: ServerProcess) -> str:  # type: ignore[no-untyped-def]
+    """How an association attempt ended, with the server's log, for an assertion message."""
+    state = [k for k in ("is_established", "is_rejected", "is_aborted") if getattr(assoc, k)]
+    return f"{state or 'no outcome'}; server log:\n{srv.log()[-4000:]}"
+
+
 def test_serve_runs_the_configured_workers(make_server) -> None:  # type: ignore[no-untyped-def]
     srv = make_server("--workers", "3")
     assert _wait(lambda: len(_workers(srv)) == 3)
@@ -59,9 +65,9 @@ def test_max_associations_is_a_limit_for_the_whole_server(make_server) -> None: 
         held.append(a)
     # With two workers each would admit 3 if the count were per process: 6 in all.
     refused = ae.associate("127.0.0.1", srv.dicom_port, ae_title="ARCHIVIST")
-    assert refused.is_rejected
+    assert refused.is_rejected, _outcome(refused, srv)
     extra = [ae.associate("127.0.0.1", srv.dicom_port, ae_title="ARCHIVIST") for _ in range(3)]
-    assert not any(a.is_established for a in extra)
+    assert not any(a.is_established for a in extra), [_outcome(a, srv) for a in extra]
     held.pop().release()
 
     def admitted() -> bool:
@@ -97,6 +103,22 @@ def test_a_dead_worker_is_replaced_and_stores_go_on(make_server, tmp_path: Path)
     assert srv.stop() == 0
 
 
+def test_sigterm_while_a_dead_worker_waits_to_be_replaced_stops_the_server(  # type: ignore[no-untyped-def]
+        make_server) -> None:
+    srv = make_server("--workers", "2")
+    assert _wait(lambda: len(_workers(srv)) == 2)
+    victim = _workers(srv)[0]
+    os.kill(victim, signal.SIGKILL)
+    # The supervisor logs the death, then pauses (0.5 s or more) before it starts a new worker:
+    # a SIGTERM in that pause must stop the server, not leave a new worker nobody stops.
+    assert _wait(lambda: "starting it again" in srv.log())
+    assert srv.proc is not None
+    srv.proc.send_signal(signal.SIGTERM)
+    srv.proc.wait(60)
+    assert srv.proc.returncode == 0, srv.log()
+    srv.proc = None
+
+
 def test_no_worker_outlives_a_killed_supervisor(make_server) -> None:  # type: ignore[no-untyped-def]
     srv = make_server("--workers", "2")
     assert _wait(lambda: len(_workers(srv)) == 2)
@@ -105,12 +127,8 @@ def test_no_worker_outlives_a_killed_supervisor(make_server) -> None:  # type: i
     os.kill(srv.proc.pid, signal.SIGKILL)  # the supervisor alone, not its process group
     srv.proc.wait(10)
 
-    def gone() -> bool:
-        return not any(Path(f"/proc/{p}").exists() and "Z" not in
-                       Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                       for p in workers)
-
-    assert _wait(gone, 10)
+    # Reading /proc races with init reaping the orphans: procs.alive reads each once.
+    assert _wait(lambda: not any(procs.alive(p) for p in workers), 10)
     # The ports are free again: a new server starts on them.
     again = ServerProcess(srv.data_dir, dicom_port=srv.dicom_port, http_port=srv.http_port)
     again.start()

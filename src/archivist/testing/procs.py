@@ -28,6 +28,16 @@ def tree(pid: int) -> list[int]:
     return out
 
 
+def alive(pid: int) -> bool:
+    """`pid` runs: it exists and is not a zombie (an exited process whose parent, or init for
+    an orphan, has not reaped it yet). A process reaped while we look is not alive."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def status_kb(pid: int, key: str) -> int:
     """A ``/proc/PID/status`` figure in KiB (``VmRSS``, ``VmHWM``); 0 when gone."""
     try:
