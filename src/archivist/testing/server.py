@@ -32,7 +32,13 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
-    def start(self, timeout: float = 30.0) -> "ServerProcess":
+    def start(self, timeout: float = 120.0) -> ServerProcess:
+        """Start and wait until ``/healthz`` answers 200 (or the process exits: RuntimeError).
+
+        The timeout is generous on purpose: on a loaded 2-core machine a server takes ~18 s to
+        become healthy (~25 s with two workers, each importing the whole stack), and a wait on
+        a real condition costs nothing when the server is quick.
+        """
         self.dicom_port = self.dicom_port or free_port()
         self.http_port = self.http_port or free_port()
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-serve.log"
@@ -43,7 +49,7 @@ class ServerProcess:
         ]
         env = dict(os.environ)
         env.update(self.env)
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it; ours is closed below
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
         log.close()
@@ -73,7 +79,7 @@ class ServerProcess:
             return self.log_path.read_text(errors="replace")
         return ""
 
-    def stop(self, timeout: float = 30.0) -> int | None:
+    def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM and wait; returns the exit code."""
         if self.proc is None:
             return None
