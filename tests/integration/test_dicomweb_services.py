@@ -282,6 +282,9 @@ def test_wado_transcodes_when_asked(srv, stored) -> None:
     got = pydicom.dcmread(io.BytesIO(payload))
     assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert np.array_equal(got.pixel_array, expected)
+    # The same object in another syntax: its UIDs stay (pydicom would make a new one).
+    assert got.SOPInstanceUID == ds.SOPInstanceUID
+    assert got.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     ct = stored["CT_small.dcm"]
     for ts in ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.90"):
         r = requests.get(url_of(srv, ct), headers={
@@ -291,6 +294,7 @@ def test_wado_transcodes_when_asked(srv, stored) -> None:
         got = pydicom.dcmread(io.BytesIO(payload))
         assert got.file_meta.TransferSyntaxUID == ts
         assert np.array_equal(got.pixel_array, ct.pixel_array), ts
+        assert got.SOPInstanceUID == ct.SOPInstanceUID, ts
     r = requests.get(url_of(srv, ct), headers={
         "Accept": 'multipart/related; type="application/dicom"; '
                   'transfer-syntax=1.2.840.10008.1.2.4.50'})

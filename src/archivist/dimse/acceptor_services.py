@@ -45,6 +45,7 @@ from pynetdicom import dimse_primitives as dp
 from pynetdicom.dsutils import decode, encode
 
 from archivist.archive.retrieve import StoredInstance
+from archivist.archive.transcode import transcode_dataset
 from archivist.dimse.acceptor_pdu import (
     ABORT_UNRECOGNIZED_PARAMETER,
     Message,
@@ -53,7 +54,7 @@ from archivist.dimse.acceptor_pdu import (
     encode_message,
     fragment_message,
 )
-from archivist.dimse.requestor import Outbound, c_store_rq
+from archivist.dimse.requestor import Outbound, c_store_rq, choose_context
 from archivist.dimse.status import Status, status_dataset
 
 if TYPE_CHECKING:
@@ -412,24 +413,12 @@ class Event:
 
 def _find_context(assoc: Association, sop_class: str, ts: str | None,
                   *, scu: bool = False) -> Any:
-    """An accepted context for `sop_class` (with us as SCU when `scu`), `ts` preferred; for
-    an uncompressed `ts` any uncompressed context will do (the data set is re-encoded)."""
+    """An accepted context for `sop_class` (with us as SCU when `scu`) to send an object stored
+    in `ts` (:func:`~archivist.dimse.requestor.choose_context`)."""
     candidates = [cx for cx in assoc.accepted.values() if cx.abstract_syntax == sop_class]
     if scu:
         candidates = [cx for cx in candidates if cx.as_scu]
-    if not candidates:
-        return None
-    if ts is None:
-        return candidates[0]
-    for cx in candidates:
-        if cx.transfer_syntax[0] == ts:
-            return cx
-    uncompressed = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
-    if ts in uncompressed:
-        for cx in candidates:
-            if cx.transfer_syntax[0] in uncompressed:
-                return cx
-    return None
+    return choose_context(candidates, ts)
 
 
 class Services:
@@ -988,8 +977,11 @@ def _sub_operation(item: Any, context_for: Any) -> tuple[str, str, Any, bytes]:
         if cx is None:
             raise _NoContext(f"{ref.sop_class_uid} in {ref.transfer_syntax_uid}")
         stored_ts, data = item.encoded()
-        if str(cx.transfer_syntax[0]) != stored_ts:
-            data = encode_dataset(item.dataset(), UID(cx.transfer_syntax[0]))
+        target = str(cx.transfer_syntax[0])
+        if target != stored_ts:
+            parsed = item.dataset()
+            transcode_dataset(parsed, target)  # decompressed, byte order turned, as WADO does
+            data = encode_dataset(parsed, UID(target))
         return ref.sop_class_uid, ref.sop_instance_uid, cx, data
     ds: Dataset = item
     sop_class = str(ds.get("SOPClassUID", ""))

@@ -215,24 +215,26 @@ def contexts_for(refs: list[InstanceRef]) -> list[PresentationContext]:
     """Presentation contexts to propose for sending `refs` (at most 128).
 
     One context per (SOP Class, stored transfer syntax); uncompressed ones also offer Explicit and
-    Implicit VR Little Endian so any peer can take them.
+    Implicit VR Little Endian so any peer can take them, and a SOP Class stored compressed also
+    gets a context of those two, so a peer that accepts only uncompressed syntaxes (DCMTK
+    ``storescp`` by default) receives the objects decompressed.
     """
-    pairs: dict[tuple[str, str], None] = {}
-    for ref in refs:
-        pairs[(ref.sop_class_uid, ref.transfer_syntax_uid)] = None
+    native = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
     uncompressed = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.2"}
-
-    def syntaxes(ts: str) -> list[str]:
+    wanted: dict[tuple[str, tuple[str, ...]], None] = {}
+    for ref in refs:
+        ts = ref.transfer_syntax_uid
         if ts in uncompressed:
-            return list(dict.fromkeys([ts, ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
-        return [ts]
-
-    if len(pairs) <= 128:
-        return [build_context(UID(c), syntaxes(ts)) for c, ts in pairs]
+            wanted[(ref.sop_class_uid, tuple(dict.fromkeys([ts, *native])))] = None
+        else:
+            wanted[(ref.sop_class_uid, (ts,))] = None
+    for sop_class in {c for c, tss in wanted if tss[0] not in uncompressed}:
+        if not any(c == sop_class and tss[0] in uncompressed for c, tss in wanted):
+            wanted[(sop_class, tuple(native))] = None
+    if len(wanted) <= 128:
+        return [build_context(UID(c), list(tss)) for c, tss in wanted]
     by_class: dict[str, list[str]] = {}
-    for c, ts in pairs:
-        by_class.setdefault(c, [])
-        for s in syntaxes(ts):
-            if s not in by_class[c]:
-                by_class[c].append(s)
+    for c, tss in wanted:
+        merged = by_class.setdefault(c, [])
+        merged.extend(s for s in tss if s not in merged)
     return [build_context(UID(c), tss) for c, tss in list(by_class.items())[:128]]

@@ -173,17 +173,10 @@ class Outbound:
         return cls(reader, writer, accepted, send_max, settings, called)
 
     def context_for(self, sop_class: str, ts: str) -> PresentationContext | None:
-        """The accepted context for `sop_class` with transfer syntax `ts`, else one with any
-        uncompressed syntax if `ts` is uncompressed (the data set is then re-encoded)."""
-        candidates = [cx for cx in self.accepted.values() if cx.abstract_syntax == sop_class]
-        for cx in candidates:
-            if cx.transfer_syntax[0] == ts:
-                return cx
-        if ts in _UNCOMPRESSED:
-            for cx in candidates:
-                if cx.transfer_syntax[0] in _UNCOMPRESSED:
-                    return cx
-        return None
+        """The accepted context to send an object of `sop_class` stored in `ts`
+        (:func:`choose_context`)."""
+        return choose_context(
+            [cx for cx in self.accepted.values() if cx.abstract_syntax == sop_class], ts)
 
     def new_message_id(self) -> int:
         mid = self._next_id
@@ -283,7 +276,27 @@ class Outbound:
         await _abort(self.writer)
 
 
-_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+#: Uncompressed syntaxes in the order a sub-operation prefers them when it re-encodes.
+_UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2")
+
+
+def choose_context(candidates: list[Any], ts: str | None) -> Any:
+    """Of the accepted contexts of one SOP Class, the one to send an object stored in `ts`:
+    its own syntax (sent as stored), else an uncompressed one (the object is re-encoded, and
+    decompressed if it is stored compressed); None when neither was accepted. With `ts`
+    None, the first."""
+    if not candidates:
+        return None
+    if ts is None:
+        return candidates[0]
+    for cx in candidates:
+        if cx.transfer_syntax[0] == ts:
+            return cx
+    for syntax in _UNCOMPRESSED:
+        for cx in candidates:
+            if cx.transfer_syntax[0] == syntax:
+                return cx
+    return None
 
 
 def _associate_rq(settings: Any, called: str, contexts: list[PresentationContext]) -> bytes:

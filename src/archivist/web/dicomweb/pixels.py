@@ -23,6 +23,13 @@ from pydicom.encaps import get_frame
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, get_encoder, pixel_array
 from pydicom.uid import UID
 
+from archivist.archive.transcode import (
+    ENCODABLE,
+    JPEG_EXTENDED,
+    TranscodeRefused,
+    transcode_dataset,
+    twelve_bit_jpeg,
+)
 from archivist.web.dicomweb.common import (
     DEFLATED_LE,
     EXPLICIT_BE,
@@ -77,10 +84,6 @@ def quiet_decoder_attempts() -> None:
     target = logging.getLogger("pydicom.pixels.decoders.base")
     if not any(isinstance(f, _DecoderAttempt) for f in target.filters):
         target.addFilter(_DecoderAttempt())
-
-
-#: Syntaxes we encode to when a client asks (besides the native ones).
-ENCODABLE = ("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90")
 
 
 @dataclass
@@ -190,26 +193,13 @@ def decoded_frame(info: PixelInfo, number: int) -> bytes:
     return np.ascontiguousarray(arr, dtype=dtype).tobytes()
 
 
-def _twelve_bit_jpeg(header: Dataset | None) -> bool:
-    """JPEG Extended with more than 8 bits: pydicom's free plugins cannot decode it (and log
-    a traceback at ERROR for each attempt), so it goes to imagecodecs at once."""
-    if header is None:
-        return False
-    meta = getattr(header, "file_meta", None)
-    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    try:
-        return ts == JPEG_EXTENDED and int(header.get("BitsStored") or 8) > 8
-    except (TypeError, ValueError):
-        return False
-
-
 def frame_array(path: Path, number: int, header: Dataset | None = None) -> np.ndarray:
     """Frame `number` (1-based) decoded; 406 when no installed decoder can do it.
 
     `header`, when the caller has read it, lets a 12-bit JPEG Extended frame skip decoders
     that cannot read it.
     """
-    if _twelve_bit_jpeg(header):
+    if twelve_bit_jpeg(header):
         fallback = _jpeg_fallback(path, number)
         if fallback is not None:
             return fallback
@@ -230,7 +220,6 @@ def frame_array(path: Path, number: int, header: Dataset | None = None) -> np.nd
         raise HTTPProblem(406, f"this server cannot decode these pixels: {reason}") from None
 
 
-JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
 _JPEG_FAMILY = ("1.2.840.10008.1.2.4.50", JPEG_EXTENDED, "1.2.840.10008.1.2.4.57",
                 "1.2.840.10008.1.2.4.70")
 
@@ -277,91 +266,22 @@ def can_transcode(stored: str, target: str) -> bool:
 
 
 def transcode(path: Path, target: str) -> bytes:
-    """The stored object re-encoded in `target` (a Part 10 file).
-
-    Between big and little endian (PS3.5 7.3), values pydicom decodes (US, SS, FL, ...) are
-    re-encoded by the writer; the byte order of OW/OL/OF/OD/OV values, which pydicom keeps as
-    read, is swapped here, native Pixel Data per Bits Allocated.
-    """
+    """The stored object re-encoded in `target` (a Part 10 file); see
+    :func:`archivist.archive.transcode.transcode_dataset`."""
     from pydicom.filewriter import dcmwrite
 
     ds = pydicom.dcmread(str(path))
-    stored = str(ds.file_meta.TransferSyntaxUID)
-    if _twelve_bit_jpeg(ds) and "PixelData" in ds:
-        raise HTTPProblem(406, "12-bit JPEG Extended is not transcoded by this server (its "
-                          "free decoders cannot read it)")
-    if stored not in NATIVE_SYNTAXES and "PixelData" in ds:
-        try:
-            ds.decompress()
-        except ValueError:
-            _decompress_from_array(ds)
-        stored = str(ds.file_meta.TransferSyntaxUID)
-    little = target != EXPLICIT_BE
-    if (stored == EXPLICIT_BE) != (not little):
-        _swap_byte_order(ds)
-    if target in ENCODABLE and "PixelData" in ds:
-        ds.compress(UID(target))
-    else:
-        ds.file_meta.TransferSyntaxUID = UID(target)
+    try:
+        transcode_dataset(ds, target)
+    except TranscodeRefused as exc:
+        raise HTTPProblem(406, str(exc)) from None
     out = io.BytesIO()
     if target == DEFLATED_LE:
         dcmwrite(out, ds, enforce_file_format=True)
     else:
-        dcmwrite(out, ds, enforce_file_format=True, little_endian=little,
+        dcmwrite(out, ds, enforce_file_format=True, little_endian=target != EXPLICIT_BE,
                  implicit_vr=target == IMPLICIT_LE)
     return out.getvalue()
-
-
-def _decompress_from_array(ds: Dataset) -> None:
-    """Native Pixel Data from ``pixel_array``, for what ``Dataset.decompress`` trips on (pydicom
-    3.0's sign correction of a JPEG 2000 whose signedness differs from Pixel Representation
-    writes into a read-only array), with the attributes decompress would set."""
-    arr = ds.pixel_array  # as_rgb: YBR colour comes out RGB
-    samples = int(ds.get("SamplesPerPixel") or 1)
-    if samples == 3:
-        ds.PhotometricInterpretation = "RGB"
-        ds.PlanarConfiguration = 0
-    little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-    data = little.tobytes()
-    ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
-    ds[PIXEL_DATA].VR = "OW" if int(ds.BitsAllocated) > 8 else "OB"
-    ds[PIXEL_DATA].is_undefined_length = False
-    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
-
-
-# Bytes per value of the binary VRs pydicom leaves undecoded (PS3.5 Table 6.2-1).
-_WORD_SIZE = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
-
-
-def _swap_byte_order(ds: Dataset) -> None:
-    """Turn the undecoded binary values of `ds` around (big <-> little endian, PS3.5 7.3).
-
-    Native Pixel Data is swapped per value of Bits Allocated (16, 32, 64 bits); 8- and 1-bit
-    data encoded as OW are 16-bit words, swapped in pairs; OB is a byte stream, left alone.
-    """
-    if PIXEL_DATA in ds and not getattr(ds[PIXEL_DATA], "is_undefined_length", False):
-        elem = ds[PIXEL_DATA]
-        bits = int(ds.get("BitsAllocated") or 8)
-        size = bits // 8 if bits in (16, 32, 64) else (2 if elem.VR == "OW" else 1)
-        if size > 1 and isinstance(elem.value, (bytes, bytearray)):
-            elem.value = _swapped(bytes(elem.value), size)
-    _swap_values(ds)
-
-
-def _swapped(raw: bytes, size: int) -> bytes:
-    usable = len(raw) - len(raw) % size
-    words = np.frombuffer(raw[:usable], dtype=np.dtype(f">u{size}")).byteswap().tobytes()
-    return words + raw[usable:]
-
-
-def _swap_values(ds: Dataset) -> None:
-    for elem in ds:
-        if elem.VR == "SQ":
-            for item in elem.value:
-                _swap_values(item)
-        elif elem.tag != PIXEL_DATA and elem.VR in _WORD_SIZE and isinstance(
-                elem.value, (bytes, bytearray)):
-            elem.value = _swapped(bytes(elem.value), _WORD_SIZE[elem.VR])
 
 
 # -- Rendering -----------------------------------------------------------------------------------

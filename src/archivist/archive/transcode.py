@@ -1,0 +1,125 @@
+"""Re-encoding a stored data set in another transfer syntax: decompressed to native pixels,
+byte order turned around (PS3.5 7.3), or compressed again. One implementation for every way an
+object goes out in a syntax other than its own (WADO-RS/WADO-URI, C-MOVE/C-GET sub-operations).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+PIXEL_DATA = 0x7FE00010
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+NATIVE_SYNTAXES = frozenset({EXPLICIT_LE, IMPLICIT_LE, DEFLATED_LE, EXPLICIT_BE})
+#: Syntaxes pixel data can be compressed to here (RLE, JPEG-LS lossless, JPEG 2000 lossless).
+ENCODABLE = ("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90")
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+
+
+class TranscodeRefused(ValueError):
+    """This object is not re-encoded by this server (the message says why)."""
+
+
+def twelve_bit_jpeg(header: Dataset | None) -> bool:
+    """JPEG Extended with more than 8 bits: pydicom's free plugins cannot decode it (and log
+    a traceback at ERROR for each attempt), so it goes to imagecodecs at once."""
+    if header is None:
+        return False
+    meta = getattr(header, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    try:
+        return ts == JPEG_EXTENDED and int(header.get("BitsStored") or 8) > 8
+    except (TypeError, ValueError):
+        return False
+
+
+def transcode_dataset(ds: Dataset, target: str) -> None:
+    """Re-encode `ds` (read with its File Meta) in `target`, in place; File Meta's Transfer
+    Syntax UID is set to `target`.
+
+    Compressed pixel data is decompressed first (YBR colour becomes RGB); between big and little
+    endian, values pydicom decodes (US, SS, FL, ...) are re-encoded by the writer, and the byte
+    order of OW/OL/OF/OD/OV values, which pydicom keeps as read, is swapped here (native Pixel
+    Data per Bits Allocated); for an encodable `target` the pixels are compressed.
+
+    Raises
+    ------
+    TranscodeRefused
+        12-bit JPEG Extended (the free decoders cannot read it).
+    Exception
+        Whatever a decoder or encoder raises.
+    """
+    stored = str(ds.file_meta.TransferSyntaxUID)
+    if stored == target:
+        return
+    if twelve_bit_jpeg(ds) and "PixelData" in ds:
+        raise TranscodeRefused("12-bit JPEG Extended is not transcoded by this server (its "
+                               "free decoders cannot read it)")
+    if stored not in NATIVE_SYNTAXES and "PixelData" in ds:
+        try:
+            ds.decompress(generate_instance_uid=False)  # same object: its UID stays
+        except ValueError:
+            _decompress_from_array(ds)
+        stored = str(ds.file_meta.TransferSyntaxUID)
+    if (stored == EXPLICIT_BE) != (target == EXPLICIT_BE):
+        _swap_byte_order(ds)
+    if target in ENCODABLE and "PixelData" in ds:
+        ds.compress(UID(target), generate_instance_uid=False)
+    else:
+        ds.file_meta.TransferSyntaxUID = UID(target)
+
+
+def _decompress_from_array(ds: Dataset) -> None:
+    """Native Pixel Data from ``pixel_array``, for what ``Dataset.decompress`` trips on (pydicom
+    3.0's sign correction of a JPEG 2000 whose signedness differs from Pixel Representation
+    writes into a read-only array), with the attributes decompress would set."""
+    arr = ds.pixel_array  # as_rgb: YBR colour comes out RGB
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    if samples == 3:
+        ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
+    little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    data = little.tobytes()
+    ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
+    ds[PIXEL_DATA].VR = "OW" if int(ds.BitsAllocated) > 8 else "OB"
+    ds[PIXEL_DATA].is_undefined_length = False
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
+
+
+# Bytes per value of the binary VRs pydicom leaves undecoded (PS3.5 Table 6.2-1).
+_WORD_SIZE = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def _swap_byte_order(ds: Dataset) -> None:
+    """Turn the undecoded binary values of `ds` around (big <-> little endian, PS3.5 7.3).
+
+    Native Pixel Data is swapped per value of Bits Allocated (16, 32, 64 bits); 8- and 1-bit
+    data encoded as OW are 16-bit words, swapped in pairs; OB is a byte stream, left alone.
+    """
+    if PIXEL_DATA in ds and not getattr(ds[PIXEL_DATA], "is_undefined_length", False):
+        elem = ds[PIXEL_DATA]
+        bits = int(ds.get("BitsAllocated") or 8)
+        size = bits // 8 if bits in (16, 32, 64) else (2 if elem.VR == "OW" else 1)
+        if size > 1 and isinstance(elem.value, (bytes, bytearray)):
+            elem.value = _swapped(bytes(elem.value), size)
+    _swap_values(ds)
+
+
+def _swapped(raw: bytes, size: int) -> bytes:
+    usable = len(raw) - len(raw) % size
+    words = np.frombuffer(raw[:usable], dtype=np.dtype(f">u{size}")).byteswap().tobytes()
+    return words + raw[usable:]
+
+
+def _swap_values(ds: Dataset) -> None:
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _swap_values(item)
+        elif elem.tag != PIXEL_DATA and elem.VR in _WORD_SIZE and isinstance(
+                elem.value, (bytes, bytearray)):
+            elem.value = _swapped(bytes(elem.value), _WORD_SIZE[elem.VR])
