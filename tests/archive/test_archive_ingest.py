@@ -175,6 +175,44 @@ class TestRefusals:
         _assert_empty(archive)
 
 
+class TestCompleteButInvalid:
+    """Objects that arrived whole but break the standard: the validation policy decides."""
+
+    def _header_only(self, tmp_path: Path) -> Path:
+        ds = make_instance(tmp_path / "a.dcm")
+        del ds.PixelData
+        ds.save_as(tmp_path / "a.dcm", enforce_file_format=True)
+        return tmp_path / "a.dcm"
+
+    def test_image_without_pixel_data_is_kept_under_warn(self, open_archive: object,
+                                                          tmp_path: Path) -> None:
+        archive = open_archive(validation_policy="warn")  # type: ignore[operator]
+        result = archive.ingest.store_file(self._header_only(tmp_path), IMPORT)
+        assert result.status is StoreStatus.STORED
+        assert result.validation is not None and result.validation.errors >= 1
+        assert any("PixelData" in f.path or "Pixel Data" in f.message
+                   for f in result.validation.findings)
+
+    def test_image_without_pixel_data_is_refused_under_reject(self, open_archive: object,
+                                                              tmp_path: Path) -> None:
+        from archivist.errors import ValidationRejected
+
+        archive = open_archive(validation_policy="reject")  # type: ignore[operator]
+        with pytest.raises(ValidationRejected):
+            archive.ingest.store_file(self._header_only(tmp_path), IMPORT)
+        _assert_empty(archive)
+
+    def test_an_undecodable_element_is_named(self, archive: Archive, tmp_path: Path) -> None:
+        raw = _pydicom_file("CT_small.dcm").read_bytes()
+        columns = b"\x28\x00\x11\x00US\x02\x00"  # (0028,0011) US, 2 bytes
+        at = raw.index(columns)
+        bad = raw[:at] + columns[:6] + b"\x03\x00" + raw[at + 8:at + 10] + b"\x00" + raw[at + 10:]
+        (tmp_path / "bad.dcm").write_bytes(bad)
+        with pytest.raises(InvalidObject, match=r"\(0028,0011\)"):
+            archive.ingest.store_file(tmp_path / "bad.dcm", IMPORT)
+        _assert_empty(archive)
+
+
 class TestDuplicates:
     def test_keep(self, archive: Archive, tmp_path: Path) -> None:
         sop = new_uid()

@@ -198,16 +198,19 @@ class TestPixelData:
             ("encoding.pixel-data-length", "/PixelData(7FE0,0010)")]
         assert "80 bytes" in stored["findings"][0]["message"]
 
-    def test_image_without_pixel_data_is_refused_before_validation(
+    def test_image_without_pixel_data_is_judged_by_validation(
         self, archive: Archive, tmp_path: Path
     ) -> None:
-        from archivist.errors import InvalidObject
-
+        """Complete but without its Type 1 Pixel Data: stored under warn, the missing Pixel
+        Data is an error finding (not a refusal as 'truncated': nothing was cut short)."""
         ds = complete_ct(tmp_path / "ct.dcm")
         del ds.PixelData
         ds.save_as(tmp_path / "nopix.dcm", enforce_file_format=True)
-        with pytest.raises(InvalidObject):
-            archive.ingest.store_file(tmp_path / "nopix.dcm", IMPORT)
+        result = archive.ingest.store_file(tmp_path / "nopix.dcm", IMPORT)
+        assert result.validation is not None
+        errors = [f for f in result.validation.findings if f.severity == "error"]
+        assert errors and all("7FE0,0010" in f.path or "PixelData" in f.path for f in errors), \
+            errors
 
 
 class TestAgreementWithTheFileValidator:

@@ -111,24 +111,8 @@ def _id(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-def _header_without_pixels(path: Path) -> bool:
-    ds = _describe(path)
-    return ds is not None and all(k in ds for k in ("Rows", "Columns", "BitsAllocated")) and \
-        not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
-
-
-# pydicom's charset files are images whose Pixel Data was cut off to keep them small. Ingest
-# refuses them ("truncated: the Image Pixel Module has no Pixel Data", archive/ingest.py
-# _check_complete) whatever the validation policy, though nothing is cut short: the object is
-# complete, only invalid (a Type 1 attribute missing), which validation_policy=warn should keep.
-NO_PIXELS = pytest.mark.xfail(
-    strict=True, reason="ingest refuses an image header without Pixel Data as 'truncated' "
-    "(archive/ingest.py _check_complete); with validation_policy=warn it should be stored")
-
-
 def _params() -> list[Any]:
-    return [pytest.param(p, id=_id(p), marks=[NO_PIXELS] if _header_without_pixels(p) else [])
-            for p in OBJECTS]
+    return [pytest.param(p, id=_id(p)) for p in OBJECTS]
 
 
 def _check_problem(response: requests.Response, what: str) -> None:

@@ -112,6 +112,35 @@ def _pixel_element(ds: Dataset, deflated: bool) -> PixelDataInfo | None:
     return None
 
 
+def _reason(exc: Exception) -> str:
+    """A short reason from a parser's exception (its first line, capped), else its type."""
+    text = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _leftover_is_data(path: Path, offset: int) -> bool:
+    """Whether the bytes after the last element read (fewer than an element header: pydicom
+    stops there) hold anything but NUL padding."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        rest = fh.read(16)
+    return bool(rest.strip(b"\0"))
+
+
+def _holds_pixel_tag(path: Path, ts: UID) -> bool:
+    """Whether the bytes of the Pixel Data tag (7FE0,0010) occur in the file after its File Meta
+    (read in 1 MiB chunks; only asked when the parse found no Pixel Data in an image)."""
+    tag = b"\x7f\xe0\x00\x10" if not ts.is_little_endian else b"\xe0\x7f\x10\x00"
+    tail = b""
+    with open(path, "rb") as fh:
+        fh.seek(132)
+        while chunk := fh.read(1 << 20):
+            if tag in tail + chunk:
+                return True
+            tail = chunk[-3:]
+    return False
+
+
 def _check_complete(path: Path, size: int, ds: Dataset, ts: UID,
                     pixel: PixelDataInfo | None) -> None:
     """Refuse an image whose pixel data is cut short (nothing more is parsed or loaded)."""
@@ -122,7 +151,12 @@ def _check_complete(path: Path, size: int, ds: Dataset, ts: UID,
     if not (rows and cols and bits):
         return
     if pixel is None:
-        raise InvalidObject("truncated: the Image Pixel Module has no Pixel Data")
+        if _holds_pixel_tag(path, ts):
+            # The element starts in the file but could not be parsed: cut short.
+            raise InvalidObject("truncated: the Pixel Data element is cut short")
+        # An image header without Pixel Data is complete, only invalid (a Type 1 attribute
+        # missing): the validation policy decides, as for any other invalid object.
+        return
     if ts.is_encapsulated:
         with open(path, "rb") as fh:
             fh.seek(max(pixel.offset, size - 65536))
@@ -270,6 +304,7 @@ class Ingest:
         if not ts_raw:
             raise InvalidObject("File Meta Information has no Transfer Syntax UID")
         ts = UID(ts_raw)
+        parsed_to: int | None = None  # where the last top-level value ends (None: unknown)
         if not ts.is_deflated:
             # Sequences are parsed, not skipped, and a cut one just ends early: what every
             # top-level element declares must fit in the file as well.
@@ -278,20 +313,30 @@ class Ingest:
                 tell = getattr(raw, "value_tell", None)
                 if tell is not None and length is not None and length != 0xFFFFFFFF:
                     end = max(end, tell + length)
+                    parsed_to = tell + length
+                else:
+                    parsed_to = None
             if end > size:
                 raise InvalidObject(f"truncated: {size} bytes in the file, the values need {end}")
+            if parsed_to is not None and parsed_to < size and _leftover_is_data(path, parsed_to):
+                # pydicom stops without complaint at an element header cut short.
+                raise InvalidObject(f"truncated: the file ends inside an element header "
+                                    f"(byte {parsed_to} of {size})")
         pixel = _pixel_element(ds, ts.is_deflated)
         if pixel is not None:
-            for tag in [t for t in ds._dict if t >= pixel.tag]:  # noqa: SLF001
-                del ds._dict[tag]  # noqa: SLF001
+            for after in [t for t in ds._dict if t >= pixel.tag]:  # noqa: SLF001
+                del ds._dict[after]  # noqa: SLF001
+        current: int | None = None
         try:
             # Force a full decode of the header now (pydicom defers), so errors surface here.
-            for elem in ds:
-                _ = elem.value
+            for current in list(ds._dict):  # noqa: SLF001 - the tags, to name the one that fails
+                _ = ds[current].value
         except RecursionError:
             raise InvalidObject("sequences nested too deeply") from None
         except Exception as exc:  # noqa: BLE001
-            raise InvalidObject(f"cannot decode the dataset ({type(exc).__name__})") from None
+            where = f"element ({current >> 16:04X},{current & 0xFFFF:04X})" \
+                if current is not None else "the dataset"
+            raise InvalidObject(f"cannot decode {where}: {_reason(exc)}") from None
         _check_complete(path, size, ds, ts, pixel)
         return ds, ts, pixel
 
