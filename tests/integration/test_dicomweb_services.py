@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from PIL import Image
 
 from archivist.testing.datasets import make_instance as _make_instance
 from archivist.testing.datasets import new_uid, pydicom_test_file
+from archivist.testing.multipart import parts_of
 from archivist.testing.procs import peak_rss_kb
 from archivist.testing.server import ServerProcess
 from conftest import dcmtk_tool
@@ -34,26 +34,6 @@ def make_instance(**kw):  # type: ignore[no-untyped-def]
     path = _TMP / f"{new_uid()}.dcm"
     _make_instance(path, **kw)
     return pydicom.dcmread(path)
-
-
-def parts_of(response: requests.Response) -> list[tuple[dict[str, str], bytes]]:
-    """Split a multipart/related response (a parser of the test's own, not the server's)."""
-    ctype = response.headers["content-type"]
-    m = re.search(r'boundary="?([^";]+)"?', ctype)
-    assert m, ctype
-    delim = b"--" + m.group(1).encode()
-    body = response.content
-    assert body.rstrip().endswith(delim + b"--"), "multipart body not closed"
-    out = []
-    for chunk in body.split(delim)[1:-1]:
-        assert chunk.startswith(b"\r\n") and chunk.endswith(b"\r\n")
-        head, _, payload = chunk[2:-2].partition(b"\r\n\r\n")
-        headers = {}
-        for line in head.decode().split("\r\n"):
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        out.append((headers, payload))
-    return out
 
 
 def multipart_body(parts: list[bytes], boundary: str = "testboundary42",

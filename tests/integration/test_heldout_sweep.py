@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
 )
 
+from archivist.testing.multipart import parts_of
 from archivist.testing.server import ServerProcess, free_port
 from conftest import dcmtk_tool
 
@@ -121,22 +121,6 @@ def _check_problem(response: requests.Response, what: str) -> None:
     assert 400 <= response.status_code < 500, f"{what}: {response.status_code}"
     body = response.json()
     assert isinstance(body.get("error"), str) and body["error"], f"{what}: {body}"
-
-
-def _parts(response: requests.Response) -> list[tuple[dict[str, str], bytes]]:
-    ctype = response.headers["content-type"]
-    m = re.search(r'boundary="?([^";]+)"?', ctype)
-    assert m, ctype
-    delim = b"--" + m.group(1).encode()
-    out = []
-    for chunk in response.content.split(delim)[1:-1]:
-        head, _, payload = chunk[2:-2].partition(b"\r\n\r\n")
-        headers = {}
-        for line in head.decode().split("\r\n"):
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-        out.append((headers, payload))
-    return out
 
 
 def _same_data_set(got: Dataset, want: Dataset, what: str, ignore: tuple[int, ...] = ()) -> None:
@@ -380,7 +364,7 @@ def _http_retrieve(h: Harness, ds: Dataset, what: str) -> Dataset:
     # WADO-RS instance, as stored
     r = h.get(base, Accept='multipart/related; type="application/dicom"; transfer-syntax=*')
     assert r.status_code == 200, r.text[:300]
-    parts = _parts(r)
+    parts = parts_of(r)
     assert len(parts) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -394,7 +378,7 @@ def _http_retrieve(h: Harness, ds: Dataset, what: str) -> Dataset:
     elif native and "PixelData" in stored and stored.get("BitsAllocated") != 1:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            le = pydicom.dcmread(io.BytesIO(_parts(r)[0][1]))
+            le = pydicom.dcmread(io.BytesIO(parts_of(r)[0][1]))
             assert le.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
             try:
                 want = stored.pixel_array
@@ -443,7 +427,7 @@ def _stored(h: Harness, ds: Dataset) -> Dataset:
     assert r.status_code == 200, r.text[:300]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return pydicom.dcmread(pydicom.filebase.DicomBytesIO(_parts(r)[0][1]))
+        return pydicom.dcmread(pydicom.filebase.DicomBytesIO(parts_of(r)[0][1]))
 
 
 def _frames(h: Harness, base: str, stored: Dataset, what: str) -> None:
@@ -454,7 +438,7 @@ def _frames(h: Harness, base: str, stored: Dataset, what: str) -> None:
     if r.status_code != 200:
         _check_problem(r, f"{what} frames as stored")
         return
-    parts = _parts(r)
+    parts = parts_of(r)
     assert len(parts) == len(wanted)
     native_be = _transfer_syntax(stored) == "1.2.840.10008.1.2.2"  # frames come little endian
     if stored.get("BitsAllocated") != 1 and not native_be:
@@ -583,7 +567,7 @@ def test_study_mixing_syntaxes_is_sent_whole(harness: Harness, tmp_path: Path) -
     url = f"/dicomweb/studies/{study}"
     r = harness.get(url, Accept='multipart/related; type="application/dicom"')
     assert r.status_code == 200, r.text[:300]
-    parts = _parts(r)  # raises if the body was cut
+    parts = parts_of(r)  # raises if the body was cut
     assert len(parts) == 3
     syntaxes = {}
     for headers, payload in parts:
@@ -602,7 +586,7 @@ def test_study_mixing_syntaxes_is_sent_whole(harness: Harness, tmp_path: Path) -
     r = harness.get(url, Accept='multipart/related; type="application/dicom"; '
                                'transfer-syntax=1.2.840.10008.1.2.1')
     assert r.status_code == 200, r.text[:300]
-    assert len(_parts(r)) == 2  # the 12-bit JPEG cannot be decoded here: left out
+    assert len(parts_of(r)) == 2  # the 12-bit JPEG cannot be decoded here: left out
     client_copies = harness.client.retrieve_study(study)
     assert len(client_copies) >= 2
 
