@@ -21,8 +21,9 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from pydicom.dataset import Dataset
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, DIMSEMessage  # type: ignore[attr-defined]
-from pynetdicom.dsutils import decode
+from pynetdicom.dsutils import decode, encode
 
 HEADER = struct.Struct(">BBL")
 ITEM = struct.Struct(">LBB")  # item length, presentation context ID, message control header
@@ -86,8 +87,6 @@ def encode_message(message: DIMSEMessage, context_id: int, max_pdu: int,
     dataset
         The encoded data set, if any (its presence is already recorded in the command set).
     """
-    from pynetdicom.dsutils import encode
-
     command = encode(message.command_set, True, True)
     assert command is not None
     return fragment_message(bytes(command), context_id, max_pdu, dataset)
@@ -130,12 +129,31 @@ _COMMAND_ELEMENTS = {
 }
 
 
-def encode_command(values: dict[str, Any]) -> bytes | None:
+def encode_command(values: dict[str, Any]) -> bytes:
     """A command set (PS3.7 6.3.1: Implicit VR Little Endian, group length first, elements in
-    tag order) of UIDs, AE titles and unsigned shorts, encoded directly as pydicom would encode
-    it (UIDs padded with NUL, AE titles with a space); None values are left out. Returns None
-    when a value is of another kind (Error Comment, Offending Element, ...): pydicom encodes
-    those."""
+    tag order) from its values by keyword; None values are left out.
+
+    UIDs, AE titles and unsigned shorts (every response status, the C-STORE-RQ of a
+    sub-operation) are encoded directly, as pydicom would encode them (UIDs padded with NUL,
+    AE titles with a space); a command with a value of another kind (Error Comment, Offending
+    Element, ...) is encoded by pydicom.
+    """
+    direct = _encode_command_directly(values)
+    if direct is not None:
+        return direct
+    cs = Dataset()
+    for keyword, value in values.items():
+        if value is not None:
+            setattr(cs, keyword, value)
+    body = bytes(encode(cs, True, True))  # type: ignore[arg-type]
+    head = Dataset()
+    head.CommandGroupLength = len(body)
+    return bytes(encode(head, True, True)) + body  # type: ignore[arg-type]
+
+
+def _encode_command_directly(values: dict[str, Any]) -> bytes | None:
+    """:func:`encode_command` without pydicom; None when a value is not a UID, an AE title or
+    an unsigned short."""
     parts: list[tuple[int, bytes]] = []
     for keyword, value in values.items():
         if value is None:

@@ -180,19 +180,7 @@ class Response:
         values.pop("Identifier", None)
         values["CommandField"] = self.__dict__["_field"]
         values["CommandDataSetType"] = 0x0001 if with_data else 0x0101
-        fast = encode_command(values)
-        if fast is not None:
-            return fast
-        cs = Dataset()
-        for keyword, value in self.__dict__["_values"].items():
-            if value is not None and keyword != "Identifier":
-                setattr(cs, keyword, value)
-        cs.CommandField = self.__dict__["_field"]
-        cs.CommandDataSetType = 0x0001 if with_data else 0x0101
-        body = bytes(encode(cs, True, True))  # type: ignore[arg-type]
-        head = Dataset()
-        head.CommandGroupLength = len(body)
-        return bytes(encode(head, True, True)) + body  # type: ignore[arg-type]
+        return encode_command(values)
 
 
 #: VRs of C-FIND identifiers that :func:`encode_identifier` writes itself: text with a 2-byte

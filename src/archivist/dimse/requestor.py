@@ -24,9 +24,7 @@ import socket
 import struct
 from typing import Any
 
-from pydicom.dataset import Dataset
 from pydicom.uid import UID
-from pynetdicom.dsutils import encode
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -76,18 +74,7 @@ def c_store_rq(message_id: int, sop_class: str, sop_instance: str, *, priority: 
     if originator_aet:
         values["MoveOriginatorApplicationEntityTitle"] = originator_aet
         values["MoveOriginatorMessageID"] = int(originator_id or 0)
-    fast = encode_command(values)
-    if fast is not None:
-        return fast
-    cs = Dataset()
-    for keyword, value in values.items():
-        if keyword != "CommandField":
-            setattr(cs, keyword, value)
-    cs.CommandField = 0x0001
-    body = bytes(encode(cs, True, True))  # type: ignore[arg-type]
-    head = Dataset()
-    head.CommandGroupLength = len(body)
-    return bytes(encode(head, True, True)) + body  # type: ignore[arg-type]
+    return encode_command(values)
 
 
 class Outbound:
