@@ -114,8 +114,8 @@ def _pixel_element(ds: Dataset, deflated: bool) -> PixelDataInfo | None:
 
 def _reason(exc: Exception) -> str:
     """A short reason from a parser's exception (its first line, capped), else its type."""
-    text = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__
 
 
 def _leftover_is_data(path: Path, offset: int) -> bool:
@@ -334,8 +334,7 @@ class Ingest:
         except RecursionError:
             raise InvalidObject("sequences nested too deeply") from None
         except Exception as exc:  # noqa: BLE001
-            where = f"element ({current >> 16:04X},{current & 0xFFFF:04X})" \
-                if current is not None else "the dataset"
+            where = f"element {Tag(current)}" if current is not None else "the dataset"
             raise InvalidObject(f"cannot decode {where}: {_reason(exc)}") from None
         _check_complete(path, size, ds, ts, pixel)
         return ds, ts, pixel
