@@ -222,14 +222,18 @@ def contexts_for(refs: list[InstanceRef]) -> list[PresentationContext]:
     native = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
     uncompressed = {ExplicitVRLittleEndian, ImplicitVRLittleEndian, "1.2.840.10008.1.2.2"}
     wanted: dict[tuple[str, tuple[str, ...]], None] = {}
+    compressed: dict[str, None] = {}  # classes stored compressed, in the order first met
+    plain: set[str] = set()  # classes that already have an uncompressed context
     for ref in refs:
-        ts = ref.transfer_syntax_uid
+        sop_class, ts = ref.sop_class_uid, ref.transfer_syntax_uid
         if ts in uncompressed:
-            wanted[(ref.sop_class_uid, tuple(dict.fromkeys([ts, *native])))] = None
+            wanted[(sop_class, tuple(dict.fromkeys([ts, *native])))] = None
+            plain.add(sop_class)
         else:
-            wanted[(ref.sop_class_uid, (ts,))] = None
-    for sop_class in {c for c, tss in wanted if tss[0] not in uncompressed}:
-        if not any(c == sop_class and tss[0] in uncompressed for c, tss in wanted):
+            wanted[(sop_class, (ts,))] = None
+            compressed[sop_class] = None
+    for sop_class in compressed:
+        if sop_class not in plain:
             wanted[(sop_class, tuple(native))] = None
     if len(wanted) <= 128:
         return [build_context(UID(c), list(tss)) for c, tss in wanted]
