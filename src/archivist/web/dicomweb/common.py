@@ -12,6 +12,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from archivist.archive.archive import Archive
 from archivist.archive.retrieve import InstanceRef
+from archivist.archive.transcode import (  # noqa: F401 - the syntaxes, for the web modules
+    DEFLATED_LE,
+    EXPLICIT_BE,
+    EXPLICIT_LE,
+    IMPLICIT_LE,
+    NATIVE_SYNTAXES,
+)
 from archivist.core.levels import QueryLevel
 from archivist.core.uids import is_valid_uid
 from archivist.web.errors import HTTPProblem
@@ -19,11 +26,6 @@ from archivist.web.errors import HTTPProblem
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
 OCTET = "application/octet-stream"
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-IMPLICIT_LE = "1.2.840.10008.1.2"
-DEFLATED_LE = "1.2.840.10008.1.2.1.99"
-EXPLICIT_BE = "1.2.840.10008.1.2.2"
-NATIVE_SYNTAXES = frozenset({EXPLICIT_LE, IMPLICIT_LE, DEFLATED_LE, EXPLICIT_BE})
 
 #: Media type of a frame (or bulk pixel data) in each encapsulated transfer syntax (PS3.18 8.7.3).
 FRAME_MEDIA_TYPE: dict[str, str] = {
