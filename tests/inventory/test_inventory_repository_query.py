@@ -7,7 +7,9 @@ In-process tests drive :class:`RepositoryQuery` on a real archive; network tests
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -260,21 +262,34 @@ class TestInventoryOfALiveRepository:
         assert len(one.studies) == 1 and len(next(iter(one.studies.values())).series) == 2
 
 
-def test_b001_fix_for_pynetdicoms_own_scp_loop(archive: Archive, tmp_path: Path) -> None:
-    """Our handler served by a plain pynetdicom AE: with install_b001_fix, 0xB001 is final."""
+@contextlib.contextmanager
+def _pynetdicom_rq_scp(archive: Archive) -> Iterator[int]:
+    """A plain pynetdicom Repository Query SCP answering from `archive`; yields its port."""
     from pynetdicom import AE, evt
 
-    from archivist.dimse.inventory_handlers import RepositoryQueryHandler, install_b001_fix
+    from archivist.dimse.inventory_handlers import RepositoryQueryHandler
     from archivist.testing.server import free_port
 
-    install_b001_fix()
-    fill(archive, tmp_path / "in", studies=3)
     port = free_port()
     scp = AE(ae_title="PLAIN")
     scp.add_supported_context(REPOSITORY_QUERY)
     server = scp.start_server(("127.0.0.1", port), block=False,
                               evt_handlers=[(evt.EVT_C_FIND, RepositoryQueryHandler(archive))])
     try:
+        yield port
+    finally:
+        server.shutdown()
+
+
+def test_b001_fix_for_pynetdicoms_own_scp_loop(archive: Archive, tmp_path: Path) -> None:
+    """Our handler served by a plain pynetdicom AE: with install_b001_fix, 0xB001 is final."""
+    from pynetdicom import AE
+
+    from archivist.dimse.inventory_handlers import install_b001_fix
+
+    install_b001_fix()
+    fill(archive, tmp_path / "in", studies=3)
+    with _pynetdicom_rq_scp(archive) as port:
         ae = AE(ae_title="RQSCU")
         ae.add_requested_context(REPOSITORY_QUERY)
         ae.dimse_timeout = 2
@@ -292,8 +307,6 @@ def test_b001_fix_for_pynetdicoms_own_scp_loop(archive: Archive, tmp_path: Path)
         assert msg is None  # without the fix pynetdicom sends a 0x0000 here
         assoc._reactor_checkpoint.set()
         assoc.release()
-    finally:
-        server.shutdown()
 
 
 def test_walk_skips_the_trailing_success_of_an_unfixed_pynetdicom_scp(
@@ -301,21 +314,12 @@ def test_walk_skips_the_trailing_success_of_an_unfixed_pynetdicom_scp(
     """pynetdicom's own SCP loop (without install_b001_fix) sends a 0x0000 after each 0xB001:
     our SCU skips it (it answers the previous Message ID) instead of reading it as the end of
     the next page, and the walk returns every record once, in Record Key order."""
-    from pynetdicom import AE, evt
     from pynetdicom.service_class import ServiceClass
-
-    from archivist.dimse.inventory_handlers import RepositoryQueryHandler
-    from archivist.testing.server import free_port
 
     fixed = ServiceClass._c_find_scp
     monkeypatch.setattr(ServiceClass, "_c_find_scp", getattr(fixed, "__wrapped__", fixed))
     fill(archive, tmp_path / "in", studies=7)
-    port = free_port()
-    scp = AE(ae_title="PLAIN")
-    scp.add_supported_context(REPOSITORY_QUERY)
-    server = scp.start_server(("127.0.0.1", port), block=False,
-                              evt_handlers=[(evt.EVT_C_FIND, RepositoryQueryHandler(archive))])
-    try:
+    with _pynetdicom_rq_scp(archive) as port:
         assoc = associate(Remote("PLAIN", "127.0.0.1", port, dimse_timeout=60),
                           [REPOSITORY_QUERY])
         try:
@@ -327,5 +331,3 @@ def test_walk_skips_the_trailing_success_of_an_unfixed_pynetdicom_scp(
             assert page.status == 0 and len(page.records) == 7
         finally:
             assoc.release()
-    finally:
-        server.shutdown()
