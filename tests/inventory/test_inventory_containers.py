@@ -165,25 +165,9 @@ _COUNTS = ("NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries",
 
 
 def _patients_by_pynetdicom(port: int) -> dict[str, tuple[int, int, int]]:
-    ae = AE(ae_title="CONTSCU")
-    ae.dimse_timeout = 20
-    ae.add_requested_context(PATIENT_ROOT_FIND)
-    assoc = ae.associate("127.0.0.1", port, ae_title="ARCHIVIST")
-    assert assoc.is_established
-    try:
-        ident = Dataset()
-        ident.QueryRetrieveLevel = "PATIENT"
-        ident.PatientID = ""
-        for key in _COUNTS:
-            setattr(ident, key, None)
-        out = {}
-        for status, ds in assoc.send_c_find(ident, PATIENT_ROOT_FIND):
-            assert status and status.Status in (0x0000, 0xFF00), status
-            if ds is not None:
-                out[str(ds.get("PatientID", ""))] = tuple(int(ds[k].value) for k in _COUNTS)
-        return out
-    finally:
-        assoc.release()
+    keys = {"QueryRetrieveLevel": "PATIENT", "PatientID": "", **dict.fromkeys(_COUNTS)}
+    return {str(ds.get("PatientID", "")): tuple(int(ds[k].value) for k in _COUNTS)
+            for ds in _find(port, "PATIENT", PATIENT_ROOT_FIND, **keys)}
 
 
 def _patients_by_findscu(port: int, tmp: Path) -> dict[str, tuple[int, int, int]]:
