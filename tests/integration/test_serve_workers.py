@@ -142,3 +142,53 @@ def test_no_worker_outlives_a_killed_supervisor(make_server) -> None:  # type: i
     finally:
         again.stop()
     srv.proc = None
+
+
+def _connections_per_worker(srv: ServerProcess) -> dict[int, int]:
+    """How many accepted DICOM connections each worker process holds (from /proc)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+            if port == srv.dicom_port and fields[3] == "01":  # ESTABLISHED, server side
+                inodes.add(fields[9])
+    held: dict[int, int] = {}
+    for pid in _workers(srv):
+        n = 0
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    n += 1
+        except OSError:
+            continue
+        held[pid] = n
+    return held
+
+
+def test_a_burst_of_connections_is_spread_over_the_workers(make_server) -> None:  # type: ignore[no-untyped-def]
+    """Four senders connecting at the same moment (as 4 parallel storescu do) get two workers
+    each, not one worker for all four while the other idles."""
+    import socket
+
+    srv = make_server("--workers", "2")
+    # Both workers listening (health answers as soon as one of them is).
+    assert _wait(lambda: "worker=1/2" in srv.log() and "worker=2/2" in srv.log())
+    for _round in range(3):
+        socks = [socket.create_connection(("127.0.0.1", srv.dicom_port)) for _ in range(4)]
+        try:
+            assert _wait(lambda: sum(_connections_per_worker(srv).values()) == 4, 30), \
+                _connections_per_worker(srv)
+            assert sorted(_connections_per_worker(srv).values()) == [2, 2], (_round, srv.log()[-3000:])
+        finally:
+            for s in socks:
+                s.close()
+        assert _wait(lambda: sum(_connections_per_worker(srv).values()) == 0, 30)

@@ -100,6 +100,8 @@ logging.getLogger("pynetdicom.utils").addFilter(_NoDecodeTracebacks())
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 _CHUNK = 1 << 20
+#: How long a worker holding more connections than another leaves a new one to the others.
+_BALANCE_WAIT = 0.05
 _SEND_CAP = 1 << 20  # we never send PDUs larger than this, whatever the peer accepts
 
 
@@ -136,17 +138,22 @@ CheckAets = Callable[[str, str, str], "tuple[int, int, int] | None"]
 
 class AssociationCount:
     """How many associations run, in this process or across the worker processes that share
-    one listening socket (``max_associations`` is a limit for the whole server).
+    one listening socket (``max_associations`` is a limit for the whole server), and how many
+    connections each worker holds (to spread new ones over the workers).
 
-    Each process writes its own count into its own cell of a shared array (no lock: one writer
-    per cell), and the total is their sum; the supervisor zeroes the cell of a worker that died.
-    Two workers admitting at the same instant may overshoot the limit by one each.
+    Each process writes its own counts into its own cells of a shared array (no lock: one
+    writer per cell): associations in the first `workers` cells, open connections in the next
+    `workers`. The total is a sum; the supervisor zeroes the cells of a worker that died. Two
+    workers admitting at the same instant may overshoot the limit by one each.
     """
 
-    def __init__(self, cells: Any = None, index: int = 0) -> None:
+    def __init__(self, cells: Any = None, index: int = 0, workers: int = 1) -> None:
         self._cells = cells
         self._index = index
+        self._workers = workers
         self._mine = 0
+        #: Connection counts are kept only when the array has room for them.
+        self._loads = cells is not None and len(cells) >= 2 * workers and workers > 1
 
     def set(self, n: int) -> None:
         self._mine = n
@@ -156,7 +163,19 @@ class AssociationCount:
     def total(self) -> int:
         if self._cells is None:
             return self._mine
-        return int(sum(self._cells[:]))
+        return int(sum(self._cells[:self._workers]))
+
+    def set_connections(self, n: int) -> None:
+        if self._loads:
+            self._cells[self._workers + self._index] = n
+
+    def busier_than_another(self) -> bool:
+        """True when another worker holds fewer connections than this one."""
+        if not self._loads:
+            return False
+        loads = self._cells[self._workers:2 * self._workers]
+        mine = loads[self._index]
+        return any(n < mine for i, n in enumerate(loads) if i != self._index)
 
 
 class Acceptor:
@@ -196,7 +215,8 @@ class Acceptor:
         self.associations: set[Association] = set()
         self.pending = 0
         self._sock: socket.socket | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self.connections = 0  # open connections (negotiating or associated)
+        self._deferred = False  # the pending connection was left to other workers once
         self._thread: threading.Thread | None = None
         self._closing = False
 
@@ -217,13 +237,8 @@ class Acceptor:
 
         def run() -> None:
             asyncio.set_event_loop(self.loop)
-
-            async def serve() -> None:
-                self._server = await asyncio.start_server(
-                    self._on_connection, sock=sock, limit=2 * _CHUNK, backlog=1024)
-                ready.set()
-
-            self.loop.run_until_complete(serve())
+            self.loop.add_reader(sock.fileno(), self._accept_ready)
+            self.loop.call_soon(ready.set)
             self.loop.run_forever()
 
         self._thread = threading.Thread(target=run, name="dimse-loop", daemon=True)
@@ -237,8 +252,7 @@ class Acceptor:
 
         async def shutdown() -> None:
             self._closing = True
-            if self._server is not None:
-                self._server.close()
+            self._stop_accepting()
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline and any(a.busy for a in self.associations):
                 await asyncio.sleep(0.05)
@@ -260,6 +274,56 @@ class Acceptor:
         self.move_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- connections -----------------------------------------------------------------------
+
+    def _accept_ready(self) -> None:
+        """The listening socket is readable: take ONE connection (asyncio's own server takes
+        up to its backlog at once, so the first worker to wake took a whole burst of clients
+        and the other worker idled). A worker holding more connections than another first
+        leaves the connection to the others for a moment, then takes it if nobody did."""
+        if self._closing or self._sock is None:
+            return
+        if not self._deferred and self.count.busier_than_another():
+            self._deferred = True
+            self._pause_accepting(_BALANCE_WAIT)
+            return
+        self._deferred = False
+        try:
+            conn, _addr = self._sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError as exc:  # out of descriptors or buffers: try again shortly
+            log.warning("cannot accept a connection: %s", exc.strerror or exc)
+            self._pause_accepting(0.5)
+            return
+        conn.setblocking(False)
+        self.connections += 1
+        self.count.set_connections(self.connections)
+        self.loop.create_task(self._serve_socket(conn))
+
+    def _pause_accepting(self, seconds: float) -> None:
+        assert self._sock is not None
+        self.loop.remove_reader(self._sock.fileno())
+        self.loop.call_later(seconds, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if not self._closing and self._sock is not None:
+            self.loop.add_reader(self._sock.fileno(), self._accept_ready)
+
+    def _stop_accepting(self) -> None:
+        if self._sock is not None:
+            self.loop.remove_reader(self._sock.fileno())
+
+    async def _serve_socket(self, conn: socket.socket) -> None:
+        try:
+            try:
+                reader, writer = await asyncio.open_connection(sock=conn, limit=2 * _CHUNK)
+            except OSError:
+                conn.close()
+                return
+            await self._on_connection(reader, writer)
+        finally:
+            self.connections -= 1
+            self.count.set_connections(self.connections)
 
     async def _on_connection(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
