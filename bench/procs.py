@@ -5,7 +5,9 @@ run worker processes; Orthanc and storescp are one process). CPU seconds are uti
 live process of the tree plus the cutime + cstime of the root (children it already reaped). RSS is
 sampled by a background thread (:class:`TreeSampler`) because it is only ever a current value; the
 peak is the highest sum over the tree seen at any sample. ``VmHWM`` (each process's own high-water
-mark, kept by the kernel) is reported beside it.
+mark, kept by the kernel) is reported beside it, and so is the peak PSS of the tree: RSS counts a
+page shared by several processes (the modules a supervisor loaded before forking its workers)
+once in each of them, PSS splits it between them, so the PSS sum is what the tree really holds.
 """
 
 from __future__ import annotations
@@ -58,6 +60,21 @@ def rss_bytes(root: int) -> int:
     return sum(status_kb(pid, "VmRSS") for pid in tree_pids(root)) * 1024
 
 
+def pss_bytes(root: int) -> int:
+    """Sum of the proportional set size (``Pss`` of ``smaps_rollup``) of the tree, now: a page
+    shared by n processes counts 1/n in each, so shared pages count once in the sum."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            for line in (PROC / str(pid) / "smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+        except (OSError, ValueError, IndexError):
+            continue
+    return total * 1024
+
+
 def hwm_bytes(root: int) -> int:
     """Largest ``VmHWM`` (peak resident set) of any single process of the tree."""
     return max((status_kb(pid, "VmHWM") for pid in tree_pids(root)), default=0) * 1024
@@ -77,6 +94,7 @@ class Usage:
     peak_rss_bytes: int
     start_rss_bytes: int
     hwm_bytes: int
+    peak_pss_bytes: int = 0
 
     @property
     def rss_growth_bytes(self) -> int:
@@ -86,9 +104,13 @@ class Usage:
 class TreeSampler:
     """Samples the RSS of a process tree every `interval` seconds while in a ``with`` block."""
 
+    #: PSS is read every this many samples (the kernel walks the page tables for it).
+    PSS_EVERY = 5
+
     def __init__(self, root: int, interval: float = 0.05) -> None:
         self.root = root
         self.interval = interval
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.peak = 0
@@ -97,8 +119,12 @@ class TreeSampler:
         self.usage: Usage | None = None
 
     def _run(self) -> None:
+        n = 0
         while not self._stop.is_set():
             self.peak = max(self.peak, rss_bytes(self.root))
+            if n % self.PSS_EVERY == 0:
+                self.peak_pss = max(self.peak_pss, pss_bytes(self.root))
+            n += 1
             self._stop.wait(self.interval)
 
     def __enter__(self) -> TreeSampler:  # noqa: PYI034
@@ -114,10 +140,12 @@ class TreeSampler:
         if self._thread is not None:
             self._thread.join()
         self.peak = max(self.peak, rss_bytes(self.root))
+        self.peak_pss = max(self.peak_pss, pss_bytes(self.root))
         self.usage = Usage(
             cpu_s=round(cpu_seconds(self.root) - self.start_cpu, 3),
             peak_rss_bytes=self.peak,
             start_rss_bytes=self.start_rss,
             hwm_bytes=hwm_bytes(self.root),
+            peak_pss_bytes=self.peak_pss,
         )
 

@@ -263,6 +263,7 @@ class Bench:
         d.setdefault("seconds", []).append(round(run.seconds, 2))
         d.setdefault("server_cpu_s", []).append(usage.cpu_s)
         d.setdefault("peak_rss_MB", []).append(round(usage.peak_rss_bytes / MB, 1))
+        d.setdefault("peak_pss_MB", []).append(round(usage.peak_pss_bytes / MB, 1))
         d.setdefault("stored/expected", []).append(f"{stored}/{expected_total}")
         if stored != expected_total or any(run.returncodes):
             rec.status = WRONG
@@ -270,7 +271,8 @@ class Bench:
             if run.errors:
                 d["errors"] = run.errors[:300]
         log(f"{target.name}: {row} {rate:.0f} inst/s, cpu {usage.cpu_s:.1f} s, "
-            f"peak RSS {usage.peak_rss_bytes / MB:.0f} MB, stored {stored}/{expected_total}")
+            f"peak RSS {usage.peak_rss_bytes / MB:.0f} MB (PSS {usage.peak_pss_bytes / MB:.0f}), "
+            f"stored {stored}/{expected_total}")
 
     def find_rows(self, target: Target, group: str, per_kind: int, scale: int = 0) -> None:
         studies = population(self.plan.spec, scale)
@@ -478,6 +480,7 @@ class Bench:
             rec.detail.update({"instance_MB": round(size / MB), "start_rss_MB":
                                round(usage.start_rss_bytes / MB, 1),
                                "peak_rss_MB": round(usage.peak_rss_bytes / MB, 1),
+                               "peak_pss_MB": round(usage.peak_pss_bytes / MB, 1),
                                "VmHWM_MB": round(usage.hwm_bytes / MB, 1),
                                "stored/expected": f"{stored}/1"})
             if stored != 1 or any(run.returncodes):

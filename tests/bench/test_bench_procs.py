@@ -5,7 +5,8 @@ import subprocess
 import sys
 import time
 
-from bench.procs import TreeSampler, cpu_seconds, load_average, parse_stat, rss_bytes, tree_pids
+from bench.procs import (TreeSampler, cpu_seconds, load_average, parse_stat, pss_bytes, rss_bytes,
+                         tree_pids)
 
 
 class TestProcs:
@@ -30,6 +31,7 @@ class TestProcs:
                 time.sleep(0.05)
             assert child.pid in tree_pids(os.getpid())
             assert rss_bytes(os.getpid()) >= rss_bytes(child.pid) >= 30_000_000
+            assert pss_bytes(os.getpid()) >= pss_bytes(child.pid) >= 25_000_000
         finally:
             child.kill()
             child.wait()
@@ -46,5 +48,6 @@ class TestProcs:
         assert usage is not None
         assert usage.cpu_s >= 0.25
         assert usage.rss_growth_bytes >= 40_000_000
+        assert usage.peak_pss_bytes >= 40_000_000
         assert cpu_seconds(os.getpid()) > 0
         assert len(load_average()) == 3
