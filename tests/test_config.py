@@ -46,10 +46,10 @@ class TestLoadSettings:
             load_settings(cfg, env={})
 
 
-def test_workers_default_is_one_per_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_default_is_one_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
     from archivist.config import Settings
 
-    for cores, expected in ((1, 1), (2, 1), (3, 1), (4, 2), (8, 4), (64, 4)):
+    for cores, expected in ((1, 1), (2, 2), (3, 3), (4, 4), (8, 4), (64, 4)):
         monkeypatch.setattr("os.sched_getaffinity", lambda _pid, n=cores: set(range(n)))
         assert Settings().worker_count == expected
     assert Settings(workers=3).worker_count == 3

@@ -67,7 +67,7 @@ class Settings:
     dimse_timeout: float = 120.0
     network_timeout: float = 120.0
     # Worker processes of `serve`, sharing the DICOM and HTTP listening sockets (0 = one per
-    # two CPU cores, 1 to 4; 1 = everything in one process)
+    # CPU core, 1 to 4; 1 = everything in one process)
     workers: int = 0
     # DIMSE acceptor: "asyncio", the event-driven one of dimse/acceptor.py (the only one left)
     dimse_engine: str = "asyncio"
@@ -94,11 +94,13 @@ class Settings:
 
     @property
     def worker_count(self) -> int:
-        """How many processes `serve` runs: `workers`, or one per two CPU cores (1 to 4).
+        """How many processes `serve` runs: `workers`, or one per CPU core (1 to 4).
 
-        One process already keeps about 1.1 cores busy while it ingests (hashing, fsync and
-        SQLite run outside the GIL) and the senders need CPU too: on 2 cores a second worker
-        bought ~8 % more CT ingest for ~150 MB more memory (docs/performance.md).
+        One Python process spends most of an ingest holding its GIL, so a second process on a
+        2-core machine took tiny ingest from ~160 to ~260 inst/s and CT from ~135 to ~170-200
+        (4 storescu), once each worker took connections one at a time instead of one worker
+        taking a whole burst of clients. The workers share the modules loaded before the fork:
+        ~60 MB of PSS each beyond the first (docs/performance.md).
         """
         if self.workers:
             return self.workers
@@ -106,7 +108,7 @@ class Settings:
             cores = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):
             cores = os.cpu_count() or 1
-        return max(1, min(4, cores // 2))
+        return max(1, min(4, cores))
 
     @property
     def blob_dir(self) -> Path:

@@ -82,7 +82,7 @@ def serve(
     ),
     workers: Optional[int] = typer.Option(
         None, "--workers",
-        help="Worker processes sharing the ports. Default 0: one per two CPU cores (1 to 4).",
+        help="Worker processes sharing the ports. Default 0: one per CPU core (1 to 4).",
     ),
     config: Optional[Path] = ConfigOpt,
 ) -> None:

@@ -41,7 +41,7 @@ def _is_loopback(host: str) -> bool:
 def run_server(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code.
 
-    With more than one worker (``workers``; by default one per two CPU cores, 1 to 4) this
+    With more than one worker (``workers``; by default one per CPU core, 1 to 4) this
     process binds the DICOM and HTTP ports and forks the workers, which all accept on both
     sockets (the kernel hands each connection to one of them): each worker is a whole archive
     node (DIMSE acceptor, HTTP, its own index connections), so the cores share the work that

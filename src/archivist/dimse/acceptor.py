@@ -35,6 +35,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import select
 import socket
 import threading
 import time
@@ -100,8 +101,10 @@ logging.getLogger("pynetdicom.utils").addFilter(_NoDecodeTracebacks())
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 _CHUNK = 1 << 20
-#: How long a worker holding more connections than another leaves a new one to the others.
+#: How long a worker holding more connections than another leaves new ones to the others, and
+#: how often it looks again meanwhile.
 _BALANCE_WAIT = 0.05
+_BALANCE_POLL = 0.001
 _SEND_CAP = 1 << 20  # we never send PDUs larger than this, whatever the peer accepts
 
 
@@ -170,7 +173,7 @@ class AssociationCount:
             self._cells[self._workers + self._index] = n
 
     def busier_than_another(self) -> bool:
-        """True when another worker holds fewer connections than this one."""
+        """True when this worker holds more connections than another one."""
         if not self._loads:
             return False
         loads = self._cells[self._workers:2 * self._workers]
@@ -216,7 +219,7 @@ class Acceptor:
         self.pending = 0
         self._sock: socket.socket | None = None
         self.connections = 0  # open connections (negotiating or associated)
-        self._deferred = False  # the pending connection was left to other workers once
+        self._deferred_since: float | None = None  # leaving connections to other workers
         self._thread: threading.Thread | None = None
         self._closing = False
 
@@ -278,15 +281,19 @@ class Acceptor:
     def _accept_ready(self) -> None:
         """The listening socket is readable: take ONE connection (asyncio's own server takes
         up to its backlog at once, so the first worker to wake took a whole burst of clients
-        and the other worker idled). A worker holding more connections than another first
-        leaves the connection to the others for a moment, then takes it if nobody did."""
+        and the other worker idled). A worker holding more connections than another leaves new
+        ones to the others, looking again every millisecond; after `_BALANCE_WAIT` it takes
+        the connection anyway (the other worker may be stuck)."""
         if self._closing or self._sock is None:
             return
-        if not self._deferred and self.count.busier_than_another():
-            self._deferred = True
-            self._pause_accepting(_BALANCE_WAIT)
-            return
-        self._deferred = False
+        if self.count.busier_than_another():
+            now = self.loop.time()
+            if self._deferred_since is None:
+                self._deferred_since = now
+            if now - self._deferred_since < _BALANCE_WAIT:
+                self._pause_accepting(_BALANCE_POLL)
+                return
+        self._deferred_since = None
         try:
             conn, _addr = self._sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -306,8 +313,11 @@ class Acceptor:
         self.loop.call_later(seconds, self._resume_accepting)
 
     def _resume_accepting(self) -> None:
-        if not self._closing and self._sock is not None:
-            self.loop.add_reader(self._sock.fileno(), self._accept_ready)
+        if self._closing or self._sock is None:
+            return
+        if self._deferred_since is not None and not select.select([self._sock], [], [], 0)[0]:
+            self._deferred_since = None  # another worker took what was waiting
+        self.loop.add_reader(self._sock.fileno(), self._accept_ready)
 
     def _stop_accepting(self) -> None:
         if self._sock is not None:
