@@ -16,10 +16,12 @@ from typing import Any
 from archivist.config import Settings
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, *, workers: int = 1) -> None:
+    """Log to stderr; with several worker processes each line names its process."""
+    who = "[%(process)d]" if workers > 1 else ""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s{who}: %(message)s",
     )
     # pydicom warnings can quote element values (patient names): keep them out of the logs.
     logging.getLogger("pydicom").setLevel(logging.ERROR)
@@ -48,7 +50,7 @@ def run_server(settings: Settings) -> int:
     one Python process would do under one GIL. The parent only supervises: it restarts a
     worker that dies, and on SIGTERM stops them all and exits 0.
     """
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, workers=settings.worker_count)
     if not _is_loopback(settings.host) and not settings.allow and not settings.insecure:
         print(
             f"error: refusing to listen on {settings.host} with no --allow list: any host could "
