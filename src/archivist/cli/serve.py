@@ -105,6 +105,8 @@ def _supervise(settings: Settings, workers: int) -> int:
     dimse_sock, http_sock = bound
     _preload(settings)
     cells = multiprocessing.Array("i", 2 * workers, lock=False)  # associations, connections
+    for number in range(workers):
+        cells[workers + number] = -1  # not accepting yet
     parent = os.getpid()
     children: dict[int, int] = {}  # pid -> worker number
     started: dict[int, float] = {}
@@ -153,7 +155,7 @@ def _supervise(settings: Settings, workers: int) -> int:
         number = children.pop(pid, None)
         if number is None:
             continue
-        cells[number] = cells[workers + number] = 0
+        cells[number], cells[workers + number] = 0, -1
         code = os.waitstatus_to_exitcode(status)
         if stopping:
             worst = max(worst, max(0, code))

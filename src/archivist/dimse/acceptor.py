@@ -146,7 +146,9 @@ class AssociationCount:
 
     Each process writes its own counts into its own cells of a shared array (no lock: one
     writer per cell): associations in the first `workers` cells, open connections in the next
-    `workers`. The total is a sum; the supervisor zeroes the cells of a worker that died. Two
+    `workers`, or -1 while the worker is not accepting (set by the supervisor before it starts
+    and after it dies). The total is a sum; the supervisor zeroes the association cell of a
+    worker that died. Two
     workers admitting at the same instant may overshoot the limit by one each.
     """
 
@@ -178,7 +180,8 @@ class AssociationCount:
             return False
         loads = self._cells[self._workers:2 * self._workers]
         mine = loads[self._index]
-        return any(n < mine for i, n in enumerate(loads) if i != self._index)
+        # A negative count is a worker not accepting (starting, or dead and being replaced).
+        return any(0 <= n < mine for i, n in enumerate(loads) if i != self._index)
 
 
 class Acceptor:
@@ -240,6 +243,7 @@ class Acceptor:
 
         def run() -> None:
             asyncio.set_event_loop(self.loop)
+            self.count.set_connections(self.connections)
             self.loop.add_reader(sock.fileno(), self._accept_ready)
             self.loop.call_soon(ready.set)
             self.loop.run_forever()
