@@ -670,10 +670,15 @@ def test_series_metadata_is_precomputed_after_a_change(srv) -> None:
     assert all("urn:archivist" not in json.dumps(item) for item in r.json())
 
 
-def test_metadata_warmer_waits_while_requests_are_answered(srv) -> None:
-    """The warmer stays out of the way of HTTP requests being answered, then builds."""
+def test_metadata_warmer_waits_while_requests_are_answered(make_server) -> None:  # type: ignore[no-untyped-def]
+    """The warmer stays out of the way of HTTP requests being answered, then builds.
+
+    One process: the warmer runs in the first worker and yields to the requests of its own
+    process (with several workers, the requests another worker answers run beside it on
+    another core, and this client's keep-alive connection may be on either worker)."""
     import time
 
+    srv = make_server("--workers", "1")
     cache = srv.data_dir / "cache" / "metadata"
     study, series = new_uid(), new_uid()
     DICOMwebClient(f"{srv.url}/dicomweb").store_instances(
