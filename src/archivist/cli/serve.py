@@ -187,8 +187,8 @@ def _preload(settings: Settings) -> None:
 
     import uvicorn  # noqa: F401
 
-    import archivist.archive.archive  # noqa: F401
-    import archivist.dimse.server  # noqa: F401
+    import archivist.archive.archive
+    import archivist.dimse.server
     import archivist.web.app  # noqa: F401
 
     if settings.validation_policy != "off":

@@ -148,13 +148,15 @@ class AssociationCount:
     writer per cell): associations in the first `workers` cells, open connections in the next
     `workers`, or -1 while the worker is not accepting (set by the supervisor before it starts
     and after it dies). The total is a sum; the supervisor zeroes the association cell of a
-    worker that died. Two
-    workers admitting at the same instant may overshoot the limit by one each.
+    worker that died. Two workers admitting at the same instant may overshoot the limit by one
+    each. Without `workers`, every cell is an association count (no connection counts).
     """
 
-    def __init__(self, cells: Any = None, index: int = 0, workers: int = 1) -> None:
+    def __init__(self, cells: Any = None, index: int = 0, workers: int | None = None) -> None:
         self._cells = cells
         self._index = index
+        if workers is None:
+            workers = len(cells) if cells is not None else 1
         self._workers = workers
         self._mine = 0
         #: Connection counts are kept only when the array has room for them.
