@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import archivist.archive.ingest as ingest_module
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin, StoreStatus
 from archivist.errors import DuplicateRejected, IndexError_, InvalidObject, SOPClassMismatch
@@ -115,13 +116,42 @@ class TestRefusals:
     @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm",
                                       "JPEG2000.dcm", "SC_rgb_rle.dcm", "test-SR.dcm"])
     @pytest.mark.parametrize("keep", [0.5, 0.9, -2])
-    def test_truncated(self, archive: Archive, tmp_path: Path, name: str, keep: float) -> None:
+    @pytest.mark.parametrize("way", ["file", "bytes", "file-read-in-place"])
+    def test_truncated(self, archive: Archive, tmp_path: Path, name: str, keep: float,
+                       way: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The same cuts are found whether the object is a small file (read whole and parsed
+        from memory), bytes held in memory (a C-STORE that was never spilled) or a large file
+        (parsed where it lies)."""
         data = _pydicom_file(name).read_bytes()
         cut = len(data) + int(keep) if keep < 0 else int(len(data) * keep)
         (tmp_path / "cut.dcm").write_bytes(data[:cut])
+        if way == "file-read-in-place":
+            monkeypatch.setattr(ingest_module, "_PARSE_IN_MEMORY", 0)
         with pytest.raises(InvalidObject):
-            archive.ingest.store_file(tmp_path / "cut.dcm", IMPORT)
+            if way == "bytes":
+                archive.ingest.store_bytes(data[:cut], IMPORT)
+            else:
+                archive.ingest.store_file(tmp_path / "cut.dcm", IMPORT)
         _assert_empty(archive)
+
+    @pytest.mark.parametrize("way", ["file", "bytes", "file-read-in-place"])
+    def test_whole_objects_are_stored_byte_for_byte_every_way(
+            self, archive: Archive, tmp_path: Path, way: str,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        if way == "file-read-in-place":
+            monkeypatch.setattr(ingest_module, "_PARSE_IN_MEMORY", 0)
+        for name in ("CT_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "test-SR.dcm"):
+            data = _pydicom_file(name).read_bytes()
+            if way == "bytes":
+                result = archive.ingest.store_bytes(data, IMPORT)
+            else:
+                result = archive.ingest.store_file(_pydicom_file(name), IMPORT)
+            assert result.status is StoreStatus.STORED, name
+            row = archive.index.get_instance(result.sop_instance_uid)
+            assert row is not None and row["sha256"] == hashlib.sha256(data).hexdigest()
+            with archive.blobs.open(row["storage_key"]) as fh:
+                assert fh.read() == data, name
+        assert list(archive.settings.tmp_dir.iterdir()) == []
 
     @pytest.mark.parametrize("name", ["MR_truncated.dcm", "rtplan_truncated.dcm"])
     def test_pydicom_truncated_samples(self, archive: Archive, name: str) -> None:

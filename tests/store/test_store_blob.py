@@ -263,6 +263,50 @@ class TestFilesystemBlobStore:
         # Puts in the same minute share a bucket (a test running across a minute sees two).
         assert len(dirs) <= 2
 
+    def test_bytes_are_fsynced_before_their_rename(self, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+        fs = FilesystemBlobStore(tmp_path / "blobs", tmp_path / "tmp")
+        fs.put_bytes(b"warm")  # the bucket directory exists
+        events: list[str] = []
+        real_fsync, real_rename = os.fsync, os.rename
+
+        def fsync(fd: int) -> None:
+            events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+            real_fsync(fd)
+
+        def rename(src: Any, dst: Any) -> None:
+            events.append("rename")
+            real_rename(src, dst)
+
+        monkeypatch.setattr(blob.os, "fsync", fsync)
+        monkeypatch.setattr(blob.os, "rename", rename)
+        put = fs.put_bytes(b"payload")
+        assert events == ["fsync-file", "rename", "fsync-dir"]
+        events.clear()
+        deferred = fs.put_bytes(b"later", defer_sync=True)
+        assert events == ["fsync-file", "rename"]  # the directory is the caller's (sync)
+        fs.sync([deferred.key])
+        assert events[-1] == "fsync-dir"
+        for p, data in ((fs.path(put.key), b"payload"), (fs.path(deferred.key), b"later")):
+            assert p is not None and p.read_bytes() == data
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600
+        assert put.sha256 == hashlib.sha256(b"payload").hexdigest() and put.size == 7
+
+    @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO])
+    def test_bytes_that_cannot_be_written_leave_nothing(self, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        code: int) -> None:
+        fs = FilesystemBlobStore(tmp_path / "blobs", tmp_path / "tmp")
+
+        def failing_write(fd: int, data: Any) -> int:
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(blob.os, "write", failing_write)
+        with pytest.raises(StorageFull if code == errno.ENOSPC else StorageError):
+            fs.put_bytes(b"x" * 1000)
+        assert list((tmp_path / "tmp").iterdir()) == []
+        assert list(fs.keys()) == []
+
     def test_consume_renames_without_copy(self, tmp_path: Path) -> None:
         fs = FilesystemBlobStore(tmp_path / "blobs", tmp_path / "tmp")
         source = _write(tmp_path / "tmp" / "incoming.dcm", b"payload")

@@ -9,6 +9,7 @@ removed, so a failure leaves neither an orphan blob nor an orphan row.
 from __future__ import annotations
 
 import enum
+import io
 import logging
 import os
 import threading
@@ -42,6 +43,9 @@ from archivist.index.repository import AddOutcome, AddRequest, BlobInfo, Index
 from archivist.store.blob import BlobStore
 
 log = logging.getLogger("archivist.ingest")
+
+#: Objects up to this size are read whole and parsed from memory (see ``_read_header``).
+_PARSE_IN_MEMORY = 4 << 20
 
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
@@ -118,21 +122,30 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__
 
 
-def _leftover_is_data(path: Path, offset: int) -> bool:
+#: An object being stored: its file, or its bytes when it is held in memory.
+Source = Path | bytes
+
+
+def _leftover_is_data(source: Source, offset: int) -> bool:
     """Whether the bytes after the last element read (fewer than an element header: pydicom
     stops there) hold anything but NUL padding."""
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        rest = fh.read(16)
+    if isinstance(source, bytes):
+        rest = source[offset:offset + 16]
+    else:
+        with open(source, "rb") as fh:
+            fh.seek(offset)
+            rest = fh.read(16)
     return bool(rest.strip(b"\0"))
 
 
-def _holds_pixel_tag(path: Path, ts: UID) -> bool:
+def _holds_pixel_tag(source: Source, ts: UID) -> bool:
     """Whether the bytes of the Pixel Data tag (7FE0,0010) occur in the file after its File Meta
     (read in 1 MiB chunks; only asked when the parse found no Pixel Data in an image)."""
     tag = b"\x7f\xe0\x00\x10" if not ts.is_little_endian else b"\xe0\x7f\x10\x00"
+    if isinstance(source, bytes):
+        return source.find(tag, 132) >= 0
     tail = b""
-    with open(path, "rb") as fh:
+    with open(source, "rb") as fh:
         fh.seek(132)
         while chunk := fh.read(1 << 20):
             if tag in tail + chunk:
@@ -141,7 +154,7 @@ def _holds_pixel_tag(path: Path, ts: UID) -> bool:
     return False
 
 
-def _check_complete(path: Path, size: int, ds: Dataset, ts: UID,
+def _check_complete(source: Source, size: int, ds: Dataset, ts: UID,
                     pixel: PixelDataInfo | None) -> None:
     """Refuse an image whose pixel data is cut short (nothing more is parsed or loaded)."""
     if ts.is_deflated:
@@ -151,16 +164,20 @@ def _check_complete(path: Path, size: int, ds: Dataset, ts: UID,
     if not (rows and cols and bits):
         return
     if pixel is None:
-        if _holds_pixel_tag(path, ts):
+        if _holds_pixel_tag(source, ts):
             # The element starts in the file but could not be parsed: cut short.
             raise InvalidObject("truncated: the Pixel Data element is cut short")
         # An image header without Pixel Data is complete, only invalid (a Type 1 attribute
         # missing): the validation policy decides, as for any other invalid object.
         return
     if ts.is_encapsulated:
-        with open(path, "rb") as fh:
-            fh.seek(max(pixel.offset, size - 65536))
-            tail = fh.read()
+        start = max(pixel.offset, size - 65536)
+        if isinstance(source, bytes):
+            tail = source[start:]
+        else:
+            with open(source, "rb") as fh:
+                fh.seek(start)
+                tail = fh.read()
         if _SEQ_DELIMITER not in tail:
             raise InvalidObject("truncated: encapsulated Pixel Data has no sequence delimiter")
         return
@@ -280,17 +297,31 @@ class Ingest:
         ds, ts, _ = self._read_header(path)
         return ds, ts
 
-    def _read_header(self, path: Path) -> tuple[Dataset, UID, PixelDataInfo | None]:
+    def _read_header(self, source: Source) -> tuple[Dataset, UID, PixelDataInfo | None]:
         """One pass over the file: the File Meta and data set are parsed, values over 1 KiB are
         skipped by seeking (so Pixel Data is never loaded), and a walk that ends past the end of
         the file means a value was cut short (pydicom reads a short value without complaint,
         PS3.5 7.1). The data set returned stops before the pixel data, like
         ``stop_before_pixels``; the pixel data element's tag, length and offset come with it."""
         try:
-            with open(path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                ds = pydicom.dcmread(fh, defer_size=1024)
-                end = fh.tell()
+            if isinstance(source, bytes):
+                size = len(source)
+                src: Any = io.BytesIO(source)
+                ds = pydicom.dcmread(src, defer_size=1024)
+                end = src.tell()
+            else:
+                with open(source, "rb") as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    # A small file is parsed from memory: pydicom asks the file for its
+                    # position at every element, one lseek() each (and a hand-over of the GIL
+                    # when another thread waits for it); one read() replaces them all.
+                    if size <= _PARSE_IN_MEMORY:
+                        source = fh.read()
+                        src = io.BytesIO(source)
+                    else:
+                        src = fh
+                    ds = pydicom.dcmread(src, defer_size=1024)
+                    end = src.tell()
         except InvalidDicomError:
             raise InvalidObject("not a DICOM Part 10 file (no DICM prefix or File Meta)") from None
         except RecursionError:
@@ -318,7 +349,7 @@ class Ingest:
                     parsed_to = None
             if end > size:
                 raise InvalidObject(f"truncated: {size} bytes in the file, the values need {end}")
-            if parsed_to is not None and parsed_to < size and _leftover_is_data(path, parsed_to):
+            if parsed_to is not None and parsed_to < size and _leftover_is_data(source, parsed_to):
                 # pydicom stops without complaint at an element header cut short.
                 raise InvalidObject(f"truncated: the file ends inside an element header "
                                     f"(byte {parsed_to} of {size})")
@@ -336,7 +367,7 @@ class Ingest:
         except Exception as exc:  # noqa: BLE001
             where = f"element {Tag(current)}" if current is not None else "the dataset"
             raise InvalidObject(f"cannot decode {where}: {_reason(exc)}") from None
-        _check_complete(path, size, ds, ts, pixel)
+        _check_complete(source, size, ds, ts, pixel)
         return ds, ts, pixel
 
     def store_file(
@@ -372,13 +403,33 @@ class Ingest:
         StorageFull, StorageError, IndexError_
             The archive could not store it; nothing was stored.
         """
-        ds, ts, pixel = self._read_header(path)
+        return self._store(path, origin, expected_sop_class, expected_sop_instance,
+                           expected_study, consume)
+
+    def store_bytes(
+        self,
+        data: bytes,
+        origin: Origin,
+        *,
+        expected_sop_class: str | None = None,
+        expected_sop_instance: str | None = None,
+        expected_study: str | None = None,
+    ) -> IngestResult:
+        """Store one Part 10 object held in memory, as :meth:`store_file` does a file: it is
+        parsed from memory and written once, to its place in the store."""
+        return self._store(bytes(data), origin, expected_sop_class, expected_sop_instance,
+                           expected_study, False)
+
+    def _store(self, source: Source, origin: Origin, expected_sop_class: str | None,
+               expected_sop_instance: str | None, expected_study: str | None,
+               consume: bool) -> IngestResult:
+        ds, ts, pixel = self._read_header(source)
         sop_class = clean_uid(ds.get("SOPClassUID"))
         sop_uid = clean_uid(ds.get("SOPInstanceUID"))
         study_uid = clean_uid(ds.get("StudyInstanceUID"))
         series_uid = clean_uid(ds.get("SeriesInstanceUID"))
         try:
-            return self._store_parsed(path, origin, ds, ts, pixel, sop_class, sop_uid,
+            return self._store_parsed(source, origin, ds, ts, pixel, sop_class, sop_uid,
                                       study_uid, series_uid, expected_sop_class,
                                       expected_sop_instance, expected_study, consume)
         except ArchivistError as exc:
@@ -388,7 +439,7 @@ class Ingest:
             exc.uids = {k: v for k, v in read if v}  # type: ignore[attr-defined]
             raise
 
-    def _store_parsed(self, path: Path, origin: Origin, ds: Dataset, ts: UID,
+    def _store_parsed(self, source: Source, origin: Origin, ds: Dataset, ts: UID,
                       pixel: PixelDataInfo | None, sop_class: str, sop_uid: str,
                       study_uid: str, series_uid: str, expected_sop_class: str | None,
                       expected_sop_instance: str | None, expected_study: str | None,
@@ -424,7 +475,10 @@ class Ingest:
         rows.codes = extract_codes(ds)
         # A duplicate is found by the index write itself (its blob is then deleted): a lookup
         # before would cost every store a query to spare the rare duplicate a write.
-        put = self.blobs.put_file(path, consume=consume, defer_sync=True)
+        if isinstance(source, bytes):
+            put = self.blobs.put_bytes(source, defer_sync=True)
+        else:
+            put = self.blobs.put_file(source, consume=consume, defer_sync=True)
         request = AddRequest(
             rows, BlobInfo(put.key, put.size, put.sha256, str(ts)),
             sop_instance_uid=sop_uid, sop_class_uid=sop_class,
@@ -453,23 +507,6 @@ class Ingest:
                  origin.aet or "-", outcome.change_seq)
         return IngestResult(status, size=put.size, change_seq=outcome.change_seq,
                             warnings=warnings, validation=validation, **result_ids)
-
-    def store_bytes(self, data: bytes, origin: Origin, **kwargs: object) -> IngestResult:
-        """Store a Part 10 object held in memory (writes it to the temp area first)."""
-        import tempfile
-
-        tmp_dir = self.settings.tmp_dir
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".dcm")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            return self.store_file(Path(name), origin, consume=True, **kwargs)  # type: ignore[arg-type]
-        finally:
-            try:
-                os.unlink(name)
-            except OSError:
-                pass
 
     def _validate(self, ds: Dataset, pixel: PixelDataInfo | None,
                   sop_uid: str) -> ValidationRecord | None:

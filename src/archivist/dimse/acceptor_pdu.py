@@ -283,6 +283,15 @@ class FileSink:
             self.error = exc
             self.close()
 
+    def held(self) -> bytes | None:
+        """The whole object (File Meta prefix and data set) if none of it was written out yet
+        (it stayed under `spill`); None otherwise. What is held is handed over."""
+        if self.fd is not None or self.error is not None:
+            return None
+        data = b"".join(self.pending)
+        self.pending, self.pending_size = [], 0
+        return data
+
     def finish(self) -> Path:
         """Write the rest and close; returns the file (blocking: call from a worker thread).
 

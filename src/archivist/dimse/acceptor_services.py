@@ -310,13 +310,15 @@ class Event:
     """pynetdicom's ``Event``, as far as the handlers use it."""
 
     def __init__(self, assoc: Association, request: Any, context: PresentationContext,
-                 message_id: int, dataset_path: Path | None = None) -> None:
+                 message_id: int, dataset_path: Path | None = None,
+                 dataset_data: bytes | None = None) -> None:
         self._assoc = assoc
         self.assoc = AssociationView(assoc)
         self.request = request
         self._cx = context
         self.message_id = message_id
         self._dataset_path = dataset_path
+        self._dataset_data = dataset_data  # a received object held in memory (Part 10 bytes)
         self.timestamp = time.time()
         self._decoded: dict[str, Dataset] = {}
 
@@ -382,20 +384,26 @@ class Event:
 
     @property
     def dataset_path(self) -> Path:
+        """The received object's file; AttributeError when it is held in memory instead."""
         if self._dataset_path is None:
             raise AttributeError("no data set file")
         return self._dataset_path
 
     @property
     def dataset(self) -> Dataset:
+        if self._dataset_data is not None:
+            return pydicom.dcmread(BytesIO(self._dataset_data))
         ds = pydicom.dcmread(self.dataset_path)
         return ds
 
     def encoded_dataset(self, include_meta: bool = True) -> bytes:
-        data = self.dataset_path.read_bytes()
+        if self._dataset_data is not None:
+            data = self._dataset_data
+        else:
+            data = self.dataset_path.read_bytes()
         if include_meta:
             return data
-        ds = pydicom.dcmread(self.dataset_path, stop_before_pixels=True)
+        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
         return data[132 + int(ds.file_meta.FileMetaInformationGroupLength) + 12:]
 
 
@@ -485,10 +493,18 @@ class Services:
         sink = msg.sink
         if str(req.AffectedSOPClassUID) != str(cx.abstract_syntax):
             status: Any = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+        elif sink is None:
+            status = status_dataset(Status.CANNOT_UNDERSTAND, "the C-STORE request has no data set")
         else:
             try:
-                path = sink.finish()  # type: ignore[union-attr]
-                event = Event(assoc, req, cx, int(req.MessageID), dataset_path=path)
+                data = sink.held()  # type: ignore[union-attr]
+                if data is not None:
+                    # Small enough to have stayed in memory: parsed and stored from there,
+                    # never written to a temporary file and read back.
+                    event = Event(assoc, req, cx, int(req.MessageID), dataset_data=data)
+                else:
+                    event = Event(assoc, req, cx, int(req.MessageID),
+                                  dataset_path=sink.finish())  # type: ignore[union-attr]
                 status = self.handlers.handle_store(event)
             except OSError as exc:
                 log.error("C-STORE from %s: cannot write the temporary file: %s",

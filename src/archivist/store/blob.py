@@ -64,6 +64,9 @@ class BlobStore(Protocol):
         """Store the bytes of `source` under a new key; durable when this returns, or, with
         `defer_sync`, once :meth:`sync` has been called with the key."""
 
+    def put_bytes(self, data: bytes, *, defer_sync: bool = False) -> PutResult:
+        """Store `data` under a new key, durable as :meth:`put_file` makes it."""
+
     def sync(self, keys: Iterable[str]) -> None:
         """Make puts made with ``defer_sync=True`` durable (one directory fsync per directory)."""
 
@@ -187,21 +190,38 @@ class FilesystemBlobStore:
         for d in {self._final(k).parent for k in keys}:
             _fsync_dir(d)
 
-    def put_bytes(self, data: bytes) -> PutResult:
-        """Store `data` (a convenience for tests and small objects)."""
+    def put_bytes(self, data: bytes, *, defer_sync: bool = False) -> PutResult:
+        """Store `data`: written once to a temporary file, fsynced, renamed into place (few
+        system calls: a received object held in memory takes this way). `defer_sync` as for
+        :meth:`put_file`.
+
+        Raises
+        ------
+        StorageFull, StorageError
+            As :meth:`put_file`; nothing is left behind.
+        """
         key = new_key()
         tmp = self.tmp / f"{key}.part"
+        final = self._final(key)
+        created = False
         try:
-            with open(tmp, "xb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            final = self._final(key)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            created = True
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             self._ensure_dir(final.parent)
             os.rename(tmp, final)
-            _fsync_dir(final.parent)
+            created = False
+            if not defer_sync:
+                _fsync_dir(final.parent)
         except OSError as exc:
-            _unlink_quiet(tmp)
+            if created:
+                _unlink_quiet(tmp)
             _raise_os(exc, "storing a blob")
         return PutResult(key, len(data), hashlib.sha256(data).hexdigest())
 
@@ -257,7 +277,7 @@ class MemoryBlobStore:
     def sync(self, keys: Iterable[str]) -> None:
         """Nothing to do: memory is as durable as it gets."""
 
-    def put_bytes(self, data: bytes) -> PutResult:
+    def put_bytes(self, data: bytes, *, defer_sync: bool = False) -> PutResult:
         key = new_key()
         with self._lock:
             self._blobs[key] = bytes(data)
