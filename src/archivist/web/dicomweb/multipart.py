@@ -60,10 +60,12 @@ def content_type_params(header: str) -> tuple[str, dict[str, str]]:
 
 @dataclass
 class Part:
-    """One received part: its headers and the file its body was written to."""
+    """One received part: its headers and its body, held in memory (`data`) while it is small,
+    else in the file it was written to (`path`)."""
 
     headers: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
+    data: bytes | None = None
     size: int = 0
     complete: bool = False
 
@@ -80,10 +82,12 @@ class StreamingParser:
     boundary
         The boundary parameter of the request's Content-Type.
     new_file
-        Returns a fresh path to write one part's body to.
+        Returns a fresh path to write one part's body to, once it outgrows `spill` bytes (a
+        smaller part stays in memory).
     """
 
-    def __init__(self, boundary: str, new_file: Callable[[], Path]) -> None:
+    def __init__(self, boundary: str, new_file: Callable[[], Path], *,
+                 spill: int = 1 << 20) -> None:
         if not boundary or len(boundary) > 200:
             raise MultipartError("missing or invalid multipart boundary")
         self.delimiter = b"\r\n--" + boundary.encode("latin-1")
@@ -93,19 +97,22 @@ class StreamingParser:
         self.state = "preamble"
         self.part: Part | None = None
         self.fh: object | None = None
+        self.held = bytearray()  # the body of the current part while it is under `spill`
+        self.spill = spill
         self.finished = False
 
     def _open_part(self) -> None:
         self.part = Part()
-        path = self.new_file()
-        self.part.path = path
-        self.fh = open(path, "wb")  # noqa: SIM115 - closed in _close_part
+        self.held = bytearray()
 
     def _close_part(self, complete: bool) -> Part | None:
         part = self.part
         if self.fh is not None:
             self.fh.close()  # type: ignore[attr-defined]
             self.fh = None
+        elif part is not None:
+            part.data = bytes(self.held)
+        self.held = bytearray()
         self.part = None
         if part is not None:
             part.complete = complete
@@ -188,9 +195,19 @@ class StreamingParser:
         self.buffer = self.buffer[idx:]
 
     def _write(self, data: bytes) -> None:
-        if data and self.fh is not None and self.part is not None:
-            self.fh.write(data)  # type: ignore[attr-defined]
-            self.part.size += len(data)
+        if not data or self.part is None:
+            return
+        self.part.size += len(data)
+        if self.fh is None:
+            if self.part.size <= self.spill:
+                self.held += data
+                return
+            path = self.new_file()
+            self.part.path = path
+            self.fh = open(path, "wb")  # noqa: SIM115 - closed in _close_part
+            self.fh.write(self.held)  # type: ignore[attr-defined]
+            self.held = bytearray()
+        self.fh.write(data)  # type: ignore[attr-defined]
 
     def close(self) -> Part | None:
         """End of input: an unfinished part is returned incomplete (its file is kept)."""

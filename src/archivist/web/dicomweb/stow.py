@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import tempfile
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,13 @@ from archivist.web.errors import (
 log = logging.getLogger("archivist.web")
 
 
-def _uids(path: Path) -> dict[str, str]:
+def _uids(source: Path | bytes | None) -> dict[str, str]:
     """The UIDs of a received part, as far as they can be read (for the response)."""
+    if source is None:
+        return {}
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True,
+        src = BytesIO(source) if isinstance(source, bytes) else str(source)
+        ds = pydicom.dcmread(src, stop_before_pixels=True, force=True,
                              specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
     except Exception:  # noqa: BLE001 - garbage parts have no UIDs to report
         return {}
@@ -53,6 +57,13 @@ def _uids(path: Path) -> dict[str, str]:
         if value:
             out[kw] = str(value).strip().rstrip("\x00")
     return out
+
+
+def _with_preamble(data: bytes) -> bytes:
+    """`data` with a preamble if it starts with its File Meta (see :func:`_add_preamble`)."""
+    if data[128:132] == b"DICM" or not data.startswith(b"\x02\x00"):
+        return data
+    return b"\x00" * 128 + b"DICM" + data
 
 
 def _add_preamble(path: Path) -> None:
@@ -145,28 +156,34 @@ class StowResult:
 
 def _store_part(archive: Archive, part: Part, study: str | None,
                 result: StowResult | _Outcome, origin: Origin) -> None:
-    assert part.path is not None
+    body: Path | bytes | None = part.data if part.data is not None else part.path
     mtype, params = content_type_params(part.content_type or DICOM)
     if not part.complete:
-        result.fail(_uids(part.path), FAILURE_CANNOT_UNDERSTAND,
+        result.fail(_uids(body), FAILURE_CANNOT_UNDERSTAND,
                     "part truncated: the request ended before its boundary")
         return
     if mtype != DICOM:
         result.fail({}, FAILURE_CANNOT_UNDERSTAND, f"part of type {mtype[:40]} is not "
                     "application/dicom")
         return
-    _add_preamble(part.path)
     try:
-        # The one ingest reads the part once; a refusal carries the UIDs it read.
-        res = archive.ingest.store_file(part.path, origin, consume=True, expected_study=study)
+        # The one ingest reads the part once; a refusal carries the UIDs it read. A part held
+        # in memory is stored from there (written once, to its place in the store).
+        if isinstance(body, bytes):
+            body = _with_preamble(body)
+            res = archive.ingest.store_bytes(body, origin, expected_study=study)
+        else:
+            assert body is not None
+            _add_preamble(body)
+            res = archive.ingest.store_file(body, origin, consume=True, expected_study=study)
     except ArchivistError as exc:
         log.warning("STOW-RS part refused: %s", exc)
-        uids = getattr(exc, "uids", None) or _uids(part.path)
+        uids = getattr(exc, "uids", None) or _uids(body)
         result.fail(uids, failure_reason(exc), str(exc) or type(exc).__name__)
         return
     except Exception as exc:
         log.exception("STOW-RS part failed unexpectedly")
-        result.fail(_uids(part.path), FAILURE_PROCESSING,
+        result.fail(_uids(body), FAILURE_PROCESSING,
                     f"internal error ({type(exc).__name__})")
         return
     warning = "; ".join(res.warnings) if res.warnings else None
@@ -278,7 +295,8 @@ async def store(request: Request, study: str | None = None) -> Response:
         leftover = parser.close()
         if leftover is not None:
             if too_large:
-                result.fail(_uids(leftover.path) if leftover.path else {},
+                result.fail(_uids(leftover.data if leftover.data is not None
+                                  else leftover.path),
                             FAILURE_CANNOT_UNDERSTAND, "request exceeds the size limit")
             elif leftover.size or leftover.headers:
                 await run_in_threadpool(_store_part, archive, leftover, study, result, origin)
