@@ -334,3 +334,34 @@ class TestSweep:
         assert list(reopened.blobs.keys()) == [row["storage_key"]]
         assert orphan.key not in set(reopened.blobs.keys())
         assert list(reopened.settings.tmp_dir.iterdir()) == []
+
+
+def _all_pydicom_files() -> list[str]:
+    from pydicom.data import get_charset_files, get_testdata_files
+
+    files = get_testdata_files("*") + get_charset_files("*")  # the latter: non-ASCII text
+    return sorted(f for f in files if f.endswith(".dcm"))
+
+
+@pytest.mark.parametrize("name", _all_pydicom_files(), ids=lambda p: Path(p).name)
+def test_the_header_decodes_as_pydicom_decodes_it(archive: Archive, name: str) -> None:
+    """Ingest converts the raw elements itself (fewer look-ups than ``ds[tag]``): every value
+    and VR must be what pydicom's own decode gives, whatever the transfer syntax, character
+    set, private or ambiguous-VR elements, sequences and deferred values."""
+    import pydicom
+
+    try:
+        ours, _ = archive.ingest.read_header(Path(name))
+    except InvalidObject:
+        pytest.skip("refused by ingest")
+    try:
+        ref = pydicom.dcmread(name, defer_size=1024)
+    except Exception:  # noqa: BLE001
+        pytest.skip("pydicom cannot read it")
+    assert len(ours._dict) > 0  # noqa: SLF001
+    for tag in list(ours._dict):  # noqa: SLF001
+        mine, theirs = ours._dict[tag], ref[tag]  # noqa: SLF001
+        assert mine.VR == theirs.VR, tag
+        assert mine.value == theirs.value, tag
+        assert type(mine.value) is type(theirs.value), tag
+        assert mine.private_creator == theirs.private_creator, tag

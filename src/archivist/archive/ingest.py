@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from pydicom.uid import UID
+from pydicom.valuerep import AMBIGUOUS_VR
+from pydicom.valuerep import VR as VR_
 
 from archivist.archive.coded import extract_codes
 from archivist.archive.validation import PixelDataInfo
@@ -47,6 +50,7 @@ log = logging.getLogger("archivist.ingest")
 #: Objects up to this size are read whole and parsed from memory (see ``_read_header``).
 _PARSE_IN_MEMORY = 4 << 20
 
+_CHARSET_TAG = Tag(0x00080005)  # Specific Character Set
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 
@@ -360,8 +364,27 @@ class Ingest:
         current: int | None = None
         try:
             # Force a full decode of the header now (pydicom defers), so errors surface here.
-            for current in list(ds._dict):  # noqa: SLF001 - the tags, to name the one that fails
-                _ = ds[current].value
+            # What ``ds[tag]`` does for each element, without its three look-ups of the element
+            # and of the character set per element; sequences, private and ambiguous-VR
+            # elements and deferred values take pydicom's own way.
+            elements = ds._dict  # noqa: SLF001 - raw elements, converted in place
+            if _CHARSET_TAG in elements:
+                current = _CHARSET_TAG
+                _ = ds[_CHARSET_TAG].value
+            encoding = ds.original_character_set or ds._character_set  # noqa: SLF001
+            for current in list(elements):
+                raw = elements[current]
+                if not isinstance(raw, RawDataElement):
+                    continue
+                if (raw.VR == VR_.SQ or (raw.value is None and raw.length != 0)
+                        or current.is_private):
+                    _ = ds[current].value
+                    continue
+                elem = convert_raw_data_element(raw, encoding=encoding, ds=ds)
+                if elem.VR == VR_.SQ or elem.VR in AMBIGUOUS_VR:
+                    _ = ds[current].value  # an implicit VR looked up as SQ or ambiguous
+                    continue
+                elements[current] = elem
         except RecursionError:
             raise InvalidObject("sequences nested too deeply") from None
         except Exception as exc:  # noqa: BLE001
