@@ -224,19 +224,7 @@ class TestFilesystemBlobStore:
     def test_consumed_file_is_fsynced_before_its_rename(self, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
         fs = FilesystemBlobStore(tmp_path / "blobs", tmp_path / "tmp")
-        events: list[str] = []
-        real_fsync, real_rename = os.fsync, os.rename
-
-        def fsync(fd: int) -> None:
-            events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
-            real_fsync(fd)
-
-        def rename(src: Any, dst: Any) -> None:
-            events.append("rename")
-            real_rename(src, dst)
-
-        monkeypatch.setattr(blob.os, "fsync", fsync)
-        monkeypatch.setattr(blob.os, "rename", rename)
+        events = _record_fsyncs_and_renames(monkeypatch)
         fs.put_file(_write(tmp_path / "tmp" / "in.dcm", b"x"), consume=True)
         assert "fsync-file" in events[:events.index("rename")]
         assert events[-1] == "fsync-dir"
@@ -267,19 +255,7 @@ class TestFilesystemBlobStore:
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
         fs = FilesystemBlobStore(tmp_path / "blobs", tmp_path / "tmp")
         fs.put_bytes(b"warm")  # the bucket directory exists
-        events: list[str] = []
-        real_fsync, real_rename = os.fsync, os.rename
-
-        def fsync(fd: int) -> None:
-            events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
-            real_fsync(fd)
-
-        def rename(src: Any, dst: Any) -> None:
-            events.append("rename")
-            real_rename(src, dst)
-
-        monkeypatch.setattr(blob.os, "fsync", fsync)
-        monkeypatch.setattr(blob.os, "rename", rename)
+        events = _record_fsyncs_and_renames(monkeypatch)
         put = fs.put_bytes(b"payload")
         assert events == ["fsync-file", "rename", "fsync-dir"]
         events.clear()
@@ -393,3 +369,21 @@ class TestCopyStream:
         out = io.BytesIO()
         assert copy_stream(io.BytesIO(data), out) == len(data)
         assert out.getvalue() == data
+
+
+def _record_fsyncs_and_renames(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The blob store's fsyncs (of a file or a directory) and renames, in order, as they happen."""
+    events: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        real_fsync(fd)
+
+    def rename(src: Any, dst: Any) -> None:
+        events.append("rename")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(blob.os, "fsync", fsync)
+    monkeypatch.setattr(blob.os, "rename", rename)
+    return events
