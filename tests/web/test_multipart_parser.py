@@ -72,3 +72,21 @@ def test_a_body_without_boundary_is_refused(tmp_path: Path) -> None:
     parser = StreamingParser(BOUNDARY, lambda: tmp_path / "never")
     with pytest.raises(MultipartError):
         parser.feed(b"x" * (1 << 20))
+
+
+def test_a_part_written_without_its_preamble_gets_one_in_memory_and_on_disk(
+        tmp_path: Path) -> None:
+    """pydicom writes a dataset built in memory as File Meta first (no preamble, no DICM);
+    STOW gives such a part its preamble whether it is held in memory or spilled to a file."""
+    from archivist.web.dicomweb.stow import _add_preamble, _with_preamble
+
+    part10 = b"\0" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + os.urandom(64)
+    bare = part10[132:]
+    assert _with_preamble(part10) == part10
+    assert _with_preamble(bare) == part10[:132] + bare
+    assert _with_preamble(b"garbage") == b"garbage"
+    for body, expected in ((part10, part10), (bare, part10), (b"garbage", b"garbage")):
+        path = tmp_path / "part"
+        path.write_bytes(body)
+        _add_preamble(path)
+        assert path.read_bytes() == expected

@@ -59,11 +59,18 @@ def _uids(source: Path | bytes | None) -> dict[str, str]:
     return out
 
 
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+def _lacks_preamble(head: bytes) -> bool:
+    """Whether a part whose first 132 bytes are `head` starts with its File Meta instead of the
+    128-byte preamble and DICM (pydicom writes datasets built in memory that way)."""
+    return head[128:132] != b"DICM" and head.startswith(b"\x02\x00")
+
+
 def _with_preamble(data: bytes) -> bytes:
-    """`data` with a preamble if it starts with its File Meta (see :func:`_add_preamble`)."""
-    if data[128:132] == b"DICM" or not data.startswith(b"\x02\x00"):
-        return data
-    return b"\x00" * 128 + b"DICM" + data
+    """`data` with a preamble if it lacks one (see :func:`_add_preamble`)."""
+    return _PREAMBLE + data if _lacks_preamble(data) else data
 
 
 def _add_preamble(path: Path) -> None:
@@ -73,11 +80,11 @@ def _add_preamble(path: Path) -> None:
     """
     with open(path, "rb") as fh:
         head = fh.read(132)
-    if head[128:132] == b"DICM" or not head.startswith(b"\x02\x00"):
+    if not _lacks_preamble(head):
         return
     fixed = path.with_suffix(".fixed")
     with open(path, "rb") as src, open(fixed, "wb") as dst:
-        dst.write(b"\x00" * 128 + b"DICM")
+        dst.write(_PREAMBLE)
         while chunk := src.read(1 << 20):
             dst.write(chunk)
     os.replace(fixed, path)
