@@ -15,7 +15,12 @@ import archivist.archive.ingest as ingest_module
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin, StoreStatus
 from archivist.errors import DuplicateRejected, IndexError_, InvalidObject, SOPClassMismatch
-from archivist.testing.datasets import make_instance, new_uid, pydicom_test_file
+from archivist.testing.datasets import (
+    make_instance,
+    new_uid,
+    pydicom_test_file,
+    pydicom_test_files,
+)
 
 IMPORT = Origin("import")
 PYDICOM_FILES = ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "rtplan.dcm", "rtdose.dcm",
@@ -336,14 +341,7 @@ class TestSweep:
         assert list(reopened.settings.tmp_dir.iterdir()) == []
 
 
-def _all_pydicom_files() -> list[str]:
-    from pydicom.data import get_charset_files, get_testdata_files
-
-    files = get_testdata_files("*") + get_charset_files("*")  # the latter: non-ASCII text
-    return sorted(f for f in files if f.endswith(".dcm"))
-
-
-@pytest.mark.parametrize("name", _all_pydicom_files(), ids=lambda p: Path(p).name)
+@pytest.mark.parametrize("name", pydicom_test_files(charsets=True), ids=lambda p: Path(p).name)
 def test_the_header_decodes_as_pydicom_decodes_it(archive: Archive, name: str) -> None:
     """Ingest converts the raw elements itself (fewer look-ups than ``ds[tag]``): every value
     and VR must be what pydicom's own decode gives, whatever the transfer syntax, character
@@ -358,9 +356,9 @@ def test_the_header_decodes_as_pydicom_decodes_it(archive: Archive, name: str) -
         ref = pydicom.dcmread(name, defer_size=1024)
     except Exception:  # noqa: BLE001
         pytest.skip("pydicom cannot read it")
-    assert len(ours._dict) > 0  # noqa: SLF001
-    for tag in list(ours._dict):  # noqa: SLF001
-        mine, theirs = ours._dict[tag], ref[tag]  # noqa: SLF001
+    assert len(ours._dict) > 0
+    for tag in list(ours._dict):
+        mine, theirs = ours._dict[tag], ref[tag]
         assert mine.VR == theirs.VR, tag
         assert mine.value == theirs.value, tag
         assert type(mine.value) is type(theirs.value), tag

@@ -12,7 +12,7 @@ from pydicom.valuerep import PersonName
 from archivist.core.levels import KEYS, MatchKind
 from archivist.index.extract import column_value, extract, small_attributes
 from archivist.index.schema import COLUMN_OF, TABLE_OF_LEVEL, _snake
-from archivist.testing.datasets import make_instance
+from archivist.testing.datasets import make_instance, pydicom_test_files
 
 
 class TestSchema:
@@ -130,13 +130,7 @@ def _reference_small_attributes(ds: Dataset) -> dict:
     return small.to_json_dict(bulk_data_threshold=1024, suppress_invalid_tags=True)
 
 
-def _sample_files() -> list[str]:
-    from pydicom.data import get_testdata_files
-
-    return sorted(f for f in get_testdata_files("*") if f.endswith(".dcm"))
-
-
-@pytest.mark.parametrize("name", _sample_files(), ids=lambda p: Path(p).name)
+@pytest.mark.parametrize("name", pydicom_test_files(), ids=lambda p: Path(p).name)
 def test_small_attributes_equal_pydicoms_json(name: str) -> None:
     """The direct JSON of the small attributes equals pydicom's for every file pydicom ships
     (text, numbers, person names in several character sets, multi-valued, empty values)."""

@@ -140,4 +140,13 @@ def pydicom_test_file(name: str) -> Path | None:
     return Path(str(found)) if found else None
 
 
-__all__ = ["ORG_ROOT", "make_instance", "new_uid", "pydicom_test_file"]
+def pydicom_test_files(*, charsets: bool = False) -> list[str]:
+    """Every ``.dcm`` file shipped with pydicom (sorted); with `charsets` also its character-set
+    samples (non-ASCII text in many repertoires). Never downloads."""
+    from pydicom.data import get_charset_files, get_testdata_files
+
+    files = get_testdata_files("*") + (get_charset_files("*") if charsets else [])
+    return sorted(f for f in files if f.endswith(".dcm"))
+
+
+__all__ = ["ORG_ROOT", "make_instance", "new_uid", "pydicom_test_file", "pydicom_test_files"]
