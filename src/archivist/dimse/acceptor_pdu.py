@@ -15,6 +15,7 @@ the fragments arrive, so a large object is never assembled in memory).
 from __future__ import annotations
 
 import os
+import re
 import struct
 import tempfile
 from io import BytesIO
@@ -325,13 +326,107 @@ class FileSink:
         self.pending = []
 
 
+_COMMAND_ELEMENT = struct.Struct("<HHL")  # group, element, value length (Implicit VR LE)
+_US = struct.Struct("<H")
+# The elements a C-STORE-RQ may carry (PS3.7 9.3.1.1), group 0000.
+_STORE_RQ_ELEMENTS = frozenset((0x0000, 0x0002, 0x0100, 0x0110, 0x0700, 0x0800, 0x1000, 0x1030,
+                                0x1031))
+_PLAIN_UID = re.compile(rb"[0-9.]{1,64}")
+
+
+class StoreRequest:
+    """A C-STORE-RQ decoded without pydicom and pynetdicom (the hot path of ingest).
+
+    It stands for pynetdicom's ``C_STORE`` primitive (the same attributes, UIDs as ``str``),
+    for the received message (``command_set``) and for its command set (attribute access and
+    ``get``). :func:`decode_store_rq` builds one only for a command set of the usual shape;
+    anything else takes pynetdicom's way, whose checks then decide.
+    """
+
+    __slots__ = ("AffectedSOPClassUID", "AffectedSOPInstanceUID", "MessageID",
+                 "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID", "Priority",
+                 "context_id")
+
+    CommandField = 0x0001
+    CommandDataSetType = 0x0000
+    is_valid_request = True
+
+    def __init__(self, message_id: int, sop_class: str, sop_instance: str, priority: int,
+                 originator_aet: str | None, originator_id: int | None) -> None:
+        self.MessageID = message_id
+        self.AffectedSOPClassUID = sop_class
+        self.AffectedSOPInstanceUID = sop_instance
+        self.Priority = priority
+        self.MoveOriginatorApplicationEntityTitle = originator_aet
+        self.MoveOriginatorMessageID = originator_id
+        self.context_id: int | None = None
+
+    @property
+    def command_set(self) -> StoreRequest:
+        return self
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        value = getattr(self, keyword, None)
+        return default if value is None else value
+
+
+def _plain_uid(value: bytes) -> str | None:
+    """A UID of digits and dots (a trailing NUL or space of padding dropped), else None."""
+    if value[-1:] in (b"\0", b" "):
+        value = value[:-1]
+    return value.decode("ascii") if _PLAIN_UID.fullmatch(value) else None
+
+
+def decode_store_rq(command: bytes) -> StoreRequest | None:
+    """The C-STORE-RQ in `command` (an encoded command set, PS3.7 6.3.1), or None when it is
+    another command or anything out of the ordinary: an element a C-STORE-RQ does not carry, a
+    value of an unexpected length, a UID of other characters than digits and dots, no data
+    set. Such command sets are decoded by pydicom and pynetdicom as before."""
+    values: dict[int, bytes] = {}
+    pos, end = 0, len(command)
+    while pos < end:
+        if end - pos < 8:
+            return None
+        group, element, length = _COMMAND_ELEMENT.unpack_from(command, pos)
+        pos += 8
+        if group != 0 or element not in _STORE_RQ_ELEMENTS or pos + length > end \
+                or element in values:
+            return None
+        values[element] = command[pos:pos + length]
+        pos += length
+    shorts: dict[int, int] = {}
+    for element in (0x0100, 0x0110, 0x0700, 0x0800, 0x1031):
+        raw = values.get(element)
+        if raw is None:
+            continue
+        if len(raw) != 2:
+            return None
+        shorts[element] = _US.unpack(raw)[0]
+    if shorts.get(0x0100) != 0x0001 or 0x0110 not in shorts or \
+            shorts.get(0x0700) not in (0, 1, 2) or shorts.get(0x0800, 0x0101) == 0x0101:
+        return None
+    sop_class = _plain_uid(values.get(0x0002, b""))
+    sop_instance = _plain_uid(values.get(0x1000, b""))
+    if sop_class is None or sop_instance is None:
+        return None
+    originator: str | None = None
+    if 0x1030 in values:
+        try:
+            originator = values[0x1030].decode("ascii").strip() or None
+        except UnicodeDecodeError:
+            return None
+    return StoreRequest(shorts[0x0110], sop_class, sop_instance, shorts[0x0700], originator,
+                        shorts.get(0x1031))
+
+
 class Message:
     """One DIMSE message being received: command set, then (optionally) its data set."""
 
     def __init__(self) -> None:
         self.context_id: int | None = None
         self.command = bytearray()
-        self.msg: DIMSEMessage | None = None
+        self.msg: DIMSEMessage | StoreRequest | None = None
+        self.field = 0
         self.primitive: Any = None
         self.has_dataset = False
         self.sink: MemorySink | FileSink | None = None
@@ -340,7 +435,7 @@ class Message:
     @property
     def command_field(self) -> int:
         assert self.msg is not None
-        return int(self.msg.command_set.CommandField)
+        return self.field
 
     def add_command(self, context_id: int, data: bytes | memoryview, last: bool) -> None:
         if self.msg is not None:
@@ -355,6 +450,11 @@ class Message:
         self.command += data
         if not last:
             return
+        store = decode_store_rq(bytes(self.command))
+        if store is not None:
+            store.context_id = context_id
+            self.msg, self.field, self.has_dataset = store, 0x0001, True
+            return
         try:
             cs = decode(BytesIO(bytes(self.command)), True, True)
             field = int(cs.CommandField)
@@ -366,7 +466,7 @@ class Message:
         except Exception as exc:  # noqa: BLE001 - any decoding failure is the peer's
             raise ProtocolError(f"undecodable command set ({type(exc).__name__})",
                                 ABORT_INVALID_PARAMETER) from None
-        self.msg = msg
+        self.msg, self.field = msg, field
         if not self.has_dataset:
             self.complete = True
 
@@ -374,6 +474,8 @@ class Message:
         """The DIMSE primitive (pynetdicom's ``message_to_primitive``), data set attached."""
         assert self.msg is not None
         msg = self.msg
+        if isinstance(msg, StoreRequest):
+            return msg
         if isinstance(self.sink, MemorySink):
             msg.data_set = BytesIO(bytes(self.sink.buf))
         else:
