@@ -170,6 +170,11 @@ class TestVerificationAndStorage:
         statuses = store_files(server, [good])
         assert statuses == [0]
         assert len(index_rows(server.data_dir)) == 1
+        # Objects are logged at DEBUG; the end of each association counts them at INFO.
+        log = server.log()
+        assert "released (0 stored, 1 refused)" in log
+        assert "released (1 stored, 0 refused)" in log
+        assert "stored sop=" not in log
 
 
 MOVE_PORT = free_port()

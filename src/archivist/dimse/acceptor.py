@@ -557,6 +557,8 @@ class Association:
         self._reader_task: asyncio.Task[None] | None = None
         self._closed = False
         self._next_message_id = 1
+        self.stored = 0  # C-STOREs answered with success or warning, and with a failure
+        self.refused = 0
 
     # -- running ---------------------------------------------------------------------------
 
@@ -594,7 +596,15 @@ class Association:
             if not self.writer.transport.is_closing():
                 self.writer.transport.abort()
             if reason:
-                log.info("association with %s@%s ended: %s", self.calling, self.address, reason)
+                log.info("association with %s@%s ended: %s%s", self.calling, self.address, reason,
+                         self.store_summary())
+
+    def store_summary(self) -> str:
+        """``" (N stored, M refused)"`` for the log line that ends an association that
+        carried C-STOREs (each object is logged at DEBUG only), else empty."""
+        if not (self.stored or self.refused):
+            return ""
+        return f" ({self.stored} stored, {self.refused} refused)"
 
     def abort_now(self, why: str) -> None:
         """Send an A-ABORT and stop (from the loop)."""
@@ -807,7 +817,8 @@ class Association:
                 await self.writer.drain()
         except (TimeoutError, ConnectionError, OSError):
             pass
-        log.info("association with %s@%s released", self.calling, self.address)
+        log.info("association with %s@%s released%s", self.calling, self.address,
+                 self.store_summary())
         self.writer.close()
 
     # -- writing ---------------------------------------------------------------------------

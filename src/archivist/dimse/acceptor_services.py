@@ -514,7 +514,10 @@ class Services:
             finally:
                 if sink is not None:
                     sink.close()
-        apply_status(rsp, status)
+        if category(apply_status(rsp, status)) == "failure":
+            assoc.refused += 1
+        else:
+            assoc.stored += 1
         return rsp.encode(int(cx.context_id), assoc.send_max)
 
     # -- C-FIND ----------------------------------------------------------------------------

@@ -316,4 +316,6 @@ async def store(request: Request, study: str | None = None) -> Response:
         raise HTTPProblem(413, f"request exceeds the limit of {max_body} bytes")
     if not result.referenced and not result.failed:
         raise HTTPProblem(400, "the request holds no parts")
+    log.info("STOW-RS from %s: %d stored, %d refused", origin.address or "-",
+             len(result.referenced), len(result.failed))
     return JSONResponse(result.body(), status_code=result.status(), media_type=DICOM_JSON)
