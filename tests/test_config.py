@@ -53,3 +53,43 @@ def test_workers_default_is_one_per_core(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.setattr("os.sched_getaffinity", lambda _pid, n=cores: set(range(n)))
         assert Settings().worker_count == expected
     assert Settings(workers=3).worker_count == 3
+
+
+def test_event_loop_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import builtins
+    import sys
+
+    import uvloop
+
+    from archivist.config import event_loop_kind
+    from archivist.dimse.acceptor import new_event_loop
+
+    settings = load_settings(env={})
+    assert settings.event_loop == "auto"
+    assert event_loop_kind(settings) == "uvloop"  # a dependency, so installed here
+    asyncio_only = load_settings(env={"ARCHIVIST_EVENT_LOOP": "asyncio"})
+    assert event_loop_kind(asyncio_only) == "asyncio"
+    for chosen, kind in ((settings, uvloop.Loop), (asyncio_only, asyncio.BaseEventLoop)):
+        loop = new_event_loop(chosen)
+        try:
+            assert isinstance(loop, kind)
+            assert isinstance(loop, uvloop.Loop) == (kind is uvloop.Loop)
+        finally:
+            loop.close()
+    with pytest.raises(ConfigError, match="event_loop"):
+        load_settings(env={"ARCHIVIST_EVENT_LOOP": "trio"})
+
+    # Without uvloop: "auto" falls back to asyncio, "uvloop" is a clear error.
+    real_import = builtins.__import__
+
+    def no_uvloop(name: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name == "uvloop":
+            raise ImportError("no uvloop")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "uvloop")
+    monkeypatch.setattr(builtins, "__import__", no_uvloop)
+    assert event_loop_kind(settings) == "asyncio"
+    with pytest.raises(ConfigError, match="not installed"):
+        event_loop_kind(load_settings(env={"ARCHIVIST_EVENT_LOOP": "uvloop"}))

@@ -23,6 +23,7 @@ from archivist.errors import ConfigError
 DUPLICATE_POLICIES = ("keep", "replace", "reject")
 VALIDATION_POLICIES = ("off", "warn", "reject")
 DIMSE_ENGINES = ("asyncio",)  # pynetdicom's threaded (polling) acceptor was removed
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 # The OHIF viewer release served at "/" (npm @ohif/app, fetched by tools/fetch_ohif.py).
 OHIF_VERSION = "3.13.2"
 
@@ -71,6 +72,9 @@ class Settings:
     workers: int = 0
     # DIMSE acceptor: "asyncio", the event-driven one of dimse/acceptor.py (the only one left)
     dimse_engine: str = "asyncio"
+    # The event loops of the DIMSE acceptor and the HTTP server: "uvloop" (libuv, the default
+    # when installed: "auto"), or the standard library's "asyncio"
+    event_loop: str = "auto"
     # Ingest
     duplicate_policy: str = "keep"
     validation_policy: str = "warn"
@@ -166,6 +170,26 @@ def parse_allow(text: str) -> AllowRule:
 def _check_aet(aet: str, what: str) -> None:
     if not aet or len(aet) > 16 or not aet.isascii() or "\\" in aet or not aet.strip():
         raise ConfigError(f"{what} AE title {aet!r}: 1-16 ASCII characters, no backslash")
+
+
+def event_loop_kind(settings: Settings) -> str:
+    """The event loop `settings` ask for: "uvloop" or "asyncio" ("auto": uvloop when it can
+    be imported).
+
+    Raises
+    ------
+    ConfigError
+        "uvloop" was asked for and is not installed.
+    """
+    if settings.event_loop == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if settings.event_loop == "uvloop":
+            raise ConfigError("event_loop = uvloop, but uvloop is not installed") from None
+        return "asyncio"
+    return "uvloop"
 
 
 def _check_port(port: int, what: str) -> None:
@@ -280,6 +304,8 @@ def load_settings(
         raise ConfigError(f"validation_policy must be one of {', '.join(VALIDATION_POLICIES)}")
     if settings.dimse_engine not in DIMSE_ENGINES:
         raise ConfigError(f"dimse_engine must be one of {', '.join(DIMSE_ENGINES)}")
+    if settings.event_loop not in EVENT_LOOPS:
+        raise ConfigError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}")
     if settings.max_pdu < 4096:
         raise ConfigError("max_pdu must be at least 4096 bytes")
     if not 0 <= settings.workers <= 64:

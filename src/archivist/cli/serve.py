@@ -13,7 +13,7 @@ import time
 import warnings
 from typing import Any
 
-from archivist.config import Settings
+from archivist.config import Settings, event_loop_kind
 
 
 def configure_logging(level: str, *, workers: int = 1) -> None:
@@ -191,6 +191,10 @@ def _preload(settings: Settings) -> None:
     import archivist.dimse.server
     import archivist.web.app  # noqa: F401
 
+    # The event loop and HTTP parser uvicorn picks when they are installed.
+    for optional in ("uvloop", "httptools", "uvicorn.protocols.http.httptools_impl"):
+        with contextlib.suppress(ImportError):
+            __import__(optional)
     if settings.validation_policy != "off":
         from archivist.validate.standard import tables
 
@@ -240,7 +244,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     config = uvicorn.Config(
         app, host=settings.host, port=settings.http_port, log_level="warning",
         lifespan="off", access_log=False, timeout_keep_alive=30,
-        limit_concurrency=512,
+        limit_concurrency=512, loop=event_loop_kind(settings),
     )
     server = uvicorn.Server(config)
 
