@@ -62,7 +62,22 @@ def _code_of(item: Dataset) -> tuple[str, str, str | None] | None:
     return scheme, value, meaning
 
 
+_TAGS: dict[str, int] = {}
+
+
+def _tag(keyword: str) -> int | None:
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = pydicom.datadict.tag_for_keyword(keyword)
+        if tag is not None:
+            _TAGS[keyword] = tag
+    return tag
+
+
 def _sequence_items(ds: Dataset, keyword: str) -> Iterator[Dataset]:
+    tag = _tag(keyword)
+    if tag is not None and tag not in ds._dict:  # noqa: SLF001 - absent: no look-up by name
+        return
     try:
         seq = ds.get(keyword)
     except Exception:  # noqa: BLE001 - an undecodable element is simply not indexed
