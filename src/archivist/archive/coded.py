@@ -76,7 +76,7 @@ def _tag(keyword: str) -> int | None:
 
 def _sequence_items(ds: Dataset, keyword: str) -> Iterator[Dataset]:
     tag = _tag(keyword)
-    if tag is not None and tag not in ds._dict:  # noqa: SLF001 - absent: no look-up by name
+    if tag is not None and tag not in ds._dict:  # absent: no look-up by keyword
         return
     try:
         seq = ds.get(keyword)
