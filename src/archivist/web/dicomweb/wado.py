@@ -277,7 +277,8 @@ def _serving(state: Any, within: float = 0.5) -> bool:
 def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
                  patience: float = 60.0) -> threading.Event:
     """Precompute series metadata in a daemon thread once the archive has been quiet for
-    `quiet` seconds (or a series has waited `patience` seconds).
+    `quiet` seconds (or a series has waited `patience` seconds). It stops building when HTTP
+    requests are being answered or objects are stored again, and waits for quiet anew.
 
     Returns the event that stops it.
     """
@@ -308,15 +309,21 @@ def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
                 # with requests being answered (HTTP seen in the last half second); a series
                 # waiting longer than `patience` is built anyway.
                 archive_quiet = now - last_any >= quiet
+                built = 0
                 for key, when in list(pending.items()):
                     if stop.is_set():
                         return
                     overdue = time.monotonic() - when >= patience
                     if not overdue and _serving(state):
                         break
+                    if not overdue and built and index.last_change() > last:
+                        # Stores resumed while building (in any worker): back to waiting
+                        # for quiet, so warming does not take CPU from an ingest burst.
+                        break
                     if (archive_quiet and now - when >= quiet) or overdue:
                         del pending[key]
                         cache.warm(*key)
+                        built += 1
             except Exception:  # noqa: BLE001 - warming is an optimisation; log and go on
                 log.exception("metadata warmer failed; retrying")
 
