@@ -99,28 +99,31 @@ class FilesystemBlobStore:
         self.tmp = Path(tmp)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._dirs_made: set[Path] = set()
+        self._dirs_made: set[str] = set()
         self._lock = threading.Lock()
         # The hot path (put_bytes, sync) builds paths as strings: pathlib's joins and
         # conversions cost a busy ingest ~3 % of its time.
         self._root_s = str(self.root)
         self._tmp_s = str(self.tmp)
-        self._dirs_synced_s: set[str] = set()
+
+    def _dir_s(self, key: str) -> str:
+        """The directory of a key (unchecked: a key this store made, or checked by the caller)."""
+        return f"{self._root_s}/{key[:2]}/{key[2:4]}"
 
     def _final(self, key: str) -> Path:
-        check_key(key)
-        return self.root / key[:2] / key[2:4] / key
+        return Path(f"{self._dir_s(check_key(key))}/{key}")
 
     def path(self, key: str) -> Path | None:
         return self._final(key)
 
-    def _ensure_dir(self, d: Path) -> None:
+    def _ensure_dir(self, d: str) -> None:
         if d in self._dirs_made:
             return
-        if not d.is_dir():
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _fsync_dir(d.parent)
-            _fsync_dir(d.parent.parent)
+        folder = Path(d)
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _fsync_dir(folder.parent)
+            _fsync_dir(folder.parent.parent)
         with self._lock:
             self._dirs_made.add(d)
 
@@ -159,7 +162,7 @@ class FilesystemBlobStore:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                self._ensure_dir(final.parent)
+                self._ensure_dir(self._dir_s(key))
                 try:
                     os.rename(source, final)
                 except OSError as exc:
@@ -176,7 +179,7 @@ class FilesystemBlobStore:
                         dst.write(chunk)
                     dst.flush()
                     os.fsync(dst.fileno())
-                self._ensure_dir(final.parent)
+                self._ensure_dir(self._dir_s(key))
                 os.rename(tmp, final)
             os.chmod(final, 0o600)
             if not defer_sync:
@@ -189,17 +192,6 @@ class FilesystemBlobStore:
                 _unlink_quiet(Path(source))
             _raise_os(exc, "storing a blob")
         return PutResult(key, size, digest.hexdigest())
-
-    def _dir_s(self, key: str) -> str:
-        """The directory of a key this store made (no check: new_key's format)."""
-        return f"{self._root_s}/{key[:2]}/{key[2:4]}"
-
-    def _ensure_dir_s(self, d: str) -> None:
-        if d in self._dirs_synced_s:
-            return
-        self._ensure_dir(Path(d))
-        with self._lock:
-            self._dirs_synced_s.add(d)
 
     def sync(self, keys: Iterable[str]) -> None:
         """fsync each distinct directory that holds one of `keys` (puts with ``defer_sync``)."""
@@ -230,7 +222,7 @@ class FilesystemBlobStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            self._ensure_dir_s(folder)
+            self._ensure_dir(folder)
             os.rename(tmp, f"{folder}/{key}")
             created = False
             if not defer_sync:
