@@ -62,20 +62,8 @@ def _code_of(item: Dataset) -> tuple[str, str, str | None] | None:
     return scheme, value, meaning
 
 
-_TAGS: dict[str, int] = {}
-
-
-def _tag(keyword: str) -> int | None:
-    tag = _TAGS.get(keyword)
-    if tag is None:
-        tag = pydicom.datadict.tag_for_keyword(keyword)
-        if tag is not None:
-            _TAGS[keyword] = tag
-    return tag
-
-
 def _sequence_items(ds: Dataset, keyword: str) -> Iterator[Dataset]:
-    tag = _tag(keyword)
+    tag = pydicom.datadict.tag_for_keyword(keyword)
     if tag is not None and tag not in ds._dict:  # absent: no look-up by keyword
         return
     try:
