@@ -528,9 +528,8 @@ class Ingest:
             status = StoreStatus.STORED
         # DEBUG: one line per object costs a busy ingest ~4 % of its time; the acceptor's
         # line at the end of an association counts what it stored.
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("stored sop=%s size=%d from=%s/%s seq=%d", sop_uid, put.size,
-                      origin.kind, origin.aet or "-", outcome.change_seq)
+        log.debug("stored sop=%s size=%d from=%s/%s seq=%d", sop_uid, put.size, origin.kind,
+                  origin.aet or "-", outcome.change_seq)
         return IngestResult(status, size=put.size, change_seq=outcome.change_seq,
                             warnings=warnings, validation=validation, **result_ids)
 

@@ -192,7 +192,7 @@ def _preload(settings: Settings) -> None:
     import archivist.web.app  # noqa: F401
 
     # The event loop and HTTP parser uvicorn picks when they are installed.
-    for optional in ("uvloop", "httptools", "uvicorn.protocols.http.httptools_impl"):
+    for optional in ("uvloop", "uvicorn.protocols.http.httptools_impl"):
         with contextlib.suppress(ImportError):
             __import__(optional)
     if settings.validation_policy != "off":
