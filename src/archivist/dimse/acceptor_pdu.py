@@ -348,7 +348,6 @@ class StoreRequest:
                  "context_id")
 
     CommandField = 0x0001
-    CommandDataSetType = 0x0000
     is_valid_request = True
 
     def __init__(self, message_id: int, sop_class: str, sop_instance: str, priority: int,
@@ -450,13 +449,14 @@ class Message:
         self.command += data
         if not last:
             return
-        store = decode_store_rq(bytes(self.command))
+        command = bytes(self.command)
+        store = decode_store_rq(command)
         if store is not None:
             store.context_id = context_id
             self.msg, self.field, self.has_dataset = store, 0x0001, True
             return
         try:
-            cs = decode(BytesIO(bytes(self.command)), True, True)
+            cs = decode(BytesIO(command), True, True)
             field = int(cs.CommandField)
             cls = _MESSAGE_TYPES[field][1]
             msg = cls()
