@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pydicom
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
@@ -27,7 +27,9 @@ from pydicom.uid import UID
 from pydicom.valuerep import AMBIGUOUS_VR
 from pydicom.valuerep import VR as VR_
 
+from archivist.archive import part10
 from archivist.archive.coded import extract_codes
+from archivist.archive.decode import CACHED_VRS, cacheable, decode
 from archivist.archive.validation import PixelDataInfo
 from archivist.config import Settings
 from archivist.core.uids import clean_uid, is_valid_uid
@@ -302,11 +304,39 @@ class Ingest:
         return ds, ts
 
     def _read_header(self, source: Source) -> tuple[Dataset, UID, PixelDataInfo | None]:
-        """One pass over the file: the File Meta and data set are parsed, values over 1 KiB are
-        skipped by seeking (so Pixel Data is never loaded), and a walk that ends past the end of
-        the file means a value was cut short (pydicom reads a short value without complaint,
-        PS3.5 7.1). The data set returned stops before the pixel data, like
-        ``stop_before_pixels``; the pixel data element's tag, length and offset come with it."""
+        """The File Meta and the data set up to the pixel data, every value decoded (so an
+        undecodable object is refused here), the transfer syntax and the pixel data element's
+        tag, length and offset. An object in memory, or a file up to 4 MiB read whole, of the
+        common shape is walked by :mod:`archivist.archive.part10`; any other is parsed by
+        pydicom (:meth:`_pydicom_header`), which also says what is wrong with a broken one."""
+        if not isinstance(source, bytes):
+            try:
+                with open(source, "rb") as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    # A small file is parsed from memory: pydicom asks the file for its
+                    # position at every element, one lseek() each (and a hand-over of the GIL
+                    # when another thread waits for it); one read() replaces them all.
+                    if size <= _PARSE_IN_MEMORY:
+                        source = fh.read()
+            except OSError as exc:
+                raise InvalidObject(f"cannot parse the object ({type(exc).__name__})") from None
+        fast = part10.read(source) if isinstance(source, bytes) else None
+        ds: Dataset
+        if fast is not None:
+            ds, ts, pixel = fast
+            size = len(cast(bytes, source))
+        else:
+            ds, ts, pixel, size = self._pydicom_header(source)
+        self._decode_values(ds)
+        _check_complete(source, size, ds, ts, pixel)
+        return ds, ts, pixel
+
+    def _pydicom_header(self, source: Source) -> tuple[Dataset, UID, PixelDataInfo | None, int]:
+        """pydicom's pass over the object: the File Meta and data set are parsed, values over
+        1 KiB are skipped by seeking (so Pixel Data is never loaded), and a walk that ends past
+        the end of the file means a value was cut short (pydicom reads a short value without
+        complaint, PS3.5 7.1). The data set returned stops before the pixel data, like
+        ``stop_before_pixels``; the pixel data element comes with it, and the object's size."""
         try:
             if isinstance(source, bytes):
                 size = len(source)
@@ -316,16 +346,8 @@ class Ingest:
             else:
                 with open(source, "rb") as fh:
                     size = os.fstat(fh.fileno()).st_size
-                    # A small file is parsed from memory: pydicom asks the file for its
-                    # position at every element, one lseek() each (and a hand-over of the GIL
-                    # when another thread waits for it); one read() replaces them all.
-                    if size <= _PARSE_IN_MEMORY:
-                        source = fh.read()
-                        src = io.BytesIO(source)
-                    else:
-                        src = fh
-                    ds = pydicom.dcmread(src, defer_size=1024)
-                    end = src.tell()
+                    ds = pydicom.dcmread(fh, defer_size=1024)
+                    end = fh.tell()
         except InvalidDicomError:
             raise InvalidObject("not a DICOM Part 10 file (no DICM prefix or File Meta)") from None
         except RecursionError:
@@ -361,12 +383,23 @@ class Ingest:
         if pixel is not None:
             for after in [t for t in ds._dict if t >= pixel.tag]:  # noqa: SLF001
                 del ds._dict[after]  # noqa: SLF001
+        return ds, ts, pixel, size
+
+    @staticmethod
+    def _decode_values(ds: Dataset) -> None:
+        """Decode every raw element of `ds` in place (pydicom defers), so errors surface here.
+
+        Raises
+        ------
+        InvalidObject
+            An element cannot be decoded (named in the message).
+        """
         current: int | None = None
         try:
-            # Force a full decode of the header now (pydicom defers), so errors surface here.
             # What ``ds[tag]`` does for each element, without its three look-ups of the element
-            # and of the character set per element; sequences, private and ambiguous-VR
-            # elements and deferred values take pydicom's own way.
+            # and of the character set per element: text and number values through decode.py
+            # (pydicom's values, repeated bytes remembered); sequences, private and
+            # ambiguous-VR elements and deferred values take pydicom's own way.
             elements = ds._dict  # noqa: SLF001 - raw elements, converted in place
             if _CHARSET_TAG in elements:
                 current = _CHARSET_TAG
@@ -376,6 +409,12 @@ class Ingest:
                 raw = elements[current]
                 if not isinstance(raw, RawDataElement):
                     continue
+                if raw.VR in CACHED_VRS and cacheable(raw):
+                    try:
+                        elements[current] = decode(raw, encoding)
+                        continue
+                    except Exception:  # noqa: BLE001, S110 - pydicom's way below says why
+                        pass
                 if (raw.VR == VR_.SQ or (raw.value is None and raw.length != 0)
                         or current.is_private):
                     _ = ds[current].value
@@ -390,8 +429,6 @@ class Ingest:
         except Exception as exc:  # noqa: BLE001
             where = f"element {Tag(current)}" if current is not None else "the dataset"
             raise InvalidObject(f"cannot decode {where}: {_reason(exc)}") from None
-        _check_complete(source, size, ds, ts, pixel)
-        return ds, ts, pixel
 
     def store_file(
         self,

@@ -1,0 +1,90 @@
+"""Decoding a header's raw elements as pydicom does, with the values of repeated bytes remembered.
+
+Ingest decodes every element of every object it stores (so an undecodable one is refused at
+the door). pydicom's own way, ``convert_raw_data_element``, costs ~7 us per element here: its
+hooks and dispatch take more than the conversion itself. Objects of one stream repeat most of
+their values (SOP Class, dates, the patient, the study and series, Rows, Columns, spacing,
+orientation...), so a value decoded once is looked up the next time by ``(VR, bytes,
+character set)``. A miss is decoded by pydicom's :func:`pydicom.values.convert_value`, the
+function its hook calls: the values and types are pydicom's, the cache only spares repeating
+the work. (The byte order is part of the key: the same bytes are another number in a
+big-endian file.)
+
+Only elements whose value depends on nothing but their VR, bytes and character set go through
+the cache: standard (not private) elements with an explicit, unambiguous text or number VR,
+values up to :data:`MAX_CACHED_VALUE` bytes. Sequences, private, ``UN``, ambiguous-VR, LUT
+Descriptor and bulk (``OB``, ``OW``...) elements are left to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableSequence
+from typing import Any, cast
+
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.multival import MultiValue
+from pydicom.tag import _LUT_DESCRIPTOR_TAGS
+from pydicom.valuerep import VR
+from pydicom.values import convert_value
+
+#: VRs whose decoded value is a function of (VR, bytes, character set) alone.
+CACHED_VRS = frozenset({
+    VR.AE, VR.AS, VR.CS, VR.DA, VR.DS, VR.DT, VR.IS, VR.LO, VR.LT, VR.PN, VR.SH, VR.ST, VR.TM,
+    VR.UC, VR.UI, VR.UR, VR.UT, VR.US, VR.UL, VR.SS, VR.SL, VR.FL, VR.FD,
+})
+
+#: Longer values are decoded every time (free text, long lists of numbers).
+MAX_CACHED_VALUE = 128
+
+#: The cache is emptied when it holds this many values (a bound, not an LRU: cheap, and a
+#: stream refills what it repeats at once).
+MAX_CACHED = 16384
+
+_LUT_TAGS = frozenset(_LUT_DESCRIPTOR_TAGS)
+_cache: dict[tuple[str, bytes, Any, bool], Any] = {}
+
+
+def _fresh(value: Any) -> Any:
+    """A value the caller may own: a MultiValue is a list and is copied, the other decoded
+    types (str, UID, int, float, DSfloat, IS, PersonName) are immutable in use."""
+    if type(value) is MultiValue:
+        copy: MultiValue[Any] = MultiValue.__new__(MultiValue)
+        copy._constructor = value._constructor  # noqa: SLF001 - what __init__ sets
+        copy._list = list(value._list)  # noqa: SLF001
+        return copy
+    return value
+
+
+def cacheable(raw: RawDataElement) -> bool:
+    """Whether :func:`decode` takes `raw` (else the caller decodes it pydicom's way)."""
+    return (raw.VR in CACHED_VRS and raw.value is not None and not raw.tag.is_private
+            and raw.tag not in _LUT_TAGS)
+
+
+def decode(raw: RawDataElement, encoding: str | MutableSequence[str]) -> DataElement:
+    """`raw` (for which :func:`cacheable` holds) decoded as ``convert_raw_data_element`` does."""
+    value_bytes = cast(bytes, raw.value)
+    vr = cast(str, raw.VR)
+    if len(value_bytes) > MAX_CACHED_VALUE:
+        value = convert_value(vr, raw, encoding)
+    else:
+        key = (vr, value_bytes, encoding if type(encoding) is str else tuple(encoding),
+               raw.is_little_endian)
+        value = _cache.get(key, _cache)
+        if value is _cache:
+            value = convert_value(vr, raw, encoding)
+            if len(_cache) >= MAX_CACHED:
+                _cache.clear()
+            _cache[key] = _fresh(value)
+        else:
+            value = _fresh(value)
+    return DataElement(raw.tag, vr, value, raw.value_tell, raw.length == 0xFFFFFFFF,
+                       already_converted=True)
+
+
+def clear() -> None:
+    """Forget every remembered value (tests)."""
+    _cache.clear()
+
+
+__all__ = ["CACHED_VRS", "MAX_CACHED", "MAX_CACHED_VALUE", "cacheable", "clear", "decode"]
