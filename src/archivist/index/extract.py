@@ -130,11 +130,19 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
     names) and by pydicom for the rest: ingest runs this for every object.
     """
     out: dict[str, Any] = {}
-    for elem in ds:
-        tag = elem.tag
+    elements = ds._dict  # noqa: SLF001 - decoded elements are read without __getitem__
+    for tag in sorted(elements):
+        if tag & 0x10000 or tag in _EXCLUDED_FROM_ATTRS or tag < 0x00030000:
+            continue  # private (odd group), Pixel Data, File Meta
+        elem = elements[tag]
+        if not isinstance(elem, DataElement):
+            try:
+                elem = ds[tag]  # still raw: pydicom decodes it
+            except Exception:  # noqa: BLE001 - a value pydicom cannot decode is left out
+                continue
         vr = elem.VR
-        if tag & 0x10000 or vr in _BINARY_VRS or tag in _EXCLUDED_FROM_ATTRS or tag < 0x00030000:
-            continue  # private (odd group), binary or a sequence, Pixel Data, File Meta
+        if vr in _BINARY_VRS:
+            continue  # binary or a sequence
         try:
             value = elem.value
         except Exception:  # noqa: BLE001 - a value pydicom cannot decode is simply left out
