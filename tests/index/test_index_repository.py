@@ -364,3 +364,24 @@ def test_the_sqlite_fast_path_writes_what_sqlalchemy_core_writes(tmp_path: Path)
         assert fast[name] == core[name], name
     study_row = [r for r in fast["study"] if study in r]
     assert study_row, "the study row is there"
+
+
+def test_a_write_lock_held_elsewhere_is_an_index_error_and_the_writer_recovers(
+        index: Index, add: Adder, tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE runs on the driver's connection: when another connection holds the write
+    lock past the busy timeout, the store gets IndexError_ (not a bare sqlite3 error) and the
+    next write, once the lock is free, succeeds."""
+    add()
+    with index._write_lock:
+        index._writer_connection().connection.driver_connection.execute(
+            "PRAGMA busy_timeout=50")
+    other = sqlite3.connect(tmp_path / "index.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(IndexError_):
+            add()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert add().status == "added"
+    assert index.counts()["instance"] == 2

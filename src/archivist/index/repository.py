@@ -351,9 +351,17 @@ class Index:
             cur.execute("PRAGMA case_sensitive_like=ON")
             cur.close()
 
+        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            # On the driver's connection: SQLAlchemy's statement pipeline (context, cursor,
+            # result) cost more than the BEGIN itself, once per write transaction.
+            dbapi_conn = conn.connection.driver_connection
+            try:
+                dbapi_conn.execute(begin)
+            except conn.dialect.loaded_dbapi.Error as exc:
+                raise DBAPIError.instance(begin, (), exc, conn.dialect.loaded_dbapi.Error) from exc
 
         return engine
 
