@@ -72,23 +72,29 @@ def test_a_multi_valued_value_is_each_dataset_own(archive: Archive, tmp_path: Pa
 
 def test_the_byte_order_and_the_character_set_are_part_of_the_key() -> None:
     decode.clear()
-    little = decode.decode(_raw(0x00280010, "US", b"\x00\x01"), "iso8859")
-    big = decode.decode(_raw(0x00280010, "US", b"\x00\x01", little=False), "iso8859")
+    little = decode.decode(_raw(0x00280010, "US", b"\x00\x01"), "iso8859", "US")
+    big = decode.decode(_raw(0x00280010, "US", b"\x00\x01", little=False), "iso8859", "US")
     assert (little.value, big.value) == (256, 1)
-    latin = decode.decode(_raw(0x00100010, "PN", b"Caf\xc3\xa9"), ["latin_1"])
-    utf8 = decode.decode(_raw(0x00100010, "PN", b"Caf\xc3\xa9"), ["UTF8"])
+    latin = decode.decode(_raw(0x00100010, "PN", b"Caf\xc3\xa9"), ["latin_1"], "PN")
+    utf8 = decode.decode(_raw(0x00100010, "PN", b"Caf\xc3\xa9"), ["UTF8"], "PN")
     assert str(latin.value) == "CafÃ©"
     assert str(utf8.value) == "Café"
 
 
 def test_what_the_cache_leaves_to_pydicom() -> None:
-    """Private, sequence, bulk, LUT Descriptor and deferred elements are not taken."""
-    assert decode.cacheable(_raw(0x00080060, "CS", b"CT"))
-    assert not decode.cacheable(_raw(0x00091010, "LO", b"PRIVATE "))
-    assert not decode.cacheable(_raw(0x00081140, "SQ", b""))
-    assert not decode.cacheable(_raw(0x7FE00010, "OW", b"\0\0"))
-    assert not decode.cacheable(_raw(0x00281101, "US", b"\0\x10\0\0\x10\0"))
-    assert not decode.cacheable(RawDataElement(Tag(0x00080060), "CS", 2000, None, 0, False, True))
+    """Private, sequence, bulk, LUT Descriptor, ambiguous and deferred elements are not taken;
+    an implicit VR element is taken with the data dictionary's VR."""
+    assert decode.vr_of(_raw(0x00080060, "CS", b"CT")) == "CS"
+    assert decode.vr_of(_raw(0x00091010, "LO", b"PRIVATE ")) is None
+    assert decode.vr_of(_raw(0x00081140, "SQ", b"")) is None
+    assert decode.vr_of(_raw(0x7FE00010, "OW", b"\0\0")) is None
+    assert decode.vr_of(_raw(0x00281101, "US", b"\0\x10\0\0\x10\0")) is None
+    assert decode.vr_of(RawDataElement(Tag(0x00080060), "CS", 2000, None, 0, False, True)) is None
+    implicit = RawDataElement(Tag(0x00280010), None, 2, b"\x00\x02", 0, True, True)
+    assert decode.vr_of(implicit) == "US"
+    assert decode.decode(implicit, "iso8859", "US").value == 512
+    assert decode.vr_of(RawDataElement(Tag(0x00280106), None, 2, b"\0\0", 0, True, True)) is None
+    assert decode.vr_of(RawDataElement(Tag(0x00091010), None, 2, b"AB", 0, True, True)) is None
 
 
 def test_a_wrong_length_number_is_still_refused_with_pydicom_s_reason(
@@ -208,3 +214,64 @@ def test_undefined_length_sequences_and_fragments_are_walked(
     _same(mine, theirs)
     assert mine[2].length == 0xFFFFFFFF  # type: ignore[index]
     assert len(mine[0].ReferencedImageSequence) == 2  # type: ignore[index]
+
+
+def test_implicit_vr_with_undefined_length_sequences_is_walked(
+        archive: Archive, tmp_path: Path) -> None:
+    """Implicit VR little endian (what pynetdicom's requestors propose first): nested
+    undefined-length sequences and items are walked, values are decoded with the data
+    dictionary's VRs, and the header is pydicom's."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    path = tmp_path / "a.dcm"
+    ds = make_instance(path, rows=16, columns=16,
+                       extra={"ImageType": ["ORIGINAL", "PRIMARY"], "PixelSpacing": [0.5, 0.5]})
+    inner = Dataset()
+    inner.CodeValue, inner.CodingSchemeDesignator, inner.CodeMeaning = "T-D1100", "SRT", "Head"
+    item = Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    item.PurposeOfReferenceCodeSequence = Sequence([inner])
+    ds.ReferencedImageSequence = Sequence([item, item])
+    ds.AnatomicRegionSequence = Sequence([])
+    for element in ("ReferencedImageSequence", "AnatomicRegionSequence"):
+        ds[element].is_undefined_length = True
+    item["PurposeOfReferenceCodeSequence"].is_undefined_length = True
+    for it in (item, inner):
+        it.is_undefined_length_sequence_item = True
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    assert b"\xfe\xff\x0d\xe0" in data
+    decode.clear()
+    mine, theirs = _both(archive, data)
+    assert mine is not None
+    _same(mine, theirs)
+    header = mine[0]  # type: ignore[index]
+    assert header.Rows == 16 and type(header.PixelSpacing) is MultiValue
+    assert len(header.ReferencedImageSequence) == 2
+    assert header.ReferencedImageSequence[1].PurposeOfReferenceCodeSequence[0].CodeValue == "T-D1100"
+    assert len(header.AnatomicRegionSequence) == 0
+    # A second read takes the values from the cache: still pydicom's.
+    again, theirs = _both(archive, data)
+    _same(again, theirs)
+
+
+def test_data_encoded_against_its_transfer_syntax_is_left_to_pydicom(
+        archive: Archive, tmp_path: Path) -> None:
+    """An explicit VR data set under an implicit VR transfer syntax is declined by the walk;
+    pydicom reads it (switching to explicit VR, with a warning) and ingest takes it."""
+    path = tmp_path / "a.dcm"
+    make_instance(path, patient_name="WALK^DECLINED")
+    data = bytearray(path.read_bytes())
+    explicit = b"1.2.840.10008.1.2.1\x00"
+    at = data.find(explicit)
+    assert at > 0
+    data[at:at + len(explicit)] = b"1.2.840.10008.1.2".ljust(len(explicit), b"\x00")
+    assert part10.read(bytes(data)) is None
+    with pytest.warns(UserWarning, match="Expected implicit VR, but found explicit VR"):
+        ds, ts, _ = archive.ingest._read_header(bytes(data))
+    assert ts == "1.2.840.10008.1.2"
+    assert str(ds.PatientName) == "WALK^DECLINED"

@@ -11,8 +11,9 @@ the work. (The byte order is part of the key: the same bytes are another number 
 big-endian file.)
 
 Only elements whose value depends on nothing but their VR, bytes and character set go through
-the cache: standard (not private) elements with an explicit, unambiguous text or number VR,
-values up to :data:`MAX_CACHED_VALUE` bytes. Sequences, private, ``UN``, ambiguous-VR, LUT
+the cache: standard (not private) elements with an unambiguous text or number VR (explicit, or
+the data dictionary's for an implicit VR element, as pydicom looks it up), values up to
+:data:`MAX_CACHED_VALUE` bytes. Sequences, private, ``UN``, ambiguous-VR, LUT
 Descriptor and bulk (``OB``, ``OW``...) elements are left to the caller.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import MutableSequence
 from typing import Any, cast
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.tag import _LUT_DESCRIPTOR_TAGS
@@ -42,6 +44,7 @@ MAX_CACHED = 16384
 
 _LUT_TAGS = frozenset(_LUT_DESCRIPTOR_TAGS)
 _cache: dict[tuple[str, bytes, Any, bool], Any] = {}
+_implicit: dict[int, str | None] = {}  # tag -> the dictionary's VR (implicit VR elements)
 
 
 def _fresh(value: Any) -> Any:
@@ -55,16 +58,29 @@ def _fresh(value: Any) -> Any:
     return value
 
 
-def cacheable(raw: RawDataElement) -> bool:
-    """Whether :func:`decode` takes `raw` (else the caller decodes it pydicom's way)."""
-    return (raw.VR in CACHED_VRS and raw.value is not None and not raw.tag.is_private
-            and raw.tag not in _LUT_TAGS)
+def vr_of(raw: RawDataElement) -> str | None:
+    """The VR :func:`decode` takes `raw` with (an implicit VR element's is the data dictionary's,
+    as pydicom looks it up), None when decode does not take it (the caller decodes it
+    pydicom's way)."""
+    tag = raw.tag
+    if tag.is_private or tag in _LUT_TAGS or raw.value is None:
+        return None
+    vr = raw.VR
+    if vr is None:
+        vr = _implicit.get(tag, "")
+        if vr == "":
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                vr = None
+            if len(_implicit) < MAX_CACHED:
+                _implicit[tag] = vr
+    return vr if vr in CACHED_VRS else None
 
 
-def decode(raw: RawDataElement, encoding: str | MutableSequence[str]) -> DataElement:
-    """`raw` (for which :func:`cacheable` holds) decoded as ``convert_raw_data_element`` does."""
+def decode(raw: RawDataElement, encoding: str | MutableSequence[str], vr: str) -> DataElement:
+    """`raw` decoded as ``convert_raw_data_element`` does, `vr` being :func:`vr_of` `raw`."""
     value_bytes = cast(bytes, raw.value)
-    vr = cast(str, raw.VR)
     if len(value_bytes) > MAX_CACHED_VALUE:
         value = convert_value(vr, raw, encoding)
     else:
@@ -85,6 +101,7 @@ def decode(raw: RawDataElement, encoding: str | MutableSequence[str]) -> DataEle
 def clear() -> None:
     """Forget every remembered value (tests)."""
     _cache.clear()
+    _implicit.clear()
 
 
-__all__ = ["CACHED_VRS", "MAX_CACHED", "MAX_CACHED_VALUE", "cacheable", "clear", "decode"]
+__all__ = ["CACHED_VRS", "MAX_CACHED", "MAX_CACHED_VALUE", "clear", "decode", "vr_of"]

@@ -29,7 +29,7 @@ from pydicom.valuerep import VR as VR_
 
 from archivist.archive import part10
 from archivist.archive.coded import extract_codes
-from archivist.archive.decode import CACHED_VRS, cacheable, decode
+from archivist.archive.decode import decode, vr_of
 from archivist.archive.validation import PixelDataInfo
 from archivist.config import Settings
 from archivist.core.uids import clean_uid, is_valid_uid
@@ -409,9 +409,10 @@ class Ingest:
                 raw = elements[current]
                 if not isinstance(raw, RawDataElement):
                     continue
-                if raw.VR in CACHED_VRS and cacheable(raw):
+                vr = vr_of(raw)
+                if vr is not None:
                     try:
-                        elements[current] = decode(raw, encoding)
+                        elements[current] = decode(raw, encoding, vr)
                         continue
                     except Exception:  # noqa: BLE001, S110 - pydicom's way below says why
                         pass

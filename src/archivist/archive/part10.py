@@ -7,11 +7,12 @@ around a file object (``read``, ``tell``, a generator, a namedtuple); the same w
 in memory costs a fraction of that.
 
 Only the common case is taken: a 128-byte preamble and ``DICM``, an explicit VR little endian
-File Meta, a data set in a known explicit VR little endian transfer syntax (native or
-encapsulated, not deflated), every element with a known VR, every length inside the object,
-undefined lengths only for sequences (walked through their items) and for the encapsulated
-pixel data (walked through its fragments), and the walk ending exactly at the object's last
-byte. Anything else returns None and the caller reads the object with pydicom, which also
+File Meta, a data set in a known little endian transfer syntax that is not deflated (explicit
+VR, native or encapsulated, or implicit VR, which pynetdicom's requestors propose first), every
+element with a known VR, every length inside the object, undefined lengths only for sequences
+(walked through their items; in implicit VR only those the data dictionary knows as sequences)
+and for the encapsulated pixel data (walked through its fragments), and the walk ending exactly
+at the object's last byte. Anything else returns None and the caller reads the object with pydicom, which also
 explains what is wrong with it: this module never refuses an object, it only declines to read it.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import io
 from struct import Struct
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.tag import BaseTag
@@ -128,6 +130,59 @@ def _skip_fragments(data: bytes, pos: int, end: int) -> int:
             raise _Decline
 
 
+def _skip_implicit_sequence(data: bytes, pos: int, end: int, depth: int) -> int:
+    """Past the items and the delimiter of an undefined-length implicit VR sequence."""
+    if depth > _MAX_DEPTH:
+        raise _Decline
+    while True:
+        if pos + 8 > end:
+            raise _Decline
+        group, element, length = _ITEM.unpack_from(data, pos)
+        pos += 8
+        if group != 0xFFFE:
+            raise _Decline
+        if element == 0xE0DD:
+            if length:
+                raise _Decline
+            return pos
+        if element != 0xE000:
+            raise _Decline
+        if length != _UNDEFINED:
+            pos += length
+            if pos > end:
+                raise _Decline
+            continue
+        while True:  # an undefined-length item: its elements up to the item delimiter
+            if pos + 8 > end:
+                raise _Decline
+            group, element, length = _ITEM.unpack_from(data, pos)
+            pos += 8
+            if group == 0xFFFE and element == 0xE00D:
+                if length:
+                    raise _Decline
+                break
+            if length == _UNDEFINED:
+                # A nested sequence (pydicom reads any undefined length followed by an item
+                # or an empty sequence's delimiter as one).
+                if data[pos:pos + 4] not in (b"\xfe\xff\x00\xe0", b"\xfe\xff\xdd\xe0"):
+                    raise _Decline
+                pos = _skip_implicit_sequence(data, pos, end, depth + 1)
+            else:
+                pos += length
+                if pos > end:
+                    raise _Decline
+
+
+def _known_sequence(tag: int) -> bool:
+    """Whether the data dictionary says `tag` (a standard element) is a sequence."""
+    if tag & 0x10000:
+        return False
+    try:
+        return bool(dictionary_VR(tag) == "SQ")
+    except KeyError:
+        return False
+
+
 def _file_meta(data: bytes, end: int) -> tuple[dict[BaseTag, _Element], str, int]:
     """The File Meta elements (raw), the transfer syntax and where the data set starts."""
     elements: dict[BaseTag, _Element] = {}
@@ -148,7 +203,8 @@ def _file_meta(data: bytes, end: int) -> tuple[dict[BaseTag, _Element], str, int
 
 def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
     """The header of the Part 10 object `data`, as ingest reads it with pydicom: a FileDataset
-    of raw elements up to (not including) the pixel data, with its File Meta; the transfer
+    of raw elements up to (not including) the pixel data (an implicit VR element's VR is None,
+    an undefined-length sequence's "SQ", as pydicom's reader gives them), with its File Meta; the transfer
     syntax; the pixel data element's tag, length and value offset. None when the object is not
     of the common shape described above (pydicom must read it)."""
     end = len(data)
@@ -157,18 +213,35 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
     try:
         meta_elements, ts_text, pos = _file_meta(data, end)
         ts = UID(ts_text)
-        if (not meta_elements or not ts.is_transfer_syntax or ts.is_implicit_VR
-                or not ts.is_little_endian or ts.is_deflated):
+        if (not meta_elements or not ts.is_transfer_syntax or not ts.is_little_endian
+                or ts.is_deflated):
             return None
+        implicit = bool(ts.is_implicit_VR)
+        if pos + 6 <= end and (0x40 < data[pos + 4] < 0x5B and 0x40 < data[pos + 5] < 0x5B
+                               ) == implicit:
+            return None  # pydicom would switch to the other VR encoding (with a warning)
         elements: dict[BaseTag, _Element] = {}
         pixel: PixelDataInfo | None = None
+        vr_text: str | None = None
         while pos < end:
-            tag, vr, length, value_at = _element_header(data, pos, end)
-            group = tag >> 16
+            if implicit:
+                if pos + 8 > end:
+                    raise _Decline
+                group, element, length = _ITEM.unpack_from(data, pos)
+                tag, value_at = (group << 16) | element, pos + 8
+            else:
+                tag, vr, length, value_at = _element_header(data, pos, end)
+                group = tag >> 16
+                vr_text = _VR_TEXT[vr]
             if group <= 0x0002 or group == 0xFFFE:
                 raise _Decline  # a command or File Meta group in the data set, a stray item
             if length == _UNDEFINED:
-                if vr == b"SQ":
+                if implicit:
+                    if not _known_sequence(tag):
+                        raise _Decline  # a private or unknown one: pydicom looks ahead
+                    pos = _skip_implicit_sequence(data, value_at, end, 0)
+                    vr_text = "SQ"  # as pydicom's reader sets it
+                elif vr == b"SQ":
                     pos = _skip_sequence(data, value_at, end, 0)
                 elif tag in _PIXEL_TAGS and pixel is None and vr in (b"OB", b"OW"):
                     pos = _skip_fragments(data, value_at, end)
@@ -180,6 +253,8 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
                 if pos > end:
                     raise _Decline
                 value = None
+                if implicit:
+                    vr_text = None
             if pixel is not None:
                 if tag < pixel.tag:
                     raise _Decline  # out of order after the pixel data: pydicom's to sort
@@ -189,8 +264,8 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
                 continue
             key = BaseTag(tag)
             elements[key] = RawDataElement(
-                key, _VR_TEXT[vr], length,
-                data[value_at:pos] if value is None else value, value_at, False, True)
+                key, vr_text, length,
+                data[value_at:pos] if value is None else value, value_at, implicit, True)
     except _Decline:
         return None
     ds = Dataset(elements)
@@ -198,11 +273,11 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
         encoding = ds._character_set  # noqa: SLF001 - as pydicom's read_dataset sets it
     else:
         encoding = _DEFAULT_ENCODING
-    ds.set_original_encoding(False, True, encoding)
+    ds.set_original_encoding(implicit, True, encoding)
     meta = FileMetaDataset(meta_elements)
     meta.set_original_encoding(False, True, _DEFAULT_ENCODING)
-    out = FileDataset(io.BytesIO(data), ds, data[:128], meta, False, True)
-    out.set_original_encoding(False, True, ds._character_set)  # noqa: SLF001
+    out = FileDataset(io.BytesIO(data), ds, data[:128], meta, implicit, True)
+    out.set_original_encoding(implicit, True, ds._character_set)  # noqa: SLF001
     return out, ts, pixel
 
 
