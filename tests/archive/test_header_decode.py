@@ -179,33 +179,43 @@ def test_a_cut_object_is_declined_and_pydicom_says_why(
         archive.ingest._read_header(data[:-cut])
 
 
-def test_undefined_length_sequences_and_fragments_are_walked(
-        archive: Archive, tmp_path: Path) -> None:
-    """A data set with nested undefined-length sequences and items and encapsulated pixel data
-    (offset table, two fragments) is taken by the walk and gives pydicom's header."""
+def _with_nested_sequences(path: Path, referenced_items: int, anatomy: int,
+                           **kw: object) -> pydicom.Dataset:
+    """An instance with two undefined-length sequences (Referenced Image, items of undefined
+    length holding another one; Anatomic Region with `anatomy` items) not yet saved."""
     from pydicom.dataset import Dataset
-    from pydicom.encaps import encapsulate
     from pydicom.sequence import Sequence
-    from pydicom.uid import JPEGBaseline8Bit
 
-    path = tmp_path / "a.dcm"
-    ds = make_instance(path, rows=16, columns=16)
+    ds = make_instance(path, rows=16, columns=16, **kw)  # type: ignore[arg-type]
     inner = Dataset()
     inner.CodeValue, inner.CodingSchemeDesignator, inner.CodeMeaning = "T-D1100", "SRT", "Head"
     item = Dataset()
     item.ReferencedSOPClassUID = ds.SOPClassUID
     item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
     item.PurposeOfReferenceCodeSequence = Sequence([inner])
-    ds.ReferencedImageSequence = Sequence([item, item])
-    ds.AnatomicRegionSequence = Sequence([inner])
-    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-    ds.PixelData = encapsulate([b"\xff\xd8" + b"\x01" * 98 + b"\xff\xd9", b"\x02" * 64])
-    ds["PixelData"].VR = "OB"
-    ds["PixelData"].is_undefined_length = True
+    item["PurposeOfReferenceCodeSequence"].is_undefined_length = True
+    ds.ReferencedImageSequence = Sequence([item] * referenced_items)
+    ds.AnatomicRegionSequence = Sequence([inner] * anatomy)
     for element in ("ReferencedImageSequence", "AnatomicRegionSequence"):
         ds[element].is_undefined_length = True
     for it in (item, inner):
         it.is_undefined_length_sequence_item = True
+    return ds
+
+
+def test_undefined_length_sequences_and_fragments_are_walked(
+        archive: Archive, tmp_path: Path) -> None:
+    """A data set with nested undefined-length sequences and items and encapsulated pixel data
+    (offset table, two fragments) is taken by the walk and gives pydicom's header."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    path = tmp_path / "a.dcm"
+    ds = _with_nested_sequences(path, 2, 1)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([b"\xff\xd8" + b"\x01" * 98 + b"\xff\xd9", b"\x02" * 64])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
     ds.save_as(path, enforce_file_format=True)
     data = path.read_bytes()
     assert b"\xfe\xff\x0d\xe0" in data and b"\xfe\xff\xdd\xe0" in data  # delimiters written
@@ -221,26 +231,11 @@ def test_implicit_vr_with_undefined_length_sequences_is_walked(
     """Implicit VR little endian (what pynetdicom's requestors propose first): nested
     undefined-length sequences and items are walked, values are decoded with the data
     dictionary's VRs, and the header is pydicom's."""
-    from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence
     from pydicom.uid import ImplicitVRLittleEndian
 
     path = tmp_path / "a.dcm"
-    ds = make_instance(path, rows=16, columns=16,
-                       extra={"ImageType": ["ORIGINAL", "PRIMARY"], "PixelSpacing": [0.5, 0.5]})
-    inner = Dataset()
-    inner.CodeValue, inner.CodingSchemeDesignator, inner.CodeMeaning = "T-D1100", "SRT", "Head"
-    item = Dataset()
-    item.ReferencedSOPClassUID = ds.SOPClassUID
-    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
-    item.PurposeOfReferenceCodeSequence = Sequence([inner])
-    ds.ReferencedImageSequence = Sequence([item, item])
-    ds.AnatomicRegionSequence = Sequence([])
-    for element in ("ReferencedImageSequence", "AnatomicRegionSequence"):
-        ds[element].is_undefined_length = True
-    item["PurposeOfReferenceCodeSequence"].is_undefined_length = True
-    for it in (item, inner):
-        it.is_undefined_length_sequence_item = True
+    ds = _with_nested_sequences(path, 2, 0, extra={"ImageType": ["ORIGINAL", "PRIMARY"],
+                                                   "PixelSpacing": [0.5, 0.5]})
     ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     ds.save_as(path, enforce_file_format=True)
     data = path.read_bytes()

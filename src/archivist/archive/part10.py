@@ -65,8 +65,14 @@ def _element_header(data: bytes, pos: int, end: int) -> tuple[int, bytes, int, i
     return (group << 16) | element, vr, _LONG.unpack_from(data, pos + 8)[0], pos + 12
 
 
-def _skip_sequence(data: bytes, pos: int, end: int, depth: int) -> int:
-    """Past the items and the delimiter of an undefined-length sequence starting at `pos`."""
+_ITEM_TAG = b"\xfe\xff\x00\xe0"
+_ITEM_END = b"\xfe\xff\x0d\xe0"
+_SEQUENCE_END = b"\xfe\xff\xdd\xe0"
+
+
+def _skip_items(data: bytes, pos: int, end: int, depth: int, implicit: bool | None) -> int:
+    """Past the items and the delimiter of an undefined-length sequence (`implicit`: its
+    encoding) or, `implicit` None, of encapsulated pixel data (fragments: defined lengths only)."""
     if depth > _MAX_DEPTH:
         raise _Decline
     while True:
@@ -76,7 +82,7 @@ def _skip_sequence(data: bytes, pos: int, end: int, depth: int) -> int:
         pos += 8
         if group != 0xFFFE:
             raise _Decline
-        if element == 0xE0DD:  # sequence delimiter
+        if element == 0xE0DD:  # the sequence delimiter
             if length:
                 raise _Decline
             return pos
@@ -86,91 +92,38 @@ def _skip_sequence(data: bytes, pos: int, end: int, depth: int) -> int:
             pos += length
             if pos > end:
                 raise _Decline
-            continue
-        pos = _skip_item(data, pos, end, depth)
+        elif implicit is None:
+            raise _Decline  # a fragment of undefined length
+        else:
+            pos = _skip_item(data, pos, end, depth, implicit)
 
 
-def _skip_item(data: bytes, pos: int, end: int, depth: int) -> int:
+def _skip_item(data: bytes, pos: int, end: int, depth: int, implicit: bool) -> int:
     """Past the elements and the delimiter of an undefined-length item starting at `pos`."""
     while True:
         if pos + 8 > end:
             raise _Decline
-        if data[pos:pos + 4] == b"\xfe\xff\x0d\xe0":  # item delimiter
+        if data[pos:pos + 4] == _ITEM_END:
             if _ITEM.unpack_from(data, pos)[2]:
                 raise _Decline
             return pos + 8
-        _, vr, length, pos = _element_header(data, pos, end)
-        if length == _UNDEFINED:
-            if vr != b"SQ":
-                raise _Decline
-            pos = _skip_sequence(data, pos, end, depth + 1)
+        if implicit:
+            length = _ITEM.unpack_from(data, pos)[2]
+            pos += 8
+            # pydicom reads an undefined length followed by an item, or by the delimiter of
+            # an empty sequence, as a sequence
+            nested = data[pos:pos + 4] in (_ITEM_TAG, _SEQUENCE_END)
         else:
-            pos += length
-            if pos > end:
-                raise _Decline
-
-
-def _skip_fragments(data: bytes, pos: int, end: int) -> int:
-    """Past the items (offset table, fragments) and the delimiter of encapsulated pixel data."""
-    while True:
-        if pos + 8 > end:
-            raise _Decline
-        group, element, length = _ITEM.unpack_from(data, pos)
-        pos += 8
-        if group != 0xFFFE or length == _UNDEFINED:
-            raise _Decline
-        if element == 0xE0DD:
-            if length:
-                raise _Decline
-            return pos
-        if element != 0xE000:
-            raise _Decline
-        pos += length
-        if pos > end:
-            raise _Decline
-
-
-def _skip_implicit_sequence(data: bytes, pos: int, end: int, depth: int) -> int:
-    """Past the items and the delimiter of an undefined-length implicit VR sequence."""
-    if depth > _MAX_DEPTH:
-        raise _Decline
-    while True:
-        if pos + 8 > end:
-            raise _Decline
-        group, element, length = _ITEM.unpack_from(data, pos)
-        pos += 8
-        if group != 0xFFFE:
-            raise _Decline
-        if element == 0xE0DD:
-            if length:
-                raise _Decline
-            return pos
-        if element != 0xE000:
-            raise _Decline
+            _, vr, length, pos = _element_header(data, pos, end)
+            nested = vr == b"SQ"
         if length != _UNDEFINED:
             pos += length
             if pos > end:
                 raise _Decline
-            continue
-        while True:  # an undefined-length item: its elements up to the item delimiter
-            if pos + 8 > end:
-                raise _Decline
-            group, element, length = _ITEM.unpack_from(data, pos)
-            pos += 8
-            if group == 0xFFFE and element == 0xE00D:
-                if length:
-                    raise _Decline
-                break
-            if length == _UNDEFINED:
-                # A nested sequence (pydicom reads any undefined length followed by an item
-                # or an empty sequence's delimiter as one).
-                if data[pos:pos + 4] not in (b"\xfe\xff\x00\xe0", b"\xfe\xff\xdd\xe0"):
-                    raise _Decline
-                pos = _skip_implicit_sequence(data, pos, end, depth + 1)
-            else:
-                pos += length
-                if pos > end:
-                    raise _Decline
+        elif nested:
+            pos = _skip_items(data, pos, end, depth + 1, implicit)
+        else:
+            raise _Decline
 
 
 def _known_sequence(tag: int) -> bool:
@@ -239,12 +192,12 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
                 if implicit:
                     if not _known_sequence(tag):
                         raise _Decline  # a private or unknown one: pydicom looks ahead
-                    pos = _skip_implicit_sequence(data, value_at, end, 0)
+                    pos = _skip_items(data, value_at, end, 0, True)
                     vr_text = "SQ"  # as pydicom's reader sets it
                 elif vr == b"SQ":
-                    pos = _skip_sequence(data, value_at, end, 0)
+                    pos = _skip_items(data, value_at, end, 0, False)
                 elif tag in _PIXEL_TAGS and pixel is None and vr in (b"OB", b"OW"):
-                    pos = _skip_fragments(data, value_at, end)
+                    pos = _skip_items(data, value_at, end, 0, None)
                 else:
                     raise _Decline
                 value = data[value_at:pos]
