@@ -357,11 +357,8 @@ class Index:
         def _on_begin(conn: Any) -> None:
             # On the driver's connection: SQLAlchemy's statement pipeline (context, cursor,
             # result) cost more than the BEGIN itself, once per write transaction.
-            dbapi_conn = conn.connection.driver_connection
-            try:
-                dbapi_conn.execute(begin)
-            except conn.dialect.loaded_dbapi.Error as exc:
-                raise DBAPIError.instance(begin, (), exc, conn.dialect.loaded_dbapi.Error) from exc
+            with self._sql._translated(begin, ()):
+                conn.connection.driver_connection.execute(begin)
 
         return engine
 
