@@ -175,8 +175,8 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
             return None  # pydicom would switch to the other VR encoding (with a warning)
         elements: dict[BaseTag, _Element] = {}
         pixel: PixelDataInfo | None = None
-        vr_text: str | None = None
         while pos < end:
+            vr: bytes | None = None  # implicit VR: none in the data
             if implicit:
                 if pos + 8 > end:
                     raise _Decline
@@ -185,7 +185,6 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
             else:
                 tag, vr, length, value_at = _element_header(data, pos, end)
                 group = tag >> 16
-                vr_text = _VR_TEXT[vr]
             if group <= 0x0002 or group == 0xFFFE:
                 raise _Decline  # a command or File Meta group in the data set, a stray item
             if length == _UNDEFINED:
@@ -193,32 +192,32 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
                     if not _known_sequence(tag):
                         raise _Decline  # a private or unknown one: pydicom looks ahead
                     pos = _skip_items(data, value_at, end, 0, True)
-                    vr_text = "SQ"  # as pydicom's reader sets it
                 elif vr == b"SQ":
                     pos = _skip_items(data, value_at, end, 0, False)
                 elif tag in _PIXEL_TAGS and pixel is None and vr in (b"OB", b"OW"):
                     pos = _skip_items(data, value_at, end, 0, None)
                 else:
                     raise _Decline
-                value = data[value_at:pos]
             else:
                 pos = value_at + length
                 if pos > end:
                     raise _Decline
-                value = None
-                if implicit:
-                    vr_text = None
             if pixel is not None:
                 if tag < pixel.tag:
                     raise _Decline  # out of order after the pixel data: pydicom's to sort
                 continue  # after the pixel data: walked, not kept
             if tag in _PIXEL_TAGS:
                 pixel = PixelDataInfo(tag, length, value_at)
-                continue
+                continue  # its value is never copied
+            # An implicit VR element's VR is None, an undefined-length one's "SQ", as
+            # pydicom's reader gives them.
+            if vr is not None:
+                vr_text: str | None = _VR_TEXT[vr]
+            else:
+                vr_text = "SQ" if length == _UNDEFINED else None
             key = BaseTag(tag)
-            elements[key] = RawDataElement(
-                key, vr_text, length,
-                data[value_at:pos] if value is None else value, value_at, implicit, True)
+            elements[key] = RawDataElement(key, vr_text, length, data[value_at:pos], value_at,
+                                           implicit, True)
     except _Decline:
         return None
     ds = Dataset(elements)
