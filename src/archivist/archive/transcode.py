@@ -9,6 +9,10 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from archivist.archive import jpeg_plugin
+
+jpeg_plugin.register()  # JPEG Lossless, which pydicom would otherwise decode with GDCM only
+
 PIXEL_DATA = 0x7FE00010
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
