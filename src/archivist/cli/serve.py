@@ -83,19 +83,36 @@ def _listen(settings: Settings) -> tuple[socket.socket, socket.socket] | int:
     return dimse, http
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this worker when its parent dies (Linux), so a supervisor
-    killed with SIGKILL leaves no worker holding the ports."""
+def _prctl(option: int, value: int) -> bool:
+    """prctl(2) on Linux; False where it is missing or refused."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        return bool(libc.prctl(option, value, 0, 0, 0) == 0)
     except (OSError, AttributeError):
-        pass
+        return False
+
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this worker when its parent dies (Linux), so a supervisor
+    killed with SIGKILL leaves no worker holding the ports."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _supervise(settings: Settings, workers: int) -> int:
+    """Start `workers` worker processes, restart any that dies, stop them all on SIGTERM.
+
+    The workers come from a short-lived *zygote* process: it imports and loads what a worker
+    runs, forks the workers (which share those pages, copy-on-write) and exits; this process,
+    a child subreaper, inherits them. So the supervisor never holds the ~100 MB of modules and
+    tables itself: the tree's memory is the workers' plus a small supervisor. Where a process
+    cannot be a subreaper (not Linux), the supervisor loads them and forks the workers itself.
+    """
     import multiprocessing
 
     log = logging.getLogger("archivist.serve")
@@ -103,7 +120,9 @@ def _supervise(settings: Settings, workers: int) -> int:
     if isinstance(bound, int):
         return bound
     dimse_sock, http_sock = bound
-    _preload(settings)
+    via_zygote = _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    if not via_zygote:
+        _preload(settings)
     cells = multiprocessing.Array("i", 2 * workers, lock=False)  # associations, connections
     for number in range(workers):
         cells[workers + number] = -1  # not accepting yet
@@ -112,25 +131,68 @@ def _supervise(settings: Settings, workers: int) -> int:
     started: dict[int, float] = {}
     stopping = False
 
-    def spawn(number: int) -> None:
-        pid = os.fork()
-        if pid == 0:  # the worker
+    def worker(number: int, zygote: bool) -> None:
+        """The worker process: serve, then exit (never returns)."""
+        code = 1
+        try:
+            if zygote:  # wait until the zygote has gone and this process is the supervisor's
+                deadline = time.monotonic() + 30
+                while os.getppid() != parent and time.monotonic() < deadline:
+                    time.sleep(0.002)
+            _die_with_parent()
+            if os.getppid() != parent:
+                os._exit(1)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = _serve(settings, dimse_sock=dimse_sock, http_sock=http_sock,
+                          worker=(number, workers, cells))
+        except BaseException:
+            logging.getLogger("archivist.serve").exception("worker %d failed", number)
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+    def spawn(numbers: list[int]) -> None:
+        if not via_zygote:
+            for number in numbers:
+                pid = os.fork()
+                if pid == 0:
+                    worker(number, zygote=False)
+                children[pid] = number
+                started[number] = time.monotonic()
+            return
+        readable, writable = os.pipe()
+        zygote = os.fork()
+        if zygote == 0:
             code = 1
             try:
-                _die_with_parent()
-                if os.getppid() != parent:
-                    os._exit(1)
+                os.close(readable)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                code = _serve(settings, dimse_sock=dimse_sock, http_sock=http_sock,
-                              worker=(number, workers, cells))
+                _preload(settings)
+                for number in numbers:
+                    pid = os.fork()
+                    if pid == 0:
+                        os.close(writable)
+                        worker(number, zygote=True)
+                    os.write(writable, f"{number} {pid}\n".encode())
+                code = 0
             except BaseException:
-                logging.getLogger("archivist.serve").exception("worker %d failed", number)
+                logging.getLogger("archivist.serve").exception("starting workers failed")
             finally:
-                logging.shutdown()
                 os._exit(code)
-        children[pid] = number
-        started[number] = time.monotonic()
+        os.close(writable)
+        with os.fdopen(readable, "rb") as fh:
+            told = fh.read().split()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(zygote, 0)
+        for number_s, pid_s in zip(told[::2], told[1::2]):
+            pid = int(pid_s)
+            children[pid] = int(number_s)
+            started[int(number_s)] = time.monotonic()
+            if stopping:  # a SIGTERM came while the zygote worked: this one stops too
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -143,8 +205,7 @@ def _supervise(settings: Settings, workers: int) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    for number in range(workers):
-        spawn(number)
+    spawn(list(range(workers)))
     worst = 0
     quick_deaths = 0
     while children:
@@ -171,7 +232,7 @@ def _supervise(settings: Settings, workers: int) -> int:
             continue
         time.sleep(min(5.0, 0.5 * (quick_deaths + 1)))
         if not stopping:  # a SIGTERM during the pause: no new worker that nobody would stop
-            spawn(number)
+            spawn([number])
     dimse_sock.close()
     http_sock.close()
     log.info("stopped")
@@ -179,10 +240,10 @@ def _supervise(settings: Settings, workers: int) -> int:
 
 
 def _preload(settings: Settings) -> None:
-    """Import what a worker runs (and load the validator's tables) BEFORE forking, then freeze
-    the garbage collector's view of it: the workers share those pages with this process
-    instead of each loading its own copy (~90 MB of modules and tables per worker). No thread
-    is started here, so forking stays safe."""
+    """Import what a worker runs (and load the validator's tables) before forking the workers,
+    then freeze the garbage collector's view of it: the workers share those pages instead of
+    each loading its own copy (~90 MB of modules and tables per worker). No thread is started
+    here, so forking stays safe."""
     import gc
 
     import uvicorn  # noqa: F401
