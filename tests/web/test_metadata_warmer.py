@@ -1,4 +1,5 @@
-"""The series metadata warmer yields to stores that arrive while it is building."""
+"""The series metadata warmer yields to stores that arrive while it is building, and waits while
+DICOM associations are open."""
 
 from __future__ import annotations
 
@@ -52,3 +53,29 @@ def test_warmer_stops_building_when_stores_resume(tmp_path: Path, monkeypatch) -
     # After the store it built nothing more until the archive had been quiet again.
     assert calls[1][0] - resumed[0] >= quiet, [round(t - resumed[0], 3) for t, _ in calls]
     assert {s for _, s in calls} == {*series, "1.2.826.0.1.3680043.8.498.99"}
+
+
+def test_warmer_waits_while_a_dicom_association_is_open(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    settings = load_settings(env={}, overrides={"data_dir": tmp_path / "data"})
+    archive = Archive.open(settings)
+    open_associations = [1]  # as DimseServer.associations reports them (all workers)
+    health = SimpleNamespace(stopping=False, dimse_associations=lambda: open_associations[0])
+    state = SimpleNamespace(archive=archive, last_request=0.0, health=health)
+    built: list[float] = []
+    monkeypatch.setattr(wado.MetadataCache, "warm",
+                        lambda self, study, series: built.append(time.monotonic()))
+    stop = wado.start_warmer(state, quiet=0.2, poll=0.05, patience=60)
+    time.sleep(0.3)
+    _store(archive, tmp_path / "a.dcm", "1.2.826.0.1.3680043.8.498.7")
+    try:
+        time.sleep(1.5)  # quiet for far longer than `quiet`, but an association is open
+        assert built == []
+        closed = time.monotonic()
+        open_associations[0] = 0
+        deadline = time.monotonic() + 10
+        while not built and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert built and built[0] >= closed
+    finally:
+        stop.set()
+        archive.close()

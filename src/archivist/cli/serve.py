@@ -299,6 +299,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
         archive.close()
         return 1
     dimse.wait_listening()
+    health.dimse_associations = dimse.associations
     health.dimse_ready = True
     app = create_app(archive, health, background=number == 0)
 

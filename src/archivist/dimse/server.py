@@ -126,6 +126,11 @@ class DimseServer:
                                  count=self.count)
         self.acceptor.start()
 
+    def associations(self) -> int:
+        """Associations open now, across the workers that share the port (0 when stopped)."""
+        acceptor = self.acceptor
+        return acceptor.count.total() if acceptor is not None else 0
+
     def wait_listening(self, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
         host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "") else self.settings.host

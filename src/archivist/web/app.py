@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,9 @@ class Health:
     dimse_ready: bool = False
     http_ready: bool = False
     stopping: bool = False
+    #: How many DICOM associations are open in the whole server (all workers), when known:
+    #: background work waits while there are any.
+    dimse_associations: Callable[[], int] | None = None
 
     @property
     def ok(self) -> bool:

@@ -270,15 +270,20 @@ def cache_of(request: Request) -> MetadataCache:
 
 
 def _serving(state: Any, within: float = 0.5) -> bool:
-    """True when an HTTP request arrived in the last `within` seconds (see web/app.py)."""
-    return time.monotonic() - float(getattr(state, "last_request", 0.0)) < within
+    """True when an HTTP request arrived in the last `within` seconds (see web/app.py), or a
+    DICOM association is open in any worker (C-FIND, C-MOVE, C-GET answer over DIMSE)."""
+    if time.monotonic() - float(getattr(state, "last_request", 0.0)) < within:
+        return True
+    associations = getattr(getattr(state, "health", None), "dimse_associations", None)
+    return bool(associations is not None and associations() > 0)
 
 
 def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
                  patience: float = 60.0) -> threading.Event:
     """Precompute series metadata in a daemon thread once the archive has been quiet for
     `quiet` seconds (or a series has waited `patience` seconds). It stops building when HTTP
-    requests are being answered or objects are stored again, and waits for quiet anew.
+    requests are being answered, a DICOM association is open or objects are stored again, and
+    waits for quiet anew.
 
     Returns the event that stops it.
     """
@@ -306,8 +311,9 @@ def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
                             last_any
                 now = time.monotonic()
                 # Build while the archive is quiet, so warming never competes with ingest or
-                # with requests being answered (HTTP seen in the last half second); a series
-                # waiting longer than `patience` is built anyway.
+                # with requests being answered (HTTP seen in the last half second, a DICOM
+                # association open in any worker); a series waiting longer than `patience` is
+                # built anyway.
                 archive_quiet = now - last_any >= quiet
                 built = 0
                 for key, when in list(pending.items()):
