@@ -41,3 +41,19 @@ def test_one_process_never_defers() -> None:
     assert not AssociationCount().busier_than_another()
     legacy = multiprocessing.Array("i", 2, lock=False)  # associations only
     assert not AssociationCount(legacy, 0, 2).busier_than_another()
+
+
+def test_quiet_for_counts_from_the_last_association_of_any_worker() -> None:
+    cells = _cells([0, 0], [0, 0])
+    stamps = multiprocessing.Array("d", 2, lock=False)
+    mine, other = AssociationCount(cells, 0, 2, stamps), AssociationCount(cells, 1, 2, stamps)
+    assert mine.quiet_for() > 1000  # nothing yet
+    other.set(1)
+    assert mine.quiet_for() == 0.0  # open on the other worker
+    other.set(0)
+    assert 0.0 <= mine.quiet_for() < 0.5
+    alone = AssociationCount()
+    alone.set(1)
+    assert alone.quiet_for() == 0.0
+    alone.set(0)
+    assert alone.quiet_for() < 0.5

@@ -3,6 +3,7 @@ DICOM associations are open."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from types import SimpleNamespace
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin
 from archivist.config import load_settings
+from archivist.dimse.acceptor import AssociationCount
 from archivist.testing.datasets import make_instance
 from archivist.web.dicomweb import wado
 
@@ -55,11 +57,14 @@ def test_warmer_stops_building_when_stores_resume(tmp_path: Path, monkeypatch) -
     assert {s for _, s in calls} == {*series, "1.2.826.0.1.3680043.8.498.99"}
 
 
-def test_warmer_waits_while_a_dicom_association_is_open(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_warmer_waits_for_dicom_quiet(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     settings = load_settings(env={}, overrides={"data_dir": tmp_path / "data"})
     archive = Archive.open(settings)
-    open_associations = [1]  # as DimseServer.associations reports them (all workers)
-    health = SimpleNamespace(stopping=False, dimse_associations=lambda: open_associations[0])
+    cells = multiprocessing.Array("i", 4, lock=False)
+    stamps = multiprocessing.Array("d", 2, lock=False)
+    worker0 = AssociationCount(cells, 0, 2, stamps=stamps)  # the warmer's worker
+    worker1 = AssociationCount(cells, 1, 2, stamps=stamps)
+    health = SimpleNamespace(stopping=False, dimse_quiet_for=worker0.quiet_for)
     state = SimpleNamespace(archive=archive, last_request=0.0, health=health)
     built: list[float] = []
     monkeypatch.setattr(wado.MetadataCache, "warm",
@@ -68,14 +73,20 @@ def test_warmer_waits_while_a_dicom_association_is_open(tmp_path: Path, monkeypa
     time.sleep(0.3)
     _store(archive, tmp_path / "a.dcm", "1.2.826.0.1.3680043.8.498.7")
     try:
-        time.sleep(1.5)  # quiet for far longer than `quiet`, but an association is open
+        # Associations one after the other on the OTHER worker, with gaps between them, for
+        # far longer than `quiet`: nothing is built.
+        until = time.monotonic() + 1.5
+        while time.monotonic() < until:
+            worker1.set(1)
+            time.sleep(0.03)
+            worker1.set(0)
+            time.sleep(0.03)
         assert built == []
-        closed = time.monotonic()
-        open_associations[0] = 0
+        last = stamps[1]  # when the last association ended
         deadline = time.monotonic() + 10
         while not built and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert built and built[0] >= closed
+        assert built and built[0] - last >= 0.5  # half a second of DICOM quiet first
     finally:
         stop.set()
         archive.close()

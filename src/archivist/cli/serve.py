@@ -124,6 +124,7 @@ def _supervise(settings: Settings, workers: int) -> int:
     if not via_zygote:
         _preload(settings)
     cells = multiprocessing.Array("i", 2 * workers, lock=False)  # associations, connections
+    stamps = multiprocessing.Array("d", workers, lock=False)  # when each count last changed
     for number in range(workers):
         cells[workers + number] = -1  # not accepting yet
     parent = os.getpid()
@@ -145,7 +146,7 @@ def _supervise(settings: Settings, workers: int) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = _serve(settings, dimse_sock=dimse_sock, http_sock=http_sock,
-                          worker=(number, workers, cells))
+                          worker=(number, workers, cells, stamps))
         except BaseException:
             logging.getLogger("archivist.serve").exception("worker %d failed", number)
         finally:
@@ -266,12 +267,13 @@ def _preload(settings: Settings) -> None:
 
 def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
            http_sock: socket.socket | None = None,
-           worker: tuple[int, int, Any] | None = None) -> int:
+           worker: tuple[int, int, Any, Any] | None = None) -> int:
     """One archive node: the DIMSE acceptor and the HTTP server, in this process.
 
-    `worker` is (number, how many, the shared association counts) when this process is one of
-    several sharing `dimse_sock` and `http_sock`; worker 0 also runs the background work that
-    one node is enough for (the metadata warmer) and prints where the archive listens.
+    `worker` is (number, how many, the shared association counts, their time stamps) when this
+    process is one of several sharing `dimse_sock` and `http_sock`; worker 0 also runs the
+    background work that one node is enough for (the metadata warmer) and prints where the
+    archive listens.
     """
     log = logging.getLogger("archivist.serve")
     import uvicorn
@@ -289,7 +291,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
 
         tables()
     health = Health()
-    count = AssociationCount(worker[2], number, total) if worker else None
+    count = AssociationCount(worker[2], number, total, stamps=worker[3]) if worker else None
     dimse = DimseServer(archive, listen_socket=dimse_sock, count=count)
     try:
         dimse.start()
@@ -299,7 +301,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
         archive.close()
         return 1
     dimse.wait_listening()
-    health.dimse_associations = dimse.associations
+    health.dimse_quiet_for = dimse.quiet_for
     health.dimse_ready = True
     app = create_app(archive, health, background=number == 0)
 

@@ -164,11 +164,18 @@ class AssociationCount:
     and after it dies). The total is a sum; the supervisor zeroes the association cell of a
     worker that died. Two workers admitting at the same instant may overshoot the limit by one
     each. Without `workers`, every cell is an association count (no connection counts).
+
+    `stamps` (one float per worker, shared the same way) holds when each worker's association
+    count last changed (``time.monotonic()``, one clock for every process), so background work
+    can tell how long the whole server has been without DICOM traffic (:meth:`quiet_for`).
     """
 
-    def __init__(self, cells: Any = None, index: int = 0, workers: int | None = None) -> None:
+    def __init__(self, cells: Any = None, index: int = 0, workers: int | None = None,
+                 stamps: Any = None) -> None:
         self._cells = cells
         self._index = index
+        self._stamps = stamps
+        self._stamp = 0.0
         if workers is None:
             workers = len(cells) if cells is not None else 1
         self._workers = workers
@@ -180,6 +187,17 @@ class AssociationCount:
         self._mine = n
         if self._cells is not None:
             self._cells[self._index] = n
+        self._stamp = time.monotonic()
+        if self._stamps is not None:
+            self._stamps[self._index] = self._stamp
+
+    def quiet_for(self) -> float:
+        """Seconds since the last association anywhere in the server ended; 0 while one is
+        open."""
+        if self.total() > 0:
+            return 0.0
+        last = max(self._stamps[:]) if self._stamps is not None else self._stamp
+        return max(0.0, time.monotonic() - last)
 
     def total(self) -> int:
         if self._cells is None:

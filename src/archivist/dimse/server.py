@@ -126,10 +126,10 @@ class DimseServer:
                                  count=self.count)
         self.acceptor.start()
 
-    def associations(self) -> int:
-        """Associations open now, across the workers that share the port (0 when stopped)."""
+    def quiet_for(self) -> float:
+        """Seconds without an open association, across the workers that share the port."""
         acceptor = self.acceptor
-        return acceptor.count.total() if acceptor is not None else 0
+        return acceptor.count.quiet_for() if acceptor is not None else float("inf")
 
     def wait_listening(self, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout

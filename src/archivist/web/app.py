@@ -41,9 +41,9 @@ class Health:
     dimse_ready: bool = False
     http_ready: bool = False
     stopping: bool = False
-    #: How many DICOM associations are open in the whole server (all workers), when known:
-    #: background work waits while there are any.
-    dimse_associations: Callable[[], int] | None = None
+    #: Seconds since the last DICOM association in the whole server (all workers) ended, 0
+    #: while one is open, when known: background work waits for DIMSE quiet as for HTTP quiet.
+    dimse_quiet_for: Callable[[], float] | None = None
 
     @property
     def ok(self) -> bool:

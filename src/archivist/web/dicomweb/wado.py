@@ -271,19 +271,20 @@ def cache_of(request: Request) -> MetadataCache:
 
 def _serving(state: Any, within: float = 0.5) -> bool:
     """True when an HTTP request arrived in the last `within` seconds (see web/app.py), or a
-    DICOM association is open in any worker (C-FIND, C-MOVE, C-GET answer over DIMSE)."""
+    DICOM association was open in any worker in that time (C-FIND, C-MOVE and C-GET come as
+    associations one after the other: a gap between two is not quiet)."""
     if time.monotonic() - float(getattr(state, "last_request", 0.0)) < within:
         return True
-    associations = getattr(getattr(state, "health", None), "dimse_associations", None)
-    return bool(associations is not None and associations() > 0)
+    quiet_for = getattr(getattr(state, "health", None), "dimse_quiet_for", None)
+    return bool(quiet_for is not None and quiet_for() < within)
 
 
 def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
                  patience: float = 60.0) -> threading.Event:
     """Precompute series metadata in a daemon thread once the archive has been quiet for
     `quiet` seconds (or a series has waited `patience` seconds). It stops building when HTTP
-    requests are being answered, a DICOM association is open or objects are stored again, and
-    waits for quiet anew.
+    requests are being answered, a DICOM association is open (or was, half a second ago) or
+    objects are stored again, and waits for quiet anew.
 
     Returns the event that stops it.
     """
