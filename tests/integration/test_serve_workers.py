@@ -60,6 +60,26 @@ def test_serve_runs_the_configured_workers(make_server) -> None:  # type: ignore
     assert "Traceback" not in srv.log()
 
 
+def test_the_supervisor_holds_none_of_the_worker_stack(make_server) -> None:  # type: ignore[no-untyped-def]
+    """The supervisor re-executes itself lean and the workers come from a zygote: neither the
+    command-line parser's libraries (typer, pydantic) nor the archive's (numpy, SQLite) are
+    loaded in it, while every worker has the archive's."""
+    srv = make_server("--workers", "2")
+    assert _wait(lambda: len(_workers(srv)) == 2)
+    assert srv.proc is not None
+
+    def mapped(pid: int) -> str:
+        return Path(f"/proc/{pid}/maps").read_text()
+
+    supervisor = mapped(srv.proc.pid)
+    for library in ("_pydantic_core", "_multiarray_umath", "libsqlite3", "_sqlite3"):
+        assert library not in supervisor, library
+    for pid in _workers(srv):
+        assert "_multiarray_umath" in mapped(pid) and "_sqlite3" in mapped(pid)
+    assert "--supervise-fd" in Path(f"/proc/{srv.proc.pid}/cmdline").read_text()
+    assert srv.stop() == 0
+
+
 def test_max_associations_is_a_limit_for_the_whole_server(make_server) -> None:  # type: ignore[no-untyped-def]
     srv = make_server("--workers", "2", env={"ARCHIVIST_MAX_ASSOCIATIONS": "3"})
     ae = _ae()

@@ -61,7 +61,48 @@ def run_server(settings: Settings) -> int:
     workers = settings.worker_count
     if workers <= 1:
         return _serve(settings)
+    _become_lean_supervisor(settings)  # returns only when it cannot
     return _supervise(settings, workers)
+
+
+def _become_lean_supervisor(settings: Settings) -> None:
+    """Replace this process by a fresh interpreter that only supervises (``python -m
+    archivist.cli.serve``; same PID, same standard streams). The command-line parser loaded
+    typer and, through it, pydantic: ~20 MB that the supervisor would hold for the server's
+    whole life. The settings go over an inherited pipe. Returns when the exec fails."""
+    import pickle
+
+    data = pickle.dumps(settings)
+    if len(data) > 60_000:  # more than a pipe holds without a reader: stay as we are
+        return
+    readable, writable = os.pipe()
+    os.write(writable, data)
+    os.close(writable)
+    os.set_inheritable(readable, True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        # The original command line follows "--", for ps and top only.
+        os.execv(sys.executable, [sys.executable, "-m", "archivist.cli.serve",
+                                  "--supervise-fd", str(readable), "--", *sys.argv])
+    except OSError:
+        os.close(readable)
+
+
+def _lean_main(argv: list[str]) -> int:
+    """Entry point of the lean supervisor (see :func:`_become_lean_supervisor`)."""
+    import pickle
+
+    if len(argv) < 2 or argv[0] != "--supervise-fd" or argv[2:3] not in ([], ["--"]):
+        print("usage: python -m archivist.cli.serve --supervise-fd FD (started by "
+              "'archivist serve')", file=sys.stderr)
+        return 2
+    with os.fdopen(int(argv[1]), "rb") as fh:
+        settings = pickle.load(fh)
+    if not isinstance(settings, Settings):
+        return 2
+    configure_logging(settings.log_level, workers=settings.worker_count)
+    return _supervise(settings, settings.worker_count)
 
 
 def _listen(settings: Settings) -> tuple[socket.socket, socket.socket] | int:
@@ -265,6 +306,21 @@ def _preload(settings: Settings) -> None:
     gc.freeze()
 
 
+def _fixed_mmap_threshold(size: int = 256 * 1024) -> None:
+    """Have glibc's malloc map every block of `size` bytes or more on its own, and unmap it
+    when freed (mallopt M_MMAP_THRESHOLD; fixing it also stops glibc raising the threshold
+    after the first free of such a block). Otherwise, once a few 0.5 MB objects have passed
+    through, their buffers come from the per-thread heaps, which keep the freed memory: about
+    12 MB more per worker after a CT ingest, for no measurable speed."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, size)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
            http_sock: socket.socket | None = None,
            worker: tuple[int, int, Any, Any] | None = None) -> int:
@@ -284,6 +340,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     from archivist.web.app import Health, create_app
 
     number, total = (worker[0], worker[1]) if worker else (0, 1)
+    _fixed_mmap_threshold()
     archive = Archive.open(settings)
     if settings.validation_policy != "off":
         # The standard's tables (~0.1 s to load): before the first object, not during it.
@@ -358,3 +415,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
               file=sys.stderr)
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_lean_main(sys.argv[1:]))
