@@ -39,8 +39,9 @@ CACHED_VRS = frozenset({
 MAX_CACHED_VALUE = 128
 
 #: The cache is emptied when it holds this many values (a bound, not an LRU: cheap, and a
-#: stream refills what it repeats at once).
-MAX_CACHED = 16384
+#: stream refills what it repeats at once). Full, it holds ~1.3 MB (16,384: ~5 MB per worker,
+#: for no measurable gain: the values unique to each object fill it whatever its size).
+MAX_CACHED = 4096
 
 _LUT_TAGS = frozenset(_LUT_DESCRIPTOR_TAGS)
 _cache: dict[tuple[str, bytes, Any, bool], Any] = {}
