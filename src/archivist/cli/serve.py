@@ -306,21 +306,6 @@ def _preload(settings: Settings) -> None:
     gc.freeze()
 
 
-def _fixed_mmap_threshold(size: int = 256 * 1024) -> None:
-    """Have glibc's malloc map every block of `size` bytes or more on its own, and unmap it
-    when freed (mallopt M_MMAP_THRESHOLD; fixing it also stops glibc raising the threshold
-    after the first free of such a block). Otherwise, once a few 0.5 MB objects have passed
-    through, their buffers come from the per-thread heaps, which keep the freed memory: about
-    12 MB more per worker after a CT ingest, for no measurable speed."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, size)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
            http_sock: socket.socket | None = None,
            worker: tuple[int, int, Any, Any] | None = None) -> int:
@@ -340,7 +325,6 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     from archivist.web.app import Health, create_app
 
     number, total = (worker[0], worker[1]) if worker else (0, 1)
-    _fixed_mmap_threshold()
     archive = Archive.open(settings)
     if settings.validation_policy != "off":
         # The standard's tables (~0.1 s to load): before the first object, not during it.
