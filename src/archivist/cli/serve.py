@@ -72,7 +72,10 @@ def _become_lean_supervisor(settings: Settings) -> None:
     whole life. The settings go over an inherited pipe. Returns when the exec fails."""
     import pickle
 
-    data = pickle.dumps(settings)
+    try:
+        data = pickle.dumps(settings)
+    except (pickle.PicklingError, TypeError, AttributeError):  # an unusual setting: stay
+        return
     if len(data) > 60_000:  # more than a pipe holds without a reader: stay as we are
         return
     readable, writable = os.pipe()
