@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -38,34 +39,34 @@ def _ct_signed_16() -> tuple[Dataset, np.ndarray]:
     return ds, ds.pixel_array.copy()
 
 
-def _ct_signed_12() -> tuple[Dataset, np.ndarray]:
+def _ct_with(arr: np.ndarray, **attrs: Any) -> tuple[Dataset, np.ndarray]:
+    """CT_small's header around the pixels `arr`, with `attrs` set and no rescale."""
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-    arr = np.clip(ds.pixel_array.astype(np.int32) - 1500, -2048, 2047).astype(np.int16)
-    assert arr.min() < 0
-    ds.BitsStored, ds.HighBit = 12, 11
+    del ds.RescaleIntercept, ds.RescaleSlope
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
     ds.PixelData = arr.tobytes()
     return ds, arr
+
+
+def _ct_signed_12() -> tuple[Dataset, np.ndarray]:
+    pixels = pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array
+    arr = np.clip(pixels.astype(np.int32) - 1500, -2048, 2047).astype(np.int16)
+    assert arr.min() < 0
+    return _ct_with(arr, BitsStored=12, HighBit=11)
 
 
 def _rgb_8() -> tuple[Dataset, np.ndarray]:
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     arr = np.random.default_rng(7).integers(0, 256, (32, 48, 3), dtype=np.uint8)
-    del ds.RescaleIntercept, ds.RescaleSlope
-    ds.Rows, ds.Columns = 32, 48
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = arr.tobytes()
-    return ds, arr
+    return _ct_with(arr, Rows=32, Columns=48, SamplesPerPixel=3, PhotometricInterpretation="RGB",
+                    PlanarConfiguration=0, BitsAllocated=8, BitsStored=8, HighBit=7,
+                    PixelRepresentation=0)
 
 
 def _two_frames_unsigned() -> tuple[Dataset, np.ndarray]:
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     arr = np.random.default_rng(3).integers(0, 65536, (2, 16, 24), dtype=np.uint16)
-    del ds.RescaleIntercept, ds.RescaleSlope
-    ds.Rows, ds.Columns, ds.NumberOfFrames = 16, 24, 2
-    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 15, 0
-    ds.PixelData = arr.tobytes()
-    return ds, arr
+    return _ct_with(arr, Rows=16, Columns=24, NumberOfFrames=2, BitsStored=16, HighBit=15,
+                    PixelRepresentation=0)
 
 
 CASES = {"signed16": _ct_signed_16, "signed12": _ct_signed_12, "rgb8": _rgb_8,
