@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 from archivist.testing import procs
 from archivist.testing.datasets import make_instance
-from archivist.testing.server import ServerProcess
+from archivist.testing.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -78,6 +80,22 @@ def test_the_supervisor_holds_none_of_the_worker_stack(make_server) -> None:  # 
         assert "_multiarray_umath" in mapped(pid) and "_sqlite3" in mapped(pid)
     assert "--supervise-fd" in Path(f"/proc/{srv.proc.pid}/cmdline").read_text()
     assert srv.stop() == 0
+
+
+def test_a_worker_stack_that_cannot_load_stops_serve_with_the_reason(tmp_path: Path) -> None:
+    """The zygote loads what the workers run; when that fails there are no workers, and the
+    supervisor says so and exits 1 instead of exiting 0 with nobody serving."""
+    shadow = tmp_path / "shadow" / "uvicorn"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("uvicorn broken on purpose")\n')
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
+    done = subprocess.run(
+        [sys.executable, "-m", "archivist.cli.main", "serve", "--data", str(tmp_path / "data"),
+         "--dicom-port", str(free_port()), "--http-port", str(free_port()), "--workers", "2"],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "uvicorn broken on purpose" in done.stderr
+    assert "no worker process could start" in done.stderr
 
 
 def test_max_associations_is_a_limit_for_the_whole_server(make_server) -> None:  # type: ignore[no-untyped-def]

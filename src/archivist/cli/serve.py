@@ -181,8 +181,8 @@ def _supervise(settings: Settings, workers: int) -> int:
         code = 1
         try:
             if zygote:  # wait until the zygote has gone and this process is the supervisor's
-                deadline = time.monotonic() + 30
-                while os.getppid() != parent and time.monotonic() < deadline:
+                first, deadline = os.getppid(), time.monotonic() + 30
+                while os.getppid() == first and time.monotonic() < deadline:
                     time.sleep(0.002)
             _die_with_parent()
             if os.getppid() != parent:
@@ -197,7 +197,9 @@ def _supervise(settings: Settings, workers: int) -> int:
             logging.shutdown()
             os._exit(code)
 
-    def spawn(numbers: list[int]) -> None:
+    def spawn(numbers: list[int]) -> int:
+        """Start the workers `numbers`; returns how many started."""
+        before = len(children)
         if not via_zygote:
             for number in numbers:
                 pid = os.fork()
@@ -205,7 +207,7 @@ def _supervise(settings: Settings, workers: int) -> int:
                     worker(number, zygote=False)
                 children[pid] = number
                 started[number] = time.monotonic()
-            return
+            return len(children) - before
         readable, writable = os.pipe()
         zygote = os.fork()
         if zygote == 0:
@@ -238,6 +240,7 @@ def _supervise(settings: Settings, workers: int) -> int:
             if stopping:  # a SIGTERM came while the zygote worked: this one stops too
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
+        return len(children) - before
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -250,8 +253,10 @@ def _supervise(settings: Settings, workers: int) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    spawn(list(range(workers)))
     worst = 0
+    if spawn(list(range(workers))) == 0 and not stopping:
+        log.error("no worker process could start; stopping")
+        worst = 1
     quick_deaths = 0
     while children:
         try:
@@ -276,8 +281,10 @@ def _supervise(settings: Settings, workers: int) -> int:
             worst = 1
             continue
         time.sleep(min(5.0, 0.5 * (quick_deaths + 1)))
-        if not stopping:  # a SIGTERM during the pause: no new worker that nobody would stop
-            spawn([number])
+        # A SIGTERM during the pause: no new worker that nobody would stop.
+        if not stopping and spawn([number]) == 0 and not children:
+            log.error("worker %d could not be started again; stopping", number)
+            worst = 1
     dimse_sock.close()
     http_sock.close()
     log.info("stopped")
