@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import os
@@ -110,8 +111,16 @@ def _store_pool() -> concurrent.futures.ThreadPoolExecutor:
 
 
 async def _in_pool(fn: Any, *args: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(
-        _store_pool(), functools.partial(fn, *args))
+    """`fn(*args)` on the parts' pool. As with anyio's run_in_threadpool, a cancelled caller
+    still waits for the thread to finish, so nothing is cleaned up under a running store."""
+    fut = asyncio.get_running_loop().run_in_executor(_store_pool(),
+                                                     functools.partial(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait([fut])
+        raise
 
 
 class _Outcome:
