@@ -23,7 +23,6 @@ DECODER_DEPENDENCIES = {
 }
 
 LABEL = "imagecodecs"
-_registered = False
 
 
 def _codec() -> Any:
@@ -66,14 +65,12 @@ def _decode_frame(src: bytes, runner: Any) -> bytes:
         runner.set_option("planar_configuration", 0)
     if arr.dtype.byteorder == ">":  # pragma: no cover - imagecodecs returns native order
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return bytes(arr.tobytes())
+    return arr.tobytes()
 
 
 def register() -> None:
-    """Add the plugin to pydicom's decoders for the syntaxes above (once per process)."""
-    global _registered
-    if _registered:
-        return
+    """Add the plugin to pydicom's decoders for the syntaxes above (a decoder that has it
+    already is left as it is)."""
     from pydicom.pixels import get_decoder
 
     for tsyntax in DECODER_DEPENDENCIES:
@@ -81,4 +78,3 @@ def register() -> None:
         if LABEL not in decoder.available_plugins and LABEL not in getattr(
                 decoder, "_unavailable", {}):
             decoder.add_plugin(LABEL, (__name__, "_decode_frame"))
-    _registered = True
