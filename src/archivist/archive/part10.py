@@ -12,8 +12,9 @@ VR, native or encapsulated, or implicit VR, which pynetdicom's requestors propos
 element with a known VR, every length inside the object, undefined lengths only for sequences
 (walked through their items; in implicit VR only those the data dictionary knows as sequences)
 and for the encapsulated pixel data (walked through its fragments), and the walk ending exactly
-at the object's last byte. Anything else returns None and the caller reads the object with pydicom, which also
-explains what is wrong with it: this module never refuses an object, it only declines to read it.
+at the object's last byte. Anything else returns None and the caller reads the object with
+pydicom, which also explains what is wrong with it: this module never refuses an object, it only
+declines to read it.
 """
 
 from __future__ import annotations
@@ -157,9 +158,9 @@ def _file_meta(data: bytes, end: int) -> tuple[dict[BaseTag, _Element], str, int
 def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
     """The header of the Part 10 object `data`, as ingest reads it with pydicom: a FileDataset
     of raw elements up to (not including) the pixel data (an implicit VR element's VR is None,
-    an undefined-length sequence's "SQ", as pydicom's reader gives them), with its File Meta; the transfer
-    syntax; the pixel data element's tag, length and value offset. None when the object is not
-    of the common shape described above (pydicom must read it)."""
+    an undefined-length sequence's "SQ", as pydicom's reader gives them), with its File Meta;
+    the transfer syntax; the pixel data element's tag, length and value offset. None when the
+    object is not of the common shape described above (pydicom must read it)."""
     end = len(data)
     if end < 140 or data[128:132] != b"DICM":
         return None
