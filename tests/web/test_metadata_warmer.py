@@ -14,6 +14,7 @@ from archivist.archive.ingest import Origin
 from archivist.config import load_settings
 from archivist.dimse.acceptor import AssociationCount
 from archivist.testing.datasets import make_instance
+from archivist.web.app import HttpActivity
 from archivist.web.dicomweb import wado
 
 
@@ -88,5 +89,81 @@ def test_warmer_waits_for_dicom_quiet(tmp_path: Path, monkeypatch) -> None:  # t
             time.sleep(0.05)
         assert built and built[0] - last >= 0.5  # half a second of DICOM quiet first
     finally:
+        stop.set()
+        archive.close()
+
+
+def test_http_activity_is_shared_by_the_workers() -> None:
+    cells = multiprocessing.Array("d", 4, lock=False)
+    worker0, worker1 = HttpActivity(cells, 0, 2), HttpActivity(cells, 1, 2)
+    assert worker0.quiet_for() > 1000  # nothing yet anywhere
+    worker1.begin()
+    assert worker0.quiet_for() == 0.0  # answering in the other worker
+    time.sleep(0.05)
+    assert worker0.quiet_for() == 0.0  # still answering, however long it takes
+    worker1.end()
+    time.sleep(0.1)
+    assert 0.1 <= worker0.quiet_for() < 1.0
+
+
+def _warmer_state(tmp_path: Path, worker0: HttpActivity) -> tuple[Archive, SimpleNamespace]:
+    settings = load_settings(env={}, overrides={"data_dir": tmp_path / "data"})
+    archive = Archive.open(settings)
+    health = SimpleNamespace(stopping=False, dimse_quiet_for=None)
+    return archive, SimpleNamespace(archive=archive, last_request=0.0, health=health,
+                                    http_activity=worker0)
+
+
+def test_warmer_waits_for_http_quiet_in_any_worker(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    cells = multiprocessing.Array("d", 4, lock=False)
+    worker0, worker1 = HttpActivity(cells, 0, 2), HttpActivity(cells, 1, 2)
+    archive, state = _warmer_state(tmp_path, worker0)
+    built: list[float] = []
+    monkeypatch.setattr(wado.MetadataCache, "warm",
+                        lambda self, study, series: built.append(time.monotonic()))
+    stop = wado.start_warmer(state, quiet=0.2, poll=0.05, patience=60)
+    time.sleep(0.3)
+    _store(archive, tmp_path / "a.dcm", "1.2.826.0.1.3680043.8.498.7")
+    try:
+        # Requests one after the other on the OTHER worker (the warmer's own saw none).
+        until = time.monotonic() + 1.5
+        while time.monotonic() < until:
+            worker1.begin()
+            time.sleep(0.03)
+            worker1.end()
+            time.sleep(0.03)
+        assert built == []
+        last = cells[1]  # when the last request ended
+        deadline = time.monotonic() + 10
+        while not built and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert built and built[0] - last >= 0.5
+    finally:
+        stop.set()
+        archive.close()
+
+
+def test_overdue_series_are_built_one_per_poll_while_serving(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    cells = multiprocessing.Array("d", 4, lock=False)
+    worker0, worker1 = HttpActivity(cells, 0, 2), HttpActivity(cells, 1, 2)
+    archive, state = _warmer_state(tmp_path, worker0)
+    built: list[float] = []
+    monkeypatch.setattr(wado.MetadataCache, "warm",
+                        lambda self, study, series: built.append(time.monotonic()))
+    poll = 0.25
+    stop = wado.start_warmer(state, quiet=60, poll=poll, patience=0.1)
+    time.sleep(0.3)
+    worker1.begin()  # a long request in the other worker, all along
+    try:
+        for n in range(6):
+            _store(archive, tmp_path / f"s{n}.dcm", f"1.2.826.0.1.3680043.8.498.{n + 1}")
+        deadline = time.monotonic() + 15
+        while len(built) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(built) == 6  # overdue: built although the server is busy...
+        gaps = [b - a for a, b in zip(built, built[1:])]
+        assert min(gaps) >= poll * 0.8, gaps  # ...one per poll, not all at once
+    finally:
+        worker1.end()
         stop.set()
         archive.close()

@@ -169,6 +169,7 @@ def _supervise(settings: Settings, workers: int) -> int:
         _preload(settings)
     cells = multiprocessing.Array("i", 2 * workers, lock=False)  # associations, connections
     stamps = multiprocessing.Array("d", workers, lock=False)  # when each count last changed
+    http = multiprocessing.Array("d", 2 * workers, lock=False)  # HTTP: last request, open ones
     for number in range(workers):
         cells[workers + number] = -1  # not accepting yet
     parent = os.getpid()
@@ -190,7 +191,7 @@ def _supervise(settings: Settings, workers: int) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = _serve(settings, dimse_sock=dimse_sock, http_sock=http_sock,
-                          worker=(number, workers, cells, stamps))
+                          worker=(number, workers, cells, stamps, http))
         except BaseException:
             logging.getLogger("archivist.serve").exception("worker %d failed", number)
         finally:
@@ -318,10 +319,11 @@ def _preload(settings: Settings) -> None:
 
 def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
            http_sock: socket.socket | None = None,
-           worker: tuple[int, int, Any, Any] | None = None) -> int:
+           worker: tuple[int, int, Any, Any, Any] | None = None) -> int:
     """One archive node: the DIMSE acceptor and the HTTP server, in this process.
 
-    `worker` is (number, how many, the shared association counts, their time stamps) when this
+    `worker` is (number, how many, the shared association counts, their time stamps, the
+    shared HTTP activity cells: :class:`~archivist.web.app.HttpActivity`) when this
     process is one of several sharing `dimse_sock` and `http_sock`; worker 0 also runs the
     background work that one node is enough for (the metadata warmer) and prints where the
     archive listens.
@@ -332,7 +334,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     from archivist.archive.archive import Archive
     from archivist.dimse.acceptor import AssociationCount
     from archivist.dimse.server import DimseServer
-    from archivist.web.app import Health, create_app
+    from archivist.web.app import Health, HttpActivity, create_app
 
     number, total = (worker[0], worker[1]) if worker else (0, 1)
     archive = Archive.open(settings)
@@ -341,7 +343,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
         from archivist.validate.standard import tables
 
         tables()
-    health = Health()
+    health = Health(http_activity=HttpActivity(worker[4], number, total) if worker else None)
     count = AssociationCount(worker[2], number, total, stamps=worker[3]) if worker else None
     dimse = DimseServer(archive, listen_socket=dimse_sock, count=count)
     try:

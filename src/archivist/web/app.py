@@ -20,18 +20,61 @@ _ROUTE_MODULES = ("codes", "api", "dicomweb", "wado_uri", "inventory_api", "arch
                   "viewer")
 
 
+class HttpActivity:
+    """HTTP traffic of the whole server, for background work that must stay out of its way.
+
+    Each worker writes two cells of an array shared by the worker processes (one writer per
+    cell: the worker's event loop): when it last began or finished a request
+    (``time.monotonic()``, one clock for every process), and how many it is answering. The
+    metadata warmer runs in one worker while requests may land in another. Without a shared
+    array the cells are this process's own.
+    """
+
+    def __init__(self, cells: Any = None, index: int = 0, workers: int = 1) -> None:
+        if cells is None:
+            cells, index, workers = [0.0, 0.0], 0, 1
+        self._cells = cells
+        self._stamp = index
+        self._open = workers + index
+        self._workers = workers
+
+    def begin(self) -> None:
+        self._cells[self._open] += 1
+        self._cells[self._stamp] = time.monotonic()
+
+    def end(self) -> None:
+        self._cells[self._open] = max(0.0, self._cells[self._open] - 1)
+        self._cells[self._stamp] = time.monotonic()
+
+    def quiet_for(self) -> float:
+        """Seconds since the last HTTP request anywhere in the server ended; 0 while one is
+        being answered."""
+        cells = self._cells[:2 * self._workers]
+        if any(c > 0 for c in cells[self._workers:]):
+            return 0.0
+        return max(0.0, time.monotonic() - max(cells[:self._workers]))
+
+
 class _Activity:
-    """Notes when the last HTTP request arrived (``state.last_request``), so background work
-    (the metadata warmer) can stay out of the way of requests being answered."""
+    """Notes when the last HTTP request arrived (``state.last_request``) and keeps the server's
+    :class:`HttpActivity`, so background work (the metadata warmer) can stay out of the way of
+    requests being answered, in this worker or another."""
 
     def __init__(self, app: Any, state: Any) -> None:
         self.app = app
         self.state = state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            self.state.last_request = time.monotonic()
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.state.last_request = time.monotonic()
+        activity: HttpActivity = self.state.http_activity
+        activity.begin()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            activity.end()
 
 
 @dataclass
@@ -44,6 +87,8 @@ class Health:
     #: Seconds since the last DICOM association in the whole server (all workers) ended, 0
     #: while one is open, when known: background work waits for DIMSE quiet as for HTTP quiet.
     dimse_quiet_for: Callable[[], float] | None = None
+    #: HTTP requests in the whole server (all workers), when shared; else this process's own.
+    http_activity: HttpActivity | None = None
 
     @property
     def ok(self) -> bool:
@@ -86,6 +131,7 @@ def create_app(archive: Archive, health: Health | None = None, *,
     app.state.health = health
     app.state.background = background
     app.state.last_request = 0.0
+    app.state.http_activity = health.http_activity or HttpActivity()
     app.add_middleware(_Activity, state=app.state)
     # Feature modules may start background work (for example the metadata warmer).
     for name in _ROUTE_MODULES:

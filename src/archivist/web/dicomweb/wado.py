@@ -270,10 +270,14 @@ def cache_of(request: Request) -> MetadataCache:
 
 
 def _serving(state: Any, within: float = 0.5) -> bool:
-    """True when an HTTP request arrived in the last `within` seconds (see web/app.py), or a
-    DICOM association was open in any worker in that time (C-FIND, C-MOVE and C-GET come as
-    associations one after the other: a gap between two is not quiet)."""
+    """True when an HTTP request was being answered in the last `within` seconds in any worker
+    (see web/app.py), or a DICOM association was open in any worker in that time (C-FIND,
+    C-MOVE and C-GET come as associations one after the other: a gap between two is not
+    quiet)."""
     if time.monotonic() - float(getattr(state, "last_request", 0.0)) < within:
+        return True
+    activity = getattr(state, "http_activity", None)
+    if activity is not None and activity.quiet_for() < within:
         return True
     quiet_for = getattr(getattr(state, "health", None), "dimse_quiet_for", None)
     return bool(quiet_for is not None and quiet_for() < within)
@@ -282,9 +286,10 @@ def _serving(state: Any, within: float = 0.5) -> bool:
 def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
                  patience: float = 60.0) -> threading.Event:
     """Precompute series metadata in a daemon thread once the archive has been quiet for
-    `quiet` seconds (or a series has waited `patience` seconds). It stops building when HTTP
-    requests are being answered, a DICOM association is open (or was, half a second ago) or
-    objects are stored again, and waits for quiet anew.
+    `quiet` seconds (or a series has waited `patience` seconds: then one per `poll` while
+    requests are being answered). It stops building when HTTP requests are being answered in
+    any worker, a DICOM association is open (or was, half a second ago) or objects are stored
+    again, and waits for quiet anew.
 
     Returns the event that stops it.
     """
@@ -321,7 +326,9 @@ def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
                     if stop.is_set():
                         return
                     overdue = time.monotonic() - when >= patience
-                    if not overdue and _serving(state):
+                    # While requests are answered, a series waiting too long is built one
+                    # per poll, not all at once.
+                    if (not overdue or built) and _serving(state):
                         break
                     if not overdue and built and index.last_change() > last:
                         # Stores resumed while building (in any worker): back to waiting
