@@ -3,6 +3,7 @@ DICOM associations are open."""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import threading
 import time
@@ -161,7 +162,7 @@ def test_overdue_series_are_built_one_per_poll_while_serving(tmp_path: Path, mon
         while len(built) < 6 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(built) == 6  # overdue: built although the server is busy...
-        gaps = [b - a for a, b in zip(built, built[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(built)]
         assert min(gaps) >= poll * 0.8, gaps  # ...one per poll, not all at once
     finally:
         worker1.end()
