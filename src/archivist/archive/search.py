@@ -33,6 +33,7 @@ from archivist.core.matching import (
     build_query,
     value_matches,
 )
+from archivist.errors import QueryError
 from archivist.index.repository import Index, attrs_of
 from archivist.index.schema import COLUMN_OF, TABLE_OF_LEVEL, TABLES_AT_LEVEL
 
@@ -78,6 +79,13 @@ def _json_values(attrs: Mapping[str, Any], keyword: str) -> list[Any] | None:
     return out
 
 
+def _column_values(row: Mapping[str, Any], keyword: str) -> list[str]:
+    """The values of a multi-valued indexed column (stored as ``\\A\\B\\``) of a search row."""
+    table, name = COLUMN_OF[keyword]
+    value = row.get(f"{table.name}.{name}")
+    return [v for v in str(value or "").split("\\") if v]
+
+
 #: pydicom's validation mode for values read back from the index (no checks).
 _TRUSTED = pydicom_config.IGNORE
 #: VRs whose indexed value :meth:`Search.json_identifier` writes itself (PS3.18 F.2.3).
@@ -102,12 +110,20 @@ def _identifier_plan(level: QueryLevel, return_keys: tuple[str, ...]
         if tag is None:
             continue
         vr = "SQ" if keyword in CODE_SEQUENCES else dictionary_VR(tag)
+        if " or " in vr:
+            # An ambiguous VR ("OB or OW", "US or SS") cannot be written without the data set
+            # that resolves it; an empty return key takes the first.
+            vr = vr.split(" or ")[0]
         column = None
         kind = None
         if keyword in COLUMN_OF and COLUMN_OF[keyword][0].name in tables:
             table, name = COLUMN_OF[keyword]
             column = f"{table.name}.{name}"
             kind = KEYS[keyword].kind
+        elif keyword == "AvailableTransferSyntaxUID" and level is QueryLevel.IMAGE:
+            # The syntax the instance is stored in (PS3.4 C.6.1.1.5.1; as WADO-RS metadata).
+            column = "instance.transfer_syntax_uid"
+            kind = MatchKind.UID
         plan.append((keyword, tag, vr, column, kind))
     return tuple(plan)
 
@@ -148,7 +164,21 @@ class Search:
             part of the Code Sequence Macro.
         """
         items: list[tuple[str, object]] = []
-        for elem in identifier:
+        for tag in list(identifier.keys()):
+            try:
+                elem = identifier[tag]
+            except (AttributeError, ValueError, TypeError):
+                # An ambiguous VR ("US or SS", "OB or OW") read in Implicit VR that pydicom
+                # cannot resolve without Pixel Representation / Bits Allocated: a return key
+                # when empty; a value on it cannot be matched.
+                raw = identifier.get_item(tag)
+                keyword = keyword_for_tag(tag)
+                if raw is not None and raw.value:
+                    raise QueryError(f"{keyword or tag}: a value on an attribute whose VR "
+                                     "depends on the pixel data cannot be matched") from None
+                if keyword:
+                    items.append((keyword, None))
+                continue
             keyword = elem.keyword or keyword_for_tag(elem.tag)
             if not keyword:
                 continue
@@ -211,20 +241,31 @@ class Search:
         query = self.normalise_codes(query)
         tables = _tables_at(query.level)
         extra: list[tuple[Constraint, str]] = []
+        # Wildcards on a multi-valued column (ModalitiesInStudy=M?): the index matches those
+        # columns value by value in SQL, so these are matched here on the row's values.
+        on_column = [c for c in query.constraints
+                     if c.kind is MatchKind.MULTI and c.op == "wildcard" and c.keyword in COLUMN_OF
+                     and COLUMN_OF[c.keyword][0].name in tables]
+        if on_column:
+            query = dataclasses.replace(
+                query, constraints=[c for c in query.constraints if c not in on_column])
         for c in query.constraints:
             if c.keyword in COLUMN_OF:
                 continue
             extra.append((c, _own_table(query.level)))
         hide = None if shows_containers(query) else INVENTORY_STORAGE
-        if not extra:
+        if not extra and not on_column:
             yield from self.index.search(query, limit=limit, offset=offset,
                                          hide_studies_only_of=hide)
             return
         skipped = 0
         produced = 0
         for row in self.index.search(query, hide_studies_only_of=hide):
-            ok = True
+            ok = all(value_matches(c, _column_values(row, c.keyword),
+                                   pn_fold=query.pn_case_insensitive) for c in on_column)
             for c, table in extra:
+                if not ok:
+                    break
                 if table not in tables:
                     continue
                 values = _json_values(attrs_of(row, table), c.keyword)

@@ -41,6 +41,7 @@ class MatchKind(enum.Enum):
     UID = "uid"          # single value or list of UIDs (C.2.2.2.2)
     DATE = "date"        # single value or range (C.2.2.2.5)
     TIME = "time"        # single value or range
+    DATETIME = "datetime"  # single value or range (DT, matched on the stored attributes)
     INT = "int"          # single value (IS / US)
     MULTI = "multi"      # multi-valued stored attribute: any of the query values
     COUNT = "count"      # computed count, return key only

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from archivist.core.levels import CODE_ITEM_KEYS, CODE_SEQUENCES, KEYS, MatchKind, QueryLevel
 from archivist.errors import QueryError
@@ -115,6 +115,56 @@ def _check_time(text: str, keyword: str) -> str:
     return t
 
 
+def _low_time(t: str) -> str:
+    """A time (or date-time) as the low end of a range: trailing zeros of the fraction dropped,
+    so ``101500.000-`` includes a stored ``101500`` (the values compare as text)."""
+    if "." in t:
+        t = t.rstrip("0").rstrip(".")
+    return t
+
+
+#: A DT value (PS3.5 Table 6.2-1): YYYY[MM[DD[HH[MM[SS[.F{1,6}]]]]]][&ZZXX].
+_DT = r"\d{4}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?)?(?:[+-]\d{4})?"
+_DT_VALUE = re.compile(_DT)
+_DT_RANGE = re.compile(f"({_DT})?-({_DT})?")
+_DT_OFFSET = re.compile(r"[+-]\d{4}$")
+
+
+def normalise_datetime(value: str) -> str:
+    """A DT value without its UTC offset, for comparison as text (offsets are not applied)."""
+    text = value.strip()
+    if len(text) > 8:
+        text = _DT_OFFSET.sub("", text)
+    return text
+
+
+def _check_datetime(text: str, keyword: str) -> str:
+    value = text.strip()
+    if value and not _DT_VALUE.fullmatch(value):
+        raise QueryError(f"{keyword}: {text!r} is not a date-time (YYYYMMDDHHMMSS.FFFFFF&ZZXX)")
+    return normalise_datetime(value)
+
+
+#: How keys without an indexed column match, by their dictionary VR (PS3.4 C.2.2.2): dates,
+#: times and date-times by range, person names like PatientName; anything else as text.
+_KIND_OF_VR = {"DA": MatchKind.DATE, "TM": MatchKind.TIME, "DT": MatchKind.DATETIME,
+               "PN": MatchKind.PN}
+
+
+def kind_of(keyword: str) -> MatchKind:
+    """How `keyword` is matched: its :data:`~archivist.core.levels.KEYS` entry, else by VR."""
+    if keyword in KEYS:
+        return KEYS[keyword].kind
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        return MatchKind.TEXT
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return MatchKind.TEXT
+    return _KIND_OF_VR.get(vr, MatchKind.TEXT)
+
+
 def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None) -> Constraint | None:
     """Turn one query value into a constraint, or None for universal matching.
 
@@ -134,7 +184,7 @@ def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None) -
         A malformed date, time or number.
     """
     if kind is None:
-        kind = KEYS[keyword].kind if keyword in KEYS else MatchKind.TEXT
+        kind = kind_of(keyword)
     if kind is MatchKind.COUNT:
         return None
     if raw is None:
@@ -158,16 +208,36 @@ def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None) -
             return Constraint(keyword, "single", (values[0],), kind)
         return Constraint(keyword, "list", tuple(values), kind)
     if kind is MatchKind.MULTI:
+        if len(values) == 1 and _WILDCARD.search(values[0]):
+            # Wildcard matching on a multi-valued attribute (ModalitiesInStudy=M?): any value.
+            if set(values[0]) == {"*"}:
+                return None
+            return Constraint(keyword, "wildcard", (values[0],), kind)
         return Constraint(keyword, "list", tuple(values), kind)
     if len(values) > 1:
         # Multiple values in a non-UID key: treat as "any of" (C.2.2.2.2 generalised).
         return Constraint(keyword, "list", tuple(values), kind)
     value = values[0]
+    if kind is MatchKind.DATETIME:
+        found = _DT_RANGE.fullmatch(value)
+        if found is not None and found.group(1) and found.group(2) \
+                and _DT_VALUE.fullmatch(value) \
+                and found.group(2) < found.group(1)[: len(found.group(2))]:
+            found = None  # "20240101120000-0500": one value with its UTC offset, not a range
+        if found is not None:
+            low = _low_time(_check_datetime(found.group(1) or "", keyword))
+            high = _check_datetime(found.group(2) or "", keyword)
+            if not low and not high:
+                return None
+            return Constraint(keyword, "range", (low, high), kind)
+        return Constraint(keyword, "single", (_check_datetime(value, keyword),), kind)
     if kind in (MatchKind.DATE, MatchKind.TIME):
         check = _check_date if kind is MatchKind.DATE else _check_time
         if "-" in value and not (kind is MatchKind.DATE and re.fullmatch(r"\d{4}-\d\d-\d\d", value)):
             low, _, high = value.partition("-")
             low, high = check(low, keyword), check(high, keyword)
+            if kind is MatchKind.TIME:
+                low = _low_time(low)
             if not low and not high:
                 return None
             return Constraint(keyword, "range", (low, high), kind)
@@ -219,6 +289,8 @@ def value_matches(c: Constraint, stored: object, *, pn_fold: bool = True) -> boo
                 return False
         if c.kind is MatchKind.TIME:
             return normalise_time(text).startswith(want) or normalise_time(text) == want
+        if c.kind is MatchKind.DATETIME:
+            return normalise_datetime(text) == want
         return text == want
     if c.op == "wildcard":
         pattern = normalise_pn(c.values[0]) if fold else c.values[0]
@@ -228,7 +300,12 @@ def value_matches(c: Constraint, stored: object, *, pn_fold: bool = True) -> boo
         return text in values
     if c.op == "range":
         low, high = c.values
-        norm = normalise_time(text) if c.kind is MatchKind.TIME else normalise_date(text)
+        if c.kind is MatchKind.TIME:
+            norm = normalise_time(text)
+        elif c.kind is MatchKind.DATETIME:
+            norm = normalise_datetime(text)
+        else:
+            norm = normalise_date(text)
         if low and norm < low:
             return False
         if high and norm[: len(high)] > high:
@@ -342,6 +419,11 @@ def build_query(
         path = [resolve_keyword(part) for part in str(key).split(".")]
         keyword = path[0]
         if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+            continue
+        if keyword == "TimezoneOffsetFromUTC":
+            # Not a matching key: in a request it states the time zone of the query's dates
+            # and times (PS3.4 C.4.1.1.3.1, Timezone query adjustment); returned as stored.
+            returned(keyword)
             continue
         if len(path) > 1:
             if keyword not in CODE_SEQUENCES:

@@ -19,6 +19,7 @@ from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin
 from archivist.archive.retrieve import InstanceRef, StoredInstance
 from archivist.core.levels import QueryLevel
+from archivist.core.matching import value_matches
 from archivist.dimse.charset import choose_charset
 from archivist.dimse.services import Service, load_services, request_sop_class
 from archivist.dimse.status import Status, query_failure, status_dataset, store_failure
@@ -104,8 +105,22 @@ class Handlers:
         if model in STUDY_ROOT and level is QueryLevel.PATIENT:
             raise QueryError("PATIENT level is not part of the Study Root model")
         query = self.archive.search.query_from_identifier(level, identifier)
+        # Instance Availability and Retrieve AE Title (PS3.4 C.4.1.1.3.2) are the same for
+        # everything stored here: a value that names them matches all, any other none.
+        ours = {"InstanceAvailability": "ONLINE", "RetrieveAETitle": self.settings.aet}
+        query.constraints = [c for c in query.constraints
+                             if c.keyword not in ours or not value_matches(c, ours[c.keyword])]
         charset = identifier.get("SpecificCharacterSet") or ""
         return level, query, charset
+
+    def _location(self, query: Any) -> dict[str, str]:
+        """The location keys a C-FIND asked for, with this archive's values."""
+        out = {}
+        if "InstanceAvailability" in query.return_keys:
+            out["InstanceAvailability"] = "ONLINE"
+        if "RetrieveAETitle" in query.return_keys:
+            out["RetrieveAETitle"] = self.settings.aet
+        return out
 
     def handle_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
         """C-FIND (PS3.4 C.4.1): stream pending responses; honours C-CANCEL."""
@@ -123,11 +138,14 @@ class Handlers:
             return
         limit = self.settings.find_max_results
         count = 0
+        location = self._location(query)
         try:
             for ds in self.archive.search.find(query):
                 if event.is_cancelled:
                     yield Status.CANCEL, None
                     return
+                for keyword, value in location.items():
+                    setattr(ds, keyword, value)
                 cs = choose_charset(ds, charset)
                 if cs:
                     ds.SpecificCharacterSet = cs

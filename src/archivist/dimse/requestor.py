@@ -34,6 +34,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_requestor
 
+from archivist.archive.transcode import ENCODABLE
 from archivist.dimse import acceptor_pdu as pdu
 from archivist.dimse.acceptor_pdu import (
     A_ABORT,
@@ -270,8 +271,10 @@ _UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.
 def choose_context(candidates: list[Any], ts: str | None) -> Any:
     """Of the accepted contexts of one SOP Class, the one to send an object stored in `ts`:
     its own syntax (sent as stored), else an uncompressed one (the object is re-encoded, and
-    decompressed if it is stored compressed); None when neither was accepted. With `ts`
-    None, the first."""
+    decompressed if it is stored compressed), else a compressed syntax the archive can encode
+    (RLE, JPEG-LS lossless, JPEG 2000 lossless: a C-GET requestor such as DCMTK ``getscu +xr``
+    proposes one context per SOP Class, and its first syntax is the one accepted); None when
+    none was accepted. With `ts` None, the first."""
     if not candidates:
         return None
     if ts is None:
@@ -279,7 +282,7 @@ def choose_context(candidates: list[Any], ts: str | None) -> Any:
     for cx in candidates:
         if cx.transfer_syntax[0] == ts:
             return cx
-    for syntax in _UNCOMPRESSED:
+    for syntax in (*_UNCOMPRESSED, *ENCODABLE):
         for cx in candidates:
             if cx.transfer_syntax[0] == syntax:
                 return cx
