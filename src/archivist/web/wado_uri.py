@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -49,6 +50,46 @@ async def wado(request: Request) -> Response:
         return to_response(exc)
 
 
+#: Parameters for rendered images only: with contentType=application/dicom they are a 400
+#: (PS3.18 9.4 retrieves the instance itself; 9.5 defines them for rendered media only).
+_IMAGE_ONLY = ("rows", "columns", "region", "windowCenter", "windowWidth", "imageQuality",
+               "frameNumber", "presentationUID", "presentationSeriesUID")
+
+
+def _positive_int(q: Any, name: str) -> int | None:
+    raw = q.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPProblem(400, f"{name} must be a positive integer, not {raw[:20]!r}") from None
+    if value < 1:
+        raise HTTPProblem(400, f"{name} must be a positive integer")
+    return value
+
+
+def _region(raw: str) -> tuple[float, float, float, float]:
+    """``region=xmin,ymin,xmax,ymax``, fractions of the image (PS3.18 9.5; ill-defined: 400)."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in raw.split(","))
+    except ValueError:
+        raise HTTPProblem(400, "region must be xmin,ymin,xmax,ymax, four numbers from 0.0 to "
+                          "1.0") from None
+    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+        raise HTTPProblem(400, "region must be xmin,ymin,xmax,ymax with 0.0 <= min < max <= 1.0")
+    return x0, y0, x1, y1
+
+
+def _image_size(path: Any) -> tuple[int, int]:
+    """(columns, rows) of a stored image, from its header."""
+    import pydicom
+
+    with open(path, "rb") as fh:
+        ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+    return int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)
+
+
 async def _wado(request: Request) -> Response:
     q = request.query_params
     if q.get("requestType") != "WADO":
@@ -56,6 +97,11 @@ async def _wado(request: Request) -> Response:
     study, series, sop = q.get("studyUID"), q.get("seriesUID"), q.get("objectUID")
     if not (study and series and sop):
         raise HTTPProblem(400, "studyUID, seriesUID and objectUID are all required")
+    if q.get("anonymize") is not None:
+        # PS3.18 9.4.2.3: a server that does not anonymize may refuse; ignoring it would send
+        # the patient's identity to a client that asked for none.
+        raise HTTPProblem(400, "anonymize is not supported: this server does not de-identify "
+                          "objects")
     archive = archive_of(request)
     ref = (await run_in_threadpool(find_instances, archive, study, series, sop))[0]
     path = archive.retrieve.path(ref)
@@ -66,6 +112,10 @@ async def _wado(request: Request) -> Response:
                                       "1.2.840.10008.5.1.4.1.1.11", "1.2.840.10008.5.1.4.1.1.66"))
     media = _content_type(request, has_pixels)
     if media == DICOM:
+        extra = [name for name in _IMAGE_ONLY if q.get(name) is not None]
+        if extra:
+            raise HTTPProblem(400, f"{', '.join(extra)} cannot be used with contentType="
+                              "application/dicom (they are for rendered images)")
         target = q.get("transferSyntax")
         if target and target != ref.transfer_syntax_uid:
             if not pixels.can_transcode(ref.transfer_syntax_uid, target):
@@ -74,20 +124,31 @@ async def _wado(request: Request) -> Response:
             return Response(data, media_type=DICOM)
         return StreamingResponse(iterate_file(archive.retrieve.open(ref)), media_type=DICOM,
                                  headers={"Content-Length": str(ref.size)})
+    if q.get("transferSyntax") is not None:
+        raise HTTPProblem(400, "transferSyntax is only for contentType=application/dicom")
+    quality = _positive_int(q, "imageQuality")
+    if quality is not None and quality > 100:
+        raise HTTPProblem(400, "imageQuality must be an integer from 1 to 100")
+    center, width = q.get("windowCenter"), q.get("windowWidth")
+    if (center is None) != (width is None):
+        raise HTTPProblem(400, "windowCenter and windowWidth go together")
     params = {
-        "quality": q.get("imageQuality"),
-        "window": (f"{q.get('windowCenter')},{q.get('windowWidth')}"
-                   if q.get("windowCenter") and q.get("windowWidth") else None),
+        "quality": str(quality) if quality is not None else None,
+        "window": f"{center},{width}" if center is not None else None,
     }
-    rows, cols = q.get("rows"), q.get("columns")
+    rows, cols = _positive_int(q, "rows"), _positive_int(q, "columns")
     if rows or cols:
-        params["viewport"] = f"{cols or rows},{rows or cols}"
+        # One of the two alone scales the image to it, keeping the aspect ratio.
+        params["viewport"] = f"{cols or 8192},{rows or 8192}"
     opts = pixels.parse_render_options({k: v for k, v in params.items() if v}, media)
-    frame = q.get("frameNumber") or "1"
-    try:
-        number = int(frame)
-    except ValueError:
-        raise HTTPProblem(400, "frameNumber must be a number") from None
+    region = q.get("region")
+    if region is not None:
+        x0, y0, x1, y1 = _region(region)
+        width_px, height_px = await run_in_threadpool(_image_size, path)
+        sx, sy = int(x0 * width_px), int(y0 * height_px)
+        opts.crop = (sx, sy, max(1, round(x1 * width_px) - sx),
+                     max(1, round(y1 * height_px) - sy))
+    number = _positive_int(q, "frameNumber") or 1
     data = await run_in_threadpool(pixels.render, path, number, opts)
     return Response(data, media_type=media)
 

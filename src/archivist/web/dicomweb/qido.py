@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -36,8 +37,26 @@ INSTANCE_DEFAULTS = [
     "SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "BitsAllocated",
     "NumberOfFrames",
 ]
-_RESERVED = {"limit", "offset", "includefield", "fuzzymatching", "accept", "charset",
-             "_", "callback"}
+_RESERVED = {"limit", "offset", "includefield", "fuzzymatching", "emptyvaluematching",
+             "multiplevaluematching", "accept", "charset", "_", "callback"}
+#: Parameters that take one value (PS3.18 Table 8.3.4-1); given twice they are a 400.
+_SINGLE = ("limit", "offset", "fuzzymatching", "emptyvaluematching", "multiplevaluematching")
+#: Parameters this server accepts but does not perform (PS3.18 8.3.4.5, 8.3.4.6): when "true",
+#: the search runs without them and the response says so in a Warning header.
+_UNSUPPORTED = {
+    "emptyvaluematching": ("The emptyvaluematching parameter is not supported. "
+                           "Empty Value Matching has not been performed."),
+    "multiplevaluematching": ("The multiplevaluematching parameter is not supported. "
+                              "Multiple Value Matching has not been performed."),
+}
+#: A lower-level key that a study search matches as the study-level attribute naming its
+#: values in the study; any other lower-level key is a 400 that says where to search instead.
+_INSTEAD = {"Modality": "ModalitiesInStudy", "SOPClassUID": "SOPClassesInStudy"}
+#: The Query/Retrieve level of each Information Entity of PS3.3 (Equipment and Frame of
+#: Reference belong to the series); every other IE is of the instance.
+_IE_LEVEL = {"Patient": QueryLevel.PATIENT, "Study": QueryLevel.STUDY,
+             "Series": QueryLevel.SERIES, "Equipment": QueryLevel.SERIES,
+             "Frame of Reference": QueryLevel.SERIES}
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 _FUZZY_SPLIT = re.compile(r"[\^=\s,.\-]+")
 DEFAULT_MAX_RESULTS = 10_000
@@ -53,6 +72,41 @@ def _keyword(token: str) -> str:
     if tag_for_keyword(token) is None:
         raise QueryError(f"unknown attribute {token[:64]!r}")
     return token
+
+
+@functools.cache
+def _ie_levels() -> dict[int, QueryLevel]:
+    """The highest level at which each top-level attribute of PS3.3 appears in some IOD
+    (Patient, Study, Series with Equipment and Frame of Reference, else the instance)."""
+    from archivist.validate.standard import tables
+
+    std = tables()
+    out: dict[int, QueryLevel] = {}
+    for key in std.iod_keys:
+        for usage in std.iod(key).modules:
+            if not std.has_module(usage.module):
+                continue
+            level = _IE_LEVEL.get(usage.ie, QueryLevel.IMAGE)
+            for tag in std.module(usage.module).top_level_tags:
+                if tag not in out or level.rank < out[tag].rank:
+                    out[tag] = level
+    return out
+
+
+def level_of(keyword: str) -> QueryLevel | None:
+    """The level an attribute belongs to: its indexed key's, else its Information Entity's in
+    PS3.3; None when neither tells (private or unlisted attributes)."""
+    if keyword in KEYS:
+        return KEYS[keyword].level
+    tag = tag_for_keyword(keyword)
+    return _ie_levels().get(tag) if tag is not None else None
+
+
+def returned_at(keyword: str, level: QueryLevel) -> bool:
+    """Whether a return attribute belongs in a response at `level`: PS3.18 10.6.3.3.1 and
+    10.6.3.3.2 leave out the attributes of lower levels (a study has no Rows, no Modality)."""
+    found = level_of(keyword)
+    return found is None or found.rank <= level.rank
 
 
 def _attribute(key: str) -> str:
@@ -89,6 +143,28 @@ def _int_param(request: Request, name: str) -> int | None:
     return min(value, 2**31 - 1)
 
 
+def _bool_param(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None or raw.strip() == "":
+        return False
+    value = raw.strip().lower()
+    if value not in ("true", "false"):
+        raise HTTPProblem(400, f"{name} must be true or false, not {raw[:20]!r}")
+    return value == "true"
+
+
+def _lower_key_message(keyword: str, level: QueryLevel) -> str:
+    """Why a key of a lower level cannot be matched by a study or series search."""
+    kind = {QueryLevel.SERIES: "a series", QueryLevel.IMAGE: "an instance"}[KEYS[keyword].level]
+    if level is QueryLevel.STUDY:
+        hint = (f"match {_INSTEAD[keyword]} instead" if keyword in _INSTEAD
+                else "search /series or /instances with it instead")
+    else:
+        hint = "search /instances with it instead"
+    return (f"{keyword} is {kind}-level attribute, which a {level.value.lower()} search cannot "
+            f"match (PS3.18 10.6.1.2); {hint}")
+
+
 def _fuzzy_tokens(text: str) -> list[str]:
     return [t for t in _FUZZY_SPLIT.split(normalise_pn(text.replace("*", " ").replace("?", " ")))
             if t]
@@ -113,19 +189,44 @@ class QidoRequest:
         self.level = level
         self.scope = scope
         params = request.query_params
+        for name in _SINGLE:
+            if len(params.getlist(name)) > 1:
+                raise HTTPProblem(400, f"{name} is given more than once")
         self.limit = _int_param(request, "limit")
         self.offset = _int_param(request, "offset") or 0
-        self.fuzzy = params.get("fuzzymatching", "false").strip().lower() == "true"
+        self.fuzzy = _bool_param(request, "fuzzymatching")
+        self.warnings = [text for name, text in _UNSUPPORTED.items()
+                         if _bool_param(request, name)]
         self.include, self.include_all = _includefields(params.getlist("includefield"))
+        self.include = [k for k in self.include if returned_at(k.split(".")[0], level)]
         self.constraints: list[tuple[str, str]] = []
         self.fuzzy_names: list[tuple[str, str]] = []
+        uid_lists: dict[str, int] = {}
+        seen: set[str] = set()
         for key, value in params.multi_items():
             if key in _RESERVED or key.lower() in _RESERVED:
                 continue
             attr = _attribute(key)
+            top = attr.split(".")[0]
+            if level is QueryLevel.STUDY and attr in _INSTEAD:
+                # /studies?Modality=CT: the studies with a series of that modality, which is
+                # what ModalitiesInStudy matches (likewise SOP Class UID).
+                attr = top = _INSTEAD[attr]
+            if top in KEYS and KEYS[top].level.rank > level.rank:
+                raise HTTPProblem(400, _lower_key_message(top, level))
             kind = KEYS[attr].kind if attr in KEYS else None
-            if kind is MatchKind.UID and "," in value:
-                value = "\\".join(v.strip() for v in value.split(","))
+            if kind is MatchKind.UID:
+                value = "\\".join(v.strip() for v in value.replace("\\", ",").split(",")
+                                   if v.strip())
+                if attr in uid_lists:  # StudyInstanceUID=a&StudyInstanceUID=b: a UID list
+                    index = uid_lists[attr]
+                    self.constraints[index] = (attr, self.constraints[index][1] + "\\" + value)
+                    continue
+                uid_lists[attr] = len(self.constraints)
+            elif attr in seen:
+                raise HTTPProblem(400, f"{key[:64]} is given more than once; a value list is "
+                                  "only defined for UIDs (PS3.18 8.3.4.1)")
+            seen.add(attr)
             if self.fuzzy and kind is MatchKind.PN and value.strip():
                 self.fuzzy_names.append((attr, value))
                 continue
@@ -153,10 +254,25 @@ class QidoRequest:
 
 
 def _row_attrs(row: dict[str, Any], level: QueryLevel) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for table in TABLES_AT_LEVEL[level.value]:
-        merged.update(attrs_of(row, table.name))
-    return merged
+    """The attributes kept at ingest for the matched entity, as DICOM JSON.
+
+    They come from the entity's own row (a study's and a series' are those of their first
+    instance, an instance's its own), never from the rows above it: a patient's row holds the
+    first instance of its first study, which is not this study's nor this instance's. The
+    attributes of levels below `level` are left out (PS3.18 10.6.3.3).
+    """
+    own = attrs_of(row, TABLES_AT_LEVEL[level.value][0].name)
+    if level is QueryLevel.IMAGE:
+        return own
+    out = {}
+    for tag, item in own.items():
+        try:
+            keyword = keyword_for_tag(int(tag, 16))
+        except ValueError:
+            continue
+        if not keyword or returned_at(str(keyword), level):
+            out[tag] = item
+    return out
 
 
 def run_qido(archive: Archive, q: QidoRequest, root: str) -> tuple[list[dict[str, Any]], bool]:
@@ -249,9 +365,13 @@ async def search(request: Request, level: QueryLevel, scope: dict[str, str]) -> 
     except QueryError as exc:
         raise HTTPProblem(400, str(exc)) from None
     headers: dict[str, str] = {}
+    host = request.url.hostname or "archivist"
+    warnings = list(q.warnings)
     if truncated:
-        host = request.url.hostname or "archivist"
-        headers["Warning"] = (f'299 {host}: "The number of results exceeded the maximum '
-                              'supported by the server. Additional results can be requested."')
+        warnings.append("The number of results exceeded the maximum supported by the server. "
+                        "Additional results can be requested.")
+    if warnings:
+        # One Warning header, its warning-values comma-separated (RFC 7234 5.5).
+        headers["Warning"] = ", ".join(f'299 {host}: "{text}"' for text in warnings)
     return _json_response(items, headers)
 

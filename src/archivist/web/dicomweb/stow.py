@@ -175,14 +175,18 @@ class StowResult:
         self.failed.append(item)
 
     def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        study = self.study or (self.studies[0] if len(self.studies) == 1 else None)
-        if study:
-            out["00081190"] = {"vr": "UR", "Value": [f"{self.root}/studies/{study}"]}
+        """The Store Instances Response Module (PS3.18 Table I.1-1): Retrieve URL is Type 2
+        (empty when no one study holds what was stored), the two sequences Type 1C (each only
+        when it has items)."""
+        out: dict[str, Any] = {"00081190": {"vr": "UR"}}
+        if self.referenced:
+            study = self.study or (self.studies[0] if len(self.studies) == 1 else None)
+            if study:
+                out["00081190"]["Value"] = [f"{self.root}/studies/{study}"]
         if self.failed:
             out["00081198"] = {"vr": "SQ", "Value": self.failed}
-        out["00081199"] = {"vr": "SQ", "Value": self.referenced} if self.referenced \
-            else {"vr": "SQ"}
+        if self.referenced:
+            out["00081199"] = {"vr": "SQ", "Value": self.referenced}
         return out
 
     def status(self) -> int:
@@ -194,7 +198,7 @@ class StowResult:
 def _store_part(archive: Archive, part: Part, study: str | None,
                 result: StowResult | _Outcome, origin: Origin) -> None:
     body: Path | bytes | None = part.data if part.data is not None else part.path
-    mtype, params = content_type_params(part.content_type or DICOM)
+    mtype, _ = content_type_params(part.content_type or DICOM)
     if not part.complete:
         result.fail(_uids(body), FAILURE_CANNOT_UNDERSTAND,
                     "part truncated: the request ended before its boundary")

@@ -28,6 +28,7 @@ from archivist.web.dicomweb.common import (
     DICOM_JSON,
     EXPLICIT_LE,
     FRAME_MEDIA_TYPE,
+    IMPLICIT_LE,
     NATIVE_SYNTAXES,
     OCTET,
     MediaRange,
@@ -39,7 +40,7 @@ from archivist.web.dicomweb.common import (
     iterate_file,
     require_json,
 )
-from archivist.web.dicomweb.jsonmodel import PIXEL_DATA, instance_json, locate, read_deferred
+from archivist.web.dicomweb.jsonmodel import instance_json, locate, read_deferred
 from archivist.web.dicomweb.multipart import multipart_stream, new_boundary
 from archivist.web.errors import HTTPProblem
 
@@ -443,6 +444,11 @@ def parse_frame_list(text: str) -> list[int]:
                           "numbers") from None
     if not numbers or len(numbers) > 10_000:
         raise HTTPProblem(400, "frame list is empty or too long")
+    if min(numbers) < 0:
+        raise HTTPProblem(400, "frame numbers are positive integers (the first frame is 1)")
+    if len(set(numbers)) != len(numbers):
+        # 1,1,1,... would make one small request cost the frame's size that many times over
+        raise HTTPProblem(400, "frame list names a frame more than once")
     return numbers
 
 
@@ -548,23 +554,43 @@ async def frames(request: Request, study: str, series: str, sop: str, frame_list
 # -- Bulk data -----------------------------------------------------------------------------------
 
 def _bulk_bytes(path: Path, tag_path: list[str]) -> bytes:
+    """The value a bulk data path names, as stored (Pixel Data is served by :func:`_pixel_bulk`).
+    """
     with open(path, "rb") as fh:
         ds = read_deferred(fh)
         try:
             holder, tag = locate(ds, tag_path)
         except (KeyError, IndexError, ValueError):
             raise HTTPProblem(404, "no such bulk data element in this instance") from None
-        if tag == PIXEL_DATA and holder is ds:
-            ts = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE))
-            if ts not in NATIVE_SYNTAXES:
-                info = pixels.pixel_info(path)
-                return b"".join(pixels.stored_frame(info, n) for n in range(1, info.frames + 1))
         value = holder[tag].value
         if value is None:
             return b""
         if isinstance(value, (bytes, bytearray)):
             return bytes(value)
         raise HTTPProblem(404, "that element is not bulk data")
+
+
+def _pixel_bulk(path: Path, ranges: list[MediaRange]) -> tuple[str, list[bytes]]:
+    """The Pixel Data of an instance stored in `path` as bulk data, in the form asked for.
+
+    Returns the media type and the frames. PS3.18 8.7.3.3: uncompressed bulk data
+    (``application/octet-stream``) is native little endian, so frames stored compressed are
+    decoded and big endian is swapped; compressed bulk data is sent frame by frame, each
+    frame's compressed bitstream without the fragment delimiters (PS3.18 8.7.3.3.2), when the
+    client accepts the stored media type (or ``transfer-syntax=*``). Video is the stream as
+    stored.
+    """
+    info = _PIXEL_INFO.get(path)
+    stored_media = FRAME_MEDIA_TYPE.get(info.transfer_syntax, OCTET)
+    if stored_media.startswith("video/"):
+        return stored_media, [b"".join(pixels.stored_frame(info, n)
+                                       for n in range(1, info.frames + 1))]
+    media, decode = choose_frame_encoding(ranges, info.transfer_syntax)
+    read = pixels.decoded_frame if decode else pixels.stored_frame
+    frames = [read(info, n) for n in range(1, info.frames + 1)]
+    if media == OCTET:
+        return OCTET, [b"".join(frames)]
+    return media, frames
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -601,16 +627,31 @@ async def bulkdata(request: Request, study: str, series: str, sop: str, tag_path
     path = archive.retrieve.path(ref)
     if path is None:
         raise HTTPProblem(500, "stored object is not on a file system")
-    data = await run_in_threadpool(_bulk_bytes, path, parts)
-    rng = _parse_range(request.headers.get("range"), len(data))
-    multipart = any(r.multipart for r in accept_of(request)) and not any(
-        r.type in (OCTET, "*/*") for r in accept_of(request))
+    ranges = accept_of(request)
+    asked_multipart = any(r.multipart for r in ranges) and not any(
+        r.type in (OCTET, "*/*") for r in ranges)
     headers = {"Accept-Ranges": "bytes"}
+    if parts == ["7FE00010"] and ref.transfer_syntax_uid not in (EXPLICIT_LE, IMPLICIT_LE):
+        media, frames = await run_in_threadpool(_pixel_bulk, path, ranges)
+        if media != OCTET:
+            # Compressed: one part per frame (a Range cannot address several parts).
+            part_type = f"{media}; transfer-syntax={ref.transfer_syntax_uid}"
+            if len(frames) == 1 and not asked_multipart:
+                return Response(frames[0], media_type=part_type)
+            boundary = new_boundary()
+            body = b"".join(multipart_stream(
+                boundary, ((part_type, iter([f])) for f in frames)))
+            return Response(body, media_type=f'multipart/related; type="{media}"; '
+                            f"boundary={boundary}")
+        data = frames[0]
+    else:
+        data = await run_in_threadpool(_bulk_bytes, path, parts)
+    rng = _parse_range(request.headers.get("range"), len(data))
     if rng is not None:
         start, end = rng
         headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         return Response(data[start:end + 1], status_code=206, media_type=OCTET, headers=headers)
-    if multipart:
+    if asked_multipart:
         boundary = new_boundary()
         body = b"".join(multipart_stream(boundary, iter([(OCTET, iter([data]))])))
         return Response(body, media_type=f'multipart/related; type="{OCTET}"; '
