@@ -72,9 +72,35 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
     if (stored == EXPLICIT_BE) != (target == EXPLICIT_BE):
         _swap_byte_order(ds)
     if target in ENCODABLE and "PixelData" in ds:
+        _interleave(ds)
         ds.compress(UID(target), generate_instance_uid=False)
     else:
         ds.file_meta.TransferSyntaxUID = UID(target)
+
+
+def _interleave(ds: Dataset) -> None:
+    """Native colour-by-plane pixel data (Planar Configuration 1) made colour-by-pixel, in
+    place, before compression: pydicom 3.0's encoders read native bytes as colour-by-pixel,
+    so an RLE made from planes held other colours (the image was lost)."""
+    try:
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        planar = int(ds.get("PlanarConfiguration") or 0)
+        bits = int(ds.get("BitsAllocated") or 8)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (AttributeError, TypeError, ValueError):
+        return
+    if samples < 2 or planar != 1 or bits not in (8, 16, 32):
+        return
+    dtype = np.dtype({8: "u1", 16: "<u2", 32: "<u4"}[bits])
+    count = frames * samples * rows * cols
+    raw = bytes(ds.PixelData)
+    if len(raw) < count * dtype.itemsize:
+        return  # short data: the encoder says what is wrong
+    planes = np.frombuffer(raw, dtype=dtype, count=count).reshape(frames, samples, rows, cols)
+    data = np.ascontiguousarray(planes.transpose(0, 2, 3, 1)).tobytes()
+    ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
+    ds.PlanarConfiguration = 0
 
 
 def _decompress_from_array(ds: Dataset) -> None:
@@ -106,11 +132,25 @@ def _swap_byte_order(ds: Dataset) -> None:
     """
     if PIXEL_DATA in ds and not getattr(ds[PIXEL_DATA], "is_undefined_length", False):
         elem = ds[PIXEL_DATA]
-        bits = int(ds.get("BitsAllocated") or 8)
-        size = bits // 8 if bits in (16, 32, 64) else (2 if elem.VR == "OW" else 1)
+        size = pixel_word_size(int(ds.get("BitsAllocated") or 8), elem.VR)
         if size > 1 and isinstance(elem.value, (bytes, bytearray)):
             elem.value = _swapped(bytes(elem.value), size)
     _swap_values(ds)
+
+
+def pixel_word_size(bits_allocated: int, vr: str | None) -> int:
+    """Bytes per value whose order big endian reverses in native pixel data: per Bits
+    Allocated (16, 32, 64 bits); 8- and 1-bit data encoded as OW are 16-bit words; OB is a
+    byte stream (1)."""
+    if bits_allocated in (16, 32, 64):
+        return bits_allocated // 8
+    return 2 if vr == "OW" else 1
+
+
+def swapped(raw: bytes, size: int) -> bytes:
+    """`raw` with the byte order of each `size`-byte value reversed (a trailing partial value
+    is left as it is)."""
+    return _swapped(raw, size) if size > 1 else raw
 
 
 def _swapped(raw: bytes, size: int) -> bytes:

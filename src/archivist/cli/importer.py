@@ -56,6 +56,25 @@ def _dicomdir_items(dicomdir: Path) -> Iterator[Item]:
         yield Item(str(candidate), candidate.stat().st_size, path=candidate)
 
 
+_DIRECTORY_STORAGE = b"1.2.840.10008.1.3.10"  # Media Storage Directory Storage (PS3.10 8.6)
+
+
+def _is_dicomdir(path: Path) -> bool:
+    """A DICOMDIR by its File Meta, whatever its name (``DICOMDIR-bigEnd``, ``DICOMDIR;1``,
+    a renamed copy): its records name the files to import; the object itself is no image."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1024)
+        if head[128:132] != b"DICM" or _DIRECTORY_STORAGE not in head:
+            return False
+        import pydicom
+
+        meta = pydicom.filereader.read_file_meta_info(path)
+        return str(meta.get("MediaStorageSOPClassUID", "")) == _DIRECTORY_STORAGE.decode()
+    except Exception:  # noqa: BLE001 - not readable as Part 10: the ingest says why
+        return False
+
+
 def collect(paths: list[Path]) -> tuple[list[Item], Counter[str]]:
     """Every candidate under `paths`; regular files only, no links leading outside a root."""
     items: list[Item] = []
@@ -91,7 +110,7 @@ def collect(paths: list[Path]) -> tuple[list[Item], Counter[str]]:
             except (zipfile.BadZipFile, OSError):
                 skipped["unreadable zip"] += 1
             return
-        if p.name.upper() == "DICOMDIR":
+        if p.name.upper() == "DICOMDIR" or _is_dicomdir(p):
             try:
                 for item in _dicomdir_items(p):
                     if str(item.path and item.path.resolve()) not in seen:

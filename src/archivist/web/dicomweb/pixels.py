@@ -27,6 +27,8 @@ from archivist.archive.transcode import (
     ENCODABLE,
     JPEG_EXTENDED,
     TranscodeRefused,
+    pixel_word_size,
+    swapped,
     transcode_dataset,
     twelve_bit_jpeg,
 )
@@ -42,6 +44,9 @@ from archivist.web.errors import HTTPProblem
 log = logging.getLogger("archivist.web")
 
 PIXEL_DATA = 0x7FE00010
+#: Pixel Data, then Float and Double Float Pixel Data (PS3.3 C.7.6.3, C.7.6.24): the first found
+#: holds the frames.
+PIXEL_TAGS = (PIXEL_DATA, 0x7FE00008, 0x7FE00009)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -102,6 +107,7 @@ class PixelInfo:
     extended_offsets: tuple[bytes, bytes] | None
     header: Dataset
     in_memory: bytes | None = None
+    pixel_vr: str | None = None
 
     @property
     def frame_bytes(self) -> int:
@@ -117,11 +123,15 @@ def pixel_info(path: Path) -> PixelInfo:
     with open(path, "rb") as fh:
         ds = pydicom.dcmread(fh, defer_size=256)
         ts = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE))
-        if PIXEL_DATA not in ds:
+        tag = next((t for t in PIXEL_TAGS if t in ds), None)
+        if tag is None:
             raise HTTPProblem(404, "this instance has no pixel data (no frames)")
+        if ts == DEFLATED_LE:
+            # A deferred value's position is in the inflated stream, not in the file: read it.
+            ds[tag].value  # noqa: B018 - loads the value
         # keep_deferred: pydicom 3 would otherwise read the whole value, and the frames of a
         # native object would then be decoded instead of cut from the file.
-        raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
+        raw = ds.get_item(tag, keep_deferred=True)
         in_memory = None
         tell = -1
         if isinstance(raw, RawDataElement):
@@ -130,7 +140,7 @@ def pixel_info(path: Path) -> PixelInfo:
             else:
                 tell = raw.value_tell
         else:
-            in_memory = ds.PixelData
+            in_memory = raw.value
         ext = None
         if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
             ext = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
@@ -141,7 +151,7 @@ def pixel_info(path: Path) -> PixelInfo:
             bits_allocated=int(ds.get("BitsAllocated") or 8),
             value_tell=tell, in_memory=in_memory,
             encapsulated=ts not in NATIVE_SYNTAXES,
-            extended_offsets=ext, header=ds,
+            extended_offsets=ext, header=ds, pixel_vr=raw.VR,
         )
 
 
@@ -162,26 +172,50 @@ def stored_frame(info: PixelInfo, number: int) -> bytes:
             fh.seek(info.value_tell)
             return get_frame(fh, number - 1, number_of_frames=info.frames,
                              extended_offsets=info.extended_offsets)
-    if info.transfer_syntax in (EXPLICIT_LE, IMPLICIT_LE) and info.bits_allocated % 8 == 0 \
-            and (info.value_tell >= 0 or info.in_memory is not None):
-        size = info.frame_bytes
-        if info.in_memory is not None:  # a small value, read with the header
-            data = bytes(info.in_memory[(number - 1) * size:number * size])
-        else:
-            with open(info.path, "rb") as fh:
-                fh.seek(info.value_tell + (number - 1) * size)
-                data = fh.read(size)
-        if len(data) != size:
-            raise HTTPProblem(404, f"frame {number} is not in the stored Pixel Data, which is "
-                              "shorter than Rows x Columns x Samples x Bits Allocated x frames")
-        return data
+    if _cuttable(info):
+        return _native_frame(info, number)
     return decoded_frame(info, number)
+
+
+def _cuttable(info: PixelInfo) -> bool:
+    """Native pixel data in whole bytes per sample, whose frames are cut, not decoded."""
+    return info.transfer_syntax in NATIVE_SYNTAXES and info.bits_allocated % 8 == 0 \
+        and (info.value_tell >= 0 or info.in_memory is not None)
+
+
+def _native_frame(info: PixelInfo, number: int) -> bytes:
+    """Frame `number` of native pixel data, in little endian byte order.
+
+    Native data (big endian and deflated too) is cut, not decoded: the frame keeps the layout
+    the header describes (Planar Configuration, YBR_FULL_422 with two samples per pixel, the
+    colour space), only its byte order is turned around, as in Explicit VR Little Endian.
+    """
+    size = info.frame_bytes
+    word = 1
+    if info.transfer_syntax == EXPLICIT_BE:
+        word = pixel_word_size(info.bits_allocated, info.pixel_vr)
+    start = (number - 1) * size
+    first = start - start % word  # whole words around the frame, swapped, then cut
+    last = start + size + (-(start + size)) % word
+    if info.in_memory is not None:  # a small value, read with the header
+        data = bytes(info.in_memory[first:last])
+    else:
+        with open(info.path, "rb") as fh:
+            fh.seek(info.value_tell + first)
+            data = fh.read(last - first)
+    data = swapped(data, word)[start - first:start - first + size]
+    if len(data) != size:
+        raise HTTPProblem(404, f"frame {number} is not in the stored Pixel Data, which is "
+                          "shorter than Rows x Columns x Samples x Bits Allocated x frames")
+    return data
 
 
 @_unreadable_is_406
 def decoded_frame(info: PixelInfo, number: int) -> bytes:
     """Frame `number` decoded to native little-endian bytes (Explicit VR Little Endian)."""
     ts = info.transfer_syntax
+    if _cuttable(info):
+        return _native_frame(info, number)  # nothing to decode
     if info.encapsulated and not get_decoder(UID(ts)).is_available:
         raise HTTPProblem(406, f"cannot decode transfer syntax {ts} on this server")
     arr = frame_array(info.path, number, info.header)
@@ -189,8 +223,19 @@ def decoded_frame(info: PixelInfo, number: int) -> bytes:
         from pydicom.pixels import pack_bits
 
         return pack_bits(arr, pad=False)
+    if arr.ndim == 3 and _planar(info.header):
+        # Colour-by-plane, as the header the client reads says (RLE: PS3.5 G.2).
+        arr = arr.transpose(2, 0, 1)
     dtype = arr.dtype.newbyteorder("<")
     return np.ascontiguousarray(arr, dtype=dtype).tobytes()
+
+
+def _planar(header: Dataset) -> bool:
+    try:
+        return int(header.get("SamplesPerPixel") or 1) > 1 \
+            and int(header.get("PlanarConfiguration") or 0) == 1
+    except (TypeError, ValueError):
+        return False
 
 
 def frame_array(path: Path, number: int, header: Dataset | None = None) -> np.ndarray:
