@@ -294,6 +294,17 @@ class TestAdminAndPaths:
         status = int(reply.split(b" ", 2)[1])
         assert status < 500 and b"root:" not in reply, reply[:300]
 
+    @pytest.mark.parametrize("method,path", [
+        ("DELETE", "/dicomweb/studies"), ("PUT", "/dicomweb/studies/1.2.3"),
+        ("POST", "/dicomweb/studies/1.2.3/series/1.2.3.4/metadata"), ("POST", "/healthz"),
+        ("PATCH", "/wado"),
+    ])
+    def test_a_method_not_allowed_is_a_json_405(self, served: Served, method: str,
+                                                path: str) -> None:
+        r = served.request(method, path)
+        _refused(r, 405)
+        assert r.headers.get("Allow"), r.headers
+
     def test_server_still_answers(self, served: Served) -> None:
         assert served.srv.healthy()
         r = served.request("GET", f"/dicomweb/studies?StudyInstanceUID={served.study}")

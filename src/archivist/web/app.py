@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from archivist.archive.archive import Archive
+from archivist.web.errors import problem_response
 
 # Feature modules mounted in this order; the viewer comes last because it serves "/".
 _ROUTE_MODULES = ("codes", "api", "dicomweb", "wado_uri", "inventory_api", "archive_page",
@@ -77,6 +79,15 @@ class _Activity:
             activity.end()
 
 
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own HTTP errors (a method a route does not allow: 405 with its Allow
+    header) with the JSON body every other error of this server has."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return problem_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+
 @dataclass
 class Health:
     """Readiness flags flipped by the process that runs the listeners."""
@@ -125,7 +136,7 @@ def create_app(archive: Archive, health: Health | None = None, *,
     for name in _ROUTE_MODULES:
         module = importlib.import_module(f"archivist.web.{name}")
         routes.extend(module.routes())
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
     app.state.archive = archive
     app.state.settings = archive.settings
     app.state.health = health
