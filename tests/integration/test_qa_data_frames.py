@@ -160,3 +160,20 @@ def test_colour_by_plane_transcoded_keeps_its_pixels(stored, syntax: str) -> Non
         got = pydicom.dcmread(io.BytesIO(r.content))
         assert str(got.file_meta.TransferSyntaxUID) == syntax
         assert np.array_equal(got.pixel_array, ds.pixel_array), name
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.90"])
+def test_float_pixel_data_is_not_encapsulated(stored, syntax: str) -> None:
+    """Float Pixel Data has no encapsulated form: asked for one, a 406 that says so (it was a
+    200 with a file claiming RLE around native floats); a native syntax still works."""
+    srv, files = stored
+    ds = pydicom.dcmread(files["float"], stop_before_pixels=True)
+    url = (f"{srv.url}/dicomweb/studies/{STUDY}/series/{ds.SeriesInstanceUID}/instances/"
+           f"{ds.SOPInstanceUID}")
+    r = requests.get(url, timeout=60,
+                     headers={"Accept": f"application/dicom; transfer-syntax={syntax}"})
+    assert r.status_code == 406, r.status_code
+    assert "Float" in r.json()["error"]
+    r = requests.get(url, timeout=60, headers={
+        "Accept": "application/dicom; transfer-syntax=1.2.840.10008.1.2"})
+    assert r.status_code == 200

@@ -30,3 +30,29 @@ def test_native_frame_is_cut_not_decoded(tmp_path: Path, monkeypatch: pytest.Mon
     frame = pixels.stored_frame(info, 1)
     expected = np.ascontiguousarray(ds.pixel_array, dtype=ds.pixel_array.dtype.newbyteorder("<"))
     assert frame == expected.tobytes()
+
+
+def test_viewport_with_a_negative_source_size_flips_the_region(tmp_path: Path) -> None:
+    """PS3.18 8.3.5.1.3: a negative sw / sh flips the source region; a zero one is a 400."""
+    import io
+
+    from PIL import Image
+
+    path = tmp_path / "ramp.dcm"
+    ds = make_instance(path, rows=4, columns=6)
+    ds.PixelData = bytes(range(0, 240, 10))  # 24 values, all different
+    ds.WindowCenter, ds.WindowWidth = 120, 256
+    ds.save_as(path, enforce_file_format=True)
+
+    def grey(viewport: str) -> np.ndarray:
+        opts = pixels.parse_render_options({"viewport": viewport}, "image/png")
+        return np.asarray(Image.open(io.BytesIO(pixels.render(path, 1, opts))))
+
+    plain = grey("4,2,1,1,4,2")  # the 4 x 2 region at (1, 1), not resized
+    assert plain.shape == (2, 4)
+    np.testing.assert_array_equal(grey("4,2,5,1,-4,2"), plain[:, ::-1])
+    np.testing.assert_array_equal(grey("4,2,1,3,4,-2"), plain[::-1, :])
+    np.testing.assert_array_equal(grey("4,2,5,3,-4,-2"), plain[::-1, ::-1])
+    with pytest.raises(pixels.HTTPProblem) as refused:
+        pixels.parse_render_options({"viewport": "4,2,1,1,0,2"}, "image/png")
+    assert refused.value.status == 400

@@ -53,7 +53,8 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
     Raises
     ------
     TranscodeRefused
-        12-bit JPEG Extended (the free decoders cannot read it).
+        12-bit JPEG Extended (the free decoders cannot read it); Float Pixel Data to a
+        compressed syntax.
     Exception
         Whatever a decoder or encoder raises.
     """
@@ -63,6 +64,10 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
     if twelve_bit_jpeg(ds) and "PixelData" in ds:
         raise TranscodeRefused("12-bit JPEG Extended is not transcoded by this server (its "
                                "free decoders cannot read it)")
+    if target not in NATIVE_SYNTAXES and ("FloatPixelData" in ds
+                                          or "DoubleFloatPixelData" in ds):
+        raise TranscodeRefused("Float and Double Float Pixel Data have no encapsulated form "
+                               "(PS3.5 A.4): only native transfer syntaxes carry them")
     if stored not in NATIVE_SYNTAXES and "PixelData" in ds:
         try:
             ds.decompress(generate_instance_uid=False)  # same object: its UID stays

@@ -359,6 +359,9 @@ def parse_render_options(params: Any, media_type: str, *, thumbnail: bool = Fals
             raise HTTPProblem(400, "viewport must be vw,vh[,sx,sy,sw,sh] with 0 < vw,vh <= 8192")
         opts.viewport = (nums[0], nums[1])
         if len(nums) == 6:
+            if nums[4] == 0 or nums[5] == 0 or max(abs(n) for n in nums[2:]) > 1 << 16:
+                raise HTTPProblem(400, "viewport's source region sx,sy,sw,sh needs sw and sh "
+                                  "other than 0 (negative: flipped)")
             opts.crop = (nums[2], nums[3], nums[4], nums[5])
     elif thumbnail:
         opts.viewport = (128, 128)
@@ -411,8 +414,14 @@ def render(path: Path, number: int, opts: RenderOptions) -> bytes:
     else:
         image = Image.fromarray(_to_8bit_rgb(arr), mode="RGB")
     if opts.crop:
+        # The source region; a negative width or height flips it (PS3.18 8.3.5.1.3).
         sx, sy, sw, sh = opts.crop
-        image = image.crop((sx, sy, sx + sw, sy + sh))
+        image = image.crop((min(sx, sx + sw), min(sy, sy + sh), max(sx, sx + sw),
+                            max(sy, sy + sh)))
+        if sw < 0:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if sh < 0:
+            image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
     if opts.viewport:
         vw, vh = opts.viewport
         if opts.keep_aspect:
