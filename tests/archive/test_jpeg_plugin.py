@@ -116,3 +116,39 @@ def test_the_plugin_claims_only_jpeg_lossless() -> None:
     assert jpeg_plugin.is_available("1.2.840.10008.1.2.4.57")
     assert not jpeg_plugin.is_available("1.2.840.10008.1.2.4.50")  # Pillow decodes baseline
     assert not jpeg_plugin.is_available("1.2.840.10008.1.2.4.80")  # pyjpegls decodes JPEG-LS
+
+
+def _dcmdjpeg() -> str:
+    return _dcmcjpeg().replace("dcmcjpeg", "dcmdjpeg")
+
+
+@pytest.mark.parametrize("target", ["1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_encoded_here_dcmtk_decodes_the_same_pixels(tmp_path: Path, case: str,
+                                                    target: str) -> None:
+    """Transcoding to JPEG Lossless (a C-GET requestor that accepted only it, `getscu +xs`;
+    WADO-RS with that transfer syntax): DCMTK's ``dcmdjpeg`` gives back the pixels coded."""
+    from archivist.archive.transcode import transcode_dataset
+
+    ds, expected = CASES[case]()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    transcode_dataset(ds, target)
+    assert ds.file_meta.TransferSyntaxUID == target
+    compressed, plain = tmp_path / "jpeg.dcm", tmp_path / "plain.dcm"
+    ds.save_as(compressed, enforce_file_format=True)
+    subprocess.run([_dcmdjpeg(), str(compressed), str(plain)], check=True)
+    assert np.array_equal(pydicom.dcmread(plain).pixel_array, expected)
+    assert np.array_equal(pixel_array(str(compressed)), expected)  # and our own decoder
+
+
+def test_what_jpeg_lossless_cannot_carry_is_refused() -> None:
+    from archivist.archive.transcode import TranscodeRefused, transcode_dataset
+
+    ds = pydicom.dcmread(get_testdata_file("rtdose.dcm"))  # 32 bits allocated
+    with pytest.raises(TranscodeRefused, match="32 bits"):
+        transcode_dataset(ds, "1.2.840.10008.1.2.4.70")
+    ds, _ = _ct_signed_12()
+    ds.HighBit = 15  # bits stored 12 but high bit 15: not a layout coded here
+    with pytest.raises(TranscodeRefused, match="High Bit"):
+        transcode_dataset(ds, "1.2.840.10008.1.2.4.70")

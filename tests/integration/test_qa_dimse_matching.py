@@ -29,9 +29,12 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
+from archivist.archive import jpeg_plugin
 from archivist.testing.datasets import make_instance, pydicom_test_file
 from archivist.testing.server import ServerProcess
 from conftest import dcmtk_tool
+
+jpeg_plugin.register()  # this process reads the JPEG Lossless it receives
 
 AET = "ARCHIVIST"
 FIND = StudyRootQueryRetrieveInformationModelFind
@@ -214,6 +217,7 @@ def test_return_key_with_an_ambiguous_vr(srv: ServerProcess) -> None:
 @pytest.mark.parametrize(("option", "syntax"), [
     ("+xr", "1.2.840.10008.1.2.5"),        # RLE Lossless
     ("+xv", "1.2.840.10008.1.2.4.90"),     # JPEG 2000 lossless
+    ("+xs", "1.2.840.10008.1.2.4.70"),     # JPEG Lossless SV1
 ])
 def test_getscu_preferring_a_syntax_the_archive_encodes(srv: ServerProcess, tmp_path: Path,
                                                        option: str, syntax: str) -> None:
@@ -234,6 +238,14 @@ def test_getscu_preferring_a_syntax_the_archive_encodes(srv: ServerProcess, tmp_
         assert received.file_meta.TransferSyntaxUID == syntax
         assert received.SOPInstanceUID == original.SOPInstanceUID
         assert (received.pixel_array == original.pixel_array).all()
+    if option == "+xs":
+        # DCMTK decodes our JPEG Lossless to the same pixels (signed 16-bit CT).
+        plain = tmp_path / "plain.dcm"
+        subprocess.run([dcmtk_tool("dcmdjpeg"), str(got[0]), str(plain)], check=True,
+                       capture_output=True, timeout=60)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert (pydicom.dcmread(plain).pixel_array == original.pixel_array).all()
 
 
 def test_getscu_default_still_gets_uncompressed(srv: ServerProcess, tmp_path: Path) -> None:

@@ -68,6 +68,49 @@ def _decode_frame(src: bytes, runner: Any) -> bytes:
     return arr.tobytes()
 
 
+def encode_frame(frame: bytes, rows: int, columns: int, samples: int, bits_allocated: int,
+                 bits_stored: int) -> bytes:
+    """One native frame (little endian, colour by pixel) as a JPEG Lossless SV1 bitstream
+    (process 14, first-order prediction; valid for both JPEG Lossless syntaxes).
+
+    The samples are coded as unsigned integers of `bits_stored` bits (2 to 16): signed data
+    keeps its two's complement bit pattern, and bits above the stored ones are dropped, as
+    PS3.5 8.2.1 has it. Colour is coded as it is (no colour transform: lossless). The result is
+    decoded again and compared with what was coded.
+
+    Raises
+    ------
+    ValueError
+        A layout libjpeg's lossless process cannot carry, or a bitstream that does not decode
+        to the same samples.
+    """
+    codec = _codec()
+    if codec is None:
+        raise ValueError("imagecodecs with libjpeg-turbo is not installed")
+    if bits_allocated not in (8, 16) or not 2 <= bits_stored <= min(bits_allocated, 16) \
+            or samples not in (1, 3):
+        raise ValueError(f"JPEG Lossless cannot code {samples} samples of {bits_stored} bits "
+                         f"in {bits_allocated}")
+    import numpy as np
+
+    dtype = np.dtype("u1" if bits_allocated == 8 else "<u2")
+    shape = (rows, columns, samples) if samples > 1 else (rows, columns)
+    count = rows * columns * samples
+    if len(frame) < count * dtype.itemsize:
+        raise ValueError("the frame is shorter than Rows x Columns x Samples per Pixel")
+    arr = np.frombuffer(frame, dtype=dtype, count=count).reshape(shape)
+    if bits_stored < 8 * dtype.itemsize:
+        arr = arr & dtype.type((1 << bits_stored) - 1)
+    arr = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
+    coded = codec.jpeg8_encode(arr, lossless=True, predictor=1, bitspersample=bits_stored,
+                               **({"colorspace": "RGB", "outcolorspace": "RGB"}
+                                  if samples == 3 else {}))
+    back = codec.jpeg8_decode(coded, colorspace=None, outcolorspace=None)
+    if back.shape != arr.shape or not np.array_equal(back, arr):
+        raise ValueError("the JPEG Lossless bitstream does not decode to the frame coded")
+    return bytes(coded)
+
+
 def register() -> None:
     """Add the plugin to pydicom's decoders for the syntaxes above (a decoder that has it
     already is left as it is)."""

@@ -19,8 +19,12 @@ IMPLICIT_LE = "1.2.840.10008.1.2"
 DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 NATIVE_SYNTAXES = frozenset({EXPLICIT_LE, IMPLICIT_LE, DEFLATED_LE, EXPLICIT_BE})
-#: Syntaxes pixel data can be compressed to here (RLE, JPEG-LS lossless, JPEG 2000 lossless).
-ENCODABLE = ("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90")
+#: JPEG Lossless, process 14 and process 14 SV1: coded here by :mod:`.jpeg_plugin`.
+JPEG_LOSSLESS = ("1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70")
+#: Syntaxes pixel data can be compressed to here (RLE, JPEG-LS lossless, JPEG 2000 lossless,
+#: JPEG Lossless).
+ENCODABLE = ("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90",
+             *JPEG_LOSSLESS)
 JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
 
 
@@ -76,11 +80,50 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
         stored = str(ds.file_meta.TransferSyntaxUID)
     if (stored == EXPLICIT_BE) != (target == EXPLICIT_BE):
         _swap_byte_order(ds)
-    if target in ENCODABLE and "PixelData" in ds:
+    if target in JPEG_LOSSLESS and "PixelData" in ds:
+        _interleave(ds)
+        _compress_jpeg_lossless(ds, target)
+    elif target in ENCODABLE and "PixelData" in ds:
         _interleave(ds)
         ds.compress(UID(target), generate_instance_uid=False)
     else:
         ds.file_meta.TransferSyntaxUID = UID(target)
+
+
+def _compress_jpeg_lossless(ds: Dataset, target: str) -> None:
+    """Native little-endian Pixel Data (colour by pixel) coded frame by frame as JPEG
+    Lossless, encapsulated with a Basic Offset Table; the photometric interpretation stays (a
+    lossless coding has no colour transform)."""
+    from pydicom.encaps import encapsulate
+
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        allocated = int(ds.BitsAllocated)
+        stored = int(ds.get("BitsStored") or allocated)
+        high = int(ds.get("HighBit") if ds.get("HighBit") is not None else stored - 1)
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise TranscodeRefused(f"the image attributes do not describe the pixels: {exc}") \
+            from None
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if high != stored - 1 or photometric not in (
+            "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB"):
+        raise TranscodeRefused(f"JPEG Lossless is not made here from {photometric or 'pixels'} "
+                               f"with High Bit {high} and Bits Stored {stored}")
+    size = rows * columns * samples * allocated // 8
+    raw = bytes(ds.PixelData)
+    try:
+        coded = [jpeg_plugin.encode_frame(raw[n * size:(n + 1) * size], rows, columns, samples,
+                                          allocated, stored) for n in range(frames)]
+    except ValueError as exc:
+        raise TranscodeRefused(f"cannot code JPEG Lossless: {exc}") from None
+    ds.PixelData = encapsulate(coded, has_bot=True)
+    ds[PIXEL_DATA].VR = "OB"
+    ds[PIXEL_DATA].is_undefined_length = True
+    if samples > 1:
+        ds.PlanarConfiguration = 0
+    ds.file_meta.TransferSyntaxUID = UID(target)
 
 
 def _interleave(ds: Dataset) -> None:

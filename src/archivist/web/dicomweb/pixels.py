@@ -23,9 +23,11 @@ from pydicom.encaps import get_frame
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, get_encoder, pixel_array
 from pydicom.uid import UID
 
+from archivist.archive import jpeg_plugin
 from archivist.archive.transcode import (
     ENCODABLE,
     JPEG_EXTENDED,
+    JPEG_LOSSLESS,
     TranscodeRefused,
     pixel_word_size,
     swapped,
@@ -302,6 +304,8 @@ def can_transcode(stored: str, target: str) -> bool:
             return False
     if target in NATIVE_SYNTAXES:
         return True
+    if target in JPEG_LOSSLESS:
+        return jpeg_plugin.is_available(target)
     if target in ENCODABLE:
         try:
             return bool(get_encoder(UID(target)).is_available)
