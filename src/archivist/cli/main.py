@@ -6,6 +6,7 @@ Heavy modules (pydicom, pynetdicom, SQLAlchemy) are imported inside the commands
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -37,7 +38,9 @@ DataOpt = typer.Option(
     envvar=None, show_default=False,
 )
 ConfigOpt = typer.Option(
-    None, "--config", help="TOML settings file (keys as in docs/configuration.md).",
+    None, "--config",
+    help="TOML settings file (keys and environment variables: the README's Configuration "
+         "section).",
     exists=True, dir_okay=False,
 )
 
@@ -154,11 +157,18 @@ reindex_cli.register(app)
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["codes"]:
-        status = codes_cli.quick_main(sys.argv[2:])  # type: ignore[attr-defined]
-        if status is not None:
-            raise SystemExit(status)
-    app()
+    try:
+        if sys.argv[1:2] == ["codes"]:
+            status = codes_cli.quick_main(sys.argv[2:])  # type: ignore[attr-defined]
+            if status is not None:
+                raise SystemExit(status)
+        app()
+    except BrokenPipeError:
+        # The reader went away (`archivist codes cid 4 | head`): stop quietly, as Click does for
+        # its own commands. Python flushes stdout at exit, which would raise again, so it is
+        # pointed at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

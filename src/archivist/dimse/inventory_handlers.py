@@ -300,6 +300,9 @@ class InventoryCreationHandler:
         if instance != STORAGE_MANAGEMENT_INSTANCE:
             return status_dataset(0x0112, "Use the Storage Management SOP Instance"), None
         action = int(getattr(req, "ActionTypeID", 0) or 0)
+        if action not in (INITIATE, REQUEST_STATUS, CANCEL, PAUSE, RESUME):
+            # Before the Action Information is read: what it must hold depends on the action.
+            return status_dataset(0x0123, "No such action"), None
         try:
             info = event.action_information
         except Exception:  # noqa: BLE001 - no Action Information, or one that does not decode
@@ -322,10 +325,8 @@ class InventoryCreationHandler:
                 self.engine.cancel(uid, retain == "YES")
             elif action == PAUSE:
                 self.engine.pause(uid)
-            elif action == RESUME:
-                self.engine.resume(uid)
             else:
-                return status_dataset(0x0123, "No such action"), None
+                self.engine.resume(uid)
         except JobError as exc:
             log.warning("Inventory Creation action %d from %s: %s", action, aet, exc)
             return status_dataset(exc.status, str(exc)), None

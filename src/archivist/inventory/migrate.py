@@ -57,6 +57,57 @@ COMMON_STORAGE = [
     "1.2.840.10008.5.1.4.1.1.201.1",
 ]
 
+#: Transfer syntaxes a C-GET offers for each SOP Class, best first. Each gets a presentation
+#: context of its own: the source accepts one transfer syntax per context (and Archivist, like
+#: most, the first one the requestor lists), so a single context listing them all made every
+#: object arrive in that one syntax, decompressed and re-encoded by the source (or failed where it
+#: cannot decompress, e.g. 12-bit JPEG). The uncompressed ones come first, so when a class's
+#: own syntax did not fit in the 128 contexts its objects can still be sent re-encoded.
+GET_TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended (12-bit)
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian
+    "1.2.840.10008.1.2.4.201",  # HTJ2K lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K lossless RPCL
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+]
+
+#: Presentation contexts an association may carry (PS3.8 9.3.2.2: odd IDs 1 to 255), less the
+#: C-GET and C-FIND contexts of the migration's own association.
+_STORAGE_CONTEXT_BUDGET = 128 - 2
+
+
+def get_storage_contexts(classes: list[str]) -> list[Any]:
+    """Storage contexts (with us as SCP) for a C-GET of objects of `classes`, so the source
+    can send each as it stores it: one context per (SOP Class, transfer syntax), the syntaxes
+    of :data:`GET_TRANSFER_SYNTAXES` taken in turn for every class while the 126 contexts last,
+    then every other syntax pynetdicom knows when room is left (PS3.4 C.4.3: the C-GET SCP
+    sends each sub-operation on a context the requestor proposed for its SOP Class)."""
+    from pynetdicom import ALL_TRANSFER_SYNTAXES
+    from pynetdicom.presentation import build_context
+
+    classes = classes[:_STORAGE_CONTEXT_BUDGET]
+    syntaxes = GET_TRANSFER_SYNTAXES + [ts for ts in ALL_TRANSFER_SYNTAXES
+                                        if ts not in GET_TRANSFER_SYNTAXES]
+    contexts: list[Any] = []
+    for ts in syntaxes:
+        for sop_class in classes:
+            if len(contexts) == _STORAGE_CONTEXT_BUDGET:
+                return contexts
+            contexts.append(build_context(sop_class, [ts]))
+    return contexts
+
+
 #: Progress callback: (phase, done, total) with phase "inventory", "retrieve" or "verify".
 Progress = Callable[[str, int, int], None]
 
@@ -176,6 +227,9 @@ class Migration:
                  progress: Progress | None = None) -> None:
         if method not in ("get", "move"):
             raise ArchivistError(f"retrieve method must be get or move, not {method!r}")
+        if find_method not in ("auto", "rq", "find"):
+            raise ArchivistError(f"how to inventory the source must be auto, rq or find, "
+                                 f"not {find_method!r}")
         if method == "move" and not move_port:
             raise ArchivistError("C-MOVE needs --port: where the source sends to us")
         self.archive = archive
@@ -193,16 +247,14 @@ class Migration:
     # -- association -----------------------------------------------------------------------
 
     def _storage_contexts(self, inv: Inventory) -> list[Any]:
-        from pynetdicom import ALL_TRANSFER_SYNTAXES
-        from pynetdicom.presentation import build_context
-
+        """The storage contexts our C-GET proposes: see :func:`get_storage_contexts`."""
         found = [i.sop_class_uid for st in inv.studies.values()
                  for se in st.series.values() for i in se.instances.values()]
         classes = sorted({c for c in found if c})
         if len(classes) < len(set(found)) or not found:
             # The source did not say (dcmqrscp returns no SOP Class UID): offer the usual ones.
             classes += [c for c in COMMON_STORAGE if c not in classes]
-        return [build_context(c, ALL_TRANSFER_SYNTAXES) for c in classes[:120]]
+        return get_storage_contexts(classes)
 
     def _open(self) -> Any:
         if self._assoc is not None and self._assoc.is_established:

@@ -170,9 +170,21 @@ class Inventory:
         """Read inventory files: DICOM Inventory instances (a folder = every file in it), or JSON."""
         files: list[Path] = []
         for p in paths:
-            files.extend(sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p])
+            if p.is_dir():
+                found = sorted(x for x in p.rglob("*") if x.is_file())
+                if not found:
+                    raise InventoryFormatError(f"{p}: an empty folder, no inventory files in it")
+                files.extend(found)
+            elif not p.is_file():
+                raise InventoryFormatError(f"{p}: no such file or folder")
+            else:
+                files.append(p)
         if len(files) == 1 and files[0].suffix.lower() == ".json":
-            return cls.from_json(json.loads(files[0].read_text()), source=str(files[0]))
+            try:
+                data = json.loads(files[0].read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise InventoryFormatError(f"{files[0]}: not readable JSON ({exc})") from None
+            return cls.from_json(data, source=str(files[0]))
         datasets = []
         for f in files:
             try:

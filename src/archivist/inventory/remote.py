@@ -121,12 +121,12 @@ def associate(remote: Remote, contexts: list[str], *, storage: list[Any] | None 
     ae = _ae(remote)
     for uid in contexts:
         ae.add_requested_context(uid)
-    roles = []
+    roles: dict[str, Any] = {}  # one SCP/SCU Role Selection item per SOP Class (PS3.7 D.3.3.4)
     for cx in storage or []:
         ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
-        roles.append(build_role(cx.abstract_syntax, scp_role=True))
+        roles.setdefault(str(cx.abstract_syntax), build_role(cx.abstract_syntax, scp_role=True))
     assoc = ae.associate(remote.host, remote.port, ae_title=remote.aet,
-                         ext_neg=roles or None, evt_handlers=evt_handlers)
+                         ext_neg=list(roles.values()) or None, evt_handlers=evt_handlers)
     if not assoc.is_established:
         raise RemoteError(f"association with {remote} was not accepted")
     keep_responses_from_the_reactor(assoc)

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from archivist.errors import ArchivistError
 from archivist.inventory import REPOSITORY_QUERY, STUDY_ROOT_FIND
 from archivist.inventory.model import Inventory
 from archivist.inventory.remote import (
@@ -69,6 +70,11 @@ def of_remote(remote: Remote, level: str = "INSTANCE", scope: Iterable[tuple[str
     method
         ``auto`` (Repository Query when offered, else C-FIND), ``rq`` or ``find``.
     """
+    depth = {"STUDY": 1, "SERIES": 2, "IMAGE": 3, "INSTANCE": 3}.get(level.upper())
+    if depth is None:
+        raise ArchivistError(f"level must be study, series or instance, not {level!r}")
+    if method not in ("auto", "rq", "find"):
+        raise ArchivistError(f"method must be auto, rq or find, not {method!r}")
     scope_map = dict(scope)
     assoc = None
     if method in ("auto", "rq"):
@@ -88,9 +94,8 @@ def of_remote(remote: Remote, level: str = "INSTANCE", scope: Iterable[tuple[str
     if assoc is None:
         assoc = associate(remote, [STUDY_ROOT_FIND])
     try:
-        inv = Inventory(level="INSTANCE" if level.upper() in ("IMAGE", "INSTANCE") else
-                        level.upper(), source=f"{remote} ({'Repository Query' if use_rq else 'C-FIND'})")
-        depth = {"STUDY": 1, "SERIES": 2, "INSTANCE": 3}[inv.level]
+        inv = Inventory(level=("STUDY", "SERIES", "INSTANCE")[depth - 1],
+                        source=f"{remote} ({'Repository Query' if use_rq else 'C-FIND'})")
         if use_rq:
             _walk_rq(assoc, inv, depth, scope_map, page_size, progress)
         else:
