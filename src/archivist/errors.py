@@ -9,6 +9,7 @@ Archive code raises these; each protocol adapter maps them to its wire status in
     │   ├── InvalidObject        not DICOM, truncated, missing Type 1 UIDs, malformed UIDs
     │   ├── SOPClassMismatch     dataset SOP Class differs from the one negotiated / commanded
     │   ├── DuplicateRejected    SOP Instance UID already stored and the policy is ``reject``
+    │   ├── UIDConflict          a Series / SOP Instance UID already stored under another parent
     │   └── ValidationRejected   the validation policy is ``reject`` and the object has errors
     ├── StorageError             the blob store failed (I/O error, read-only file system)
     │   └── StorageFull          no space left (ENOSPC, quota)
@@ -53,6 +54,13 @@ class SOPClassMismatch(IngestError):
 
 class DuplicateRejected(IngestError):
     """The SOP Instance UID is already stored and the duplicate policy is ``reject``."""
+
+
+class UIDConflict(IngestError):
+    """The object's UIDs contradict the archive's hierarchy: its Series Instance UID is stored
+    under another study, or (duplicate policy ``replace``) its SOP Instance UID is stored under
+    another series or study. A UID names one entity (PS3.5 9); the object is refused rather
+    than filed under a parent its header does not name."""
 
 
 class ValidationRejected(IngestError):

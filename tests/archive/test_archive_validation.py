@@ -136,9 +136,9 @@ class TestPolicies:
     def test_replace_replaces_the_findings(self, open_archive: OpenArchive,
                                            tmp_path: Path) -> None:
         archive = open_archive(duplicate_policy="replace")
-        uid = new_uid()
-        make_instance(tmp_path / "bad.dcm", sop_uid=uid)
-        complete_ct(tmp_path / "good.dcm", sop_uid=uid)
+        uid, same = new_uid(), {"study_uid": new_uid(), "series_uid": new_uid()}
+        make_instance(tmp_path / "bad.dcm", sop_uid=uid, **same)
+        complete_ct(tmp_path / "good.dcm", sop_uid=uid, **same)
         archive.ingest.store_file(tmp_path / "bad.dcm", IMPORT)
         bad = archive.index.validation_of(uid)
         assert bad is not None and bad["errors"] > 0 and bad["findings"]

@@ -150,8 +150,10 @@ class TestDuplicatePolicies:
 
     def test_replace_points_at_the_new_blob(self, index: Index, add: Adder) -> None:
         sop, study, old_key, new = new_uid(), new_uid(), new_key(), new_key()
-        add(sop_uid=sop, study_uid=study, key=old_key, instance_number=1)
-        out = add(sop_uid=sop, study_uid=study, key=new, instance_number=2, policy="replace")
+        series = new_uid()
+        add(sop_uid=sop, study_uid=study, series_uid=series, key=old_key, instance_number=1)
+        out = add(sop_uid=sop, study_uid=study, series_uid=series, key=new, instance_number=2,
+                  policy="replace")
         assert out.status == "replaced" and out.old_storage_key == old_key
         assert out.change_seq == index.last_change()
         row = index.get_instance(sop)

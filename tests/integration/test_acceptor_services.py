@@ -123,8 +123,14 @@ class TestCancel:
             state["assoc"] = assoc
             state["cx"] = next(c.context_id for c in assoc.accepted_contexts
                                if c.abstract_syntax == StudyRootQueryRetrieveInformationModelGet)
+            # The fixture's study, by its Unique Key (a C-GET without one is refused): its 120
+            # instances, of which the cancel must stop the rest.
+            study = Dataset()
+            study.QueryRetrieveLevel = "STUDY"
+            study.StudyInstanceUID = next(archive.search.rows(archive.search.query_from_pairs(
+                QueryLevel.STUDY, [])))["study.study_instance_uid"]
             finals = [int(s.Status) for s, _ in assoc.send_c_get(
-                image_query(), StudyRootQueryRetrieveInformationModelGet, msg_id=9)
+                study, StudyRootQueryRetrieveInformationModelGet, msg_id=9)
                 if int(s.Status) != 0xFF00]
             assoc.release()
         finally:

@@ -238,6 +238,9 @@ class GroupCommit:
 
         Raises
         ------
+        UIDConflict
+            The request's UIDs contradict the index (a Series Instance UID of another study);
+            only this request is refused, the rest of its group is committed.
         IndexError_
             The index refused this request (the blob is the caller's to delete).
         """
@@ -461,6 +464,10 @@ class Ingest:
         ------
         InvalidObject, SOPClassMismatch, DuplicateRejected, ValidationRejected
             The object is refused; nothing was stored.
+        UIDConflict
+            Its Series Instance UID is stored under another study (or, with the duplicate
+            policy ``replace``, its SOP Instance UID under another series or study); refused,
+            nothing was stored.
         StorageFull, StorageError, IndexError_
             The archive could not store it; nothing was stored.
         """

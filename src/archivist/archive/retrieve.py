@@ -16,7 +16,41 @@ from pydicom.filereader import read_dataset, read_preamble
 from archivist.archive.search import Search
 from archivist.core.levels import QueryLevel
 from archivist.core.matching import Query
+from archivist.errors import QueryError
 from archivist.store.blob import BlobStore
+
+#: The Unique Key of each Query/Retrieve Level, with its name for an Error Comment
+#: (PS3.4 C.6.1.1 Patient Root, C.6.2.1 Study Root).
+UNIQUE_KEYS = {
+    QueryLevel.PATIENT: ("PatientID", "Patient ID"),
+    QueryLevel.STUDY: ("StudyInstanceUID", "Study Instance UID"),
+    QueryLevel.SERIES: ("SeriesInstanceUID", "Series Instance UID"),
+    QueryLevel.IMAGE: ("SOPInstanceUID", "SOP Instance UID"),
+}
+
+
+def check_unique_key(query: Query) -> None:
+    """Refuse a C-MOVE / C-GET Identifier that does not name what to retrieve by the Unique
+    Key of its Query/Retrieve Level (PS3.4 C.4.2.2.1, C.4.3.2.1): one UID or a list of UIDs
+    at STUDY, SERIES and IMAGE level, one Patient ID at PATIENT level. An absent or empty key
+    (universal matching) or a wildcard would retrieve whatever happens to match, up to the
+    whole archive. The keys of the levels above are not required (as with relational
+    retrieve); when given they narrow the retrieve.
+
+    Raises
+    ------
+    QueryError
+        The Unique Key of the level is absent, empty, a wildcard or a range, or a list of
+        Patient IDs (only Single Value Matching is defined for Patient ID).
+    """
+    keyword, name = UNIQUE_KEYS[query.level]
+    c = query.constraint(keyword)
+    if c is None:
+        raise QueryError(f"Missing {name}, the unique key of {query.level.value} level")
+    if c.op in ("wildcard", "range") or (c.op == "list" and query.level is QueryLevel.PATIENT):
+        if query.level is QueryLevel.PATIENT:
+            raise QueryError(f"{name} to retrieve: one value, no wildcard or list")
+        raise QueryError(f"{name} to retrieve: one UID or a list of UIDs")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin
-from archivist.archive.retrieve import InstanceRef, StoredInstance
+from archivist.archive.retrieve import InstanceRef, StoredInstance, check_unique_key
 from archivist.core.levels import QueryLevel
 from archivist.core.matching import value_matches
 from archivist.dimse.charset import choose_charset
@@ -165,7 +165,10 @@ class Handlers:
     # -- Retrieve ------------------------------------------------------------------------------
 
     def _refs(self, event: Any) -> list[InstanceRef]:
+        """The instances a C-MOVE / C-GET names; an Identifier without the Unique Key of its
+        level is refused (QueryError: 0xA900 with an Error Comment), as dcm4chee does."""
         _, query, _ = self._parse(event)
+        check_unique_key(query)
         return list(self.archive.retrieve.instances(query))
 
     def _load(self, ref: InstanceRef) -> StoredInstance:

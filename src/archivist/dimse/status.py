@@ -55,7 +55,7 @@ def store_failure(exc: BaseException) -> Dataset:
         return status_dataset(Status.DUPLICATE_REJECTED, str(exc))
     if isinstance(exc, errors.ValidationRejected):
         return status_dataset(Status.VALIDATION_REJECTED, str(exc))
-    if isinstance(exc, errors.InvalidObject):
+    if isinstance(exc, (errors.InvalidObject, errors.UIDConflict)):
         return status_dataset(Status.CANNOT_UNDERSTAND, str(exc))
     if isinstance(exc, (errors.StorageError, errors.IndexError_)):
         return status_dataset(Status.OUT_OF_RESOURCES, "Out of resources: storage failed")

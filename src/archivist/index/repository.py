@@ -36,7 +36,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlch
 
 from archivist.core.levels import KEYS, MatchKind
 from archivist.core.matching import CodeConstraint, CodeItem, Constraint, Query, normalise_pn
-from archivist.errors import IndexError_, QueryError
+from archivist.errors import ArchivistError, IndexError_, QueryError, UIDConflict
 from archivist.index.extract import ExtractedRows, ValidationRecord
 from archivist.index.schema import (
     COLUMN_OF,
@@ -100,7 +100,7 @@ class _Batch:
 
     def __init__(self) -> None:
         self.studies: dict[str, _StudyState] = {}  # by Study Instance UID
-        self.series: dict[str, int] = {}  # pk by Series Instance UID
+        self.series: dict[str, tuple[int, int]] = {}  # (pk, study pk) by Series Instance UID
         self.series_agg: dict[int, list[int]] = {}  # pk -> [new instances, change seq]
         self.study_agg: dict[int, list[Any]] = {}  # pk -> [instances, series, seq, state]
         self.patient_agg: dict[int, list[int]] = {}  # pk -> [instances, series, studies]
@@ -421,6 +421,9 @@ class Index:
 
         Raises
         ------
+        UIDConflict
+            The Series Instance UID is already stored under another study, or (``replace``) the
+            SOP Instance UID under another series or study; nothing was written.
         IndexError_
             The database failed (after SQLite's busy timeout, or a broken constraint).
         """
@@ -433,14 +436,16 @@ class Index:
             raise outcome
         return outcome
 
-    def add_instances(self, requests: Sequence[AddRequest]) -> list[AddOutcome | IndexError_]:
+    def add_instances(self, requests: Sequence[AddRequest]) -> list[AddOutcome | ArchivistError]:
         """Record several stored instances in ONE transaction (group commit): one commit, one
         fsync of the write-ahead log, for all of them; the aggregates of a series, study and
         patient are updated once per group.
 
-        Each request gets its own outcome (in order): an :class:`AddOutcome`, or the
-        :class:`~archivist.errors.IndexError_` that refused it. When the group's transaction
-        fails, every request is tried again alone, so one bad request fails only itself.
+        Each request gets its own outcome (in order): an :class:`AddOutcome`, or the error that
+        refused it: :class:`~archivist.errors.UIDConflict` (its UIDs contradict what is stored;
+        it wrote nothing, the others of the group are committed) or
+        :class:`~archivist.errors.IndexError_`. When the group's transaction fails, every
+        request is tried again alone, so one bad request fails only itself.
         """
         if not requests:
             return []
@@ -448,7 +453,7 @@ class Index:
         try:
             with self.write_transaction() as conn:
                 batch = _Batch()
-                outcomes: list[AddOutcome | IndexError_] = [
+                outcomes: list[AddOutcome | ArchivistError] = [
                     self._add_one(conn, r, now, batch) for r in requests]
                 batch.flush(conn, self._sql, now)
             return outcomes
@@ -525,7 +530,10 @@ class Index:
                 return AddOutcome("exists", 0)
         return IndexError_(f"index write failed: {type(exc).__name__}")
 
-    def _add_one(self, conn: Any, r: AddRequest, now: datetime, batch: _Batch) -> AddOutcome:
+    def _add_one(self, conn: Any, r: AddRequest, now: datetime,
+                 batch: _Batch) -> AddOutcome | UIDConflict:
+        """Write one request in the group's transaction. A refusal (:class:`UIDConflict`) is
+        decided before this request writes anything, so the group's transaction goes on."""
         rows, blob, sql = r.rows, r.blob, self._sql
         found = sql.first(conn, instance, ("pk", "storage_key"), "sop_instance_uid",
                           r.sop_instance_uid)
@@ -533,6 +541,9 @@ class Index:
             if r.policy != "replace":
                 return AddOutcome("exists", 0)
             existing_pk, existing_key = int(found[0]), str(found[1])
+            moved = self._replacement_conflict(conn, existing_pk, r)
+            if moved is not None:
+                return moved
             seq = self._change(conn, "replaced", "IMAGE", r.study_instance_uid,
                                r.series_instance_uid, r.sop_instance_uid, now)
             values = dict(rows.instance)
@@ -554,10 +565,15 @@ class Index:
                 self._add_details(conn, existing_pk, parents[0], parents[1], rows, r.validation)
             return AddOutcome("replaced", seq, existing_key)
 
-        seq = self._change(conn, "stored", "IMAGE", r.study_instance_uid,
-                           r.series_instance_uid, r.sop_instance_uid, now)
+        # The series first, read only: a Series Instance UID stored under another study
+        # refuses the object before anything of it is written (PS3.5 9: one UID, one series).
+        known_series = batch.series.get(r.series_instance_uid)
+        if known_series is None:
+            serow = sql.first(conn, series, ("pk", "study_pk"), "series_instance_uid",
+                              r.series_instance_uid)
+            if serow is not None:
+                known_series = (int(serow[0]), int(serow[1]))
         st = batch.studies.get(r.study_instance_uid)
-        new_study = new_series = False
         if st is None:
             study_row = sql.first(conn, study, ("pk", "patient_pk", "modalities_in_study",
                                                 "sop_classes_in_study"),
@@ -565,7 +581,13 @@ class Index:
             if study_row is not None:
                 st = _StudyState(int(study_row[0]), int(study_row[1]), study_row[2] or "\\",
                                  study_row[3] or "\\")
-            else:
+        if known_series is not None and (st is None or st.pk != known_series[1]):
+            return self._series_conflict(conn, r, known_series[1])
+        seq = self._change(conn, "stored", "IMAGE", r.study_instance_uid,
+                           r.series_instance_uid, r.sop_instance_uid, now)
+        new_study = new_series = False
+        if r.study_instance_uid not in batch.studies:
+            if st is None:
                 prow = sql.first(conn, patient, ("pk",), ("patient_id", "issuer_of_patient_id"),
                                  (rows.patient["patient_id"], rows.patient["issuer_of_patient_id"]))
                 if prow is None:
@@ -581,19 +603,17 @@ class Index:
                 st = _StudyState(study_pk, patient_pk, "\\", "\\")
                 new_study = True
             batch.studies[r.study_instance_uid] = st
-        series_pk = batch.series.get(r.series_instance_uid)
-        if series_pk is None:
-            serow = sql.first(conn, series, ("pk",), "series_instance_uid",
-                              r.series_instance_uid)
-            if serow is None:
-                sevalues = dict(rows.series)
-                sevalues.update(series_instance_uid=r.series_instance_uid, study_pk=st.pk,
-                                attrs=rows.attrs_json, change_seq=seq)
-                series_pk = sql.insert(conn, series, sevalues)
-                new_series = True
-            else:
-                series_pk = int(serow[0])
-            batch.series[r.series_instance_uid] = series_pk
+        assert st is not None
+        if known_series is None:
+            sevalues = dict(rows.series)
+            sevalues.update(series_instance_uid=r.series_instance_uid, study_pk=st.pk,
+                            attrs=rows.attrs_json, change_seq=seq)
+            series_pk = sql.insert(conn, series, sevalues)
+            new_series = True
+            batch.series[r.series_instance_uid] = (series_pk, st.pk)
+        else:
+            series_pk = known_series[0]
+            batch.series[r.series_instance_uid] = known_series
         ivalues = dict(rows.instance)
         ivalues.update(
             series_pk=series_pk, sop_instance_uid=r.sop_instance_uid,
@@ -615,6 +635,39 @@ class Index:
             st.changed = True
         batch.count(series_pk, st, seq, new_series, new_study)
         return AddOutcome("added", seq)
+
+    def _series_conflict(self, conn: Any, r: AddRequest, study_pk: int) -> UIDConflict:
+        """The refusal of an object whose Series Instance UID is stored under another study
+        (`study_pk`); the reason comes first, as a C-STORE Error Comment keeps 64 characters."""
+        row = self._sql.first(conn, study, ("study_instance_uid",), "pk", study_pk)
+        other = str(row[0]) if row is not None else "?"
+        return UIDConflict(f"Series Instance UID already belongs to another study: series "
+                           f"{r.series_instance_uid} is in study {other}, not in "
+                           f"{r.study_instance_uid}")
+
+    def _replacement_conflict(self, conn: Any, instance_pk: int,
+                              r: AddRequest) -> UIDConflict | None:
+        """Duplicate policy ``replace``: the refusal of a new copy of a stored instance that
+        names another series or study than the stored one (replacing it in place would leave it
+        under the old series while its header names another; moving instances between series
+        and studies is not what a store does), else None."""
+        row = conn.execute(
+            select(series.c.series_instance_uid, study.c.study_instance_uid)
+            .select_from(instance.join(series, instance.c.series_pk == series.c.pk)
+                         .join(study, series.c.study_pk == study.c.pk))
+            .where(instance.c.pk == instance_pk)
+        ).first()
+        if row is None:
+            return None
+        if row.series_instance_uid != r.series_instance_uid:
+            return UIDConflict(f"SOP Instance UID already stored in another series: "
+                               f"{r.sop_instance_uid} is in series {row.series_instance_uid}, "
+                               f"not in {r.series_instance_uid}")
+        if row.study_instance_uid != r.study_instance_uid:
+            return UIDConflict(f"SOP Instance UID already stored in another study: "
+                               f"{r.sop_instance_uid} is in study {row.study_instance_uid}, "
+                               f"not in {r.study_instance_uid}")
+        return None
 
     def _change(self, conn: Any, kind: str, level: str, study_uid: str | None,
                 series_uid: str | None, sop_uid: str | None, now: datetime) -> int:
