@@ -366,6 +366,25 @@ MODULE_CONDITIONS: dict[tuple[str, str], Condition] = {
     # PS3.3 A.6, A.7, A.8, A.51: Palette Color Lookup Table Module required if Photometric
     # Interpretation is PALETTE COLOR.
     ("*", "palette-color-lookup-table"): value_in("/PhotometricInterpretation", "PALETTE COLOR"),
+    # PS3.3 A.75 (Parametric Map) and the other IODs where the pixel modules are Conditional:
+    # one pixel module, chosen by the pixel data element the object has. The Image Pixel Module
+    # (C.7.6.3) with integer Pixel Data, the Floating Point (C.7.6.24) and Double Floating Point
+    # (C.7.6.25) Image Pixel Modules with Float / Double Float Pixel Data. Bits Stored, High Bit
+    # and Pixel Representation belong to the Image Pixel Module only.
+    ("*", "image-pixel"): any_present("/PixelData", "/PixelDataProviderURL"),
+    ("*", "floating-point-image-pixel"): present("/FloatPixelData"),
+    ("*", "double-floating-point-image-pixel"): present("/DoubleFloatPixelData"),
+}
+
+# Attributes whose type a module of the IOD specialises ("This Type definition shall override
+# the definition in the ... Module", PS3.3 C.1.2.3): keyed by (overriding module, keyword), the
+# modules whose type for the attribute no longer applies when both are in the IOD. The
+# overriding module's own type is checked as usual.
+TYPE_OVERRIDES: dict[tuple[str, str], tuple[str, ...]] = {
+    # PS3.3 C.8.6.1 SC Equipment Module: Modality Type 3 overrides the General Series Module's
+    # Type 1 (Secondary Capture IODs; the Encapsulated Document Series Module makes it Type 1
+    # again, C.24.1, and is checked on its own).
+    ("sc-equipment", "Modality"): ("general-series",),
 }
 
 
@@ -382,3 +401,14 @@ def inclusion_condition(module: str, keyword: str) -> Condition | None:
 def module_condition(iod: str, module: str) -> Condition | None:
     """Return the registered condition of a Conditional module in an IOD, or None."""
     return MODULE_CONDITIONS.get((iod, module)) or MODULE_CONDITIONS.get(("*", module))
+
+
+def overridden_types(modules: set[str] | frozenset[str]) -> dict[str, frozenset[str]]:
+    """For the modules of an IOD: module key -> keywords whose type another module overrides."""
+    out: dict[str, set[str]] = {}
+    for (overriding, keyword), targets in TYPE_OVERRIDES.items():
+        if overriding in modules:
+            for target in targets:
+                if target in modules:
+                    out.setdefault(target, set()).add(keyword)
+    return {k: frozenset(v) for k, v in out.items()}

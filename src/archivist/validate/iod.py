@@ -4,7 +4,12 @@ For the IOD of the object's SOP Class:
 
 * every Mandatory module is checked; a Conditional module when its registered condition holds
   (:mod:`.conditions`) or when one of its own attributes is present; a User Optional module when
-  one of its own attributes is present;
+  one of its own attributes is present. A module's own attributes are those that no other module
+  of the IOD defines: Rows or Columns, which the Image Pixel and both Floating Point Image Pixel
+  Modules define, say nothing about which of them the object uses (only a module that has no
+  such attribute falls back to those that no Mandatory module defines);
+* an attribute whose type another module of the IOD overrides (``conditions.TYPE_OVERRIDES``,
+  e.g. Modality in Secondary Capture) is checked with the overriding type only;
 * Type 1 attributes are present with a value, Type 2 present (possibly empty), Type 1C/2C
   present when their registered condition holds, and a present Type 1C has a value;
 * a Type 1 sequence has at least one item (PS3.5 7.5.3), and the attributes of each item are
@@ -28,6 +33,7 @@ from archivist.validate.conditions import (
     attribute_condition,
     inclusion_condition,
     module_condition,
+    overridden_types,
 )
 from archivist.validate.findings import Collector, Severity
 from archivist.validate.references import iod_reference, module_reference
@@ -127,7 +133,9 @@ class _ModulePlan:
 
     spec: ModuleSpec
     usage: str
-    own: frozenset[int]  # its top-level tags that no Mandatory module has
+    # Its top-level tags that show the module is in use: those no other module of the IOD has
+    # (else those no Mandatory module has).
+    own: frozenset[int]
     condition: Condition | None  # of a Conditional module
     reference: str
     rules: tuple[_Rule, ...]
@@ -174,22 +182,32 @@ def _plan(tables: StandardTables, iod: IODSpec) -> _IODPlan:
     usages = [u for u in iod.modules if tables.has_module(u.module)]
     module_of: dict[int, str] = {}
     mandatory: set[int] = set()
+    defined_by: dict[int, int] = {}  # tag -> how many modules of the IOD define it
     for usage in usages:
         spec = tables.module(usage.module)
         for t in spec.top_level_tags:
             module_of.setdefault(t, spec.name)
+            defined_by[t] = defined_by.get(t, 0) + 1
         if usage.usage == "M":
             mandatory |= spec.top_level_tags
+    overrides = overridden_types({u.module for u in usages})
     rules: dict[str, tuple[_Rule, ...]] = {}
     modules = []
     for usage in usages:
         spec = tables.module(usage.module)
         if spec.key not in rules:
             rules[spec.key] = _rules(spec, spec.attributes)
+        module_rules = rules[spec.key]
+        if spec.key in overrides:
+            dropped = {t for t in spec.top_level_tags
+                       if paths.keyword_of(t) in overrides[spec.key]}
+            module_rules = tuple(r for r in module_rules if r.tag not in dropped)
+        own = spec.top_level_tags - mandatory
+        distinct = frozenset(t for t in own if defined_by[t] == 1)
         modules.append(_ModulePlan(
-            spec, usage.usage, spec.top_level_tags - mandatory,
+            spec, usage.usage, distinct or own,
             module_condition(iod.key, usage.module) if usage.usage == "C" else None,
-            module_reference(spec.key, spec.name), rules[spec.key],
+            module_reference(spec.key, spec.name), module_rules,
         ))
     plan = _IODPlan(tuple(modules), module_of, tables.iod_top_level_tags(iod))
     tables.derived[key] = plan
@@ -239,7 +257,9 @@ class ModuleChecker:
                 in_use = not module.own.isdisjoint(present)
                 condition = module.condition
                 required = condition is not None and condition(ds, ds)
-                if required and not in_use:
+                if required and module.spec.top_level_tags.isdisjoint(present):
+                    # Not when attributes it shares with another module are there (the palette
+                    # descriptors of the Image Pixel Module): its missing ones are reported.
                     self.out.add(
                         ERROR, "iod.module-missing", "", module.spec.name,
                         f"The {module.spec.name} Module is required because {condition.text}"  # type: ignore[union-attr]
