@@ -3,15 +3,19 @@
 Routes (HTML is rendered on the server; one small script adds uploads and findings)::
 
     GET /archive/                      counts, stored bytes, index and disk size, recent studies,
-                                       drag-and-drop upload (STOW-RS), the server's HTTP routes
+                                       drag-and-drop upload (STOW-RS), the server's HTTP routes;
+                                       with search parameters (patient, id, accession,
+                                       description, modality, from, to) or a page number, the
+                                       matching studies instead, newest first, a page at a time
     GET /archive/studies/{study}       one study: its series and instances, validation counts, and
                                        the findings of an instance (GET /api/instances/{sop}/validation)
     GET /archive/static/{name}         the page's script and style sheet (a fixed table of files)
 
 Uploads are sent by the browser straight to ``POST /dicomweb/studies`` (STOW-RS, PS3.18 10.5),
 one file per request so each file gets its own result; the page never stores anything itself.
-Studies come from the one search (:class:`archivist.archive.search.Search`), newest last in index
-order. Patient names appear on the page (it is the archive's UI); they are never logged.
+Studies come from the one search (:class:`archivist.archive.search.Search`), with C-FIND's
+matching (a text field without a wildcard matches anywhere in the value, as the viewer's study
+list does; person names ignore case and accents), newest first by index order. Patient names appear on the page (it is the archive's UI); they are never logged.
 """
 
 from __future__ import annotations
@@ -20,24 +24,38 @@ import html
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.status import HTTP_404_NOT_FOUND
+from starlette.status import HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
 
 from archivist.archive.archive import Archive
 from archivist.config import Settings
 from archivist.core.levels import QueryLevel
+from archivist.errors import QueryError
 
 __all__ = ["routes"]
 
 RECENT_STUDIES = 25
+PAGE_SIZE = 50
 MAX_INSTANCES_SHOWN = 2000
+#: The search form: (query parameter, attribute keyword, label). Text values without a wildcard
+#: match anywhere in the value (``*text*``); the modality is matched as typed (upper case).
+SEARCH_FIELDS = (
+    ("patient", "PatientName", "Patient name"),
+    ("id", "PatientID", "Patient ID"),
+    ("accession", "AccessionNumber", "Accession"),
+    ("description", "StudyDescription", "Description"),
+    ("modality", "ModalitiesInStudy", "Modality"),
+)
+_DATE_FIELD = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _STATIC = {  # URL name -> (resource name, media type); request text never becomes a path
     "archive.js": ("archive.js", "text/javascript; charset=utf-8"),
@@ -62,7 +80,16 @@ def _size(n: int | None) -> str:
 
 
 def _person_name(value: str | None) -> str:
-    return (value or "").replace("^", " ").strip()
+    """``Family^Given`` as "Family Given"; the ideographic and phonetic groups in parentheses."""
+    groups = [" ".join(p for p in g.split("^") if p) for g in (value or "").split("=")]
+    groups = [g for g in groups if g]
+    if len(groups) > 1:
+        return f"{groups[0]} ({' · '.join(groups[1:])})"
+    return groups[0] if groups else ""
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _date(value: str | None) -> str:
@@ -125,12 +152,65 @@ def summary(archive: Archive) -> dict[str, Any]:
 
 
 def recent_studies(archive: Archive, n: int = RECENT_STUDIES) -> list[dict[str, Any]]:
-    """The last `n` studies in index order (the newest first)."""
+    """The last `n` studies in index order (the newest first).
+
+    The index's study count includes the studies that hold only stored inventories, which the
+    search does not list; the offset taken from it is then too far by their number, and one
+    second read moved back by what was missing gets the last `n` listed studies.
+    """
     total = archive.index.counts().get("study", 0)
     query = archive.search.query_from_pairs(QueryLevel.STUDY, [])
-    rows = list(archive.search.rows(query, limit=n, offset=max(0, total - n)))
+    offset = max(0, total - n)
+    rows = list(archive.search.rows(query, limit=n, offset=offset))
+    if len(rows) < n and offset > 0:
+        offset = max(0, offset - (n - len(rows)))
+        rows = list(archive.search.rows(query, limit=n, offset=offset))
     rows.reverse()
     return rows
+
+
+def search_pairs(params: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The search form's query parameters as C-FIND ``(keyword, value)`` pairs.
+
+    Raises
+    ------
+    QueryError
+        A date that is not ``YYYY-MM-DD`` / ``YYYYMMDD``.
+    """
+    pairs: list[tuple[str, str]] = []
+    for name, keyword, _label in SEARCH_FIELDS:
+        value = (params.get(name) or "").strip()
+        if not value:
+            continue
+        if keyword == "ModalitiesInStudy":
+            value = value.upper()
+        elif not any(ch in value for ch in "*?"):
+            value = f"*{value}*"
+        pairs.append((keyword, value))
+    dates = []
+    for name in ("from", "to"):
+        value = (params.get(name) or "").strip()
+        if value and not _DATE_FIELD.match(value):
+            raise QueryError(f"{name!r} must be a date (YYYY-MM-DD), not {value!r}")
+        dates.append(_DATE_FIELD.sub(r"\1\2\3", value) if value else "")
+    if any(dates):
+        low, high = dates
+        pairs.append(("StudyDate", low if low == high else f"{low}-{high}"))
+    return pairs
+
+
+def matching_studies(archive: Archive, pairs: list[tuple[str, str]],
+                     page: int) -> tuple[int, list[dict[str, Any]]]:
+    """How many studies match `pairs`, and page `page` (from 1) of them, newest first."""
+    query = archive.search.query_from_pairs(QueryLevel.STUDY, pairs)
+    total = archive.search.count(query)
+    end = total - (page - 1) * PAGE_SIZE
+    if end <= 0:
+        return total, []
+    start = max(0, end - PAGE_SIZE)
+    rows = list(archive.search.rows(query, limit=end - start, offset=start))
+    rows.reverse()
+    return total, rows
 
 
 def study_instances(archive: Archive, study_uid: str) -> list[dict[str, Any]]:
@@ -174,17 +254,19 @@ def _summary_html(s: dict[str, Any]) -> str:
     return f'<section id="summary" class="cards">{items}</section>'
 
 
-def _recent_html(rows: list[dict[str, Any]]) -> str:
+def _recent_html(rows: list[dict[str, Any]], heading: str = "Recent studies",
+                 empty: str | None = None, after: str = "") -> str:
     if not rows:
-        body = '<p class="empty">No studies yet. Drop DICOM files above, or send them with ' \
-               "C-STORE (<code>storescu</code>) or <code>archivist import</code>.</p>"
+        body = empty or ('<p class="empty">No studies yet. Drop DICOM files above, or send them '
+                         "with C-STORE (<code>storescu</code>) or <code>archivist import</code>."
+                         "</p>")
     else:
         trs = []
         for r in rows:
             uid = r.get("study.study_instance_uid") or ""
             trs.append(
                 f'<tr data-study="{_e(uid)}">'
-                f"<td>{_e(_date(r.get('study.study_date')))}</td>"
+                f"<td class=date>{_e(_date(r.get('study.study_date')))}</td>"
                 f"<td>{_e(_person_name(r.get('patient.patient_name')))}</td>"
                 f"<td>{_e(r.get('patient.patient_id') or '')}</td>"
                 f"<td>{_e(r.get('study.study_description') or '')}</td>"
@@ -197,7 +279,44 @@ def _recent_html(rows: list[dict[str, Any]]) -> str:
         body = ("<table><thead><tr><th>Date</th><th>Patient</th><th>ID</th><th>Description</th>"
                 "<th>Modalities</th><th>Series</th><th>Instances</th><th></th></tr></thead>"
                 f"<tbody>{''.join(trs)}</tbody></table>")
-    return f'<section id="recent"><h2>Recent studies</h2>{body}</section>'
+    return f'<section id="recent"><h2>{heading}</h2>{body}{after}</section>'
+
+
+def _search_html(params: Mapping[str, str]) -> str:
+    fields = []
+    for name, _keyword, label in SEARCH_FIELDS:
+        fields.append(f'<label>{_e(label)}<input name="{name}" type="search" '
+                      f'value="{_e(params.get(name) or "")}"></label>')
+    for name, label in (("from", "Date from"), ("to", "to")):
+        fields.append(f'<label>{label}<input name="{name}" type="date" '
+                      f'value="{_e(params.get(name) or "")}"></label>')
+    return ('<section id="search"><h2>Find studies</h2><form method="get" action="/archive/">'
+            f"{''.join(fields)}<button type=submit>Search</button>"
+            '<a href="/archive/?page=1">all studies</a> · <a href="/archive/">clear</a>'
+            '</form><p class="hint">Matched as C-FIND and QIDO-RS match: text anywhere in the '
+            "value unless it has a <code>*</code> or <code>?</code> wildcard; patient names "
+            "ignore case and accents, the other fields are matched as typed.</p></section>")
+
+
+def _results_html(params: Mapping[str, str], total: int, rows: list[dict[str, Any]],
+                  page: int) -> str:
+    """The matching studies of a search, with links to the neighbouring pages."""
+    last_page = max(1, -(-total // PAGE_SIZE))
+    first = (page - 1) * PAGE_SIZE + 1
+    shown = f"{first}–{first + len(rows) - 1} of {total}" if rows else f"0 of {total}"
+    keep = {k: v for k, v in params.items() if k != "page" and v}
+
+    def link(p: int, text: str) -> str:
+        return f'<a rel="{text.lower()}" href="/archive/?{_e(urlencode({**keep, "page": p}))}">' \
+               f"{text}</a>"
+
+    nav = [link(min(page - 1, last_page), "Previous")] if page > 1 else []
+    if page < last_page:
+        nav.append(link(page + 1, "Next"))
+    after = f'<p class="pages">Page {page} of {last_page} {" · ".join(nav)}</p>'
+    heading = f'Studies found <span class="count">{_e(shown)}</span>'
+    empty = '<p class="empty">No study matches this search.</p>'
+    return _recent_html(rows, heading, empty, after)
 
 
 _UPLOAD_HTML = """<section id="upload"><h2>Upload</h2>
@@ -244,12 +363,31 @@ statement is <code>docs/conformance.md</code> in the source tree. Routes of this
 
 
 async def archive_home(request: Request) -> Response:
-    """``GET /archive/``."""
+    """``GET /archive/``: the summary and recent studies, or the studies a search finds."""
     archive: Archive = request.app.state.archive
+    params = request.query_params
     s = await run_in_threadpool(summary, archive)
-    rows = await run_in_threadpool(recent_studies, archive)
-    body = (_summary_html(s) + _UPLOAD_HTML + _recent_html(rows) + _api_html(request))
-    return _page("Archivist", body, archive.settings)
+    status = 200
+    try:
+        pairs = search_pairs(params)
+        page_text = params.get("page") or ""
+        if page_text and (not page_text.isdigit() or int(page_text) < 1):
+            raise QueryError(f"'page' must be a page number from 1, not {page_text!r}")
+        if pairs or page_text:
+            page = int(page_text or 1)
+            total, rows = await run_in_threadpool(matching_studies, archive, pairs, page)
+            studies = _results_html(params, total, rows, page)
+        else:
+            studies = _recent_html(await run_in_threadpool(recent_studies, archive))
+    except QueryError as exc:
+        status = HTTP_400_BAD_REQUEST
+        studies = (f'<section id="recent"><h2>Studies found</h2><p class="failed">'
+                   f"This search cannot be run: {_e(str(exc))}</p></section>")
+    body = (_summary_html(s) + _UPLOAD_HTML + _search_html(params) + studies
+            + _api_html(request))
+    response = _page("Archivist", body, archive.settings)
+    response.status_code = status
+    return response
 
 
 async def study_page(request: Request) -> Response:
@@ -283,7 +421,7 @@ async def study_page(request: Request) -> Response:
         sop = r.get("instance.sop_instance_uid") or ""
         errors, warnings = r.get("instance.validation_errors"), r.get("instance.validation_warnings")
         checked = "not checked" if errors is None and warnings is None else \
-            f"{errors or 0} errors, {warnings or 0} warnings"
+            f"{_plural(errors or 0, 'error')}, {_plural(warnings or 0, 'warning')}"
         trs.append(
             f'<tr data-sop="{_e(sop)}"><td class=n>{r.get("instance.instance_number") or ""}</td>'
             f"<td><code>{_e(sop)}</code></td>"

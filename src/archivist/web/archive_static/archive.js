@@ -65,25 +65,32 @@
   }
 
   // The DICOM JSON answer of STOW-RS: ReferencedSOPSequence (00081199), FailedSOPSequence
-  // (00081198) with FailureReason (00081197), WarningReason (00081196).
+  // (00081198) with FailureReason (00081197), WarningReason (00081196), and the server's
+  // explanation in Error Comment (00000902) when it gives one.
   function describeStowAnswer(status, text) {
     let body = null;
     try { body = JSON.parse(text); } catch (e) { /* not JSON */ }
     if (Array.isArray(body)) body = body[0];
     const seq = (tag) => (body && body[tag] && body[tag].Value) || [];
     const val = (item, tag) => (item && item[tag] && item[tag].Value && item[tag].Value[0]);
+    const hex = (n) => '0x' + Number(n).toString(16).toUpperCase().padStart(4, '0');
     const refs = seq('00081199');
     const failed = seq('00081198');
     if (status === 200 && refs.length && !failed.length) {
       const uid = val(refs[0], '00081155') || '';
       const warn = val(refs[0], '00081196');
-      return { ok: true, text: 'stored' + (warn ? ' (warning ' + warn + ')' : ''), uid };
+      const comment = val(refs[0], '00000902');
+      return { ok: true, uid,
+               text: 'stored' + (warn !== undefined ? ' (warning ' + hex(warn) + ')' : '') +
+                     (comment ? ': ' + comment : '') };
     }
     if (failed.length) {
       const reason = val(failed[0], '00081197');
+      const comment = val(failed[0], '00000902');
       return {
         ok: false,
-        text: 'refused' + (reason !== undefined ? ' (FailureReason 0x' + Number(reason).toString(16).toUpperCase() + ')' : ''),
+        text: 'refused' + (comment ? ': ' + comment : '') +
+              (reason !== undefined ? ' (FailureReason ' + hex(reason) + ')' : ''),
       };
     }
     let detail = '';
@@ -113,7 +120,8 @@
   // ---- upload UI ---------------------------------------------------------------------------
 
   async function refreshSections() {
-    const resp = await fetch('/archive/', { headers: { Accept: 'text/html' } });
+    // The page as it is (a search keeps its parameters), re-read for fresh counts and lists.
+    const resp = await fetch(location.pathname + location.search, { headers: { Accept: 'text/html' } });
     if (!resp.ok) return;
     const doc = new DOMParser().parseFromString(await resp.text(), 'text/html');
     for (const id of ['summary', 'recent']) {
@@ -145,11 +153,13 @@
       bar.value = bytes / total;
       label.textContent = `${done} of ${items.length} files, ${humanSize(bytes)} of ${humanSize(total)}`;
     };
+    // The newest batch on top, its files in the order they were given.
+    const first = tbody.firstChild;
     const rows = items.map((it) => {
       const tr = el('tr', { class: 'pending' });
       tr.append(el('td', {}, it.name), el('td', { class: 'n' }, humanSize(it.file.size)),
                 el('td', { class: 'result' }, 'waiting'));
-      tbody.prepend(tr);
+      tbody.insertBefore(tr, first);
       return tr;
     });
     let next = 0;
