@@ -105,6 +105,9 @@ class TestParseConstraint:
         ("StudyDate", "2024"), ("StudyDate", "2024*"), ("StudyDate", "abcdefgh"),
         ("StudyDate", "20240101-2024"), ("StudyTime", "1"), ("StudyTime", "25:00:00x"),
         ("StudyTime", "10-1"), ("SeriesNumber", "one"), ("InstanceNumber", "1.5"),
+        # digits in the right places but no date or time (hour 25, minute 60, month 13)
+        ("StudyTime", "25"), ("StudyTime", "1060"), ("StudyTime", "10-2500"),
+        ("StudyDate", "20241301"), ("StudyDate", "20240100"), ("StudyDate", "-20240132"),
     ])
     def test_malformed(self, keyword: str, raw: str) -> None:
         with pytest.raises(QueryError, match=keyword):

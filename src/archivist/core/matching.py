@@ -103,14 +103,16 @@ def normalise_date(value: str) -> str:
 
 def _check_date(text: str, keyword: str) -> str:
     d = normalise_date(text)
-    if d and not (d.isdigit() and len(d) == 8):
+    if d and not (d.isdigit() and len(d) == 8 and 1 <= int(d[4:6]) <= 12
+                  and 1 <= int(d[6:]) <= 31):
         raise QueryError(f"{keyword}: {text!r} is not a date (YYYYMMDD)")
     return d
 
 
 def _check_time(text: str, keyword: str) -> str:
     t = normalise_time(text)
-    if t and not re.fullmatch(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?", t):
+    if t and not (re.fullmatch(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?", t)
+                  and int(t[:2]) <= 23 and int(t[2:4] or 0) <= 59 and int(t[4:6] or 0) <= 60):
         raise QueryError(f"{keyword}: {text!r} is not a time (HHMMSS.FFFFFF)")
     return t
 
