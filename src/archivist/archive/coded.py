@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from sqlalchemy import delete, insert, select
 
 from archivist.core.levels import CODE_SEQUENCES
@@ -45,6 +46,10 @@ _CONTAINERS = {
 
 
 def _text(value: object) -> str:
+    if isinstance(value, (MultiValue, list, tuple)):
+        # Code Value, Coding Scheme Designator and Code Meaning have VM 1 (PS3.3 Table 8.8-1);
+        # of an invalid multi-valued one the first value is kept, not the list's repr.
+        value = value[0] if value else None
     return "" if value is None else str(value).strip(" \x00")
 
 

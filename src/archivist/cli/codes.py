@@ -100,6 +100,8 @@ def _search(argv: list[str], json_out: bool) -> None:
         (("--limit", "-n"), {"type": int, "default": 10}),
     ])
     query, scheme, cid, limit = args.query, args.scheme, args.cid, args.limit
+    if limit < 0:
+        raise _fail(f"--limit must be 0 (all) or more, got {limit}")
     from archivist import terminology
 
     text = " ".join(query)
@@ -141,9 +143,10 @@ def _show(argv: list[str], json_out: bool) -> None:
     except ValueError as exc:
         raise _fail(str(exc)) from None
     term = terminology.default_terminology()
-    concept = term.get(scheme, value)
+    concept = term.find(scheme, value)
     if concept is None:
         raise _fail(f"{scheme}:{value} is not in the PS3.16 tables", 1)
+    scheme = term.canonical_scheme(scheme)
     if json_out:
         data = concept.to_dict()
         data["cid_names"] = {str(c): term.cid_name(c) for c in concept.cids}
@@ -152,7 +155,7 @@ def _show(argv: list[str], json_out: bool) -> None:
         _print_json(data)
         return
     typer.echo(f"{concept.key}  {concept.meaning}")
-    if (scheme.strip(), value.strip()) != (concept.scheme, concept.value):
+    if (scheme, value) != (concept.scheme, concept.value):
         typer.echo(f"  note: {scheme}:{value} is a retired SNOMED code; use {concept.key}")
     others = [m for m in concept.meanings if m != concept.meaning]
     if others:
@@ -181,7 +184,7 @@ def cid_command(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
 
 def _cid(argv: list[str], json_out: bool) -> None:
     args = _parse(argv, "cid", [
-        (("number",), {"type": int}),
+        (("number",), {"type": _cid_number}),
         (("--search", "-q"), {"default": None, "dest": "search_text"}),
     ])
     number, search_text = args.number, args.search_text
@@ -205,6 +208,19 @@ def _cid(argv: list[str], json_out: bool) -> None:
     width = max((len(m.key) for m in members), default=0)
     for member in members:
         typer.echo(f"  {member.key:<{width}}  {member.meaning}")
+
+
+def _cid_number(text: str) -> int:
+    """A context group number as people write it: ``4``, ``CID4``, ``CID 4`` (as one argument)."""
+    digits = text.strip()
+    if digits[:3].upper() == "CID":
+        digits = digits[3:].strip()
+    if not (digits.isascii() and digits.isdigit()):
+        raise ValueError(text)
+    return int(digits)
+
+
+_cid_number.__name__ = "CID number"  # argparse names the type in its message
 
 
 @codes_app.command()

@@ -356,6 +356,31 @@ class Terminology:
         index = self.index_of(scheme, value)
         return None if index is None else self.concept_at(index)
 
+    def find(self, scheme: str, value: str) -> Concept | None:
+        """Like :meth:`get`, for what people type: the designator in any case (``sct``).
+
+        Designators are case-sensitive in DICOM (``NCIt``), so this is for look-ups only, never
+        for indexing or matching stored codes.
+        """
+        concept = self.get(scheme, value)
+        if concept is None:
+            canonical = self.canonical_scheme(scheme)
+            if canonical != scheme.strip():
+                concept = self.get(canonical, value)
+        return concept
+
+    def canonical_scheme(self, designator: str) -> str:
+        """`designator` as the tables spell it when it matches one ignoring case, else as given
+        (spaces trimmed)."""
+        text = designator.strip()
+        if text in self._by_value or text in RETIRED_SNOMED:
+            return text
+        folded = text.casefold()
+        for known in (*self._by_value, *sorted(RETIRED_SNOMED)):
+            if known.casefold() == folded:
+                return known
+        return text
+
     def lookup(self, scheme: str, value: str) -> Concept:
         """Like :meth:`get`, but raise :class:`UnknownCode` when the code is not known."""
         concept = self.get(scheme, value)

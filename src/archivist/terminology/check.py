@@ -29,6 +29,7 @@ from typing import Any
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import DataElement
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from archivist.errors import ArchivistError
 from archivist.terminology.catalogue import Terminology, cid_title
@@ -109,7 +110,9 @@ def iter_coded_items(dataset: Dataset, prefix: str = "") -> Iterator[tuple[str, 
         name = element.keyword or _tag_text(element)
         for number, item in enumerate(element.value):
             path = f"{prefix}{name}[{number}]"
-            if name not in _NOT_CODES and any(kw in item for kw in _CODE_ATTRIBUTES):
+            if name not in _NOT_CODES and (
+                any(kw in item for kw in _CODE_ATTRIBUTES) or _is_code_sequence(name)
+            ):
                 yield path, name, item
             yield from iter_coded_items(item, path + ".")
 
@@ -140,6 +143,12 @@ def check_dataset(
     return findings
 
 
+def _is_code_sequence(keyword: str) -> bool:
+    """Whether every item of the sequence `keyword` is a Code Sequence Macro item, so that an
+    item without any code attribute is an error rather than some other kind of item."""
+    return keyword.endswith("CodeSequence") or keyword in EXPECTED_CID
+
+
 def _check_item(
     path: str,
     sequence: str,
@@ -148,6 +157,7 @@ def _check_item(
     declared: set[str],
     cids: bool,
 ) -> Iterator[Finding]:
+    several = [kw for kw in _CODE_ATTRIBUTES if _multiplicity(item.get(kw)) > 1]
     values = {kw: _text(item.get(kw)) for kw in (_CODE_VALUE, _LONG_CODE_VALUE, _URN_CODE_VALUE)}
     present = [kw for kw, v in values.items() if v]
     designator = _text(item.get(_DESIGNATOR))
@@ -160,6 +170,10 @@ def _check_item(
         return Finding(severity, kind, path, message, code, suggestion, reference)
 
     # Structure (PS3.3 Section 8.8).
+    for keyword in several:
+        yield finding(Severity.ERROR, FindingKind.VALUE_MULTIPLE,
+                      f"{keyword} has {_multiplicity(item.get(keyword))} values; it takes "
+                      "exactly one (VM 1)", PS3_3_CODE_MACRO)
     if not present:
         yield finding(Severity.ERROR, FindingKind.VALUE_MISSING,
                       "no Code Value, Long Code Value or URN Code Value", PS3_3_CODE_MACRO)
@@ -295,11 +309,20 @@ def _declared_schemes(dataset: Dataset) -> set[str]:
     return declared
 
 
+def _multiplicity(value: Any) -> int:
+    if isinstance(value, DataElement):
+        value = value.value
+    return len(value) if isinstance(value, (MultiValue, list, tuple)) else 1
+
+
 def _text(value: Any) -> str:
+    """The value as text; of a multi-valued element (a VM error, reported apart) the first."""
     if value is None:
         return ""
     if isinstance(value, DataElement):
         value = value.value
+    if isinstance(value, (MultiValue, list, tuple)):
+        value = value[0] if len(value) else ""
     return str(value).strip() if value != "" else ""
 
 

@@ -36,6 +36,11 @@ def _error(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
 
+def _shown(text: str, most: int = 80) -> str:
+    """`text` as echoed in an error message: at most `most` characters."""
+    return text if len(text) <= most else text[:most] + "..."
+
+
 def _int_param(request: Request, name: str, default: int | None) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
@@ -43,7 +48,7 @@ def _int_param(request: Request, name: str, default: int | None) -> int | None:
     try:
         return int(raw)
     except ValueError:
-        raise _BadRequest(f"{name} must be an integer, got {raw!r}") from None
+        raise _BadRequest(f"{name} must be an integer, got {_shown(raw)!r}") from None
 
 
 def search_codes(request: Request) -> JSONResponse:
@@ -72,11 +77,16 @@ def get_code(request: Request) -> JSONResponse:
     """``GET /api/codes/{scheme}/{value}``: one code, with its CIDs and SRT equivalent."""
     scheme: str = request.path_params["scheme"]
     value: str = request.path_params["value"]
+    if not scheme.strip() or not value.strip():
+        return _error(HTTP_400_BAD_REQUEST, "bad request",
+                      "both parts are needed: /api/codes/{scheme}/{value}, e.g. "
+                      "/api/codes/SCT/36118008")
     term = terminology.default_terminology()
-    concept = term.get(scheme, value)
+    concept = term.find(scheme, value)
     if concept is None:
         return _error(HTTP_404_NOT_FOUND, "unknown code",
-                      f"{scheme}:{value} is not in the PS3.16 tables")
+                      f"{_shown(scheme)}:{_shown(value)} is not in the PS3.16 tables")
+    scheme = term.canonical_scheme(scheme)
     body: dict[str, Any] = concept.to_dict()
     body["cid_names"] = {str(c): term.cid_name(c) for c in concept.cids}
     if (scheme, value) != (concept.scheme, concept.value):
@@ -87,12 +97,12 @@ def get_code(request: Request) -> JSONResponse:
 def get_cid(request: Request) -> JSONResponse:
     """``GET /api/cids/{number}``: a context group and its members (PS3.16 Annex B)."""
     raw = request.path_params["number"]
-    number_text = raw[3:] if raw.upper().startswith("CID") else raw
-    try:
-        number = int(number_text)
-    except ValueError:
+    number_text = (raw[3:] if raw.upper().startswith("CID") else raw).strip()
+    if not (number_text.isascii() and number_text.isdigit()):
+        # int() alone also takes "4_0" (40) and non-ASCII digits
         return _error(HTTP_400_BAD_REQUEST, "bad request",
-                      f"a CID number is expected, got {raw!r}")
+                      f"a CID number is expected, got {_shown(raw)!r}")
+    number = int(number_text)
     try:
         group = terminology.context_group(number)
     except terminology.UnknownContextGroup as exc:
