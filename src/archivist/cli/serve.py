@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -23,12 +24,19 @@ def configure_logging(level: str, *, workers: int = 1) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format=f"%(asctime)s %(levelname)s %(name)s{who}: %(message)s",
     )
-    # pydicom warnings can quote element values (patient names): keep them out of the logs.
+    quiet_libraries()
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' chatter, which can quote element values (patient data), out of the
+    logs. Called again once pydicom is imported: importing it sets its logger back to WARNING
+    (``pydicom.config.debug(False)``), so in the worker processes, which import it after the
+    logging is set up, its warnings were logged with the values they quote."""
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="pydicom")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _is_loopback(host: str) -> bool:
@@ -317,6 +325,163 @@ def _preload(settings: Settings) -> None:
     gc.freeze()
 
 
+#: Seconds a client has to send a whole request head (request line and headers) after it
+#: connects or after the previous response on the connection ended; then the connection is
+#: closed (408 when part of a head came). Without it a connection that never finished its
+#: headers (slowloris), or sent nothing at all, was held open for ever.
+REQUEST_HEAD_TIMEOUT = 10.0
+#: Seconds a request body may stop arriving (no byte while the server is ready to read);
+#: then the connection is closed (408 when no response has started) and the application sees
+#: the client gone. Without it a request that announced a body and sent none held its place
+#: among the requests in flight for ever: enough of them answered everybody else 503.
+BODY_IDLE_TIMEOUT = 30.0
+#: Bytes a request head (request line and headers) may take; a longer one gets 431 and the
+#: connection is closed (httptools has no limit of its own: a client could send headers
+#: without end, all kept in memory until the deadline).
+MAX_REQUEST_HEAD = 64 * 1024
+#: HTTP requests one worker runs at a time; more get 503 until one ends.
+MAX_HTTP_REQUESTS_IN_FLIGHT = 512
+
+def _timeout_408(message: str) -> bytes:
+    """A whole 408 response whose JSON body says `message` (written to the transport as is:
+    there is no request cycle to answer through)."""
+    body = f'{{"status":408,"error":"{message}"}}'.encode()
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
+            + body)
+
+
+_HEAD_LATE_408 = _timeout_408("the request head did not arrive in time")
+_HEAD_TOO_LARGE_BODY = (b'{"status":431,"error":"the request head is larger than '
+                        + str(MAX_REQUEST_HEAD).encode() + b' bytes"}')
+_HEAD_TOO_LARGE_431 = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: " + str(len(_HEAD_TOO_LARGE_BODY)).encode()
+    + b"\r\n\r\n" + _HEAD_TOO_LARGE_BODY
+)
+_BODY_STALLED_408 = _timeout_408("the request body stopped arriving")
+
+
+def _http_protocol(head_timeout: float, body_timeout: float) -> type[Any]:
+    """uvicorn's HTTP protocol (httptools' when installed, else h11's, as uvicorn picks it)
+    with a deadline and a size limit for each request head, and a limit to how long a body
+    may stall.
+
+    The deadline is armed when the connection is made (`head_timeout`) and when a response
+    ends (the keep-alive timeout, at least `head_timeout`); a request whose head arrives in
+    time (uvicorn then starts a new request cycle) disarms it. uvicorn itself only times out a
+    keep-alive connection that stays silent, and cancels that on the first byte, so one byte
+    now and then kept a connection and its descriptor for ever.
+
+    While a request's body is being received, no byte for `body_timeout` seconds closes the
+    connection, unless uvicorn itself stopped reading (the application is busy with what came).
+    """
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class GuardedHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        _head_timer: asyncio.TimerHandle | None = None
+        _armed_cycle: Any = None
+        _head_started = False
+        _head_bytes = 0
+        _body_timer: asyncio.TimerHandle | None = None
+        _last_data = 0.0
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_head_deadline(head_timeout)
+
+        def data_received(self, data: bytes) -> None:
+            self._head_started = True
+            self._last_data = self.loop.time()
+            super().data_received(data)
+            cycle: Any = self.cycle
+            if (cycle is self._armed_cycle and self._head_timer is not None
+                    and (cycle is None or cycle.response_complete)):
+                # still no complete head since the deadline was armed
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_REQUEST_HEAD and not self.transport.is_closing():
+                    self.transport.write(_HEAD_TOO_LARGE_431)
+                    self.transport.close()
+                return
+            if (self._body_timer is None and cycle is not None and cycle.more_body
+                    and not cycle.response_complete):
+                self._body_timer = self.loop.call_later(body_timeout, self._body_check)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_head_deadline(max(head_timeout, self.timeout_keep_alive))
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            for timer in (self._head_timer, self._body_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._head_timer = self._body_timer = None
+            super().connection_lost(exc)
+
+        def _arm_head_deadline(self, seconds: float) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            if self.transport.is_closing():
+                return
+            self._armed_cycle = self.cycle
+            self._head_started = False
+            self._head_bytes = 0
+            self._head_timer = self.loop.call_later(seconds, self._head_late)
+
+        def _head_late(self) -> None:
+            self._head_timer = None
+            cycle: Any = self.cycle
+            if (cycle is not self._armed_cycle or self.transport.is_closing()
+                    or (cycle is not None and not cycle.response_complete)):
+                return  # a request came in time (or a pipelined one runs): its end re-arms
+            if self._head_started:
+                self.transport.write(_HEAD_LATE_408)
+            self.transport.close()
+
+        def _body_check(self) -> None:
+            self._body_timer = None
+            cycle: Any = self.cycle
+            if (cycle is None or self.transport.is_closing() or cycle.response_complete
+                    or not cycle.more_body):
+                return  # the body is all here (data_received arms the next request's check)
+            quiet = self.loop.time() - self._last_data
+            if self.flow.read_paused or quiet < body_timeout:
+                wait = body_timeout if self.flow.read_paused else body_timeout - quiet
+                self._body_timer = self.loop.call_later(wait, self._body_check)
+                return
+            if not cycle.response_started:
+                self.transport.write(_BODY_STALLED_408)
+            self.transport.close()
+
+    return GuardedHTTPProtocol
+
+
+def _limit_in_flight(app: Any, limit: int) -> Any:
+    """`app` answering 503 (JSON body) to HTTP requests over `limit` running at once."""
+    running = 0
+
+    async def limited(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal running
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        if running >= limit:
+            body = b'{"status":503,"error":"too many requests at once; try again shortly"}'
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"retry-after", b"1"),
+                (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        running += 1
+        try:
+            await app(scope, receive, send)
+        finally:
+            running -= 1
+
+    return limited
+
+
 def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
            http_sock: socket.socket | None = None,
            worker: tuple[int, int, Any, Any, Any] | None = None) -> int:
@@ -336,6 +501,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     from archivist.dimse.server import DimseServer
     from archivist.web.app import Health, HttpActivity, create_app
 
+    quiet_libraries()  # pydicom is imported now (see quiet_libraries)
     number, total = (worker[0], worker[1]) if worker else (0, 1)
     archive = Archive.open(settings)
     if settings.validation_policy != "off":
@@ -358,10 +524,14 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     health.dimse_ready = True
     app = create_app(archive, health, background=number == 0)
 
+    # uvicorn's own limit_concurrency counts open connections, idle ones too: a client holding
+    # 512 connections open locked everybody else out (503) for as long as it liked. Requests
+    # in flight are capped instead, and a connection must send its request head in time.
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.http_port, log_level="warning",
-        lifespan="off", access_log=False, timeout_keep_alive=30,
-        limit_concurrency=512, loop=event_loop_kind(settings),
+        _limit_in_flight(app, MAX_HTTP_REQUESTS_IN_FLIGHT), host=settings.host,
+        port=settings.http_port, log_level="warning", lifespan="off", access_log=False,
+        timeout_keep_alive=30, http=_http_protocol(REQUEST_HEAD_TIMEOUT, BODY_IDLE_TIMEOUT),
+        loop=event_loop_kind(settings),
     )
     server = uvicorn.Server(config)
 

@@ -89,15 +89,35 @@ log = logging.getLogger("archivist.dimse.acceptor")
 #: receives: IMPLEMENTATION_CLASS_UID / IMPLEMENTATION_VERSION_NAME of acceptor_pdu.
 
 
-class _NoDecodeTracebacks(logging.Filter):
-    """pynetdicom logs a traceback for every AE title that is not ASCII; the acceptor answers
-    such a request itself (A-ABORT or A-ASSOCIATE-RJ), one line in our log is enough."""
+#: The longest message pynetdicom's value checks may put in our log (see _QuietValueChecks).
+MAX_LIBRARY_LOG_MESSAGE = 200
+
+
+class _QuietValueChecks(logging.Filter):
+    """pynetdicom's value checks, kept to one short line each.
+
+    pynetdicom logs a traceback for every AE title that is not ASCII; the acceptor answers
+    such a request itself (A-ABORT or A-ASSOCIATE-RJ), one line in our log is enough. Its
+    other checks quote the whole value they refuse (``Invalid 'Implementation Version Name'
+    value 'VVV...'``): a 60 KB value in an A-ASSOCIATE-RQ, which any client can send before
+    it is known, wrote 60 KB to the log per connection. Such lines are cut short.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.funcName != "decode_bytes"
+        if record.funcName == "decode_bytes":
+            return False
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record: let logging report it
+            return True
+        if len(message) > MAX_LIBRARY_LOG_MESSAGE:
+            record.msg = (f"{message[:MAX_LIBRARY_LOG_MESSAGE]}... "
+                          f"({len(message)} characters, cut)")
+            record.args = None
+        return True
 
 
-logging.getLogger("pynetdicom.utils").addFilter(_NoDecodeTracebacks())
+logging.getLogger("pynetdicom.utils").addFilter(_QuietValueChecks())
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 _CHUNK = 1 << 20

@@ -194,9 +194,19 @@ class FilesystemBlobStore:
         return PutResult(key, size, digest.hexdigest())
 
     def sync(self, keys: Iterable[str]) -> None:
-        """fsync each distinct directory that holds one of `keys` (puts with ``defer_sync``)."""
+        """fsync each distinct directory that holds one of `keys` (puts with ``defer_sync``).
+
+        Raises
+        ------
+        StorageFull, StorageError
+            A directory could not be fsynced: the puts in it are not durable (the caller
+            refuses them and deletes their blobs).
+        """
         for d in {self._dir_s(check_key(k)) for k in keys}:
-            _fsync_dir(d)
+            try:
+                _fsync_dir(d)
+            except OSError as exc:
+                _raise_os(exc, "making stored blobs durable")
 
     def put_bytes(self, data: bytes, *, defer_sync: bool = False) -> PutResult:
         """Store `data`: written once to a temporary file, fsynced, renamed into place (few
@@ -311,15 +321,27 @@ class MemoryBlobStore:
         return iter(list(self._blobs))
 
 
+#: fsync(2) on a directory fails with these where the file system cannot do it at all (some
+#: network and FUSE file systems): nothing more can be done there, and it is no I/O error.
+_DIR_FSYNC_UNSUPPORTED = frozenset((errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF))
+
+
 def _fsync_dir(d: str | Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
+    """Make the entries of directory `d` durable (renames into it, directories made in it).
+
+    Raises
+    ------
+    OSError
+        The directory cannot be opened or the fsync failed (EIO, ENOSPC...): what was put
+        there is not known to be durable, so it must not be acknowledged. (These used to be
+        swallowed, and a store was answered with success all the same.)
+    """
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:
+        if exc.errno not in _DIR_FSYNC_UNSUPPORTED:
+            raise
     finally:
         os.close(fd)
 
