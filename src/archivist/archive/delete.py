@@ -64,7 +64,15 @@ class Deletion:
         return removal
 
     def purge(self, older_than_days: float | None = None) -> int:
-        """Forget tombstones (all, or those older than `older_than_days`); returns how many."""
+        """Forget tombstones (all, or those older than `older_than_days`); returns how many.
+
+        Raises
+        ------
+        QueryError
+            A negative `older_than_days`.
+        IndexError_
+            The index failed (nothing purged).
+        """
         older = timedelta(days=older_than_days) if older_than_days is not None else None
         n = purge(self.index, older_than=older)
         log.info("purged %d tombstones", n)

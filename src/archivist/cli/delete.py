@@ -20,10 +20,29 @@ ConfigOpt = typer.Option(None, "--config", help="TOML settings file.", exists=Tr
 
 
 def _open(config: Path | None, data: Path | None):  # type: ignore[no-untyped-def]
+    """The archive at the data directory; exit 2 when there is none (a mistyped --data must
+    not create an empty archive there and then report that nothing is stored)."""
     from archivist.archive.archive import Archive
     from archivist.cli.main import _settings
 
-    return Archive.open(_settings(config, data_dir=data))
+    settings = _settings(config, data_dir=data)
+    if not settings.index_path.exists():
+        typer.secho(f"error: no archive at {settings.data_dir} (pass --data)", fg="red",
+                    err=True)
+        raise typer.Exit(2)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return Archive.open(settings)
+    except SQLAlchemyError as exc:
+        raise _index_failed(f"the index could not be opened ({getattr(exc, 'orig', exc)}); "
+                            "nothing changed, try again") from None
+
+
+def _index_failed(exc: Exception | str) -> typer.Exit:
+    """Exit status 3: the index could not be written (nothing changed)."""
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    return typer.Exit(3)
 
 
 def delete(
@@ -41,10 +60,12 @@ def delete(
 ) -> None:
     """Delete a study, a series or an instance (its files too), leaving tombstones.
 
-    Exit status 0 when deleted, 1 when nothing by those UIDs is stored, 2 for a bad argument.
+    Exit status 0 when deleted, 1 when nothing by those UIDs is stored, 2 for a bad argument
+    or no archive at the data directory, 3 when the index could not be written (for instance
+    locked by another program for longer than the busy timeout; nothing was deleted).
     """
     from archivist.archive.delete import Deletion
-    from archivist.errors import NotFound, QueryError
+    from archivist.errors import IndexError_, NotFound, QueryError
     from archivist.index.removal import reason_of
 
     try:
@@ -62,6 +83,8 @@ def delete(
     except QueryError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
+    except IndexError_ as exc:
+        raise _index_failed(exc) from None
     finally:
         archive.close()
     if json_out:
@@ -74,17 +97,24 @@ def delete(
 
 def purge_tombstones(
     older_than: float | None = typer.Option(
-        None, "--older-than", help="Only tombstones of records removed more than DAYS ago.",
-        metavar="DAYS"),
+        None, "--older-than", min=0,
+        help="Only tombstones of records removed more than DAYS ago.", metavar="DAYS"),
     data: Path | None = DataOpt,
     config: Path | None = ConfigOpt,
 ) -> None:
-    """Forget removed records: Repository Query and new inventories no longer report them."""
+    """Forget removed records: Repository Query and new inventories no longer report them.
+
+    Exit status 0 when done, 2 for a bad argument or no archive at the data directory, 3 when
+    the index could not be written (nothing was purged).
+    """
     from archivist.archive.delete import Deletion
+    from archivist.errors import IndexError_
 
     archive = _open(config, data)
     try:
         n = Deletion(archive.index, archive.blobs).purge(older_than)
+    except IndexError_ as exc:
+        raise _index_failed(exc) from None
     finally:
         archive.close()
     typer.echo(f"purged {n} tombstones")

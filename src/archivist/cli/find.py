@@ -72,7 +72,14 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
         print(f"error: no archive at {settings.data_dir} (run `archivist serve` or "
               "`archivist import` first, or pass --data)", file=sys.stderr)
         return 2
-    archive = Archive.open(settings)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        archive = Archive.open(settings)
+    except SQLAlchemyError as exc:
+        print(f"error: the index could not be opened ({getattr(exc, 'orig', exc)}); try again",
+              file=sys.stderr)
+        return 3
     try:
         query = archive.search.query_from_pairs(level, pairs)
         results = archive.search.find(query, limit=limit)

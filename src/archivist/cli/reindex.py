@@ -29,18 +29,38 @@ def reindex(
     """Rebuild parts of the index from the stored objects (the objects are never changed).
 
     Exit status 0 when done, 1 when some stored objects could not be read (they are listed in
-    the log and left as they were), 2 when nothing to do was asked.
+    the log and left as they were), 2 when nothing to do was asked, 3 when the index could not
+    be opened or written (for instance locked by another program for longer than the busy
+    timeout; the batches written before stay, and running it again finishes the work).
     """
     if not codes:
         typer.secho("error: say what to reindex (--codes)", fg="red", err=True)
         raise typer.Exit(2)
+    import warnings
+
+    from sqlalchemy.exc import SQLAlchemyError
+
     from archivist.archive.archive import Archive
     from archivist.archive.coded import reindex_codes
     from archivist.cli.main import _settings
 
-    archive = Archive.open(_settings(config, data_dir=data))
+    settings = _settings(config, data_dir=data)
     try:
-        done = reindex_codes(archive.index, archive.blobs)
+        archive = Archive.open(settings)
+    except SQLAlchemyError as exc:
+        typer.secho(f"error: the index could not be opened ({getattr(exc, 'orig', exc)}); "
+                    "try again", fg="red", err=True)
+        raise typer.Exit(3) from None
+    try:
+        with warnings.catch_warnings():
+            # pydicom's remarks on the stored headers (an unexpected VR, ...) are not the
+            # reindex's business: the objects were accepted at ingest and stay as they are.
+            warnings.simplefilter("ignore", UserWarning)
+            done = reindex_codes(archive.index, archive.blobs)
+    except SQLAlchemyError as exc:
+        typer.secho(f"error: the index could not be written ({getattr(exc, 'orig', exc)}); "
+                    "run it again", fg="red", err=True)
+        raise typer.Exit(3) from None
     finally:
         archive.close()
     if json_out:

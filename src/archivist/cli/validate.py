@@ -52,14 +52,14 @@ def validate(
     (the same findings as GET /api/instances/{sop}/validation).
 
     Exit status 1 when any file has an error, 0 otherwise (warnings allowed); 2 for a usage
-    error or an unknown SOP Instance UID.
+    error or an unknown SOP Instance UID; 3 when the archive's index cannot be opened.
     """
     if stored:
         if paths:
             typer.secho("error: give files or --stored, not both", fg=typer.colors.RED, err=True)
             raise typer.Exit(2)
         raise typer.Exit(_show_stored(stored, data, config, json_out=json_out,
-                                      errors_only=errors_only))
+                                      errors_only=errors_only, html=html))
     if not paths:
         typer.secho("error: name files or folders to validate, or --stored SOP_UID",
                     fg=typer.colors.RED, err=True)
@@ -123,8 +123,9 @@ def _print_text(result: BatchResult, *, errors_only: bool) -> None:
 
 
 def _show_stored(sop_uids: list[str], data: Path | None, config: Path | None, *,
-                 json_out: bool, errors_only: bool) -> int:
-    """Print the stored validation of instances; the exit status of ``validate --stored``."""
+                 json_out: bool, errors_only: bool, html: Path | None = None) -> int:
+    """Print the stored validation of instances (and write the HTML report when asked); the
+    exit status of ``validate --stored``."""
     from archivist.archive.archive import Archive
     from archivist.config import load_settings
     from archivist.errors import ConfigError
@@ -139,7 +140,14 @@ def _show_stored(sop_uids: list[str], data: Path | None, config: Path | None, *,
         typer.secho(f"error: no archive at {settings.data_dir} (pass --data)",
                     fg=typer.colors.RED, err=True)
         return 2
-    archive = Archive.open(settings)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        archive = Archive.open(settings)
+    except SQLAlchemyError as exc:
+        typer.secho(f"error: the index could not be opened ({getattr(exc, 'orig', exc)}); "
+                    "try again", fg=typer.colors.RED, err=True)
+        return 3
     try:
         records = [archive.index.validation_of(uid.strip()) for uid in sop_uids]
     finally:
@@ -150,23 +158,29 @@ def _show_stored(sop_uids: list[str], data: Path | None, config: Path | None, *,
                     fg=typer.colors.RED, err=True)
         return 2
     found = [r for r in records if r is not None]
+    result = BatchResult()
+    for record in found:
+        findings = [Finding(Severity(f["severity"]), f["rule_id"], f["path"], f["module"],
+                            f["iod"], f["message"], f["reference"]) for f in record["findings"]]
+        state = "" if record["validated"] else " (stored with validation off: not checked)"
+        result.reports.append(Report(
+            path=f"stored {record['sop_instance_uid']}{state}", findings=findings,
+            sop_class_uid=record["sop_class_uid"],
+            sop_instance_uid=record["sop_instance_uid"],
+            iod=next((f.iod for f in findings if f.iod), ""),
+        ))
+    if html is not None:
+        from archivist.validate.html import render_html
+
+        html.write_text(render_html(result), encoding="utf-8")
     if json_out:
         import json
 
         typer.echo(json.dumps(found[0] if len(found) == 1 else found, indent=2))
     else:
-        result = BatchResult()
-        for record in found:
-            findings = [Finding(Severity(f["severity"]), f["rule_id"], f["path"], f["module"],
-                                f["iod"], f["message"], f["reference"]) for f in record["findings"]]
-            state = "" if record["validated"] else " (stored with validation off: not checked)"
-            result.reports.append(Report(
-                path=f"stored {record['sop_instance_uid']}{state}", findings=findings,
-                sop_class_uid=record["sop_class_uid"],
-                sop_instance_uid=record["sop_instance_uid"],
-                iod=next((f.iod for f in findings if f.iod), ""),
-            ))
         _print_text(result, errors_only=errors_only)
+        if html is not None:
+            typer.echo(f"HTML report written to {html}")
     return 1 if any(r["errors"] for r in found) else 0
 
 

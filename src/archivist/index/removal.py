@@ -30,8 +30,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
-from archivist.errors import NotFound, QueryError
+from archivist.errors import IndexError_, NotFound, QueryError
 from archivist.index.repository import Index
 from archivist.index.schema import (
     TABLE_OF_LEVEL,
@@ -181,6 +182,14 @@ def _generations(conn: Any, level: str, pks: list[int]) -> dict[int, int]:
     return out
 
 
+def _index_failed(exc: SQLAlchemyError, what: str) -> IndexError_:
+    """The error a removal or a purge raises when the database refused the transaction (for
+    instance locked by another program for longer than the busy timeout): nothing changed."""
+    cause = getattr(exc, "orig", None) or exc
+    return IndexError_(f"the index could not be written ({cause}); nothing was {what}, "
+                       "try again")
+
+
 def remove(index: Index, *, study_uid: str, series_uid: str | None = None,
            sop_uid: str | None = None, reason: Reason = DEFAULT_REASON) -> Removal:
     """Remove a study, a series of it, or an instance of it, in one transaction.
@@ -205,6 +214,14 @@ def remove(index: Index, *, study_uid: str, series_uid: str | None = None,
     IndexError_
         The database failed (nothing changed).
     """
+    try:
+        return _remove(index, study_uid, series_uid, sop_uid, reason)
+    except SQLAlchemyError as exc:
+        raise _index_failed(exc, "deleted") from exc
+
+
+def _remove(index: Index, study_uid: str, series_uid: str | None, sop_uid: str | None,
+            reason: Reason) -> Removal:
     level = "IMAGE" if sop_uid else ("SERIES" if series_uid else "STUDY")
     now = datetime.now(UTC)
     result = Removal(level, study_uid, series_uid, sop_uid, reason, removed_at=now)
@@ -350,16 +367,29 @@ def purge(index: Index, *, older_than: timedelta | None = None) -> int:
     -------
     int
         How many tombstones were deleted.
+
+    Raises
+    ------
+    QueryError
+        A negative `older_than` (it would purge tombstones of removals yet to come).
+    IndexError_
+        The database failed (nothing was purged).
     """
+    if older_than is not None and older_than < timedelta(0):
+        raise QueryError("the age of the tombstones to purge cannot be negative")
     deleted = 0
-    with index.write_transaction() as conn:
-        for lvl, table in (("STUDY", study), ("SERIES", series), ("IMAGE", instance)):
-            live = select(table.c.pk).where(table.c.pk == tombstone.c.record_pk).exists()
-            where: list[Any] = [tombstone.c.level == lvl, ~live]
-            if older_than is not None:
-                where.append(tombstone.c.removed_at
-                             < datetime.now(UTC) - older_than)
-            deleted += int(conn.execute(delete(tombstone).where(and_(*where))).rowcount or 0)
+    try:
+        with index.write_transaction() as conn:
+            for lvl, table in (("STUDY", study), ("SERIES", series), ("IMAGE", instance)):
+                live = select(table.c.pk).where(table.c.pk == tombstone.c.record_pk).exists()
+                where: list[Any] = [tombstone.c.level == lvl, ~live]
+                if older_than is not None:
+                    where.append(tombstone.c.removed_at
+                                 < datetime.now(UTC) - older_than)
+                deleted += int(conn.execute(delete(tombstone).where(and_(*where))).rowcount
+                               or 0)
+    except SQLAlchemyError as exc:
+        raise _index_failed(exc, "purged") from exc
     return deleted
 
 

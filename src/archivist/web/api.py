@@ -13,7 +13,9 @@ A delete may name a reason (``?reason=quality``, ``safety``, ``worklist``, ``ret
 (:meth:`archivist.index.removal.Removal.to_json`); the removed records stay visible to
 Repository Query as Removed from Operational Use until purged.
 
-Unknown instances answer 404 and malformed UIDs 400, with ``{"error": ..., "detail": ...}``.
+Unknown instances answer 404 and malformed UIDs 400, with ``{"error": ..., "detail": ...}``;
+when the index cannot be written (locked by another program past the busy timeout, failing) a
+delete answers 503 with ``Retry-After`` and nothing is deleted.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
-from starlette.status import HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
+from starlette.status import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_404_NOT_FOUND,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
 
 from archivist.archive.delete import Deletion
-from archivist.errors import NotFound, QueryError
+from archivist.errors import IndexError_, NotFound, QueryError
 from archivist.index.removal import reason_of
 
 __all__ = ["routes"]
@@ -36,8 +42,9 @@ __all__ = ["routes"]
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
-def _error(status: int, error: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+def _error(status: int, error: str, detail: str,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
 async def instance_validation(request: Request) -> JSONResponse:
@@ -87,6 +94,9 @@ async def delete_entity(request: Request) -> JSONResponse:
         return _error(HTTP_404_NOT_FOUND, "not found", str(exc))
     except QueryError as exc:
         return _error(HTTP_400_BAD_REQUEST, "bad request", str(exc))
+    except IndexError_ as exc:
+        return _error(HTTP_503_SERVICE_UNAVAILABLE, "index unavailable", str(exc),
+                      {"Retry-After": "5"})
     return JSONResponse(removal.to_json())
 
 
