@@ -187,7 +187,9 @@ class TestMoveSendsWhatIsStored:
             server.stop()
             archive.close()
 
-    def test_unreachable_destination_is_a801(self, tmp_path: Path) -> None:
+    def test_unreachable_destination_is_a702(self, tmp_path: Path) -> None:
+        # A configured destination that does not answer is not "unknown" (0xA801): every
+        # sub-operation fails (PS3.4 C.4.2.1.5 0xA702, as DCMTK dcmqrscp and dcm4chee answer).
         archive, study, _ = open_archive(tmp_path, free_port(), 2)
         server = DimseServer(archive)
         server.start()
@@ -197,4 +199,6 @@ class TestMoveSendsWhatIsStored:
         finally:
             server.stop()
             archive.close()
-        assert final.Status == 0xA801
+        assert final.Status == 0xA702
+        assert final.NumberOfFailedSuboperations == 2
+        assert final.NumberOfCompletedSuboperations == 0

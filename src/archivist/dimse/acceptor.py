@@ -69,11 +69,13 @@ from archivist.dimse.acceptor_pdu import (
     MAX_ASSOCIATE_RQ,
     MAX_COMMAND_SET,
     MIN_ASSOCIATE_RQ,
+    MIN_PEER_MAX_PDU,
     P_DATA_TF,
     FileSink,
     MemorySink,
     Message,
     ProtocolError,
+    ReleaseRequested,
     a_abort,
     associate_rj,
     file_meta_prefix,
@@ -497,6 +499,14 @@ class Acceptor:
             writer.write(a_abort(2, ABORT_INVALID_PARAMETER))
             asyncio.ensure_future(_close_after_drain(writer))
             return None
+        if 0 < peer_max < MIN_PEER_MAX_PDU:
+            # Every message would go out in PDUs of a few bytes (none at all under 7): refused,
+            # permanent, by the service user, no reason given (PS3.8 9.3.4).
+            log.warning("association from %s@%s refused: Maximum Length %d is under %d bytes",
+                        calling, host, peer_max, MIN_PEER_MAX_PDU)
+            writer.write(associate_rj(1, 1, 1))
+            asyncio.ensure_future(_close_after_drain(writer))
+            return None
         accepted = {int(cx.context_id): cx for cx in contexts if cx.result == 0x00}
         assoc = Association(self, reader, writer, peer, calling, called, accepted, peer_max)
         # Counted before the A-ASSOCIATE-AC leaves: a peer that has its AC may open the next
@@ -610,6 +620,7 @@ class Association:
         self.cancelled: set[int] = set()
         self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.busy = False
+        self.releasing = False  # the peer sent A-RELEASE-RQ
         self.idle = asyncio.Event()
         self.current: Message | None = None
         self.last_activity = self.loop.time()
@@ -732,6 +743,10 @@ class Association:
                 if length != 4:
                     raise ProtocolError("A-RELEASE-RQ of wrong length")
                 await self._read(length)
+                self.releasing = True
+                for fut in self.waiting.values():
+                    if not fut.done():
+                        fut.set_exception(ReleaseRequested("the peer requested release"))
                 await self._release()
                 return
             elif pdu_type == A_ABORT:
@@ -867,7 +882,9 @@ class Association:
                 self.idle.set()
 
     async def _release(self) -> None:
-        """A-RELEASE-RQ: answer once the running request (if any) is done (PS3.8 7.2)."""
+        """A-RELEASE-RQ: answer once the running request (if any) is done (PS3.8 7.2). Its
+        responses may still go out (state Sta8); a C-GET sends no more sub-operations and
+        counts those left as failed, since the peer can no longer answer them."""
         while self.busy or not self.queue.empty():
             self.idle.clear()
             await self.idle.wait()
@@ -899,6 +916,8 @@ class Association:
     async def request(self, pdus: list[bytes], message_id: int) -> Message:
         """Send a request to the peer (C-STORE of a C-GET, N-EVENT-REPORT) and wait for its
         response, at most ``dimse_timeout`` seconds."""
+        if self.releasing:
+            raise ReleaseRequested("the peer requested release")
         fut: asyncio.Future[Message] = self.loop.create_future()
         self.waiting[message_id] = fut
         try:

@@ -33,6 +33,12 @@ A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ = 0x01, 0x02, 0x03
 P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT = 0x04, 0x05, 0x06, 0x07
 
 MAX_ASSOCIATE_RQ = 64 * 1024
+#: The smallest Maximum Length (PS3.8 D.1) a peer may announce, 0 (unlimited) apart. PS3.8 sets
+#: none, but a P-DATA-TF of N bytes carries N - 6 bytes of a message (one PDV item header), so
+#: under 7 nothing can be sent at all, and a length of a few bytes splits a 500 MB object into
+#: hundreds of millions of PDUs. No implementation in use goes that low (DCMTK's smallest is
+#: 4096); the acceptor refuses such an association (A-ASSOCIATE-RJ).
+MIN_PEER_MAX_PDU = 256
 MIN_ASSOCIATE_RQ = 68  # the fixed fields of the A-ASSOCIATE-RQ variable part (PS3.8 9.3.2)
 MAX_COMMAND_SET = 64 * 1024
 MAX_SMALL_DATASET = 64 * 1024 * 1024  # identifiers, N-service data sets (held in memory)
@@ -51,6 +57,12 @@ class ProtocolError(Exception):
     def __init__(self, message: str, reason: int = ABORT_INVALID_PARAMETER) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class ReleaseRequested(ConnectionError):
+    """The peer asked to release the association (A-RELEASE-RQ) while we wait for its answer
+    to a request of ours (the C-STORE of a C-GET sub-operation, an N-EVENT-REPORT): having
+    asked, it may send no more P-DATA (PS3.8 9.2, state Sta7), so that answer never comes."""
 
 
 def a_abort(source: int = 2, reason: int = 0) -> bytes:
@@ -96,6 +108,8 @@ def encode_message(message: DIMSEMessage, context_id: int, max_pdu: int,
 def fragment_message(command: bytes, context_id: int, max_pdu: int,
                      dataset: bytes | None = None) -> list[bytes]:
     """P-DATA-TF PDUs for an encoded command set and data set (PS3.8 E.2, D.1)."""
+    if 0 < max_pdu <= 6:
+        raise ValueError(f"a Maximum Length of {max_pdu} bytes cannot carry a PDV")
     out: list[bytes] = []
     for payload, last_control, more_control in ((command, 0x03, 0x01), (dataset, 0x02, 0x00)):
         if payload is None or (payload is dataset and not payload):

@@ -50,6 +50,7 @@ from archivist.dimse.acceptor_pdu import (
     ABORT_UNRECOGNIZED_PARAMETER,
     Message,
     ProtocolError,
+    ReleaseRequested,
     encode_command,
     encode_message,
     fragment_message,
@@ -420,21 +421,38 @@ def _find_context(assoc: Association, sop_class: str, ts: str | None,
 class Services:
     """Performs complete DIMSE requests for the acceptor by calling the archive's handlers."""
 
-    def __init__(self, handlers: Handlers) -> None:
+    def __init__(self, handlers: Handlers,
+                 operations: dict[str, frozenset[int]] | None = None) -> None:
         self.handlers = handlers
         self.settings = handlers.settings
+        #: Per SOP Class, the DIMSE-C requests it defines (None: not checked).
+        self.operations = operations
+
+    def _refused_class(self, field: int, req: Any, cx: Any) -> bool:
+        """Whether a C-FIND / C-MOVE / C-GET (or C-STORE) is refused as SOP Class not
+        supported: it names another SOP Class than its presentation context (PS3.7 9.1.2.1),
+        or that SOP Class does not define the operation (a C-FIND on a Storage or Verification
+        context is no query of any information model; DCMTK's dcmqrscp answers 0x0122 too).
+        C-ECHO stays answered on any context, as DCMTK and Orthanc do."""
+        abstract = str(cx.abstract_syntax)
+        if field in (0x0020, 0x0021, 0x0010) and str(req.AffectedSOPClassUID) != abstract:
+            return True
+        if self.operations is None or field not in (0x0001, 0x0010, 0x0020, 0x0021):
+            return False
+        return field not in self.operations.get(abstract, frozenset())
 
     async def perform(self, assoc: Association, msg: Message) -> None:
         cx = assoc.accepted[int(msg.context_id)]  # type: ignore[arg-type]
         field = msg.command_field
         req = msg.primitive
-        if field in (0x0020, 0x0021, 0x0010) and \
-                str(req.AffectedSOPClassUID) != str(cx.abstract_syntax):
-            # The request names another SOP class than its presentation context (PS3.7 9.1.2.1):
-            # Refused, SOP Class not supported.
+        if self._refused_class(field, req, cx):
+            # Refused: SOP Class not supported.
             rsp = Response(field | 0x8000)
             rsp.MessageIDBeingRespondedTo = req.MessageID
             rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+            if field == 0x0001:
+                assoc.refused += 1
+                rsp.AffectedSOPInstanceUID = req.AffectedSOPInstanceUID
             rsp.Status = 0x0122
             await assoc.send(rsp.encode(int(cx.context_id), assoc.send_max))
             return
@@ -654,12 +672,38 @@ class Services:
             return status, ds, fragment_message(command, int(scx.context_id), assoc.send_max,
                                                 data), sub_id
 
+        ahead: asyncio.Future[Any] | None = None
+
+        async def give_up(current: Any) -> None:
+            """The peer asked to release: the sub-operation waiting for its C-STORE response
+            (`current`) and all those not yet performed fail; the final response goes out."""
+            nonlocal ahead
+            if current is not None:
+                failed.append(_uid_of(current))
+            if ahead is not None:
+                try:
+                    _, prepared, _, _ = await ahead
+                except Exception:  # noqa: BLE001 - the handler failed: nothing to list
+                    prepared = None
+                ahead = None
+                if prepared is not None:
+                    failed.append(_uid_of(prepared))
+            await self._run(assoc, _drain_failed, gen, failed)
+            log.info("C-GET from %s: release requested with %d sub-operations left",
+                     assoc.calling, counts.remaining)
+            counts.failed += counts.remaining
+            counts.remaining = 0
+            await assoc.send(self._final(rsp_pdus, counts, total, failed))
+
         # The next object is read (worker thread) while the current one is on its way.
-        ahead: asyncio.Future[Any] | None = self._run(assoc, next_sub)
+        ahead = self._run(assoc, next_sub)
         try:
             while True:
                 if event.is_cancelled:
                     await assoc.send(rsp_pdus(Status.CANCEL, ident=_failed_list(failed)))
+                    return
+                if assoc.releasing:
+                    await give_up(None)
                     return
                 try:
                     assert ahead is not None
@@ -703,6 +747,9 @@ class Services:
                 try:
                     reply = await assoc.request(pdus, mid)
                     sub = int(reply.msg.command_set.get("Status", 0xC000))  # type: ignore[union-attr]
+                except ReleaseRequested:
+                    await give_up(ds)
+                    return
                 except TimeoutError:
                     log.warning("C-GET to %s: no C-STORE response within %ss", assoc.calling,
                                 self.settings.dimse_timeout)
@@ -795,10 +842,18 @@ class Services:
                                                int(destination[1]), destination_aet,
                                                list(options.get("contexts") or []))
             except Exception as exc:  # noqa: BLE001 - refused, unreachable, timed out
+                # A configured destination that cannot be reached is not "unknown" (0xA801):
+                # every sub-operation fails, so the move is refused as unable to perform its
+                # sub-operations (PS3.4 C.4.2.1.5, 0xA702), with the counts and the Failed SOP
+                # Instance UID List, as DCMTK's dcmqrscp and dcm4chee answer it.
                 log.warning("C-MOVE: cannot associate with %s at %s:%s (%s: %s)",
                             destination_aet, destination[0], destination[1],
                             type(exc).__name__, exc)
-                await assoc.send(rsp_pdus(Status.MOVE_DESTINATION_UNKNOWN, with_counts=False))
+                await run(_drain_failed, holder["gen"], failed)
+                counts.failed, counts.remaining = total, 0
+                status = status_dataset(Status.OUT_OF_RESOURCES_SUBOPS,
+                                        f"cannot associate with {destination_aet}")
+                await assoc.send(rsp_pdus(status, ident=_failed_list(failed)))
                 return
             final: list[bytes] | None = None
             try:
@@ -997,6 +1052,16 @@ def _sub_operation(item: Any, context_for: Any) -> tuple[str, str, Any, bytes]:
     if cx is None:
         raise _NoContext(f"{sop_class} in {stored}")
     return sop_class, str(ds.SOPInstanceUID), cx, encode_dataset(ds, UID(cx.transfer_syntax[0]))
+
+
+def _drain_failed(gen: Iterator[Any], failed: list[str]) -> None:
+    """Add to `failed` the SOP Instance UID of every sub-operation `gen` has yet to yield
+    (none of them will be performed; blocking: call from a worker thread)."""
+    for yielded in gen:
+        if isinstance(yielded, tuple) and len(yielded) == 2 and yielded[1] is not None:
+            uid = _uid_of(yielded[1])
+            if uid:
+                failed.append(uid)
 
 
 def _failed_list(failed: list[str]) -> Dataset:

@@ -81,6 +81,28 @@ def supported_contexts(settings: Settings, extra: Iterable[Service] = ()
     return list(build_ae(settings, extra).supported_contexts)
 
 
+#: Command Field of the DIMSE-C requests (PS3.7 E.1), by the names services register under.
+_COMMAND_FIELDS = {"C-STORE": 0x0001, "C-GET": 0x0010, "C-FIND": 0x0020, "C-MOVE": 0x0021,
+                   "C-ECHO": 0x0030}
+
+
+def operations(extra: Iterable[Service] = ()) -> dict[str, frozenset[int]]:
+    """Per SOP Class we accept, the DIMSE-C requests (Command Field) it defines: C-ECHO for
+    Verification, C-STORE for the Storage classes, C-FIND / C-MOVE / C-GET for each model (PS3.4
+    C.6.1 / C.6.2), and what the extra services register. A request of another kind on that
+    SOP Class's context is refused (see :meth:`Services.perform`)."""
+    ops: dict[str, set[int]] = {VERIFICATION: {0x0030}}
+    for uid in _STORAGE_CLASSES.values():
+        ops.setdefault(uid, set()).add(0x0001)
+    for uid in QR_MODELS:
+        ops.setdefault(uid, set()).add({"1": 0x0020, "2": 0x0021, "3": 0x0010}[uid[-1]])
+    for service in extra:
+        field = _COMMAND_FIELDS.get(service.message)
+        if field is not None:
+            ops.setdefault(service.sop_class, set()).add(field)
+    return {uid: frozenset(fields) for uid, fields in ops.items()}
+
+
 class DimseServer:
     """Runs the DIMSE acceptor (its event loop in a background thread).
 
@@ -121,7 +143,8 @@ class DimseServer:
         configure_pynetdicom(self.settings)
         raise_fd_limit()
         contexts = supported_contexts(self.settings, self.handlers.extra)
-        self.acceptor = Acceptor(self.settings, Services(self.handlers), contexts,
+        services = Services(self.handlers, operations(self.handlers.extra))
+        self.acceptor = Acceptor(self.settings, services, contexts,
                                  self._check_aets, listen_socket=self.listen_socket,
                                  count=self.count)
         self.acceptor.start()
