@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import pydicom
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -55,6 +54,8 @@ _PARSE_IN_MEMORY = 4 << 20
 _CHARSET_TAG = Tag(0x00080005)  # Specific Character Set
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+#: Binary VRs whose values are bytes as read: a deferred one is not loaded to be "decoded".
+_BULK_VRS = frozenset({VR_.OB, VR_.OW, VR_.OD, VR_.OF, VR_.OL, VR_.OV})
 
 
 class StoreStatus(enum.Enum):
@@ -340,17 +341,29 @@ class Ingest:
         the end of the file means a value was cut short (pydicom reads a short value without
         complaint, PS3.5 7.1). The data set returned stops before the pixel data, like
         ``stop_before_pixels``; the pixel data element comes with it, and the object's size."""
+        ceiling = self.settings.max_object_size
         try:
+            # A deflated data set is inflated a step at a time and refused past its limit
+            # (part10.read_stored); pydicom alone would inflate all of it in memory at once.
             if isinstance(source, bytes):
                 size = len(source)
                 src: Any = io.BytesIO(source)
-                ds = pydicom.dcmread(src, defer_size=1024)
+                ds = part10.read_stored(src, defer_size=1024, ceiling=ceiling)
                 end = src.tell()
             else:
                 with open(source, "rb") as fh:
                     size = os.fstat(fh.fileno()).st_size
-                    ds = pydicom.dcmread(fh, defer_size=1024)
+                    ds = part10.read_stored(fh, defer_size=1024, ceiling=ceiling)
                     end = fh.tell()
+        except part10.InflateRefused as exc:
+            refused = InvalidObject(str(exc))
+            # What the File Meta says the object is, for responses that name it (STOW-RS
+            # would otherwise parse the object again to find out, inflating all of it).
+            read = (("SOPClassUID", clean_uid(exc.meta.get("MediaStorageSOPClassUID"))),
+                    ("SOPInstanceUID", clean_uid(exc.meta.get("MediaStorageSOPInstanceUID"))))
+            refused.uids = {k: v for k, v in read if v}  # type: ignore[attr-defined]
+            log.warning("refused a deflated object: %s", exc)
+            raise refused from None
         except InvalidDicomError:
             raise InvalidObject("not a DICOM Part 10 file (no DICM prefix or File Meta)") from None
         except RecursionError:
@@ -419,6 +432,8 @@ class Ingest:
                         continue
                     except Exception:  # noqa: BLE001, S110 - pydicom's way below says why
                         pass
+                if raw.value is None and raw.length != 0 and raw.VR in _BULK_VRS:
+                    continue  # bytes, nothing to decode: left unread (it may be huge)
                 if (raw.VR == VR_.SQ or (raw.value is None and raw.length != 0)
                         or current.is_private):
                     _ = ds[current].value

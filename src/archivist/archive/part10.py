@@ -15,16 +15,27 @@ and for the encapsulated pixel data (walked through its fragments), and the walk
 at the object's last byte. Anything else returns None and the caller reads the object with
 pydicom, which also explains what is wrong with it: this module never refuses an object, it only
 declines to read it.
+
+A deflated object (Deflated Explicit VR Little Endian, PS3.5 A.5) is read here too, by
+:func:`read_stored`, for everything that parses a stored or received object: pydicom inflates
+the whole data set in memory with one ``zlib.decompress``, so a megabyte on the wire could take
+gigabytes (a "deflate bomb"). Here it is inflated a mebibyte at a time into a temporary file
+(in memory up to 8 MiB, on disk beyond) and refused once it passes :func:`inflate_limit`.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import tempfile
+import zlib
 from struct import Struct
+from typing import Any, BinaryIO
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.filereader import _read_file_meta_info, dcmread, read_dataset, read_preamble
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
@@ -234,4 +245,154 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
     return out, ts, pixel
 
 
-__all__ = ["read"]
+#: A deflated data set may always inflate to this many bytes (structured reports and small
+#: images, the usual deflated objects, stay far below it)...
+INFLATE_FLOOR = 64 << 20
+#: ... and beyond that, to this many times its deflated size: real data (text, images with a
+#: blank background) deflates by 2 to 50 times; zlib's own ceiling is about 1,000...
+INFLATE_RATIO = 200
+#: ... but never past this (nor past the archive's maximum object size): the validation on
+#: ingest and a transcoding read values whole.
+INFLATE_CEILING = 256 << 20
+_INFLATE_STEP = 1 << 20
+_SPOOL_IN_MEMORY = 8 << 20
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+
+class InflateRefused(ValueError):
+    """A deflated data set inflates past its limit, or its deflate stream is corrupt (the
+    message says which, and the limit). ``meta`` is the object's File Meta when
+    :func:`read_stored` read it."""
+
+    meta: FileMetaDataset = FileMetaDataset()
+
+
+def inflate_limit(deflated_size: int, ceiling: int | None = None) -> int:
+    """How many bytes a data set of `deflated_size` deflated bytes may inflate to:
+    :data:`INFLATE_RATIO` times its size, at least :data:`INFLATE_FLOOR`, at most
+    :data:`INFLATE_CEILING` and `ceiling` (the archive's maximum object size)."""
+    limit = min(max(INFLATE_FLOOR, INFLATE_RATIO * deflated_size), INFLATE_CEILING)
+    return min(limit, ceiling) if ceiling else limit
+
+
+def inflate(fh: BinaryIO, limit: int) -> BinaryIO:
+    """The raw deflate stream (RFC 1951, PS3.5 A.5) from `fh`'s position to its end, inflated
+    into a temporary file positioned at its start, a mebibyte at a time: memory stays bounded
+    whatever the stream holds.
+
+    Raises
+    ------
+    InflateRefused
+        The stream inflates past `limit` bytes (nothing more is inflated), or is corrupt.
+    """
+    out: Any = tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY)  # noqa: SIM115 - returned open
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+
+    def keep(piece: bytes) -> None:
+        nonlocal total
+        total += len(piece)
+        if total > limit:
+            raise InflateRefused(
+                f"the deflated data set inflates past {limit} bytes, the limit for it here "
+                f"({INFLATE_RATIO} times its deflated size, at least {INFLATE_FLOOR >> 20} MiB, "
+                f"at most {INFLATE_CEILING >> 20} MiB and the maximum object size)")
+        out.write(piece)
+
+    try:
+        while not inflater.eof:
+            pending = fh.read(_INFLATE_STEP)
+            if not pending:
+                keep(inflater.flush())  # the input ended: what zlib still holds (little)
+                break
+            while True:
+                # At most a step of output per call; the input left over waits its turn.
+                piece = inflater.decompress(pending, _INFLATE_STEP)
+                keep(piece)
+                pending = inflater.unconsumed_tail
+                if inflater.eof or (not pending and len(piece) < _INFLATE_STEP):
+                    break
+    except zlib.error as exc:
+        out.close()
+        raise InflateRefused(f"the deflated data set cannot be inflated ({exc})") from None
+    except BaseException:
+        out.close()
+        raise
+    out.seek(0)
+    return out  # type: ignore[no-any-return]
+
+
+def _remaining(fh: BinaryIO) -> int:
+    """Bytes from `fh`'s position to its end."""
+    here = fh.tell()
+    end = fh.seek(0, os.SEEK_END)
+    fh.seek(here)
+    return end - here
+
+
+def _at_pixel_data(tag: int, vr: str | None, length: int) -> bool:
+    return tag in _PIXEL_DATA_TAGS
+
+
+def read_stored(fh: BinaryIO, *, defer_size: int | None = None, stop_before_pixels: bool = False,
+                specific_tags: list[Any] | None = None,
+                ceiling: int | None = None) -> FileDataset:
+    """A Part 10 object read as ``pydicom.dcmread(fh, ...)`` reads it, a deflated one inflated
+    by :func:`inflate` (bounded) instead of pydicom's whole-object ``zlib.decompress``.
+
+    The data set of a deflated object is read from the inflated temporary file, which the
+    returned data set keeps open (its ``buffer``): deferred values are read from it, and it is
+    gone with the data set. `ceiling` caps :func:`inflate_limit`.
+
+    Raises
+    ------
+    InflateRefused
+        A deflated data set past its limit, or corrupt.
+    Exception
+        Whatever ``pydicom.dcmread`` raises for an object it cannot read.
+    """
+    start = fh.tell()
+    preamble = read_preamble(fh, False)
+    meta = _read_file_meta_info(fh)
+    ts = str(meta.get("TransferSyntaxUID", "")).strip("\0 ")
+    if ts != _DEFLATED:
+        fh.seek(start)
+        return dcmread(fh, defer_size=defer_size, stop_before_pixels=stop_before_pixels,
+                       specific_tags=specific_tags)
+    try:
+        inflated = inflate(fh, inflate_limit(_remaining(fh), ceiling))
+    except InflateRefused as exc:
+        exc.meta = meta
+        raise
+    try:
+        dataset = read_dataset(inflated, False, True,
+                               stop_when=_at_pixel_data if stop_before_pixels else None,
+                               defer_size=defer_size, specific_tags=specific_tags)
+    except BaseException:
+        inflated.close()
+        raise
+    out = FileDataset(inflated, dataset, preamble, meta, False, True)
+    # Deferred values come from the temporary file (pydicom takes a named file's path first).
+    out.filename = None
+    out.timestamp = None
+    out.set_original_encoding(False, True, dataset._character_set)  # noqa: SLF001
+    return out
+
+
+def is_deflated(fh: BinaryIO) -> bool:
+    """Whether the Part 10 object in `fh` (positioned at its start, and left there) is in
+    Deflated Explicit VR Little Endian."""
+    start = fh.tell()
+    try:
+        read_preamble(fh, False)
+        meta = _read_file_meta_info(fh)
+    except Exception:  # noqa: BLE001 - not a Part 10 object: pydicom says what is wrong
+        return False
+    finally:
+        fh.seek(start)
+    return str(meta.get("TransferSyntaxUID", "")).strip("\0 ") == _DEFLATED
+
+
+__all__ = ["INFLATE_CEILING", "INFLATE_FLOOR", "INFLATE_RATIO", "InflateRefused", "inflate", "inflate_limit",
+           "is_deflated", "read", "read_stored"]

@@ -5,6 +5,9 @@ object goes out in a syntax other than its own (WADO-RS/WADO-URI, C-MOVE/C-GET s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from struct import unpack_from
+
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -30,6 +33,172 @@ JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
 
 class TranscodeRefused(ValueError):
     """This object is not re-encoded by this server (the message says why)."""
+
+
+#: One frame decoded here may take at most this many bytes (Rows x Columns x Samples per
+#: Pixel x Bits Allocated / 8): 4096 x 8192 at 16 bits, beyond real single images (a large
+#: mammogram or radiograph is 20-40 MB).
+MAX_FRAME_BYTES = 64 << 20
+#: An object decoded whole (transcoded) may take at most this many bytes of pixels.
+MAX_DECODE_BYTES = 256 << 20
+
+_JPEG_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
+                            "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+                            "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"})
+_J2K_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+                           "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93",
+                           "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+                           "1.2.840.10008.1.2.4.203"})
+# Start of frame markers: SOF0-3, 5-7, 9-11, 13-15 (ITU T.81 B.1.1.3) and JPEG-LS SOF55
+# (ITU T.87 C.2.2); markers without a length: TEM, RST0-7, SOI, EOI (T.81 B.1.1.4).
+_SOF_MARKERS = frozenset({*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC),
+                          *range(0xCD, 0xD0), 0xF7})
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xDA)})
+_J2K_SIZ = b"\xff\x4f\xff\x51"  # SOC, then SIZ (ITU T.800 A.5.1)
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """What a compressed frame's own header says it decodes to."""
+
+    rows: int
+    columns: int
+    samples: int
+    precision: int
+
+
+def frame_geometry(frame: bytes, transfer_syntax: str) -> FrameGeometry | None:
+    """The size a compressed frame declares in its own header: JPEG and JPEG-LS from the
+    start of frame segment (T.81 B.2.2, T.87 C.2.2), JPEG 2000 and HTJ2K from the SIZ marker
+    segment (T.800 A.5.1); None for another transfer syntax.
+
+    Raises
+    ------
+    TranscodeRefused
+        The frame has no such header where its syntax puts it.
+    """
+    if transfer_syntax in _JPEG_SYNTAXES:
+        return _jpeg_geometry(frame)
+    if transfer_syntax in _J2K_SYNTAXES:
+        at = frame.find(_J2K_SIZ, 0, 1 << 16)  # a JP2 file wraps the codestream in boxes
+        if at < 0 or len(frame) < at + 4 + 38:
+            raise TranscodeRefused("the frame has no JPEG 2000 SIZ marker segment")
+        xsiz, ysiz, xosiz, yosiz = unpack_from(">4L", frame, at + 8)
+        (csiz,) = unpack_from(">H", frame, at + 40)
+        depths = frame[at + 42:at + 42 + 3 * csiz:3]
+        precision = max(((d & 0x7F) + 1 for d in depths), default=0)
+        return FrameGeometry(ysiz - yosiz, xsiz - xosiz, csiz, precision)
+    return None
+
+
+def _jpeg_geometry(frame: bytes) -> FrameGeometry:
+    if not frame.startswith(b"\xff\xd8"):
+        raise TranscodeRefused("the frame does not start with a JPEG SOI marker")
+    pos, end = 2, len(frame)
+    while pos + 4 <= end:
+        if frame[pos] != 0xFF:
+            pos += 1  # bytes between segments: decoders skip them too
+            continue
+        marker = frame[pos + 1]
+        if marker == 0xFF:
+            pos += 1  # fill byte
+            continue
+        if marker in _STANDALONE or marker == 0x00:
+            pos += 2
+            continue
+        (length,) = unpack_from(">H", frame, pos + 2)
+        if marker in _SOF_MARKERS:
+            if pos + 10 > end:
+                break
+            precision, rows, columns, samples = unpack_from(">BHHB", frame, pos + 4)
+            return FrameGeometry(rows, columns, samples, precision)
+        if marker == 0xDA:  # start of scan before any frame header
+            break
+        pos += 2 + length
+    raise TranscodeRefused("the frame has no JPEG start of frame (SOF) marker segment")
+
+
+def check_frame(frame: bytes, transfer_syntax: str, ds: Dataset) -> None:
+    """Refuse to decode a compressed frame whose own header disagrees with the data set's
+    Rows, Columns and Samples per Pixel, or declares more bits than Bits Allocated: a decoder
+    allocates what the frame says (a 16 x 16 image whose JPEG header claims 30000 x 30000
+    would take gigabytes).
+
+    Raises
+    ------
+    TranscodeRefused
+        The frame and the data set disagree (the message says how).
+    """
+    geometry = frame_geometry(frame, transfer_syntax)
+    if geometry is None:
+        return
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        allocated = int(ds.get("BitsAllocated") or 0)
+    except (AttributeError, TypeError, ValueError):
+        raise TranscodeRefused("Rows, Columns or Samples per Pixel is missing or not a "
+                               "number") from None
+    if (geometry.rows, geometry.columns, geometry.samples) != (rows, columns, samples):
+        raise TranscodeRefused(
+            f"the compressed frame declares {geometry.columns} x {geometry.rows} pixels of "
+            f"{geometry.samples} samples, the data set {columns} x {rows} of {samples} "
+            "(Columns x Rows, Samples per Pixel): not decoded")
+    if allocated and geometry.precision > allocated:
+        raise TranscodeRefused(
+            f"the compressed frame declares {geometry.precision} bits per sample, more than "
+            f"Bits Allocated ({allocated}): not decoded")
+
+
+def decoded_size(ds: Dataset, frames: int = 1) -> int:
+    """Bytes `frames` frames of `ds` take decoded: Rows x Columns x Samples per Pixel x
+    whole bytes of Bits Allocated (0 when the data set does not say)."""
+    try:
+        rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        allocated = int(ds.get("BitsAllocated") or 8)
+    except (TypeError, ValueError):
+        return 0
+    return max(rows, 0) * max(columns, 0) * max(samples, 1) * -(-max(allocated, 1) // 8) \
+        * max(frames, 1)
+
+
+def check_decode_size(ds: Dataset, frames: int = 1, limit: int = MAX_FRAME_BYTES) -> None:
+    """Refuse to decode `frames` frames of `ds` into more than `limit` bytes.
+
+    Raises
+    ------
+    TranscodeRefused
+        Rows x Columns x Samples x Bits Allocated x frames passes `limit`.
+    """
+    size = decoded_size(ds, frames)
+    if size > limit:
+        what = "a frame" if frames == 1 else f"{frames} frames"
+        raise TranscodeRefused(
+            f"{what} of {ds.get('Columns')} x {ds.get('Rows')} pixels would take {size} bytes "
+            f"decoded, more than this server decodes at once ({limit})")
+
+
+def _check_before_decoding(ds: Dataset, stored: str) -> None:
+    """The whole object's decoded size, then each frame's own header (see
+    :func:`check_frame`), before a decoder allocates anything."""
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    check_decode_size(ds, frames, MAX_DECODE_BYTES)
+    check_decode_size(ds, 1, MAX_FRAME_BYTES)
+    if stored not in _JPEG_SYNTAXES and stored not in _J2K_SYNTAXES:
+        return
+    from pydicom.encaps import generate_frames
+
+    try:
+        for frame in generate_frames(ds.PixelData, number_of_frames=frames):
+            check_frame(frame, stored, ds)
+    except TranscodeRefused:
+        raise
+    except Exception:  # noqa: BLE001, S110 - unreadable fragments: the decoder says why
+        pass
 
 
 def twelve_bit_jpeg(header: Dataset | None) -> bool:
@@ -73,6 +242,7 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
         raise TranscodeRefused("Float and Double Float Pixel Data have no encapsulated form "
                                "(PS3.5 A.4): only native transfer syntaxes carry them")
     if stored not in NATIVE_SYNTAXES and "PixelData" in ds:
+        _check_before_decoding(ds, stored)
         try:
             ds.decompress(generate_instance_uid=False)  # same object: its UID stays
         except ValueError:

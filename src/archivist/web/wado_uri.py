@@ -83,10 +83,8 @@ def _region(raw: str) -> tuple[float, float, float, float]:
 
 def _image_size(path: Any) -> tuple[int, int]:
     """(columns, rows) of a stored image, from its header."""
-    import pydicom
-
     with open(path, "rb") as fh:
-        ds = pydicom.dcmread(fh, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+        ds = pixels.read_stored(fh, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
     return int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any, BinaryIO
 
-import pydicom
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
+
+from archivist.archive import part10
+from archivist.web.errors import HTTPProblem
 
 log = logging.getLogger("archivist.web")
 
@@ -26,8 +28,13 @@ UNDEFINED = 0xFFFFFFFF
 
 
 def read_deferred(fh: BinaryIO) -> Dataset:
-    """Parse a stored object without loading values longer than the bulk threshold."""
-    return pydicom.dcmread(fh, defer_size=BULK_THRESHOLD)
+    """Parse a stored object without loading values longer than the bulk threshold (a
+    deflated one is inflated a step at a time, and refused with a 406 past its limit:
+    :func:`archivist.archive.part10.read_stored`)."""
+    try:
+        return part10.read_stored(fh, defer_size=BULK_THRESHOLD)
+    except part10.InflateRefused as exc:
+        raise HTTPProblem(406, f"this instance is not read here: {exc}") from None
 
 
 def _vr_of(ds: Dataset, tag: BaseTag, raw: Any) -> str:

@@ -13,22 +13,25 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
-import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, get_encoder, pixel_array
 from pydicom.uid import UID
 
-from archivist.archive import jpeg_plugin
+from archivist.archive import jpeg_plugin, part10
 from archivist.archive.transcode import (
     ENCODABLE,
     JPEG_EXTENDED,
     JPEG_LOSSLESS,
+    MAX_DECODE_BYTES,
+    MAX_FRAME_BYTES,
     TranscodeRefused,
+    check_decode_size,
+    check_frame,
     pixel_word_size,
     swapped,
     transcode_dataset,
@@ -52,6 +55,21 @@ PIXEL_TAGS = (PIXEL_DATA, 0x7FE00008, 0x7FE00009)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+#: A rendered frame larger than this many pixels is sampled down to about twice the viewport
+#: before its values are turned to grey levels (a float copy of every pixel).
+_RENDER_SAMPLE_ABOVE = 4 << 20
+
+
+def read_stored(fh: BinaryIO, *, whole: bool = False, **kwargs: Any) -> Dataset:
+    """A stored object read as ``pydicom.dcmread(fh, **kwargs)`` would, a deflated one
+    inflated a step at a time (:func:`archivist.archive.part10.read_stored`), and refused with
+    a 406 past its limit. `whole`: every value is read into memory, so a deflated data set
+    may inflate to :data:`MAX_DECODE_BYTES` at most."""
+    try:
+        return part10.read_stored(fh, ceiling=MAX_DECODE_BYTES if whole else None, **kwargs)
+    except part10.InflateRefused as exc:
+        raise HTTPProblem(406, f"this instance is not read here: {exc}") from None
+
 
 def _unreadable_is_406(fn: _F) -> _F:
     """Pixel data or an image description that pydicom or a decoder cannot make sense of (a
@@ -65,6 +83,9 @@ def _unreadable_is_406(fn: _F) -> _F:
             return fn(*args, **kwargs)
         except (HTTPProblem, OSError, MemoryError):
             raise
+        except TranscodeRefused as exc:
+            raise HTTPProblem(406, f"the pixel data of this instance is not decoded here: "
+                              f"{exc}") from None
         except Exception as exc:  # noqa: BLE001 - decoders fail in many ways on bad data
             log.warning("%s: pixel data unreadable: %s", fn.__name__, type(exc).__name__)
             reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
@@ -110,6 +131,8 @@ class PixelInfo:
     header: Dataset
     in_memory: bytes | None = None
     pixel_vr: str | None = None
+    #: The inflated data set of a deflated object (``value_tell`` is a position in it).
+    inflated: BinaryIO | None = None
 
     @property
     def frame_bytes(self) -> int:
@@ -123,14 +146,14 @@ class PixelInfo:
 def pixel_info(path: Path) -> PixelInfo:
     """Read the header of a stored file and where its Pixel Data value starts."""
     with open(path, "rb") as fh:
-        ds = pydicom.dcmread(fh, defer_size=256)
+        ds = read_stored(fh, defer_size=256)
         ts = str(ds.file_meta.get("TransferSyntaxUID", EXPLICIT_LE))
         tag = next((t for t in PIXEL_TAGS if t in ds), None)
         if tag is None:
             raise HTTPProblem(404, "this instance has no pixel data (no frames)")
-        if ts == DEFLATED_LE:
-            # A deferred value's position is in the inflated stream, not in the file: read it.
-            ds[tag].value  # noqa: B018 - loads the value
+        # A deflated object's deferred values are positions in its inflated data set, which
+        # the data set keeps open: frames are cut from it, the value is not loaded whole.
+        inflated = ds.buffer if ts == DEFLATED_LE else None
         # keep_deferred: pydicom 3 would otherwise read the whole value, and the frames of a
         # native object would then be decoded instead of cut from the file.
         raw = ds.get_item(tag, keep_deferred=True)
@@ -153,7 +176,7 @@ def pixel_info(path: Path) -> PixelInfo:
             bits_allocated=int(ds.get("BitsAllocated") or 8),
             value_tell=tell, in_memory=in_memory,
             encapsulated=ts not in NATIVE_SYNTAXES,
-            extended_offsets=ext, header=ds, pixel_vr=raw.VR,
+            extended_offsets=ext, header=ds, pixel_vr=raw.VR, inflated=inflated,
         )
 
 
@@ -201,6 +224,9 @@ def _native_frame(info: PixelInfo, number: int) -> bytes:
     last = start + size + (-(start + size)) % word
     if info.in_memory is not None:  # a small value, read with the header
         data = bytes(info.in_memory[first:last])
+    elif info.inflated is not None:
+        info.inflated.seek(info.value_tell + first)
+        data = info.inflated.read(last - first)
     else:
         with open(info.path, "rb") as fh:
             fh.seek(info.value_tell + first)
@@ -220,7 +246,7 @@ def decoded_frame(info: PixelInfo, number: int) -> bytes:
         return _native_frame(info, number)  # nothing to decode
     if info.encapsulated and not get_decoder(UID(ts)).is_available:
         raise HTTPProblem(406, f"cannot decode transfer syntax {ts} on this server")
-    arr = frame_array(info.path, number, info.header)
+    arr = frame_array(info, number)
     if info.bits_allocated == 1:
         from pydicom.pixels import pack_bits
 
@@ -240,41 +266,60 @@ def _planar(header: Dataset) -> bool:
         return False
 
 
-def frame_array(path: Path, number: int, header: Dataset | None = None) -> np.ndarray:
-    """Frame `number` (1-based) decoded; 406 when no installed decoder can do it.
-
-    `header`, when the caller has read it, lets a 12-bit JPEG Extended frame skip decoders
-    that cannot read it.
-    """
+def frame_array(info: PixelInfo, number: int) -> np.ndarray:
+    """Frame `number` (1-based) decoded; 406 when no installed decoder can do it, or when the
+    frame would decode to more than :data:`MAX_FRAME_BYTES` or its own header disagrees with
+    the data set's (checked before any decoder allocates: :func:`check_before_decoding`)."""
+    header = info.header
+    check_before_decoding(info, number)
     if twelve_bit_jpeg(header):
-        fallback = _jpeg_fallback(path, number)
+        fallback = _jpeg_fallback(info, number)
         if fallback is not None:
             return fallback
         raise HTTPProblem(406, "this server cannot decode 12-bit JPEG Extended pixels")
     try:
+        if info.inflated is not None:
+            # The inflated data set, a native explicit VR little endian one without File
+            # Meta: only the frame asked for is read from it.
+            info.inflated.seek(0)
+            return pixel_array(info.inflated, index=number - 1,
+                               transfer_syntax_uid=UID(EXPLICIT_LE))
         try:
             # Reads only the frame asked for.
-            return pixel_array(str(path), index=number - 1)
+            return pixel_array(str(info.path), index=number - 1)
         except (AssertionError, AttributeError, ValueError, KeyError):
-            # Deflated or unusual files: parse the whole object instead.
-            ds = pydicom.dcmread(str(path))
+            # Unusual files: parse the whole object instead.
+            with open(info.path, "rb") as fh:
+                ds = read_stored(fh, whole=True)
             return pixel_array(ds, index=number - 1)
     except (NotImplementedError, RuntimeError) as exc:
-        fallback = _jpeg_fallback(path, number)
+        fallback = _jpeg_fallback(info, number)
         if fallback is not None:
             return fallback
         reason = str(exc).splitlines()[-1].strip()[:160] if str(exc) else type(exc).__name__
         raise HTTPProblem(406, f"this server cannot decode these pixels: {reason}") from None
 
 
+def check_before_decoding(info: PixelInfo, number: int) -> None:
+    """Refuse (406) to decode frame `number` when it would take more than
+    :data:`MAX_FRAME_BYTES`, or when its compressed header declares another size, number of
+    samples or more bits than the data set (:func:`archivist.archive.transcode.check_frame`)."""
+    try:
+        check_decode_size(info.header, 1, MAX_FRAME_BYTES)
+        if info.encapsulated:
+            check_frame(stored_frame(info, number), info.transfer_syntax, info.header)
+    except TranscodeRefused as exc:
+        raise HTTPProblem(406, f"the pixel data of this instance is not decoded here: "
+                          f"{exc}") from None
+
+
 _JPEG_FAMILY = ("1.2.840.10008.1.2.4.50", JPEG_EXTENDED, "1.2.840.10008.1.2.4.57",
                 "1.2.840.10008.1.2.4.70")
 
 
-def _jpeg_fallback(path: Path, number: int) -> np.ndarray | None:
+def _jpeg_fallback(info: PixelInfo, number: int) -> np.ndarray | None:
     """Decode a JPEG frame with imagecodecs (libjpeg-turbo 8/12-bit, lossless) when pydicom's
     plugins cannot (12-bit JPEG Extended without the GPL libjpeg plugin)."""
-    info = pixel_info(path)
     if info.transfer_syntax not in _JPEG_FAMILY:
         return None
     try:
@@ -319,7 +364,8 @@ def transcode(path: Path, target: str) -> bytes:
     :func:`archivist.archive.transcode.transcode_dataset`."""
     from pydicom.filewriter import dcmwrite
 
-    ds = pydicom.dcmread(str(path))
+    with open(path, "rb") as fh:
+        ds = read_stored(fh, whole=True)
     try:
         transcode_dataset(ds, target)
     except TranscodeRefused as exc:
@@ -389,8 +435,13 @@ def render(path: Path, number: int, opts: RenderOptions) -> bytes:
     """One frame rendered for display (modality LUT, VOI window, photometric) as JPEG or PNG."""
     from PIL import Image
 
-    with open(path, "rb") as fh:
-        ds = pydicom.dcmread(fh, stop_before_pixels=True)
+    try:
+        info = pixel_info(path)
+    except HTTPProblem as exc:
+        if exc.status != 404:
+            raise
+        raise HTTPProblem(406, "this instance has no image to render") from None
+    ds = info.header
     if "Rows" not in ds or "Columns" not in ds:
         raise HTTPProblem(406, "this instance has no image to render")
     frames = int(ds.get("NumberOfFrames") or 1)
@@ -404,7 +455,13 @@ def render(path: Path, number: int, opts: RenderOptions) -> bytes:
             ok = False
         if not ok:
             raise HTTPProblem(406, f"cannot decode transfer syntax {ts} to render it")
-    arr = frame_array(path, number, ds)
+    arr = frame_array(info, number)
+    if opts.viewport and not opts.crop and arr.shape[0] * arr.shape[1] > _RENDER_SAMPLE_ABOVE:
+        # Every pixel would become a float: a frame far larger than the viewport is sampled
+        # down first, to about twice the viewport (resized with Lanczos below).
+        step = int(min(arr.shape[0] / opts.viewport[1], arr.shape[1] / opts.viewport[0]) // 2)
+        if step > 1:
+            arr = arr[::step, ::step]
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     samples = int(ds.get("SamplesPerPixel") or 1)
     if samples == 1 and photometric != "PALETTE COLOR":

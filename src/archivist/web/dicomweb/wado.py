@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pydicom
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -507,7 +506,9 @@ class _PixelInfoCache:
                 self.items.move_to_end(path)
                 return info
         info = pixels.pixel_info(path)
-        if info.in_memory is None or len(info.in_memory) <= self.max_value_bytes:
+        # A deflated object's layout holds its inflated data set open: not kept.
+        if info.inflated is None and (info.in_memory is None
+                                      or len(info.in_memory) <= self.max_value_bytes):
             with self.lock:
                 self.items[path] = info
                 while len(self.items) > self.entries:
@@ -697,7 +698,8 @@ async def rendered(request: Request, study: str, series: str | None = None,
         raise HTTPProblem(500, "stored object is not on a file system")
     if ref.sop_class_uid == "1.2.840.10008.5.1.4.1.1.104.1" and not thumbnail:
         def pdf() -> bytes:
-            ds = pydicom.dcmread(str(path))
+            with open(path, "rb") as fh:
+                ds = pixels.read_stored(fh, whole=True)
             return bytes(ds.EncapsulatedDocument)
         data = await run_in_threadpool(pdf)
         return Response(data, media_type="application/pdf")
