@@ -168,3 +168,38 @@ def test_overdue_series_are_built_one_per_poll_while_serving(tmp_path: Path, mon
         worker1.end()
         stop.set()
         archive.close()
+
+
+def test_a_deleted_series_leaves_nothing_in_the_metadata_cache(tmp_path: Path) -> None:
+    """The cached metadata of a series holds patient data: once the series is deleted, the
+    warmer removes its file (it stayed on disk for ever), and keeps the others."""
+    from archivist.archive.delete import Deletion
+
+    settings = load_settings(env={}, overrides={"data_dir": tmp_path / "data"})
+    archive = Archive.open(settings)
+    study = "1.2.826.0.1.3680043.8.498.500"
+    kept, deleted = "1.2.826.0.1.3680043.8.498.501", "1.2.826.0.1.3680043.8.498.502"
+    for n, series in enumerate((kept, deleted)):
+        make_instance(tmp_path / f"{n}.dcm", study_uid=study, series_uid=series)
+        archive.ingest.store_file(tmp_path / f"{n}.dcm", Origin("import"))
+    state = SimpleNamespace(archive=archive, last_request=0.0, health=None)
+    cache = wado.cache_for(state)
+    for series in (kept, deleted):
+        cache.warm(study, series)
+    files = sorted(p.name for p in cache.dir.glob("series-*.json.gz"))
+    assert len(files) == 2
+    stop = wado.start_warmer(state, quiet=60, poll=0.05, patience=60)
+    try:
+        time.sleep(0.3)
+        assert len(list(cache.dir.glob("series-*.json.gz"))) == 2  # nothing deleted yet
+        Deletion(archive.index, archive.blobs).delete(study, deleted)
+        deadline = time.monotonic() + 10
+        while len(list(cache.dir.glob("series-*.json.gz"))) > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [p.name for p in cache.dir.glob("series-*.json.gz")]
+        assert len(left) == 1 and left[0] in files
+        assert len(cache.templates) == 1
+        cache.warm(study, kept)  # the kept series is still served from its file
+    finally:
+        stop.set()
+        archive.close()

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import (
     LABEL_STYLE_TABLENAME_PLUS_COL,
@@ -724,6 +724,16 @@ class Index:
                 select(instance).where(instance.c.sop_instance_uid == sop_instance_uid)
             ).first()
             return dict(row._mapping) if row is not None else None
+
+    def series_present(self, pks: Iterable[int]) -> set[int]:
+        """Which of the series row keys `pks` are still in the index."""
+        wanted = sorted(set(pks))
+        found: set[int] = set()
+        with self.reader.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                found.update(int(r[0]) for r in conn.execute(
+                    select(series.c.pk).where(series.c.pk.in_(wanted[i:i + 500]))))
+        return found
 
     def storage_keys(self) -> set[str]:
         with self.reader.connect() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -243,6 +244,30 @@ class MetadataCache:
         except OSError as exc:
             log.warning("metadata cache not written: %s", exc.strerror)
 
+    def forget_removed(self) -> int:
+        """Drop what is kept of series no longer in the index (deleted), on disk and in memory:
+        their files hold patient data, which must not outlive the deletion. Returns how many
+        files were removed."""
+        files: dict[int, list[Path]] = {}
+        for path in self.dir.glob("series-*-*.json.gz"):
+            try:
+                files.setdefault(int(path.name.split("-")[1]), []).append(path)
+            except ValueError:
+                continue
+        gone = set(files) - self.archive.index.series_present(files)
+        removed = 0
+        for pk in gone:
+            for path in files[pk]:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+        with self.lock:
+            tables: tuple[OrderedDict[Any, bytes], ...] = (self.templates, self.responses)
+            for table in tables:
+                for key in [k for k in table if k[0] in gone]:
+                    self.bytes -= len(table.pop(key))
+        return removed
+
     def warm(self, study: str, series: str) -> None:
         """Build the template of one series if its current version is not built yet."""
         try:
@@ -304,6 +329,7 @@ def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
             return
         pending: dict[tuple[str, str], float] = {}
         last_any = 0.0
+        removed = True  # deletions made while the server was down: looked for once at start
         while not stop.wait(poll):
             health = getattr(state, "health", None)
             if health is not None and health.stopping:
@@ -312,9 +338,13 @@ def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
                 for row in index.changes_since(last, limit=5000):
                     last = int(row["seq"])
                     last_any = time.monotonic()
+                    removed = removed or row.get("kind") == "removed"
                     if row.get("study_instance_uid") and row.get("series_instance_uid"):
                         pending[(row["study_instance_uid"], row["series_instance_uid"])] = \
                             last_any
+                if removed:
+                    removed = False
+                    cache.forget_removed()
                 now = time.monotonic()
                 # Build while the archive is quiet, so warming never competes with ingest or
                 # with requests being answered (HTTP seen in the last half second, a DICOM
