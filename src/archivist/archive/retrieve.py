@@ -9,11 +9,12 @@ from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
 
-import pydicom
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset, read_preamble
 
+from archivist.archive import part10
 from archivist.archive.search import Search
+from archivist.archive.transcode import MAX_DECODE_BYTES
 from archivist.core.levels import QueryLevel
 from archivist.core.matching import Query
 from archivist.errors import QueryError
@@ -101,9 +102,17 @@ class Retrieve:
         return self.blobs.path(ref.storage_key)
 
     def dataset(self, ref: InstanceRef) -> Dataset:
-        """The stored object parsed by pydicom (File Meta included)."""
+        """The stored object parsed by pydicom (File Meta included); a deflated one is inflated
+        a step at a time (:func:`~archivist.archive.part10.read_stored`), at most to what a
+        transcoding may take.
+
+        Raises
+        ------
+        part10.InflateRefused
+            A deflated data set past that (a bomb stored before ingest refused them).
+        """
         with self.open(ref) as fh:
-            return pydicom.dcmread(fh)
+            return part10.read_stored(fh, ceiling=MAX_DECODE_BYTES)
 
     def encoded(self, ref: InstanceRef) -> tuple[str, bytes]:
         """The stored data set without its File Meta Information (PS3.10 7.1), as stored:

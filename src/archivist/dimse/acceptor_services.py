@@ -44,6 +44,7 @@ from pynetdicom import dimse_messages as dm
 from pynetdicom import dimse_primitives as dp
 from pynetdicom.dsutils import decode, encode
 
+from archivist.archive import part10
 from archivist.archive.retrieve import StoredInstance
 from archivist.archive.transcode import transcode_dataset
 from archivist.dimse.acceptor_pdu import (
@@ -77,6 +78,14 @@ _N_MESSAGES = {
     0x0140: ("N-CREATE", dp.N_CREATE, dm.N_CREATE_RSP),
     0x0150: ("N-DELETE", dp.N_DELETE, dm.N_DELETE_RSP),
 }
+#: A deflated data set of a request (an Identifier, an N-service's Action Information...) may
+#: inflate to this many bytes: real ones are kilobytes, and pynetdicom's decoder would inflate
+#: whatever arrives whole (a few hundred kilobytes on the wire inflating to gigabytes).
+MAX_INFLATED_DATASET = 16 << 20
+#: The request parameters that carry a data set, with their names in an Error Comment.
+_DATA_SETS = {"Identifier": "Identifier", "ActionInformation": "Action Information",
+              "EventInformation": "Event Information", "AttributeList": "Attribute List",
+              "ModificationList": "Modification List"}
 # Response parameters an N-service handler's status/data set may set, per message.
 _N_DATASET = {"N-EVENT-REPORT": "EventReply", "N-GET": "AttributeList",
               "N-SET": "AttributeList", "N-ACTION": "ActionReply", "N-CREATE": "AttributeList"}
@@ -342,10 +351,29 @@ class Event:
             ds = Dataset()
         else:
             ts = UID(self._cx.transfer_syntax[0])
-            ds = decode(BytesIO(data), ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+            if ts.is_deflated:
+                ds = _inflated_dataset(data, _DATA_SETS.get(attr, attr))
+            else:
+                ds = decode(BytesIO(data), ts.is_implicit_VR, ts.is_little_endian)
             ds.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian)
         self._decoded[attr] = ds
         return ds
+
+    def data_refusal(self) -> str | None:
+        """Why the request's deflated data set is not read (:class:`DataSetRefused`), or None
+        (none, not deflated, or read: what else is wrong with it is the handler's to say)."""
+        if not UID(self._cx.transfer_syntax[0]).is_deflated:
+            return None
+        for attr in _DATA_SETS:
+            if getattr(self.request, attr, None) is None:
+                continue
+            try:
+                self._get_dataset(attr)
+            except DataSetRefused as exc:
+                return str(exc)
+            except Exception:  # noqa: BLE001, S112 - the handler reports it as it always has
+                continue
+        return None
 
     @property
     def identifier(self) -> Dataset:
@@ -406,6 +434,31 @@ class Event:
             return data
         ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
         return data[132 + int(ds.file_meta.FileMetaInformationGroupLength) + 12:]
+
+
+class DataSetRefused(ValueError):
+    """A request's deflated data set inflates past :data:`MAX_INFLATED_DATASET`, or is corrupt
+    (the message, at most 64 characters, is the response's Error Comment)."""
+
+
+def _inflated_dataset(data: bytes, what: str) -> Dataset:
+    """The deflated data set `data` (PS3.5 A.5) read as pynetdicom's ``decode`` reads it, but
+    inflated a step at a time and refused past :data:`MAX_INFLATED_DATASET` bytes.
+
+    Raises
+    ------
+    DataSetRefused
+        Too large inflated, or not a deflate stream (named `what`, e.g. "Identifier").
+    """
+    try:
+        inflated = part10.inflate(BytesIO(data), MAX_INFLATED_DATASET)
+    except part10.InflateRefused as exc:
+        if "cannot be inflated" in str(exc):
+            raise DataSetRefused(f"the deflated {what} cannot be inflated") from None
+        raise DataSetRefused(f"the deflated {what} inflates past "
+                             f"{MAX_INFLATED_DATASET >> 20} MiB") from None
+    with inflated:
+        return decode(inflated, False, True)  # type: ignore[arg-type]
 
 
 def _find_context(assoc: Association, sop_class: str, ts: str | None,
@@ -577,6 +630,12 @@ class Services:
             start = time.monotonic()
             try:
                 if state["gen"] is None:
+                    refusal = event.data_refusal()
+                    if refusal is not None:
+                        log.warning("C-FIND from %s refused: %s", assoc.calling, refusal)
+                        out.append(response(status_dataset(Status.UNABLE_TO_PROCESS, refusal),
+                                            None))
+                        return out
                     state["gen"] = iter(self.handlers.handle_find(event))
                 gen: Iterator[Any] = state["gen"]
                 # The first match goes out on its own, so the requestor starts decoding while
@@ -633,6 +692,12 @@ class Services:
             holder["gen"] = gen
             return next(gen)
 
+        refusal = await self._run(assoc, event.data_refusal)
+        if refusal is not None:
+            log.warning("C-GET from %s refused: %s", assoc.calling, refusal)
+            await assoc.send(rsp_pdus(status_dataset(Status.UNABLE_TO_PROCESS, refusal),
+                                      with_counts=False))
+            return
         try:
             count = await self._run(assoc, first)
         except Exception:
@@ -817,6 +882,12 @@ class Services:
             except StopIteration:
                 return destination, 0
 
+        refusal = await run(event.data_refusal)
+        if refusal is not None:
+            log.warning("C-MOVE from %s refused: %s", assoc.calling, refusal)
+            await assoc.send(rsp_pdus(status_dataset(Status.UNABLE_TO_PROCESS, refusal),
+                                      with_counts=False))
+            return
         try:
             destination, count = await run(first)
         except Exception:
@@ -969,9 +1040,16 @@ class Services:
                     rsp.EventTypeID = req.EventTypeID
             except (TypeError, ValueError, AttributeError):
                 pass
+            refusal = event.data_refusal()
+            status: Any
             try:
-                result = self.handlers.handle_n(name, event)
-                status, ds = result if isinstance(result, tuple) else (result, None)
+                if refusal is not None:
+                    # Processing failure, with the reason (PS3.7 C.4.2)
+                    log.warning("%s from %s refused: %s", name, assoc.calling, refusal)
+                    status, ds = status_dataset(0x0110, refusal), None
+                else:
+                    result = self.handlers.handle_n(name, event)
+                    status, ds = result if isinstance(result, tuple) else (result, None)
             except Exception:
                 log.exception("%s handler failed", name)
                 status, ds = 0x0110, None
@@ -1077,4 +1155,4 @@ def _close(gen: Any) -> None:
             close()
 
 
-__all__ = ["Event", "Services"]
+__all__ = ["MAX_INFLATED_DATASET", "DataSetRefused", "Event", "Services"]

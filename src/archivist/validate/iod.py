@@ -35,6 +35,7 @@ from archivist.validate.conditions import (
     module_condition,
     overridden_types,
 )
+from archivist.validate.dictionary import deferred_chunks, is_deferred
 from archivist.validate.findings import Collector, Severity
 from archivist.validate.references import iod_reference, module_reference
 from archivist.validate.standard import AttributeSpec, IODSpec, ModuleSpec, StandardTables
@@ -105,6 +106,18 @@ def _empty(elem: object) -> bool:
         return len(value) == 0
     except TypeError:
         return False
+
+
+def _deferred_empty(item: Dataset, tag: int, elem: Any) -> bool | None:
+    """:func:`_empty` of a deferred value, as if read raw, read a step at a time and only as
+    far as its first byte that is not a space or NUL (a text VR; any other value of some
+    length is not empty). None when it cannot be read here (then it is read as pydicom does)."""
+    if elem.VR not in _TEXT_VRS:
+        return False
+    try:
+        return all(not piece.strip(b" \x00") for piece in deferred_chunks(item, elem))
+    except Exception:  # noqa: BLE001 - pydicom's deferred read says what is wrong
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,13 +299,21 @@ class ModuleChecker:
                     self._absent(item, rule, prefix, module)
                 continue
             elem = elements[tag]
+            empty: bool | None = None
             if type(elem) is RawDataElement:
                 # What the dataset holds now: a condition or a sequence check may have
                 # converted it (the dataset keeps the key object: an identity lookup).
                 elem = item._dict.get(elem.tag, elem)
-                if type(elem) is RawDataElement and elem.value is None:
-                    elem = item.get_item(tag)  # a deferred value: read, as get_item does
-            empty = _empty(elem)
+                if is_deferred(elem):
+                    # Not loaded (it may be a 200 MB document): as the raw value would be,
+                    # empty when it is text of nothing but spaces and NULs.
+                    empty = _deferred_empty(item, tag, elem)
+                    if empty is None:
+                        elem = item.get_item(tag)
+                elif type(elem) is RawDataElement and elem.value is None:
+                    elem = item.get_item(tag)  # an undefined length: read, as get_item does
+            if empty is None:
+                empty = _empty(elem)
             if empty and (kind == "1" or kind == "1C"):
                 path = prefix + rule.step
                 self.out.add(

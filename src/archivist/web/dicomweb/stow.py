@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.dataset import Dataset
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from archivist.archive import part10
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin, StoreStatus
 from archivist.errors import ArchivistError
@@ -48,10 +50,21 @@ def _uids(source: Path | bytes | None) -> dict[str, str]:
     """The UIDs of a received part, as far as they can be read (for the response)."""
     if source is None:
         return {}
+    tags = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"]
+    ds: Dataset
     try:
-        src = BytesIO(source) if isinstance(source, bytes) else str(source)
-        ds = pydicom.dcmread(src, stop_before_pixels=True, force=True,
-                             specific_tags=["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"])
+        with (BytesIO(source) if isinstance(source, bytes) else open(source, "rb")) as fh:
+            if part10.is_deflated(fh):
+                # Inflated a step at a time, never whole (pydicom's dcmread would).
+                try:
+                    ds = part10.read_stored(fh, stop_before_pixels=True, specific_tags=tags)
+                except part10.InflateRefused as exc:
+                    ds = Dataset()
+                    ds.SOPClassUID = exc.meta.get("MediaStorageSOPClassUID", "")
+                    ds.SOPInstanceUID = exc.meta.get("MediaStorageSOPInstanceUID", "")
+            else:
+                ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True,
+                                     specific_tags=tags)
     except Exception:  # noqa: BLE001 - garbage parts have no UIDs to report
         return {}
     out = {}
