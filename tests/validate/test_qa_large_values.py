@@ -159,3 +159,22 @@ def test_a_deferred_private_sequence_is_still_walked(tmp_path: Path) -> None:
     deferred, _ = _validated_deferred(path)
     full = validate_dataset(pydicom.dcmread(path))
     assert _summary(deferred) == _summary(full)
+
+
+def test_a_large_binary_value_of_an_image_is_not_read_by_the_conditions(tmp_path: Path) -> None:
+    """The IOD conditions that look for non-ASCII text (an image's Specific Character Set
+    rule) read every deferred value to learn its VR: a 64 MiB private OB before the pixel data
+    was loaded whole (+80 MiB at ingest); it is now read only when it is text."""
+    from archivist.testing.datasets import make_instance
+
+    src = tmp_path / "image.dcm"
+    ds = make_instance(src)  # no Specific Character Set: its condition looks at the text
+    big = tmp_path / "big.dcm"
+    ds.add_new(0x7FD10010, "LO", "QA")
+    ds.add_new(0x7FD11000, "OB", bytes(8 * MIB))
+    ds.save_as(big, enforce_file_format=True)
+    with big.open("rb") as fh:
+        read = pydicom.dcmread(fh, defer_size=1024)
+        assert read.get_item(0x7FD11000, keep_deferred=True).value is None
+        validate_dataset(read)
+        assert read.get_item(0x7FD11000, keep_deferred=True).value is None  # still unread

@@ -160,7 +160,9 @@ def _non_ascii_text(item: Dataset, root: Dataset) -> bool:
 
     def walk(ds: Dataset) -> bool:
         for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset decodes every element
-            elem = ds.get_item(tag)
+            # A value left unread (deferred) is read only when it is text: a large binary
+            # value (an OB of hundreds of MB) is not loaded to learn it is no text.
+            elem = ds.get_item(tag, keep_deferred=True)
             vr = elem.VR
             if vr == "SQ":
                 if any(walk(it) for it in ds[tag].value):
@@ -168,6 +170,8 @@ def _non_ascii_text(item: Dataset, root: Dataset) -> bool:
                 continue
             if vr not in text_vrs:
                 continue
+            if elem.value is None:
+                elem = ds.get_item(tag)
             value = elem.value
             if isinstance(value, bytes):
                 if any(b > 0x7F for b in value):
