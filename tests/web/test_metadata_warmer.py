@@ -27,7 +27,7 @@ def _store(archive: Archive, path: Path, series: str) -> None:
 def test_warmer_stops_building_when_stores_resume(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     settings = load_settings(env={}, overrides={"data_dir": tmp_path / "data"})
     archive = Archive.open(settings)
-    state = SimpleNamespace(archive=archive, last_request=0.0, health=None)
+    state = SimpleNamespace(archive=archive, health=None)
     quiet = 0.6
     series = [f"1.2.826.0.1.3680043.8.498.{n}" for n in range(1, 6)]
 
@@ -67,7 +67,7 @@ def test_warmer_waits_for_dicom_quiet(tmp_path: Path, monkeypatch) -> None:  # t
     worker0 = AssociationCount(cells, 0, 2, stamps=stamps)  # the warmer's worker
     worker1 = AssociationCount(cells, 1, 2, stamps=stamps)
     health = SimpleNamespace(stopping=False, dimse_quiet_for=worker0.quiet_for)
-    state = SimpleNamespace(archive=archive, last_request=0.0, health=health)
+    state = SimpleNamespace(archive=archive, health=health)
     built: list[float] = []
     monkeypatch.setattr(wado.MetadataCache, "warm",
                         lambda self, study, series: built.append(time.monotonic()))
@@ -111,7 +111,7 @@ def _warmer_state(tmp_path: Path, worker0: HttpActivity) -> tuple[Archive, Simpl
     settings = load_settings(env={}, overrides={"data_dir": tmp_path / "data"})
     archive = Archive.open(settings)
     health = SimpleNamespace(stopping=False, dimse_quiet_for=None)
-    return archive, SimpleNamespace(archive=archive, last_request=0.0, health=health,
+    return archive, SimpleNamespace(archive=archive, health=health,
                                     http_activity=worker0)
 
 
@@ -182,7 +182,7 @@ def test_a_deleted_series_leaves_nothing_in_the_metadata_cache(tmp_path: Path) -
     for n, series in enumerate((kept, deleted)):
         make_instance(tmp_path / f"{n}.dcm", study_uid=study, series_uid=series)
         archive.ingest.store_file(tmp_path / f"{n}.dcm", Origin("import"))
-    state = SimpleNamespace(archive=archive, last_request=0.0, health=None)
+    state = SimpleNamespace(archive=archive, health=None)
     cache = wado.cache_for(state)
     for series in (kept, deleted):
         cache.warm(study, series)

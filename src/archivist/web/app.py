@@ -58,9 +58,9 @@ class HttpActivity:
 
 
 class _Activity:
-    """Notes when the last HTTP request arrived (``state.last_request``) and keeps the server's
-    :class:`HttpActivity`, so background work (the metadata warmer) can stay out of the way of
-    requests being answered, in this worker or another."""
+    """Keeps the server's :class:`HttpActivity` (``state.http_activity``), so background work
+    (the metadata warmer) can stay out of the way of requests being answered, in this worker
+    or another."""
 
     def __init__(self, app: Any, state: Any) -> None:
         self.app = app
@@ -70,7 +70,6 @@ class _Activity:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        self.state.last_request = time.monotonic()
         activity: HttpActivity = self.state.http_activity
         activity.begin()
         try:
@@ -141,7 +140,6 @@ def create_app(archive: Archive, health: Health | None = None, *,
     app.state.settings = archive.settings
     app.state.health = health
     app.state.background = background
-    app.state.last_request = 0.0
     app.state.http_activity = health.http_activity or HttpActivity()
     app.add_middleware(_Activity, state=app.state)
     # Feature modules may start background work (for example the metadata warmer).

@@ -299,8 +299,6 @@ def _serving(state: Any, within: float = 0.5) -> bool:
     (see web/app.py), or a DICOM association was open in any worker in that time (C-FIND,
     C-MOVE and C-GET come as associations one after the other: a gap between two is not
     quiet)."""
-    if time.monotonic() - float(getattr(state, "last_request", 0.0)) < within:
-        return True
     activity = getattr(state, "http_activity", None)
     if activity is not None and activity.quiet_for() < within:
         return True
