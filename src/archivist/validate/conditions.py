@@ -24,6 +24,8 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
+from archivist.validate.dictionary import deferred_chunks, is_deferred
+
 Predicate = Callable[[Dataset, Dataset], bool]
 
 
@@ -160,8 +162,8 @@ def _non_ascii_text(item: Dataset, root: Dataset) -> bool:
 
     def walk(ds: Dataset) -> bool:
         for tag in ds.keys():  # noqa: SIM118 - iterating a Dataset decodes every element
-            # A value left unread (deferred) is read only when it is text: a large binary
-            # value (an OB of hundreds of MB) is not loaded to learn it is no text.
+            # A value left unread (deferred) is not loaded: a large binary value (an OB of
+            # hundreds of MB) is not text, and a text one is scanned where it is stored.
             elem = ds.get_item(tag, keep_deferred=True)
             vr = elem.VR
             if vr == "SQ":
@@ -170,8 +172,10 @@ def _non_ascii_text(item: Dataset, root: Dataset) -> bool:
                 continue
             if vr not in text_vrs:
                 continue
-            if elem.value is None:
-                elem = ds.get_item(tag)
+            if is_deferred(elem):  # text left unread: its bytes a step at a time, not kept
+                if not all(piece.isascii() for piece in deferred_chunks(ds, elem)):
+                    return True
+                continue
             value = elem.value
             if isinstance(value, bytes):
                 if any(b > 0x7F for b in value):
