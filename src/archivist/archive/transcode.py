@@ -203,7 +203,8 @@ def _check_before_decoding(ds: Dataset, stored: str) -> None:
 
 def twelve_bit_jpeg(header: Dataset | None) -> bool:
     """JPEG Extended with more than 8 bits: pydicom's free plugins cannot decode it (and log
-    a traceback at ERROR for each attempt), so it goes to imagecodecs at once."""
+    a traceback at ERROR for each attempt), so it goes to imagecodecs (libjpeg-turbo, 8 and
+    12 bits) at once: :func:`jpeg_frame_array`."""
     if header is None:
         return False
     meta = getattr(header, "file_meta", None)
@@ -214,39 +215,165 @@ def twelve_bit_jpeg(header: Dataset | None) -> bool:
         return False
 
 
+_FLOAT_REFUSAL = ("Float and Double Float Pixel Data have no encapsulated form (PS3.5 A.4): "
+                  "only native transfer syntaxes carry them")
+
+
+def refusal(header: Dataset, target: str) -> str | None:
+    """Why the object whose header is `header` is not sent in `target` by
+    :func:`transcode_dataset`, judged before any pixel is read; None when nothing in the
+    header stands in the way. `header` is read with its File Meta, and up to its pixel data
+    element included when that may be Float Pixel Data (a native object: its value deferred).
+
+    This is what can be told up front: the decoded size against the limits, Float Pixel Data
+    to an encapsulated syntax, 12-bit JPEG Extended without a decoder, and what JPEG
+    Lossless is not made from. A compressed frame whose own header disagrees with the data
+    set, or a decoder failing on corrupt data, is only found when decoding.
+    """
+    stored = str(header.file_meta.get("TransferSyntaxUID", EXPLICIT_LE))
+    if stored == target:
+        return None
+    if target not in NATIVE_SYNTAXES and (0x7FE00008 in header or 0x7FE00009 in header):
+        return _FLOAT_REFUSAL
+    decode = stored not in NATIVE_SYNTAXES
+    encode = target not in NATIVE_SYNTAXES
+    if not (decode or encode):
+        return None  # a change of byte order or VR encoding: no pixel is decoded
+    try:
+        frames = int(header.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        frames = 1
+    try:
+        check_decode_size(header, frames, MAX_DECODE_BYTES)
+        check_decode_size(header, 1, MAX_FRAME_BYTES)
+    except TranscodeRefused as exc:
+        return str(exc)
+    if decode and twelve_bit_jpeg(header) and not _imagecodecs_jpeg():
+        return "12-bit JPEG Extended is decoded with imagecodecs (libjpeg-turbo), not installed"
+    if target in JPEG_LOSSLESS:
+        photometric = str(header.get("PhotometricInterpretation", ""))
+        if decode and photometric.startswith("YBR"):
+            photometric = "RGB"  # decoded colour comes out RGB
+        return _lossless_refusal(header, photometric)
+    return None
+
+
+def _imagecodecs_jpeg() -> bool:
+    try:
+        import imagecodecs
+    except ImportError:
+        return False
+    return bool(imagecodecs.JPEG8.available)
+
+
+def _lossless_refusal(ds: Dataset, photometric: str) -> str | None:
+    """What keeps native pixels described by `ds` from being coded as JPEG Lossless here
+    (first-order prediction of 2 to 16 bits stored, grey or RGB, the high bit at the top)."""
+    try:
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        allocated = int(ds.BitsAllocated)
+        stored = int(ds.get("BitsStored") or allocated)
+        high = int(ds.get("HighBit") if ds.get("HighBit") is not None else stored - 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        return f"the image attributes do not describe the pixels: {exc}"
+    if high != stored - 1 or photometric not in (
+            "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB"):
+        return (f"JPEG Lossless is not made here from {photometric or 'pixels'} with High Bit "
+                f"{high} and Bits Stored {stored}")
+    if allocated not in (8, 16) or not 2 <= stored <= allocated or samples not in (1, 3):
+        return (f"JPEG Lossless is not made here from {samples} samples of {stored} bits in "
+                f"{allocated}")
+    return None
+
+
+def jpeg_frame_array(frame: bytes, ds: Dataset) -> np.ndarray:
+    """One JPEG frame decoded with imagecodecs (libjpeg-turbo: 8 and 12-bit, lossless), the
+    samples signed as Pixel Representation says (libjpeg-turbo returns them unsigned, with
+    their two's complement bit pattern within Bits Stored).
+
+    Raises
+    ------
+    TranscodeRefused
+        imagecodecs (with libjpeg-turbo) is not installed.
+    Exception
+        Whatever the decoder raises on a frame it cannot read.
+    """
+    try:
+        import imagecodecs
+    except ImportError:
+        raise TranscodeRefused("imagecodecs (libjpeg-turbo) is not installed") from None
+    arr: np.ndarray = imagecodecs.jpeg8_decode(frame)
+    allocated = int(ds.get("BitsAllocated") or 8)
+    bits = int(ds.get("BitsStored") or allocated)
+    if int(ds.get("PixelRepresentation") or 0) == 1 and arr.dtype.kind == "u":
+        wide = arr.astype(np.int32)
+        sign = 1 << (bits - 1)
+        wide &= (1 << bits) - 1
+        arr = ((wide ^ sign) - sign).astype(np.int16 if allocated > 8 else np.int8)
+    return arr
+
+
+def _decompress_jpeg_frames(ds: Dataset) -> None:
+    """Native Pixel Data from JPEG frames decoded by :func:`jpeg_frame_array` (12-bit JPEG
+    Extended, which pydicom's free plugins cannot read), with the attributes
+    ``Dataset.decompress`` would set (colour comes out RGB, by pixel)."""
+    from pydicom.encaps import generate_frames
+
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    allocated = int(ds.get("BitsAllocated") or 8)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    dtype = np.dtype(f"<{'i' if int(ds.get('PixelRepresentation') or 0) else 'u'}"
+                     f"{-(-allocated // 8)}")
+    shape = (rows, columns, samples) if samples > 1 else (rows, columns)
+    out = bytearray()
+    for frame in generate_frames(ds.PixelData, number_of_frames=frames):
+        arr = jpeg_frame_array(frame, ds)
+        if arr.shape != shape:
+            raise TranscodeRefused(f"a JPEG frame decoded to {arr.shape}, not {shape}")
+        out += np.ascontiguousarray(arr, dtype=dtype).tobytes()
+    if samples == 3:
+        ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
+    ds.PixelData = bytes(out) + (b"\0" if len(out) % 2 else b"")
+    ds[PIXEL_DATA].VR = "OW" if allocated > 8 else "OB"
+    ds[PIXEL_DATA].is_undefined_length = False
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
+
+
 def transcode_dataset(ds: Dataset, target: str) -> None:
     """Re-encode `ds` (read with its File Meta) in `target`, in place; File Meta's Transfer
     Syntax UID is set to `target`.
 
-    Compressed pixel data is decompressed first (YBR colour becomes RGB); between big and little
-    endian, values pydicom decodes (US, SS, FL, ...) are re-encoded by the writer, and the byte
+    Compressed pixel data is decompressed first (YBR colour becomes RGB; 12-bit JPEG Extended
+    with imagecodecs, :func:`jpeg_frame_array`); between big and little endian, values pydicom
+    decodes (US, SS, FL, ...) are re-encoded by the writer, and the byte
     order of OW/OL/OF/OD/OV values, which pydicom keeps as read, is swapped here (native Pixel
     Data per Bits Allocated); for an encodable `target` the pixels are compressed.
 
     Raises
     ------
     TranscodeRefused
-        12-bit JPEG Extended (the free decoders cannot read it); Float Pixel Data to a
-        compressed syntax.
+        Float Pixel Data to a compressed syntax; what :func:`refusal` finds; pixels too large
+        to decode here, or whose compressed header disagrees with the data set.
     Exception
         Whatever a decoder or encoder raises.
     """
     stored = str(ds.file_meta.TransferSyntaxUID)
     if stored == target:
         return
-    if twelve_bit_jpeg(ds) and "PixelData" in ds:
-        raise TranscodeRefused("12-bit JPEG Extended is not transcoded by this server (its "
-                               "free decoders cannot read it)")
     if target not in NATIVE_SYNTAXES and ("FloatPixelData" in ds
                                           or "DoubleFloatPixelData" in ds):
-        raise TranscodeRefused("Float and Double Float Pixel Data have no encapsulated form "
-                               "(PS3.5 A.4): only native transfer syntaxes carry them")
+        raise TranscodeRefused(_FLOAT_REFUSAL)
     if stored not in NATIVE_SYNTAXES and "PixelData" in ds:
         _check_before_decoding(ds, stored)
-        try:
-            ds.decompress(generate_instance_uid=False)  # same object: its UID stays
-        except ValueError:
-            _decompress_from_array(ds)
+        if twelve_bit_jpeg(ds):
+            _decompress_jpeg_frames(ds)
+        else:
+            try:
+                ds.decompress(generate_instance_uid=False)  # same object: its UID stays
+            except ValueError:
+                _decompress_from_array(ds)
         stored = str(ds.file_meta.TransferSyntaxUID)
     if (stored == EXPLICIT_BE) != (target == EXPLICIT_BE):
         _swap_byte_order(ds)
@@ -271,16 +398,13 @@ def _compress_jpeg_lossless(ds: Dataset, target: str) -> None:
         samples = int(ds.get("SamplesPerPixel") or 1)
         allocated = int(ds.BitsAllocated)
         stored = int(ds.get("BitsStored") or allocated)
-        high = int(ds.get("HighBit") if ds.get("HighBit") is not None else stored - 1)
         frames = int(ds.get("NumberOfFrames") or 1)
     except (AttributeError, TypeError, ValueError) as exc:
         raise TranscodeRefused(f"the image attributes do not describe the pixels: {exc}") \
             from None
-    photometric = str(ds.get("PhotometricInterpretation", ""))
-    if high != stored - 1 or photometric not in (
-            "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB"):
-        raise TranscodeRefused(f"JPEG Lossless is not made here from {photometric or 'pixels'} "
-                               f"with High Bit {high} and Bits Stored {stored}")
+    why = _lossless_refusal(ds, str(ds.get("PhotometricInterpretation", "")))
+    if why is not None:
+        raise TranscodeRefused(why)
     size = rows * columns * samples * allocated // 8
     raw = bytes(ds.PixelData)
     try:
@@ -363,6 +487,12 @@ def pixel_word_size(bits_allocated: int, vr: str | None) -> int:
     if bits_allocated in (16, 32, 64):
         return bits_allocated // 8
     return 2 if vr == "OW" else 1
+
+
+def value_word_size(vr: str | None) -> int:
+    """Bytes per value whose order big endian reverses in an undecoded binary value of VR
+    `vr` (OW 2, OL and OF 4, OD and OV 8; 1 for OB, UN and the rest: byte streams)."""
+    return _WORD_SIZE.get(vr or "", 1)
 
 
 def swapped(raw: bytes, size: int) -> bytes:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pydicom.uid import UID
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, request_response
 
+from archivist.core.uids import is_valid_uid
 from archivist.web.dicomweb import pixels
 from archivist.web.dicomweb.common import (
     DICOM,
@@ -81,6 +83,24 @@ def _region(raw: str) -> tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
+def _transfer_syntax(raw: str | None) -> str | None:
+    """The ``transferSyntax`` parameter: a Transfer Syntax UID, else 400 (PS3.18 9.4.2.4; a
+    valid one this server cannot produce is a 406, decided by the caller). ``*`` is the
+    WADO-RS media type parameter's wildcard, not a value of this parameter."""
+    if raw is None or raw == "":
+        return None
+    if raw == "*":
+        raise HTTPProblem(400, "transferSyntax=* is not a UID: '*' is WADO-RS notation; leave "
+                          "transferSyntax out to get the object as stored, or name a Transfer "
+                          "Syntax UID")
+    if not is_valid_uid(raw):
+        raise HTTPProblem(400, f"transferSyntax {raw[:64]!r} is not a UID")
+    if not UID(raw).is_transfer_syntax:
+        raise HTTPProblem(400, f"transferSyntax {raw[:64]} is not a Transfer Syntax UID "
+                          "(PS3.6 Table A-1)")
+    return raw
+
+
 def _image_size(path: Any) -> tuple[int, int]:
     """(columns, rows) of a stored image, from its header."""
     with open(path, "rb") as fh:
@@ -114,10 +134,13 @@ async def _wado(request: Request) -> Response:
         if extra:
             raise HTTPProblem(400, f"{', '.join(extra)} cannot be used with contentType="
                               "application/dicom (they are for rendered images)")
-        target = q.get("transferSyntax")
+        target = _transfer_syntax(q.get("transferSyntax"))
         if target and target != ref.transfer_syntax_uid:
-            if not pixels.can_transcode(ref.transfer_syntax_uid, target):
-                raise HTTPProblem(406, f"cannot send this object in transfer syntax {target[:64]}")
+            why = await run_in_threadpool(pixels.transcode_refusal, path,
+                                          ref.transfer_syntax_uid, target)
+            if why is not None:
+                raise HTTPProblem(406, f"cannot send this object in transfer syntax {target}: "
+                                  f"{why}")
             data = await run_in_threadpool(transcode_instance, archive, ref, target)
             return Response(data, media_type=DICOM)
         return StreamingResponse(iterate_file(archive.retrieve.open(ref)), media_type=DICOM,

@@ -12,11 +12,12 @@ import logging
 from typing import Any, BinaryIO
 
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag, Tag
 
 from archivist.archive import part10
+from archivist.archive.transcode import swapped, value_word_size
 from archivist.web.errors import HTTPProblem
 
 log = logging.getLogger("archivist.web")
@@ -92,6 +93,12 @@ def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = ()) -> 
                      for i, item in enumerate(elem.value or [])]
             out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
             continue
+        if ds.original_encoding[1] is False and value_word_size(elem.VR) > 1 and isinstance(
+                elem.value, (bytes, bytearray)):
+            # InlineBinary is little endian, as bulk data is (PS3.18 F.2.7, 8.7.3.3.1): the
+            # words of a big endian object's OW, OL, OF, OD and OV values are turned around.
+            elem = DataElement(elem.tag, elem.VR,
+                               swapped(bytes(elem.value), value_word_size(elem.VR)))
         try:
             out[key] = elem.to_json_dict(None, BULK_THRESHOLD)
         except Exception as exc:  # noqa: BLE001

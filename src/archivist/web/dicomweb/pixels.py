@@ -32,7 +32,9 @@ from archivist.archive.transcode import (
     TranscodeRefused,
     check_decode_size,
     check_frame,
+    jpeg_frame_array,
     pixel_word_size,
+    refusal,
     swapped,
     transcode_dataset,
     twelve_bit_jpeg,
@@ -323,22 +325,15 @@ def _jpeg_fallback(info: PixelInfo, number: int) -> np.ndarray | None:
     if info.transfer_syntax not in _JPEG_FAMILY:
         return None
     try:
-        import imagecodecs
-
-        arr = imagecodecs.jpeg8_decode(stored_frame(info, number))
+        return jpeg_frame_array(stored_frame(info, number), info.header)
     except Exception:  # noqa: BLE001 - no decoder could: the caller answers 406
         return None
-    header = info.header
-    bits = int(header.get("BitsStored") or info.bits_allocated)
-    if int(header.get("PixelRepresentation") or 0) == 1 and arr.dtype.kind == "u":
-        wide = arr.astype(np.int32)
-        sign = 1 << (bits - 1)
-        arr = ((wide ^ sign) - sign).astype(np.int16 if info.bits_allocated > 8 else np.int8)
-    return arr
 
 
 def can_transcode(stored: str, target: str) -> bool:
-    """True when an instance stored in `stored` can be sent in `target`."""
+    """True when an instance stored in `stored` can be sent in `target`, as far as the two
+    syntaxes tell (a decoder and an encoder are installed); :func:`transcode_refusal` also
+    reads the object's header."""
     if stored == target:
         return True
     if stored not in NATIVE_SYNTAXES:
@@ -357,6 +352,28 @@ def can_transcode(stored: str, target: str) -> bool:
         except Exception:  # noqa: BLE001
             return False
     return False
+
+
+def transcode_refusal(path: Path, stored: str, target: str) -> str | None:
+    """Why the object stored in `path`, in transfer syntax `stored`, cannot be sent in
+    `target`, told before any pixel is decoded (:func:`can_transcode`, then
+    :func:`archivist.archive.transcode.refusal` on its header); None when it can be tried.
+
+    The header is read without the pixel data value: up to it for an encapsulated object, with
+    the value deferred for a native one (whose pixel data may be Float Pixel Data).
+    """
+    if stored == target:
+        return None
+    if not can_transcode(stored, target):
+        return f"this server has no codec to turn {stored} into {target}"
+    if stored in NATIVE_SYNTAXES and target in NATIVE_SYNTAXES:
+        return None  # byte order or VR encoding only: no pixel is decoded or encoded
+    with open(path, "rb") as fh:
+        if stored in NATIVE_SYNTAXES:
+            header = read_stored(fh, defer_size=1024)
+        else:
+            header = read_stored(fh, stop_before_pixels=True)
+    return refusal(header, target)
 
 
 def transcode(path: Path, target: str) -> bytes:

@@ -21,11 +21,13 @@ from starlette.responses import Response, StreamingResponse
 
 from archivist.archive.archive import Archive
 from archivist.archive.retrieve import InstanceRef
+from archivist.archive.transcode import swapped, value_word_size
 from archivist.core.levels import QueryLevel
 from archivist.web.dicomweb import pixels
 from archivist.web.dicomweb.common import (
     DICOM,
     DICOM_JSON,
+    EXPLICIT_BE,
     EXPLICIT_LE,
     FRAME_MEDIA_TYPE,
     IMPLICIT_LE,
@@ -49,31 +51,78 @@ log = logging.getLogger("archivist.web")
 
 # -- Instances (Part 10) -------------------------------------------------------------------------
 
-def choose_syntax(ranges: list[MediaRange], stored: set[str]) -> tuple[bool, str | None]:
-    """(multipart, transfer syntax) for a retrieve; None means "each as stored".
+#: In a list of acceptable transfer syntaxes: ``transfer-syntax=*`` (each instance as stored)
+#: and no parameter at all (Explicit VR Little Endian, or as stored when this server cannot
+#: decode the pixels: PS3.18 8.7.3.4).
+AS_STORED = "*"
+DEFAULT = ""
 
-    Raises HTTPProblem(406) when no acceptable media type can be served.
+
+def choose_syntaxes(ranges: list[MediaRange], count: int) -> tuple[bool, list[str]]:
+    """(multipart, the acceptable transfer syntaxes best first) for a retrieve of `count`
+    instances; :data:`AS_STORED` and :data:`DEFAULT` stand for ``*`` and no parameter.
+
+    A single part ``application/dicom`` is for one instance: with more it is not acceptable
+    (PS3.18 10.4.4). The syntax of each part is chosen per instance (8.7.8.2, Note 1).
+
+    Raises HTTPProblem(406) when no acceptable media type is a DICOM one.
     """
+    multipart: bool | None = None
+    syntaxes: list[str] = []
+    single_only = False
     for r in ranges:
         if r.type in ("*/*", "multipart/*") or (r.multipart and r.part_type in ("", DICOM)):
-            multipart = True
+            this_multipart = True
         elif r.type == DICOM:
-            multipart = False
+            if count != 1:
+                single_only = True
+                continue
+            this_multipart = False
         else:
             continue
+        if multipart is None:
+            multipart = this_multipart
         ts = r.transfer_syntax
-        if ts == "*":
-            return multipart, None
-        if ts is None:
-            # PS3.18 8.7.3.5.2: Explicit VR Little Endian by default; as stored when that
-            # would need a decoder this server lacks (video, for instance).
-            if all(pixels.can_transcode(s, EXPLICIT_LE) for s in stored):
-                return multipart, EXPLICIT_LE
-            return multipart, None
-        if all(pixels.can_transcode(s, ts) for s in stored):
-            return multipart, ts
-    raise HTTPProblem(406, "none of the accepted media types / transfer syntaxes can be served; "
-                      "try multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+        choice = AS_STORED if ts == "*" else (ts or DEFAULT)
+        if choice not in syntaxes:
+            syntaxes.append(choice)
+    if multipart is None:
+        if single_only:
+            raise HTTPProblem(406, "application/dicom without multipart is for one instance; "
+                              "accept multipart/related; type=\"application/dicom\"")
+        raise HTTPProblem(406, "none of the accepted media types can be served; try "
+                          "multipart/related; type=\"application/dicom\"; transfer-syntax=*")
+    return multipart, syntaxes
+
+
+def _syntax_for(archive: Archive, ref: InstanceRef, syntaxes: list[str],
+                ) -> tuple[str | None, str]:
+    """(the transfer syntax `ref` is sent in, or None: it cannot be sent in any acceptable
+    one; why not). What the header tells is checked here, before the response starts
+    (:func:`pixels.transcode_refusal`); a decoder failing on corrupt pixels is found only when
+    the instance is transcoded."""
+    stored = ref.transfer_syntax_uid
+    path = archive.retrieve.path(ref)
+
+    def why_not(target: str) -> str | None:
+        if target == stored:
+            return None
+        if path is None:
+            return None if pixels.can_transcode(stored, target) else \
+                f"this server has no codec to turn {stored} into {target}"
+        return pixels.transcode_refusal(path, stored, target)
+
+    reasons: list[str] = []
+    for ts in syntaxes:
+        if ts == AS_STORED:
+            return stored, ""
+        if ts == DEFAULT:
+            return (EXPLICIT_LE if why_not(EXPLICIT_LE) is None else stored), ""
+        why = why_not(ts)
+        if why is None:
+            return ts, ""
+        reasons.append(why)
+    return None, reasons[0] if reasons else "no acceptable transfer syntax"
 
 
 def _instance_chunks(archive: Archive, ref: InstanceRef, target: str | None) -> Iterator[bytes]:
@@ -100,59 +149,108 @@ def transcode_instance(archive: Archive, ref: InstanceRef, target: str) -> bytes
                           f"{reason}; transfer-syntax=* sends it as stored") from None
 
 
+def _asked(syntaxes: list[str]) -> str:
+    named = [ts for ts in syntaxes if ts not in (AS_STORED, DEFAULT)]
+    return ", ".join(named) or EXPLICIT_LE
+
+
+def _plan(archive: Archive, refs: list[InstanceRef], syntaxes: list[str],
+          ) -> tuple[list[tuple[InstanceRef, str]], list[tuple[InstanceRef, str]]]:
+    """The instances to send with the syntax of each, and those left out with the reason.
+
+    Raises HTTPProblem(406) when none can be sent (PS3.18 Table 10.4.3-1).
+    """
+    plan: list[tuple[InstanceRef, str]] = []
+    left: list[tuple[InstanceRef, str]] = []
+    for ref in refs:
+        ts, why = _syntax_for(archive, ref, syntaxes)
+        if ts is None:
+            left.append((ref, why))
+        else:
+            plan.append((ref, ts))
+    if not plan:
+        what = "this instance cannot" if len(refs) == 1 else \
+            f"none of the {len(refs)} instances can"
+        raise HTTPProblem(406, f"{what} be sent in transfer syntax {_asked(syntaxes)}: "
+                          f"{left[0][1]}; transfer-syntax=* sends "
+                          f"{'it' if len(refs) == 1 else 'them'} as stored")
+    return plan, left
+
+
+def _left_out_warning(request: Request, left: list[tuple[InstanceRef, str]], total: int,
+                      syntaxes: list[str]) -> str:
+    """The Warning header value of a 206 (PS3.18 8.4, Table 10.4.3-1): which instances are not
+    in the response, and why."""
+    host = request.url.hostname or "archivist"
+    uids = " ".join(ref.sop_instance_uid for ref, _ in left[:20])
+    more = f" and {len(left) - 20} more" if len(left) > 20 else ""
+    reason = left[0][1].replace('"', "'")[:200]
+    text = (f"{len(left)} of {total} instances are not included: they cannot be sent in "
+            f"transfer syntax {_asked(syntaxes)} ({reason}); transfer-syntax=* sends them as "
+            f"stored. Not included: {uids}{more}")
+    return f'299 {host}: "{text}"'
+
+
 async def retrieve(request: Request, study: str, series: str | None = None,
                    sop: str | None = None) -> Response:
+    """Instances as Part 10 objects (PS3.18 10.4.1.1.1), each in the first acceptable
+    transfer syntax it can be sent in. Instances that cannot be sent in any are left out and
+    named in a Warning header of a 206 (Partial Content); when that is all of them, the
+    answer is a 406 with the reason (PS3.18 Table 10.4.3-1). This is decided before the
+    response starts, from what the stored syntaxes and headers tell."""
     archive = archive_of(request)
     refs = await run_in_threadpool(find_instances, archive, study, series, sop)
-    multipart, target = choose_syntax(accept_of(request), {r.transfer_syntax_uid for r in refs})
+    multipart, syntaxes = choose_syntaxes(accept_of(request), len(refs))
+    plan, left = await run_in_threadpool(_plan, archive, refs, syntaxes)
+    fallback = AS_STORED in syntaxes or DEFAULT in syntaxes  # as stored is acceptable
+    headers: dict[str, str] = {}
+    status = 200
+    if left:
+        status = 206
+        headers["Warning"] = _left_out_warning(request, left, len(refs), syntaxes)
     ready: bytes | None = None
-    if len(refs) == 1 and target not in (None, refs[0].transfer_syntax_uid):
+    if len(plan) == 1 and plan[0][1] != plan[0][0].transfer_syntax_uid:
         # one instance: transcode before answering, so a failure is a 406, not a cut stream
+        ref, ts = plan[0]
         try:
-            ready = await run_in_threadpool(transcode_instance, archive, refs[0], target)
+            ready = await run_in_threadpool(transcode_instance, archive, ref, ts)
         except HTTPProblem:
-            if any(r.transfer_syntax for r in accept_of(request)):
+            if not fallback:
                 raise
-            target = None  # no syntax asked for: as stored when it cannot be decoded (8.7.3.5.2)
+            plan = [(ref, ref.transfer_syntax_uid)]  # as stored (8.7.3.4)
     if not multipart:
-        if len(refs) != 1:
-            raise HTTPProblem(406, "application/dicom without multipart is for one instance; "
-                              "accept multipart/related; type=\"application/dicom\"")
-        ref = refs[0]
-        ts = target or ref.transfer_syntax_uid
+        ref, ts = plan[0]
+        media = f"{DICOM}; transfer-syntax={ts}"
         if ready is not None:
-            return Response(ready, media_type=f"{DICOM}; transfer-syntax={ts}")
-        return StreamingResponse(_instance_chunks(archive, ref, target),
-                                 media_type=f"{DICOM}; transfer-syntax={ts}")
+            return Response(ready, media_type=media)
+        return StreamingResponse(_instance_chunks(archive, ref, None), media_type=media)
     boundary = new_boundary()
-
-    asked = any(r.transfer_syntax for r in accept_of(request))
 
     def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
         # Each instance is transcoded before its part header goes out: once the response has
-        # started, a failure can no longer be a 406, and must not cut the body.
-        for ref in refs:
+        # started, a failure can no longer change the status, and must not cut the body.
+        for ref, ts in plan:
+            stored = ref.transfer_syntax_uid
             if ready is not None:
-                yield f"{DICOM}; transfer-syntax={target}", iter((ready,))
+                yield f"{DICOM}; transfer-syntax={ts}", iter((ready,))
                 continue
-            if target is None or target == ref.transfer_syntax_uid:
-                yield (f"{DICOM}; transfer-syntax={ref.transfer_syntax_uid}",
-                       _instance_chunks(archive, ref, None))
+            if ts == stored:
+                yield f"{DICOM}; transfer-syntax={stored}", _instance_chunks(archive, ref, None)
                 continue
             try:
-                data = transcode_instance(archive, ref, target)
+                data = transcode_instance(archive, ref, ts)
             except HTTPProblem as exc:
-                if asked:  # the syntax asked for cannot be produced: leave this one out
-                    log.warning("sop=%s left out of a WADO-RS response: %s",
+                if not fallback:  # only the syntaxes asked for are acceptable: left out
+                    log.warning("sop=%s left out of a WADO-RS response already under way: %s",
                                 ref.sop_instance_uid, exc.message[:120])
                     continue
-                yield (f"{DICOM}; transfer-syntax={ref.transfer_syntax_uid}",
-                       _instance_chunks(archive, ref, None))  # as stored (8.7.3.5.2)
+                yield f"{DICOM}; transfer-syntax={stored}", _instance_chunks(archive, ref, None)
                 continue
-            yield f"{DICOM}; transfer-syntax={target}", iter((data,))
+            yield f"{DICOM}; transfer-syntax={ts}", iter((data,))
 
     media = f'multipart/related; type="{DICOM}"; boundary={boundary}'
-    return StreamingResponse(multipart_stream(boundary, parts()), media_type=media)
+    return StreamingResponse(multipart_stream(boundary, parts()), status_code=status,
+                             media_type=media, headers=headers)
 
 
 # -- Metadata ------------------------------------------------------------------------------------
@@ -583,7 +681,11 @@ async def frames(request: Request, study: str, series: str, sop: str, frame_list
 # -- Bulk data -----------------------------------------------------------------------------------
 
 def _bulk_bytes(path: Path, tag_path: list[str]) -> bytes:
-    """The value a bulk data path names, as stored (Pixel Data is served by :func:`_pixel_bulk`).
+    """The value a bulk data path names, in little endian byte order (PS3.18 8.7.3.3.1:
+    ``application/octet-stream`` bulk data is little endian): the OW, OL, OF, OD and OV
+    values of a big endian object are turned around word by word (PS3.5 7.3), the others are
+    sent as stored. The Pixel Data of an object not in a little endian native syntax is
+    served by :func:`_pixel_bulk`.
     """
     with open(path, "rb") as fh:
         ds = read_deferred(fh)
@@ -591,12 +693,15 @@ def _bulk_bytes(path: Path, tag_path: list[str]) -> bytes:
             holder, tag = locate(ds, tag_path)
         except (KeyError, IndexError, ValueError):
             raise HTTPProblem(404, "no such bulk data element in this instance") from None
-        value = holder[tag].value
+        elem = holder[tag]
+        value = elem.value
         if value is None:
             return b""
-        if isinstance(value, (bytes, bytearray)):
-            return bytes(value)
-        raise HTTPProblem(404, "that element is not bulk data")
+        if not isinstance(value, (bytes, bytearray)):
+            raise HTTPProblem(404, "that element is not bulk data")
+        if str(ds.file_meta.get("TransferSyntaxUID", "")) == EXPLICIT_BE:
+            return swapped(bytes(value), value_word_size(elem.VR))
+        return bytes(value)
 
 
 def _pixel_bulk(path: Path, ranges: list[MediaRange]) -> tuple[str, list[bytes]]:
@@ -700,6 +805,22 @@ def _render_media(request: Request) -> str:
     raise HTTPProblem(406, "rendered images are served as image/jpeg or image/png")
 
 
+def _rendered_frames_media(request: Request) -> str:
+    """The type of each part of several rendered frames: image/jpeg and image/png are single
+    image types, so several frames are a ``multipart/related`` response, and a client that
+    accepts only the single part types gets a 406 (PS3.18 10.4.4: a single part media type is
+    for a resource that is one item)."""
+    for r in accept_of(request):
+        if r.multipart and r.part_type in ("image/jpeg", "image/png"):
+            return r.part_type
+        if r.type in ("*/*", "multipart/*") or (r.multipart and r.part_type in (
+                "", "*/*", "image/*")):
+            return "image/jpeg"
+    raise HTTPProblem(406, "several frames rendered are one image each: accept "
+                      "multipart/related; type=\"image/jpeg\" (or image/png), or ask for the "
+                      "frames one at a time")
+
+
 def _representative(refs: list[InstanceRef]) -> InstanceRef:
     """The instance to render for a study or series: the middle image of the first series."""
     images = [r for r in refs if not r.sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.88")]
@@ -713,17 +834,38 @@ async def rendered(request: Request, study: str, series: str | None = None,
                    sop: str | None = None, frame: str | None = None, *,
                    thumbnail: bool = False) -> Response:
     archive = archive_of(request)
-    media = _render_media(request)
+    numbers = parse_frame_list(frame) if frame is not None else [1]
+    several = len(numbers) > 1 and not thumbnail  # a thumbnail is of the first frame listed
+    media = _rendered_frames_media(request) if several else _render_media(request)
     opts = pixels.parse_render_options(request.query_params, media, thumbnail=thumbnail)
     refs = await run_in_threadpool(find_instances, archive, study, series, sop)
     ref = refs[0] if sop else _representative(refs)
-    number = 1
-    if frame is not None:
-        numbers = parse_frame_list(frame)
-        number = numbers[0]
+    number = numbers[0]
     path = archive.retrieve.path(ref)
     if path is None:
         raise HTTPProblem(500, "stored object is not on a file system")
+    if several:
+        # The first frame is rendered before the response starts (its errors are the
+        # request's); the others one at a time as the body is sent, so a long frame list
+        # never holds every image in memory. A later frame that fails is left out (logged).
+        first = await run_in_threadpool(pixels.render, path, numbers[0], opts)
+
+        def images() -> Iterator[tuple[str, Iterator[bytes]]]:
+            yield media, iter((first,))
+            for n in numbers[1:]:
+                try:
+                    image = pixels.render(path, n, opts)
+                except Exception as exc:  # noqa: BLE001 - the response is under way
+                    log.warning("sop=%s frame %d left out of a rendered response: %s",
+                                ref.sop_instance_uid, n, str(exc)[:120])
+                    continue
+                yield media, iter((image,))
+
+        boundary = new_boundary()
+        return StreamingResponse(multipart_stream(boundary, images()),
+                                 media_type=f'multipart/related; type="{media}"; '
+                                 f"boundary={boundary}",
+                                 headers={"Cache-Control": "private, max-age=3600"})
     if ref.sop_class_uid == "1.2.840.10008.5.1.4.1.1.104.1" and not thumbnail:
         def pdf() -> bytes:
             with open(path, "rb") as fh:
