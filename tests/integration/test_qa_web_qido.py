@@ -140,3 +140,18 @@ class TestParameters:
                          f"&StudyInstanceUID={STUDY_B}")
         assert r.status_code == 200
         assert {s["0020000D"]["Value"][0] for s in r.json()} == {STUDY_A, STUDY_B}
+
+    def test_a_study_without_modality_has_no_empty_modalities_in_study(self, srv, client
+                                                                       ) -> None:
+        """An empty ModalitiesInStudy ({"vr": "CS"}) made the bundled OHIF's whole study list
+        fail ("Data Source Connection Error"): it is left out; the others keep theirs."""
+        study = new_uid()
+        ds = _instance(patient_id="QA-QIDO-NOMOD", study_uid=study)
+        del ds.Modality
+        client.store_instances([ds])
+        r = requests.get(f"{srv.url}/dicomweb/studies?PatientID=QA-QIDO*"
+                         "&includefield=ModalitiesInStudy")
+        assert r.status_code == 200
+        by_study = {s["0020000D"]["Value"][0]: s for s in r.json()}
+        assert "00080061" not in by_study[study]
+        assert by_study[STUDY_B]["00080061"] == {"vr": "CS", "Value": ["CT"]}

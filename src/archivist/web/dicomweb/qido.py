@@ -317,9 +317,18 @@ def run_qido(archive: Archive, q: QidoRequest, root: str) -> tuple[list[dict[str
                     attrs = attrs if attrs is not None else _row_attrs(row, q.level)
                     if tag in attrs:
                         body[tag] = attrs[tag]
+        modalities = body.get(_MODALITIES_IN_STUDY)
+        if modalities is not None and not modalities.get("Value"):
+            # A study whose objects carry no Modality: the empty attribute ({"vr": "CS"}) is
+            # left out, since the bundled OHIF (3.13) reads ModalitiesInStudy.Value.length
+            # and its whole study list fails on one such study.
+            del body[_MODALITIES_IN_STUDY]
         _add_urls(body, root, q.level)
         out.append(dict(sorted(body.items())))
     return out, truncated
+
+
+_MODALITIES_IN_STUDY = "00080061"
 
 
 def _value(body: dict[str, Any], tag: str) -> str | None:
