@@ -100,10 +100,16 @@ def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = ()) -> 
             elem = DataElement(elem.tag, elem.VR,
                                swapped(bytes(elem.value), value_word_size(elem.VR)))
         try:
-            out[key] = elem.to_json_dict(None, BULK_THRESHOLD)
+            item = out[key] = elem.to_json_dict(None, BULK_THRESHOLD)
         except Exception as exc:  # noqa: BLE001
             log.debug("element %s not representable in JSON: %s", key, type(exc).__name__)
             out[key] = {"vr": elem.VR}
+            continue
+        values = item.get("Value")
+        if values and len(values) > 1 and "" in values:
+            # An empty value among several is null in DICOM JSON (PS3.18 F.2.5):
+            # "\ISO 2022 IR 87" is [null, "ISO 2022 IR 87"].
+            item["Value"] = [None if v == "" else v for v in values]
     return out
 
 

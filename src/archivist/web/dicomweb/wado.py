@@ -278,8 +278,13 @@ class MetadataCache:
         self.lock = threading.Lock()
         self.building: dict[tuple[int, int], threading.Lock] = {}
 
+    #: Changed whenever the JSON built for a series changes (f2: empty values among several
+    #: are null, big endian InlineBinary turned around), so a file an older version wrote is
+    #: not served: the series is built again on first use and the old file removed.
+    FORMAT = "f2"
+
     def _file(self, pk: int, seq: int) -> Path:
-        return self.dir / f"series-{pk}-{seq}.json.gz"
+        return self.dir / f"series-{pk}-{seq}-{self.FORMAT}.json.gz"
 
     def _remember(self, table: OrderedDict, key: Any, data: bytes) -> None:  # type: ignore[type-arg]
         with self.lock:
