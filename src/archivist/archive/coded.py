@@ -2,11 +2,12 @@
 
 At ingest, the items of the Code Sequences in :data:`archivist.core.levels.CODE_SEQUENCES`
 (Procedure Code, Anatomic Region, Requested Procedure Code, and the Concept Name Code of an SR
-document's root) become :class:`~archivist.index.extract.CodeRow` values keyed on their
-normalised (scheme, value): retired SNOMED designators (SRT, SNM3, 99SDM) map to SCT through
-PS3.16 Annex O (:func:`archivist.terminology.normalise_code`). Body Part Examined (0018,0015) is
-indexed as the Anatomic Region code PS3.16 Annex L pairs it with. The object itself is never
-changed.
+document's root; also the Anatomic Region of the Frame Anatomy functional group, shared or per
+frame, PS3.3 C.7.6.16.2.8) become :class:`~archivist.index.extract.CodeRow` values keyed on
+their normalised (scheme, value): retired SNOMED designators (SRT, SNM3, 99SDM) map to SCT
+through PS3.16 Annex O (:func:`archivist.terminology.normalise_code`). Body Part Examined
+(0018,0015) is indexed as the Anatomic Region code PS3.16 Annex L pairs it with. The object
+itself is never changed.
 
 Objects stored before index revision 0002 have no indexed codes; :func:`reindex_codes` (the
 ``archivist reindex --codes`` command) reads each stored object's header once and rewrites its
@@ -20,8 +21,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pydicom
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from sqlalchemy import delete, insert, select
 
 from archivist.core.levels import CODE_SEQUENCES
@@ -37,12 +40,20 @@ log = logging.getLogger("archivist.archive.coded")
 MAX_CODES_PER_INSTANCE = 64
 _MAX_VALUE_LEN = 256
 
-#: Sequences whose items may carry Code Sequences of the request or of each frame.
+#: Sequences whose items may carry Code Sequences of the request or of all frames.
 _CONTAINERS = {
     "RequestAttributesSequence": ("RequestedProcedureCodeSequence",),
     "ReferencedRequestSequence": ("RequestedProcedureCodeSequence",),
     "SharedFunctionalGroupsSequence": (),  # its FrameAnatomySequence, below
 }
+#: Per-frame Functional Groups Sequence (5200,9230), Frame Anatomy Sequence (0020,9071),
+#: Anatomic Region Sequence (0008,2218): the anatomy of each frame (PS3.3 C.7.6.16.2.8).
+_PER_FRAME_GROUPS = BaseTag(0x52009230)
+_FRAME_ANATOMY = BaseTag(0x00209071)
+_ANATOMIC_REGION = BaseTag(0x00082218)
+#: Code Value, Long Code Value, URN Code Value, Coding Scheme Designator, Code Meaning.
+_CODE_TAGS = tuple(BaseTag(t) for t in (0x00080100, 0x00080119, 0x00080120, 0x00080102,
+                                        0x00080104))
 
 
 def _text(value: object) -> str:
@@ -97,6 +108,59 @@ def _coded_items(ds: Dataset) -> Iterator[tuple[str, Dataset]]:
                 for anatomy in _sequence_items(outer, "FrameAnatomySequence"):
                     for item in _sequence_items(anatomy, "AnatomicRegionSequence"):
                         yield "AnatomicRegionSequence", item
+    if _PER_FRAME_GROUPS in ds._dict:
+        for item in _per_frame_anatomy(ds):
+            yield "AnatomicRegionSequence", item
+
+
+def _per_frame_anatomy(ds: Dataset) -> Iterator[Dataset]:
+    """The Anatomic Region items of every frame's Frame Anatomy, each distinct item once.
+
+    The frames mostly repeat one region or a few (thousands of frames, one code). A frame's
+    Frame Anatomy Sequence that pydicom has not parsed yet (its bytes, as read) is parsed only
+    when those bytes differ from every frame's before; an item is compared with those already
+    given on its code values, by dictionary look-ups. :func:`extract_codes` stops reading at
+    its cap of distinct codes.
+    """
+    seen: set[tuple[object, ...]] = set()
+    seen_raw: set[bytes] = set()
+    for group in _items_at(ds, _PER_FRAME_GROUPS):
+        raw = group._dict.get(_FRAME_ANATOMY)
+        if raw is None:
+            continue
+        if not isinstance(raw, DataElement) and isinstance(raw.value, bytes):
+            if raw.value in seen_raw:
+                continue  # the anatomy of a frame before, byte for byte
+            seen_raw.add(raw.value)
+        for anatomy in _items_at(group, _FRAME_ANATOMY):
+            for item in _items_at(anatomy, _ANATOMIC_REGION):
+                elements = item._dict
+                key = tuple(_plain(elements.get(tag)) for tag in _CODE_TAGS)
+                if key not in seen:
+                    seen.add(key)
+                    yield item
+
+
+def _items_at(ds: Dataset, tag: BaseTag) -> list[Dataset]:
+    """The items of the sequence at `tag` of `ds` (none when it is absent or not a sequence)."""
+    element = ds._dict.get(tag)
+    if element is None:
+        return []
+    if not isinstance(element, DataElement):
+        try:
+            element = ds[tag]  # read as pydicom reads it, once
+        except Exception:  # noqa: BLE001 - an undecodable element is simply not indexed
+            return []
+    try:
+        return [item for item in element.value if isinstance(item, Dataset)]
+    except TypeError:
+        return []
+
+
+def _plain(element: object) -> object:
+    """The value of an element as a set key (a multi-valued one as its text)."""
+    value = getattr(element, "value", None)
+    return value if value is None or isinstance(value, (str, bytes)) else str(value)
 
 
 def extract_codes(ds: Dataset) -> list[CodeRow]:
@@ -147,7 +211,8 @@ class CodeReindex:
     codes: int = 0
     #: Instances whose stored object could not be read (left as they were).
     unreadable: int = 0
-    #: Instances replaced or deleted while the reindex ran (the ingest or delete wrote them).
+    #: Instances replaced or deleted while the reindex ran (the ingest or delete wrote them),
+    #: also when their old object was gone by the time it was read.
     changed: int = 0
 
     def to_json(self) -> dict[str, int]:
@@ -159,6 +224,22 @@ def _header(blobs: BlobStore, key: str) -> Dataset:
         return pydicom.dcmread(fh, stop_before_pixels=True)
 
 
+def _count_failed(index: Index, failed: list[tuple[int, str, str, str]],
+                  done: CodeReindex) -> None:
+    """Count the instances whose object could not be read: changed meanwhile when the index no
+    longer points at that object (deleted or replaced), unreadable (and logged) otherwise."""
+    with index.reader.connect() as conn:
+        current = {int(row.pk): row.storage_key for row in conn.execute(
+            select(instance.c.pk, instance.c.storage_key)
+            .where(instance.c.pk.in_([pk for pk, _, _, _ in failed])))}
+    for pk, key, sop_uid, error in failed:
+        if current.get(pk) != key:
+            done.changed += 1
+            continue
+        done.unreadable += 1
+        log.warning("reindex codes: %s not read (%s)", sop_uid, error)
+
+
 def reindex_codes(index: Index, blobs: BlobStore, *, batch: int = 200,
                   progress: Callable[[int], None] | None = None) -> CodeReindex:
     """Rewrite the indexed codes of every stored instance from its stored object.
@@ -167,6 +248,9 @@ def reindex_codes(index: Index, blobs: BlobStore, *, batch: int = 200,
     ingest (:func:`extract_codes`); the instance's rows in ``instance_code`` are replaced in
     the same transaction, so running it again gives the same index. An instance replaced or
     deleted meanwhile (its storage key changed) is skipped: whoever changed it wrote its codes.
+    So is one whose object could not be read because it was replaced or deleted meanwhile
+    (a delete commits the index before it removes the object): only an object the index
+    still points at counts as unreadable.
     Works beside a running ``archivist serve``: instances are read in batches by primary key
     and each batch is written in one short transaction.
 
@@ -199,16 +283,18 @@ def reindex_codes(index: Index, blobs: BlobStore, *, batch: int = 200,
             return done
         last_pk = int(page[-1].pk)
         found: list[tuple[int, int, int, str, list[CodeRow]]] = []
+        failed: list[tuple[int, str, str, str]] = []
         for row in page:
             try:
                 codes = extract_codes(_header(blobs, str(row.storage_key)))
             except Exception as exc:  # noqa: BLE001 - one bad object must not stop the rest
-                done.unreadable += 1
-                log.warning("reindex codes: %s not read (%s)", row.sop_instance_uid,
-                            type(exc).__name__)
+                failed.append((int(row.pk), str(row.storage_key), str(row.sop_instance_uid),
+                               type(exc).__name__))
                 continue
             found.append((int(row.pk), int(row.series_pk), int(row.study_pk),
                           str(row.storage_key), codes))
+        if failed:
+            _count_failed(index, failed, done)
         with index.write_transaction() as conn:
             for pk, series_pk, study_pk, key, codes in found:
                 current = conn.execute(

@@ -110,6 +110,8 @@ def _search(argv: list[str], json_out: bool) -> None:
     hits = terminology.search(text, scheme=scheme, cid=cid, limit=limit)
     if json_out:
         _print_json({"query": text, "count": len(hits), "results": [h.to_dict() for h in hits]})
+        if not hits:
+            raise typer.Exit(1)  # nothing found: exit 1 as in text
         return
     if not hits:
         typer.echo(f"no code found for {text!r}")
@@ -177,7 +179,8 @@ def cid_command(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
 
     Usage: archivist codes cid NUMBER [--search TEXT] [--json]   (e.g. 4 for CID 4)
 
-    --search/-q TEXT: only the members matching TEXT (prefixes, typos), best first.
+    --search/-q TEXT: only the members matching TEXT (prefixes, typos), best first;
+    exit status 1 when none does, as for codes search.
     """
     _cid(ctx.args, json_out)
 
@@ -201,13 +204,18 @@ def _cid(argv: list[str], json_out: bool) -> None:
             for i, h in enumerate(terminology.search(search_text, cid=number, limit=0))
         }
         members = sorted((m for m in members if m.key in wanted), key=lambda m: wanted[m.key])
+    nothing_found = bool(search_text) and not members
     if json_out:
         _print_json(group.to_dict(members))
-        return
-    typer.echo(f"CID {group.cid}  {group.title}  ({len(group.members)} members)")
-    width = max((len(m.key) for m in members), default=0)
-    for member in members:
-        typer.echo(f"  {member.key:<{width}}  {member.meaning}")
+    else:
+        typer.echo(f"CID {group.cid}  {group.title}  ({len(group.members)} members)")
+        width = max((len(m.key) for m in members), default=0)
+        for member in members:
+            typer.echo(f"  {member.key:<{width}}  {member.meaning}")
+        if nothing_found:
+            typer.echo(f"no member of CID {group.cid} found for {search_text!r}")
+    if nothing_found:
+        raise typer.Exit(1)
 
 
 def _cid_number(text: str) -> int:

@@ -29,9 +29,10 @@ def reindex(
     """Rebuild parts of the index from the stored objects (the objects are never changed).
 
     Exit status 0 when done, 1 when some stored objects could not be read (they are listed in
-    the log and left as they were), 2 when nothing to do was asked, 3 when the index could not
-    be opened or written (for instance locked by another program for longer than the busy
-    timeout; the batches written before stay, and running it again finishes the work).
+    the log and left as they were; objects deleted or replaced while it ran are counted as
+    changed meanwhile, not as unreadable), 2 when nothing to do was asked, 3 when the index
+    could not be opened or written (for instance locked by another program for longer than the
+    busy timeout; the batches written before stay, and running it again finishes the work).
     """
     if not codes:
         typer.secho("error: say what to reindex (--codes)", fg="red", err=True)

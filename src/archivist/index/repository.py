@@ -888,19 +888,33 @@ class Index:
         raise QueryError(f"unsupported matching on {c.keyword}")
 
     def _code_item_condition(self, item: CodeItem) -> Any:
+        """The stored codes that match one item of a Code Sequence query (PS3.4 C.2.2.2.6).
+
+        An exact item matches on its normalised keys. Otherwise designator and value are
+        matched as a pair, either both on the normalised code or both on the code as stored:
+        a wildcard value of one scheme must not meet the designator of the other (``SCT`` with
+        ``T-32*`` does not find SRT T-32000, no SCT code starting with ``T-32``).
+        """
         ic = instance_code
         parts = []
         if item.keys:
             parts.append(or_(*[and_(ic.c.scheme == s, ic.c.value == v) for s, v in item.keys]))
-        else:
-            if item.scheme is not None:
-                parts.append(or_(self._text_condition(ic.c.scheme, item.scheme),
-                                 self._text_condition(ic.c.original_scheme, item.scheme)))
-            if item.value is not None:
-                parts.append(or_(self._text_condition(ic.c.value, item.value),
-                                 self._text_condition(ic.c.original_value, item.value)))
+        elif item.scheme is not None or item.value is not None:
+            parts.append(or_(
+                self._code_pair_condition(ic.c.scheme, ic.c.value, item),
+                self._code_pair_condition(ic.c.original_scheme, ic.c.original_value, item),
+            ))
         if item.meaning is not None:
             parts.append(self._text_condition(ic.c.meaning, item.meaning))
+        return and_(*parts)
+
+    def _code_pair_condition(self, scheme: Any, value: Any, item: CodeItem) -> Any:
+        """The item's designator and value, those given, on one (scheme, value) column pair."""
+        parts = []
+        if item.scheme is not None:
+            parts.append(self._text_condition(scheme, item.scheme))
+        if item.value is not None:
+            parts.append(self._text_condition(value, item.value))
         return and_(*parts)
 
     def _code_condition(self, level: str, cc: CodeConstraint) -> Any:

@@ -21,6 +21,8 @@ This module imports pydicom; the rest of the package does not.
 
 from __future__ import annotations
 
+import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +30,11 @@ from typing import Any
 
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import DataElement
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
+from pydicom.uid import UID
 
+from archivist.core.truncation import cut_short
 from archivist.errors import ArchivistError
 from archivist.terminology.catalogue import Terminology, cid_title
 from archivist.terminology.findings import Finding, FindingKind, Severity
@@ -79,6 +83,13 @@ EXPECTED_CID: dict[str, ExpectedCid] = {
 UNITS_SEQUENCES = frozenset({"MeasurementUnitsCodeSequence"})
 
 
+#: Values longer than this are read only when checked (the pixel data never is).
+_DEFER_SIZE = 1 << 16
+#: Float Pixel Data (7FE0,0008), the first of the pixel data elements: it and what follows are
+#: left out, as ``stop_before_pixels`` would.
+_PIXEL_DATA_FIRST = 0x7FE00008
+
+
 class CheckError(ArchivistError):
     """A file that cannot be read as DICOM."""
 
@@ -89,13 +100,47 @@ def check_file(path: str | Path, terminology: Terminology, **options: Any) -> li
     Raises
     ------
     CheckError
-        When the file cannot be read as DICOM.
+        When the file cannot be read as DICOM, or is cut short (what its elements declare does
+        not fit in the file, as ingest finds it: :func:`archivist.core.truncation.cut_short`).
     """
     try:
-        dataset = dcmread(str(path), stop_before_pixels=True)
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            # Large values (the pixel data) are skipped by seeking, not loaded, so that their
+            # declared lengths can still be compared with the file's size.
+            dataset = dcmread(fh, defer_size=_DEFER_SIZE)
+            read_to = fh.tell()
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise CheckError(f"{path}: {exc}") from exc
-    return check_dataset(dataset, terminology, **options)
+    except Exception as exc:
+        # Any other parser failure is the file's too (struct.error, pydicom's
+        # BytesLengthException: a File Meta cut short, for instance).
+        raise CheckError(f"{path}: cannot parse the file ({_first_line(exc)})") from exc
+    if not dataset._dict:
+        # PS3.10 7.1: the File Meta Information is followed by the data set (here, a file cut
+        # in its File Meta, or one that ends with it).
+        raise CheckError(f"{path}: no data set after the File Meta Information (cut short?)")
+    syntax = getattr(dataset.file_meta, "TransferSyntaxUID", None)
+    if not (isinstance(syntax, UID) and syntax.is_transfer_syntax and syntax.is_deflated):
+        # (Deflated: the positions are those of the inflated data set, not of the file.)
+        reason = cut_short(dataset, read_to, size, Path(path))
+        if reason is not None:
+            raise CheckError(f"{path}: truncated: {reason}")
+    for tag in [t for t in dataset._dict if t >= _PIXEL_DATA_FIRST]:
+        del dataset._dict[tag]  # as stop_before_pixels: never loaded
+    try:
+        return check_dataset(dataset, terminology, **options)
+    except (NotImplementedError, ValueError, TypeError, struct.error, UnicodeError,
+            BytesLengthException) as exc:
+        # pydicom decodes each element when it is first used: here, one it cannot decode
+        # (an unknown VR, a value of the wrong length...), which the file's header declares.
+        raise CheckError(f"{path}: cannot decode an element ({_first_line(exc)})") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    """The exception's type and the first line of its message, capped."""
+    first = (str(exc).splitlines() or [""])[0][:120]
+    return f"{type(exc).__name__}: {first}"
 
 
 def iter_coded_items(dataset: Dataset, prefix: str = "") -> Iterator[tuple[str, str, Dataset]]:
