@@ -68,15 +68,35 @@ def vr_of(raw: RawDataElement) -> str | None:
         return None
     vr = raw.VR
     if vr is None:
-        vr = _implicit.get(tag, "")
-        if vr == "":
-            try:
-                vr = dictionary_VR(tag)
-            except KeyError:
-                vr = None
-            if len(_implicit) < MAX_CACHED:
-                _implicit[tag] = vr
+        vr = _dictionary_vr(tag)
     return vr if vr in CACHED_VRS else None
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    """The data dictionary's VR of the standard element `tag` (None: unknown), remembered."""
+    vr = _implicit.get(tag, "")
+    if vr == "":
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            vr = None
+        if len(_implicit) < MAX_CACHED:
+            _implicit[tag] = vr
+    return vr
+
+
+def value_vr(raw: RawDataElement) -> str | None:
+    """The VR pydicom reads the value of the standard element `raw` with: its explicit VR, or
+    the data dictionary's when it has none (implicit VR) or ``UN`` (an ambiguous one as the
+    dictionary spells it, "OB or OW"...); None for a private element, or a tag the dictionary
+    does not know."""
+    tag = raw.tag
+    if tag.is_private:
+        return None
+    vr = raw.VR
+    if vr is None or vr == VR.UN:
+        return _dictionary_vr(tag) or (None if vr is None else vr)
+    return vr
 
 
 def decode(raw: RawDataElement, encoding: str | MutableSequence[str], vr: str) -> DataElement:
@@ -105,4 +125,4 @@ def clear() -> None:
     _implicit.clear()
 
 
-__all__ = ["CACHED_VRS", "MAX_CACHED", "MAX_CACHED_VALUE", "clear", "decode", "vr_of"]
+__all__ = ["CACHED_VRS", "MAX_CACHED", "MAX_CACHED_VALUE", "clear", "decode", "value_vr", "vr_of"]

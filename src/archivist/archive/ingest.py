@@ -18,19 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from pydicom.datadict import private_dictionary_VR
 from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.tag import Tag
+from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 from pydicom.valuerep import AMBIGUOUS_VR
 from pydicom.valuerep import VR as VR_
 
 from archivist.archive import part10
 from archivist.archive.coded import extract_codes
-from archivist.archive.decode import decode, vr_of
+from archivist.archive.decode import decode, value_vr, vr_of
 from archivist.archive.validation import PixelDataInfo
 from archivist.config import Settings
+from archivist.core.truncation import cut_short
 from archivist.core.uids import clean_uid, is_valid_uid
 from archivist.errors import (
     ArchivistError,
@@ -54,8 +56,16 @@ _PARSE_IN_MEMORY = 4 << 20
 _CHARSET_TAG = Tag(0x00080005)  # Specific Character Set
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
-#: Binary VRs whose values are bytes as read: a deferred one is not loaded to be "decoded".
-_BULK_VRS = frozenset({VR_.OB, VR_.OW, VR_.OD, VR_.OF, VR_.OL, VR_.OV})
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+#: VRs whose value is its bytes as read (pydicom decodes nothing): a deferred one is left
+#: unread, however large (a 200 MB Encapsulated Document or private blob).
+_BYTES_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN",
+                        "OB or OW", "US or OW", "US or SS or OW", "US or SS"})
+#: Bytes per value of the number VRs: a deferred one is checked by its length alone.
+_NUMBER_SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "FD": 8, "SV": 8, "UV": 8}
+#: A deferred text value up to this size is decoded (an undecodable one is refused); a longer
+#: one (a huge UT) is left unread, like a binary one: no index column takes such a value.
+_DECODE_DEFERRED = 1 << 20
 
 
 class StoreStatus(enum.Enum):
@@ -123,6 +133,54 @@ def _pixel_element(ds: Dataset, deflated: bool) -> PixelDataInfo | None:
     return None
 
 
+def _private_vr(ds: Dataset, tag: BaseTag) -> str:
+    """The VR pydicom gives the private element `tag` read without one (implicit VR, or UN):
+    LO for a private creator, else its private dictionary's by its creator, else UN."""
+    if tag.is_private_creator:
+        return "LO"
+    creator = ds._dict.get(BaseTag((tag.group << 16) | (tag.element >> 8)))  # noqa: SLF001
+    name = getattr(creator, "value", None)
+    if tag.element & 0xFF00 and isinstance(name, str) and name:
+        try:
+            return str(private_dictionary_VR(tag, name))
+        except KeyError:
+            pass
+    return "UN"
+
+
+def _left_unread(ds: Dataset, tag: BaseTag, raw: RawDataElement) -> bool:
+    """Whether the value pydicom deferred of `raw` (an element of `ds`) is left unread by
+    ingest, for it may be huge and nothing needs it (an index column that does reads it).
+    The VR pydicom would read it with decides (the data dictionary's for an implicit VR or UN
+    element, as the validator does), and the length: sequences are read (they are walked and
+    their errors refused); bytes and private values are not read (decoding them cannot fail);
+    numbers are checked by their length alone; text is read up to :data:`_DECODE_DEFERRED`.
+
+    Raises
+    ------
+    BytesLengthException
+        A number value whose length is not a multiple of its size (what decoding it would
+        raise, without reading it).
+    """
+    if tag.is_private:
+        vr = raw.VR
+        if vr is None or vr == VR_.UN:
+            vr = _private_vr(ds, tag)
+        return vr != VR_.SQ
+    vr = value_vr(raw)
+    if vr is None or vr in _BYTES_VRS:
+        return True
+    if raw.length == _UNDEFINED_LENGTH or vr == VR_.SQ:
+        return False  # pydicom's way (a sequence, or says what is wrong)
+    size = _NUMBER_SIZE.get(vr)
+    if size is None:
+        return raw.length > _DECODE_DEFERRED
+    if raw.length % size:
+        raise BytesLengthException(f"{vr} value of {raw.length} bytes, not a multiple of "
+                                   f"{size}")
+    return True
+
+
 def _reason(exc: Exception) -> str:
     """A short reason from a parser's exception (its first line, capped), else its type."""
     lines = str(exc).strip().splitlines()
@@ -131,18 +189,6 @@ def _reason(exc: Exception) -> str:
 
 #: An object being stored: its file, or its bytes when it is held in memory.
 Source = Path | bytes
-
-
-def _leftover_is_data(source: Source, offset: int) -> bool:
-    """Whether the bytes after the last element read (fewer than an element header: pydicom
-    stops there) hold anything but NUL padding."""
-    if isinstance(source, bytes):
-        rest = source[offset:offset + 16]
-    else:
-        with open(source, "rb") as fh:
-            fh.seek(offset)
-            rest = fh.read(16)
-    return bool(rest.strip(b"\0"))
 
 
 def _holds_pixel_tag(source: Source, ts: UID) -> bool:
@@ -377,24 +423,12 @@ class Ingest:
         if not ts_raw:
             raise InvalidObject("File Meta Information has no Transfer Syntax UID")
         ts = UID(ts_raw)
-        parsed_to: int | None = None  # where the last top-level value ends (None: unknown)
         if not ts.is_deflated:
             # Sequences are parsed, not skipped, and a cut one just ends early: what every
             # top-level element declares must fit in the file as well.
-            for raw in ds._dict.values():  # noqa: SLF001 - raw elements, nothing is decoded
-                length = getattr(raw, "length", None)
-                tell = getattr(raw, "value_tell", None)
-                if tell is not None and length is not None and length != 0xFFFFFFFF:
-                    end = max(end, tell + length)
-                    parsed_to = tell + length
-                else:
-                    parsed_to = None
-            if end > size:
-                raise InvalidObject(f"truncated: {size} bytes in the file, the values need {end}")
-            if parsed_to is not None and parsed_to < size and _leftover_is_data(source, parsed_to):
-                # pydicom stops without complaint at an element header cut short.
-                raise InvalidObject(f"truncated: the file ends inside an element header "
-                                    f"(byte {parsed_to} of {size})")
+            reason = cut_short(ds, end, size, source)
+            if reason is not None:
+                raise InvalidObject(f"truncated: {reason}")
         pixel = _pixel_element(ds, ts.is_deflated)
         if pixel is not None:
             for after in [t for t in ds._dict if t >= pixel.tag]:  # noqa: SLF001
@@ -415,7 +449,8 @@ class Ingest:
             # What ``ds[tag]`` does for each element, without its three look-ups of the element
             # and of the character set per element: text and number values through decode.py
             # (pydicom's values, repeated bytes remembered); sequences, private and
-            # ambiguous-VR elements and deferred values take pydicom's own way.
+            # ambiguous-VR elements and deferred values take pydicom's own way, but for the
+            # deferred values left unread (_left_unread).
             elements = ds._dict  # noqa: SLF001 - raw elements, converted in place
             if _CHARSET_TAG in elements:
                 current = _CHARSET_TAG
@@ -432,10 +467,11 @@ class Ingest:
                         continue
                     except Exception:  # noqa: BLE001, S110 - pydicom's way below says why
                         pass
-                if raw.value is None and raw.length != 0 and raw.VR in _BULK_VRS:
-                    continue  # bytes, nothing to decode: left unread (it may be huge)
-                if (raw.VR == VR_.SQ or (raw.value is None and raw.length != 0)
-                        or current.is_private):
+                if raw.value is None and raw.length != 0:  # deferred (over 1 KiB)
+                    if not _left_unread(ds, current, raw):
+                        _ = ds[current].value
+                    continue
+                if raw.VR == VR_.SQ or current.is_private:
                     _ = ds[current].value
                     continue
                 elem = convert_raw_data_element(raw, encoding=encoding, ds=ds)

@@ -20,6 +20,7 @@ from pydicom.valuerep import IS, DSfloat, PersonName
 
 from archivist.core.levels import KEYS, MatchKind, QueryLevel
 from archivist.core.matching import normalise_date, normalise_pn, normalise_time
+from archivist.errors import InvalidObject
 from archivist.index.schema import COLUMN_OF
 
 _BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ"}
@@ -106,14 +107,34 @@ def _int(value: object) -> int | None:
         return None
 
 
+#: The longest value an index column takes, in characters (or bytes, before decoding). No
+#: indexed attribute comes near it (LO holds 64 characters, PN 64 per component group); an
+#: object with a longer one is refused, rather than the value copied into the index and into
+#: every answer that returns it.
+MAX_INDEXED_LENGTH = 64 * 1024
+
+
+def _too_long(keyword: str, length: int) -> InvalidObject:
+    return InvalidObject(f"{keyword} is {length} bytes long: an indexed attribute may have at "
+                         f"most {MAX_INDEXED_LENGTH}")
+
+
 def column_value(keyword: str, value: object) -> Any:
-    """Convert a pydicom value to what the column of `keyword` stores."""
+    """Convert a pydicom value to what the column of `keyword` stores.
+
+    Raises
+    ------
+    InvalidObject
+        The value is longer than :data:`MAX_INDEXED_LENGTH`.
+    """
     kind = KEYS[keyword].kind
     if kind is MatchKind.INT:
         return _int(value)
     text = _text(value)
     if text is None:
         return None
+    if len(text) > MAX_INDEXED_LENGTH:
+        raise _too_long(keyword, len(text.encode("utf-8", "replace")))
     if kind is MatchKind.DATE:
         return normalise_date(text)[:8]
     if kind is MatchKind.TIME:
@@ -136,6 +157,10 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
             continue  # private (odd group), Pixel Data, File Meta
         elem = elements[tag]
         if not isinstance(elem, DataElement):
+            if elem.value is None and elem.length:
+                # A value ingest left unread (read with defer_size=1024: bytes, numbers,
+                # text over 1 MiB), never a short one: not read here either (it may be huge).
+                continue
             try:
                 elem = ds[tag]  # still raw: pydicom decodes it
             except Exception:  # noqa: BLE001 - a value pydicom cannot decode is left out
@@ -223,12 +248,19 @@ def extract(ds: Dataset) -> ExtractedRows:
     ----------
     ds
         The dataset (pixel data need not be loaded).
+
+    Raises
+    ------
+    InvalidObject
+        An indexed value is longer than :data:`MAX_INDEXED_LENGTH`.
     """
     rows: dict[QueryLevel, dict[str, Any]] = {level: {} for level in QueryLevel}
     elements = ds._dict  # noqa: SLF001 - decoded elements are read without __getitem__
     for keyword, level, column, tag in _extracted():
         elem = elements.get(tag)
         if elem is not None and not isinstance(elem, DataElement):
+            if elem.value is None and MAX_INDEXED_LENGTH < elem.length < 0xFFFFFFFF:
+                raise _too_long(keyword, elem.length)  # left unread at ingest: not read here
             elem = ds.get(tag)  # still raw: pydicom decodes it
         rows[level][column] = column_value(keyword, elem.value if elem is not None else None)
     patient = rows[QueryLevel.PATIENT]
