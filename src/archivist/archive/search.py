@@ -79,6 +79,49 @@ def _json_values(attrs: Mapping[str, Any], keyword: str) -> list[Any] | None:
     return out
 
 
+def _json_empty(attrs: Mapping[str, Any], keyword: str) -> bool:
+    """Whether the stored DICOM JSON attribute `keyword` is absent or has no value (PS3.4
+    C.2.2.2.7): no ``Value``, or only empty values (a person name without any component group)."""
+    tag = tag_for_keyword(keyword)
+    item = attrs.get(f"{tag:08X}") if tag is not None else None
+    if not isinstance(item, dict):
+        return True
+    values = item.get("Value")
+    if not values:
+        return True
+    if not isinstance(values, list):
+        return False
+    for v in values:
+        if isinstance(v, dict):
+            if any(v.get(group) for group in ("Alphabetic", "Ideographic", "Phonetic")):
+                return False
+        elif v is not None and v != "":
+            return False
+    return True
+
+
+#: VRs whose values may be longer than the attributes kept at ingest hold (256 characters):
+#: a key without a column of one of these cannot tell an absent value from a long one.
+_LONG_TEXT_VRS = frozenset({"LT", "ST", "UT", "UC", "UR"})
+
+
+def _check_empty_on_attrs(keyword: str) -> None:
+    """Refuse Empty Value Matching on a key without a column whose values may be too long to be
+    kept in the index (see :data:`_LONG_TEXT_VRS`): it would match the entities whose value
+    is long as well as those without one.
+
+    Raises
+    ------
+    QueryError
+        `keyword` has one of :data:`_LONG_TEXT_VRS`.
+    """
+    tag = tag_for_keyword(keyword)
+    vr = dictionary_VR(tag) if tag is not None else ""
+    if vr in _LONG_TEXT_VRS:
+        raise QueryError(f"{keyword}: Empty Value Matching (\"\") is not supported on a {vr} "
+                         "attribute without an index column")
+
+
 def _column_values(row: Mapping[str, Any], keyword: str) -> list[str]:
     """The values of a multi-valued indexed column (stored as ``\\A\\B\\``) of a search row."""
     table, name = COLUMN_OF[keyword]
@@ -193,23 +236,28 @@ class Search:
                 items.append((keyword, value))
                 continue
             items.append((keyword, elem.value))
-        return build_query(level, items, pn_case_insensitive=self.pn_case_insensitive)
+        return build_query(level, items, pn_case_insensitive=self.pn_case_insensitive,
+                           empty_value_matching=True)
 
-    def query_from_pairs(self, level: QueryLevel, pairs: list[tuple[str, str]]) -> Query:
+    def query_from_pairs(self, level: QueryLevel, pairs: list[tuple[str, str]], *,
+                         empty_value_matching: bool = True) -> Query:
         """Build a query from ``(key, value)`` text pairs (QIDO-RS parameters, the CLI).
 
         A key is a keyword or an 8-hex-digit tag; a dotted path addresses an attribute of a
         Code Sequence item: ``00081032.00080100=36118008`` with
         ``00081032.00080102=SCT``, or ``ProcedureCodeSequence.CodeValue=36118008``
         (PS3.18 8.3.4.1). The result is the same query a C-FIND Identifier with that sequence
-        item gives.
+        item gives. A value of ``""`` is Empty Value Matching (PS3.4 C.2.2.2.7), as in a C-FIND
+        Identifier, unless `empty_value_matching` is False (QIDO-RS without
+        ``emptyvaluematching=true``, PS3.18 8.3.4.5): then it is the literal value.
 
         Raises
         ------
         QueryError
             An unknown key, sequence matching on a non-code sequence, or a malformed value.
         """
-        return build_query(level, pairs, pn_case_insensitive=self.pn_case_insensitive)
+        return build_query(level, pairs, pn_case_insensitive=self.pn_case_insensitive,
+                           empty_value_matching=empty_value_matching)
 
     @staticmethod
     def normalise_codes(query: Query) -> Query:
@@ -252,6 +300,8 @@ class Search:
         for c in query.constraints:
             if c.keyword in COLUMN_OF:
                 continue
+            if c.op == "empty":
+                _check_empty_on_attrs(c.keyword)
             extra.append((c, _own_table(query.level)))
         hide = None if shows_containers(query) else INVENTORY_STORAGE
         if not extra and not on_column:
@@ -268,7 +318,13 @@ class Search:
                     break
                 if table not in tables:
                     continue
-                values = _json_values(attrs_of(row, table), c.keyword)
+                attrs = attrs_of(row, table)
+                if c.op == "empty":
+                    if not _json_empty(attrs, c.keyword):
+                        ok = False
+                        break
+                    continue
+                values = _json_values(attrs, c.keyword)
                 if values is None or not any(
                     value_matches(c, v, pn_fold=query.pn_case_insensitive) for v in values
                 ):

@@ -24,8 +24,11 @@ from archivist.errors import QueryError
 class Constraint:
     """One matching condition on one key.
 
-    ``op`` is one of ``single``, ``wildcard``, ``list`` (UID list or any-of), ``range``.
-    For ``range``, ``values`` is ``(low, high)`` where either may be ``""`` (open end).
+    ``op`` is one of ``single``, ``wildcard``, ``list`` (UID list or any-of), ``range``,
+    ``empty``. For ``range``, ``values`` is ``(low, high)`` where either may be ``""`` (open
+    end). ``empty`` is Empty Value Matching (a key of ``""``, two QUOTATION MARK characters;
+    PS3.4 C.2.2.2.7): the entities whose attribute is absent or zero length; ``values`` is
+    ``()``. It is never Universal Matching (a zero-length key, which gives no constraint).
     """
 
     keyword: str
@@ -82,6 +85,15 @@ class Query:
 
 
 _WILDCARD = re.compile(r"[*?]")
+
+#: The key value that asks for Empty Value Matching (PS3.4 C.2.2.2.7): two QUOTATION MARK
+#: characters, not a zero-length value (that is Universal Matching, C.2.2.2.3).
+EMPTY_VALUE = '""'
+#: The VRs on which a key of ``""`` is Empty Value Matching: the string VRs (text, names, codes,
+#: dates, times, numbers as strings). On any other (UI, binary numbers, sequences) it keeps its
+#: literal meaning.
+EMPTY_MATCHING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH",
+                                "ST", "TM", "UC", "UR", "UT"})
 
 
 def normalise_pn(value: str) -> str:
@@ -167,7 +179,28 @@ def kind_of(keyword: str) -> MatchKind:
     return _KIND_OF_VR.get(vr, MatchKind.TEXT)
 
 
-def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None) -> Constraint | None:
+#: Keys whose value the archive gives every entity (PS3.4 C.4.1.1.3.2; the QIDO-RS Retrieve
+#: URL): never empty, so ``""`` keeps its literal meaning there, which matches nothing.
+_ALWAYS_PRESENT = frozenset({"InstanceAvailability", "RetrieveAETitle", "RetrieveURL"})
+
+
+def empty_matching_applies(keyword: str) -> bool:
+    """Whether a key of ``""`` on `keyword` is Empty Value Matching (see
+    :data:`EMPTY_MATCHING_VRS`); computed counts and the location keys the archive fills in
+    never are."""
+    if keyword in _ALWAYS_PRESENT or (keyword in KEYS and KEYS[keyword].kind is MatchKind.COUNT):
+        return False
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        return False
+    try:
+        return dictionary_VR(tag) in EMPTY_MATCHING_VRS
+    except KeyError:
+        return False
+
+
+def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None, *,
+                     empty_value_matching: bool = False) -> Constraint | None:
     """Turn one query value into a constraint, or None for universal matching.
 
     Parameters
@@ -179,6 +212,10 @@ def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None) -
         text from a URL or the command line.
     kind
         How to match; looked up in :data:`archivist.core.levels.KEYS` when None.
+    empty_value_matching
+        Whether a value of ``""`` (two QUOTATION MARK characters) is Empty Value Matching
+        (PS3.4 C.2.2.2.7; PS3.18 8.3.4.5 ``emptyvaluematching``) on the VRs where it applies
+        (:func:`empty_matching_applies`); otherwise it is the literal value ``""``.
 
     Raises
     ------
@@ -195,6 +232,9 @@ def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None) -
         values = [str(v) for v in raw]  # type: ignore[attr-defined]
     else:
         text = str(raw)
+        if (empty_value_matching and text.strip() == EMPTY_VALUE
+                and empty_matching_applies(keyword)):
+            return Constraint(keyword, "empty", (), kind)
         values = text.split("\\") if "\\" in text else [text]
     values = [v.strip() if kind is not MatchKind.PN else v.rstrip() for v in values]
     values = [v for v in values if v != ""]
@@ -274,6 +314,10 @@ def value_matches(c: Constraint, stored: object, *, pn_fold: bool = True) -> boo
 
     Used for keys that have no typed column; mirrors the SQL translation in the index.
     """
+    if c.op == "empty":
+        if isinstance(stored, (list, tuple)):
+            return all(v is None or v == "" for v in stored)
+        return stored is None or stored == ""
     if stored is None or stored == "":
         return False
     if isinstance(stored, (list, tuple)):
@@ -390,10 +434,13 @@ def build_query(
     items: Iterable[tuple[str, object]],
     *,
     pn_case_insensitive: bool = True,
+    empty_value_matching: bool = False,
 ) -> Query:
     """Build a :class:`Query` from ``(key, value)`` pairs.
 
-    Every key becomes a return key; non-empty values become constraints. A key is a keyword or
+    Every key becomes a return key; non-empty values become constraints. With
+    `empty_value_matching`, a value of ``""`` asks for the entities whose attribute is absent or
+    zero length (PS3.4 C.2.2.2.7; see :func:`parse_constraint`). A key is a keyword or
     an 8-hex-digit tag; a dotted path (``ProcedureCodeSequence.CodeValue``,
     ``00081032.00080100``) addresses an attribute of a Code Sequence item, as QIDO-RS writes
     sequence matching (PS3.18 8.3.4.1). The dotted keys of one sequence form one item. A Code
@@ -455,7 +502,7 @@ def build_query(
             continue
         if _items_of(value) is not None:
             continue  # items of another sequence: returned, not matched (PS3.4 C.2.2.2.6)
-        constraint = parse_constraint(keyword, value)
+        constraint = parse_constraint(keyword, value, empty_value_matching=empty_value_matching)
         if constraint is not None:
             query.constraints.append(constraint)
     for keyword, member in dotted.items():

@@ -836,6 +836,8 @@ class Index:
         table, name = COLUMN_OF[c.keyword]
         col = table.c[name]
         kind = c.kind
+        if c.op == "empty":
+            return self._empty_condition(col, kind)
         values = list(c.values)
         if kind is MatchKind.PN and pn_fold:
             col = table.c[f"{name}_norm"]
@@ -876,6 +878,18 @@ class Index:
             parts.append(col.is_not(None))
             return and_(*parts)
         raise QueryError(f"unsupported matching on {c.keyword}")
+
+    @staticmethod
+    def _empty_condition(col: Any, kind: MatchKind) -> Any:
+        """Empty Value Matching (PS3.4 C.2.2.2.7) on an indexed column: the rows whose value is
+        absent or zero length. Ingest stores those as NULL (as ``''`` for Patient ID and its
+        issuer); a multi-valued aggregate without any value is ``\\``."""
+        if kind is MatchKind.INT:
+            return col.is_(None)
+        empty = [col.is_(None), col == ""]
+        if kind is MatchKind.MULTI:
+            empty.append(col == "\\")
+        return or_(*empty)
 
     @staticmethod
     def _text_condition(col: Any, c: Constraint) -> Any:

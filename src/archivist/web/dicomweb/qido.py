@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from archivist.archive.archive import Archive
 from archivist.core.levels import KEYS, MatchKind, QueryLevel
-from archivist.core.matching import normalise_pn
+from archivist.core.matching import EMPTY_VALUE, normalise_pn
 from archivist.errors import QueryError
 from archivist.index.repository import attrs_of
 from archivist.index.schema import TABLES_AT_LEVEL
@@ -41,11 +41,10 @@ _RESERVED = {"limit", "offset", "includefield", "fuzzymatching", "emptyvaluematc
              "multiplevaluematching", "accept", "charset", "_", "callback"}
 #: Parameters that take one value (PS3.18 Table 8.3.4-1); given twice they are a 400.
 _SINGLE = ("limit", "offset", "fuzzymatching", "emptyvaluematching", "multiplevaluematching")
-#: Parameters this server accepts but does not perform (PS3.18 8.3.4.5, 8.3.4.6): when "true",
-#: the search runs without them and the response says so in a Warning header.
+#: Parameters this server accepts but does not perform (PS3.18 8.3.4.6): when "true", the
+#: search runs without them and the response says so in a Warning header. Empty Value Matching
+#: (``emptyvaluematching``, 8.3.4.5) is performed.
 _UNSUPPORTED = {
-    "emptyvaluematching": ("The emptyvaluematching parameter is not supported. "
-                           "Empty Value Matching has not been performed."),
     "multiplevaluematching": ("The multiplevaluematching parameter is not supported. "
                               "Multiple Value Matching has not been performed."),
 }
@@ -195,6 +194,9 @@ class QidoRequest:
         self.limit = _int_param(request, "limit")
         self.offset = _int_param(request, "offset") or 0
         self.fuzzy = _bool_param(request, "fuzzymatching")
+        #: Empty Value Matching (PS3.18 8.3.4.5): a value of "" matches an absent or empty
+        #: attribute; without it, "" is the literal value.
+        self.empty_value_matching = _bool_param(request, "emptyvaluematching")
         self.warnings = [text for name, text in _UNSUPPORTED.items()
                          if _bool_param(request, name)]
         self.include, self.include_all = _includefields(params.getlist("includefield"))
@@ -227,7 +229,8 @@ class QidoRequest:
                 raise HTTPProblem(400, f"{key[:64]} is given more than once; a value list is "
                                   "only defined for UIDs (PS3.18 8.3.4.1)")
             seen.add(attr)
-            if self.fuzzy and kind is MatchKind.PN and value.strip():
+            if (self.fuzzy and kind is MatchKind.PN and value.strip()
+                    and not (self.empty_value_matching and value.strip() == EMPTY_VALUE)):
                 self.fuzzy_names.append((attr, value))
                 continue
             self.constraints.append((attr, value))
@@ -279,7 +282,8 @@ def run_qido(archive: Archive, q: QidoRequest, root: str) -> tuple[list[dict[str
     """Matches as DICOM JSON, and whether a server limit cut the result."""
     pairs = list(q.constraints) + [(k, "") for k in q.return_keys()]
     pairs += [(k, "") for k, _ in q.fuzzy_names]
-    query = archive.search.query_from_pairs(q.level, pairs)
+    query = archive.search.query_from_pairs(q.level, pairs,
+                                            empty_value_matching=q.empty_value_matching)
     settings = archive.settings
     server_max = int(getattr(settings, "qido_max_results", 0) or settings.find_max_results
                      or DEFAULT_MAX_RESULTS)
