@@ -264,12 +264,17 @@ def _recent_html(rows: list[dict[str, Any]], heading: str = "Recent studies",
         trs = []
         for r in rows:
             uid = r.get("study.study_instance_uid") or ""
+            name = _e(_person_name(r.get("patient.patient_name")))
+            patient_id = _e(r.get("patient.patient_id") or "")
+            description = _e(r.get("study.study_description") or "")
             trs.append(
                 f'<tr data-study="{_e(uid)}">'
                 f"<td class=date>{_e(_date(r.get('study.study_date')))}</td>"
-                f"<td>{_e(_person_name(r.get('patient.patient_name')))}</td>"
-                f"<td>{_e(r.get('patient.patient_id') or '')}</td>"
-                f"<td>{_e(r.get('study.study_description') or '')}</td>"
+                # A long word (64 characters without a space are legal) is cut short with an
+                # ellipsis by the style sheet (td.clip); the title holds the whole value.
+                f'<td class=clip title="{name}">{name}</td>'
+                f'<td class=clip title="{patient_id}">{patient_id}</td>'
+                f'<td class=clip title="{description}">{description}</td>'
                 f"<td>{_e(_modalities(r.get('study.modalities_in_study')))}</td>"
                 f"<td class=n>{r.get('study.number_of_study_related_series') or 0}</td>"
                 f"<td class=n>{r.get('study.number_of_study_related_instances') or 0}</td>"
