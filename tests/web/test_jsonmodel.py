@@ -42,3 +42,16 @@ def test_a_single_value_is_kept() -> None:
     got = dataset_to_json(pydicom.dcmread(_stored(ds)), "http://x")
     assert got["00080060"] == {"vr": "CS", "Value": ["CT"]}
     assert "Value" not in got["00081030"]
+
+
+def test_numbers_and_names_with_an_empty_value_keep_the_others() -> None:
+    """pydicom cannot write ``40\\`` (DS), ``1\\\\3`` (IS) or ``ALIAS^ONE\\`` (PN): the
+    attribute was sent without any value (OHIF then used a default window)."""
+    ds = Dataset()
+    ds.WindowCenter = "40\\"
+    ds.ReferencedFrameNumber = "1\\\\3"
+    ds.OtherPatientNames = "ALIAS^ONE\\"
+    got = dataset_to_json(pydicom.dcmread(_stored(ds)), "http://x")
+    assert got["00281050"] == {"vr": "DS", "Value": [40, None]}
+    assert got["00081160"] == {"vr": "IS", "Value": [1, None, 3]}
+    assert got["00101001"] == {"vr": "PN", "Value": [{"Alphabetic": "ALIAS^ONE"}, None]}

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
 from archivist.archive import part10
@@ -102,8 +103,10 @@ def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = ()) -> 
         try:
             item = out[key] = elem.to_json_dict(None, BULK_THRESHOLD)
         except Exception as exc:  # noqa: BLE001
-            log.debug("element %s not representable in JSON: %s", key, type(exc).__name__)
-            out[key] = {"vr": elem.VR}
+            item = out[key] = _with_empty_values(elem)
+            if item is None:
+                log.debug("element %s not representable in JSON: %s", key, type(exc).__name__)
+                out[key] = {"vr": elem.VR}
             continue
         values = item.get("Value")
         if values and len(values) > 1 and "" in values:
@@ -111,6 +114,27 @@ def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = ()) -> 
             # "\ISO 2022 IR 87" is [null, "ISO 2022 IR 87"].
             item["Value"] = [None if v == "" else v for v in values]
     return out
+
+
+def _with_empty_values(elem: DataElement) -> dict[str, Any] | None:
+    """The JSON of a multi-valued DS, IS or PN with an empty value among its values (``40\\``),
+    which pydicom cannot write: each empty value null (PS3.18 F.2.5), the others as pydicom
+    writes one value. None when that does not help either."""
+    values = elem.value
+    if elem.VR not in ("DS", "IS", "PN") or not isinstance(values, (list, tuple, MultiValue)) \
+            or not any(str(v) == "" for v in values):
+        return None
+    out: list[Any] = []
+    try:
+        for value in values:
+            if str(value) == "":
+                out.append(None)
+                continue
+            one = DataElement(elem.tag, elem.VR, value).to_json_dict(None, BULK_THRESHOLD)
+            out.append(one["Value"][0])
+    except Exception:  # noqa: BLE001 - another value pydicom cannot write: give up
+        return None
+    return {"vr": elem.VR, "Value": out}
 
 
 def instance_json(fh: BinaryIO, bulk_root: str, transfer_syntax: str) -> dict[str, Any]:

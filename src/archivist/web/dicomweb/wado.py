@@ -278,10 +278,11 @@ class MetadataCache:
         self.lock = threading.Lock()
         self.building: dict[tuple[int, int], threading.Lock] = {}
 
-    #: Changed whenever the JSON built for a series changes (f2: empty values among several
+    #: Changed whenever the JSON built for a series changes (f3: DS, IS and PN with an empty
+    #: value among several keep their other values; f2: empty values among several
     #: are null, big endian InlineBinary turned around), so a file an older version wrote is
     #: not served: the series is built again on first use and the old file removed.
-    FORMAT = "f2"
+    FORMAT = "f3"
 
     def _file(self, pk: int, seq: int) -> Path:
         return self.dir / f"series-{pk}-{seq}-{self.FORMAT}.json.gz"
