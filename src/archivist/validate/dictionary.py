@@ -293,6 +293,9 @@ class ElementChecker:
                 self.out.add(severity, rule_id, path, mod, message, reference)
             if action is _Action.VALUE:
                 if deferred and vr not in BINARY_SIZE and vr not in OTHER_SIZE:
+                    if elem.length > _WHOLE_TEXT_MAX and self._large_text(
+                            ds, elem, vr, dict_vm, name, path, mod):
+                        continue
                     # Characters to check: the raw bytes, read here and not kept.
                     elem = _read_raw(ds, tag, elem)
                     deferred = type(elem) is RawDataElement and elem.value is None
@@ -339,6 +342,61 @@ class ElementChecker:
                 f"Private element has no Private Creator ({group:04X},{elem >> 8:04X}).",
                 "PS3.5 7.8.1",
             )
+
+    def _large_text(self, ds: Dataset, elem: Any, vr: str, dict_vm: str, name: str, path: str,
+                    module: str) -> bool:
+        """Check a deferred text value over :data:`_WHOLE_TEXT_MAX` bytes a chunk at a time,
+        never holding it whole (a 200 MB UT): its length against the VR's maximum (then no
+        more is read), its number of values, control characters and the default repertoire.
+        False when it cannot be read here (the caller reads it pydicom's way)."""
+        length = elem.length
+        if length % 2:
+            self.out.add(
+                ERROR, "encoding.odd-length", path, module,
+                f"{name} has an odd value length ({length}).", "PS3.5 7.1.1",
+            )
+        limit = MAX_LENGTH.get(vr)
+        multi = vr in MULTI_VALUED_TEXT
+        if limit and vr != "PN" and not multi and (self.single_byte or vr not in CHARSET_VRS):
+            self.out.add(
+                ERROR, "dict.value-invalid", path, module,
+                f"Value 1 of {name} ({vr}), {length} bytes: length {length} exceeds the "
+                f"maximum of {limit}.", "PS3.5 Table 6.2-1",
+            )
+            return True
+        control = _TEXT_CONTROL if vr in ("ST", "LT", "UT") else (
+            _CONTROL if vr in ("SH", "LO", "AE", "UC") else None)
+        values, problem, non_ascii = 1, "", False
+        try:
+            for chunk in deferred_chunks(ds, elem):
+                text = bytes(chunk).decode("latin-1")
+                if multi:
+                    values += text.count("\\")
+                if control is not None and not problem and control.search(
+                        text if control is _TEXT_CONTROL else text.replace("\x1b", "")):
+                    problem = ("control characters other than LF, FF, CR, TAB and ESC"
+                               if control is _TEXT_CONTROL else
+                               "control characters are not allowed")
+                non_ascii = non_ascii or not text.isascii()
+        except Exception:  # noqa: BLE001 - pydicom's way says what is wrong
+            return False
+        message = _vm_problem(values, dict_vm, name)
+        if message:
+            self.out.add(ERROR, "dict.vm", path, module, message, PS35_VM)
+        if problem:
+            self.out.add(
+                ERROR, "dict.value-invalid", path, module,
+                f"A value of {name} ({vr}), {length} bytes in all: {problem}.",
+                "PS3.5 Table 6.2-1",
+            )
+        if vr in CHARSET_VRS and self.default_repertoire and non_ascii:
+            self.out.add(
+                ERROR, "dict.character-repertoire", path, module,
+                (f"{name} uses characters outside the default repertoire but Specific "
+                 "Character Set (0008,0005) is absent."),
+                "PS3.5 6.1.2.3",
+            )
+        return True
 
     def _value(
         self, tag: int, elem: Any, vr: str, dict_vm: str, name: str, path: str, module: str,
@@ -419,6 +477,20 @@ class ElementChecker:
             self.out.add(ERROR, "dict.vm", path, module, message, PS35_VM)
 
 
+#: A deferred text value longer than this is checked a chunk at a time (``_large_text``),
+#: never read whole: no standard text attribute comes near it but UT, UR and UC.
+_WHOLE_TEXT_MAX = 1 << 20
+#: Of a value quoted in a finding, at most this many characters (a finding quoting a 500 KB
+#: value would be stored and shown whole).
+_QUOTED_MAX = 256
+
+
+def _quoted(value: str) -> str:
+    if len(value) <= _QUOTED_MAX:
+        return repr(value)
+    return f"{value[:_QUOTED_MAX]!r}... ({len(value)} characters)"
+
+
 # The results of recent text values (the same dates, codes and names recur from object to
 # object), keyed by (tag, VR, text, single-byte character set, default repertoire).
 _TEXT_RESULTS: dict[tuple[int, str, str, bool, bool], tuple[_Result, ...]] = {}
@@ -444,7 +516,7 @@ def _text_results(
         if problem:
             out.append((
                 ERROR, "dict.value-invalid",
-                f"Value {number} of {name} ({vr}) = {value!r}: {problem}.",
+                f"Value {number} of {name} ({vr}) = {_quoted(value)}: {problem}.",
                 "PS3.5 Table 6.2-1",
             ))
     if vr in CHARSET_VRS and default_repertoire and not text.isascii():
