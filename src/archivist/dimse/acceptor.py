@@ -454,9 +454,22 @@ class Acceptor:
             return None
         # The AE titles are checked on the raw bytes first (PS3.8 9.3.2: called at offset 4,
         # calling at 20 of the body), so a request that is refused anyway is never decoded.
-        called = body[4:20].decode("ascii", "replace").strip(" \0")
-        calling = body[20:36].decode("ascii", "replace").strip(" \0")
+        # NUL padding (older modalities send it) is read as the spaces it stands for; a title
+        # with other characters outside the default repertoire, or a backslash (PS3.5 Table
+        # 6.2-1, AE), is rejected as not recognized rather than aborted.
+        titles = body[4:36].replace(b"\0", b" ")
+        called = titles[:16].decode("ascii", "replace").strip(" ")
+        calling = titles[16:].decode("ascii", "replace").strip(" ")
         verdict = self.check_aets(called, calling, host)
+        if verdict is None:
+            bad_called, bad_calling = (any(b < 0x20 or b > 0x7E or b == 0x5C for b in half)
+                                       for half in (titles[:16], titles[16:]))
+            if bad_called or bad_calling:
+                log.info("association from %s rejected: %s AE title with characters an AE "
+                         "title may not hold", host, "called" if bad_called else "calling")
+                verdict = (1, 1, 7 if bad_called else 3)
+        if verdict is None and titles != body[4:36]:
+            body = body[:4] + titles + body[36:]
         if verdict is not None:
             log.info("association from %s@%s to %s rejected", calling, host, called)
             await _send_and_close(writer, associate_rj(*verdict))
