@@ -147,7 +147,7 @@ class TestMalformedInput:
 def send_instances(port: int, files: list[Path], acked: list[tuple[str, str]],
                    lock: threading.Lock) -> None:
     ae = AE(ae_title="LOADER")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30  # slow CI: not a test of speed
     ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.1"])
     try:
         assoc = ae.associate("127.0.0.1", port, ae_title=AET)
