@@ -71,6 +71,20 @@ class TestContent:
         with pytest.raises(QueryError):
             InventorySpec(level="PATIENT")
 
+    def test_scope_with_empty_value_matching(self, archive: Archive, tmp_path: Path) -> None:
+        """A scope key of "" is Empty Value Matching (PS3.4 C.2.2.2.7): the studies where the
+        attribute is absent or empty; the Inventory's scope says so in its Empty Value Matching
+        Sequence, not in the General Matching one."""
+        fill(archive, tmp_path / "a", studies=2)  # Study Description "Test study"
+        builder = InventoryBuilder(archive)
+        ds = builder.build(InventorySpec(scope=[("StudyDescription", '""')])).root
+        assert ds.TotalNumberOfStudyRecords == 0
+        ds = builder.build(InventorySpec(scope=[("InstitutionName", '""')])).root  # absent
+        assert ds.TotalNumberOfStudyRecords == 2
+        scope = ds.ScopeOfInventorySequence[0]
+        assert "InstitutionName" in scope.EmptyValueMatchingSequence[0]
+        assert "GeneralMatchingSequence" not in scope
+
 
 class TestSplitAndStore:
     def test_split_chain_store_retrieve(self, archive: Archive, tmp_path: Path) -> None:

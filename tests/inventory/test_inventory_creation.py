@@ -229,8 +229,11 @@ def test_n_action_and_n_event_report_over_the_network(open_archive, make_server,
             scope = Dataset()
             general = Dataset()
             general.Modality = "MR"
+            code = Dataset()
+            code.CodeValue, code.CodingSchemeDesignator = "10200004", "SCT"
+            general.ProcedureCodeSequence = [code]  # a sequence key: not supported here
             empty = Dataset()
-            empty.StudyDescription = None
+            empty.InstitutionName = None  # Empty Value Matching: absent in all 4 studies
             scope.GeneralMatchingSequence = [general]
             scope.EmptyValueMatchingSequence = [empty]
             info.ScopeOfInventorySequence = [scope]
@@ -238,7 +241,7 @@ def test_n_action_and_n_event_report_over_the_network(open_archive, make_server,
                                             STORAGE_MANAGEMENT_INSTANCE)
             assert status.Status == 0xB010
             assert status["AttributeIdentifierList"].VM == 1
-            assert status.AttributeIdentifierList == 0x00081030  # Study Description
+            assert status.AttributeIdentifierList == 0x00081032  # Procedure Code Sequence
             assert got.wait(30), events
             # Unknown transaction, missing Transaction UID, a second Initiate with the same UID.
             other = Dataset()

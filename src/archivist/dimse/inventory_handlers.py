@@ -27,6 +27,7 @@ from pydicom.dataset import Dataset
 
 from archivist.archive.archive import Archive
 from archivist.archive.retrieve import InstanceRef
+from archivist.core.matching import EMPTY_VALUE, empty_matching_applies
 from archivist.dimse.handlers import contexts_for
 from archivist.dimse.services import Service
 from archivist.dimse.status import Status, query_failure, status_dataset
@@ -262,7 +263,9 @@ def scope_from_action(ds: Dataset) -> tuple[list[tuple[str, str]], list[int]]:
     """Scope keys of an Initiate request, and the tags we cannot match (for 0xB010).
 
     Range, List of UID and General Matching keys become C-FIND matching values; Empty Value
-    Matching and sequence-valued keys are not supported (they fall back to universal matching).
+    Matching keys become ``""`` (C-FIND's Empty Value Matching, PS3.4 C.2.2.2.7) where it
+    applies. Sequence-valued keys, and Empty Value Matching on a key it does not apply to, are
+    not supported (they fall back to universal matching).
     """
     pairs: list[tuple[str, str]] = []
     unsupported: list[int] = []
@@ -270,8 +273,14 @@ def scope_from_action(ds: Dataset) -> tuple[list[tuple[str, str]], list[int]]:
         for name in _MATCHING:
             for group in item.get(name, None) or []:
                 for elem in group:
-                    if name == "EmptyValueMatchingSequence" or elem.VR == "SQ" or not elem.keyword:
+                    if elem.VR == "SQ" or not elem.keyword:
                         unsupported.append(int(elem.tag))
+                        continue
+                    if name == "EmptyValueMatchingSequence":
+                        if empty_matching_applies(elem.keyword):
+                            pairs.append((elem.keyword, EMPTY_VALUE))
+                        else:
+                            unsupported.append(int(elem.tag))
                         continue
                     value = elem.value
                     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":

@@ -125,9 +125,11 @@ def scope_sequence(spec: InventorySpec) -> list[Dataset]:
     """
     if not spec.scope:
         return []
-    query = build_query(QueryLevel.IMAGE, spec.scope)
+    query = build_query(QueryLevel.IMAGE, spec.scope, empty_value_matching=True)
     groups: dict[str, Dataset] = {}
     for c in query.constraints:
+        if c.op == "empty":
+            continue  # the Empty Value Matching Sequence, below
         if c.op == "range":
             name = "RangeMatchingSequence"
             value: Any = f"{c.values[0]}-{c.values[1]}"
@@ -158,7 +160,8 @@ def _pairs_to_request(rq: RepositoryQuery, level: QueryLevel, pairs: list[tuple[
     """A request over live records, or over live and removed ones (`removed`)."""
     items: list[tuple[str, object]] = [(k, v) for k, v in pairs]
     items += [(k, None) for k in returns]
-    query = build_query(level, items, pn_case_insensitive=rq.search.pn_case_insensitive)
+    query = build_query(level, items, pn_case_insensitive=rq.search.pn_case_insensitive,
+                        empty_value_matching=True)  # a scope key of "" (PS3.4 C.2.2.2.7)
     return RepositoryRequest(level=level, query=query, limit=0, include_removed=removed)
 
 

@@ -428,6 +428,10 @@ class RepositoryQuery:
         attrs = attrs_of(row, table)
         for c in extra:
             values = _json_values(attrs, c.keyword)
+            if c.op == "empty":  # Empty Value Matching: absent, or no value
+                if values is not None and not value_matches(c, list(values)):
+                    return False
+                continue
             if values is None or not any(
                 value_matches(c, v, pn_fold=query.pn_case_insensitive) for v in values
             ):
