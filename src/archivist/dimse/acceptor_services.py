@@ -69,6 +69,8 @@ log = logging.getLogger("archivist.dimse")
 
 _BATCH = 64
 _BATCH_SECONDS = 0.005
+#: How often a C-MOVE waiting for its destination's association looks for a C-CANCEL (s).
+_CANCEL_POLL = 0.2
 
 _N_MESSAGES = {
     0x0100: ("N-EVENT-REPORT", dp.N_EVENT_REPORT, dm.N_EVENT_REPORT_RSP),
@@ -480,6 +482,8 @@ class Services:
         self.settings = handlers.settings
         #: Per SOP Class, the DIMSE-C requests it defines (None: not checked).
         self.operations = operations
+        #: Releases of C-MOVE sub-associations still waiting for the destination's answer.
+        self._releasing: set[asyncio.Task[None]] = set()
 
     def _refused_class(self, field: int, req: Any, cx: Any) -> bool:
         """Whether a C-FIND / C-MOVE / C-GET (or C-STORE) is refused as SOP Class not
@@ -729,8 +733,8 @@ class Services:
                 log.warning("C-GET to %s: no accepted context for %s", assoc.calling, exc)
                 return "nocontext", ds, None, 0
             except Exception as exc:  # noqa: BLE001 - counted as a failed sub-operation
-                log.error("C-GET: cannot read stored instance %s: %s", _uid_of(ds),
-                          type(exc).__name__)
+                log.error("C-GET to %s: cannot read or re-encode stored instance %s (%s)",
+                          assoc.calling, _uid_of(ds), _reason(exc))
                 return status, ds, None, 0
             sub_id = sub_id % 65535 + 1
             command = c_store_rq(sub_id, sop_class, sop_instance)
@@ -758,13 +762,15 @@ class Services:
                      assoc.calling, counts.remaining)
             counts.failed += counts.remaining
             counts.remaining = 0
-            await assoc.send(self._final(rsp_pdus, counts, total, failed))
+            await assoc.send(self._final(rsp_pdus, counts, total, failed,
+                                         what=f"C-GET from {assoc.calling}"))
 
         # The next object is read (worker thread) while the current one is on its way.
         ahead = self._run(assoc, next_sub)
         try:
             while True:
                 if event.is_cancelled:
+                    _log_outcome(f"C-GET from {assoc.calling}", "canceled", counts)
                     await assoc.send(rsp_pdus(Status.CANCEL, ident=_failed_list(failed)))
                     return
                 if assoc.releasing:
@@ -792,11 +798,13 @@ class Services:
                 code = int(status.Status) if isinstance(status, Dataset) else int(status)
                 kind = category(code)
                 if kind == "cancel":
+                    _log_outcome(f"C-GET from {assoc.calling}", "canceled", counts)
                     await assoc.send(rsp_pdus(status, ident=_failed_list(failed)))
                     return
                 if kind in ("failure", "warning"):
                     counts.failed += counts.remaining
                     counts.remaining = 0
+                    _log_outcome(f"C-GET from {assoc.calling}", f"ended 0x{code:04X}", counts)
                     await assoc.send(rsp_pdus(status, ident=_failed_list(failed)))
                     return
                 if kind == "success":
@@ -823,6 +831,8 @@ class Services:
                 result = category(sub)
                 counts.sub_done("success" if result == "success" else
                                 "warning" if result == "warning" else "failure")
+                if result != "success":
+                    _log_sub_status("C-GET", assoc.calling, _uid_of(ds), sub)
                 if result == "failure":
                     failed.append(_uid_of(ds))
                 await assoc.send(rsp_pdus(Status.PENDING))
@@ -831,14 +841,23 @@ class Services:
                 with contextlib.suppress(BaseException):
                     await ahead
             _close(gen)
-        await assoc.send(self._final(rsp_pdus, counts, total, failed))
+        await assoc.send(self._final(rsp_pdus, counts, total, failed,
+                                     what=f"C-GET from {assoc.calling}"))
 
     @staticmethod
-    def _final(rsp_pdus: Any, counts: Counts, total: int, failed: list[str]) -> list[bytes]:
+    def _final(rsp_pdus: Any, counts: Counts, total: int, failed: list[str], *,
+               what: str) -> list[bytes]:
+        """The final response after the last sub-operation (PS3.4 C.4.2.1.5, C.4.3.1.4):
+        Success, 0xB000 when some failed or had a warning, 0xA702 when all failed; logged."""
         if not counts.failed and not counts.warning:
-            return rsp_pdus(Status.SUCCESS)  # type: ignore[no-any-return]
-        status = Status.OUT_OF_RESOURCES_SUBOPS if counts.failed == total else \
-            Status.SUBOPS_WARNING
+            status = Status.SUCCESS
+        elif counts.failed == total:
+            status = Status.OUT_OF_RESOURCES_SUBOPS
+        else:
+            status = Status.SUBOPS_WARNING
+        _log_outcome(what, f"ended 0x{int(status):04X}", counts)
+        if status == Status.SUCCESS:
+            return rsp_pdus(status)  # type: ignore[no-any-return]
         return rsp_pdus(status, ident=_failed_list(failed))  # type: ignore[no-any-return]
 
     # -- C-MOVE ----------------------------------------------------------------------------
@@ -908,37 +927,63 @@ class Services:
                 await assoc.send(rsp_pdus(Status.SUCCESS))
                 return
             options = dict(destination[2]) if len(destination) > 2 and destination[2] else {}
+            opening = asyncio.ensure_future(Outbound.open(
+                self.settings, str(destination[0]), int(destination[1]), destination_aet,
+                list(options.get("contexts") or [])))
+            # A destination slow to answer (up to acse_timeout) must not delay a C-CANCEL
+            # (PS3.4 C.4.2.3.1) nor outlive the requestor's association.
             try:
-                outbound = await Outbound.open(self.settings, str(destination[0]),
-                                               int(destination[1]), destination_aet,
-                                               list(options.get("contexts") or []))
+                while not opening.done() and not event.is_cancelled and not assoc._closed:
+                    await asyncio.wait({opening}, timeout=_CANCEL_POLL)
+            except BaseException:
+                _drop_opening(opening)
+                raise
+            if not opening.done():
+                opening.cancel()
+                with contextlib.suppress(BaseException):
+                    await opening
+                if assoc._closed:
+                    return
+                _log_outcome(f"C-MOVE from {assoc.calling} to {destination_aet}", "canceled",
+                             counts)
+                await assoc.send(rsp_pdus(Status.CANCEL, ident=_failed_list(failed)))
+                return
+            try:
+                outbound = opening.result()
             except Exception as exc:  # noqa: BLE001 - refused, unreachable, timed out
                 # A configured destination that cannot be reached is not "unknown" (0xA801):
                 # every sub-operation fails, so the move is refused as unable to perform its
                 # sub-operations (PS3.4 C.4.2.1.5, 0xA702), with the counts and the Failed SOP
                 # Instance UID List, as DCMTK's dcmqrscp and dcm4chee answer it.
-                log.warning("C-MOVE: cannot associate with %s at %s:%s (%s: %s)",
-                            destination_aet, destination[0], destination[1],
-                            type(exc).__name__, exc)
+                log.warning("C-MOVE: cannot associate with %s at %s:%s (%s)",
+                            destination_aet, destination[0], destination[1], _reason(exc))
                 await run(_drain_failed, holder["gen"], failed)
                 counts.failed, counts.remaining = total, 0
                 status = status_dataset(Status.OUT_OF_RESOURCES_SUBOPS,
                                         f"cannot associate with {destination_aet}")
                 await assoc.send(rsp_pdus(status, ident=_failed_list(failed)))
                 return
-            final: list[bytes] | None = None
             try:
                 final = await self._move_loop(assoc, req, event, holder["gen"], outbound, counts,
                                               failed, rsp_pdus, run)
+                if final is not None:
+                    # The destination has answered every sub-operation: the final response
+                    # does not wait for its A-RELEASE-RP, which a destination that never sends
+                    # one would hold back for acse_timeout (past many requestors' DIMSE timeout).
+                    await assoc.send(final)
             finally:
                 if assoc._closed:
                     await outbound.abort()
                 else:
-                    await outbound.release()
-            if final is not None:
-                await assoc.send(final)
+                    self._release_later(outbound)
         finally:
             _close(holder.get("gen"))
+
+    def _release_later(self, outbound: Outbound) -> None:
+        """Release a C-MOVE sub-association (PS3.8 7.2) without making anyone wait for it."""
+        task = asyncio.get_running_loop().create_task(outbound.release())
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     async def _move_loop(self, assoc: Association, req: Any, event: Event, gen: Iterator[Any],
                          outbound: Outbound, counts: Counts, failed: list[str], rsp_pdus: Any,
@@ -948,6 +993,7 @@ class Services:
         total = counts.remaining
         originator = assoc.calling
         broken = False
+        what = f"C-MOVE from {originator} to {outbound.called}"
 
         def next_sub() -> tuple[Any, Any, Any]:
             """The next yield with its sub-operation prepared (worker thread)."""
@@ -964,8 +1010,8 @@ class Services:
             except _NoContext as exc:
                 log.warning("C-MOVE to %s: no accepted context for %s", outbound.called, exc)
             except Exception as exc:  # noqa: BLE001 - counted as a failed sub-operation
-                log.error("C-MOVE: cannot read stored instance %s: %s", _uid_of(item),
-                          type(exc).__name__)
+                log.error("C-MOVE to %s: cannot read or re-encode stored instance %s (%s)",
+                          outbound.called, _uid_of(item), _reason(exc))
             return status, item, None
 
         # The next object is read (worker thread) while the current one is on its way.
@@ -973,8 +1019,10 @@ class Services:
         try:
             while True:
                 if assoc._closed:
+                    _log_outcome(what, "stopped: the requestor went away", counts)
                     return None
                 if event.is_cancelled:
+                    _log_outcome(what, "canceled", counts)
                     return rsp_pdus(Status.CANCEL, ident=_failed_list(failed))  # type: ignore[no-any-return]
                 assert ahead is not None
                 status, item, sub = await ahead
@@ -984,10 +1032,12 @@ class Services:
                 code = int(status.Status) if isinstance(status, Dataset) else int(status)
                 kind = category(code)
                 if kind == "cancel":
+                    _log_outcome(what, "canceled", counts)
                     return rsp_pdus(status, ident=_failed_list(failed))  # type: ignore[no-any-return]
                 if kind in ("failure", "warning"):
                     counts.failed += counts.remaining
                     counts.remaining = 0
+                    _log_outcome(what, f"ended 0x{code:04X}", counts)
                     return rsp_pdus(status, ident=_failed_list(failed))  # type: ignore[no-any-return]
                 if kind == "success" or counts.remaining <= 0:
                     break
@@ -1000,10 +1050,11 @@ class Services:
                                                     sop_instance, data, originator_aet=originator,
                                                     originator_id=int(req.MessageID))
                         result = category(code)
+                        if result != "success":
+                            _log_sub_status("C-MOVE", outbound.called, sop_instance, code)
                     except Exception as exc:  # noqa: BLE001 - the destination went away
-                        log.warning("C-MOVE sub-operation to %s failed (%s: %s); the remaining "
-                                    "sub-operations fail", outbound.called, type(exc).__name__,
-                                    exc)
+                        log.warning("C-MOVE sub-operation to %s failed (%s); the remaining "
+                                    "sub-operations fail", outbound.called, _reason(exc))
                         broken = True
                 counts.sub_done("success" if result == "success" else
                                 "warning" if result == "warning" else "failure")
@@ -1014,7 +1065,7 @@ class Services:
             if ahead is not None:  # the generator must not be running when it is closed
                 with contextlib.suppress(BaseException):
                     await ahead
-        return self._final(rsp_pdus, counts, total, failed)
+        return self._final(rsp_pdus, counts, total, failed, what=what)
 
     # -- N-services ------------------------------------------------------------------------
 
@@ -1140,6 +1191,38 @@ def _drain_failed(gen: Iterator[Any], failed: list[str]) -> None:
             uid = _uid_of(yielded[1])
             if uid:
                 failed.append(uid)
+
+
+def _drop_opening(opening: asyncio.Future[Outbound]) -> None:
+    """Give up an association being requested: stop the request, or abort the association if
+    it has just been accepted."""
+    if not opening.done():
+        opening.cancel()
+    elif not opening.cancelled() and opening.exception() is None:
+        opening.result().writer.transport.abort()
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as a log reason: its type and message (a timeout has no message)."""
+    text = str(exc).strip()
+    if isinstance(exc, TimeoutError) and not text:
+        text = "no answer in time"
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def _log_sub_status(operation: str, peer: str, sop_instance: str, status: int) -> None:
+    """A C-STORE sub-operation the peer answered with a warning or a failure (PS3.4 B.2.3)."""
+    level = logging.INFO if category(status) == "warning" else logging.WARNING
+    log.log(level, "%s to %s: C-STORE of %s answered 0x%04X (%s)", operation, peer,
+            sop_instance, status, category(status))
+
+
+def _log_outcome(what: str, outcome: str, counts: Counts) -> None:
+    """How a C-MOVE or C-GET ended, with its sub-operation counts (PS3.4 C.4.2.1.6)."""
+    level = logging.WARNING if (counts.failed or counts.remaining) and outcome != "canceled" \
+        else logging.INFO
+    log.log(level, "%s %s: %d completed, %d failed, %d warning, %d not performed", what,
+            outcome, counts.completed, counts.failed, counts.warning, counts.remaining)
 
 
 def _failed_list(failed: list[str]) -> Dataset:

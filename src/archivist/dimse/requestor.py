@@ -34,7 +34,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_requestor
 
-from archivist.archive.transcode import ENCODABLE
+from archivist.archive.transcode import DEFLATED_LE, ENCODABLE
 from archivist.dimse import acceptor_pdu as pdu
 from archivist.dimse.acceptor_pdu import (
     A_ABORT,
@@ -253,7 +253,9 @@ class Outbound:
                     if pdu_type in (A_RELEASE_RP, A_ABORT):
                         break
             self.writer.close()
-        except (TimeoutError, ConnectionError, OSError, asyncio.IncompleteReadError):
+        except (TimeoutError, ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
+            log.info("%s did not answer the A-RELEASE-RQ (%s); connection closed", self.called,
+                     type(exc).__name__)
             self.writer.transport.abort()
 
     async def abort(self) -> None:
@@ -264,14 +266,17 @@ class Outbound:
         await _abort(self.writer)
 
 
-#: Uncompressed syntaxes in the order a sub-operation prefers them when it re-encodes.
-_UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2")
+#: Uncompressed syntaxes in the order a sub-operation prefers them when it re-encodes
+#: (Deflated Explicit VR Little Endian last: the data set is written deflated, pixels native).
+_UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2", DEFLATED_LE)
 
 
 def choose_context(candidates: list[Any], ts: str | None) -> Any:
     """Of the accepted contexts of one SOP Class, the one to send an object stored in `ts`:
-    its own syntax (sent as stored), else an uncompressed one (the object is re-encoded, and
-    decompressed if it is stored compressed), else a compressed syntax the archive can encode
+    its own syntax (sent as stored), else an uncompressed one, Deflated Explicit VR Little
+    Endian included (the object is re-encoded, and decompressed if it is stored compressed: a
+    C-GET requestor such as DCMTK ``getscu +xd`` proposes deflate first in one context per SOP
+    Class), else a compressed syntax the archive can encode
     (RLE, JPEG-LS lossless, JPEG 2000 lossless: a C-GET requestor such as DCMTK ``getscu +xr``
     proposes one context per SOP Class, and its first syntax is the one accepted); None when
     none was accepted. With `ts` None, the first."""
