@@ -129,31 +129,6 @@ def test_getscu_preferring_deflate_receives_every_object(archive, tmp_path: Path
         assert np.array_equal(received[uid], arr), uid
 
 
-def test_getscu_preferring_jpeg_baseline_receives_every_object(archive, tmp_path: Path  # type: ignore[no-untyped-def]
-                                                              ) -> None:
-    """``getscu +xy`` proposes, per Storage SOP Class, [JPEG Baseline, Explicit VR Little
-    Endian, ...] in one context, as many viewers do. The archive took JPEG Baseline, which it
-    cannot encode: 0 objects, 0xA702. Of the syntaxes proposed for a class it sends, it now
-    takes the first it can produce."""
-    srv, data = archive
-    out = tmp_path / "got"
-    out.mkdir()
-    r = subprocess.run([dcmtk_tool("getscu"), "-v", "-S", "+xy", "-aec", AET, "-od", str(out),
-                        "-k", "QueryRetrieveLevel=STUDY", "-k",
-                        f"StudyInstanceUID={data['study']}", "127.0.0.1", str(srv.dicom_port)],
-                       check=False, capture_output=True, text=True, timeout=120, env=DCMTK_ENV)
-    text = r.stdout + r.stderr
-    assert "Number of Failed Suboperations    : 0" in text, text
-    received = {}
-    for path in out.iterdir():
-        ds = pydicom.dcmread(path)
-        assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
-        received[str(ds.SOPInstanceUID)] = ds.pixel_array
-    assert received.keys() == data["pixels"].keys()
-    for uid, arr in data["pixels"].items():
-        assert np.array_equal(received[uid], arr), uid
-
-
 def _move_to(srv: ServerProcess, script: str, port: int, destination: str, study: str
              ) -> tuple[list[tuple[Dataset, Dataset | None]], float]:
     """Run `script` (a storage SCP on `port`), C-MOVE `study` to it with pynetdicom:

@@ -54,7 +54,6 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
-from archivist.archive.transcode import ENCODABLE, NATIVE_SYNTAXES
 from archivist.config import Settings, event_loop_kind
 from archivist.dimse.acceptor_pdu import (
     A_ABORT,
@@ -555,22 +554,14 @@ class Acceptor:
         result, ac_roles = negotiate_as_acceptor(rq_contexts, relevant, rq_roles)
         allowed = self._allowed
         by_id = {cx.context_id: cx for cx in rq_contexts}
-        # Storage classes the requestor takes the SCP role for (C-GET): this archive sends on
-        # those contexts, so of the syntaxes proposed it takes the first it can produce from
-        # anything it holds (a viewer proposing [JPEG Baseline, Explicit VR Little Endian]
-        # gets every object decompressed, not only those stored as JPEG Baseline).
-        sending = {str(r.sop_class_uid) for r in ac_roles if getattr(r, "scp_role", False)}
         for cx in result:
             proposed = by_id.get(cx.context_id)
             if cx.result != 0x00 or proposed is None:
                 continue
-            options = [ts for ts in proposed.transfer_syntax
-                       if ts in allowed.get(cx.abstract_syntax, ())]
-            if not options:
-                continue
-            if cx.abstract_syntax in sending:
-                options = [ts for ts in options if ts in PRODUCIBLE] or options
-            cx.transfer_syntax = [options[0]]
+            for ts in proposed.transfer_syntax:
+                if ts in allowed.get(cx.abstract_syntax, ()):
+                    cx.transfer_syntax = [ts]
+                    break
         return result, ac_roles, peer_max, async_ops
 
     def _associate_ac(self, rq: A_ASSOCIATE, contexts: list[PresentationContext],
@@ -596,11 +587,6 @@ class Acceptor:
             info.append(window)
         ac.user_information = info
         return bytes(A_ASSOCIATE_AC(ac).encode())
-
-
-#: The transfer syntaxes an object of any stored syntax can be sent in (re-encoded when it is
-#: stored otherwise): the native ones (deflate included) and those this archive encodes.
-PRODUCIBLE = NATIVE_SYNTAXES | frozenset(ENCODABLE)
 
 
 async def _send_and_close(writer: asyncio.StreamWriter, data: bytes) -> None:
