@@ -382,9 +382,64 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
         _compress_jpeg_lossless(ds, target)
     elif target in ENCODABLE and "PixelData" in ds:
         _interleave(ds)
-        ds.compress(UID(target), generate_instance_uid=False)
+        if target == J2K_LOSSLESS and min(int(ds.get("Rows") or 0),
+                                          int(ds.get("Columns") or 0)) < _J2K_MIN_SIDE:
+            _compress_j2k_small(ds)
+        else:
+            ds.compress(UID(target), generate_instance_uid=False)
     else:
         ds.file_meta.TransferSyntaxUID = UID(target)
+
+
+J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
+#: pydicom's JPEG 2000 encoder (OpenJPEG) always uses 6 resolution levels, which need at least
+#: 32 pixels on each side; a smaller image is coded with imagecodecs' OpenJPEG and fewer.
+_J2K_MIN_SIDE = 32
+
+
+def _compress_j2k_small(ds: Dataset) -> None:
+    """Native little-endian Pixel Data of an image under 32 pixels on a side coded frame by
+    frame as JPEG 2000 lossless (reversible 5-3, as many resolution levels as the size allows,
+    no colour transform: the photometric interpretation stays), each frame decoded again and
+    compared; encapsulated with a Basic Offset Table."""
+    from pydicom.encaps import encapsulate
+
+    try:
+        import imagecodecs
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        allocated = int(ds.BitsAllocated)
+        stored = int(ds.get("BitsStored") or allocated)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        signed = int(ds.get("PixelRepresentation") or 0) == 1
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        raise TranscodeRefused(f"cannot code JPEG 2000 here: {exc}") from None
+    if allocated not in (8, 16):
+        raise TranscodeRefused(f"JPEG 2000 is not made here from {allocated}-bit samples")
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
+    shape = (rows, columns, samples) if samples > 1 else (rows, columns)
+    size = rows * columns * samples * dtype.itemsize
+    raw = bytes(ds.PixelData)
+    levels = max(1, min(6, min(rows, columns).bit_length()))
+    coded = []
+    for n in range(frames):
+        arr = np.frombuffer(raw[n * size:(n + 1) * size], dtype).reshape(shape)
+        try:
+            frame = imagecodecs.jpeg2k_encode(
+                arr, level=0, codecformat=imagecodecs.JPEG2K.CODEC.J2K, reversible=True,
+                resolutions=levels, bitspersample=stored, mct=False)
+            same = np.array_equal(imagecodecs.jpeg2k_decode(frame), arr)
+        except Exception as exc:  # noqa: BLE001 - the codec's reason
+            raise TranscodeRefused(f"cannot code JPEG 2000: {exc}") from None
+        if not same:
+            raise TranscodeRefused("JPEG 2000 coding of this image did not decode to its pixels")
+        coded.append(bytes(frame))
+    ds.PixelData = encapsulate(coded, has_bot=True)
+    ds[PIXEL_DATA].VR = "OB"
+    ds[PIXEL_DATA].is_undefined_length = True
+    if samples > 1:
+        ds.PlanarConfiguration = 0
+    ds.file_meta.TransferSyntaxUID = UID(J2K_LOSSLESS)
 
 
 def _compress_jpeg_lossless(ds: Dataset, target: str) -> None:
