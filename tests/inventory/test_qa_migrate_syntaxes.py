@@ -75,3 +75,18 @@ def test_storage_contexts_fit_an_association() -> None:
         {("1.2.840.10008.1.2.1",), ("1.2.840.10008.1.2",)}
     too_many = get_storage_contexts([f"1.2.840.10008.5.1.4.1.1.{i}" for i in range(1, 200)])
     assert len(too_many) == 126
+
+
+def test_a_video_class_gets_the_video_syntaxes_first() -> None:
+    """A video cannot be decoded to another syntax: with 7 classes or more its MPEG-4 syntax
+    (the 25th of pynetdicom's list) came too late in turn to be proposed, and the video was
+    never migrated. The video classes now get the MPEG-2/MPEG-4/HEVC syntaxes first."""
+    video = "1.2.840.10008.5.1.4.1.1.77.1.4.1"  # Video Photographic Image Storage
+    classes = [f"1.2.840.10008.5.1.4.1.1.{i}" for i in range(1, 40)] + [video]
+    contexts = get_storage_contexts(classes)
+    assert len(contexts) <= 126
+    offered = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in contexts}
+    for ts in ("1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.102", "1.2.840.10008.1.2.4.107"):
+        assert (video, ts) in offered, ts
+    assert (video, "1.2.840.10008.1.2.1") in offered
+    assert all((c, "1.2.840.10008.1.2.1") in offered for c in classes)

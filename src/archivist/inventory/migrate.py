@@ -100,12 +100,29 @@ def get_storage_contexts(classes: list[str]) -> list[Any]:
     syntaxes = GET_TRANSFER_SYNTAXES + [ts for ts in ALL_TRANSFER_SYNTAXES
                                         if ts not in GET_TRANSFER_SYNTAXES]
     contexts: list[Any] = []
+    # A video is stored in an MPEG or HEVC syntax and cannot be decoded to another: those
+    # syntaxes come first for the video classes (in turn they came too late to be proposed
+    # once the source held 7 classes or more).
+    video = [ts for ts in ALL_TRANSFER_SYNTAXES if ts.startswith(_VIDEO_SYNTAX_PREFIXES)]
+    for sop_class in (c for c in classes if c in VIDEO_CLASSES):
+        for ts in video:
+            if len(contexts) < _STORAGE_CONTEXT_BUDGET // 2:
+                contexts.append(build_context(sop_class, [ts]))
     for ts in syntaxes:
         for sop_class in classes:
             if len(contexts) == _STORAGE_CONTEXT_BUDGET:
                 return contexts
+            if sop_class in VIDEO_CLASSES and ts in video:
+                continue  # proposed above
             contexts.append(build_context(sop_class, [ts]))
     return contexts
+
+
+#: Video Endoscopic, Microscopic and Photographic Image Storage.
+VIDEO_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.77.1.1.1", "1.2.840.10008.5.1.4.1.1.77.1.2.1",
+                           "1.2.840.10008.5.1.4.1.1.77.1.4.1"})
+#: MPEG-2, MPEG-4 AVC/H.264 and HEVC/H.265 (PS3.5 A.4.5-A.4.7; 1.2.840.10008.1.2.4.100-108).
+_VIDEO_SYNTAX_PREFIXES = tuple(f"1.2.840.10008.1.2.4.10{n}" for n in range(9))
 
 
 #: Progress callback: (phase, done, total) with phase "inventory", "retrieve" or "verify".
