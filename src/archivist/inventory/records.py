@@ -65,6 +65,15 @@ from archivist.index.schema import (
 )
 from archivist.inventory import INVENTORY_STORAGE
 
+#: The UID keys a tombstone keeps in an indexed column of its own: keyword -> (the table whose
+#: column the key names, the tombstone's column). A request's single-value or list match on one
+#: of them narrows the tombstones read before their kept rows are decoded and matched.
+_TOMBSTONE_UID_COLUMNS = {
+    "StudyInstanceUID": ("study", tombstone.c.study_instance_uid),
+    "SeriesInstanceUID": ("series", tombstone.c.series_instance_uid),
+    "SOPInstanceUID": ("instance", tombstone.c.sop_instance_uid),
+}
+
 #: The most records one Repository Query response carries, whatever the SCU asks.
 SERVER_CAP = 1000
 
@@ -374,11 +383,18 @@ class RepositoryQuery:
             return  # their coded concepts are not kept
         own = TABLE_OF_LEVEL[level.value].name
         allowed = {t.name for t in TABLES_AT_LEVEL[level.value]}
+        where = [tombstone.c.level == level.value, tombstone.c.record_pk >= req.prior_pk]
+        for c in query.constraints:
+            # The kept row holds the same UIDs as these columns: reading only the tombstones
+            # they select keeps a per-series request (an inventory's) from decoding them all.
+            uid_column = _TOMBSTONE_UID_COLUMNS.get(c.keyword)
+            if uid_column is not None and uid_column[0] in allowed and c.op in ("single", "list"):
+                where.append(uid_column[1].in_(c.values))
         stmt = (select(tombstone.c.pk, tombstone.c.record_pk, tombstone.c.generation,
                        tombstone.c.row,
                        tombstone.c.reason_value, tombstone.c.reason_scheme,
                        tombstone.c.reason_meaning)
-                .where(tombstone.c.level == level.value, tombstone.c.record_pk >= req.prior_pk)
+                .where(*where)
                 .order_by(tombstone.c.record_pk, tombstone.c.generation))
         with self.index.reader.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=200).execute(stmt)
