@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -23,6 +23,7 @@ from archivist.archive.archive import Archive
 from archivist.archive.retrieve import InstanceRef
 from archivist.archive.transcode import swapped, value_word_size
 from archivist.core.levels import QueryLevel
+from archivist.errors import NotFound
 from archivist.web.dicomweb import pixels
 from archivist.web.dicomweb.common import (
     DICOM,
@@ -125,11 +126,23 @@ def _syntax_for(archive: Archive, ref: InstanceRef, syntaxes: list[str],
     return None, reasons[0] if reasons else "no acceptable transfer syntax"
 
 
-def _instance_chunks(archive: Archive, ref: InstanceRef, target: str | None) -> Iterator[bytes]:
-    if target is None or target == ref.transfer_syntax_uid:
-        yield from iterate_file(archive.retrieve.open(ref))
-        return
-    yield transcode_instance(archive, ref, target)
+def _still_stored(archive: Archive, ref: InstanceRef) -> bool:
+    """False when the stored object of an instance just found is gone (deleted meanwhile)."""
+    path = archive.retrieve.path(ref)
+    if path is None or path.exists():
+        return True
+    log.warning("sop=%s left out of a WADO-RS response: deleted meanwhile", ref.sop_instance_uid)
+    return False
+
+
+def _opened(archive: Archive, ref: InstanceRef) -> BinaryIO | None:
+    """The stored object opened, or None when it was deleted since it was found (logged)."""
+    try:
+        return archive.retrieve.open(ref)
+    except (NotFound, OSError) as exc:
+        log.warning("sop=%s left out of a WADO-RS response: deleted meanwhile (%s)",
+                    ref.sop_instance_uid, type(exc).__name__)
+        return None
 
 
 def transcode_instance(archive: Archive, ref: InstanceRef, target: str) -> bytes:
@@ -200,6 +213,9 @@ async def retrieve(request: Request, study: str, series: str | None = None,
     response starts, from what the stored syntaxes and headers tell."""
     archive = archive_of(request)
     refs = await run_in_threadpool(find_instances, archive, study, series, sop)
+    refs = [ref for ref in refs if _still_stored(archive, ref)]
+    if not refs:
+        raise HTTPProblem(404, "deleted meanwhile: no longer in this archive")
     multipart, syntaxes = choose_syntaxes(accept_of(request), len(refs))
     plan, left = await run_in_threadpool(_plan, archive, refs, syntaxes)
     fallback = AS_STORED in syntaxes or DEFAULT in syntaxes  # as stored is acceptable
@@ -223,7 +239,10 @@ async def retrieve(request: Request, study: str, series: str | None = None,
         media = f"{DICOM}; transfer-syntax={ts}"
         if ready is not None:
             return Response(ready, media_type=media)
-        return StreamingResponse(_instance_chunks(archive, ref, None), media_type=media)
+        fh = _opened(archive, ref)
+        if fh is None:
+            raise HTTPProblem(404, "this instance was deleted meanwhile")
+        return StreamingResponse(iterate_file(fh), media_type=media)
     boundary = new_boundary()
 
     def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
@@ -235,7 +254,11 @@ async def retrieve(request: Request, study: str, series: str | None = None,
                 yield f"{DICOM}; transfer-syntax={ts}", iter((ready,))
                 continue
             if ts == stored:
-                yield f"{DICOM}; transfer-syntax={stored}", _instance_chunks(archive, ref, None)
+                # Opened before its part header goes out: an instance deleted since the
+                # response started is left out, the body stays whole.
+                fh = _opened(archive, ref)
+                if fh is not None:
+                    yield f"{DICOM}; transfer-syntax={stored}", iterate_file(fh)
                 continue
             try:
                 data = transcode_instance(archive, ref, ts)
@@ -244,7 +267,9 @@ async def retrieve(request: Request, study: str, series: str | None = None,
                     log.warning("sop=%s left out of a WADO-RS response already under way: %s",
                                 ref.sop_instance_uid, exc.message[:120])
                     continue
-                yield f"{DICOM}; transfer-syntax={stored}", _instance_chunks(archive, ref, None)
+                fh = _opened(archive, ref)
+                if fh is not None:
+                    yield f"{DICOM}; transfer-syntax={stored}", iterate_file(fh)
                 continue
             yield f"{DICOM}; transfer-syntax={ts}", iter((data,))
 
