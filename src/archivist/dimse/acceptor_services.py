@@ -58,6 +58,7 @@ from archivist.dimse.acceptor_pdu import (
 )
 from archivist.dimse.requestor import Outbound, c_store_rq, choose_context
 from archivist.dimse.status import Status, status_dataset
+from archivist.errors import NotFound
 
 if TYPE_CHECKING:
     from pynetdicom.presentation import PresentationContext
@@ -733,8 +734,7 @@ class Services:
                 log.warning("C-GET to %s: no accepted context for %s", assoc.calling, exc)
                 return "nocontext", ds, None, 0
             except Exception as exc:  # noqa: BLE001 - counted as a failed sub-operation
-                log.error("C-GET to %s: cannot read or re-encode stored instance %s (%s)",
-                          assoc.calling, _uid_of(ds), _reason(exc))
+                _log_unsendable("C-GET to", assoc.calling, _uid_of(ds), exc)
                 return status, ds, None, 0
             sub_id = sub_id % 65535 + 1
             command = c_store_rq(sub_id, sop_class, sop_instance)
@@ -1010,8 +1010,7 @@ class Services:
             except _NoContext as exc:
                 log.warning("C-MOVE to %s: no accepted context for %s", outbound.called, exc)
             except Exception as exc:  # noqa: BLE001 - counted as a failed sub-operation
-                log.error("C-MOVE to %s: cannot read or re-encode stored instance %s (%s)",
-                          outbound.called, _uid_of(item), _reason(exc))
+                _log_unsendable("C-MOVE to", outbound.called, _uid_of(item), exc)
             return status, item, None
 
         # The next object is read (worker thread) while the current one is on its way.
@@ -1191,6 +1190,16 @@ def _drain_failed(gen: Iterator[Any], failed: list[str]) -> None:
             uid = _uid_of(yielded[1])
             if uid:
                 failed.append(uid)
+
+
+def _log_unsendable(what: str, peer: str, uid: str, exc: BaseException) -> None:
+    """A stored instance that could not be sent: deleted meanwhile (a race with a deletion, a
+    warning), else an error with the reason."""
+    if isinstance(exc, NotFound):
+        log.warning("%s %s: stored instance %s was deleted meanwhile", what, peer, uid)
+    else:
+        log.error("%s %s: cannot read or re-encode stored instance %s (%s)", what, peer, uid,
+                  _reason(exc))
 
 
 def _drop_opening(opening: asyncio.Future[Outbound]) -> None:
