@@ -31,6 +31,7 @@ from archivist.core.matching import (
     Constraint,
     Query,
     build_query,
+    parse_constraint,
     value_matches,
 )
 from archivist.errors import QueryError
@@ -187,6 +188,10 @@ def _plain_json(item: dict[str, Any], vr: str) -> bool:
     return False
 
 
+#: Keys of a lower level matched at STUDY level by their study-level aggregate.
+_STUDY_KEY_OF = {"Modality": "ModalitiesInStudy", "SOPClassUID": "SOPClassesInStudy"}
+
+
 class Search:
     """Runs queries against the index and builds result identifiers."""
 
@@ -194,11 +199,14 @@ class Search:
         self.index = index
         self.pn_case_insensitive = pn_case_insensitive
 
-    def query_from_identifier(self, level: QueryLevel, identifier: Dataset) -> Query:
+    def query_from_identifier(self, level: QueryLevel, identifier: Dataset, *,
+                              study_aggregates: bool = False) -> Query:
         """Build a query from a C-FIND/C-MOVE/C-GET Identifier (PS3.4 C.4.1.1.3).
 
         The items of a Code Sequence (:data:`archivist.core.levels.CODE_SEQUENCES`) are
-        matched (sequence matching, C.2.2.2.6); other sequences are return keys only.
+        matched (sequence matching, C.2.2.2.6); other sequences are return keys only. With
+        `study_aggregates` (C-FIND), a Modality or SOP Class UID value at STUDY level matches
+        Modalities / SOP Classes in Study.
 
         Raises
         ------
@@ -236,8 +244,22 @@ class Search:
                 items.append((keyword, value))
                 continue
             items.append((keyword, elem.value))
-        return build_query(level, items, pn_case_insensitive=self.pn_case_insensitive,
-                           empty_value_matching=True)
+        query = build_query(level, items, pn_case_insensitive=self.pn_case_insensitive,
+                            empty_value_matching=True)
+        if study_aggregates and level is QueryLevel.STUDY:
+            # Modality or SOP Class UID at STUDY level (common with findscu -k Modality=CT) is
+            # a series/instance key a hierarchical query would ignore, returning every study:
+            # matched as what it means there, Modalities / SOP Classes in Study, as QIDO-RS
+            # does for /studies?Modality=.
+            given = {c.keyword for c in query.constraints}
+            for lower, study_key in _STUDY_KEY_OF.items():
+                value = identifier.get(lower)
+                if study_key in given or value in (None, ""):
+                    continue
+                constraint = parse_constraint(study_key, value, empty_value_matching=True)
+                if constraint is not None:
+                    query.constraints.append(constraint)
+        return query
 
     def query_from_pairs(self, level: QueryLevel, pairs: list[tuple[str, str]], *,
                          empty_value_matching: bool = True) -> Query:

@@ -94,7 +94,8 @@ class Handlers:
 
     # -- Query ---------------------------------------------------------------------------------
 
-    def _parse(self, event: Any) -> tuple[QueryLevel, Any, str | list[str]]:
+    def _parse(self, event: Any, *, find: bool = False
+               ) -> tuple[QueryLevel, Any, str | list[str]]:
         model = str(event.request.AffectedSOPClassUID)
         identifier = event.identifier
         level_text = identifier.get("QueryRetrieveLevel", "")
@@ -104,7 +105,8 @@ class Handlers:
             raise QueryError("Query/Retrieve Level missing or unknown") from None
         if model in STUDY_ROOT and level is QueryLevel.PATIENT:
             raise QueryError("PATIENT level is not part of the Study Root model")
-        query = self.archive.search.query_from_identifier(level, identifier)
+        query = self.archive.search.query_from_identifier(level, identifier,
+                                                          study_aggregates=find)
         # Instance Availability and Retrieve AE Title (PS3.4 C.4.1.1.3.2) are the same for
         # everything stored here: a value that names them matches all, any other none.
         ours = {"InstanceAvailability": "ONLINE", "RetrieveAETitle": self.settings.aet}
@@ -130,7 +132,7 @@ class Handlers:
             return
         aet, _ = _peer(event)
         try:
-            level, query, charset = self._parse(event)
+            level, query, charset = self._parse(event, find=True)
         except Exception as exc:  # noqa: BLE001
             status, comment = query_failure(exc)
             log.warning("C-FIND from %s refused: %s", aet, comment)
