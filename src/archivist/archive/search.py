@@ -25,7 +25,14 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from archivist.core.levels import CODE_SEQUENCES, KEYS, UNIQUE_KEY, MatchKind, QueryLevel
+from archivist.core.levels import (
+    CODE_SEQUENCES,
+    KEYS,
+    STUDY_AGGREGATE_OF,
+    UNIQUE_KEY,
+    MatchKind,
+    QueryLevel,
+)
 from archivist.core.matching import (
     CodeConstraint,
     Constraint,
@@ -188,10 +195,6 @@ def _plain_json(item: dict[str, Any], vr: str) -> bool:
     return False
 
 
-#: Keys of a lower level matched at STUDY level by their study-level aggregate.
-_STUDY_KEY_OF = {"Modality": "ModalitiesInStudy", "SOPClassUID": "SOPClassesInStudy"}
-
-
 class Search:
     """Runs queries against the index and builds result identifiers."""
 
@@ -252,7 +255,7 @@ class Search:
             # matched as what it means there, Modalities / SOP Classes in Study, as QIDO-RS
             # does for /studies?Modality=.
             given = {c.keyword for c in query.constraints}
-            for lower, study_key in _STUDY_KEY_OF.items():
+            for lower, study_key in STUDY_AGGREGATE_OF.items():
                 value = identifier.get(lower)
                 if study_key in given or value in (None, ""):
                     continue

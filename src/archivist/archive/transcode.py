@@ -402,18 +402,12 @@ def _compress_j2k_small(ds: Dataset) -> None:
     frame as JPEG 2000 lossless (reversible 5-3, as many resolution levels as the size allows,
     no colour transform: the photometric interpretation stays), each frame decoded again and
     compared; encapsulated with a Basic Offset Table."""
-    from pydicom.encaps import encapsulate
-
     try:
         import imagecodecs
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        samples = int(ds.get("SamplesPerPixel") or 1)
-        allocated = int(ds.BitsAllocated)
-        stored = int(ds.get("BitsStored") or allocated)
-        frames = int(ds.get("NumberOfFrames") or 1)
-        signed = int(ds.get("PixelRepresentation") or 0) == 1
-    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+    except ImportError as exc:
         raise TranscodeRefused(f"cannot code JPEG 2000 here: {exc}") from None
+    rows, columns, samples, allocated, stored, frames = _geometry(ds)
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
     if allocated not in (8, 16):
         raise TranscodeRefused(f"JPEG 2000 is not made here from {allocated}-bit samples")
     dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
@@ -434,29 +428,14 @@ def _compress_j2k_small(ds: Dataset) -> None:
         if not same:
             raise TranscodeRefused("JPEG 2000 coding of this image did not decode to its pixels")
         coded.append(bytes(frame))
-    ds.PixelData = encapsulate(coded, has_bot=True)
-    ds[PIXEL_DATA].VR = "OB"
-    ds[PIXEL_DATA].is_undefined_length = True
-    if samples > 1:
-        ds.PlanarConfiguration = 0
-    ds.file_meta.TransferSyntaxUID = UID(J2K_LOSSLESS)
+    _set_encapsulated(ds, coded, J2K_LOSSLESS)
 
 
 def _compress_jpeg_lossless(ds: Dataset, target: str) -> None:
     """Native little-endian Pixel Data (colour by pixel) coded frame by frame as JPEG
     Lossless, encapsulated with a Basic Offset Table; the photometric interpretation stays (a
     lossless coding has no colour transform)."""
-    from pydicom.encaps import encapsulate
-
-    try:
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        samples = int(ds.get("SamplesPerPixel") or 1)
-        allocated = int(ds.BitsAllocated)
-        stored = int(ds.get("BitsStored") or allocated)
-        frames = int(ds.get("NumberOfFrames") or 1)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise TranscodeRefused(f"the image attributes do not describe the pixels: {exc}") \
-            from None
+    rows, columns, samples, allocated, stored, frames = _geometry(ds)
     why = _lossless_refusal(ds, str(ds.get("PhotometricInterpretation", "")))
     if why is not None:
         raise TranscodeRefused(why)
@@ -467,10 +446,36 @@ def _compress_jpeg_lossless(ds: Dataset, target: str) -> None:
                                           allocated, stored) for n in range(frames)]
     except ValueError as exc:
         raise TranscodeRefused(f"cannot code JPEG Lossless: {exc}") from None
+    _set_encapsulated(ds, coded, target)
+
+
+def _geometry(ds: Dataset) -> tuple[int, int, int, int, int, int]:
+    """(Rows, Columns, Samples per Pixel, Bits Allocated, Bits Stored, Number of Frames) of
+    native Pixel Data to be coded frame by frame.
+
+    Raises
+    ------
+    TranscodeRefused
+        The image attributes are missing or not numbers.
+    """
+    try:
+        allocated = int(ds.BitsAllocated)
+        return (int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel") or 1), allocated,
+                int(ds.get("BitsStored") or allocated), int(ds.get("NumberOfFrames") or 1))
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise TranscodeRefused(f"the image attributes do not describe the pixels: {exc}") \
+            from None
+
+
+def _set_encapsulated(ds: Dataset, coded: list[bytes], target: str) -> None:
+    """Pixel Data from frames coded one by one in `target`, encapsulated with a Basic Offset
+    Table; colour is by pixel, as it was coded."""
+    from pydicom.encaps import encapsulate
+
     ds.PixelData = encapsulate(coded, has_bot=True)
     ds[PIXEL_DATA].VR = "OB"
     ds[PIXEL_DATA].is_undefined_length = True
-    if samples > 1:
+    if int(ds.get("SamplesPerPixel") or 1) > 1:
         ds.PlanarConfiguration = 0
     ds.file_meta.TransferSyntaxUID = UID(target)
 

@@ -118,6 +118,10 @@ KEYS: dict[str, KeyDef] = {
     ]
 }
 
+#: A lower-level key a study search matches as the study-level attribute holding its values
+#: in the study (C-FIND ``Modality=CT`` at STUDY level, QIDO-RS ``/studies?Modality=CT``).
+STUDY_AGGREGATE_OF = {"Modality": "ModalitiesInStudy", "SOPClassUID": "SOPClassesInStudy"}
+
 UNIQUE_KEY = {
     QueryLevel.PATIENT: "PatientID",
     QueryLevel.STUDY: "StudyInstanceUID",

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from archivist.archive.archive import Archive
-from archivist.core.levels import KEYS, MatchKind, QueryLevel
+from archivist.core.levels import KEYS, STUDY_AGGREGATE_OF, MatchKind, QueryLevel
 from archivist.core.matching import EMPTY_VALUE, normalise_pn
 from archivist.errors import QueryError
 from archivist.index.repository import attrs_of
@@ -48,9 +48,6 @@ _UNSUPPORTED = {
     "multiplevaluematching": ("The multiplevaluematching parameter is not supported. "
                               "Multiple Value Matching has not been performed."),
 }
-#: A lower-level key that a study search matches as the study-level attribute naming its
-#: values in the study; any other lower-level key is a 400 that says where to search instead.
-_INSTEAD = {"Modality": "ModalitiesInStudy", "SOPClassUID": "SOPClassesInStudy"}
 #: The Query/Retrieve level of each Information Entity of PS3.3 (Equipment and Frame of
 #: Reference belong to the series); every other IE is of the instance.
 _IE_LEVEL = {"Patient": QueryLevel.PATIENT, "Study": QueryLevel.STUDY,
@@ -156,7 +153,7 @@ def _lower_key_message(keyword: str, level: QueryLevel) -> str:
     """Why a key of a lower level cannot be matched by a study or series search."""
     kind = {QueryLevel.SERIES: "a series", QueryLevel.IMAGE: "an instance"}[KEYS[keyword].level]
     if level is QueryLevel.STUDY:
-        hint = (f"match {_INSTEAD[keyword]} instead" if keyword in _INSTEAD
+        hint = (f"match {STUDY_AGGREGATE_OF[keyword]} instead" if keyword in STUDY_AGGREGATE_OF
                 else "search /series or /instances with it instead")
     else:
         hint = "search /instances with it instead"
@@ -210,10 +207,10 @@ class QidoRequest:
                 continue
             attr = _attribute(key)
             top = attr.split(".")[0]
-            if level is QueryLevel.STUDY and attr in _INSTEAD:
+            if level is QueryLevel.STUDY and attr in STUDY_AGGREGATE_OF:
                 # /studies?Modality=CT: the studies with a series of that modality, which is
                 # what ModalitiesInStudy matches (likewise SOP Class UID).
-                attr = top = _INSTEAD[attr]
+                attr = top = STUDY_AGGREGATE_OF[attr]
             if top in KEYS and KEYS[top].level.rank > level.rank:
                 raise HTTPProblem(400, _lower_key_message(top, level))
             kind = KEYS[attr].kind if attr in KEYS else None
