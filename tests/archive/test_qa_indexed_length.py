@@ -7,11 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.archive.test_qa_large_values import _save
+
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin, StoreStatus
 from archivist.errors import InvalidObject
 from archivist.index.extract import MAX_INDEXED_LENGTH
-from tests.archive.test_qa_large_values import _save
 
 MIB = 1 << 20
 

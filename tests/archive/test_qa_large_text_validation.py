@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.archive.test_qa_large_values import LARGE, LIMIT, MIB, _peak, _save, _warm
 
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin, StoreStatus
-from tests.archive.test_qa_large_values import LARGE, LIMIT, MIB, _peak, _save, _warm
 
 
 @pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])

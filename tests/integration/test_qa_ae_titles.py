@@ -6,14 +6,14 @@ backslash or a character outside the default repertoire is rejected as not recog
 from __future__ import annotations
 
 import pytest
-
-from archivist.testing.server import ServerProcess
 from tests.integration.test_qa_assoc_negotiation import (
     EXPLICIT,
     VERIFICATION,
     associate_rq,
     connect,
 )
+
+from archivist.testing.server import ServerProcess
 
 ASSOCIATE_AC, ASSOCIATE_RJ = 0x02, 0x03
 

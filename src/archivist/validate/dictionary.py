@@ -72,6 +72,8 @@ _IS = re.compile(r" *[+-]?\d+ *")
 _UI = re.compile(r"(?:0|[1-9]\d*)(?:\.(?:0|[1-9]\d*))*")
 _AS = re.compile(r"\d{3}[DWMY]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_PROBLEM = "control characters are not allowed"
+_TEXT_CONTROL_PROBLEM = "control characters other than LF, FF, CR, TAB and ESC"
 _TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")  # LF FF CR TAB ESC allowed
 _KNOWN_CHARSETS = frozenset(
     {
@@ -293,7 +295,7 @@ class ElementChecker:
                 self.out.add(severity, rule_id, path, mod, message, reference)
             if action is _Action.VALUE:
                 if deferred and vr not in BINARY_SIZE and vr not in OTHER_SIZE:
-                    if elem.length > _WHOLE_TEXT_MAX and self._large_text(
+                    if getattr(elem, "length", 0) > _WHOLE_TEXT_MAX and self._large_text(
                             ds, elem, vr, dict_vm, name, path, mod):
                         continue
                     # Characters to check: the raw bytes, read here and not kept.
@@ -374,9 +376,8 @@ class ElementChecker:
                     values += text.count("\\")
                 if control is not None and not problem and control.search(
                         text if control is _TEXT_CONTROL else text.replace("\x1b", "")):
-                    problem = ("control characters other than LF, FF, CR, TAB and ESC"
-                               if control is _TEXT_CONTROL else
-                               "control characters are not allowed")
+                    problem = (_TEXT_CONTROL_PROBLEM if control is _TEXT_CONTROL
+                               else _CONTROL_PROBLEM)
                 non_ascii = non_ascii or not text.isascii()
         except Exception:  # noqa: BLE001 - pydicom's way says what is wrong
             return False
@@ -390,12 +391,8 @@ class ElementChecker:
                 "PS3.5 Table 6.2-1",
             )
         if vr in CHARSET_VRS and self.default_repertoire and non_ascii:
-            self.out.add(
-                ERROR, "dict.character-repertoire", path, module,
-                (f"{name} uses characters outside the default repertoire but Specific "
-                 "Character Set (0008,0005) is absent."),
-                "PS3.5 6.1.2.3",
-            )
+            self.out.add(ERROR, "dict.character-repertoire", path, module,
+                         _repertoire_message(name), "PS3.5 6.1.2.3")
         return True
 
     def _value(
@@ -520,16 +517,17 @@ def _text_results(
                 "PS3.5 Table 6.2-1",
             ))
     if vr in CHARSET_VRS and default_repertoire and not text.isascii():
-        out.append((
-            ERROR, "dict.character-repertoire",
-            (f"{name} uses characters outside the default repertoire but Specific Character "
-             "Set (0008,0005) is absent."),
-            "PS3.5 6.1.2.3",
-        ))
+        out.append((ERROR, "dict.character-repertoire", _repertoire_message(name),
+                    "PS3.5 6.1.2.3"))
     enums = _ENUM_BY_TAG.get(tag)
     if enums:
         _enumerations(enums, values, name, out)
     return tuple(out)
+
+
+def _repertoire_message(name: str) -> str:
+    return (f"{name} uses characters outside the default repertoire but Specific Character "
+            "Set (0008,0005) is absent.")
 
 
 def _vm_problem(count: int, dict_vm: str, name: str) -> str:
@@ -573,12 +571,10 @@ def _check_string(vr: str, value: str, single_byte: bool) -> str:
         return "" if _AS.fullmatch(value) else "an age string is nnnD, nnnW, nnnM or nnnY"
     if vr in ("SH", "LO", "AE", "UC"):
         if _CONTROL.search(value.replace("\x1b", "")):
-            return "control characters are not allowed"
+            return _CONTROL_PROBLEM
         return ""
     if vr in ("ST", "LT", "UT"):
-        return "control characters other than LF, FF, CR, TAB and ESC" if _TEXT_CONTROL.search(
-            value
-        ) else ""
+        return _TEXT_CONTROL_PROBLEM if _TEXT_CONTROL.search(value) else ""
     if vr == "PN":
         groups = value.split("=")
         if len(groups) > 3:

@@ -103,10 +103,11 @@ def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = ()) -> 
         try:
             item = out[key] = elem.to_json_dict(None, BULK_THRESHOLD)
         except Exception as exc:  # noqa: BLE001
-            item = out[key] = _with_empty_values(elem)
-            if item is None:
+            fallback = _with_empty_values(elem)
+            if fallback is None:
                 log.debug("element %s not representable in JSON: %s", key, type(exc).__name__)
-                out[key] = {"vr": elem.VR}
+                fallback = {"vr": elem.VR}
+            out[key] = fallback
             continue
         values = item.get("Value")
         if values and len(values) > 1 and "" in values:
