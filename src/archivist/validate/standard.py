@@ -100,7 +100,8 @@ class StandardTables:
         spec = self._modules.get(key)
         if spec is None:
             raw = self._modules_raw[key]
-            attributes = _build(raw["attributes"])  # type: ignore[arg-type]
+            rows = raw["attributes"]
+            attributes = _build(json.loads(rows) if isinstance(rows, str) else rows)  # type: ignore[arg-type]
             spec = ModuleSpec(
                 key, str(raw["name"]), attributes, frozenset(a.tag for a in attributes)
             )
@@ -134,6 +135,19 @@ def _build(rows: list[list[object]]) -> tuple[AttributeSpec, ...]:
 
 @functools.lru_cache(maxsize=1)
 def tables() -> StandardTables:
-    """Load ``standard.json`` once and return the shared :class:`StandardTables`."""
+    """Load ``standard.json`` once and return the shared :class:`StandardTables`.
+
+    Each module's attribute rows stay as JSON text until the module is first asked for: the
+    ~100,000 rows as Python lists took ~18 MB in every worker process, and a validation only
+    ever builds the few dozen modules of the IODs it sees."""
     with _TABLE.open("rb") as fh:
-        return StandardTables(json.load(fh))
+        return StandardTables(json.load(fh, object_hook=_rows_as_text))
+
+
+def _rows_as_text(obj: dict[str, object]) -> dict[str, object]:
+    """json's object hook: a module's ``attributes`` (a list of rows) turned back into compact
+    JSON text as soon as it is parsed, so the lists are freed one module at a time."""
+    rows = obj.get("attributes")
+    if isinstance(rows, list):
+        obj["attributes"] = json.dumps(rows, separators=(",", ":"))
+    return obj
