@@ -300,6 +300,20 @@ def _supervise(settings: Settings, workers: int) -> int:
     return worst
 
 
+def _import_pydicom() -> None:
+    """Import pydicom without letting it import `requests` (~15 MB of RSS in every worker, with
+    urllib3, charset_normalizer and idna): pydicom only wants it to download its own test
+    files, and falls back to urllib without it. `requests` stays importable afterwards."""
+    if "requests" in sys.modules or "pydicom" in sys.modules:
+        return
+    sys.modules["requests"] = None  # type: ignore[assignment]  # import requests -> ImportError
+    try:
+        import pydicom  # noqa: F401
+        import pydicom.data  # noqa: F401  (where `requests` is tried)
+    finally:
+        del sys.modules["requests"]
+
+
 def _preload(settings: Settings) -> None:
     """Import what a worker runs (and load the validator's tables) before forking the workers,
     then freeze the garbage collector's view of it: the workers share those pages instead of
@@ -309,6 +323,7 @@ def _preload(settings: Settings) -> None:
 
     import uvicorn  # noqa: F401
 
+    _import_pydicom()
     import archivist.archive.archive
     import archivist.dimse.server
     import archivist.web.app  # noqa: F401
@@ -496,6 +511,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     log = logging.getLogger("archivist.serve")
     import uvicorn
 
+    _import_pydicom()
     from archivist.archive.archive import Archive
     from archivist.dimse.acceptor import AssociationCount
     from archivist.dimse.server import DimseServer
