@@ -36,6 +36,7 @@ from archivist.web.dicomweb.multipart import (
     content_type_params,
     remove_quietly,
 )
+from archivist.web.dicomweb.siblings import Calls, Siblings
 from archivist.web.errors import (
     FAILURE_CANNOT_UNDERSTAND,
     FAILURE_PROCESSING,
@@ -141,7 +142,7 @@ class _Outcome:
     the response once every part is done, in the parts' order."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.calls: Calls = []
 
     def ok(self, *args: Any) -> None:
         self.calls.append(("ok", args))
@@ -211,15 +212,27 @@ class StowResult:
 def _store_part(archive: Archive, part: Part, study: str | None,
                 result: StowResult | _Outcome, origin: Origin) -> None:
     body: Path | bytes | None = part.data if part.data is not None else part.path
-    mtype, _ = content_type_params(part.content_type or DICOM)
     if not part.complete:
         result.fail(_uids(body), FAILURE_CANNOT_UNDERSTAND,
                     "part truncated: the request ended before its boundary")
         return
+    mtype = _part_type(part)
     if mtype != DICOM:
         result.fail({}, FAILURE_CANNOT_UNDERSTAND, f"part of type {mtype[:40]} is not "
                     "application/dicom")
         return
+    assert body is not None
+    _store_body(archive, body, study, result, origin)
+
+
+def _part_type(part: Part) -> str:
+    mtype, _ = content_type_params(part.content_type or DICOM)
+    return mtype
+
+
+def _store_body(archive: Archive, body: Path | bytes, study: str | None,
+                result: StowResult | _Outcome, origin: Origin) -> None:
+    """Store one whole application/dicom part (in memory or in its file) and report it."""
     try:
         # The one ingest reads the part once; a refusal carries the UIDs it read. A part held
         # in memory is stored from there (written once, to its place in the store).
@@ -227,7 +240,6 @@ def _store_part(archive: Archive, part: Part, study: str | None,
             body = _with_preamble(body)
             res = archive.ingest.store_bytes(body, origin, expected_study=study)
         else:
-            assert body is not None
             _add_preamble(body)
             res = archive.ingest.store_file(body, origin, consume=True, expected_study=study)
     except ArchivistError as exc:
@@ -245,6 +257,35 @@ def _store_part(archive: Archive, part: Part, study: str | None,
         warning = None
     result.ok(res.sop_class_uid, res.sop_instance_uid, res.study_instance_uid,
               res.series_instance_uid, warning)
+
+
+#: The exchange with the sibling worker processes (set by ``archivist serve`` in each worker
+#: when there are several; None: every part is stored in the process that received it).
+_siblings: Siblings | None = None
+
+
+def use_siblings(siblings: Siblings | None) -> None:
+    global _siblings
+    _siblings = siblings
+
+
+async def store_for_sibling(archive: Archive, body: bytes | Path, study: str | None,
+                            client: str | None) -> Calls:
+    """Store a part another worker received (see :mod:`siblings`); what it reported."""
+    outcome = _Outcome()
+    await _in_pool(_store_body, archive, body, study, outcome, Origin("stow", None, client))
+    return outcome.calls
+
+
+async def _shielded(coro: Any) -> Any:
+    """Await `coro` as a task that a cancelled caller still waits for (as :func:`_in_pool`)."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait([task])
+        raise
 
 
 async def store(request: Request, study: str | None = None) -> Response:
@@ -297,9 +338,29 @@ async def store(request: Request, study: str | None = None) -> Response:
     running: set[asyncio.Future[None]] = set()
     slots = asyncio.Semaphore(_PARTS_IN_FLIGHT)
 
+    local = 0  # parts being stored in this process
+    by_siblings = 0  # parts another worker stored
+
     async def store_one(part: Part, outcome: _Outcome) -> None:
+        nonlocal local, by_siblings
         try:
-            await _in_pool(_store_part, archive, part, study, outcome, origin)
+            # While this process stores one part (and parses the body), the next go to a
+            # sibling worker: both cores work on one request.
+            siblings = _siblings
+            if (local and siblings is not None and siblings.usable and part.complete
+                    and _part_type(part) == DICOM):
+                body = part.data if part.data is not None else part.path
+                assert body is not None
+                calls = await _shielded(siblings.forward(body, study, origin.address))
+                if calls is not None:
+                    outcome.calls.extend(calls)
+                    by_siblings += 1
+                    return
+            local += 1
+            try:
+                await _in_pool(_store_part, archive, part, study, outcome, origin)
+            finally:
+                local -= 1
         finally:
             remove_quietly(part.path)
             slots.release()
@@ -363,6 +424,7 @@ async def store(request: Request, study: str | None = None) -> Response:
         raise HTTPProblem(413, f"request exceeds the limit of {max_body} bytes")
     if not result.referenced and not result.failed:
         raise HTTPProblem(400, "the request holds no parts")
-    log.info("STOW-RS from %s: %d stored, %d refused", origin.address or "-",
-             len(result.referenced), len(result.failed))
+    log.info("STOW-RS from %s: %d stored, %d refused%s", origin.address or "-",
+             len(result.referenced), len(result.failed),
+             f" ({by_siblings} parts handed to other workers)" if by_siblings else "")
     return JSONResponse(result.body(), status_code=result.status(), media_type=DICOM_JSON)
