@@ -37,6 +37,48 @@ QR_MODELS = [
 ]
 
 
+#: Storage SOP Classes pynetdicom 3.0.4 leaves out of its list: retired ones that older
+#: modalities still send (PS3.4 Annex B: ultrasound and nuclear medicine before 1993, the trial
+#: SR and VL classes...), and current ones of other domains whose objects have a patient, study
+#: and series (DICOS, eddy current, defined procedure protocols). Orthanc and dcm4chee accept
+#: them; STOW-RS and import always did.
+MORE_STORAGE_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.5",  # Nuclear Medicine Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.6",  # Ultrasound Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.8",  # Standalone Overlay Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.9",  # Standalone Curve Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.9.1",  # Waveform Storage - Trial (Retired)
+    "1.2.840.10008.5.1.4.1.1.10",  # Standalone Modality LUT Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.11",  # Standalone VOI LUT Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.12.3",  # X-Ray Angiographic Bi-Plane Image Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.77.1",  # VL Image Storage - Trial (Retired)
+    "1.2.840.10008.5.1.4.1.1.77.2",  # VL Multi-frame Image Storage - Trial (Retired)
+    "1.2.840.10008.5.1.4.1.1.88.1",  # Text SR Storage - Trial (Retired)
+    "1.2.840.10008.5.1.4.1.1.88.2",  # Audio SR Storage - Trial (Retired)
+    "1.2.840.10008.5.1.4.1.1.88.3",  # Detail SR Storage - Trial (Retired)
+    "1.2.840.10008.5.1.4.1.1.88.4",  # Comprehensive SR Storage - Trial (Retired)
+    "1.2.840.10008.5.1.4.1.1.129",  # Standalone PET Curve Storage (Retired)
+    "1.2.840.10008.5.1.4.1.1.200.1",  # CT Defined Procedure Protocol Storage
+    "1.2.840.10008.5.1.4.1.1.200.3",  # Protocol Approval Storage
+    "1.2.840.10008.5.1.4.1.1.200.7",  # XA Defined Procedure Protocol Storage
+    "1.2.840.10008.5.1.4.1.1.501.1",  # DICOS CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.501.2.1",  # DICOS Digital X-Ray Image Storage - For Presentation
+    "1.2.840.10008.5.1.4.1.1.501.2.2",  # DICOS Digital X-Ray Image Storage - For Processing
+    "1.2.840.10008.5.1.4.1.1.501.3",  # DICOS Threat Detection Report Storage
+    "1.2.840.10008.5.1.4.1.1.501.4",  # DICOS 2D AIT Storage
+    "1.2.840.10008.5.1.4.1.1.501.5",  # DICOS 3D AIT Storage
+    "1.2.840.10008.5.1.4.1.1.501.6",  # DICOS Quadrupole Resonance (QR) Storage
+    "1.2.840.10008.5.1.4.1.1.601.1",  # Eddy Current Image Storage
+    "1.2.840.10008.5.1.4.1.1.601.2",  # Eddy Current Multi-frame Image Storage
+)
+
+
+def storage_classes() -> list[str]:
+    """Every Storage SOP Class the acceptor takes (C-STORE, and C-GET's sub-operations)."""
+    return list(dict.fromkeys([*_STORAGE_CLASSES.values(), *MORE_STORAGE_CLASSES]))
+
+
 def configure_pynetdicom(settings: Settings) -> None:
     """Process-wide pynetdicom settings (its SCU side still runs C-MOVE sub-operations)."""
     _config.LOG_REQUEST_IDENTIFIERS = False
@@ -67,7 +109,7 @@ def build_ae(settings: Settings, extra: Iterable[Service] = ()) -> AE:
     ae.maximum_pdu_size = settings.max_pdu
     syntaxes = list(ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(VERIFICATION, syntaxes)
-    for uid in _STORAGE_CLASSES.values():
+    for uid in storage_classes():
         ae.add_supported_context(uid, syntaxes, scu_role=True, scp_role=True)
     for uid in QR_MODELS:
         ae.add_supported_context(uid, syntaxes)
@@ -92,7 +134,7 @@ def operations(extra: Iterable[Service] = ()) -> dict[str, frozenset[int]]:
     C.6.1 / C.6.2), and what the extra services register. A request of another kind on that
     SOP Class's context is refused (see :meth:`Services.perform`)."""
     ops: dict[str, set[int]] = {VERIFICATION: {0x0030}}
-    for uid in _STORAGE_CLASSES.values():
+    for uid in storage_classes():
         ops.setdefault(uid, set()).add(0x0001)
     for uid in QR_MODELS:
         ops.setdefault(uid, set()).add({"1": 0x0020, "2": 0x0021, "3": 0x0010}[uid[-1]])
