@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -133,7 +134,18 @@ def collect(paths: list[Path]) -> tuple[list[Item], Counter[str]]:
 
 
 def _looks_like_part10(head: bytes) -> bool:
-    return len(head) >= 132 and head[128:132] == b"DICM"
+    return (len(head) >= 132 and head[128:132] == b"DICM") or _lacks_preamble(head)
+
+
+def _lacks_preamble(head: bytes) -> bool:
+    """A Part 10 file written without its 128-byte preamble and DICM prefix: it starts with the
+    File Meta group (explicit VR little endian: (0002,0000) UL or (0002,0001) OB), as pydicom
+    and some older tools write. Imported with a preamble added, as STOW-RS takes such parts."""
+    return (len(head) >= 8 and head[128:132] != b"DICM" and head[:2] == b"\x02\x00"
+            and head[2:4] in (b"\x00\x00", b"\x01\x00") and head[4:6] in (b"UL", b"OB"))
+
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
 
 
 def run_import(settings: Settings, paths: list[Path], *, quiet: bool = False,
@@ -175,6 +187,8 @@ def run_import(settings: Settings, paths: list[Path], *, quiet: bool = False,
                         fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".dcm")
                         written = len(head)
                         with os.fdopen(fd, "wb") as dst:
+                            if _lacks_preamble(head):
+                                dst.write(_PREAMBLE)
                             dst.write(head)
                             while chunk := src.read(1024 * 1024):
                                 written += len(chunk)
@@ -191,6 +205,12 @@ def run_import(settings: Settings, paths: list[Path], *, quiet: bool = False,
                         skipped["not DICOM"] += 1
                     return
                 path, consume = item.path, False
+                if _lacks_preamble(head):
+                    fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".dcm")
+                    with os.fdopen(fd, "wb") as dst, open(item.path, "rb") as src:
+                        dst.write(_PREAMBLE)
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                    path, consume = Path(tmp_name), True
             result = archive.ingest.store_file(path, origin, consume=consume)
             with lock:
                 if result.status is StoreStatus.ALREADY_STORED:
