@@ -250,12 +250,19 @@ def refusal(header: Dataset, target: str) -> str | None:
         return str(exc)
     if decode and twelve_bit_jpeg(header) and not _imagecodecs_jpeg():
         return "12-bit JPEG Extended is decoded with imagecodecs (libjpeg-turbo), not installed"
-    if target in JPEG_LOSSLESS:
+    if target in JPEG_LOSSLESS and not _without_image(header):
         photometric = str(header.get("PhotometricInterpretation", ""))
         if decode and photometric.startswith("YBR"):
             photometric = "RGB"  # decoded colour comes out RGB
         return _lossless_refusal(header, photometric)
     return None
+
+
+def _without_image(header: Dataset) -> bool:
+    """Whether `header` describes no image at all (an SR, a presentation state, a waveform):
+    no Pixel Data and none of the Image Pixel Module's attributes. Its data set is written in
+    any syntax as in Explicit VR Little Endian, as :func:`transcode_dataset` does."""
+    return not any(key in header for key in ("PixelData", "Rows", "Columns", "BitsAllocated"))
 
 
 def _imagecodecs_jpeg() -> bool:
@@ -386,9 +393,23 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
                                           int(ds.get("Columns") or 0)) < _J2K_MIN_SIDE:
             _compress_j2k_small(ds)
         else:
-            ds.compress(UID(target), generate_instance_uid=False)
+            try:
+                ds.compress(UID(target), generate_instance_uid=False)
+            except ValueError as exc:
+                raise TranscodeRefused(_encoder_refusal(target, exc)) from None
     else:
         ds.file_meta.TransferSyntaxUID = UID(target)
+
+
+def _encoder_refusal(target: str, exc: ValueError) -> str:
+    """pydicom's encoder refusing the image attributes, on one line: its message lists them
+    one a line ("(0028,0100) Bits Allocated: 32") after a heading that ends in a colon."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    listed = [line for line in lines if line.startswith("(")]
+    if not listed:
+        return lines[0] if lines else f"pixel data cannot be encoded in {target}"
+    return (f"{UID(target).name} is not made here from pixels with "
+            + ", ".join(line.split(") ", 1)[-1] for line in listed))
 
 
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"

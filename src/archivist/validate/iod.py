@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom.datadict import RepeatersDictionary
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
@@ -72,11 +73,34 @@ _MANDATORY_GROUPS = frozenset(
         0x0062000A,  # Segment Identification Sequence (Segmentation)
     }
 )
+_FRAME_CONTENT = 0x00209111
+# The elements of group 6000 the dictionary knows, as written for the first overlay group.
+_OVERLAY_TAGS = frozenset(
+    int(key.replace("xx", "00"), 16) for key in RepeatersDictionary if key.startswith("60xx")
+)
+# IODs whose functional group table makes the Frame Content Macro User optional (PS3.3
+# Table A.32.8-2, A.90.2.5-1): a TILED_FULL slide or pyramid omits the Per-frame Functional
+# Groups Sequence altogether.
+_FRAME_CONTENT_OPTIONAL = frozenset(
+    {"vl-whole-slide-microscopy-image", "confocal-microscopy-tiled-pyramidal-image"}
+)
+# The repeating groups of the Overlay Plane Module (60xx, PS3.5 7.6): the tables leave their
+# elements out (PS3.6 lists them as 60xx), so they are allowed wherever an overlay module is.
+_OVERLAY_MODULES = frozenset({"overlay-plane", "multi-frame-overlay", "overlay-activation"})
 
 
 def _in_functional_groups(prefix: str) -> bool:
     last = prefix.rsplit("/", 1)[-1]
     return any(step in last for step in _FG_STEPS)
+
+
+def _overlay_element(tag: int) -> bool:
+    """Whether `tag` is an element of an overlay repeating group (60xx, xx even, PS3.5 7.6)
+    that the data dictionary knows (Overlay Rows (60xx,0010), Overlay Data (60xx,3000)...)."""
+    group = tag >> 16
+    if not 0x6000 <= group <= 0x601E or group & 1:
+        return False
+    return (0x6000 << 16 | tag & 0xFFFF) in _OVERLAY_TAGS
 
 
 def _functional_group_anywhere(root: Dataset, tag: int) -> bool:
@@ -161,6 +185,7 @@ class _IODPlan:
     modules: tuple[_ModulePlan, ...]
     module_of: dict[int, str]
     allowed: frozenset[int]
+    overlays: bool  # an overlay module is in the IOD: its 60xx elements are allowed
 
 
 def _rules(module: ModuleSpec, specs: Iterable[AttributeSpec]) -> tuple[_Rule, ...]:
@@ -222,7 +247,8 @@ def _plan(tables: StandardTables, iod: IODSpec) -> _IODPlan:
             module_condition(iod.key, usage.module) if usage.usage == "C" else None,
             module_reference(spec.key, spec.name), module_rules,
         ))
-    plan = _IODPlan(tuple(modules), module_of, tables.iod_top_level_tags(iod))
+    plan = _IODPlan(tuple(modules), module_of, tables.iod_top_level_tags(iod),
+                    any(u.module in _OVERLAY_MODULES for u in iod.modules))
     tables.derived[key] = plan
     return plan
 
@@ -345,6 +371,8 @@ class ModuleChecker:
             return  # functional group macro usage is not in the tables
         if prefix and tag in _MANDATORY_GROUPS and _functional_group_anywhere(self.root, tag):
             return  # present in the shared or in the per-frame groups
+        if prefix and tag == _FRAME_CONTENT and self.iod.key in _FRAME_CONTENT_OPTIONAL:
+            return  # User optional in this IOD's functional group table
         if kind == "1" or kind == "2":
             self.out.add(
                 ERROR, f"iod.type{kind}-missing", prefix + rule.step, module.spec.name,
@@ -369,6 +397,7 @@ class ModuleChecker:
             t for t in present
             if t not in allowed and not (t >> 16) & 1 and (t >> 16) not in _IGNORED_GROUPS
             and t not in _ALWAYS_ALLOWED and t & 0xFFFF != 0
+            and not (self._plan.overlays and _overlay_element(t))
         ]
         for tag in sorted(extra):
             self.out.add(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pydicom.encaps import generate_fragments
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -748,14 +750,36 @@ def _pixel_bulk(path: Path, ranges: list[MediaRange]) -> tuple[str, list[bytes]]
     info = _PIXEL_INFO.get(path)
     stored_media = FRAME_MEDIA_TYPE.get(info.transfer_syntax, OCTET)
     if stored_media.startswith("video/"):
-        return stored_media, [b"".join(pixels.stored_frame(info, n)
-                                       for n in range(1, info.frames + 1))]
+        return stored_media, [_video_stream(info)]
     media, decode = choose_frame_encoding(ranges, info.transfer_syntax)
     read = pixels.decoded_frame if decode else pixels.stored_frame
     frames = [read(info, n) for n in range(1, info.frames + 1)]
     if media == OCTET:
         return OCTET, [b"".join(frames)]
     return media, frames
+
+
+def _video_stream(info: pixels.PixelInfo) -> bytes:
+    """The video stream of an encapsulated Pixel Data: its fragments after the Basic Offset
+    Table, joined (PS3.5 8.2.5: one stream for all the frames, split into fragments at any
+    byte; Number of Frames counts video frames, which are not cut out of it)."""
+    def joined(buffer: Any) -> bytes:
+        header = buffer.read(8)
+        if len(header) != 8 or header[:4] != b"\xfe\xff\x00\xe0":
+            raise HTTPProblem(406, "the encapsulated pixel data of this instance has no Basic "
+                              "Offset Table item")
+        buffer.seek(int.from_bytes(header[4:], "little"), os.SEEK_CUR)
+        try:
+            return b"".join(generate_fragments(buffer))
+        except ValueError as exc:
+            raise HTTPProblem(406, f"the video stream of this instance cannot be read: {exc}"
+                              ) from None
+
+    if info.in_memory is not None:
+        return joined(io.BytesIO(info.in_memory))
+    with open(info.path, "rb") as fh:
+        fh.seek(info.value_tell)
+        return joined(fh)
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -802,7 +826,14 @@ async def bulkdata(request: Request, study: str, series: str, sop: str, tag_path
             # Compressed: one part per frame (a Range cannot address several parts).
             part_type = f"{media}; transfer-syntax={ref.transfer_syntax_uid}"
             if len(frames) == 1 and not asked_multipart:
-                return Response(frames[0], media_type=part_type)
+                # One part (a single frame, or a video stream, which players read by Range).
+                rng = _parse_range(request.headers.get("range"), len(frames[0]))
+                if rng is not None:
+                    start, end = rng
+                    headers["Content-Range"] = f"bytes {start}-{end}/{len(frames[0])}"
+                    return Response(frames[0][start:end + 1], status_code=206,
+                                    media_type=part_type, headers=headers)
+                return Response(frames[0], media_type=part_type, headers=headers)
             boundary = new_boundary()
             body = b"".join(multipart_stream(
                 boundary, ((part_type, iter([f])) for f in frames)))
