@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from pydicom.uid import UID
@@ -28,7 +29,9 @@ log = logging.getLogger("archivist.web")
 _IMAGE_TYPES = ("image/jpeg", "image/png")
 
 
-def _content_type(request: Request, has_pixels: bool) -> str:
+def _content_type(request: Request, has_pixels: bool, *, pdf: bool = False) -> str:
+    """The media type to answer in: the first of ``contentType`` served here (an Encapsulated
+    PDF may also be asked for as ``application/pdf``, PS3.18 8.7.4)."""
     raw = request.query_params.get("contentType")
     if not raw:
         return "image/jpeg" if has_pixels else DICOM
@@ -36,10 +39,22 @@ def _content_type(request: Request, has_pixels: bool) -> str:
         media = token.split(";")[0].strip().lower()
         if media in (DICOM, "application/dicom") or media in _IMAGE_TYPES:
             return media
+        if media == "application/pdf" and pdf:
+            return media
         if media == "*/*":
             return "image/jpeg" if has_pixels else DICOM
     raise HTTPProblem(406, f"contentType {raw[:60]!r} is not served; use application/dicom, "
-                      "image/jpeg or image/png")
+                      "image/jpeg or image/png" + (" (or application/pdf)" if pdf else ""))
+
+
+async def _document(path: Any) -> Response:
+    """The PDF an Encapsulated PDF instance holds."""
+    def read() -> bytes:
+        with open(path, "rb") as fh:
+            ds = pixels.read_stored(fh, whole=True)
+        return bytes(ds.EncapsulatedDocument)
+
+    return Response(await run_in_threadpool(read), media_type="application/pdf")
 
 
 async def wado(request: Request) -> Response:
@@ -101,11 +116,35 @@ def _transfer_syntax(raw: str | None) -> str | None:
     return raw
 
 
-def _image_size(path: Any) -> tuple[int, int]:
-    """(columns, rows) of a stored image, from its header."""
+def _image_header(path: Any) -> tuple[int, int, int]:
+    """(columns, rows, frames) of a stored image, from its header."""
     with open(path, "rb") as fh:
-        ds = pixels.read_stored(fh, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
-    return int(ds.get("Columns") or 0), int(ds.get("Rows") or 0)
+        ds = pixels.read_stored(fh, stop_before_pixels=True,
+                                specific_tags=["Rows", "Columns", "NumberOfFrames"])
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        frames = 1  # rendering the frame says what is wrong with it
+    return int(ds.get("Columns") or 0), int(ds.get("Rows") or 0), frames
+
+
+def _window_value(q: Any, name: str) -> str | None:
+    """``windowCenter`` / ``windowWidth``: a finite decimal number (PS3.18 9.5), else
+    400; the width must be positive."""
+    raw = q.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HTTPProblem(400, f"{name} must be a decimal number, not {raw[:20]!r}") from None
+    if not math.isfinite(value) or (name == "windowWidth" and value <= 0):
+        raise HTTPProblem(400, f"{name} must be a finite decimal number"
+                          + (" greater than 0" if name == "windowWidth" else ""))
+    return raw
+
+
+_ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 
 
 async def _wado(request: Request) -> Response:
@@ -125,10 +164,11 @@ async def _wado(request: Request) -> Response:
     path = archive.retrieve.path(ref)
     if path is None:
         raise HTTPProblem(500, "stored object is not on a file system")
-    has_pixels = ref.sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.") and not \
-        ref.sop_class_uid.startswith(("1.2.840.10008.5.1.4.1.1.88", "1.2.840.10008.5.1.4.1.1.104",
-                                      "1.2.840.10008.5.1.4.1.1.11", "1.2.840.10008.5.1.4.1.1.66"))
-    media = _content_type(request, has_pixels)
+    has_pixels = ref.sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.") and \
+        pixels.is_image_class(ref.sop_class_uid)
+    media = _content_type(request, has_pixels, pdf=ref.sop_class_uid == _ENCAPSULATED_PDF)
+    if media == "application/pdf":
+        return await _document(path)
     if media == DICOM:
         extra = [name for name in _IMAGE_ONLY if q.get(name) is not None]
         if extra:
@@ -150,7 +190,7 @@ async def _wado(request: Request) -> Response:
     quality = _positive_int(q, "imageQuality")
     if quality is not None and quality > 100:
         raise HTTPProblem(400, "imageQuality must be an integer from 1 to 100")
-    center, width = q.get("windowCenter"), q.get("windowWidth")
+    center, width = _window_value(q, "windowCenter"), _window_value(q, "windowWidth")
     if (center is None) != (width is None):
         raise HTTPProblem(400, "windowCenter and windowWidth go together")
     params = {
@@ -158,18 +198,26 @@ async def _wado(request: Request) -> Response:
         "window": f"{center},{width}" if center is not None else None,
     }
     rows, cols = _positive_int(q, "rows"), _positive_int(q, "columns")
+    if max(rows or 0, cols or 0) > 8192:
+        raise HTTPProblem(400, "rows and columns must be 8192 at most")
     if rows or cols:
         # One of the two alone scales the image to it, keeping the aspect ratio.
         params["viewport"] = f"{cols or 8192},{rows or 8192}"
     opts = pixels.parse_render_options({k: v for k, v in params.items() if v}, media)
     region = q.get("region")
-    if region is not None:
-        x0, y0, x1, y1 = _region(region)
-        width_px, height_px = await run_in_threadpool(_image_size, path)
-        sx, sy = int(x0 * width_px), int(y0 * height_px)
-        opts.crop = (sx, sy, max(1, round(x1 * width_px) - sx),
-                     max(1, round(y1 * height_px) - sy))
-    number = _positive_int(q, "frameNumber") or 1
+    number = _positive_int(q, "frameNumber")
+    if region is not None or number is not None:
+        width_px, height_px, frames = await run_in_threadpool(_image_header, path)
+        if number is not None and number > frames:
+            # PS3.18 9.5.2: a frame number past the Number of Frames is a 400.
+            raise HTTPProblem(400, f"frameNumber {number} is past the last frame of this "
+                              f"instance ({frames})")
+        if region is not None:
+            x0, y0, x1, y1 = _region(region)
+            sx, sy = int(x0 * width_px), int(y0 * height_px)
+            opts.crop = (sx, sy, max(1, round(x1 * width_px) - sx),
+                         max(1, round(y1 * height_px) - sy))
+    number = number or 1
     data = await run_in_threadpool(pixels.render, path, number, opts)
     return Response(data, media_type=media)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import io
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -19,7 +21,7 @@ import numpy as np
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
-from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, get_encoder, pixel_array
+from pydicom.pixels import apply_modality_lut, get_decoder, get_encoder, pixel_array
 from pydicom.uid import UID
 
 from archivist.archive import jpeg_plugin, part10
@@ -60,6 +62,49 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 #: A rendered frame larger than this many pixels is sampled down to about twice the viewport
 #: before its values are turned to grey levels (a float copy of every pixel).
 _RENDER_SAMPLE_ABOVE = 4 << 20
+
+
+class RenderBudget:
+    """The memory the frames being rendered at once in this process may take: a render waits
+    (it is not refused) until the ones before it leave room, so a burst of full-size renders
+    of large frames is served one or two at a time, not all in memory together. A frame
+    larger than the whole budget goes alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._room = threading.Condition()
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        size = max(0, min(size, self.limit))
+        with self._room:
+            while self.used and self.used + size > self.limit:
+                self._room.wait()
+            self.used += size
+        try:
+            yield
+        finally:
+            with self._room:
+                self.used -= size
+                self._room.notify_all()
+
+
+#: Rendering one frame takes about the decoded frame, a float32 copy and the 8-bit result
+#: (:func:`_render_cost`); renders share this much per process.
+RENDER_BUDGET = RenderBudget(384 << 20)
+
+
+def _render_cost(ds: Dataset) -> int:
+    """Bytes rendering one frame of `ds` takes at most: the decoded samples, then a float32
+    and an 8-bit copy of each (the colour paths take no more)."""
+    try:
+        pixels = int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        allocated = max(1, int(ds.get("BitsAllocated") or 8) // 8)
+    except (TypeError, ValueError):
+        return 0
+    return pixels * samples * (allocated + 5)
 
 
 def read_stored(fh: BinaryIO, *, whole: bool = False, **kwargs: Any) -> Dataset:
@@ -413,9 +458,11 @@ def parse_render_options(params: Any, media_type: str, *, thumbnail: bool = Fals
     q = params.get("quality")
     if q:
         try:
-            opts.quality = max(1, min(100, int(q)))
+            opts.quality = int(q)
         except ValueError:
-            raise HTTPProblem(400, "quality must be an integer between 1 and 100") from None
+            opts.quality = 0
+        if not 1 <= opts.quality <= 100:  # PS3.18 8.3.5.1.2: 1 to 100
+            raise HTTPProblem(400, "quality must be an integer between 1 and 100")
     vp = params.get("viewport")
     if vp:
         try:
@@ -439,6 +486,9 @@ def parse_render_options(params: Any, media_type: str, *, thumbnail: bool = Fals
             center, width = float(parts[0]), float(parts[1])
         except (ValueError, IndexError):
             raise HTTPProblem(400, "window must be center,width[,function]") from None
+        if not (np.isfinite(center) and np.isfinite(width)) or len(parts) > 3:
+            raise HTTPProblem(400, "window must be center,width[,function] with finite "
+                              "numbers")
         func = parts[2].strip().lower() if len(parts) > 2 else "linear"
         if width <= 0 or func not in ("linear", "linear_exact", "linear-exact", "sigmoid"):
             raise HTTPProblem(400, "window width must be > 0; function linear, "
@@ -447,11 +497,45 @@ def parse_render_options(params: Any, media_type: str, *, thumbnail: bool = Fals
     return opts
 
 
+#: Storage SOP Classes whose instances hold no image (PS3.4 B.5): structured reports and key
+#: object selections, presentation states, waveforms, raw data and registrations, encapsulated
+#: documents, surface scans, RT plans, structures and records, protocols.
+_NOT_IMAGES = (
+    "1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.", "1.2.840.10008.5.1.4.1.1.9.",
+    "1.2.840.10008.5.1.4.1.1.66", "1.2.840.10008.5.1.4.1.1.104.", "1.2.840.10008.5.1.4.1.1.68.",
+    "1.2.840.10008.5.1.4.1.1.481.", "1.2.840.10008.5.1.4.1.1.200.", "1.2.840.10008.5.1.4.1.1.90.",
+    "1.2.840.10008.5.1.4.1.1.4.2", "1.2.840.10008.5.1.4.34.",
+)
+#: Exceptions to :data:`_NOT_IMAGES`: Segmentation, RT Image and RT Dose carry pixel data.
+_IMAGES_AMONG_THEM = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.481.1",
+                      "1.2.840.10008.5.1.4.1.1.481.2")
+
+
+def is_image_class(sop_class_uid: str) -> bool:
+    """True unless the SOP Class is one whose instances hold no image to render (a private or
+    unknown class counts as an image: rendering it tells)."""
+    return sop_class_uid in _IMAGES_AMONG_THEM or not sop_class_uid.startswith(_NOT_IMAGES)
+
+
+@_unreadable_is_406
+def frames_to_render(path: Path) -> int:
+    """Number of Frames of the image stored at `path` (1 when absent); 406 when the instance
+    has no image to render."""
+    try:
+        info = pixel_info(path)
+    except HTTPProblem as exc:
+        if exc.status != 404:
+            raise
+        raise HTTPProblem(406, "this instance has no image to render") from None
+    if "Rows" not in info.header or "Columns" not in info.header:
+        raise HTTPProblem(406, "this instance has no image to render")
+    return info.frames
+
+
 @_unreadable_is_406
 def render(path: Path, number: int, opts: RenderOptions) -> bytes:
-    """One frame rendered for display (modality LUT, VOI window, photometric) as JPEG or PNG."""
-    from PIL import Image
-
+    """One frame rendered for display (modality LUT, VOI window, photometric) as JPEG or PNG,
+    within the process's :data:`RENDER_BUDGET`."""
     try:
         info = pixel_info(path)
     except HTTPProblem as exc:
@@ -472,6 +556,14 @@ def render(path: Path, number: int, opts: RenderOptions) -> bytes:
             ok = False
         if not ok:
             raise HTTPProblem(406, f"cannot decode transfer syntax {ts} to render it")
+    with RENDER_BUDGET.hold(_render_cost(ds)):
+        return _render_frame(info, number, opts)
+
+
+def _render_frame(info: PixelInfo, number: int, opts: RenderOptions) -> bytes:
+    from PIL import Image
+
+    ds = info.header
     arr = frame_array(info, number)
     if opts.viewport and not opts.crop and arr.shape[0] * arr.shape[1] > _RENDER_SAMPLE_ABOVE:
         # Every pixel would become a float: a frame far larger than the viewport is sampled
@@ -482,15 +574,19 @@ def render(path: Path, number: int, opts: RenderOptions) -> bytes:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     samples = int(ds.get("SamplesPerPixel") or 1)
     if samples == 1 and photometric != "PALETTE COLOR":
-        img8 = _grey_to_8bit(arr, ds, opts, photometric)
+        img8 = _grey_to_8bit(arr, ds, opts, photometric, number)
         image = Image.fromarray(img8, mode="L")
     elif photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
         rgb = apply_color_lut(arr, ds)
-        image = Image.fromarray(_to_8bit_rgb(rgb), mode="RGB")
+        # The entries' size is the third value of the descriptors (PS3.3 C.7.6.3.1.5).
+        bits = max(int(ds.get(f"{c}PaletteColorLookupTableDescriptor", [0, 0, 8])[2])
+                   for c in ("Red", "Green", "Blue"))
+        image = Image.fromarray(_to_8bit_rgb(rgb, bits), mode="RGB")
     else:
-        image = Image.fromarray(_to_8bit_rgb(arr), mode="RGB")
+        stored = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
+        image = Image.fromarray(_to_8bit_rgb(arr, stored), mode="RGB")
     if opts.crop:
         # The source region; a negative width or height flips it (PS3.18 8.3.5.1.3).
         sx, sy, sw, sh = opts.crop
@@ -518,26 +614,126 @@ def render(path: Path, number: int, opts: RenderOptions) -> bytes:
     return out.getvalue()
 
 
-def _grey_to_8bit(arr: np.ndarray, ds: Dataset, opts: RenderOptions, photometric: str) -> Any:
-    data = apply_modality_lut(arr, ds).astype(np.float64)
-    if opts.window is not None:
-        center, width, func = opts.window
-        data = _window(data, center, width, func)
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
+def _grey_to_8bit(arr: np.ndarray, ds: Dataset, opts: RenderOptions, photometric: str,
+                  number: int = 1) -> Any:
+    """Grey levels of one frame (PS3.4 N.2.1: Modality LUT, then VOI LUT, then MONOCHROME1
+    inverted), in float32 computed in place: a 64 MiB frame needs one float copy, not several.
+
+    The VOI transformation is the `window` asked for, else the object's first Window Center /
+    Width, else its first VOI LUT (applied to the Modality LUT's output, its output range
+    being the LUT Descriptor's bits), else the range of the modality values. An enhanced
+    multi-frame object's rescale and window are read from its functional groups
+    (PS3.3 C.7.6.16.2.9, C.7.6.16.2.10) when the data set carries none of its own.
+    """
+    frame_attrs = _frame_pixel_attributes(ds, number)
+    data = _modality(arr, ds, frame_attrs)
+    window: tuple[float, float, str] | None = opts.window
+    if window is None and "WindowCenter" in frame_attrs and "WindowWidth" in frame_attrs:
         try:
-            center = float(_first(ds.WindowCenter))
-            width = float(_first(ds.WindowWidth))
-            func = str(ds.get("VOILUTFunction", "LINEAR")).upper()
-            data = _window(data, center, width, func) if width > 0 else _minmax(data)
+            center = float(_first(frame_attrs.WindowCenter))
+            width = float(_first(frame_attrs.WindowWidth))
+            func = str(frame_attrs.get("VOILUTFunction", "LINEAR")).strip().upper()
+            if width > 0 and np.isfinite(center) and np.isfinite(width):
+                window = (center, width, func)
         except (TypeError, ValueError):
-            data = _minmax(data)
-    elif "VOILUTSequence" in ds:
-        data = _minmax(apply_voi_lut(arr, ds).astype(np.float64))
-    else:
-        data = _minmax(data)
-    out = np.clip(data, 0, 255).astype(np.uint8)
+            window = None
+    with np.errstate(all="ignore"):
+        if window is not None:
+            _window(data, *window)
+        elif ds.get("VOILUTSequence"):
+            data = _voi_lut(data, ds)
+        else:
+            _minmax(data)
+        np.rint(data, out=data)
+        np.clip(data, 0, 255, out=data)
+    out = data.astype(np.uint8)
     if photometric == "MONOCHROME1":
-        out = 255 - out
+        np.subtract(255, out, out=out)
+    return out
+
+
+#: Rescale and window attributes, and the functional group macros that carry them in an
+#: enhanced multi-frame object (PS3.3 C.7.6.16.2.9 Pixel Value Transformation, C.7.6.16.2.10
+#: Frame VOI LUT).
+_FRAME_GROUPS = {
+    "PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept"),
+    "FrameVOILUTSequence": ("WindowCenter", "WindowWidth", "VOILUTFunction"),
+}
+
+
+def _frame_pixel_attributes(ds: Dataset, number: int) -> Dataset:
+    """The rescale and window attributes that apply to frame `number`: the data set's own,
+    else those of its Per-frame, then Shared Functional Groups."""
+    view = Dataset()
+    for seq, keywords in _FRAME_GROUPS.items():
+        if any(k in ds for k in keywords):
+            for k in keywords:
+                if k in ds:
+                    view[k] = ds[k]
+            continue
+        for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+            try:
+                items = ds.get(groups) or []
+                item = items[number - 1] if groups.startswith("PerFrame") else items[0]
+                macro = (item.get(seq) or [None])[0]
+            except (IndexError, TypeError, AttributeError):
+                macro = None
+            if macro is not None and any(k in macro for k in keywords):
+                for k in keywords:
+                    if k in macro:
+                        view[k] = macro[k]
+                break
+    return view
+
+
+def _modality(arr: np.ndarray, ds: Dataset, frame_attrs: Dataset) -> np.ndarray:
+    """Modality LUT output (PS3.3 C.11.1) as a float32 array: the Modality LUT Sequence, else
+    Rescale Slope and Intercept (1 and 0 when absent or unreadable)."""
+    if ds.get("ModalityLUTSequence"):
+        return np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    data = arr.astype(np.float32)
+    try:
+        slope = frame_attrs.get("RescaleSlope")
+        slope = 1.0 if slope is None or slope == "" else float(slope)
+        intercept = frame_attrs.get("RescaleIntercept")
+        intercept = 0.0 if intercept is None or intercept == "" else float(intercept)
+    except (TypeError, ValueError):
+        slope, intercept = 1.0, 0.0
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        slope, intercept = 1.0, 0.0
+    if slope != 1.0:
+        data *= slope
+    if intercept != 0.0:
+        data += intercept
+    return data
+
+
+def _voi_lut(data: np.ndarray, ds: Dataset) -> np.ndarray:
+    """The first VOI LUT of the VOI LUT Sequence (PS3.3 C.11.2.1.1) applied to modality
+    values, scaled from its output range (0 to 2^n - 1, n the Descriptor's third value) to
+    0-255. Values below the first one mapped take the first entry, above the last the last."""
+    item = ds.VOILUTSequence[0]
+    entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    entries = entries or 65536
+    raw = item.LUTData
+    if isinstance(raw, bytes):
+        big = str(ds.file_meta.get("TransferSyntaxUID", "")) == EXPLICIT_BE
+        if len(raw) >= 2 * entries:
+            lut = np.frombuffer(raw, dtype=">u2" if big else "<u2", count=entries)
+        else:  # 8-bit entries packed two to a word
+            lut = np.frombuffer(raw, dtype=np.uint8, count=min(entries, len(raw)))
+    else:
+        lut = np.asarray(raw if isinstance(raw, (list, tuple)) else [raw], dtype=np.int64)
+    if lut.size == 0:
+        raise ValueError("the VOI LUT has no LUT Data")
+    if first >= 1 << 15 and float(np.min(data)) < 0:
+        first -= 1 << 16  # a signed first value mapped read as US (its VR is US or SS)
+    index = data - first
+    np.clip(index, 0, lut.size - 1, out=index)
+    out = lut[index.astype(np.int32)].astype(np.float32)
+    top = float((1 << max(1, min(16, bits))) - 1)
+    top = max(top, float(lut.max()))  # a Descriptor declaring fewer bits than the data hold
+    out *= 255.0 / top
     return out
 
 
@@ -548,25 +744,53 @@ def _first(value: Any) -> Any:
         return value
 
 
-def _window(data: np.ndarray, center: float, width: float, func: str) -> np.ndarray:
+def _window(data: np.ndarray, center: float, width: float, func: str) -> None:
+    """The VOI window (PS3.3 C.11.2.1.2 and C.11.2.1.3) to 0-255, computed in place."""
     if func == "SIGMOID":
-        return 255.0 / (1.0 + np.exp(-4.0 * (data - center) / width))
-    if func == "LINEAR_EXACT":
-        return (data - (center - width / 2.0)) / width * 255.0
-    # PS3.3 C.11.2.1.2.1
-    return ((data - (center - 0.5)) / (width - 1.0) + 0.5) * 255.0 if width > 1 else \
-        np.where(data > center, 255.0, 0.0)
+        data -= center
+        data *= -4.0 / width
+        np.exp(data, out=data)
+        data += 1.0
+        np.divide(255.0, data, out=data)
+    elif func == "LINEAR_EXACT":
+        data -= center - width / 2.0
+        data *= 255.0 / width
+    elif width > 1:
+        data -= center - 0.5
+        data *= 255.0 / (width - 1.0)
+        data += 127.5
+    else:
+        np.copyto(data, np.where(data > center, 255.0, 0.0))
 
 
-def _minmax(data: np.ndarray) -> np.ndarray:
+def _minmax(data: np.ndarray) -> None:
+    """The range of the values to 0-255, in place (Float Pixel Data: not-a-number and
+    -infinity become 0, +infinity 255)."""
+    finite = np.isfinite(data)
+    if not finite.all():
+        if not finite.any():
+            data.fill(0)
+            return
+        np.nan_to_num(data, copy=False, nan=np.min(data[finite]), posinf=np.max(data[finite]),
+                      neginf=np.min(data[finite]))
     lo, hi = float(np.min(data)), float(np.max(data))
     if hi <= lo:
-        return np.zeros_like(data)
-    return (data - lo) / (hi - lo) * 255.0
+        data.fill(0)
+        return
+    data -= lo
+    data *= 255.0 / (hi - lo)
 
 
-def _to_8bit_rgb(arr: np.ndarray) -> Any:
-    if arr.dtype == np.uint8:
+def _to_8bit_rgb(arr: np.ndarray, bits: int) -> Any:
+    """Colour samples of `bits` bits (Bits Stored, or a palette's entry size) to 8 bits: the
+    full range of the samples maps to 0-255, whatever the image holds."""
+    if arr.dtype == np.uint8 and bits <= 8:
         return arr
-    hi = float(np.max(arr)) or 1.0
-    return np.clip(arr.astype(np.float64) / hi * 255.0, 0, 255).astype(np.uint8)
+    top = float((1 << max(1, min(32, bits))) - 1)
+    peak = float(np.max(arr)) if arr.size else 0.0
+    top = max(top, peak)  # samples over the declared range: the header understates it
+    out = arr.astype(np.float32)
+    out *= 255.0 / top
+    np.rint(out, out=out)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)

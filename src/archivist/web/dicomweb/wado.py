@@ -884,12 +884,26 @@ def _rendered_frames_media(request: Request) -> str:
 
 
 def _representative(refs: list[InstanceRef]) -> InstanceRef:
-    """The instance to render for a study or series: the middle image of the first series."""
-    images = [r for r in refs if not r.sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.88")]
+    """The instance to render for a study or series: the middle image of the first series that
+    holds images (presentation states, reports, documents are passed over when there is one)."""
+    images = [r for r in refs if pixels.is_image_class(r.sop_class_uid)]
     pool = images or refs
     first_series = pool[0].series_instance_uid
     in_series = [r for r in pool if r.series_instance_uid == first_series]
     return in_series[len(in_series) // 2]
+
+
+_ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+
+
+def _accepts_pdf(request: Request) -> bool:
+    """True when the client accepts application/pdf, the rendered type of an Encapsulated PDF
+    (PS3.18 8.7.4, Table 8.7.4-1)."""
+    for r in accept_of(request):
+        t = r.part_type if r.multipart else r.type
+        if t in ("application/pdf", "application/*", "*/*"):
+            return True
+    return False
 
 
 async def rendered(request: Request, study: str, series: str | None = None,
@@ -898,15 +912,36 @@ async def rendered(request: Request, study: str, series: str | None = None,
     archive = archive_of(request)
     numbers = parse_frame_list(frame) if frame is not None else [1]
     several = len(numbers) > 1 and not thumbnail  # a thumbnail is of the first frame listed
-    media = _rendered_frames_media(request) if several else _render_media(request)
-    opts = pixels.parse_render_options(request.query_params, media, thumbnail=thumbnail)
+    opts = pixels.parse_render_options(request.query_params, "image/jpeg", thumbnail=thumbnail)
     refs = await run_in_threadpool(find_instances, archive, study, series, sop)
     ref = refs[0] if sop else _representative(refs)
-    number = numbers[0]
     path = archive.retrieve.path(ref)
     if path is None:
         raise HTTPProblem(500, "stored object is not on a file system")
+    if ref.sop_class_uid == _ENCAPSULATED_PDF and not thumbnail and frame is None:
+        # A document's rendered form is the document (PS3.18 8.7.4), when the client takes it.
+        if not _accepts_pdf(request):
+            raise HTTPProblem(406, "this instance is an Encapsulated PDF: its rendered form is "
+                              "application/pdf, which the Accept header leaves out")
+
+        def pdf() -> bytes:
+            with open(path, "rb") as fh:
+                ds = pixels.read_stored(fh, whole=True)
+            return bytes(ds.EncapsulatedDocument)
+        data = await run_in_threadpool(pdf)
+        return Response(data, media_type="application/pdf")
+    opts.media_type = _rendered_frames_media(request) if several else _render_media(request)
+    if frame is not None:
+        # Every frame asked for must exist before the response starts: one missing is a 404,
+        # never a part silently left out (PS3.18 8.3.5.1.x, 10.4.1.1.3).
+        count = await run_in_threadpool(pixels.frames_to_render, path)
+        missing = [n for n in numbers if n > count]
+        if missing:
+            raise HTTPProblem(404, f"frame {missing[0]} does not exist (this instance has "
+                              f"{count})")
+    number = numbers[0]
     if several:
+        media = opts.media_type
         # The first frame is rendered before the response starts (its errors are the
         # request's); the others one at a time as the body is sent, so a long frame list
         # never holds every image in memory. A later frame that fails is left out (logged).
@@ -928,13 +963,6 @@ async def rendered(request: Request, study: str, series: str | None = None,
                                  media_type=f'multipart/related; type="{media}"; '
                                  f"boundary={boundary}",
                                  headers={"Cache-Control": "private, max-age=3600"})
-    if ref.sop_class_uid == "1.2.840.10008.5.1.4.1.1.104.1" and not thumbnail:
-        def pdf() -> bytes:
-            with open(path, "rb") as fh:
-                ds = pixels.read_stored(fh, whole=True)
-            return bytes(ds.EncapsulatedDocument)
-        data = await run_in_threadpool(pdf)
-        return Response(data, media_type="application/pdf")
     data = await run_in_threadpool(pixels.render, path, number, opts)
     return Response(data, media_type=opts.media_type,
                     headers={"Cache-Control": "private, max-age=3600"})
