@@ -37,6 +37,28 @@ def _code_text(item: Dataset) -> str:
     return f"{text} ({meaning})" if meaning else text
 
 
+def _stdout_is_unicode() -> bool:
+    """Whether standard output takes any character (a UTF encoding), as a latin-1 or cp1252
+    console, or a file redirected on Windows, does not."""
+    import codecs
+
+    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        return codecs.lookup(encoding).name.startswith("utf")
+    except LookupError:
+        return False
+
+
+def _is_text(arg: str) -> bool:
+    """False for an argument with bytes the locale could not decode (Python keeps them as lone
+    surrogates, PEP 383), which no index value matches and no database takes."""
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: bool,
              limit: int) -> int:
     from pydicom.sequence import Sequence
@@ -66,6 +88,12 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
             print(f"error: {item!r}: expected KEY=VALUE with a DICOM keyword or tag, or a dotted "
                   "code sequence path such as ProcedureCodeSequence.CodeValue", file=sys.stderr)
             return 2
+        if not _is_text(item):
+            raw = item.encode(sys.getfilesystemencoding(), "surrogateescape")
+            print(f"error: {raw!r}: not valid text in the locale's encoding "
+                  f"({sys.getfilesystemencoding()}): write the value in that encoding, or set "
+                  "the locale (LANG) the terminal uses", file=sys.stderr)
+            return 2
         pairs.append((key, value))
     pairs += [(k, "") for k in _DEFAULT_KEYS[level.value] if k not in given]
     if not settings.index_path.exists():
@@ -83,9 +111,11 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
     try:
         query = archive.search.query_from_pairs(level, pairs)
         results = archive.search.find(query, limit=limit)
+        unicode_out = _stdout_is_unicode()
         if json_out:
             out = [ds.to_json_dict() for ds in results]
-            json.dump(out, sys.stdout, indent=1, ensure_ascii=False)
+            # Names in any script: as \u escapes where the output cannot take them (the same JSON).
+            json.dump(out, sys.stdout, indent=1, ensure_ascii=not unicode_out)
             sys.stdout.write("\n")
             return 0
         from rich.console import Console
@@ -110,6 +140,9 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
                     row.append(str(v))
             table.add_row(*row)
             n += 1
+        if not unicode_out and hasattr(sys.stdout, "reconfigure"):
+            # A character the output cannot take becomes an escape rather than a traceback.
+            sys.stdout.reconfigure(errors="backslashreplace")
         console = Console()
         console.print(table)
         console.print(f"{n} match{'es' if n != 1 else ''}")

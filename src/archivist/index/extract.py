@@ -23,6 +23,27 @@ from archivist.core.matching import normalise_date, normalise_pn, normalise_time
 from archivist.errors import InvalidObject
 from archivist.index.schema import COLUMN_OF
 
+
+def use_gb2312_escape_sequences() -> None:
+    """Make pydicom read and write ISO 2022 IR 58 (GB 2312) with its escape sequence.
+
+    PS3.5 6.1.2.5.3 and Table 6.1-4 (PS3.3 C.12-4): GB 2312 is a G1 code element designated by
+    ``ESC $ ) A`` before its characters, as KS X 1001 (ISO 2022 IR 149) is by ``ESC $ ) C``.
+    pydicom 3 counts its codec among those whose escape sequences Python handles, which is not
+    so for GB 2312: it left ``ESC $ ) A`` in every decoded value (``Wang^Wu=\\x1b$)A王^...``, then
+    indexed, matched and answered as such) and wrote GB 2312 bytes without it. Treated as the
+    Korean set is, both directions are right. Idempotent; applied on import of this module,
+    which every process that decodes stored objects imports.
+    """
+    from pydicom import charset
+
+    if "iso_ir_58" in charset.handled_encodings:
+        handled = tuple(e for e in charset.handled_encodings if e != "iso_ir_58")
+        setattr(charset, "handled_encodings", handled)  # noqa: B010 - a shorter tuple type
+
+
+use_gb2312_escape_sequences()
+
 _BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ"}
 _MAX_ATTR_LEN = 256
 _EXCLUDED_FROM_ATTRS = {0x7FE00010}

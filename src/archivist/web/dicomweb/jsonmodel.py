@@ -19,9 +19,11 @@ from pydicom.tag import BaseTag, Tag
 
 from archivist.archive import part10
 from archivist.archive.transcode import swapped, value_word_size
+from archivist.index.extract import use_gb2312_escape_sequences
 from archivist.web.errors import HTTPProblem
 
 log = logging.getLogger("archivist.web")
+use_gb2312_escape_sequences()  # values in ISO 2022 IR 58 read as the index reads them
 
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 BULK_THRESHOLD = 1024
