@@ -38,6 +38,7 @@ from archivist.core.matching import (
     Constraint,
     Query,
     build_query,
+    list_alternatives,
     parse_constraint,
     value_matches,
 )
@@ -131,7 +132,8 @@ def _check_empty_on_attrs(keyword: str) -> None:
 
 
 def _column_values(row: Mapping[str, Any], keyword: str) -> list[str]:
-    """The values of a multi-valued indexed column (stored as ``\\A\\B\\``) of a search row."""
+    """The values of an indexed column of a search row (a multi-valued one is stored as
+    ``\\A\\B\\``)."""
     table, name = COLUMN_OF[keyword]
     value = row.get(f"{table.name}.{name}")
     return [v for v in str(value or "").split("\\") if v]
@@ -315,13 +317,33 @@ class Search:
         tables = _tables_at(query.level)
         extra: list[tuple[Constraint, str]] = []
         # Wildcards on a multi-valued column (ModalitiesInStudy=M?): the index matches those
-        # columns value by value in SQL, so these are matched here on the row's values.
+        # columns value by value in SQL, so these are matched here on the row's values (and so
+        # are the constraints below).
         on_column = [c for c in query.constraints
                      if c.kind is MatchKind.MULTI and c.op == "wildcard" and c.keyword in COLUMN_OF
                      and COLUMN_OF[c.keyword][0].name in tables]
         if on_column:
             query = dataclasses.replace(
                 query, constraints=[c for c in query.constraints if c not in on_column])
+        # A time range with a low end (StudyTime=120000-) on a column: a stored value of lower
+        # precision (1200, 12) names the same moment as the bound although it sorts before it
+        # as text. The index is asked from the bound's hour on, the whole range is then matched
+        # here (value_matches completes the stored value). A list holding a range or a
+        # wildcard (StudyDate=20200101-20200131\\20201231) would be taken literally by the
+        # index: it is matched here, value by value.
+        here = [c for c in query.constraints
+                if c.keyword in COLUMN_OF and COLUMN_OF[c.keyword][0].name in tables
+                and ((c.kind is MatchKind.TIME and c.op == "range" and len(c.values[0]) > 2)
+                     or list_alternatives(c) is not None)]
+        if here:
+            sql = []
+            for c in query.constraints:
+                if c not in here:
+                    sql.append(c)
+                elif c.op == "range":
+                    sql.append(dataclasses.replace(c, values=(c.values[0][:2], c.values[1])))
+            query = dataclasses.replace(query, constraints=sql)
+            on_column += here
         for c in query.constraints:
             if c.keyword in COLUMN_OF:
                 continue

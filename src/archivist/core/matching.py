@@ -8,10 +8,12 @@ that have no column.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -97,10 +99,14 @@ EMPTY_MATCHING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", 
 
 
 def normalise_pn(value: str) -> str:
-    """Case- and accent-folded form of a person name, used for case-insensitive matching."""
+    """Case- and accent-folded form of a person name, used for case-insensitive matching;
+    trailing empty components and groups dropped (``SMITH^JOHN^^^`` is ``SMITH^JOHN``: PS3.5
+    6.2.1.1 leaves them out, and senders that pad them name the same person)."""
     decomposed = unicodedata.normalize("NFKD", value)
-    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return stripped.casefold()
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+    if "^" in stripped or "=" in stripped:
+        stripped = "=".join(group.rstrip("^") for group in stripped.split("=")).rstrip("=")
+    return stripped
 
 
 def normalise_time(value: str) -> str:
@@ -129,6 +135,27 @@ def _check_time(text: str, keyword: str) -> str:
     return t
 
 
+#: The integers an index column holds (64-bit); IS values are 32-bit (PS3.5 6.2).
+_INT_RANGE = range(-(2**63), 2**63)
+
+
+def _check_int(text: str, keyword: str) -> str:
+    """An integer key value (IS, US...) in its canonical form (``+3`` is ``3``).
+
+    Raises
+    ------
+    QueryError
+        Not an integer, or too large for any stored value.
+    """
+    try:
+        number = int(text)
+    except ValueError:
+        raise QueryError(f"{keyword}: {text[:40]!r} is not a number") from None
+    if number not in _INT_RANGE:
+        raise QueryError(f"{keyword}: {text[:40]!r} is out of range")
+    return str(number)
+
+
 def _low_time(t: str) -> str:
     """A time (or date-time) as the low end of a range: trailing zeros of the fraction dropped,
     so ``101500.000-`` includes a stored ``101500`` (the values compare as text)."""
@@ -144,12 +171,35 @@ _DT_RANGE = re.compile(f"({_DT})?-({_DT})?")
 _DT_OFFSET = re.compile(r"[+-]\d{4}$")
 
 
+_DT_PARTS = re.compile(r"(\d{10,14})(\.\d{1,6})?([+-])(\d\d)(\d\d)")
+
+
 def normalise_datetime(value: str) -> str:
-    """A DT value without its UTC offset, for comparison as text (offsets are not applied)."""
+    """A DT value for comparison as text, in the archive's local time and without its UTC
+    offset: a value that carries an offset is moved by it (PS3.4 C.2.2.2.5: the offset "shall
+    be taken into account"), so ``20200101120000+0100`` is ``20200101110000`` on an archive
+    running in UTC; a value without one is taken to be local time already. The precision is
+    kept; a value coarser than the hour only loses its offset."""
     text = value.strip()
-    if len(text) > 8:
-        text = _DT_OFFSET.sub("", text)
-    return text
+    if len(text) <= 8:
+        return text
+    found = _DT_PARTS.fullmatch(text)
+    if found is None:
+        return _DT_OFFSET.sub("", text)
+    digits, fraction, sign, hours, minutes = found.groups()
+    padded = digits + "0000"[: 14 - len(digits)]
+    try:
+        stated = datetime(int(padded[:4]), int(padded[4:6]), int(padded[6:8]), int(padded[8:10]),
+                          int(padded[10:12]), min(int(padded[12:14]), 59))
+        offset = timedelta(hours=int(hours), minutes=int(minutes))
+        moment = stated.replace(tzinfo=timezone(-offset if sign == "-" else offset))
+        local = moment.astimezone().replace(tzinfo=None)
+    except (ValueError, OverflowError, OSError):
+        return digits + (fraction or "")
+    shifted = local.strftime("%Y%m%d%H%M%S")
+    if padded[12:14] == "60":
+        shifted = shifted[:12] + "60"  # a leap second keeps its value
+    return shifted[: len(digits)] + (fraction or "")
 
 
 def _check_datetime(text: str, keyword: str) -> str:
@@ -256,8 +306,17 @@ def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None, *
                 return None
             return Constraint(keyword, "wildcard", (values[0],), kind)
         return Constraint(keyword, "list", tuple(values), kind)
+    if kind is MatchKind.INT:
+        values = [_check_int(v, keyword) for v in values]
     if len(values) > 1:
-        # Multiple values in a non-UID key: treat as "any of" (C.2.2.2.2 generalised).
+        # Multiple values in a non-UID key: treat as "any of" (C.2.2.2.2 generalised), each
+        # value matched by its own kind of matching (a range, a wildcard: list_alternatives).
+        if kind in (MatchKind.DATE, MatchKind.TIME, MatchKind.DATETIME):
+            parsed = [parse_constraint(keyword, v, kind) for v in values]  # checks each value
+            if any(p is None for p in parsed):
+                return None  # one of them is universal ("-")
+            if all(p is not None and p.op == "single" for p in parsed):
+                values = [p.values[0] for p in parsed if p is not None]
         return Constraint(keyword, "list", tuple(values), kind)
     value = values[0]
     if kind is MatchKind.DATETIME:
@@ -285,15 +344,31 @@ def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None, *
             return Constraint(keyword, "range", (low, high), kind)
         return Constraint(keyword, "single", (check(value, keyword),), kind)
     if kind is MatchKind.INT:
-        try:
-            return Constraint(keyword, "single", (str(int(value)),), kind)
-        except ValueError:
-            raise QueryError(f"{keyword}: {value!r} is not a number") from None
+        return Constraint(keyword, "single", (value,), kind)
     if _WILDCARD.search(value):
         if set(value) == {"*"}:
             return None
         return Constraint(keyword, "wildcard", (value,), kind)
     return Constraint(keyword, "single", (value,), kind)
+
+
+def list_alternatives(c: Constraint) -> tuple[Constraint | None, ...] | None:
+    """The values of a list constraint as constraints of their own, when one of them is a range
+    or a wildcard (``StudyDate=20200101-20200131\\20201231``, ``PatientName=SMITH*\\LEE``):
+    the list matches when one of them does (None in the result: universal). None when every
+    value is a single value (or a UID), which a plain list matches."""
+    if c.op != "list" or c.kind in (MatchKind.UID, MatchKind.INT, MatchKind.COUNT):
+        return None
+    return _alternatives(c)
+
+
+@functools.lru_cache(maxsize=256)
+def _alternatives(c: Constraint) -> tuple[Constraint | None, ...] | None:
+    kind = MatchKind.TEXT if c.kind is MatchKind.MULTI else c.kind
+    parsed = tuple(parse_constraint(c.keyword, v, kind) for v in c.values)
+    if all(p is not None and p.op == "single" for p in parsed):
+        return None
+    return parsed
 
 
 def wildcard_to_regex(pattern: str, *, fold: bool) -> re.Pattern[str]:
@@ -320,6 +395,10 @@ def value_matches(c: Constraint, stored: object, *, pn_fold: bool = True) -> boo
         return stored is None or stored == ""
     if stored is None or stored == "":
         return False
+    alternatives = list_alternatives(c)
+    if alternatives is not None:
+        return any(alt is None or value_matches(alt, stored, pn_fold=pn_fold)
+                   for alt in alternatives)
     if isinstance(stored, (list, tuple)):
         return any(value_matches(c, v, pn_fold=pn_fold) for v in stored)
     text = str(stored)
@@ -352,12 +431,33 @@ def value_matches(c: Constraint, stored: object, *, pn_fold: bool = True) -> boo
             norm = normalise_datetime(text)
         else:
             norm = normalise_date(text)
-        if low and norm < low:
+        if low and _earliest(norm, c.kind) < low:
             return False
         if high and norm[: len(high)] > high:
             return False
         return True
     return False
+
+
+#: What a time or date-time of lower precision is completed with to name its first moment.
+_TIME_FILL = "000000"
+_DATETIME_FILL = "00000101000000"
+
+
+def _earliest(norm: str, kind: MatchKind) -> str:
+    """A stored time or date-time of lower precision (``1200``, ``2020``) as its first moment
+    (``120000``, ``20200101000000``), for the low end of a range: as text it sorts before the
+    bound although it names the same moment (``1200`` is 12:00:00, so ``120000-`` finds it)."""
+    if kind is MatchKind.TIME:
+        fill = _TIME_FILL
+    elif kind is MatchKind.DATETIME:
+        fill = _DATETIME_FILL
+    else:
+        return norm
+    digits = norm.split(".")[0]
+    if not digits.isdigit() or len(digits) >= len(fill):
+        return norm
+    return digits + fill[len(digits):]
 
 
 _HEX_TAG = re.compile(r"[0-9A-Fa-f]{8}")

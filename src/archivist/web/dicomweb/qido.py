@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -161,6 +161,20 @@ def _lower_key_message(keyword: str, level: QueryLevel) -> str:
             f"match (PS3.18 10.6.1.2); {hint}")
 
 
+def _comma_is_a_separator(keyword: str) -> bool:
+    """Whether a comma in a QIDO-RS value of `keyword` separates values: on Code String keys
+    (``ModalitiesInStudy=CT,MR``, as OHIF's study list sends a choice of several modalities),
+    whose repertoire has no comma, and on multi-valued study aggregates of UIDs (SOP Classes
+    in Study). Elsewhere a comma may be part of the value (``Doe, John``)."""
+    if keyword in KEYS and KEYS[keyword].kind is MatchKind.MULTI:
+        return True
+    tag = tag_for_keyword(keyword)
+    try:
+        return tag is not None and dictionary_VR(tag) == "CS"
+    except KeyError:
+        return False
+
+
 def _fuzzy_tokens(text: str) -> list[str]:
     return [t for t in _FUZZY_SPLIT.split(normalise_pn(text.replace("*", " ").replace("?", " ")))
             if t]
@@ -225,6 +239,9 @@ class QidoRequest:
             elif attr in seen:
                 raise HTTPProblem(400, f"{key[:64]} is given more than once; a value list is "
                                   "only defined for UIDs (PS3.18 8.3.4.1)")
+            elif "," in value and _comma_is_a_separator(attr):
+                # CT,MR: any of the values, as CT\MR (a list in C-FIND) matches.
+                value = "\\".join(v.strip() for v in value.split(",") if v.strip())
             seen.add(attr)
             if (self.fuzzy and kind is MatchKind.PN and value.strip()
                     and not (self.empty_value_matching and value.strip() == EMPTY_VALUE)):
