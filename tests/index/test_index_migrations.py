@@ -59,15 +59,16 @@ def _ddl(path: Path) -> list[str]:
 class TestMigrations:
     def test_one_chain_of_revisions(self) -> None:
         script = ScriptDirectory.from_config(_config())
-        assert script.get_heads() == ["0004"]
-        assert [r.revision for r in script.walk_revisions()] == ["0004", "0003", "0002", "0001"]
+        assert script.get_heads() == ["0005"]
+        assert [r.revision for r in script.walk_revisions()] == ["0005", "0004", "0003", "0002",
+                                                                  "0001"]
 
     def test_empty_index_migrates_to_the_metadata(self, tmp_path: Path) -> None:
         index = Index(f"sqlite:///{tmp_path / 'i.sqlite'}")
         try:
             index.migrate()
             assert _diff(index) == []
-            assert _version(tmp_path / "i.sqlite") == "0004"
+            assert _version(tmp_path / "i.sqlite") == "0005"
             index.migrate()  # idempotent
         finally:
             index.close()
@@ -94,7 +95,7 @@ class TestMigrations:
         index = Index(f"sqlite:///{db}")
         try:
             index.migrate()
-            assert _version(db) == "0004"
+            assert _version(db) == "0005"
             assert _diff(index) == []
             assert index.counts() == {"patient": 1, "study": 1, "series": 1, "instance": 2}
             old = index.validation_of("1.2.826.0.1.3680043.10.1235.77.1.1.1")
@@ -123,3 +124,27 @@ class TestMigrations:
             assert errors["1.2.826.0.1.3680043.10.1235.77.1.1.2"] is None
         finally:
             index.close()
+
+
+def test_0005_folds_again_names_stored_with_trailing_components(tmp_path: Path) -> None:
+    """A name stored padded (``SMITH^JOHN^^^``) under 0004 is found by ``smith^john`` after the
+    upgrade; other names keep their folded value."""
+    db = tmp_path / "index.sqlite"
+    index = Index(f"sqlite:///{db}")
+    try:
+        _upgrade(index, "0004")
+    finally:
+        index.close()
+    with sqlite3.connect(db) as con:
+        con.execute("INSERT INTO patient (pk, patient_id, issuer_of_patient_id, patient_name, patient_name_norm, number_of_patient_related_studies, number_of_patient_related_series, number_of_patient_related_instances) "
+                    "VALUES (1, 'P1', '', 'SMITH^JOHN^^^', 'smith^john^^^', 0, 0, 0), "
+                    "(2, 'P2', '', 'Doe^Jane', 'doe^jane', 0, 0, 0), "
+                    "(3, 'P3', '', 'Yamada^Tarou^^=山田^太郎=', 'yamada^tarou^^=山田^太郎=', 0, 0, 0)")
+    index = Index(f"sqlite:///{db}")
+    try:
+        index.migrate()
+    finally:
+        index.close()
+    with sqlite3.connect(db) as con:
+        norms = dict(con.execute("SELECT patient_id, patient_name_norm FROM patient"))
+    assert norms == {"P1": "smith^john", "P2": "doe^jane", "P3": "yamada^tarou=山田^太郎"}
