@@ -47,7 +47,7 @@ def _wait_for_sockets(data: Path, workers: int) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if all((data / "run" / f"worker-{n}.sock").exists() for n in range(workers)):
-            time.sleep(5.5)  # a sibling tried before it listened is left alone for 5 s
+            time.sleep(1.5)  # a sibling tried before it listened is left alone for 1 s
             return
         time.sleep(0.1)
     raise AssertionError("the workers' part exchange sockets never appeared")

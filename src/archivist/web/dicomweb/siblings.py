@@ -42,7 +42,7 @@ _LEN = struct.Struct(">I")
 MAX_JSON = 1 << 20
 MAX_DATA = 64 << 20
 #: Seconds a sibling that failed is left alone before it is tried again.
-RETRY_AFTER = 5.0
+RETRY_AFTER = 1.0
 #: A Unix socket's path must fit in sockaddr_un (108 bytes with its NUL).
 _MAX_SOCKET_PATH = 100
 _PART_NAME = re.compile(r"stow-[A-Za-z0-9_]+\.part")
