@@ -38,6 +38,7 @@ from archivist.inventory.records import (
     RepositoryQuery,
     RepositoryRequest,
     format_dt,
+    parse_update_range,
     reason_item,
 )
 
@@ -93,17 +94,37 @@ class InventorySpec:
             raise QueryError("studies per instance must be at least 1")
 
 
-def unsupported_scope_keys(scope: Iterable[tuple[str, str]]) -> list[str]:
-    """Scope keywords that are not DICOM keywords at all (the rest are matched)."""
-    from pydicom.datadict import tag_for_keyword
+#: VRs whose values a scope key cannot match: sequences, and binary data (PS3.4 C.2.2.2
+#: defines matching for neither), also when the dictionary gives them as one of two VRs.
+_UNMATCHABLE_VRS = frozenset({"SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+#: Binary numeric VRs: their scope values (text) are written as numbers.
+_INT_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV"})
+_FLOAT_VRS = frozenset({"FL", "FD"})
 
-    return [k for k, _ in scope if tag_for_keyword(k) is None]
+
+def _vrs(keyword: str) -> list[str]:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    return [] if tag is None else [vr.strip() for vr in dictionary_VR(tag).split(" or ")]
+
+
+def unsupported_scope_keys(scope: Iterable[tuple[str, str]]) -> list[str]:
+    """Scope keywords that cannot be matched: not DICOM keywords, or of a sequence or binary VR
+    (the rest are matched). The repository keys Study Update DateTime and Removed from
+    Operational Use are matched (:func:`_pairs_to_request`)."""
+    out = []
+    for keyword, _ in scope:
+        vrs = _vrs(keyword)
+        if not vrs or any(vr in _UNMATCHABLE_VRS for vr in vrs):
+            out.append(keyword)
+    return out
 
 
 def _split_scope(spec: InventorySpec) -> dict[QueryLevel, list[tuple[str, str]]]:
     bad = unsupported_scope_keys(spec.scope)
     if bad:
-        raise ScopeError(f"unknown scope keys: {', '.join(bad)}", bad)
+        raise ScopeError(f"scope keys not supported for matching: {', '.join(bad)}", bad)
     by_level: dict[QueryLevel, list[tuple[str, str]]] = {
         QueryLevel.STUDY: [], QueryLevel.SERIES: [], QueryLevel.IMAGE: []}
     for keyword, value in spec.scope:
@@ -140,7 +161,7 @@ def scope_sequence(spec: InventorySpec) -> list[Dataset]:
             name = "GeneralMatchingSequence"
             value = list(c.values) if len(c.values) > 1 else c.values[0]
         item = groups.setdefault(name, Dataset())
-        setattr(item, c.keyword, value)
+        _set_scope_value(item, c.keyword, value)
     empty = [k for k, v in spec.scope if str(v) == '""']
     item = Dataset()
     item.QueryRetrieveLevel = "IMAGE" if spec.level == "INSTANCE" else spec.level
@@ -155,14 +176,56 @@ def scope_sequence(spec: InventorySpec) -> list[Dataset]:
     return [item]
 
 
+def _set_scope_value(item: Dataset, keyword: str, value: Any) -> None:
+    """Add a scope key to a matching sequence item with the value its VR holds (a binary
+    numeric VR as numbers, the first of two VRs: ``US`` for ``US or SS``)."""
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    assert tag is not None  # unknown keywords were refused (unsupported_scope_keys)
+    vr = _vrs(keyword)[0]
+    if vr in _INT_VRS or vr in _FLOAT_VRS:
+        convert = int if vr in _INT_VRS else float
+        values = value if isinstance(value, list) else [value]
+        try:
+            numbers = [convert(str(v).strip()) for v in values]
+        except ValueError:
+            raise QueryError(f"{keyword}: {value!r} is not a number ({vr})") from None
+        value = numbers if len(numbers) > 1 else numbers[0]
+    item.add_new(tag, vr, value)
+
+
 def _pairs_to_request(rq: RepositoryQuery, level: QueryLevel, pairs: list[tuple[str, str]],
                       returns: Iterable[str], *, removed: bool = False) -> RepositoryRequest:
-    """A request over live records, or over live and removed ones (`removed`)."""
-    items: list[tuple[str, object]] = [(k, v) for k, v in pairs]
+    """A request over live records, or over live and removed ones (`removed`).
+
+    The repository keys among `pairs` are matched as a Repository Query matches them: Study
+    Update DateTime (single value or range) and Removed from Operational Use (``YES``: removed
+    records only, ``NO``: records in operational use only).
+    """
+    update_range = None
+    removed_only = False
+    items: list[tuple[str, object]] = []
+    for keyword, value in pairs:
+        if keyword == "StudyUpdateDateTime":
+            update_range = parse_update_range(value)
+        elif keyword == "RemovedFromOperationalUse":
+            wanted = str(value or "").strip().upper()
+            if wanted not in ("", "YES", "NO"):
+                raise QueryError("RemovedFromOperationalUse must be YES or NO")
+            removed_only = wanted == "YES"
+            removed = removed and wanted != "NO"
+        else:
+            items.append((keyword, value))
     items += [(k, None) for k in returns]
     query = build_query(level, items, pn_case_insensitive=rq.search.pn_case_insensitive,
                         empty_value_matching=True)  # a scope key of "" (PS3.4 C.2.2.2.7)
-    return RepositoryRequest(level=level, query=query, limit=0, include_removed=removed)
+    req = RepositoryRequest(level=level, query=query, limit=0,
+                            include_removed=removed or removed_only,
+                            update_range=update_range)
+    if removed_only:
+        req.removed = "YES"
+    return req
 
 
 def _mark_removal(item: Dataset, row: dict[str, Any]) -> None:
@@ -206,26 +269,27 @@ class InventoryBuilder:
         (tombstones not yet purged) are their tombstone's key, negated.
         """
         by_level = _split_scope(spec)
+        scope_sequence(spec)  # a value the Scope of Inventory Sequence cannot hold fails now
         req = _pairs_to_request(self.rq, QueryLevel.STUDY, by_level[QueryLevel.STUDY], (),
                                 removed=True)
         keys = []
         deeper = by_level[QueryLevel.SERIES] or by_level[QueryLevel.IMAGE]
         for pk, row in self.rq.all_records(req):
-            if TOMBSTONE in row:
-                keys.append(-int(row[TOMBSTONE]))
+            removed = TOMBSTONE in row
+            # A removed study is in scope when the series or instances it had match.
+            if deeper and not self._has_children(row["study.study_instance_uid"], by_level,
+                                                 removed=removed):
                 continue
-            if deeper and not self._has_children(row["study.study_instance_uid"], by_level):
-                continue
-            keys.append(pk)
+            keys.append(-int(row[TOMBSTONE]) if removed else pk)
         return keys
 
-    def _has_children(self, study_uid: str, by_level: dict[QueryLevel, list[tuple[str, str]]]
-                      ) -> bool:
+    def _has_children(self, study_uid: str, by_level: dict[QueryLevel, list[tuple[str, str]]],
+                      *, removed: bool = False) -> bool:
         level = QueryLevel.IMAGE if by_level[QueryLevel.IMAGE] else QueryLevel.SERIES
         pairs = [("StudyInstanceUID", study_uid)] + by_level[QueryLevel.SERIES]
         if level is QueryLevel.IMAGE:
             pairs += by_level[QueryLevel.IMAGE]
-        req = _pairs_to_request(self.rq, level, pairs, ())
+        req = _pairs_to_request(self.rq, level, pairs, (), removed=removed)
         return next(iter(self.rq.rows(req)), None) is not None
 
     def _study_row(self, pk: int) -> dict[str, Any] | None:
@@ -347,7 +411,8 @@ class InventoryBuilder:
     def iter_build(self, spec: InventorySpec, *, keys: list[int] | None = None,
                    start: int = 0, should_stop: Any = None,
                    container: tuple[str, str] | None = None,
-                   prior_leaves: list[str] | None = None) -> Iterator[tuple[int, Dataset]]:
+                   prior_leaves: list[str] | None = None,
+                   started: datetime | None = None) -> Iterator[tuple[int, Dataset]]:
         """Leaf instances one by one, then the root: ``(studies done, dataset)``.
 
         Parameters
@@ -361,12 +426,16 @@ class InventoryBuilder:
         container, prior_leaves
             When resuming: the container Study/Series UIDs and the SOP Instance UIDs of the
             leaves already stored, which the root references first.
+        started
+            When the creation of the inventory began (Content Date and Time of every instance,
+            C.38.1.1.1; default: now). A job built leaf by leaf gives the time it was initiated.
         """
-        started = datetime.now(UTC)
+        built_at = datetime.now(UTC)
+        started = started or built_at
         by_level = _split_scope(spec)
         keys = self.study_keys(spec) if keys is None else keys
         total = len(keys)
-        now = format_dt(started) or ""
+        now = format_dt(built_at) or ""  # Item Inventory DateTime: when the records are read
         container = container or (generate_uid(), generate_uid())
         per = spec.studies_per_instance
         leaves: list[Dataset] = []

@@ -197,8 +197,10 @@ class InventoryCreation:
         with self._lock, self.engine.begin() as conn:
             conn.execute(update(inventory_job).where(inventory_job.c.pk == pk).values(values))
 
-    def _transition(self, transaction_uid: str, allowed: tuple[str, ...], new: str,
-                    **values: Any) -> Job:
+    def _transition(self, transaction_uid: str, allowed: tuple[str, ...], new: str, *,
+                    while_storing: bool = True, **values: Any) -> Job:
+        """Move a job to `new` from one of the `allowed` states; with `while_storing` False,
+        not while its worker stores the finished inventory (see :meth:`_claim_finish`)."""
         with self._lock, self.engine.begin() as conn:
             row = conn.execute(select(inventory_job).where(
                 inventory_job.c.transaction_uid == transaction_uid)).first()
@@ -206,6 +208,9 @@ class InventoryCreation:
                 raise JobError("no Inventory Creation with this Transaction UID", 0x0112)
             if row._mapping["state"] not in allowed:
                 raise JobError(f"transaction is {row._mapping['state']}", 0x0110)
+            if (not while_storing and row._mapping["state"] == PROCESSING
+                    and row._mapping["root_uid"]):
+                raise JobError("transaction is storing its completed inventory", 0x0110)
             conn.execute(update(inventory_job).where(inventory_job.c.pk == row._mapping["pk"])
                          .values(state=new, updated_at=_now(), **values))
         job = self.get(transaction_uid)
@@ -261,7 +266,7 @@ class InventoryCreation:
 
     def pause(self, transaction_uid: str) -> Job:
         """Action 14: PROCESSING -> PAUSED (the worker stops at the next study)."""
-        job = self._transition(transaction_uid, (PROCESSING,), PAUSED)
+        job = self._transition(transaction_uid, (PROCESSING,), PAUSED, while_storing=False)
         self._event(job, EVENT_STATUS)
         return job
 
@@ -277,7 +282,7 @@ class InventoryCreation:
     def cancel(self, transaction_uid: str, retain: bool) -> Job:
         """Action 13: -> CANCELED; staged leaves are stored (Retain Instances YES) or dropped."""
         job = self._transition(transaction_uid, (PROCESSING, PAUSED), CANCELED,
-                               retain="YES" if retain else "NO")
+                               while_storing=False, retain="YES" if retain else "NO")
         # The worker notices at the next study; if none runs the job, finish it here.
         if not self._owned_by_live_worker(job):
             self._finish_canceled(job)
@@ -476,10 +481,11 @@ class InventoryCreation:
                                     purpose=spec.purpose, transaction_uid=spec.transaction_uid,
                                     retrieve_aet=spec.retrieve_aet)
         done = job.studies_done
+        started = self._started(job.pk)
         for offset in range(job.studies_done, len(keys), spec.studies_per_instance):
             chunk = keys[offset:offset + spec.studies_per_instance]
             items = list(builder.iter_build(spec_leaves, keys=chunk, should_stop=should_stop,
-                                            container=job.container))
+                                            container=job.container, started=started))
             built, leaf = items[0]
             stopped = built < len(chunk)
             if leaf.InventoriedStudiesSequence:
@@ -502,29 +508,57 @@ class InventoryCreation:
             if max_leaves is not None and len(leaves) - len(job.leaves) >= max_leaves:
                 self._update(job.pk, owner=None)
                 return
-        current = self._state(job.pk)
-        if current == PAUSED:
-            self._update(job.pk, owner=None)
-            log.info("inventory creation %s paused at %d/%d studies", job.transaction_uid, done,
-                     len(keys))
-            return
-        if current == CANCELED:
-            job = self.get(job.transaction_uid) or job
-            self._finish_canceled(job)
-            return
-        if self._stop.is_set():
-            self._update(job.pk, owner=None)
+        root_uid = None if self._stop.is_set() else self._claim_finish(job.pk)
+        if root_uid is None:
+            current = self._state(job.pk)
+            if current == PAUSED:
+                self._update(job.pk, owner=None)
+                log.info("inventory creation %s paused at %d/%d studies", job.transaction_uid,
+                         done, len(keys))
+            elif current == CANCELED:
+                job = self.get(job.transaction_uid) or job
+                self._finish_canceled(job)
+            else:  # stopping
+                self._update(job.pk, owner=None)
             return
         job = self.get(job.transaction_uid) or job
-        root_uid = self._store(job, complete=True)
-        finished = self._transition(job.transaction_uid, (PROCESSING,), COMPLETE,
-                                    root_uid=root_uid, owner=None)
+        self._store(job, complete=True, root_uid=root_uid)
+        finished = self._transition(job.transaction_uid, (PROCESSING,), COMPLETE, owner=None)
         self._event(finished, EVENT_STATUS)
         self._event(finished, EVENT_TERMINATED_WITH_INSTANCES, self._with_instances(finished))
         log.info("inventory creation %s complete: %d studies", job.transaction_uid, len(keys))
 
-    def _store(self, job: Job, *, complete: bool) -> str:
-        """Store the staged leaves and a root through the one ingest; returns the root UID."""
+    def _started(self, pk: int) -> datetime:
+        """When the job was initiated: the Content Date and Time of all its instances (the time
+        creation began, C.38.1.1.1; the studies in scope are those stored then)."""
+        with self.archive.index.reader.connect() as conn:
+            value = conn.execute(select(inventory_job.c.created_at)
+                                 .where(inventory_job.c.pk == pk)).scalar()
+        if value is None:
+            return _now()
+        return value if value.tzinfo else value.replace(tzinfo=UTC)  # naive values are UTC
+
+    def _claim_finish(self, pk: int) -> str | None:
+        """Mark a PROCESSING job as storing its completed inventory: its root's SOP Instance UID
+        is chosen and kept in the row, and from now on Pause and Cancel are refused (0x0110), so
+        that they cannot land between the store and COMPLETE (which left a canceled job with
+        its inventory stored and no final event). Returns that UID (the one already chosen when
+        a process died while storing), or None when the job is no longer PROCESSING."""
+        from pydicom.uid import generate_uid
+
+        with self._lock, self.engine.begin() as conn:
+            row = conn.execute(select(inventory_job.c.state, inventory_job.c.root_uid)
+                               .where(inventory_job.c.pk == pk)).first()
+            if row is None or row.state != PROCESSING:
+                return None
+            root_uid = str(row.root_uid or generate_uid())
+            conn.execute(update(inventory_job).where(inventory_job.c.pk == pk)
+                         .values(root_uid=root_uid, updated_at=_now()))
+        return root_uid
+
+    def _store(self, job: Job, *, complete: bool, root_uid: str | None = None) -> str:
+        """Store the staged leaves and a root (with `root_uid`, if given) through the one
+        ingest; returns the root UID."""
         from pydicom.sequence import Sequence
 
         builder = InventoryBuilder(self.archive)
@@ -540,7 +574,7 @@ class InventoryCreation:
             root.InstanceNumber = 1
             leaves = []
         else:
-            root = builder._instance(spec, datetime.now(UTC), job.container, 1)
+            root = builder._instance(spec, self._started(job.pk), job.container, 1)
             root.NumberOfStudyRecordsInInstance = 0
             root.TotalNumberOfStudyRecords = job.studies_total
             refs = []
@@ -552,6 +586,8 @@ class InventoryCreation:
             root.IncorporatedInventoryInstanceSequence = Sequence(refs)
         if not complete:
             root.InventoryCompletionStatus = PARTIAL
+        if root_uid:
+            root.SOPInstanceUID = root_uid
         beat = time.monotonic()
         for ds in [*leaves, root]:
             builder.store(ds)
@@ -588,7 +624,7 @@ class InventoryCreation:
     def _fail(self, job: Job, comment: str) -> None:
         try:
             failed = self._transition(job.transaction_uid, (PROCESSING, PAUSED), FAILURE,
-                                      comment=comment, owner=None)
+                                      comment=comment, owner=None, root_uid=None)
         except JobError:
             return
         shutil.rmtree(self._stage_dir(job), ignore_errors=True)

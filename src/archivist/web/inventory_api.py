@@ -59,13 +59,15 @@ def on_startup(app: Any) -> None:
 
 
 def _job_json(job: Job) -> dict[str, Any]:
+    # A PROCESSING job knows its root's UID while it stores the inventory, not stored yet.
+    root = job.root_uid if job.state != "PROCESSING" else None
     return {
         "transaction_uid": job.transaction_uid, "state": job.state, "level": job.level,
         "scope": dict(job.scope), "purpose": job.purpose, "requester": job.requester_aet or None,
         "studies_total": job.studies_total, "studies_done": job.studies_done,
-        "root": job.root_uid, "comment": job.comment or None,
+        "root": root, "comment": job.comment or None,
         "status_url": f"/api/inventories/jobs/{job.transaction_uid}",
-        "download_url": f"/api/inventories/{job.root_uid}" if job.root_uid else None,
+        "download_url": f"/api/inventories/{root}" if root else None,
     }
 
 
@@ -99,7 +101,7 @@ async def create(request: Request) -> JSONResponse:
     scope = [(str(k), v) for k, v in scope_raw.items()]
     bad = unsupported_scope_keys(scope)
     if bad:
-        return problem_response(400, f"unknown scope keys: {', '.join(bad)}")
+        return problem_response(400, f"scope keys not supported for matching: {', '.join(bad)}")
     from starlette.concurrency import run_in_threadpool
 
     def start() -> Job:
