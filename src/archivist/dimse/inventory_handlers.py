@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset
 from archivist.archive.archive import Archive
 from archivist.archive.retrieve import InstanceRef
 from archivist.core.matching import EMPTY_VALUE, empty_matching_applies
+from archivist.core.uids import is_valid_uid
 from archivist.dimse.handlers import contexts_for
 from archivist.dimse.services import Service
 from archivist.dimse.status import Status, query_failure, status_dataset
@@ -348,6 +349,9 @@ class InventoryCreationHandler:
         level = str(info.get("InventoryLevel", "") or "").strip()
         if not level:
             return status_dataset(0x0120, "Inventory Level is missing"), None
+        if not is_valid_uid(uid):
+            # It would be written into every Inventory instance (a UI value) and name the job.
+            return status_dataset(0x0106, "Transaction UID is not a valid UID"), None
         pairs, unsupported = scope_from_action(info)
         try:
             spec = InventorySpec(level=level, scope=pairs,
