@@ -94,10 +94,11 @@ class Handlers:
 
     # -- Query ---------------------------------------------------------------------------------
 
-    def _parse(self, event: Any, *, find: bool = False
+    def _parse(self, event: Any, *, find: bool = False, identifier: Dataset | None = None
                ) -> tuple[QueryLevel, Any, str | list[str]]:
         model = str(event.request.AffectedSOPClassUID)
-        identifier = event.identifier
+        if identifier is None:
+            identifier = event.identifier
         level_text = identifier.get("QueryRetrieveLevel", "")
         try:
             level = QueryLevel.parse(level_text or "")
@@ -168,8 +169,11 @@ class Handlers:
 
     def _refs(self, event: Any) -> list[InstanceRef]:
         """The instances a C-MOVE / C-GET names; an Identifier without the Unique Key of its
-        level is refused (QueryError: 0xA900 with an Error Comment), as dcm4chee does."""
-        _, query, _ = self._parse(event)
+        level is refused (QueryError: 0xA900 with an Error Comment), as dcm4chee does. Only
+        the Unique Keys identify what is retrieved (:func:`retrieve_keys`)."""
+        model = str(event.request.AffectedSOPClassUID)
+        _, query, _ = self._parse(event, identifier=retrieve_keys(event.identifier,
+                                                                  model in STUDY_ROOT))
         check_unique_key(query)
         return list(self.archive.retrieve.instances(query))
 
@@ -232,6 +236,39 @@ class Handlers:
                 yield Status.CANCEL, None
                 return
             yield Status.PENDING, self._load(ref)
+
+
+#: The Unique Key of each level (PS3.4 C.6.1.1 Patient Root, C.6.2.1 Study Root), top first.
+_UNIQUE_KEYS = (("PatientID", QueryLevel.PATIENT), ("StudyInstanceUID", QueryLevel.STUDY),
+                ("SeriesInstanceUID", QueryLevel.SERIES), ("SOPInstanceUID", QueryLevel.IMAGE))
+
+
+def retrieve_keys(identifier: Dataset, study_root: bool) -> Dataset:
+    """The part of a C-MOVE / C-GET Identifier that says what to retrieve: the Query/Retrieve
+    Level, the Specific Character Set and the Unique Keys of that level and of the levels above
+    it in the information model (PS3.4 C.4.2.2.1, C.4.3.2.1).
+
+    The SCP identifies the entities to transfer "based upon the values in the Unique Keys"
+    (PS3.4 C.4.2.3.1, C.4.3.3.1): other keys (Patient's Name, Modality, Study Date, the
+    Patient ID of the Study Root model, the keys of lower levels, a C-FIND response used as the
+    Identifier...) neither narrow the retrieve nor make it fail, as in Orthanc (Modality at
+    STUDY level would otherwise be matched as C-FIND matches it, against the study's
+    series). An Identifier whose level is missing or unknown is returned unchanged (it is
+    refused when parsed).
+    """
+    try:
+        level = QueryLevel.parse(str(identifier.get("QueryRetrieveLevel", "") or ""))
+    except ValueError:
+        return identifier
+    keep = ["QueryRetrieveLevel", "SpecificCharacterSet"]
+    keep += [keyword for keyword, key_level in _UNIQUE_KEYS
+             if key_level.rank <= level.rank
+             and not (study_root and key_level is QueryLevel.PATIENT)]
+    out = Dataset()
+    for keyword in keep:
+        if keyword in identifier:
+            out.add(identifier.data_element(keyword))  # type: ignore[arg-type]
+    return out
 
 
 def contexts_for(refs: list[InstanceRef]) -> list[PresentationContext]:
