@@ -637,7 +637,8 @@ class Services:
                 if state["gen"] is None:
                     refusal = event.data_refusal()
                     if refusal is not None:
-                        log.warning("C-FIND from %s refused: %s", assoc.calling, refusal)
+                        log.warning("C-FIND from %s refused: %s", assoc.calling,
+                                    refusal.partition(": ")[0])  # no key values
                         out.append(response(status_dataset(Status.UNABLE_TO_PROCESS, refusal),
                                             None))
                         return out
@@ -699,7 +700,8 @@ class Services:
 
         refusal = await self._run(assoc, event.data_refusal)
         if refusal is not None:
-            log.warning("C-GET from %s refused: %s", assoc.calling, refusal)
+            log.warning("C-GET from %s refused: %s", assoc.calling,
+                        refusal.partition(": ")[0])  # no key values (patient data)
             await assoc.send(rsp_pdus(status_dataset(Status.UNABLE_TO_PROCESS, refusal),
                                       with_counts=False))
             return
@@ -903,7 +905,8 @@ class Services:
 
         refusal = await run(event.data_refusal)
         if refusal is not None:
-            log.warning("C-MOVE from %s refused: %s", assoc.calling, refusal)
+            log.warning("C-MOVE from %s refused: %s", assoc.calling,
+                        refusal.partition(": ")[0])  # no key values (patient data)
             await assoc.send(rsp_pdus(status_dataset(Status.UNABLE_TO_PROCESS, refusal),
                                       with_counts=False))
             return
@@ -1095,7 +1098,8 @@ class Services:
             try:
                 if refusal is not None:
                     # Processing failure, with the reason (PS3.7 C.4.2)
-                    log.warning("%s from %s refused: %s", name, assoc.calling, refusal)
+                    log.warning("%s from %s refused: %s", name, assoc.calling,
+                                refusal.partition(": ")[0])  # no values (patient data)
                     status, ds = status_dataset(0x0110, refusal), None
                 else:
                     result = self.handlers.handle_n(name, event)

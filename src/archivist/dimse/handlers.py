@@ -85,7 +85,8 @@ class Handlers:
             else:
                 self.archive.ingest.store_file(path, origin, consume=True, **checks)
         except ArchivistError as exc:
-            log.warning("C-STORE from %s refused: %s", aet, exc)
+            # The reason without the values it quotes (a validation finding quotes patient data)
+            log.warning("C-STORE from %s refused: %s", aet, str(exc).partition(": ")[0])
             return store_failure(exc)
         except Exception:  # noqa: BLE001 - last line of defence: a clear failure, never a crash
             log.exception("C-STORE from %s failed unexpectedly", aet)
@@ -136,7 +137,7 @@ class Handlers:
             level, query, charset = self._parse(event, find=True)
         except Exception as exc:  # noqa: BLE001
             status, comment = query_failure(exc)
-            log.warning("C-FIND from %s refused: %s", aet, comment)
+            log.warning("C-FIND from %s refused: %s", aet, comment.partition(": ")[0])
             yield status_dataset(status, comment), None  # type: ignore[misc]
             return
         limit = self.settings.find_max_results
@@ -159,7 +160,7 @@ class Handlers:
                     break
         except Exception as exc:  # noqa: BLE001
             status, comment = query_failure(exc)
-            log.warning("C-FIND from %s failed: %s", aet, comment)
+            log.warning("C-FIND from %s failed: %s", aet, comment.partition(": ")[0])
             yield status_dataset(status, comment), None  # type: ignore[misc]
             return
         log.info("C-FIND from %s level=%s matches=%d", aet, level.value, count)
@@ -202,7 +203,7 @@ class Handlers:
             refs = self._refs(event)
         except Exception as exc:  # noqa: BLE001
             status, comment = query_failure(exc)
-            log.warning("C-MOVE from %s refused: %s", aet, comment)
+            log.warning("C-MOVE from %s refused: %s", aet, comment.partition(": ")[0])
             yield peer.host, peer.port
             yield status_dataset(status, comment), None
             return
@@ -226,7 +227,7 @@ class Handlers:
             refs = self._refs(event)
         except Exception as exc:  # noqa: BLE001
             status, comment = query_failure(exc)
-            log.warning("C-GET from %s refused: %s", aet, comment)
+            log.warning("C-GET from %s refused: %s", aet, comment.partition(": ")[0])
             yield status_dataset(status, comment), None
             return
         yield len(refs)

@@ -140,7 +140,8 @@ class RepositoryQueryHandler:
             return
         except Exception as exc:  # noqa: BLE001
             status, comment = query_failure(exc)
-            log.warning("Repository Query from %s refused: %s", aet, comment)
+            log.warning("Repository Query from %s refused: %s", aet,
+                        comment.partition(": ")[0])  # no key values (patient data)
             yield status_dataset(status, comment), None
             return
         charset = event.identifier.get("SpecificCharacterSet") or ""
@@ -160,7 +161,7 @@ class RepositoryQueryHandler:
                 count += 1
         except Exception as exc:  # noqa: BLE001
             status, comment = query_failure(exc)
-            log.warning("Repository Query from %s failed: %s", aet, comment)
+            log.warning("Repository Query from %s failed: %s", aet, comment.partition(": ")[0])
             yield status_dataset(status, comment), None
             return
         log.info("Repository Query from %s level=%s: %d records", aet, req.level.value, count)
@@ -197,7 +198,7 @@ class InventoryQR:
                 count += 1
         except Exception as exc:  # noqa: BLE001
             status, comment = query_failure(exc)
-            log.warning("Inventory FIND from %s refused: %s", aet, comment)
+            log.warning("Inventory FIND from %s refused: %s", aet, comment.partition(": ")[0])
             yield status_dataset(status, comment), None
             return
         log.info("Inventory FIND from %s: %d inventories", aet, count)
@@ -338,7 +339,8 @@ class InventoryCreationHandler:
             else:
                 self.engine.resume(uid)
         except JobError as exc:
-            log.warning("Inventory Creation action %d from %s: %s", action, aet, exc)
+            log.warning("Inventory Creation action %d from %s: %s", action, aet,
+                        str(exc).partition(": ")[0])  # no scope values (patient data)
             return status_dataset(exc.status, str(exc)), None
         except Exception as exc:
             log.exception("Inventory Creation action %d from %s failed", action, aet)

@@ -195,7 +195,8 @@ class StoreHandler:
                 self.archive.ingest.store_bytes(event.encoded_dataset(include_meta=True), origin,
                                                 expected_sop_class=expected)
         except ArchivistError as exc:
-            log.warning("migration: object from %s refused: %s", aet, exc)
+            log.warning("migration: object from %s refused: %s", aet,
+                        str(exc).partition(": ")[0])  # no values (patient data)
             return 0xC000
         except Exception:
             log.exception("migration: storing an object from %s failed", aet)

@@ -243,7 +243,8 @@ def _store_body(archive: Archive, body: Path | bytes, study: str | None,
             _add_preamble(body)
             res = archive.ingest.store_file(body, origin, consume=True, expected_study=study)
     except ArchivistError as exc:
-        log.warning("STOW-RS part refused: %s", exc)
+        # The reason without the values it quotes (a validation finding quotes patient data)
+        log.warning("STOW-RS part refused: %s", str(exc).partition(": ")[0])
         uids = getattr(exc, "uids", None) or _uids(body)
         result.fail(uids, failure_reason(exc), str(exc) or type(exc).__name__)
         return
