@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 from archivist.config import Settings, event_loop_kind
 
@@ -24,9 +24,24 @@ def configure_logging(level: str, *, workers: int = 1) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format=f"%(asctime)s %(levelname)s %(name)s{who}: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        if type(handler.formatter) is logging.Formatter:
+            handler.setFormatter(OneLineFormatter(handler.formatter._fmt))
     quiet_libraries()
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class OneLineFormatter(logging.Formatter):
+    """A log record's message on one line: control characters a peer put in a value the
+    message quotes (a UID holding a line feed, quoted by pynetdicom's check) are escaped, so a
+    client cannot forge log lines. A traceback after the message keeps its lines."""
+
+    _ESCAPES: ClassVar[dict[int, str]] = {i: f"\\x{i:02x}" for i in range(32) if i != 9}
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)
+        return text.translate(self._ESCAPES) if not text.isprintable() else text
 
 
 def quiet_libraries() -> None:
@@ -59,6 +74,9 @@ def run_server(settings: Settings) -> int:
     worker that dies, and on SIGTERM stops them all and exits 0.
     """
     configure_logging(settings.log_level, workers=settings.worker_count)
+    # Everything the archive creates (the index holds every patient's name, the blobs their
+    # images) is for its own user only, even in a data directory created beforehand as 0755.
+    os.umask(0o077)
     if not _is_loopback(settings.host) and not settings.allow and not settings.insecure:
         print(
             f"error: refusing to listen on {settings.host} with no --allow list: any host could "

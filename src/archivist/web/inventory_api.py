@@ -86,9 +86,19 @@ def _fail(exc: Exception) -> JSONResponse:
 
 async def create(request: Request) -> JSONResponse:
     """``POST /api/inventories``: start a job; answers 202 with its status URL."""
-    body = await request.body()
-    if len(body) > MAX_BODY:
+    # Read at most MAX_BODY bytes: the whole body was read first and measured after, so a
+    # client could make a worker hold gigabytes.
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
         return problem_response(413, "request body too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return problem_response(413, "request body too large")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     try:
         data = json.loads(body or b"{}")
     except ValueError:
