@@ -585,7 +585,10 @@ class Ingest:
 
         validation: ValidationRecord | None = None
         if self.validator is not None and self.settings.validation_policy != "off":
-            validation = self._validate(ds, pixel, sop_uid)
+            # The archive's own inventories copy what is stored, invalid values included:
+            # their findings are kept, never a reason to refuse them.
+            validation = self._validate(ds, pixel, sop_uid,
+                                        reject=origin.kind != "inventory")
 
         policy = self.settings.duplicate_policy
         result_ids: dict[str, Any] = dict(sop_instance_uid=sop_uid, sop_class_uid=sop_class,
@@ -630,7 +633,7 @@ class Ingest:
                             warnings=warnings, validation=validation, **result_ids)
 
     def _validate(self, ds: Dataset, pixel: PixelDataInfo | None,
-                  sop_uid: str) -> ValidationRecord | None:
+                  sop_uid: str, *, reject: bool = True) -> ValidationRecord | None:
         """Run the validator and apply the policy (None: the validator itself failed).
 
         Raises
@@ -648,7 +651,7 @@ class Ingest:
         rows = [_finding_row(f) for f in findings]
         errors = [f for f in rows if f.severity == "error"]
         warned = sum(1 for f in rows if f.severity == "warning")
-        if errors and self.settings.validation_policy == "reject":
+        if errors and reject and self.settings.validation_policy == "reject":
             first = errors[0]
             more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
             log.warning("sop=%s: rejected by validation: %s (%d errors)", sop_uid, first.rule_id,
