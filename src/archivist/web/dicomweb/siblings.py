@@ -10,7 +10,10 @@ order. A part held in memory travels over the socket; a part spilled to a file t
 file's name (a file of this data directory's ``tmp`` folder, nothing else is accepted).
 
 When no sibling answers (not started yet, restarting, gone), the part is stored locally:
-forwarding is only ever a way to spread the work, never a condition for storing.
+forwarding is only ever a way to spread the work, never a condition for storing. A part file
+keeps a second name until the sibling has answered, so one that dies (killed) after moving the
+file into the store still leaves it to be stored here. A worker started again removes the part
+files of worker processes that are gone (the startup sweep only runs with no worker up).
 
 Frames, both ways: a 4-byte big-endian length, then that many bytes of JSON; a request's JSON
 may announce ``size`` bytes of part data that follow it.
@@ -46,6 +49,56 @@ RETRY_AFTER = 1.0
 #: A Unix socket's path must fit in sockaddr_un (108 bytes with its NUL).
 _MAX_SOCKET_PATH = 100
 _PART_NAME = re.compile(r"stow-[A-Za-z0-9_]+\.part")
+
+
+#: The suffix of a part file's second name while a sibling has it (see ``Siblings.forward``).
+_KEEP = ".keep"
+#: A part file of the STOW-RS request a worker receives is ``stow-<its pid>_<random>.part``
+#: (stow's ``part_file_prefix``); its second name ends in ``.keep``, stow's preamble fix in
+#: ``.fixed``.
+_OWNED_FILE = re.compile(r"stow-([0-9]+)_[A-Za-z0-9_]+\.(?:part|keep|fixed)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
+
+
+def sweep_dead_workers_parts(tmp_dir: Path) -> int:
+    """Remove the part files of worker processes that are gone (killed in the middle of a
+    request; the startup sweep only runs when no worker uses the data directory, so a worker
+    started again would otherwise leave them until the whole archive restarts). Returns how
+    many were removed."""
+    removed = 0
+    try:
+        names = os.listdir(tmp_dir)
+    except OSError:
+        return 0
+    for name in names:
+        match = _OWNED_FILE.fullmatch(name)
+        if match is None or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_dir / name)
+            removed += 1
+    if removed:
+        log.warning("removed %d STOW-RS part files of worker processes that ended", removed)
+    return removed
+
+
+def _take_back(body: Path, keep: Path) -> None:
+    """After a sibling failed with the part file `body`: `body` as it was handed over, and
+    no file of the sibling's half-done work left behind."""
+    with contextlib.suppress(OSError):
+        body.with_suffix(".fixed").unlink()  # stow's preamble fix, cut short
+    if not body.exists():
+        with contextlib.suppress(OSError):
+            os.replace(keep, body)
 
 
 class SiblingFailed(Exception):
@@ -98,6 +151,7 @@ class Siblings:
     async def start(self, store: StorePart) -> bool:
         """Listen for parts from the siblings; False (and nothing listens) when the socket's
         path is too long for a Unix socket or it cannot be bound."""
+        sweep_dead_workers_parts(self.tmp_dir)
         path = socket_path(self.run_dir, self.number)
         if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
             log.debug("no STOW-RS part exchange: socket path too long (%s)", path)
@@ -189,6 +243,17 @@ class Siblings:
         number = self._pick()
         if number is None:
             return None
+        keep = None
+        if isinstance(body, Path):
+            # A second name for the part file: a sibling that moved the file into the store
+            # and died before it answered leaves no file to store here, though it may not have
+            # recorded the instance. With this name the part is stored here all the same (an
+            # instance the sibling did record is then reported as already stored).
+            keep = body.with_suffix(_KEEP)
+            try:
+                os.link(body, keep)
+            except OSError:
+                return None  # no second name (no hard links here): stored here, not risked
         self._busy[number] += 1
         conn = None
         try:
@@ -211,6 +276,8 @@ class Siblings:
                 asyncio.IncompleteReadError) as exc:
             if conn is not None:
                 conn[1].close()
+            if keep is not None and isinstance(body, Path):
+                _take_back(body, keep)
             self._down_until[number] = time.monotonic() + RETRY_AFTER
             log.info("STOW-RS part exchange: worker %d did not take a part (%s); storing here",
                      number, type(exc).__name__)
@@ -221,6 +288,9 @@ class Siblings:
             raise
         finally:
             self._busy[number] -= 1
+            if keep is not None:
+                with contextlib.suppress(OSError):
+                    keep.unlink()
         self._idle[number].append(conn)
         self.forwarded += 1
         return calls

@@ -260,6 +260,12 @@ def _store_body(archive: Archive, body: Path | bytes, study: str | None,
               res.series_instance_uid, warning)
 
 
+def part_file_prefix() -> str:
+    """The start of this process's part files' names: a worker started again after one was
+    killed removes those of processes that are gone (``siblings.sweep_dead_workers_parts``)."""
+    return f"stow-{os.getpid()}_"
+
+
 #: The exchange with the sibling worker processes (set by ``archivist serve`` in each worker
 #: when there are several; None: every part is stored in the process that received it).
 _siblings: Siblings | None = None
@@ -319,7 +325,7 @@ async def store(request: Request, study: str | None = None) -> Response:
     created: list[Path] = []  # every part file, removed at the end whatever happened
 
     def new_file() -> Path:
-        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="stow-", suffix=".part")
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=part_file_prefix(), suffix=".part")
         os.close(fd)
         created.append(Path(name))
         return Path(name)
