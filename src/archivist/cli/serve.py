@@ -208,8 +208,10 @@ def _supervise(settings: Settings, workers: int) -> int:
         code = 1
         try:
             if zygote:  # wait until the zygote has gone and this process is the supervisor's
-                first, deadline = os.getppid(), time.monotonic() + 30
-                while os.getppid() == first and time.monotonic() < deadline:
+                # (the zygote may be gone already: then the parent is the supervisor at once;
+                # waiting for the parent to change from what it was first waited 30 s then)
+                deadline = time.monotonic() + 30
+                while os.getppid() != parent and time.monotonic() < deadline:
                     time.sleep(0.002)
             _die_with_parent()
             if os.getppid() != parent:
