@@ -521,6 +521,11 @@ def is_image_class(sop_class_uid: str) -> bool:
 def frames_to_render(path: Path) -> int:
     """Number of Frames of the image stored at `path` (1 when absent); 406 when the instance
     has no image to render."""
+    return _image_info(path).frames
+
+
+def _image_info(path: Path) -> PixelInfo:
+    """The pixel information of the image stored at `path`; 406 when it has no image."""
     try:
         info = pixel_info(path)
     except HTTPProblem as exc:
@@ -529,22 +534,15 @@ def frames_to_render(path: Path) -> int:
         raise HTTPProblem(406, "this instance has no image to render") from None
     if "Rows" not in info.header or "Columns" not in info.header:
         raise HTTPProblem(406, "this instance has no image to render")
-    return info.frames
+    return info
 
 
 @_unreadable_is_406
 def render(path: Path, number: int, opts: RenderOptions) -> bytes:
     """One frame rendered for display (modality LUT, VOI window, photometric) as JPEG or PNG,
     within the process's :data:`RENDER_BUDGET`."""
-    try:
-        info = pixel_info(path)
-    except HTTPProblem as exc:
-        if exc.status != 404:
-            raise
-        raise HTTPProblem(406, "this instance has no image to render") from None
+    info = _image_info(path)
     ds = info.header
-    if "Rows" not in ds or "Columns" not in ds:
-        raise HTTPProblem(406, "this instance has no image to render")
     frames = int(ds.get("NumberOfFrames") or 1)
     if number < 1 or number > frames:
         raise HTTPProblem(404, f"frame {number} does not exist (this instance has {frames})")
