@@ -125,3 +125,13 @@ def test_a_sibling_socket_takes_only_part_files_of_its_own_tmp_folder(  # type: 
     with urllib.request.urlopen(f"{srv.url}/api/stats", timeout=30) as r:
         assert json.loads(r.read())["counts"]["instance"] == 0
     assert "dropped a sibling's connection" in srv.log()
+
+
+def test_a_flood_of_bad_parts_is_answered_part_by_part_but_not_logged_line_by_line(  # type: ignore[no-untyped-def]
+        server: ServerProcess) -> None:
+    status, body = _stow(server, [b"garbage %d" % i for i in range(300)])
+    assert status == 409
+    assert len(body["00081198"]["Value"]) == 300
+    log = server.log()
+    assert "300 refused" in log
+    assert log.count("STOW-RS part refused") <= 60, log.count("STOW-RS part refused")

@@ -61,3 +61,30 @@ def test_a_socket_path_too_long_for_unix_sockets_turns_the_exchange_off(tmp_path
         return await Siblings(deep, tmp_path, 0, 2).start(store)
 
     assert asyncio.run(run()) is False
+
+
+def test_a_sibling_that_does_not_answer_in_time_means_store_here(tmp_path: Path) -> None:
+    """A wedged sibling (stopped, swapping) does not hold the request for ever."""
+    release = asyncio.Event()
+
+    async def store(body: bytes | Path, study: str | None, client: str | None) -> Calls:
+        await release.wait()
+        return [("ok", ("1.2", "1.2.3", "1.2.3.4", "1.2.3.4.5", None))]
+
+    async def run() -> tuple[Calls | None, bool]:
+        one = Siblings(tmp_path / "run", tmp_path, 1, 2)
+        two = Siblings(tmp_path / "run", tmp_path, 0, 2)
+        two.answer_timeout = 0.5
+        assert await one.start(store)
+        try:
+            got = await asyncio.wait_for(two.forward(b"bytes", None, None), 10)
+            usable = two.usable
+        finally:
+            release.set()
+            await one.close()
+            await two.close()
+        return got, usable
+
+    got, usable = asyncio.run(run())
+    assert got is None  # the caller stores it
+    assert not usable

@@ -46,6 +46,11 @@ MAX_JSON = 1 << 20
 MAX_DATA = 64 << 20
 #: Seconds a sibling that failed is left alone before it is tried again.
 RETRY_AFTER = 1.0
+#: Seconds a sibling has to store a handed part and answer (a part is stored in milliseconds,
+#: a spilled part of gigabytes in seconds): past it the sibling is taken for wedged (stopped,
+#: swapping) and the part is stored here; without a limit one request waited for as long as
+#: the sibling did.
+ANSWER_TIMEOUT = 120.0
 #: A Unix socket's path must fit in sockaddr_un (108 bytes with its NUL).
 _MAX_SOCKET_PATH = 100
 _PART_NAME = re.compile(r"stow-[A-Za-z0-9_]+\.part")
@@ -137,6 +142,7 @@ class Siblings:
         # Connections siblings opened to this worker, and whether each is storing a part now.
         self._accepted: dict[asyncio.StreamWriter, bool] = {}
         self._closing = False
+        self.answer_timeout = ANSWER_TIMEOUT
         self.forwarded = 0  # parts handed to a sibling and stored there, for figures and tests
         self.taken = 0  # parts this worker stored for a sibling
 
@@ -231,6 +237,11 @@ class Siblings:
 
     # -- this worker handing a part to another -----------------------------------------------
 
+    @staticmethod
+    async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        await writer.drain()
+        return await _read_frame(reader, MAX_JSON)
+
     def _pick(self) -> int | None:
         now = time.monotonic()
         ready = [n for n in self.others if self._down_until[n] <= now]
@@ -269,8 +280,8 @@ class Siblings:
             else:
                 head["file"] = body.name
                 writer.write(_frame(head))
-            await writer.drain()
-            reply = json.loads(await _read_frame(reader, MAX_JSON))
+            reply = json.loads(await asyncio.wait_for(self._answer(reader, writer),
+                                                      self.answer_timeout))
             calls = [(str(name), tuple(args)) for name, args in reply["calls"]]
         except (OSError, ValueError, KeyError, TypeError, SiblingFailed,
                 asyncio.IncompleteReadError) as exc:

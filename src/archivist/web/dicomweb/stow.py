@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,36 @@ async def _in_pool(fn: Any, *args: Any) -> Any:
         raise
 
 
+class _RefusalLog:
+    """One WARNING line per refused part, at most `per_second` a second in this process; the
+    others are counted and the count logged when lines are allowed again (a request of 20,000
+    bad parts wrote 20,000 lines). The request's own line counts its refused parts anyway."""
+
+    def __init__(self, per_second: int = 20) -> None:
+        self.per_second = per_second
+        self._lock = threading.Lock()
+        self._second = 0
+        self._lines = 0
+        self._held = 0
+
+    def warn(self, reason: str) -> None:
+        now = int(time.monotonic())
+        with self._lock:
+            if now != self._second:
+                held, self._held = self._held, 0
+                self._second, self._lines = now, 0
+                if held:
+                    log.warning("%d more STOW-RS parts refused (not logged one by one)", held)
+            if self._lines >= self.per_second:
+                self._held += 1
+                return
+            self._lines += 1
+        log.warning("STOW-RS part refused: %s", reason)
+
+
+_refusals = _RefusalLog()
+
+
 class _Outcome:
     """What storing one part reported (:class:`StowResult`'s ``ok``/``fail``), replayed into
     the response once every part is done, in the parts' order."""
@@ -244,7 +275,7 @@ def _store_body(archive: Archive, body: Path | bytes, study: str | None,
             res = archive.ingest.store_file(body, origin, consume=True, expected_study=study)
     except ArchivistError as exc:
         # The reason without the values it quotes (a validation finding quotes patient data)
-        log.warning("STOW-RS part refused: %s", str(exc).partition(": ")[0])
+        _refusals.warn(str(exc).partition(": ")[0])
         uids = getattr(exc, "uids", None) or _uids(body)
         result.fail(uids, failure_reason(exc), str(exc) or type(exc).__name__)
         return
