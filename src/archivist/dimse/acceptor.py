@@ -164,12 +164,15 @@ def _quick_ack(sock: socket.socket | None) -> Callable[[], None]:
 
     return arm
 _C_STORE_RQ, _C_CANCEL_RQ = 0x0001, 0x0FFF
-#: Requests whose data set is optional (N-EVENT-REPORT, N-ACTION, N-CREATE; PS3.7 10.1). For an
+#: Requests whose data set is optional (N-EVENT-REPORT, N-ACTION, N-CREATE; PS3.7 10.1), and
+#: those whose Identifier may come empty from a faulty SCU (C-FIND, C-GET, C-MOVE). For an
 #: empty one pynetdicom 3.0.4 declares a data set (Command Data Set Type 0x0001) and sends none,
 #: so its SCU and our reader would wait for each other until a timeout. When such a request's
 #: command set ends a PDU and nothing follows within this many seconds, the data set is taken
-#: as empty (a sender writes command and data back to back; Nagle + delayed ACK is ~40 ms).
-_OPTIONAL_DATA_SET = (0x0100, 0x0130, 0x0140)
+#: as empty (a sender writes command and data back to back; Nagle + delayed ACK is ~40 ms): an
+#: empty Identifier is then refused with a status (no Query/Retrieve Level) instead of never
+#: being answered.
+_OPTIONAL_DATA_SET = (0x0100, 0x0130, 0x0140, 0x0020, 0x0010, 0x0021)
 EMPTY_DATA_SET_GRACE = 2.0
 
 CheckAets = Callable[[str, str, str], "tuple[int, int, int] | None"]
