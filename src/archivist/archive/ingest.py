@@ -619,6 +619,9 @@ class Ingest:
                 raise DuplicateRejected("SOP Instance UID is already stored")
             return IngestResult(StoreStatus.ALREADY_STORED, size=put.size, warnings=warnings,
                                 validation=validation, **result_ids)
+        if outcome.note:
+            warnings.append(outcome.note)
+            log.warning("sop=%s study=%s: %s", sop_uid, study_uid, outcome.note)
         if outcome.status == "replaced":
             if outcome.old_storage_key:
                 self.blobs.delete(outcome.old_storage_key)

@@ -68,6 +68,9 @@ class AddOutcome:
     status: str  # "added", "exists", "replaced"
     change_seq: int
     old_storage_key: str | None = None
+    #: A remark for the sender (no patient data): the object was filed differently from what
+    #: it says (its Patient ID differs from its study's).
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -583,6 +586,9 @@ class Index:
                                  study_row[3] or "\\")
         if known_series is not None and (st is None or st.pk != known_series[1]):
             return self._series_conflict(conn, r, known_series[1])
+        note = None
+        if st is not None and r.study_instance_uid not in batch.studies:
+            note = self._patient_differs(conn, st, rows.patient)
         seq = self._change(conn, "stored", "IMAGE", r.study_instance_uid,
                            r.series_instance_uid, r.sop_instance_uid, now)
         new_study = new_series = False
@@ -634,7 +640,24 @@ class Index:
             st.sop_classes = f"{st.sop_classes}{r.sop_class_uid}\\"
             st.changed = True
         batch.count(series_pk, st, seq, new_series, new_study)
-        return AddOutcome("added", seq)
+        return AddOutcome("added", seq, note=note)
+
+    def _patient_differs(self, conn: Any, st: _StudyState,
+                         values: Mapping[str, Any]) -> str | None:
+        """A remark when an object of a stored study names another patient than the study's
+        (Patient ID, or its issuer): it is filed under the study's patient, as dcm4chee does by
+        default ("MERGED"), and C-FIND answers with that patient's ID. Once per study and
+        group (the next objects of a study in the same group are not looked at again)."""
+        given = (str(values.get("patient_id") or ""),
+                 str(values.get("issuer_of_patient_id") or ""))
+        if not given[0]:
+            return None
+        row = self._sql.first(conn, patient, ("patient_id", "issuer_of_patient_id"), "pk",
+                              st.patient_pk)
+        if row is None or (str(row[0] or ""), str(row[1] or "")) == given:
+            return None
+        return ("Patient ID differs from the one its study was stored under: filed under that "
+                "patient")
 
     def _series_conflict(self, conn: Any, r: AddRequest, study_pk: int) -> UIDConflict:
         """The refusal of an object whose Series Instance UID is stored under another study
