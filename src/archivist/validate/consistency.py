@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 
 from pydicom.dataset import Dataset
 
+from archivist.validate.encoding import text_value
 from archivist.validate.findings import Finding, Severity
 
 PATIENT_KEYS = ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex")
@@ -39,8 +40,7 @@ def entity_record(ds: Dataset) -> dict[str, str]:
             continue
         if key not in ds:
             continue
-        value = ds.get(key)
-        record[key] = "" if value is None else str(value).strip()
+        record[key] = text_value(ds, key).strip()
     return record
 
 

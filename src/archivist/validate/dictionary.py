@@ -21,9 +21,11 @@ header. A deferred text value is read raw for its check and not kept in the data
 
 from __future__ import annotations
 
+import calendar
 import functools
 import os
 import re
+import struct
 from collections.abc import Callable, Iterator
 from enum import Enum
 from typing import Any
@@ -56,6 +58,13 @@ SINGLE_VALUED_TEXT = frozenset({"LT", "ST", "UT", "UR"})
 TEXT_VRS = MULTI_VALUED_TEXT | SINGLE_VALUED_TEXT
 # VRs affected by Specific Character Set (PS3.5 6.1.2.3).
 CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "PN", "UC", "UT"})
+# The value representations of PS3.5 Table 6.2-1: an explicit VR that is none of them is a
+# corrupt element, whose value pydicom cannot decode.
+VALID_VRS = frozenset({
+    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF",
+    "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN",
+    "UR", "US", "UT", "UV",
+})
 # Fixed size of one binary value (PS3.5 Table 6.2-1).
 BINARY_SIZE = {"AT": 4, "FL": 4, "FD": 8, "SL": 4, "SS": 2, "UL": 4, "US": 2, "SV": 8, "UV": 8}
 # Size of the unit of the "other" VRs; the value length is a multiple of it.
@@ -65,7 +74,8 @@ _CS = re.compile(r"[A-Z0-9 _]*")
 _DA = re.compile(r"(\d{4})(\d{2})(\d{2})")
 _TM = re.compile(r"(\d{2})(?:(\d{2})(?:(\d{2})(?:\.\d{1,6})?)?)?")
 _DT = re.compile(
-    r"\d{4}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?)?(?:[+-]\d{4})?"
+    r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.\d{1,6})?)?)?)?)?)?"
+    r"(?:([+-])(\d{2})(\d{2}))?"
 )
 _DS = re.compile(r" *[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)? *")
 _IS = re.compile(r" *[+-]?\d+ *")
@@ -89,6 +99,11 @@ _KNOWN_CHARSETS = frozenset(
 _SINGLE_BYTE_CHARSETS = frozenset(c for c in _KNOWN_CHARSETS if "IR 87" not in c) - {
     "ISO_IR 192", "GB18030", "GBK", "ISO 2022 IR 159", "ISO 2022 IR 149", "ISO 2022 IR 58",
 }
+# The terms that declare the default repertoire and nothing else (PS3.3 Table C.12-2, C.12-3).
+_DEFAULT_CHARSETS = frozenset({"ISO_IR 6", "ISO 2022 IR 6"})
+# Terms of character sets that have no code extensions (PS3.3 Table C.12-5): the only value.
+_NO_CODE_EXTENSIONS = frozenset({"ISO_IR 192", "GB18030", "GBK"})
+_ABSENT = "Specific Character Set (0008,0005) is absent"
 
 PS35_VR = "PS3.5 6.2"
 PS35_VM = "PS3.5 6.4"
@@ -219,7 +234,9 @@ class ElementChecker:
     def __init__(self, out: Collector, module_of: Callable[[int], str]) -> None:
         self.out = out
         self.module_of = module_of
-        self.default_repertoire = True
+        # Why only the default repertoire may be used ("" when a character set declares more):
+        # Specific Character Set absent, or declaring ISO 2022 IR 6 alone (PS3.5 6.1.2.3).
+        self.default_repertoire = _ABSENT
         self.single_byte = True
 
     def check_meta(self, meta: Dataset) -> None:
@@ -228,17 +245,33 @@ class ElementChecker:
 
     def check(self, ds: Dataset) -> None:
         """Check every element of *ds*, recursively (PS3.5 6, 7; PS3.6 6)."""
-        charset = ds.get("SpecificCharacterSet")
+        try:
+            charset = ds.get("SpecificCharacterSet")
+        except Exception:  # noqa: BLE001 - a corrupt element: reported where it is walked
+            charset = None
         values = _as_list(charset) if charset else []
-        self.default_repertoire = not values or values == ["ISO_IR 6"]
+        declared = [v for v in values if v]
+        if not declared:
+            self.default_repertoire = (
+                "Specific Character Set (0008,0005) is empty" if 0x00080005 in ds._dict
+                else _ABSENT)
+        elif all(v in _DEFAULT_CHARSETS for v in declared):
+            terms = " and ".join(sorted(set(declared)))
+            self.default_repertoire = f"Specific Character Set (0008,0005) declares only {terms}"
+        else:
+            self.default_repertoire = ""
         self.single_byte = all(v in _SINGLE_BYTE_CHARSETS or v == "" for v in values)
         for value in values:
             if value and value not in _KNOWN_CHARSETS:
                 self.out.add(
                     ERROR, "dict.charset-unknown", paths.step(0x00080005), "SOP Common",
-                    f"Specific Character Set value {value!r} is not a defined term.",
+                    f"Specific Character Set value {_quoted(value)} is not a defined term.",
                     "PS3.3 C.12.1.1.2",
                 )
+        combination = _combination_message(values) if len(values) > 1 else ""
+        if combination:  # a term defined, but not for a value of several (one finding a path)
+            self.out.add(ERROR, "dict.charset-unknown", paths.step(0x00080005),
+                         "SOP Common", combination, "PS3.3 C.12.1.1.2")
         self._walk(ds, "", None)
 
     def _deferred_private(self, ds: Dataset, tag: int, elem: Any) -> Any:
@@ -266,6 +299,10 @@ class ElementChecker:
             tag = int(key)
             mod = module if module is not None else module_of(tag)
             path = prefix + step(tag)
+            if type(elem) is RawDataElement and elem.VR is not None and (
+                    elem.VR not in VALID_VRS and " or " not in elem.VR):
+                self._invalid_vr(tag, elem.VR, path, mod)
+                continue  # pydicom cannot decode its value: nothing more to check
             deferred = is_deferred(elem)
             if type(elem) is RawDataElement and elem.value is None and not deferred:
                 elem = ds.get_item(tag)  # undefined length deferred: read, as get_item does
@@ -304,6 +341,18 @@ class ElementChecker:
                 self._value(tag, elem, vr, dict_vm, name, path, mod, deferred)
             elif action is _Action.ITEMS:
                 self._items(ds, tag, path, mod)
+
+    def _invalid_vr(self, tag: int, wire: str, path: str, module: str) -> None:
+        entry = _entry(tag) if not (tag >> 16) & 1 else None
+        if entry is not None:
+            what, known = entry[2], f"; the dictionary gives {entry[0]}"
+        else:
+            what, known = f"Attribute ({tag >> 16:04X},{tag & 0xFFFF:04X})", ""
+        self.out.add(
+            ERROR, "dict.vr-mismatch", path, module,
+            f"{what} has VR {wire!r}, which is not a value representation of PS3.5{known}; "
+            "its value cannot be read.", PS35_VR,
+        )
 
     def _items(self, ds: Dataset, tag: int, path: str, module: str) -> None:
         try:
@@ -392,7 +441,7 @@ class ElementChecker:
             )
         if vr in CHARSET_VRS and self.default_repertoire and non_ascii:
             self.out.add(ERROR, "dict.character-repertoire", path, module,
-                         _repertoire_message(name), "PS3.5 6.1.2.3")
+                         _repertoire_message(name, self.default_repertoire), "PS3.5 6.1.2.3")
         return True
 
     def _value(
@@ -436,6 +485,14 @@ class ElementChecker:
             else:
                 count = 1
             self._vm(count, dict_vm, name, path, module)
+            enums = _ENUM_BY_TAG.get(tag)
+            if enums and count and not deferred:
+                numbers = _binary_numbers(elem, raw, vr, is_raw)
+                if numbers:
+                    found: list[_Result] = []
+                    _enumerations(enums, [str(n) for n in numbers], name, found)
+                    for severity, rule_id, message, reference in found:
+                        self.out.add(severity, rule_id, path, module, message, reference)
             return
         if vr in OTHER_SIZE:
             return
@@ -490,7 +547,7 @@ def _quoted(value: str) -> str:
 
 # The results of recent text values (the same dates, codes and names recur from object to
 # object), keyed by (tag, VR, text, single-byte character set, default repertoire).
-_TEXT_RESULTS: dict[tuple[int, str, str, bool, bool], tuple[_Result, ...]] = {}
+_TEXT_RESULTS: dict[tuple[int, str, str, bool, str], tuple[_Result, ...]] = {}
 _TEXT_RESULTS_MAX = 8192
 # Free text (names, IDs, descriptions: the VRs of Specific Character Set) is never kept, so
 # no patient's name or ID stays in memory after the object; nor is a long value.
@@ -500,9 +557,10 @@ _CACHED_TEXT_MAX = 128
 
 def _text_results(
     tag: int, vr: str, dict_vm: str, name: str, text: str, single_byte: bool,
-    default_repertoire: bool,
+    default_repertoire: str,
 ) -> tuple[_Result, ...]:
-    """Check the text of a string element: VM, each value, repertoire, enumerations."""
+    """Check the text of a string element: VM, each value, repertoire, enumerations;
+    `default_repertoire`: why only the default repertoire may be used, "" when not."""
     out: list[_Result] = []
     values = text.split("\\") if vr in MULTI_VALUED_TEXT else [text]
     message = _vm_problem(len(values), dict_vm, name)
@@ -517,17 +575,35 @@ def _text_results(
                 "PS3.5 Table 6.2-1",
             ))
     if vr in CHARSET_VRS and default_repertoire and not text.isascii():
-        out.append((ERROR, "dict.character-repertoire", _repertoire_message(name),
-                    "PS3.5 6.1.2.3"))
+        out.append((ERROR, "dict.character-repertoire",
+                    _repertoire_message(name, default_repertoire), "PS3.5 6.1.2.3"))
     enums = _ENUM_BY_TAG.get(tag)
     if enums:
         _enumerations(enums, values, name, out)
     return tuple(out)
 
 
-def _repertoire_message(name: str) -> str:
-    return (f"{name} uses characters outside the default repertoire but Specific Character "
-            "Set (0008,0005) is absent.")
+def _repertoire_message(name: str, why: str) -> str:
+    return f"{name} uses characters outside the default repertoire but {why}."
+
+
+def _combination_message(values: list[str]) -> str:
+    """Why a Specific Character Set of several `values` is wrong, "" when it is not: with more
+    than one value, code extensions are in use and every value is an ISO 2022 defined term
+    (PS3.3 C.12.1.1.2, Tables C.12-3 and C.12-4), so a term of Table C.12-2 or C.12-5 is not
+    a defined term there; an unknown term is reported on its own."""
+    wrong = []
+    for number, value in enumerate(values, 1):
+        if not value or value not in _KNOWN_CHARSETS or value.startswith("ISO 2022 "):
+            continue
+        if value in _NO_CODE_EXTENSIONS:
+            wrong.append(f"value {number} {value!r} is not (it can only be the single value)")
+        else:
+            wrong.append(f"value {number} {value!r} is not (use {'ISO 2022 ' + value[4:]!r})")
+    if not wrong:
+        return ""
+    return (f"Specific Character Set has {len(values)} values, so code extensions are in use "
+            "and every value must be an ISO 2022 defined term: " + "; ".join(wrong) + ".")
 
 
 def _vm_problem(count: int, dict_vm: str, name: str) -> str:
@@ -558,7 +634,7 @@ def _check_string(vr: str, value: str, single_byte: bool) -> str:
     if vr == "TM":
         return _check_time(value.strip())
     if vr == "DT":
-        return "" if _DT.fullmatch(value.strip()) else "not YYYYMMDDHHMMSS.FFFFFF&ZZXX"
+        return _check_datetime(value.strip())
     if vr == "DS":
         return "" if _DS.fullmatch(value) else "not a decimal string"
     if vr == "IS":
@@ -572,6 +648,8 @@ def _check_string(vr: str, value: str, single_byte: bool) -> str:
     if vr in ("SH", "LO", "AE", "UC"):
         if _CONTROL.search(value.replace("\x1b", "")):
             return _CONTROL_PROBLEM
+        if vr == "AE" and not value.isascii():
+            return "characters outside the default repertoire are not allowed"
         return ""
     if vr in ("ST", "LT", "UT"):
         return _TEXT_CONTROL_PROBLEM if _TEXT_CONTROL.search(value) else ""
@@ -617,13 +695,59 @@ def _enumerations(
                 ))
 
 
+# struct formats of the integer binary VRs (the enumerations of binary attributes are integers).
+_INTEGER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q"}
+
+
+def _binary_numbers(elem: Any, raw: Any, vr: str, is_raw: bool) -> list[int]:
+    """The integers of a binary value, from its raw bytes in the element's byte order or as
+    pydicom decoded them; [] when they are not integers or the byte order is unknown."""
+    code = _INTEGER_FORMATS.get(vr)
+    if code is None:
+        return []
+    if is_raw:
+        little = getattr(elem, "is_little_endian", None)
+        if little is None:
+            return []
+        data = bytes(raw)
+        count = len(data) // struct.calcsize(code)
+        return list(struct.unpack(("<" if little else ">") + code * count, data))
+    values = raw if isinstance(raw, (list, tuple)) or type(raw).__name__ == "MultiValue" else [raw]
+    return [v for v in values if isinstance(v, int)]
+
+
 def _check_date(value: str) -> str:
     match = _DA.fullmatch(value)
     if not match:
         return "a date is YYYYMMDD"
-    month, day = int(match[2]), int(match[3])
-    if not (1 <= month <= 12 and 1 <= day <= 31):
+    if not _real_date(int(match[1]), int(match[2]), int(match[3])):
         return "not a valid calendar date"
+    return ""
+
+
+def _real_date(year: int, month: int, day: int) -> bool:
+    """Whether the day exists (PS3.5 Table 6.2-1, DA: a date of the Gregorian calendar)."""
+    return 1 <= month <= 12 and 1 <= day <= calendar.monthrange(max(year, 1), month)[1]
+
+
+def _check_datetime(value: str) -> str:
+    """What is wrong with a DT value YYYYMMDDHHMMSS.FFFFFF&ZZXX (PS3.5 Table 6.2-1), or ""."""
+    match = _DT.fullmatch(value)
+    if not match:
+        return "not YYYYMMDDHHMMSS.FFFFFF&ZZXX"
+    year, month, day, hour, minute, second, sign, zz, xx = match.groups()
+    if month and not 1 <= int(month) <= 12:
+        return "not a valid month"
+    if day and not _real_date(int(year), int(month), int(day)):
+        return "not a valid calendar date"
+    if (hour and int(hour) > 23) or (minute and int(minute) > 59) or (
+            second and int(second) > 60):
+        return "not a valid time of day"
+    if sign:
+        offset = int(zz) * 60 + int(xx)
+        if int(xx) > 59 or (sign == "+" and offset > 14 * 60) or (
+                sign == "-" and offset > 12 * 60):
+            return "the UTC offset &ZZXX is not between -1200 and +1400"
     return ""
 
 

@@ -11,7 +11,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from archivist.validate import paths
@@ -31,6 +35,22 @@ META_ELEMENTS: tuple[tuple[int, str, str], ...] = (
 )
 
 PIXEL_DATA = 0x7FE00010
+
+
+def text_value(ds: Dataset, keyword: str) -> str:
+    """The value of an attribute as text ("" when absent or None), or, when pydicom cannot
+    decode it (an explicit VR that is no PS3.5 VR, say), its raw bytes as text: a corrupt
+    element is reported by the data dictionary layer, never raised from here."""
+    try:
+        value = ds.get(keyword)
+        return "" if value is None else str(value)
+    except Exception:  # noqa: BLE001 - pydicom's conversion errors vary by VR
+        tag = tag_for_keyword(keyword)
+        elem: Any = ds._dict.get(BaseTag(tag)) if tag is not None else None
+        raw = getattr(elem, "value", None)
+        if not isinstance(raw, (bytes, bytearray)):
+            return ""
+        return bytes(raw).decode("latin-1").rstrip("\x00 ")
 
 
 def check_preamble(head: bytes, out: Collector) -> bool:
@@ -70,12 +90,12 @@ def check_file_meta(meta: FileMetaDataset | None, ds: Dataset, out: Collector) -
         ("MediaStorageSOPClassUID", "SOPClassUID", "part10.sop-class-mismatch"),
         ("MediaStorageSOPInstanceUID", "SOPInstanceUID", "part10.sop-instance-mismatch"),
     ):
-        a, b = meta.get(meta_kw), ds.get(ds_kw)
+        a, b = text_value(meta, meta_kw), text_value(ds, ds_kw)
         if a and b and str(a).rstrip("\x00 ") != str(b).rstrip("\x00 "):
             tag = 0x00020002 if "Class" in meta_kw else 0x00020003
             out.add(ERROR, rule, paths.step(tag), "File Meta Information",
                     f"{meta_kw} ({a}) differs from {ds_kw} ({b}).", PS310)
-    ts = meta.get("TransferSyntaxUID")
+    ts = text_value(meta, "TransferSyntaxUID")
     if ts:
         uid = UID(str(ts))
         if not uid.is_transfer_syntax:
@@ -115,7 +135,9 @@ def check_pixel_data(ds: Dataset, transfer_syntax: str, out: Collector) -> None:
     elem = ds.get_item(PIXEL_DATA)
     undefined = bool(getattr(elem, "is_undefined_length", False))
     value = elem.value
-    compressed = bool(transfer_syntax) and UID(transfer_syntax).is_compressed
+    uid = UID(transfer_syntax) if transfer_syntax else None
+    # A UID that is no transfer syntax is part10.transfer-syntax-unknown, judged as native here.
+    compressed = uid is not None and uid.is_transfer_syntax and uid.is_compressed
     if compressed:
         if not undefined and not (isinstance(value, (bytes, bytearray)) and value[:4] == b"\xfe\xff\x00\xe0"):
             out.add(ERROR, "encoding.pixel-data-not-encapsulated", paths.step(PIXEL_DATA),

@@ -337,7 +337,10 @@ class ModuleChecker:
                     if empty is None:
                         elem = item.get_item(tag)
                 elif type(elem) is RawDataElement and elem.value is None:
-                    elem = item.get_item(tag)  # an undefined length: read, as get_item does
+                    try:
+                        elem = item.get_item(tag)  # an undefined length: read, as get_item does
+                    except Exception:  # noqa: BLE001 - a corrupt element (the dictionary layer
+                        empty = elem.length == 0  # reports it): judged by its length
             if empty is None:
                 empty = _empty(elem)
             if empty and (kind == "1" or kind == "1C"):

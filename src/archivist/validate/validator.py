@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from archivist.validate.encoding import (
     check_file_meta,
     check_pixel_data,
     check_preamble,
+    text_value,
 )
 from archivist.validate.findings import Collector, Finding, Report, Severity
 from archivist.validate.iod import checker_for
@@ -79,7 +80,7 @@ def validate_dataset(ds: Dataset, *, options: ValidationOptions | None = None) -
     """
     options = options or DEFAULT_OPTIONS
     std = tables()
-    sop_class = str(ds.get("SOPClassUID", "") or "").rstrip("\x00 ")
+    sop_class = text_value(ds, "SOPClassUID").rstrip("\x00 ")
     iod = std.iod_for_sop_class(sop_class) if sop_class else None
     out = Collector(iod.name if iod else "")
     _identify(ds, sop_class, iod is not None, out)
@@ -87,15 +88,30 @@ def validate_dataset(ds: Dataset, *, options: ValidationOptions | None = None) -
     if checker is not None and not options.report_extended:
         checker.report_extended = False
     meta = getattr(ds, "file_meta", None)
-    ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
-    check_pixel_data(ds, ts, out)
-    ElementChecker(out, module_of).check(ds)
+    ts = text_value(meta, "TransferSyntaxUID") if meta is not None else ""
+    _guarded(out, "Pixel Data", check_pixel_data, ds, ts, out)
+    _guarded(out, "data dictionary", ElementChecker(out, module_of).check, ds)
     if checker is not None:
-        checker.check(ds)
+        _guarded(out, "IOD", checker.check, ds)
     findings = out.findings
     if options.code_checkers:
         findings.extend(run_code_checkers(ds, options.code_checkers))
     return findings
+
+
+def _guarded(out: Collector, layer: str, check: Callable[..., None], *args: object) -> None:
+    """Run one layer's `check`; a value pydicom cannot decode (a corrupt element the data
+    dictionary layer reports) ends that layer with an ``encoding.unreadable`` error, not an
+    exception: a corrupt object is reported, and refused under ``validation_policy=reject``."""
+    try:
+        check(*args)
+    except Exception as exc:  # noqa: BLE001 - pydicom's conversion errors vary by VR
+        reason = str(exc)
+        if len(reason) > 200:
+            reason = reason[:200] + "..."
+        out.add(Severity.ERROR, "encoding.unreadable", "", "",
+                f"A value cannot be decoded ({type(exc).__name__}: {reason}), so the {layer} "
+                "checks stopped there.", "PS3.5 7")
 
 
 def _identify(ds: Dataset, sop_class: str, known: bool, out: Collector) -> None:
@@ -170,14 +186,15 @@ def validate_file(path: str | os.PathLike[str], *, options: ValidationOptions | 
         report.elapsed_ms = (time.perf_counter() - start) * 1000
         return report
     meta = getattr(ds, "file_meta", None)
-    check_file_meta(meta, ds, out)
+    _guarded(out, "File Meta Information", check_file_meta, meta, ds, out)
     if meta is not None:
-        ElementChecker(out, lambda tag: "File Meta Information").check_meta(meta)
+        _guarded(out, "File Meta Information",
+                 ElementChecker(out, lambda tag: "File Meta Information").check_meta, meta)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         findings = validate_dataset(ds, options=options)
         report.entity = entity_record(ds)
-    if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY:
+    if meta is not None and text_value(meta, "MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
         findings = [f for f in findings if f.rule_id != "iod.sop-class-missing"]
         findings.append(Finding(
             Severity.INFO, "iod.directory-not-checked", "", "", "",
@@ -186,15 +203,15 @@ def validate_file(path: str | os.PathLike[str], *, options: ValidationOptions | 
         ))
     iod_name = next((f.iod for f in findings if f.iod), "")
     if not iod_name:
-        iod = tables().iod_for_sop_class(str(ds.get("SOPClassUID", "")))
+        iod = tables().iod_for_sop_class(text_value(ds, "SOPClassUID"))
         iod_name = iod.name if iod else ""
     report.findings = [
         Finding(f.severity, f.rule_id, f.path, f.module, iod_name, f.message, f.reference)
         for f in out.findings
     ] + findings
-    report.sop_class_uid = str(ds.get("SOPClassUID", "") or "")
-    report.sop_instance_uid = str(ds.get("SOPInstanceUID", "") or "")
-    report.transfer_syntax_uid = str(meta.get("TransferSyntaxUID", "") or "") if meta else ""
+    report.sop_class_uid = text_value(ds, "SOPClassUID")
+    report.sop_instance_uid = text_value(ds, "SOPInstanceUID")
+    report.transfer_syntax_uid = text_value(meta, "TransferSyntaxUID") if meta else ""
     report.iod = iod_name
     report.elapsed_ms = (time.perf_counter() - start) * 1000
     return report
