@@ -423,6 +423,10 @@ class Ingest:
         if not ts_raw:
             raise InvalidObject("File Meta Information has no Transfer Syntax UID")
         ts = UID(ts_raw)
+        if not ts.is_transfer_syntax:
+            # Nothing could say how its values (and its pixels) are encoded, nor serve it.
+            raise InvalidObject(f"Transfer Syntax UID {ts_raw[:64]} is not a transfer syntax "
+                                "this archive knows")
         if not ts.is_deflated:
             # Sequences are parsed, not skipped, and a cut one just ends early: what every
             # top-level element declares must fit in the file as well.
