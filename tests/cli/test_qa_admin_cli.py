@@ -25,7 +25,7 @@ from archivist.archive.ingest import Origin
 from archivist.config import Settings, load_settings
 from archivist.errors import QueryError
 from archivist.index.removal import count
-from archivist.testing.datasets import code_item, make_instance, new_uid
+from archivist.testing.datasets import code_item, make_instance, new_uid, pydicom_test_file
 
 SRC = Path(__file__).parents[2] / "src"
 
@@ -162,3 +162,19 @@ class TestValidateStoredHtml:
                            str(ds.SOPInstanceUID), "--html", str(report), "--json")
         assert result.returncode == 1 and report.is_file()
         assert result.stdout.lstrip().startswith("{")
+
+
+def test_a_stored_instance_without_findings_names_its_iod(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    path = tmp_path / "ok.dcm"
+    source = pydicom_test_file("CT_small.dcm")
+    assert source is not None
+    path.write_bytes(Path(source).read_bytes())
+    archive = Archive.open(settings_of(data))
+    try:
+        stored = archive.ingest.store_file(path, Origin("test"))
+    finally:
+        archive.close()
+    result = archivist("validate", "--data", str(data), "--stored", stored.sop_instance_uid)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CT Image" in result.stdout and "unknown IOD" not in result.stdout

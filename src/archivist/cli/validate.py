@@ -167,7 +167,7 @@ def _show_stored(sop_uids: list[str], data: Path | None, config: Path | None, *,
             path=f"stored {record['sop_instance_uid']}{state}", findings=findings,
             sop_class_uid=record["sop_class_uid"],
             sop_instance_uid=record["sop_instance_uid"],
-            iod=next((f.iod for f in findings if f.iod), ""),
+            iod=next((f.iod for f in findings if f.iod), "") or _iod_name(record["sop_class_uid"]),
         ))
     if html is not None:
         from archivist.validate.html import render_html
@@ -253,3 +253,11 @@ def register(app: typer.Typer) -> None:
     """Add the ``validate`` and ``check-peer`` commands to the top-level CLI."""
     app.command("validate")(validate)
     app.command("check-peer")(check_peer)
+
+
+def _iod_name(sop_class_uid: str) -> str:
+    """The IOD a SOP Class stores (PS3.4 B.5), for a stored instance without findings."""
+    from archivist.validate.standard import tables
+
+    iod = tables().iod_for_sop_class(sop_class_uid or "")
+    return iod.name if iod else ""
