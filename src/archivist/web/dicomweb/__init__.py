@@ -89,8 +89,49 @@ def dicomweb_routes() -> list[BaseRoute]:
     ]
 
 
+#: Where the archive deletes what a DICOMweb path names (not over DICOMweb: see `routes`).
+_DELETE_AT = {ST: "/api/studies/{study}", SR: "/api/studies/{study}/series/{series}",
+              IN: "/api/studies/{study}/series/{series}/instances/{sop}"}
+
+
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+
+
+def _other_method(path: str, allowed: list[str]) -> Endpoint:
+    """A method `path` does not serve: 405 naming all the methods it does (RFC 9110 15.5.6:
+    Allow lists the target resource's methods), and for DELETE where deletion is."""
+    allow = ", ".join(allowed)
+
+    async def handler(request: Request, **params: Any) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": f"{allow}, OPTIONS"})
+        message = f"{request.method} is not supported on this resource (allowed: {allow})"
+        if request.method == "DELETE" and path in _DELETE_AT:
+            message = ("DICOMweb DELETE is not supported; delete with DELETE "
+                       + _DELETE_AT[path].format(**{k: str(v)[:70] for k, v in params.items()}))
+        raise HTTPProblem(405, message, {"Allow": allow})
+
+    return handler
+
+
+def _with_other_methods(served: list[BaseRoute]) -> list[BaseRoute]:
+    """`served`, then per path a route taking every other method (a FULL match after the
+    PARTIAL ones, so Starlette's own 405, which names one route's methods only, is not used)."""
+    methods: dict[str, list[str]] = {}
+    for route in served:
+        if isinstance(route, Route):
+            names = methods.setdefault(route.path, [])
+            names += [m for m in sorted(route.methods or ()) if m not in names]
+    order = ("GET", "HEAD", "POST")
+    fallbacks: list[BaseRoute] = [
+        Route(path, guarded(_other_method(path, sorted(names, key=lambda m: (
+            order.index(m) if m in order else len(order), m)))), methods=_ANY_METHOD)
+        for path, names in methods.items()]
+    return [*served, *fallbacks]
+
+
 def routes() -> list[BaseRoute]:
-    inner = Router(routes=dicomweb_routes(), default=_not_found_asgi)
+    inner = Router(routes=_with_other_methods(dicomweb_routes()), default=_not_found_asgi)
     return [Mount("/dicomweb", app=Cors(inner))]
 
 

@@ -1,0 +1,97 @@
+"""dicomweb-client's methods against a real `archivist serve`: what a method the DICOMweb
+routes do not serve answers.
+
+QA findings:
+
+- ``DICOMwebClient.delete_study/series/instance`` got ``405 {"error": "Method Not Allowed"}``
+  with nothing saying that deletion exists, at ``DELETE /api/studies/...``.
+- A 405 named the wrong methods in ``Allow``: ``DELETE /dicomweb/studies/{study}`` answered
+  ``Allow: POST`` although the resource is also retrieved with GET (RFC 9110 10.2.1: Allow
+  lists the methods the target resource supports).
+"""
+
+from __future__ import annotations
+
+import pydicom
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+
+from archivist.testing.datasets import new_uid, pydicom_test_file
+from archivist.testing.server import ServerProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
+    server = ServerProcess(tmp_path_factory.mktemp("qadwc") / "data")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ct(srv: ServerProcess) -> pydicom.Dataset:
+    path = pydicom_test_file("CT_small.dcm")
+    assert path is not None
+    ds = pydicom.dcmread(path)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = new_uid(), new_uid(), new_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    result = DICOMwebClient(f"{srv.url}/dicomweb").store_instances([ds])
+    assert "FailedSOPSequence" not in result
+    return ds
+
+
+def _methods(allow: str) -> set[str]:
+    return {m.strip() for m in allow.split(",") if m.strip()}
+
+
+def test_client_delete_is_a_readable_405(srv: ServerProcess, ct: pydicom.Dataset) -> None:
+    client = DICOMwebClient(f"{srv.url}/dicomweb")
+    uids = (ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID)
+    calls = [
+        (lambda: client.delete_study(uids[0]), f"/api/studies/{uids[0]}", {"GET", "POST"}),
+        (lambda: client.delete_series(*uids[:2]), f"/api/studies/{uids[0]}/series/{uids[1]}",
+         {"GET"}),
+        (lambda: client.delete_instance(*uids),
+         f"/api/studies/{uids[0]}/series/{uids[1]}/instances/{uids[2]}", {"GET"}),
+    ]
+    for call, api_path, allowed in calls:
+        with pytest.raises(requests.HTTPError) as info:
+            call()
+        response = info.value.response
+        assert response.status_code == 405
+        assert response.headers["content-type"].startswith("application/json")
+        error = response.json()["error"]
+        assert "DELETE" in error and api_path in error, error
+        assert allowed <= _methods(response.headers["allow"])
+        assert "DELETE" not in _methods(response.headers["allow"])
+    # Nothing was deleted.
+    assert client.retrieve_instance(*uids).SOPInstanceUID == ct.SOPInstanceUID
+
+
+@pytest.mark.parametrize("method,suffix,allowed", [
+    ("PUT", "", {"GET", "HEAD", "POST"}),
+    ("PATCH", "/series/{se}", {"GET", "HEAD"}),
+    ("POST", "/series/{se}/metadata", {"GET", "HEAD"}),
+    ("PUT", "/series/{se}/instances/{sop}/frames/1", {"GET", "HEAD"}),
+])
+def test_405_names_every_method_of_the_resource(srv: ServerProcess, ct: pydicom.Dataset,
+                                                method: str, suffix: str,
+                                                allowed: set[str]) -> None:
+    path = f"/dicomweb/studies/{ct.StudyInstanceUID}" + suffix.format(
+        se=ct.SeriesInstanceUID, sop=ct.SOPInstanceUID)
+    response = requests.request(method, srv.url + path, timeout=30)
+    assert response.status_code == 405
+    assert _methods(response.headers["allow"]) == allowed
+    assert method in response.json()["error"]
+
+
+def test_search_route_405_and_stow_still_work(srv: ServerProcess, ct: pydicom.Dataset) -> None:
+    response = requests.delete(f"{srv.url}/dicomweb/studies", timeout=30)
+    assert response.status_code == 405
+    assert _methods(response.headers["allow"]) == {"GET", "HEAD", "POST"}
+    client = DICOMwebClient(f"{srv.url}/dicomweb")
+    found = client.search_for_studies(search_filters={"StudyInstanceUID": ct.StudyInstanceUID})
+    assert len(found) == 1
