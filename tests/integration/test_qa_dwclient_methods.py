@@ -95,3 +95,33 @@ def test_search_route_405_and_stow_still_work(srv: ServerProcess, ct: pydicom.Da
     client = DICOMwebClient(f"{srv.url}/dicomweb")
     found = client.search_for_studies(search_filters={"StudyInstanceUID": ct.StudyInstanceUID})
     assert len(found) == 1
+
+
+def test_retrieve_bulkdata_with_a_byte_range(srv: ServerProcess, ct: pydicom.Dataset) -> None:
+    """dicomweb-client asks for a range of bulk data as multipart/related: the range comes
+    in the one part (it was a plain octet-stream, which the client refused)."""
+    client = DICOMwebClient(f"{srv.url}/dicomweb")
+    url = (f"{srv.url}/dicomweb/studies/{ct.StudyInstanceUID}/series/{ct.SeriesInstanceUID}"
+           f"/instances/{ct.SOPInstanceUID}/bulkdata/7FE00010")
+    whole = client.retrieve_bulkdata(url)
+    part = client.retrieve_bulkdata(url, byte_range=(10, 99))
+    assert whole[0] == ct.PixelData
+    assert part == [ct.PixelData[10:100]]
+
+
+def test_frames_of_a_compressed_instance_with_a_wildcard_image_type(srv: ServerProcess) -> None:
+    """image/* matches the stored image/jp2 (it was a 406); frame 0 is a malformed request."""
+    path = pydicom_test_file("JPEG2000.dcm")
+    assert path is not None
+    ds = pydicom.dcmread(path)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = new_uid(), new_uid(), new_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    client = DICOMwebClient(f"{srv.url}/dicomweb")
+    assert "FailedSOPSequence" not in client.store_instances([ds])
+    frames = client.retrieve_instance_frames(
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, frame_numbers=[1],
+        media_types=("image/*",))
+    assert len(frames) == 1 and frames[0][:2] == b"\xff\x4f"  # a JPEG 2000 codestream
+    base = (f"{srv.url}/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}")
+    assert requests.get(f"{base}/frames/0", timeout=30).status_code == 400

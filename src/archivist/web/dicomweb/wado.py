@@ -602,7 +602,7 @@ def parse_frame_list(text: str) -> list[int]:
                           "numbers") from None
     if not numbers or len(numbers) > 10_000:
         raise HTTPProblem(400, "frame list is empty or too long")
-    if min(numbers) < 0:
+    if min(numbers) < 1:
         raise HTTPProblem(400, "frame numbers are positive integers (the first frame is 1)")
     if len(set(numbers)) != len(numbers):
         # 1,1,1,... would make one small request cost the frame's size that many times over
@@ -639,7 +639,10 @@ def choose_frame_encoding(ranges: list[MediaRange], stored_ts: str) -> tuple[str
                 if choice:
                     return choice
             continue
-        if not native and ptype == stored_media and ts in (None, "*", stored_ts):
+        if not native and ts in (None, "*", stored_ts) and (
+                ptype == stored_media
+                or (ptype.endswith("/*") and stored_media.startswith(ptype[:-1]))):
+            # The stored type, or a wildcard of its kind (image/* for image/jp2).
             return stored_media, False
     raise HTTPProblem(406, f"frames are stored as {stored_media} ({stored_ts}); the accepted "
                       "media types cannot be served")
@@ -843,16 +846,19 @@ async def bulkdata(request: Request, study: str, series: str, sop: str, tag_path
     else:
         data = await run_in_threadpool(_bulk_bytes, path, parts)
     rng = _parse_range(request.headers.get("range"), len(data))
+    status = 200
     if rng is not None:
         start, end = rng
         headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-        return Response(data[start:end + 1], status_code=206, media_type=OCTET, headers=headers)
+        data, status = data[start:end + 1], 206
     if asked_multipart:
+        # The range too goes in the one part of a multipart/related body when the client asked
+        # for that (dicomweb-client's retrieve_bulkdata with a byte range does).
         boundary = new_boundary()
         body = b"".join(multipart_stream(boundary, iter([(OCTET, iter([data]))])))
-        return Response(body, media_type=f'multipart/related; type="{OCTET}"; '
-                        f"boundary={boundary}", headers=headers)
-    return Response(data, media_type=OCTET, headers=headers)
+        return Response(body, status_code=status, media_type=f'multipart/related; '
+                        f'type="{OCTET}"; boundary={boundary}', headers=headers)
+    return Response(data, status_code=status, media_type=OCTET, headers=headers)
 
 
 # -- Rendered and thumbnails ---------------------------------------------------------------------
