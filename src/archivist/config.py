@@ -12,11 +12,15 @@ List- and map-valued settings in the environment are comma-separated:
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
+import socket
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, NoReturn
 
 from archivist.errors import ConfigError
 
@@ -37,15 +41,38 @@ class Peer:
     port: int
 
 
+def canonical_address(host: str) -> str:
+    """An IP address in one spelling: compressed IPv6, and an IPv4-mapped IPv6 address
+    (``::ffff:10.0.0.7``, how a socket bound to ``::`` sees an IPv4 peer) as its IPv4 form.
+    Anything that is not an address is returned as given."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
 @dataclass(frozen=True)
 class AllowRule:
-    """One entry of the calling-AE allow-list: ``AET@HOST`` where either may be ``*``."""
+    """One entry of the calling-AE allow-list: ``AET@HOST`` where either may be ``*``.
+
+    `addresses` holds the addresses `host` stood for when the rule was read (a host name is
+    resolved then); empty for ``*`` or a rule built by hand, which then compares `host` itself.
+    """
 
     aet: str
     host: str
+    addresses: frozenset[str] = field(default=frozenset(), compare=False)
 
     def matches(self, aet: str, host: str) -> bool:
-        return (self.aet == "*" or self.aet == aet) and (self.host == "*" or self.host == host)
+        if self.aet != "*" and self.aet != aet:
+            return False
+        if self.host == "*":
+            return True
+        peer = canonical_address(host)
+        return peer in (self.addresses or {canonical_address(self.host)})
 
 
 @dataclass(frozen=True)
@@ -150,26 +177,61 @@ def parse_peer(text: str) -> Peer:
     try:
         aet, addr = text.split("=", 1)
         host, port = addr.rsplit(":", 1)
-        peer = Peer(aet.strip(), host.strip(), int(port))
+        peer = Peer(aet.strip(), host.strip().strip("[]"), int(port))
     except ValueError:
         raise ConfigError(f"peer {text!r}: expected AET=HOST:PORT") from None
+    if not peer.host:
+        raise ConfigError(f"peer {text!r}: expected AET=HOST:PORT (the host is missing)")
     _check_aet(peer.aet, "peer")
     _check_port(peer.port, "peer port")
     return peer
 
 
 def parse_allow(text: str) -> AllowRule:
-    """Parse ``AET@HOST`` (``*`` for any), or a bare ``AET`` meaning any host."""
+    """Parse ``AET@HOST`` (``*`` for any), or a bare ``AET`` meaning any host.
+
+    A host name is resolved now, to every address it has; the rule then admits callers from
+    those addresses (an association's peer is known by its address only).
+
+    Raises
+    ------
+    ConfigError
+        No AE title, a bad AE title, a wildcard other than a whole ``*``, or a host name that
+        does not resolve.
+    """
     aet, _, host = text.partition("@")
     aet, host = aet.strip(), (host.strip() or "*")
     if not aet:
         raise ConfigError(f"allow {text!r}: expected AET@HOST")
-    return AllowRule(aet, host)
+    for part in (aet, host):
+        if part != "*" and ("*" in part or "?" in part):
+            raise ConfigError(f"allow {text!r}: a wildcard must be a whole '*' (any AE title "
+                              "or any host)")
+    if aet != "*":
+        _check_aet(aet, f"allow {text!r}:")
+    if host == "*":
+        return AllowRule(aet, host)
+    literal = canonical_address(host.strip("[]"))
+    try:
+        ipaddress.ip_address(literal)
+    except ValueError:
+        pass
+    else:
+        return AllowRule(aet, literal, frozenset({literal}))
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        raise ConfigError(f"allow {text!r}: cannot resolve host {host!r}") from None
+    return AllowRule(aet, host, frozenset(canonical_address(str(i[4][0])) for i in infos))
 
 
 def _check_aet(aet: str, what: str) -> None:
-    if not aet or len(aet) > 16 or not aet.isascii() or "\\" in aet or not aet.strip():
-        raise ConfigError(f"{what} AE title {aet!r}: 1-16 ASCII characters, no backslash")
+    """An AE title (PS3.5 6.2, VR AE): 1-16 characters of the default repertoire, no
+    backslash and no control character."""
+    if (not aet or len(aet) > 16 or not aet.isascii() or "\\" in aet or not aet.strip()
+            or not aet.isprintable()):
+        raise ConfigError(f"{what} AE title {aet!r}: 1-16 ASCII characters, no backslash or "
+                          "control character")
 
 
 def event_loop_kind(settings: Settings) -> str:
@@ -197,57 +259,95 @@ def _check_port(port: int, what: str) -> None:
         raise ConfigError(f"{what} {port}: must be between 0 and 65535")
 
 
-def _split_list(value: Any) -> list[str]:
+def _split_list(name: str, value: Any) -> list[str]:
     if isinstance(value, str):
         return [v for v in (s.strip() for s in value.split(",")) if v]
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    raise ConfigError(f"expected a list, got {value!r}")
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"setting {name}: expected a list of strings, got {value!r}")
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """Turn a TOML, environment or CLI value into the field's type."""
+    """Turn a TOML, environment or CLI value into the field's type.
+
+    Strings (the environment's) are parsed; other values must already have the field's type
+    (an integer may be given as a float without a fraction): a TOML list where a string is
+    expected, or ``1.7`` for a port, is an error, not converted.
+    """
     if name == "peers":
         if isinstance(value, dict):
-            return tuple(parse_peer(f"{k}={v}") for k, v in value.items())
-        return tuple(parse_peer(v) if isinstance(v, str) else v for v in _split_list(value))
+            return tuple(parse_peer(f"{k}={v}") if isinstance(v, str) else _bad(name, v)
+                         for k, v in value.items())
+        if isinstance(value, tuple) and all(isinstance(v, Peer) for v in value):
+            return value
+        return tuple(parse_peer(v) for v in _split_list(name, value))
     if name == "allow":
-        return tuple(parse_allow(v) for v in _split_list(value))
+        if isinstance(value, tuple) and all(isinstance(v, AllowRule) for v in value):
+            return value
+        return tuple(parse_allow(v) for v in _split_list(name, value))
     if name == "cors_origins":
-        return tuple(_split_list(value))
+        return tuple(_split_list(name, value))
     default = _FIELDS[name].default
     try:
         if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
             if isinstance(value, str):
                 low = value.strip().lower()
                 if low in ("1", "true", "yes", "on"):
                     return True
                 if low in ("0", "false", "no", "off"):
                     return False
-                raise ValueError(value)
-            return bool(value)
+            raise ValueError(value)
         if isinstance(default, int):
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return int(value)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, str):
+                return int(value.strip())
+            raise ValueError(value)
         if isinstance(default, float):
-            return float(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                number = float(value)
+            elif isinstance(value, str):
+                number = float(value.strip())
+            else:
+                raise TypeError(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
         if isinstance(default, Path):
-            return Path(value)
+            if isinstance(value, (str, Path)) and str(value).strip():
+                return Path(value)
+            raise ValueError(value)
         if isinstance(default, str):
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting {name}: cannot use {value!r}") from None
+            if isinstance(value, str):
+                return value.strip()
+            raise ValueError(value)
+    except (TypeError, ValueError, OverflowError):
+        _bad(name, value)
     return value
+
+
+def _bad(name: str, value: Any) -> NoReturn:
+    raise ConfigError(f"setting {name}: cannot use {value!r}")
 
 
 def _normalise(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
     for key, value in raw.items():
         name = _ALIASES.get(key, key)
+        shown = f"ARCHIVIST_{key.upper()}" if source == "environment" else key
         if name not in _FIELDS or name == "extra":
-            raise ConfigError(f"{source}: unknown setting {key!r}")
-        out[name] = _coerce(name, value)
+            raise ConfigError(f"{source}: unknown setting {shown!r}")
+        coerced = _coerce(name, value)
+        if name in out and out[name] != coerced:
+            raise ConfigError(f"{source}: {given_as[name]} and {shown} both set, to different "
+                              "values")
+        out[name] = coerced
+        given_as[name] = shown
     return out
 
 
@@ -284,6 +384,9 @@ def load_settings(
             raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {config_file}: not UTF-8 text (byte {exc.start})"
+                              ) from None
         values.update(_normalise(raw, str(config_file)))
     env_raw: dict[str, Any] = {}
     for key, value in env.items():
@@ -295,7 +398,24 @@ def load_settings(
     if overrides:
         values.update(_normalise({k: v for k, v in overrides.items() if v is not None}, "flags"))
     settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TIMEOUTS = ("artim_timeout", "acse_timeout", "dimse_timeout", "network_timeout",
+             "inventory_lease_seconds")
+_AT_LEAST_ONE = ("max_associations", "max_pending_connections", "http_max_body",
+                 "max_object_size", "inventory_studies_per_instance")
+
+
+def _check(settings: Settings) -> None:
+    """Refuse settings the server could start with but not work with (every association
+    refused, every request timed out at once, a log level that means nothing)."""
     _check_aet(settings.aet, "local")
+    if not settings.host.strip():
+        raise ConfigError("host is empty: give an address (0.0.0.0 listens on every IPv4 "
+                          "interface)")
     _check_port(settings.dicom_port, "dicom_port")
     _check_port(settings.http_port, "http_port")
     if settings.duplicate_policy not in DUPLICATE_POLICIES:
@@ -306,11 +426,21 @@ def load_settings(
         raise ConfigError(f"dimse_engine must be one of {', '.join(DIMSE_ENGINES)}")
     if settings.event_loop not in EVENT_LOOPS:
         raise ConfigError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}")
-    if settings.max_pdu < 4096:
-        raise ConfigError("max_pdu must be at least 4096 bytes")
+    if not 4096 <= settings.max_pdu <= 0xFFFFFFFF:
+        raise ConfigError("max_pdu must be between 4096 and 4294967295 bytes (PS3.8 D.1)")
     if not 0 <= settings.workers <= 64:
         raise ConfigError("workers must be between 0 (automatic) and 64")
-    if settings.inventory_studies_per_instance < 1 or settings.inventory_lease_seconds <= 0:
-        raise ConfigError("inventory_studies_per_instance and inventory_lease_seconds must be "
-                          "positive")
-    return settings
+    for name in _TIMEOUTS:
+        if not getattr(settings, name) > 0:
+            raise ConfigError(f"{name} must be a positive number of seconds")
+    for name in _AT_LEAST_ONE:
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    if settings.find_max_results < 0:
+        raise ConfigError("find_max_results must be 0 (no cap) or more")
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+    aets = [p.aet for p in settings.peers]
+    twice = sorted({a for a in aets if aets.count(a) > 1})
+    if twice:
+        raise ConfigError(f"peer {twice[0]} is defined more than once")

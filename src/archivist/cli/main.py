@@ -40,8 +40,8 @@ DataOpt = typer.Option(
 ConfigOpt = typer.Option(
     None, "--config",
     help="TOML settings file (keys and environment variables: the README's Configuration "
-         "section).",
-    exists=True, dir_okay=False,
+         "section). Also ARCHIVIST_CONFIG.",
+    show_default=False,
 )
 
 
@@ -67,14 +67,17 @@ def serve(
         None, "--http-port", help="HTTP listening port (health, DICOMweb, API). Default 8080."
     ),
     host: Optional[str] = typer.Option(
-        None, "--host", help="Address to listen on. Default 127.0.0.1 (this machine only)."
+        None, "--host",
+        help="Address to listen on. Default 127.0.0.1 (this machine only); any other address "
+             "needs --allow or --insecure.",
     ),
     peer: Optional[list[str]] = typer.Option(
         None, "--peer", help="C-MOVE destination AET=HOST:PORT; repeat for several."
     ),
     allow: Optional[list[str]] = typer.Option(
         None, "--allow",
-        help="Accept associations only from AET@HOST (either may be *); repeat for several.",
+        help="Accept associations only from AET@HOST (either may be *; a host name is "
+             "resolved at start); repeat for several. DIMSE only: HTTP has no access control.",
     ),
     duplicate_policy: Optional[str] = typer.Option(
         None, "--duplicates", help="Duplicate SOP Instance UID: keep (default), replace, reject."
@@ -89,10 +92,11 @@ def serve(
     ),
     config: Optional[Path] = ConfigOpt,
 ) -> None:
-    """Run the archive: DIMSE and HTTP listeners (in one or more worker processes), until
-    SIGTERM or Ctrl-C.
+    """Run the archive: DIMSE and HTTP listeners (one or more worker processes) until SIGTERM.
 
-    Prints where it listens. GET /healthz answers 200 once both listeners accept connections.
+    Ctrl-C stops it too. Prints where it listens.
+
+    GET /healthz answers 200 once both listeners accept connections.
     """
     settings = _settings(
         config, data_dir=data, aet=aet, dicom_port=dicom_port, http_port=http_port,
