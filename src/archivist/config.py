@@ -167,6 +167,18 @@ class Settings:
         """True when the allow-list is empty or one of its rules matches."""
         return not self.allow or any(rule.matches(aet, host) for rule in self.allow)
 
+    def host_allowed(self, host: str) -> bool:
+        """For HTTP, which names no AE title: True when the allow-list is empty, `host` is a
+        loopback address (this machine), or one of the rules admits `host` for any AE."""
+        if not self.allow:
+            return True
+        try:
+            if ipaddress.ip_address(canonical_address(host)).is_loopback:
+                return True
+        except ValueError:
+            pass
+        return any(rule.matches(rule.aet, host) for rule in self.allow)
+
 
 _ALIASES = {"data": "data_dir", "port": "dicom_port", "peer": "peers"}
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

@@ -77,7 +77,8 @@ def serve(
     allow: Optional[list[str]] = typer.Option(
         None, "--allow",
         help="Accept associations only from AET@HOST (either may be *; a host name is "
-             "resolved at start); repeat for several. DIMSE only: HTTP has no access control.",
+             "resolved at start); repeat for several. HTTP requests are then answered only "
+             "from those hosts and this machine (others get 403).",
     ),
     duplicate_policy: Optional[str] = typer.Option(
         None, "--duplicates", help="Duplicate SOP Instance UID: keep (default), replace, reject."

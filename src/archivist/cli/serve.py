@@ -492,6 +492,29 @@ def _http_protocol(head_timeout: float, body_timeout: float) -> type[Any]:
     return GuardedHTTPProtocol
 
 
+def _only_allowed_hosts(app: Any, settings: Settings) -> Any:
+    """`app` answering 403 to HTTP requests from an address the ``--allow`` list does not name
+    (this machine is always allowed; ``/healthz`` to anybody). Without it, ``--allow`` guarded
+    DIMSE only: a server listening on a network address served every study to any host over
+    DICOMweb and let it delete over ``/api``."""
+    if not settings.allow:
+        return app
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        client = scope.get("client")
+        if (scope["type"] != "http" or scope.get("path") == "/healthz"
+                or (client and settings.host_allowed(str(client[0])))):
+            await app(scope, receive, send)
+            return
+        body = b'{"status":403,"error":"this address is not in the server\'s --allow list"}'
+        await send({"type": "http.response.start", "status": 403, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return guarded
+
+
 def _limit_in_flight(app: Any, limit: int) -> Any:
     """`app` answering 503 (JSON body) to HTTP requests over `limit` running at once."""
     running = 0
@@ -564,7 +587,8 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     # 512 connections open locked everybody else out (503) for as long as it liked. Requests
     # in flight are capped instead, and a connection must send its request head in time.
     config = uvicorn.Config(
-        _limit_in_flight(app, MAX_HTTP_REQUESTS_IN_FLIGHT), host=settings.host,
+        _only_allowed_hosts(_limit_in_flight(app, MAX_HTTP_REQUESTS_IN_FLIGHT), settings),
+        host=settings.host,
         port=settings.http_port, log_level="warning", lifespan="off", access_log=False,
         timeout_keep_alive=30, http=_http_protocol(REQUEST_HEAD_TIMEOUT, BODY_IDLE_TIMEOUT),
         loop=event_loop_kind(settings),
