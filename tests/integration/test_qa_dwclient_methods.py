@@ -125,3 +125,14 @@ def test_frames_of_a_compressed_instance_with_a_wildcard_image_type(srv: ServerP
     base = (f"{srv.url}/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
             f"/instances/{ds.SOPInstanceUID}")
     assert requests.get(f"{base}/frames/0", timeout=30).status_code == 400
+
+
+def test_includefield_all_on_instances_names_the_available_syntax(srv: ServerProcess,
+                                                                  ct: pydicom.Dataset) -> None:
+    """No File Meta element in a QIDO-RS result: the stored syntax is Available Transfer
+    Syntax UID (0008,3002), not Transfer Syntax UID (0002,0010)."""
+    found = DICOMwebClient(f"{srv.url}/dicomweb").search_for_instances(
+        ct.StudyInstanceUID, ct.SeriesInstanceUID, fields=["all"])
+    assert len(found) == 1
+    assert "00020010" not in found[0]
+    assert found[0]["00083002"]["Value"] == [str(ct.file_meta.TransferSyntaxUID)]

@@ -266,7 +266,12 @@ class QidoRequest:
             keys.append("SeriesInstanceUID")
         keys += [k for k in self.include if "." not in k]
         if self.include_all:
-            keys += [k for k, d in KEYS.items() if d.level.rank <= self.level.rank]
+            # Every key of the level, less the File Meta's Transfer Syntax UID (a C-FIND key
+            # here; QIDO-RS names the stored syntax Available Transfer Syntax UID).
+            keys += [k for k, d in KEYS.items()
+                     if d.level.rank <= self.level.rank and k != "TransferSyntaxUID"]
+            if self.level is QueryLevel.IMAGE:
+                keys.append("AvailableTransferSyntaxUID")
         return list(dict.fromkeys(k for k in keys if k != "SpecificCharacterSet"))
 
 
