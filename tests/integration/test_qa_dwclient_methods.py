@@ -136,3 +136,24 @@ def test_includefield_all_on_instances_names_the_available_syntax(srv: ServerPro
     assert len(found) == 1
     assert "00020010" not in found[0]
     assert found[0]["00083002"]["Value"] == [str(ct.file_meta.TransferSyntaxUID)]
+
+
+def test_a_study_comes_in_series_and_instance_number_order(srv: ServerProcess,
+                                                           tmp_path_factory: pytest.TempPathFactory
+                                                           ) -> None:
+    """Whatever order the instances were stored in (the same order C-MOVE and C-GET send)."""
+    from archivist.testing.datasets import make_instance
+
+    tmp = tmp_path_factory.mktemp("order")
+    study, first, second = new_uid(), new_uid(), new_uid()
+    sent = []
+    for series_uid, series_number, numbers in ((second, 2, (3, 1, 2)), (first, 1, (2, 1))):
+        for n in numbers:
+            path = tmp / f"{series_number}-{n}.dcm"
+            sent.append(make_instance(path, study_uid=study, series_uid=series_uid,
+                                      series_number=series_number, instance_number=n))
+    client = DICOMwebClient(f"{srv.url}/dicomweb")
+    assert "FailedSOPSequence" not in client.store_instances(sent)
+    got = client.retrieve_study(study, media_types=(("application/dicom", "*"),))
+    assert [(int(d.SeriesNumber), int(d.InstanceNumber)) for d in got] == [
+        (1, 1), (1, 2), (2, 1), (2, 2), (2, 3)]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset, read_preamble
@@ -76,13 +76,31 @@ class Retrieve:
         self.blobs = blobs
 
     def instances(self, query: Query) -> Iterator[InstanceRef]:
-        """Every stored instance under the entities `query` matches (at any level).
+        """Every stored instance under the entities `query` matches (at any level), a study's
+        series by Series Number and a series' instances by Instance Number (then in the order
+        they were stored): what C-MOVE and C-GET send, and WADO-RS a study or series in, so a
+        receiver gets a series in viewing order.
 
         Code Sequence constraints select the instances that carry the code.
         """
         q = Query(QueryLevel.IMAGE, list(query.constraints), [], query.pn_case_insensitive,
                   codes=list(query.codes))
-        for row in self.search.rows(q):
+        rows = list(self.search.rows(q))
+        studies: dict[str, int] = {}
+        series: dict[str, int] = {}
+        for row in rows:
+            studies.setdefault(row["study.study_instance_uid"], len(studies))
+            series.setdefault(row["series.series_instance_uid"], len(series))
+        never = 1 << 62  # a missing number sorts after the numbered ones
+
+        def order(item: tuple[int, dict[str, Any]]) -> tuple[int, ...]:
+            n, row = item
+            return (studies[row["study.study_instance_uid"]],
+                    _number(row.get("series.series_number"), never),
+                    series[row["series.series_instance_uid"]],
+                    _number(row.get("instance.instance_number"), never), n)
+
+        for _, row in sorted(enumerate(rows), key=order):
             yield InstanceRef(
                 sop_instance_uid=row["instance.sop_instance_uid"],
                 sop_class_uid=row["instance.sop_class_uid"],
@@ -158,3 +176,11 @@ class StoredInstance:
 
     def dataset(self) -> Dataset:
         return self.retrieve.dataset(self.ref)
+
+
+def _number(value: Any, missing: int) -> int:
+    """An IS value of the index as a sort key (`missing` when absent or not a number)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return missing
