@@ -233,3 +233,21 @@ def test_a_burst_of_connections_is_spread_over_the_workers(make_server) -> None:
             for s in socks:
                 s.close()
         assert _wait(lambda: sum(_connections_per_worker(srv).values()) == 0, 30)
+
+
+def test_one_worker_on_all_addresses_answers_http_over_ipv4_and_ipv6(make_server) -> None:  # type: ignore[no-untyped-def]
+    """--host :: with one worker: HTTP takes IPv4 callers as DICOM does (uvicorn's own
+    socket took IPv6 only, so the server never looked healthy on 127.0.0.1)."""
+    import socket as socket_module
+    import urllib.request
+
+    try:
+        probe = socket_module.socket(socket_module.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no IPv6 on this machine")
+    srv = make_server("--host", "::", "--insecure", "--workers", "1")  # healthy on 127.0.0.1
+    with urllib.request.urlopen(f"http://[::1]:{srv.http_port}/healthz", timeout=30) as r:
+        assert r.status == 200
+    assert srv.stop() == 0

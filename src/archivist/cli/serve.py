@@ -562,6 +562,17 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
 
     quiet_libraries()  # pydicom is imported now (see quiet_libraries)
     number, total = (worker[0], worker[1]) if worker else (0, 1)
+    if http_sock is None:
+        # Bound here as the supervisor binds it for several workers: uvicorn's own socket for
+        # --host :: took IPv6 only, while the DICOM port took IPv4 callers too.
+        from archivist.dimse.listen import listen
+
+        try:
+            http_sock = listen(settings.host, settings.http_port)
+        except OSError as exc:
+            print(f"error: cannot listen for HTTP on {settings.host}:{settings.http_port}: "
+                  f"{exc.strerror}", file=sys.stderr)
+            return 1
     archive = Archive.open(settings)
     if settings.validation_policy != "off":
         # The standard's tables (~0.1 s to load): before the first object, not during it.
