@@ -41,6 +41,16 @@ class Peer:
     port: int
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` (``localhost`` or an address) is this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def canonical_address(host: str) -> str:
     """An IP address in one spelling: compressed IPv6, and an IPv4-mapped IPv6 address
     (``::ffff:10.0.0.7``, how a socket bound to ``::`` sees an IPv4 peer) as its IPv4 form.
@@ -170,13 +180,8 @@ class Settings:
     def host_allowed(self, host: str) -> bool:
         """For HTTP, which names no AE title: True when the allow-list is empty, `host` is a
         loopback address (this machine), or one of the rules admits `host` for any AE."""
-        if not self.allow:
+        if not self.allow or is_loopback(canonical_address(host)):
             return True
-        try:
-            if ipaddress.ip_address(canonical_address(host)).is_loopback:
-                return True
-        except ValueError:
-            pass
         return any(rule.matches(rule.aet, host) for rule in self.allow)
 
 

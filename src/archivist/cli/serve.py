@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import signal
@@ -14,7 +13,7 @@ import time
 import warnings
 from typing import Any, ClassVar
 
-from archivist.config import Settings, event_loop_kind
+from archivist.config import Settings, event_loop_kind, is_loopback
 
 
 def configure_logging(level: str, *, workers: int = 1) -> None:
@@ -54,15 +53,6 @@ def quiet_libraries() -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def run_server(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code.
 
@@ -77,7 +67,7 @@ def run_server(settings: Settings) -> int:
     # Everything the archive creates (the index holds every patient's name, the blobs their
     # images) is for its own user only, even in a data directory created beforehand as 0755.
     os.umask(0o077)
-    if not _is_loopback(settings.host) and not settings.allow and not settings.insecure:
+    if not is_loopback(settings.host) and not settings.allow and not settings.insecure:
         print(
             f"error: refusing to listen on {settings.host} with no --allow list: any host could "
             "store and read patient data. Add --allow AET@HOST (repeatable) or pass --insecure.",
@@ -135,22 +125,26 @@ def _lean_main(argv: list[str]) -> int:
 
 
 def _listen(settings: Settings) -> tuple[socket.socket, socket.socket] | int:
+    dimse = _listen_on("DICOM", settings.host, settings.dicom_port)
+    if dimse is None:
+        return 1
+    http = _listen_on("HTTP", settings.host, settings.http_port)
+    if http is None:
+        dimse.close()
+        return 1
+    return dimse, http
+
+
+def _listen_on(what: str, host: str, port: int) -> socket.socket | None:
+    """A listening socket, or None with the reason printed ("cannot listen for HTTP on ...")."""
     from archivist.dimse.listen import listen
 
     try:
-        dimse = listen(settings.host, settings.dicom_port)
+        return listen(host, port)
     except OSError as exc:
-        print(f"error: cannot listen for DICOM on {settings.host}:{settings.dicom_port}: "
-              f"{exc.strerror}", file=sys.stderr)
-        return 1
-    try:
-        http = listen(settings.host, settings.http_port)
-    except OSError as exc:
-        dimse.close()
-        print(f"error: cannot listen for HTTP on {settings.host}:{settings.http_port}: "
-              f"{exc.strerror}", file=sys.stderr)
-        return 1
-    return dimse, http
+        print(f"error: cannot listen for {what} on {host}:{port}: {exc.strerror}",
+              file=sys.stderr)
+        return None
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -565,13 +559,8 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     if http_sock is None:
         # Bound here as the supervisor binds it for several workers: uvicorn's own socket for
         # --host :: took IPv6 only, while the DICOM port took IPv4 callers too.
-        from archivist.dimse.listen import listen
-
-        try:
-            http_sock = listen(settings.host, settings.http_port)
-        except OSError as exc:
-            print(f"error: cannot listen for HTTP on {settings.host}:{settings.http_port}: "
-                  f"{exc.strerror}", file=sys.stderr)
+        http_sock = _listen_on("HTTP", settings.host, settings.http_port)
+        if http_sock is None:
             return 1
     archive = Archive.open(settings)
     if settings.validation_policy != "off":
@@ -651,8 +640,6 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
         health.stopping = True
         await original_shutdown(sockets=sockets)
         if siblings is not None:
-            from archivist.web.dicomweb import stow
-
             stow.use_siblings(None)
             await siblings.close()
         # uvicorn re-raises the signal after its own shutdown, which would kill the process

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from pydicom import charset as pydicom_charset
 from pydicom.charset import custom_encoders, python_encoding
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from archivist.index.extract import use_gb2312_escape_sequences
+
 #: The VRs whose values Specific Character Set applies to (PS3.5 6.1.2.3).
 _TEXT_VRS = {"PN", "LO", "SH", "ST", "LT", "UT", "UC"}
 UTF8 = "ISO_IR 192"
-#: pydicom's codec of ISO 2022 IR 58 (GB 2312), which it writes without the escape sequence
-#: that must announce it unless :func:`archivist.index.extract.use_gb2312_escape_sequences` has
-#: set that right: until then a value that needs it is answered in UTF-8.
-_GB2312 = "iso_ir_58"
+use_gb2312_escape_sequences()  # GB 2312 values written with their escape sequence
 
 
 def _texts(ds: Dataset) -> Iterator[str]:
@@ -80,8 +78,6 @@ def _writable(text: str, codecs: list[str]) -> bool:
     them, or each character in one of them (it switches between them per run of characters)."""
     if text.isascii() and codecs[0] == "ascii":
         return True
-    if _GB2312 in codecs and _GB2312 in pydicom_charset.handled_encodings and not text.isascii():
-        return False
     encoders = [_encoder(c) for c in codecs]
     if any(_encodes(encode, text) for encode in encoders):
         return True

@@ -149,8 +149,7 @@ class Siblings:
     @property
     def usable(self) -> bool:
         """Whether any sibling may be tried now."""
-        now = time.monotonic()
-        return any(self._down_until[n] <= now for n in self.others)
+        return self._pick() is not None
 
     # -- this worker as the one that stores for the others ---------------------------------
 

@@ -128,14 +128,8 @@ def _store_pool() -> concurrent.futures.ThreadPoolExecutor:
 async def _in_pool(fn: Any, *args: Any) -> Any:
     """`fn(*args)` on the parts' pool. As with anyio's run_in_threadpool, a cancelled caller
     still waits for the thread to finish, so nothing is cleaned up under a running store."""
-    fut = asyncio.get_running_loop().run_in_executor(_store_pool(),
-                                                     functools.partial(fn, *args))
-    try:
-        return await asyncio.shield(fut)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await asyncio.wait([fut])
-        raise
+    return await _shielded(asyncio.get_running_loop().run_in_executor(
+        _store_pool(), functools.partial(fn, *args)))
 
 
 class _RefusalLog:
@@ -315,9 +309,10 @@ async def store_for_sibling(archive: Archive, body: bytes | Path, study: str | N
     return outcome.calls
 
 
-async def _shielded(coro: Any) -> Any:
-    """Await `coro` as a task that a cancelled caller still waits for (as :func:`_in_pool`)."""
-    task = asyncio.ensure_future(coro)
+async def _shielded(work: Any) -> Any:
+    """Await `work` (a coroutine or future) so that a cancelled caller still waits for it to
+    finish before the cancellation goes on."""
+    task = asyncio.ensure_future(work)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
