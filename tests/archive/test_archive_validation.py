@@ -198,6 +198,27 @@ class TestPixelData:
             ("encoding.pixel-data-length", "/PixelData(7FE0,0010)")]
         assert "80 bytes" in stored["findings"][0]["message"]
 
+    def test_image_pixel_rules_apply_on_ingest(
+        self, open_archive: OpenArchive, tmp_path: Path
+    ) -> None:
+        """Ingest reads up to the Pixel Data; the Image Pixel rules still see that the object
+        has pixel data: kept under warn, refused under reject, the same as the file validator."""
+        ds = complete_ct(tmp_path / "ct.dcm", rows=8, columns=8)
+        ds.HighBit = 3  # Bits Stored is 16
+        ds.save_as(tmp_path / "hb.dcm", enforce_file_format=True)
+        archive = open_archive()
+        result = archive.ingest.store_file(tmp_path / "hb.dcm", IMPORT)
+        assert result.validation is not None
+        assert [(f.rule_id, f.path) for f in result.validation.findings] == [
+            ("pixel.high-bit", "/HighBit(0028,0102)")]
+        archive.close()
+        ds.SOPInstanceUID = new_uid()
+        ds.save_as(tmp_path / "hb2.dcm", enforce_file_format=True)
+        strict = open_archive(validation_policy="reject", data_dir=tmp_path / "strict")
+        with pytest.raises(ValidationRejected) as caught:
+            strict.ingest.store_file(tmp_path / "hb2.dcm", IMPORT)
+        assert caught.value.rule_ids == ["pixel.high-bit"]
+
     def test_image_without_pixel_data_is_judged_by_validation(
         self, archive: Archive, tmp_path: Path
     ) -> None:

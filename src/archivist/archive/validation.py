@@ -95,7 +95,7 @@ def validate_on_ingest(ds: Dataset, pixel: PixelDataInfo | None) -> Sequence[Fin
         As :func:`archivist.validate.validate_dataset` reports them, with the pixel data
         judged from `pixel`.
     """
-    findings = validate_dataset(ds)
+    findings = validate_dataset(ds, has_pixels=pixel is not None)
     if pixel is None:
         return findings
     pixel_path = step(pixel.tag)

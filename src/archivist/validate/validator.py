@@ -32,6 +32,7 @@ from archivist.validate.encoding import (
 )
 from archivist.validate.findings import Collector, Finding, Report, Severity
 from archivist.validate.iod import checker_for
+from archivist.validate.pixel import check_image_pixel
 from archivist.validate.standard import tables
 
 # Media Storage Directory Storage (PS3.4 Annex I, PS3.10 8): the DICOMDIR.
@@ -57,7 +58,9 @@ class ValidationOptions:
 DEFAULT_OPTIONS = ValidationOptions()
 
 
-def validate_dataset(ds: Dataset, *, options: ValidationOptions | None = None) -> list[Finding]:
+def validate_dataset(
+    ds: Dataset, *, options: ValidationOptions | None = None, has_pixels: bool | None = None
+) -> list[Finding]:
     """Validate a dataset against the data dictionary and the IOD of its SOP Class.
 
     Safe to call on every received object: the dataset is only read (values read from a file are
@@ -72,6 +75,9 @@ def validate_dataset(ds: Dataset, *, options: ValidationOptions | None = None) -
         :func:`validate_file`.
     options : ValidationOptions, optional
         Extra checks; defaults to :data:`DEFAULT_OPTIONS`.
+    has_pixels : bool, optional
+        Whether the object has pixel data, for a dataset read without it (ingest reads up to
+        the Pixel Data); None looks in `ds`.
 
     Returns
     -------
@@ -90,6 +96,8 @@ def validate_dataset(ds: Dataset, *, options: ValidationOptions | None = None) -
     meta = getattr(ds, "file_meta", None)
     ts = text_value(meta, "TransferSyntaxUID") if meta is not None else ""
     _guarded(out, "Pixel Data", check_pixel_data, ds, ts, out)
+    _guarded(out, "Image Pixel", check_image_pixel, ds, iod.key if iod else None, out,
+             has_pixels)
     _guarded(out, "data dictionary", ElementChecker(out, module_of).check, ds)
     if checker is not None:
         _guarded(out, "IOD", checker.check, ds)
