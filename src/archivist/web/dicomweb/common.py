@@ -143,6 +143,29 @@ def accept_of(request: Request) -> list[MediaRange]:
     return parse_accept(request.headers.get("accept"))
 
 
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (RFC 9110 12.5.3): ``gzip`` (or
+    ``x-gzip``), else ``*``, with a q-value above 0 (``gzip;q=0`` refuses it); coding names
+    are case-insensitive."""
+    star = False
+    for item in (header or "").split(","):
+        coding, _, params = item.partition(";")
+        coding = coding.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 1.0
+        if coding in ("gzip", "x-gzip"):
+            return q > 0
+        if coding == "*":
+            star = q > 0
+    return star
+
+
 def require_json(request: Request, what: str) -> None:
     """406 unless the client accepts application/dicom+json (or JSON, or anything)."""
     for r in accept_of(request):

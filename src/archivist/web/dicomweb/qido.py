@@ -110,6 +110,11 @@ def _attribute(key: str) -> str:
     return ".".join(_keyword(part) for part in key.split("."))
 
 
+def _is_private_tag(token: str) -> bool:
+    """Whether `token` is an 8-hex tag of a private group (odd group number)."""
+    return bool(_TAG.match(token)) and int(token[:4], 16) % 2 == 1
+
+
 def _includefields(values: Iterable[str]) -> tuple[list[str], bool]:
     fields: list[str] = []
     include_all = False
@@ -120,6 +125,10 @@ def _includefields(values: Iterable[str]) -> tuple[list[str], bool]:
                 continue
             if token.lower() == "all":
                 include_all = True
+                continue
+            if any(_is_private_tag(part) for part in token.split(".")):
+                # PS3.18 10.6.3.3: a Private Data Element asked for is returned when the origin
+                # server supports it; the index keeps none, so it is left out, not a 400.
                 continue
             fields.append(_attribute(token))
     return fields, include_all
@@ -306,7 +315,11 @@ def run_qido(archive: Archive, q: QidoRequest, root: str) -> tuple[list[dict[str
     settings = archive.settings
     server_max = int(getattr(settings, "qido_max_results", 0) or settings.find_max_results
                      or DEFAULT_MAX_RESULTS)
-    wanted = min(q.limit, server_max) if q.limit else server_max
+    if q.limit == 0:
+        # limit is a uint, the maximum number of results (PS3.18 Table 8.3.4-1, 8.3.4.4):
+        # 0 asks for none (Orthanc answers every match, dcm4chee refuses it with a 400).
+        return [], False
+    wanted = min(q.limit, server_max) if q.limit is not None else server_max
     out: list[dict[str, Any]] = []
     truncated = False
     skipped = 0

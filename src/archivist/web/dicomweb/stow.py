@@ -16,6 +16,8 @@ import os
 import tempfile
 import threading
 import time
+import zlib
+from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from archivist.archive import part10
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin, StoreStatus
+from archivist.core.levels import QueryLevel
 from archivist.errors import ArchivistError
 from archivist.web.dicomweb.common import DICOM, DICOM_JSON, archive_of, base_url, check_uid
 from archivist.web.dicomweb.multipart import (
@@ -41,6 +44,7 @@ from archivist.web.dicomweb.siblings import Calls, Siblings
 from archivist.web.errors import (
     FAILURE_CANNOT_UNDERSTAND,
     FAILURE_PROCESSING,
+    FAILURE_STUDY_MISMATCH,
     HTTPProblem,
     failure_reason,
 )
@@ -106,6 +110,57 @@ def _add_preamble(path: Path) -> None:
         while chunk := src.read(1 << 20):
             dst.write(chunk)
     os.replace(fixed, path)
+
+
+#: The request Content-Encodings STOW-RS decodes, and zlib's window bits for each.
+_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class _Inflater:
+    """Undoes a request's Content-Encoding (RFC 9110 8.4.1), ``gzip`` or ``deflate`` (zlib),
+    as the body arrives, a piece of at most `piece` bytes at a time: a small body that inflates
+    hugely is never held whole, and the size limit counts the inflated bytes."""
+
+    def __init__(self, coding: str, piece: int = 1 << 20) -> None:
+        self.coding = coding
+        self._z = zlib.decompressobj(_CODINGS[coding])
+        self._piece = piece
+
+    @classmethod
+    def for_request(cls, header: str | None) -> _Inflater | None:
+        """The inflater for a Content-Encoding header; None for none (or ``identity``); 415
+        for a coding this server does not decode (RFC 9110 15.5.16), naming those it does."""
+        codings = [c.strip().lower() for c in (header or "").split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        if not codings:
+            return None
+        if len(codings) == 1 and codings[0] in _CODINGS:
+            return cls(codings[0])
+        raise HTTPProblem(415, f"Content-Encoding {(header or '')[:40]!r} is not supported; "
+                          "send the body as is, or gzip or deflate encoded",
+                          {"Accept-Encoding": "gzip, deflate"})
+
+    def pieces(self, chunk: bytes) -> Iterator[bytes]:
+        data = chunk
+        while data and not self._z.eof:
+            try:
+                out = self._z.decompress(data, self._piece)
+            except zlib.error as exc:
+                raise MultipartError(f"the {self.coding} body cannot be decoded ({exc})"
+                                     ) from None
+            data = self._z.unconsumed_tail
+            if out:
+                yield out
+
+    def finish(self) -> bytes:
+        """The output still held at the end of the body (a few KiB at most)."""
+        try:
+            tail = self._z.flush()
+        except zlib.error as exc:
+            raise MultipartError(f"the {self.coding} body cannot be decoded ({exc})") from None
+        if not self._z.eof:
+            raise MultipartError(f"the {self.coding} body ends before its end of stream")
+        return tail
 
 
 _PARTS_IN_FLIGHT = 4
@@ -279,10 +334,29 @@ def _store_body(archive: Archive, body: Path | bytes, study: str | None,
                     f"internal error ({type(exc).__name__})")
         return
     warning = "; ".join(res.warnings) if res.warnings else None
+    study_uid, series_uid = res.study_instance_uid, res.series_instance_uid
     if res.status is StoreStatus.ALREADY_STORED:
         warning = None
-    result.ok(res.sop_class_uid, res.sop_instance_uid, res.study_instance_uid,
-              res.series_instance_uid, warning)
+        # The copy kept is the first one (duplicate policy keep); the one sent may name
+        # another study or series, where the instance is not: the response gives where it is.
+        stored = _stored_at(archive, res.sop_instance_uid)
+        if stored is not None and stored != (study_uid, series_uid):
+            if study is not None and stored[0] != study:
+                result.fail({"SOPClassUID": res.sop_class_uid,
+                             "SOPInstanceUID": res.sop_instance_uid}, FAILURE_STUDY_MISMATCH,
+                            "already stored in another study than the URL's")
+                return
+            study_uid, series_uid = stored
+            warning = "already stored under another study or series: the first copy is kept"
+    result.ok(res.sop_class_uid, res.sop_instance_uid, study_uid, series_uid, warning)
+
+
+def _stored_at(archive: Archive, sop: str) -> tuple[str, str] | None:
+    """The Study and Series Instance UIDs the index holds an instance under."""
+    query = archive.search.query_from_pairs(QueryLevel.IMAGE, [("SOPInstanceUID", sop)])
+    for ref in archive.retrieve.instances(query):
+        return ref.study_instance_uid, ref.series_instance_uid
+    return None
 
 
 def part_file_prefix() -> str:
@@ -345,6 +419,7 @@ async def store(request: Request, study: str | None = None) -> Response:
                                   f"{max_body} bytes")
         except ValueError:
             raise HTTPProblem(400, "Content-Length is not a number") from None
+    inflater = _Inflater.for_request(request.headers.get("content-encoding"))
     tmp_dir = Path(settings.tmp_dir)
     tmp_dir.mkdir(parents=True, exist_ok=True)
 
@@ -417,12 +492,23 @@ async def store(request: Request, study: str | None = None) -> Response:
     try:
         try:
             async for chunk in request.stream():
-                received += len(chunk)
+                for data in (inflater.pieces(chunk) if inflater else (chunk,)):
+                    received += len(data)
+                    if received > max_body:
+                        too_large = True
+                        break
+                    for part in parser.feed(data):
+                        await submit(part)
+                if too_large:
+                    break
+            if inflater is not None and not too_large:
+                tail = inflater.finish()
+                received += len(tail)
                 if received > max_body:
                     too_large = True
-                    break
-                for part in parser.feed(chunk):
-                    await submit(part)
+                else:
+                    for part in parser.feed(tail):
+                        await submit(part)
             await settle()
         except ClientDisconnect:
             await settle()

@@ -38,6 +38,7 @@ from archivist.web.dicomweb.common import (
     OCTET,
     MediaRange,
     accept_of,
+    accepts_gzip,
     archive_of,
     base_url,
     check_uid,
@@ -533,7 +534,7 @@ def _metadata_body(request: Request, study: str, series: str | None) -> tuple[by
     cache = cache_of(request)
     root = base_url(request)
     rows = _series_rows(archive, study, series)
-    gzipped = "gzip" in request.headers.get("accept-encoding", "")
+    gzipped = accepts_gzip(request.headers.get("accept-encoding"))
     tags = []
     blobs = []
     for row in rows:
@@ -786,7 +787,10 @@ def _video_stream(info: pixels.PixelInfo) -> bytes:
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    if not header or not header.startswith("bytes="):
+    """The first byte range of a Range header, None to ignore the header (no range, another
+    unit, or a syntactically invalid range such as ``5-2``: RFC 9110 14.1.1, 14.2); 416 when
+    none of it is within `size`."""
+    if not header or header[:6].lower() != "bytes=":
         return None
     spec = header[6:].split(",")[0].strip()
     start_s, _, end_s = spec.partition("-")
@@ -796,6 +800,8 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             start, end = max(0, size - length), size - 1
         else:
             start = int(start_s)
+            if end_s and int(end_s) < start:
+                return None
             end = int(end_s) if end_s else size - 1
     except ValueError:
         return None
