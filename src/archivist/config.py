@@ -127,6 +127,10 @@ class Settings:
     # HTTP
     http_max_body: int = 2 * 1024 * 1024 * 1024
     cors_origins: tuple[str, ...] = ("*",)
+    # Host names HTTP answers to besides IP addresses, localhost and names without a dot (lower
+    # case, no port); a server on loopback refuses others (DNS rebinding: web/app.py _HostCheck),
+    # and one on another address too when this is set; "*" turns the check off
+    http_hosts: tuple[str, ...] = ()
     # Folder holding the OHIF build (its index.html at the top); absent = "/" explains how to get it
     viewer_dir: Path = Path(f"./.cache/ohif/{OHIF_VERSION}")
     log_level: str = "INFO"
@@ -179,10 +183,13 @@ class Settings:
 
     def host_allowed(self, host: str) -> bool:
         """For HTTP, which names no AE title: True when the allow-list is empty, `host` is a
-        loopback address (this machine), or one of the rules admits `host` for any AE."""
+        loopback address (this machine), a rule names `host` (whatever its AE title), or a
+        rule is ``*@*``. A rule that names an AE title but no host (``MOD@*``) restricts
+        DIMSE callers by their AE title and admits no host over HTTP."""
         if not self.allow or is_loopback(canonical_address(host)):
             return True
-        return any(rule.matches(rule.aet, host) for rule in self.allow)
+        return any(rule.matches(rule.aet, host) for rule in self.allow
+                   if rule.host != "*" or rule.aet == "*")
 
 
 _ALIASES = {"data": "data_dir", "port": "dicom_port", "peer": "peers"}
@@ -304,6 +311,8 @@ def _coerce(name: str, value: Any) -> Any:
         return tuple(parse_allow(v) for v in _split_list(name, value))
     if name == "cors_origins":
         return tuple(_split_list(name, value))
+    if name == "http_hosts":
+        return tuple(_host_name(v) for v in _split_list(name, value))
     default = _FIELDS[name].default
     try:
         if isinstance(default, bool):
@@ -345,6 +354,18 @@ def _coerce(name: str, value: Any) -> Any:
     except (TypeError, ValueError, OverflowError):
         _bad(name, value)
     return value
+
+
+def _host_name(text: str) -> str:
+    """An entry of ``http_hosts``: a host name as a Host header names it, without the port
+    (lower case, no trailing dot), or ``*``."""
+    name = text.strip().lower().rstrip(".")
+    if name == "*":
+        return name
+    if not name or any(not (ch.isalnum() or ch in "-.") for ch in name) or not name.isascii():
+        raise ConfigError(f"setting http_hosts: {text!r} is not a host name (letters, digits, "
+                          "'-' and '.'; no scheme, no port), nor '*'")
+    return name
 
 
 def _bad(name: str, value: Any) -> NoReturn:
@@ -457,6 +478,12 @@ def _check(settings: Settings) -> None:
         raise ConfigError("find_max_results must be 0 (no cap) or more")
     if settings.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+    if not is_loopback(settings.host) and not settings.insecure and any(
+            rule.aet == "*" and rule.host == "*" for rule in settings.allow):
+        raise ConfigError(f"allow '*@*' admits every caller from every host: listening on "
+                          f"{settings.host} with it is listening with no allow-list. Name the "
+                          "hosts (AET@HOST), or pass --insecure if every host may store and "
+                          "read patient data")
     aets = [p.aet for p in settings.peers]
     twice = sorted({a for a in aets if aets.count(a) > 1})
     if twice:

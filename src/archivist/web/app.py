@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import ipaddress
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from archivist.archive.archive import Archive
+from archivist.config import Settings, is_loopback
 from archivist.web.errors import problem_response
 
 # Feature modules mounted in this order; the viewer comes last because it serves "/".
@@ -76,6 +79,160 @@ class _Activity:
             await self.app(scope, receive, send)
         finally:
             activity.end()
+
+
+def _headers_named(scope: Any, name: bytes) -> list[str]:
+    return [v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == name]
+
+
+async def _refuse(send: Any, status: int, message: str) -> None:
+    """Answer `status` with the JSON body of every error of this server, before the body of
+    the request is read (nothing of it is acted on)."""
+    body = JSONResponse({"status": status, "error": message}).body
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"x-content-type-options", b"nosniff")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+#: A Host header's name part: an IPv6 literal in brackets, or anything up to the port.
+_HOST = re.compile(r"^(?:\[(?P<v6>[^\]]*)\]|(?P<name>[^:]*))(?::\d*)?$")
+#: Names of digits and dots are IPv4 addresses in some spelling (``127.1``); no DNS name is.
+_DOTTED_DIGITS = re.compile(r"^[0-9.]+$")
+
+
+def host_cannot_rebind(value: str) -> bool:
+    """Whether the Host header `value` names this server in a way no public DNS answer
+    controls: an IP address, ``localhost`` and its subdomains (which browsers resolve to
+    loopback themselves), or a name without a dot (this machine's short name, resolved by the
+    hosts file or the local network; a web page's re-binding name is a public domain)."""
+    m = _HOST.match(value.strip().lower())
+    if m is None:
+        return False
+    if m.group("v6") is not None:
+        try:
+            ipaddress.IPv6Address(m.group("v6").split("%", 1)[0])
+        except ValueError:
+            return False
+        return True
+    name = m.group("name").rstrip(".")
+    return "." not in name or name.endswith(".localhost") or bool(_DOTTED_DIGITS.match(name))
+
+
+class _HostCheck:
+    """DNS rebinding: a page whose host name an attacker re-points at this server (its DNS
+    answer changed to 127.0.0.1 after the page loaded) is same-origin with it, so the browser
+    lets the page read and write everything; only the Host header tells. A server on loopback
+    therefore answers Host names that cannot be re-bound (IP addresses, ``localhost``, names
+    without a dot: :func:`host_cannot_rebind`) and those in ``http_hosts`` (a reverse proxy
+    that passes on its own name: add it there), and 403 to the rest; ``http_hosts = ["*"]`` turns the check off. On another address the names
+    are checked when ``http_hosts`` is set. ``/healthz`` is answered whatever the name. Two
+    Host headers are a 400 (RFC 9112 3.2)."""
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.app = app
+        names = settings.http_hosts
+        self.names = frozenset(names)
+        self.enforced = "*" not in names and (bool(names) or is_loopback(settings.host))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        hosts = _headers_named(scope, b"host")
+        if len(hosts) > 1:
+            await _refuse(send, 400, "a request must have one Host header (RFC 9112 3.2)")
+            return
+        if (self.enforced and hosts and scope.get("path") != "/healthz"
+                and not host_cannot_rebind(hosts[0])):
+            m = _HOST.match(hosts[0].strip().lower())
+            name = (m.group("name") or "").rstrip(".") if m else ""
+            if name not in self.names:
+                await _refuse(send, 403, "this server does not answer the host name "
+                              f"{hosts[0][:100]!r}: use its address or localhost, or add the "
+                              "name to the http_hosts setting (ARCHIVIST_HTTP_HOSTS)")
+                return
+        await self.app(scope, receive, send)
+
+
+#: What a preflight may grant any origin of ``cors_origins`` (``*`` included): reads.
+_PREFLIGHT_READS = frozenset({"GET", "HEAD"})
+
+
+class _CrossOriginWrites:
+    """Cross-site request forgery: a web page on another origin may make the browser send a
+    POST (``text/plain``, ``multipart/form-data``: no preflight) or, after a preflight, any
+    request to this server, which has no login to tell the page from the user. Writes (any
+    method but GET, HEAD and OPTIONS) coming from another origin are refused with 403 unless
+    ``cors_origins`` names that origin: ``*`` there opens reads, not writes. A browser says
+    where a request comes from with ``Sec-Fetch-Site``, else with ``Origin`` (compared with
+    the Host header); a client that sends neither is not a browser page and is answered.
+
+    Preflights follow: one asking for POST is passed on (to the CORS layer of DICOMweb) only
+    for an origin named in ``cors_origins``; one asking for another method (no DICOMweb
+    resource serves PUT, DELETE or PATCH) is refused."""
+
+    def __init__(self, app: Any, settings: Settings) -> None:
+        self.app = app
+        self.listed = frozenset(o for o in settings.cors_origins if o != "*")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        origins = _headers_named(scope, b"origin")
+        origin = origins[0] if origins else None
+        if method == "OPTIONS":
+            wanted = (_headers_named(scope, b"access-control-request-method") or [""])[0]
+            wanted = wanted.strip().upper()
+            if (origin is not None and wanted and wanted not in _PREFLIGHT_READS
+                    and not (wanted == "POST" and origin in self.listed)):
+                await _refuse(send, 403, f"{wanted} from origin {origin[:100]!r} is not allowed: "
+                              "cross-origin writes need the origin named in cors_origins")
+                return
+        elif method not in _PREFLIGHT_READS and self._foreign(scope, origin) \
+                and origin not in self.listed:
+            await _refuse(send, 403, f"{method} from another origin ({(origin or '?')[:100]!r}) "
+                          "is refused: cross-origin writes need the origin named in "
+                          "cors_origins")
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _foreign(scope: Any, origin: str | None) -> bool:
+        site = _headers_named(scope, b"sec-fetch-site")
+        if site:
+            return site[0].strip().lower() not in ("same-origin", "none")
+        if origin is None:
+            return False
+        hosts = _headers_named(scope, b"host")
+        _scheme, sep, netloc = origin.strip().lower().partition("://")
+        return not sep or not hosts or netloc.rstrip("/") != hosts[0].strip().lower()
+
+
+class _NoSniff:
+    """``X-Content-Type-Options: nosniff`` on every answer: a DICOM or JSON body holds values
+    anybody could have stored (a patient name ``<script>...``) and must never be taken for
+    HTML by a browser guessing its type."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_nosniff(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-content-type-options" for k, _v in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                    message = dict(message, headers=headers)
+            await send(message)
+
+        await self.app(scope, receive, send_nosniff)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -141,6 +298,10 @@ def create_app(archive: Archive, health: Health | None = None, *,
     app.state.health = health
     app.state.background = background
     app.state.http_activity = health.http_activity or HttpActivity()
+    # Innermost first: each add_middleware wraps what is already there.
+    app.add_middleware(_NoSniff)
+    app.add_middleware(_CrossOriginWrites, settings=archive.settings)
+    app.add_middleware(_HostCheck, settings=archive.settings)
     app.add_middleware(_Activity, state=app.state)
     # Feature modules may start background work (for example the metadata warmer).
     for name in _ROUTE_MODULES:

@@ -56,7 +56,7 @@ SEARCH_FIELDS = (
     ("modality", "ModalitiesInStudy", "Modality"),
 )
 _DATE_FIELD = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _STATIC = {  # URL name -> (resource name, media type); request text never becomes a path
     "archive.js": ("archive.js", "text/javascript; charset=utf-8"),
     "archive.css": ("archive.css", "text/css; charset=utf-8"),
@@ -399,7 +399,7 @@ async def study_page(request: Request) -> Response:
     """``GET /archive/studies/{study}``: series and instances, validation counts and findings."""
     archive: Archive = request.app.state.archive
     study_uid = request.path_params["study"]
-    if not _UID.match(study_uid) or len(study_uid) > 64:
+    if not _UID.fullmatch(study_uid) or len(study_uid) > 64:
         return _not_found(archive.settings, "That is not a Study Instance UID.")
     rows = await run_in_threadpool(study_instances, archive, study_uid)
     if not rows:

@@ -49,6 +49,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.status import HTTP_304_NOT_MODIFIED, HTTP_404_NOT_FOUND
 
 from archivist.config import OHIF_VERSION, Settings
+from archivist.web.dicomweb.common import accepts_gzip
 
 __all__ = ["ViewerBundle", "app_config_js", "routes"]
 
@@ -300,7 +301,7 @@ def _send(request: Request, url_path: str, item: BundleFile) -> Response:
     cache = IMMUTABLE if _HASHED.search(url_path) else REVALIDATE
     headers = _headers(cache)
     headers["Vary"] = "Accept-Encoding"
-    gzipped = item.gzip_path is not None and "gzip" in request.headers.get("accept-encoding", "")
+    gzipped = item.gzip_path is not None and accepts_gzip(request.headers.get("accept-encoding"))
     etag = item.etag[:-1] + '-gz"' if gzipped else item.etag
     headers["ETag"] = etag
     inm = request.headers.get("if-none-match", "")
@@ -328,7 +329,8 @@ def serve_viewer(request: Request) -> Response:
     if bundle is None:
         status = 200 if path in ("/", "/index.html") else HTTP_404_NOT_FOUND
         return HTMLResponse(_missing_page(request.app.state.settings), status_code=status,
-                            headers={"Cache-Control": "no-store"})
+                            headers={"Cache-Control": "no-store",
+                                     "Content-Security-Policy": _MISSING_PAGE_CSP})
     item = bundle.files.get(path)
     if item is not None:
         return _send(request, path, item)
@@ -337,6 +339,11 @@ def serve_viewer(request: Request) -> Response:
         return Response(f"not found: {path}\n", status_code=HTTP_404_NOT_FOUND,
                         media_type="text/plain", headers=_headers(REVALIDATE))
     return _send(request, "/index.html", bundle.files["/index.html"])
+
+
+#: The page that says how to get the viewer runs no script and loads nothing.
+_MISSING_PAGE_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                     "frame-ancestors 'none'; form-action 'none'; base-uri 'none'")
 
 
 def _missing_page(settings: Settings) -> str:

@@ -248,7 +248,7 @@ class Cors:
                 return
             out = [
                 (b"access-control-allow-origin", allow_value.encode()),
-                (b"access-control-allow-methods", b"GET, HEAD, POST, PUT, DELETE, OPTIONS"),
+                (b"access-control-allow-methods", b"GET, HEAD, POST, OPTIONS"),
                 (b"access-control-allow-headers", headers.get(
                     "access-control-request-headers",
                     "Accept, Authorization, Content-Type, Range, If-None-Match").encode()),
