@@ -11,7 +11,8 @@ every :class:`~archivist.dimse.services.Service` in ``Handlers.extra`` (see
 :func:`archivist.dimse.server.build_ae`); C-FIND/C-MOVE/C-GET requests go to
 ``Handlers.handle_find/move/get``, which hand a registered SOP class to its service; N-ACTION,
 N-GET, N-SET, N-CREATE, N-DELETE and N-EVENT-REPORT requests go to ``Handlers.handle_n(message,
-event)``. A feature therefore adds a module to ``services.PROVIDERS`` and touches nothing here.
+event)`` when they name the SOP Class of their presentation context (others get 0x0122). A
+feature therefore adds a module to ``services.PROVIDERS`` and touches nothing here.
 A service that must send an N-EVENT-REPORT to the requestor over the same association calls
 ``event.assoc.send_n_event_report(...)`` from its handler (it blocks until the peer answers).
 
@@ -1096,7 +1097,17 @@ class Services:
             refusal = event.data_refusal()
             status: Any
             try:
-                if refusal is not None:
+                if str(sop_class or "") != str(cx.abstract_syntax):
+                    # A request for another SOP Class than its presentation context's: refused
+                    # as the C-services are (an Inventory Creation N-ACTION on the Verification
+                    # context of an association that never negotiated it was performed). No
+                    # meta SOP Class (whose contexts carry other classes' N-services) is offered.
+                    log.warning("%s from %s refused: SOP Class %s on a context of %s", name,
+                                assoc.calling, sop_class, cx.abstract_syntax)
+                    status, ds = status_dataset(
+                        Status.SOP_CLASS_NOT_SUPPORTED,
+                        f"Not the SOP Class of presentation context {int(cx.context_id)}"), None
+                elif refusal is not None:
                     # Processing failure, with the reason (PS3.7 C.4.2)
                     log.warning("%s from %s refused: %s", name, assoc.calling,
                                 refusal.partition(": ")[0])  # no values (patient data)

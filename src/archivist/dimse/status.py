@@ -30,6 +30,7 @@ class Status(enum.IntEnum):
     VALIDATION_REJECTED = 0xC003  # Storage "cannot understand" family: failed validation
     SUBOPS_WARNING = 0xB000
     NO_SUCH_SOP_CLASS = 0x0118  # DIMSE-N: no such SOP class (PS3.7 C.4)
+    SOP_CLASS_NOT_SUPPORTED = 0x0122  # Refused: SOP Class not supported (PS3.7 C)
 
 
 def _comment(text: str) -> str:
