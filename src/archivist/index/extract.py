@@ -46,6 +46,16 @@ use_gb2312_escape_sequences()
 
 _BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ"}
 _MAX_ATTR_LEN = 256
+#: The sequences the query models name as keys (PS3.4 C.6.1.1 and C.6.2.1: Referenced Patient,
+#: Other Patient IDs, Issuer of Patient ID Qualifiers, Issuer of Accession Number, Referenced
+#: Study, Request Attribute at SERIES level; Content Template for SR at IMAGE level), kept in the
+#: index as DICOM JSON when short, so a query asking for them gets the stored items. The Code
+#: Sequences of query by code are answered from their own table.
+_KEPT_SEQUENCES = frozenset(BaseTag(t) for t in (
+    0x00081120, 0x00101002, 0x00100024, 0x00080051, 0x00081110, 0x00400275, 0x0040A504,
+))
+#: The longest DICOM JSON of a kept sequence, in characters; a longer one is left out.
+_MAX_SEQUENCE_JSON = 4096
 _EXCLUDED_FROM_ATTRS = {0x7FE00010}
 # VRs whose single text value is its own DICOM JSON value (PN, DS, IS and AT are converted).
 _TEXT_VRS = {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
@@ -214,6 +224,37 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
     return out
 
 
+def kept_sequences(ds: Dataset) -> dict[str, Any]:
+    """DICOM JSON of the sequences of :data:`_KEPT_SEQUENCES` that `ds` carries, each when it
+    can be converted and is at most :data:`_MAX_SEQUENCE_JSON` characters long (kept in the
+    index beside :func:`small_attributes`)."""
+    out: dict[str, Any] = {}
+    elements = ds._dict  # as small_attributes
+    for tag in _KEPT_SEQUENCES:
+        raw = elements.get(tag)
+        if raw is None or (not isinstance(raw, DataElement) and raw.value is None
+                           and raw.length):
+            continue  # absent, or left unread at ingest (long): not read here either
+        item = _sequence_json(ds, tag)
+        if item is not None:
+            out[f"{tag:08X}"] = item
+    return out
+
+
+def _sequence_json(ds: Dataset, tag: int) -> dict[str, Any] | None:
+    """One kept sequence as DICOM JSON; None when it is not a sequence, cannot be converted
+    (left out, like a value that cannot be decoded) or is too long."""
+    try:
+        elem = ds[tag]
+        if elem.VR != "SQ":
+            return None
+        item: dict[str, Any] = elem.to_json_dict(None, _MAX_ATTR_LEN)
+        size = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False))
+    except Exception:  # noqa: BLE001 - any failure of pydicom's conversion
+        return None
+    return item if size <= _MAX_SEQUENCE_JSON else None
+
+
 def _json_value(vr: str, value: Any) -> list[Any] | None:
     """The DICOM JSON "Value" list of the usual shapes of a value (an empty list: no value);
     None for anything else, which pydicom converts."""
@@ -293,6 +334,7 @@ def extract(ds: Dataset) -> ExtractedRows:
     if study.get("referring_physician_name"):
         study["referring_physician_name_norm"] = normalise_pn(study["referring_physician_name"])
     attrs = small_attributes(ds)
+    attrs.update(kept_sequences(ds))
     return ExtractedRows(
         patient=patient,
         study=study,

@@ -538,12 +538,12 @@ class Index:
         """Write one request in the group's transaction. A refusal (:class:`UIDConflict`) is
         decided before this request writes anything, so the group's transaction goes on."""
         rows, blob, sql = r.rows, r.blob, self._sql
-        found = sql.first(conn, instance, ("pk", "storage_key"), "sop_instance_uid",
-                          r.sop_instance_uid)
+        found = sql.first(conn, instance, ("pk", "storage_key", "sop_class_uid"),
+                          "sop_instance_uid", r.sop_instance_uid)
         if found is not None:
             if r.policy != "replace":
                 return AddOutcome("exists", 0)
-            existing_pk, existing_key = int(found[0]), str(found[1])
+            existing_pk, existing_key, old_class = int(found[0]), str(found[1]), str(found[2])
             moved = self._replacement_conflict(conn, existing_pk, r)
             if moved is not None:
                 return moved
@@ -566,6 +566,7 @@ class Index:
             if parents is not None:
                 batch.touch(parents[0], parents[1], seq)
                 self._add_details(conn, existing_pk, parents[0], parents[1], rows, r.validation)
+                self._refresh_parents(conn, parents[0], parents[1], r, old_class, batch)
             return AddOutcome("replaced", seq, existing_key)
 
         # The series first, read only: a Series Instance UID stored under another study
@@ -712,6 +713,57 @@ class Index:
         conn.execute(update(study).where(study.c.pk == row.study_pk)
                      .values(change_seq=seq, updated_at=now))
         return int(row.pk), int(row.study_pk)
+
+    def _refresh_parents(self, conn: Any, series_pk: int, study_pk: int, r: AddRequest,
+                         old_class: str, batch: _Batch) -> None:
+        """Duplicate policy ``replace``: the series, study and patient rows take the values of
+        the new version of an instance (its series and study attributes, and its patient's
+        when it names the patient its study is filed under), so C-FIND and QIDO-RS answer what
+        is stored, as Orthanc's ``OverwriteInstances`` and dcm4chee's MERGE update policy do.
+        Modalities and SOP Classes in Study are worked out again when the new version changed
+        its series' Modality or its SOP Class."""
+        rows = r.rows
+        old_modality = conn.execute(select(series.c.modality)
+                                    .where(series.c.pk == series_pk)).scalar()
+        svalues = {k: v for k, v in rows.series.items() if k != "series_instance_uid"}
+        svalues["attrs"] = rows.attrs_json
+        conn.execute(update(series).where(series.c.pk == series_pk).values(svalues))
+        stvalues = {k: v for k, v in rows.study.items() if k != "study_instance_uid"}
+        stvalues.setdefault("referring_physician_name_norm", None)
+        stvalues["attrs"] = rows.attrs_json
+        conn.execute(update(study).where(study.c.pk == study_pk).values(stvalues))
+        prow = conn.execute(
+            select(patient.c.pk, patient.c.patient_id, patient.c.issuer_of_patient_id)
+            .select_from(study.join(patient, study.c.patient_pk == patient.c.pk))
+            .where(study.c.pk == study_pk)).first()
+        given = (rows.patient.get("patient_id") or "", rows.patient.get("issuer_of_patient_id")
+                 or "")
+        if prow is not None and (prow.patient_id or "", prow.issuer_of_patient_id or "") == given:
+            pvalues = {k: v for k, v in rows.patient.items()
+                       if k not in ("patient_id", "issuer_of_patient_id")}
+            pvalues.setdefault("patient_name_norm", None)
+            pvalues["attrs"] = rows.attrs_json
+            conn.execute(update(patient).where(patient.c.pk == prow.pk).values(pvalues))
+        if old_modality == rows.series.get("modality") and old_class == r.sop_class_uid:
+            return
+        modalities = conn.execute(
+            select(series.c.modality)
+            .where(series.c.study_pk == study_pk, series.c.modality.is_not(None),
+                   series.c.modality != "")
+            .group_by(series.c.modality).order_by(func.min(series.c.pk))).scalars().all()
+        classes = conn.execute(
+            select(instance.c.sop_class_uid)
+            .select_from(instance.join(series, instance.c.series_pk == series.c.pk))
+            .where(series.c.study_pk == study_pk)
+            .group_by(instance.c.sop_class_uid).order_by(func.min(instance.c.pk))
+        ).scalars().all()
+        mod_text = "\\" + "".join(f"{m}\\" for m in modalities)
+        class_text = "\\" + "".join(f"{c}\\" for c in classes)
+        conn.execute(update(study).where(study.c.pk == study_pk).values(
+            modalities_in_study=mod_text, sop_classes_in_study=class_text))
+        for st in batch.studies.values():
+            if st.pk == study_pk:
+                st.modalities, st.sop_classes, st.changed = mod_text, class_text, True
 
     @staticmethod
     def _validation_values(validation: ValidationRecord | None) -> dict[str, Any]:
