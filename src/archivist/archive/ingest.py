@@ -46,7 +46,7 @@ from archivist.errors import (
 )
 from archivist.index.extract import FindingRow, ValidationRecord, extract
 from archivist.index.repository import AddOutcome, AddRequest, BlobInfo, Index
-from archivist.store.blob import BlobStore
+from archivist.store.blob import BlobStore, temp_prefix
 
 log = logging.getLogger("archivist.ingest")
 
@@ -681,4 +681,4 @@ def _finding_row(finding: Any) -> FindingRow:
 
 
 __all__ = ["IndexError_", "Ingest", "IngestResult", "Origin", "StorageError", "StoreStatus",
-           "Validator"]
+           "Validator", "temp_prefix"]

@@ -9,8 +9,10 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import warnings
+from pathlib import Path
 from typing import Any, ClassVar
 
 from archivist.config import Settings, event_loop_kind, is_loopback
@@ -74,8 +76,13 @@ def run_server(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    if not _data_dir_usable(settings.data_dir):
+        return 1
     workers = settings.worker_count
     if workers <= 1:
+        if not _hold_data_dir(settings.data_dir):
+            return 1
+        _log_and_ignore_hangups()
         return _serve(settings)
     _become_lean_supervisor(settings)  # returns only when it cannot
     return _supervise(settings, workers)
@@ -106,6 +113,91 @@ def _become_lean_supervisor(settings: Settings) -> None:
                                   "--supervise-fd", str(readable), "--", *sys.argv])
     except OSError:
         os.close(readable)
+
+
+def _data_dir_usable(data_dir: Path) -> bool:
+    """Whether the archive can write in `data_dir` (created if missing); False with the reason
+    printed. A read-only or foreign data directory made every worker fail with a traceback,
+    started again and again until the supervisor gave up."""
+    probe = Path(data_dir) / f".archivist-probe-{os.getpid()}"
+    try:
+        Path(data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe.touch(mode=0o600)
+        probe.unlink()
+    except OSError as exc:
+        print(f"error: cannot write in the data directory {data_dir}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True
+
+
+#: The lock file ``serve`` holds for its whole life, its workers too (they inherit it).
+_SERVE_LOCK = "serve.lock"
+_held: list[int] = []
+
+
+def _hold_data_dir(data_dir: Path) -> bool:
+    """Take the data directory for this ``serve`` (an exclusive lock its workers inherit and
+    hold with it); False, the reason printed, when another ``serve`` has it. Two servers on one
+    data directory handed each other's STOW-RS parts through the same exchange sockets, each
+    storing the other's with its own settings, and the one that stopped first took the
+    other's sockets away. ``archivist import``, ``find``, ``delete`` ... still work while the
+    server runs."""
+    import fcntl
+
+    path = Path(data_dir) / _SERVE_LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        print(f"error: cannot write in the data directory {data_dir}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return False
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        # A serve whose supervisor is gone (killed) holds it until its workers have exited,
+        # which they do at once (they die with their parent): wait for them.
+        if (holder.isdigit() and not _alive(int(holder))
+                and time.monotonic() < deadline):
+            time.sleep(0.05)
+            continue
+        os.close(fd)
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        print(f"error: another 'archivist serve'{who} is using the data directory "
+              f"{data_dir}; stop it first, or give this one another --data", file=sys.stderr)
+        return False
+    with contextlib.suppress(OSError):  # who holds it, for the message above (a full disk)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held.append(fd)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's
+    return True
+
+
+def _log_and_ignore_hangups() -> None:
+    """SIGHUP (a terminal that hangs up, ``logrotate``'s ``kill -HUP``) killed the archive in
+    the middle of its work without a word in its log; the archive has nothing to reload or
+    reopen (it logs to its standard error), so it is logged and ignored. SIGTERM or SIGINT
+    stop the archive."""
+    log = logging.getLogger("archivist.serve")
+
+    def on_hangup(_signum: int, _frame: object) -> None:
+        log.warning("SIGHUP ignored: nothing to reload; SIGTERM or Ctrl-C stops the archive")
+
+    signal.signal(signal.SIGHUP, on_hangup)
 
 
 def _lean_main(argv: list[str]) -> int:
@@ -180,6 +272,8 @@ def _supervise(settings: Settings, workers: int) -> int:
     import multiprocessing
 
     log = logging.getLogger("archivist.serve")
+    if not _hold_data_dir(settings.data_dir):
+        return 1
     bound = _listen(settings)
     if isinstance(bound, int):
         return bound
@@ -212,6 +306,7 @@ def _supervise(settings: Settings, workers: int) -> int:
                 os._exit(1)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor's to log
             code = _serve(settings, dimse_sock=dimse_sock, http_sock=http_sock,
                           worker=(number, workers, cells, stamps, http))
         except BaseException:
@@ -239,6 +334,7 @@ def _supervise(settings: Settings, workers: int) -> int:
                 os.close(readable)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
                 _preload(settings)
                 for number in numbers:
                     pid = os.fork()
@@ -269,14 +365,30 @@ def _supervise(settings: Settings, workers: int) -> int:
         nonlocal stopping
         if not stopping:
             log.info("stopping %d workers", len(children))
+            signal.alarm(STOP_DEADLINE)
         stopping = True
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    worst = 0  # the exit status: 1 when a worker failed or had to be killed
+
+    def on_deadline(_signum: int, _frame: object) -> None:
+        """Workers still running long after they were asked to stop (a thread stuck in I/O)
+        are killed: the supervisor must end, and their ports with it (exit status 1)."""
+        nonlocal worst
+        if children:
+            worst = 1
+            log.error("%d workers still running %d s after SIGTERM; killing them",
+                      len(children), STOP_DEADLINE)
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    worst = 0
+    signal.signal(signal.SIGALRM, on_deadline)
+    _log_and_ignore_hangups()
     if spawn(list(range(workers))) == 0 and not stopping:
         log.error("no worker process could start; stopping")
         worst = 1
@@ -291,6 +403,7 @@ def _supervise(settings: Settings, workers: int) -> int:
             continue
         cells[number], cells[workers + number] = 0, -1
         code = os.waitstatus_to_exitcode(status)
+        _sweep_temp_of(settings, pid)
         if stopping:
             worst = max(worst, max(0, code))
             continue
@@ -312,6 +425,23 @@ def _supervise(settings: Settings, workers: int) -> int:
     http_sock.close()
     log.info("stopped")
     return worst
+
+
+#: Seconds the supervisor waits for its workers after passing on SIGTERM, then kills them; a
+#: worker itself stops within about :data:`STOP_GRACE` plus the DIMSE side's own grace.
+STOP_DEADLINE = 60
+
+
+def _sweep_temp_of(settings: Settings, pid: int) -> None:
+    """Remove what the worker `pid`, which has ended, left in the ``tmp`` folder (a C-STORE
+    data set or a blob part it was writing when it was killed); the start-up sweep only runs
+    when no process uses the data directory, so they stayed until the archive restarted."""
+    from archivist.store.blob import sweep_temp_of
+
+    removed = sweep_temp_of(settings.tmp_dir, pid)
+    if removed:
+        logging.getLogger("archivist.serve").warning(
+            "removed %d temporary files of worker process %d", removed, pid)
 
 
 def _import_pydicom() -> None:
@@ -370,6 +500,10 @@ BODY_IDLE_TIMEOUT = 30.0
 MAX_REQUEST_HEAD = 64 * 1024
 #: HTTP requests one worker runs at a time; more get 503 until one ends.
 MAX_HTTP_REQUESTS_IN_FLIGHT = 512
+#: Seconds the HTTP requests running when the archive is asked to stop get to finish (the
+#: DICOM associations get as long, at the same time); then they are cancelled. Without a limit
+#: one client that stopped reading a response kept the archive stopping for ever.
+STOP_GRACE = 10.0
 
 def _timeout_408(message: str) -> bytes:
     """A whole 408 response whose JSON body says `message` (written to the transport as is:
@@ -534,6 +668,40 @@ def _limit_in_flight(app: Any, limit: int) -> Any:
     return limited
 
 
+_STOPPING_BODY = b'{"status":503,"error":"the archive is stopping; try again shortly"}'
+
+
+def _unavailable_once_stopped(app: Any, health: Any) -> Any:
+    """`app` answering 503 (JSON body, Retry-After) to a request the archive's stop cancelled
+    before its response started (after :data:`STOP_GRACE`): uvicorn answered it 500 Internal
+    Server Error, which reads as a bug in the archive rather than "try again". What such a
+    request had stored (STOW-RS parts) is stored; sent again, those parts are found stored."""
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await app(scope, receive, watched_send)
+        except asyncio.CancelledError:
+            if started or not health.stopping:
+                raise
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"retry-after", b"5"),
+                (b"connection", b"close"),
+                (b"content-length", str(len(_STOPPING_BODY)).encode())]})
+            await send({"type": "http.response.body", "body": _STOPPING_BODY})
+
+    return guarded
+
+
 def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
            http_sock: socket.socket | None = None,
            worker: tuple[int, int, Any, Any, Any] | None = None) -> int:
@@ -562,7 +730,13 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
         http_sock = _listen_on("HTTP", settings.host, settings.http_port)
         if http_sock is None:
             return 1
-    archive = Archive.open(settings)
+    try:
+        archive = Archive.open(settings)
+    except Exception as exc:  # the index or the data directory cannot be used
+        log.debug("opening the archive failed", exc_info=True)
+        print(f"error: cannot open the archive in {settings.data_dir}: "
+              f"{_open_failure(exc, settings.data_dir)}", file=sys.stderr, flush=True)
+        return 1
     if settings.validation_policy != "off":
         # The standard's tables (~0.1 s to load): before the first object, not during it.
         from archivist.validate.standard import tables
@@ -587,12 +761,15 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     # 512 connections open locked everybody else out (503) for as long as it liked. Requests
     # in flight are capped instead, and a connection must send its request head in time.
     config = uvicorn.Config(
-        _only_allowed_hosts(_limit_in_flight(app, MAX_HTTP_REQUESTS_IN_FLIGHT), settings),
+        _only_allowed_hosts(_limit_in_flight(_unavailable_once_stopped(app, health),
+                                              MAX_HTTP_REQUESTS_IN_FLIGHT),
+                            settings),
         host=settings.host,
         port=settings.http_port, log_level="warning", lifespan="off", access_log=False,
         timeout_keep_alive=30, http=_http_protocol(REQUEST_HEAD_TIMEOUT, BODY_IDLE_TIMEOUT),
-        loop=event_loop_kind(settings),
+        loop=event_loop_kind(settings), timeout_graceful_shutdown=STOP_GRACE,  # type: ignore[arg-type]
     )
+    logging.getLogger("uvicorn.error").addFilter(_no_traceback_for_cancelled_at_stop)
     server = uvicorn.Server(config)
 
     original_startup = server.startup
@@ -635,10 +812,15 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
         server.startup = startup_with_siblings  # type: ignore[method-assign]
 
     original_shutdown = server.shutdown
+    stop_dimse = _once(lambda: dimse.stop(STOP_GRACE))
 
     async def shutdown(sockets=None):  # type: ignore[no-untyped-def]
         health.stopping = True
+        # The DIMSE side stops taking associations now and drains while HTTP does (it went
+        # on accepting new ones for as long as the HTTP requests took).
+        dimse_stopped = asyncio.get_running_loop().run_in_executor(None, stop_dimse)
         await original_shutdown(sockets=sockets)
+        await dimse_stopped
         if siblings is not None:
             stow.use_siblings(None)
             await siblings.close()
@@ -652,7 +834,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     finally:
         health.stopping = True
         log.info("stopping: finishing running associations")
-        dimse.stop()
+        stop_dimse()
         archive.close()
         if worker is None:
             log.info("stopped")
@@ -661,6 +843,45 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
               file=sys.stderr)
         return 1
     return 0
+
+
+def _open_failure(exc: Exception, data_dir: Path) -> str:
+    """Why the archive could not be opened, in one line (a full disk, a broken index...): a
+    traceback per worker and per attempt buried it, and SQLAlchemy's text can quote SQL."""
+    import shutil
+
+    cause = getattr(exc, "orig", None) or exc
+    if isinstance(cause, OSError) and cause.strerror:
+        text = f"{cause.strerror}: {cause.filename}" if cause.filename else cause.strerror
+    else:
+        text = (str(cause).splitlines() or [type(cause).__name__])[0]
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(data_dir).free < 1024 * 1024:
+            text += " (its file system is full)"
+    return text
+
+
+def _no_traceback_for_cancelled_at_stop(record: logging.LogRecord) -> bool:
+    """Drop uvicorn's "Exception in ASGI application" for a request cancelled because the
+    archive stopped (its own line "Cancel N running task(s) ..." says so): a traceback per
+    such request read like a crash."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, asyncio.CancelledError)
+
+
+def _once(fn: Any) -> Any:
+    """`fn` run by the first call only; a call while it runs waits for it to end."""
+    lock = threading.Lock()
+    done = False
+
+    def call() -> None:
+        nonlocal done
+        with lock:
+            if not done:
+                done = True
+                fn()
+
+    return call
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from pydicom.dataset import Dataset
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, DIMSEMessage  # type: ignore[attr-defined]
 from pynetdicom.dsutils import decode, encode
 
+from archivist.archive.ingest import temp_prefix  # named by process: swept if it dies
+
 HEADER = struct.Struct(">BBL")
 ITEM = struct.Struct(">LBB")  # item length, presentation context ID, message control header
 
@@ -288,7 +290,8 @@ class FileSink:
             return
         try:
             if self.fd is None:
-                fd, name = tempfile.mkstemp(dir=self.tmp_dir, suffix=".dcm")
+                fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix=temp_prefix("dimse"),
+                                            suffix=".dcm")
                 self.fd, self.path = fd, Path(name)
             view = memoryview(b"".join(chunks))
             while view:

@@ -20,15 +20,46 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Protocol
+from typing import BinaryIO, Protocol
 
 from archivist.errors import NotFound, StorageError, StorageFull
 
 _KEY = re.compile(r"^[0-9a-f]{32}$")
 _CHUNK = 1024 * 1024
+#: A temporary file a process writes in the ``tmp`` folder (a blob's part, a C-STORE data set
+#: on its way in) is named ``<kind>-<pid>_<rest>`` (:func:`temp_prefix`), so what a process
+#: killed in the middle left there can be told from what the living ones are writing.
+_OWNED_TEMP = re.compile(r"(?:blob|dimse)-([0-9]+)_[A-Za-z0-9_.]+")
+
+
+def temp_prefix(kind: str) -> str:
+    """The start of the name of a temporary file this process writes: ``<kind>-<pid>_``."""
+    return f"{kind}-{os.getpid()}_"
+
+
+def sweep_temp_of(tmp_dir: Path, pid: int) -> int:
+    """Remove the blob parts and C-STORE data sets that the process `pid` left in `tmp_dir`
+    (call it once that process has ended: a worker killed in the middle of a store). Returns
+    how many were removed. The start-up sweep (:meth:`FilesystemBlobStore.clear_tmp`) only
+    runs when no process uses the data directory, so without this a worker started again
+    left them until the whole archive was restarted."""
+    removed = 0
+    try:
+        names = os.listdir(tmp_dir)
+    except OSError:
+        return 0
+    for name in names:
+        match = _OWNED_TEMP.fullmatch(name)
+        if match is not None and int(match.group(1)) == pid:
+            try:
+                os.unlink(os.path.join(tmp_dir, name))
+            except OSError:
+                continue
+            removed += 1
+    return removed
 
 
 @dataclass(frozen=True)
@@ -171,7 +202,7 @@ class FilesystemBlobStore:
                     consume = False  # another file system: copy below
                     digest, size = hashlib.sha256(), 0
             if not consume:
-                tmp = self.tmp / f"{key}.part"
+                tmp = self.tmp / f"{temp_prefix('blob')}{key}.part"
                 with open(source, "rb") as src, open(tmp, "xb") as dst:
                     while chunk := src.read(_CHUNK):
                         digest.update(chunk)
@@ -219,7 +250,7 @@ class FilesystemBlobStore:
             As :meth:`put_file`; nothing is left behind.
         """
         key = new_key()
-        tmp = f"{self._tmp_s}/{key}.part"
+        tmp = f"{self._tmp_s}/{temp_prefix('blob')}{key}.part"
         folder = self._dir_s(key)
         created = False
         try:
@@ -363,6 +394,13 @@ def copy_stream(src: BinaryIO, dst: BinaryIO) -> int:
 
 
 __all__ = [
-    "BlobStore", "FilesystemBlobStore", "MemoryBlobStore", "PutResult", "new_key", "check_key",
+    "BlobStore",
+    "FilesystemBlobStore",
+    "MemoryBlobStore",
+    "PutResult",
+    "check_key",
     "copy_stream",
+    "new_key",
+    "sweep_temp_of",
+    "temp_prefix",
 ]
