@@ -83,6 +83,11 @@ class IndexError_(ArchivistError):  # noqa: N801 - trailing underscore avoids th
     """The metadata index failed."""
 
 
+class IndexLost(IndexError_):
+    """The index file is missing or empty while the blob store holds objects: opening the
+    archive would start an empty index beside them (see :func:`archivist.archive.archive.lost_index`)."""
+
+
 class QueryError(ArchivistError):
     """A query that cannot be answered as asked."""
 

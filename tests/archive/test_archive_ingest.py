@@ -340,6 +340,28 @@ class TestSweep:
         assert list(reopened.blobs.keys()) == [row["storage_key"]]
         assert orphan.key not in set(reopened.blobs.keys())
         assert list(reopened.settings.tmp_dir.iterdir()) == []
+        # Moved aside, not deleted: an index restored from an older backup lacks newer rows.
+        kept_aside = reopened.settings.data_dir / "orphans" / orphan.key
+        assert kept_aside.read_bytes() == b"orphan"
+
+    def test_a_lost_index_is_refused_and_nothing_is_moved(self, open_archive: object,
+                                                          tmp_path: Path) -> None:
+        from archivist.errors import IndexLost
+
+        archive = open_archive()  # type: ignore[operator]
+        make_instance(tmp_path / "a.dcm")
+        archive.ingest.store_file(tmp_path / "a.dcm", IMPORT)
+        keys = list(archive.blobs.keys())
+        archive.close()
+        for path in archive.settings.data_dir.glob("index.sqlite*"):
+            path.unlink()
+        with pytest.raises(IndexLost, match="is missing"):
+            open_archive()  # type: ignore[operator]
+        assert list(archive.blobs.keys()) == keys
+        assert not (archive.settings.data_dir / "orphans").exists()
+        archive.settings.index_path.write_bytes(b"")  # emptied (a failed copy)
+        with pytest.raises(IndexLost, match="is empty"):
+            open_archive()  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("name", pydicom_test_files(charsets=True), ids=lambda p: Path(p).name)

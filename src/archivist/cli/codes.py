@@ -266,37 +266,65 @@ def check(
 
     Exit status: 0 when no file has errors, 1 when some has, 2 when a file cannot be read.
     """
+    import os
+    import stat
+    import sys
+
     from archivist import terminology
+    from archivist.cli.importer import printable
     from archivist.terminology.check import CheckError
 
+    if hasattr(sys.stdout, "reconfigure"):
+        # A file name the output's encoding cannot take is escaped rather than a traceback.
+        sys.stdout.reconfigure(errors="backslashreplace")
     report: list[dict[str, Any]] = []
     status = 0
     skipped = 0
     targets: list[tuple[Path, bool]] = []
+    unreadable: list[tuple[Path, str]] = []
+
+    def folder_error(exc: OSError) -> None:
+        unreadable.append((Path(str(exc.filename)), exc.strerror or str(exc)))
+
     for given in files:
         if given.is_dir():
-            targets += [(f, True) for f in sorted(given.rglob("*")) if f.is_file()]
+            found = [Path(d) / name
+                     for d, dirs, names in os.walk(given, onerror=folder_error)
+                     for name in names]
+            targets += [(f, True) for f in sorted(found) if f.is_file()]
         else:
             targets.append((given, False))
+    for path, reason in unreadable:
+        status = 2
+        report.append({"file": printable(str(path)), "error": reason, "findings": []})
+        if not json_out:
+            typer.secho(f"{printable(str(path))}: cannot read the folder: {reason}",
+                        fg=typer.colors.RED, err=True)
     for path, found_in_folder in targets:
         try:
+            if not found_in_folder and not stat.S_ISREG(path.stat().st_mode):
+                # A FIFO would block the read, a device would feed it without end.
+                raise CheckError(f"{path}: not a regular file")
             findings = terminology.check_file(path)
-        except CheckError as exc:
-            if found_in_folder:
+        except (CheckError, OSError) as exc:
+            if found_in_folder and not isinstance(exc.__cause__, PermissionError):
                 skipped += 1  # a folder may hold files that are not DICOM: skipped, counted
                 continue
             status = 2
-            report.append({"file": str(path), "error": str(exc), "findings": []})
+            report.append({"file": printable(str(path)), "error": printable(str(exc)),
+                           "findings": []})
             if not json_out:
-                typer.secho(f"{path}: cannot read: {exc}", fg=typer.colors.RED, err=True)
+                typer.secho(f"{printable(str(path))}: cannot read: {printable(str(exc))}",
+                            fg=typer.colors.RED, err=True)
             continue
         if quiet:
             findings = [f for f in findings if f.severity != terminology.Severity.INFO]
         if any(f.severity == terminology.Severity.ERROR for f in findings):
             status = max(status, 1)
-        report.append({"file": str(path), "findings": [f.to_dict() for f in findings]})
+        report.append({"file": printable(str(path)),
+                       "findings": [f.to_dict() for f in findings]})
         if not json_out:
-            typer.echo(f"{path}: {len(findings)} finding(s)")
+            typer.echo(f"{printable(str(path))}: {len(findings)} finding(s)")
             for finding in findings:
                 typer.echo(f"  {finding}")
     if json_out:

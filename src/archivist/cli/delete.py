@@ -22,21 +22,14 @@ ConfigOpt = typer.Option(None, "--config", help="TOML settings file.", exists=Tr
 def _open(config: Path | None, data: Path | None):  # type: ignore[no-untyped-def]
     """The archive at the data directory; exit 2 when there is none (a mistyped --data must
     not create an empty archive there and then report that nothing is stored)."""
-    from archivist.archive.archive import Archive
-    from archivist.cli.main import _settings
+    from archivist.cli.main import _settings, open_archive
 
     settings = _settings(config, data_dir=data)
     if not settings.index_path.exists():
         typer.secho(f"error: no archive at {settings.data_dir} (pass --data)", fg="red",
                     err=True)
         raise typer.Exit(2)
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        return Archive.open(settings)
-    except SQLAlchemyError as exc:
-        raise _index_failed(f"the index could not be opened ({getattr(exc, 'orig', exc)}); "
-                            "nothing changed, try again") from None
+    return open_archive(settings)
 
 
 def _index_failed(exc: Exception | str) -> typer.Exit:

@@ -63,7 +63,6 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
              limit: int) -> int:
     from pydicom.sequence import Sequence
 
-    from archivist.archive.archive import Archive
     from archivist.core.levels import QueryLevel
     from archivist.core.matching import resolve_keyword
     from archivist.errors import ArchivistError, QueryError
@@ -100,14 +99,9 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
         print(f"error: no archive at {settings.data_dir} (run `archivist serve` or "
               "`archivist import` first, or pass --data)", file=sys.stderr)
         return 2
-    from sqlalchemy.exc import SQLAlchemyError
+    from archivist.cli.main import open_archive
 
-    try:
-        archive = Archive.open(settings)
-    except SQLAlchemyError as exc:
-        print(f"error: the index could not be opened ({getattr(exc, 'orig', exc)}); try again",
-              file=sys.stderr)
-        return 3
+    archive = open_archive(settings)
     try:
         query = archive.search.query_from_pairs(level, pairs)
         results = archive.search.find(query, limit=limit)

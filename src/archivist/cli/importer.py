@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -33,12 +35,36 @@ class Item:
 def _is_within(path: Path, root: Path) -> bool:
     try:
         return path.resolve().is_relative_to(root.resolve())
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
         return False
 
 
-def _dicomdir_items(dicomdir: Path) -> Iterator[Item]:
-    """Files a DICOMDIR references, refusing any path outside its folder (pydicom CVE-2026-32711)."""
+def _on_media(folder: Path, parts: list[str]) -> Path:
+    """The file a DICOMDIR's Referenced File ID names under `folder`. File IDs are upper case
+    (PS3.10 8.2, PS3.12 ISO 9660 names); media mounted or copied on another system often shows
+    them in lower case, so a component absent as written is looked up ignoring case."""
+    path = folder
+    for part in parts:
+        exact = path / part
+        if not exact.exists() and path.is_dir():
+            try:
+                same = [c for c in path.iterdir() if c.name.lower() == part.lower()]
+            except OSError:
+                same = []
+            if len(same) == 1:
+                exact = same[0]
+        path = exact
+    return path
+
+
+def _dicomdir_items(dicomdir: Path, refused: list[tuple[str, str]],
+                    skipped: Counter[str]) -> Iterator[Item]:
+    """Files a DICOMDIR references, refusing any path outside its folder (pydicom CVE-2026-32711).
+
+    A referenced file that is absent or unreadable is added to `refused` (the import was asked
+    for it); a reference leading outside the folder, or to something other than a file, is
+    counted in `skipped`.
+    """
     import pydicom
 
     root = dicomdir.parent
@@ -50,11 +76,29 @@ def _dicomdir_items(dicomdir: Path) -> Iterator[Item]:
         parts = [str(p) for p in (ref if isinstance(ref, (list, tuple)) or
                                   type(ref).__name__ == "MultiValue" else [ref])]
         if any(p in ("", ".", "..") or "/" in p or "\\" in p for p in parts):
+            skipped["DICOMDIR reference outside its folder"] += 1
             continue
-        candidate = root.joinpath(*parts)
-        if not _is_within(candidate, root) or not candidate.is_file():
+        candidate = _on_media(root, parts)
+        try:
+            st = candidate.stat()
+        except OSError as exc:
+            refused.append((str(candidate), f"named by {dicomdir}: {_os_reason(exc)}"))
             continue
-        yield Item(str(candidate), candidate.stat().st_size, path=candidate)
+        if not _is_within(candidate, root):
+            skipped["DICOMDIR reference outside its folder"] += 1
+        elif not stat.S_ISREG(st.st_mode):
+            skipped["not a regular file"] += 1
+        else:
+            yield Item(str(candidate), st.st_size, path=candidate)
+
+
+def _os_reason(exc: OSError) -> str:
+    """Why a file could not be used, without repeating its name."""
+    if exc.errno == errno.ENOENT:
+        return "not found"
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    return f"cannot read: {exc.strerror or exc}"
 
 
 _DIRECTORY_STORAGE = b"1.2.840.10008.1.3.10"  # Media Storage Directory Storage (PS3.10 8.6)
@@ -76,22 +120,33 @@ def _is_dicomdir(path: Path) -> bool:
         return False
 
 
-def collect(paths: list[Path]) -> tuple[list[Item], Counter[str]]:
-    """Every candidate under `paths`; regular files only, no links leading outside a root."""
+def collect(paths: list[Path]) -> tuple[list[Item], Counter[str], list[tuple[str, str]]]:
+    """Every candidate under `paths`; regular files only, no links leading outside a root.
+
+    Returns the candidates, what was skipped (by reason), and what was asked for but could not
+    be read (name and reason: a folder or file without permission, a file a DICOMDIR names that
+    is absent), which the import reports as rejected.
+    """
     items: list[Item] = []
     skipped: Counter[str] = Counter()
+    refused: list[tuple[str, str]] = []
     seen: set[str] = set()
 
     def add_file(p: Path, root: Path) -> None:
+        try:
+            st = p.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                skipped["symbolic link loop"] += 1
+            elif p.is_symlink():
+                skipped["broken symbolic link"] += 1
+            else:
+                refused.append((str(p), _os_reason(exc)))
+            return
         if p.is_symlink() and not _is_within(p, root):
             skipped["link outside the folder"] += 1
             return
-        try:
-            st = p.stat()
-        except OSError:
-            skipped["unreadable"] += 1
-            return
-        if not os.path.isfile(p):
+        if not stat.S_ISREG(st.st_mode):
             skipped["not a regular file"] += 1
             return
         key = str(p.resolve())
@@ -113,24 +168,29 @@ def collect(paths: list[Path]) -> tuple[list[Item], Counter[str]]:
             return
         if p.name.upper() == "DICOMDIR" or _is_dicomdir(p):
             try:
-                for item in _dicomdir_items(p):
-                    if str(item.path and item.path.resolve()) not in seen:
-                        seen.add(str(item.path and item.path.resolve()))
+                for item in _dicomdir_items(p, refused, skipped):
+                    resolved = str(item.path and item.path.resolve())
+                    if resolved not in seen:
+                        seen.add(resolved)
                         items.append(item)
             except Exception:  # noqa: BLE001
                 skipped["unreadable DICOMDIR"] += 1
             return
         items.append(Item(str(p), st.st_size, path=p))
 
+    def unreadable_folder(exc: OSError) -> None:
+        refused.append((f"{exc.filename}{os.sep}", _os_reason(exc)))
+
     for given in paths:
         if given.is_dir():
-            for dirpath, dirnames, filenames in os.walk(given, followlinks=False):
+            for dirpath, dirnames, filenames in os.walk(given, followlinks=False,
+                                                        onerror=unreadable_folder):
                 dirnames.sort()
                 for name in sorted(filenames):
                     add_file(Path(dirpath) / name, given)
         else:
             add_file(given, given.parent)
-    return items, skipped
+    return items, skipped, refused
 
 
 def _looks_like_part10(head: bytes) -> bool:
@@ -148,24 +208,53 @@ def _lacks_preamble(head: bytes) -> bool:
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 
 
+def _head_of_regular_file(path: Path) -> bytes | None:
+    """The first 132 bytes of `path`, or None when it is no longer a regular file: a file
+    replaced by a FIFO or a device since it was listed must not block the import or feed it
+    without end (the open does not wait for a FIFO's writer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, 132)
+    finally:
+        os.close(fd)
+
+
+def printable(text: str) -> str:
+    """A file name as printable text: bytes of a name that are not valid in the file system's
+    encoding (kept by Python as lone surrogates, PEP 383) are written as ``\\xNN`` escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        return text
+    try:
+        raw = text.encode(sys.getfilesystemencoding(), "surrogateescape")
+        return raw.decode(sys.getfilesystemencoding(), "backslashreplace")
+    except UnicodeError:
+        return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def run_import(settings: Settings, paths: list[Path], *, quiet: bool = False,
                workers: int = 4) -> int:
     """Import `paths`; prints a summary; returns 0, or 1 when some objects were rejected."""
     import logging
 
-    from archivist.archive.archive import Archive
     from archivist.archive.ingest import Origin, StoreStatus
+    from archivist.cli.main import open_archive
     from archivist.cli.serve import configure_logging
     from archivist.errors import ArchivistError, InvalidObject, StorageFull
 
     configure_logging("WARNING")
     logging.getLogger("archivist").setLevel(logging.WARNING)
-    items, skipped = collect(paths)
-    archive = Archive.open(settings)
+    items, skipped, refused = collect(paths)
+    archive = open_archive(settings)
     tmp_dir = settings.tmp_dir
     tmp_dir.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
-    rejected: list[tuple[str, str]] = []
+    rejected: list[tuple[str, str]] = list(refused)
     lock = threading.Lock()
     origin = Origin("import")
     stop = threading.Event()
@@ -198,8 +287,12 @@ def run_import(settings: Settings, paths: list[Path], *, quiet: bool = False,
                 path, consume = Path(tmp_name), True
             else:
                 assert item.path is not None
-                with open(item.path, "rb") as fh:
-                    head = fh.read(132)
+                first = _head_of_regular_file(item.path)
+                if first is None:
+                    with lock:
+                        skipped["not a regular file"] += 1
+                    return
+                head = first
                 if not _looks_like_part10(head):
                     with lock:
                         skipped["not DICOM"] += 1
@@ -226,7 +319,7 @@ def run_import(settings: Settings, paths: list[Path], *, quiet: bool = False,
                 rejected.append((item.name, str(exc)))
         except OSError as exc:
             with lock:
-                rejected.append((item.name, f"cannot read: {exc.strerror or exc}"))
+                rejected.append((item.name, _os_reason(exc)))
         finally:
             if tmp_name is not None:
                 try:
@@ -238,8 +331,8 @@ def run_import(settings: Settings, paths: list[Path], *, quiet: bool = False,
     total_bytes = sum(i.size for i in items)
     try:
         if quiet or not items:
-            for item in items:
-                one(item, lambda n: None)
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(lambda it: one(it, lambda n: None), items))
         else:
             from rich.progress import (
                 BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
@@ -267,6 +360,9 @@ def run_import(settings: Settings, paths: list[Path], *, quiet: bool = False,
         archive.close()
 
     out = sys.stdout
+    if hasattr(out, "reconfigure"):
+        # A name the output's encoding cannot take is escaped rather than a traceback.
+        out.reconfigure(errors="backslashreplace")
     print(
         f"Imported: {counts['stored']} stored, {counts['already present']} already present, "
         f"{len(rejected)} rejected, {sum(skipped.values())} skipped (not DICOM or unreadable).",
@@ -275,7 +371,7 @@ def run_import(settings: Settings, paths: list[Path], *, quiet: bool = False,
     for reason, n in sorted(skipped.items()):
         print(f"  skipped {n}: {reason}", file=out)
     for name, reason in rejected:
-        print(f"  rejected {name}: {reason}", file=out)
+        print(f"  rejected {printable(name)}: {printable(reason)}", file=out)
     if stop.is_set():
         print("Stopped early: the archive is out of space.", file=out)
     return 1 if rejected else 0

@@ -30,6 +30,17 @@ def _settings(config: Path | None, data: Path | None):  # type: ignore[no-untype
     return load(config, data_dir=data)
 
 
+def _open(settings, *, existing: bool = False):  # type: ignore[no-untyped-def]
+    """The archive at the data directory; exit 2 when its index is lost (see
+    ``open_archive``), or, for `existing`, when there is none: listing the inventories of a
+    mistyped --data must not create an empty archive there."""
+    from archivist.cli.main import open_archive
+
+    if existing and not settings.index_path.exists():
+        raise _fail(f"no archive at {settings.data_dir} (pass --data)", 2)
+    return open_archive(settings)
+
+
 def _pairs(items: list[str] | None) -> list[tuple[str, str]]:
     from pydicom.datadict import tag_for_keyword
 
@@ -67,14 +78,13 @@ def create(
     `archivist inventory export`.
     """
     settings = _settings(config, data)
-    from archivist.archive.archive import Archive
     from archivist.errors import ArchivistError
     from archivist.inventory.builder import InventoryBuilder, InventorySpec
 
     try:
         spec = InventorySpec(level=level, scope=_pairs(scope), studies_per_instance=per_instance,
                              purpose=purpose, retrieve_aet=settings.aet)
-        archive = Archive.open(settings)
+        archive = _open(settings)
         try:
             built, _ = InventoryBuilder(archive).create(spec)
         finally:
@@ -93,10 +103,9 @@ def list_(
 ) -> None:
     """List the inventories stored in the archive (root instances)."""
     settings = _settings(config, data)
-    from archivist.archive.archive import Archive
     from archivist.inventory.catalogue import Catalogue
 
-    archive = Archive.open(settings)
+    archive = _open(settings, existing=True)
     try:
         roots = [r.summary() for r in Catalogue(archive).roots()]
     finally:
@@ -132,7 +141,6 @@ def export(
     DICOM: the root goes to OUTPUT and each further instance beside it (OUTPUT-0002.dcm, ...).
     """
     settings = _settings(config, data)
-    from archivist.archive.archive import Archive
     from archivist.errors import ArchivistError
     from archivist.inventory.builder import InventoryBuilder, InventorySpec, to_part10
     from archivist.inventory.catalogue import Catalogue
@@ -143,7 +151,7 @@ def export(
     if kind not in ("dicom", "json", "csv"):
         raise _fail(f"unknown format {fmt!r}", 2)
     try:
-        archive = Archive.open(settings)
+        archive = _open(settings)
         try:
             if fresh or scope:
                 spec = InventorySpec(level=level, scope=_pairs(scope), retrieve_aet=settings.aet)
@@ -191,9 +199,8 @@ def load_side(text: str, *, level: str, scope: list[tuple[str, str]], method: st
     from archivist.inventory.remote import Remote
 
     if text in ("archive", "local", "."):
-        from archivist.archive.archive import Archive
-
-        archive = Archive.open(settings_loader())
+    
+        archive = _open(settings_loader())
         try:
             return sources.of_archive(archive, level, scope)
         finally:

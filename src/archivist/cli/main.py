@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from archivist.config import Settings
 
 from archivist.cli import codes as codes_cli
 from archivist.cli import delete as delete_cli
@@ -54,6 +57,37 @@ def _settings(config: Optional[Path], **flags: object):  # type: ignore[no-untyp
     except ConfigError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
+
+
+def index_trouble(exc: Exception) -> str:
+    """A message for an index that could not be opened or written (SQLAlchemy's error):
+    locked or busy is worth another try, a damaged file is not."""
+    from sqlalchemy.exc import OperationalError
+
+    cause = getattr(exc, "orig", exc)
+    if isinstance(exc, OperationalError):
+        return f"the index could not be used ({cause}); try again"
+    return (f"the index is damaged ({cause}): restore it from a backup, or move the data "
+            "directory's blobs folder aside and `archivist import` it into a new one")
+
+
+def open_archive(settings: Settings):  # type: ignore[no-untyped-def]
+    """The archive at `settings` for a command; exit 2 when its index was lost while objects
+    are stored (:func:`archivist.archive.archive.lost_index`), 3 when the index cannot be
+    opened."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from archivist.archive.archive import Archive
+    from archivist.errors import IndexLost
+
+    try:
+        return Archive.open(settings)
+    except IndexLost as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    except SQLAlchemyError as exc:
+        typer.secho(f"error: {index_trouble(exc)}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(3) from None
 
 
 @app.command()

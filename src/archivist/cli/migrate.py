@@ -35,16 +35,17 @@ def migrate(
     2 on error.
     """
     from archivist.cli.inventory import _pairs
-    from archivist.cli.main import _settings
+    from archivist.cli.main import _settings, open_archive
 
     settings = _settings(config, data_dir=data)
-    from archivist.archive.archive import Archive
     from archivist.errors import ArchivistError
     from archivist.inventory.migrate import Migration
     from archivist.inventory.remote import Remote
 
     try:
         remote = Remote.parse(source, calling_aet=settings.aet)
+        # The arguments are checked before the data directory is opened (and created).
+        _check_arguments(via, find_method, port)
     except ArchivistError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
@@ -65,7 +66,7 @@ def migrate(
                                total=total or None)
 
     try:
-        archive = Archive.open(settings)
+        archive = open_archive(settings)
         try:
             migration = Migration(archive, remote, method=via, scope=_pairs(scope),
                                   move_port=port, rate=rate, attempts=attempts,
@@ -104,6 +105,18 @@ def migrate(
         print("PROOF: every instance of the source is here." if report.complete else
               "NOT COMPLETE: the instances listed above are not here.", file=sys.stdout)
     raise typer.Exit(0 if report.complete else 1)
+
+
+def _check_arguments(via: str, find_method: str, port: int) -> None:
+    """Refuse bad option values before the data directory is opened (and created)."""
+    from archivist.errors import ArchivistError
+
+    if via not in ("get", "move"):
+        raise ArchivistError(f"--via must be get or move, not {via!r}")
+    if find_method not in ("auto", "rq", "find"):
+        raise ArchivistError(f"--query must be auto, rq or find, not {find_method!r}")
+    if via == "move" and not port:
+        raise ArchivistError("C-MOVE needs --port: where the source sends to us")
 
 
 def register(app: typer.Typer) -> None:

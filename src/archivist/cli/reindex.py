@@ -30,8 +30,9 @@ def reindex(
 
     Exit status 0 when done, 1 when some stored objects could not be read (they are listed in
     the log and left as they were; objects deleted or replaced while it ran are counted as
-    changed meanwhile, not as unreadable), 2 when nothing to do was asked, 3 when the index
-    could not be opened or written (for instance locked by another program for longer than the
+    changed meanwhile, not as unreadable), 2 when nothing to do was asked or the index is lost
+    while stored objects remain (nothing is changed), 3 when the index could not be opened or
+    written (for instance locked by another program for longer than the
     busy timeout; the batches written before stay, and running it again finishes the work).
     """
     if not codes:
@@ -41,17 +42,11 @@ def reindex(
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from archivist.archive.archive import Archive
     from archivist.archive.coded import reindex_codes
-    from archivist.cli.main import _settings
+    from archivist.cli.main import _settings, open_archive
 
     settings = _settings(config, data_dir=data)
-    try:
-        archive = Archive.open(settings)
-    except SQLAlchemyError as exc:
-        typer.secho(f"error: the index could not be opened ({getattr(exc, 'orig', exc)}); "
-                    "try again", fg="red", err=True)
-        raise typer.Exit(3) from None
+    archive = open_archive(settings)
     try:
         with warnings.catch_warnings():
             # pydicom's remarks on the stored headers (an unexpected VR, ...) are not the

@@ -78,6 +78,12 @@ def run_server(settings: Settings) -> int:
         return 2
     if not _data_dir_usable(settings.data_dir):
         return 1
+    from archivist.archive.archive import lost_index
+
+    problem = lost_index(settings)
+    if problem:  # before any worker: each would stop with it, and be started again
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     workers = settings.worker_count
     if workers <= 1:
         if not _hold_data_dir(settings.data_dir):
