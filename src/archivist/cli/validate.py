@@ -8,7 +8,7 @@ inside the commands so that ``archivist --help`` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
@@ -194,7 +194,7 @@ def _ordered_modules(findings: list) -> list[str]:  # type: ignore[type-arg]
 
 def check_peer(
     host: str = typer.Argument(..., help="Host name or address of the remote DICOM node."),
-    port: int = typer.Argument(..., help="Its DIMSE port."),
+    port: int = typer.Argument(..., help="Its DIMSE port.", min=1, max=65535),
     aet: str = typer.Option(..., "--aet", help="The remote node's AE title (called AE)."),
     calling_aet: str = typer.Option("ARCHIVIST", "--calling-aet", help="Our AE title."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
@@ -206,17 +206,37 @@ def check_peer(
         help="C-MOVE destination the peer knows for us (our listener is started on a free port "
         "unless --move-port is given).",
     ),
-    move_port: int = typer.Option(0, "--move-port", help="Port for our C-MOVE listener."),
-    timeout: float = typer.Option(10.0, "--timeout", help="Seconds per network operation."),
+    move_port: int = typer.Option(0, "--move-port", help="Port for our C-MOVE listener.",
+                                  min=0, max=65535),
+    timeout: float = typer.Option(
+        10.0, "--timeout",
+        help="Seconds to wait for the TCP connection, each PDU and each response.",
+    ),
 ) -> None:
     """Probe a remote DICOM node and report its conformance: association negotiation (SOP
     classes, transfer syntaxes, maximum PDU), C-ECHO, C-FIND at each level with the identifiers
     checked, C-STORE of a test object and C-MOVE/C-GET of it back, statuses against PS3.4.
 
-    Exit status 1 when a check fails, 0 otherwise.
+    Unless --no-store is given, one generated test object (Patient ID ARCHIVIST-PROBE-...)
+    is stored on the peer and stays there.
+
+    Exit status 1 when a check fails (the peer unreachable included), 0 otherwise; 2 for a
+    usage error.
     """
+    import math
+
     from archivist.validate.peer import PeerOptions, probe_peer
 
+    for option, value in (("--aet", aet), ("--calling-aet", calling_aet),
+                          ("--move-aet", move_aet)):
+        if value is not None and (problem := _ae_title_problem(value)):
+            _usage_error(f"{option} {value!r}: {problem}")
+    if not (math.isfinite(timeout) and timeout > 0):
+        _usage_error(f"--timeout must be a positive number of seconds, not {timeout}")
+    if store and not json_out:  # JSON readers find it in stored_object
+        typer.secho(f"note: check-peer stores one test object (Patient ID ARCHIVIST-PROBE-...) "
+                    f"on {aet} and leaves it there; --no-store probes without writing",
+                    fg=typer.colors.YELLOW, err=True)
     report = probe_peer(
         PeerOptions(
             host=host, port=port, called_aet=aet, calling_aet=calling_aet, store=store,
@@ -230,6 +250,23 @@ def check_peer(
     else:
         _print_peer(report)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _usage_error(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _ae_title_problem(value: str) -> str:
+    """Why *value* cannot be an AE title (PS3.5 6.2, VR AE), or "" when it can."""
+    text = value.strip(" ")
+    if not text:
+        return "an AE title cannot be empty"
+    if len(text) > 16:
+        return f"an AE title has at most 16 characters, this has {len(text)}"
+    if "\\" in text or not all(" " <= c <= "~" for c in text):
+        return "an AE title is printable ASCII without backslashes"
+    return ""
 
 
 def _print_peer(report: PeerReport) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,9 +134,10 @@ class PeerOptions:
         Port of our C-MOVE Storage SCP; 0 picks a free one (then the peer must accept any port,
         which few do).
     move_bind : str
-        Address our C-MOVE Storage SCP listens on.
+        Address our C-MOVE Storage SCP listens on; empty (the default): the local address of
+        the association to the peer, which the peer can reach.
     timeout : float
-        Seconds for ACSE, DIMSE and network operations.
+        Seconds for the TCP connect, each PDU read, and each ACSE and DIMSE response.
     """
 
     host: str
@@ -145,7 +147,7 @@ class PeerOptions:
     store: bool = True
     move_aet: str | None = None
     move_port: int = 0
-    move_bind: str = "127.0.0.1"
+    move_bind: str = ""
     timeout: float = 10.0
 
 
@@ -177,6 +179,7 @@ class PeerReport:
     max_pdu: int | None = None
     implementation_class_uid: str = ""
     implementation_version_name: str = ""
+    stored_object: dict[str, str] = field(default_factory=dict)
 
     def add(self, name: str, outcome: str, detail: str, reference: str = "") -> None:
         """Record a check."""
@@ -211,6 +214,7 @@ class PeerReport:
             "implementation_version_name": self.implementation_version_name,
             "accepted": self.accepted,
             "rejected": self.rejected,
+            "stored_object": self.stored_object,
             "checks": [c.to_dict() for c in self.checks],
         }
 
@@ -220,7 +224,7 @@ class PeerReport:
 # Status codes each service may return besides the Cxxx "unable to process" range
 # (PS3.4 B.2.3, C.4.1.1.4, C.4.2.1.5, C.4.3.1.4; PS3.7 C).
 _DEFINED_STATUS: dict[str, frozenset[int]] = {
-    "C-ECHO": frozenset({0x0000, 0x0122, 0x0210, 0x0211}),
+    "C-ECHO": frozenset({0x0000, 0x0122, 0x0210, 0x0211, 0x0212}),
     "C-STORE": frozenset({0x0000, 0xB000, 0xB006, 0xB007, 0x0117, 0x0122, 0x0124, 0x0210,
                           0x0211, 0x0212}),
     "C-FIND": frozenset({0x0000, 0xFF00, 0xFF01, 0xFE00, 0xA700, 0xA900, 0x0122, 0x0124}),
@@ -303,30 +307,111 @@ def probe_object(patient_id: str) -> Dataset:
 
 # --- the probe --------------------------------------------------------------------------------
 
+# A query for the probe's own object matches one entity and a retrieve moves one object: after
+# this many pending responses the request is cancelled (C-CANCEL, PS3.7 9.3.2.3, 9.3.3.3,
+# 9.3.4.3), and when the peer still sends pending responses a timeout after the C-CANCEL (some
+# were already on the way), the association is aborted: a peer which never stops answering
+# cannot hold the probe, nor fill its memory.
+MAX_PENDING = 20
+
+
+@dataclass(slots=True)
+class _Responses:
+    """What one C-FIND, C-MOVE or C-GET request received (see :meth:`_Probe._collect`)."""
+
+    codes: list[int] = field(default_factory=list)
+    identifiers: list[Dataset] = field(default_factory=list)
+    last: Dataset | None = None
+    final: int | None = None
+    cut: str = ""  # "cancelled" or "aborted" when the probe had to stop the peer
+
 
 class _Probe:
     def __init__(self, options: PeerOptions) -> None:
-        from pynetdicom import AE
-
         self.o = options
         self.report = PeerReport(options.host, options.port, options.called_aet)
-        self.ae = AE(ae_title=options.calling_aet)
-        for attr in ("acse_timeout", "dimse_timeout", "network_timeout"):
-            setattr(self.ae, attr, options.timeout)
+        self.ae = self._new_ae(options.calling_aet)
         self.patient_id = "ARCHIVIST-PROBE-" + secrets.token_hex(4).upper()
         self.obj = probe_object(self.patient_id)
         self.stored = False
+        self.connected = False
+        self.store_rsp: Dataset | None = None
+        self.message_id = 0
+        self.ended = False  # the main association ended before its last request was answered
+
+    # pynetdicom set-up --------------------------------------------------------------------
+    def _new_ae(self, title: str) -> Any:
+        """An AE whose every wait, the TCP connect included, is bounded by the timeout."""
+        from pynetdicom import AE
+
+        ae = AE(ae_title=title)
+        for attr in ("acse_timeout", "dimse_timeout", "network_timeout", "connection_timeout"):
+            setattr(ae, attr, self.o.timeout)
+        return ae
+
+    def _handlers(self) -> list[tuple[Any, Any]]:
+        from pynetdicom import evt
+
+        return [(evt.EVT_CONN_OPEN, self._on_open), (evt.EVT_DIMSE_RECV, self._on_dimse)]
+
+    def _on_open(self, event: Any) -> None:
+        # pynetdicom reads a PDU with a blocking recv once its header has arrived: a peer that
+        # sends the start of a PDU and then nothing would hold the probe for ever. A timeout
+        # on the socket makes that read fail, which pynetdicom treats as a closed connection.
+        self.connected = True
+        sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+        if sock is not None:
+            sock.settimeout(self.o.timeout)
+
+    def _on_dimse(self, event: Any) -> None:
+        if type(event.message).__name__ == "C_STORE_RSP":
+            self.store_rsp = event.message.command_set
+
+    def _next_message_id(self) -> int:
+        self.message_id = self.message_id % 0xFFFF + 1
+        return self.message_id
+
+    def _no_response(self, service: str, started: float) -> str:
+        """Why a request got no final response: our timeout, or the peer ended the association."""
+        self.ended = True
+        if time.monotonic() - started >= self.o.timeout * 0.9:
+            return (f"No {service} response within {self.o.timeout:g} s; the association was "
+                    "aborted.")
+        return (f"The association ended (A-ABORT or connection closed by the peer) before the "
+                f"{service} response.")
+
+    def _alive(self, assoc: Any, name: str) -> bool:
+        """False (and the check recorded as skipped) once the association has ended."""
+        # pynetdicom notices a peer's A-ABORT a moment after the request that it interrupted
+        # has returned: the flag set when a request went unanswered is what counts.
+        if assoc.is_established and not self.ended:
+            return True
+        self.report.add(name, SKIP, "Not run: the association had already ended (see above).")
+        return False
 
     # association negotiation ------------------------------------------------------------
     def negotiate(self) -> Any:
         contexts = self._contexts()
         for abstract, syntaxes in contexts:
             self.ae.add_requested_context(abstract, syntaxes)
-        assoc = self.ae.associate(self.o.host, self.o.port, ae_title=self.o.called_aet)
         r = self.report
+        for _attempt in range(3):
+            # A peer that sends A-ASSOCIATE-RJ and closes at once can race our reading of the
+            # RJ PDU (see wrong_called_aet): a quick abort is tried again before concluding.
+            started = time.monotonic()
+            self.connected = False
+            try:
+                assoc = self.ae.associate(self.o.host, self.o.port, ae_title=self.o.called_aet,
+                                          evt_handlers=self._handlers())
+            except OSError as exc:  # the host name does not resolve
+                r.add("association", FAIL, f"Cannot reach {self.o.host}: {exc.strerror or exc}.",
+                      "PS3.8 9.3.3")
+                return None
+            if (assoc.is_established or assoc.is_rejected or not self.connected
+                    or time.monotonic() - started >= self.o.timeout * 0.9):
+                break
         if not assoc.is_established:
-            why = "rejected" if assoc.is_rejected else "aborted or unreachable"
-            r.add("association", FAIL, f"Association request {why}.", "PS3.8 9.3.3")
+            r.add("association", FAIL, self._association_failure(assoc, started), "PS3.8 9.3.3")
             return None
         r.max_pdu = int(assoc.acceptor.maximum_length or 0)
         r.implementation_class_uid = str(assoc.acceptor.implementation_class_uid or "")
@@ -363,6 +448,21 @@ class _Probe:
                   "PS3.5 10.1")
         return assoc
 
+    def _association_failure(self, assoc: Any, started: float) -> str:
+        """Explain an association that was not established (PS3.8 7.1, 9.3.4, 9.3.8)."""
+        if assoc.is_rejected:
+            return "Association request rejected: " + _rejection(assoc) + "."
+        where = f"{self.o.host}:{self.o.port}"
+        if not self.connected:
+            return (f"No TCP connection to {where} (refused, unreachable, or no answer within "
+                    f"{self.o.timeout:g} s).")
+        if time.monotonic() - started >= self.o.timeout * 0.9:
+            return (f"Connected to {where}, but no A-ASSOCIATE response came within "
+                    f"{self.o.timeout:g} s; is it a DICOM port?")
+        return (f"Connected to {where}, but the peer aborted or closed the connection, or "
+                "answered with something that is not an A-ASSOCIATE-AC/RJ PDU (is it a DICOM "
+                "port?).")
+
     def _contexts(self) -> list[tuple[str, list[str]]]:
         contexts: list[tuple[str, list[str]]] = [(VERIFICATION, [ImplicitVRLittleEndian])]
         for uid in QUERY_CLASSES:
@@ -375,18 +475,19 @@ class _Probe:
         return contexts
 
     def wrong_called_aet(self) -> None:
-        from pynetdicom import AE
-
-        ae = AE(ae_title=self.o.calling_aet)
-        for attr in ("acse_timeout", "dimse_timeout", "network_timeout"):
-            setattr(ae, attr, self.o.timeout)
+        ae = self._new_ae(self.o.calling_aet)
         ae.add_requested_context(VERIFICATION)
         bogus = "NO-SUCH-AE-" + secrets.token_hex(2).upper()
         for _attempt in range(3):
             # A peer that sends A-ASSOCIATE-RJ and closes at once can race our reading of the
-            # RJ PDU, which then looks like an abort: try again before concluding.
-            assoc = ae.associate(self.o.host, self.o.port, ae_title=bogus)
+            # RJ PDU, which then looks like an abort: try again before concluding, but not
+            # after a timeout (a slow peer would make the probe wait three times as long).
+            started = time.monotonic()
+            assoc = ae.associate(self.o.host, self.o.port, ae_title=bogus,
+                                 evt_handlers=self._handlers())
             if assoc.is_established or assoc.is_rejected:
+                break
+            if time.monotonic() - started >= self.o.timeout * 0.9:
                 break
         if assoc.is_established:
             assoc.release()
@@ -395,8 +496,12 @@ class _Probe:
                             "peer does not check the Called AE Title.", "PS3.8 9.3.4")
         elif assoc.is_rejected:
             self.report.add("called AE title check", PASS,
-                            f"An association to the unknown AE title {bogus} was rejected.",
-                            "PS3.8 9.3.4")
+                            f"An association to the unknown AE title {bogus} was rejected: "
+                            + _rejection(assoc) + ".", "PS3.8 9.3.4")
+        elif time.monotonic() - started >= self.o.timeout * 0.9:
+            self.report.add("called AE title check", WARN,
+                            f"An association to the unknown AE title {bogus} got no answer "
+                            f"within {self.o.timeout:g} s.", "PS3.8 9.3.4")
         else:
             self.report.add("called AE title check", WARN,
                             "An association to an unknown AE title was aborted, not rejected.",
@@ -404,18 +509,20 @@ class _Probe:
 
     # services ---------------------------------------------------------------------------
     def _check_status(self, service: str, name: str, code: int | None, ok: Iterable[int],
-                      reference: str) -> bool:
+                      reference: str, started: float) -> bool:
         if code is None:
-            self.report.add(name, FAIL, f"No {service} response (timeout or abort).", reference)
+            self.report.add(name, FAIL, self._no_response(service, started), reference)
             return False
-        if not status_defined(service, code):
+        defined = status_defined(service, code)
+        if not defined:
             self.report.add(f"{name} status", WARN,
                             f"Status 0x{code:04X} is not defined for {service}.", reference)
         if code in ok:
             self.report.add(name, PASS, f"{service} status 0x{code:04X} ({_category(code)}).",
                             reference)
             return True
-        outcome = WARN if _category(code) == "Warning" else FAIL
+        # A status the service does not define cannot be taken for a warning.
+        outcome = WARN if defined and _category(code) == "Warning" else FAIL
         self.report.add(name, outcome, f"{service} status 0x{code:04X} ({_category(code)}).",
                         reference)
         return outcome == WARN
@@ -424,8 +531,12 @@ class _Probe:
         if VERIFICATION not in self.report.accepted:
             self.report.add("C-ECHO", FAIL, "Verification SOP Class not accepted.", "PS3.4 A.4")
             return
-        status = assoc.send_c_echo()
-        self._check_status("C-ECHO", "C-ECHO", _status_code(status), {0x0000}, "PS3.4 A.4")
+        if not self._alive(assoc, "C-ECHO"):
+            return
+        started = time.monotonic()
+        status = assoc.send_c_echo(msg_id=self._next_message_id())
+        self._check_status("C-ECHO", "C-ECHO", _status_code(status), {0x0000}, "PS3.4 A.4",
+                           started)
 
     def store(self, assoc: Any) -> None:
         if not self.o.store:
@@ -436,14 +547,91 @@ class _Probe:
             self.report.add("C-STORE", SKIP, "Secondary Capture Image Storage not accepted.",
                             "PS3.4 B.5")
             return
+        if not self._alive(assoc, "C-STORE"):
+            return
         meta = FileMetaDataset()
         meta.TransferSyntaxUID = UID(
             ExplicitVRLittleEndian if ExplicitVRLittleEndian in syntaxes else syntaxes[0]
         )
         self.obj.file_meta = meta
-        status = assoc.send_c_store(self.obj)
-        self.stored = self._check_status("C-STORE", "C-STORE", _status_code(status), {0x0000},
-                                         "PS3.4 B.2.3")
+        self.store_rsp = None
+        started = time.monotonic()
+        status = assoc.send_c_store(self.obj, msg_id=self._next_message_id())
+        code = _status_code(status)
+        self.stored = self._check_status("C-STORE", "C-STORE", code, {0x0000}, "PS3.4 B.2.3",
+                                         started)
+        if code is not None:
+            self._check_store_identity()
+        if self.stored or code is None or _category(code) != "Failure":
+            # Said whenever the peer may have kept it: a timed-out or odd response too.
+            obj = self.obj
+            self.report.stored_object = {
+                "PatientID": self.patient_id, "StudyInstanceUID": str(obj.StudyInstanceUID),
+                "SeriesInstanceUID": str(obj.SeriesInstanceUID),
+                "SOPInstanceUID": str(obj.SOPInstanceUID),
+            }
+            what = ("stored" if self.stored
+                    else "sent (the peer may or may not have kept it)")
+            self.report.add("test object left on the peer", INFO,
+                            f"The probe {what} a 16x16 Secondary Capture (Patient ID "
+                            f"{self.patient_id}, Study Instance UID {obj.StudyInstanceUID}); it "
+                            "stays on the peer: delete it there (use --no-store to probe "
+                            "without writing).")
+
+    def _check_store_identity(self) -> None:
+        """The C-STORE-RSP names the instance that was sent, when it names one (PS3.7 9.1.1.1.3,
+        9.1.1.1.4, 9.3.1.2)."""
+        rsp = self.store_rsp
+        if rsp is None:
+            return
+        wrong = []
+        for keyword, sent in (("AffectedSOPClassUID", self.obj.SOPClassUID),
+                              ("AffectedSOPInstanceUID", self.obj.SOPInstanceUID)):
+            got = str(rsp.get(keyword, "") or "").rstrip("\0 ")
+            if got and got != str(sent):
+                wrong.append(f"{keyword} {got}, but the request's is {sent}")
+        if wrong:
+            self.report.add("C-STORE response", FAIL,
+                            "The C-STORE response has " + "; ".join(wrong)
+                            + " (if present, it shall equal the request's).",
+                            "PS3.7 9.1.1.1.3, 9.1.1.1.4, 9.3.1.2")
+
+    def _collect(self, assoc: Any, responses: Iterable[tuple[Dataset, Any]], msg_id: int,
+                 model: str) -> _Responses:
+        """Read the responses to a C-FIND, C-MOVE or C-GET request, cancelling it (then aborting
+        the association) when the peer sends more pending responses than one object explains."""
+        out = _Responses()
+        cancelled_at = 0.0
+        for status, identifier in responses:
+            code = _status_code(status)
+            if code is None:
+                break
+            out.codes.append(code)
+            out.last = status
+            if code not in (0xFF00, 0xFF01):
+                out.final = code
+                break
+            pending = len(out.codes)
+            if identifier is not None and len(out.identifiers) < MAX_PENDING:
+                out.identifiers.append(identifier)
+            if pending == MAX_PENDING:
+                out.cut = "cancelled"
+                cancelled_at = time.monotonic()
+                assoc.send_c_cancel(msg_id, query_model=model)
+            elif out.cut and time.monotonic() - cancelled_at > self.o.timeout:
+                out.cut = "aborted"
+                self.ended = True
+                assoc.abort()
+                break
+        return out
+
+    def _cut_detail(self, got: _Responses) -> str:
+        if got.cut == "aborted":
+            return (f"more than {MAX_PENDING} pending responses, and still more "
+                    f"{self.o.timeout:g} s after a C-CANCEL: the probe aborted the association")
+        return (f"more than {MAX_PENDING} pending responses: the probe sent a C-CANCEL, and the "
+                + (f"final status was 0x{got.final:04X} ({_category(got.final)})"
+                   if got.final is not None else "peer did not answer it"))
 
     def find(self, assoc: Any) -> None:
         accepted = self.report.accepted
@@ -480,38 +668,35 @@ class _Probe:
         shown = ", ".join(f"{k}={v}" for k, v in matching.items())
         name = f"C-FIND {root} {level} {label} matching"
         ref = "PS3.4 C.4.1, C.6.1" if model == PATIENT_ROOT_FIND else "PS3.4 C.4.1, C.6.2"
+        if not self._alive(assoc, name):
+            return
         query = Dataset()
         query.QueryRetrieveLevel = level
         for key in LEVEL_KEYS[level]:
             setattr(query, key, "")
         for key, value in matching.items():
             setattr(query, key, value)
-        responses: list[Dataset] = []
-        final: int | None = None
-        bad_status: list[int] = []
-        for status, identifier in assoc.send_c_find(query, model):
-            code = _status_code(status)
-            if code is None:
-                final = None
-                break
-            if not status_defined("C-FIND", code):
-                bad_status.append(code)
-            if code in (0xFF00, 0xFF01):
-                if identifier is not None:
-                    responses.append(identifier)
-                continue
-            final = code
+        msg_id = self._next_message_id()
+        started = time.monotonic()
+        got = self._collect(assoc, assoc.send_c_find(query, model, msg_id=msg_id), msg_id, model)
+        bad_status = [c for c in got.codes if not status_defined("C-FIND", c)]
         if bad_status:
             self.report.add(f"{name} status", WARN,
                             "Statuses not defined for C-FIND: "
                             + ", ".join(f"0x{c:04X}" for c in bad_status), "PS3.4 C.4.1.1.4")
-        if final != 0x0000:
-            self.report.add(name, FAIL,
-                            "No final response (timeout or abort)." if final is None
-                            else f"Final status 0x{final:04X} ({_category(final)}), not Success.",
-                            "PS3.4 C.4.1.1.4")
+        if got.cut:
+            problems = [self._cut_detail(got)]
+            problems += self._check_identifiers(level, matching, got.identifiers)
+            self.report.add(name, FAIL, f"{shown}: " + "; ".join(problems) + ".", ref)
             return
-        problems = self._check_identifiers(level, query, matching, responses)
+        if got.final != 0x0000:
+            self.report.add(name, FAIL,
+                            self._no_response("C-FIND", started) if got.final is None
+                            else f"Final status 0x{got.final:04X} ({_category(got.final)}), "
+                            "not Success.", "PS3.4 C.4.1.1.4")
+            return
+        responses = got.identifiers
+        problems = self._check_identifiers(level, matching, responses)
         if expected is not None and len(responses) != expected:
             problems.append(f"{len(responses)} match(es) where {expected} expected")
         if problems:
@@ -521,38 +706,68 @@ class _Probe:
                             f"{shown}: {len(responses)} match(es), requested keys returned, "
                             "matching applied.", ref)
 
-    def _check_identifiers(self, level: str, query: Dataset, matching: dict[str, str],
+    def _ours(self, ident: Dataset) -> bool:
+        """True when a response identifier describes the probe's own object (so its values
+        can be shown; another one may carry a real patient's name and ID)."""
+        obj = self.obj
+        own = {self.patient_id, str(obj.StudyInstanceUID), str(obj.SeriesInstanceUID),
+               str(obj.SOPInstanceUID)}
+        return any(str(ident.get(k, "") or "") in own
+                   for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID",
+                             "SOPInstanceUID"))
+
+    def _check_identifiers(self, level: str, matching: dict[str, str],
                            responses: list[Dataset]) -> list[str]:
-        problems: list[str] = []
+        """Problems with the response identifiers (PS3.4 C.4.1.1.3.2), each told once with
+        the responses it was found in; values of records that are not the probe's own object
+        are never shown."""
+        found: dict[str, list[int]] = {}
         for number, ident in enumerate(responses, 1):
-            where = f"response {number}"
-            missing = [k for k in LEVEL_KEYS[level] if k not in ident]
-            if missing:
-                problems.append(f"{where} lacks requested key(s) {', '.join(missing)}")
-            unique = UNIQUE_KEY[level]
-            if not str(ident.get(unique, "") or ""):
-                problems.append(f"{where} has no value for the unique key {unique}")
-            qrl = ident.get("QueryRetrieveLevel")
-            if qrl is not None and str(qrl) != level:
-                problems.append(f"{where} has Query/Retrieve Level {qrl}, not {level}")
-            for key, value in matching.items():
-                got = str(ident.get(key, "") or "")
-                pattern = value.replace("\\", "")
-                if "*" in value or "?" in value:
-                    if not fnmatch.fnmatchcase(got, pattern):
-                        problems.append(f"{where}: {key}={got!r} does not match {value!r}")
-                elif got != value and key in ident:
-                    problems.append(f"{where}: {key}={got!r}, matching asked for {value!r}")
-            problems += self._charset(ident, where)
-            out = Collector()
-            ElementChecker(out, lambda tag: "").check(ident)
-            errors = [f for f in out.findings if f.severity is Severity.ERROR]
-            if errors:
-                problems.append(f"{where}: {errors[0].message}")
+            for problem in self._identifier_problems(level, matching, ident):
+                found.setdefault(problem, []).append(number)
+        out = []
+        for problem, numbers in found.items():
+            shown = ", ".join(str(n) for n in numbers[:5]) + (", ..." if len(numbers) > 5 else "")
+            which = f"response {shown}" if len(numbers) == 1 else (
+                f"{len(numbers)} responses ({shown})")
+            out.append(f"{which}: {problem}")
+        return out
+
+    def _identifier_problems(self, level: str, matching: dict[str, str],
+                             ident: Dataset) -> list[str]:
+        ours = self._ours(ident)
+        problems: list[str] = []
+        missing = [k for k in LEVEL_KEYS[level] if k not in ident]
+        if missing:
+            problems.append(f"lacks requested key(s) {', '.join(missing)}")
+        unique = UNIQUE_KEY[level]
+        if not str(ident.get(unique, "") or ""):
+            problems.append(f"has no value for the unique key {unique}")
+        qrl = ident.get("QueryRetrieveLevel")
+        if qrl is not None and str(qrl) != level:
+            problems.append(f"has Query/Retrieve Level {qrl}, not {level}")
+        for key, value in matching.items():
+            got = str(ident.get(key, "") or "")
+            if "*" in value or "?" in value:
+                bad = not fnmatch.fnmatchcase(got, value.replace("\\", ""))
+            else:
+                bad = got != value and key in ident
+            if bad and ours:
+                problems.append(f"{key}={got!r} does not match {value!r}")
+            elif bad:
+                problems.append(f"{key} does not match {value!r} (a record that is not the "
+                                "probe's object; its values are not shown)")
+        problems += self._charset(ident)
+        out = Collector()
+        ElementChecker(out, lambda tag: "").check(ident)
+        errors = [f for f in out.findings if f.severity is Severity.ERROR]
+        if errors:
+            problems.append(errors[0].message if ours
+                            else f"{errors[0].path or 'an element'} breaks {errors[0].rule_id}")
         return problems
 
     @staticmethod
-    def _charset(ident: Dataset, where: str) -> list[str]:
+    def _charset(ident: Dataset) -> list[str]:
         charset = ident.get("SpecificCharacterSet")
         values = [charset] if isinstance(charset, str) else list(charset or [])
         non_ascii = False
@@ -564,7 +779,7 @@ class _Probe:
             elif isinstance(value, str):
                 non_ascii = non_ascii or not value.isascii()
         if non_ascii and not values:
-            return [f"{where} uses non-ASCII characters without Specific Character Set"]
+            return ["uses non-ASCII characters without Specific Character Set"]
         return []
 
     def move(self, assoc: Any) -> None:
@@ -578,7 +793,9 @@ class _Probe:
         if STUDY_ROOT_MOVE not in accepted:
             self.report.add("C-MOVE", SKIP, "Study Root MOVE not accepted.", "PS3.4 C.6.2")
             return
-        from pynetdicom import AE, evt
+        if not self._alive(assoc, "C-MOVE"):
+            return
+        from pynetdicom import evt
 
         received: list[str] = []
 
@@ -586,20 +803,26 @@ class _Probe:
             received.append(str(event.dataset.SOPInstanceUID))
             return 0x0000
 
-        scp = AE(ae_title=self.o.move_aet)
+        scp = self._new_ae(self.o.move_aet)
         scp.add_supported_context(SECONDARY_CAPTURE, NATIVE)
-        for attr in ("acse_timeout", "dimse_timeout", "network_timeout"):
-            setattr(scp, attr, self.o.timeout)
-        server = scp.start_server((self.o.move_bind, self.o.move_port), block=False,
+        # By default, listen on the local address the association to the peer uses: the one
+        # the peer can reach (127.0.0.1 would do only for a peer on this machine).
+        bind = self.o.move_bind or str(assoc.requestor.address)
+        server = scp.start_server((bind, self.o.move_port), block=False,
                                   evt_handlers=[(evt.EVT_C_STORE, on_store)])
+        listener = f"{self.o.move_aet} at {bind}:{server.server_address[1]}"
         try:
-            query = self._image_identifier()
-            codes, last = self._drain(assoc.send_c_move(query, self.o.move_aet, STUDY_ROOT_MOVE),
-                                      "C-MOVE")
+            msg_id = self._next_message_id()
+            started = time.monotonic()
+            got = self._collect(assoc, assoc.send_c_move(self._image_identifier(),
+                                                         self.o.move_aet, STUDY_ROOT_MOVE,
+                                                         msg_id=msg_id),
+                                msg_id, STUDY_ROOT_MOVE)
         finally:
-            if server is not None:
-                server.shutdown()
-        self._retrieve_result("C-MOVE", codes, last, received, "PS3.4 C.4.2")
+            server.shutdown()
+        self._retrieve_result("C-MOVE", got, received, "PS3.4 C.4.2", started,
+                              hint=f" (the probe's Storage SCP was {listener}: the peer's entry "
+                              f"for {self.o.move_aet} must point there)")
 
     def get(self) -> None:
         if not self.stored:
@@ -608,7 +831,7 @@ class _Probe:
         if STUDY_ROOT_GET not in self.report.accepted:
             self.report.add("C-GET", SKIP, "Study Root GET not accepted.", "PS3.4 C.6.2")
             return
-        from pynetdicom import AE, build_role, evt
+        from pynetdicom import build_role, evt
 
         received: list[str] = []
 
@@ -616,24 +839,28 @@ class _Probe:
             received.append(str(event.dataset.SOPInstanceUID))
             return 0x0000
 
-        ae = AE(ae_title=self.o.calling_aet)
-        for attr in ("acse_timeout", "dimse_timeout", "network_timeout"):
-            setattr(ae, attr, self.o.timeout)
+        ae = self._new_ae(self.o.calling_aet)
         ae.add_requested_context(STUDY_ROOT_GET)
         ae.add_requested_context(SECONDARY_CAPTURE, NATIVE)
+        started = time.monotonic()
+        self.connected = False
         assoc = ae.associate(self.o.host, self.o.port, ae_title=self.o.called_aet,
                              ext_neg=[build_role(SECONDARY_CAPTURE, scp_role=True)],
-                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+                             evt_handlers=[(evt.EVT_C_STORE, on_store), *self._handlers()])
         if not assoc.is_established:
-            self.report.add("C-GET", FAIL, "Association for C-GET not established.",
-                            "PS3.8 9.3.3")
+            self.report.add("C-GET", FAIL, "Association for C-GET not established: "
+                            + self._association_failure(assoc, started), "PS3.8 9.3.3")
             return
         try:
-            codes, last = self._drain(assoc.send_c_get(self._image_identifier(), STUDY_ROOT_GET),
-                                      "C-GET")
+            msg_id = self._next_message_id()
+            started = time.monotonic()
+            got = self._collect(assoc, assoc.send_c_get(self._image_identifier(), STUDY_ROOT_GET,
+                                                        msg_id=msg_id),
+                                msg_id, STUDY_ROOT_GET)
         finally:
-            assoc.release()
-        self._retrieve_result("C-GET", codes, last, received, "PS3.4 C.4.3")
+            if assoc.is_established:
+                assoc.release()
+        self._retrieve_result("C-GET", got, received, "PS3.4 C.4.3", started)
 
     def _image_identifier(self) -> Dataset:
         query = Dataset()
@@ -643,36 +870,26 @@ class _Probe:
         query.SOPInstanceUID = self.obj.SOPInstanceUID
         return query
 
-    def _drain(self, responses: Iterable[tuple[Dataset, Any]],
-               service: str) -> tuple[list[int], Dataset | None]:
-        codes: list[int] = []
-        last: Dataset | None = None
-        for status, _identifier in responses:
-            code = _status_code(status)
-            if code is None:
-                break
-            codes.append(code)
-            last = status
-        undefined = [c for c in codes if not status_defined(service, c)]
+    def _retrieve_result(self, service: str, got: _Responses, received: list[str],
+                         reference: str, started: float, hint: str = "") -> None:
+        undefined = [c for c in got.codes if not status_defined(service, c)]
         if undefined:
             self.report.add(f"{service} status", WARN,
                             "Statuses not defined for the service: "
                             + ", ".join(f"0x{c:04X}" for c in undefined), "PS3.4 C.4")
-        return codes, last
-
-    def _retrieve_result(self, service: str, codes: list[int], last: Dataset | None,
-                         received: list[str], reference: str) -> None:
-        if not codes:
-            self.report.add(service, FAIL, "No response (timeout or abort).", reference)
+        if got.final is None and not got.cut:
+            self.report.add(service, FAIL, self._no_response(service, started), reference)
             return
-        final = codes[-1]
+        last = got.last
         completed = int(last.get("NumberOfCompletedSuboperations", -1)) if last else -1
         problems = []
-        if final != 0x0000:
-            problems.append(f"final status 0x{final:04X} ({_category(final)})")
+        if got.cut:
+            problems.append(self._cut_detail(got))
+        elif got.final is not None and got.final != 0x0000:
+            problems.append(f"final status 0x{got.final:04X} ({_category(got.final)})")
         if self.obj.SOPInstanceUID not in received:
-            problems.append("the stored object did not arrive")
-        if completed not in (-1, 1):
+            problems.append("the stored object did not arrive" + hint)
+        if not got.cut and completed not in (-1, 1):
             problems.append(f"Number of Completed Sub-operations is {completed}, expected 1")
         if problems:
             self.report.add(service, FAIL, "; ".join(problems) + ".", reference)
@@ -682,8 +899,21 @@ class _Probe:
                             f"{completed if completed >= 0 else 'not reported'}.", reference)
 
 
+def _rejection(assoc: Any) -> str:
+    """The result, source and reason of an A-ASSOCIATE-RJ (PS3.8 9.3.4, Table 9-21)."""
+    rj = assoc.acceptor.primitive
+    if rj is None or rj.result is None:
+        return "no reason received"
+    return (f"{rj.result_str.lower()} (result {rj.result}), source {rj.source_str} "
+            f"({rj.result_source}), reason: {rj.reason_str} ({rj.diagnostic})")
+
+
 def probe_peer(options: PeerOptions) -> PeerReport:
     """Probe a remote DICOM node and report its conformance (see the module docstring).
+
+    Every wait is bounded by ``options.timeout``: the TCP connect, each PDU read, and each
+    ACSE/DIMSE response; a peer that ends the association half-way gets the checks that remain
+    on it skipped, with the reason.
 
     Parameters
     ----------
@@ -700,10 +930,15 @@ def probe_peer(options: PeerOptions) -> PeerReport:
     if assoc is None:
         return probe.report
     try:
-        probe.echo(assoc)
-        probe.store(assoc)
-        probe.find(assoc)
-        probe.move(assoc)
+        for step, name in ((probe.echo, "C-ECHO"), (probe.store, "C-STORE"),
+                           (probe.find, "C-FIND"), (probe.move, "C-MOVE")):
+            try:
+                step(assoc)
+            except RuntimeError:
+                # pynetdicom refuses a request once the association has ended; that can happen
+                # between our check and the request when the peer aborts at that moment.
+                probe.ended = True
+                probe.report.add(name, SKIP, "Not run: the association had already ended.")
     finally:
         if assoc.is_established:
             assoc.release()
