@@ -284,8 +284,12 @@ class StowResult:
         return out
 
     def status(self) -> int:
+        """200 when every instance was stored as sent; 202 when some failed or were stored
+        with a warning (PS3.18 Table 10.5.3-1: "warnings or failures exist"; Orthanc answered
+        200 with warnings until its issue 196); 409 when none was stored."""
         if not self.failed:
-            return 200
+            warned = any("00081196" in item for item in self.referenced)
+            return 202 if warned else 200
         return 202 if self.referenced else 409
 
 
