@@ -80,3 +80,32 @@ class TestDottedKeys:
         status, out = find(stored, "ReferencedStudySequence.ReferencedSOPInstanceUID=1.2.3")
         assert status == 2
         assert "code sequences only" in out
+
+
+class TestStudyLevelAggregates:
+    """Modality and SOP Class UID at STUDY level match the studies holding such a series or
+    instance (Modalities / SOP Classes in Study), as C-FIND and QIDO-RS match them."""
+
+    def test_modality_and_sop_class_narrow_the_studies(self, tmp_path: Path) -> None:
+        data = tmp_path / "data"
+        archive = Archive.open(load_settings(env={}, overrides={"data_dir": data}))
+        studies = {}
+        try:
+            for modality, sop_class in (("CT", "1.2.840.10008.5.1.4.1.1.2"),
+                                        ("MR", "1.2.840.10008.5.1.4.1.1.4")):
+                studies[modality] = new_uid()
+                path = tmp_path / f"{modality}.dcm"
+                make_instance(path, study_uid=studies[modality], modality=modality,
+                              sop_class_uid=sop_class)
+                archive.ingest.store_file(path, Origin("import"))
+        finally:
+            archive.close()
+        where = {"data": str(data)}
+        for key in ("Modality=MR", "00080060=MR", "SOPClassUID=1.2.840.10008.5.1.4.1.1.4"):
+            status, out = find(where, key, "--json")
+            assert status == 0, out
+            assert [s["0020000D"]["Value"][0] for s in json.loads(out)] == [studies["MR"]], key
+        status, out = find(where, "--json")
+        assert status == 0 and len(json.loads(out)) == 2
+        status, out = find(where, "Modality=US", "--json")
+        assert status == 0 and json.loads(out) == []

@@ -63,7 +63,7 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
              limit: int) -> int:
     from pydicom.sequence import Sequence
 
-    from archivist.core.levels import QueryLevel
+    from archivist.core.levels import STUDY_AGGREGATE_OF, QueryLevel
     from archivist.core.matching import resolve_keyword
     from archivist.errors import ArchivistError, QueryError
 
@@ -80,7 +80,13 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
         try:
             if not sep:
                 raise QueryError("no '='")
-            given.add(resolve_keyword(key.split(".")[0]))
+            top = resolve_keyword(key.split(".")[0])
+            if level is QueryLevel.STUDY and top in STUDY_AGGREGATE_OF and "." not in key:
+                # Modality / SOP Class UID at STUDY level: the studies holding such a series
+                # or instance, matched as Modalities / SOP Classes in Study, as C-FIND and
+                # QIDO-RS match them (a hierarchical query would ignore the key).
+                key = top = STUDY_AGGREGATE_OF[top]
+            given.add(top)
             for part in key.split(".")[1:]:
                 resolve_keyword(part)
         except QueryError:
@@ -107,10 +113,14 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
         results = archive.search.find(query, limit=limit)
         unicode_out = _stdout_is_unicode()
         if json_out:
-            out = [ds.to_json_dict() for ds in results]
-            # Names in any script: as \u escapes where the output cannot take them (the same JSON).
-            json.dump(out, sys.stdout, indent=1, ensure_ascii=not unicode_out)
-            sys.stdout.write("\n")
+            # One match at a time (a whole archive's studies made a list of gigabytes). Names in
+            # any script: as \u escapes where the output cannot take them (the same JSON).
+            sys.stdout.write("[")
+            for n, ds in enumerate(results):
+                sys.stdout.write(",\n" if n else "\n")
+                sys.stdout.write(json.dumps(ds.to_json_dict(), indent=1,
+                                            ensure_ascii=not unicode_out))
+            sys.stdout.write("\n]\n")
             return 0
         from rich.console import Console
         from rich.table import Table
