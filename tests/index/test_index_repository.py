@@ -237,6 +237,33 @@ class TestFailures:
             add()
         assert index.counts()["instance"] == 0
 
+    def test_a_full_disk_is_named(self, tmp_path: Path) -> None:
+        """SQLite's "database or disk is full" is said as such (it was "OperationalError")."""
+        from archivist.testing.fs import mount_tmpfs, unmount
+
+        disk = tmp_path / "disk"
+        disk.mkdir()
+        reason = mount_tmpfs(disk, "4m")
+        if reason is not None:
+            pytest.skip(reason)
+        try:
+            full = Index(f"sqlite:///{disk / 'index.sqlite'}")
+            full.migrate()
+            with open(disk / "filler", "wb") as fh:
+                try:
+                    while True:
+                        fh.write(b"\0" * 65536)
+                        fh.flush()
+                except OSError:
+                    pass
+            adder = Adder(full, tmp_path)
+            with pytest.raises(IndexError_, match="disk holding the index is full"):
+                for _ in range(50):  # the first may still fit in pages SQLite holds
+                    adder()
+            full.close()
+        finally:
+            unmount(disk)
+
 
 class TestSearch:
     @pytest.fixture

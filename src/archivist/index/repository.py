@@ -531,6 +531,9 @@ class Index:
             # constraint (or a trigger's RAISE) is a failure, not a duplicate.
             if self.get_instance(request.sop_instance_uid) is not None:
                 return AddOutcome("exists", 0)
+        cause = str(getattr(exc, "orig", "") or "")
+        if "full" in cause.lower():  # SQLITE_FULL: "database or disk is full"
+            return IndexError_("index write failed: the disk holding the index is full")
         return IndexError_(f"index write failed: {type(exc).__name__}")
 
     def _add_one(self, conn: Any, r: AddRequest, now: datetime,
