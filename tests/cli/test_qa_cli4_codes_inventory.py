@@ -57,6 +57,22 @@ class TestCodesCheck:
             pytest.fail("codes check waited on the FIFO")
         assert result.returncode == 2 and "not a regular file" in result.stderr
 
+    def test_a_broken_dicom_file_in_a_folder_is_an_error_not_skipped(self,
+                                                                      tmp_path: Path) -> None:
+        """A truncated DICOM file (preamble and DICM present) is reported with exit 2, as when
+        named alone; a file that is not DICOM at all is still skipped and counted."""
+        folder = tmp_path / "in"
+        folder.mkdir()
+        make_instance(folder / "ok.dcm", study_uid=new_uid())
+        whole = (folder / "ok.dcm").read_bytes()
+        (folder / "cut.dcm").write_bytes(whole[: len(whole) // 2])
+        (folder / "notes.txt").write_text("not DICOM")
+        result = archivist("codes", "check", str(folder))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "cut.dcm: cannot read" in result.stderr
+        assert "1 file(s) in the folders given were not DICOM" in result.stdout
+        assert "ok.dcm: 0 finding(s)" in result.stdout
+
     def test_unreadable_content_of_a_folder_is_an_error(self, tmp_path: Path) -> None:
         prefix = without_file_permissions()
         folder = tmp_path / "in"

@@ -13,6 +13,7 @@ their other arguments with :mod:`argparse`; their ``--help`` lists those argumen
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +308,8 @@ def check(
                 raise CheckError(f"{path}: not a regular file")
             findings = terminology.check_file(path)
         except (CheckError, OSError) as exc:
-            if found_in_folder and not isinstance(exc.__cause__, PermissionError):
+            if (found_in_folder and not isinstance(exc.__cause__, PermissionError)
+                    and not _has_dicom_prefix(path)):
                 skipped += 1  # a folder may hold files that are not DICOM: skipped, counted
                 continue
             status = 2
@@ -332,6 +334,21 @@ def check(
     elif skipped:
         typer.echo(f"{skipped} file(s) in the folders given were not DICOM and were skipped")
     raise typer.Exit(status)
+
+
+def _has_dicom_prefix(path: Path) -> bool:
+    """Whether `path` starts as a DICOM file does (the 128-byte preamble and ``DICM``): one that
+    then cannot be read is broken (truncated, say) and reported, not skipped as not DICOM."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # never blocks on a FIFO
+    except OSError:
+        return False
+    try:
+        return os.pread(fd, 132, 0)[128:] == b"DICM"
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 #: The commands :func:`quick_main` answers without typer's argument processing.
