@@ -11,6 +11,7 @@ Routes::
     GET /app-config.js   window.config generated from the settings (same-origin DICOMweb roots)
                          and a guard that turns a viewer crash's black page into a message
     GET /{path}          a file of the build, or index.html for the viewer's own client-side routes
+                         (only to requests that accept HTML; others get a JSON 404)
 
 Headers:
 
@@ -49,12 +50,23 @@ from starlette.routing import BaseRoute, Route
 from starlette.status import HTTP_304_NOT_MODIFIED, HTTP_404_NOT_FOUND
 
 from archivist.config import OHIF_VERSION, Settings
-from archivist.web.dicomweb.common import accepts_gzip
+from archivist.web.dicomweb.common import accepts_gzip, parse_accept
 
 __all__ = ["ViewerBundle", "app_config_js", "routes"]
 
 #: Path prefixes owned by the server's APIs: an unknown path under them is a 404, never the viewer.
 API_PREFIXES = ("/dicomweb", "/wado", "/api", "/archive", "/healthz")
+
+#: A first path segment that is a misspelt DICOMweb root (Orthanc's ``/dicom-web``, Google's
+#: ``/dicomWeb``, ``/DICOMweb``): never a viewer route.
+_MISSPELT_ROOT = re.compile(r"^/dicom[-_]?web(?:[-_]?rs)?(?:/|$)", re.IGNORECASE)
+
+#: A DICOMweb resource asked without the root (``/studies?PatientID=...``).
+_ROOTLESS_RESOURCE = re.compile(r"^/(?:studies|series|instances|workitems)(?:/|$)",
+                                re.IGNORECASE)
+
+#: Media ranges under which the single-page-app fallback (an HTML page) is acceptable.
+_HTML_RANGES = ("text/html", "application/xhtml+xml", "text/*", "*/*")
 
 #: Files in the build that are deployment recipes for other servers, or replaced by ours.
 _NOT_SERVED = {"app-config.js", "_headers", "_redirects", "serve.json"}
@@ -319,18 +331,49 @@ def _is_api_path(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in API_PREFIXES)
 
 
+def _not_found(path: str) -> JSONResponse:
+    """The JSON 404 of a path that is neither an API resource nor a file of the build."""
+    detail = f"no resource at {path}"
+    if _MISSPELT_ROOT.match(path) or _ROOTLESS_RESOURCE.match(path):
+        detail += ("; this server's DICOMweb services (QIDO-RS, WADO-RS, STOW-RS) are under "
+                   "/dicomweb, e.g. /dicomweb/studies")
+    return JSONResponse({"status": HTTP_404_NOT_FOUND, "error": "not found", "detail": detail},
+                        status_code=HTTP_404_NOT_FOUND, headers={"Vary": "Accept"})
+
+
+def _accepts_html(request: Request) -> bool:
+    """Whether the request accepts an HTML page: a browser's navigation names ``text/html``;
+    an API client naming only ``application/dicom+json`` (say) does not. No Accept header
+    accepts anything (RFC 9110 12.5.1)."""
+    return any(r.type in _HTML_RANGES for r in parse_accept(request.headers.get("accept")))
+
+
 def serve_viewer(request: Request) -> Response:
-    """``GET /{path}``: a file of the build, or the viewer's index.html for its own routes."""
+    """``GET /{path}``: a file of the build, or the viewer's index.html for its own routes.
+
+    The index.html fallback is for the viewer's client-side routes (``/viewer?...``), which a
+    browser navigates to: a request that does not accept HTML (a DICOMweb client with a wrong
+    base URL) gets a JSON 404 instead of a misleading 200 page, and so does a misspelt DICOMweb
+    root such as Orthanc's ``/dicom-web/...``, which is never a viewer route; that answer names
+    ``/dicomweb``."""
     path = request.url.path
     if _is_api_path(path):
-        return JSONResponse({"error": "not found", "detail": f"no resource at {path}"},
+        return JSONResponse({"status": HTTP_404_NOT_FOUND, "error": "not found",
+                             "detail": f"no resource at {path}"},
                             status_code=HTTP_404_NOT_FOUND)
+    if _MISSPELT_ROOT.match(path):
+        return _not_found(path)
     bundle = _bundle(request)
+    root = path in ("/", "/index.html")
+    if bundle is None and not root and not _accepts_html(request):
+        return _not_found(path)
     if bundle is None:
-        status = 200 if path in ("/", "/index.html") else HTTP_404_NOT_FOUND
+        status = 200 if root else HTTP_404_NOT_FOUND
         return HTMLResponse(_missing_page(request.app.state.settings), status_code=status,
                             headers={"Cache-Control": "no-store",
                                      "Content-Security-Policy": _MISSING_PAGE_CSP})
+    if path == "/":
+        path = "/index.html"
     item = bundle.files.get(path)
     if item is not None:
         return _send(request, path, item)
@@ -338,7 +381,11 @@ def serve_viewer(request: Request) -> Response:
     if "." in last:  # a missing asset: never answer a script or image request with HTML
         return Response(f"not found: {path}\n", status_code=HTTP_404_NOT_FOUND,
                         media_type="text/plain", headers=_headers(REVALIDATE))
-    return _send(request, "/index.html", bundle.files["/index.html"])
+    if not _accepts_html(request):
+        return _not_found(path)
+    response = _send(request, "/index.html", bundle.files["/index.html"])
+    response.headers["Vary"] = "Accept-Encoding, Accept"
+    return response
 
 
 #: The page that says how to get the viewer runs no script and loads nothing.

@@ -558,6 +558,31 @@ def render(path: Path, number: int, opts: RenderOptions) -> bytes:
         return _render_frame(info, number, opts)
 
 
+_PALETTE_CHANNELS = ("Red", "Green", "Blue", "Alpha")
+
+
+def _palette_rgb(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Palette colour indices through the object's Palette Color LUTs (PS3.3 C.7.6.3).
+
+    pydicom's ``apply_color_lut`` reads (non-segmented) LUT Data in the machine's byte order
+    whatever the transfer syntax, so for a big endian object it is given the words turned
+    around to little endian, in a data set of its own (the header is cached and shared)."""
+    from pydicom.pixels import apply_color_lut
+
+    big = str(ds.file_meta.get("TransferSyntaxUID", "")) == EXPLICIT_BE
+    if big and "RedPaletteColorLookupTableData" in ds:
+        luts = Dataset()
+        for channel in _PALETTE_CHANNELS:
+            descriptor = f"{channel}PaletteColorLookupTableDescriptor"
+            data = f"{channel}PaletteColorLookupTableData"
+            if descriptor in ds:
+                luts[descriptor] = ds[descriptor]
+            if data in ds:
+                setattr(luts, data, swapped(bytes(ds[data].value), 2))  # OW: 16-bit words
+        ds = luts
+    return apply_color_lut(arr, ds)
+
+
 def _render_frame(info: PixelInfo, number: int, opts: RenderOptions) -> bytes:
     from PIL import Image
 
@@ -575,9 +600,7 @@ def _render_frame(info: PixelInfo, number: int, opts: RenderOptions) -> bytes:
         img8 = _grey_to_8bit(arr, ds, opts, photometric, number)
         image = Image.fromarray(img8, mode="L")
     elif photometric == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
-
-        rgb = apply_color_lut(arr, ds)
+        rgb = _palette_rgb(arr, ds)
         # The entries' size is the third value of the descriptors (PS3.3 C.7.6.3.1.5).
         bits = max(int(ds.get(f"{c}PaletteColorLookupTableDescriptor", [0, 0, 8])[2])
                    for c in ("Red", "Green", "Blue"))

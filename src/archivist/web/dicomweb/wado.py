@@ -690,6 +690,9 @@ def _frames_response(archive: Archive, ranges: list[MediaRange], study: str, ser
         raise HTTPProblem(500, "stored object is not on a file system")
     info = _PIXEL_INFO.get(path)
     pixels.check_frames(info, numbers)
+    video = FRAME_MEDIA_TYPE.get(info.transfer_syntax, "")
+    if video.startswith("video/"):
+        return _video_frames(info, ranges, video)
     media, decode = choose_frame_encoding(ranges, info.transfer_syntax)
     if media == OCTET:
         part_type = f"{OCTET}; transfer-syntax={EXPLICIT_LE}"
@@ -704,6 +707,22 @@ def _frames_response(archive: Archive, ranges: list[MediaRange], study: str, ser
     boundary = new_boundary()
     body = b"".join(multipart_stream(
         boundary, ((part_type, iter([read(info, n)])) for n in numbers)))
+    return Response(body, media_type=f'multipart/related; type="{media}"; boundary={boundary}')
+
+
+def _video_frames(info: pixels.PixelInfo, ranges: list[MediaRange], media: str) -> Response:
+    """Frames of a video: its frames are not cut out of the one stream (PS3.5 8.2.5), and a
+    fragment of it is no frame, so any frame list is answered with the whole stream, in one
+    part; the client must accept the video's media type."""
+    if not _accepts_video(ranges, media):
+        raise HTTPProblem(406, f"this instance is a video: its frames are one {media} stream, "
+                          "which the Accept header leaves out")
+    stream = _video_stream(info)
+    part_type = f"{media}; transfer-syntax={info.transfer_syntax}"
+    if not ranges[0].multipart and ranges[0].type not in ("*/*", "multipart/*"):
+        return Response(stream, media_type=part_type)
+    boundary = new_boundary()
+    body = b"".join(multipart_stream(boundary, iter([(part_type, iter([stream]))])))
     return Response(body, media_type=f'multipart/related; type="{media}"; boundary={boundary}')
 
 
@@ -918,6 +937,33 @@ def _accepts_pdf(request: Request) -> bool:
     return False
 
 
+def _accepts_video(ranges: list[MediaRange], media: str) -> bool:
+    """True when the client accepts `media` (the stored video's type, ``video/mp4`` say), the
+    rendered type of a video instance (PS3.18 8.7.4, Table 8.7.4-1), and that of its frames.
+    A media element asks with no Accept or ``*/*``."""
+    for r in ranges:
+        t = r.part_type if r.multipart else r.type
+        if t in (media, "video/*", "*/*") or (r.multipart and t in ("", "multipart/*")):
+            return True
+    return False
+
+
+def _rendered_video(request: Request, path: Path, media: str) -> Response:
+    """The video stream of a video instance as its rendered form, by byte Range if asked (a
+    ``<video>`` element reads it that way)."""
+    if not _accepts_video(accept_of(request), media):
+        raise HTTPProblem(406, f"this instance is a video: its rendered form is {media}, "
+                          "which the Accept header leaves out")
+    stream = _video_stream(_PIXEL_INFO.get(path))
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+    rng = _parse_range(request.headers.get("range"), len(stream))
+    if rng is None:
+        return Response(stream, media_type=media, headers=headers)
+    start, end = rng
+    headers["Content-Range"] = f"bytes {start}-{end}/{len(stream)}"
+    return Response(stream[start:end + 1], status_code=206, media_type=media, headers=headers)
+
+
 async def rendered(request: Request, study: str, series: str | None = None,
                    sop: str | None = None, frame: str | None = None, *,
                    thumbnail: bool = False) -> Response:
@@ -942,6 +988,9 @@ async def rendered(request: Request, study: str, series: str | None = None,
             return bytes(ds.EncapsulatedDocument)
         data = await run_in_threadpool(pdf)
         return Response(data, media_type="application/pdf")
+    video = FRAME_MEDIA_TYPE.get(ref.transfer_syntax_uid, "")
+    if video.startswith("video/") and sop and not thumbnail and frame is None:
+        return await run_in_threadpool(_rendered_video, request, path, video)
     opts.media_type = _rendered_frames_media(request) if several else _render_media(request)
     if frame is not None:
         # Every frame asked for must exist before the response starts: one missing is a 404,
