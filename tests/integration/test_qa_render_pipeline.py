@@ -266,6 +266,19 @@ class TestFramesAndResources:
         got = _png(f"{srv.url}/dicomweb/studies/{study}/{resource}")
         assert got.ndim == 2 and got.max() == 255  # the image's corner, white
 
+    @pytest.mark.parametrize("resource", ["rendered", "thumbnail"])
+    def test_study_and_series_render_their_first_image(self, srv, stored,
+                                                       resource: str) -> None:
+        """Issue 5: the first frame for study/series (it was the middle image of the series).
+        A fixed linear window keeps each instance's own grey (40, 80 or 120)."""
+        series = stored["mixed_40"].SeriesInstanceUID
+        study = stored["mixed_40"].StudyInstanceUID
+        for url in (f"{srv.url}/dicomweb/studies/{study}/{resource}",
+                    f"{srv.url}/dicomweb/studies/{study}/series/{series}/{resource}"):
+            got = _png(f"{url}?window=128,256,linear")
+            grey = int(got[got.shape[0] // 2, got.shape[1] // 2])
+            assert abs(grey - 40) <= 2, (url, grey)
+
     def test_window_must_be_finite(self, srv, stored) -> None:
         base = _url(srv, stored["plain"])
         for window in ("nan,200", "100,inf", "1,2,linear,4"):

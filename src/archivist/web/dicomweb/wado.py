@@ -915,13 +915,11 @@ def _rendered_frames_media(request: Request) -> str:
 
 
 def _representative(refs: list[InstanceRef]) -> InstanceRef:
-    """The instance to render for a study or series: the middle image of the first series that
-    holds images (presentation states, reports, documents are passed over when there is one)."""
+    """The instance to render for a study or series: the first image (its first frame) of the
+    first series that holds images, in the retrieve order (series, then instance number);
+    presentation states, reports, documents are passed over when there is an image."""
     images = [r for r in refs if pixels.is_image_class(r.sop_class_uid)]
-    pool = images or refs
-    first_series = pool[0].series_instance_uid
-    in_series = [r for r in pool if r.series_instance_uid == first_series]
-    return in_series[len(in_series) // 2]
+    return (images or refs)[0]
 
 
 _ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
