@@ -257,7 +257,8 @@ def pixels(archive: Archive) -> tuple[str, bytes]:
 
 
 class TestBulkDataRange:
-    @pytest.mark.parametrize("header", ["bytes=5-2", "items=0-1", "bytes=x-1"])
+    @pytest.mark.parametrize("header", ["bytes=5-2", "items=0-1", "bytes=x-1",
+                                        "bytes=0-1,4-5", "bytes=0-1, 8-"])
     def test_invalid_range_is_ignored(self, pixels: tuple[str, bytes], header: str) -> None:
         uri, whole = pixels
         r = requests.get(uri, headers={"Range": header}, timeout=30)

@@ -806,12 +806,16 @@ def _video_stream(info: pixels.PixelInfo) -> bytes:
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """The first byte range of a Range header, None to ignore the header (no range, another
-    unit, or a syntactically invalid range such as ``5-2``: RFC 9110 14.1.1, 14.2); 416 when
-    none of it is within `size`."""
+    """The byte range of a Range header, None to ignore the header (no range, another unit, a
+    syntactically invalid range such as ``5-2``, or several ranges, which would need a
+    multipart/byteranges answer: a server may ignore Range, RFC 9110 14.1.1, 14.2, and answers
+    the whole value with 200); 416 when the range is not within `size`."""
     if not header or header[:6].lower() != "bytes=":
         return None
-    spec = header[6:].split(",")[0].strip()
+    specs = [p.strip() for p in header[6:].split(",") if p.strip()]
+    if len(specs) != 1:
+        return None
+    spec = specs[0]
     start_s, _, end_s = spec.partition("-")
     try:
         if start_s == "":
