@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from collections.abc import Iterator, Mapping
+from importlib import resources
 from typing import Any
 
 from pydicom import config as pydicom_config
@@ -129,6 +131,29 @@ def _check_empty_on_attrs(keyword: str) -> None:
     if vr in _LONG_TEXT_VRS:
         raise QueryError(f"{keyword}: Empty Value Matching (\"\") is not supported on a {vr} "
                          "attribute without an index column")
+
+
+@functools.cache
+def _instance_only_tags() -> frozenset[int]:
+    """The tags PS3.3 places only in instance-level modules (``instance_attributes.json``,
+    generated from the validator's tables by ``tests/archive/test_instance_attributes.py``)."""
+    path = resources.files("archivist.archive") / "instance_attributes.json"
+    return frozenset(int(t, 16) for t in json.loads(path.read_bytes())["tags"])
+
+
+def _below_level(keyword: str, level: QueryLevel) -> bool:
+    """Whether `keyword` is an attribute of instances only (PS3.3 places it in no patient,
+    study, series, equipment or frame of reference module: Image Comments, Image Type) and
+    `level` is above IMAGE. Such a key is not matched there (PS3.4 C.4.1.3.1: matching at the
+    Query/Retrieve Level), as the indexed instance keys (Content Date) are not: the attributes
+    kept for a study or series are its first instance's, and matching them would find a study
+    by its first image only. An attribute PS3.3 does not place in any module is matched; so
+    are series and equipment attributes at STUDY level (Operators' Name), on the attributes
+    kept for the study."""
+    if level is QueryLevel.IMAGE:
+        return False
+    tag = tag_for_keyword(keyword)
+    return tag is not None and tag in _instance_only_tags()
 
 
 def _column_values(row: Mapping[str, Any], keyword: str) -> list[str]:
@@ -345,7 +370,7 @@ class Search:
             query = dataclasses.replace(query, constraints=sql)
             on_column += here
         for c in query.constraints:
-            if c.keyword in COLUMN_OF:
+            if c.keyword in COLUMN_OF or _below_level(c.keyword, query.level):
                 continue
             if c.op == "empty":
                 _check_empty_on_attrs(c.keyword)
