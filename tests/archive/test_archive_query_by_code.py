@@ -77,7 +77,10 @@ class TestExtractCodes:
         rows = extract_codes(ds)
         assert {(r.scheme, r.value) for r in rows} == {("99X", "L" * 40), ("", "urn:oid:1.2.3"),
                                                         ("SCT", "10200004")}
-        assert len(rows) == 3  # SRT and SCT liver are one concept
+        # SRT and SCT liver are one concept, kept as both codes stored (answered as stored).
+        assert len(rows) == 4
+        assert {(r.original_scheme, r.original_value) for r in rows if r.value == "10200004"} == {
+            ("SCT", "10200004"), ("SRT", "T-62000")}
 
     def test_capped(self) -> None:
         ds = Dataset()

@@ -3,13 +3,15 @@
 At ingest, the items of the Code Sequences in :data:`archivist.core.levels.CODE_SEQUENCES`
 (Procedure Code, Anatomic Region, Requested Procedure Code, and the Concept Name Code of an SR
 document's root; also the Anatomic Region of the Frame Anatomy functional group, shared or per
-frame, PS3.3 C.7.6.16.2.8) become :class:`~archivist.index.extract.CodeRow` values keyed on
-their normalised (scheme, value): retired SNOMED designators (SRT, SNM3, 99SDM) map to SCT
-through PS3.16 Annex O (:func:`archivist.terminology.normalise_code`). Body Part Examined
-(0018,0015) is indexed as the Anatomic Region code PS3.16 Annex L pairs it with. The object
-itself is never changed.
+frame, PS3.3 C.7.6.16.2.8, and of each segment of a Segmentation, C.8.20.2) become
+:class:`~archivist.index.extract.CodeRow` values, one per distinct code as stored, each with
+its normalised (scheme, value) to match on: retired SNOMED designators (SRT, SNM3, 99SDM) map
+to SCT through PS3.16 Annex O (:func:`archivist.terminology.normalise_code`). Body Part
+Examined (0018,0015) is indexed as the Anatomic Region code PS3.16 Annex L pairs it with. The
+object itself is never changed.
 
-Objects stored before index revision 0002 have no indexed codes; :func:`reindex_codes` (the
+Objects stored before index revision 0002 have no indexed codes, and those stored before codes
+were kept in every stored form have one row per concept; :func:`reindex_codes` (the
 ``archivist reindex --codes`` command) reads each stored object's header once and rewrites its
 codes, and can be run again at any time with the same outcome.
 """
@@ -36,15 +38,19 @@ from archivist.terminology import body_part_to_code, normalise_code
 
 log = logging.getLogger("archivist.archive.coded")
 
-#: At most this many codes per instance are indexed (an object cannot flood the index).
+#: At most this many codes per instance are indexed (an object cannot flood the index): distinct
+#: concepts (normalised codes) of its Code Sequences, and twice as many forms as stored.
 MAX_CODES_PER_INSTANCE = 64
 _MAX_VALUE_LEN = 256
 
-#: Sequences whose items may carry Code Sequences of the request or of all frames.
+#: Sequences whose items may carry Code Sequences of the request, of all frames or of segments.
 _CONTAINERS = {
     "RequestAttributesSequence": ("RequestedProcedureCodeSequence",),
     "ReferencedRequestSequence": ("RequestedProcedureCodeSequence",),
     "SharedFunctionalGroupsSequence": (),  # its FrameAnatomySequence, below
+    # The anatomy of each segment of a Segmentation (Segment Sequence of the Segmentation
+    # Image Module, PS3.3 C.8.20.2): the object's anatomy, as Frame Anatomy is an image's.
+    "SegmentSequence": ("AnatomicRegionSequence",),
 }
 #: Per-frame Functional Groups Sequence (5200,9230), Frame Anatomy Sequence (0020,9071),
 #: Anatomic Region Sequence (0008,2218): the anatomy of each frame (PS3.3 C.7.6.16.2.8).
@@ -164,7 +170,14 @@ def _plain(element: object) -> object:
 
 
 def extract_codes(ds: Dataset) -> list[CodeRow]:
-    """The coded concepts of `ds` to index, normalised, without duplicates.
+    """The coded concepts of `ds` to index: each distinct code as stored, with its normalised key.
+
+    One row per distinct (sequence, designator, value, meaning) as the object has them, not
+    per normalised key: an object carrying SCT 10200004 and its retired equivalent SRT T-62000
+    keeps both, so that the sequence is answered with both items and a query on either form
+    as stored (``T-6200*`` with ``SRT``) finds it. Identical items are kept once. The cap
+    counts concepts, so an object giving each code in both forms keeps as many concepts as one
+    giving one form.
 
     Parameters
     ----------
@@ -174,28 +187,36 @@ def extract_codes(ds: Dataset) -> list[CodeRow]:
     Returns
     -------
     list of CodeRow
-        At most :data:`MAX_CODES_PER_INSTANCE` codes.
+        At most :data:`MAX_CODES_PER_INSTANCE` concepts from the Code Sequences, in at most
+        twice as many rows, and the code of Body Part Examined.
     """
-    rows: dict[tuple[str, str, str, str], CodeRow] = {}
+    rows: dict[tuple[str, str, str, str, str | None], CodeRow] = {}
+    concepts: set[tuple[str, str, str]] = set()
     for keyword, item in _coded_items(ds):
         code = _code_of(item)
         if code is None:
             continue
         scheme, value, meaning = code
+        key = (keyword, keyword, scheme, value, meaning)
+        if key in rows:
+            continue
         norm_scheme, norm_value = normalise_code(scheme, value)
-        key = (keyword, keyword, norm_scheme, norm_value)
-        if key not in rows:
-            rows[key] = CodeRow(keyword, keyword, norm_scheme, norm_value, scheme, value, meaning)
-        if len(rows) >= MAX_CODES_PER_INSTANCE:
-            return list(rows.values())
+        concept = (keyword, norm_scheme, norm_value)
+        if concept not in concepts:
+            if len(concepts) >= MAX_CODES_PER_INSTANCE:
+                break
+            concepts.add(concept)
+        rows[key] = CodeRow(keyword, keyword, norm_scheme, norm_value, scheme, value, meaning)
+        if len(rows) >= 2 * MAX_CODES_PER_INSTANCE:
+            break
     body_part = _text(ds.get("BodyPartExamined"))
     if body_part:
         mapped = body_part_to_code(body_part)
         if mapped is not None:
             scheme, value = mapped
-            key = ("AnatomicRegionSequence", "BodyPartExamined", scheme, value)
-            rows.setdefault(key, CodeRow("AnatomicRegionSequence", "BodyPartExamined", scheme,
-                                         value, scheme, value, body_part))
+            rows[("AnatomicRegionSequence", "BodyPartExamined", scheme, value, body_part)] = (
+                CodeRow("AnatomicRegionSequence", "BodyPartExamined", scheme, value, scheme,
+                        value, body_part))
     return list(rows.values())
 
 
