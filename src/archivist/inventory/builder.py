@@ -412,6 +412,7 @@ class InventoryBuilder:
                    start: int = 0, should_stop: Any = None,
                    container: tuple[str, str] | None = None,
                    prior_leaves: list[str] | None = None,
+                   prior_records: int | None = None,
                    started: datetime | None = None) -> Iterator[tuple[int, Dataset]]:
         """Leaf instances one by one, then the root: ``(studies done, dataset)``.
 
@@ -423,9 +424,10 @@ class InventoryBuilder:
             Resume after this many studies of `keys` (leaves already built are not rebuilt).
         should_stop
             Called between studies; when it returns True the build ends with a PARTIAL root.
-        container, prior_leaves
-            When resuming: the container Study/Series UIDs and the SOP Instance UIDs of the
-            leaves already stored, which the root references first.
+        container, prior_leaves, prior_records
+            When resuming: the container Study/Series UIDs, the SOP Instance UIDs of the
+            leaves already stored, which the root references first, and how many study records
+            they hold (for the Total Number of Study Records of a PARTIAL root).
         started
             When the creation of the inventory began (Content Date and Time of every instance,
             C.38.1.1.1; default: now). A job built leaf by leaf gives the time it was initiated.
@@ -455,7 +457,7 @@ class InventoryBuilder:
             single.NumberOfStudyRecordsInInstance = len(single.InventoriedStudiesSequence)
             single.TotalNumberOfStudyRecords = total
             if stopped:
-                single.InventoryCompletionStatus = PARTIAL
+                mark_partial([single])
             yield done, single
             return
         number = 2 + len(prior_leaves or [])
@@ -481,7 +483,12 @@ class InventoryBuilder:
         root.NumberOfStudyRecordsInInstance = 0
         root.TotalNumberOfStudyRecords = total
         if stopped:
+            # The leaves already yielded said `total`; a caller keeping a stopped build
+            # (`mark_partial`) corrects them. The root counts what the tree holds.
             root.InventoryCompletionStatus = PARTIAL
+            root.TotalNumberOfStudyRecords = sum(
+                int(leaf.NumberOfStudyRecordsInInstance) for leaf in leaves) + (
+                    prior_records or 0)
         refs = []
         for uid in prior_leaves or []:
             ref = Dataset()
@@ -519,6 +526,21 @@ class InventoryBuilder:
         return self.archive.ingest.store_bytes(to_part10(ds), Origin("inventory"))
 
 
+def mark_partial(instances: list[Dataset]) -> int:
+    """Make `instances` (every instance of one inventory: the root and the leaves it
+    incorporates) a PARTIAL inventory, as kept when its creation stopped before every study in
+    scope was read: each says Inventory Completion Status PARTIAL (C.38.1.1.3: the degree of
+    completion with respect to the Scope of Inventory, which the leaves carry too), and Total
+    Number of Study Records is the number of study records the instances hold, not the number
+    of studies that were in scope (the root and leaves of a kept, canceled job said 34 while
+    they held 8). Returns that number."""
+    total = sum(len(ds.get("InventoriedStudiesSequence", []) or []) for ds in instances)
+    for ds in instances:
+        ds.InventoryCompletionStatus = PARTIAL
+        ds.TotalNumberOfStudyRecords = total
+    return total
+
+
 def to_part10(ds: Dataset) -> bytes:
     """The dataset as a Part 10 file (Explicit VR Little Endian)."""
     meta = FileMetaDataset()
@@ -532,4 +554,5 @@ def to_part10(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["Constraint", "InventoryBuilder", "InventorySpec", "ScopeError", "to_part10"]
+__all__ = ["Constraint", "InventoryBuilder", "InventorySpec", "ScopeError", "mark_partial",
+           "to_part10"]

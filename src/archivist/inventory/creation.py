@@ -54,9 +54,9 @@ from archivist.errors import ArchivistError
 from archivist.index.schema import inventory_job, study
 from archivist.inventory import INVENTORY_STORAGE
 from archivist.inventory.builder import (
-    PARTIAL,
     InventoryBuilder,
     InventorySpec,
+    mark_partial,
     to_part10,
 )
 from archivist.inventory.outbox import Outbox, Pending, Sender
@@ -556,9 +556,11 @@ class InventoryCreation:
                          .values(root_uid=root_uid, updated_at=_now()))
         return root_uid
 
-    def _store(self, job: Job, *, complete: bool, root_uid: str | None = None) -> str:
+    def _store(self, job: Job, *, complete: bool, root_uid: str | None = None
+               ) -> tuple[str, int]:
         """Store the staged leaves and a root (with `root_uid`, if given) through the one
-        ingest; returns the root UID."""
+        ingest; returns the root UID and the root's Total Number of Study Records (for a kept
+        canceled job: the records its leaves hold, see :func:`mark_partial`)."""
         from pydicom.sequence import Sequence
 
         builder = InventoryBuilder(self.archive)
@@ -584,8 +586,9 @@ class InventoryCreation:
                 ref.ReferencedSOPInstanceUID = leaf.SOPInstanceUID
                 refs.append(ref)
             root.IncorporatedInventoryInstanceSequence = Sequence(refs)
+        total = int(root.TotalNumberOfStudyRecords)
         if not complete:
-            root.InventoryCompletionStatus = PARTIAL
+            total = mark_partial([root, *leaves])
         if root_uid:
             root.SOPInstanceUID = root_uid
         beat = time.monotonic()
@@ -595,7 +598,7 @@ class InventoryCreation:
                 beat = time.monotonic()
                 self._update(job.pk, heartbeat_at=_now())
         shutil.rmtree(stage, ignore_errors=True)
-        return str(root.SOPInstanceUID)
+        return str(root.SOPInstanceUID), total
 
     def _with_instances(self, job: Job) -> Dataset:
         ds = job.status_dataset()
@@ -608,11 +611,15 @@ class InventoryCreation:
         stage = self._stage_dir(job)
         has_leaves = stage.exists() and any(stage.glob("leaf-*.dcm"))
         if job.retain == "YES" and has_leaves:
-            root_uid = self._store(job, complete=False)
+            root_uid, total = self._store(job, complete=False)
             self._update(job.pk, root_uid=root_uid, owner=None)
             job = self.get(job.transaction_uid) or job
             self._event(job, EVENT_STATUS)
-            self._event(job, EVENT_TERMINATED_WITH_INSTANCES, self._with_instances(job))
+            # Event 11 names the kept inventory: its total is what the root says, the study
+            # records it holds (the job's studies_total stays the number that were in scope).
+            terminated = self._with_instances(job)
+            terminated.TotalNumberOfStudyRecords = total
+            self._event(job, EVENT_TERMINATED_WITH_INSTANCES, terminated)
         else:
             shutil.rmtree(stage, ignore_errors=True)
             self._update(job.pk, owner=None)

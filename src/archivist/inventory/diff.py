@@ -8,7 +8,8 @@ level compared with one at INSTANCE level) are not compared; records are compare
 as both inventories go. Instance sizes are compared where both sides know them (this
 archive's index and its JSON exports; DICOM inventories and C-FIND do not carry sizes). A record
 one inventory lists as Removed from Operational Use counts as not held there: missing, with
-"removed from operational use" as the detail.
+"removed from operational use" and its Reason for Removal (when the inventory gives one) as the
+detail, at whichever level (study, series or instance) it was removed.
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ class Difference:
     uid: str
     study_uid: str
     detail: str = ""
+    #: For a record the other inventory lists as removed: its Reason for Removal Code
+    #: Sequence item as ``VALUE SCHEME Meaning`` (empty when it gives none).
+    reason: str = ""
 
     def line(self) -> str:
         where = f" (study {self.study_uid})" if self.level != "STUDY" else ""
         detail = f": {self.detail}" if self.detail else ""
-        return f"{self.kind:9} {self.level:8} {self.uid}{where}{detail}"
+        reason = f" ({self.reason})" if self.reason else ""
+        return f"{self.kind:9} {self.level:8} {self.uid}{where}{detail}{reason}"
 
 
 @dataclass
@@ -67,13 +72,24 @@ class DiffResult:
                 "differences": [d.__dict__ for d in self.differences]}
 
 
+def _missing(level: str, uid: str, study_uid: str, other: Inventory | None,
+             detail: str) -> Difference:
+    """A record the other inventory does not hold; when it lists the record as Removed from
+    Operational Use, the detail says so, with the reason it gives."""
+    if other is not None and uid in other.removed:
+        return Difference("missing", level, uid, study_uid, "removed from operational use",
+                          other.removal_reasons.get(uid, ""))
+    return Difference("missing", level, uid, study_uid, detail)
+
+
 def _known_mismatch(label: str, a: Any, b: Any) -> str | None:
     if a in (None, "") or b in (None, ""):
         return None
     return None if a == b else f"{label} {a} != {b}"
 
 
-def _compare_study(a: StudyRecord, b: StudyRecord, depth: int, out: list[Difference]) -> None:
+def _compare_study(a: StudyRecord, b: StudyRecord, depth: int, out: list[Difference],
+                   b_inv: Inventory | None = None) -> None:
     details = [d for d in (
         _known_mismatch("series", a.number_of_series, b.number_of_series),
         _known_mismatch("instances", a.number_of_instances, b.number_of_instances),
@@ -87,16 +103,16 @@ def _compare_study(a: StudyRecord, b: StudyRecord, depth: int, out: list[Differe
     for uid, sa in a.series.items():
         sb = b.series.get(uid)
         if sb is None:
-            out.append(Difference("missing", "SERIES", uid, a.study_instance_uid,
-                                  f"{len(sa.instances) or sa.number_of_instances or 0} instances"))
+            out.append(_missing("SERIES", uid, a.study_instance_uid, b_inv,
+                                f"{len(sa.instances) or sa.number_of_instances or 0} instances"))
             continue
-        _compare_series(a.study_instance_uid, sa, sb, depth, out)
+        _compare_series(a.study_instance_uid, sa, sb, depth, out, b_inv)
     for uid in b.series.keys() - a.series.keys():
         out.append(Difference("extra", "SERIES", uid, a.study_instance_uid))
 
 
 def _compare_series(study_uid: str, a: SeriesRecord, b: SeriesRecord, depth: int,
-                    out: list[Difference]) -> None:
+                    out: list[Difference], b_inv: Inventory | None = None) -> None:
     details = [d for d in (
         _known_mismatch("modality", a.modality, b.modality),
         _known_mismatch("instances", a.number_of_instances, b.number_of_instances),
@@ -109,8 +125,8 @@ def _compare_series(study_uid: str, a: SeriesRecord, b: SeriesRecord, depth: int
     for uid, ia in a.instances.items():
         ib = b.instances.get(uid)
         if ib is None:
-            out.append(Difference("missing", "INSTANCE", uid, study_uid,
-                                  f"series {a.series_instance_uid}"))
+            out.append(_missing("INSTANCE", uid, study_uid, b_inv,
+                                f"series {a.series_instance_uid}"))
             continue
         details = [d for d in (
             _known_mismatch("SOP Class", ia.sop_class_uid, ib.sop_class_uid),
@@ -131,11 +147,9 @@ def diff(a: Inventory, b: Inventory) -> DiffResult:
     for uid, sa in a.studies.items():
         sb = b.studies.get(uid)
         if sb is None:
-            detail = ("removed from operational use" if uid in b.removed
-                      else f"{sa.number_of_instances or 0} instances")
-            out.append(Difference("missing", "STUDY", uid, uid, detail))
+            out.append(_missing("STUDY", uid, uid, b, f"{sa.number_of_instances or 0} instances"))
             continue
-        _compare_study(sa, sb, depth, out)
+        _compare_study(sa, sb, depth, out, b)
     for uid in b.studies.keys() - a.studies.keys():
         out.append(Difference("extra", "STUDY", uid, uid))
     counts = a.counts()

@@ -41,11 +41,110 @@ def _is_removed(item: Dataset) -> bool:
     return str(item.get("RemovedFromOperationalUse", "") or "").upper() == "YES"
 
 
+def removal_reason(item: Dataset) -> str:
+    """The first Reason for Removal Code Sequence item as ``VALUE SCHEME Meaning``."""
+    for code in item.get("ReasonForRemovalCodeSequence", []) or []:
+        parts = [_text(code.get(k)) for k in ("CodeValue", "CodingSchemeDesignator",
+                                              "CodeMeaning")]
+        return " ".join(p for p in parts if p)
+    return ""
+
+
 def _int(value: Any) -> int | None:
     try:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
+
+
+def _sop_uid(path: Path) -> str | None:
+    """The SOP Instance UID of a DICOM file (only that element is read), or None."""
+    try:
+        ds = pydicom.dcmread(path, specific_tags=["SOPInstanceUID"], stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - not DICOM: not one of the instances looked for
+        return None
+    uid = ds.get("SOPInstanceUID")
+    return str(uid) if uid else None
+
+
+def _incorporated(datasets: list[Dataset], files: list[Path]) -> list[Dataset]:
+    """The Inventory instances that `datasets` incorporate by reference (Incorporated
+    Inventory Instance Sequence (0008,0422), followed down the tree) and that were not given,
+    read from the files beside the given ones: first those named as ``archivist inventory
+    export`` names them (``NAME-0002.dcm``...), then any other file in those folders.
+
+    Raises InventoryFormatError naming the instances that are not there: an inventory read
+    without some of its leaves would compare as if their studies were not held.
+    """
+    have = {str(ds.get("SOPInstanceUID", "")) for ds in datasets}
+    wanted: dict[str, None] = {}
+
+    def want(ds: Dataset) -> None:
+        for ref in ds.get("IncorporatedInventoryInstanceSequence", []) or []:
+            uid = str(ref.get("ReferencedSOPInstanceUID", "") or "")
+            if uid and uid not in have:
+                wanted[uid] = None
+
+    for ds in datasets:
+        want(ds)
+    if not wanted:
+        return []
+    given = {f.resolve() for f in files}
+    candidates: list[Path] = []
+    for f in files:
+        beside = sorted(f.parent.glob(f"{f.stem}-*{f.suffix}"))
+        others = sorted(x for x in f.parent.iterdir() if x.is_file() and x not in beside)
+        candidates += [x for x in beside + others if x.resolve() not in given]
+    found: list[Dataset] = []
+    seen: set[Path] = set()
+    for path in candidates:
+        if not wanted:
+            break
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        uid = _sop_uid(path)
+        if uid is None or uid not in wanted:
+            continue
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception as exc:  # noqa: BLE001
+            raise InventoryFormatError(f"{path}: not a DICOM file ({type(exc).__name__})") \
+                from None
+        del wanted[uid]
+        have.add(uid)
+        found.append(ds)
+        want(ds)  # a leaf may itself incorporate others
+    if wanted:
+        folders = ", ".join(sorted({str(f.parent) for f in files}))
+        names = ", ".join(list(wanted)[:5]) + (" ..." if len(wanted) > 5 else "")
+        raise InventoryFormatError(
+            f"{len(wanted)} Inventory instance(s) the root incorporates are not among the files "
+            f"given nor beside them in {folders}: {names} (give every file of a split "
+            "inventory, or the folder holding them)")
+    return found
+
+
+#: First characters that make a spreadsheet cell a formula (or, for tab and CR, can hide one).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """`value` as a CSV cell a spreadsheet shows as text: a string starting like a formula gets
+    a leading single quote. Numbers and None are left alone."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+class _SafeWriter:
+    """A ``csv.writer`` whose rows go through :func:`csv_cell`."""
+
+    def __init__(self, writer: Any) -> None:
+        self._writer = writer
+
+    def writerow(self, row: Iterable[Any]) -> None:
+        self._writer.writerow([csv_cell(v) for v in row])
 
 
 @dataclass
@@ -93,6 +192,11 @@ class Inventory:
     #: Records the inventory lists as Removed from Operational Use (0008,0405): UID -> level.
     #: They are not held, so they are not among :attr:`studies` and do not count.
     removed: dict[str, str] = field(default_factory=dict)
+    #: The Reason for Removal (0008,0406) of those records, as ``VALUE SCHEME Meaning``: UID ->
+    #: text (absent when the inventory gives none).
+    removal_reasons: dict[str, str] = field(default_factory=dict)
+    #: The study each removed record belongs to: UID -> Study Instance UID.
+    removed_in: dict[str, str] = field(default_factory=dict)
 
     # -- building ------------------------------------------------------------------------------
 
@@ -150,20 +254,29 @@ class Inventory:
             for study in ds.get("InventoriedStudiesSequence", []):
                 suid = str(study.StudyInstanceUID)
                 if _is_removed(study):
-                    inv.removed[suid] = "STUDY"
+                    inv.mark_removed(suid, "STUDY", suid, removal_reason(study))
                     continue
                 inv.add_study(study)
                 for series in study.get("InventoriedSeriesSequence", []):
                     if _is_removed(series):
-                        inv.removed[str(series.SeriesInstanceUID)] = "SERIES"
+                        inv.mark_removed(str(series.SeriesInstanceUID), "SERIES", suid,
+                                         removal_reason(series))
                         continue
                     inv.add_series(series, suid)
                     for inst in series.get("InventoriedInstancesSequence", []):
                         if _is_removed(inst):
-                            inv.removed[str(inst.SOPInstanceUID)] = "INSTANCE"
+                            inv.mark_removed(str(inst.SOPInstanceUID), "INSTANCE", suid,
+                                             removal_reason(inst))
                             continue
                         inv.add_instance(inst, suid, str(series.SeriesInstanceUID))
         return inv
+
+    def mark_removed(self, uid: str, level: str, study_uid: str, reason: str = "") -> None:
+        """Record `uid` as listed Removed from Operational Use (not held)."""
+        self.removed[uid] = level
+        self.removed_in[uid] = study_uid
+        if reason:
+            self.removal_reasons[uid] = reason
 
     @classmethod
     def from_files(cls, paths: Iterable[Path]) -> Inventory:
@@ -185,12 +298,13 @@ class Inventory:
             except (OSError, UnicodeDecodeError, ValueError) as exc:
                 raise InventoryFormatError(f"{files[0]}: not readable JSON ({exc})") from None
             return cls.from_json(data, source=str(files[0]))
-        datasets = []
+        datasets: list[Dataset] = []
         for f in files:
             try:
                 datasets.append(pydicom.dcmread(f))
             except Exception as exc:  # noqa: BLE001
                 raise InventoryFormatError(f"{f}: not a DICOM file ({type(exc).__name__})") from None
+        datasets += _incorporated(datasets, files)
         return cls.from_datasets(datasets, source=", ".join(str(f) for f in files[:3]))
 
     # -- JSON / CSV ----------------------------------------------------------------------------
@@ -229,6 +343,12 @@ class Inventory:
                 }
                 for st in self.studies.values()
             ],
+            "removed": [
+                {"uid": uid, "level": level, "StudyInstanceUID": self.removed_in.get(uid, ""),
+                 **({"reason": self.removal_reasons[uid]} if uid in self.removal_reasons
+                    else {})}
+                for uid, level in self.removed.items()
+            ],
         }
 
     @classmethod
@@ -260,6 +380,10 @@ class Inventory:
                             setattr(ids, k, i[k])
                     rec = inv.add_instance(ids, st["StudyInstanceUID"], se["SeriesInstanceUID"])
                     rec.size = _int(i.get("size"))
+        for r in data.get("removed", []) or []:
+            if isinstance(r, dict) and r.get("uid"):
+                inv.mark_removed(str(r["uid"]), str(r.get("level", "")),
+                                 str(r.get("StudyInstanceUID", "")), str(r.get("reason", "")))
         return inv
 
     CSV_COLUMNS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
@@ -268,9 +392,16 @@ class Inventory:
                    "NumberOfSeriesRelatedInstances", "StudyUpdateDateTime")
 
     def to_csv(self) -> str:
-        """One row per record at the inventory's deepest level."""
+        """One row per record at the inventory's deepest level.
+
+        A value that a spreadsheet would take as a formula (it starts with ``=``, ``+``, ``-``,
+        ``@``, a tab or a carriage return; OWASP "CSV Injection") is written with a single quote
+        before it, so that opening the file runs nothing: a Patient ID ``=1+1`` is the cell
+        ``'=1+1``. The CSV is for people; the JSON and DICOM exports keep every value as stored
+        (and are what ``archivist inventory diff`` reads).
+        """
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
+        writer = _SafeWriter(csv.writer(out, lineterminator="\n"))
         writer.writerow(self.CSV_COLUMNS)
         for st in self.studies.values():
             base = [st.patient_id, st.study_date, st.accession_number, st.modalities]

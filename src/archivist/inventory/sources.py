@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 
 from archivist.errors import ArchivistError
 from archivist.inventory import REPOSITORY_QUERY, STUDY_ROOT_FIND
-from archivist.inventory.model import Inventory
+from archivist.inventory.model import Inventory, removal_reason
 from archivist.inventory.remote import (
     Remote,
     RemoteError,
@@ -109,25 +109,41 @@ def of_remote(remote: Remote, level: str = "INSTANCE", scope: Iterable[tuple[str
 def _walk_rq(assoc: Any, inv: Inventory, depth: int, scope: dict[str, str], page_size: int,
              progress: Progress | None) -> None:
     def keys(names: tuple[str, ...]) -> dict[str, Any]:
+        # Removed from Operational Use (universal) asks for records removed and not yet
+        # purged too (PS3.4 C.6.4.1.1.3): they are not held, and the diff names them as
+        # removed with their Reason for Removal. A peer that does not support the key ignores
+        # it and returns the records in operational use only.
         out: dict[str, Any] = {k: "" for k in names}
+        out["RemovedFromOperationalUse"] = ""
+        out["ReasonForRemovalCodeSequence"] = []
         out.update(scope)
         return out
 
+    def removed(ds: Dataset, uid_keyword: str, level: str) -> bool:
+        if str(ds.get("RemovedFromOperationalUse", "") or "").upper() != "YES":
+            return False
+        inv.mark_removed(str(ds.get(uid_keyword, "")), level, str(ds.get("StudyInstanceUID", "")),
+                         removal_reason(ds))
+        return True
+
     for ds in repository_walk(assoc, "STUDY", keys(STUDY_KEYS), page_size=page_size):
-        inv.add_study(ds)
+        if not removed(ds, "StudyInstanceUID", "STUDY"):
+            inv.add_study(ds)
         if progress:
             progress("STUDY", len(inv.studies))
     if depth >= 2:
         for n, ds in enumerate(repository_walk(assoc, "SERIES", keys(SERIES_KEYS),
                                                page_size=page_size), 1):
-            if str(ds.StudyInstanceUID) in inv.studies:
+            if not removed(ds, "SeriesInstanceUID", "SERIES") \
+                    and str(ds.StudyInstanceUID) in inv.studies:
                 inv.add_series(ds)
             if progress:
                 progress("SERIES", n)
     if depth >= 3:
         for n, ds in enumerate(repository_walk(assoc, "IMAGE", keys(INSTANCE_KEYS),
                                                page_size=page_size), 1):
-            if str(ds.StudyInstanceUID) in inv.studies:
+            if not removed(ds, "SOPInstanceUID", "INSTANCE") \
+                    and str(ds.StudyInstanceUID) in inv.studies:
                 inv.add_instance(ds)
             if progress:
                 progress("IMAGE", n)
