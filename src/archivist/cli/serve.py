@@ -151,6 +151,8 @@ def _hold_data_dir(data_dir: Path) -> bool:
     server runs."""
     import fcntl
 
+    from archivist.core.processes import alive
+
     path = Path(data_dir) / _SERVE_LOCK
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -167,7 +169,7 @@ def _hold_data_dir(data_dir: Path) -> bool:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
         # A serve whose supervisor is gone (killed) holds it until its workers have exited,
         # which they do at once (they die with their parent): wait for them.
-        if (holder.isdigit() and not _alive(int(holder))
+        if (holder.isdigit() and not alive(int(holder))
                 and time.monotonic() < deadline):
             time.sleep(0.05)
             continue
@@ -180,16 +182,6 @@ def _hold_data_dir(data_dir: Path) -> bool:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _held.append(fd)
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # another user's
     return True
 
 

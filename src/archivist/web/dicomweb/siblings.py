@@ -33,6 +33,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from archivist.core.processes import alive
+
 log = logging.getLogger("archivist.web")
 
 #: What a stored part reported: (``ok`` or ``fail``, its arguments), see stow's ``_Outcome``.
@@ -64,16 +66,6 @@ _KEEP = ".keep"
 _OWNED_FILE = re.compile(r"stow-([0-9]+)_[A-Za-z0-9_]+\.(?:part|keep|fixed)")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # another user's process
-    return True
-
-
 def sweep_dead_workers_parts(tmp_dir: Path) -> int:
     """Remove the part files of worker processes that are gone (killed in the middle of a
     request; the startup sweep only runs when no worker uses the data directory, so a worker
@@ -86,7 +78,7 @@ def sweep_dead_workers_parts(tmp_dir: Path) -> int:
         return 0
     for name in names:
         match = _OWNED_FILE.fullmatch(name)
-        if match is None or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+        if match is None or int(match.group(1)) == os.getpid() or alive(int(match.group(1))):
             continue
         with contextlib.suppress(OSError):
             os.unlink(tmp_dir / name)
