@@ -126,6 +126,10 @@ class Settings:
     inventory_lease_seconds: float = 30.0
     # HTTP
     http_max_body: int = 2 * 1024 * 1024 * 1024
+    # Seconds a client has to send a whole request head after it connects or after the previous
+    # response (then 408 and closed: slowloris), and seconds a request body may stop arriving
+    http_head_timeout: float = 10.0
+    http_body_timeout: float = 30.0
     cors_origins: tuple[str, ...] = ("*",)
     # Host names HTTP answers to besides IP addresses, localhost and names without a dot (lower
     # case, no port); a server on loopback refuses others (DNS rebinding: web/app.py _HostCheck),
@@ -476,6 +480,8 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"{name} must be at least 1")
     if settings.find_max_results < 0:
         raise ConfigError("find_max_results must be 0 (no cap) or more")
+    if not (0 < settings.http_head_timeout < 86400 and 0 < settings.http_body_timeout < 86400):
+        raise ConfigError("http_head_timeout and http_body_timeout must be seconds above 0")
     if settings.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     if not is_loopback(settings.host) and not settings.insecure and any(

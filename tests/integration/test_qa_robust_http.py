@@ -4,9 +4,9 @@ A client that opens connections and never finishes a request head (slowloris), o
 at all, used to keep each connection for ever, and uvicorn's ``limit_concurrency`` counted those
 idle connections: 512 of them on one worker answered every other client 503 for as long as they
 stayed open. Now requests in flight are what is capped, and a connection must send its request
-head within ``REQUEST_HEAD_TIMEOUT`` seconds (408 with a JSON body, then closed). A request
+head within ``http_head_timeout`` seconds (408 with a JSON body, then closed). A request
 that announced a body and stopped sending it held its place among the requests in flight for
-ever; now ``BODY_IDLE_TIMEOUT`` seconds without a byte end it the same way. And a request head
+ever; now ``http_body_timeout`` seconds without a byte end it the same way. And a request head
 had no size limit (httptools keeps it all): one header of 80 MB was read into memory.
 """
 
@@ -20,10 +20,22 @@ import urllib.request
 
 import pytest
 
-from archivist.cli.serve import BODY_IDLE_TIMEOUT, MAX_REQUEST_HEAD, REQUEST_HEAD_TIMEOUT
+from archivist.cli.serve import MAX_REQUEST_HEAD
 from archivist.testing.server import ServerProcess
 
 pytestmark = pytest.mark.timeout(180)
+
+#: The settings http_head_timeout and http_body_timeout (10 and 30 s by default), shortened so
+#: that waiting for them does not make up most of the test's time.
+REQUEST_HEAD_TIMEOUT = 3.0
+BODY_IDLE_TIMEOUT = 6.0
+TIMEOUTS = {"ARCHIVIST_HTTP_HEAD_TIMEOUT": str(REQUEST_HEAD_TIMEOUT),
+            "ARCHIVIST_HTTP_BODY_TIMEOUT": str(BODY_IDLE_TIMEOUT)}
+
+
+@pytest.fixture
+def server(make_server) -> ServerProcess:  # type: ignore[no-untyped-def]
+    return make_server(env=TIMEOUTS)  # type: ignore[no-any-return]
 
 PARTIAL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"  # the blank line never comes
 
@@ -50,7 +62,7 @@ def _answer(s: socket.socket) -> bytes:
 class TestSlowClients:
     def test_unfinished_heads_neither_lock_out_others_nor_stay_open(
             self, make_server) -> None:  # type: ignore[no-untyped-def]
-        srv: ServerProcess = make_server("--workers", "1")
+        srv: ServerProcess = make_server("--workers", "1", env=TIMEOUTS)
         held: list[socket.socket] = []
         try:
             for _ in range(600):  # more than the 512 a worker runs at once

@@ -482,16 +482,15 @@ def _preload(settings: Settings) -> None:
     gc.freeze()
 
 
-#: Seconds a client has to send a whole request head (request line and headers) after it
-#: connects or after the previous response on the connection ended; then the connection is
-#: closed (408 when part of a head came). Without it a connection that never finished its
-#: headers (slowloris), or sent nothing at all, was held open for ever.
-REQUEST_HEAD_TIMEOUT = 10.0
-#: Seconds a request body may stop arriving (no byte while the server is ready to read);
-#: then the connection is closed (408 when no response has started) and the application sees
-#: the client gone. Without it a request that announced a body and sent none held its place
-#: among the requests in flight for ever: enough of them answered everybody else 503.
-BODY_IDLE_TIMEOUT = 30.0
+# Settings ``http_head_timeout`` (10 s): the seconds a client has to send a whole request head
+# (request line and headers) after it connects or after the previous response on the
+# connection ended; then the connection is closed (408 when part of a head came). Without it a
+# connection that never finished its headers (slowloris), or sent nothing at all, was held open
+# for ever. ``http_body_timeout`` (30 s): the seconds a request body may stop arriving (no byte
+# while the server is ready to read); then the connection is closed (408 when no response has
+# started) and the application sees the client gone. Without it a request that announced a
+# body and sent none held its place among the requests in flight for ever: enough of them
+# answered everybody else 503.
 #: Bytes a request head (request line and headers) may take; a longer one gets 431 and the
 #: connection is closed (httptools has no limit of its own: a client could send headers
 #: without end, all kept in memory until the deadline).
@@ -764,7 +763,8 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
                             settings),
         host=settings.host,
         port=settings.http_port, log_level="warning", lifespan="off", access_log=False,
-        timeout_keep_alive=30, http=_http_protocol(REQUEST_HEAD_TIMEOUT, BODY_IDLE_TIMEOUT),
+        timeout_keep_alive=30,
+        http=_http_protocol(settings.http_head_timeout, settings.http_body_timeout),
         loop=event_loop_kind(settings), timeout_graceful_shutdown=STOP_GRACE,  # type: ignore[arg-type]
     )
     logging.getLogger("uvicorn.error").addFilter(_no_traceback_for_cancelled_at_stop)
