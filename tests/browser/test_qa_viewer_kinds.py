@@ -215,6 +215,7 @@ def _ct_with_seg_and_sr(folder: Path, slices: int = 8, size: int = 64) -> tuple[
     return cts[0], [*paths, folder / "seg.dcm", folder / "sr.dcm"]
 
 
+@pytest.mark.slow  # coverage of ~30 object kinds in OHIF (~40 s); CI's 20 minutes are near
 @pytest.mark.timeout(600)
 def test_more_object_kinds_in_the_viewer(tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
