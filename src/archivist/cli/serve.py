@@ -624,6 +624,7 @@ def _only_allowed_hosts(app: Any, settings: Settings) -> Any:
     DICOMweb and let it delete over ``/api``."""
     if not settings.allow:
         return app
+    from archivist.web.errors import problem_response
 
     async def guarded(scope: Any, receive: Any, send: Any) -> None:
         client = scope.get("client")
@@ -631,17 +632,16 @@ def _only_allowed_hosts(app: Any, settings: Settings) -> Any:
                 or (client and settings.host_allowed(str(client[0])))):
             await app(scope, receive, send)
             return
-        body = b'{"status":403,"error":"this address is not in the server\'s --allow list"}'
-        await send({"type": "http.response.start", "status": 403, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await problem_response(403, "this address is not in the server's --allow list")(
+            scope, receive, send)
 
     return guarded
 
 
 def _limit_in_flight(app: Any, limit: int) -> Any:
     """`app` answering 503 (JSON body) to HTTP requests over `limit` running at once."""
+    from archivist.web.errors import problem_response
+
     running = 0
 
     async def limited(scope: Any, receive: Any, send: Any) -> None:
@@ -650,11 +650,8 @@ def _limit_in_flight(app: Any, limit: int) -> Any:
             await app(scope, receive, send)
             return
         if running >= limit:
-            body = b'{"status":503,"error":"too many requests at once; try again shortly"}'
-            await send({"type": "http.response.start", "status": 503, "headers": [
-                (b"content-type", b"application/json"), (b"retry-after", b"1"),
-                (b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await problem_response(503, "too many requests at once; try again shortly",
+                                   {"Retry-After": "1"})(scope, receive, send)
             return
         running += 1
         try:
@@ -665,14 +662,12 @@ def _limit_in_flight(app: Any, limit: int) -> Any:
     return limited
 
 
-_STOPPING_BODY = b'{"status":503,"error":"the archive is stopping; try again shortly"}'
-
-
 def _unavailable_once_stopped(app: Any, health: Any) -> Any:
     """`app` answering 503 (JSON body, Retry-After) to a request the archive's stop cancelled
     before its response started (after :data:`STOP_GRACE`): uvicorn answered it 500 Internal
     Server Error, which reads as a bug in the archive rather than "try again". What such a
     request had stored (STOW-RS parts) is stored; sent again, those parts are found stored."""
+    from archivist.web.errors import problem_response
 
     async def guarded(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -690,11 +685,9 @@ def _unavailable_once_stopped(app: Any, health: Any) -> Any:
         except asyncio.CancelledError:
             if started or not health.stopping:
                 raise
-            await send({"type": "http.response.start", "status": 503, "headers": [
-                (b"content-type", b"application/json"), (b"retry-after", b"5"),
-                (b"connection", b"close"),
-                (b"content-length", str(len(_STOPPING_BODY)).encode())]})
-            await send({"type": "http.response.body", "body": _STOPPING_BODY})
+            await problem_response(503, "the archive is stopping; try again shortly",
+                                   {"Retry-After": "5", "Connection": "close"})(
+                scope, receive, send)
 
     return guarded
 

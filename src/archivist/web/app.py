@@ -85,14 +85,11 @@ def _headers_named(scope: Any, name: bytes) -> list[str]:
     return [v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == name]
 
 
-async def _refuse(send: Any, status: int, message: str) -> None:
+async def _refuse(scope: Any, receive: Any, send: Any, status: int, message: str) -> None:
     """Answer `status` with the JSON body of every error of this server, before the body of
     the request is read (nothing of it is acted on)."""
-    body = JSONResponse({"status": status, "error": message}).body
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"x-content-type-options", b"nosniff")]})
-    await send({"type": "http.response.body", "body": body})
+    await problem_response(status, message, {"X-Content-Type-Options": "nosniff"})(
+        scope, receive, send)
 
 
 #: A Host header's name part: an IPv6 literal in brackets, or anything up to the port.
@@ -141,14 +138,16 @@ class _HostCheck:
             return
         hosts = _headers_named(scope, b"host")
         if len(hosts) > 1:
-            await _refuse(send, 400, "a request must have one Host header (RFC 9112 3.2)")
+            await _refuse(scope, receive, send, 400,
+                          "a request must have one Host header (RFC 9112 3.2)")
             return
         if (self.enforced and hosts and scope.get("path") != "/healthz"
                 and not host_cannot_rebind(hosts[0])):
             m = _HOST.match(hosts[0].strip().lower())
             name = (m.group("name") or "").rstrip(".") if m else ""
             if name not in self.names:
-                await _refuse(send, 403, "this server does not answer the host name "
+                await _refuse(scope, receive, send, 403,
+                              "this server does not answer the host name "
                               f"{hosts[0][:100]!r}: use its address or localhost, or add the "
                               "name to the http_hosts setting (ARCHIVIST_HTTP_HOSTS)")
                 return
@@ -188,12 +187,14 @@ class _CrossOriginWrites:
             wanted = wanted.strip().upper()
             if (origin is not None and wanted and wanted not in _PREFLIGHT_READS
                     and not (wanted == "POST" and origin in self.listed)):
-                await _refuse(send, 403, f"{wanted} from origin {origin[:100]!r} is not allowed: "
+                await _refuse(scope, receive, send, 403,
+                              f"{wanted} from origin {origin[:100]!r} is not allowed: "
                               "cross-origin writes need the origin named in cors_origins")
                 return
         elif method not in _PREFLIGHT_READS and self._foreign(scope, origin) \
                 and origin not in self.listed:
-            await _refuse(send, 403, f"{method} from another origin ({(origin or '?')[:100]!r}) "
+            await _refuse(scope, receive, send, 403,
+                          f"{method} from another origin ({(origin or '?')[:100]!r}) "
                           "is refused: cross-origin writes need the origin named in "
                           "cors_origins")
             return
