@@ -21,7 +21,7 @@ from archivist.config import Settings, is_loopback
 from archivist.web.errors import problem_response
 
 # Feature modules mounted in this order; the viewer comes last because it serves "/".
-_ROUTE_MODULES = ("codes", "api", "dicomweb", "wado_uri", "inventory_api", "archive_page",
+_ROUTE_MODULES = ("codes", "api", "download", "dicomweb", "wado_uri", "inventory_api", "archive_page",
                   "viewer")
 
 

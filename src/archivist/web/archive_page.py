@@ -409,7 +409,9 @@ async def study_page(request: Request) -> Response:
             f"<p class=meta>{_e(_person_name(first.get('patient.patient_name')))} · "
             f"{_e(first.get('patient.patient_id') or '')} · "
             f"{_e(_date(first.get('study.study_date')))} · <code>{_e(study_uid)}</code> · "
-            f'<a class="open" href="{_viewer_link(study_uid)}">Open in viewer</a></p>')
+            f'<a class="open" href="{_viewer_link(study_uid)}">Open in viewer</a> · '
+            f'<a class="download" href="/api/studies/{_e(study_uid)}/archive" download>'
+            "Download ZIP</a></p>")
     rows.sort(key=lambda r: (r.get("series.series_number") or 0,
                              r.get("series.series_instance_uid") or "",
                              r.get("instance.instance_number") or 0))
@@ -422,7 +424,8 @@ async def study_page(request: Request) -> Response:
             trs.append(f'<tr class="series"><td colspan=7>Series {r.get("series.series_number") or ""}'
                        f" · {_e(r.get('series.modality') or '')} · "
                        f"{_e(r.get('series.series_description') or '')} · <code>{_e(se or '')}</code>"
-                       "</td></tr>")
+                       f' · <a class="download" href="/api/studies/{_e(study_uid)}/series/'
+                       f'{_e(se or "")}/archive" download>ZIP</a></td></tr>')
         sop = r.get("instance.sop_instance_uid") or ""
         errors, warnings = r.get("instance.validation_errors"), r.get("instance.validation_warnings")
         checked = "not checked" if errors is None and warnings is None else \
