@@ -250,4 +250,6 @@ def test_one_worker_on_all_addresses_answers_http_over_ipv4_and_ipv6(make_server
     srv = make_server("--host", "::", "--insecure", "--workers", "1")  # healthy on 127.0.0.1
     with urllib.request.urlopen(f"http://[::1]:{srv.http_port}/healthz", timeout=30) as r:
         assert r.status == 200
+    # The banner's address can be pasted: an IPv6 one in brackets (RFC 3986 3.2.2).
+    assert f"HTTP   http://[::]:{srv.http_port}/" in srv.log()
     assert srv.stop() == 0

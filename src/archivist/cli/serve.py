@@ -771,10 +771,12 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
             health.http_ready = True
             if number == 0:
                 workers = f" ({total} worker processes)" if total > 1 else ""
+                # An IPv6 address goes in brackets before a port (RFC 3986 3.2.2).
+                host = f"[{settings.host}]" if ":" in settings.host else settings.host
                 print(
                     f"Archivist is running{workers}.\n"
-                    f"  DICOM  {settings.aet}@{settings.host}:{dimse.port}\n"
-                    f"  HTTP   http://{settings.host}:{settings.http_port}/  "
+                    f"  DICOM  {settings.aet}@{host}:{dimse.port}\n"
+                    f"  HTTP   http://{host}:{settings.http_port}/  "
                     f"(health: /healthz)\n"
                     f"  data   {settings.data_dir.resolve()}\n"
                     f"Press Ctrl-C to stop.",
