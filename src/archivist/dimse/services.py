@@ -24,8 +24,10 @@ if TYPE_CHECKING:
 MESSAGES = ("C-FIND", "C-MOVE", "C-GET", "N-ACTION", "N-GET", "N-SET", "N-CREATE",
             "N-DELETE", "N-EVENT-REPORT")
 
-# Modules contributing services, each with ``services(archive) -> list[Service]``.
-PROVIDERS: tuple[str, ...] = ("archivist.dimse.inventory_handlers",)
+# Modules contributing services, each with ``services(archive) -> list[Service]``: Supplement
+# 223's, and Storage Commitment (PS3.4 Annex J).
+PROVIDERS: tuple[str, ...] = ("archivist.dimse.inventory_handlers",
+                              "archivist.dimse.commitment")
 
 
 @dataclass(frozen=True)

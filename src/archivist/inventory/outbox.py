@@ -145,15 +145,18 @@ class Outbox:
 class Sender:
     """A thread delivering an :class:`Outbox` in order, job by job, with retries."""
 
-    def __init__(self, outbox: Outbox, send: Deliver, *, alive: Callable[[], bool]) -> None:
+    def __init__(self, outbox: Outbox, send: Deliver, *, alive: Callable[[], bool],
+                 label: str = "inventory event") -> None:
         self.outbox = outbox
         self.send = send
         self.alive = alive
+        self.label = label  # what the log lines call an event
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._retry: dict[str, tuple[int, float]] = {}  # name -> (failures, next attempt)
         self._tried: set[str] = set()
-        self._thread = threading.Thread(target=self._loop, name="inventory-events", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=label.replace(" ", "-") + "s",
+                                        daemon=True)
         self._thread.start()
 
     def wake(self) -> None:
@@ -211,15 +214,15 @@ class Sender:
                 failures += 1
                 self._tried.add(name)
                 if age > KEEP_SECONDS:
-                    log.warning("inventory event %s given up after %d attempts over %.0f s: %s",
-                                name, failures, age, exc)
+                    log.warning("%s %s given up after %d attempts over %.0f s: %s",
+                                self.label, name, failures, age, exc)
                     self.outbox.drop(name)
                     self._retry.pop(name, None)
                     continue
                 pause = min(_RETRY_MAX, _RETRY_FIRST * 2 ** (failures - 1))
                 (log.warning if failures == 1 else log.debug)(
-                    "inventory event %s not delivered (attempt %d, next in %.0f s): %s",
-                    name, failures, pause, exc)
+                    "%s %s not delivered (attempt %d, next in %.0f s): %s",
+                    self.label, name, failures, pause, exc)
                 self._retry[name] = (failures, time.monotonic() + pause)
                 wait = min(wait, pause)
                 held.add(job)
