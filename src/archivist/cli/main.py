@@ -21,6 +21,7 @@ from archivist.cli import delete as delete_cli
 from archivist.cli import inventory as inventory_cli
 from archivist.cli import migrate as migrate_cli
 from archivist.cli import reindex as reindex_cli
+from archivist.cli import send as send_cli
 from archivist.cli import validate as validate_cli
 
 app = typer.Typer(
@@ -192,6 +193,7 @@ validate_cli.register(app)
 inventory_cli.register(app)
 migrate_cli.register(app)
 delete_cli.register(app)
+send_cli.register(app)
 reindex_cli.register(app)
 
 
