@@ -15,6 +15,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -135,6 +136,9 @@ class Settings:
     # case, no port); a server on loopback refuses others (DNS rebinding: web/app.py _HostCheck),
     # and one on another address too when this is set; "*" turns the check off
     http_hosts: tuple[str, ...] = ()
+    # HTTP Basic authentication: (user name, scrypt hash from `archivist hash-password`) pairs;
+    # when set, every HTTP request but /healthz and CORS preflights needs one of them
+    http_users: tuple[tuple[str, str], ...] = ()
     # Folder holding the OHIF build (its index.html at the top); absent = "/" explains how to get it
     viewer_dir: Path = Path(f"./.cache/ohif/{OHIF_VERSION}")
     log_level: str = "INFO"
@@ -317,6 +321,8 @@ def _coerce(name: str, value: Any) -> Any:
         return tuple(_split_list(name, value))
     if name == "http_hosts":
         return tuple(_host_name(v) for v in _split_list(name, value))
+    if name == "http_users":
+        return _http_users(value)
     default = _FIELDS[name].default
     try:
         if isinstance(default, bool):
@@ -370,6 +376,40 @@ def _host_name(text: str) -> str:
         raise ConfigError(f"setting http_hosts: {text!r} is not a host name (letters, digits, "
                           "'-' and '.'; no scheme, no port), nor '*'")
     return name
+
+
+#: The shape of a password hash (archivist.core.passwords.FORMAT; config imports no core).
+_PASSWORD_HASH = re.compile(r"^scrypt\$\d{1,7}\$\d{1,3}\$\d{1,3}\$[A-Za-z0-9+/]{8,}\$"
+                            r"[A-Za-z0-9+/]{16,}$")
+
+
+def _http_users(value: Any) -> tuple[tuple[str, str], ...]:
+    """``http_users``: a TOML table ``{name = "scrypt$..."}``, or ``name=hash`` pairs separated
+    by commas (the environment's ``ARCHIVIST_HTTP_USERS``)."""
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, tuple) and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+        pairs = list(value)
+    else:
+        pairs = []
+        for item in _split_list("http_users", value):
+            name, sep, hashed = item.partition("=")
+            if not sep:
+                raise ConfigError(f"setting http_users: {item[:40]!r} is not NAME=HASH")
+            pairs.append((name, hashed))
+    out: list[tuple[str, str]] = []
+    for name, hashed in pairs:
+        if not isinstance(name, str) or not isinstance(hashed, str):
+            _bad("http_users", value)
+        name, hashed = name.strip(), hashed.strip()
+        if not name or ":" in name or not name.isprintable():
+            raise ConfigError(f"setting http_users: user name {name[:40]!r} must be printable, "
+                              "not empty, without ':'")
+        if not _PASSWORD_HASH.match(hashed):
+            raise ConfigError(f"setting http_users: the entry of {name!r} is not a password "
+                              "hash (scrypt$...): make one with `archivist hash-password`")
+        out.append((name, hashed))
+    return tuple(out)
 
 
 def _bad(name: str, value: Any) -> NoReturn:

@@ -22,6 +22,7 @@ from archivist.cli import inventory as inventory_cli
 from archivist.cli import migrate as migrate_cli
 from archivist.cli import reindex as reindex_cli
 from archivist.cli import send as send_cli
+from archivist.cli import users as users_cli
 from archivist.cli import validate as validate_cli
 
 app = typer.Typer(
@@ -194,6 +195,7 @@ inventory_cli.register(app)
 migrate_cli.register(app)
 delete_cli.register(app)
 send_cli.register(app)
+users_cli.register(app)
 reindex_cli.register(app)
 
 

@@ -18,11 +18,12 @@ from starlette.routing import BaseRoute, Route
 
 from archivist.archive.archive import Archive
 from archivist.config import Settings, is_loopback
+from archivist.web.auth import BasicAuth
 from archivist.web.errors import problem_response
 
 # Feature modules mounted in this order; the viewer comes last because it serves "/".
-_ROUTE_MODULES = ("codes", "api", "download", "dicomweb", "wado_uri", "inventory_api", "archive_page",
-                  "viewer")
+_ROUTE_MODULES = ("codes", "api", "download", "dicomweb", "wado_uri", "inventory_api",
+                  "archive_page", "viewer")
 
 
 class HttpActivity:
@@ -302,6 +303,7 @@ def create_app(archive: Archive, health: Health | None = None, *,
     # Innermost first: each add_middleware wraps what is already there.
     app.add_middleware(_NoSniff)
     app.add_middleware(_CrossOriginWrites, settings=archive.settings)
+    app.add_middleware(BasicAuth, settings=archive.settings)
     app.add_middleware(_HostCheck, settings=archive.settings)
     app.add_middleware(_Activity, state=app.state)
     # Feature modules may start background work (for example the metadata warmer).
