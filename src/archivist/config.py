@@ -139,6 +139,9 @@ class Settings:
     # HTTP Basic authentication: (user name, scrypt hash from `archivist hash-password`) pairs;
     # when set, every HTTP request but /healthz and CORS preflights needs one of them
     http_users: tuple[tuple[str, str], ...] = ()
+    # HTTPS: a PEM certificate (chain) and its private key; both or neither (plain HTTP)
+    http_tls_cert: str = ""
+    http_tls_key: str = ""
     # Folder holding the OHIF build (its index.html at the top); absent = "/" explains how to get it
     viewer_dir: Path = Path(f"./.cache/ohif/{OHIF_VERSION}")
     log_level: str = "INFO"
@@ -522,6 +525,9 @@ def _check(settings: Settings) -> None:
         raise ConfigError("find_max_results must be 0 (no cap) or more")
     if not (0 < settings.http_head_timeout < 86400 and 0 < settings.http_body_timeout < 86400):
         raise ConfigError("http_head_timeout and http_body_timeout must be seconds above 0")
+    if bool(settings.http_tls_cert) != bool(settings.http_tls_key):
+        raise ConfigError("http_tls_cert and http_tls_key go together: give both (HTTPS) or "
+                          "neither (HTTP)")
     if settings.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     if not is_loopback(settings.host) and not settings.insecure and any(

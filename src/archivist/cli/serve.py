@@ -76,6 +76,11 @@ def run_server(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
+    if settings.http_tls_cert:
+        problem = _tls_problem(settings.http_tls_cert, settings.http_tls_key)
+        if problem:  # before any worker: each would fail with it
+            print(f"error: HTTPS: {problem}", file=sys.stderr)
+            return 2
     if not _data_dir_usable(settings.data_dir):
         return 1
     from archivist.archive.archive import lost_index
@@ -92,6 +97,23 @@ def run_server(settings: Settings) -> int:
         return _serve(settings)
     _become_lean_supervisor(settings)  # returns only when it cannot
     return _supervise(settings, workers)
+
+
+def _tls_problem(cert: str, key: str) -> str | None:
+    """Why the certificate and key cannot serve HTTPS, or None."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        return f"no file {exc.filename or cert}"
+    except PermissionError as exc:
+        return f"cannot read {exc.filename or cert}"
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return (f"{cert} and {key} are not a PEM certificate and its private key "
+                f"({getattr(exc, 'reason', None) or exc})")
+    return None
 
 
 def _become_lean_supervisor(settings: Settings) -> None:
@@ -759,6 +781,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
         timeout_keep_alive=30,
         http=_http_protocol(settings.http_head_timeout, settings.http_body_timeout),
         loop=event_loop_kind(settings), timeout_graceful_shutdown=STOP_GRACE,  # type: ignore[arg-type]
+        ssl_certfile=settings.http_tls_cert or None, ssl_keyfile=settings.http_tls_key or None,
     )
     logging.getLogger("uvicorn.error").addFilter(_no_traceback_for_cancelled_at_stop)
     server = uvicorn.Server(config)
@@ -773,10 +796,11 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
                 workers = f" ({total} worker processes)" if total > 1 else ""
                 # An IPv6 address goes in brackets before a port (RFC 3986 3.2.2).
                 host = f"[{settings.host}]" if ":" in settings.host else settings.host
+                scheme = "https" if settings.http_tls_cert else "http"
                 print(
                     f"Archivist is running{workers}.\n"
                     f"  DICOM  {settings.aet}@{host}:{dimse.port}\n"
-                    f"  HTTP   http://{host}:{settings.http_port}/  "
+                    f"  HTTP   {scheme}://{host}:{settings.http_port}/  "
                     f"(health: /healthz)\n"
                     f"  data   {settings.data_dir.resolve()}\n"
                     f"Press Ctrl-C to stop.",
