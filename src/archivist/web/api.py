@@ -4,6 +4,7 @@ Routes (all JSON)::
 
     GET    /api/instances/{sop}/validation   the findings of the validation on ingest
     GET    /api/validation                   the policy and how many instances have errors
+    GET    /api/changes?since=N&limit=M      what was stored, replaced or removed after change N
     DELETE /api/studies/{study}                                  delete a study
     DELETE /api/studies/{study}/series/{series}                  delete a series
     DELETE /api/studies/{study}/series/{series}/instances/{sop}  delete an instance
@@ -100,6 +101,37 @@ async def delete_entity(request: Request) -> JSONResponse:
     return JSONResponse(removal.to_json())
 
 
+async def changes(request: Request) -> JSONResponse:
+    """``GET /api/changes?since=N&limit=M``: the change log after sequence number N (default 0),
+    oldest first, at most M entries (default 100, at most 1000), like Orthanc's ``/changes``.
+
+    The body: ``changes`` (each ``seq``, ``kind``: stored, replaced or a removal, ``level``,
+    ``study``, ``series``, ``sop`` UIDs and ``at``, UTC ISO 8601), ``last`` (the sequence number
+    to ask after next time) and ``done`` (nothing more after it for now). A client that polls
+    with ``since=last`` sees every change once, in order.
+    """
+    params = request.query_params
+    try:
+        since = int(params.get("since", "0") or 0)
+        limit = int(params.get("limit", "100") or 100)
+    except ValueError:
+        return _error(HTTP_400_BAD_REQUEST, "bad request", "since and limit must be integers")
+    if since < 0 or not 1 <= limit <= 1000:
+        return _error(HTTP_400_BAD_REQUEST, "bad request",
+                      "since must be 0 or more and limit between 1 and 1000")
+    index = request.app.state.archive.index
+    rows = await run_in_threadpool(index.changes_since, since, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    out = [{"seq": int(r["seq"]), "kind": r["kind"], "level": r["level"],
+            "study": r["study_instance_uid"], "series": r["series_instance_uid"],
+            "sop": r["sop_instance_uid"],
+            "at": r["at"].isoformat() if hasattr(r["at"], "isoformat") else str(r["at"])}
+           for r in rows]
+    return JSONResponse({"changes": out, "last": out[-1]["seq"] if out else since,
+                         "done": not more})
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/api/studies/{study}", delete_entity, methods=["DELETE"]),
@@ -108,4 +140,5 @@ def routes() -> list[BaseRoute]:
               methods=["DELETE"]),
         Route("/api/instances/{sop}/validation", instance_validation, methods=["GET"]),
         Route("/api/validation", validation_summary, methods=["GET"]),
+        Route("/api/changes", changes, methods=["GET"]),
     ]
