@@ -22,6 +22,7 @@ delete answers 503 with ``Retry-After`` and nothing is deleted.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -101,6 +102,14 @@ async def delete_entity(request: Request) -> JSONResponse:
     return JSONResponse(removal.to_json())
 
 
+def _utc_iso(value: Any) -> str:
+    """A stored time as ISO 8601 with its offset (the index keeps UTC; SQLite gives it back
+    without the zone)."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    return str(value)
+
+
 async def changes(request: Request) -> JSONResponse:
     """``GET /api/changes?since=N&limit=M``: the change log after sequence number N (default 0),
     oldest first, at most M entries (default 100, at most 1000), like Orthanc's ``/changes``.
@@ -126,8 +135,7 @@ async def changes(request: Request) -> JSONResponse:
     out = [{"seq": int(r["seq"]), "kind": r["kind"], "level": r["level"],
             "study": r["study_instance_uid"], "series": r["series_instance_uid"],
             "sop": r["sop_instance_uid"],
-            "at": r["at"].isoformat() if hasattr(r["at"], "isoformat") else str(r["at"])}
-           for r in rows]
+            "at": _utc_iso(r["at"])} for r in rows]
     return JSONResponse({"changes": out, "last": out[-1]["seq"] if out else since,
                          "done": not more})
 
