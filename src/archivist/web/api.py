@@ -22,7 +22,7 @@ delete answers 503 with ``Retry-After`` and nothing is deleted.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -106,7 +106,7 @@ def _utc_iso(value: Any) -> str:
     """A stored time as ISO 8601 with its offset (the index keeps UTC; SQLite gives it back
     without the zone)."""
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     return str(value)
 
 
