@@ -96,6 +96,8 @@ class Settings:
     dicom_port: int = 11112
     http_port: int = 8080
     peers: tuple[Peer, ...] = ()
+    # Peers (AE titles of `peers`) that every instance stored from now on is also sent to
+    forward_to: tuple[str, ...] = ()
     allow: tuple[AllowRule, ...] = ()
     # DIMSE limits and timeouts (seconds)
     max_pdu: int = 16 * 1024 * 1024
@@ -322,6 +324,8 @@ def _coerce(name: str, value: Any) -> Any:
         return tuple(parse_allow(v) for v in _split_list(name, value))
     if name == "cors_origins":
         return tuple(_split_list(name, value))
+    if name == "forward_to":
+        return tuple(v.strip() for v in _split_list(name, value))
     if name == "http_hosts":
         return tuple(_host_name(v) for v in _split_list(name, value))
     if name == "http_users":
@@ -525,6 +529,10 @@ def _check(settings: Settings) -> None:
         raise ConfigError("find_max_results must be 0 (no cap) or more")
     if not (0 < settings.http_head_timeout < 86400 and 0 < settings.http_body_timeout < 86400):
         raise ConfigError("http_head_timeout and http_body_timeout must be seconds above 0")
+    for aet in settings.forward_to:
+        if settings.peer(aet) is None:
+            raise ConfigError(f"forward_to names {aet!r}, which is not a configured peer: add "
+                              f"--peer {aet}=HOST:PORT (or a [peers] entry)")
     if bool(settings.http_tls_cert) != bool(settings.http_tls_key):
         raise ConfigError("http_tls_cert and http_tls_key go together: give both (HTTPS) or "
                           "neither (HTTP)")

@@ -768,6 +768,9 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     health.dimse_quiet_for = dimse.quiet_for
     health.dimse_ready = True
     app = create_app(archive, health, background=number == 0)
+    from archivist.dimse.forward import start_forwarders
+
+    forwarders = start_forwarders(archive)  # one process per destination forwards (a lock)
 
     # uvicorn's own limit_concurrency counts open connections, idle ones too: a client holding
     # 512 connections open locked everybody else out (503) for as long as it liked. Requests
@@ -852,6 +855,8 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
         health.stopping = True
         log.info("stopping: finishing running associations")
         stop_dimse()
+        for forwarder in forwarders:
+            forwarder.stop()
         archive.close()
         if worker is None:
             log.info("stopped")
