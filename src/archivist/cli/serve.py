@@ -769,8 +769,10 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     health.dimse_ready = True
     app = create_app(archive, health, background=number == 0)
     from archivist.dimse.forward import start_forwarders
+    from archivist.dimse.send_jobs import SendJobRunner
 
     forwarders = start_forwarders(archive)  # one process per destination forwards (a lock)
+    send_jobs = SendJobRunner(archive).start()  # sends asked for over HTTP (a lock per job)
 
     # uvicorn's own limit_concurrency counts open connections, idle ones too: a client holding
     # 512 connections open locked everybody else out (503) for as long as it liked. Requests
@@ -857,6 +859,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
         stop_dimse()
         for forwarder in forwarders:
             forwarder.stop()
+        send_jobs.stop()
         archive.close()
         if worker is None:
             log.info("stopped")

@@ -5,6 +5,8 @@ Routes (all JSON)::
     GET    /api/instances/{sop}/validation   the findings of the validation on ingest
     GET    /api/validation                   the policy and how many instances have errors
     GET    /api/changes?since=N&limit=M      what was stored, replaced or removed after change N
+    POST   /api/studies/{study}[/series/{series}]/send?to=AET   send it to a configured peer
+    GET    /api/send-jobs/{job}              how that send is going, and how it ended
     DELETE /api/studies/{study}                                  delete a study
     DELETE /api/studies/{study}/series/{series}                  delete a series
     DELETE /api/studies/{study}/series/{series}/instances/{sop}  delete an instance
@@ -36,6 +38,8 @@ from starlette.status import (
 )
 
 from archivist.archive.delete import Deletion
+from archivist.archive.jobs import SendJobs
+from archivist.core.levels import QueryLevel
 from archivist.errors import IndexError_, NotFound, QueryError
 from archivist.index.removal import reason_of
 
@@ -140,6 +144,57 @@ async def changes(request: Request) -> JSONResponse:
                          "done": not more})
 
 
+async def send(request: Request) -> JSONResponse:
+    """``POST /api/studies/{study}[/series/{series}]/send?to=AET``: queue a send of the study
+    or series to a configured peer (what Orthanc's "send to DICOM modality" does). Answers 202
+    with ``job`` (follow it at ``/api/send-jobs/{job}``) and the number of instances; 400 for a
+    malformed UID or a destination that is not a configured peer, 404 when nothing is stored
+    under the UIDs. A ``serve`` worker sends it within a second, as ``archivist send`` would.
+    """
+    params = request.path_params
+    study: str = params["study"]
+    series: str | None = params.get("series")
+    for uid in (study, series):
+        if uid is not None and (len(uid) > 64 or not _UID.fullmatch(uid)):
+            return _error(HTTP_400_BAD_REQUEST, "bad request",
+                          "the path must name UIDs (digits and dots, at most 64)")
+    archive = request.app.state.archive
+    to = (request.query_params.get("to") or "").strip()
+    if archive.settings.peer(to) is None:
+        known = ", ".join(p.aet for p in archive.settings.peers) or "none is configured"
+        return _error(HTTP_400_BAD_REQUEST, "bad request",
+                      f"to= must name a configured peer ({known})")
+
+    def queue() -> tuple[str, int] | None:
+        pairs = [("StudyInstanceUID", study)]
+        if series is not None:
+            pairs.append(("SeriesInstanceUID", series))
+        query = archive.search.query_from_pairs(QueryLevel.IMAGE, pairs)
+        count = sum(1 for _ in archive.retrieve.instances(query))
+        if not count:
+            return None
+        return SendJobs(archive.settings.data_dir).queue(to, study, series, count), count
+
+    queued = await run_in_threadpool(queue)
+    if queued is None:
+        return _error(HTTP_404_NOT_FOUND, "not found",
+                      f"no such {'series' if series else 'study'} in this archive")
+    job, count = queued
+    return JSONResponse({"job": job, "to": to, "instances": count,
+                         "status": f"/api/send-jobs/{job}"}, status_code=202)
+
+
+async def send_job(request: Request) -> JSONResponse:
+    """``GET /api/send-jobs/{job}``: ``state`` (queued, running, done), ``sent``, ``total``,
+    ``failed`` (each ``sop`` and ``reason``) and ``error`` when the peer could not be reached."""
+    archive = request.app.state.archive
+    body = await run_in_threadpool(SendJobs(archive.settings.data_dir).status,
+                                   request.path_params["job"])
+    if body is None:
+        return _error(HTTP_404_NOT_FOUND, "not found", "no such send job")
+    return JSONResponse(body)
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/api/studies/{study}", delete_entity, methods=["DELETE"]),
@@ -149,4 +204,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/instances/{sop}/validation", instance_validation, methods=["GET"]),
         Route("/api/validation", validation_summary, methods=["GET"]),
         Route("/api/changes", changes, methods=["GET"]),
+        Route("/api/studies/{study}/send", send, methods=["POST"]),
+        Route("/api/studies/{study}/series/{series}/send", send, methods=["POST"]),
+        Route("/api/send-jobs/{job}", send_job, methods=["GET"]),
     ]

@@ -395,6 +395,17 @@ async def archive_home(request: Request) -> Response:
     return response
 
 
+def _send_form(settings: Settings, study_uid: str) -> str:
+    """A form sending the study to a configured peer (none: no form)."""
+    if not settings.peers:
+        return ""
+    options = "".join(f'<option value="{_e(p.aet)}">{_e(p.aet)} ({_e(p.host)}:{p.port})</option>'
+                      for p in settings.peers)
+    return (f'<form class="send" data-url="/api/studies/{_e(study_uid)}/send">'
+            f'<label>Send to <select name="to">{options}</select></label> '
+            '<button type="submit">Send</button> <span class="send-status"></span></form>')
+
+
 async def study_page(request: Request) -> Response:
     """``GET /archive/studies/{study}``: series and instances, validation counts and findings."""
     archive: Archive = request.app.state.archive
@@ -411,7 +422,7 @@ async def study_page(request: Request) -> Response:
             f"{_e(_date(first.get('study.study_date')))} · <code>{_e(study_uid)}</code> · "
             f'<a class="open" href="{_viewer_link(study_uid)}">Open in viewer</a> · '
             f'<a class="download" href="/api/studies/{_e(study_uid)}/archive" download>'
-            "Download ZIP</a></p>")
+            "Download ZIP</a></p>" + _send_form(archive.settings, study_uid))
     rows.sort(key=lambda r: (r.get("series.series_number") or 0,
                              r.get("series.series_instance_uid") or "",
                              r.get("instance.instance_number") or 0))

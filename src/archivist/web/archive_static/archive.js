@@ -272,6 +272,40 @@
     });
   }
 
+  // ---- send to a configured peer (POST /api/studies/{uid}/send?to=AET, then its job) --------
+
+  function setUpSend() {
+    const form = document.querySelector('form.send');
+    if (!form) return;
+    const out = form.querySelector('.send-status');
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const to = form.querySelector('select').value;
+      out.textContent = 'queueing...';
+      try {
+        const resp = await fetch(form.dataset.url + '?to=' + encodeURIComponent(to),
+                                 { method: 'POST', headers: { Accept: 'application/json' } });
+        const body = await resp.json();
+        if (resp.status !== 202) { out.textContent = body.detail || body.error || resp.status; return; }
+        for (;;) {
+          await new Promise((r) => setTimeout(r, 1000));
+          const job = await (await fetch(body.status)).json();
+          const failed = (job.failed || []).length;
+          if (job.state === 'done') {
+            out.textContent = job.error ? 'not sent: ' + job.error
+              : `sent ${job.sent} of ${job.total} to ${to}` + (failed ? `, ${failed} refused` : '');
+            return;
+          }
+          out.textContent = job.state === 'running'
+            ? `sending to ${to}: ${job.sent || 0} of ${job.total || body.instances}` : 'queued';
+        }
+      } catch (e) {
+        out.textContent = 'network error';
+      }
+    });
+  }
+
   setUpUpload();
   setUpFindings();
+  setUpSend();
 })();
