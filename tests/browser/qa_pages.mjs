@@ -116,6 +116,14 @@ async function until(fn, timeoutMs) {
     validation: await page.$$eval('#instances tr[data-sop] td:nth-child(6)',
                                   (tds) => tds.map((td) => td.textContent)),
   };
+  // The Send form: the study to the configured peer, then the job's outcome.
+  if (await page.$('form.send')) {
+    await page.click('form.send button[type=submit]');
+    await page.waitForFunction(
+      () => /^(sent|not sent)/.test(document.querySelector('.send-status').textContent),
+      null, { timeout: 30000 });
+    results.studyPage.send = await page.$eval('.send-status', (n) => n.textContent);
+  }
 }
 
 await browser.close();

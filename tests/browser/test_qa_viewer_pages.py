@@ -27,7 +27,7 @@ import pytest
 from test_browser_viewer import ARTEFACTS, CHROMIUM, HERE, _node_modules, _stow, _tool, _viewer_dir
 
 from archivist.testing.datasets import make_instance, new_uid, pydicom_test_file
-from archivist.testing.server import ServerProcess
+from archivist.testing.server import ServerProcess, free_port
 
 #: Everything a CT instance of make_instance lacks for a clean validation, but Rescale Slope:
 #: so it is stored with exactly one error.
@@ -47,7 +47,16 @@ def test_viewer_and_archive_pages_as_a_user_sees_them(tmp_path: Path) -> None:
     _node_modules()
     storescu = _tool("storescu")
 
-    server = ServerProcess(tmp_path / "data", env={"ARCHIVIST_VIEWER_DIR": str(viewer_dir)})
+    # A DICOM node for the study page's Send form.
+    receiver_port = free_port()
+    received = tmp_path / "received"
+    received.mkdir()
+    receiver = subprocess.Popen([_tool("storescp"), "-aet", "STORESCP", "-od", str(received),
+                                 str(receiver_port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    server = ServerProcess(tmp_path / "data", env={
+        "ARCHIVIST_VIEWER_DIR": str(viewer_dir),
+        "ARCHIVIST_PEERS": f"STORESCP=127.0.0.1:{receiver_port}"})
     server.start()
     try:
         # A study of two series, CT and MR, with a Latin-1 patient name, through C-STORE.
@@ -134,6 +143,10 @@ def test_viewer_and_archive_pages_as_a_user_sees_them(tmp_path: Path) -> None:
             for number, word in re.findall(r"(\d+) (errors?|warnings?)", text):
                 assert (int(number) == 1) == (not word.endswith("s")), counts
 
+        # The study page's Send form sent both instances to the configured peer.
+        assert results["studyPage"].get("send") == "sent 2 of 2 to STORESCP", results
+        assert len(list(received.iterdir())) == 2
+
         # Nothing behind the pages failed on the server; the only 4xx is the refused upload.
         assert not [r for r in results["failedRequests"] if r["status"] >= 500], results
         assert [r for r in results["failedRequests"] if r["status"] < 500] == [
@@ -142,6 +155,7 @@ def test_viewer_and_archive_pages_as_a_user_sees_them(tmp_path: Path) -> None:
         assert new_ds.StudyInstanceUID
     finally:
         server.stop()
+        receiver.terminate()
 
 
 def _get(url: str) -> tuple[int, str]:
