@@ -98,6 +98,9 @@ class Settings:
     peers: tuple[Peer, ...] = ()
     # Peers (AE titles of `peers`) that every instance stored from now on is also sent to
     forward_to: tuple[str, ...] = ()
+    # Modality Worklist: a folder of worklist files (one DICOM file per scheduled step) that
+    # C-FIND on the Modality Worklist model answers from; empty = the service is not offered
+    worklist_dir: str = ""
     allow: tuple[AllowRule, ...] = ()
     # DIMSE limits and timeouts (seconds)
     max_pdu: int = 16 * 1024 * 1024

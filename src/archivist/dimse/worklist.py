@@ -1,0 +1,218 @@
+"""Modality Worklist SCP (PS3.4 Annex K) answered from a folder of worklist files, as Orthanc's
+worklists plugin and DCMTK's ``wlmscpfs`` do: a RIS (or a script) writes one DICOM file per
+scheduled procedure step into ``worklist_dir``; modalities query it with C-FIND on the Modality
+Worklist Information Model - FIND SOP Class (1.2.840.10008.5.1.4.31).
+
+Matching follows C-FIND's (PS3.4 C.2.2.2 and K.6.1.2): single values, ``*`` / ``?`` wildcards,
+date and time ranges, UID lists, person names case- and accent-insensitive as configured,
+Empty Value Matching; a Scheduled Procedure Step Sequence key (Scheduled Station AE Title,
+Modality, Scheduled Procedure Step Start Date and Time, Scheduled Performing Physician's Name...)
+matches a file when one of its Scheduled Procedure Step items matches every key of the
+query's item (K.2.2.1.2). Each match is answered with the keys asked for, filled from the file
+(sequence keys item by item; absent values empty), in the file's character set.
+
+The folder is read again at each query; a file's parsed data set is kept while its size and
+modification time stay the same. Files that are not DICOM are skipped (logged once each).
+Without ``worklist_dir`` the SOP class is not offered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence
+
+from archivist.core.matching import Constraint, parse_constraint, value_matches
+from archivist.dimse.services import Service
+from archivist.dimse.status import Status, query_failure, status_dataset
+from archivist.errors import QueryError
+
+if TYPE_CHECKING:
+    from archivist.archive.archive import Archive
+
+log = logging.getLogger("archivist.dimse.worklist")
+
+MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+SPS = "ScheduledProcedureStepSequence"
+#: Keys that say how to answer, not what to match.
+_NOT_MATCHED = frozenset({"SpecificCharacterSet", "QueryRetrieveLevel", "TimezoneOffsetFromUTC"})
+#: At most this many files are read from the folder per query.
+MAX_FILES = 100_000
+
+
+class WorklistHandler:
+    """C-FIND on the Modality Worklist Information Model."""
+
+    def __init__(self, folder: Path, pn_fold: bool = True) -> None:
+        self.folder = folder
+        self.pn_fold = pn_fold
+        self._cache: dict[str, tuple[int, int, Dataset | None]] = {}
+
+    def __call__(self, event: Any) -> Iterator[tuple[Any, Dataset | None]]:
+        identifier: Dataset = event.identifier
+        try:
+            top, items = self._constraints(identifier)
+        except (QueryError, ValueError) as exc:
+            status, comment = query_failure(exc if isinstance(exc, QueryError)
+                                            else QueryError(str(exc)))
+            yield status_dataset(status, comment), None
+            return
+        count = 0
+        for ds in self._entries():
+            if event.is_cancelled:
+                yield Status.CANCEL, None
+                return
+            if self._matches(ds, top, items):
+                yield Status.PENDING, _answer(identifier, ds)
+                count += 1
+        log.info("worklist query from %s: %d scheduled steps", _peer_aet(event), count)
+        yield Status.SUCCESS, None
+
+    # -- matching ------------------------------------------------------------------------------
+
+    def _constraints(self, identifier: Dataset
+                     ) -> tuple[list[Constraint], list[list[Constraint]]]:
+        top: list[Constraint] = []
+        items: list[list[Constraint]] = []
+        for elem in identifier:
+            keyword = elem.keyword
+            if not keyword or keyword in _NOT_MATCHED:
+                continue
+            if elem.VR == "SQ":
+                if keyword == SPS:
+                    for item in elem.value or []:
+                        items.append(self._item_constraints(item))
+                continue  # other sequences are return keys only
+            c = parse_constraint(keyword, elem.value, empty_value_matching=True)
+            if c is not None:
+                top.append(c)
+        return top, items
+
+    @staticmethod
+    def _item_constraints(item: Dataset) -> list[Constraint]:
+        out = []
+        for elem in item:
+            if elem.keyword and elem.VR != "SQ":
+                c = parse_constraint(elem.keyword, elem.value, empty_value_matching=True)
+                if c is not None:
+                    out.append(c)
+        return out
+
+    def _matches(self, ds: Dataset, top: list[Constraint],
+                 items: list[list[Constraint]]) -> bool:
+        if not all(value_matches(c, _value(ds, c.keyword), pn_fold=self.pn_fold) for c in top):
+            return False
+        for wanted in items:
+            if not wanted:
+                continue
+            steps = ds.get(SPS) or [Dataset()]
+            if not any(all(value_matches(c, _value(step, c.keyword), pn_fold=self.pn_fold)
+                           for c in wanted) for step in steps):
+                return False
+        return True
+
+    # -- the folder ----------------------------------------------------------------------------
+
+    def _entries(self) -> Iterator[Dataset]:
+        try:
+            names = sorted(os.listdir(self.folder))[:MAX_FILES]
+        except OSError as exc:
+            log.warning("worklist folder %s cannot be read: %s", self.folder, exc.strerror)
+            return
+        seen = set()
+        for name in names:
+            path = self.folder / name
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if not path.is_file():
+                continue
+            seen.add(name)
+            cached = self._cache.get(name)
+            if cached is None or cached[:2] != (st.st_mtime_ns, st.st_size):
+                ds = self._read(path)
+                self._cache[name] = (st.st_mtime_ns, st.st_size, ds)
+            else:
+                ds = cached[2]
+            if ds is not None:
+                yield ds
+        for gone in set(self._cache) - seen:
+            del self._cache[gone]
+
+    @staticmethod
+    def _read(path: Path) -> Dataset | None:
+        try:
+            ds = pydicom.dcmread(path, force=path.suffix.lower() == ".wl")
+            ds.decode()  # the character set applied once, here
+            if SPS not in ds and "PatientName" not in ds and "PatientID" not in ds:
+                raise InvalidDicomError("no worklist attributes")
+            return ds
+        except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError,
+                KeyError, EOFError) as exc:
+            log.warning("worklist file %s skipped: %s", path.name, type(exc).__name__)
+            return None
+
+
+def _value(ds: Dataset, keyword: str) -> Any:
+    elem = ds.get(keyword)
+    if elem is None or elem == "":
+        return None
+    if isinstance(elem, (list, tuple)) or type(elem).__name__ == "MultiValue":
+        return [str(v) for v in elem]
+    return str(elem)
+
+
+def _answer(identifier: Dataset, ds: Dataset) -> Dataset:
+    """The keys of `identifier` with the values of `ds` (sequences item by item)."""
+    out = Dataset()
+    for elem in identifier:
+        keyword = elem.keyword
+        if not keyword or keyword == "SpecificCharacterSet":
+            continue
+        if elem.VR == "SQ":
+            mine = ds.get(keyword)
+            if mine is None:
+                setattr(out, keyword, Sequence([]))
+                continue
+            wanted = elem.value[0] if elem.value else None
+            items = []
+            for item in mine:
+                items.append(_answer(wanted, item) if wanted is not None and len(wanted)
+                             else item)
+            setattr(out, keyword, Sequence(items))
+            continue
+        if keyword in ds:
+            out.add(ds.data_element(keyword))  # type: ignore[arg-type]
+        else:
+            out.add_new(elem.tag, elem.VR, None)
+    charset = ds.get("SpecificCharacterSet")
+    if charset:
+        out.SpecificCharacterSet = charset
+    return out
+
+
+def _peer_aet(event: Any) -> str:
+    aet = event.assoc.requestor.ae_title
+    if isinstance(aet, bytes):
+        aet = aet.decode("ascii", "replace")
+    return str(aet).strip()
+
+
+def services(archive: Archive) -> list[Service]:
+    """Modality Worklist FIND when ``worklist_dir`` is set (see :mod:`archivist.dimse.services`)."""
+    folder = archive.settings.worklist_dir
+    if not folder:
+        return []
+    handler = WorklistHandler(Path(folder), archive.settings.pn_case_insensitive)
+    return [Service(MODALITY_WORKLIST_FIND, "C-FIND", handler)]
+
+
+__all__ = ["MODALITY_WORKLIST_FIND", "WorklistHandler", "services"]
