@@ -24,6 +24,7 @@ import importlib.metadata
 import importlib.resources
 import json
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,12 @@ def _value_key(value: str) -> tuple[int, int, str]:
     return (0, int(value), "") if value.isdigit() else (1, 0, value)
 
 
+def _clean(meaning: str) -> str:
+    """A meaning without the invisible format characters pydicom's tables carry over from the
+    standard's HTML (a zero-width space in DCM 111233 "Individual Impression/Recommendation")."""
+    return "".join(ch for ch in meaning if unicodedata.category(ch) != "Cf")
+
+
 def build() -> dict[str, Any]:
     """Collect the tables into the document that ``archivist.terminology`` loads."""
     from pydicom.sr._cid_dict import cid_concepts, name_for_cid
@@ -55,7 +62,9 @@ def build() -> dict[str, Any]:
     for scheme, by_keyword in concepts.items():
         for keyword, by_value in by_keyword.items():
             for value, (meaning, cids) in by_value.items():
-                variants.setdefault((scheme, value), []).append((meaning, keyword, sorted(cids)))
+                variants.setdefault((scheme, value), []).append(
+                    (_clean(meaning), keyword, sorted(cids))
+                )
 
     # Cross-check CID membership both ways: cid_concepts lists keywords, concepts lists CIDs.
     from_concepts = {

@@ -79,7 +79,8 @@ def _cids_text(cids: tuple[int, ...], most: int = 6) -> str:
 def search(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     """Search codes by meaning, keyword or value; best match first (PS3.16).
 
-    Usage: archivist codes search QUERY... [--scheme SCT] [--cid 4] [--limit 10] [--json]
+    Usage: archivist codes search QUERY... [--scheme SCT] [--cid 4] [--limit 10] [--offset 0]
+    [--json]
 
     QUERY: words of a meaning (any order, prefixes, small typos),
     a code value (36118008, T-62000), SCHEME:VALUE or a pydicom keyword (Liver).
@@ -89,6 +90,8 @@ def search(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     --cid/-c NUMBER: only members of this context group.
 
     --limit/-n N: at most N results (default 10; 0 for all).
+
+    --offset N: skip the N best results first (paging).
     """
     _search(ctx.args, json_out)
 
@@ -97,18 +100,30 @@ def _search(argv: list[str], json_out: bool) -> None:
     args = _parse(argv, "search", [
         (("query",), {"nargs": "+"}),
         (("--scheme", "-s"), {"default": None}),
-        (("--cid", "-c"), {"type": int, "default": None}),
+        (("--cid", "-c"), {"type": _cid_number, "default": None}),
         (("--limit", "-n"), {"type": int, "default": 10}),
+        (("--offset",), {"type": int, "default": 0}),
     ])
     query, scheme, cid, limit = args.query, args.scheme, args.cid, args.limit
+    offset = args.offset
     if limit < 0:
         raise _fail(f"--limit must be 0 (all) or more, got {limit}")
+    if offset < 0:
+        raise _fail(f"--offset must be 0 or more, got {offset}")
+    text = " ".join(query)
+    if not text.strip():
+        raise _fail("the query is empty: give words of a meaning, a code value or a keyword")
     from archivist import terminology
 
-    text = " ".join(query)
-    if cid is not None and terminology.default_terminology().cid_name(cid) is None:
+    term = terminology.default_terminology()
+    if cid is not None and term.cid_name(cid) is None:
         raise _fail(f"CID {cid} is not defined in PS3.16")
-    hits = terminology.search(text, scheme=scheme, cid=cid, limit=limit)
+    if scheme is not None:
+        problem = term.scheme_error(scheme)
+        if problem is not None:
+            raise _fail(problem)
+    hits = terminology.search(text, scheme=scheme, cid=cid,
+                              limit=offset + limit if limit else 0)[offset:]
     if json_out:
         _print_json({"query": text, "count": len(hits), "results": [h.to_dict() for h in hits]})
         if not hits:
@@ -148,7 +163,14 @@ def _show(argv: list[str], json_out: bool) -> None:
     term = terminology.default_terminology()
     concept = term.find(scheme, value)
     if concept is None:
-        raise _fail(f"{scheme}:{value} is not in the PS3.16 tables", 1)
+        message = f"{scheme}:{value} is not in the PS3.16 tables"
+        if term.canonical_scheme(scheme) == "UCUM":
+            from archivist.terminology.ucum import unlisted_unit_note
+
+            message += "; " + unlisted_unit_note(value)
+        else:
+            message += term.other_schemes_hint(value)
+        raise _fail(message, 1)
     scheme = term.canonical_scheme(scheme)
     if json_out:
         data = concept.to_dict()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from archivist.errors import ArchivistError
-from archivist.terminology.schemes import REGISTERED, RETIRED_SNOMED
+from archivist.terminology.schemes import MISSPELLINGS, REGISTERED, RETIRED_SNOMED
 
 __all__ = [
     "BodyPart",
@@ -380,6 +380,35 @@ class Terminology:
             if known.casefold() == folded:
                 return known
         return text
+
+    def scheme_error(self, designator: str) -> str | None:
+        """Why `designator` cannot be a search's scheme filter, or None when it can.
+
+        Any designator the tables hold, a retired SNOMED one or one registered in PS3.16
+        Table 8-1 is accepted, in any case (a registered scheme without codes here simply finds
+        nothing); anything else is most likely a typing error, such as ``SNOMED`` for ``SCT``.
+        """
+        text = designator.strip()
+        if not text:
+            return "the coding scheme is empty"
+        folded = text.casefold()
+        if any(k.casefold() == folded for k in (*self._by_value, *RETIRED_SNOMED, *REGISTERED)):
+            return None
+        hint = MISSPELLINGS.get(text.upper())
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        return f"unknown coding scheme {shown!r}" + (
+            f"; did you mean {hint}?" if hint else " (`archivist codes schemes` lists them)"
+        )
+
+    def other_schemes_hint(self, value: str, most: int = 3) -> str:
+        """For a look-up that found nothing: the codes with this value in other schemes (or
+        whose retired SNOMED-RT value it is), as ``; did you mean SCT:10200004 (Liver)?``, or
+        an empty string. Catches the designator typed wrong (``DCM:10200004``, ``SCT:T-62000``,
+        ``SRT:10200004``)."""
+        found = [self.concept_at(i) for i in self.find_value(value.strip())][:most]
+        if not found:
+            return ""
+        return "; did you mean " + " or ".join(f"{c.key} ({c.meaning})" for c in found) + "?"
 
     def lookup(self, scheme: str, value: str) -> Concept:
         """Like :meth:`get`, but raise :class:`UnknownCode` when the code is not known."""

@@ -14,7 +14,9 @@ Every sequence item that carries Code Sequence Macro attributes, at any depth, i
 - the meaning: different from every known form of the standard meaning (a warning only: Code
   Meaning is display text, PS3.3 Section 8.3);
 - context group membership, for the attributes whose baseline CID we know (:data:`EXPECTED_CID`),
-  and the UCUM designator for Measurement Units Code Sequence.
+  and the UCUM designator for Measurement Units Code Sequence;
+- a UCUM code that PS3.16 does not list: whether it is a valid UCUM expression
+  (:mod:`archivist.terminology.ucum`).
 
 This module imports pydicom; the rest of the package does not.
 """
@@ -39,7 +41,8 @@ from archivist.errors import ArchivistError
 from archivist.terminology.catalogue import Terminology, cid_title
 from archivist.terminology.findings import Finding, FindingKind, Severity
 from archivist.terminology.schemes import MISSPELLINGS, REGISTERED, RETIRED_SNOMED, is_local
-from archivist.terminology.text import fold
+from archivist.terminology.text import american_spelling, fold, strip_semantic_tag
+from archivist.terminology.ucum import ucum_error
 
 __all__ = ["EXPECTED_CID", "CheckError", "check_dataset", "check_file", "iter_coded_items"]
 
@@ -269,6 +272,15 @@ def _check_item(
                 f"{designator} is retired; use SCT {key_value} ({target})", PS3_16_RETIRED,
                 {"scheme": "SCT", "value": key_value, "meaning": target},
             )
+        elif (same := term.get("SCT", value)) is not None:
+            # An SCT concept id under a retired designator: only the designator is wrong.
+            scheme = "SCT"
+            yield finding(
+                Severity.WARNING, FindingKind.DESIGNATOR_RETIRED,
+                f"{designator} is retired, and {value} is already the SCT concept id of "
+                f"{same.meaning!r}: use the designator SCT", PS3_16_RETIRED,
+                {"scheme": "SCT", "value": value, "meaning": same.meaning},
+            )
         else:
             yield finding(
                 Severity.WARNING, FindingKind.DESIGNATOR_RETIRED,
@@ -300,11 +312,16 @@ def _check_item(
     if not term.has_scheme(scheme) or not key_value:
         return
     concept = term.get(scheme, key_value)
+    if concept is None and scheme == "UCUM":
+        yield from _check_ucum(key_value, finding)
+        return
     if concept is None:
         severity = Severity.WARNING if scheme in ("SCT", "DCM") else Severity.INFO
+        hint = term.other_schemes_hint(key_value)
         yield finding(severity, FindingKind.CODE_UNKNOWN,
                       f"{scheme}:{key_value} is not a PS3.16 code"
-                      + ("" if scheme == "DCM" else " (the tables hold the codes DICOM uses)"),
+                      + ("" if scheme == "DCM" or hint else
+                         " (the tables hold the codes DICOM uses)") + hint,
                       "PS3.16 Annex B and D")
         return
     if meaning and not _meaning_matches(meaning, concept.meanings, concept.keywords, key_value,
@@ -326,22 +343,69 @@ def _check_item(
         )
 
 
+def _check_ucum(value: str, finding: Any) -> Iterator[Finding]:
+    """A UCUM code PS3.16 does not list: any valid UCUM expression is a unit (CID 82), so it is
+    only information; one that is not valid UCUM is a warning, with the lower-case form when
+    that one is valid (UCUM is case-sensitive: ``MM3`` is not ``mm3``)."""
+    problem = ucum_error(value)
+    if problem is None:
+        yield finding(Severity.INFO, FindingKind.CODE_UNKNOWN,
+                      f"UCUM:{value} is a valid UCUM unit that PS3.16 does not list",
+                      "PS3.16 Section 8.1, CID 82")
+        return
+    lower = value.lower()
+    hint = lower if lower != value and ucum_error(lower) is None else None
+    yield finding(
+        Severity.WARNING, FindingKind.UNITS_INVALID,
+        f"{value!r} is not a valid UCUM unit: {problem}"
+        + (f"; did you mean {hint!r} (UCUM is case-sensitive)?" if hint else ""),
+        "PS3.16 Section 8.1; UCUM Section 2",
+        {"scheme": "UCUM", "value": hint, "meaning": hint} if hint else None,
+    )
+
+
 def _meaning_matches(meaning: str, meanings: tuple[str, ...], keywords: tuple[str, ...],
                      value: str, scheme: str) -> bool:
     """Whether `meaning` is a known form of the concept's meaning, ignoring case, accents,
-    punctuation, spacing and plural endings; the pydicom keyword (``Millimeter``) counts as a
-    form, and for UCUM so does the unit itself (``mm``)."""
-    folded = _singular(fold(meaning))
-    if folded in {_singular(fold(m)) for m in meanings}:
+    punctuation, spacing, plural endings and British spellings (``millimetre``); the pydicom
+    keyword (``Millimeter``) counts as a form, and for UCUM so does the unit itself (``mm``).
+    For SNOMED CT, the Fully Specified Name's semantic tag is ignored too: ``Pneumothorax
+    (disorder)`` is the same text as ``Pneumothorax``. A standard meaning longer than 64
+    characters may be cut to fit."""
+    known = {_comparable(m) for m in meanings} | {_comparable(cid_title(k)) for k in keywords}
+    if _comparable(meaning) in known:
         return True
-    if folded in {_singular(fold(cid_title(k))) for k in keywords}:
+    if _is_truncation(meaning, meanings):
         return True
+    if scheme == "SCT":
+        untagged = strip_semantic_tag(meaning)
+        if untagged != meaning and _comparable(untagged) in known | {
+            _comparable(strip_semantic_tag(m)) for m in meanings
+        }:
+            return True
     return scheme == "UCUM" and meaning.strip() == value
 
 
-def _singular(folded: str) -> str:
-    """Drop a plural ``s`` from each word (``milliseconds`` ~ ``millisecond``)."""
-    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in folded.split())
+def _is_truncation(meaning: str, meanings: tuple[str, ...]) -> bool:
+    """Whether `meaning` is a standard meaning longer than Code Meaning's 64 characters (VR LO),
+    cut to fit (possibly ending in ``...``): the only way to encode those meanings validly."""
+    given = fold(meaning)
+    if len(given) < _SHORTEST_CUT:
+        return False
+    return any(len(m) > _MEANING_MAX and fold(m).startswith(given) for m in meanings)
+
+
+#: Code Meaning (0008,0104) is LO: at most 64 characters.
+_MEANING_MAX = 64
+#: A cut standard meaning is recognised from this many (folded) characters on; a shorter text
+#: is more likely another meaning than a cut one.
+_SHORTEST_CUT = 40
+
+
+def _comparable(text: str) -> str:
+    """`text` folded, each word singular and in American spelling."""
+    words = (american_spelling(word) for word in fold(text).split())
+    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in words)
 
 
 def _declared_schemes(dataset: Dataset) -> set[str]:

@@ -33,6 +33,7 @@ class FindingKind(str, enum.Enum):
     MEANING_DIFFERS = "meaning.differs"
     CID_NOT_MEMBER = "cid.not-member"
     UNITS_NOT_UCUM = "units.not-ucum"
+    UNITS_INVALID = "units.invalid-ucum"
 
 
 @dataclass(frozen=True, slots=True)

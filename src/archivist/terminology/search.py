@@ -7,9 +7,12 @@ free, on word prefixes (``pneumo``), with small typing errors (``pnemothorax``),
 
 Index: every meaning form of every concept (a *variant*) is an entry; an inverted index, made by
 the generator and stored in the data file, maps each folded word to the variants containing it.
-A query word matches index words exactly, as a prefix, or within a small Damerau edit distance
+A query word matches index words exactly, in another form (singular or plural, American
+spelling of a British word), as a prefix, or within a small Damerau edit distance
 (found through one-deletion tables built per word length on first need, a few milliseconds); a
-word typed without its space (``abdomenpelvis``) is split into two index words.
+word typed without its space (``abdomenpelvis``) is split into two index words. A query that
+is a common clinical abbreviation (:data:`ABBREVIATIONS`: ``HR``, ``LV``, ``ADC``) is also
+searched written out.
 
 Ranking (higher is better), per concept, best entry wins:
 
@@ -17,8 +20,9 @@ Ranking (higher is better), per concept, best entry wins:
 2. tier 3: the folded query equals a folded meaning (990 for the preferred form, 980 for
    another), or is a pydicom keyword of the concept (970, case-insensitive);
 3. tier 2: every query word matches a word of a meaning. Score: up to 100 for how well the
-   words match (exact 1, prefix 0.6 to 0.9, typo 0.7 or 0.5 per word), up to 25 for how much
-   of the meaning the query covers (so "Pneumothorax" beats "Tension pneumothorax"), and small
+   words match (exact 1, other form 0.95, prefix 0.6 to 0.9, typo 0.7 or 0.5 per word), up
+   to 25 for how much of the meaning the query covers (so "Pneumothorax" beats "Tension
+   pneumothorax"), and small
    bonuses for the first word matching, the words in order, the preferred meaning form and
    membership of many context groups;
 4. tier 1: some query words match; the tier-2 score scaled by the fraction matched.
@@ -33,9 +37,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from archivist.terminology.catalogue import Concept, Terminology
-from archivist.terminology.text import STOP_WORDS, damerau_distance, fold
+from archivist.terminology.text import (
+    STOP_WORDS,
+    damerau_distance,
+    fold,
+    inflections,
+    spelling_variants,
+    strip_semantic_tag,
+)
 
-__all__ = ["SearchHit", "SearchIndex"]
+__all__ = ["ABBREVIATIONS", "SearchHit", "SearchIndex"]
 
 _CODE_SCORE = 1000.0
 _EXACT_PREFERRED = 990.0
@@ -47,6 +58,45 @@ MAX_QUERY_LENGTH = 256
 MAX_QUERY_WORDS = 16
 #: Among equal scores, the schemes people look up most come first.
 _SCHEME_ORDER = {"SCT": 0, "DCM": 1, "LN": 2, "UCUM": 3}
+#: Abbreviations clinicians type for concepts whose meanings spell them out (a whole query):
+#: the concept they stand for ranks with the meaning written out (``HR`` finds "Heart rate").
+#: Only unambiguous ones in radiology and cardiology; curated, checked by a test against the
+#: tables.
+ABBREVIATIONS: dict[str, str] = {
+    "mri": "magnetic resonance",
+    "mra": "magnetic resonance angiography",
+    "pet": "positron emission tomography",
+    "ecg": "electrocardiography",
+    "ekg": "electrocardiography",
+    "hr": "heart rate",
+    "bp": "blood pressure",
+    "ef": "ejection fraction",
+    "lv": "left ventricle",
+    "rv": "right ventricle",
+    "la": "left atrium",
+    "ra": "right atrium",
+    "ivc": "inferior vena cava",
+    "svc": "superior vena cava",
+    "adc": "apparent diffusion coefficient",
+    "suv": "standardized uptake value",
+    "hu": "hounsfield unit",
+    "bmi": "body mass index",
+    "gfr": "glomerular filtration rate",
+    "roi": "region of interest",
+    "lad": "left anterior descending coronary artery",
+    "rca": "right coronary artery",
+    "aca": "anterior cerebral artery",
+    "mca": "middle cerebral artery",
+    "pca": "posterior cerebral artery",
+    "ica": "internal carotid artery",
+    "pe": "pulmonary embolism",
+    "cbd": "common bile duct",
+    "csf": "cerebrospinal fluid",
+}
+#: The weight of a query word matching another form of an index word (plural, spelling).
+_FORM_WEIGHT = 0.95
+#: The variants given the finer ranking bonuses when few results are asked for.
+_FINE_RANKED = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +139,7 @@ class SearchIndex:
             zip(terminology.search_words, range(len(terminology.search_words)))
         )
         self._posting_cache: dict[str, list[int]] = {}
+        self._cid_counts: dict[int, int] = {}
         self._deletions: dict[int, dict[str, list[str]]] = {}
         self._lengths: dict[int, list[str]] | None = None
 
@@ -154,22 +205,36 @@ class SearchIndex:
                 found[candidate] = 0.7 if distance == 1 else 0.5
         return found
 
+    def word_forms(self, word: str) -> set[str]:
+        """Index words that are another form of `word`: its singular or plural (``lungs`` ->
+        ``lung``, ``ovaries`` -> ``ovary``), or its American spelling (``tumour`` ->
+        ``tumor``, ``haemorrhages`` -> ``hemorrhage``, ``centre`` -> ``center``)."""
+        spelt = {word} | spelling_variants(word)
+        forms = set(spelt)
+        for form in spelt:
+            forms |= inflections(form)
+        forms.discard(word)
+        return {form for form in forms if form in self._word_row}
+
     def expand(self, word: str) -> dict[str, float]:
         """Index words that `word` may stand for, with the weight of each match.
 
-        Exact 1.0; a prefix (``pneumo`` for ``pneumothorax``) 0.6 to 0.9 by how much of the word
-        is typed; a typo (Damerau distance 1, or 2 for words of 8+ letters) 0.7 or 0.5. Typos are
+        Exact 1.0; another form of the word (:meth:`word_forms`: singular or plural, American
+        spelling) 0.95; a prefix (``pneumo`` for ``pneumothorax``) 0.6 to 0.9 by how much of the
+        word is typed; a typo (Damerau distance 1, or 2 for words of 8+ letters) 0.7 or 0.5. Typos are
         only considered when the word is not in the index and is no word's prefix.
         """
         out: dict[str, float] = {}
         if word in self._word_row:
             out[word] = 1.0
+        for form in self.word_forms(word):
+            out[form] = _FORM_WEIGHT
         if len(word) >= 2 or word.isdigit():
             start = bisect.bisect_left(self._vocabulary, word)
             for candidate in self._vocabulary[start:]:
                 if not candidate.startswith(word):
                     break
-                if candidate != word:
+                if candidate != word and candidate not in out:
                     out[candidate] = 0.6 + 0.3 * len(word) / len(candidate)
         if not out and len(word) >= 4 and not word.isdigit():
             out.update(self._typos(word))
@@ -236,8 +301,12 @@ class SearchIndex:
 
         # Code values, SCHEME:VALUE, retired SNOMED values and keywords.
         term = self.terminology
-        for index in term.find_value(text):
-            offer(index, 4, _CODE_SCORE, text)
+        # "µm" (micro sign, or Greek mu) is how people write the UCUM unit "um".
+        value_text = text.replace("\u00b5", "u").replace("\u03bc", "u")
+        for index in term.find_value(value_text):
+            # The value as typed (UCUM "ms") before one found in another case (DCM "MS").
+            exact = value_text in (term.values[index], term.concept_at(index).srt)
+            offer(index, 4, _CODE_SCORE if exact else _CODE_SCORE - 1, text)
         if ":" in text:
             code_scheme, _, code_value = text.partition(":")
             found = term.index_of(code_scheme.strip(), code_value.strip())
@@ -245,14 +314,17 @@ class SearchIndex:
                 found = term.index_of(code_scheme.strip().upper(), code_value.strip())
             if found is not None:
                 offer(found, 4, _CODE_SCORE, text)
-        compact = "".join(text.split())
-        if len(compact) >= 3 and compact.isalnum():
-            for variant in term.variants_with_keyword(compact):
-                offer(term.concept_of_variant(variant), 3, _KEYWORD_SCORE, term.keywords[variant])
-
-        self._rank_words(fold(text), offer)
+        self._offer_keywords(text, offer)
 
         allowed = self._filter(scheme, cid)
+        # The filter applies before the words are ranked, and with no limit every match is
+        # ranked: only the finer bonuses are kept for the best few hundred.
+        folded = fold(text)
+        self._rank_words(folded, offer, allowed, limit)
+        expansion = ABBREVIATIONS.get(folded)
+        if expansion is not None:
+            self._offer_keywords(expansion, offer)
+            self._rank_words(expansion, offer, allowed, limit)
         ranked = sorted(
             (
                 (tier, score, index, matched)
@@ -266,6 +338,17 @@ class SearchIndex:
         concept_at = self.terminology.concept_at
         return [SearchHit(concept_at(index), score, matched) for _, score, index, matched in ranked]
 
+    def _offer_keywords(self, text: str, offer: Any) -> None:
+        """Tier 3 for the concepts whose pydicom keyword is `text` without its spaces, as typed
+        or in American spelling (``Millimetre`` -> ``Millimeter``)."""
+        compact = "".join(text.split())
+        if len(compact) < 3 or not compact.isalnum():
+            return
+        term = self.terminology
+        for spelt in (compact, *sorted(spelling_variants(compact.lower()))):
+            for variant in term.variants_with_keyword(spelt):
+                offer(term.concept_of_variant(variant), 3, _KEYWORD_SCORE, term.keywords[variant])
+
     def split_compound(self, word: str) -> list[str]:
         """Split a word typed without its space (``abdomenpelvis``, ``xray``) into two index
         words, when it is neither an index word nor the prefix of one; else ``[word]``.
@@ -274,7 +357,7 @@ class SearchIndex:
         that ``brest`` stays ``breast``, not ``br`` + ``est``); a one-letter part only for the
         ``x`` of ``xray``.
         """
-        if len(word) < 4 or word in self._word_row or word.isdigit():
+        if len(word) < 4 or word in self._word_row or word.isdigit() or self.word_forms(word):
             return [word]
         start = bisect.bisect_left(self._vocabulary, word)
         if start < len(self._vocabulary) and self._vocabulary[start].startswith(word):
@@ -293,7 +376,9 @@ class SearchIndex:
             return [word]
         return best
 
-    def _rank_words(self, folded: str, offer: Any) -> None:
+    def _rank_words(
+        self, folded: str, offer: Any, allowed: set[int] | None, limit: int
+    ) -> None:
         words = [part for word in folded.split() for part in self.split_compound(word)]
         folded = " ".join(words)
         significant = list(dict.fromkeys(w for w in words if w not in STOP_WORDS)) or words
@@ -318,6 +403,11 @@ class SearchIndex:
                 else:
                     slot[0] += 1.0
                     slot[1] += weight
+        if allowed is not None:
+            totals = {
+                variant: slot for variant, slot in totals.items()
+                if term.concept_of_variant(variant) in allowed
+            }
         if not totals:
             return
         n = len(significant)
@@ -332,7 +422,12 @@ class SearchIndex:
             )
         scored.sort(key=lambda item: (-item[0], -item[1]))
         n_concepts = len(term)
-        for matched_words, score, variant, text_words in scored[:400]:
+        # Only the best variants get the finer bonuses (a few points): enough of them that the
+        # `limit` best concepts are among them; with no limit, all.
+        fine = len(scored) if limit <= 0 else max(_FINE_RANKED, 4 * limit)
+        for position, (matched_words, score, variant, text_words) in enumerate(scored):
+            if position >= fine:
+                break
             if text_words and text_words[0] in expansions[0]:
                 score += 4.0
             if n > 1 and self._in_order(text_words, expansions):
@@ -340,16 +435,28 @@ class SearchIndex:
             if variant >= n_concepts:
                 score -= 2.0
             index = term.concept_of_variant(variant)
-            score += 0.3 * min(len(term.concept_at(index).cids), 10)
+            score += 0.3 * min(self._cid_count(index), 10)
             # A meaning equal to the query outranks every partial match (tier 3); then the
             # concepts matching all the query's words (tier 2), then the others, scaled down.
             if term.folded[variant] == folded:
                 tier, score = 3, (_EXACT_PREFERRED if variant < n_concepts else _EXACT_OTHER)
+            elif fold(strip_semantic_tag(term.meanings[variant])) == folded:
+                # A SNOMED CT Fully Specified Name: "Body mass index (observable entity)".
+                tier, score = 3, _EXACT_OTHER
             elif matched_words >= n:
                 tier = 2
             else:
                 tier, score = 1, score * matched_words / n
             offer(index, tier, score, term.meanings[variant])
+
+    def _cid_count(self, index: int) -> int:
+        """The number of context groups of concept `index` (without building the concept)."""
+        count = self._cid_counts.get(index)
+        if count is None:
+            term = self.terminology
+            count = len({c for v in term.variants_of(index) for c in term.variant_cids(v)})
+            self._cid_counts[index] = count
+        return count
 
     @staticmethod
     def _in_order(entry_words: list[str], expansions: list[dict[str, float]]) -> bool:

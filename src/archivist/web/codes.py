@@ -2,7 +2,7 @@
 
 Routes (all GET, all JSON)::
 
-    /api/codes?q=pneumothorax[&scheme=SCT][&cid=4][&limit=20]   ranked search
+    /api/codes?q=pneumothorax[&scheme=SCT][&cid=4][&limit=20][&offset=0]   ranked search
     /api/codes/{scheme}/{value}                                  one code (404 when unknown)
     /api/cids/{number}[?search=liv]                              one context group (404 when unknown)
 
@@ -20,10 +20,13 @@ from starlette.routing import BaseRoute, Route
 from starlette.status import HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
 
 from archivist import terminology
+from archivist.terminology.ucum import unlisted_unit_note
 
 __all__ = ["routes"]
 
 MAX_LIMIT = 1000
+#: Paging goes this far: every concept of the tables fits.
+MAX_OFFSET = 100_000
 
 
 class _BadRequest(Exception):
@@ -51,25 +54,50 @@ def _int_param(request: Request, name: str, default: int | None) -> int | None:
         raise _BadRequest(f"{name} must be an integer, got {_shown(raw)!r}") from None
 
 
+def _cid_number(raw: str) -> int | None:
+    """A context group number as people write it (``4``, ``CID4``, ``CID 4``), or None."""
+    text = (raw[3:] if raw.upper().startswith("CID") else raw).strip()
+    # int() alone also takes "4_0" (40) and non-ASCII digits
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _cid_param(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    number = _cid_number(raw)
+    if number is None:
+        raise _BadRequest(f"cid must be a CID number such as 4 or CID4, got {_shown(raw)!r}")
+    return number
+
+
 def search_codes(request: Request) -> JSONResponse:
     """``GET /api/codes?q=...``: ranked search by meaning, keyword or code value."""
     query = request.query_params.get("q", "").strip()
     try:
         if not query:
             raise _BadRequest("the query parameter q is required, e.g. /api/codes?q=liver")
-        cid = _int_param(request, "cid", None)
+        cid = _cid_param(request.query_params.get("cid"))
         limit = _int_param(request, "limit", 20)
-        assert limit is not None
+        offset = _int_param(request, "offset", 0)
+        assert limit is not None and offset is not None
         if not 0 < limit <= MAX_LIMIT:
             raise _BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
-        if cid is not None and terminology.default_terminology().cid_name(cid) is None:
+        if not 0 <= offset <= MAX_OFFSET:
+            raise _BadRequest(f"offset must be between 0 and {MAX_OFFSET}")
+        term = terminology.default_terminology()
+        if cid is not None and term.cid_name(cid) is None:
             raise _BadRequest(f"CID {cid} is not defined in PS3.16")
+        scheme = request.query_params.get("scheme") or None
+        if scheme is not None:
+            problem = term.scheme_error(scheme)
+            if problem is not None:
+                raise _BadRequest(problem)
     except _BadRequest as exc:
         return _error(HTTP_400_BAD_REQUEST, "bad request", exc.detail)
-    scheme = request.query_params.get("scheme") or None
-    hits = terminology.search(query, scheme=scheme, cid=cid, limit=limit)
+    hits = terminology.search(query, scheme=scheme, cid=cid, limit=offset + limit)[offset:]
     return JSONResponse(
-        {"query": query, "count": len(hits), "results": [h.to_dict() for h in hits]}
+        {"query": query, "offset": offset, "count": len(hits),
+         "results": [h.to_dict() for h in hits]}
     )
 
 
@@ -84,8 +112,12 @@ def get_code(request: Request) -> JSONResponse:
     term = terminology.default_terminology()
     concept = term.find(scheme, value)
     if concept is None:
-        return _error(HTTP_404_NOT_FOUND, "unknown code",
-                      f"{_shown(scheme)}:{_shown(value)} is not in the PS3.16 tables")
+        detail = f"{_shown(scheme)}:{_shown(value)} is not in the PS3.16 tables"
+        if term.canonical_scheme(scheme) == "UCUM":
+            detail += "; " + unlisted_unit_note(value.strip())
+        else:
+            detail += term.other_schemes_hint(value[:100])
+        return _error(HTTP_404_NOT_FOUND, "unknown code", detail)
     scheme = term.canonical_scheme(scheme)
     body: dict[str, Any] = concept.to_dict()
     body["cid_names"] = {str(c): term.cid_name(c) for c in concept.cids}
@@ -97,12 +129,10 @@ def get_code(request: Request) -> JSONResponse:
 def get_cid(request: Request) -> JSONResponse:
     """``GET /api/cids/{number}``: a context group and its members (PS3.16 Annex B)."""
     raw = request.path_params["number"]
-    number_text = (raw[3:] if raw.upper().startswith("CID") else raw).strip()
-    if not (number_text.isascii() and number_text.isdigit()):
-        # int() alone also takes "4_0" (40) and non-ASCII digits
+    number = _cid_number(raw)
+    if number is None:
         return _error(HTTP_400_BAD_REQUEST, "bad request",
                       f"a CID number is expected, got {_shown(raw)!r}")
-    number = int(number_text)
     try:
         group = terminology.context_group(number)
     except terminology.UnknownContextGroup as exc:
