@@ -137,6 +137,32 @@ def greater(keyword: str, limit: float) -> Condition:
     return Condition(test, f"{keyword.lstrip('/')} > {limit:g}")
 
 
+def _non_empty(value: object) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bytes):
+        return len(value.strip(b" \x00")) > 0
+    if isinstance(value, (list, tuple)) or type(value).__name__ in ("MultiValue", "Sequence"):
+        return len(value) > 0  # type: ignore[arg-type]
+    return str(value).strip(" \x00") != ""
+
+
+def has_value(keyword: str) -> Condition:
+    """True when the attribute is present with a value (a sequence: with an item)."""
+    attribute = _Attribute.of(keyword)
+
+    def test(item: Dataset, root: Dataset) -> bool:
+        return _non_empty(attribute.value(item, root))
+
+    return Condition(test, f"{keyword.lstrip('/')} has a value")
+
+
+def empty_or_absent(keyword: str) -> Condition:
+    """True when the attribute is absent or has no value (a sequence: no item)."""
+    cond = ~has_value(keyword)
+    return Condition(cond.test, f"{keyword.lstrip('/')} is absent or empty")
+
+
 def any_present(*keywords: str) -> Condition:
     """True when at least one of the attributes is present."""
     cond = present(keywords[0])
@@ -186,6 +212,39 @@ def _non_ascii_text(item: Dataset, root: Dataset) -> bool:
 
     return walk(root)
 
+
+_FUNCTIONAL_GROUPS = (
+    _Attribute.of("/SharedFunctionalGroupsSequence"),
+    _Attribute.of("/PerFrameFunctionalGroupsSequence"),
+)
+_FRAME_ANATOMY = _Attribute.of("FrameAnatomySequence")
+_FRAME_LATERALITY = _Attribute.of("FrameLaterality")
+
+
+def _items(value: object) -> list[Dataset]:
+    """The items of a sequence value (none for anything else)."""
+    if isinstance(value, list) or type(value).__name__ == "Sequence":
+        return [item for item in value if isinstance(item, Dataset)]  # type: ignore[attr-defined]
+    return []
+
+
+def _frame_laterality(item: Dataset, root: Dataset) -> bool:
+    """True when Frame Laterality is given, at the top level or in a Frame Anatomy Sequence
+    item of the Shared or Per-frame Functional Groups (PS3.3 C.7.6.16.2.8)."""
+    if _FRAME_LATERALITY.present(root, root):
+        return True
+    return any(
+        _FRAME_LATERALITY.present(anatomy, root)
+        for groups in _FUNCTIONAL_GROUPS
+        for group in _items(groups.value(root, root))
+        for anatomy in _items(_FRAME_ANATOMY.value(group, root))
+    )
+
+
+FRAME_LATERALITY_ABSENT = Condition(
+    lambda item, root: not _frame_laterality(item, root),
+    "FrameLaterality is absent (top level and functional groups)",
+)
 
 _SOP_CLASS = _Attribute.of("/SOPClassUID")
 _ORIENTATION = _Attribute.of("/ImageOrientationPatient")
@@ -241,9 +300,12 @@ PAIRED_BODY_PARTS = frozenset(
 # The condition is evaluated on the item holding the attribute, at any depth of the module.
 ATTRIBUTE_CONDITIONS: dict[tuple[str, str], Condition] = {
     # PS3.3 C.7.1.1 Patient Module: animal patients.
+    # Patient Breed Description only when Patient Breed Code Sequence is empty (a coded breed
+    # is enough, C.7.1.1.1.1); Responsible Person Role when Responsible Person has a value.
     ("patient", "PatientBreedDescription"): any_present(
         "PatientSpeciesDescription", "PatientSpeciesCodeSequence"
-    ),
+    ) & empty_or_absent("PatientBreedCodeSequence"),
+    ("patient", "ResponsiblePersonRole"): has_value("ResponsiblePerson"),
     ("patient", "PatientBreedCodeSequence"): any_present(
         "PatientSpeciesDescription", "PatientSpeciesCodeSequence"
     ),
@@ -262,10 +324,13 @@ ATTRIBUTE_CONDITIONS: dict[tuple[str, str], Condition] = {
     & absent("DeidentificationMethod"),
     # PS3.3 C.8.8.9 RT General Plan Module.
     ("rt-general-plan", "ReferencedStructureSetSequence"): value_in("RTPlanGeometry", "PATIENT"),
-    # PS3.3 C.7.3.1 General Series Module.
+    # PS3.3 C.7.3.1 General Series Module: a paired body part, and neither Image Laterality,
+    # Frame Laterality (in the functional groups of an enhanced image) nor Measurement
+    # Laterality given.
     ("general-series", "Laterality"): value_in("BodyPartExamined", *sorted(PAIRED_BODY_PARTS))
     & absent("ImageLaterality")
-    & absent("FrameLaterality"),
+    & FRAME_LATERALITY_ABSENT
+    & absent("MeasurementLaterality"),
     ("general-series", "PatientPosition"): sop_class_in(CT_IMAGE, MR_IMAGE, ENHANCED_CT, ENHANCED_MR)
     & absent("PatientOrientationCodeSequence"),
     # PS3.3 C.7.6.1 General Image Module: images without an Image Plane Module.
@@ -294,6 +359,8 @@ ATTRIBUTE_CONDITIONS: dict[tuple[str, str], Condition] = {
     ("image-pixel", "BluePaletteColorLookupTableData"): value_in(
         "PhotometricInterpretation", "PALETTE COLOR"
     ),
+    # PS3.3 C.8.6.3 SC Multi-frame Image Module (the multi-frame Secondary Capture IODs).
+    ("sc-multi-frame-image", "FrameIncrementPointer"): greater("NumberOfFrames", 1),
     # PS3.3 C.8.3.1 MR Image Module.
     ("mr-image", "InversionTime"): value_in("ScanningSequence", "IR"),
     # PS3.3 C.11.1 Modality LUT Module and C.11.2 VOI LUT Module.
@@ -384,6 +451,22 @@ MODULE_CONDITIONS: dict[tuple[str, str], Condition] = {
     ("*", "double-floating-point-image-pixel"): present("/DoubleFloatPixelData"),
 }
 
+# Functional group macros that an IOD's functional group table makes Conditional, keyed by
+# (IOD key, keyword of the macro's sequence): the macro is required (in the Shared or the
+# Per-frame Functional Groups) only when the condition holds. PS3.3 Table A.51-2 (Segmentation,
+# both the Segmentation and the Label Map Segmentation SOP Classes): the Segmentation Macro
+# only if Dimension Organization Type is not TILED_FULL and Segmentation Type is not LABELMAP
+# (a label map's pixel values are the segment numbers); Frame Content only if Dimension
+# Organization Type is not TILED_FULL (a TILED_FULL object has no Per-frame Functional Groups).
+FUNCTIONAL_GROUP_CONDITIONS: dict[tuple[str, str], Condition] = {
+    ("segmentation", "SegmentIdentificationSequence"): ~value_in(
+        "/DimensionOrganizationType", "TILED_FULL"
+    ) & ~value_in("/SegmentationType", "LABELMAP"),
+    ("segmentation", "FrameContentSequence"): ~value_in(
+        "/DimensionOrganizationType", "TILED_FULL"
+    ),
+}
+
 # Attributes whose type a module of the IOD specialises ("This Type definition shall override
 # the definition in the ... Module", PS3.3 C.1.2.3): keyed by (overriding module, keyword), the
 # modules whose type for the attribute no longer applies when both are in the IOD. The
@@ -393,6 +476,9 @@ TYPE_OVERRIDES: dict[tuple[str, str], tuple[str, ...]] = {
     # Type 1 (Secondary Capture IODs; the Encapsulated Document Series Module makes it Type 1
     # again, C.24.1, and is checked on its own).
     ("sc-equipment", "Modality"): ("general-series",),
+    # PS3.3 C.8.6.3 SC Multi-frame Image Module: Frame Increment Pointer is Type 1C (required
+    # when Number of Frames is greater than 1), overriding the Multi-frame Module's Type 1.
+    ("sc-multi-frame-image", "FrameIncrementPointer"): ("multi-frame",),
 }
 
 
@@ -404,6 +490,11 @@ def attribute_condition(module: str, keyword: str) -> Condition | None:
 def inclusion_condition(module: str, keyword: str) -> Condition | None:
     """Return the condition under which a conditionally included macro's attribute applies."""
     return INCLUDED_IF.get((module, keyword))
+
+
+def functional_group_condition(iod: str, keyword: str) -> Condition | None:
+    """Return the condition under which a functional group macro is required, or None."""
+    return FUNCTIONAL_GROUP_CONDITIONS.get((iod, keyword))
 
 
 def module_condition(iod: str, module: str) -> Condition | None:

@@ -32,6 +32,7 @@ from archivist.validate import paths
 from archivist.validate.conditions import (
     Condition,
     attribute_condition,
+    functional_group_condition,
     inclusion_condition,
     module_condition,
     overridden_types,
@@ -376,6 +377,10 @@ class ModuleChecker:
             return  # present in the shared or in the per-frame groups
         if prefix and tag == _FRAME_CONTENT and self.iod.key in _FRAME_CONTENT_OPTIONAL:
             return  # User optional in this IOD's functional group table
+        if prefix and tag in _MANDATORY_GROUPS:
+            required = functional_group_condition(self.iod.key, rule.keyword)
+            if required is not None and not required(self.root, self.root):
+                return  # Conditional in this IOD's functional group table, and not required
         if kind == "1" or kind == "2":
             self.out.add(
                 ERROR, f"iod.type{kind}-missing", prefix + rule.step, module.spec.name,

@@ -48,6 +48,13 @@ _PHOTOMETRIC_OF_IOD: dict[str, tuple[frozenset[str], str]] = {
     "nuclear-medicine-image": (frozenset({"MONOCHROME2", "PALETTE COLOR"}), "PS3.3 C.8.4.7"),
 }
 
+# IOD key -> (Bits Allocated, the Bits Stored range) its image module allows, and the section.
+# PS3.3 C.8.2.1.1.4-5 (CT Image Module): Bits Allocated 16, Bits Stored 12 to 16 (High Bit is
+# then one less, checked for every image). dciodvfy reports the same values as errors: an 8-bit
+# lossy JPEG copy of a CT (DCMTK dcmcjpeg +eb) is no longer a conformant CT Image.
+_BITS_OF_IOD: dict[str, tuple[int, range, str, str, str]] = {
+    "ct-image": (16, range(12, 17), "CT Image", "PS3.3 C.8.2.1.1.4", "PS3.3 C.8.2.1.1.5"),
+}
 
 
 def _integer(ds: Dataset, tag: int) -> int | None:
@@ -112,6 +119,17 @@ def check_image_pixel(
                 f"{photometric} has {implied}.", "PS3.3 C.7.6.3.1.2")
     if iod_key is None:
         return
+    bits = _BITS_OF_IOD.get(iod_key)
+    if bits is not None:
+        wanted, stored_range, module, allocated_ref, stored_ref = bits
+        if allocated is not None and allocated != wanted:
+            out.add(ERROR, "iod.enumerated-value", paths.step(BITS_ALLOCATED), module,
+                    f"Bits Allocated is {allocated}; the {module} Module allows {wanted}.",
+                    allocated_ref)
+        if stored is not None and stored not in stored_range:
+            out.add(ERROR, "iod.enumerated-value", paths.step(BITS_STORED), module,
+                    f"Bits Stored is {stored}; the {module} Module allows "
+                    f"{stored_range.start} to {stored_range.stop - 1}.", stored_ref)
     allowed = _PHOTOMETRIC_OF_IOD.get(iod_key)
     if allowed is not None and photometric and photometric not in allowed[0]:
         out.add(ERROR, "iod.enumerated-value", paths.step(PHOTOMETRIC), MODULE,

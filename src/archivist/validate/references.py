@@ -33,7 +33,18 @@ IOD_SECTIONS: dict[str, str] = {
     "rt-dose": "A.18",
     "rt-structure-set": "A.19",
     "rt-plan": "A.20",
+    "multi-frame-single-bit-secondary-capture-image": "A.8.2",
+    "multi-frame-grayscale-byte-secondary-capture-image": "A.8.3",
+    "multi-frame-grayscale-word-secondary-capture-image": "A.8.4",
+    "multi-frame-true-color-secondary-capture-image": "A.8.5",
+    "vl-photographic-image": "A.32.4",
+    "vl-whole-slide-microscopy-image": "A.32.8",
+    "color-softcopy-presentation-state": "A.33.2",
+    "legacy-converted-enhanced-ct-image": "A.70",
+    "legacy-converted-enhanced-mr-image": "A.71",
+    "parametric-map": "A.75",
     "encapsulated-pdf": "A.45.1",
+    "encapsulated-cda": "A.45.2",
     "inventory": "A.88",
 }
 
@@ -88,12 +99,67 @@ MODULE_SECTIONS: dict[str, str] = {
     "segmentation-image": "C.8.20.2",
     "palette-color-lookup-table": "C.7.9",
     "icc-profile": "C.11.15",
+    "enhanced-series": "C.7.3.3",
+    "display-shutter": "C.7.6.11",
+    "bitmap-display-shutter": "C.7.6.15",
+    "mask": "C.7.6.10",
+    "frame-pointers": "C.7.6.9",
+    "supplemental-palette-color-lookup-table": "C.7.6.19",
+    "enhanced-palette-color-lookup-table": "C.7.6.23",
+    "floating-point-image-pixel": "C.7.6.24",
+    "double-floating-point-image-pixel": "C.7.6.25",
+    "frame-extraction": "C.12.3",
+    "x-ray-image": "C.8.7.1",
+    "x-ray-acquisition": "C.8.7.2",
+    "x-ray-collimator": "C.8.7.3",
+    "rt-series": "C.8.8.1",
+    "rt-image": "C.8.8.2",
+    "rt-dose": "C.8.8.3",
+    "structure-set": "C.8.8.5",
+    "roi-contour": "C.8.8.6",
+    "rt-roi-observations": "C.8.8.8",
+    "rt-general-plan": "C.8.8.9",
+    "pet-series": "C.8.9.1",
+    "pet-isotope": "C.8.9.2",
+    "pet-image": "C.8.9.4",
+    "dx-positioning": "C.8.11.5",
+    "mammography-image": "C.8.11.7",
+    "intra-oral-image": "C.8.11.9",
+    "vl-image": "C.8.12.1",
+    "whole-slide-microscopy-series": "C.8.12.3",
+    "whole-slide-microscopy-image": "C.8.12.4",
+    "optical-path": "C.8.12.5",
+    "enhanced-mr-image": "C.8.13.1",
+    "mr-pulse-sequence": "C.8.13.4",
+    "enhanced-ct-image": "C.8.15.2",
+    "sc-multi-frame-image": "C.8.6.3",
+    "sc-multi-frame-vector": "C.8.6.4",
+    "displayed-area": "C.10.4",
+    "graphic-annotation": "C.10.5",
+    "spatial-transformation": "C.10.6",
+    "graphic-layer": "C.10.7",
+    "softcopy-presentation-lut": "C.11.6",
+    "overlay-activation": "C.11.7",
+    "softcopy-voi-lut": "C.11.8",
+    "presentation-series": "C.11.9",
+    "presentation-state-identification": "C.11.10",
+    "presentation-state-relationship": "C.11.11",
+    "presentation-state-shutter": "C.11.12",
+    "presentation-state-mask": "C.11.13",
+    "encapsulated-document-series": "C.24.1",
+    "encapsulated-document": "C.24.2",
 }
+
+# The tables give each enhanced IOD its own "<IOD> Multi-frame Functional Groups" module: the
+# Multi-frame Functional Groups Module (C.7.6.16) with the IOD's functional group macros.
+_FUNCTIONAL_GROUPS_SUFFIX = "-multi-frame-functional-groups"
 
 
 def module_reference(key: str, name: str) -> str:
     """Return ``PS3.3 C.x.y`` for a module key, or ``PS3.3 <name> Module`` when not listed."""
     section = MODULE_SECTIONS.get(key)
+    if section is None and key.endswith(_FUNCTIONAL_GROUPS_SUFFIX):
+        section = MODULE_SECTIONS["multi-frame-functional-groups"]
     return f"PS3.3 {section}" if section else f"PS3.3 {name} Module"
 
 
