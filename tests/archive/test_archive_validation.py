@@ -31,6 +31,8 @@ def complete_ct(path: Path, **kw: Any) -> pydicom.Dataset:
         "ImagePositionPatient": [0, 0, 0], "ImageOrientationPatient": [1, 0, 0, 0, 1, 0],
         "PixelSpacing": [0.5, 0.5], "KVP": "120", "RescaleIntercept": "-1024",
         "RescaleSlope": "1", "AcquisitionNumber": 1,
+        # 16 bits, 12 stored: what the CT Image Module allows (PS3.3 C.8.2.1.1.4)
+        "BitsAllocated": 16, "BitsStored": 12, "HighBit": 11,
     }
     extra.update(kw.pop("extra", {}))
     return make_instance(path, extra=extra, **kw)

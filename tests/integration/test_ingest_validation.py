@@ -26,6 +26,11 @@ AET = "ARCHIVIST"
 VALIDATION_REJECTED = 0xC003
 
 
+#: The bit depths the CT Image Module allows (PS3.3 C.8.2.1.1.4): an incomplete CT whose first
+#: error is a missing attribute, not its 8 bits.
+CT_BITS = {"BitsAllocated": 16, "BitsStored": 12, "HighBit": 11}
+
+
 def complete_ct(path: Path, **kw: Any) -> pydicom.Dataset:
     """A generated CT image that the CT Image IOD accepts without findings."""
     extra = {
@@ -34,6 +39,8 @@ def complete_ct(path: Path, **kw: Any) -> pydicom.Dataset:
         "ImagePositionPatient": [0, 0, 0], "ImageOrientationPatient": [1, 0, 0, 0, 1, 0],
         "PixelSpacing": [0.5, 0.5], "KVP": "120", "RescaleIntercept": "-1024",
         "RescaleSlope": "1", "AcquisitionNumber": 1,
+        # 16 bits, 12 stored: what the CT Image Module allows (PS3.3 C.8.2.1.1.4)
+        "BitsAllocated": 16, "BitsStored": 12, "HighBit": 11,
     }
     return make_instance(path, extra=extra, **kw)
 
@@ -107,7 +114,7 @@ class TestReject:
         return reject_server
 
     def test_storescu_gets_c003_and_the_rule(self, srv: ServerProcess, tmp_path: Path) -> None:
-        bad = make_instance(tmp_path / "bad.dcm")
+        bad = make_instance(tmp_path / "bad.dcm", extra=CT_BITS)
         r = storescu(srv, tmp_path / "bad.dcm")
         out = r.stdout + r.stderr
         assert "0xc003" in out.lower(), out
@@ -140,7 +147,7 @@ class TestReject:
 
     def test_import_shows_the_reason(self, tmp_path: Path) -> None:
         (tmp_path / "in").mkdir()
-        make_instance(tmp_path / "in" / "bad.dcm")
+        make_instance(tmp_path / "in" / "bad.dcm", extra=CT_BITS)
         complete_ct(tmp_path / "in" / "good.dcm")
         r = archivist("import", "--data", str(tmp_path / "data"), "-q", str(tmp_path / "in"),
                       env={"ARCHIVIST_VALIDATION_POLICY": "reject"})

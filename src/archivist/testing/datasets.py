@@ -123,8 +123,9 @@ def make_instance(
         ds.PixelRepresentation = 0
         for keyword, value in (extra or {}).items():
             setattr(ds, keyword, value)
-        n = rows * columns * frames
-        ds.PixelData = bytes(i % 256 for i in range(n + (n % 2)))
+        if "PixelData" not in (extra or {}):  # as many bytes as the (extra) Bits Allocated need
+            n = rows * columns * frames * ((int(ds.BitsAllocated) + 7) // 8)
+            ds.PixelData = bytes(i % 256 for i in range(n + (n % 2)))
         ds.save_as(path, enforce_file_format=True)
     return ds
 
