@@ -124,6 +124,13 @@ async function until(fn, timeoutMs) {
       null, { timeout: 30000 });
     results.studyPage.send = await page.$eval('.send-status', (n) => n.textContent);
   }
+  // Delete: a confirmation, then the archive's home page without the study.
+  if (input.studyPage.delete) {
+    page.once('dialog', (dialog) => dialog.accept());
+    await Promise.all([page.waitForURL(`${base}/archive/`), page.click('button.delete-study')]);
+    results.studyPage.afterDelete = await page.$$eval('tr[data-study]',
+                                                      (trs) => trs.map((tr) => tr.dataset.study));
+  }
 }
 
 await browser.close();

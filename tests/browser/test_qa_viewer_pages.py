@@ -36,6 +36,8 @@ _ALMOST_COMPLETE_CT = {
     "PositionReferenceIndicator": "", "SliceThickness": 1, "ImagePositionPatient": [0, 0, 0],
     "ImageOrientationPatient": [1, 0, 0, 0, 1, 0], "PixelSpacing": [1, 1], "KVP": "",
     "AcquisitionNumber": 1, "RescaleIntercept": 0,
+    # 16 bits, 12 stored, as the CT Image Module allows (PS3.3 C.8.2.1.1.4): 4 x 4 pixels
+    "BitsAllocated": 16, "BitsStored": 12, "HighBit": 11,
 }
 
 
@@ -94,7 +96,7 @@ def test_viewer_and_archive_pages_as_a_user_sees_them(tmp_path: Path) -> None:
             "stopped": {"studyUid": sr_study},
             "upload": {"files": [str(new), str(not_dicom), files[0]]},
             "search": {"patient": "muller"},
-            "studyPage": {"studyUid": study},
+            "studyPage": {"studyUid": study, "delete": True},
         }
         run = subprocess.run([_tool("node"), str(HERE / "qa_pages.mjs"), json.dumps(spec)],
                              cwd=HERE, check=False, capture_output=True, text=True, timeout=600)
@@ -146,6 +148,9 @@ def test_viewer_and_archive_pages_as_a_user_sees_them(tmp_path: Path) -> None:
         # The study page's Send form sent both instances to the configured peer.
         assert results["studyPage"].get("send") == "sent 2 of 2 to STORESCP", results
         assert len(list(received.iterdir())) == 2
+        # Then its Delete button (confirmed) removed it: the home page lists it no more.
+        assert study not in results["studyPage"]["afterDelete"], results["studyPage"]
+        assert results["studyPage"]["afterDelete"], results["studyPage"]  # the others stay
 
         # Nothing behind the pages failed on the server; the only 4xx is the refused upload.
         assert not [r for r in results["failedRequests"] if r["status"] >= 500], results

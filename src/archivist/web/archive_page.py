@@ -422,7 +422,9 @@ async def study_page(request: Request) -> Response:
             f"{_e(_date(first.get('study.study_date')))} · <code>{_e(study_uid)}</code> · "
             f'<a class="open" href="{_viewer_link(study_uid)}">Open in viewer</a> · '
             f'<a class="download" href="/api/studies/{_e(study_uid)}/archive" download>'
-            "Download ZIP</a></p>" + _send_form(archive.settings, study_uid))
+            "Download ZIP</a> · "
+            f'<button class="delete-study" data-url="/api/studies/{_e(study_uid)}">'
+            "Delete study</button></p>" + _send_form(archive.settings, study_uid))
     rows.sort(key=lambda r: (r.get("series.series_number") or 0,
                              r.get("series.series_instance_uid") or "",
                              r.get("instance.instance_number") or 0))

@@ -305,7 +305,27 @@
     });
   }
 
+  // ---- delete the study (DELETE /api/studies/{uid}; it leaves tombstones) -------------------
+
+  function setUpDelete() {
+    const button = document.querySelector('button.delete-study');
+    if (!button) return;
+    button.addEventListener('click', async () => {
+      if (!window.confirm('Delete this study and its files from the archive? This cannot be undone.')) return;
+      button.disabled = true;
+      try {
+        const resp = await fetch(button.dataset.url, { method: 'DELETE' });
+        if (resp.ok) { window.location.assign('/archive/'); return; }
+        const body = await resp.json().catch(() => ({}));
+        button.textContent = 'Not deleted: ' + (body.detail || body.error || resp.status);
+      } catch (e) {
+        button.textContent = 'Not deleted: network error';
+      }
+    });
+  }
+
   setUpUpload();
   setUpFindings();
   setUpSend();
+  setUpDelete();
 })();
