@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from archivist.archive.search import Search
 from archivist.archive.transcode import MAX_DECODE_BYTES
 from archivist.core.levels import QueryLevel
 from archivist.core.matching import Query
-from archivist.errors import QueryError
+from archivist.errors import NotFound, QueryError
 from archivist.store.blob import BlobStore
 
 #: The Unique Key of each Query/Retrieve Level, with its name for an Error Comment
@@ -52,6 +53,10 @@ def check_unique_key(query: Query) -> None:
         if query.level is QueryLevel.PATIENT:
             raise QueryError(f"{name} to retrieve: one value, no wildcard or list")
         raise QueryError(f"{name} to retrieve: one UID or a list of UIDs")
+
+
+#: How often :meth:`Retrieve.open` follows an instance replaced while it opens it.
+_REPLACED_TRIES = 4
 
 
 @dataclass(frozen=True)
@@ -113,11 +118,63 @@ class Retrieve:
             )
 
     def open(self, ref: InstanceRef) -> BinaryIO:
-        """The stored Part 10 bytes, as received."""
+        """The stored Part 10 bytes, as received: those of `ref`, or, when the instance was
+        replaced since `ref` was found (duplicate policy ``replace``), those of its new copy
+        if it has the size and transfer syntax `ref` says (a caller may have announced them,
+        as a Content-Length or a part's media type).
+
+        Raises
+        ------
+        NotFound
+            The instance was deleted since `ref` was found (or replaced by a copy that cannot
+            stand in for it).
+        """
+        return self._open_current(ref, strict=True)
+
+    def _open_current(self, ref: InstanceRef, *, strict: bool) -> BinaryIO:
+        """:meth:`open`; with ``strict=False`` a new copy of another size or transfer syntax
+        stands in too (for readers that take both from the bytes they read)."""
+        for _ in range(_REPLACED_TRIES):
+            try:
+                return self.blobs.open(ref.storage_key)
+            except NotFound:
+                newer = self.replacement(ref, same_syntax=strict)
+                if newer is None or (strict and newer.size != ref.size):
+                    raise
+                ref = newer
         return self.blobs.open(ref.storage_key)
 
     def path(self, ref: InstanceRef) -> Path | None:
-        return self.blobs.path(ref.storage_key)
+        """The file of `ref`, or of its new copy when it was replaced since `ref` was found
+        (a new copy in the same transfer syntax; a path that does not exist: deleted
+        meanwhile)."""
+        path = self.blobs.path(ref.storage_key)
+        if path is None or path.exists():
+            return path
+        newer = self.replacement(ref)
+        return self.blobs.path(newer.storage_key) if newer is not None else path
+
+    def replacement(self, ref: InstanceRef, *, same_syntax: bool = True) -> InstanceRef | None:
+        """The instance of `ref` as stored now when it was replaced since `ref` was found (a
+        new copy of the same SOP Instance under another storage key, whose old blob the
+        replacing store deletes), else None (deleted, or not replaced).
+
+        The new copy stands in only when the caller's decisions still hold for it: same SOP
+        Class, series and study, and (`same_syntax`) transfer syntax (a retrieve has chosen
+        its presentation context or part header by them); otherwise the instance is treated
+        as gone.
+        """
+        row = self.search.index.stored_copy(ref.sop_instance_uid)
+        if row is None or row["storage_key"] == ref.storage_key:
+            return None
+        if (row["sop_class_uid"], row["series_instance_uid"], row["study_instance_uid"]) != \
+                (ref.sop_class_uid, ref.series_instance_uid, ref.study_instance_uid):
+            return None
+        if same_syntax and row["transfer_syntax_uid"] != ref.transfer_syntax_uid:
+            return None
+        return dataclasses.replace(ref, storage_key=row["storage_key"], size=int(row["size"]),
+                                   sha256=row["sha256"],
+                                   transfer_syntax_uid=row["transfer_syntax_uid"])
 
     def dataset(self, ref: InstanceRef) -> Dataset:
         """The stored object parsed by pydicom (File Meta included); a deflated one is inflated
@@ -129,13 +186,13 @@ class Retrieve:
         part10.InflateRefused
             A deflated data set past that (a bomb stored before ingest refused them).
         """
-        with self.open(ref) as fh:
+        with self._open_current(ref, strict=False) as fh:
             return part10.read_stored(fh, ceiling=MAX_DECODE_BYTES)
 
     def encoded(self, ref: InstanceRef) -> tuple[str, bytes]:
         """The stored data set without its File Meta Information (PS3.10 7.1), as stored:
         ``(transfer syntax, bytes)``, ready to go out in a C-STORE request unchanged."""
-        with self.open(ref) as fh:
+        with self._open_current(ref, strict=False) as fh:
             head = fh.read(144)
             # The usual layout: preamble, DICM, then (0002,0000) UL 4 <group length>.
             if len(head) == 144 and head[128:140] == b"DICM\x02\x00\x00\x00UL\x04\x00":

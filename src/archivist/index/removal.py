@@ -223,9 +223,12 @@ def remove(index: Index, *, study_uid: str, series_uid: str | None = None,
 def _remove(index: Index, study_uid: str, series_uid: str | None, sop_uid: str | None,
             reason: Reason) -> Removal:
     level = "IMAGE" if sop_uid else ("SERIES" if series_uid else "STUDY")
-    now = datetime.now(UTC)
-    result = Removal(level, study_uid, series_uid, sop_uid, reason, removed_at=now)
+    result = Removal(level, study_uid, series_uid, sop_uid, reason)
     with index.write_transaction() as conn:
+        # Stamped once the write lock is held (see Index.add_instances): removal times, change
+        # rows and Study Update DateTimes follow the order of the commits.
+        now = datetime.now(UTC)
+        result.removed_at = now
         where = [study.c.study_instance_uid == study_uid]
         if series_uid:
             where.append(series.c.series_instance_uid == series_uid)

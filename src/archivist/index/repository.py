@@ -452,9 +452,14 @@ class Index:
         """
         if not requests:
             return []
-        now = _utcnow()
         try:
             with self.write_transaction() as conn:
+                # Taken once the write lock is held, not before waiting for it: the change
+                # rows and Study Update DateTimes then follow the order of the commits (a
+                # group that waited behind a long delete or another process's group would
+                # otherwise be stamped before changes committed ahead of it, and a client
+                # syncing by Study Update DateTime ranges would miss it).
+                now = _utcnow()
                 batch = _Batch()
                 outcomes: list[AddOutcome | ArchivistError] = [
                     self._add_one(conn, r, now, batch) for r in requests]
@@ -636,7 +641,11 @@ class Index:
         instance_pk = sql.insert(conn, instance, ivalues)
         self._add_details(conn, instance_pk, series_pk, st.pk, rows, r.validation)
         # Aggregates: counted here, written once per group by _Batch.flush.
-        modality = rows.series.get("modality")
+        # Modalities in Study: the Modality values of the study's series (PS3.4 C.3.4), so the
+        # series row's, set by its first instance: an instance naming another Modality in a
+        # stored series does not add it (a removal works the list out again from the series
+        # rows, which would then drop it).
+        modality = rows.series.get("modality") if new_series else None
         if modality and f"\\{modality}\\" not in st.modalities:
             st.modalities = f"{st.modalities}{modality}\\"
             st.changed = True
@@ -802,6 +811,22 @@ class Index:
                 select(instance).where(instance.c.sop_instance_uid == sop_instance_uid)
             ).first()
             return dict(row._mapping) if row is not None else None
+
+    def stored_copy(self, sop_instance_uid: str) -> dict[str, Any] | None:
+        """Where one instance is stored now: its storage key, size, digest, SOP Class and
+        transfer syntax, with the Series and Study Instance UIDs it is filed under; None when
+        it is not stored (a reader whose blob went away asks whether the instance was replaced
+        meanwhile, duplicate policy ``replace``, or deleted)."""
+        with self.reader.connect() as conn:
+            row = conn.execute(
+                select(instance.c.storage_key, instance.c.size, instance.c.sha256,
+                       instance.c.sop_class_uid, instance.c.transfer_syntax_uid,
+                       series.c.series_instance_uid, study.c.study_instance_uid)
+                .select_from(instance.join(series, instance.c.series_pk == series.c.pk)
+                             .join(study, series.c.study_pk == study.c.pk))
+                .where(instance.c.sop_instance_uid == sop_instance_uid)
+            ).first()
+        return dict(row._mapping) if row is not None else None
 
     def series_present(self, pks: Iterable[int]) -> set[int]:
         """Which of the series row keys `pks` are still in the index."""
