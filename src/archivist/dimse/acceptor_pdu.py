@@ -131,6 +131,53 @@ def fragment_message(command: bytes, context_id: int, max_pdu: int,
     return out
 
 
+#: Largest P-DATA-TF :func:`coalesce` builds (identifiers and small objects only: a large data
+#: set keeps a PDU of its own, so it is never copied once more).
+COALESCE_LIMIT = 64 * 1024
+
+
+def coalesce(pdus: list[bytes], max_pdu: int) -> list[bytes]:
+    """The same PDUs, with each command set's last fragment and a data set that follows it
+    whole joined in one P-DATA-TF PDU of two PDV items when that fits the peer's Maximum
+    Length (`max_pdu`, 0 = unlimited) and :data:`COALESCE_LIMIT` (PS3.8 9.3.5: a P-DATA-TF
+    carries one or more PDV items).
+
+    Used for the final responses of C-MOVE and C-GET that carry a Failed SOP Instance UID
+    List: PixelMed's ``MoveSOPClassSCU`` and ``GetSOPClassSCU`` stop reading at a final
+    response's command set unless its data set comes in the same PDU, then meet the list in a
+    PDU of its own while releasing and abort the association ("unexpected PDU"). Not used for
+    pending responses: GDCM 3.0's ``gdcmscu`` drops every other C-FIND response whose command
+    and identifier share a PDU; after a final response nothing of the operation follows.
+    """
+    limit = min(max_pdu, COALESCE_LIMIT) if max_pdu else COALESCE_LIMIT
+    out: list[bytes] = []
+    i = 0
+    while i < len(pdus):
+        first = pdus[i]
+        if i + 1 < len(pdus) and _single_pdv_control(first) == 0x03 \
+                and _single_pdv_control(pdus[i + 1]) == 0x02:
+            second = pdus[i + 1]
+            body = len(first) + len(second) - 12
+            if body <= limit:
+                out.append(b"".join((HEADER.pack(P_DATA_TF, 0, body), first[6:], second[6:])))
+                i += 2
+                continue
+        out.append(first)
+        i += 1
+    return out
+
+
+def _single_pdv_control(pdu: bytes) -> int | None:
+    """The message control header of a P-DATA-TF PDU holding exactly one PDV item, else None."""
+    if len(pdu) < 12 or pdu[0] != P_DATA_TF:
+        return None
+    length = HEADER.unpack_from(pdu)[2]
+    item_len = ITEM.unpack_from(pdu, 6)[0]
+    if length != len(pdu) - 6 or item_len != length - 4:
+        return None
+    return int(pdu[11])
+
+
 # Command elements (group 0000) by keyword: element number and VR, for the direct encoder.
 _COMMAND_ELEMENTS = {
     "AffectedSOPClassUID": (0x0002, "UI"), "CommandField": (0x0100, "US"),

@@ -53,6 +53,7 @@ from archivist.dimse.acceptor_pdu import (
     Message,
     ProtocolError,
     ReleaseRequested,
+    coalesce,
     encode_command,
     encode_message,
     fragment_message,
@@ -690,9 +691,12 @@ class Services:
             apply_status(rsp, status)
             if with_counts:
                 counts.apply(rsp, remaining=int(rsp.Status) in (0xFF00, 0xFE00))
-            if ident is not None:
-                rsp.Identifier = BytesIO(encode_dataset(ident, ts))
-            return rsp.encode(int(cx.context_id), assoc.send_max)
+            if ident is None:
+                return rsp.encode(int(cx.context_id), assoc.send_max)
+            # A final (or canceled) response with its Failed SOP Instance UID List: one PDU
+            # when it fits (acceptor_pdu.coalesce, for PixelMed's SCUs)
+            rsp.Identifier = BytesIO(encode_dataset(ident, ts))
+            return coalesce(rsp.encode(int(cx.context_id), assoc.send_max), assoc.send_max)
 
         def first() -> Any:
             gen = iter(self.handlers.handle_get(event))
@@ -885,9 +889,12 @@ class Services:
             apply_status(rsp, status)
             if with_counts:
                 counts.apply(rsp, remaining=int(rsp.Status) in (0xFF00, 0xFE00))
-            if ident is not None:
-                rsp.Identifier = BytesIO(encode_dataset(ident, ts))
-            return rsp.encode(int(cx.context_id), assoc.send_max)
+            if ident is None:
+                return rsp.encode(int(cx.context_id), assoc.send_max)
+            # A final (or canceled) response with its Failed SOP Instance UID List: one PDU
+            # when it fits (acceptor_pdu.coalesce, for PixelMed's SCUs)
+            rsp.Identifier = BytesIO(encode_dataset(ident, ts))
+            return coalesce(rsp.encode(int(cx.context_id), assoc.send_max), assoc.send_max)
 
         def run(fn: Any, *args: Any) -> asyncio.Future[Any]:
             return assoc.loop.run_in_executor(assoc.acceptor.move_pool, fn, *args)
@@ -963,6 +970,8 @@ class Services:
                             destination_aet, destination[0], destination[1], _reason(exc))
                 await run(_drain_failed, holder["gen"], failed)
                 counts.failed, counts.remaining = total, 0
+                _log_outcome(f"C-MOVE from {assoc.calling} to {destination_aet}",
+                             f"ended 0x{Status.OUT_OF_RESOURCES_SUBOPS:04X}", counts)
                 status = status_dataset(Status.OUT_OF_RESOURCES_SUBOPS,
                                         f"cannot associate with {destination_aet}")
                 await assoc.send(rsp_pdus(status, ident=_failed_list(failed)))
