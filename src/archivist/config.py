@@ -101,6 +101,13 @@ class Settings:
     # Modality Worklist: a folder of worklist files (one DICOM file per scheduled step) that
     # C-FIND on the Modality Worklist model answers from; empty = the service is not offered
     worklist_dir: str = ""
+    # DICOM TLS (core/tls.py): our certificate and key (PEM; the DICOM port then speaks TLS
+    # only), the authorities that sign callers' certificates (asked for when set), and the
+    # peers that associations we open reach over TLS
+    dicom_tls_cert: str = ""
+    dicom_tls_key: str = ""
+    dicom_tls_ca: str = ""
+    dicom_tls_peers: tuple[str, ...] = ()
     allow: tuple[AllowRule, ...] = ()
     # DIMSE limits and timeouts (seconds)
     max_pdu: int = 16 * 1024 * 1024
@@ -327,7 +334,7 @@ def _coerce(name: str, value: Any) -> Any:
         return tuple(parse_allow(v) for v in _split_list(name, value))
     if name == "cors_origins":
         return tuple(_split_list(name, value))
-    if name == "forward_to":
+    if name in ("forward_to", "dicom_tls_peers"):
         return tuple(v.strip() for v in _split_list(name, value))
     if name == "http_hosts":
         return tuple(_host_name(v) for v in _split_list(name, value))
@@ -532,10 +539,14 @@ def _check(settings: Settings) -> None:
         raise ConfigError("find_max_results must be 0 (no cap) or more")
     if not (0 < settings.http_head_timeout < 86400 and 0 < settings.http_body_timeout < 86400):
         raise ConfigError("http_head_timeout and http_body_timeout must be seconds above 0")
-    for aet in settings.forward_to:
-        if settings.peer(aet) is None:
-            raise ConfigError(f"forward_to names {aet!r}, which is not a configured peer: add "
-                              f"--peer {aet}=HOST:PORT (or a [peers] entry)")
+    for name in ("forward_to", "dicom_tls_peers"):
+        for aet in getattr(settings, name):
+            if settings.peer(aet) is None:
+                raise ConfigError(f"{name} names {aet!r}, which is not a configured peer: add "
+                                  f"--peer {aet}=HOST:PORT (or a [peers] entry)")
+    if bool(settings.dicom_tls_cert) != bool(settings.dicom_tls_key):
+        raise ConfigError("dicom_tls_cert and dicom_tls_key go together: give both (DICOM "
+                          "over TLS) or neither")
     if bool(settings.http_tls_cert) != bool(settings.http_tls_key):
         raise ConfigError("http_tls_cert and http_tls_key go together: give both (HTTPS) or "
                           "neither (HTTP)")

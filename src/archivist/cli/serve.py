@@ -81,6 +81,12 @@ def run_server(settings: Settings) -> int:
         if problem:  # before any worker: each would fail with it
             print(f"error: HTTPS: {problem}", file=sys.stderr)
             return 2
+    from archivist.core.tls import tls_problem as dicom_tls_problem
+
+    problem = dicom_tls_problem(settings)
+    if problem:  # before any worker: each would fail with it
+        print(f"error: DICOM TLS: {problem}", file=sys.stderr)
+        return 2
     if not _data_dir_usable(settings.data_dir):
         return 1
     from archivist.archive.archive import lost_index

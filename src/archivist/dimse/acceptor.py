@@ -289,6 +289,10 @@ class Acceptor:
         self._deferred_since: float | None = None  # leaving connections to other workers
         self._thread: threading.Thread | None = None
         self._closing = False
+        # DICOM over TLS (core/tls.py): the handshake, within the ARTIM timeout, comes first
+        from archivist.core.tls import server_context
+
+        self._tls = server_context(settings)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -394,8 +398,20 @@ class Acceptor:
     async def _serve_socket(self, conn: socket.socket) -> None:
         try:
             try:
-                reader, writer = await asyncio.open_connection(sock=conn, limit=2 * _CHUNK)
-            except OSError:
+                if self._tls is None:
+                    reader, writer = await asyncio.open_connection(sock=conn, limit=2 * _CHUNK)
+                else:  # the server side of the handshake, on the accepted socket
+                    loop = asyncio.get_running_loop()
+                    reader = asyncio.StreamReader(limit=2 * _CHUNK, loop=loop)
+                    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+                    transport, _ = await loop.connect_accepted_socket(
+                        lambda: protocol, conn, ssl=self._tls,
+                        ssl_handshake_timeout=self.settings.artim_timeout)
+                    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+                if self._tls is not None:
+                    log.info("closing connection: TLS handshake failed (%s)",
+                             getattr(exc, "reason", None) or type(exc).__name__)
                 conn.close()
                 return
             await self._on_connection(reader, writer, conn)

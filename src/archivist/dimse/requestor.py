@@ -118,8 +118,11 @@ class Outbound:
             proposed.append(copy)
         if not proposed:
             raise AssociationRefused("no presentation context to propose")
+        from archivist.core.tls import client_context
+
+        tls = client_context(settings, called)  # a peer of dicom_tls_peers: TLS
         async with asyncio.timeout(settings.acse_timeout):
-            reader, writer = await asyncio.open_connection(host, port, limit=1 << 21)
+            reader, writer = await asyncio.open_connection(host, port, limit=1 << 21, ssl=tls)
             try:
                 sock = writer.get_extra_info("socket")
                 if sock is not None:

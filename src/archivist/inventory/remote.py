@@ -341,9 +341,13 @@ class EventSender:
         ae.dimse_timeout = self.settings.dimse_timeout
         ae.network_timeout = self.settings.network_timeout
         ae.add_requested_context(INVENTORY_CREATION)
+        from archivist.core.tls import client_context
+
+        tls = client_context(self.settings, peer.aet)  # a peer of dicom_tls_peers: TLS
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet,
                              ext_neg=[build_role(INVENTORY_CREATION, scu_role=False,
-                                                 scp_role=True)])
+                                                 scp_role=True)],
+                             tls_args=(tls, None) if tls is not None else None)
         if not assoc.is_established:
             raise RemoteError(f"association with {peer.aet} not accepted")
         try:
