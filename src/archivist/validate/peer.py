@@ -443,8 +443,13 @@ class _Probe:
                       f"Context {cx.context_id} accepted with {len(cx.transfer_syntax)} transfer "
                       "syntaxes instead of one.", "PS3.8 9.3.3.2")
         if ImplicitVRLittleEndian not in ct and ct:
-            r.add("default transfer syntax", FAIL,
-                  "Implicit VR Little Endian (the default transfer syntax) was not accepted.",
+            # A peer may accept one context per SOP Class and reject the others proposed for
+            # it (PixelMed does): not accepting the default beside an accepted explicit syntax
+            # is not proof that it refuses the default when that is all a requestor offers.
+            r.add("default transfer syntax", WARN,
+                  "Implicit VR Little Endian (the default transfer syntax) was not accepted "
+                  "for CT Image Storage beside " + (", ".join(names) or "another syntax")
+                  + "; every AE must support it when it is the one proposed.",
                   "PS3.5 10.1")
         return assoc
 
