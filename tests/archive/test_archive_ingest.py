@@ -9,6 +9,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pydicom
+import pydicom.uid
 import pytest
 
 import archivist.archive.ingest as ingest_module
@@ -162,6 +164,17 @@ class TestRefusals:
     def test_pydicom_truncated_samples(self, archive: Archive, name: str) -> None:
         with pytest.raises(InvalidObject, match="truncated"):
             archive.ingest.store_file(_pydicom_file(name), IMPORT)
+        _assert_empty(archive)
+
+    def test_compressed_fragments_under_a_native_syntax(self, archive: Archive,
+                                                        tmp_path: Path) -> None:
+        """A JPEG 2000 object relabelled Explicit VR Little Endian (as odil's storescu sends
+        one): refused with what is wrong, not as truncated."""
+        ds = pydicom.dcmread(_pydicom_file("JPEG2000.dcm"))
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
+        with pytest.raises(InvalidObject, match="compressed fragments but transfer syntax"):
+            archive.ingest.store_file(tmp_path / "x.dcm", IMPORT)
         _assert_empty(archive)
 
     @pytest.mark.parametrize("content", [b"", b"hello world", b"\0" * 132, os.urandom(4096),

@@ -207,6 +207,13 @@ def _holds_pixel_tag(source: Source, ts: UID) -> bool:
     return False
 
 
+#: The start of an encapsulated Pixel Data's first item (FFFE,E000), little endian.
+_ITEM_START = b"\xfe\xff\x00\xe0"
+_FRAGMENTS_UNDER_NATIVE = (
+    "Pixel Data holds compressed fragments but transfer syntax {ts} is a native (uncompressed) "
+    "one: send the object under its compressed transfer syntax")
+
+
 def _check_complete(source: Source, size: int, ds: Dataset, ts: UID,
                     pixel: PixelDataInfo | None) -> None:
     """Refuse an image whose pixel data is cut short (nothing more is parsed or loaded)."""
@@ -234,6 +241,10 @@ def _check_complete(source: Source, size: int, ds: Dataset, ts: UID,
         if _SEQ_DELIMITER not in tail:
             raise InvalidObject("truncated: encapsulated Pixel Data has no sequence delimiter")
         return
+    if pixel.length == 0xFFFFFFFF:
+        # Fragments (compressed frames) under a native transfer syntax: no reader can take
+        # the frames out (a sender that names the wrong syntax, as odil's storescu does).
+        raise InvalidObject(_FRAGMENTS_UNDER_NATIVE.format(ts=ts))
     try:
         frames = int(ds.get("NumberOfFrames") or 1)
         spp = int(ds.get("SamplesPerPixel") or 1)
@@ -243,6 +254,14 @@ def _check_complete(source: Source, size: int, ds: Dataset, ts: UID,
     except (TypeError, ValueError):
         return
     if expected and size < expected:
+        if isinstance(source, bytes):
+            head = source[pixel.offset:pixel.offset + 4]
+        else:
+            with open(source, "rb") as fh:
+                fh.seek(pixel.offset)
+                head = fh.read(4)
+        if head == _ITEM_START:
+            raise InvalidObject(_FRAGMENTS_UNDER_NATIVE.format(ts=ts))
         raise InvalidObject(
             f"truncated: {size} bytes in the file, Pixel Data alone needs {expected}"
         )
