@@ -6,8 +6,10 @@ import fcntl
 import logging
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 from archivist.archive.ingest import Ingest, Validator
 from archivist.archive.retrieve import Retrieve
@@ -23,6 +25,13 @@ log = logging.getLogger("archivist.archive")
 #: Where the start-up sweep puts blobs no index row names (under the data directory).
 ORPHANS = "orphans"
 
+#: The series metadata files of WADO-RS (:class:`archivist.web.dicomweb.wado.MetadataCache`),
+#: under the data directory: ``series-{series pk}-{series change_seq}-{format}.json.gz``.
+METADATA_CACHE = Path("cache") / "metadata"
+
+#: The data directory (resolved) the metadata files were written for, under ``cache/``.
+CACHE_ORIGIN = Path("cache") / "origin"
+
 
 def lost_index(settings: Settings) -> str | None:
     """Why the archive at `settings` must not be opened, or None.
@@ -30,11 +39,15 @@ def lost_index(settings: Settings) -> str | None:
     An index file that is missing or empty while the blob store holds objects was lost (deleted,
     or a disk or copy went wrong): opening the archive would start an empty index, and every
     stored object would be an orphan. The message says how to get the objects back.
+
+    An index at a revision this version does not know was written by a newer version (a data
+    directory restored from, or downgraded after, a newer release): it is refused too, and left
+    as it was (:func:`newer_index`).
     """
     index = settings.index_path
     try:
         if index.stat().st_size > 0:
-            return None
+            return newer_index(index)
     except FileNotFoundError:
         pass
     blobs = settings.blob_dir
@@ -44,6 +57,71 @@ def lost_index(settings: Settings) -> str | None:
     return (f"the index {index} {state} but {blobs} holds stored objects; nothing was "
             f"changed. Restore the index from a backup, or move {blobs} out of the data "
             "directory and import it: `archivist import MOVED_FOLDER`")
+
+
+def index_revision(path: Path) -> str | None:
+    """The Alembic revision of the SQLite index at `path`, read without writing anything; None
+    when it has none or cannot be read (then opening it says why)."""
+    try:
+        con = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=10)
+        try:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+def newer_index(path: Path) -> str | None:
+    """Why the index at `path` must not be opened by this version now, or None: it is at a
+    revision this version's migrations do not know, or it needs an upgrade while another process
+    (an older version) uses the data directory. The migrations refuse both too (and indexes that
+    are not a SQLite file); asked here, `serve` says it before it starts any worker."""
+    from archivist.index.migrations import (
+        busy_message,
+        head_revision,
+        known_revisions,
+        newer_index_message,
+    )
+
+    revision = index_revision(path)
+    if revision is None:
+        return None
+    head = head_revision()
+    if revision not in known_revisions():
+        return newer_index_message(str(path), revision, head)
+    # The lock first: a process of this version takes it only once its upgrade is committed.
+    if revision != head and _held(path.parent / "archivist.lock"):
+        revision = index_revision(path) or revision
+        if revision != head:
+            return busy_message(str(path), revision, head)
+    return None
+
+
+def _held(lock: Path) -> bool:
+    """True when another process holds `lock` (flock, shared or exclusive)."""
+    try:
+        with open(lock, "r") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    except OSError:
+        pass
+    return False
+
+
+def _cache_key(name: str) -> tuple[int, int] | None:
+    """(series pk, change sequence) of a metadata file's name, or None (not one)."""
+    parts = name.split("-")
+    if len(parts) < 3 or parts[0] != "series":
+        return None
+    seq = parts[2].split(".")[0]
+    if not (parts[1].isdigit() and seq.isdigit()):
+        return None
+    return int(parts[1]), int(seq)
 
 
 class Archive:
@@ -69,7 +147,7 @@ class Archive:
         self._lock_file: IO[str] | None = None
 
     @classmethod
-    def open(cls, settings: Settings, *, validator: Validator | None = None) -> "Archive":
+    def open(cls, settings: Settings, *, validator: Validator | None = None) -> Archive:
         """Open (create) the archive of `settings`; :class:`~archivist.errors.IndexLost` when its
         index was lost while objects are stored (:func:`lost_index`)."""
         problem = lost_index(settings)
@@ -115,14 +193,21 @@ class Archive:
         """Remove partial writes, and move blobs no index row names (a store that a crash cut
         between its blob and its index row: never acknowledged) to ``<data>/orphans/``. They are
         moved, not deleted: an index restored from an older backup names fewer blobs than are
-        stored, and those newer objects can be imported back from there."""
+        stored, and those newer objects can be imported back from there.
+
+        Index rows whose blob is missing are reported (WARNING, with a few of their SOP Instance
+        UIDs), not changed: a backup that copied the blobs before the index, or while objects
+        were deleted, restores rows for objects it does not hold, which then could not be
+        retrieved while queries still list them."""
         removed_tmp = 0
         moved = 0
         if isinstance(self.blobs, FilesystemBlobStore):
             removed_tmp = self.blobs.clear_tmp()
         known = self.index.storage_keys()
         orphans = Path(self.settings.data_dir) / ORPHANS
+        present: set[str] = set()
         for key in list(self.blobs.keys()):
+            present.add(key)
             if key in known:
                 continue
             path = self.blobs.path(key)
@@ -139,7 +224,75 @@ class Archive:
             log.warning("startup sweep removed %d partial writes and moved %d blobs no index "
                         "row names to %s (`archivist import` it to store them again)",
                         removed_tmp, moved, orphans)
-        return {"partial": removed_tmp, "orphans": moved}
+        missing = known - present
+        if missing:
+            log.warning("startup sweep: %d objects the index lists have no blob in %s: they "
+                        "cannot be retrieved (a backup that copied the blobs before the index? "
+                        "copy them again from where the index came from), e.g. SOP Instance "
+                        "UID %s",
+                        len(missing), self.settings.blob_dir,
+                        ", ".join(self._sop_uids_of(sorted(missing)[:5])))
+        return {"partial": removed_tmp, "orphans": moved, "missing": len(missing),
+                "caches": self.sweep_caches()}
+
+    def _sop_uids_of(self, keys: list[str]) -> list[str]:
+        from sqlalchemy import select
+
+        from archivist.index.schema import instance
+
+        with self.index.reader.connect() as conn:
+            return [str(uid) for uid in conn.execute(
+                select(instance.c.sop_instance_uid).where(instance.c.storage_key.in_(keys))
+                .order_by(instance.c.sop_instance_uid)).scalars()]
+
+    def sweep_caches(self) -> int:
+        """Remove the series metadata files that do not describe a series as the index has it
+        now; returns how many. They are derived data, built again on first use.
+
+        A file is named by its series' row and change sequence. An index restored from a backup
+        (or the files of another copy) is behind the files: its next changes reuse sequence
+        numbers that files already carry, and those files would be served for series that hold
+        other objects. And the files embed a placeholder derived from the data directory's path,
+        so a data directory restored or moved to another path must not reuse them. Hence only
+        the files of each series' current (row, sequence) are kept, and all of them go when the
+        data directory is not the one they were written in.
+        """
+        data = Path(self.settings.data_dir)
+        cache = data / METADATA_CACHE
+        here = str(data.resolve())
+        origin_file = data / CACHE_ORIGIN
+        try:
+            moved = origin_file.read_text(encoding="utf-8") != here
+        except OSError:
+            moved = True
+        removed = 0
+        if cache.is_dir():
+            from sqlalchemy import select
+
+            from archivist.index.schema import series
+
+            with self.index.reader.connect() as conn:
+                current = {(int(pk), int(seq or 0)) for pk, seq in
+                           conn.execute(select(series.c.pk, series.c.change_seq))}
+            for path in cache.iterdir():
+                if not moved and _cache_key(path.name) in current:
+                    continue
+                try:
+                    path.unlink()
+                    removed += 1
+                except OSError:
+                    pass
+        try:
+            origin_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if moved:
+                origin_file.write_text(here, encoding="utf-8")
+        except OSError as exc:
+            log.warning("cache origin not written: %s", exc.strerror)
+        if removed:
+            log.info("startup sweep removed %d series metadata files that no longer match the "
+                     "index%s (built again on first use)", removed,
+                     " or were written in another data directory" if moved else "")
+        return removed
 
     def close(self) -> None:
         self.index.close()
