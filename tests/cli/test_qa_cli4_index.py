@@ -72,6 +72,7 @@ class TestLostIndex:
         ("emptied", ["import", "-q", "{file}"]),
         ("emptied", ["find"]),
         ("deleted", ["migrate", "-q", "--from", "NOBODY@127.0.0.1:9"]),
+        ("emptied", ["validate", "--stored", "1.2.3"]),
     ])
     def test_the_stored_objects_are_kept_and_the_command_refused(
             self, data: Path, tmp_path: Path, how: str, command: list[str]) -> None:

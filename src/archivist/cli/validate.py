@@ -142,8 +142,13 @@ def _show_stored(sop_uids: list[str], data: Path | None, config: Path | None, *,
         return 2
     from sqlalchemy.exc import SQLAlchemyError
 
+    from archivist.errors import ArchivistError
+
     try:
         archive = Archive.open(settings)
+    except ArchivistError as exc:  # a lost index, or one of a newer version (IndexLost)
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        return 2
     except SQLAlchemyError as exc:
         typer.secho(f"error: the index could not be opened ({getattr(exc, 'orig', exc)}); "
                     "try again", fg=typer.colors.RED, err=True)
