@@ -588,6 +588,16 @@ def _swapped(raw: bytes, size: int) -> bytes:
     return words + raw[usable:]
 
 
+#: The VRs whose values pydicom leaves as bytes (PS3.5 Table 6.2-1).
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+
+
+def swap_binary_values(ds: Dataset) -> None:
+    """Turn the undecoded OW, OL, OF, OD and OV values of `ds` around (big <-> little
+    endian), sequences included, Pixel Data left alone."""
+    _swap_values(ds)
+
+
 def _swap_values(ds: Dataset) -> None:
     for elem in ds:
         if elem.VR == "SQ":

@@ -181,8 +181,8 @@ async def _wado(request: Request) -> Response:
             if why is not None:
                 raise HTTPProblem(406, f"cannot send this object in transfer syntax {target}: "
                                   f"{why}")
-            data = await run_in_threadpool(transcode_instance, archive, ref, target)
-            return Response(data, media_type=DICOM)
+            coded = await run_in_threadpool(transcode_instance, archive, ref, target)
+            return StreamingResponse(iterate_file(coded), media_type=DICOM)
         return StreamingResponse(iterate_file(archive.retrieve.open(ref)), media_type=DICOM,
                                  headers={"Content-Length": str(ref.size)})
     if q.get("transferSyntax") is not None:

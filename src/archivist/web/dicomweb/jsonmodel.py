@@ -76,7 +76,9 @@ def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = ()) -> 
         tag = Tag(tag)
         if tag.element == 0 or tag.group == 0x0002:
             continue  # group lengths and File Meta are not part of the data set's JSON
-        raw = ds.get_item(tag)
+        # keep_deferred: pydicom 3 would otherwise read a deferred value whole (all of a
+        # Pixel Data, a 100 MB private OB) only to have it replaced by a BulkDataURI.
+        raw = ds.get_item(tag, keep_deferred=True)
         key = f"{tag:08X}"
         vr = _vr_of(ds, tag, raw)
         if vr in BULK_VRS:

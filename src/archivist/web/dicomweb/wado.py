@@ -148,13 +148,16 @@ def _opened(archive: Archive, ref: InstanceRef) -> BinaryIO | None:
         return None
 
 
-def transcode_instance(archive: Archive, ref: InstanceRef, target: str) -> bytes:
-    """The instance in `target`; 406 with the reason when the pixels cannot be re-encoded."""
+def transcode_instance(archive: Archive, ref: InstanceRef, target: str) -> BinaryIO:
+    """The instance in `target`, in a temporary file (in memory while small) positioned at its
+    start, which the caller closes (:func:`~archivist.web.dicomweb.common.iterate_file` does);
+    406 with the reason when the pixels cannot be re-encoded. Large pixel data is re-encoded
+    a frame at a time (:func:`pixels.transcode_file`)."""
     path = archive.retrieve.path(ref)
     if path is None:
         raise HTTPProblem(500, "stored object is not on a file system")
     try:
-        return pixels.transcode(path, target)
+        return pixels.transcode_file(path, target, archive.settings.tmp_dir)
     except HTTPProblem:
         raise
     except Exception as exc:  # noqa: BLE001 - decoders and encoders fail in many ways
@@ -227,7 +230,7 @@ async def retrieve(request: Request, study: str, series: str | None = None,
     if left:
         status = 206
         headers["Warning"] = _left_out_warning(request, left, len(refs), syntaxes)
-    ready: bytes | None = None
+    ready: BinaryIO | None = None
     if len(plan) == 1 and plan[0][1] != plan[0][0].transfer_syntax_uid:
         # one instance: transcode before answering, so a failure is a 406, not a cut stream
         ref, ts = plan[0]
@@ -241,7 +244,7 @@ async def retrieve(request: Request, study: str, series: str | None = None,
         ref, ts = plan[0]
         media = f"{DICOM}; transfer-syntax={ts}"
         if ready is not None:
-            return Response(ready, media_type=media)
+            return StreamingResponse(iterate_file(ready), media_type=media)
         fh = _opened(archive, ref)
         if fh is None:
             raise HTTPProblem(404, "this instance was deleted meanwhile")
@@ -254,7 +257,7 @@ async def retrieve(request: Request, study: str, series: str | None = None,
         for ref, ts in plan:
             stored = ref.transfer_syntax_uid
             if ready is not None:
-                yield f"{DICOM}; transfer-syntax={ts}", iter((ready,))
+                yield f"{DICOM}; transfer-syntax={ts}", iterate_file(ready)
                 continue
             if ts == stored:
                 # Opened before its part header goes out: an instance deleted since the
@@ -274,7 +277,7 @@ async def retrieve(request: Request, study: str, series: str | None = None,
                 if fh is not None:
                     yield f"{DICOM}; transfer-syntax={stored}", iterate_file(fh)
                 continue
-            yield f"{DICOM}; transfer-syntax={ts}", iter((data,))
+            yield f"{DICOM}; transfer-syntax={ts}", iterate_file(data)
 
     media = f'multipart/related; type="{DICOM}"; boundary={boundary}'
     return StreamingResponse(multipart_stream(boundary, parts()), status_code=status,
@@ -294,7 +297,12 @@ class MetadataCache:
     last changed, so the first viewer to open a new study finds it ready.
     """
 
-    def __init__(self, archive: Archive, max_bytes: int = 256 * 1024 * 1024) -> None:
+    #: What a worker keeps in memory at most: with the files on disk a miss costs a read and
+    #: an inflate (~50 ms for a 5,000-instance series), and each worker has its own copy, so
+    #: this is held low for the 300 MB a worker may take (issue 10).
+    MAX_BYTES = 64 << 20
+
+    def __init__(self, archive: Archive, max_bytes: int = MAX_BYTES) -> None:
         self.archive = archive
         self.dir = Path(archive.settings.data_dir) / "cache" / "metadata"
         self.token = "urn:archivist:root:" + hashlib.sha256(
@@ -317,6 +325,13 @@ class MetadataCache:
 
     def _remember(self, table: OrderedDict, key: Any, data: bytes) -> None:  # type: ignore[type-arg]
         with self.lock:
+            # An older version of the same series is never served again (its change sequence
+            # is behind the index): dropped now, not when the memory is full, so a series
+            # viewed while it is being stored does not keep a copy per version.
+            tables: tuple[OrderedDict[Any, bytes], ...] = (self.templates, self.responses)
+            for held in tables:
+                for old in [k for k in held if k[0] == key[0] and k[1] != key[1]]:
+                    self.bytes -= len(held.pop(old))
             if key not in table:
                 table[key] = data
                 self.bytes += len(data)
@@ -704,10 +719,36 @@ def _frames_response(archive: Archive, ranges: list[MediaRange], study: str, ser
     if single:
         # The client asked for a single-part response (PS3.18 8.7.3.3.2): the frame itself.
         return Response(read(info, numbers[0]), media_type=part_type)
+    return _frame_parts(info, numbers, read, media, part_type)
+
+
+#: A multipart body of frames (or bulk data) up to this size is made before the response starts,
+#: so that any failure is the request's status; a larger one is sent as it is read.
+BUFFERED_BODY = 16 << 20
+
+
+def _frame_parts(info: pixels.PixelInfo, numbers: list[int], read: Any, media: str,
+                 part_type: str) -> Response:
+    """Frames `numbers` of `info` as a multipart/related body, one part each, read with
+    `read`. A body larger than :data:`BUFFERED_BODY` (all the frames of a long cine) is
+    streamed: the first frame is read before the response starts (its errors are the
+    request's), the others one at a time as the client reads, so memory stays at a frame
+    whatever the list; one failing later cuts the body short (no closing boundary), which a
+    client sees as an incomplete response, never as a frame silently left out."""
     boundary = new_boundary()
-    body = b"".join(multipart_stream(
-        boundary, ((part_type, iter([read(info, n)])) for n in numbers)))
-    return Response(body, media_type=f'multipart/related; type="{media}"; boundary={boundary}')
+    content_type = f'multipart/related; type="{media}"; boundary={boundary}'
+    if len(numbers) * max(info.frame_bytes, 1) <= BUFFERED_BODY:
+        body = b"".join(multipart_stream(
+            boundary, ((part_type, iter([read(info, n)])) for n in numbers)))
+        return Response(body, media_type=content_type)
+    first = read(info, numbers[0])
+
+    def parts() -> Iterator[tuple[str, Iterator[bytes]]]:
+        yield part_type, iter((first,))
+        for n in numbers[1:]:
+            yield part_type, iter((read(info, n),))
+
+    return StreamingResponse(multipart_stream(boundary, parts()), media_type=content_type)
 
 
 def _video_frames(info: pixels.PixelInfo, ranges: list[MediaRange], media: str) -> Response:
@@ -736,6 +777,39 @@ async def frames(request: Request, study: str, series: str, sop: str, frame_list
 
 # -- Bulk data -----------------------------------------------------------------------------------
 
+def _bulk_span(path: Path, tag_path: list[str]) -> tuple[int, int] | None:
+    """(position in the file, length) of the value a bulk data path names when it can be sent
+    straight from the file: a value long enough to have been left on disk by the header's
+    parse, in a little endian syntax that is not deflated. None otherwise (the value is then
+    read by :func:`_bulk_bytes`)."""
+    from pydicom.dataelem import RawDataElement
+
+    with open(path, "rb") as fh:
+        ds = read_deferred(fh)
+        if str(ds.file_meta.get("TransferSyntaxUID", "")) not in (EXPLICIT_LE, IMPLICIT_LE):
+            return None
+        try:
+            holder, tag = locate(ds, tag_path)
+        except (KeyError, IndexError, ValueError):
+            raise HTTPProblem(404, "no such bulk data element in this instance") from None
+        raw = holder.get_item(tag, keep_deferred=True)
+    if not isinstance(raw, RawDataElement) or raw.value is not None \
+            or raw.length == 0xFFFFFFFF or raw.VR == "SQ" or raw.value_tell < 0:
+        return None
+    return int(raw.value_tell), int(raw.length)
+
+
+def _file_chunks(path: Path, start: int, length: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        while length > 0:
+            data = fh.read(min(chunk, length))
+            if not data:
+                return
+            length -= len(data)
+            yield data
+
+
 def _bulk_bytes(path: Path, tag_path: list[str]) -> bytes:
     """The value a bulk data path names, in little endian byte order (PS3.18 8.7.3.3.1:
     ``application/octet-stream`` bulk data is little endian): the OW, OL, OF, OD and OV
@@ -760,26 +834,34 @@ def _bulk_bytes(path: Path, tag_path: list[str]) -> bytes:
         return bytes(value)
 
 
-def _pixel_bulk(path: Path, ranges: list[MediaRange]) -> tuple[str, list[bytes]]:
-    """The Pixel Data of an instance stored in `path` as bulk data, in the form asked for.
+def _pixel_bulk(path: Path, ranges: list[MediaRange],
+                ) -> tuple[str, pixels.PixelInfo, Any]:
+    """How the Pixel Data of an instance stored in `path` goes out as bulk data: the media
+    type, its layout and how each frame is read (None for a video, sent as its stream).
 
-    Returns the media type and the frames. PS3.18 8.7.3.3: uncompressed bulk data
-    (``application/octet-stream``) is native little endian, so frames stored compressed are
-    decoded and big endian is swapped; compressed bulk data is sent frame by frame, each
-    frame's compressed bitstream without the fragment delimiters (PS3.18 8.7.3.3.2), when the
-    client accepts the stored media type (or ``transfer-syntax=*``). Video is the stream as
-    stored.
+    PS3.18 8.7.3.3: uncompressed bulk data (``application/octet-stream``) is native little
+    endian, so frames stored compressed are decoded and big endian is swapped; compressed bulk
+    data is sent frame by frame, each frame's compressed bitstream without the fragment
+    delimiters (PS3.18 8.7.3.3.2), when the client accepts the stored media type (or
+    ``transfer-syntax=*``). Video is the stream as stored.
     """
     info = _PIXEL_INFO.get(path)
     stored_media = FRAME_MEDIA_TYPE.get(info.transfer_syntax, OCTET)
     if stored_media.startswith("video/"):
-        return stored_media, [_video_stream(info)]
+        return stored_media, info, None
     media, decode = choose_frame_encoding(ranges, info.transfer_syntax)
-    read = pixels.decoded_frame if decode else pixels.stored_frame
-    frames = [read(info, n) for n in range(1, info.frames + 1)]
-    if media == OCTET:
-        return OCTET, [b"".join(frames)]
-    return media, frames
+    return media, info, pixels.decoded_frame if decode else pixels.stored_frame
+
+
+def _native_pixel_chunks(info: pixels.PixelInfo, read: Any, start: int, end: int,
+                         ) -> Iterator[bytes]:
+    """Bytes `start` to `end` (inclusive) of the native Pixel Data of `info`, read a frame
+    at a time (decoded or cut by `read`)."""
+    size = info.frame_bytes
+    for n in range(start // size + 1, end // size + 2):
+        data = read(info, n)
+        first = (n - 1) * size
+        yield data[max(start - first, 0):end - first + 1]
 
 
 def _video_stream(info: pixels.PixelInfo) -> bytes:
@@ -853,26 +935,47 @@ async def bulkdata(request: Request, study: str, series: str, sop: str, tag_path
         r.type in (OCTET, "*/*") for r in ranges)
     headers = {"Accept-Ranges": "bytes"}
     if parts == ["7FE00010"] and ref.transfer_syntax_uid not in (EXPLICIT_LE, IMPLICIT_LE):
-        media, frames = await run_in_threadpool(_pixel_bulk, path, ranges)
-        if media != OCTET:
+        media, info, read = await run_in_threadpool(_pixel_bulk, path, ranges)
+        if read is None or media != OCTET:
             # Compressed: one part per frame (a Range cannot address several parts).
             part_type = f"{media}; transfer-syntax={ref.transfer_syntax_uid}"
-            if len(frames) == 1 and not asked_multipart:
+            if (read is None or info.frames == 1) and not asked_multipart:
                 # One part (a single frame, or a video stream, which players read by Range).
-                rng = _parse_range(request.headers.get("range"), len(frames[0]))
+                one = await run_in_threadpool(_video_stream, info) if read is None else \
+                    await run_in_threadpool(read, info, 1)
+                rng = _parse_range(request.headers.get("range"), len(one))
                 if rng is not None:
                     start, end = rng
-                    headers["Content-Range"] = f"bytes {start}-{end}/{len(frames[0])}"
-                    return Response(frames[0][start:end + 1], status_code=206,
+                    headers["Content-Range"] = f"bytes {start}-{end}/{len(one)}"
+                    return Response(one[start:end + 1], status_code=206,
                                     media_type=part_type, headers=headers)
-                return Response(frames[0], media_type=part_type, headers=headers)
-            boundary = new_boundary()
-            body = b"".join(multipart_stream(
-                boundary, ((part_type, iter([f])) for f in frames)))
-            return Response(body, media_type=f'multipart/related; type="{media}"; '
-                            f"boundary={boundary}")
-        data = frames[0]
+                return Response(one, media_type=part_type, headers=headers)
+            if read is None:
+                stream = await run_in_threadpool(_video_stream, info)
+                boundary = new_boundary()
+                body = b"".join(multipart_stream(boundary, iter([(part_type, iter([stream]))])))
+                return Response(body, media_type=f'multipart/related; type="{media}"; '
+                                f"boundary={boundary}")
+            return await run_in_threadpool(_frame_parts, info, list(range(1, info.frames + 1)),
+                                           read, media, part_type)
+        size = info.frames * info.frame_bytes
+        if info.bits_allocated % 8 == 0 and size > BUFFERED_BODY and str(
+                info.header.get("PhotometricInterpretation", "")).strip() != "YBR_FULL_422":
+            # Native pixels of a large object, decoded or swapped a frame at a time.
+            return await _streamed_bulk(request, headers, size, asked_multipart,
+                                        lambda start, end: _native_pixel_chunks(
+                                            info, read, start, end))
+        data = b"".join(await run_in_threadpool(
+            lambda: [read(info, n) for n in range(1, info.frames + 1)]))
     else:
+        span = await run_in_threadpool(_bulk_span, path, parts)
+        if span is not None and span[1] > BUFFERED_BODY:
+            # A large value (Pixel Data, a private OB of 100 MB) sent from the file as it is
+            # read, only the bytes of the Range asked for.
+            offset, size = span
+            return await _streamed_bulk(request, headers, size, asked_multipart,
+                                        lambda start, end: _file_chunks(
+                                            path, offset + start, end - start + 1))
         data = await run_in_threadpool(_bulk_bytes, path, parts)
     rng = _parse_range(request.headers.get("range"), len(data))
     status = 200
@@ -888,6 +991,35 @@ async def bulkdata(request: Request, study: str, series: str, sop: str, tag_path
         return Response(body, status_code=status, media_type=f'multipart/related; '
                         f'type="{OCTET}"; boundary={boundary}', headers=headers)
     return Response(data, status_code=status, media_type=OCTET, headers=headers)
+
+
+async def _streamed_bulk(request: Request, headers: dict[str, str], size: int,
+                         asked_multipart: bool, chunks: Any) -> Response:
+    """A bulk data value of `size` bytes sent as it is read: ``chunks(start, end)`` yields
+    bytes `start` to `end` inclusive; the Range asked for, if any (206). The first chunk is
+    read before the response starts, so a value that cannot be read is the request's error."""
+    rng = _parse_range(request.headers.get("range"), size)
+    status = 200
+    start, end = 0, size - 1
+    if rng is not None:
+        start, end = rng
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        status = 206
+    body = chunks(start, end)
+    first = await run_in_threadpool(next, body, b"")
+
+    def rest() -> Iterator[bytes]:
+        yield first
+        yield from body
+
+    if asked_multipart:
+        boundary = new_boundary()
+        return StreamingResponse(
+            multipart_stream(boundary, iter([(OCTET, rest())])), status_code=status,
+            media_type=f'multipart/related; type="{OCTET}"; boundary={boundary}',
+            headers=headers)
+    headers["Content-Length"] = str(end - start + 1)
+    return StreamingResponse(rest(), status_code=status, media_type=OCTET, headers=headers)
 
 
 # -- Rendered and thumbnails ---------------------------------------------------------------------
