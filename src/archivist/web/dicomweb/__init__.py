@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 from archivist.core.levels import QueryLevel
 from archivist.web.dicomweb import pixels, qido, stow, wado
 from archivist.web.dicomweb.common import Cors
-from archivist.web.errors import HTTPProblem, to_response
+from archivist.web.errors import HTTPProblem, problem_response, to_response
 
 log = logging.getLogger("archivist.web")
 
@@ -30,6 +30,12 @@ def guarded(fn: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             return await fn(request, **request.path_params)
         except HTTPProblem as exc:
             return to_response(exc)
+        except FileNotFoundError:
+            # A stored object deleted (or replaced) while this request read it: gone, not a
+            # server failure.
+            log.warning("DICOMweb %s %s: a stored object was deleted meanwhile",
+                        request.method, request.url.path)
+            return problem_response(404, "the stored object was deleted meanwhile")
         except Exception as exc:
             log.exception("DICOMweb %s %s failed", request.method, request.url.path)
             return to_response(exc)

@@ -537,7 +537,10 @@ def _build_series(archive: Archive, study: str, series: str, root: str) -> bytes
     items = []
     for ref in refs:
         bulk_root = f"{root}/studies/{study}/series/{series}/instances/{ref.sop_instance_uid}"
-        with archive.retrieve.open(ref) as fh:
+        fh = _opened(archive, ref)
+        if fh is None:  # deleted since it was found: left out, as WADO-RS leaves it out
+            continue
+        with fh:
             items.append(json.dumps(instance_json(fh, bulk_root, ref.transfer_syntax_uid),
                                     ensure_ascii=False, separators=(",", ":")))
     return ("[" + ",".join(items) + "]").encode("utf-8")
@@ -596,7 +599,10 @@ async def instance_metadata(request: Request, study: str, series: str, sop: str)
     def build() -> tuple[bytes, str]:
         ref = find_instances(archive, study, series, sop)[0]
         bulk_root = f"{root}/studies/{study}/series/{series}/instances/{sop}"
-        with archive.retrieve.open(ref) as fh:
+        fh = _opened(archive, ref)
+        if fh is None:
+            raise HTTPProblem(404, "this instance was deleted meanwhile")
+        with fh:
             item = instance_json(fh, bulk_root, ref.transfer_syntax_uid)
         etag = '"' + hashlib.sha256(f"{root}|{ref.sha256}".encode()).hexdigest()[:24] + '"'
         return json.dumps([item], ensure_ascii=False, separators=(",", ":")).encode(), etag
