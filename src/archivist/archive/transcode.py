@@ -369,6 +369,7 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
     stored = str(ds.file_meta.TransferSyntaxUID)
     if stored == target:
         return
+    _known_vrs(ds)
     if target not in NATIVE_SYNTAXES and ("FloatPixelData" in ds
                                           or "DoubleFloatPixelData" in ds):
         raise TranscodeRefused(_FLOAT_REFUSAL)
@@ -399,6 +400,16 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
                 raise TranscodeRefused(_encoder_refusal(target, exc)) from None
     else:
         ds.file_meta.TransferSyntaxUID = UID(target)
+
+
+def _known_vrs(ds: Dataset) -> None:
+    """Give standard elements stored with VR UN (as GDCM's ``gdcmconv`` writes an object it
+    does not know the dictionary of) their dictionary VR, at any depth, before the object is
+    re-encoded: pydicom converts an element when it is read, and writes one never read as it
+    was stored, so a receiver got SOP Class UID and every other element as UN (DCMTK's
+    ``storescp`` then refuses the object: no SOP Class UID it can read)."""
+    for elem in ds.iterall():  # reading each element converts it (replace_un_with_known_vr)
+        del elem
 
 
 def _encoder_refusal(target: str, exc: ValueError) -> str:
