@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -211,6 +212,29 @@ class Retrieve:
         ts = str(file_meta.get("TransferSyntaxUID", "") or ref.transfer_syntax_uid)
         return ts, data
 
+    def encoded_stream(self, ref: InstanceRef) -> tuple[str, BinaryIO, int]:
+        """As :meth:`encoded`, without reading the data set: ``(transfer syntax, the stored
+        file positioned at the data set's first byte, the data set's length)``, for a large
+        object sent as it is read. The caller closes the file."""
+        fh = self._open_current(ref, strict=False)
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(144)
+            if len(head) == 144 and head[128:140] == b"DICM\x02\x00\x00\x00UL\x04\x00":
+                (group_length,) = struct.unpack("<L", head[140:144])
+                meta = BytesIO(fh.read(group_length))
+                file_meta = read_dataset(meta, is_implicit_VR=False, is_little_endian=True,  # type: ignore[arg-type]
+                                         stop_when=lambda tag, vr, length: tag.group != 2)
+                ts = str(file_meta.get("TransferSyntaxUID", "") or ref.transfer_syntax_uid)
+                start = fh.tell()
+                return ts, fh, size - start
+        except BaseException:
+            fh.close()
+            raise
+        fh.close()  # an unusual layout: read whole, as encoded() reads it
+        ts, data = self.encoded(ref)
+        return ts, BytesIO(data), len(data)
+
     def stored(self, ref: InstanceRef) -> StoredInstance:
         """`ref` as a :class:`StoredInstance`: nothing is read until asked."""
         return StoredInstance(self, ref)
@@ -230,6 +254,9 @@ class StoredInstance:
 
     def encoded(self) -> tuple[str, bytes]:
         return self.retrieve.encoded(self.ref)
+
+    def encoded_stream(self) -> tuple[str, BinaryIO, int]:
+        return self.retrieve.encoded_stream(self.ref)
 
     def dataset(self) -> Dataset:
         return self.retrieve.dataset(self.ref)

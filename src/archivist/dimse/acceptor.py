@@ -76,9 +76,11 @@ from archivist.dimse.acceptor_pdu import (
     Message,
     ProtocolError,
     ReleaseRequested,
+    StreamedMessage,
     a_abort,
     associate_rj,
     file_meta_prefix,
+    write_pdus,
 )
 from archivist.dimse.acceptor_pdu import (
     A_ASSOCIATE_RQ as RQ_TYPE,
@@ -935,9 +937,10 @@ class Association:
     async def send(self, pdus: list[bytes]) -> None:
         """Write PDUs and wait until the socket drains (back-pressure)."""
         if self._closed:
+            if isinstance(pdus, StreamedMessage):
+                pdus.close()
             raise ConnectionError("association closed")
-        self.writer.writelines(pdus)
-        await self.writer.drain()
+        await write_pdus(self.writer, pdus)  # a StreamedMessage: read from its file as sent
         self.last_activity = self.loop.time()
 
     def new_message_id(self) -> int:

@@ -18,6 +18,7 @@ import os
 import re
 import struct
 import tempfile
+from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -107,11 +108,80 @@ def encode_message(message: DIMSEMessage, context_id: int, max_pdu: int,
     return fragment_message(bytes(command), context_id, max_pdu, dataset)
 
 
+class StreamedData:
+    """A data set sent from a file as it is read (a large stored object going out as stored in
+    a C-STORE sub-operation): `fh` positioned at its first byte, `length` bytes."""
+
+    def __init__(self, fh: Any, length: int) -> None:
+        self.fh = fh
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+#: The most of a streamed data set read at a time (and put in one PDU when the peer allows it).
+STREAM_CHUNK = 1 << 20
+
+
+async def write_pdus(writer: Any, pdus: Any) -> None:
+    """Write PDUs (a list, or a :class:`StreamedMessage`, closed afterwards) to an asyncio
+    StreamWriter, waiting for the socket to drain after each mebibyte or so."""
+    if not isinstance(pdus, StreamedMessage):
+        writer.writelines(pdus)
+        await writer.drain()
+        return
+    try:
+        pending = 0
+        for pdu in pdus:
+            writer.write(pdu)
+            pending += len(pdu)
+            if pending >= STREAM_CHUNK:
+                await writer.drain()
+                pending = 0
+        await writer.drain()
+    finally:
+        pdus.close()
+
+
+class StreamedMessage:
+    """The PDUs of a command set and a :class:`StreamedData` data set, made as they are sent
+    (iterate it once; :meth:`close` closes the file): memory stays at a chunk whatever the
+    object's size."""
+
+    def __init__(self, command: bytes, context_id: int, max_pdu: int,
+                 data: StreamedData) -> None:
+        self.command = command
+        self.context_id = context_id
+        self.max_pdu = max_pdu
+        self.data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from fragment_message(self.command, self.context_id, self.max_pdu)
+        step = min(self.max_pdu - 6, STREAM_CHUNK) if self.max_pdu else STREAM_CHUNK
+        remaining = self.data.length
+        while remaining > 0:
+            chunk = self.data.fh.read(min(step, remaining))
+            if not chunk:
+                raise OSError("the stored object is shorter than when it was opened")
+            remaining -= len(chunk)
+            yield p_data(self.context_id, 0x02 if remaining == 0 else 0x00, chunk)
+
+    def close(self) -> None:
+        self.data.close()
+
+
 def fragment_message(command: bytes, context_id: int, max_pdu: int,
-                     dataset: bytes | None = None) -> list[bytes]:
-    """P-DATA-TF PDUs for an encoded command set and data set (PS3.8 E.2, D.1)."""
+                     dataset: bytes | StreamedData | None = None) -> Any:
+    """P-DATA-TF PDUs for an encoded command set and data set (PS3.8 E.2, D.1): a list, or a
+    :class:`StreamedMessage` for a :class:`StreamedData` data set."""
     if 0 < max_pdu <= 6:
         raise ValueError(f"a Maximum Length of {max_pdu} bytes cannot carry a PDV")
+    if isinstance(dataset, StreamedData):
+        return StreamedMessage(command, context_id, max_pdu, dataset)
     out: list[bytes] = []
     for payload, last_control, more_control in ((command, 0x03, 0x01), (dataset, 0x02, 0x00)):
         if payload is None or (payload is dataset and not payload):

@@ -53,6 +53,7 @@ from archivist.dimse.acceptor_pdu import (
     Message,
     ProtocolError,
     ReleaseRequested,
+    StreamedData,
     coalesce,
     encode_command,
     encode_message,
@@ -1162,6 +1163,10 @@ class Counts:
         rsp.NumberOfWarningSuboperations = self.warning
 
 
+#: Objects larger than this going out as stored are streamed from their file (StreamedData).
+STREAM_ABOVE = 8 << 20
+
+
 class _NoContext(Exception):
     """No accepted presentation context can carry a sub-operation's object."""
 
@@ -1190,8 +1195,15 @@ def _sub_operation(item: Any, context_for: Any) -> tuple[str, str, Any, bytes]:
         cx = context_for(ref.sop_class_uid, ref.transfer_syntax_uid)
         if cx is None:
             raise _NoContext(f"{ref.sop_class_uid} in {ref.transfer_syntax_uid}")
-        stored_ts, data = item.encoded()
         target = str(cx.transfer_syntax[0])
+        if ref.size > STREAM_ABOVE and target == ref.transfer_syntax_uid:
+            # A large object as stored: read from its file while it is sent, a mebibyte at a
+            # time, not held whole (twice, with its PDUs) in memory.
+            stored_ts, fh, length = item.encoded_stream()
+            if stored_ts == target:
+                return ref.sop_class_uid, ref.sop_instance_uid, cx, StreamedData(fh, length)
+            fh.close()
+        stored_ts, data = item.encoded()
         if target != stored_ts:
             parsed = item.dataset()
             transcode_dataset(parsed, target)  # decompressed, byte order turned, as WADO does

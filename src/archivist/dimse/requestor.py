@@ -49,6 +49,7 @@ from archivist.dimse.acceptor_pdu import (
     a_abort,
     encode_command,
     fragment_message,
+    write_pdus,
 )
 
 log = logging.getLogger("archivist.dimse")
@@ -175,7 +176,7 @@ class Outbound:
         return mid
 
     async def store(self, cx: PresentationContext, message_id: int, sop_class: str,
-                    sop_instance: str, dataset: bytes, *, originator_aet: str | None = None,
+                    sop_instance: str, dataset: Any, *, originator_aet: str | None = None,
                     originator_id: int | None = None) -> int:
         """Send one C-STORE-RQ and return the status of its response (PS3.4 B.2.3).
 
@@ -189,9 +190,8 @@ class Outbound:
         pdus = fragment_message(command, int(cx.context_id), self.send_max,  # type: ignore[arg-type]
                                 dataset)
         try:
-            self.writer.writelines(pdus)
             async with asyncio.timeout(self.settings.dimse_timeout):
-                await self.writer.drain()
+                await write_pdus(self.writer, pdus)  # a StreamedMessage: read as it is sent
                 reply = await self._response(message_id)
         except BaseException:
             await self.abort()
