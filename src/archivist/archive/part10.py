@@ -9,12 +9,16 @@ in memory costs a fraction of that.
 Only the common case is taken: a 128-byte preamble and ``DICM``, an explicit VR little endian
 File Meta, a data set in a known little endian transfer syntax that is not deflated (explicit
 VR, native or encapsulated, or implicit VR, which pynetdicom's requestors propose first), every
-element with a known VR, every length inside the object, undefined lengths only for sequences
-(walked through their items; in implicit VR only those the data dictionary knows as sequences)
-and for the encapsulated pixel data (walked through its fragments), and the walk ending exactly
-at the object's last byte. Anything else returns None and the caller reads the object with
-pydicom, which also explains what is wrong with it: this module never refuses an object, it only
-declines to read it.
+element with a known VR (no sequence in the File Meta, a Transfer Syntax UID of VR UI), the
+File Meta and top-level elements in ascending tag order, none repeated, a Specific Character
+Set and File Meta group length pydicom can decode, every length inside the object, undefined
+lengths only for sequences before the pixel data (walked through their items, then parsed by
+pydicom's reader as it parses them in place, to the same end; in implicit VR only those the
+data dictionary knows as sequences) and for the encapsulated pixel data of VR OB or OW (walked
+through its fragments), values over 1 KiB judged as ingest judges them deferred, and the walk
+ending exactly at the object's last byte. Anything else returns None and the caller reads the
+object with pydicom, which also explains what is wrong with it: this module never refuses an
+object, it only declines to read it.
 
 A deflated object (Deflated Explicit VR Little Endian, PS3.5 A.5) is read here too, by
 :func:`read_stored`, for everything that parses a stored or received object: pydicom inflates
@@ -32,13 +36,21 @@ import zlib
 from struct import Struct
 from typing import Any, BinaryIO
 
+from pydicom.charset import convert_encodings
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.filereader import _read_file_meta_info, dcmread, read_dataset, read_preamble
+from pydicom.filereader import (
+    _read_file_meta_info,
+    dcmread,
+    read_dataset,
+    read_preamble,
+    read_sequence,
+)
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
+from pydicom.values import convert_string
 
 from archivist.archive.validation import PixelDataInfo
 
@@ -54,8 +66,15 @@ _UNDEFINED = 0xFFFFFFFF
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _CHARSET = BaseTag(0x00080005)
 _TS_TAG = 0x00020010
+_GROUP_LENGTH = BaseTag(0x00020000)
 _DEFAULT_ENCODING = "iso8859"
 _MAX_DEPTH = 32  # nested sequences deeper than this are pydicom's to refuse
+#: Values longer than this are deferred by ingest's pydicom reading (``defer_size=1024``),
+#: and some then left unread (ingest's ``_left_unread``); the walk keeps every value, so one
+#: such value that decoding would refuse, or that is refused unread, is declined.
+DEFER_SIZE = 1024
+#: Bytes per value of the number VRs (a deferred one is judged by its length alone).
+_NUMBER_SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "FD": 8, "SV": 8, "UV": 8}
 
 
 _Element = DataElement | RawDataElement
@@ -120,11 +139,19 @@ def _skip_item(data: bytes, pos: int, end: int, depth: int, implicit: bool) -> i
                 raise _Decline
             return pos + 8
         if implicit:
-            length = _ITEM.unpack_from(data, pos)[2]
+            group, element, length = _ITEM.unpack_from(data, pos)
             pos += 8
-            # pydicom reads an undefined length followed by an item, or by the delimiter of
-            # an empty sequence, as a sequence
-            nested = data[pos:pos + 4] in (_ITEM_TAG, _SEQUENCE_END)
+            nested = False
+            if length == _UNDEFINED:
+                # pydicom reads an undefined length as a sequence when the data dictionary
+                # says so; an element it does not know, when an item follows (the delimiter
+                # of an empty sequence ends the value either way); any other up to the first
+                # sequence delimiter, wherever that lies: not walked here
+                known = _dictionary_vr((group << 16) | element)
+                if known is None:
+                    nested = data[pos:pos + 4] in (_ITEM_TAG, _SEQUENCE_END)
+                else:
+                    nested = known == "SQ"
         else:
             _, vr, length, pos = _element_header(data, pos, end)
             nested = vr == b"SQ"
@@ -138,14 +165,61 @@ def _skip_item(data: bytes, pos: int, end: int, depth: int, implicit: bool) -> i
             raise _Decline
 
 
+def _dictionary_vr(tag: int) -> str | None:
+    """The data dictionary's VR of the standard element `tag`; None for a private or unknown
+    one."""
+    if tag & 0x10000:
+        return None
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return None
+
+
 def _known_sequence(tag: int) -> bool:
     """Whether the data dictionary says `tag` (a standard element) is a sequence."""
-    if tag & 0x10000:
-        return False
+    return _dictionary_vr(tag) == "SQ"
+
+
+def _long_values_decode(ds: Dataset, elements: dict[BaseTag, _Element]) -> bool:
+    """Whether the values over :data:`DEFER_SIZE` bytes of `ds` (its `elements`, raw) are
+    judged as ingest judges them read by pydicom, which defers them: a private one is left
+    unread there, so it must decode here (it is decoded, and kept decoded); a number one is
+    refused there when its length is not a multiple of its size, which decoding an AT here
+    would not do."""
+    for key, raw in list(elements.items()):
+        if not isinstance(raw, RawDataElement) or raw.length <= DEFER_SIZE:
+            continue
+        if key.is_private:
+            try:
+                _ = ds[key].value  # decoded in place, as ingest decodes a private element
+            except Exception:  # noqa: BLE001 - pydicom's reading leaves it unread
+                return False
+            continue
+        vr = raw.VR
+        if vr is None or vr == "UN":
+            vr = _dictionary_vr(key) or vr
+        size = _NUMBER_SIZE.get(vr or "")
+        if size is not None and raw.length % size:
+            return False
+    return True
+
+
+def _parsed_sequence(data: bytes, tag: BaseTag, value_at: int, end_at: int, implicit: bool,
+                     encoding: str | list[str]) -> DataElement:
+    """The undefined-length sequence whose value the walk found at `value_at` to `end_at`,
+    parsed by pydicom's reader from the object itself, as it parses one in place (the item
+    offsets are the object's; its character set is `encoding`). A sequence pydicom cannot
+    parse, or parses to another end than the walk, is declined."""
+    fp = io.BytesIO(data)  # the bytes are shared, not copied
+    fp.seek(value_at)
     try:
-        return bool(dictionary_VR(tag) == "SQ")
-    except KeyError:
-        return False
+        sequence = read_sequence(fp, implicit, True, _UNDEFINED, encoding)
+    except Exception:  # noqa: BLE001 - pydicom refuses it and explains why
+        raise _Decline from None
+    if fp.tell() != end_at:
+        raise _Decline
+    return DataElement(tag, "SQ", sequence, value_at, is_undefined_length=True)
 
 
 def _file_meta(data: bytes, end: int) -> tuple[dict[BaseTag, _Element], str, int]:
@@ -153,12 +227,16 @@ def _file_meta(data: bytes, end: int) -> tuple[dict[BaseTag, _Element], str, int
     elements: dict[BaseTag, _Element] = {}
     ts = ""
     pos = 132
+    last = -1
     while pos + 8 <= end and data[pos:pos + 2] == b"\x02\x00":
         tag, vr, length, value_at = _element_header(data, pos, end)
-        if length == _UNDEFINED or value_at + length > end:
-            raise _Decline
+        if length == _UNDEFINED or value_at + length > end or tag <= last or vr == b"SQ":
+            raise _Decline  # pydicom parses a sequence here; a repeated element: its value
+        last = tag
         value = data[value_at:value_at + length]
         if tag == _TS_TAG:
+            if vr != b"UI":
+                raise _Decline  # pydicom reads the value by its VR, not as a UID
             ts = value.decode("ascii", "replace").strip("\x00 ")
         key = BaseTag(tag)
         elements[key] = RawDataElement(key, _VR_TEXT[vr], length, value, value_at, False, True)
@@ -169,7 +247,7 @@ def _file_meta(data: bytes, end: int) -> tuple[dict[BaseTag, _Element], str, int
 def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
     """The header of the Part 10 object `data`, as ingest reads it with pydicom: a FileDataset
     of raw elements up to (not including) the pixel data (an implicit VR element's VR is None,
-    an undefined-length sequence's "SQ", as pydicom's reader gives them), with its File Meta;
+    an undefined-length sequence parsed, as pydicom's reader gives them), with its File Meta;
     the transfer syntax; the pixel data element's tag, length and value offset. None when the
     object is not of the common shape described above (pydicom must read it)."""
     end = len(data)
@@ -187,6 +265,10 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
             return None  # pydicom would switch to the other VR encoding (with a warning)
         elements: dict[BaseTag, _Element] = {}
         pixel: PixelDataInfo | None = None
+        last = -1
+        # The character set pydicom's reader parses sequences with: the default, then the
+        # Specific Character Set's once it has been read.
+        encoding: str | list[str] = _DEFAULT_ENCODING
         while pos < end:
             vr: bytes | None = None  # implicit VR: none in the data
             if implicit:
@@ -200,11 +282,17 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
             if group <= 0x0002 or group == 0xFFFE:
                 raise _Decline  # a command or File Meta group in the data set, a stray item
             if length == _UNDEFINED:
+                if pixel is not None:
+                    # After the pixel data (a Digital Signatures Sequence...): pydicom parses
+                    # its items, which the walk would only skip, and refuses broken ones.
+                    raise _Decline
                 if implicit:
                     if not _known_sequence(tag):
                         raise _Decline  # a private or unknown one: pydicom looks ahead
                     pos = _skip_items(data, value_at, end, 0, True)
-                elif vr == b"SQ":
+                elif vr == b"SQ" and tag not in _PIXEL_TAGS:
+                    # (pixel data of VR SQ: pydicom parses its fragments as items of a
+                    # sequence, and explains why they are not)
                     pos = _skip_items(data, value_at, end, 0, False)
                 elif tag in _PIXEL_TAGS and pixel is None and vr in (b"OB", b"OW"):
                     pos = _skip_items(data, value_at, end, 0, None)
@@ -214,32 +302,55 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
                 pos = value_at + length
                 if pos > end:
                     raise _Decline
+            if tag <= last:
+                # Out of order or repeated: pydicom keeps a repeated element's last value at
+                # its first place, and its pixel data is the lowest pixel tag wherever it
+                # lies, with everything of a higher tag dropped from the header.
+                raise _Decline
+            last = tag
             if pixel is not None:
-                if tag < pixel.tag:
-                    raise _Decline  # out of order after the pixel data: pydicom's to sort
                 continue  # after the pixel data: walked, not kept
             if tag in _PIXEL_TAGS:
                 pixel = PixelDataInfo(tag, length, value_at)
                 continue  # its value is never copied
-            # An implicit VR element's VR is None, an undefined-length one's "SQ", as
-            # pydicom's reader gives them.
-            if vr is not None:
-                vr_text: str | None = _VR_TEXT[vr]
-            else:
-                vr_text = "SQ" if length == _UNDEFINED else None
             key = BaseTag(tag)
+            if length == _UNDEFINED:
+                # A sequence: parsed now, as pydicom's reader parses it in place (a raw value
+                # decoded later is read as one of defined length, more leniently).
+                elements[key] = _parsed_sequence(data, key, value_at, pos, implicit, encoding)
+                continue
+            if tag == _CHARSET:
+                try:
+                    encoding = convert_encodings(convert_string(data[value_at:pos], True))
+                except Exception:  # noqa: BLE001 - pydicom's reader fails here: it says why
+                    raise _Decline from None
+            # An implicit VR element's VR is None, as pydicom's reader gives it.
+            vr_text = _VR_TEXT[vr] if vr is not None else None
             elements[key] = RawDataElement(key, vr_text, length, data[value_at:pos], value_at,
                                            implicit, True)
     except _Decline:
         return None
     ds = Dataset(elements)
-    if _CHARSET in elements:
-        encoding = ds._character_set  # noqa: SLF001 - as pydicom's read_dataset sets it
-    else:
-        encoding = _DEFAULT_ENCODING
+    try:
+        if _CHARSET in elements:
+            encoding = ds._character_set  # noqa: SLF001 - as pydicom's read_dataset sets it
+        else:
+            encoding = _DEFAULT_ENCODING
+    except Exception:  # noqa: BLE001 - an undecodable Specific Character Set: pydicom says why
+        return None
     ds.set_original_encoding(implicit, True, encoding)
+    if not _long_values_decode(ds, elements):
+        return None
     meta = FileMetaDataset(meta_elements)
     meta.set_original_encoding(False, True, _DEFAULT_ENCODING)
+    try:
+        # pydicom's reader decodes the first File Meta element (to tell explicit from
+        # implicit VR) and the group length: one it cannot decode is its to explain.
+        _ = meta[next(iter(meta_elements))].value
+        if _GROUP_LENGTH in meta_elements:
+            _ = meta[_GROUP_LENGTH].value
+    except Exception:  # noqa: BLE001
+        return None
     out = FileDataset(io.BytesIO(data), ds, data[:128], meta, implicit, True)
     out.set_original_encoding(implicit, True, ds._character_set)  # noqa: SLF001
     return out, ts, pixel
@@ -265,7 +376,7 @@ _PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 class InflateRefused(ValueError):
     """A deflated data set inflates past its limit, or its deflate stream is corrupt (the
     message says which, and the limit). ``meta`` is the object's File Meta when
-    :func:`read_stored` read it."""
+    :func:`read_stored` read it (the elements of it that decode)."""
 
     meta: FileMetaDataset = FileMetaDataset()
 
@@ -368,7 +479,7 @@ def read_stored(fh: BinaryIO, *, defer_size: int | None = None, stop_before_pixe
     try:
         inflated = inflate(fh, inflate_limit(_remaining(fh), ceiling))
     except InflateRefused as exc:
-        exc.meta = meta
+        exc.meta = _decodable(meta)
         raise
     try:
         dataset = read_dataset(inflated, False, True,
@@ -382,6 +493,19 @@ def read_stored(fh: BinaryIO, *, defer_size: int | None = None, stop_before_pixe
     out.filename = None
     out.timestamp = None
     out.set_original_encoding(False, True, dataset._character_set)  # noqa: SLF001
+    return out
+
+
+def _decodable(meta: FileMetaDataset) -> FileMetaDataset:
+    """The elements of `meta` that decode (an element of another VR, a SOP Class UID as FD,
+    is left out): the callers of an :class:`InflateRefused` name the object from it, and
+    must not fail on it."""
+    out = FileMetaDataset()
+    for tag in list(meta._dict):  # noqa: SLF001 - raw elements, each decoded on its own
+        try:
+            out[tag] = meta[tag]
+        except Exception:  # noqa: BLE001, S112 - left out
+            continue
     return out
 
 
@@ -420,5 +544,5 @@ def is_deflated(fh: BinaryIO) -> bool:
     return str(meta.get("TransferSyntaxUID", "")).strip("\0 ") == _DEFLATED
 
 
-__all__ = ["INFLATE_CEILING", "INFLATE_FLOOR", "INFLATE_RATIO", "InflateRefused", "inflate", "inflate_limit",
-           "is_deflated", "read", "read_stored"]
+__all__ = ["DEFER_SIZE", "INFLATE_CEILING", "INFLATE_FLOOR", "INFLATE_RATIO", "InflateRefused",
+           "inflate", "inflate_limit", "is_deflated", "read", "read_stored"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.valuerep import IS, DSfloat, PersonName
 
@@ -134,8 +136,8 @@ def _int(value: object) -> int | None:
         if type(value).__name__ == "MultiValue":
             value = value[0]  # type: ignore[index]
         return int(float(str(value)))
-    except (TypeError, ValueError):
-        return None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None  # no value (an empty list), or not a finite number
 
 
 #: The longest value an index column takes, in characters (or bytes, before decoding). No
@@ -159,6 +161,13 @@ def column_value(keyword: str, value: object) -> Any:
         The value is longer than :data:`MAX_INDEXED_LENGTH`.
     """
     kind = KEYS[keyword].kind
+    if isinstance(value, (Sequence, bytes, bytearray)):
+        # Not a value of the attribute's own VR (an object that encodes it as SQ or OB, or
+        # as UN too long for its VR): nothing to match, and the text of a sequence would
+        # decode its items. An over-long one is still refused.
+        if isinstance(value, (bytes, bytearray)) and len(value) > MAX_INDEXED_LENGTH:
+            raise _too_long(keyword, len(value))
+        return None
     if kind is MatchKind.INT:
         return _int(value)
     text = _text(value)
@@ -215,13 +224,24 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
                 continue
         json_value = _json_value(vr, value)
         if json_value is not None:
-            out[f"{tag:08X}"] = {"vr": vr, "Value": json_value} if json_value else {"vr": vr}
+            if _finite(json_value):
+                out[f"{tag:08X}"] = {"vr": vr, "Value": json_value} if json_value else {"vr": vr}
             continue
         try:
-            out[f"{tag:08X}"] = elem.to_json_dict(None, _MAX_ATTR_LEN * 4)
+            item = elem.to_json_dict(None, _MAX_ATTR_LEN * 4)
         except Exception:  # noqa: BLE001 - left out, like a value that cannot be decoded
             continue
+        if _finite(item.get("Value", ())):
+            out[f"{tag:08X}"] = item
     return out
+
+
+def _finite(values: Any) -> bool:
+    """Whether a DICOM JSON "Value" list holds no NaN or infinite number: JSON (RFC 8259) has
+    none, and Python's ``json`` would write ``NaN``/``Infinity``, which JSON parsers refuse
+    (a DS "NaN", an FD holding a NaN). Such an element is left out, like a value that cannot
+    be decoded."""
+    return all(not isinstance(v, float) or math.isfinite(v) for v in values)
 
 
 def kept_sequences(ds: Dataset) -> dict[str, Any]:
@@ -249,7 +269,8 @@ def _sequence_json(ds: Dataset, tag: int) -> dict[str, Any] | None:
         if elem.VR != "SQ":
             return None
         item: dict[str, Any] = elem.to_json_dict(None, _MAX_ATTR_LEN)
-        size = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False))
+        # allow_nan=False: a NaN or infinite number (no JSON for it) leaves the sequence out.
+        size = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
     except Exception:  # noqa: BLE001 - any failure of pydicom's conversion
         return None
     return item if size <= _MAX_SEQUENCE_JSON else None
