@@ -511,8 +511,12 @@ class Search:
             full = self.identifier(query, row)
             for _keyword, tag, _vr, _column, _kind in slow:
                 if tag in full:
+                    elem = full[tag]
+                    if elem.VR == "PN":
+                        out[f"{int(tag):08X}"] = _person_name_json(elem)
+                        continue
                     one = Dataset()
-                    one.add(full[tag])
+                    one.add(elem)
                     out.update(one.to_json_dict())
         return out
 
@@ -537,3 +541,26 @@ class Search:
                 item.CodeMeaning = code["meaning"]
             items.append(item)
         return Sequence(items)
+
+
+def _person_name_json(elem: Any) -> dict[str, Any]:
+    """A PN element in DICOM JSON (PS3.18 F.2.2): each value's component groups, an empty
+    value among several as null (F.2.5). pydicom's own conversion fails on an empty value among
+    several (``DOE^J\\``: IndexError), which made QIDO-RS answer 500 for every query listing
+    such an object."""
+    raw = elem.value
+    values = list(raw) if isinstance(raw, (list, tuple)) or type(raw).__name__ == "MultiValue" \
+        else [raw]
+    out: list[dict[str, str] | None] = []
+    for value in values:
+        text = str(value if value is not None else "")
+        if not text:
+            out.append(None)
+            continue
+        groups = text.split("=")
+        item = {name: group for name, group in zip(("Alphabetic", "Ideographic", "Phonetic"),
+                                                    groups) if group}
+        out.append(item or None)
+    if not any(out):
+        return {"vr": "PN"}
+    return {"vr": "PN", "Value": out}
