@@ -193,7 +193,10 @@ def extract_codes(ds: Dataset) -> list[CodeRow]:
     rows: dict[tuple[str, str, str, str, str | None], CodeRow] = {}
     concepts: set[tuple[str, str, str]] = set()
     for keyword, item in _coded_items(ds):
-        code = _code_of(item)
+        try:
+            code = _code_of(item)
+        except Exception:  # noqa: BLE001 - an item whose values cannot be decoded (a Code
+            continue  # Value of VR FL...) is not indexed; the validator reports it
         if code is None:
             continue
         scheme, value, meaning = code
