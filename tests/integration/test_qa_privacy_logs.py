@@ -43,7 +43,11 @@ def _dcmtk(tool: str, srv: ServerProcess, *args: str, files: tuple[str, ...] = (
 def _object_with_canary(path: Path, study: str) -> None:
     """A CT image whose Patient's Birth Date is the canary (not a date: a finding quoting it)."""
     make_instance(path, patient_name="PRIVCANARY^NAME", patient_id="PRIVCANARYID",
-                  study_uid=study, extra={"PatientBirthDate": "19000101"})
+                  study_uid=study, extra={"PatientBirthDate": "19000101",
+                                          # the CT Image Module's bit depths: the canary's
+                                          # finding is the first error named
+                                          "BitsAllocated": 16, "BitsStored": 12,
+                                          "HighBit": 11})
     path.write_bytes(path.read_bytes().replace(b"19000101", CANARY.encode()))
 
 

@@ -39,14 +39,18 @@ def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
                       instance_number=n + 1, patient_name="O'HARA^<b>JANE</b>",
                       patient_id="PID-42", study_description="Chest & abdomen",
                       modality="CT", study_date="20240305")
-    make_instance(files / "mr.dcm", study_uid=OTHER_STUDY_UID, modality="MR",
+    later = tmp / "later"
+    later.mkdir()
+    make_instance(later / "mr.dcm", study_uid=OTHER_STUDY_UID, modality="MR",
                   patient_id="PID-7", study_description="Knee")
     srv = ServerProcess(tmp / "data", env={"ARCHIVIST_VIEWER_DIR": str(tmp / "no-viewer")})
     srv.start()
-    done = subprocess.run([sys.executable, "-m", "archivist.cli.main", "import", "--quiet",
-                           "--data", str(srv.data_dir), str(files)],
-                          check=False, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
+    # The MR study after the CT one (an import reads several files at once, in no set order).
+    for folder in (files, later):
+        done = subprocess.run([sys.executable, "-m", "archivist.cli.main", "import", "--quiet",
+                               "--data", str(srv.data_dir), str(folder)],
+                              check=False, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
     yield srv
     srv.stop()
 
