@@ -106,19 +106,44 @@ def run_server(settings: Settings) -> int:
 
 
 def _tls_problem(cert: str, key: str) -> str | None:
-    """Why the certificate and key cannot serve HTTPS, or None."""
+    """Why the certificate and key cannot serve HTTPS, or None. A certificate that has expired
+    (or is not valid yet) is served, with a warning: every client will refuse it."""
     import ssl
+    import time
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    asked: list[bool] = []
+
+    def no_passphrase() -> bytes:
+        # OpenSSL's default asked for one on the terminal, at start and again in each worker.
+        asked.append(True)
+        return b""
+
     try:
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(cert, key, password=no_passphrase)
     except FileNotFoundError as exc:
         return f"no file {exc.filename or cert}"
     except PermissionError as exc:
         return f"cannot read {exc.filename or cert}"
     except (ssl.SSLError, OSError, ValueError) as exc:
+        if asked:
+            return (f"the private key {key} is encrypted (it needs a passphrase, which the "
+                    f"server cannot ask for): give it unencrypted, readable by this user only "
+                    f"(openssl pkey -in {key} -out PLAIN.pem)")
         return (f"{cert} and {key} are not a PEM certificate and its private key "
                 f"({getattr(exc, 'reason', None) or exc})")
+    try:
+        decoded = ssl._ssl._test_decode_cert(cert)  # type: ignore[attr-defined]
+        not_before = ssl.cert_time_to_seconds(decoded["notBefore"])
+        not_after = ssl.cert_time_to_seconds(decoded["notAfter"])
+    except (AttributeError, KeyError, ValueError, OSError, ssl.SSLError):
+        return None  # its dates cannot be read here: nothing to warn about
+    now = time.time()
+    if not not_before <= now <= not_after:
+        when = decoded["notAfter"] if now > not_after else decoded["notBefore"]
+        state = "expired on" if now > not_after else "is not valid before"
+        print(f"warning: HTTPS: the certificate {cert} {state} {when}: browsers and other "
+              "clients will refuse it", file=sys.stderr)
     return None
 
 
@@ -598,6 +623,16 @@ def _http_protocol(head_timeout: float, body_timeout: float) -> type[Any]:
         def on_response_complete(self) -> None:
             super().on_response_complete()
             self._arm_head_deadline(max(head_timeout, self.timeout_keep_alive))
+
+        def shutdown(self) -> None:
+            # An idle keep-alive connection is closed at once when the server stops; over TLS
+            # close() waits for the client's close_notify, which an idle client never sends,
+            # so the stop waited out its whole grace: such a connection is aborted instead.
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and self.transport.get_extra_info("sslcontext") is not None:
+                self.transport.abort()
+                return
+            super().shutdown()
 
         def connection_lost(self, exc: Exception | None) -> None:
             for timer in (self._head_timer, self._body_timer):
