@@ -15,33 +15,13 @@ import pytest
 from pydicom import dcmread
 
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.procs import rss_kb
 from archivist.testing.server import ServerProcess, free_port
 
 TOOLS = ("/usr/bin/storescu", "/usr/bin/getscu", "/usr/bin/movescu", "/usr/bin/storescp")
 pytestmark = pytest.mark.skipif(not all(os.path.exists(t) for t in TOOLS), reason="DCMTK")
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 FRAMES = 100  # 512 x 512 x 8-bit x 100 = 26 MB of pixel data
-
-
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of `pid` and its children."""
-    total = 0
-    pids = [pid]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        pids.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/statm") as fh:
-                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            pass
-    return total
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +57,13 @@ def test_c_get_streams_the_object(setup: dict) -> None:
     out = setup["tmp"] / "got"
     out.mkdir()
     assert srv.proc is not None
-    before = _tree_rss(srv.proc.pid)
+    before = rss_kb(srv.proc.pid) * 1024
     peak = [before]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], _tree_rss(srv.proc.pid))  # type: ignore[union-attr]
+            peak[0] = max(peak[0], rss_kb(srv.proc.pid) * 1024)  # type: ignore[union-attr]
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
