@@ -176,3 +176,27 @@ def test_refusals(setup: dict[str, Any], calling: str, transaction: str, action:
     assert status.Status == expected
     if expected == 0x0110:
         assert "--peer NOWHERE=HOST:PORT" in str(status.ErrorComment)
+
+
+def test_a_new_request_brings_its_queued_reports_forward(setup: dict[str, Any]) -> None:
+    """A report that could not be delivered waits longer and longer between tries (up to a
+    minute); when its requestor asks again, it is evidently back: what is queued for it goes
+    at once, not after the wait (the new report waits behind it)."""
+    srv, files = setup["srv"], setup["files"]
+    ae = _modality()
+    earlier = new_uid()
+    assert _request(ae, srv.dicom_port, earlier, _refs(files)[:1]).Status == 0x0000
+    # Tried at about 0, 1, 3 and 7 s by each worker (not quite in step), the next tries are
+    # due some 5 s or more after the new request.
+    time.sleep(8.5)
+    server, reports = _listen(ae, setup["listen"])
+    try:
+        start = time.monotonic()
+        later = new_uid()
+        assert _request(ae, srv.dicom_port, later, _refs(files)[:1]).Status == 0x0000
+        got = {str(reports.get(timeout=30)[1].TransactionUID) for _ in range(2)}
+        took = time.monotonic() - start
+    finally:
+        server.shutdown()
+    assert got == {earlier, later}
+    assert took < 3.0, f"the reports came {took:.1f} s after the new request"

@@ -140,3 +140,40 @@ def test_a_changed_file_is_read_again(server) -> None:
     os.utime(folder / "b.wl", (later, later))
     got = _query(srv, _identifier(Modality="US"))
     assert [str(d.AccessionNumber) for d in got] == ["A2"]
+
+
+def test_answers_in_the_query_character_set_when_it_carries_the_values(server,
+                                                                       tmp_path: Path) -> None:
+    """A modality that asks in ISO_IR 100 gets a name of a UTF-8 worklist file in Latin-1
+    (as the archive's C-FIND answers); without a character set in the query, in the file's."""
+    srv, folder = server
+    path = folder / "utf8.wl"
+    _worklist_file(path, name="GRÖẞE^JÜRGEN", pid="P9", accession="A9", modality="XA",
+                   station="XA1", date="20261207", charset="ISO_IR 192")
+    _worklist_file(folder / "latin.wl", name="GRÖSSE^JÜRGEN", pid="P8", accession="A8",
+                   modality="XA", station="XA1", date="20261207", charset="ISO_IR 192")
+    try:
+        for charset, name, want in (("ISO_IR 100", "latin", b"GR\xd6SSE^J\xdcRGEN"),
+                                    (None, "utf8", "GRÖSSE^JÜRGEN".encode())):
+            out = tmp_path / name
+            out.mkdir()
+            keys = ["-k", "PatientName=", "-k", "AccessionNumber=A8",
+                    *(["-k", f"SpecificCharacterSet={charset}"] if charset else [])]
+            done = subprocess.run(
+                [FINDSCU, "-W", "-aec", "ARCHIVIST", "-X", "-od", str(out), *keys,
+                 "127.0.0.1", str(srv.dicom_port)],
+                env={**os.environ, "TCP_NODELAY": "1"}, capture_output=True, text=True,
+                timeout=60, check=False)
+            assert done.returncode == 0, done.stdout + done.stderr
+            (answer,) = [pydicom.dcmread(p) for p in out.glob("rsp*.dcm")]
+            assert answer.SpecificCharacterSet == (charset or "ISO_IR 192")
+            assert answer["PatientName"].value.original_string == want
+        # ẞ (capital sharp s) has no Latin-1 code: that one stays in UTF-8.
+        named = _identifier()
+        named.SpecificCharacterSet = "ISO_IR 100"
+        named.AccessionNumber = "A9"
+        (one,) = _query(srv, named)
+        assert one.SpecificCharacterSet == "ISO_IR 192" and one.PatientName == "GRÖẞE^JÜRGEN"
+    finally:
+        path.unlink()
+        (folder / "latin.wl").unlink()

@@ -34,6 +34,8 @@ class SendJobs:
     def __init__(self, data_dir: Path) -> None:
         self.folder = Path(data_dir) / "jobs" / "send"
         self._counter = itertools.count(1)
+        #: Jobs seen done (a final state): not read again at each pass of :meth:`run_pending`.
+        self._done: set[str] = set()
 
     # -- queueing and reading (the HTTP side) ----------------------------------------------------
 
@@ -73,7 +75,10 @@ class SendJobs:
         except FileNotFoundError:
             return 0
         now = time.time()
+        self._done.intersection_update(names)  # removed ones need no memory
         for name in names:
+            if name in self._done:
+                continue
             path = self.folder / f"{name}.json"
             state_path = self.folder / f"{name}.state.json"
             try:
@@ -86,6 +91,7 @@ class SendJobs:
                 continue
             state = self._read(state_path)
             if state is not None and state.get("state") == "done":
+                self._done.add(name)
                 continue
             try:
                 fd = os.open(path, os.O_RDONLY)
@@ -98,6 +104,7 @@ class SendJobs:
                     continue  # another worker runs it
                 state = self._read(state_path)
                 if state is not None and state.get("state") == "done":
+                    self._done.add(name)
                     continue
                 job = self._read(path)
                 if job is None:
@@ -110,6 +117,7 @@ class SendJobs:
                 outcome = run(job, report)
                 self._write(state_path, {"state": "done", "finished_at": time.time(),
                                          **outcome})
+                self._done.add(name)
                 ran += 1
             finally:
                 os.close(fd)

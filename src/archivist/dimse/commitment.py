@@ -67,7 +67,7 @@ class CommitmentHandler:
         self.archive = archive
         self.outbox = Outbox(Path(archive.settings.data_dir) / "commitment-events")
         self._lock = threading.Lock()
-        self._sender: Sender | None = None
+        self._sender: _ReportSender | None = None
         if self.outbox.names():
             self._start()  # reports a previous process could not deliver
 
@@ -111,11 +111,12 @@ class CommitmentHandler:
             # (an Error Comment holds 64 characters)
             return status_dataset(PROCESSING_FAILURE, "Report address unknown: configure "
                                   f"--peer {aet}=HOST:PORT"), None
+        job = zlib.crc32(aet.encode()) % 10**8  # the reports to one requestor, in order
         try:
             report, event_type = self._report(uid, pairs)
             # Queued (fsync'd) before the N-ACTION is answered; sent after it (outbox.py).
-            self.outbox.put(zlib.crc32(aet.encode()) % 10**8,
-                            {"requester_aet": aet, "transaction_uid": uid}, event_type, report)
+            self.outbox.put(job, {"requester_aet": aet, "transaction_uid": uid}, event_type,
+                            report)
         except Exception as exc:
             log.exception("storage commitment from %s failed", aet)
             return status_dataset(PROCESSING_FAILURE,
@@ -125,7 +126,9 @@ class CommitmentHandler:
                  aet, len(pairs), len(pairs) - failed, failed)
         self._start()
         assert self._sender is not None
-        self._sender.wake()
+        # It just reached us, so it is likely listening again: the reports queued for it
+        # earlier (waiting up to a minute between tries) are tried now, not after the wait.
+        self._sender.retry_now(job)
         return Status.SUCCESS, None
 
     # -- the report ------------------------------------------------------------------------------
@@ -177,8 +180,9 @@ class CommitmentHandler:
         with self._lock:
             if self._sender is None:
                 data_dir = Path(self.archive.settings.data_dir)
-                self._sender = Sender(self.outbox, self._deliver, alive=data_dir.exists,
-                                      label="storage commitment report")
+                self._sender = _ReportSender(self.outbox, self._deliver,
+                                             alive=data_dir.exists,
+                                             label="storage commitment report")
 
     def _deliver(self, pending: Pending) -> None:
         """Send one report; raises when it was not delivered (it is retried)."""
@@ -214,6 +218,29 @@ class CommitmentHandler:
         finally:
             if assoc.is_established:
                 assoc.release()
+
+
+class _ReportSender(Sender):
+    """The outbox's sender, and a requestor's queued reports tried at once on request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._now: set[int] = set()
+        self._now_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def retry_now(self, job: int) -> None:
+        """Try the reports of `job` (one requestor) at the next pass, whatever their delay."""
+        with self._now_lock:
+            self._now.add(job)
+        self.wake()
+
+    def _pass(self) -> float:
+        with self._now_lock:
+            jobs, self._now = self._now, set()
+        if jobs:  # (in the sender's thread, the only one using its retry delays)
+            self._retry = {name: due for name, due in self._retry.items()
+                           if self.outbox.job_of(name) not in jobs}
+        return super()._pass()
 
 
 def _peer_aet(event: Any) -> str:

@@ -13,9 +13,13 @@ destination at a time (a lock on that file), whichever worker of ``serve`` takes
 Each batch (at most 200 instances) goes over one association, as ``archivist send`` sends
 (:func:`archivist.dimse.send.send_instances`: as stored when accepted, else decompressed).
 When the destination cannot be reached the batch is tried again after 1 s, doubling up to
-60 s, and nothing after it is skipped. An instance the destination refuses is tried in three
-batches, then logged as not forwarded and left behind; an instance deleted before its turn is
-skipped.
+60 s, and nothing after it is skipped. An instance the destination refuses (a failure status,
+no presentation context for it, or it cannot be read here), or was being sent when the
+association ended, is sent again in the next batches, three times in all, then logged as not
+forwarded and left behind; those a batch never offered because its association had ended
+(aborted, gone away, not answered in time) are sent again until they go. Only these are sent
+again, not what the destination already stored; the list of them is kept with the cursor. An
+instance deleted before its turn is skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import logging
 import os
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,7 +60,11 @@ class Forwarder:
         self.path = folder / f"{zlib.crc32(peer.aet.encode()):08x}.json"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._attempts: dict[str, int] = {}
+        #: Instances to send again (refused, or never offered because the association ended):
+        #: SOP Instance UID -> [refusals so far, change sequence number]. Kept in the cursor
+        #: file, so a restart forgets none.
+        self._retry: dict[str, list[int]] = {}
+        self._due: dict[str, float] = {}  # when a refused one is sent again (monotonic)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"forward-{self.peer.aet}",
@@ -76,12 +85,17 @@ class Forwarder:
             return None
         if raw.get("aet") != self.peer.aet or not isinstance(raw.get("seq"), int):
             return None
+        retry = raw.get("retry")
+        if isinstance(retry, dict):
+            self._retry = {str(sop): [int(v[0]), int(v[1])] for sop, v in retry.items()
+                           if isinstance(v, list) and len(v) == 2
+                           and all(isinstance(x, int) for x in v)}
         return int(raw["seq"])
 
     def _write_cursor(self, seq: int) -> None:
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as fh:
-            fh.write(json.dumps({"aet": self.peer.aet, "seq": seq}))
+            fh.write(json.dumps({"aet": self.peer.aet, "seq": seq, "retry": self._retry}))
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(self.path)
@@ -112,6 +126,8 @@ class Forwarder:
                     cursor, busy = self._batch(cursor)
                     pause = RETRY_FIRST
                 except Exception as exc:  # noqa: BLE001 - unreachable, refused, timed out
+                    if isinstance(exc, _Stalled):
+                        cursor = exc.cursor
                     (log.warning if pause == RETRY_FIRST else log.debug)(
                         "forwarding to %s: %s; next try in %.0f s", self.peer.aet,
                         str(exc) or type(exc).__name__, pause)
@@ -124,48 +140,82 @@ class Forwarder:
             os.close(fd)
 
     def _batch(self, cursor: int) -> tuple[int, bool]:
-        """Forward the next batch after `cursor`; returns the new cursor and whether there was
-        anything to do. Raises when the destination could not be reached (cursor unchanged)."""
+        """Forward the instances due to be sent again and the next changes after `cursor`;
+        returns the new cursor and whether there was anything to do. Raises when the
+        destination could not be reached (the cursor and what is to be sent again are as
+        before), or :class:`_Stalled` when it took nothing before the association ended."""
         from archivist.dimse.send import send_instances
 
-        changes = self.archive.index.changes_since(cursor, BATCH)
-        if not changes:
+        now = time.monotonic()
+        due = sorted((sop for sop in self._retry if self._due.get(sop, 0.0) <= now),
+                     key=lambda sop: self._retry[sop][1])
+        changes = self.archive.index.changes_since(cursor, max(1, BATCH - len(due)))
+        if not changes and not due:
             return cursor, False
-        last = int(changes[-1]["seq"])
-        wanted = list(dict.fromkeys(
-            str(c["sop_instance_uid"]) for c in changes
-            if c["kind"] in _FORWARDED_KINDS and c["sop_instance_uid"]))
+        last = int(changes[-1]["seq"]) if changes else cursor
+        # Refused ones first, then the new changes in the order stored (the change log's).
+        wanted: dict[str, int] = {sop: self._retry[sop][1] for sop in due}
+        for c in changes:
+            if c["kind"] in _FORWARDED_KINDS and c["sop_instance_uid"]:
+                wanted.setdefault(str(c["sop_instance_uid"]), int(c["seq"]))
         refs = []
         if wanted:
             query = self.archive.search.query_from_pairs(
                 QueryLevel.IMAGE, [("SOPInstanceUID", "\\".join(wanted))])
             refs = list(self.archive.retrieve.instances(query))  # deleted since: not found
+            order = {sop: n for n, sop in enumerate(wanted)}
+            refs.sort(key=lambda ref: order.get(ref.sop_instance_uid, len(order)))
+        found = {ref.sop_instance_uid for ref in refs}
+        for sop in due:
+            if sop not in found:  # deleted since: forgotten
+                self._forget(sop)
+        stalled = None
         if refs:
             result = send_instances(self.archive, self.peer.host, self.peer.port,
                                     self.peer.aet, refs)
-            refused = dict(result.failed)
             log.info("forwarded %d of %d instances to %s", result.sent, len(refs),
                      self.peer.aet)
-            again = []
-            for sop, reason in refused.items():
-                tries = self._attempts.get(sop, 0) + 1
-                if tries < ATTEMPTS:
-                    self._attempts[sop] = tries
-                    again.append(sop)
+            unsent = set(result.unsent)
+            failed = dict(result.failed)
+            for ref in refs:
+                sop = ref.sop_instance_uid
+                if sop not in failed:
+                    self._forget(sop)  # stored there
+                elif sop in unsent:  # never offered: not refused, sent again in the next batch
+                    self._retry.setdefault(sop, [0, wanted[sop]])
+                    self._due.pop(sop, None)
                 else:
-                    self._attempts.pop(sop, None)
-                    log.error("sop=%s not forwarded to %s after %d attempts: %s", sop,
-                              self.peer.aet, tries, reason)
-            if again:
-                # Stop before the first refused instance's change, to try it (and what follows
-                # it) in the next batch.
-                first = min(int(c["seq"]) for c in changes
-                            if str(c["sop_instance_uid"]) in set(again))
-                last = max(cursor, first - 1)
-                if last == cursor:
-                    self._stop.wait(RETRY_FIRST)
+                    tries = self._retry.get(sop, [0, wanted[sop]])[0] + 1
+                    if tries < ATTEMPTS:
+                        self._retry[sop] = [tries, wanted[sop]]
+                        self._due[sop] = now + RETRY_FIRST * 2 ** (tries - 1)
+                    else:
+                        self._forget(sop)
+                        log.error("sop=%s not forwarded to %s after %d attempts: %s", sop,
+                                  self.peer.aet, tries, failed[sop])
+            if result.interrupted and not result.sent:
+                stalled = result.interrupted
         self._write_cursor(last)
+        if stalled:
+            # Nothing went before the association ended: like an unreachable destination,
+            # tried again with a growing delay.
+            raise _Stalled(last, stalled)
+        if not changes:
+            self._stop.wait(RETRY_FIRST)  # only instances to send again: not in a tight loop
         return last, True
+
+    def _forget(self, sop: str) -> None:
+        self._retry.pop(sop, None)
+        self._due.pop(sop, None)
+
+
+class _Stalled(ConnectionError):
+    """The destination took nothing before the association ended; what was to be sent again
+    is recorded and the cursor moved to `cursor`."""
+
+    def __init__(self, cursor: int, reason: str) -> None:
+        super().__init__(reason)
+        self.cursor = cursor
 
 
 def start_forwarders(archive: Archive) -> list[Forwarder]:

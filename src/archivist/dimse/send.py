@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from archivist.dimse.acceptor_services import _NoContext, _sub_operation, category
 from archivist.dimse.handlers import contexts_for
-from archivist.dimse.requestor import Outbound
+from archivist.dimse.requestor import AssociationRefused, Outbound
 
 if TYPE_CHECKING:
     from archivist.archive.archive import Archive
@@ -24,15 +24,27 @@ if TYPE_CHECKING:
 
 __all__ = ["SendResult", "send_instances"]
 
+#: What :meth:`Outbound.open` says when the peer accepted the association but none of the
+#: presentation contexts.
+_NONE_ACCEPTED = "no presentation context accepted"
+
 
 @dataclass
 class SendResult:
     """What a send did: instances stored (with a warning status among them), and those that
-    were not, each with the reason."""
+    were not, each with the reason.
+
+    `unsent` names those of `failed` that were never offered: the association had ended
+    (aborted, timed out, connection lost) before their turn. The one being sent when it ended
+    is in `failed` only (the destination may have choked on it).
+    """
 
     sent: int = 0
     warnings: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    unsent: list[str] = field(default_factory=list)
+    #: Why the association ended before the last instance was answered (None: it did not).
+    interrupted: str | None = None
 
 
 def send_instances(archive: Archive, host: str, port: int, called: str,
@@ -46,7 +58,9 @@ def send_instances(archive: Archive, host: str, port: int, called: str,
     Raises
     ------
     archivist.dimse.requestor.AssociationRefused, OSError, TimeoutError
-        The destination could not be associated with (nothing was sent).
+        The destination could not be associated with (nothing was sent). One that accepts
+        the association but none of its presentation contexts does not raise: each instance
+        is then failed, as one of a SOP class it did not accept.
     """
     return asyncio.run(_send(archive, host, port, called, refs, progress))
 
@@ -54,14 +68,27 @@ def send_instances(archive: Archive, host: str, port: int, called: str,
 async def _send(archive: Archive, host: str, port: int, called: str, refs: list[InstanceRef],
                 progress: Callable[[InstanceRef, str], None] | None) -> SendResult:
     loop = asyncio.get_running_loop()
-    outbound = await Outbound.open(archive.settings, host, port, called, contexts_for(refs))
     result = SendResult()
+    try:
+        outbound = await Outbound.open(archive.settings, host, port, called, contexts_for(refs))
+    except AssociationRefused as exc:
+        if str(exc) != _NONE_ACCEPTED:
+            raise
+        # Reached, and it takes none of these SOP classes / syntaxes: each is refused, as
+        # when it accepts some of them (not "unreachable", which is tried again).
+        reason = f"{called} accepted no presentation context that can carry it"
+        for ref in refs:
+            result.failed.append((ref.sop_instance_uid, reason))
+            if progress is not None:
+                progress(ref, "failure")
+        return result
     broken: str | None = None
     try:
         for ref in refs:
             outcome = "failure"
             if broken is not None:
                 result.failed.append((ref.sop_instance_uid, broken))
+                result.unsent.append(ref.sop_instance_uid)
             else:
                 try:
                     sop_class, sop, cx, data = await loop.run_in_executor(
@@ -95,4 +122,5 @@ async def _send(archive: Archive, host: str, port: int, called: str, refs: list[
     finally:
         if broken is None and not outbound.closed:
             await outbound.release()
+    result.interrupted = broken
     return result

@@ -9,7 +9,8 @@ Empty Value Matching; a Scheduled Procedure Step Sequence key (Scheduled Station
 Modality, Scheduled Procedure Step Start Date and Time, Scheduled Performing Physician's Name...)
 matches a file when one of its Scheduled Procedure Step items matches every key of the
 query's item (K.2.2.1.2). Each match is answered with the keys asked for, filled from the file
-(sequence keys item by item; absent values empty), in the file's character set.
+(sequence keys item by item; absent values empty), in the query's character set when it names
+one that can carry every value, else in the file's.
 
 The folder is read again at each query; a file's parsed data set is kept while its size and
 modification time stay the same. Files that are not DICOM are skipped (logged once each).
@@ -30,6 +31,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 
 from archivist.core.matching import Constraint, parse_constraint, value_matches
+from archivist.dimse.charset import UTF8, choose_charset
 from archivist.dimse.services import Service
 from archivist.dimse.status import Status, query_failure, status_dataset
 from archivist.errors import QueryError
@@ -53,7 +55,9 @@ class WorklistHandler:
     def __init__(self, folder: Path, pn_fold: bool = True) -> None:
         self.folder = folder
         self.pn_fold = pn_fold
-        self._cache: dict[str, tuple[int, int, Dataset | None]] = {}
+        # name -> (modification time, size, inode, parsed data set); queries of several
+        # associations read and update it at once (entries are replaced whole, never edited).
+        self._cache: dict[str, tuple[int, int, int, Dataset | None]] = {}
 
     def __call__(self, event: Any) -> Iterator[tuple[Any, Dataset | None]]:
         identifier: Dataset = event.identifier
@@ -70,7 +74,8 @@ class WorklistHandler:
                 yield Status.CANCEL, None
                 return
             if self._matches(ds, top, items):
-                yield Status.PENDING, _answer(identifier, ds)
+                yield Status.PENDING, _in_charset(_answer(identifier, ds),
+                                                  identifier.get("SpecificCharacterSet"))
                 count += 1
         log.info("worklist query from %s: %d scheduled steps", _peer_aet(event), count)
         yield Status.SUCCESS, None
@@ -133,24 +138,27 @@ class WorklistHandler:
                 st = path.stat()
             except OSError:
                 continue
-            if not path.is_file():
-                continue
+            if not path.is_file() or st.st_size == 0:
+                continue  # (an empty file: DCMTK's wlmscpfs keeps a "lockfile" there)
             seen.add(name)
             cached = self._cache.get(name)
-            if cached is None or cached[:2] != (st.st_mtime_ns, st.st_size):
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if cached is None or cached[:3] != stamp:
                 ds = self._read(path)
-                self._cache[name] = (st.st_mtime_ns, st.st_size, ds)
+                self._cache[name] = (*stamp, ds)
             else:
-                ds = cached[2]
+                ds = cached[3]
             if ds is not None:
                 yield ds
         for gone in set(self._cache) - seen:
-            del self._cache[gone]
+            self._cache.pop(gone, None)  # another query may have removed it already
 
     @staticmethod
     def _read(path: Path) -> Dataset | None:
         try:
-            ds = pydicom.dcmread(path, force=path.suffix.lower() == ".wl")
+            # Not the pixel data of an image someone left there (it would be kept in memory).
+            ds = pydicom.dcmread(path, force=path.suffix.lower() == ".wl",
+                                 stop_before_pixels=True)
             ds.decode()  # the character set applied once, here
             if SPS not in ds and "PatientName" not in ds and "PatientID" not in ds:
                 raise InvalidDicomError("no worklist attributes")
@@ -197,6 +205,24 @@ def _answer(identifier: Dataset, ds: Dataset) -> Dataset:
     if charset:
         out.SpecificCharacterSet = charset
     return out
+
+
+def _in_charset(answer: Dataset, requested: Any) -> Dataset:
+    """`answer` (in its file's character set) in the query's character set instead, when the
+    query names one that can carry every value, as C-FIND of the archive answers (PS3.4
+    C.4.1.1.3.2): a modality that asked in ISO_IR 100 gets ``Müller`` in Latin-1, not in the
+    UTF-8 its worklist file was written in. Otherwise the file's character set."""
+    if not requested:
+        return answer
+    chosen = choose_charset(answer, requested)
+    terms = [requested] if isinstance(requested, str) else [str(t) for t in requested]
+    if chosen == UTF8 and UTF8 not in terms:
+        return answer  # the query's set cannot carry them: the file's
+    if chosen:
+        answer.SpecificCharacterSet = chosen
+    elif "SpecificCharacterSet" in answer:
+        del answer.SpecificCharacterSet
+    return answer
 
 
 def _peer_aet(event: Any) -> str:
