@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
+from archivist.core.tls import client_context
 from archivist.core.uids import is_valid_uid
-from archivist.dimse.services import Service
+from archivist.dimse.services import Service, peer_aet
 from archivist.dimse.status import Status, status_dataset
 from archivist.inventory.outbox import Outbox, Pending, Sender
 
@@ -72,7 +73,7 @@ class CommitmentHandler:
             self._start()  # reports a previous process could not deliver
 
     def __call__(self, event: Any) -> tuple[Any, Dataset | None]:
-        aet = _peer_aet(event)
+        aet = peer_aet(event)
         req = event.request
         instance = str(getattr(req, "RequestedSOPInstanceUID", "") or "")
         if instance != STORAGE_COMMITMENT_INSTANCE:
@@ -201,9 +202,11 @@ class CommitmentHandler:
         ae.dimse_timeout = settings.dimse_timeout
         ae.network_timeout = settings.network_timeout
         ae.add_requested_context(STORAGE_COMMITMENT)
+        tls = client_context(settings, peer.aet)  # a peer of dicom_tls_peers: TLS
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet,
                              ext_neg=[build_role(STORAGE_COMMITMENT, scu_role=False,
-                                                 scp_role=True)])
+                                                 scp_role=True)],
+                             tls_args=(tls, peer.host) if tls is not None else None)
         if not assoc.is_established:
             raise ConnectionError(f"association with {peer.aet} at {peer.host}:{peer.port} "
                                   "not accepted")
@@ -241,13 +244,6 @@ class _ReportSender(Sender):
             self._retry = {name: due for name, due in self._retry.items()
                            if self.outbox.job_of(name) not in jobs}
         return super()._pass()
-
-
-def _peer_aet(event: Any) -> str:
-    aet = event.assoc.requestor.ae_title
-    if isinstance(aet, bytes):
-        aet = aet.decode("ascii", "replace")
-    return str(aet).strip()
 
 
 def services(archive: Archive) -> list[Service]:

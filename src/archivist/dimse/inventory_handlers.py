@@ -30,7 +30,7 @@ from archivist.archive.retrieve import InstanceRef
 from archivist.core.matching import EMPTY_VALUE, empty_matching_applies
 from archivist.core.uids import is_valid_uid
 from archivist.dimse.handlers import contexts_for
-from archivist.dimse.services import Service
+from archivist.dimse.services import Service, peer_aet
 from archivist.dimse.status import Status, query_failure, status_dataset
 from archivist.errors import QueryError
 from archivist.inventory import (
@@ -57,13 +57,6 @@ class RQStatus(enum.IntEnum):
     RESPONSE_LIMIT_REACHED = 0xB001  # Warning: matching reached the response limit
     INVALID_PRIOR_RECORD_KEY = 0xA710
     KEYS_NOT_SUPPORTED = 0xB010  # N-ACTION Warning: scope keys not supported for matching
-
-
-def _peer_aet(event: Any) -> str:
-    aet = event.assoc.requestor.ae_title
-    if isinstance(aet, bytes):
-        aet = aet.decode("ascii", "replace")
-    return str(aet).strip()
 
 
 # -- the pynetdicom 0xB001 fix -----------------------------------------------------------------
@@ -131,7 +124,7 @@ class RepositoryQueryHandler:
         self.rq = RepositoryQuery(archive.search)
 
     def __call__(self, event: Any) -> Iterator[tuple[Any, Dataset | None]]:
-        aet = _peer_aet(event)
+        aet = peer_aet(event)
         try:
             req = self.rq.parse(event.identifier)
         except InvalidRecordKey as exc:
@@ -187,7 +180,7 @@ class InventoryQR:
         self.catalogue = Catalogue(archive)
 
     def find(self, event: Any) -> Iterator[tuple[Any, Dataset | None]]:
-        aet = _peer_aet(event)
+        aet = peer_aet(event)
         count = 0
         try:
             for _, ds in self.catalogue.match(event.identifier):
@@ -213,7 +206,7 @@ class InventoryQR:
             return None
 
     def move(self, event: Any) -> Iterator[Any]:
-        aet = _peer_aet(event)
+        aet = peer_aet(event)
         dest = event.move_destination
         if isinstance(dest, bytes):
             dest = dest.decode("ascii", "replace")
@@ -305,7 +298,7 @@ class InventoryCreationHandler:
             self.engine.start_events()  # and deliver the events it could not
 
     def __call__(self, event: Any) -> tuple[Any, Dataset | None]:
-        aet = _peer_aet(event)
+        aet = peer_aet(event)
         req = event.request
         instance = str(getattr(req, "RequestedSOPInstanceUID", "") or "")
         if instance != STORAGE_MANAGEMENT_INSTANCE:

@@ -57,3 +57,11 @@ def request_sop_class(event: Any) -> str:
     req = event.request
     uid = getattr(req, "AffectedSOPClassUID", None) or getattr(req, "RequestedSOPClassUID", None)
     return str(uid or "")
+
+
+def peer_aet(event: Any) -> str:
+    """The calling AE title of the association a request came on, stripped."""
+    aet = event.assoc.requestor.ae_title
+    if isinstance(aet, bytes):
+        aet = aet.decode("ascii", "replace")
+    return str(aet).strip()

@@ -32,7 +32,7 @@ from pydicom.sequence import Sequence
 
 from archivist.core.matching import Constraint, parse_constraint, value_matches
 from archivist.dimse.charset import UTF8, choose_charset
-from archivist.dimse.services import Service
+from archivist.dimse.services import Service, peer_aet
 from archivist.dimse.status import Status, query_failure, status_dataset
 from archivist.errors import QueryError
 
@@ -77,7 +77,7 @@ class WorklistHandler:
                 yield Status.PENDING, _in_charset(_answer(identifier, ds),
                                                   identifier.get("SpecificCharacterSet"))
                 count += 1
-        log.info("worklist query from %s: %d scheduled steps", _peer_aet(event), count)
+        log.info("worklist query from %s: %d scheduled steps", peer_aet(event), count)
         yield Status.SUCCESS, None
 
     # -- matching ------------------------------------------------------------------------------
@@ -223,13 +223,6 @@ def _in_charset(answer: Dataset, requested: Any) -> Dataset:
     elif "SpecificCharacterSet" in answer:
         del answer.SpecificCharacterSet
     return answer
-
-
-def _peer_aet(event: Any) -> str:
-    aet = event.assoc.requestor.ae_title
-    if isinstance(aet, bytes):
-        aet = aet.decode("ascii", "replace")
-    return str(aet).strip()
 
 
 def services(archive: Archive) -> list[Service]:

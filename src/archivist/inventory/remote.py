@@ -347,7 +347,7 @@ class EventSender:
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet,
                              ext_neg=[build_role(INVENTORY_CREATION, scu_role=False,
                                                  scp_role=True)],
-                             tls_args=(tls, None) if tls is not None else None)
+                             tls_args=(tls, peer.host) if tls is not None else None)
         if not assoc.is_established:
             raise RemoteError(f"association with {peer.aet} not accepted")
         try:
