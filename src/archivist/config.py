@@ -425,6 +425,16 @@ def _http_users(value: Any) -> tuple[tuple[str, str], ...]:
         if not _PASSWORD_HASH.match(hashed):
             raise ConfigError(f"setting http_users: the entry of {name!r} is not a password "
                               "hash (scrypt$...): make one with `archivist hash-password`")
+        n, r, p = (int(v) for v in hashed.split("$")[1:4])
+        # What archivist.core.passwords.verify_password can check; any other hash refused
+        # every password, with nothing said.
+        if (n < 2 or n > 1 << 20 or n & (n - 1) or not 1 <= r <= 32 or not 1 <= p <= 16
+                or 128 * r * (n + p + 2) > 256 * 1024 * 1024):
+            raise ConfigError(f"setting http_users: the hash of {name!r} has scrypt costs this "
+                              f"server cannot check (N={n}, r={r}, p={p}: N a power of two, at "
+                              "most 256 MiB of memory): make one with `archivist hash-password`")
+        if any(name == known for known, _ in out):
+            raise ConfigError(f"setting http_users: {name!r} is given twice")
         out.append((name, hashed))
     return tuple(out)
 

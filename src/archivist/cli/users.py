@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+import unicodedata
 
 import typer
 
@@ -24,11 +25,27 @@ def hash_password() -> None:
             typer.secho("error: the two passwords differ", fg="red", err=True)
             raise typer.Exit(2)
     else:
-        password = sys.stdin.readline().rstrip("\r\n")
+        password = _first_line(sys.stdin.buffer.readline())
     if not password:
         typer.secho("error: empty password", fg="red", err=True)
         raise typer.Exit(2)
+    if any(unicodedata.category(c) == "Cc" for c in password):
+        # RFC 7617 2: no control characters in Basic credentials; a browser cannot send them.
+        typer.secho("error: the password holds a control character (a tab, an escape...)",
+                    fg="red", err=True)
+        raise typer.Exit(2)
     typer.echo(make(password))
+
+
+def _first_line(raw: bytes) -> str:
+    """The password on a line of standard input: UTF-8, else Latin-1 (a file saved by an
+    older editor; invalid UTF-8 made a traceback), as the server decodes what clients send;
+    a UTF-8 byte order mark before it is not part of it."""
+    raw = raw.rstrip(b"\r\n").removeprefix(b"\xef\xbb\xbf")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def register(app: typer.Typer) -> None:

@@ -28,11 +28,17 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
-def hash_password(password: str) -> str:
-    """A new salted hash of `password`."""
+def hash_password(password: str, *, like: str | None = None) -> str:
+    """A new salted hash of `password`, with the default costs or, given `like` (a stored
+    hash), with its costs: checking a password against it takes as long."""
+    n, r, p = _N, _R, _P
+    m = FORMAT.match(like or "")
+    if m is not None:
+        n, r, p = int(m.group(1)), int(m.group(2)), int(m.group(3))
     salt = os.urandom(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_N, r=_R, p=_P, dklen=32)
-    return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=32,
+                            maxmem=256 * 1024 * 1024)
+    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
 
 
 def verify_password(password: str, stored: str) -> bool:

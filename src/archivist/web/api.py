@@ -46,6 +46,8 @@ from archivist.index.removal import reason_of
 __all__ = ["routes"]
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+#: The largest change sequence number the index can hold (SQLite INTEGER).
+_MAX_SEQ = (1 << 63) - 1
 
 
 def _error(status: int, error: str, detail: str,
@@ -120,8 +122,9 @@ async def changes(request: Request) -> JSONResponse:
 
     The body: ``changes`` (each ``seq``, ``kind``: stored, replaced or a removal, ``level``,
     ``study``, ``series``, ``sop`` UIDs and ``at``, UTC ISO 8601), ``last`` (the sequence number
-    to ask after next time) and ``done`` (nothing more after it for now). A client that polls
-    with ``since=last`` sees every change once, in order.
+    to ask after next time; the newest change's when `since` is past it) and ``done`` (nothing
+    more after it for now). A client that polls with ``since=last`` sees every change once, in
+    order.
     """
     params = request.query_params
     try:
@@ -129,19 +132,40 @@ async def changes(request: Request) -> JSONResponse:
         limit = int(params.get("limit", "100") or 100)
     except ValueError:
         return _error(HTTP_400_BAD_REQUEST, "bad request", "since and limit must be integers")
-    if since < 0 or not 1 <= limit <= 1000:
+    if not 0 <= since <= _MAX_SEQ or not 1 <= limit <= 1000:
+        # (a number past SQLite's 64-bit integers made the query fail: 500)
         return _error(HTTP_400_BAD_REQUEST, "bad request",
-                      "since must be 0 or more and limit between 1 and 1000")
+                      f"since must be 0 to {_MAX_SEQ} and limit between 1 and 1000")
     index = request.app.state.archive.index
-    rows = await run_in_threadpool(index.changes_since, since, limit + 1)
+
+    def read() -> tuple[int, list[dict[str, Any]]]:
+        newest = index.last_change()  # before the changes: one committed between comes next
+        return newest, index.changes_since(since, limit + 1)
+
+    newest, rows = await run_in_threadpool(read)
     more = len(rows) > limit
     rows = rows[:limit]
     out = [{"seq": int(r["seq"]), "kind": r["kind"], "level": r["level"],
             "study": r["study_instance_uid"], "series": r["series_instance_uid"],
             "sop": r["sop_instance_uid"],
             "at": _utc_iso(r["at"])} for r in rows]
-    return JSONResponse({"changes": out, "last": out[-1]["seq"] if out else since,
+    # Past the end (a cursor kept from before the data directory was restored or made anew),
+    # ``last`` is the end, as Orthanc answers: answering `since` back skipped every change up
+    # to it.
+    return JSONResponse({"changes": out, "last": out[-1]["seq"] if out else min(since, newest),
                          "done": not more})
+
+
+def _send_jobs(request: Request) -> SendJobs:
+    """This process's one :class:`SendJobs`: job names are made of the time, the process and
+    its counter, which a new one per request started again at 1 each time (two jobs queued in
+    the same clock tick, as a coarse clock gives, got one name and the second replaced the
+    first)."""
+    state = request.app.state
+    jobs: SendJobs | None = getattr(state, "send_jobs", None)
+    if jobs is None:
+        jobs = state.send_jobs = SendJobs(state.archive.settings.data_dir)
+    return jobs
 
 
 async def send(request: Request) -> JSONResponse:
@@ -173,7 +197,7 @@ async def send(request: Request) -> JSONResponse:
         count = sum(1 for _ in archive.retrieve.instances(query))
         if not count:
             return None
-        return SendJobs(archive.settings.data_dir).queue(to, study, series, count), count
+        return _send_jobs(request).queue(to, study, series, count), count
 
     queued = await run_in_threadpool(queue)
     if queued is None:
@@ -187,9 +211,7 @@ async def send(request: Request) -> JSONResponse:
 async def send_job(request: Request) -> JSONResponse:
     """``GET /api/send-jobs/{job}``: ``state`` (queued, running, done), ``sent``, ``total``,
     ``failed`` (each ``sop`` and ``reason``) and ``error`` when the peer could not be reached."""
-    archive = request.app.state.archive
-    body = await run_in_threadpool(SendJobs(archive.settings.data_dir).status,
-                                   request.path_params["job"])
+    body = await run_in_threadpool(_send_jobs(request).status, request.path_params["job"])
     if body is None:
         return _error(HTTP_404_NOT_FOUND, "not found", "no such send job")
     return JSONResponse(body)

@@ -15,7 +15,9 @@ when an entry or the whole file needs it, so a study of any size fits.
 
 Instances are listed as C-MOVE and WADO-RS list them (:meth:`Retrieve.instances`); one deleted
 while the ZIP is written is left out (logged). A malformed UID answers 400 and an unknown one
-404, with a JSON body ``{"error", "detail"}``.
+404, with a JSON body ``{"error", "detail"}``. ``HEAD`` answers the headers without reading a
+file (it read the whole study, for nothing). A client that goes away mid-way closes the file
+being read at once (the abandoned writer held it, deleted or not, until a garbage collection).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -125,6 +127,26 @@ def zip_chunks(archive: Archive, refs: list[InstanceRef],
         yield tail
 
 
+class _ZipResponse(StreamingResponse):
+    """The ZIP, written in a thread; the writer is closed however the response ends."""
+
+    def __init__(self, chunks: Iterator[bytes], headers: dict[str, str]) -> None:
+        self._chunks = chunks
+        super().__init__(iterate_in_threadpool(chunks), media_type="application/zip",
+                         headers=headers)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                try:
+                    await run_in_threadpool(close)
+                except ValueError:  # still running in its thread (a cancelled request)
+                    pass
+
+
 def _error(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
@@ -154,10 +176,12 @@ async def download(request: Request) -> Response:
     name = series or study
     headers = {"Content-Disposition": f'attachment; filename="{name}.zip"',
                "Cache-Control": "no-store"}
+    if request.method == "HEAD":
+        # (no Content-Length: a GET's length is not known before it is written)
+        return StreamingResponse(iter(()), media_type="application/zip", headers=headers)
     log.info("ZIP download of %s %s: %d instances, %d bytes stored",
              "series" if series else "study", name, len(refs), sum(r.size for r in refs))
-    return StreamingResponse(zip_chunks(archive, refs, folders), media_type="application/zip",
-                             headers=headers)
+    return _ZipResponse(zip_chunks(archive, refs, folders), headers)
 
 
 def routes() -> list[BaseRoute]:

@@ -7,6 +7,13 @@
   const STOW_URL = '/dicomweb/studies';
   const PARALLEL = 2;
 
+  // fetch() refuses a URL holding a user name and password, and a relative one is resolved
+  // against the page's, which holds them when the page was opened as http://user:pw@host/
+  // (the browser keeps them for the origin and sends them anyway): always from the origin.
+  function here(path) {
+    return location.origin + path;
+  }
+
   function el(tag, attrs, text) {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
@@ -121,7 +128,7 @@
 
   async function refreshSections() {
     // The page as it is (a search keeps its parameters), re-read for fresh counts and lists.
-    const resp = await fetch(location.pathname + location.search, { headers: { Accept: 'text/html' } });
+    const resp = await fetch(here(location.pathname + location.search), { headers: { Accept: 'text/html' } });
     if (!resp.ok) return;
     const doc = new DOMParser().parseFromString(await resp.text(), 'text/html');
     for (const id of ['summary', 'recent']) {
@@ -263,7 +270,7 @@
       const cell = row.querySelector('td');
       cell.textContent = 'loading...';
       try {
-        const resp = await fetch('/api/instances/' + encodeURIComponent(sop) + '/validation',
+        const resp = await fetch(here('/api/instances/' + encodeURIComponent(sop) + '/validation'),
                                  { headers: { Accept: 'application/json' } });
         renderFindings(cell, resp.status, await resp.text());
       } catch (e) {
@@ -283,13 +290,15 @@
       const to = form.querySelector('select').value;
       out.textContent = 'queueing...';
       try {
-        const resp = await fetch(form.dataset.url + '?to=' + encodeURIComponent(to),
+        const resp = await fetch(here(form.dataset.url + '?to=' + encodeURIComponent(to)),
                                  { method: 'POST', headers: { Accept: 'application/json' } });
         const body = await resp.json();
         if (resp.status !== 202) { out.textContent = body.detail || body.error || resp.status; return; }
         for (;;) {
           await new Promise((r) => setTimeout(r, 1000));
-          const job = await (await fetch(body.status)).json();
+          const poll = await fetch(here(body.status), { headers: { Accept: 'application/json' } });
+          const job = await poll.json();
+          if (!poll.ok) { out.textContent = job.detail || job.error || poll.status; return; }
           const failed = (job.failed || []).length;
           if (job.state === 'done') {
             out.textContent = job.error ? 'not sent: ' + job.error
@@ -314,7 +323,7 @@
       if (!window.confirm('Delete this study and its files from the archive? This cannot be undone.')) return;
       button.disabled = true;
       try {
-        const resp = await fetch(button.dataset.url, { method: 'DELETE' });
+        const resp = await fetch(here(button.dataset.url), { method: 'DELETE' });
         if (resp.ok) { window.location.assign('/archive/'); return; }
         const body = await resp.json().catch(() => ({}));
         button.textContent = 'Not deleted: ' + (body.detail || body.error || resp.status);
