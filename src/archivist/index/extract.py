@@ -224,7 +224,7 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
                 continue
         json_value = _json_value(vr, value)
         if json_value is not None:
-            if _finite(json_value):
+            if vr not in _FLOAT_VRS or _finite(json_value):
                 out[f"{tag:08X}"] = {"vr": vr, "Value": json_value} if json_value else {"vr": vr}
             continue
         try:
@@ -234,6 +234,10 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
         if _finite(item.get("Value", ())):
             out[f"{tag:08X}"] = item
     return out
+
+
+#: The VRs whose DICOM JSON values may be floats (:func:`_finite` checks those only).
+_FLOAT_VRS = frozenset({"DS", "FL", "FD"})
 
 
 def _finite(values: Any) -> bool:
