@@ -81,6 +81,10 @@ def run_server(settings: Settings) -> int:
         if problem:  # before any worker: each would fail with it
             print(f"error: HTTPS: {problem}", file=sys.stderr)
             return 2
+    if settings.http_users and not settings.http_tls_cert and not is_loopback(settings.host):
+        print(f"warning: HTTP logins (http_users) on {settings.host} without http_tls_cert: "
+              "passwords cross the network readable by anyone on the way (HTTP Basic); set "
+              "http_tls_cert/http_tls_key or put a TLS proxy in front", file=sys.stderr)
     from archivist.core.tls import tls_problem as dicom_tls_problem
 
     problem = dicom_tls_problem(settings)
