@@ -607,7 +607,10 @@ def _by_frame_layout(path: Path, target: str) -> PixelInfo | None:
     """The layout of `path` when it is transcoded frame by frame to `target`, else None."""
     if target not in _TO_FRAMES:
         return None
-    info = pixel_info(path)
+    try:
+        info = pixel_info(path)
+    except HTTPProblem:
+        return None  # no pixel data (a KOS, an SR) or none readable: transcode() decides
     if info.inflated is not None or info.transfer_syntax in (target, DEFLATED_LE) \
             or info.bits_allocated not in (8, 16, 32) \
             or info.frames * info.frame_bytes <= FRAMEWISE_ABOVE:
