@@ -31,6 +31,7 @@ def _compare(ours: pydicom.Dataset, name: str) -> None:
         assert type(mine.value) is type(theirs.value), (name, tag)
 
 
+@pytest.mark.slow  # CI time (20 min); covered in a full run: pytest -m slow
 def test_every_pydicom_file_decodes_as_pydicom_cold_and_warm(archive: Archive) -> None:
     """All of pydicom's test files (character sets, big endian, implicit VR...), read from
     memory twice in a row: the first pass fills the cache, the second takes every repeated

@@ -178,6 +178,7 @@ def test_refusals(setup: dict[str, Any], calling: str, transaction: str, action:
         assert "--peer NOWHERE=HOST:PORT" in str(status.ErrorComment)
 
 
+@pytest.mark.slow  # CI time (20 min); covered in a full run: pytest -m slow
 def test_a_new_request_brings_its_queued_reports_forward(setup: dict[str, Any]) -> None:
     """A report that could not be delivered waits longer and longer between tries (up to a
     minute); when its requestor asks again, it is evidently back: what is queued for it goes

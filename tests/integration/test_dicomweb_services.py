@@ -670,6 +670,7 @@ def test_series_metadata_is_precomputed_after_a_change(srv) -> None:
     assert all("urn:archivist" not in json.dumps(item) for item in r.json())
 
 
+@pytest.mark.slow  # CI time (20 min); covered in a full run: pytest -m slow
 def test_metadata_warmer_waits_while_requests_are_answered(make_server) -> None:  # type: ignore[no-untyped-def]
     """The warmer stays out of the way of HTTP requests being answered, then builds.
 

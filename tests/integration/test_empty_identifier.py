@@ -19,6 +19,7 @@ from archivist.testing.server import ServerProcess
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.mark.slow  # CI time (20 min); covered in a full run: pytest -m slow
 def test_an_empty_identifier_gets_a_failure_status(server: ServerProcess) -> None:
     ae = AE(ae_title="EMPTYID")
     for cls in (StudyRootQueryRetrieveInformationModelFind,

@@ -116,6 +116,7 @@ def _slow_stow(port: int, parts: list[bytes], sent: list[int]) -> socket.socket:
     return sock
 
 
+@pytest.mark.slow  # CI time (20 min); covered in a full run: pytest -m slow
 def test_sigterm_stops_in_time_with_slow_and_stalled_http_clients(
         stored: tuple[ServerProcess, str], tmp_path: Path) -> None:
     srv, study = stored

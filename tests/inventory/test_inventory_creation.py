@@ -277,6 +277,7 @@ def test_n_action_and_n_event_report_over_the_network(open_archive, make_server,
     assert final.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.201.1"
 
 
+@pytest.mark.slow  # CI time (20 min); covered in a full run: pytest -m slow
 def test_n_action_with_an_empty_data_set_is_answered(make_server, tmp_path: Path) -> None:
     """pynetdicom 3.0.4 announces a data set it does not send when the Action Information is an
     empty Dataset; the acceptor takes it as empty and answers (here 0x0120: no Transaction UID)

@@ -87,6 +87,7 @@ def test_orthanc_many_instances_by_get(open_archive, tmp_path: Path) -> None:
         peer.stop()
 
 
+@pytest.mark.slow  # CI time (20 min); covered in a full run: pytest -m slow
 def test_source_drops_the_association_mid_study(open_archive, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # As in `archivist serve`: pynetdicom streams received data sets to files (the C-STORE
@@ -122,6 +123,7 @@ def _stored(data: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # CI time (20 min); covered in a full run: pytest -m slow
 def test_killed_and_resumed(tmp_path: Path) -> None:
     make_files(tmp_path / "files", studies=4, series=2, instances=10)
     peer = start_orthanc(tmp_path / "orthanc", dest_aet="ARCHIVIST", dest_port=1)
