@@ -82,6 +82,7 @@ def newer_index(path: Path) -> str | None:
         busy_message,
         head_revision,
         known_revisions,
+        lock_held,
         newer_index_message,
     )
 
@@ -92,25 +93,11 @@ def newer_index(path: Path) -> str | None:
     if revision not in known_revisions():
         return newer_index_message(str(path), revision, head)
     # The lock first: a process of this version takes it only once its upgrade is committed.
-    if revision != head and _held(path.parent / "archivist.lock"):
+    if revision != head and lock_held(path.parent / "archivist.lock"):
         revision = index_revision(path) or revision
         if revision != head:
             return busy_message(str(path), revision, head)
     return None
-
-
-def _held(lock: Path) -> bool:
-    """True when another process holds `lock` (flock, shared or exclusive)."""
-    try:
-        with open(lock, "r") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-    except OSError:
-        pass
-    return False
 
 
 def _cache_key(name: str) -> tuple[int, int] | None:

@@ -4,6 +4,7 @@ written by a newer one."""
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import re
 from pathlib import Path
@@ -47,6 +48,21 @@ def _chain() -> tuple[frozenset[str], str | None]:
                 (revisions if name == "revision" else parents).add(value)
     heads = revisions - parents
     return frozenset(revisions), (min(heads) if len(heads) == 1 else None)
+
+
+def lock_held(lock: Path) -> bool:
+    """True when another process holds the lock file `lock` (flock, shared or exclusive); False
+    when nobody does or it does not exist."""
+    try:
+        with open(lock) as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    except OSError:
+        pass
+    return False
 
 
 def known_revisions() -> frozenset[str]:

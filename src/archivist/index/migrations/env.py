@@ -12,7 +12,6 @@ So is an upgrade while another process holds the data directory (an older versio
 :class:`archivist.index.migrations.DataDirectoryBusy`).
 """
 
-import fcntl
 import logging
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from archivist.index.migrations import (
     IndexFromNewerVersion,
     busy_message,
     describe,
+    lock_held,
     newer_index_message,
 )
 from archivist.index.schema import metadata
@@ -40,16 +40,7 @@ def _data_directory_free(database: str) -> bool:
     """True when no process holds the data directory's ``archivist.lock`` (every version holds
     it shared from the moment its archive is open, and opens it only after this migration), or
     when the index is not a file of a data directory."""
-    lock = Path(database).parent / "archivist.lock"
-    if not database or not lock.exists():
-        return True
-    with open(lock, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return True
+    return not database or not lock_held(Path(database).parent / "archivist.lock")
 
 
 def _applied(*, ctx, step, heads, run_args):  # type: ignore[no-untyped-def]
