@@ -26,6 +26,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification
 
 from archivist.testing.datasets import make_instance
 from archivist.testing.procs import rss_kb  # the server's whole process tree
+from archivist.testing.rawpdu import associate_rq
 from archivist.testing.server import ServerProcess
 
 AET = "ARCHIVIST"
@@ -33,21 +34,6 @@ VERIFICATION = "1.2.840.10008.1.1"
 SEED = 20261124
 CASES = 520
 ENGINE = {"ARCHIVIST_DIMSE_ENGINE": "asyncio"}
-
-
-def _item(kind: int, body: bytes) -> bytes:
-    return struct.pack(">BBH", kind, 0, len(body)) + body
-
-
-def associate_rq(called: str = AET, calling: str = "FUZZER") -> bytes:
-    """A valid A-ASSOCIATE-RQ proposing Verification on context 1 (PS3.8 9.3.2)."""
-    app = _item(0x10, b"1.2.840.10008.3.1.1.1")
-    pc = _item(0x20, bytes([1, 0, 0, 0]) + _item(0x30, VERIFICATION.encode())
-               + _item(0x40, b"1.2.840.10008.1.2"))
-    user = _item(0x50, _item(0x51, struct.pack(">L", 16384)) + _item(0x52, b"1.2.3.4"))
-    body = (struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode()
-            + bytes(32) + app + pc + user)
-    return struct.pack(">BBL", 1, 0, len(body)) + body
 
 
 def echo_command(message_id: int = 1, field: int = 0x0030, with_data: bool = False) -> bytes:
@@ -92,7 +78,7 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
 
 def build_cases(rng: random.Random) -> list[tuple[str, bool, bytes]]:
     """(kind, associate first, bytes) triples."""
-    rq = associate_rq()
+    rq = associate_rq(calling="FUZZER")
     echo = echo_command()
     cases: list[tuple[str, bool, bytes]] = []
     for n in range(1, 6):
@@ -147,7 +133,7 @@ def run_case(port: int, associate: bool, data: bytes) -> tuple[bool, float]:
     with socket.create_connection(("127.0.0.1", port), timeout=8) as s:
         try:
             if associate:
-                s.sendall(associate_rq())
+                s.sendall(associate_rq(calling="FUZZER"))
                 header = _recv_exact(s, 6)
                 if header[0] != 0x02:
                     return True, time.monotonic() - t0

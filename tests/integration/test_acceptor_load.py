@@ -19,44 +19,17 @@ from pynetdicom.sop_class import Verification
 
 from archivist.testing import procs  # the server's whole process tree
 from archivist.testing.procs import cpu_seconds
+from archivist.testing.rawpdu import associate_rq, recv_pdu
 from archivist.testing.server import ServerProcess
 
 AET = "ARCHIVIST"
 ENGINE = {"ARCHIVIST_DIMSE_ENGINE": "asyncio"}
 
 
-def _item(kind: int, body: bytes) -> bytes:
-    return struct.pack(">BBH", kind, 0, len(body)) + body
-
-
-def associate_rq(calling: str = "IDLE") -> bytes:
-    app = _item(0x10, b"1.2.840.10008.3.1.1.1")
-    pc = _item(0x20, bytes([1, 0, 0, 0]) + _item(0x30, Verification.encode())
-               + _item(0x40, b"1.2.840.10008.1.2"))
-    user = _item(0x50, _item(0x51, struct.pack(">L", 16384)) + _item(0x52, b"1.2.3.4"))
-    body = (struct.pack(">HH", 1, 0) + AET.ljust(16).encode() + calling.ljust(16).encode()
-            + bytes(32) + app + pc + user)
-    return struct.pack(">BBL", 1, 0, len(body)) + body
-
-
-def recv_pdu(s: socket.socket) -> tuple[int, bytes]:
-    def exact(n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            chunk = s.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError("closed")
-            out += chunk
-        return out
-
-    kind, _, length = struct.unpack(">BBL", exact(6))
-    return kind, exact(length)
-
-
 def open_association(port: int) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.sendall(associate_rq())
+    s.sendall(associate_rq(calling="IDLE"))
     kind, _ = recv_pdu(s)
     assert kind == 0x02, f"association not accepted (PDU 0x{kind:02X})"
     return s

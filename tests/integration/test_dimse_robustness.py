@@ -18,6 +18,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification
 
 from archivist.testing.datasets import make_instance
 from archivist.testing.procs import rss_kb  # the server's whole process tree
+from archivist.testing.rawpdu import associate_rq, rejection
 from archivist.testing.server import ServerProcess
 
 AET = "ARCHIVIST"
@@ -35,21 +36,6 @@ def echo_time(srv: ServerProcess, calling: str = "ECHOER") -> float:
     assoc.release()
     assert status.Status == 0
     return time.monotonic() - t0
-
-
-def associate_rq(called: str = AET, calling: str = "RAW") -> bytes:
-    """A minimal valid A-ASSOCIATE-RQ proposing Verification (PS3.8 9.3.2)."""
-
-    def item(kind: int, body: bytes) -> bytes:
-        return struct.pack(">BBH", kind, 0, len(body)) + body
-
-    app = item(0x10, b"1.2.840.10008.3.1.1.1")
-    pc = item(0x20, bytes([1, 0, 0, 0]) + item(0x30, Verification.encode())
-              + item(0x40, b"1.2.840.10008.1.2"))
-    user = item(0x50, item(0x51, struct.pack(">L", 16384)) + item(0x52, b"1.2.3.4"))
-    body = (struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode()
-            + bytes(32) + app + pc + user)
-    return struct.pack(">BBL", 1, 0, len(body)) + body
 
 
 def send_raw(port: int, data: bytes, *, read: bool = True, timeout: float = 5) -> bytes:
@@ -138,10 +124,8 @@ class TestMalformedInput:
     def test_allow_list(self, make_server) -> None:  # type: ignore[no-untyped-def]
         srv = make_server("--allow", "GOODAE@127.0.0.1")
         assert echo_time(srv, "GOODAE") < 2
-        ae = AE(ae_title="BADAE")
-        ae.add_requested_context(Verification)
-        assoc = ae.associate("127.0.0.1", srv.dicom_port, ae_title=AET)
-        assert assoc.is_rejected
+        # Permanent, by the service user, calling AE title not recognized.
+        assert rejection(srv.dicom_port, calling="BADAE") == (1, 1, 3)
 
 
 def send_instances(port: int, files: list[Path], acked: list[tuple[str, str]],
@@ -310,8 +294,7 @@ class TestLargeObject:
         with open(path, "wb") as fh:
             fh.write(raw[:-4] + struct.pack("<L", nbytes))
             chunk = np.zeros(512 * 512, dtype=np.uint16).tobytes()
-            for _ in range(frames):
-                fh.write(chunk)
+            fh.writelines(chunk for _ in range(frames))
         before = rss_kb(server.proc.pid)
         peak = [before]
         done = threading.Event()

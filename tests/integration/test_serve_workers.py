@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,8 +16,8 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 from archivist.testing import procs
 from archivist.testing.datasets import make_instance
+from archivist.testing.rawpdu import rejection
 from archivist.testing.server import ServerProcess, free_port
-from tests.integration.test_acceptor_load import associate_rq, recv_pdu
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -112,13 +111,9 @@ def test_max_associations_is_a_limit_for_the_whole_server(make_server) -> None: 
         assert a.is_established
         held.append(a)
     # With two workers each would admit 3 if the count were per process: 6 in all.
-    # Read on a raw socket: pynetdicom reports a refusal that comes back before its requesting
-    # thread has looked at the socket as an abort (it finds the socket already closed).
-    with socket.create_connection(("127.0.0.1", srv.dicom_port), timeout=60) as s:
-        s.sendall(associate_rq("WORKERS"))
-        kind, body = recv_pdu(s)
-    # A-ASSOCIATE-RJ, transient, by the service provider (presentation), local limit exceeded.
-    assert (kind, body[1:4]) == (0x03, bytes([2, 3, 2])), (kind, body, srv.log()[-4000:])
+    # On a raw socket (rawpdu says why): an A-ASSOCIATE-RJ, transient, by the service provider
+    # (presentation), local limit exceeded.
+    assert rejection(srv.dicom_port, calling="WORKERS") == (2, 3, 2), srv.log()[-4000:]
     extra = [ae.associate("127.0.0.1", srv.dicom_port, ae_title="ARCHIVIST") for _ in range(3)]
     assert not any(a.is_established for a in extra), [_outcome(a, srv) for a in extra]
     held.pop().release()
