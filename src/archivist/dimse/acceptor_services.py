@@ -1129,6 +1129,13 @@ class Services:
                 log.exception("%s handler failed", name)
                 status, ds = 0x0110, None
             code = apply_status(rsp, status)
+            if name == "N-CREATE" and not sop_instance and isinstance(ds, Dataset) \
+                    and "AffectedSOPInstanceUID" in ds:
+                # The SCP assigned the instance's UID: it goes back in the response's command
+                # (PS3.7 10.1.5.1.2), not in its Attribute List (pynetdicom's handler convention).
+                rsp.AffectedSOPInstanceUID = ds.AffectedSOPInstanceUID
+                del ds.AffectedSOPInstanceUID
+                ds = ds if len(ds) else None
             if ds is not None and category(code) in ("success", "warning") \
                     and name in _N_DATASET:
                 setattr(rsp, _N_DATASET[name], BytesIO(encode_dataset(ds, ts)))

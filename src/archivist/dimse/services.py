@@ -25,9 +25,11 @@ MESSAGES = ("C-FIND", "C-MOVE", "C-GET", "N-ACTION", "N-GET", "N-SET", "N-CREATE
             "N-DELETE", "N-EVENT-REPORT")
 
 # Modules contributing services, each with ``services(archive) -> list[Service]``: Supplement
-# 223's, Storage Commitment (PS3.4 Annex J) and Modality Worklist (Annex K).
+# 223's, Storage Commitment (PS3.4 Annex J), Modality Worklist (Annex K) and Modality Performed
+# Procedure Step (Annex F).
 PROVIDERS: tuple[str, ...] = ("archivist.dimse.inventory_handlers",
-                              "archivist.dimse.commitment", "archivist.dimse.worklist")
+                              "archivist.dimse.commitment", "archivist.dimse.worklist",
+                              "archivist.dimse.mpps")
 
 
 @dataclass(frozen=True)

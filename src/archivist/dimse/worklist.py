@@ -12,6 +12,12 @@ query's item (K.2.2.1.2). Each match is answered with the keys asked for, filled
 (sequence keys item by item; absent values empty), in the query's character set when it names
 one that can carry every value, else in the file's.
 
+When the archive is also the modality's MPPS SCP (:mod:`archivist.dimse.mpps`), a scheduled
+step that a Performed Procedure Step names (same Study Instance UID and Scheduled Procedure Step
+ID) is answered with the Scheduled Procedure Step Status that step implies, as dcm4chee does:
+STARTED while it is IN PROGRESS, then COMPLETED or DISCONTINUED; a query for SCHEDULED steps no
+longer lists it.
+
 The folder is read again at each query; a file's parsed data set is kept while its size and
 modification time stay the same. Files that are not DICOM are skipped (logged once each).
 Without ``worklist_dir`` the SOP class is not offered.
@@ -19,6 +25,7 @@ Without ``worklist_dir`` the SOP class is not offered.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Iterator
@@ -30,6 +37,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 
+from archivist.archive.mpps import COMPLETED, DISCONTINUED, IN_PROGRESS, ProcedureSteps
 from archivist.core.matching import Constraint, parse_constraint, value_matches
 from archivist.dimse.charset import UTF8, choose_charset
 from archivist.dimse.services import Service, peer_aet
@@ -45,6 +53,8 @@ MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 SPS = "ScheduledProcedureStepSequence"
 #: Keys that say how to answer, not what to match.
 _NOT_MATCHED = frozenset({"SpecificCharacterSet", "QueryRetrieveLevel", "TimezoneOffsetFromUTC"})
+#: The Scheduled Procedure Step Status (0040,0020) a Performed Procedure Step's status implies.
+_SPS_STATUS = {IN_PROGRESS: "STARTED", COMPLETED: "COMPLETED", DISCONTINUED: "DISCONTINUED"}
 #: At most this many files are read from the folder per query.
 MAX_FILES = 100_000
 
@@ -52,9 +62,11 @@ MAX_FILES = 100_000
 class WorklistHandler:
     """C-FIND on the Modality Worklist Information Model."""
 
-    def __init__(self, folder: Path, pn_fold: bool = True) -> None:
+    def __init__(self, folder: Path, pn_fold: bool = True,
+                 steps: ProcedureSteps | None = None) -> None:
         self.folder = folder
         self.pn_fold = pn_fold
+        self.steps = steps
         # name -> (modification time, size, inode, parsed data set); queries of several
         # associations read and update it at once (entries are replaced whole, never edited).
         self._cache: dict[str, tuple[int, int, int, Dataset | None]] = {}
@@ -70,6 +82,7 @@ class WorklistHandler:
             return
         count = 0
         for ds in self._entries():
+            ds = self._performed(ds)
             if event.is_cancelled:
                 yield Status.CANCEL, None
                 return
@@ -122,6 +135,30 @@ class WorklistHandler:
                            for c in wanted) for step in steps):
                 return False
         return True
+
+    def _performed(self, ds: Dataset) -> Dataset:
+        """`ds` with the status of its scheduled steps that were performed (MPPS), as a copy."""
+        study = str(ds.get("StudyInstanceUID", "") or "").strip()
+        if self.steps is None or not study or not ds.get(SPS):
+            return ds
+        try:
+            states = self.steps.scheduled_step_states(study)
+        except Exception:  # the worklist is still answered from its files
+            log.exception("performed procedure steps of a worklist entry could not be read")
+            return ds
+        if not states:
+            return ds
+        out = copy.copy(ds)
+        items = []
+        for item in ds[SPS].value:
+            state = _SPS_STATUS.get(states.get(str(item.get("ScheduledProcedureStepID", "")
+                                                   or "").strip(), ""))
+            if state:
+                item = copy.copy(item)
+                item.ScheduledProcedureStepStatus = state
+            items.append(item)
+        setattr(out, SPS, Sequence(items))
+        return out
 
     # -- the folder ----------------------------------------------------------------------------
 
@@ -230,7 +267,8 @@ def services(archive: Archive) -> list[Service]:
     folder = archive.settings.worklist_dir
     if not folder:
         return []
-    handler = WorklistHandler(Path(folder), archive.settings.pn_case_insensitive)
+    handler = WorklistHandler(Path(folder), archive.settings.pn_case_insensitive,
+                              ProcedureSteps(archive.index))
     return [Service(MODALITY_WORKLIST_FIND, "C-FIND", handler)]
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -237,6 +238,33 @@ Index("ix_tombstone_study", tombstone.c.study_instance_uid)
 Index("ix_tombstone_series", tombstone.c.series_instance_uid)
 Index("ix_tombstone_sop", tombstone.c.sop_instance_uid)
 Index("ix_tombstone_removed_at", tombstone.c.removed_at)
+
+#: Modality Performed Procedure Steps (revision 0006; PS3.4 Annex F): one row per MPPS SOP
+#: Instance that a modality created with N-CREATE and updated with N-SET. ``dataset`` is the
+#: whole attribute set (explicit VR little endian, no File Meta); the other columns are copies of
+#: a few of its values, for listing and matching.
+mpps = Table(
+    "mpps", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("sop_instance_uid", String(64), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("study_instance_uid", String(64)),
+    Column("accession_number", String(64)),
+    Column("patient_id", String(64)),
+    Column("modality", String(16)),
+    Column("performed_station_ae_title", String(16)),
+    Column("performed_procedure_step_id", String(64)),
+    Column("start_date", String(8)),
+    Column("start_time", String(16)),
+    Column("end_date", String(8)),
+    Column("end_time", String(16)),
+    Column("calling_ae_title", String(16)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("dataset", LargeBinary, nullable=False),
+)
+Index("ix_mpps_study", mpps.c.study_instance_uid)
+Index("ix_mpps_updated_at", mpps.c.updated_at)
 
 TABLE_OF_LEVEL = {"PATIENT": patient, "STUDY": study, "SERIES": series, "IMAGE": instance}
 

@@ -23,7 +23,7 @@ from archivist.web.errors import problem_response
 
 # Feature modules mounted in this order; the viewer comes last because it serves "/".
 _ROUTE_MODULES = ("codes", "api", "download", "dicomweb", "wado_uri", "inventory_api",
-                  "archive_page", "viewer")
+                  "mpps_api", "archive_page", "viewer")
 
 
 class HttpActivity:

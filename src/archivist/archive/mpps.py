@@ -1,0 +1,389 @@
+"""Modality Performed Procedure Steps (PS3.4 Annex F): what a modality reports it did.
+
+A modality creates one MPPS SOP Instance with N-CREATE when it starts an acquisition (status
+IN PROGRESS) and updates it with N-SET, finally to COMPLETED or DISCONTINUED, listing the series
+and images it made. A RIS or an archive keeps them: dcm4chee shows them beside the study and
+closes the matching worklist items; a reader checks that every image a modality says it made
+has arrived. This module is the SCP's rules and its store (the ``mpps`` table of the index);
+the DIMSE side is :mod:`archivist.dimse.mpps`, the HTTP side ``/api/mpps``.
+
+The rules (PS3.4 F.7.2):
+
+- N-CREATE: the Type 1 attributes of Table F.7.2-1 must be present (0x0120 Missing Attribute)
+  and have a value (0x0121 Missing Attribute Value); the status must be IN PROGRESS (0x0106
+  Invalid Attribute Value); a SOP Instance UID already created is 0x0111 Duplicate SOP Instance.
+  Without an Affected SOP Instance UID the archive assigns one and returns it.
+- N-SET: an unknown instance is 0x0112 No Such SOP Instance; one already COMPLETED or
+  DISCONTINUED is 0x0110 ("may no longer be updated"); a status other than the three is 0x0106;
+  the attributes the standard does not let N-SET change (the patient, the scheduled steps, the
+  step's identity and start) may be repeated with their value but not changed (0x0106); moving to
+  COMPLETED or DISCONTINUED needs the end date and time (0x0121).
+
+Nothing here logs a patient's name or ID.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from io import BytesIO
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+from pydicom.tag import Tag
+from pydicom.uid import generate_uid
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from archivist.core.uids import is_valid_uid
+from archivist.errors import ArchivistError
+from archivist.index.schema import mpps
+
+__all__ = [
+    "MPPS_RETRIEVE_SOP_CLASS",
+    "MPPS_SOP_CLASS",
+    "MppsError",
+    "ProcedureStep",
+    "ProcedureSteps",
+]
+
+MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
+MPPS_RETRIEVE_SOP_CLASS = "1.2.840.10008.3.1.2.3.4"
+
+IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED"
+STATUSES = (IN_PROGRESS, COMPLETED, DISCONTINUED)
+FINAL = (COMPLETED, DISCONTINUED)
+
+NO_SUCH_ATTRIBUTE = 0x0105
+INVALID_ATTRIBUTE_VALUE = 0x0106
+PROCESSING_FAILURE = 0x0110
+DUPLICATE_INSTANCE = 0x0111
+NO_SUCH_INSTANCE = 0x0112
+MISSING_ATTRIBUTE = 0x0120
+MISSING_ATTRIBUTE_VALUE = 0x0121
+
+#: Type 1 at N-CREATE (PS3.4 Table F.7.2-1): keyword -> how it is named in an Error Comment.
+_CREATE_TYPE1 = (
+    "ScheduledStepAttributesSequence", "PerformedStationAETitle",
+    "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime",
+    "PerformedProcedureStepStatus", "PerformedProcedureStepID", "Modality",
+)
+#: What N-SET may not change (Table F.7.2-1, "N-SET: Not allowed"): repeated with the stored
+#: value they are accepted (modalities often send the whole step again), changed they are not.
+_SET_NOT_ALLOWED = (
+    "SOPClassUID", "SOPInstanceUID", "ScheduledStepAttributesSequence", "PatientName",
+    "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+    "ReferencedPatientSequence", "PerformedProcedureStepID", "PerformedStationAETitle",
+    "PerformedStationName", "PerformedLocation", "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime", "Modality", "StudyID",
+)
+#: Needed with a value once the step is COMPLETED or DISCONTINUED (F.7.2-1, "Final State").
+_FINAL_TYPE1 = ("PerformedProcedureStepEndDate", "PerformedProcedureStepEndTime")
+
+#: At most this many bytes in one step's attribute set (real ones are a few kilobytes).
+MAX_DATASET_BYTES = 4 << 20
+
+
+class MppsError(ArchivistError):
+    """A request the MPPS rules refuse: `status` is the DIMSE status to answer with."""
+
+    def __init__(self, status: int, message: str, attributes: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.attributes = attributes
+
+
+@dataclass(frozen=True)
+class ProcedureStep:
+    """One stored MPPS: its columns and its attribute set."""
+
+    sop_instance_uid: str
+    status: str
+    study_instance_uid: str
+    accession_number: str
+    modality: str
+    performed_station_ae_title: str
+    performed_procedure_step_id: str
+    start: str
+    end: str
+    calling_ae_title: str
+    created_at: datetime
+    updated_at: datetime
+    dataset: Dataset
+
+    def summary(self) -> dict[str, Any]:
+        """The listing's JSON (no patient data: the full set is in :attr:`dataset`)."""
+        performed = self.dataset.get("PerformedSeriesSequence") or []
+        return {
+            "sop_instance_uid": self.sop_instance_uid, "status": self.status,
+            "study_instance_uid": self.study_instance_uid or None,
+            "accession_number": self.accession_number or None, "modality": self.modality,
+            "performed_station_ae_title": self.performed_station_ae_title,
+            "performed_procedure_step_id": self.performed_procedure_step_id,
+            "start": self.start or None, "end": self.end or None,
+            "calling_ae_title": self.calling_ae_title or None,
+            "series": len(performed),
+            "images": sum(len(item.get("ReferencedImageSequence") or [])
+                          + len(item.get("ReferencedNonImageCompositeSOPInstanceSequence") or [])
+                          for item in performed),
+            "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def _encode(ds: Dataset) -> bytes:
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = True
+    buffer.is_implicit_VR = False
+    write_dataset(buffer, ds)
+    return buffer.getvalue()
+
+
+def _decode(data: bytes) -> Dataset:
+    return read_dataset(BytesIO(data), is_implicit_VR=False, is_little_endian=True)
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return ""
+    return str(value).strip()
+
+
+def _has_value(ds: Dataset, keyword: str) -> bool:
+    elem = ds.data_element(keyword) if keyword in ds else None
+    if elem is None or elem.value is None:
+        return False
+    if elem.VR == "SQ":
+        return len(elem.value) > 0
+    return str(elem.value).strip() != ""
+
+
+def _tag(keyword: str) -> int:
+    return int(Tag(keyword))
+
+
+def _label(keyword: str) -> str:
+    tag = _tag(keyword)
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}"
+
+
+def _study_of(ds: Dataset) -> tuple[str, str]:
+    """(Study Instance UID, Accession Number) of the first scheduled step."""
+    for item in ds.get("ScheduledStepAttributesSequence") or []:
+        return _text(item, "StudyInstanceUID"), _text(item, "AccessionNumber")
+    return "", ""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ProcedureSteps:
+    """The MPPS SOP Instances of one archive (its index's ``mpps`` table)."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+        self._lock = threading.Lock()
+
+    # -- N-CREATE --------------------------------------------------------------------------------
+
+    def create(self, uid: str | None, attributes: Dataset, calling_aet: str = "") -> str:
+        """Create a step from an N-CREATE's Attribute List; returns its SOP Instance UID."""
+        if uid is not None and not is_valid_uid(uid):
+            raise MppsError(INVALID_ATTRIBUTE_VALUE, "Affected SOP Instance UID is not a UID")
+        ds = Dataset()
+        ds.update(attributes)
+        for keyword in _CREATE_TYPE1:
+            if keyword not in ds:
+                raise MppsError(MISSING_ATTRIBUTE, f"{_label(keyword)} is missing",
+                                (_tag(keyword),))
+            if not _has_value(ds, keyword):
+                raise MppsError(MISSING_ATTRIBUTE_VALUE, f"{_label(keyword)} has no value",
+                                (_tag(keyword),))
+        status = _text(ds, "PerformedProcedureStepStatus")
+        if status != IN_PROGRESS:
+            raise MppsError(INVALID_ATTRIBUTE_VALUE,
+                            "(0040,0252) Status must be IN PROGRESS at N-CREATE",
+                            (_tag("PerformedProcedureStepStatus"),))
+        for item in ds.ScheduledStepAttributesSequence:
+            if not is_valid_uid(_text(item, "StudyInstanceUID")):
+                raise MppsError(MISSING_ATTRIBUTE_VALUE if not _text(item, "StudyInstanceUID")
+                                else INVALID_ATTRIBUTE_VALUE,
+                                "(0040,0270) each item needs a Study Instance UID",
+                                (_tag("ScheduledStepAttributesSequence"),))
+        uid = uid or generate_uid()
+        ds.SOPClassUID = MPPS_SOP_CLASS
+        ds.SOPInstanceUID = uid
+        data = self._checked_encoding(ds)
+        study, accession = _study_of(ds)
+        now = _now()
+        row = {
+            "sop_instance_uid": uid, "status": status, "study_instance_uid": study or None,
+            "accession_number": accession[:64] or None,
+            "patient_id": _text(ds, "PatientID")[:64] or None,
+            "modality": _text(ds, "Modality")[:16],
+            "performed_station_ae_title": _text(ds, "PerformedStationAETitle")[:16],
+            "performed_procedure_step_id": _text(ds, "PerformedProcedureStepID")[:64],
+            "start_date": _text(ds, "PerformedProcedureStepStartDate")[:8],
+            "start_time": _text(ds, "PerformedProcedureStepStartTime")[:16],
+            "end_date": _text(ds, "PerformedProcedureStepEndDate")[:8] or None,
+            "end_time": _text(ds, "PerformedProcedureStepEndTime")[:16] or None,
+            "calling_ae_title": calling_aet[:16] or None,
+            "created_at": now, "updated_at": now, "dataset": data,
+        }
+        try:
+            with self._lock, self.index.writer.begin() as conn:
+                conn.execute(insert(mpps).values(row))
+        except IntegrityError:
+            raise MppsError(DUPLICATE_INSTANCE,
+                            "This Performed Procedure Step exists already") from None
+        return uid
+
+    # -- N-SET -----------------------------------------------------------------------------------
+
+    def set(self, uid: str, modifications: Dataset) -> ProcedureStep:
+        """Apply an N-SET's Modification List; returns the step as it is now."""
+        with self._lock, self.index.writer.begin() as conn:
+            found = conn.execute(select(mpps).where(mpps.c.sop_instance_uid == uid)
+                                 .with_for_update()).first()
+            if found is None:
+                raise MppsError(NO_SUCH_INSTANCE, "no Performed Procedure Step with this UID")
+            step = self._step(found)
+            if step.status in FINAL:
+                raise MppsError(PROCESSING_FAILURE,
+                                "Performed Procedure Step object may no longer be updated")
+            ds = step.dataset
+            for keyword in _SET_NOT_ALLOWED:
+                if keyword in modifications and (
+                        keyword not in ds or modifications[keyword].value != ds[keyword].value):
+                    raise MppsError(INVALID_ATTRIBUTE_VALUE,
+                                    f"{_label(keyword)} may not change",
+                                    (_tag(keyword),))
+            for elem in modifications:
+                if elem.tag.group in (0x0000, 0x0002):
+                    continue
+                ds[elem.tag] = elem
+            status = _text(ds, "PerformedProcedureStepStatus")
+            if status not in STATUSES:
+                raise MppsError(INVALID_ATTRIBUTE_VALUE,
+                                "(0040,0252) Status: IN PROGRESS, COMPLETED or DISCONTINUED",
+                                (_tag("PerformedProcedureStepStatus"),))
+            if status in FINAL:
+                for keyword in _FINAL_TYPE1:
+                    if not _has_value(ds, keyword):
+                        raise MppsError(MISSING_ATTRIBUTE_VALUE,
+                                        f"{_label(keyword)} needed for {status}",
+                                        (_tag(keyword),))
+            data = self._checked_encoding(ds)
+            now = _now()
+            conn.execute(update(mpps).where(mpps.c.pk == found._mapping["pk"]).values(
+                status=status,
+                end_date=_text(ds, "PerformedProcedureStepEndDate")[:8] or None,
+                end_time=_text(ds, "PerformedProcedureStepEndTime")[:16] or None,
+                updated_at=now, dataset=data))
+        return ProcedureStep(**{**step.__dict__, "status": status, "updated_at": now,
+                                "end": self._when(ds, "End"), "dataset": ds})
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, uid: str) -> ProcedureStep | None:
+        with self.index.reader.connect() as conn:
+            found = conn.execute(select(mpps).where(mpps.c.sop_instance_uid == uid)).first()
+        return None if found is None else self._step(found)
+
+    def list(self, *, study: str | None = None, status: str | None = None,
+             limit: int = 100, offset: int = 0) -> list[ProcedureStep]:
+        """Newest update first."""
+        query = select(mpps)
+        if study:
+            query = query.where(mpps.c.study_instance_uid == study)
+        if status:
+            query = query.where(mpps.c.status == status)
+        query = query.order_by(mpps.c.updated_at.desc(), mpps.c.pk.desc()).limit(limit)
+        query = query.offset(offset)
+        with self.index.reader.connect() as conn:
+            rows = conn.execute(query).all()
+        return [self._step(row) for row in rows]
+
+    def scheduled_step_states(self, study: str) -> dict[str, str]:
+        """Scheduled Procedure Step ID -> the status of the newest step performed for it, of
+        the steps whose first scheduled step is in `study` (for the worklist)."""
+        query = (select(mpps.c.dataset).where(mpps.c.study_instance_uid == study)
+                 .order_by(mpps.c.updated_at, mpps.c.pk))
+        with self.index.reader.connect() as conn:
+            rows = conn.execute(query).all()
+        states: dict[str, str] = {}
+        for (data,) in rows:
+            ds = _decode(bytes(data))
+            status = _text(ds, "PerformedProcedureStepStatus")
+            for item in ds.get("ScheduledStepAttributesSequence") or []:
+                sps = _text(item, "ScheduledProcedureStepID")
+                if sps and _text(item, "StudyInstanceUID") == study:
+                    states[sps] = status
+        return states
+
+    def arrival(self, step: ProcedureStep) -> dict[str, Any]:
+        """Which of the instances the step lists (Performed Series Sequence) the archive holds:
+        ``referenced``, ``stored`` and up to 100 ``missing`` (series, SOP Instance UID)."""
+        referenced = stored = 0
+        missing: list[dict[str, str]] = []
+        for series in step.dataset.get("PerformedSeriesSequence") or []:
+            series_uid = _text(series, "SeriesInstanceUID")
+            for keyword in ("ReferencedImageSequence",
+                            "ReferencedNonImageCompositeSOPInstanceSequence"):
+                for ref in series.get(keyword) or []:
+                    sop = _text(ref, "ReferencedSOPInstanceUID")
+                    referenced += 1
+                    if sop and self.index.get_instance(sop) is not None:
+                        stored += 1
+                    elif len(missing) < 100:
+                        missing.append({"series_instance_uid": series_uid,
+                                        "sop_instance_uid": sop})
+        return {"referenced": referenced, "stored": stored, "missing": missing}
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _checked_encoding(ds: Dataset) -> bytes:
+        try:
+            data = _encode(ds)
+        except Exception as exc:  # noqa: BLE001 - a value pydicom cannot write is the peer's
+            raise MppsError(INVALID_ATTRIBUTE_VALUE,
+                            f"the attribute set cannot be encoded ({type(exc).__name__})") from None
+        if len(data) > MAX_DATASET_BYTES:
+            raise MppsError(PROCESSING_FAILURE,
+                            f"the attribute set is over {MAX_DATASET_BYTES >> 20} MiB")
+        return data
+
+    @staticmethod
+    def _when(ds: Dataset, which: str) -> str:
+        date = _text(ds, f"PerformedProcedureStep{which}Date")
+        time = _text(ds, f"PerformedProcedureStep{which}Time")
+        return f"{date} {time}".strip()
+
+    def _step(self, row: Any) -> ProcedureStep:
+        m = row._mapping
+        ds = _decode(bytes(m["dataset"]))
+        created, updated = m["created_at"], m["updated_at"]
+        if created.tzinfo is None:  # SQLite gives the stored UTC time back naive
+            created, updated = created.replace(tzinfo=UTC), updated.replace(tzinfo=UTC)
+        return ProcedureStep(
+            sop_instance_uid=m["sop_instance_uid"], status=m["status"],
+            study_instance_uid=m["study_instance_uid"] or "",
+            accession_number=m["accession_number"] or "", modality=m["modality"] or "",
+            performed_station_ae_title=m["performed_station_ae_title"] or "",
+            performed_procedure_step_id=m["performed_procedure_step_id"] or "",
+            start=self._when(ds, "Start"), end=self._when(ds, "End"),
+            calling_ae_title=m["calling_ae_title"] or "", created_at=created, updated_at=updated,
+            dataset=ds)
+
+
+def dicom_json(ds: Dataset) -> dict[str, Any]:
+    """The attribute set in the DICOM JSON model (PS3.18 F.2), bulk values left out."""
+    return json.loads(ds.to_json(bulk_data_threshold=1 << 20,
+                                 bulk_data_element_handler=lambda _elem: ""))
