@@ -96,6 +96,9 @@ class Settings:
     dicom_port: int = 11112
     http_port: int = 8080
     peers: tuple[Peer, ...] = ()
+    # The index in a PostgreSQL database instead of <data_dir>/index.sqlite:
+    # postgresql://USER:PASSWORD@HOST:PORT/DATABASE (psycopg; the objects stay in data_dir)
+    database_url: str = ""
     # Peers (AE titles of `peers`) that every instance stored from now on is also sent to
     forward_to: tuple[str, ...] = ()
     # Modality Worklist: a folder of worklist files (one DICOM file per scheduled step) that
@@ -192,7 +195,29 @@ class Settings:
 
     @property
     def index_url(self) -> str:
+        """The index's SQLAlchemy URL: `database_url` with psycopg as its driver, or the SQLite
+        file in the data directory."""
+        if self.database_url:
+            scheme, _, rest = self.database_url.partition("://")
+            return f"postgresql+psycopg://{rest}" if scheme in _POSTGRES_SCHEMES else \
+                self.database_url
         return f"sqlite:///{self.index_path}"
+
+    @property
+    def index_exists(self) -> bool:
+        """Whether there is an index to open (a database is assumed to exist)."""
+        return bool(self.database_url) or self.index_path.exists()
+
+    @property
+    def index_location(self) -> str:
+        """Where the index is, for messages: the SQLite file, or the database without its
+        password."""
+        if not self.database_url:
+            return str(self.index_path)
+        scheme, _, rest = self.database_url.partition("://")
+        credentials, at, place = rest.rpartition("@")
+        user = credentials.partition(":")[0]
+        return f"{scheme}://{user}{at}{place}"
 
     def peer(self, aet: str) -> Peer | None:
         for p in self.peers:
@@ -215,6 +240,8 @@ class Settings:
                    if rule.host != "*" or rule.aet == "*")
 
 
+#: The URL schemes of `database_url` (a libpq-style URL gets psycopg as its driver).
+_POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+psycopg")
 _ALIASES = {"data": "data_dir", "port": "dicom_port", "peer": "peers"}
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
@@ -560,6 +587,10 @@ def _check(settings: Settings) -> None:
     if bool(settings.http_tls_cert) != bool(settings.http_tls_key):
         raise ConfigError("http_tls_cert and http_tls_key go together: give both (HTTPS) or "
                           "neither (HTTP)")
+    if settings.database_url and \
+            settings.database_url.partition("://")[0] not in _POSTGRES_SCHEMES:
+        raise ConfigError("database_url must be a PostgreSQL URL: "
+                          "postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
     if settings.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     if not is_loopback(settings.host) and not settings.insecure and any(

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote
@@ -45,16 +46,24 @@ def lost_index(settings: Settings) -> str | None:
     as it was (:func:`newer_index`).
     """
     index = settings.index_path
-    try:
-        if index.stat().st_size > 0:
-            return newer_index(index)
-    except FileNotFoundError:
-        pass
+    if settings.database_url:
+        revision = database_revision(settings.index_url)
+        if revision is not None:
+            return _refusal(settings.index_location, revision, settings.data_dir,
+                            lambda: database_revision(settings.index_url))
+        state = "holds no index"
+    else:
+        try:
+            if index.stat().st_size > 0:
+                return newer_index(index)
+        except FileNotFoundError:
+            pass
+        state = "is empty" if index.exists() else "is missing"
     blobs = settings.blob_dir
     if not blobs.is_dir() or next((f for f in blobs.rglob("*") if f.is_file()), None) is None:
         return None
-    state = "is empty" if index.exists() else "is missing"
-    return (f"the index {index} {state} but {blobs} holds stored objects; nothing was "
+    return (f"the index {settings.index_location} {state} but {blobs} holds stored objects; "
+            "nothing was "
             f"changed. Restore the index from a backup, or move {blobs} out of the data "
             "directory and import it: `archivist import MOVED_FOLDER`")
 
@@ -78,6 +87,15 @@ def newer_index(path: Path) -> str | None:
     revision this version's migrations do not know, or it needs an upgrade while another process
     (an older version) uses the data directory. The migrations refuse both too (and indexes that
     are not a SQLite file); asked here, `serve` says it before it starts any worker."""
+    revision = index_revision(path)
+    if revision is None:
+        return None
+    return _refusal(str(path), revision, path.parent, lambda: index_revision(path))
+
+
+def _refusal(where: str, revision: str, data_dir: Path,
+             again: Callable[[], str | None]) -> str | None:
+    """:func:`newer_index`'s verdict on an index at `revision` (`again` reads it anew)."""
     from archivist.index.migrations import (
         busy_message,
         head_revision,
@@ -86,18 +104,41 @@ def newer_index(path: Path) -> str | None:
         newer_index_message,
     )
 
-    revision = index_revision(path)
-    if revision is None:
-        return None
     head = head_revision()
     if revision not in known_revisions():
-        return newer_index_message(str(path), revision, head)
+        return newer_index_message(where, revision, head)
     # The lock first: a process of this version takes it only once its upgrade is committed.
-    if revision != head and lock_held(path.parent / "archivist.lock"):
-        revision = index_revision(path) or revision
+    if revision != head and lock_held(Path(data_dir) / "archivist.lock"):
+        revision = again() or revision
         if revision != head:
-            return busy_message(str(path), revision, head)
+            return busy_message(where, revision, head)
     return None
+
+
+def database_revision(url: str) -> str | None:
+    """The Alembic revision of the index in the database at `url`; None when it holds none
+    (a new database). A database that cannot be reached raises IndexLost with the reason."""
+    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+    except SQLAlchemyError as exc:
+        raise IndexLost(f"the index database cannot be reached: {_reason(exc)}") from None
+    finally:
+        engine.dispose()
+    return str(row[0]) if row else None
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's first line of an error (no URL, so no password)."""
+    origin = getattr(exc, "orig", None) or exc
+    return (str(origin).strip().splitlines() or [type(origin).__name__])[0][:300]
 
 
 def _cache_key(name: str) -> tuple[int, int] | None:

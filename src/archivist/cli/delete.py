@@ -25,7 +25,7 @@ def _open(config: Path | None, data: Path | None):  # type: ignore[no-untyped-de
     from archivist.cli.main import _settings, open_archive
 
     settings = _settings(config, data_dir=data)
-    if not settings.index_path.exists():
+    if not settings.index_exists:
         typer.secho(f"error: no archive at {settings.data_dir} (pass --data)", fg="red",
                     err=True)
         raise typer.Exit(2)

@@ -101,7 +101,7 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
             return 2
         pairs.append((key, value))
     pairs += [(k, "") for k in _DEFAULT_KEYS[level.value] if k not in given]
-    if not settings.index_path.exists():
+    if not settings.index_exists:
         print(f"error: no archive at {settings.data_dir} (run `archivist serve` or "
               "`archivist import` first, or pass --data)", file=sys.stderr)
         return 2

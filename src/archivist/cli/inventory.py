@@ -36,7 +36,7 @@ def _open(settings, *, existing: bool = False):  # type: ignore[no-untyped-def]
     mistyped --data must not create an empty archive there."""
     from archivist.cli.main import open_archive
 
-    if existing and not settings.index_path.exists():
+    if existing and not settings.index_exists:
         raise _fail(f"no archive at {settings.data_dir} (pass --data)", 2)
     return open_archive(settings)
 

@@ -853,7 +853,9 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
                     f"  HTTP   {scheme}://{host}:{settings.http_port}/  "
                     f"(health: /healthz)\n"
                     f"  data   {settings.data_dir.resolve()}\n"
-                    f"Press Ctrl-C to stop.",
+                    + (f"  index  {settings.index_location}\n" if settings.database_url
+                       else "")
+                    + "Press Ctrl-C to stop.",
                     flush=True,
                 )
             log.info("listening dicom=%s:%d http=%s:%d worker=%d/%d", settings.host,

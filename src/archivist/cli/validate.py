@@ -136,7 +136,7 @@ def _show_stored(sop_uids: list[str], data: Path | None, config: Path | None, *,
     except ConfigError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         return 2
-    if not settings.index_path.exists():
+    if not settings.index_exists:
         typer.secho(f"error: no archive at {settings.data_dir} (pass --data)",
                     fg=typer.colors.RED, err=True)
         return 2

@@ -32,6 +32,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from archivist.core.levels import KEYS, MatchKind
@@ -307,6 +308,10 @@ class _Sql:
         return tuple(row) if row is not None else None
 
 
+#: The PostgreSQL advisory lock key migrations take (any constant: "ARCHIVIS" in ASCII).
+_MIGRATE_LOCK = 0x4152434849564953
+
+
 class Index:
     """The archive's metadata index.
 
@@ -380,9 +385,21 @@ class Index:
             cfg = Config()
             cfg.set_main_option("script_location", "archivist.index:migrations")
             with self.writer.connect() as conn:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-                conn.commit()
+                if not self.is_sqlite:
+                    # Every worker (and node) migrates at start: one at a time, by a lock held
+                    # until this connection ends (two CREATE TABLEs of a new database collide).
+                    conn.execute(sql_text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATE_LOCK})
+                    conn.commit()
+                try:
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                    conn.commit()
+                finally:
+                    if not self.is_sqlite:
+                        conn.rollback()
+                        conn.execute(sql_text("SELECT pg_advisory_unlock(:key)"),
+                                     {"key": _MIGRATE_LOCK})
+                        conn.commit()
         finally:
             if lock_file is not None:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
