@@ -99,6 +99,16 @@ class Settings:
     # The index in a PostgreSQL database instead of <data_dir>/index.sqlite:
     # postgresql://USER:PASSWORD@HOST:PORT/DATABASE (psycopg; the objects stay in data_dir)
     database_url: str = ""
+    # The objects in an S3-compatible bucket instead of <data_dir>/blobs: endpoint URL, bucket,
+    # region, credentials (else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), a key prefix, and
+    # the size of the local read cache (bytes, under <data_dir>/cache/blobs)
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_prefix: str = ""
+    s3_cache_bytes: int = 2 * 1024 * 1024 * 1024
     # Peers (AE titles of `peers`) that every instance stored from now on is also sent to
     forward_to: tuple[str, ...] = ()
     # Modality Worklist: a folder of worklist files (one DICOM file per scheduled step) that
@@ -591,6 +601,14 @@ def _check(settings: Settings) -> None:
             settings.database_url.partition("://")[0] not in _POSTGRES_SCHEMES:
         raise ConfigError("database_url must be a PostgreSQL URL: "
                           "postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
+    if bool(settings.s3_endpoint) != bool(settings.s3_bucket):
+        raise ConfigError("s3_endpoint and s3_bucket go together: give both (objects in S3) "
+                          "or neither (objects under data_dir)")
+    if settings.s3_endpoint and \
+            settings.s3_endpoint.partition("://")[0] not in ("http", "https"):
+        raise ConfigError("s3_endpoint must be an http:// or https:// URL")
+    if settings.s3_cache_bytes < 0:
+        raise ConfigError("s3_cache_bytes must be 0 or more")
     if settings.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     if not is_loopback(settings.host) and not settings.insecure and any(

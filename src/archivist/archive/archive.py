@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -17,9 +18,10 @@ from archivist.archive.retrieve import Retrieve
 from archivist.archive.search import Search
 from archivist.archive.validation import validate_on_ingest
 from archivist.config import Settings
-from archivist.errors import IndexLost
+from archivist.errors import IndexLost, StorageError
 from archivist.index.repository import Index
 from archivist.store.blob import BlobStore, FilesystemBlobStore
+from archivist.store.s3 import S3BlobStore
 
 log = logging.getLogger("archivist.archive")
 
@@ -60,12 +62,47 @@ def lost_index(settings: Settings) -> str | None:
             pass
         state = "is empty" if index.exists() else "is missing"
     blobs = settings.blob_dir
+    if settings.s3_bucket:
+        try:
+            held = next(iter(open_blob_store(settings).keys()), None) is not None
+        except StorageError as exc:
+            raise IndexLost(str(exc)) from None
+        if not held:
+            return None
+        return (f"the index {settings.index_location} {state} but bucket {settings.s3_bucket} "
+                "holds stored objects; nothing was changed. Restore the index from a backup, "
+                "or copy the bucket's objects to a folder and import it: `archivist import "
+                "FOLDER`")
     if not blobs.is_dir() or next((f for f in blobs.rglob("*") if f.is_file()), None) is None:
         return None
     return (f"the index {settings.index_location} {state} but {blobs} holds stored objects; "
             "nothing was "
             f"changed. Restore the index from a backup, or move {blobs} out of the data "
             "directory and import it: `archivist import MOVED_FOLDER`")
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The blob store `settings` name: an S3 bucket, or files under the data directory."""
+    if not settings.s3_bucket:
+        return FilesystemBlobStore(settings.blob_dir, settings.tmp_dir)
+    return S3BlobStore(
+        settings.s3_endpoint, settings.s3_bucket, region=settings.s3_region,
+        access_key=settings.s3_access_key or os.environ.get("AWS_ACCESS_KEY_ID", ""),
+        secret_key=settings.s3_secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+        prefix=settings.s3_prefix, cache=Path(settings.data_dir) / "cache" / "blobs",
+        tmp=settings.tmp_dir, cache_bytes=settings.s3_cache_bytes)
+
+
+def clear_folder(folder: Path) -> int:
+    """Remove the files directly in `folder`; returns how many."""
+    removed = 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(OSError):
+                if entry.is_file():
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def index_revision(path: Path) -> str | None:
@@ -183,7 +220,12 @@ class Archive:
             raise IndexLost(problem)
         data = Path(settings.data_dir)
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
-        blobs = FilesystemBlobStore(settings.blob_dir, settings.tmp_dir)
+        blobs = open_blob_store(settings)
+        if isinstance(blobs, S3BlobStore):
+            try:
+                blobs.check()
+            except StorageError as exc:
+                raise IndexLost(f"the object store cannot be used: {exc}") from None
         index = Index(settings.index_url)
         index.migrate()
         archive = cls(settings, blobs, index, validator)
@@ -229,6 +271,13 @@ class Archive:
         retrieved while queries still list them."""
         removed_tmp = 0
         moved = 0
+        if isinstance(self.blobs, S3BlobStore):
+            # A bucket may be shared by other nodes, whose puts are in the bucket before their
+            # index rows commit: no orphan sweep there. The local cache goes (a file cut by a
+            # crash must not be served); partial writes too.
+            self.blobs.clear_cache()
+            clear_folder(self.settings.tmp_dir)
+            return {"partial": 0, "orphans": 0, "missing": 0, "caches": self.sweep_caches()}
         if isinstance(self.blobs, FilesystemBlobStore):
             removed_tmp = self.blobs.clear_tmp()
         known = self.index.storage_keys()
