@@ -42,7 +42,12 @@ class TestProcs:
             while time.process_time() < end:
                 pass
             blob = bytearray(50_000_000)
-            time.sleep(0.1)
+            # Held until the sampler has seen it (RSS each sample, PSS every fifth): a fixed
+            # 0.1 s could pass without a PSS sample when the machine is loaded.
+            deadline = time.monotonic() + 30
+            while (sampler.peak < sampler.start_rss + 40_000_000
+                   or sampler.peak_pss < 40_000_000) and time.monotonic() < deadline:
+                time.sleep(0.01)
             del blob
         usage = sampler.usage
         assert usage is not None

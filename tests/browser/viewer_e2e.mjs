@@ -175,8 +175,11 @@ for (const study of input.open) {
   }
   const samples = await poll(() => sampleCanvases(page), (s) => renderedCount(s) >= need, 120000);
   const ms = Date.now() - t0;
-  // Let the study browser's thumbnails arrive before looking at them.
-  const thumbs = await poll(() => sampleThumbnails(page), (t) => t.length > 0, 15000);
+  // Let the study browser's thumbnails arrive before looking at them: until one is a real
+  // image (what the test asserts; the first <img> complete may still be a blank one), or a
+  // minute on a loaded machine.
+  const thumbs = await poll(() => sampleThumbnails(page),
+                            (t) => t.some((x) => x.nonBlackFraction > 0.05), 60000);
   await dismiss(page, 'Skip all');  // the first-visit tour
   await page.screenshot({ path: join(input.artefacts, `viewer-${study.name}.png`) });
   results.studies.push({ name: study.name, rendered: renderedCount(samples) >= need,

@@ -116,7 +116,7 @@ class TestHostileFolder:
         reader = threading.Thread(target=lambda: got.append(_head_of_regular_file(fifo)),
                                   daemon=True)
         reader.start()
-        reader.join(5)
+        reader.join(30)  # at once unless it blocks (generous for a loaded machine)
         if reader.is_alive():  # unblock the thread before failing
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
             pytest.fail("reading the head of a FIFO blocked")

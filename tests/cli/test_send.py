@@ -7,7 +7,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.net import wait_listening
 from archivist.testing.server import free_port
 
 STORESCP = "/usr/bin/storescp"
@@ -55,7 +55,7 @@ def receiver(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     proc = subprocess.Popen([STORESCP, "-aet", "STORESCP", "-od", str(out), str(port)],
                             env={**os.environ, "TCP_NODELAY": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
+    wait_listening(port, proc, what="storescp")
     yield port, out
     proc.terminate()
     proc.wait(10)

@@ -102,7 +102,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     flaky.start()
     ct_only.start()
     cts = {sop for sop, kind in sops.items() if kind == "CT"}
-    deadline = time.monotonic() + 40
+    # Generous: the forwarder's pause grows (1, 2, 4, 8 s...) while both are down, longer when
+    # a loaded machine makes the storescu run above slow; the loops end as soon as it is done.
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (set(sops) <= flaky.stored
                                                and cts <= ct_only.stored):
         time.sleep(0.2)

@@ -68,17 +68,21 @@ def image_query() -> Dataset:
 
 
 class TestCancel:
-    def test_c_cancel_stops_a_c_find(self, archive: Archive, tmp_path: Path) -> None:
-        # More matches than the 120 of the fixture: a C-FIND now answers 120 in a few ms, so
-        # the whole answer could be sent before the C-CANCEL arrives (a race, not a failure).
-        series = generate_uid()
-        study = next(archive.search.rows(archive.search.query_from_pairs(
-            QueryLevel.STUDY, [])))["study.study_instance_uid"]
-        for i in range(600):
-            p = tmp_path / f"more{i}.dcm"
-            make_instance(p, study_uid=study, series_uid=series, instance_number=i, rows=4,
-                          columns=4)
-            archive.ingest.store_file(p, Origin("import"), consume=True)
+    def test_c_cancel_stops_a_c_find(self, archive: Archive,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+        # A C-FIND answers the fixture's 120 matches in a few ms: the whole answer could be
+        # sent before the C-CANCEL arrives (a race, not a failure; 600 more matches only made
+        # it less likely, and a loaded machine more). Each match now takes 50 ms to come out
+        # of the index: the C-CANCEL, sent after the third response, has about 6 s to be seen
+        # before the last match, and when it is seen the rest is not sent.
+        find = archive.search.find
+
+        def slow_find(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            for ds in find(*args, **kwargs):
+                time.sleep(0.05)
+                yield ds
+
+        monkeypatch.setattr(archive.search, "find", slow_find)
         server = serve(archive, [])
         try:
             ae = AE(ae_title="CANCELLER")
@@ -97,7 +101,7 @@ class TestCancel:
         finally:
             server.stop()
         assert statuses[-1] == 0xFE00, [hex(s) for s in statuses[-3:]]
-        assert statuses.count(0xFF00) < 720
+        assert 3 <= statuses.count(0xFF00) < 120
 
     def test_c_cancel_stops_a_c_get(self, archive: Archive, tmp_path: Path) -> None:
         from pynetdicom import build_role
@@ -214,7 +218,7 @@ def test_stop_waits_for_running_association(archive: Archive) -> None:
     stopper.start()
     stopper.join(15)
     assert not stopper.is_alive()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # pynetdicom's reactor notices; later when loaded
     while assoc.is_established and time.monotonic() < deadline:
         time.sleep(0.05)
     assert assoc.is_aborted, "an idle association should be aborted when the server stops"

@@ -23,6 +23,7 @@ from pynetdicom.sop_class import (
 )
 
 from archivist.testing.datasets import make_instance
+from archivist.testing.net import wait_listening
 from archivist.testing.server import ServerProcess, free_port
 from conftest import dcmtk_tool
 
@@ -312,6 +313,7 @@ class TestRetrieve:
         out.mkdir()
         scp = subprocess.Popen([dcmtk_tool("storescp"), "-aet", "STORESCP", "-od", str(out), str(MOVE_PORT)])
         try:
+            wait_listening(MOVE_PORT, scp, what="storescp")
             srv = populated
             uid = self._study(srv, "P1")
             r = run("movescu", "-S", "-aec", AET, "-aem", "STORESCP",

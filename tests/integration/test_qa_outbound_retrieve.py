@@ -36,6 +36,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.net import wait_listening
 from archivist.testing.server import ServerProcess, free_port
 from conftest import dcmtk_tool
 
@@ -137,7 +138,7 @@ def _move_to(srv: ServerProcess, script: str, port: int, destination: str, study
                            text=True, env={**os.environ})
     try:
         assert scp.stdout is not None and scp.stdout.readline().strip() == "ready"
-        time.sleep(0.5)
+        wait_listening(port, scp, what="the storage SCP")  # "ready" comes before it binds
         ae = AE(ae_title="QAMOVER")
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
@@ -165,7 +166,9 @@ def test_final_move_response_does_not_wait_for_the_destination_release(archive) 
                                   data["study"])
     final = responses[-1][0]
     assert (final.Status, final.NumberOfCompletedSuboperations) == (0, 4)
-    assert seconds < 10, f"final C-MOVE response after {seconds:.1f} s"
+    # Held for the release it would come after acse_timeout (30 s); 20 s leaves a loaded
+    # machine room without letting that through.
+    assert seconds < 20, f"final C-MOVE response after {seconds:.1f} s"
 
 
 def test_cancel_while_the_destination_does_not_answer_the_association(archive) -> None:  # type: ignore[no-untyped-def]
@@ -199,7 +202,7 @@ def test_cancel_while_the_destination_does_not_answer_the_association(archive) -
             conn.close()
     assert final.Status == 0xFE00
     assert (final.NumberOfRemainingSuboperations, final.NumberOfCompletedSuboperations) == (4, 0)
-    assert seconds < 10, f"Cancel answered after {seconds:.1f} s"
+    assert seconds < 20, f"Cancel answered after {seconds:.1f} s"  # ignored: 30 s and more
 
 
 def test_move_to_a_refusing_destination_is_logged(archive) -> None:  # type: ignore[no-untyped-def]
@@ -210,7 +213,7 @@ def test_move_to_a_refusing_destination_is_logged(archive) -> None:  # type: ign
     assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (2, 2)
     refused = failed_list.FailedSOPInstanceUIDList
     assert len(refused) == 2
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while "C-MOVE from QAMOVER to QAREFUSE ended" not in srv.log() and \
             time.monotonic() < deadline:
         time.sleep(0.2)

@@ -23,6 +23,7 @@ from pynetdicom.sop_class import (
 )
 
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.net import wait_listening
 from archivist.testing.server import ServerProcess, free_port
 from conftest import dcmtk_tool
 
@@ -139,6 +140,7 @@ def test_movescu_with_an_empty_identifier_moves_nothing(archive, tmp_path: Path)
     scp = subprocess.Popen([dcmtk_tool("storescp"), "-aet", "QADEST", "-od", str(out),
                             str(uids["dest_port"])], env=DCMTK_ENV)
     try:
+        wait_listening(uids["dest_port"], scp, what="storescp")
         r = subprocess.run([dcmtk_tool("movescu"), "-v", "-S", "-aec", AET, "-aem", "QADEST",
                             "-k", "QueryRetrieveLevel=STUDY", "127.0.0.1", str(srv.dicom_port)],
                            check=False, capture_output=True, text=True, timeout=120,

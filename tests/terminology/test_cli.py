@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -63,17 +63,29 @@ class TestSearchCommand:
 
     @pytest.mark.skipif(os.environ.get("CI_SLOW") == "1", reason="timing on a loaded machine")
     def test_cold_start_is_quick(self) -> None:
-        """Cold end-to-end time of the search command (interpreter start included).
+        """Cold end-to-end cost of the search command (interpreter start included).
 
         The 300 ms target is measured with ``time uv run --frozen --no-sync archivist codes
-        search pneumothorax`` (docs/terminology.md); here a loose bound guards against a heavy
-        import sneaking in (pydicom, numpy).
+        search pneumothorax`` (docs/terminology.md); here a heavy import sneaking in is looked
+        for by name (pydicom, numpy), and a loose bound is put on the command's CPU time. Not
+        on its wall-clock time: a loaded machine stretched that from ~0.3 s to 1.75 s (the
+        bound was 2 s) while the CPU time stayed ~0.3 s.
         """
-        start = time.perf_counter()
-        out = run("search", "pneumothorax")
-        elapsed = time.perf_counter() - start
-        assert out.returncode == 0
-        assert elapsed < 2.0, elapsed
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "archivist.cli.main", "codes", "search",
+             "pneumothorax"],
+            check=False, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert out.returncode == 0, out.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+                    for line in out.stderr.splitlines() if line.startswith("import time:")}
+        assert "archivist" in imported  # the import report is there to look at
+        assert not imported & {"pydicom", "numpy"}, sorted(imported & {"pydicom", "numpy"})
+        assert cpu < 2.0, cpu
 
 
 class TestShowCommand:

@@ -124,6 +124,7 @@ class TestSearchQuality:
         assert hits[0].concept.meaning.lower() == "left ventricle"
 
     def test_long_queries_are_cut(self) -> None:
+        terminology.search("liver")  # the tables loaded: the time below is the query's alone
         start = time.perf_counter()
         hits = terminology.search("pneumothorax " + "abcdefgh " * 500, limit=3)
         assert time.perf_counter() - start < 1.0

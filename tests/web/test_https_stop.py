@@ -48,7 +48,9 @@ def test_idle_tls_client_does_not_hold_the_stop(tmp_path: Path) -> None:
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        assert time.monotonic() - started < 5
+        # Held by the idle client, the stop takes the whole 10 s grace (STOP_GRACE); below 8 s
+        # it was not, with room for two workers stopping on a loaded machine.
+        assert time.monotonic() - started < 8
     finally:
         session.close()
         if proc.poll() is None:

@@ -24,6 +24,26 @@ def _store(archive: Archive, path: Path, series: str) -> None:
     archive.ingest.store_file(path, Origin("import"))
 
 
+def _start_warmer(state: SimpleNamespace, monkeypatch, **kw: float) -> threading.Event:  # type: ignore[no-untyped-def]
+    """wado.start_warmer, returned once its thread has read where the change log ends: what is
+    stored after that is its to build (a fixed sleep before storing was a guess; on a loaded
+    machine the thread can start later, and then it misses the stores)."""
+    index = wado.cache_for(state).archive.index
+    real = index.last_change
+    read = threading.Event()
+
+    def last_change() -> int:
+        try:
+            return real()
+        finally:
+            read.set()
+
+    monkeypatch.setattr(index, "last_change", last_change)
+    stop = wado.start_warmer(state, **kw)
+    assert read.wait(60), "the warmer thread did not start"
+    return stop
+
+
 def test_warmer_stops_building_when_stores_resume(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     settings = load_settings(env={}, overrides={"data_dir": tmp_path / "data"})
     archive = Archive.open(settings)
@@ -45,8 +65,7 @@ def test_warmer_stops_building_when_stores_resume(tmp_path: Path, monkeypatch) -
             done.set()
 
     monkeypatch.setattr(wado.MetadataCache, "warm", warm)
-    stop = wado.start_warmer(state, quiet=quiet, poll=0.05, patience=60)
-    time.sleep(0.3)  # it has read where the change log ends
+    stop = _start_warmer(state, monkeypatch, quiet=quiet, poll=0.05, patience=60)
     for n, uid in enumerate(series):
         _store(archive, tmp_path / f"s{n}.dcm", uid)
     try:
@@ -71,8 +90,7 @@ def test_warmer_waits_for_dicom_quiet(tmp_path: Path, monkeypatch) -> None:  # t
     built: list[float] = []
     monkeypatch.setattr(wado.MetadataCache, "warm",
                         lambda self, study, series: built.append(time.monotonic()))
-    stop = wado.start_warmer(state, quiet=0.2, poll=0.05, patience=60)
-    time.sleep(0.3)
+    stop = _start_warmer(state, monkeypatch, quiet=0.2, poll=0.05, patience=60)
     _store(archive, tmp_path / "a.dcm", "1.2.826.0.1.3680043.8.498.7")
     try:
         # Associations one after the other on the OTHER worker, with gaps between them, for
@@ -97,14 +115,19 @@ def test_warmer_waits_for_dicom_quiet(tmp_path: Path, monkeypatch) -> None:  # t
 def test_http_activity_is_shared_by_the_workers() -> None:
     cells = multiprocessing.Array("d", 4, lock=False)
     worker0, worker1 = HttpActivity(cells, 0, 2), HttpActivity(cells, 1, 2)
-    assert worker0.quiet_for() > 1000  # nothing yet anywhere
+    # Nothing yet anywhere: quiet for as long as the clock goes back (time.monotonic() counts
+    # from the machine's boot, so no fixed number: a CI machine may have booted minutes ago).
+    origin = time.monotonic()
+    assert worker0.quiet_for() >= origin
     worker1.begin()
     assert worker0.quiet_for() == 0.0  # answering in the other worker
     time.sleep(0.05)
     assert worker0.quiet_for() == 0.0  # still answering, however long it takes
+    ended = time.monotonic()
     worker1.end()
     time.sleep(0.1)
-    assert 0.1 <= worker0.quiet_for() < 1.0
+    # Counted from the other worker's end, however late this thread woke up.
+    assert 0.1 <= worker0.quiet_for() <= time.monotonic() - ended
 
 
 def _warmer_state(tmp_path: Path, worker0: HttpActivity) -> tuple[Archive, SimpleNamespace]:
@@ -122,8 +145,7 @@ def test_warmer_waits_for_http_quiet_in_any_worker(tmp_path: Path, monkeypatch) 
     built: list[float] = []
     monkeypatch.setattr(wado.MetadataCache, "warm",
                         lambda self, study, series: built.append(time.monotonic()))
-    stop = wado.start_warmer(state, quiet=0.2, poll=0.05, patience=60)
-    time.sleep(0.3)
+    stop = _start_warmer(state, monkeypatch, quiet=0.2, poll=0.05, patience=60)
     _store(archive, tmp_path / "a.dcm", "1.2.826.0.1.3680043.8.498.7")
     try:
         # Requests one after the other on the OTHER worker (the warmer's own saw none).
@@ -152,8 +174,7 @@ def test_overdue_series_are_built_one_per_poll_while_serving(tmp_path: Path, mon
     monkeypatch.setattr(wado.MetadataCache, "warm",
                         lambda self, study, series: built.append(time.monotonic()))
     poll = 0.25
-    stop = wado.start_warmer(state, quiet=60, poll=poll, patience=0.1)
-    time.sleep(0.3)
+    stop = _start_warmer(state, monkeypatch, quiet=60, poll=poll, patience=0.1)
     worker1.begin()  # a long request in the other worker, all along
     try:
         for n in range(6):
