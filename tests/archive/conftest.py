@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,10 @@ def open_archive(tmp_path: Path) -> Iterator[OpenArchive]:
     opened: list[Archive] = []
 
     def _open(**overrides: Any) -> Archive:
-        settings = load_settings(env={}, overrides={"data_dir": tmp_path / "data", **overrides})
+        # Only the index's database from the environment (ARCHIVIST_TEST_POSTGRES=1 sets it).
+        env = {k: v for k, v in os.environ.items() if k == "ARCHIVIST_DATABASE_URL"}
+        settings = load_settings(env=env, overrides={"data_dir": tmp_path / "data",
+                                                      **overrides})
         archive = Archive.open(settings)
         opened.append(archive)
         return archive
