@@ -23,7 +23,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from archivist.dimse.worklist import MODALITY_WORKLIST_FIND
-from archivist.testing.datasets import new_uid
+from archivist.testing.datasets import make_instance, new_uid
 from archivist.testing.server import ServerProcess
 
 FINDSCU = "/usr/bin/findscu"
@@ -180,6 +180,28 @@ def test_a_step_from_creation_to_completion(server: ServerProcess) -> None:
     assert body["arrival"]["referenced"] == 2 and body["arrival"]["stored"] == 0
     assert body["dataset"]["00400252"]["Value"] == ["COMPLETED"]
     assert "Roe" not in server.log() and "MPPS-PID-7" not in server.log()
+
+
+def test_the_study_page_lists_the_steps_performed_for_it(server: ServerProcess,
+                                                        tmp_path: Path) -> None:
+    """The archive's study page shows each MPPS of the study and how many of the images it
+    lists are stored (one of two, after storescu sends one of them)."""
+    study, uid = new_uid(), new_uid()
+    image = tmp_path / "one.dcm"
+    sop = new_uid()
+    make_instance(image, study_uid=study, sop_uid=sop)
+    done = subprocess.run(["storescu", "-aec", "ARCHIVIST", "127.0.0.1", str(server.dicom_port),
+                           str(image)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "TCP_NODELAY": "1"}, check=False)
+    assert done.returncode == 0, done.stderr
+    with _Modality(server) as modality:
+        assert modality.create(_in_progress(study, "PAGE1"), uid).Status == 0x0000
+        assert modality.set(_completion([sop, new_uid()]), uid).Status == 0x0000
+    page = requests.get(f"{server.url}/archive/studies/{study}", timeout=30)
+    assert page.status_code == 200
+    section = page.text.split("<table id=mpps>", 1)[1]
+    assert "COMPLETED" in section and "PPS-PAGE1" in section and "1 of 2" in section
+    assert f"/api/mpps/{uid}" in section
 
 
 def test_refusals(server: ServerProcess) -> None:

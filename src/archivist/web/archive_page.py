@@ -37,6 +37,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.status import HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
 
 from archivist.archive.archive import Archive
+from archivist.archive.mpps import ProcedureSteps
 from archivist.config import Settings
 from archivist.core.levels import QueryLevel
 from archivist.errors import QueryError
@@ -455,7 +456,31 @@ async def study_page(request: Request) -> Response:
     table = ("<table id=instances><thead><tr><th>#</th><th>SOP Instance UID</th>"
              "<th>Transfer syntax</th><th>Frames</th><th>Size</th><th>Validation</th><th></th>"
              f"</tr></thead><tbody>{''.join(trs)}</tbody></table>")
-    return _page("Archivist: study", head + table, archive.settings)
+    steps = await run_in_threadpool(_performed_steps, archive, study_uid)
+    return _page("Archivist: study", head + table + steps, archive.settings)
+
+
+def _performed_steps(archive: Archive, study_uid: str) -> str:
+    """The study's Modality Performed Procedure Steps (newest first), with how many of the
+    images each lists are stored; nothing when there are none."""
+    steps = ProcedureSteps(archive.index)
+    found = steps.list(study=study_uid, limit=50)
+    if not found:
+        return ""
+    trs = []
+    for step in found:
+        arrival = steps.arrival(step)
+        trs.append(
+            f"<tr><td>{_e(step.status)}</td><td>{_e(step.performed_procedure_step_id)}</td>"
+            f"<td>{_e(step.modality)}</td><td>{_e(step.performed_station_ae_title)}</td>"
+            f"<td>{_e(step.start)}</td><td>{_e(step.end)}</td>"
+            f"<td class=n>{arrival['stored']} of {arrival['referenced']}</td>"
+            f'<td><a href="/api/mpps/{_e(step.sop_instance_uid)}">'
+            f"<code>{_e(step.sop_instance_uid)}</code></a></td></tr>")
+    return ("<h2>Performed procedure steps (MPPS)</h2><table id=mpps><thead><tr>"
+            "<th>Status</th><th>Step ID</th><th>Modality</th><th>Station</th><th>Started</th>"
+            "<th>Ended</th><th>Images stored</th><th>SOP Instance UID</th></tr></thead>"
+            f"<tbody>{''.join(trs)}</tbody></table>")
 
 
 def _not_found(settings: Settings, message: str) -> HTMLResponse:
