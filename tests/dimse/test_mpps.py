@@ -9,7 +9,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pydicom
 import pytest
@@ -57,7 +57,7 @@ class _Modality:
                                   evt_handlers=[(evt.EVT_DIMSE_RECV, received)])
         assert self.assoc.is_established
 
-    def __enter__(self) -> _Modality:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
