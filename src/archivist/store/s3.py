@@ -21,6 +21,7 @@ import datetime
 import hashlib
 import hmac
 import http.client
+import logging
 import os
 import threading
 import time
@@ -34,6 +35,8 @@ from archivist.errors import NotFound, StorageError
 from archivist.store.blob import PutResult, _raise_os, check_key, new_key, temp_prefix
 
 __all__ = ["S3BlobStore"]
+
+log = logging.getLogger("archivist.store.s3")
 
 _CHUNK = 1024 * 1024
 _UNSIGNED = "UNSIGNED-PAYLOAD"
@@ -280,11 +283,18 @@ class S3BlobStore:
             raise StorageError(f"reading blob {key}: {exc.strerror}") from exc
 
     def delete(self, key: str) -> None:
-        status, data = self._request("DELETE", check_key(key))
+        """Remove the blob; a failure is logged, not raised (as a file that cannot be removed:
+        callers delete after the index has changed, and the object left is only an orphan)."""
         with contextlib.suppress(OSError):
-            os.unlink(self.cache / key)
+            os.unlink(self.cache / check_key(key))
+        try:
+            status, data = self._request("DELETE", key)
+        except StorageError as exc:
+            log.warning("blob %s not deleted from the object store: %s", key, exc)
+            return
         if status not in (200, 204, 404):
-            raise StorageError(f"deleting blob {key}: {self._problem(status, data)}")
+            log.warning("blob %s not deleted from the object store: %s", key,
+                        self._problem(status, data))
 
     def keys(self) -> Iterator[str]:
         token = None
