@@ -177,3 +177,33 @@ def test_answers_in_the_query_character_set_when_it_carries_the_values(server,
     finally:
         path.unlink()
         (folder / "latin.wl").unlink()
+
+
+def test_an_entry_with_two_scheduled_steps_is_two_worklist_items(server) -> None:
+    """A worklist item is one scheduled step (PS3.4 K.6.1.2.2): a file with two is answered
+    once per matching step, each answer with that step alone; the file's cached data set is
+    not changed by answering (asked twice, the same answers)."""
+    srv, folder = server
+    path = folder / "two-steps.wl"
+    _worklist_file(path, name="TWO^STEPS", pid="P9", accession="A9", modality="CT",
+                   station="CT9", date="20261207")
+    ds = pydicom.dcmread(path)
+    second = Dataset()
+    second.Modality = "MR"
+    second.ScheduledStationAETitle = "MR9"
+    second.ScheduledProcedureStepStartDate = "20261207"
+    second.ScheduledProcedureStepID = "SPSA9-MR"
+    ds.ScheduledProcedureStepSequence.append(second)
+    ds.save_as(path, enforce_file_format=True)
+    named = _identifier()
+    named.PatientID = "P9"
+    for _ in range(2):
+        got = _query(srv, named)
+        assert sorted((len(a.ScheduledProcedureStepSequence),
+                       str(a.ScheduledProcedureStepSequence[0].ScheduledProcedureStepID))
+                      for a in got) == [(1, "SPSA9"), (1, "SPSA9-MR")]
+    only_mr = _identifier(Modality="MR")
+    only_mr.PatientID = "P9"
+    (mr,) = _query(srv, only_mr)
+    assert mr.ScheduledProcedureStepSequence[0].ScheduledStationAETitle == "MR9"
+    path.unlink()

@@ -24,6 +24,7 @@ Nothing here logs a patient's name or ID.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 
 from archivist.core.uids import is_valid_uid
 from archivist.errors import ArchivistError
-from archivist.index.schema import mpps
+from archivist.index.schema import instance, mpps, mpps_scheduled
 
 __all__ = [
     "MPPS_RETRIEVE_SOP_CLASS",
@@ -61,6 +62,7 @@ FINAL = (COMPLETED, DISCONTINUED)
 
 NO_SUCH_ATTRIBUTE = 0x0105
 INVALID_ATTRIBUTE_VALUE = 0x0106
+INVALID_OBJECT_INSTANCE = 0x0117
 PROCESSING_FAILURE = 0x0110
 DUPLICATE_INSTANCE = 0x0111
 NO_SUCH_INSTANCE = 0x0112
@@ -98,9 +100,9 @@ class MppsError(ArchivistError):
         self.attributes = attributes
 
 
-@dataclass(frozen=True)
+@dataclass
 class ProcedureStep:
-    """One stored MPPS: its columns and its attribute set."""
+    """One stored MPPS: its columns, and its attribute set (decoded when first asked for)."""
 
     sop_instance_uid: str
     status: str
@@ -114,11 +116,16 @@ class ProcedureStep:
     calling_ae_title: str
     created_at: datetime
     updated_at: datetime
-    dataset: Dataset
+    series_count: int
+    image_count: int
+    data: bytes
+
+    @functools.cached_property
+    def dataset(self) -> Dataset:
+        return _decode(self.data)
 
     def summary(self) -> dict[str, Any]:
         """The listing's JSON (no patient data: the full set is in :attr:`dataset`)."""
-        performed = self.dataset.get("PerformedSeriesSequence") or []
         return {
             "sop_instance_uid": self.sop_instance_uid, "status": self.status,
             "study_instance_uid": self.study_instance_uid or None,
@@ -127,10 +134,7 @@ class ProcedureStep:
             "performed_procedure_step_id": self.performed_procedure_step_id,
             "start": self.start or None, "end": self.end or None,
             "calling_ae_title": self.calling_ae_title or None,
-            "series": len(performed),
-            "images": sum(len(item.get("ReferencedImageSequence") or [])
-                          + len(item.get("ReferencedNonImageCompositeSOPInstanceSequence") or [])
-                          for item in performed),
+            "series": self.series_count, "images": self.image_count,
             "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat(),
         }
 
@@ -172,6 +176,23 @@ def _label(keyword: str) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}"
 
 
+def _references(ds: Dataset) -> list[tuple[str, str]]:
+    """(Series Instance UID, SOP Instance UID) of every instance the step lists."""
+    out = []
+    for series in ds.get("PerformedSeriesSequence") or []:
+        series_uid = _text(series, "SeriesInstanceUID")
+        for keyword in ("ReferencedImageSequence",
+                        "ReferencedNonImageCompositeSOPInstanceSequence"):
+            for ref in series.get(keyword) or []:
+                out.append((series_uid, _text(ref, "ReferencedSOPInstanceUID")))
+    return out
+
+
+def _counts(ds: Dataset) -> dict[str, int]:
+    return {"series_count": len(ds.get("PerformedSeriesSequence") or []),
+            "image_count": len(_references(ds))}
+
+
 def _study_of(ds: Dataset) -> tuple[str, str]:
     """(Study Instance UID, Accession Number) of the first scheduled step."""
     for item in ds.get("ScheduledStepAttributesSequence") or []:
@@ -195,7 +216,7 @@ class ProcedureSteps:
     def create(self, uid: str | None, attributes: Dataset, calling_aet: str = "") -> str:
         """Create a step from an N-CREATE's Attribute List; returns its SOP Instance UID."""
         if uid is not None and not is_valid_uid(uid):
-            raise MppsError(INVALID_ATTRIBUTE_VALUE, "Affected SOP Instance UID is not a UID")
+            raise MppsError(INVALID_OBJECT_INSTANCE, "Affected SOP Instance UID is not a UID")
         ds = Dataset()
         ds.update(attributes)
         for keyword in _CREATE_TYPE1:
@@ -233,12 +254,18 @@ class ProcedureSteps:
             "start_time": _text(ds, "PerformedProcedureStepStartTime")[:16],
             "end_date": _text(ds, "PerformedProcedureStepEndDate")[:8] or None,
             "end_time": _text(ds, "PerformedProcedureStepEndTime")[:16] or None,
-            "calling_ae_title": calling_aet[:16] or None,
+            "calling_ae_title": calling_aet[:16] or None, **_counts(ds),
             "created_at": now, "updated_at": now, "dataset": data,
         }
+        scheduled = [{"study_instance_uid": _text(item, "StudyInstanceUID"),
+                      "scheduled_procedure_step_id":
+                          _text(item, "ScheduledProcedureStepID")[:64] or None}
+                     for item in ds.ScheduledStepAttributesSequence]
         try:
             with self._lock, self.index.writer.begin() as conn:
-                conn.execute(insert(mpps).values(row))
+                pk = conn.execute(insert(mpps).values(row)).inserted_primary_key[0]
+                conn.execute(insert(mpps_scheduled),
+                             [{**item, "mpps_pk": pk} for item in scheduled])
         except IntegrityError:
             raise MppsError(DUPLICATE_INSTANCE,
                             "This Performed Procedure Step exists already") from None
@@ -281,13 +308,19 @@ class ProcedureSteps:
                                         (_tag(keyword),))
             data = self._checked_encoding(ds)
             now = _now()
+            counts = _counts(ds)
             conn.execute(update(mpps).where(mpps.c.pk == found._mapping["pk"]).values(
                 status=status,
                 end_date=_text(ds, "PerformedProcedureStepEndDate")[:8] or None,
                 end_time=_text(ds, "PerformedProcedureStepEndTime")[:16] or None,
-                updated_at=now, dataset=data))
-        return ProcedureStep(**{**step.__dict__, "status": status, "updated_at": now,
-                                "end": self._when(ds, "End"), "dataset": ds})
+                updated_at=now, dataset=data, **counts))
+        return ProcedureStep(
+            sop_instance_uid=step.sop_instance_uid, status=status,
+            study_instance_uid=step.study_instance_uid, accession_number=step.accession_number,
+            modality=step.modality, performed_station_ae_title=step.performed_station_ae_title,
+            performed_procedure_step_id=step.performed_procedure_step_id, start=step.start,
+            end=self._when(ds, "End"), calling_ae_title=step.calling_ae_title,
+            created_at=step.created_at, updated_at=now, data=data, **counts)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -312,39 +345,30 @@ class ProcedureSteps:
 
     def scheduled_step_states(self, study: str) -> dict[str, str]:
         """Scheduled Procedure Step ID -> the status of the newest step performed for it, of
-        the steps whose first scheduled step is in `study` (for the worklist)."""
-        query = (select(mpps.c.dataset).where(mpps.c.study_instance_uid == study)
+        the steps that name a scheduled step of `study` (for the worklist; a grouped procedure
+        names several studies)."""
+        query = (select(mpps_scheduled.c.scheduled_procedure_step_id, mpps.c.status)
+                 .join(mpps, mpps.c.pk == mpps_scheduled.c.mpps_pk)
+                 .where(mpps_scheduled.c.study_instance_uid == study)
                  .order_by(mpps.c.updated_at, mpps.c.pk))
         with self.index.reader.connect() as conn:
             rows = conn.execute(query).all()
-        states: dict[str, str] = {}
-        for (data,) in rows:
-            ds = _decode(bytes(data))
-            status = _text(ds, "PerformedProcedureStepStatus")
-            for item in ds.get("ScheduledStepAttributesSequence") or []:
-                sps = _text(item, "ScheduledProcedureStepID")
-                if sps and _text(item, "StudyInstanceUID") == study:
-                    states[sps] = status
-        return states
+        return {str(sps): str(status) for sps, status in rows if sps}
 
     def arrival(self, step: ProcedureStep) -> dict[str, Any]:
         """Which of the instances the step lists (Performed Series Sequence) the archive holds:
         ``referenced``, ``stored`` and up to 100 ``missing`` (series, SOP Instance UID)."""
-        referenced = stored = 0
-        missing: list[dict[str, str]] = []
-        for series in step.dataset.get("PerformedSeriesSequence") or []:
-            series_uid = _text(series, "SeriesInstanceUID")
-            for keyword in ("ReferencedImageSequence",
-                            "ReferencedNonImageCompositeSOPInstanceSequence"):
-                for ref in series.get(keyword) or []:
-                    sop = _text(ref, "ReferencedSOPInstanceUID")
-                    referenced += 1
-                    if sop and self.index.get_instance(sop) is not None:
-                        stored += 1
-                    elif len(missing) < 100:
-                        missing.append({"series_instance_uid": series_uid,
-                                        "sop_instance_uid": sop})
-        return {"referenced": referenced, "stored": stored, "missing": missing}
+        references = _references(step.dataset)
+        held: set[str] = set()
+        wanted = sorted({sop for _, sop in references if sop})
+        with self.index.reader.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                held.update(conn.execute(select(instance.c.sop_instance_uid).where(
+                    instance.c.sop_instance_uid.in_(wanted[i:i + 500]))).scalars())
+        missing = [{"series_instance_uid": series, "sop_instance_uid": sop}
+                   for series, sop in references if sop not in held][:100]
+        stored = sum(1 for _, sop in references if sop in held)
+        return {"referenced": len(references), "stored": stored, "missing": missing}
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -368,7 +392,6 @@ class ProcedureSteps:
 
     def _step(self, row: Any) -> ProcedureStep:
         m = row._mapping
-        ds = _decode(bytes(m["dataset"]))
         created, updated = m["created_at"], m["updated_at"]
         if created.tzinfo is None:  # SQLite gives the stored UTC time back naive
             created, updated = created.replace(tzinfo=UTC), updated.replace(tzinfo=UTC)
@@ -378,9 +401,11 @@ class ProcedureSteps:
             accession_number=m["accession_number"] or "", modality=m["modality"] or "",
             performed_station_ae_title=m["performed_station_ae_title"] or "",
             performed_procedure_step_id=m["performed_procedure_step_id"] or "",
-            start=self._when(ds, "Start"), end=self._when(ds, "End"),
+            start=f"{m['start_date'] or ''} {m['start_time'] or ''}".strip(),
+            end=f"{m['end_date'] or ''} {m['end_time'] or ''}".strip(),
             calling_ae_title=m["calling_ae_title"] or "", created_at=created, updated_at=updated,
-            dataset=ds)
+            series_count=int(m["series_count"] or 0), image_count=int(m["image_count"] or 0),
+            data=bytes(m["dataset"]))
 
 
 def dicom_json(ds: Dataset) -> dict[str, Any]:

@@ -411,7 +411,11 @@ class Event:
 
     @property
     def attribute_identifiers(self) -> list[Any]:
-        return list(getattr(self.request, "AttributeIdentifierList", None) or [])
+        tags = getattr(self.request, "AttributeIdentifierList", None)
+        if tags is None:
+            return []
+        # One tag decodes as a tag, not a list of one (VM 1-n, PS3.7 10.1.2.1.3).
+        return [tags] if isinstance(tags, int) else list(tags)
 
     @property
     def move_destination(self) -> str | None:

@@ -6,12 +6,16 @@ Class, N-GET on the MPPS Retrieve SOP Class. The rules and the store are
 from __future__ import annotations
 
 import logging
+import zlib
+from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
+from pydicom.uid import UID
 
 from archivist.archive.mpps import (
+    MAX_DATASET_BYTES,
     MPPS_RETRIEVE_SOP_CLASS,
     MPPS_SOP_CLASS,
     NO_SUCH_INSTANCE,
@@ -19,6 +23,7 @@ from archivist.archive.mpps import (
     MppsError,
     ProcedureSteps,
 )
+from archivist.core.dataset_walk import ends_cleanly
 from archivist.dimse.services import Service, peer_aet
 from archivist.dimse.status import status_dataset
 
@@ -38,11 +43,39 @@ def _refusal(exc: MppsError) -> Dataset:
 
 
 def _data_set(event: Any, attr: str) -> Dataset | None:
+    """The request's data set `attr` (``attribute_list``...), or None when it is absent, cut
+    short (pydicom would quietly read what is there) or does not decode."""
+    if _cut_short(event, _PARAMETER[attr]):
+        return None
     try:
         ds = getattr(event, attr)
+        for _ in ds.iterall():  # every value decoded now, not half-way through a transaction
+            pass
     except Exception:  # noqa: BLE001 - absent, or does not decode
         return None
     return ds if isinstance(ds, Dataset) else None
+
+
+_PARAMETER = {"attribute_list": "AttributeList", "modification_list": "ModificationList"}
+
+
+def _cut_short(event: Any, parameter: str) -> bool:
+    """Whether the request's `parameter` data set ends inside an element (PS3.5 7.1)."""
+    stream = getattr(event.request, parameter, None)
+    data = stream.getvalue() if isinstance(stream, BytesIO) else b""
+    if not data:
+        return False
+    ts = UID(str(event.context.transfer_syntax))
+    if ts.is_deflated:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(data, MAX_DATASET_BYTES * 4)
+        except zlib.error:
+            return True
+        if not inflater.eof:
+            return True  # cut short, or larger than any step
+        return not ends_cleanly(data, implicit=False, little=True)
+    return not ends_cleanly(data, implicit=ts.is_implicit_VR, little=ts.is_little_endian)
 
 
 class MppsHandler:
@@ -57,8 +90,8 @@ class MppsHandler:
         uid = str(getattr(req, "AffectedSOPInstanceUID", "") or "").strip() or None
         attributes = _data_set(event, "attribute_list")
         if attributes is None:
-            return status_dataset(MISSING_ATTRIBUTE, "The Attribute List is missing or does "
-                                  "not decode"), None
+            return status_dataset(MISSING_ATTRIBUTE, "The Attribute List is missing, cut "
+                                  "short, or does not decode"), None
         try:
             created = self.steps.create(uid, attributes, aet)
         except MppsError as exc:
@@ -80,8 +113,8 @@ class MppsHandler:
         uid = str(getattr(event.request, "RequestedSOPInstanceUID", "") or "").strip()
         modifications = _data_set(event, "modification_list")
         if modifications is None:
-            return status_dataset(MISSING_ATTRIBUTE, "The Modification List is missing or "
-                                  "does not decode"), None
+            return status_dataset(MISSING_ATTRIBUTE, "The Modification List is missing, cut "
+                                  "short, or does not decode"), None
         try:
             step = self.steps.set(uid, modifications)
         except MppsError as exc:
@@ -108,6 +141,9 @@ class MppsHandler:
             tag = Tag(tag)
             if tag in step.dataset:
                 reply[tag] = step.dataset[tag]
+        if "SpecificCharacterSet" in step.dataset:
+            # The values are in it (PS3.3 C.12.1.1.2): asked for or not, it goes with them.
+            reply.SpecificCharacterSet = step.dataset.SpecificCharacterSet
         return 0x0000, reply
 
 

@@ -25,7 +25,6 @@ Without ``worklist_dir`` the SOP class is not offered.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pydicom
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
@@ -86,8 +86,11 @@ class WorklistHandler:
             if event.is_cancelled:
                 yield Status.CANCEL, None
                 return
-            if self._matches(ds, top, items):
-                yield Status.PENDING, _in_charset(_answer(identifier, ds),
+            # A worklist item is one scheduled step (K.6.1.2.2: the answer's Scheduled
+            # Procedure Step Sequence holds one item): an entry with several is answered once
+            # per step that matches, each answer with that step alone.
+            for step in self._matching_steps(ds, top, items):
+                yield Status.PENDING, _in_charset(_answer(identifier, step),
                                                   identifier.get("SpecificCharacterSet"))
                 count += 1
         log.info("worklist query from %s: %d scheduled steps", peer_aet(event), count)
@@ -123,18 +126,25 @@ class WorklistHandler:
                     out.append(c)
         return out
 
-    def _matches(self, ds: Dataset, top: list[Constraint],
-                 items: list[list[Constraint]]) -> bool:
+    def _matching_steps(self, ds: Dataset, top: list[Constraint],
+                        items: list[list[Constraint]]) -> list[Dataset]:
+        """`ds` once per scheduled step of it that the query matches, with that step alone
+        in its sequence (`ds` itself when it has at most one)."""
         if not all(value_matches(c, _value(ds, c.keyword), pn_fold=self.pn_fold) for c in top):
-            return False
-        for wanted in items:
-            if not wanted:
-                continue
-            steps = ds.get(SPS) or [Dataset()]
-            if not any(all(value_matches(c, _value(step, c.keyword), pn_fold=self.pn_fold)
-                           for c in wanted) for step in steps):
-                return False
-        return True
+            return []
+        steps = list(ds.get(SPS) or [])
+        wanted = [w for w in items if w]
+        matching = [step for step in steps or [Dataset()]
+                    if all(all(value_matches(c, _value(step, c.keyword), pn_fold=self.pn_fold)
+                               for c in w) for w in wanted)]
+        if len(steps) <= 1:
+            return [ds] if matching else []
+        out = []
+        for step in matching:
+            one = _shallow(ds)
+            setattr(one, SPS, Sequence([step]))
+            out.append(one)
+        return out
 
     def _performed(self, ds: Dataset) -> Dataset:
         """`ds` with the status of its scheduled steps that were performed (MPPS), as a copy."""
@@ -148,13 +158,13 @@ class WorklistHandler:
             return ds
         if not states:
             return ds
-        out = copy.copy(ds)
+        out = _shallow(ds)
         items = []
         for item in ds[SPS].value:
             state = _SPS_STATUS.get(states.get(str(item.get("ScheduledProcedureStepID", "")
                                                    or "").strip(), ""))
             if state:
-                item = copy.copy(item)
+                item = _shallow(item)
                 item.ScheduledProcedureStepStatus = state
             items.append(item)
         setattr(out, SPS, Sequence(items))
@@ -204,6 +214,17 @@ class WorklistHandler:
                 KeyError, EOFError) as exc:
             log.warning("worklist file %s skipped: %s", path.name, type(exc).__name__)
             return None
+
+
+def _shallow(ds: Dataset) -> Dataset:
+    """A new data set with the values of `ds`: setting one in it leaves `ds` as it was
+    (``copy.copy`` of a pydicom Dataset shares its elements, so the cached entry would change
+    too)."""
+    out = Dataset()
+    for elem in ds:
+        # A new element for each (pydicom changes an element in place when a value is set).
+        out.add(DataElement(elem.tag, elem.VR, elem.value, already_converted=True))
+    return out
 
 
 def _value(ds: Dataset, keyword: str) -> Any:

@@ -259,12 +259,25 @@ mpps = Table(
     Column("end_date", String(8)),
     Column("end_time", String(16)),
     Column("calling_ae_title", String(16)),
+    Column("series_count", Integer, nullable=False, default=0),
+    Column("image_count", Integer, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("dataset", LargeBinary, nullable=False),
 )
 Index("ix_mpps_study", mpps.c.study_instance_uid)
 Index("ix_mpps_updated_at", mpps.c.updated_at)
+
+#: The scheduled steps each MPPS names (one row per Scheduled Step Attributes item: a grouped
+#: procedure names several studies), for the worklist's Scheduled Procedure Step Status.
+mpps_scheduled = Table(
+    "mpps_scheduled", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("mpps_pk", Integer, ForeignKey("mpps.pk", ondelete="CASCADE"), nullable=False),
+    Column("study_instance_uid", String(64), nullable=False),
+    Column("scheduled_procedure_step_id", String(64)),
+)
+Index("ix_mpps_scheduled_study", mpps_scheduled.c.study_instance_uid)
 
 TABLE_OF_LEVEL = {"PATIENT": patient, "STUDY": study, "SERIES": series, "IMAGE": instance}
 

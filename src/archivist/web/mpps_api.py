@@ -25,6 +25,7 @@ from archivist.archive.mpps import STATUSES, ProcedureSteps, dicom_json
 __all__ = ["routes"]
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_DIGITS = re.compile(r"[0-9]{1,9}")
 MAX_LIMIT = 1000
 
 
@@ -43,7 +44,7 @@ def _steps(request: Request) -> ProcedureSteps:
 def _number(text: str | None, default: int, maximum: int) -> int | None:
     if text is None or text == "":
         return default
-    if not text.isdigit() or len(text) > 9:
+    if not _DIGITS.fullmatch(text):
         return None
     return min(int(text), maximum)
 
