@@ -109,6 +109,9 @@ class Settings:
     s3_secret_key: str = ""
     s3_prefix: str = ""
     s3_cache_bytes: int = 2 * 1024 * 1024 * 1024
+    # Seconds a request to the object store may wait for it (a hung store fails the store
+    # within this, before the modality gives up on its association)
+    s3_timeout: float = 15.0
     # Peers (AE titles of `peers`) that every instance stored from now on is also sent to
     forward_to: tuple[str, ...] = ()
     # Modality Worklist: a folder of worklist files (one DICOM file per scheduled step) that
@@ -550,7 +553,7 @@ def load_settings(
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TIMEOUTS = ("artim_timeout", "acse_timeout", "dimse_timeout", "network_timeout",
-             "inventory_lease_seconds")
+             "inventory_lease_seconds", "s3_timeout")
 _AT_LEAST_ONE = ("max_associations", "max_pending_connections", "http_max_body",
                  "max_object_size", "inventory_studies_per_instance")
 

@@ -48,6 +48,12 @@ def lost_index(settings: Settings) -> str | None:
     as it was (:func:`newer_index`).
     """
     index = settings.index_path
+    in_bucket = False
+    if settings.s3_bucket:  # checked first: a bucket that cannot be used stops everything
+        try:
+            in_bucket = next(iter(open_blob_store(settings).keys()), None) is not None
+        except StorageError as exc:
+            raise IndexLost(f"the object store cannot be used: {exc}") from None
     if settings.database_url:
         revision = database_revision(settings.index_url)
         if revision is not None:
@@ -63,11 +69,7 @@ def lost_index(settings: Settings) -> str | None:
         state = "is empty" if index.exists() else "is missing"
     blobs = settings.blob_dir
     if settings.s3_bucket:
-        try:
-            held = next(iter(open_blob_store(settings).keys()), None) is not None
-        except StorageError as exc:
-            raise IndexLost(str(exc)) from None
-        if not held:
+        if not in_bucket:
             return None
         return (f"the index {settings.index_location} {state} but bucket {settings.s3_bucket} "
                 "holds stored objects; nothing was changed. Restore the index from a backup, "
@@ -90,7 +92,8 @@ def open_blob_store(settings: Settings) -> BlobStore:
         access_key=settings.s3_access_key or os.environ.get("AWS_ACCESS_KEY_ID", ""),
         secret_key=settings.s3_secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
         prefix=settings.s3_prefix, cache=Path(settings.data_dir) / "cache" / "blobs",
-        tmp=settings.tmp_dir, cache_bytes=settings.s3_cache_bytes)
+        tmp=settings.tmp_dir, cache_bytes=settings.s3_cache_bytes,
+        timeout=settings.s3_timeout)
 
 
 def clear_folder(folder: Path) -> int:

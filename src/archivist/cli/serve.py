@@ -94,8 +94,12 @@ def run_server(settings: Settings) -> int:
     if not _data_dir_usable(settings.data_dir):
         return 1
     from archivist.archive.archive import lost_index
+    from archivist.errors import IndexLost
 
-    problem = lost_index(settings)
+    try:
+        problem = lost_index(settings)
+    except IndexLost as exc:  # the database or the bucket cannot be used
+        problem = str(exc)
     if problem:  # before any worker: each would stop with it, and be started again
         print(f"error: {problem}", file=sys.stderr)
         return 1

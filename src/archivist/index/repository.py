@@ -289,14 +289,18 @@ class _Sql:
             return proc
 
     def first(self, conn: Any, table: Any, columns: tuple[str, ...],
-              key: str | tuple[str, ...], value: Any) -> tuple[Any, ...] | None:
+              key: str | tuple[str, ...], value: Any, *,
+              lock: bool = False) -> tuple[Any, ...] | None:
         """``SELECT columns FROM table WHERE key = value``, the first row as a tuple (several
-        keys: a tuple of names and a tuple of values, all equal)."""
+        keys: a tuple of names and a tuple of values, all equal). With `lock`, the row stays
+        locked until the transaction ends (``FOR UPDATE``; SQLite's write transactions
+        exclude each other already)."""
         keys = (key,) if isinstance(key, str) else key
         values = (value,) if isinstance(key, str) else tuple(value)
         if not self.raw:
-            row = conn.execute(select(*(table.c[c] for c in columns))
-                               .where(*(table.c[k] == v for k, v in zip(keys, values)))).first()
+            query = select(*(table.c[c] for c in columns)).where(
+                *(table.c[k] == v for k, v in zip(keys, values)))
+            row = conn.execute(query.with_for_update() if lock else query).first()
             return tuple(row) if row is not None else None
         sql = self._selects.get((table.name, columns, keys))
         if sql is None:
@@ -563,8 +567,10 @@ class Index:
         """Write one request in the group's transaction. A refusal (:class:`UIDConflict`) is
         decided before this request writes anything, so the group's transaction goes on."""
         rows, blob, sql = r.rows, r.blob, self._sql
+        # Locked for a replacement: two nodes replacing one instance at once would both read
+        # the same old storage key, and the copy stored between them would have no row.
         found = sql.first(conn, instance, ("pk", "storage_key", "sop_class_uid"),
-                          "sop_instance_uid", r.sop_instance_uid)
+                          "sop_instance_uid", r.sop_instance_uid, lock=r.policy == "replace")
         if found is not None:
             if r.policy != "replace":
                 return AddOutcome("exists", 0)

@@ -41,8 +41,11 @@ log = logging.getLogger("archivist.store.s3")
 _CHUNK = 1024 * 1024
 _UNSIGNED = "UNSIGNED-PAYLOAD"
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-#: Attempts of a request that failed on the network or with a 5xx (the store's own advice).
+#: Attempts of a request that failed on the network or with a 5xx (the store's own advice);
+#: one that timed out is not tried again.
 _ATTEMPTS = 3
+#: Cached blobs used this recently are not trimmed (seconds).
+_IN_USE_SECONDS = 300
 
 
 class S3BlobStore:
@@ -62,7 +65,7 @@ class S3BlobStore:
 
     def __init__(self, endpoint: str, bucket: str, *, region: str, access_key: str,
                  secret_key: str, prefix: str = "", cache: Path, tmp: Path,
-                 cache_bytes: int = 2 << 30, timeout: float = 60.0) -> None:
+                 cache_bytes: int = 2 << 30, timeout: float = 15.0) -> None:
         parsed = urllib.parse.urlsplit(endpoint)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise StorageError(f"s3_endpoint must be an http(s) URL, not {endpoint!r}")
@@ -177,10 +180,15 @@ class S3BlobStore:
             except (OSError, http.client.HTTPException) as exc:
                 last = exc
                 self._drop_connection()
+                if isinstance(exc, TimeoutError):
+                    break  # a store that hangs: asking again would only multiply the wait
                 if into is not None and attempt + 1 < _ATTEMPTS:
                     into.seek(0)
                     into.truncate()
                 time.sleep(0.2 * (attempt + 1))
+        if isinstance(last, TimeoutError):
+            raise StorageError(f"the object store at {self.netloc} did not answer within "
+                               f"{self.timeout:g} s")
         raise StorageError(f"the object store at {self.netloc} cannot be reached: "
                            f"{type(last).__name__}: {last}")
 
@@ -335,7 +343,10 @@ class S3BlobStore:
             self.trim()
 
     def trim(self) -> int:
-        """Remove the least recently used cached blobs past the size limit; returns how many."""
+        """Remove the least recently used cached blobs past the size limit; returns how many.
+        Blobs used in the last :data:`_IN_USE_SECONDS` stay whatever their size: one being
+        read now (fetched a moment ago, or larger than the whole limit) must not go between
+        :meth:`path` and its reader's open."""
         entries = []
         total = 0
         for entry in os.scandir(self.cache):
@@ -344,8 +355,9 @@ class S3BlobStore:
                 entries.append((st.st_mtime, st.st_size, entry.path))
                 total += st.st_size
         removed = 0
-        for _, size, path in sorted(entries):
-            if total <= self.cache_bytes:
+        recent = time.time() - _IN_USE_SECONDS
+        for mtime, size, path in sorted(entries):
+            if total <= self.cache_bytes or mtime > recent:
                 break
             with contextlib.suppress(OSError):
                 os.unlink(path)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
+import logging
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -18,8 +20,11 @@ from starlette.routing import BaseRoute, Route
 
 from archivist.archive.archive import Archive
 from archivist.config import Settings, is_loopback
+from archivist.errors import IndexError_
 from archivist.web.auth import BasicAuth
 from archivist.web.errors import problem_response
+
+log = logging.getLogger("archivist.web")
 
 # Feature modules mounted in this order; the viewer comes last because it serves "/".
 _ROUTE_MODULES = ("codes", "api", "download", "dicomweb", "wado_uri", "inventory_api",
@@ -246,6 +251,16 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return problem_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
 
+async def _index_unavailable(request: Request, exc: Exception) -> Response:
+    """The index (its database) failing under a route that does not say so itself: 503 with
+    the reason's kind and Retry-After, as DICOMweb's routes answer, not a bare 500."""
+    log.warning("%s %s: the index failed (%s)", request.method, request.url.path,
+                type(exc).__name__)
+    detail = str(exc) if isinstance(exc, IndexError_) else \
+        f"index read failed: {type(exc).__name__}"
+    return problem_response(503, detail, {"Retry-After": "5"})
+
+
 @dataclass
 class Health:
     """Readiness flags flipped by the process that runs the listeners."""
@@ -294,7 +309,9 @@ def create_app(archive: Archive, health: Health | None = None, *,
     for name in _ROUTE_MODULES:
         module = importlib.import_module(f"archivist.web.{name}")
         routes.extend(module.routes())
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    app = Starlette(routes=routes, exception_handlers={
+        HTTPException: _http_exception, IndexError_: _index_unavailable,
+        SQLAlchemyError: _index_unavailable})
     app.state.archive = archive
     app.state.settings = archive.settings
     app.state.health = health

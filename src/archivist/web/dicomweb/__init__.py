@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 
 from archivist.core.levels import QueryLevel
+from archivist.errors import IndexError_
 from archivist.web.dicomweb import pixels, qido, stow, wado
 from archivist.web.dicomweb.common import Cors
 from archivist.web.errors import HTTPProblem, problem_response, to_response
@@ -36,6 +37,9 @@ def guarded(fn: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             log.warning("DICOMweb %s %s: a stored object was deleted meanwhile",
                         request.method, request.url.path)
             return problem_response(404, "the stored object was deleted meanwhile")
+        except IndexError_ as exc:  # the index's database is down: no traceback per request
+            log.warning("DICOMweb %s %s: %s", request.method, request.url.path, exc)
+            return to_response(exc)
         except Exception as exc:
             log.exception("DICOMweb %s %s failed", request.method, request.url.path)
             return to_response(exc)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from pydicom.encaps import generate_fragments
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -25,7 +26,7 @@ from archivist.archive.archive import Archive
 from archivist.archive.retrieve import InstanceRef
 from archivist.archive.transcode import swapped, value_word_size
 from archivist.core.levels import QueryLevel
-from archivist.errors import NotFound
+from archivist.errors import IndexError_, NotFound
 from archivist.web.dicomweb import pixels
 from archivist.web.dicomweb.common import (
     DICOM,
@@ -475,6 +476,7 @@ def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
         pending: dict[tuple[str, str], float] = {}
         last_any = 0.0
         removed = True  # deletions made while the server was down: looked for once at start
+        said_at = -60.0  # when a failure was last logged
         while not stop.wait(poll):
             health = getattr(state, "health", None)
             if health is not None and health.stopping:
@@ -513,8 +515,17 @@ def start_warmer(state: Any, quiet: float = 2.0, poll: float = 1.0,
                         del pending[key]
                         cache.warm(*key)
                         built += 1
-            except Exception:  # noqa: BLE001 - warming is an optimisation; log and go on
-                log.exception("metadata warmer failed; retrying")
+            except (IndexError_, SQLAlchemyError) as exc:
+                # The index (its database) is down: said once a minute, not with a traceback
+                # every second in every worker.
+                if time.monotonic() - said_at >= 60:
+                    said_at = time.monotonic()
+                    log.warning("metadata warmer: the index cannot be read (%s); retrying",
+                                type(exc).__name__)
+            except Exception:  # warming is an optimisation: log and go on
+                if time.monotonic() - said_at >= 60:
+                    said_at = time.monotonic()
+                    log.exception("metadata warmer failed; retrying")
 
     threading.Thread(target=loop, name="metadata-warmer", daemon=True).start()
     return stop
