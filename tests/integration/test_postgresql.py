@@ -147,6 +147,7 @@ def test_an_archive_on_postgresql_end_to_end(database: str, tmp_path: Path) -> N
     assert "index.sqlite" not in os.listdir(tmp_path / "data")
 
 
+@pytest.mark.slow  # ~8 s; .ci/run leaves it out to stay within 20 minutes
 def test_command_line_tools_use_the_database_while_serve_runs(database: str,
                                                               tmp_path: Path) -> None:
     """`archivist find` and `archivist delete` on the data directory of a running server read

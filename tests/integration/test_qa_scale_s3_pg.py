@@ -183,6 +183,7 @@ def test_an_object_larger_than_the_cache_is_still_served(s3: str, tmp_path: Path
 # -- two nodes ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~13 s; .ci/run leaves it out to stay within 20 minutes
 @needs_pg
 def test_concurrent_replace_on_two_nodes_leaves_no_object_without_a_row(s3: str,
                                                                        tmp_path: Path) -> None:
