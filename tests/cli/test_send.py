@@ -103,7 +103,7 @@ def test_compressed_object_arrives_decompressed_with_its_uid(archive: Path, rece
     ("X@127.0.0.1:1", STUDY, 1, "cannot associate with X at 127.0.0.1:1"),
     ("X@127.0.0.1:1", new_uid(), 2, "nothing is stored"),
     ("X@127.0.0.1:1", "1.2.x", 2, "is not a UID"),
-])
+], ids=["unknown-peer", "unreachable", "nothing-stored", "not-a-uid"])  # no random UIDs in ids
 def test_refusals(archive: Path, destination: str, study: str, status: int, text: str) -> None:
     done = _archivist("send", destination, "--study", study, "--data", str(archive))
     assert done.returncode == status, done.stdout + done.stderr

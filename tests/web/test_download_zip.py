@@ -100,7 +100,7 @@ def test_series_zip_holds_that_series_only(served) -> None:
     (f"/api/studies/{STUDY}/series/{new_uid()}/archive", 404),
     ("/api/studies/1.2.x/archive", 400),
     (f"/api/studies/{STUDY}/series/{'1.' * 40}1/archive", 400),
-])
+], ids=["unknown-study", "unknown-series", "malformed-study", "series-uid-too-long"])
 def test_unknown_and_malformed_uids(served, path: str, status: int) -> None:
     srv, _ = served
     got, headers, body = _get(srv.url + path)
