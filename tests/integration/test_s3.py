@@ -10,7 +10,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from tests.integration.conftest import dcmtk_tool
 from archivist.store.s3 import S3BlobStore
 from archivist.testing import postgres
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.s3server import MOTO, moto_server, new_bucket
 from archivist.testing.server import ServerProcess, free_port
 
-MOTO = Path(sys.executable).parent / "moto_server"
 pytestmark = [
     pytest.mark.skipif(not MOTO.exists(), reason="moto_server (dev dependency) needed"),
     pytest.mark.timeout(300),
@@ -33,31 +32,12 @@ ENV = {"TCP_NODELAY": "1"}
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            requests.get(endpoint, timeout=2)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    yield endpoint
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    with moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
 
 
 def _bucket(endpoint: str, tmp: Path) -> tuple[str, S3BlobStore]:
-    name = f"archive-{new_uid()[-12:].replace('.', '')}"
-    store = S3BlobStore(endpoint, name, region="us-east-1", access_key="test",
-                        secret_key="test", cache=tmp / "probe-cache", tmp=tmp / "probe-tmp")
-    status, _ = store._request("PUT", None)  # CreateBucket
-    assert status == 200
-    return name, store
+    return new_bucket(endpoint, tmp, "archive")
 
 
 def _env(endpoint: str, bucket: str, database: str | None) -> dict[str, str]:
