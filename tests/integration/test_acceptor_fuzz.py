@@ -26,7 +26,7 @@ from pynetdicom.sop_class import CTImageStorage, Verification
 
 from archivist.testing.datasets import make_instance
 from archivist.testing.procs import rss_kb  # the server's whole process tree
-from archivist.testing.rawpdu import associate_rq
+from archivist.testing.rawpdu import associate_rq, recv_pdu
 from archivist.testing.server import ServerProcess
 
 AET = "ARCHIVIST"
@@ -134,10 +134,9 @@ def run_case(port: int, associate: bool, data: bytes) -> tuple[bool, float]:
         try:
             if associate:
                 s.sendall(associate_rq(calling="FUZZER"))
-                header = _recv_exact(s, 6)
-                if header[0] != 0x02:
+                kind, _ = recv_pdu(s)
+                if kind != 0x02:
                     return True, time.monotonic() - t0
-                _recv_exact(s, struct.unpack(">L", header[2:6])[0])
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)
             while s.recv(65536):
@@ -147,16 +146,6 @@ def run_case(port: int, associate: bool, data: bytes) -> tuple[bool, float]:
         except TimeoutError:
             return False, time.monotonic() - t0
     return True, time.monotonic() - t0
-
-
-def _recv_exact(s: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = s.recv(n - len(out))
-        if not chunk:
-            raise ConnectionResetError("closed")
-        out += chunk
-    return out
 
 
 def echo_ok(port: int) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
@@ -51,7 +50,7 @@ def lost_index(settings: Settings) -> str | None:
     in_bucket = False
     if settings.s3_bucket:  # checked first: a bucket that cannot be used stops everything
         try:
-            in_bucket = next(iter(open_blob_store(settings).keys()), None) is not None
+            in_bucket = _bucket(settings).holds_objects()
         except StorageError as exc:
             raise IndexLost(f"the object store cannot be used: {exc}") from None
     if settings.database_url:
@@ -78,15 +77,18 @@ def lost_index(settings: Settings) -> str | None:
     if not blobs.is_dir() or next((f for f in blobs.rglob("*") if f.is_file()), None) is None:
         return None
     return (f"the index {settings.index_location} {state} but {blobs} holds stored objects; "
-            "nothing was "
-            f"changed. Restore the index from a backup, or move {blobs} out of the data "
-            "directory and import it: `archivist import MOVED_FOLDER`")
+            f"nothing was changed. Restore the index from a backup, or move {blobs} out of the "
+            "data directory and import it: `archivist import MOVED_FOLDER`")
 
 
 def open_blob_store(settings: Settings) -> BlobStore:
     """The blob store `settings` name: an S3 bucket, or files under the data directory."""
-    if not settings.s3_bucket:
-        return FilesystemBlobStore(settings.blob_dir, settings.tmp_dir)
+    if settings.s3_bucket:
+        return _bucket(settings)
+    return FilesystemBlobStore(settings.blob_dir, settings.tmp_dir)
+
+
+def _bucket(settings: Settings) -> S3BlobStore:
     return S3BlobStore(
         settings.s3_endpoint, settings.s3_bucket, region=settings.s3_region,
         access_key=settings.s3_access_key or os.environ.get("AWS_ACCESS_KEY_ID", ""),
@@ -94,18 +96,6 @@ def open_blob_store(settings: Settings) -> BlobStore:
         prefix=settings.s3_prefix, cache=Path(settings.data_dir) / "cache" / "blobs",
         tmp=settings.tmp_dir, cache_bytes=settings.s3_cache_bytes,
         timeout=settings.s3_timeout)
-
-
-def clear_folder(folder: Path) -> int:
-    """Remove the files directly in `folder`; returns how many."""
-    removed = 0
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(folder):
-            with contextlib.suppress(OSError):
-                if entry.is_file():
-                    os.unlink(entry.path)
-                    removed += 1
-    return removed
 
 
 def index_revision(path: Path) -> str | None:
@@ -223,12 +213,7 @@ class Archive:
             raise IndexLost(problem)
         data = Path(settings.data_dir)
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
-        blobs = open_blob_store(settings)
-        if isinstance(blobs, S3BlobStore):
-            try:
-                blobs.check()
-            except StorageError as exc:
-                raise IndexLost(f"the object store cannot be used: {exc}") from None
+        blobs = open_blob_store(settings)  # a bucket was listed by lost_index above
         index = Index(settings.index_url)
         index.migrate()
         archive = cls(settings, blobs, index, validator)
@@ -274,15 +259,15 @@ class Archive:
         retrieved while queries still list them."""
         removed_tmp = 0
         moved = 0
+        if isinstance(self.blobs, (FilesystemBlobStore, S3BlobStore)):
+            removed_tmp = self.blobs.clear_tmp()
         if isinstance(self.blobs, S3BlobStore):
             # A bucket may be shared by other nodes, whose puts are in the bucket before their
             # index rows commit: no orphan sweep there. The local cache goes (a file cut by a
-            # crash must not be served); partial writes too.
+            # crash must not be served).
             self.blobs.clear_cache()
-            clear_folder(self.settings.tmp_dir)
-            return {"partial": 0, "orphans": 0, "missing": 0, "caches": self.sweep_caches()}
-        if isinstance(self.blobs, FilesystemBlobStore):
-            removed_tmp = self.blobs.clear_tmp()
+            return {"partial": removed_tmp, "orphans": 0, "missing": 0,
+                    "caches": self.sweep_caches()}
         known = self.index.storage_keys()
         orphans = Path(self.settings.data_dir) / ORPHANS
         present: set[str] = set()

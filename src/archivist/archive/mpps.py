@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from io import BytesIO
 from typing import Any
@@ -314,13 +314,9 @@ class ProcedureSteps:
                 end_date=_text(ds, "PerformedProcedureStepEndDate")[:8] or None,
                 end_time=_text(ds, "PerformedProcedureStepEndTime")[:16] or None,
                 updated_at=now, dataset=data, **counts))
-        return ProcedureStep(
-            sop_instance_uid=step.sop_instance_uid, status=status,
-            study_instance_uid=step.study_instance_uid, accession_number=step.accession_number,
-            modality=step.modality, performed_station_ae_title=step.performed_station_ae_title,
-            performed_procedure_step_id=step.performed_procedure_step_id, start=step.start,
-            end=self._when(ds, "End"), calling_ae_title=step.calling_ae_title,
-            created_at=step.created_at, updated_at=now, data=data, **counts)
+        return replace(step, status=status, end=self._when(ds, "End"), updated_at=now,
+                       data=data, series_count=counts["series_count"],
+                       image_count=counts["image_count"])
 
     # -- reading -----------------------------------------------------------------------------
 

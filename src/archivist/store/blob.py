@@ -298,12 +298,17 @@ class FilesystemBlobStore:
 
     def clear_tmp(self) -> int:
         """Remove partial writes left by a crash; returns how many were removed."""
-        removed = 0
-        for f in self.tmp.iterdir():
-            if f.is_file():
-                _unlink_quiet(f)
-                removed += 1
-        return removed
+        return clear_files(self.tmp)
+
+
+def clear_files(folder: Path) -> int:
+    """Remove the files directly in `folder` (partial writes a crash left); returns how many."""
+    removed = 0
+    for f in folder.iterdir():
+        if f.is_file():
+            _unlink_quiet(f)
+            removed += 1
+    return removed
 
 
 class MemoryBlobStore:

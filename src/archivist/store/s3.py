@@ -29,10 +29,17 @@ import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from archivist.errors import NotFound, StorageError
-from archivist.store.blob import PutResult, _raise_os, check_key, new_key, temp_prefix
+from archivist.store.blob import (
+    PutResult,
+    _raise_os,
+    check_key,
+    clear_files,
+    new_key,
+    temp_prefix,
+)
 
 __all__ = ["S3BlobStore"]
 
@@ -140,10 +147,11 @@ class S3BlobStore:
 
     def _request(self, method: str, key: str | None, *, query: dict[str, str] | None = None,
                  body: bytes | Path | None = None, size: int = 0,
-                 headers: dict[str, str] | None = None,
-                 into: BinaryIO | None = None) -> tuple[int, bytes]:
+                 headers: dict[str, str] | None = None, into: BinaryIO | None = None,
+                 digests: list[Any] | None = None) -> tuple[int, bytes]:
         """One request, tried again on a network error or a 5xx; the status and the body (or
-        the body written to `into` on success)."""
+        the body written to `into` on success). A file body is read once per attempt, its
+        SHA-256 computed on the way out and appended to `digests`."""
         query = query or {}
         path = self._path(key)
         url = path + ("?" + urllib.parse.urlencode(sorted(query.items()),
@@ -162,8 +170,12 @@ class S3BlobStore:
                     conn.putheader(name, value)
                 conn.endheaders()
                 if isinstance(body, Path):
+                    digest = hashlib.sha256()
+                    if digests is not None:
+                        digests.append(digest)
                     with open(body, "rb") as fh:
                         while chunk := fh.read(_CHUNK):
+                            digest.update(chunk)
                             conn.send(chunk)
                 elif body:
                     conn.send(body)
@@ -204,29 +216,35 @@ class S3BlobStore:
 
     # -- the BlobStore protocol --------------------------------------------------------------
 
-    def check(self) -> None:
-        """Raise StorageError unless the bucket can be listed with these credentials."""
-        status, data = self._request("GET", None, query={"list-type": "2", "max-keys": "1"})
+    def holds_objects(self) -> bool:
+        """Whether the bucket holds any key under the prefix (one listing of one key); a
+        StorageError when it cannot be listed with these credentials."""
+        status, data = self._request("GET", None, query={"list-type": "2", "max-keys": "1",
+                                                         "prefix": self.prefix})
         if status != 200:
             raise StorageError(f"bucket {self.bucket} at {self.netloc}: "
                                f"{self._problem(status, data)}")
+        root = ET.fromstring(data)
+        ns = root.tag.partition("}")[0] + "}" if root.tag.startswith("{") else ""
+        return root.find(f"{ns}Contents") is not None
+
+    def clear_tmp(self) -> int:
+        """Remove partial uploads and downloads left by a crash; returns how many."""
+        return clear_files(self.tmp)
 
     def put_file(self, source: Path, *, consume: bool = False,
                  defer_sync: bool = False) -> PutResult:
         """Upload `source` (one PUT, durable when it returns); with `consume` the file then
         becomes the blob's cached copy (or is removed)."""
         key = new_key()
-        digest = hashlib.sha256()
+        digests: list[Any] = []  # the SHA-256 of the bytes each attempt sent
         try:
-            size = 0
-            with open(source, "rb") as fh:
-                while chunk := fh.read(_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
+            size = os.stat(source).st_size
         except OSError as exc:
             _raise_os(exc, "storing a blob")
         try:
-            status, data = self._request("PUT", key, body=Path(source), size=size)
+            status, data = self._request("PUT", key, body=Path(source), size=size,
+                                         digests=digests)
             if status != 200:
                 raise StorageError(f"storing a blob: {self._problem(status, data)}")
         except BaseException:
@@ -236,7 +254,7 @@ class S3BlobStore:
             raise
         if consume:
             self._keep(Path(source), key, size)
-        return PutResult(key, size, digest.hexdigest())
+        return PutResult(key, size, digests[-1].hexdigest())
 
     def put_bytes(self, data: bytes, *, defer_sync: bool = False) -> PutResult:
         key = new_key()

@@ -30,14 +30,14 @@ def associate_rq(called: str = "ARCHIVIST", calling: str = "RAW") -> bytes:
 
 
 def recv_pdu(s: socket.socket) -> tuple[int, bytes]:
-    """The next PDU's type and body; ConnectionError when the peer closes first."""
+    """The next PDU's type and body; ConnectionResetError when the peer closes first."""
 
     def exact(n: int) -> bytes:
         out = b""
         while len(out) < n:
             chunk = s.recv(n - len(out))
             if not chunk:
-                raise ConnectionError("closed")
+                raise ConnectionResetError("closed")
             out += chunk
         return out
 
