@@ -24,6 +24,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from archivist.dimse.worklist import MODALITY_WORKLIST_FIND
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.mpps import completion, in_progress
 from archivist.testing.server import ServerProcess
 
 FINDSCU = "/usr/bin/findscu"
@@ -72,71 +73,6 @@ class _Modality:
         return status
 
 
-def _in_progress(study: str, sps_id: str = "SPS1", **changes: Any) -> Dataset:
-    ds = Dataset()
-    item = Dataset()
-    item.StudyInstanceUID = study
-    item.AccessionNumber = "ACC" + sps_id
-    item.ReferencedStudySequence = []
-    item.RequestedProcedureID = "RP1"
-    item.RequestedProcedureDescription = ""
-    item.ScheduledProcedureStepID = sps_id
-    item.ScheduledProcedureStepDescription = ""
-    item.ScheduledProtocolCodeSequence = []
-    ds.ScheduledStepAttributesSequence = [item]
-    ds.PatientName = "Roe^Mpps"
-    ds.PatientID = "MPPS-PID-7"
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "F"
-    ds.ReferencedPatientSequence = []
-    ds.PerformedProcedureStepID = "PPS-" + sps_id
-    ds.PerformedStationAETitle = "CT_SCANNER"
-    ds.PerformedStationName = ""
-    ds.PerformedLocation = ""
-    ds.PerformedProcedureStepStartDate = "20261207"
-    ds.PerformedProcedureStepStartTime = "101500"
-    ds.PerformedProcedureStepStatus = "IN PROGRESS"
-    ds.PerformedProcedureStepDescription = "CT chest"
-    ds.PerformedProcedureTypeDescription = ""
-    ds.ProcedureCodeSequence = []
-    ds.PerformedProcedureStepEndDate = ""
-    ds.PerformedProcedureStepEndTime = ""
-    ds.Modality = "CT"
-    ds.StudyID = "1"
-    ds.PerformedProtocolCodeSequence = []
-    ds.PerformedSeriesSequence = []
-    for keyword, value in changes.items():
-        if value is None:
-            delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
-    return ds
-
-
-def _completion(sops: list[str], status: str = "COMPLETED") -> Dataset:
-    ds = Dataset()
-    ds.PerformedProcedureStepStatus = status
-    ds.PerformedProcedureStepEndDate = "20261207"
-    ds.PerformedProcedureStepEndTime = "103000"
-    series = Dataset()
-    series.SeriesInstanceUID = new_uid()
-    series.ProtocolName = "chest"
-    series.RetrieveAETitle = ""
-    series.SeriesDescription = ""
-    series.PerformingPhysicianName = ""
-    series.OperatorsName = ""
-    refs = []
-    for sop in sops:
-        ref = Dataset()
-        ref.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        ref.ReferencedSOPInstanceUID = sop
-        refs.append(ref)
-    series.ReferencedImageSequence = refs
-    series.ReferencedNonImageCompositeSOPInstanceSequence = []
-    ds.PerformedSeriesSequence = [series]
-    return ds
-
-
 def _api(srv: ServerProcess, path: str) -> requests.Response:
     return requests.get(f"http://127.0.0.1:{srv.http_port}{path}", timeout=30)
 
@@ -145,7 +81,7 @@ def test_a_step_from_creation_to_completion(server: ServerProcess) -> None:
     study, uid = new_uid(), new_uid()
     stored_sop = new_uid()
     with _Modality(server) as modality:
-        assert modality.create(_in_progress(study), uid).Status == 0x0000
+        assert modality.create(in_progress(study), uid).Status == 0x0000
         listed = _api(server, f"/api/mpps?study={study}").json()["mpps"]
         assert [(s["sop_instance_uid"], s["status"]) for s in listed] == [(uid, "IN PROGRESS")]
         # Completing needs the end date and time (the final state's Type 1 attributes).
@@ -162,9 +98,9 @@ def test_a_step_from_creation_to_completion(server: ServerProcess) -> None:
         changed = Dataset()
         changed.PatientID = "SOMEONE-ELSE"
         assert modality.set(changed, uid).Status == 0x0106
-        assert modality.set(_completion([stored_sop, new_uid()]), uid).Status == 0x0000
+        assert modality.set(completion([stored_sop, new_uid()]), uid).Status == 0x0000
         # Final: no more updates.
-        status = modality.set(_completion([]), uid)
+        status = modality.set(completion([]), uid)
         assert status.Status == 0x0110, status
         assert "may no longer be updated" in status.ErrorComment
 
@@ -195,8 +131,8 @@ def test_the_study_page_lists_the_steps_performed_for_it(server: ServerProcess,
                           env={**os.environ, "TCP_NODELAY": "1"}, check=False)
     assert done.returncode == 0, done.stderr
     with _Modality(server) as modality:
-        assert modality.create(_in_progress(study, "PAGE1"), uid).Status == 0x0000
-        assert modality.set(_completion([sop, new_uid()]), uid).Status == 0x0000
+        assert modality.create(in_progress(study, "PAGE1"), uid).Status == 0x0000
+        assert modality.set(completion([sop, new_uid()]), uid).Status == 0x0000
     page = requests.get(f"{server.url}/archive/studies/{study}", timeout=30)
     assert page.status_code == 200
     section = page.text.split("<table id=mpps>", 1)[1]
@@ -207,19 +143,19 @@ def test_the_study_page_lists_the_steps_performed_for_it(server: ServerProcess,
 def test_refusals(server: ServerProcess) -> None:
     study, uid = new_uid(), new_uid()
     with _Modality(server) as modality:
-        missing = modality.create(_in_progress(study, Modality=None), uid)
+        missing = modality.create(in_progress(study, Modality=None), uid)
         assert missing.Status == 0x0120, missing
         assert missing.ErrorComment.startswith("(0008,0060)"), missing
-        assert modality.create(_in_progress(study, PerformedStationAETitle=""),
+        assert modality.create(in_progress(study, PerformedStationAETitle=""),
                                uid).Status == 0x0121
-        assert modality.create(_in_progress(study, PerformedProcedureStepStatus="COMPLETED"),
+        assert modality.create(in_progress(study, PerformedProcedureStepStatus="COMPLETED"),
                                uid).Status == 0x0106
-        assert modality.create(_in_progress(study), uid).Status == 0x0000
-        assert modality.create(_in_progress(study), uid).Status == 0x0111  # duplicate
+        assert modality.create(in_progress(study), uid).Status == 0x0000
+        assert modality.create(in_progress(study), uid).Status == 0x0111  # duplicate
         bogus = Dataset()
         bogus.PerformedProcedureStepStatus = "PAUSED"
         assert modality.set(bogus, uid).Status == 0x0106
-        assert modality.set(_completion([]), new_uid()).Status == 0x0112
+        assert modality.set(completion([]), new_uid()).Status == 0x0112
         status, _ = modality.assoc.send_n_get([], ModalityPerformedProcedureStepRetrieve,
                                               new_uid())
         assert status.Status == 0x0112
@@ -234,7 +170,7 @@ def test_refusals(server: ServerProcess) -> None:
 def test_the_archive_assigns_a_uid_when_the_modality_gives_none(server: ServerProcess) -> None:
     study = new_uid()
     with _Modality(server) as modality:
-        assert modality.create(_in_progress(study), None).Status == 0x0000
+        assert modality.create(in_progress(study), None).Status == 0x0000
         (rsp,) = [c for c in modality.commands if c.CommandField == 0x8140]
     assigned = str(rsp.AffectedSOPInstanceUID)
     (step,) = _api(server, f"/api/mpps?study={study}").json()["mpps"]
@@ -291,9 +227,9 @@ def test_the_worklist_shows_what_was_performed(server: ServerProcess, tmp_path: 
                                                              "ACCWL2": "SCHEDULED"}
     uid = new_uid()
     with _Modality(server) as modality:
-        assert modality.create(_in_progress(study, "WL1"), uid).Status == 0x0000
+        assert modality.create(in_progress(study, "WL1"), uid).Status == 0x0000
         assert _findscu(server, tmp_path / "b", "SCHEDULED") == {"ACCWL2": "SCHEDULED"}
         assert _findscu(server, tmp_path / "c", "STARTED") == {"ACCWL1": "STARTED"}
-        assert modality.set(_completion([]), uid).Status == 0x0000
+        assert modality.set(completion([]), uid).Status == 0x0000
     assert _findscu(server, tmp_path / "d", "") == {"ACCWL1": "COMPLETED",
                                                     "ACCWL2": "SCHEDULED"}

@@ -34,6 +34,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from archivist.testing.datasets import new_uid
+from archivist.testing.mpps import completion, in_progress, scheduled_item
 from archivist.testing.server import ServerProcess
 
 MPPS = ModalityPerformedProcedureStep
@@ -67,68 +68,12 @@ def _assoc(srv: ServerProcess, syntax: str = ExplicitVRLittleEndian,
     return assoc
 
 
-def _item(study: str, sps_id: str) -> Dataset:
-    item = Dataset()
-    item.StudyInstanceUID = study
-    item.AccessionNumber = "ACC" + sps_id
-    item.ReferencedStudySequence = []
-    item.RequestedProcedureID = "RP" + sps_id
-    item.RequestedProcedureDescription = ""
-    item.ScheduledProcedureStepID = sps_id
-    item.ScheduledProcedureStepDescription = ""
-    item.ScheduledProtocolCodeSequence = []
-    return item
-
-
 def _in_progress(study: str, sps_id: str = "SPS1") -> Dataset:
-    ds = Dataset()
-    ds.ScheduledStepAttributesSequence = [_item(study, sps_id)]
-    ds.PatientName = "Roe^Qa"
-    ds.PatientID = "QA-PID-1"
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "F"
-    ds.ReferencedPatientSequence = []
-    ds.PerformedProcedureStepID = "PPS-" + sps_id
-    ds.PerformedStationAETitle = "CT_SCANNER"
-    ds.PerformedStationName = ""
-    ds.PerformedLocation = ""
-    ds.PerformedProcedureStepStartDate = "20261207"
-    ds.PerformedProcedureStepStartTime = "101500"
-    ds.PerformedProcedureStepStatus = "IN PROGRESS"
-    ds.PerformedProcedureStepDescription = "CT chest"
-    ds.PerformedProcedureTypeDescription = ""
-    ds.ProcedureCodeSequence = []
-    ds.PerformedProcedureStepEndDate = ""
-    ds.PerformedProcedureStepEndTime = ""
-    ds.Modality = "CT"
-    ds.StudyID = "1"
-    ds.PerformedProtocolCodeSequence = []
-    ds.PerformedSeriesSequence = []
-    return ds
+    return in_progress(study, sps_id, PatientName="Roe^Qa", PatientID="QA-PID-1")
 
 
 def _completion(count: int, status: str = "COMPLETED") -> Dataset:
-    ds = Dataset()
-    ds.PerformedProcedureStepStatus = status
-    ds.PerformedProcedureStepEndDate = "20261207"
-    ds.PerformedProcedureStepEndTime = "103000"
-    series = Dataset()
-    series.RetrieveAETitle = ""
-    series.SeriesDescription = ""
-    series.PerformingPhysicianName = ""
-    series.OperatorsName = ""
-    refs = []
-    for _ in range(count):
-        ref = Dataset()
-        ref.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        ref.ReferencedSOPInstanceUID = new_uid()
-        refs.append(ref)
-    series.ReferencedImageSequence = refs
-    series.ProtocolName = "chest"
-    series.SeriesInstanceUID = new_uid()
-    series.ReferencedNonImageCompositeSOPInstanceSequence = []
-    ds.PerformedSeriesSequence = [series]
-    return ds
+    return completion([new_uid() for _ in range(count)], status)
 
 
 def _api(srv: ServerProcess, path: str) -> requests.Response:
@@ -257,10 +202,10 @@ def _worklist_states(assoc: Any, accessions: set[str]) -> dict[str, str]:
     query.ScheduledProcedureStepSequence = [step]
     out = {}
     for status, answer in assoc.send_c_find(query, ModalityWorklistInformationFind):
-        if status and status.Status in (0xFF00, 0xFF01) and answer is not None:
-            if str(answer.AccessionNumber) in accessions:
-                out[str(answer.AccessionNumber)] = str(
-                    answer.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus)
+        if status and status.Status in (0xFF00, 0xFF01) and answer is not None \
+                and str(answer.AccessionNumber) in accessions:
+            out[str(answer.AccessionNumber)] = str(
+                answer.ScheduledProcedureStepSequence[0].ScheduledProcedureStepStatus)
     return out
 
 
@@ -276,7 +221,7 @@ def test_bug_grouped_procedure_starts_every_scheduled_step(server: ServerProcess
     _worklist_entry(folder / "group-a.wl", first, "GA1")
     _worklist_entry(folder / "group-b.wl", second, "GB1")
     ds = _in_progress(first, "GA1")
-    ds.ScheduledStepAttributesSequence.append(_item(second, "GB1"))
+    ds.ScheduledStepAttributesSequence.append(scheduled_item(second, "GB1"))
     assoc = _assoc(server, worklist=True)
     try:
         assert assoc.send_n_create(ds, MPPS, new_uid())[0].Status == 0x0000
