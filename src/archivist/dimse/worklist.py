@@ -32,12 +32,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pydicom
-from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 
 from archivist.archive.mpps import COMPLETED, DISCONTINUED, IN_PROGRESS, ProcedureSteps
+from archivist.core.dataset_query import NOT_MATCHED
+from archivist.core.dataset_query import answer as _answer
+from archivist.core.dataset_query import shallow as _shallow
+from archivist.core.dataset_query import value_of as _value
 from archivist.core.matching import Constraint, parse_constraint, value_matches
 from archivist.dimse.charset import UTF8, choose_charset
 from archivist.dimse.services import Service, peer_aet
@@ -52,7 +55,7 @@ log = logging.getLogger("archivist.dimse.worklist")
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 SPS = "ScheduledProcedureStepSequence"
 #: Keys that say how to answer, not what to match.
-_NOT_MATCHED = frozenset({"SpecificCharacterSet", "QueryRetrieveLevel", "TimezoneOffsetFromUTC"})
+_NOT_MATCHED = NOT_MATCHED
 #: The Scheduled Procedure Step Status (0040,0020) a Performed Procedure Step's status implies.
 _SPS_STATUS = {IN_PROGRESS: "STARTED", COMPLETED: "COMPLETED", DISCONTINUED: "DISCONTINUED"}
 #: At most this many files are read from the folder per query.
@@ -214,55 +217,6 @@ class WorklistHandler:
                 KeyError, EOFError) as exc:
             log.warning("worklist file %s skipped: %s", path.name, type(exc).__name__)
             return None
-
-
-def _shallow(ds: Dataset) -> Dataset:
-    """A new data set with the values of `ds`: setting one in it leaves `ds` as it was
-    (``copy.copy`` of a pydicom Dataset shares its elements, so the cached entry would change
-    too)."""
-    out = Dataset()
-    for elem in ds:
-        # A new element for each (pydicom changes an element in place when a value is set).
-        out.add(DataElement(elem.tag, elem.VR, elem.value, already_converted=True))
-    return out
-
-
-def _value(ds: Dataset, keyword: str) -> Any:
-    elem = ds.get(keyword)
-    if elem is None or elem == "":
-        return None
-    if isinstance(elem, (list, tuple)) or type(elem).__name__ == "MultiValue":
-        return [str(v) for v in elem]
-    return str(elem)
-
-
-def _answer(identifier: Dataset, ds: Dataset) -> Dataset:
-    """The keys of `identifier` with the values of `ds` (sequences item by item)."""
-    out = Dataset()
-    for elem in identifier:
-        keyword = elem.keyword
-        if not keyword or keyword == "SpecificCharacterSet":
-            continue
-        if elem.VR == "SQ":
-            mine = ds.get(keyword)
-            if mine is None:
-                setattr(out, keyword, Sequence([]))
-                continue
-            wanted = elem.value[0] if elem.value else None
-            items = []
-            for item in mine:
-                items.append(_answer(wanted, item) if wanted is not None and len(wanted)
-                             else item)
-            setattr(out, keyword, Sequence(items))
-            continue
-        if keyword in ds:
-            out.add(ds.data_element(keyword))  # type: ignore[arg-type]
-        else:
-            out.add_new(elem.tag, elem.VR, None)
-    charset = ds.get("SpecificCharacterSet")
-    if charset:
-        out.SpecificCharacterSet = charset
-    return out
 
 
 def _in_charset(answer: Dataset, requested: Any) -> Dataset:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -278,6 +279,59 @@ mpps_scheduled = Table(
     Column("scheduled_procedure_step_id", String(64)),
 )
 Index("ix_mpps_scheduled_study", mpps_scheduled.c.study_instance_uid)
+
+#: Unified Procedure Steps (revision 0007; PS3.4 Annex CC): one row per UPS SOP Instance (a
+#: workitem) created by N-CREATE or UPS-RS, its whole attribute set in ``dataset`` (explicit VR
+#: little endian, no File Meta, never the Transaction UID), its state and the Transaction UID of
+#: the performer that claimed it as columns.
+ups = Table(
+    "ups", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("sop_instance_uid", String(64), nullable=False, unique=True),
+    Column("state", String(16), nullable=False),
+    Column("transaction_uid", String(64)),
+    Column("priority", String(16)),
+    Column("procedure_step_label", String(64)),
+    Column("worklist_label", String(64)),
+    Column("patient_id", String(64)),
+    Column("study_instance_uid", String(64)),
+    Column("scheduled_start", String(26)),
+    Column("calling_ae_title", String(16)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("dataset", LargeBinary, nullable=False),
+)
+Index("ix_ups_state", ups.c.state)
+Index("ix_ups_updated_at", ups.c.updated_at)
+
+#: UPS subscriptions (Watch SOP Class, UPS-RS subscribers): per workitem (``ups_uid``), or
+#: global (``ups_uid`` NULL; ``filter`` holds the matching keys of a filtered one).
+ups_subscription = Table(
+    "ups_subscription", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("aet", String(16), nullable=False),
+    Column("ups_uid", String(64)),
+    Column("deletion_lock", Boolean, nullable=False, default=False),
+    Column("filter", LargeBinary),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_ups_subscription_aet", ups_subscription.c.aet)
+Index("ix_ups_subscription_ups", ups_subscription.c.ups_uid)
+
+#: UPS events waiting to be delivered (N-EVENT-REPORT or UPS-RS), in ``pk`` order per AE,
+#: written in the transaction of the change that caused them.
+ups_event = Table(
+    "ups_event", metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("aet", String(16), nullable=False),
+    Column("ups_uid", String(64), nullable=False),
+    Column("event_type", Integer, nullable=False),
+    Column("info", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("not_before", DateTime(timezone=True)),
+)
+Index("ix_ups_event_aet", ups_event.c.aet, ups_event.c.pk)
 
 TABLE_OF_LEVEL = {"PATIENT": patient, "STUDY": study, "SERIES": series, "IMAGE": instance}
 
