@@ -235,3 +235,14 @@ def test_event_delivery_bookkeeping(items: Workitems) -> None:
     items.delivered(due[1].pk)
     assert [e.aet for e in items.due_events({"B"})] == ["B"]
     assert items.due_events(set()) == []
+
+
+def test_an_event_is_claimed_by_one_sender(items: Workitems) -> None:
+    uid, _ = items.create(None, workitem())
+    items.subscribe("A", uid)
+    (event,) = items.due_events()
+    assert items.claim(event.pk, 60) is True
+    assert items.claim(event.pk, 60) is False  # another worker, or node
+    assert items.due_events() == []  # held while claimed
+    items.retry_later(event.pk, 0)
+    assert items.claim(event.pk, 60) is True

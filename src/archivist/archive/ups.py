@@ -57,7 +57,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from archivist.core.dataset_query import DatasetQuery, answer
@@ -744,6 +744,18 @@ class Workitems:
             if len(out) >= limit:
                 break
         return out
+
+    def claim(self, pk: int, lease: float = 60.0) -> bool:
+        """Take event `pk` for delivery for `lease` seconds: True for one caller only, among
+        the threads, workers and nodes sharing the index (the event is due again when the
+        lease runs out and neither :meth:`delivered` nor :meth:`retry_later` was called)."""
+        now = _now()
+        with self.index.writer.begin() as conn:
+            done = conn.execute(update(ups_event).where(and_(
+                ups_event.c.pk == pk,
+                or_(ups_event.c.not_before.is_(None), ups_event.c.not_before <= now),
+            )).values(not_before=now + timedelta(seconds=lease)))
+            return bool(done.rowcount == 1)
 
     def delivered(self, pk: int) -> None:
         with self.index.writer.begin() as conn:
