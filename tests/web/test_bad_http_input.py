@@ -309,3 +309,13 @@ class TestAdminAndPaths:
         assert served.srv.healthy()
         r = served.request("GET", f"/dicomweb/studies?StudyInstanceUID={served.study}")
         assert len(r.json()) == 1
+
+
+def test_a_long_failure_reason_is_cut_between_words() -> None:
+    from archivist.web.dicomweb.stow import _comment
+
+    text = "the object ends inside an element header (byte 396 of 400): it was cut short"
+    cut = _comment(text)
+    assert len(cut) <= 64 and cut.endswith("\u2026")
+    assert "byte 396 of" not in cut or "400" in cut  # never a number cut in two
+    assert _comment("short reason") == "short reason"

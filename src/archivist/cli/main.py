@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -200,6 +201,9 @@ reindex_cli.register(app)
 
 
 def main() -> None:
+    # pydicom's warnings about the files a command reads quote element values (patient data)
+    # and are not the command's answer: `validate` reports them as findings instead.
+    warnings.filterwarnings("ignore", module="pydicom")
     try:
         if sys.argv[1:2] == ["codes"]:
             status = codes_cli.quick_main(sys.argv[2:])  # type: ignore[attr-defined]

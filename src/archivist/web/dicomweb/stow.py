@@ -264,7 +264,7 @@ class StowResult:
             if uids.get("SOPInstanceUID") else {"vr": "UI"},
             "00081197": {"vr": "US", "Value": [reason]},
             # Error Comment in the failed item helps a person reading the response.
-            "00000902": {"vr": "LO", "Value": [text[:64]]},
+            "00000902": {"vr": "LO", "Value": [_comment(text)]},
         }
         self.failed.append(item)
 
@@ -551,3 +551,14 @@ async def store(request: Request, study: str | None = None) -> Response:
              len(result.referenced), len(result.failed),
              f" ({by_siblings} parts handed to other workers)" if by_siblings else "")
     return JSONResponse(result.body(), status_code=result.status(), media_type=DICOM_JSON)
+
+
+def _comment(text: str) -> str:
+    """`text` as an Error Comment (LO: at most 64 characters), cut between words with an
+    ellipsis rather than in the middle of a number."""
+    if len(text) <= 64:
+        return text
+    head = text[:63]
+    if " " in head[32:]:
+        head = head[:head.rindex(" ")]
+    return head.rstrip(" ,;:(") + "\u2026"
