@@ -643,11 +643,21 @@ def _http_protocol(head_timeout: float, body_timeout: float) -> type[Any]:
             super().shutdown()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_timers()
+            super().connection_lost(exc)
+
+        def handle_websocket_upgrade(self, *args: Any) -> None:
+            # The connection becomes a WebSocket (the UPS-RS event channel), open for as long
+            # as its subscriber likes: the deadlines of HTTP requests are not for it (the head
+            # deadline wrote a 408 into the WebSocket and closed it).
+            self._cancel_timers()
+            super().handle_websocket_upgrade(*args)
+
+        def _cancel_timers(self) -> None:
             for timer in (self._head_timer, self._body_timer):
                 if timer is not None:
                     timer.cancel()
             self._head_timer = self._body_timer = None
-            super().connection_lost(exc)
 
         def _arm_head_deadline(self, seconds: float) -> None:
             if self._head_timer is not None:
@@ -699,7 +709,7 @@ def _only_allowed_hosts(app: Any, settings: Settings) -> Any:
 
     async def guarded(scope: Any, receive: Any, send: Any) -> None:
         client = scope.get("client")
-        if (scope["type"] != "http" or scope.get("path") == "/healthz"
+        if (scope["type"] not in ("http", "websocket") or scope.get("path") == "/healthz"
                 or (client and settings.host_allowed(str(client[0])))):
             await app(scope, receive, send)
             return
@@ -832,7 +842,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
                             settings),
         host=settings.host,
         port=settings.http_port, log_level="warning", lifespan="off", access_log=False,
-        timeout_keep_alive=30,
+        timeout_keep_alive=30, ws_max_size=1 << 16,  # the event channel reads nothing
         http=_http_protocol(settings.http_head_timeout, settings.http_body_timeout),
         loop=event_loop_kind(settings), timeout_graceful_shutdown=STOP_GRACE,  # type: ignore[arg-type]
         ssl_certfile=settings.http_tls_cert or None, ssl_keyfile=settings.http_tls_key or None,

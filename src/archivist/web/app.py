@@ -139,7 +139,7 @@ class _HostCheck:
         self.enforced = "*" not in names and (bool(names) or is_loopback(settings.host))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):  # UPS-RS events: a WebSocket
             await self.app(scope, receive, send)
             return
         hosts = _headers_named(scope, b"host")
@@ -162,6 +162,8 @@ class _HostCheck:
 
 #: What a preflight may grant any origin of ``cors_origins`` (``*`` included): reads.
 _PREFLIGHT_READS = frozenset({"GET", "HEAD"})
+#: The methods besides POST that UPS-RS writes with (a listed origin's preflight may ask).
+_UPS_RS_WRITES = frozenset({"PUT", "DELETE"})
 
 
 class _CrossOriginWrites:
@@ -174,25 +176,39 @@ class _CrossOriginWrites:
     the Host header); a client that sends neither is not a browser page and is answered.
 
     Preflights follow: one asking for POST is passed on (to the CORS layer of DICOMweb) only
-    for an origin named in ``cors_origins``; one asking for another method (no DICOMweb
-    resource serves PUT, DELETE or PATCH) is refused."""
+    for an origin named in ``cors_origins``, and so is one asking for PUT or DELETE on a UPS-RS
+    workitem (``/dicomweb/workitems/...``); one asking for another method is refused. A
+    WebSocket (the UPS-RS event channel) is a write: refused from another origin unless
+    ``cors_origins`` names it."""
 
     def __init__(self, app: Any, settings: Settings) -> None:
         self.app = app
         self.listed = frozenset(o for o in settings.cors_origins if o != "*")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        origins = _headers_named(scope, b"origin")
+        origin = origins[0] if origins else None
+        if scope["type"] == "websocket":
+            # A page may open a WebSocket to any server (no CORS); the UPS-RS event channel
+            # takes events from the outbox, so it is guarded as a write.
+            if self._foreign(scope, origin) and origin not in self.listed:
+                await _refuse(scope, receive, send, 403,
+                              f"a WebSocket from another origin ({(origin or '?')[:100]!r}) "
+                              "is refused: it needs the origin named in cors_origins")
+                return
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        origins = _headers_named(scope, b"origin")
-        origin = origins[0] if origins else None
         if method == "OPTIONS":
             wanted = (_headers_named(scope, b"access-control-request-method") or [""])[0]
             wanted = wanted.strip().upper()
             if (origin is not None and wanted and wanted not in _PREFLIGHT_READS
-                    and not (wanted == "POST" and origin in self.listed)):
+                    and not (origin in self.listed and (wanted == "POST" or (
+                        wanted in _UPS_RS_WRITES
+                        and scope.get("path", "").startswith("/dicomweb/workitems/"))))):
                 await _refuse(scope, receive, send, 403,
                               f"{wanted} from origin {origin[:100]!r} is not allowed: "
                               "cross-origin writes need the origin named in cors_origins")

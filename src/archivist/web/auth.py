@@ -1,6 +1,9 @@
 """HTTP Basic authentication (RFC 7617) for every route but ``/healthz``, when the ``http_users``
 setting names users (what Orthanc's ``AuthenticationEnabled`` + ``RegisteredUsers`` give).
 
+The UPS-RS event WebSocket is guarded the same way: its opening request needs the credentials
+(a refusal is the same 401, as the WebSocket's HTTP answer).
+
 Passwords are kept as scrypt hashes (:mod:`archivist.core.passwords`; ``archivist
 hash-password`` makes one). A request without valid credentials gets 401 with
 ``WWW-Authenticate: Basic realm="Archivist", charset="UTF-8"`` and the JSON error body of this
@@ -66,7 +69,8 @@ class BasicAuth:
             self.users.values(), key=_cost)) if self.users else ""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not self.users or scope.get("path") == "/healthz":
+        if (scope["type"] not in ("http", "websocket") or not self.users
+                or scope.get("path") == "/healthz"):
             await self.app(scope, receive, send)
             return
         try:
@@ -78,7 +82,7 @@ class BasicAuth:
             return
         if user is not None:
             await self.app(scope, receive, send)
-        elif (scope["method"] == "OPTIONS" and _header(scope, b"origin") is not None
+        elif (scope.get("method") == "OPTIONS" and _header(scope, b"origin") is not None
                 and _header(scope, b"access-control-request-method") is not None):
             await self._preflight(scope, receive, send)
         else:

@@ -1,4 +1,5 @@
-"""DICOMweb (PS3.18) at ``/dicomweb``: QIDO-RS, WADO-RS, STOW-RS, over the one archive."""
+"""DICOMweb (PS3.18) at ``/dicomweb``: QIDO-RS, WADO-RS, STOW-RS and UPS-RS (the Worklist
+Service, with its event WebSocket), over the one archive."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.routing import BaseRoute, Mount, Route, Router, WebSocketRoute
 
 from archivist.core.levels import QueryLevel
 from archivist.errors import IndexError_
-from archivist.web.dicomweb import pixels, qido, stow, wado
+from archivist.web.dicomweb import pixels, qido, stow, ups_events, ups_rs, wado
 from archivist.web.dicomweb.common import Cors
 from archivist.web.errors import HTTPProblem, problem_response, to_response
 
@@ -62,6 +63,8 @@ S, SE, I, F = "{study}", "{series}", "{sop}", "{frame}"
 ST = f"/studies/{S}"
 SR = f"{ST}/series/{SE}"
 IN = f"{SR}/instances/{I}"
+WI = "/workitems/{uid}"
+SUB = f"{WI}/subscribers/{{aet}}"
 
 
 def dicomweb_routes() -> list[BaseRoute]:
@@ -96,6 +99,17 @@ def dicomweb_routes() -> list[BaseRoute]:
         Route(f"{SR}/thumbnail", guarded(_thumb), methods=["GET"]),
         Route(f"{IN}/thumbnail", guarded(_thumb), methods=["GET"]),
         Route(f"{IN}/frames/{F}/thumbnail", guarded(_thumb), methods=["GET"]),
+        # UPS-RS (the Worklist Service, PS3.18 chapter 11)
+        Route("/workitems", guarded(ups_rs.search), methods=["GET"]),
+        Route("/workitems", guarded(ups_rs.create), methods=["POST"]),
+        Route(WI, guarded(ups_rs.retrieve), methods=["GET"]),
+        Route(WI, guarded(ups_rs.update), methods=["POST"]),
+        Route(f"{WI}/state", guarded(ups_rs.change_state), methods=["PUT"]),
+        Route(f"{WI}/cancelrequest", guarded(ups_rs.request_cancel), methods=["POST"]),
+        Route(SUB, guarded(ups_rs.subscribe), methods=["POST"]),
+        Route(SUB, guarded(ups_rs.unsubscribe), methods=["DELETE"]),
+        Route(f"{SUB}/suspend", guarded(ups_rs.suspend), methods=["POST"]),
+        Route("/subscribers/{aetitle}", guarded(ups_events.not_a_websocket), methods=["GET"]),
     ]
 
 
@@ -141,7 +155,9 @@ def _with_other_methods(served: list[BaseRoute]) -> list[BaseRoute]:
 
 
 def routes() -> list[BaseRoute]:
-    inner = Router(routes=_with_other_methods(dicomweb_routes()), default=_not_found_asgi)
+    inner = Router(routes=[*_with_other_methods(dicomweb_routes()),
+                           WebSocketRoute("/subscribers/{aetitle}", ups_events.channel)],
+                   default=_not_found_asgi)
     return [Mount("/dicomweb", app=Cors(inner))]
 
 

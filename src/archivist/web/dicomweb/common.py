@@ -230,8 +230,8 @@ class Cors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict((k.decode("latin-1").lower(), v.decode("latin-1"))
-                       for k, v in scope.get("headers", []))
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
         origin = headers.get("origin")
         settings = scope["app"].state.settings
         allowed: tuple[str, ...] = tuple(getattr(settings, "cors_origins", ("*",)))
@@ -248,7 +248,9 @@ class Cors:
                 return
             out = [
                 (b"access-control-allow-origin", allow_value.encode()),
-                (b"access-control-allow-methods", b"GET, HEAD, POST, OPTIONS"),
+                (b"access-control-allow-methods",
+                 b"GET, HEAD, POST, PUT, DELETE, OPTIONS" if "/workitems/" in scope["path"]
+                 else b"GET, HEAD, POST, OPTIONS"),
                 (b"access-control-allow-headers", headers.get(
                     "access-control-request-headers",
                     "Accept, Authorization, Content-Type, Range, If-None-Match").encode()),
@@ -265,8 +267,8 @@ class Cors:
                 hdrs = list(message.get("headers", []))
                 hdrs.append((b"access-control-allow-origin", allow_value.encode()))
                 hdrs.append((b"access-control-expose-headers",
-                             b"Content-Type, Content-Length, ETag, Warning, Content-Range, "
-                             b"Content-Location"))
+                             (b"Content-Type, Content-Length, ETag, Warning, Content-Range, "
+                              b"Content-Location, Location")))
                 hdrs.append((b"vary", b"Origin"))
                 message = dict(message, headers=hdrs)
             await send(message)

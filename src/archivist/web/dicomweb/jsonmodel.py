@@ -9,13 +9,16 @@ sequences, the item index (``00540016/0/00181074``).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, BinaryIO
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
+from pydicom.valuerep import VR
 
 from archivist.archive import part10
 from archivist.archive.transcode import swapped, value_word_size
@@ -69,8 +72,10 @@ def _length(raw: Any) -> int:
         return 0
 
 
-def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One dataset (not its File Meta) as a DICOM JSON object."""
+def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = (), *,
+                    inline_up_to: int = BULK_THRESHOLD) -> dict[str, Any]:
+    """One dataset (not its File Meta) as a DICOM JSON object; binary values longer than
+    `inline_up_to` bytes (and Pixel Data) become BulkDataURIs under `bulk_root`."""
     out: dict[str, Any] = {}
     for tag in list(ds.keys()):
         tag = Tag(tag)
@@ -83,7 +88,7 @@ def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = ()) -> 
         vr = _vr_of(ds, tag, raw)
         if vr in BULK_VRS:
             length = _length(raw)
-            if tag == PIXEL_DATA or length == UNDEFINED or length > BULK_THRESHOLD:
+            if tag == PIXEL_DATA or length == UNDEFINED or length > inline_up_to:
                 uri = "/".join((*path, key))
                 out[key] = {"vr": vr, "BulkDataURI": f"{bulk_root}/bulkdata/{uri}"}
                 continue
@@ -94,7 +99,8 @@ def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = ()) -> 
             out[key] = {"vr": vr}
             continue
         if elem.VR == "SQ":
-            items = [dataset_to_json(item, bulk_root, (*path, key, str(i)))
+            items = [dataset_to_json(item, bulk_root, (*path, key, str(i)),
+                                     inline_up_to=inline_up_to)
                      for i, item in enumerate(elem.value or [])]
             out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
             continue
@@ -105,7 +111,7 @@ def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = ()) -> 
             elem = DataElement(elem.tag, elem.VR,
                                swapped(bytes(elem.value), value_word_size(elem.VR)))
         try:
-            item = out[key] = elem.to_json_dict(None, BULK_THRESHOLD)
+            item = out[key] = elem.to_json_dict(None, inline_up_to)
         except Exception as exc:  # noqa: BLE001
             fallback = _with_empty_values(elem)
             if fallback is None:
@@ -168,3 +174,52 @@ def locate(ds: Dataset, path: list[str]) -> tuple[Dataset, int]:
     if tag not in current:
         raise KeyError(tag)
     return current, tag
+
+
+_JSON_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+_VRS = frozenset(v.value for v in VR if len(v.value) == 2)
+
+
+def dataset_from_json(body: Any, what: str = "the data set") -> Dataset:
+    """A data set from its DICOM JSON object (PS3.18 F.2), for request payloads (UPS-RS).
+
+    Values come inline (``Value``, ``InlineBinary``); a ``BulkDataURI`` is refused, since this
+    server fetches nothing a client names. Every failure is an :class:`HTTPProblem` 400 naming
+    the attribute, so the client can tell which one to fix.
+    """
+    if not isinstance(body, dict):
+        raise HTTPProblem(400, f"{what} must be a DICOM JSON object")
+    ds = Dataset()
+    for key, item in body.items():
+        if not isinstance(key, str) or not _JSON_TAG.match(key):
+            raise HTTPProblem(400, f"{what}: {str(key)[:20]!r} is not a tag (8 hexadecimal "
+                              "digits, PS3.18 F.2.1)")
+        label = f"({key[:4].upper()},{key[4:].upper()})"
+        if not isinstance(item, dict) or not isinstance(item.get("vr"), str):
+            raise HTTPProblem(400, f"{what}: {label} needs an object with its vr (PS3.18 F.2.2)")
+        vr = item["vr"]
+        if vr not in _VRS:
+            raise HTTPProblem(400, f"{what}: {label} has the unknown VR {vr[:8]!r}")
+        if "BulkDataURI" in item:
+            raise HTTPProblem(400, f"{what}: {label} is given by BulkDataURI; send the value "
+                              "inline (Value or InlineBinary)")
+        if vr == "SQ":
+            items = item.get("Value", [])
+            if not isinstance(items, list):
+                raise HTTPProblem(400, f"{what}: {label} Value must be an array of items")
+            seq = [dataset_from_json(inner, f"{what}, {label} item {i + 1}")
+                   for i, inner in enumerate(items)]
+            ds.add(DataElement(int(key, 16), "SQ", Sequence(seq)))
+            continue
+        kind = "Value" if "Value" in item else ("InlineBinary" if "InlineBinary" in item
+                                                else None)
+        values = item[kind] if kind else [""]  # no value: empty (as pydicom's from_json)
+        if kind == "Value" and not isinstance(values, list):
+            raise HTTPProblem(400, f"{what}: {label} Value must be an array")
+        try:
+            elem = DataElement.from_json(Dataset, key, vr, values, kind)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - whatever pydicom finds wrong is the client's
+            raise HTTPProblem(400, f"{what}: {label} is not a valid {vr[:4]!r} value "
+                              f"({type(exc).__name__})") from None
+        ds.add(elem)
+    return ds
