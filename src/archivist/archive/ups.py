@@ -133,6 +133,8 @@ _CANCEL_KEYS = ("ReasonForCancellation", "ProcedureStepDiscontinuationReasonCode
 MAX_DATASET_BYTES = 4 << 20
 #: Events not delivered within this time are dropped.
 EVENT_KEEP = timedelta(days=1)
+#: Events past EVENT_KEEP are looked for at most this often (a write: not at every poll).
+EVENT_PURGE_EVERY = timedelta(minutes=1)
 
 
 class UpsError(ArchivistError):
@@ -320,6 +322,7 @@ class Workitems:
         self._lock = threading.Lock()
         # pk -> (updated_at, decoded data set): find() decodes each workitem once per change.
         self._decoded: dict[int, tuple[datetime, Dataset]] = {}
+        self._purged_at: datetime | None = None
 
     # -- create ----------------------------------------------------------------------------------
 
@@ -712,10 +715,13 @@ class Workitems:
     def due_events(self, aets: Collection[str] | None = None, *, limit: int = 100) -> list[PendingEvent]:
         """Undelivered events whose time has come, oldest first: a subscriber's due events in
         order, an event waiting for a retry holding back the later ones of its subscriber.
-        Events older than :data:`EVENT_KEEP` are dropped first."""
+        Events older than :data:`EVENT_KEEP` are dropped first (looked for at most every
+        :data:`EVENT_PURGE_EVERY`)."""
         now = _now()
-        with self.index.writer.begin() as conn:
-            conn.execute(delete(ups_event).where(ups_event.c.created_at < now - EVENT_KEEP))
+        if self._purged_at is None or now - self._purged_at >= EVENT_PURGE_EVERY:
+            self._purged_at = now
+            with self.index.writer.begin() as conn:
+                conn.execute(delete(ups_event).where(ups_event.c.created_at < now - EVENT_KEEP))
         sql = select(ups_event).order_by(ups_event.c.pk).limit(limit * 4)
         if aets is not None:
             if not aets:

@@ -60,6 +60,7 @@ from archivist.dimse.acceptor_pdu import (
     fragment_message,
 )
 from archivist.dimse.requestor import Outbound, c_store_rq, choose_context
+from archivist.dimse.services import names_context_class
 from archivist.dimse.status import Status, status_dataset
 from archivist.errors import NotFound
 
@@ -1111,11 +1112,12 @@ class Services:
             refusal = event.data_refusal()
             status: Any
             try:
-                if str(sop_class or "") != str(cx.abstract_syntax):
+                if not names_context_class(str(sop_class or ""), str(cx.abstract_syntax)):
                     # A request for another SOP Class than its presentation context's: refused
                     # as the C-services are (an Inventory Creation N-ACTION on the Verification
                     # context of an association that never negotiated it was performed). No
-                    # meta SOP Class (whose contexts carry other classes' N-services) is offered.
+                    # meta SOP Class (whose contexts carry other classes' N-services) is offered;
+                    # UPS Push on a UPS Pull or Watch context is the instance's class (CC.3.1.1).
                     log.warning("%s from %s refused: SOP Class %s on a context of %s", name,
                                 assoc.calling, sop_class, cx.abstract_syntax)
                     status, ds = status_dataset(

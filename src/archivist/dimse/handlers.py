@@ -21,7 +21,13 @@ from archivist.archive.retrieve import InstanceRef, StoredInstance, check_unique
 from archivist.core.levels import QueryLevel
 from archivist.core.matching import value_matches
 from archivist.dimse.charset import choose_charset
-from archivist.dimse.services import Service, load_services, request_sop_class
+from archivist.dimse.services import (
+    Service,
+    load_services,
+    names_context_class,
+    negotiated_sop_class,
+    request_sop_class,
+)
 from archivist.dimse.status import Status, query_failure, status_dataset, store_failure
 from archivist.errors import ArchivistError, QueryError
 
@@ -50,8 +56,14 @@ class Handlers:
         self._extra = {(s.message, s.sop_class): s.handler for s in self.extra}
 
     def extra_handler(self, message: str, event: Any) -> Any:
-        """The handler a feature registered for this message and SOP class, or None."""
-        return self._extra.get((message, request_sop_class(event)))
+        """The handler a feature registered for this message and SOP class, or None. A request
+        naming the class of the instances its context's class operates on (UPS Push on a UPS
+        Pull context, PS3.4 CC.3.1.1) goes to the negotiated class's handler."""
+        named = request_sop_class(event)
+        negotiated = negotiated_sop_class(event)
+        if negotiated and negotiated != named and names_context_class(named, negotiated):
+            return self._extra.get((message, negotiated))
+        return self._extra.get((message, named))
 
     def handle_n(self, message: str, event: Any) -> Any:
         """N-* requests go to the registered service; anything else is No Such SOP Class."""

@@ -25,11 +25,22 @@ MESSAGES = ("C-FIND", "C-MOVE", "C-GET", "N-ACTION", "N-GET", "N-SET", "N-CREATE
             "N-DELETE", "N-EVENT-REPORT")
 
 # Modules contributing services, each with ``services(archive) -> list[Service]``: Supplement
-# 223's, Storage Commitment (PS3.4 Annex J), Modality Worklist (Annex K) and Modality Performed
-# Procedure Step (Annex F).
+# 223's, Storage Commitment (PS3.4 Annex J), Modality Worklist (Annex K), Modality Performed
+# Procedure Step (Annex F) and Unified Procedure Step (Annex CC).
 PROVIDERS: tuple[str, ...] = ("archivist.dimse.inventory_handlers",
                               "archivist.dimse.commitment", "archivist.dimse.worklist",
-                              "archivist.dimse.mpps")
+                              "archivist.dimse.mpps", "archivist.dimse.ups")
+
+# SOP classes whose DIMSE-N requests name the SOP Class of the instance rather than the one
+# negotiated: every UPS instance is of the UPS Push SOP Class, so an N-GET, N-SET or N-ACTION
+# on a UPS Pull or Watch context names UPS Push (PS3.4 CC.3.1.1, PS3.7 10.1). Negotiated SOP
+# class -> the SOP Class UID its N-requests may name besides its own.
+INSTANCE_SOP_CLASS: dict[str, str] = {
+    "1.2.840.10008.5.1.4.34.6.2": "1.2.840.10008.5.1.4.34.6.1",  # UPS Watch -> UPS Push
+    "1.2.840.10008.5.1.4.34.6.3": "1.2.840.10008.5.1.4.34.6.1",  # UPS Pull -> UPS Push
+    "1.2.840.10008.5.1.4.34.6.4": "1.2.840.10008.5.1.4.34.6.1",  # UPS Event -> UPS Push
+    "1.2.840.10008.5.1.4.34.6.5": "1.2.840.10008.5.1.4.34.6.1",  # UPS Query -> UPS Push
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,18 @@ def request_sop_class(event: Any) -> str:
     req = event.request
     uid = getattr(req, "AffectedSOPClassUID", None) or getattr(req, "RequestedSOPClassUID", None)
     return str(uid or "")
+
+
+def names_context_class(sop_class: str, negotiated: str) -> bool:
+    """Whether a request naming `sop_class` belongs on a context negotiated for `negotiated`:
+    the same class, or the class of the instances it operates on (:data:`INSTANCE_SOP_CLASS`)."""
+    return sop_class == negotiated or INSTANCE_SOP_CLASS.get(negotiated) == sop_class
+
+
+def negotiated_sop_class(event: Any) -> str:
+    """The abstract syntax of the presentation context a request came on ("" when unknown)."""
+    context = getattr(event, "context", None)
+    return str(getattr(context, "abstract_syntax", "") or "")
 
 
 def peer_aet(event: Any) -> str:
