@@ -246,3 +246,49 @@ def test_an_event_is_claimed_by_one_sender(items: Workitems) -> None:
     assert items.due_events() == []  # held while claimed
     items.retry_later(event.pk, 0)
     assert items.claim(event.pk, 60) is True
+
+
+def _raw(ds: Dataset) -> Dataset:
+    """`ds` as a peer sends it: encoded in its character set, read back undecoded."""
+    from io import BytesIO
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+    from pydicom.filewriter import write_dataset
+
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)
+    return read_dataset(BytesIO(buffer.getvalue()), is_implicit_VR=False, is_little_endian=True)
+
+
+def test_values_in_several_character_sets_are_stored_rightly(items: Workitems) -> None:
+    latin1 = workitem(SpecificCharacterSet="ISO_IR 100", PatientName="Müller^Anna")
+    uid, _ = items.create(None, _raw(latin1))
+    mods = Dataset()
+    mods.SpecificCharacterSet = "ISO_IR 192"
+    mods.ProcedureStepLabel = "Ωmega review"
+    items.set(uid, _raw(mods))
+    ds = items.get(uid).dataset  # type: ignore[union-attr]
+    assert str(ds.PatientName) == "Müller^Anna"
+    assert ds.ProcedureStepLabel == "Ωmega review"
+    assert ds.SpecificCharacterSet == "ISO_IR 192"
+    # An event's text goes with its character set.
+    items.subscribe("W", uid)
+    tuid = generate_uid()
+    items.change_state(uid, "IN PROGRESS", tuid)
+    info = Dataset()
+    info.ReasonForCancellation = "Gerät defekt"
+    items.request_cancel(uid, info)  # no AE title (an HTTP client)
+    event = items.events_of("W")[-1]
+    assert event.event_type == U.CANCEL_REQUESTED
+    assert event.info.ReasonForCancellation == "Gerät defekt"
+    assert event.info.SpecificCharacterSet == "ISO_IR 192"
+    assert "RequestingAE" not in event.info
+
+
+def test_the_uid_may_come_in_the_data_set(items: Workitems) -> None:
+    wanted = generate_uid()
+    uid, _ = items.create(None, workitem(SOPInstanceUID=wanted))
+    assert uid == wanted
+    assert _status(items.create, None, workitem(SOPInstanceUID="1.2.x")) == 0x0117

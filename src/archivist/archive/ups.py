@@ -129,6 +129,8 @@ _ASSIGNED_KEYS = ("ScheduledStationNameCodeSequence", "ScheduledHumanPerformersS
 _CANCEL_KEYS = ("ReasonForCancellation", "ProcedureStepDiscontinuationReasonCodeSequence",
                 "ContactURI", "ContactDisplayName")
 
+#: The character set the attribute sets are stored in.
+UTF8 = "ISO_IR 192"
 #: At most this many bytes in one workitem's attribute set.
 MAX_DATASET_BYTES = 4 << 20
 #: Events not delivered within this time are dropped.
@@ -332,11 +334,13 @@ class Workitems:
         changed in it (non-empty: answer 0xB300)."""
         if uid is not None and not is_valid_uid(uid):
             raise UpsError(INVALID_OBJECT_INSTANCE, "the SOP Instance UID is not a valid UID")
+        _decoded_all(attributes)
         ds = Dataset()
         ds.update(attributes)
         for elem in list(ds):
             if elem.tag.group in (0x0000, 0x0002):
                 del ds[elem.tag]
+        ds.SpecificCharacterSet = UTF8
         changes: list[str] = []
         if "ProcedureStepState" not in ds:
             raise UpsError(MISSING_ATTRIBUTE, f"{_label('ProcedureStepState')} is missing",
@@ -368,8 +372,13 @@ class Workitems:
             setattr(ds, keyword, Sequence([]) if keyword.endswith("Sequence") else None)
         if added:
             changes.append(f"empty {', '.join(added)} added")
-        uid = uid or generate_uid()
         given_uid = _text(ds, "SOPInstanceUID")
+        if uid is None and given_uid:
+            if not is_valid_uid(given_uid):
+                raise UpsError(INVALID_OBJECT_INSTANCE, "(0008,0018) SOP Instance UID is not a "
+                               "valid UID", (_tag("SOPInstanceUID"),))
+            uid = given_uid
+        uid = uid or generate_uid()
         if given_uid and given_uid != uid:
             raise UpsError(INVALID_ATTRIBUTE_VALUE, "(0008,0018) SOP Instance UID differs from "
                            "the workitem's", (_tag("SOPInstanceUID"),))
@@ -482,11 +491,12 @@ class Workitems:
                                                                                       keyword):
                     raise UpsError(INVALID_ATTRIBUTE_VALUE, f"{_label(keyword)} may not change",
                                    (_tag(keyword),))
+            _decoded_all(modifications)
             before = {k: _encode_one(ds, k) for k in (*_ASSIGNED_KEYS, "InputReadinessState",
                                                       "ProcedureStepProgressInformationSequence")}
             for elem in modifications:
                 if elem.tag.group in (0x0000, 0x0002) or elem.keyword in (
-                        "TransactionUID", "ProcedureStepState"):
+                        "TransactionUID", "ProcedureStepState", "SpecificCharacterSet"):
                     continue
                 ds[elem.tag] = elem
             if "ScheduledProcedureStepPriority" in modifications:
@@ -597,7 +607,8 @@ class Workitems:
                 return item, ALREADY_CANCELED
             if item.state == IN_PROGRESS:
                 event = Dataset()
-                event.RequestingAE = requesting_aet[:16]
+                if requesting_aet:  # (an HTTP client names no AE title)
+                    event.RequestingAE = requesting_aet[:16]
                 for keyword in _CANCEL_KEYS:
                     if keyword in info:
                         event[_tag(keyword)] = info[_tag(keyword)]
@@ -801,7 +812,7 @@ class Workitems:
         now = _now()
         conn.execute(insert(ups_event), [
             {"aet": e.aet, "ups_uid": e.ups_uid, "event_type": e.event_type,
-             "info": _encode(e.info), "created_at": now, "attempts": 0, "not_before": None}
+             "info": _encode(_with_charset(e.info)), "created_at": now, "attempts": 0, "not_before": None}
             for e in events])
 
     def _locked(self, conn: Any, uid: str) -> Any:
@@ -836,6 +847,24 @@ class Workitems:
                         transaction_uid=m["transaction_uid"] or "", created_at=created,
                         updated_at=updated, calling_ae_title=m["calling_ae_title"] or "",
                         data=bytes(m["dataset"]))
+
+
+def _decoded_all(ds: Dataset) -> None:
+    """Every value of a request's data set decoded now, by the data set's own Specific
+    Character Set, so that it can be stored in UTF-8 beside values that came in another (the
+    stored attribute set is always in ISO_IR 192). Values set as text stay as they are."""
+    for tag in list(ds.keys()):
+        elem = ds[tag]
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                _decoded_all(item)
+
+
+def _with_charset(info: Dataset) -> Dataset:
+    """An event's attributes (values taken from the stored, UTF-8 set) labelled as such."""
+    if "SpecificCharacterSet" not in info:
+        info.SpecificCharacterSet = UTF8
+    return info
 
 
 def _encode_one(ds: Dataset, keyword: str) -> bytes | None:
