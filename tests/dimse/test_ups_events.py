@@ -172,3 +172,37 @@ def test_events_wait_for_a_subscriber_that_is_down_across_a_restart(
     assert _summary(events) == [(1, uid, "SCHEDULED"), (1, uid, "IN PROGRESS"),
                                 (1, uid, "COMPLETED")]
     assert subscriber.reports.empty()  # each once
+
+
+def test_a_subscriber_that_never_answers_does_not_hold_back_the_others(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    import socket
+
+    tmp = tmp_path_factory.mktemp("ups-blackhole")
+    good_port = free_port()
+    # A peer whose port accepts connections but never answers an A-ASSOCIATE-RQ.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    hole_port = hole.getsockname()[1]
+    srv = ServerProcess(tmp / "data", extra_args=[
+        "--peer", f"WATCHER=127.0.0.1:{good_port}", "--peer", f"HOLE=127.0.0.1:{hole_port}",
+        "--workers", "1"])  # one sender: another worke's would hide the wait
+    srv.start()
+    subscriber = Subscriber(good_port)
+    try:
+        with Scu(srv, aet="WATCHER") as scu:
+            _, uid = scu.create(workitem())
+            # The hole subscribes first, so its (never answered) delivery comes first.
+            assert int(scu.subscribe(uid, receiving="HOLE").Status) == 0x0000
+            assert int(scu.subscribe(uid).Status) == 0x0000
+            started = time.monotonic()
+            assert _summary(subscriber.events(1)) == [(1, uid, "SCHEDULED")]
+            waited = time.monotonic() - started
+        # The association with the hole waits for the ACSE timeout (30 s by default): the
+        # good subscriber's report does not wait behind it.
+        assert waited < 15, waited
+    finally:
+        subscriber.stop()
+        srv.stop()
+        hole.close()

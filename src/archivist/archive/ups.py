@@ -733,13 +733,16 @@ class Workitems:
             self._purged_at = now
             with self.index.writer.begin() as conn:
                 conn.execute(delete(ups_event).where(ups_event.c.created_at < now - EVENT_KEEP))
-        sql = select(ups_event).order_by(ups_event.c.pk).limit(limit * 4)
-        if aets is not None:
-            if not aets:
-                return []
-            sql = sql.where(ups_event.c.aet.in_(sorted(aets)))
         with self.index.reader.connect() as conn:
-            rows = conn.execute(sql).all()
+            if aets is None:
+                aets = list(conn.execute(select(ups_event.c.aet).distinct()).scalars())
+            rows = []
+            for aet in sorted(set(aets)):
+                # Each subscriber's queue read from its head: one whose first event waits (a
+                # subscriber that does not answer) hides no one else's behind a long queue.
+                rows.extend(conn.execute(select(ups_event).where(ups_event.c.aet == aet)
+                                         .order_by(ups_event.c.pk).limit(limit)).all())
+        rows.sort(key=lambda row: row._mapping["pk"])
         held: set[str] = set()
         out: list[PendingEvent] = []
         for row in rows:

@@ -45,7 +45,7 @@ def _refusal(exc: MppsError) -> Dataset:
 def _data_set(event: Any, attr: str) -> Dataset | None:
     """The request's data set `attr` (``attribute_list``...), or None when it is absent, cut
     short (pydicom would quietly read what is there) or does not decode."""
-    if _cut_short(event, _PARAMETER[attr]):
+    if cut_short(event, _PARAMETER[attr]):
         return None
     try:
         ds = getattr(event, attr)
@@ -59,7 +59,7 @@ def _data_set(event: Any, attr: str) -> Dataset | None:
 _PARAMETER = {"attribute_list": "AttributeList", "modification_list": "ModificationList"}
 
 
-def _cut_short(event: Any, parameter: str) -> bool:
+def cut_short(event: Any, parameter: str) -> bool:
     """Whether the request's `parameter` data set ends inside an element (PS3.5 7.1)."""
     stream = getattr(event.request, parameter, None)
     data = stream.getvalue() if isinstance(stream, BytesIO) else b""
@@ -155,4 +155,4 @@ def services(archive: Archive) -> list[Service]:
             Service(MPPS_RETRIEVE_SOP_CLASS, "N-GET", handler.get)]
 
 
-__all__ = ["MppsHandler", "services"]
+__all__ = ["MppsHandler", "cut_short", "services"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,10 +55,10 @@ from archivist.archive.ups import (
     Workitems,
 )
 from archivist.core.tls import client_context
-from archivist.dimse.mpps import _cut_short
+from archivist.dimse.mpps import cut_short
 from archivist.dimse.services import Service, peer_aet
 from archivist.dimse.status import Status, query_failure, status_dataset
-from archivist.dimse.worklist import _in_charset
+from archivist.dimse.worklist import in_query_charset
 from archivist.errors import QueryError
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ POLL_SECONDS = 1.0
 RETRY_FIRST, RETRY_MAX = 1.0, 60.0
 #: At most this many events per pass.
 BATCH = 100
+#: Subscribers sent to at once by one sender.
+SUBSCRIBERS_AT_ONCE = 8
 
 
 def _refusal(exc: UpsError) -> Dataset:
@@ -93,7 +96,7 @@ def _refusal(exc: UpsError) -> Dataset:
 def _request_data(event: Any, attr: str, parameter: str) -> Dataset | None:
     """The request's data set `attr` (``attribute_list``, ``action_information``...), or None
     when it is absent, cut short or does not decode."""
-    if _cut_short(event, parameter):
+    if cut_short(event, parameter):
         return None
     try:
         ds = getattr(event, attr)
@@ -221,7 +224,7 @@ class UpsHandler:
                                                 else QueryError(str(exc)))
                 yield status_dataset(status, comment), None
                 return
-            yield Status.PENDING, _in_charset(Workitems.answer(identifier, item), charset)
+            yield Status.PENDING, in_query_charset(Workitems.answer(identifier, item), charset)
             count += 1
         log.info("UPS query from %s: %d workitems", peer_aet(event), count)
         yield Status.SUCCESS, None
@@ -343,6 +346,10 @@ class UpsEventSender:
         self.lease = max(60.0, settings.acse_timeout + settings.dimse_timeout + 30)
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=SUBSCRIBERS_AT_ONCE,
+                                        thread_name_prefix="ups-event")
+        self._busy: set[str] = set()  # subscribers being sent to now
+        self._busy_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="ups-event-sender",
                                         daemon=True)
         self._thread.start()
@@ -354,6 +361,7 @@ class UpsEventSender:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
         failures = 0
@@ -379,12 +387,27 @@ class UpsEventSender:
         by_aet: dict[str, list[PendingEvent]] = {}
         for event in due:
             by_aet.setdefault(event.aet, []).append(event)
-        sent = 0
+        # Each subscriber's events on a thread of their own, a pass not waiting for them: one
+        # that does not answer (up to the ACSE timeout) holds back no one else's.
+        started = 0
         for aet, events in by_aet.items():
-            if self._stop.is_set():
-                break
-            sent += self._deliver(aet, events)
-        return 0.0 if sent else POLL_SECONDS
+            with self._busy_lock:
+                if aet in self._busy:
+                    continue
+                self._busy.add(aet)
+            self._pool.submit(self._deliver_then_free, aet, events)
+            started += 1
+        return POLL_SECONDS if not started else min(POLL_SECONDS, 0.2)
+
+    def _deliver_then_free(self, aet: str, events: list[PendingEvent]) -> None:
+        try:
+            if self._deliver(aet, events):
+                self._wake.set()  # more may be due behind them
+        except Exception:  # logged; the events are due again after their lease
+            log.warning("UPS events to %s failed", aet, exc_info=True)
+        finally:
+            with self._busy_lock:
+                self._busy.discard(aet)
 
     def _deliver(self, aet: str, events: list[PendingEvent]) -> int:
         """Send `events` (one subscriber's, in order) on one association; returns how many

@@ -93,7 +93,7 @@ class WorklistHandler:
             # Procedure Step Sequence holds one item): an entry with several is answered once
             # per step that matches, each answer with that step alone.
             for step in self._matching_steps(ds, top, items):
-                yield Status.PENDING, _in_charset(_answer(identifier, step),
+                yield Status.PENDING, in_query_charset(_answer(identifier, step),
                                                   identifier.get("SpecificCharacterSet"))
                 count += 1
         log.info("worklist query from %s: %d scheduled steps", peer_aet(event), count)
@@ -219,7 +219,7 @@ class WorklistHandler:
             return None
 
 
-def _in_charset(answer: Dataset, requested: Any) -> Dataset:
+def in_query_charset(answer: Dataset, requested: Any) -> Dataset:
     """`answer` (in its file's character set) in the query's character set instead, when the
     query names one that can carry every value, as C-FIND of the archive answers (PS3.4
     C.4.1.1.3.2): a modality that asked in ISO_IR 100 gets ``Müller`` in Latin-1, not in the
@@ -247,4 +247,4 @@ def services(archive: Archive) -> list[Service]:
     return [Service(MODALITY_WORKLIST_FIND, "C-FIND", handler)]
 
 
-__all__ = ["MODALITY_WORKLIST_FIND", "WorklistHandler", "services"]
+__all__ = ["MODALITY_WORKLIST_FIND", "WorklistHandler", "in_query_charset", "services"]
