@@ -130,3 +130,34 @@ def test_package_ships_static_files() -> None:
     folder = resources.files("archivist.web").joinpath("archive_static")
     assert {p.name for p in folder.iterdir()} >= {"archive.js", "archive.css"}
     assert Path(str(folder)).is_dir()
+
+
+class TestWorkitemsPage:
+    def test_lists_workitems_by_state_escaped(self, page_server: ServerProcess) -> None:
+        import json
+
+        uid = new_uid()
+        body = json.dumps([{
+            "00741000": {"vr": "CS", "Value": ["SCHEDULED"]},
+            "00741200": {"vr": "CS", "Value": ["HIGH"]},
+            "00741204": {"vr": "LO", "Value": ["<script>x</script> CAD"]},
+            "00404005": {"vr": "DT", "Value": ["20261207090000"]},
+            "00404041": {"vr": "CS", "Value": ["READY"]},
+            "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},
+        }]).encode()
+        request = urllib.request.Request(
+            f"{page_server.url}/dicomweb/workitems?workitem={uid}", data=body, method="POST",
+            headers={"Content-Type": "application/dicom+json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 201
+        status, _, html_text = _get(page_server.url + "/archive/workitems")
+        assert status == 200
+        assert f'data-workitem="{uid}"' in html_text
+        assert "&lt;script&gt;x&lt;/script&gt; CAD" in html_text and "<script>x" not in html_text
+        assert "Doe, Jane" in html_text or "Doe^Jane" in html_text or "Doe Jane" in html_text
+        status, _, html_text = _get(page_server.url + "/archive/workitems?state=COMPLETED")
+        assert status == 200 and uid not in html_text
+        status, _, html_text = _get(page_server.url + "/archive/workitems?state=scheduled")
+        assert status == 200 and uid in html_text
+        assert _get(page_server.url + "/archive/workitems?state=DONE")[0] == 400
+        assert _get(page_server.url + "/archive/workitems?page=0")[0] == 400

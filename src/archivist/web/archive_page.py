@@ -9,6 +9,8 @@ Routes (HTML is rendered on the server; one small script adds uploads and findin
                                        matching studies instead, newest first, a page at a time
     GET /archive/studies/{study}       one study: its series and instances, validation counts, and
                                        the findings of an instance (GET /api/instances/{sop}/validation)
+    GET /archive/workitems             the Unified Procedure Steps (UPS worklist), newest change
+                                       first, ``?state=`` one of the four states, ``?page=``
     GET /archive/static/{name}         the page's script and style sheet (a fixed table of files)
 
 Uploads are sent by the browser straight to ``POST /dicomweb/studies`` (STOW-RS, PS3.18 10.5),
@@ -38,6 +40,7 @@ from starlette.status import HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
 
 from archivist.archive.archive import Archive
 from archivist.archive.mpps import ProcedureSteps
+from archivist.archive.ups import STATES, Workitems
 from archivist.config import Settings
 from archivist.core.levels import QueryLevel
 from archivist.errors import QueryError
@@ -231,6 +234,7 @@ def _page(title: str, body: str, settings: Settings) -> HTMLResponse:
 <header><a class="brand" href="/archive/">Archivist</a>
 <span class="node">AE <b>{_e(settings.aet)}</b> · DIMSE port {settings.dicom_port}</span>
 <nav><a href="/">Viewer (study list)</a><a href="/archive/">Archive</a>
+<a href="/archive/workitems">Worklist (UPS)</a>
 <a href="#api">HTTP API</a></nav></header>
 <main>
 {body}
@@ -483,6 +487,70 @@ def _performed_steps(archive: Archive, study_uid: str) -> str:
             f"<tbody>{''.join(trs)}</tbody></table>")
 
 
+def _workitems_html(items: list[Any], state: str, page: int, more: bool) -> str:
+    tabs = " · ".join(
+        f"<b>{_e(label)}</b>" if value == state else
+        f'<a href="/archive/workitems?{urlencode({"state": value} if value else {})}">'
+        f"{_e(label)}</a>"
+        for value, label in (("", "All"), *((v, v.title()) for v in STATES)))
+    if not items:
+        table = ('<p class="empty">No workitems. Create them with UPS-RS '
+                 "(<code>POST /dicomweb/workitems</code>) or N-CREATE on UPS Push.</p>")
+    else:
+        trs = []
+        for item in items:
+            ds = item.dataset
+            name = _e(_person_name(str(ds.get("PatientName", "") or "")))
+            trs.append(
+                f'<tr data-workitem="{_e(item.sop_instance_uid)}">'
+                f"<td>{_e(item.state)}</td>"
+                f"<td>{_e(str(ds.get('ScheduledProcedureStepPriority', '') or ''))}</td>"
+                f'<td class=clip>{_e(str(ds.get("ProcedureStepLabel", "") or ""))}</td>'
+                f'<td class=clip>{_e(str(ds.get("WorklistLabel", "") or ""))}</td>'
+                f"<td>{_e(str(ds.get('ScheduledProcedureStepStartDateTime', '') or ''))}</td>"
+                f'<td class=clip title="{name}">{name}</td>'
+                f"<td class=clip>{_e(str(ds.get('PatientID', '') or ''))}</td>"
+                f"<td>{_e(str(ds.get('InputReadinessState', '') or ''))}</td>"
+                f"<td>{_e(item.updated_at.strftime('%Y-%m-%d %H:%M:%S'))}</td>"
+                f'<td><a href="/dicomweb/workitems/{_e(item.sop_instance_uid)}">'
+                f"<code>{_e(item.sop_instance_uid)}</code></a></td></tr>")
+        table = ("<table id=workitems><thead><tr><th>State</th><th>Priority</th><th>Label</th>"
+                 "<th>Worklist</th><th>Scheduled</th><th>Patient</th><th>ID</th>"
+                 "<th>Input</th><th>Changed (UTC)</th><th>SOP Instance UID</th></tr></thead>"
+                 f"<tbody>{''.join(trs)}</tbody></table>")
+    pages = []
+    query = {"state": state} if state else {}
+    if page > 1:
+        pages.append(f'<a href="/archive/workitems?{urlencode({**query, "page": page - 1})}">'
+                     "Newer</a>")
+    if more:
+        pages.append(f'<a href="/archive/workitems?{urlencode({**query, "page": page + 1})}">'
+                     "Older</a>")
+    nav = f'<p class="pages">{" · ".join(pages)}</p>' if pages else ""
+    return (f'<section id="worklist"><h2>Workitems (Unified Procedure Steps)</h2>'
+            f"<p>{tabs}</p>{table}{nav}</section>")
+
+
+async def workitems_page(request: Request) -> Response:
+    """``GET /archive/workitems``: the UPS worklist, newest change first, a page at a time."""
+    archive: Archive = request.app.state.archive
+    params = request.query_params
+    state = (params.get("state") or "").strip().upper()
+    page_text = params.get("page") or "1"
+    if (state and state not in STATES) or not page_text.isdigit() or int(page_text) < 1:
+        resp = _page("Archivist: workitems", "<h1>Bad request</h1><p>state must be one of "
+                     f"{_e(', '.join(STATES))}, and page a page number from 1</p>",
+                     archive.settings)
+        resp.status_code = HTTP_400_BAD_REQUEST
+        return resp
+    page = min(int(page_text), 100_000)
+    items = Workitems(archive.index)
+    found = await run_in_threadpool(items.recent, state=state or None, limit=PAGE_SIZE + 1,
+                                    offset=(page - 1) * PAGE_SIZE)
+    body = _workitems_html(found[:PAGE_SIZE], state, page, len(found) > PAGE_SIZE)
+    return _page("Archivist: workitems", body, archive.settings)
+
+
 def _not_found(settings: Settings, message: str) -> HTMLResponse:
     resp = _page("Archivist: not found", f"<h1>Not found</h1><p>{_e(message)}</p>", settings)
     resp.status_code = HTTP_404_NOT_FOUND
@@ -508,5 +576,6 @@ def routes() -> list[BaseRoute]:
         Route("/archive", redirect_home, methods=["GET"]),
         Route("/archive/", archive_home, methods=["GET"]),
         Route("/archive/studies/{study}", study_page, methods=["GET"]),
+        Route("/archive/workitems", workitems_page, methods=["GET"]),
         Route("/archive/static/{name}", static_file, methods=["GET"]),
     ]
