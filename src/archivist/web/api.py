@@ -16,7 +16,7 @@ A delete may name a reason (``?reason=quality``, ``safety``, ``worklist``, ``ret
 (:meth:`archivist.index.removal.Removal.to_json`); the removed records stay visible to
 Repository Query as Removed from Operational Use until purged.
 
-Unknown instances answer 404 and malformed UIDs 400, with ``{"error": ..., "detail": ...}``;
+Unknown instances answer 404 and malformed UIDs 400, with ``{"status": ..., "error": ..., "detail": ...}``;
 when the index cannot be written (locked by another program past the busy timeout, failing) a
 delete answers 503 with ``Retry-After`` and nothing is deleted.
 """
@@ -52,7 +52,7 @@ _MAX_SEQ = (1 << 63) - 1
 
 def _error(status: int, error: str, detail: str,
            headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+    return JSONResponse({"status": status, "error": error, "detail": detail}, status_code=status, headers=headers)
 
 
 async def instance_validation(request: Request) -> JSONResponse:

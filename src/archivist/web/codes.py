@@ -6,7 +6,7 @@ Routes (all GET, all JSON)::
     /api/codes/{scheme}/{value}                                  one code (404 when unknown)
     /api/cids/{number}[?search=liv]                              one context group (404 when unknown)
 
-Bad input answers 400 with ``{"error": ..., "detail": ...}``. The handlers are synchronous
+Bad input answers 400 with ``{"status": ..., "error": ..., "detail": ...}``. The handlers are synchronous
 (Starlette runs them in its thread pool); the tables load on first use.
 """
 
@@ -36,7 +36,7 @@ class _BadRequest(Exception):
 
 
 def _error(status: int, error: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+    return JSONResponse({"status": status, "error": error, "detail": detail}, status_code=status)
 
 
 def _shown(text: str, most: int = 80) -> str:

@@ -148,7 +148,7 @@ class _ZipResponse(StreamingResponse):
 
 
 def _error(status: int, error: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+    return JSONResponse({"status": status, "error": error, "detail": detail}, status_code=status)
 
 
 async def download(request: Request) -> Response:

@@ -30,7 +30,7 @@ MAX_LIMIT = 1000
 
 
 def _error(status: int, error: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+    return JSONResponse({"status": status, "error": error, "detail": detail}, status_code=status)
 
 
 def _steps(request: Request) -> ProcedureSteps:
