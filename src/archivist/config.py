@@ -114,6 +114,10 @@ class Settings:
     s3_timeout: float = 15.0
     # Peers (AE titles of `peers`) that every instance stored from now on is also sent to
     forward_to: tuple[str, ...] = ()
+    # Peers (AE titles of `peers`) sent an Instance Availability Notification for each study
+    # stored, once it has had no new instance for `ian_delay` seconds (dimse/ian.py)
+    ian_to: tuple[str, ...] = ()
+    ian_delay: float = 60.0
     # Modality Worklist: a folder of worklist files (one DICOM file per scheduled step) that
     # C-FIND on the Modality Worklist model answers from; empty = the service is not offered
     worklist_dir: str = ""
@@ -374,7 +378,7 @@ def _coerce(name: str, value: Any) -> Any:
         return tuple(parse_allow(v) for v in _split_list(name, value))
     if name == "cors_origins":
         return tuple(_split_list(name, value))
-    if name in ("forward_to", "dicom_tls_peers"):
+    if name in ("forward_to", "ian_to", "dicom_tls_peers"):
         return tuple(v.strip() for v in _split_list(name, value))
     if name == "http_hosts":
         return tuple(_host_name(v) for v in _split_list(name, value))
@@ -589,7 +593,9 @@ def _check(settings: Settings) -> None:
         raise ConfigError("find_max_results must be 0 (no cap) or more")
     if not (0 < settings.http_head_timeout < 86400 and 0 < settings.http_body_timeout < 86400):
         raise ConfigError("http_head_timeout and http_body_timeout must be seconds above 0")
-    for name in ("forward_to", "dicom_tls_peers"):
+    if not 0 <= settings.ian_delay <= 86400:
+        raise ConfigError("ian_delay must be between 0 and 86400 seconds")
+    for name in ("forward_to", "ian_to", "dicom_tls_peers"):
         for aet in getattr(settings, name):
             if settings.peer(aet) is None:
                 raise ConfigError(f"{name} names {aet!r}, which is not a configured peer: add "

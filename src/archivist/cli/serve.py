@@ -828,9 +828,11 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
     health.dimse_ready = True
     app = create_app(archive, health, background=number == 0)
     from archivist.dimse.forward import start_forwarders
+    from archivist.dimse.ian import start_notifiers
     from archivist.dimse.send_jobs import SendJobRunner
 
     forwarders = start_forwarders(archive)  # one process per destination forwards (a lock)
+    notifiers = start_notifiers(archive)  # Instance Availability Notifications (ian_to), alike
     send_jobs = SendJobRunner(archive).start()  # sends asked for over HTTP (a lock per job)
 
     # uvicorn's own limit_concurrency counts open connections, idle ones too: a client holding
@@ -920,6 +922,8 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
         stop_dimse()
         for forwarder in forwarders:
             forwarder.stop()
+        for notifier in notifiers:
+            notifier.stop()
         send_jobs.stop()
         archive.close()
         if worker is None:

@@ -1,0 +1,338 @@
+"""Instance Availability Notification SCU (PS3.4 Annex R): a RIS or a workflow manager is told
+which instances of a study the archive holds, once the study has been received, as dcm4chee's
+"IAN on timeout" tells it.
+
+When a study has had no new instance for ``ian_delay`` seconds (whatever stored it: C-STORE,
+STOW-RS, ``archivist import``, C-MOVE pulls), the archive sends each peer named by ``ian_to``
+an N-CREATE on the Instance Availability Notification SOP Class (PS3.4 R.3.2.1) listing every
+instance of the study it holds then, with the attributes of PS3.4 Table R.3.2-1 and no others
+(R.3.2.1.2 forbids optional ones: no patient data):
+
+- Study Instance UID;
+- Referenced Performed Procedure Step Sequence: the MPPS instances the archive holds for the
+  study (:mod:`archivist.archive.mpps`; Performed Workitem Code Sequence empty), else empty;
+- Referenced Series Sequence: Series Instance UID and a Referenced SOP Sequence of Referenced
+  SOP Class / Instance UID, Instance Availability ``ONLINE`` and Retrieve AE Title (ours).
+
+A study that receives more instances after its notification is notified again once quiet,
+listing all of its instances. Deletions are not notified.
+
+Like forwarding (:mod:`archivist.dimse.forward`), a notifier follows the index's change log, so
+it sees every ingest path in every process. Where it has got to, and the studies waiting for
+their quiet time or a retry, are kept in a small file per destination under ``<data>/ian/``
+(named by a digest of the AE title), written and fsync'd after each pass: a restart loses no
+study. A destination that was just added starts at the end of the log. One process notifies a
+destination at a time (a lock on that file). The notifications due go over one association;
+while the destination cannot be reached (or the association ends before an answer) they are
+tried again after 1 s, doubling up to 60 s, and nothing is dropped. A notification the
+destination refuses (a failure status, or no presentation context) is sent again 1 s and 2 s
+later, three times in all, then logged as not delivered and dropped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from archivist.archive.mpps import MPPS_SOP_CLASS, ProcedureSteps
+from archivist.core.levels import QueryLevel
+from archivist.core.tls import client_context
+
+if TYPE_CHECKING:
+    from archivist.archive.archive import Archive
+    from archivist.config import Peer
+
+log = logging.getLogger("archivist.dimse.ian")
+
+#: The Instance Availability Notification SOP Class (PS3.4 R.3.3).
+IAN_SOP_CLASS = "1.2.840.10008.5.1.4.33"
+ONLINE = "ONLINE"  # Instance Availability (PS3.3 C.4.23.1.1): retrievable at once from us
+BATCH = 1000  # changes read at a time
+STUDIES_PER_ASSOCIATION = 100
+POLL_SECONDS = 1.0
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0
+ATTEMPTS = 3
+MAX_PROCEDURE_STEPS = 100
+_NOTIFIED_KINDS = ("stored", "replaced")
+
+
+class Notifier:
+    """Sends the Instance Availability Notifications of one destination, from a thread."""
+
+    def __init__(self, archive: Archive, peer: Peer) -> None:
+        self.archive = archive
+        self.peer = peer
+        folder = Path(archive.settings.data_dir) / "ian"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{zlib.crc32(peer.aet.encode()):08x}.json"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: Studies to notify: Study Instance UID -> [time of its last change (s since the
+        #: epoch), refusals so far]. Kept in the cursor file.
+        self._studies: dict[str, list[float]] = {}
+        self._due: dict[str, float] = {}  # when a refused one is sent again (monotonic)
+
+    def start(self) -> None:
+        self._create_cursor()
+        self._thread = threading.Thread(target=self._run, name=f"ian-{self.peer.aet}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- the cursor --------------------------------------------------------------------------
+
+    def _create_cursor(self) -> None:
+        """A destination just added starts at the end of the change log: written before the
+        server takes anything, so a study stored at once is not missed (whichever worker
+        writes it first: a link does not replace a file)."""
+        if self.path.exists():
+            return
+        tmp = self.path.with_name(f"{self.path.stem}.{os.getpid()}.new")
+        self._write(tmp, self.archive.index.last_change())
+        try:
+            os.link(tmp, self.path)
+            log.info("notifying %s of the studies stored from now on", self.peer.aet)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _read_cursor(self) -> int | None:
+        try:
+            raw = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError, OSError):
+            return None
+        if raw.get("aet") != self.peer.aet or not isinstance(raw.get("seq"), int):
+            return None
+        studies = raw.get("studies")
+        if isinstance(studies, dict):
+            self._studies = {str(uid): [float(v[0]), float(v[1])] for uid, v in studies.items()
+                             if isinstance(v, list) and len(v) == 2
+                             and all(isinstance(x, (int, float)) for x in v)}
+        return int(raw["seq"])
+
+    def _write(self, path: Path, seq: int) -> None:
+        with open(path, "w") as fh:
+            fh.write(json.dumps({"aet": self.peer.aet, "seq": seq, "studies": self._studies}))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _write_cursor(self, seq: int) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        self._write(tmp, seq)
+        tmp.replace(self.path)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            while not self._stop.is_set():
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:  # another worker notifies this destination
+                    self._stop.wait(5.0)
+            else:
+                return
+            cursor = self._read_cursor()
+            if cursor is None:  # unreadable: start again at the end of the log
+                cursor = self.archive.index.last_change()
+                self._write_cursor(cursor)
+            pause = RETRY_FIRST
+            while not self._stop.is_set():
+                try:
+                    cursor = self._follow(cursor)
+                    self._notify_due(cursor)
+                    pause = RETRY_FIRST
+                except Exception as exc:  # noqa: BLE001 - unreachable, aborted, timed out
+                    (log.warning if pause == RETRY_FIRST else log.debug)(
+                        "IAN to %s: %s; next try in %.0f s", self.peer.aet,
+                        str(exc) or type(exc).__name__, pause)
+                    self._stop.wait(pause)
+                    pause = min(RETRY_MAX, pause * 2)
+                    continue
+                self._stop.wait(POLL_SECONDS)
+        finally:
+            os.close(fd)
+
+    def _follow(self, cursor: int) -> int:
+        """Note the studies stored in since `cursor`; returns the new cursor (saved)."""
+        moved = False
+        while not self._stop.is_set():
+            changes = self.archive.index.changes_since(cursor, BATCH)
+            if not changes:
+                break
+            now = time.time()
+            for c in changes:
+                study = c.get("study_instance_uid")
+                if c["kind"] in _NOTIFIED_KINDS and study:
+                    at = min(now, _seconds(c.get("at"), now))
+                    last = self._studies.get(str(study), [0.0, 0.0])[0]
+                    self._studies[str(study)] = [max(at, last), 0.0]  # new: tries start again
+                    self._due.pop(str(study), None)
+            cursor = int(changes[-1]["seq"])
+            moved = True
+            if len(changes) < BATCH:
+                break
+        if moved:
+            self._write_cursor(cursor)
+        return cursor
+
+    def _notify_due(self, cursor: int) -> None:
+        """Send the notifications of the studies quiet for ``ian_delay``; raises when the
+        destination could not be reached or the association ended (they stay due)."""
+        now, clock = time.time(), time.monotonic()
+        delay = self.archive.settings.ian_delay
+        due = sorted((uid for uid, (at, _) in self._studies.items()
+                      if now - at >= delay and self._due.get(uid, 0.0) <= clock),
+                     key=lambda uid: self._studies[uid][0])[:STUDIES_PER_ASSOCIATION]
+        if not due:
+            return
+        try:
+            self._send(due)
+        finally:
+            self._write_cursor(cursor)
+
+    def _send(self, due: list[str]) -> None:
+        from pynetdicom import AE
+        from pynetdicom.status import code_to_category
+
+        settings = self.archive.settings
+        peer = self.peer
+        ae = AE(ae_title=settings.aet)
+        ae.acse_timeout = settings.acse_timeout
+        ae.dimse_timeout = settings.dimse_timeout
+        ae.network_timeout = settings.network_timeout
+        ae.add_requested_context(IAN_SOP_CLASS)
+        tls = client_context(settings, peer.aet)  # a peer of dicom_tls_peers: TLS
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet,
+                             tls_args=(tls, peer.host) if tls is not None else None)
+        if not assoc.is_established:
+            raise ConnectionError(f"association with {peer.aet} at {peer.host}:{peer.port} "
+                                  "not accepted")
+        try:
+            accepted = any(cx.abstract_syntax == IAN_SOP_CLASS
+                           for cx in assoc.accepted_contexts)
+            for study in due:
+                if self._stop.is_set():
+                    return
+                notification = self.notification(study)
+                if notification is None:  # deleted since
+                    log.info("IAN for study %s not sent to %s: no instances left", study,
+                             peer.aet)
+                    self._forget(study)
+                    continue
+                if not accepted:
+                    self._refused(study, "Instance Availability Notification not accepted")
+                    continue
+                status, _ = assoc.send_n_create(notification, IAN_SOP_CLASS, generate_uid())
+                if not status or "Status" not in status:
+                    raise ConnectionError(f"no answer from {peer.aet} to the IAN")
+                code = int(status.Status) & 0xFFFF
+                series = notification.ReferencedSeriesSequence
+                if code_to_category(code) in ("Success", "Warning"):
+                    log.info("IAN for study %s (%d series, %d instances) sent to %s: 0x%04X",
+                             study, len(series), sum(len(s.ReferencedSOPSequence)
+                                                     for s in series), peer.aet, code)
+                    self._forget(study)
+                else:
+                    self._refused(study, f"status 0x{code:04X}")
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def _refused(self, study: str, why: str) -> None:
+        entry = self._studies[study]
+        tries = int(entry[1]) + 1
+        if tries >= ATTEMPTS:
+            self._forget(study)
+            log.error("IAN for study %s not delivered to %s after %d attempts: %s", study,
+                      self.peer.aet, tries, why)
+            return
+        entry[1] = float(tries)
+        self._due[study] = time.monotonic() + RETRY_FIRST * 2 ** (tries - 1)
+        log.warning("IAN for study %s refused by %s (%s); try %d of %d", study, self.peer.aet,
+                    why, tries, ATTEMPTS)
+
+    def _forget(self, study: str) -> None:
+        self._studies.pop(study, None)
+        self._due.pop(study, None)
+
+    # -- the notification ----------------------------------------------------------------------
+
+    def notification(self, study: str) -> Dataset | None:
+        """The N-CREATE Attribute List for `study` as held now (PS3.4 Table R.3.2-1), or None
+        when none of its instances is held."""
+        query = self.archive.search.query_from_pairs(QueryLevel.STUDY,
+                                                     [("StudyInstanceUID", study)])
+        series: dict[str, list[Dataset]] = {}
+        for ref in self.archive.retrieve.instances(query):
+            item = Dataset()
+            item.ReferencedSOPClassUID = ref.sop_class_uid
+            item.ReferencedSOPInstanceUID = ref.sop_instance_uid
+            item.InstanceAvailability = ONLINE
+            item.RetrieveAETitle = self.archive.settings.aet
+            series.setdefault(ref.series_instance_uid, []).append(item)
+        if not series:
+            return None
+        ds = Dataset()
+        steps = []
+        for step in ProcedureSteps(self.archive.index).list(study=study,
+                                                            limit=MAX_PROCEDURE_STEPS):
+            ref_pps = Dataset()
+            ref_pps.ReferencedSOPClassUID = MPPS_SOP_CLASS
+            ref_pps.ReferencedSOPInstanceUID = step.sop_instance_uid
+            ref_pps.PerformedWorkitemCodeSequence = []
+            steps.append(ref_pps)
+        ds.ReferencedPerformedProcedureStepSequence = steps
+        ds.StudyInstanceUID = study
+        items = []
+        for uid, sops in series.items():
+            item = Dataset()
+            item.SeriesInstanceUID = uid
+            item.ReferencedSOPSequence = sops
+            items.append(item)
+        ds.ReferencedSeriesSequence = items
+        return ds
+
+
+def _seconds(at: Any, default: float) -> float:
+    """A change's time (the index gives SQLite's back naive, in UTC) in seconds."""
+    if not isinstance(at, datetime):
+        return default
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.timestamp()
+
+
+def start_notifiers(archive: Archive) -> list[Notifier]:
+    """A running :class:`Notifier` for each AE title of ``ian_to``."""
+    started = []
+    for aet in archive.settings.ian_to:
+        peer = archive.settings.peer(aet)
+        if peer is None:  # config._check refuses this; kept for a settings object built by hand
+            log.error("ian_to names %s, which is not a configured peer", aet)
+            continue
+        notifier = Notifier(archive, peer)
+        notifier.start()
+        started.append(notifier)
+    return started
+
+
+__all__ = ["IAN_SOP_CLASS", "Notifier", "start_notifiers"]
