@@ -262,7 +262,7 @@ class ProcedureSteps:
                           _text(item, "ScheduledProcedureStepID")[:64] or None}
                      for item in ds.ScheduledStepAttributesSequence]
         try:
-            with self._lock, self.index.writer.begin() as conn:
+            with self._lock, self.index.write_transaction() as conn:
                 pk = conn.execute(insert(mpps).values(row)).inserted_primary_key[0]
                 conn.execute(insert(mpps_scheduled),
                              [{**item, "mpps_pk": pk} for item in scheduled])
@@ -275,7 +275,7 @@ class ProcedureSteps:
 
     def set(self, uid: str, modifications: Dataset) -> ProcedureStep:
         """Apply an N-SET's Modification List; returns the step as it is now."""
-        with self._lock, self.index.writer.begin() as conn:
+        with self._lock, self.index.write_transaction() as conn:
             found = conn.execute(select(mpps).where(mpps.c.sop_instance_uid == uid)
                                  .with_for_update()).first()
             if found is None:

@@ -391,7 +391,7 @@ class Workitems:
                "calling_ae_title": calling_aet[:16] or None, "created_at": now,
                "updated_at": now, "dataset": data, **_columns(ds)}
         try:
-            with self._lock, self.index.writer.begin() as conn:
+            with self._lock, self.index.write_transaction() as conn:
                 conn.execute(insert(ups).values(row))
                 events = []
                 for sub in conn.execute(select(ups_subscription).where(
@@ -470,7 +470,7 @@ class Workitems:
         """Apply an N-SET's Modification List (or UPS-RS update). The Transaction UID is taken
         from `transaction_uid`, else from the modifications."""
         given = transaction_uid or _text(modifications, "TransactionUID")
-        with self._lock, self.index.writer.begin() as conn:
+        with self._lock, self.index.write_transaction() as conn:
             row = self._locked(conn, uid)
             item = self._workitem(row)
             if item.state in FINAL:
@@ -537,7 +537,7 @@ class Workitems:
             raise UpsError(INVALID_ATTRIBUTE_VALUE, "(0074,1000) Procedure Step State must be "
                            "IN PROGRESS, COMPLETED or CANCELED", (_tag("ProcedureStepState"),))
         transaction_uid = (transaction_uid or "").strip()
-        with self._lock, self.index.writer.begin() as conn:
+        with self._lock, self.index.write_transaction() as conn:
             row = self._locked(conn, uid)
             item = self._workitem(row)
             current = item.state
@@ -598,7 +598,7 @@ class Workitems:
         workitem is canceled now; for one IN PROGRESS its subscribers are told. Returns the
         workitem and the status (0, or 0xB304 when it was canceled already)."""
         info = info if info is not None else Dataset()
-        with self._lock, self.index.writer.begin() as conn:
+        with self._lock, self.index.write_transaction() as conn:
             row = self._locked(conn, uid)
             item = self._workitem(row)
             if item.state == COMPLETED:
@@ -644,7 +644,7 @@ class Workitems:
             raise UpsError(INVALID_ATTRIBUTE_VALUE, "(0074,1234) Receiving AE must be an AE "
                            "title of 1 to 16 characters", (_tag("ReceivingAE"),))
         now = _now()
-        with self._lock, self.index.writer.begin() as conn:
+        with self._lock, self.index.write_transaction() as conn:
             if uid in (GLOBAL_SUBSCRIPTION, FILTERED_GLOBAL_SUBSCRIPTION):
                 query = None
                 stored_filter = None
@@ -689,7 +689,7 @@ class Workitems:
         """End `aet`'s subscription to a workitem; from the global subscription UID, its global
         subscription and every one to a workitem."""
         aet = aet.strip()
-        with self._lock, self.index.writer.begin() as conn:
+        with self._lock, self.index.write_transaction() as conn:
             if uid in (GLOBAL_SUBSCRIPTION, FILTERED_GLOBAL_SUBSCRIPTION):
                 conn.execute(delete(ups_subscription).where(ups_subscription.c.aet == aet))
                 return
@@ -701,7 +701,7 @@ class Workitems:
 
     def suspend_global(self, aet: str) -> None:
         """End `aet`'s global subscription, keeping those to the workitems it already had."""
-        with self._lock, self.index.writer.begin() as conn:
+        with self._lock, self.index.write_transaction() as conn:
             conn.execute(delete(ups_subscription).where(and_(
                 ups_subscription.c.aet == aet.strip(), ups_subscription.c.ups_uid.is_(None))))
 
@@ -731,7 +731,7 @@ class Workitems:
         now = _now()
         if self._purged_at is None or now - self._purged_at >= EVENT_PURGE_EVERY:
             self._purged_at = now
-            with self.index.writer.begin() as conn:
+            with self.index.write_transaction() as conn:
                 conn.execute(delete(ups_event).where(ups_event.c.created_at < now - EVENT_KEEP))
         with self.index.reader.connect() as conn:
             if aets is None:
@@ -770,7 +770,7 @@ class Workitems:
         the threads, workers and nodes sharing the index (the event is due again when the
         lease runs out and neither :meth:`delivered` nor :meth:`retry_later` was called)."""
         now = _now()
-        with self.index.writer.begin() as conn:
+        with self.index.write_transaction() as conn:
             done = conn.execute(update(ups_event).where(and_(
                 ups_event.c.pk == pk,
                 or_(ups_event.c.not_before.is_(None), ups_event.c.not_before <= now),
@@ -778,11 +778,11 @@ class Workitems:
             return bool(done.rowcount == 1)
 
     def delivered(self, pk: int) -> None:
-        with self.index.writer.begin() as conn:
+        with self.index.write_transaction() as conn:
             conn.execute(delete(ups_event).where(ups_event.c.pk == pk))
 
     def retry_later(self, pk: int, delay: float) -> None:
-        with self.index.writer.begin() as conn:
+        with self.index.write_transaction() as conn:
             conn.execute(update(ups_event).where(ups_event.c.pk == pk).values(
                 attempts=ups_event.c.attempts + 1,
                 not_before=_now() + timedelta(seconds=delay)))

@@ -882,6 +882,10 @@ class Association:
             if msg.sink is not None:
                 msg.sink.close()
             return
+        # A Message ID may be used again once its operation has ended (PS3.7 9.3.1.1):
+        # a C-CANCEL of an earlier operation with this ID (one that came after it ended too)
+        # is not this one's. (pynetdicom's requestor numbers every request 1.)
+        self.cancelled.discard(int(msg.msg.command_set.get("MessageID", -1)))  # type: ignore[union-attr]
         msg.primitive = msg.primitive_of()
         if not getattr(msg.primitive, "is_valid_request", False):
             raise ProtocolError(f"DIMSE request 0x{field:04X} lacks required command elements",
