@@ -554,10 +554,12 @@ async def store(request: Request, study: str | None = None) -> Response:
 
 
 def _comment(text: str) -> str:
-    """`text` as an Error Comment (LO: at most 64 characters), cut between words with an
-    ellipsis rather than in the middle of a number."""
+    """`text` as an Error Comment (LO: at most 64 characters): whole words, never a number cut
+    in two; an ellipsis says where words were left out inside the limit."""
     if len(text) <= 64:
         return text
+    if not text[64].isalnum() and text[64] != ".":
+        return text[:64]  # the limit falls between words
     head = text[:63]
     if " " in head[32:]:
         head = head[:head.rindex(" ")]
