@@ -47,19 +47,20 @@ import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from io import BytesIO
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from archivist.core.attribute_set import decode as _decode
+from archivist.core.attribute_set import encode as _encode
+from archivist.core.attribute_set import has_value as _has_value
+from archivist.core.attribute_set import label as _label
+from archivist.core.attribute_set import tag_of as _tag
+from archivist.core.attribute_set import text as _text
 from archivist.core.dataset_query import DatasetQuery, answer
 from archivist.core.uids import is_valid_uid
 from archivist.errors import ArchivistError
@@ -201,44 +202,16 @@ class Workitem:
         }
 
 
-def _encode(ds: Dataset) -> bytes:
-    buffer = DicomBytesIO()
-    buffer.is_little_endian = True
-    buffer.is_implicit_VR = False
-    write_dataset(buffer, ds)
-    return buffer.getvalue()
 
 
-def _decode(data: bytes) -> Dataset:
-    return read_dataset(BytesIO(data), is_implicit_VR=False, is_little_endian=True)
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    try:
-        value = ds.get(keyword)
-    except Exception:  # noqa: BLE001 - a value that does not decode
-        return ""
-    if value is None or value == "" or isinstance(value, Sequence):
-        return ""
-    return str(value).strip()
 
 
-def _has_value(ds: Dataset, keyword: str) -> bool:
-    elem = ds.data_element(keyword) if keyword in ds else None
-    if elem is None or elem.value is None:
-        return False
-    if elem.VR == "SQ":
-        return len(elem.value) > 0
-    return str(elem.value).strip() != ""
 
 
-def _tag(keyword: str) -> int:
-    return int(Tag(keyword))
 
 
-def _label(keyword: str) -> str:
-    tag = _tag(keyword)
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}"
 
 
 def _now() -> datetime:

@@ -8,8 +8,9 @@ how associations are driven, so the acceptor can change underneath them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -100,7 +101,7 @@ class Handlers:
             # The reason without the values it quotes (a validation finding quotes patient data)
             log.warning("C-STORE from %s refused: %s", aet, str(exc).partition(": ")[0])
             return store_failure(exc)
-        except Exception:  # noqa: BLE001 - last line of defence: a clear failure, never a crash
+        except Exception:
             log.exception("C-STORE from %s failed unexpectedly", aet)
             return status_dataset(Status.CANNOT_UNDERSTAND, "Internal error while storing")
         return Status.SUCCESS

@@ -25,7 +25,7 @@ from archivist.archive.mpps import (
 )
 from archivist.core.dataset_walk import ends_cleanly
 from archivist.dimse.services import Service, peer_aet
-from archivist.dimse.status import status_dataset
+from archivist.dimse.status import refusal, status_dataset
 
 if TYPE_CHECKING:
     from archivist.archive.archive import Archive
@@ -35,11 +35,6 @@ log = logging.getLogger("archivist.dimse.mpps")
 MISSING_ATTRIBUTE = 0x0120
 
 
-def _refusal(exc: MppsError) -> Dataset:
-    status = status_dataset(exc.status, str(exc))
-    if exc.attributes:
-        status.AttributeIdentifierList = [Tag(t) for t in exc.attributes]
-    return status
 
 
 def _data_set(event: Any, attr: str) -> Dataset | None:
@@ -96,7 +91,7 @@ class MppsHandler:
             created = self.steps.create(uid, attributes, aet)
         except MppsError as exc:
             log.warning("MPPS N-CREATE from %s refused: %s", aet, exc)
-            return _refusal(exc), None
+            return refusal(exc), None
         except Exception as exc:
             log.exception("MPPS N-CREATE from %s failed", aet)
             return status_dataset(PROCESSING_FAILURE,
@@ -119,7 +114,7 @@ class MppsHandler:
             step = self.steps.set(uid, modifications)
         except MppsError as exc:
             log.warning("MPPS N-SET of %s from %s refused: %s", uid, aet, exc)
-            return _refusal(exc), None
+            return refusal(exc), None
         except Exception as exc:
             log.exception("MPPS N-SET of %s from %s failed", uid, aet)
             return status_dataset(PROCESSING_FAILURE,

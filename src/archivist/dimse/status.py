@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
 from archivist import errors
 
@@ -44,6 +45,17 @@ def status_dataset(status: int, comment: str | None = None) -> Dataset:
     if comment:
         ds.ErrorComment = _comment(comment)
     return ds
+
+
+def refusal(exc: BaseException) -> Dataset:
+    """The status data set of a refusal by a service's rules (an exception with ``status`` and
+    ``attributes``, as MPPS and UPS raise): its status, Error Comment and, when it names them,
+    the Attribute Identifier List."""
+    status = status_dataset(int(getattr(exc, "status", 0x0110)), str(exc))
+    attributes = tuple(getattr(exc, "attributes", ()) or ())
+    if attributes:
+        status.AttributeIdentifierList = [Tag(t) for t in attributes]
+    return status
 
 
 def store_failure(exc: BaseException) -> Dataset:

@@ -57,7 +57,7 @@ from archivist.archive.ups import (
 from archivist.core.tls import client_context
 from archivist.dimse.mpps import cut_short
 from archivist.dimse.services import Service, peer_aet
-from archivist.dimse.status import Status, query_failure, status_dataset
+from archivist.dimse.status import Status, query_failure, refusal, status_dataset
 from archivist.dimse.worklist import in_query_charset
 from archivist.errors import QueryError
 
@@ -86,11 +86,6 @@ BATCH = 100
 SUBSCRIBERS_AT_ONCE = 8
 
 
-def _refusal(exc: UpsError) -> Dataset:
-    status = status_dataset(exc.status, str(exc))
-    if exc.attributes:
-        status.AttributeIdentifierList = [Tag(t) for t in exc.attributes]
-    return status
 
 
 def _request_data(event: Any, attr: str, parameter: str) -> Dataset | None:
@@ -143,7 +138,7 @@ class UpsHandler:
             created, changes = self.items.create(uid, attributes, aet)
         except UpsError as exc:
             log.warning("UPS N-CREATE from %s refused (0x%04X): %s", aet, exc.status, exc)
-            return _refusal(exc), None
+            return refusal(exc), None
         except Exception:
             log.exception("UPS N-CREATE from %s failed", aet)
             return status_dataset(PROCESSING_FAILURE, "Processing failure"), None
@@ -196,7 +191,7 @@ class UpsHandler:
         except UpsError as exc:
             log.warning("UPS N-SET of %s from %s refused (0x%04X): %s", uid, aet, exc.status,
                         exc)
-            return _refusal(exc), None
+            return refusal(exc), None
         except Exception:
             log.exception("UPS N-SET of %s from %s failed", uid, aet)
             return status_dataset(PROCESSING_FAILURE, "Processing failure"), None
@@ -253,7 +248,7 @@ class UpsHandler:
             except UpsError as exc:
                 log.warning("UPS N-ACTION %d on %s from %s refused (0x%04X): %s", kind, uid,
                             aet, exc.status, exc)
-                return _refusal(exc), None
+                return refusal(exc), None
             except Exception:
                 log.exception("UPS N-ACTION %d on %s from %s failed", kind, uid, aet)
                 return status_dataset(PROCESSING_FAILURE, "Processing failure"), None
