@@ -101,7 +101,7 @@ class Handlers:
             # The reason without the values it quotes (a validation finding quotes patient data)
             log.warning("C-STORE from %s refused: %s", aet, str(exc).partition(": ")[0])
             return store_failure(exc)
-        except Exception:
+        except Exception:  # last line of defence: a clear failure, never a crash
             log.exception("C-STORE from %s failed unexpectedly", aet)
             return status_dataset(Status.CANNOT_UNDERSTAND, "Internal error while storing")
         return Status.SUCCESS
