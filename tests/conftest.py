@@ -15,6 +15,12 @@ for _folder in sorted(p for p in Path(__file__).parent.iterdir() if p.is_dir()):
         sys.path.insert(0, str(_folder))
 
 
+# pynetdicom's requestor can lose a response on a loaded machine (pydicom/pynetdicom#875; see
+# archivist.core.pynetdicom_race): every pynetdicom client of the suite is guarded.
+from archivist.core.pynetdicom_race import install as _install_scu_guard
+
+_install_scu_guard()
+
 # -- the whole suite on PostgreSQL ------------------------------------------------------------------
 # ARCHIVIST_TEST_POSTGRES=1 gives every test a new PostgreSQL database as its archive's index
 # (ARCHIVIST_DATABASE_URL, which archives opened from the environment and `archivist serve`

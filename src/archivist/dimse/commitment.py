@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
+from archivist.core.pynetdicom_race import install as install_scu_guard
 from archivist.core.tls import client_context
 from archivist.core.uids import is_valid_uid
 from archivist.dimse.services import Service, peer_aet
@@ -197,6 +198,7 @@ class CommitmentHandler:
             log.warning("storage commitment %s: %s no longer has a configured address; report "
                         "dropped", uid, aet)
             return
+        install_scu_guard()  # pynetdicom's lost-response race
         ae = AE(ae_title=settings.aet)
         ae.acse_timeout = settings.acse_timeout
         ae.dimse_timeout = settings.dimse_timeout

@@ -47,6 +47,7 @@ from pydicom.uid import generate_uid
 
 from archivist.archive.mpps import MPPS_SOP_CLASS, ProcedureSteps
 from archivist.core.levels import QueryLevel
+from archivist.core.pynetdicom_race import install as install_scu_guard
 from archivist.core.tls import client_context
 
 if TYPE_CHECKING:
@@ -215,6 +216,7 @@ class Notifier:
 
         settings = self.archive.settings
         peer = self.peer
+        install_scu_guard()  # pynetdicom's lost-response race
         ae = AE(ae_title=settings.aet)
         ae.acse_timeout = settings.acse_timeout
         ae.dimse_timeout = settings.dimse_timeout

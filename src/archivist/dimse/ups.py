@@ -54,6 +54,7 @@ from archivist.archive.ups import (
     UpsError,
     Workitems,
 )
+from archivist.core.pynetdicom_race import install as install_scu_guard
 from archivist.core.tls import client_context
 from archivist.dimse.mpps import cut_short
 from archivist.dimse.services import Service, peer_aet
@@ -443,6 +444,7 @@ class UpsEventSender:
         from pynetdicom import AE, build_role
 
         settings = self.settings
+        install_scu_guard()  # pynetdicom's lost-response race
         ae = AE(ae_title=settings.aet)
         ae.acse_timeout = settings.acse_timeout
         ae.dimse_timeout = settings.dimse_timeout

@@ -29,6 +29,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from archivist.archive.archive import Archive
+from archivist.core.pynetdicom_race import install as install_scu_guard
 from archivist.errors import ArchivistError
 from archivist.inventory import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
 from archivist.inventory.diff import DiffResult, diff
@@ -213,6 +214,7 @@ class _Receiver:
         from pynetdicom.sop_class import _STORAGE_CLASSES  # type: ignore[attr-defined]
 
         self.handler = StoreHandler(archive)
+        install_scu_guard()  # pynetdicom's lost-response race
         ae = AE(ae_title=archive.settings.aet)
         ae.maximum_pdu_size = archive.settings.max_pdu
         ae.network_timeout = archive.settings.network_timeout

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from archivist.core.pynetdicom_race import install as install_scu_guard
 from archivist.errors import ArchivistError
 from archivist.inventory import (
     INVENTORY_CREATION,
@@ -100,6 +101,7 @@ class PageResult:
 def _ae(remote: Remote) -> Any:
     from pynetdicom import AE
 
+    install_scu_guard()  # pynetdicom's lost-response race
     ae = AE(ae_title=remote.calling_aet)
     ae.acse_timeout = remote.acse_timeout
     ae.dimse_timeout = remote.dimse_timeout
@@ -336,6 +338,7 @@ class EventSender:
             log.warning("inventory creation %s: %s has no configured address; event %d not sent",
                         job.transaction_uid, job.requester_aet, event_type)
             return
+        install_scu_guard()  # pynetdicom's lost-response race
         ae = AE(ae_title=self.settings.aet)
         ae.acse_timeout = self.settings.acse_timeout
         ae.dimse_timeout = self.settings.dimse_timeout

@@ -47,6 +47,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from archivist.core.pynetdicom_race import install as install_scu_guard
 from archivist.validate.dictionary import ElementChecker
 from archivist.validate.findings import Collector, Severity
 
@@ -347,6 +348,7 @@ class _Probe:
         """An AE whose every wait, the TCP connect included, is bounded by the timeout."""
         from pynetdicom import AE
 
+        install_scu_guard()  # pynetdicom's lost-response race
         ae = AE(ae_title=title)
         for attr in ("acse_timeout", "dimse_timeout", "network_timeout", "connection_timeout"):
             setattr(ae, attr, self.o.timeout)
