@@ -226,6 +226,12 @@ class Notifier:
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet,
                              tls_args=(tls, peer.host) if tls is not None else None)
         if not assoc.is_established:
+            if assoc.rejected_contexts and not assoc.accepted_contexts:
+                # It answered, without the IAN SOP Class (pynetdicom then aborts): a refusal
+                # of each, not a peer that cannot be reached.
+                for study in due:
+                    self._refused(study, "Instance Availability Notification not accepted")
+                return
             raise ConnectionError(f"association with {peer.aet} at {peer.host}:{peer.port} "
                                   "not accepted")
         try:
@@ -245,7 +251,11 @@ class Notifier:
                     continue
                 status, _ = assoc.send_n_create(notification, IAN_SOP_CLASS, generate_uid())
                 if not status or "Status" not in status:
-                    raise ConnectionError(f"no answer from {peer.aet} to the IAN")
+                    # Aborted or not answered: a try of this study (one the peer always
+                    # aborts on is dropped after the third, as a refusal, instead of holding
+                    # back every later study); the others wait for the next association.
+                    self._refused(study, "no answer (the association ended)")
+                    return
                 code = int(status.Status) & 0xFFFF
                 series = notification.ReferencedSeriesSequence
                 if code_to_category(code) in ("Success", "Warning"):

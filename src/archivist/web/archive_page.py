@@ -381,7 +381,8 @@ async def archive_home(request: Request) -> Response:
     try:
         pairs = search_pairs(params)
         page_text = params.get("page") or ""
-        if page_text and (not page_text.isdigit() or int(page_text) < 1):
+        if page_text and (not (page_text.isascii() and page_text.isdigit())
+                          or int(page_text) < 1):
             raise QueryError(f"'page' must be a page number from 1, not {page_text!r}")
         if pairs or page_text:
             page = int(page_text or 1)
@@ -537,7 +538,8 @@ async def workitems_page(request: Request) -> Response:
     params = request.query_params
     state = (params.get("state") or "").strip().upper()
     page_text = params.get("page") or "1"
-    if (state and state not in STATES) or not page_text.isdigit() or int(page_text) < 1:
+    if ((state and state not in STATES) or not (page_text.isascii() and page_text.isdigit())
+            or int(page_text) < 1):
         resp = _page("Archivist: workitems", "<h1>Bad request</h1><p>state must be one of "
                      f"{_e(', '.join(STATES))}, and page a page number from 1</p>",
                      archive.settings)
