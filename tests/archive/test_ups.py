@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -260,3 +262,19 @@ def test_the_uid_may_come_in_the_data_set(items: Workitems) -> None:
     uid, _ = items.create(None, workitem(SOPInstanceUID=wanted))
     assert uid == wanted
     assert _status(items.create, None, workitem(SOPInstanceUID="1.2.x")) == 0x0117
+
+
+def test_malformed_date_times_and_labels_are_refused(items: Workitems) -> None:
+    with warnings.catch_warnings():  # (pydicom's, on setting the bad values)
+        warnings.simplefilter("ignore")
+        bad_start = workitem(ScheduledProcedureStepStartDateTime="2026-12-07 09:00")
+        long_label = workitem(ProcedureStepLabel="x" * 65)
+    assert _status(items.create, None, bad_start) == 0x0106
+    assert _status(items.create, None, long_label) == 0x0106
+    uid, _ = items.create(None, workitem(ExpectedCompletionDateTime="20261207120000.5+0100"))
+    mods = Dataset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mods.ExpectedCompletionDateTime = "tomorrow"
+    assert _status(items.set, uid, mods) == 0x0106
+    assert items.get(uid).dataset.ExpectedCompletionDateTime == "20261207120000.5+0100"  # type: ignore[union-attr]

@@ -43,6 +43,7 @@ name or ID.
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
@@ -241,6 +242,32 @@ def _require_enum(ds: Dataset, keyword: str, allowed: tuple[str, ...]) -> None:
                        (_tag(keyword),))
 
 
+#: A DT value (PS3.5 Table 6.2-1): YYYY, then MM DD HH MM SS each optional in turn, a fraction
+#: of 1 to 6 digits after seconds, an optional &ZZXX offset.
+_DT = re.compile(r"\d{4}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?)?"
+                 r"(?:[+-]\d{4})?")
+#: Length limits of the workitem's own text attributes (LO).
+_LABELS = ("ProcedureStepLabel", "WorklistLabel")
+
+
+def _check_values(ds: Dataset, keywords: Any = None) -> None:
+    """The date-times and labels of `ds` (the top level; only `keywords` when given) are valid
+    values of their VR: 0x0106 naming the attribute otherwise (a malformed start date-time
+    would match no range query, a label over 64 characters no LO reader)."""
+    for elem in ds:
+        keyword = elem.keyword
+        if keywords is not None and keyword not in keywords:
+            continue
+        if elem.VR == "DT" and elem.value not in (None, ""):
+            values = elem.value if isinstance(elem.value, (list, tuple)) else [elem.value]
+            if not all(_DT.fullmatch(str(v).strip()) for v in values):
+                raise UpsError(INVALID_ATTRIBUTE_VALUE, f"{_label(keyword)} is not a date and "
+                               "time (YYYYMMDDHHMMSS)", (int(elem.tag),))
+        elif keyword in _LABELS and len(_text(ds, keyword)) > 64:
+            raise UpsError(INVALID_ATTRIBUTE_VALUE, f"{_label(keyword)} is over 64 characters",
+                           (int(elem.tag),))
+
+
 def _columns(ds: Dataset) -> dict[str, Any]:
     return {
         "priority": _text(ds, "ScheduledProcedureStepPriority")[:16] or None,
@@ -330,6 +357,7 @@ class Workitems:
                                (_tag(keyword),))
         _require_enum(ds, "ScheduledProcedureStepPriority", _PRIORITIES)
         _require_enum(ds, "InputReadinessState", _READINESS)
+        _check_values(ds)
         study = _text(ds, "StudyInstanceUID")
         if study and not is_valid_uid(study):
             raise UpsError(INVALID_ATTRIBUTE_VALUE, "(0020,000D) Study Instance UID is not a "
@@ -476,6 +504,7 @@ class Workitems:
                 _require_enum(ds, "ScheduledProcedureStepPriority", _PRIORITIES)
             if "InputReadinessState" in modifications:
                 _require_enum(ds, "InputReadinessState", _READINESS)
+            _check_values(ds, {elem.keyword for elem in modifications})
             ds.ScheduledProcedureStepModificationDateTime = _dicom_now()
             data = _checked_encoding(ds)
             events: list[tuple[int, Dataset]] = []
