@@ -882,14 +882,18 @@ class Association:
             if msg.sink is not None:
                 msg.sink.close()
             return
-        # A Message ID may be used again once its operation has ended (PS3.7 9.3.1.1):
-        # a C-CANCEL of an earlier operation with this ID (one that came after it ended too)
-        # is not this one's. (pynetdicom's requestor numbers every request 1.)
-        self.cancelled.discard(int(msg.msg.command_set.get("MessageID", -1)))  # type: ignore[union-attr]
         msg.primitive = msg.primitive_of()
         if not getattr(msg.primitive, "is_valid_request", False):
             raise ProtocolError(f"DIMSE request 0x{field:04X} lacks required command elements",
                                 ABORT_INVALID_PARAMETER)
+        # A Message ID may be used again once its operation has ended (PS3.7 9.3.1.1):
+        # a C-CANCEL of an earlier operation with this ID (one that came after it ended too)
+        # is not this one's. (pynetdicom's requestor numbers every request 1.) Read from the
+        # checked request: a malformed command set (a Message ID of two values) is refused
+        # above, not turned into a traceback here.
+        message_id = getattr(msg.primitive, "MessageID", None)
+        if isinstance(message_id, int):
+            self.cancelled.discard(message_id)
         await self.queue.put(msg)
 
     async def _perform(self) -> None:
