@@ -19,6 +19,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _PortTaken(Exception):
+    """The server could not listen: a port free_port() found was taken since."""
+
+
 @dataclass
 class ServerProcess:
     """A running ``archivist serve``; use :meth:`start` and :meth:`stop` (or ``kill``)."""
@@ -39,9 +43,23 @@ class ServerProcess:
         become healthy (~25 s with two workers, each importing the whole stack), and a wait on
         a real condition costs nothing when the server is quick.
         """
+        chosen = not self.dicom_port and not self.http_port
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except _PortTaken:
+                # free_port() only found the ports free: another test process may have bound
+                # one since. Ports we chose are chosen again; given ones are the caller's.
+                if not chosen or attempt == 2:
+                    raise RuntimeError(f"archivist serve exited early:\n{self.log()}") from None
+                self.dicom_port = self.http_port = 0
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> ServerProcess:
         self.dicom_port = self.dicom_port or free_port()
         self.http_port = self.http_port or free_port()
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-serve.log"
+        already = self.log_path.stat().st_size if self.log_path.exists() else 0
         cmd = [
             sys.executable, "-m", "archivist.cli.main", "serve", "--data", str(self.data_dir),
             "--aet", self.aet, "--dicom-port", str(self.dicom_port),
@@ -56,6 +74,8 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "Address already in use" in self.log()[already:]:
+                    raise _PortTaken
                 raise RuntimeError(f"archivist serve exited early:\n{self.log()}")
             if self.healthy():
                 return self
