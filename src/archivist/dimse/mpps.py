@@ -38,9 +38,14 @@ MISSING_ATTRIBUTE = 0x0120
 
 
 def _data_set(event: Any, attr: str) -> Dataset | None:
-    """The request's data set `attr` (``attribute_list``...), or None when it is absent, cut
-    short (pydicom would quietly read what is there) or does not decode."""
-    if cut_short(event, _PARAMETER[attr]):
+    return request_data_set(event, attr, _PARAMETER[attr])
+
+
+def request_data_set(event: Any, attr: str, parameter: str) -> Dataset | None:
+    """The request's data set `attr` (``attribute_list``, ``action_information``...) sent as
+    its `parameter` (``AttributeList``...), or None when it is absent, cut short (pydicom would
+    quietly read what is there) or does not decode."""
+    if cut_short(event, parameter):
         return None
     try:
         ds = getattr(event, attr)
@@ -150,4 +155,4 @@ def services(archive: Archive) -> list[Service]:
             Service(MPPS_RETRIEVE_SOP_CLASS, "N-GET", handler.get)]
 
 
-__all__ = ["MppsHandler", "cut_short", "services"]
+__all__ = ["MppsHandler", "cut_short", "request_data_set", "services"]

@@ -56,7 +56,7 @@ from archivist.archive.ups import (
 )
 from archivist.core.pynetdicom_race import install as install_scu_guard
 from archivist.core.tls import client_context
-from archivist.dimse.mpps import cut_short
+from archivist.dimse.mpps import request_data_set
 from archivist.dimse.services import Service, peer_aet
 from archivist.dimse.status import Status, query_failure, refusal, status_dataset
 from archivist.dimse.worklist import in_query_charset
@@ -89,20 +89,6 @@ SUBSCRIBERS_AT_ONCE = 8
 
 
 
-def _request_data(event: Any, attr: str, parameter: str) -> Dataset | None:
-    """The request's data set `attr` (``attribute_list``, ``action_information``...), or None
-    when it is absent, cut short or does not decode."""
-    if cut_short(event, parameter):
-        return None
-    try:
-        ds = getattr(event, attr)
-        for _ in ds.iterall():  # every value decoded now, not half-way through a transaction
-            pass
-    except Exception:  # noqa: BLE001 - absent, or does not decode
-        return None
-    return ds if isinstance(ds, Dataset) else None
-
-
 def _text(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
     return "" if value is None else str(value).strip()
@@ -131,7 +117,7 @@ class UpsHandler:
     def create(self, event: Any) -> tuple[Any, Dataset | None]:
         aet = peer_aet(event)
         uid = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "").strip() or None
-        attributes = _request_data(event, "attribute_list", "AttributeList")
+        attributes = request_data_set(event, "attribute_list", "AttributeList")
         if attributes is None:
             return status_dataset(MISSING_ATTRIBUTE, "The Attribute List is missing, cut "
                                   "short, or does not decode"), None
@@ -183,7 +169,7 @@ class UpsHandler:
     def set(self, event: Any) -> tuple[Any, Dataset | None]:
         aet = peer_aet(event)
         uid = _requested_uid(event)
-        modifications = _request_data(event, "modification_list", "ModificationList")
+        modifications = request_data_set(event, "modification_list", "ModificationList")
         if modifications is None:
             return status_dataset(MISSING_ATTRIBUTE, "The Modification List is missing, cut "
                                   "short, or does not decode"), None
@@ -236,7 +222,7 @@ class UpsHandler:
             if kind not in allowed:
                 return status_dataset(NO_SUCH_ACTION, f"No such action type {kind} on this "
                                       "UPS SOP Class"), None
-            info = _request_data(event, "action_information", "ActionInformation")
+            info = request_data_set(event, "action_information", "ActionInformation")
             if info is None:
                 info = Dataset() if kind == REQUEST_CANCEL else None  # (optional there)
             if info is None:
