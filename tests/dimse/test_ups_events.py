@@ -202,6 +202,11 @@ def test_a_subscriber_that_never_answers_does_not_hold_back_the_others(
         # The association with the hole waits for the ACSE timeout (30 s by default): the
         # good subscriber's report does not wait behind it.
         assert waited < 15, waited
+        # Nor does a stop (one process: the interpreter waited for the blocked sender thread).
+        started = time.monotonic()
+        assert srv.stop() == 0
+        stopping = time.monotonic() - started
+        assert stopping < 15, stopping
     finally:
         subscriber.stop()
         srv.stop()

@@ -108,7 +108,9 @@ def run_server(settings: Settings) -> int:
         if not _hold_data_dir(settings.data_dir):
             return 1
         _log_and_ignore_hangups()
-        return _serve(settings)
+        code = _serve(settings)
+        _leave_blocked_threads(code)
+        return code
     _become_lean_supervisor(settings)  # returns only when it cannot
     return _supervise(settings, workers)
 
@@ -257,6 +259,36 @@ def _log_and_ignore_hangups() -> None:
         log.warning("SIGHUP ignored: nothing to reload; SIGTERM or Ctrl-C stops the archive")
 
     signal.signal(signal.SIGHUP, on_hangup)
+
+
+def _leave_blocked_threads(code: int, wait: float = 1.0) -> None:
+    """Exit now with `code` if threads other than daemons are still running after `wait`
+    seconds; return when none are.
+
+    Everything durable is closed by then (associations drained, the archive closed). What can
+    be left is a thread waiting on a peer that does not answer (a UPS event, an IAN or a C-MOVE
+    sub-operation association to a host that takes the connection and never replies), which
+    the interpreter would wait for at exit, up to the ACSE timeout (30 s): a stop must not
+    depend on another node. What it was sending is still due in its outbox and is sent after
+    the restart. (Worker processes of ``--workers N`` end with ``os._exit`` already.)
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        left = [t for t in threading.enumerate()
+                if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    if not left:
+        return
+    logging.getLogger("archivist.serve").info(
+        "stopped; not waiting for %d thread(s) still waiting on the network (%s)", len(left),
+        ", ".join(sorted({t.name for t in left})))
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def _lean_main(argv: list[str]) -> int:
