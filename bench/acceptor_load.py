@@ -43,7 +43,7 @@ def main(loop: str = "auto") -> None:
     load = _helpers()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(8192, hard), hard))
-    env = {"ARCHIVIST_EVENT_LOOP": loop, "ARCHIVIST_MAX_ASSOCIATIONS": "300"}
+    env = {"ARCHIVIST_EVENT_LOOP": loop}  # default limits, as `make serve` runs
     srv = ServerProcess(Path(tempfile.mkdtemp()) / "data", env=env).start()
     assert srv.proc is not None
     try:
