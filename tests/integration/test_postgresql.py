@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,3 +203,33 @@ def test_an_empty_database_beside_stored_objects_is_refused(database: str, pg, t
     assert done.returncode != 0
     assert "holds no index" in done.stderr, done.stderr
     assert sorted(p for p in (tmp_path / "data" / "blobs").rglob("*") if p.is_file()) == blobs
+
+
+def test_healthz_says_503_while_the_database_is_down(tmp_path: Path) -> None:
+    """A load balancer polling /healthz takes a node out while its database does not answer
+    (it said 200 throughout), and puts it back when the database is up again."""
+    own = postgres.PostgresServer().start()  # its own server: this test stops it
+    try:
+        srv = _serve(tmp_path / "data", own.new_database(), "--workers", "1")
+        try:
+            url = f"http://127.0.0.1:{srv.http_port}/healthz"
+            assert requests.get(url, timeout=10).status_code == 200
+            own.pause()
+            deadline = time.monotonic() + 20
+            while True:
+                r = requests.get(url, timeout=10)
+                if r.status_code == 503 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert r.status_code == 503, r.text
+            assert r.json()["status"] == "index unavailable"
+            assert "index" in r.json()["detail"] and r.headers.get("Retry-After")
+            own.resume()
+            deadline = time.monotonic() + 30
+            while requests.get(url, timeout=10).status_code != 200:
+                assert time.monotonic() < deadline, "still 503 with the database back"
+                time.sleep(0.3)
+        finally:
+            srv.stop()
+    finally:
+        own.stop()

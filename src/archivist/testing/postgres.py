@@ -57,6 +57,7 @@ class PostgresServer:
         self.data = self.folder / "cluster"
         self._user: list[str] = []
         self._counter = itertools.count(1)
+        self._options = ""
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self._user, *args], capture_output=True, text=True,
@@ -71,6 +72,7 @@ class PostgresServer:
                   "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
         options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
                    "-c max_connections=200")
+        self._options = options
         done = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options,
                          "-l", str(self.folder / "log"), "-w", "-t", "60", "start", check=False)
         if done.returncode != 0:
@@ -93,7 +95,19 @@ class PostgresServer:
                   "-U", "archivist", name)
         return self.url(name)
 
-    def stop(self) -> None:
+    def pause(self) -> None:
+        """Stop the server, keeping its databases (:meth:`resume` starts it again): an
+        outage."""
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
                   "stop", check=False)
+
+    def resume(self) -> None:
+        done = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o",
+                         self._options, "-l", str(self.folder / "log"), "-w", "-t", "60",
+                         "start", check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not start again: {done.stdout}{done.stderr}")
+
+    def stop(self) -> None:
+        self.pause()
         shutil.rmtree(self.folder, ignore_errors=True)

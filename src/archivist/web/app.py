@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import ipaddress
 import logging
@@ -277,6 +278,44 @@ async def _index_unavailable(request: Request, exc: Exception) -> Response:
     return problem_response(503, detail, {"Retry-After": "5"})
 
 
+class IndexProbe:
+    """Whether the index answers a read, for ``/healthz``: at most one probe at a time (a
+    database that hangs must not pile threads up, whatever the polling rate), its outcome
+    reused for a second, and a probe not answered within :attr:`TIMEOUT` taken as a failure."""
+
+    TIMEOUT = 3.0
+    FRESH = 1.0
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self._running: asyncio.Future[str] | None = None
+        self._outcome: tuple[float, str] | None = None
+
+    def _probe(self) -> str:
+        try:
+            self.archive.index.last_change()
+        except Exception as exc:  # noqa: BLE001 - any failure of the database is the answer
+            cause = getattr(exc, "orig", None) or exc
+            log.warning("health check: the index failed (%s)", type(cause).__name__)
+            return f"the index cannot be read ({type(cause).__name__})"
+        return ""
+
+    async def problem(self) -> str:
+        """"" when the index answered, else why not."""
+        now = time.monotonic()
+        if self._outcome is not None and now - self._outcome[0] < self.FRESH:
+            return self._outcome[1]
+        if self._running is None or self._running.done():
+            loop = asyncio.get_running_loop()
+            self._running = asyncio.ensure_future(loop.run_in_executor(None, self._probe))
+        try:
+            problem = await asyncio.wait_for(asyncio.shield(self._running), self.TIMEOUT)
+        except TimeoutError:
+            problem = f"the index did not answer within {self.TIMEOUT:.0f} s"
+        self._outcome = (time.monotonic(), problem)
+        return problem
+
+
 @dataclass
 class Health:
     """Readiness flags flipped by the process that runs the listeners."""
@@ -304,9 +343,17 @@ def create_app(archive: Archive, health: Health | None = None, *,
     """
     health = health or Health(dimse_ready=True, http_ready=True)
 
+    index_probe = IndexProbe(archive)
+
     async def healthz(request: Request) -> JSONResponse:
-        body = {"status": "ok" if health.ok else ("stopping" if health.stopping else "starting")}
-        return JSONResponse(body, status_code=200 if health.ok else 503)
+        if not health.ok:
+            body = {"status": "stopping" if health.stopping else "starting"}
+            return JSONResponse(body, status_code=503)
+        problem = await index_probe.problem()
+        if problem:  # a load balancer takes this node out until its database answers again
+            return JSONResponse({"status": "index unavailable", "detail": problem},
+                                status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse({"status": "ok"})
 
     async def stats(request: Request) -> JSONResponse:
         from starlette.concurrency import run_in_threadpool
