@@ -59,16 +59,16 @@ def _ddl(path: Path) -> list[str]:
 class TestMigrations:
     def test_one_chain_of_revisions(self) -> None:
         script = ScriptDirectory.from_config(_config())
-        assert script.get_heads() == ["0007"]
-        assert [r.revision for r in script.walk_revisions()] == ["0007", "0006", "0005", "0004", "0003",
-                                                                  "0002", "0001"]
+        assert script.get_heads() == ["0008"]
+        assert [r.revision for r in script.walk_revisions()] == ["0008", "0007", "0006", "0005", "0004",
+                                                                  "0003", "0002", "0001"]
 
     def test_empty_index_migrates_to_the_metadata(self, tmp_path: Path) -> None:
         index = Index(f"sqlite:///{tmp_path / 'i.sqlite'}")
         try:
             index.migrate()
             assert _diff(index) == []
-            assert _version(tmp_path / "i.sqlite") == "0007"
+            assert _version(tmp_path / "i.sqlite") == "0008"
             index.migrate()  # idempotent
         finally:
             index.close()
@@ -95,7 +95,7 @@ class TestMigrations:
         index = Index(f"sqlite:///{db}")
         try:
             index.migrate()
-            assert _version(db) == "0007"
+            assert _version(db) == "0008"
             assert _diff(index) == []
             assert index.counts() == {"patient": 1, "study": 1, "series": 1, "instance": 2}
             old = index.validation_of("1.2.826.0.1.3680043.10.1235.77.1.1.1")

@@ -107,8 +107,8 @@ def test_an_upgrade_says_what_it_did(tmp_path: Path, caplog: pytest.LogCaptureFi
     said = [r.getMessage() for r in caplog.records if r.name.startswith("archivist.index")]
     assert any("at revision 0004" in m and "upgrading" in m for m in said), said
     assert any(m.startswith("index revision 0005 applied: Person names") for m in said), said
-    assert any("upgraded from revision 0004 to 0007" in m for m in said), said
-    assert _revision(path) == "0007"
+    assert any("upgraded from revision 0004 to 0008" in m for m in said), said
+    assert _revision(path) == "0008"
     with closing(sqlite3.connect(path)) as con, con:
         assert con.execute("SELECT patient_name_norm FROM patient WHERE patient_id = 'P1'"
                            ).fetchone()[0] == "pad1^name"
@@ -135,7 +135,7 @@ def test_an_upgrade_from_before_codes_says_to_reindex(tmp_path: Path,
     with caplog.at_level(logging.INFO, logger="archivist"):
         Archive.open(_settings(data)).close()
     said = " | ".join(r.getMessage() for r in caplog.records)
-    assert "upgraded from revision 0001 to 0007" in said
+    assert "upgraded from revision 0001 to 0008" in said
     assert "archivist reindex --codes" in said
 
 
@@ -169,9 +169,10 @@ def test_an_upgrade_cut_short_is_finished_by_the_next_start(tmp_path: Path) -> N
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         padded = con.execute("SELECT COUNT(*) FROM patient WHERE patient_name_norm LIKE '%^'"
                              ).fetchone()[0]
-    assert (_revision(path), padded) in {("0004", 40_000), ("0005", 0), ("0006", 0), ("0007", 0)}
+    assert (_revision(path), padded) in {("0004", 40_000), ("0005", 0), ("0006", 0), ("0007", 0),
+                                        ("0008", 0)}
     Archive.open(_settings(data)).close()
-    assert _revision(path) == "0007"
+    assert _revision(path) == "0008"
     with closing(sqlite3.connect(path)) as con, con:
         assert con.execute("SELECT COUNT(*) FROM patient WHERE patient_name_norm LIKE '%^'"
                            ).fetchone()[0] == 0
@@ -344,4 +345,4 @@ def test_no_upgrade_under_an_older_version_still_running(tmp_path: Path) -> None
             Archive.open(_settings(data))
         assert _revision(path) == "0004"
     Archive.open(_settings(data)).close()
-    assert _revision(path) == "0007"
+    assert _revision(path) == "0008"

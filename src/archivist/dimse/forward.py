@@ -6,9 +6,11 @@ A forwarder follows the index's change log (the same one ``GET /api/changes`` se
 what every ingest path stored (C-STORE, STOW-RS, ``archivist import``, C-MOVE pulls) in every
 process, in order, and needs nothing from the ingest itself. Where it has got to is kept in a
 small file per destination under ``<data>/forward/`` (named by a digest of the AE title, never
-by the title itself), written and fsync'd after each batch; a destination that was just added
-starts at the end of the log (what was stored before is not sent). One process forwards to a
-destination at a time (a lock on that file), whichever worker of ``serve`` takes it first.
+by the title itself), written and fsync'd after each batch, or, with the index in PostgreSQL,
+in the index (:mod:`archivist.index.followers`); a destination that was just added starts at
+the end of the log (what was stored before is not sent). One process forwards to a destination
+at a time (a lock on that file; on PostgreSQL an advisory lock, so one of all the nodes sharing
+the index, another taking over from the same place when it goes), whichever takes it first.
 
 Each batch (at most 200 instances) goes over one association, as ``archivist send`` sends
 (:func:`archivist.dimse.send.send_instances`: as stored when accepted, else decompressed).
@@ -24,17 +26,14 @@ instance deleted before its turn is skipped.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from archivist.core.levels import QueryLevel
+from archivist.index.followers import FollowerSlot
 
 if TYPE_CHECKING:
     from archivist.archive.archive import Archive
@@ -55,9 +54,9 @@ class Forwarder:
     def __init__(self, archive: Archive, peer: Peer) -> None:
         self.archive = archive
         self.peer = peer
-        folder = Path(archive.settings.data_dir) / "forward"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{zlib.crc32(peer.aet.encode()):08x}.json"
+        self.slot = FollowerSlot(archive.index, "forward", peer.aet,
+                                 Path(archive.settings.data_dir) / "forward")
+        self.path = self.slot.path
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: Instances to send again (refused, or never offered because the association ended):
@@ -79,12 +78,10 @@ class Forwarder:
     # -- the cursor --------------------------------------------------------------------------
 
     def _read_cursor(self) -> int | None:
-        try:
-            raw = json.loads(self.path.read_text())
-        except (FileNotFoundError, ValueError, OSError):
+        raw = self.slot.load()
+        if raw is None or raw.get("aet") != self.peer.aet or not isinstance(raw.get("seq"), int):
             return None
-        if raw.get("aet") != self.peer.aet or not isinstance(raw.get("seq"), int):
-            return None
+        self._retry, self._due = {}, {}
         retry = raw.get("retry")
         if isinstance(retry, dict):
             self._retry = {str(sop): [int(v[0]), int(v[1])] for sop, v in retry.items()
@@ -93,51 +90,52 @@ class Forwarder:
         return int(raw["seq"])
 
     def _write_cursor(self, seq: int) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps({"aet": self.peer.aet, "seq": seq, "retry": self._retry}))
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self.path)
+        self.slot.save({"aet": self.peer.aet, "seq": seq, "retry": self._retry})
 
     # -- the loop ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        lock_path = self.path.with_suffix(".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             while not self._stop.is_set():
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:  # another worker forwards to this destination
-                    self._stop.wait(5.0)
-            else:
-                return
-            cursor = self._read_cursor()
-            if cursor is None:
-                cursor = self.archive.index.last_change()
-                self._write_cursor(cursor)
-                log.info("forwarding to %s starts after change %d (what is stored from now on)",
-                         self.peer.aet, cursor)
-            pause = RETRY_FIRST
-            while not self._stop.is_set():
-                try:
-                    cursor, busy = self._batch(cursor)
-                    pause = RETRY_FIRST
-                except Exception as exc:  # noqa: BLE001 - unreachable, refused, timed out
-                    if isinstance(exc, _Stalled):
-                        cursor = exc.cursor
-                    (log.warning if pause == RETRY_FIRST else log.debug)(
-                        "forwarding to %s: %s; next try in %.0f s", self.peer.aet,
-                        str(exc) or type(exc).__name__, pause)
-                    self._stop.wait(pause)
-                    pause = min(RETRY_MAX, pause * 2)
-                    continue
-                if not busy:
-                    self._stop.wait(POLL_SECONDS)
+                if not self.slot.acquire(self._stop):
+                    return
+                self._follow()
         finally:
-            os.close(fd)
+            self.slot.release()
+
+    def _start_cursor(self) -> int:
+        """Where the holder of the slot starts: the place saved, else the end of the log."""
+        cursor = self._read_cursor()
+        if cursor is None:
+            cursor = self.archive.index.last_change()
+            self._write_cursor(cursor)
+            log.info("forwarding to %s starts after change %d (what is stored from now on)",
+                     self.peer.aet, cursor)
+        return cursor
+
+    def _follow(self) -> None:
+        """Forward while this process holds the slot (until stopped, or the slot is lost)."""
+        cursor: int | None = None
+        pause = RETRY_FIRST
+        while not self._stop.is_set():
+            try:
+                if not self.slot.held():
+                    return  # another process may hold it now: take it again, read the place
+                if cursor is None:
+                    cursor = self._start_cursor()
+                cursor, busy = self._batch(cursor)
+                pause = RETRY_FIRST
+            except Exception as exc:  # noqa: BLE001 - unreachable, refused, timed out
+                if isinstance(exc, _Stalled):
+                    cursor = exc.cursor
+                (log.warning if pause == RETRY_FIRST else log.debug)(
+                    "forwarding to %s: %s; next try in %.0f s", self.peer.aet,
+                    str(exc) or type(exc).__name__, pause)
+                self._stop.wait(pause)
+                pause = min(RETRY_MAX, pause * 2)
+                continue
+            if not busy:
+                self._stop.wait(POLL_SECONDS)
 
     def _batch(self, cursor: int) -> tuple[int, bool]:
         """Forward the instances due to be sent again and the next changes after `cursor`;

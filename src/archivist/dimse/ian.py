@@ -21,8 +21,11 @@ Like forwarding (:mod:`archivist.dimse.forward`), a notifier follows the index's
 it sees every ingest path in every process. Where it has got to, and the studies waiting for
 their quiet time or a retry, are kept in a small file per destination under ``<data>/ian/``
 (named by a digest of the AE title), written and fsync'd after each pass: a restart loses no
-study. A destination that was just added starts at the end of the log. One process notifies a
-destination at a time (a lock on that file). The notifications due go over one association;
+study; with the index in PostgreSQL they are kept in the index instead
+(:mod:`archivist.index.followers`). A destination that was just added starts at the end of the
+log. One process notifies a destination at a time (a lock on that file; on PostgreSQL an
+advisory lock: one of all the nodes sharing the index, so each study is notified once, not once
+per node). The notifications due go over one association;
 while the destination cannot be reached (or the association ends before an answer) they are
 tried again after 1 s, doubling up to 60 s, and nothing is dropped. A notification the
 destination refuses (a failure status, or no presentation context) is sent again 1 s and 2 s
@@ -31,13 +34,9 @@ later, three times in all, then logged as not delivered and dropped.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
 import threading
 import time
-import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +48,7 @@ from archivist.archive.mpps import MPPS_SOP_CLASS, ProcedureSteps
 from archivist.core.levels import QueryLevel
 from archivist.core.pynetdicom_race import install as install_scu_guard
 from archivist.core.tls import client_context
+from archivist.index.followers import FollowerSlot
 
 if TYPE_CHECKING:
     from archivist.archive.archive import Archive
@@ -74,9 +74,9 @@ class Notifier:
     def __init__(self, archive: Archive, peer: Peer) -> None:
         self.archive = archive
         self.peer = peer
-        folder = Path(archive.settings.data_dir) / "ian"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{zlib.crc32(peer.aet.encode()):08x}.json"
+        self.slot = FollowerSlot(archive.index, "ian", peer.aet,
+                                 Path(archive.settings.data_dir) / "ian")
+        self.path = self.slot.path
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: Studies to notify: Study Instance UID -> [time of its last change (s since the
@@ -99,27 +99,16 @@ class Notifier:
 
     def _create_cursor(self) -> None:
         """A destination just added starts at the end of the change log: written before the
-        server takes anything, so a study stored at once is not missed (whichever worker
-        writes it first: a link does not replace a file)."""
-        if self.path.exists():
-            return
-        tmp = self.path.with_name(f"{self.path.stem}.{os.getpid()}.new")
-        self._write(tmp, self.archive.index.last_change())
-        try:
-            os.link(tmp, self.path)
+        server takes anything, so a study stored at once is not missed (whichever worker or
+        node writes it first: one written already is not replaced)."""
+        if self.slot.create(self._state(self.archive.index.last_change())):
             log.info("notifying %s of the studies stored from now on", self.peer.aet)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def _read_cursor(self) -> int | None:
-        try:
-            raw = json.loads(self.path.read_text())
-        except (FileNotFoundError, ValueError, OSError):
+        raw = self.slot.load()
+        if raw is None or raw.get("aet") != self.peer.aet or not isinstance(raw.get("seq"), int):
             return None
-        if raw.get("aet") != self.peer.aet or not isinstance(raw.get("seq"), int):
-            return None
+        self._studies, self._due = {}, {}
         studies = raw.get("studies")
         if isinstance(studies, dict):
             self._studies = {str(uid): [float(v[0]), float(v[1])] for uid, v in studies.items()
@@ -127,50 +116,47 @@ class Notifier:
                              and all(isinstance(x, (int, float)) for x in v)}
         return int(raw["seq"])
 
-    def _write(self, path: Path, seq: int) -> None:
-        with open(path, "w") as fh:
-            fh.write(json.dumps({"aet": self.peer.aet, "seq": seq, "studies": self._studies}))
-            fh.flush()
-            os.fsync(fh.fileno())
+    def _state(self, seq: int) -> dict[str, Any]:
+        return {"aet": self.peer.aet, "seq": seq, "studies": self._studies}
 
     def _write_cursor(self, seq: int) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        self._write(tmp, seq)
-        tmp.replace(self.path)
+        self.slot.save(self._state(seq))
 
     # -- the loop ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             while not self._stop.is_set():
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:  # another worker notifies this destination
-                    self._stop.wait(5.0)
-            else:
-                return
-            cursor = self._read_cursor()
-            if cursor is None:  # unreadable: start again at the end of the log
-                cursor = self.archive.index.last_change()
-                self._write_cursor(cursor)
-            pause = RETRY_FIRST
-            while not self._stop.is_set():
-                try:
-                    cursor = self._follow(cursor)
-                    self._notify_due(cursor)
-                    pause = RETRY_FIRST
-                except Exception as exc:  # noqa: BLE001 - unreachable, aborted, timed out
-                    (log.warning if pause == RETRY_FIRST else log.debug)(
-                        "IAN to %s: %s; next try in %.0f s", self.peer.aet,
-                        str(exc) or type(exc).__name__, pause)
-                    self._stop.wait(pause)
-                    pause = min(RETRY_MAX, pause * 2)
-                    continue
-                self._stop.wait(POLL_SECONDS)
+                if not self.slot.acquire(self._stop):
+                    return
+                self._lead()
         finally:
-            os.close(fd)
+            self.slot.release()
+
+    def _lead(self) -> None:
+        """Notify while this process holds the slot (until stopped, or the slot is lost)."""
+        cursor: int | None = None
+        pause = RETRY_FIRST
+        while not self._stop.is_set():
+            try:
+                if not self.slot.held():
+                    return  # another process may hold it now: take it again, read the place
+                if cursor is None:
+                    cursor = self._read_cursor()
+                    if cursor is None:  # unreadable: start again at the end of the log
+                        cursor = self.archive.index.last_change()
+                        self._write_cursor(cursor)
+                cursor = self._follow(cursor)
+                self._notify_due(cursor)
+                pause = RETRY_FIRST
+            except Exception as exc:  # noqa: BLE001 - unreachable, aborted, timed out
+                (log.warning if pause == RETRY_FIRST else log.debug)(
+                    "IAN to %s: %s; next try in %.0f s", self.peer.aet,
+                    str(exc) or type(exc).__name__, pause)
+                self._stop.wait(pause)
+                pause = min(RETRY_MAX, pause * 2)
+                continue
+            self._stop.wait(POLL_SECONDS)
 
     def _follow(self, cursor: int) -> int:
         """Note the studies stored in since `cursor`; returns the new cursor (saved)."""

@@ -314,6 +314,9 @@ class _Sql:
 
 #: The PostgreSQL advisory lock key migrations take (any constant: "ARCHIVIS" in ASCII).
 _MIGRATE_LOCK = 0x4152434849564953
+#: The PostgreSQL advisory lock every write transaction takes first ("ARCHIVIW"): see
+#: :meth:`Index.write_transaction`.
+_WRITE_LOCK = 0x4152434849564957
 
 
 class Index:
@@ -499,6 +502,13 @@ class Index:
         SQLite makes a second writer poll with growing sleeps (its busy handler, up to 100 ms
         at a time) while the first commits; waiting on a file lock instead wakes it the moment
         the lock is free, so worker processes hand the index to each other without stalls.
+
+        On PostgreSQL every write transaction first takes one advisory lock, held until it
+        ends, shared by every worker and node: the change log's sequence numbers are then
+        handed out in the order the transactions commit. Without it, a transaction of one
+        node took number N, another node's took N+1 and committed first, and whoever follows
+        the log (``GET /api/changes?since=``, forwarding, IAN) read N+1, moved past N and
+        never saw it (SQLite writes one transaction at a time anyway).
         """
         with self._write_lock:
             fd = self._process_lock()
@@ -508,6 +518,9 @@ class Index:
                 conn = self._writer_connection()
                 try:
                     with conn.begin():
+                        if not self.is_sqlite:
+                            conn.execute(sql_text("SELECT pg_advisory_xact_lock(:key)"),
+                                         {"key": _WRITE_LOCK})
                         yield conn
                 except BaseException:
                     # A failed transaction may leave the connection unusable: start afresh.

@@ -333,6 +333,16 @@ ups_event = Table(
 )
 Index("ix_ups_event_aet", ups_event.c.aet, ups_event.c.pk)
 
+#: Followers of the change log shared by several nodes (revision 0008): forwarding and IAN,
+#: one row per destination, their place in the log and what is left to send (JSON). Used on
+#: PostgreSQL (:mod:`archivist.index.followers`).
+follower = Table(
+    "follower", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("state", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 TABLE_OF_LEVEL = {"PATIENT": patient, "STUDY": study, "SERIES": series, "IMAGE": instance}
 
 #: The tables a query at each level reads: the level's own first, then every level above it.

@@ -464,6 +464,18 @@ class InventoryCreation:
         job.studies_total = len(keys)
         stage = self._stage_dir(job)
         stage.mkdir(parents=True, exist_ok=True)
+        if job.leaves and not all((stage / f"leaf-{n:06d}.dcm").exists()
+                                  for n in range(1, len(job.leaves) + 1)):
+            # Its leaves so far were staged by another node (each has a data directory of its
+            # own; the job's progress is in the shared index) or lost with a data directory:
+            # built again from the start here, else the root would name only the leaves this
+            # process built and the inventory would miss the studies of the others.
+            log.info("inventory creation %s: %d leaves built elsewhere are not here; "
+                     "building them again", job.transaction_uid, len(job.leaves))
+            shutil.rmtree(stage, ignore_errors=True)
+            stage.mkdir(parents=True, exist_ok=True)
+            job.leaves, job.studies_done = [], 0
+            self._update(job.pk, studies_done=0, leaves="[]")
         state = {"checked": 0.0, "value": PROCESSING}
 
         def should_stop() -> bool:

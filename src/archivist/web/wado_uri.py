@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, request_response
 
 from archivist.core.uids import is_valid_uid
+from archivist.errors import IndexError_, StorageError
 from archivist.web.dicomweb import pixels
 from archivist.web.dicomweb.common import (
     DICOM,
@@ -61,6 +62,11 @@ async def wado(request: Request) -> Response:
     try:
         return await _wado(request)
     except HTTPProblem as exc:
+        return to_response(exc)
+    except (IndexError_, StorageError) as exc:
+        # The index's database or the object store is down: 503 with the reason, one line
+        # in the log (not a traceback per request).
+        log.warning("WADO-URI request failed: %s", exc)
         return to_response(exc)
     except Exception as exc:
         log.exception("WADO-URI request failed")

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router, WebSocketRoute
 
 from archivist.core.levels import QueryLevel
-from archivist.errors import IndexError_
+from archivist.errors import IndexError_, StorageError
 from archivist.web.dicomweb import pixels, qido, stow, ups_events, ups_rs, wado
 from archivist.web.dicomweb.common import Cors
 from archivist.web.errors import HTTPProblem, problem_response, to_response
@@ -38,7 +38,9 @@ def guarded(fn: Endpoint) -> Callable[[Request], Awaitable[Response]]:
             log.warning("DICOMweb %s %s: a stored object was deleted meanwhile",
                         request.method, request.url.path)
             return problem_response(404, "the stored object was deleted meanwhile")
-        except IndexError_ as exc:  # the index's database is down: no traceback per request
+        except (IndexError_, StorageError) as exc:
+            # The index's database or the object store is down: 503 with the reason, and one
+            # line in the log, not a traceback per request.
             log.warning("DICOMweb %s %s: %s", request.method, request.url.path, exc)
             return to_response(exc)
         except Exception as exc:

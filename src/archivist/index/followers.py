@@ -1,0 +1,188 @@
+"""Who follows the change log for a destination, and where it has got to: the place of
+forwarding (:mod:`archivist.dimse.forward`) and of Instance Availability Notifications
+(:mod:`archivist.dimse.ian`).
+
+One process at a time follows the log for a destination, and what it has done must survive it:
+
+- on SQLite (one machine), a small JSON file per destination in the data directory, named by a
+  digest of the AE title, and a lock on a file beside it, as before;
+- on PostgreSQL (several nodes, each with a data directory of its own, sharing the index), the
+  same JSON in the index's ``follower`` table and a PostgreSQL advisory lock held by a
+  connection of its own: one process of all the nodes follows the log for a destination, and
+  another takes over where it stopped when it goes (its connection closed, or lost). Files of
+  each node's own would have made every node send each study's notification and forward each
+  instance once per node, and a node taking over start again from its own old place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import threading
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy import text as sql_text
+
+from archivist.index.schema import follower
+
+if TYPE_CHECKING:
+    from archivist.index.repository import Index
+
+__all__ = ["FollowerSlot"]
+
+#: The first key of the advisory locks of followers ("ARCF" in ASCII); the second is a digest
+#: of the slot's name.
+_LOCK_CLASS = 0x41524346
+#: How often a process that does not hold a slot tries to take it.
+WAIT_SECONDS = 5.0
+
+
+class FollowerSlot:
+    """The slot of one follower (`kind`: ``forward`` or ``ian``) of one destination."""
+
+    def __init__(self, index: Index, kind: str, aet: str, folder: Path) -> None:
+        self.index = index
+        self.name = f"{kind}:{aet}"
+        self.shared = not index.is_sqlite
+        self.path = folder / f"{zlib.crc32(aet.encode()):08x}.json"
+        if not self.shared:
+            folder.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = None
+        self._conn: Any = None
+        self._key = zlib.crc32(self.name.encode()) - (1 << 31)  # a signed 32-bit int
+
+    # -- holding it ------------------------------------------------------------------------
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Wait until this process holds the slot (True) or `stop` is set (False)."""
+        while not stop.is_set():
+            with contextlib.suppress(Exception):  # the database unreachable: try again
+                if self._try():
+                    return True
+            stop.wait(WAIT_SECONDS)
+        return False
+
+    def _try(self) -> bool:
+        if not self.shared:
+            if self._fd is None:
+                self._fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT,
+                                   0o600)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another worker follows for this destination
+                return False
+            return True
+        conn = self.index.writer.connect()
+        try:
+            took = conn.execute(sql_text("SELECT pg_try_advisory_lock(:a, :b)"),
+                                {"a": _LOCK_CLASS, "b": self._key}).scalar()
+            conn.commit()
+        except BaseException:
+            conn.invalidate()
+            conn.close()
+            raise
+        if not took:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def held(self) -> bool:
+        """Whether this process still holds the slot (on PostgreSQL: its lock's connection is
+        alive; a lost one lets another node take the slot, and this one must take it again
+        and read the place then)."""
+        if not self.shared:
+            return self._fd is not None
+        if self._conn is None:
+            return False
+        try:
+            self._conn.execute(sql_text("SELECT 1"))
+            self._conn.commit()
+            return True
+        except Exception:  # noqa: BLE001 - the connection, and so the lock, are gone
+            self._drop()
+            return False
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()  # closes it: the session's advisory lock goes with it
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    # -- the place ---------------------------------------------------------------------------
+
+    def load(self) -> dict[str, Any] | None:
+        """The state saved last, or None (none, or unreadable)."""
+        try:
+            if self.shared:
+                with self.index.reader.connect() as conn:
+                    raw = conn.execute(select(follower.c.state)
+                                       .where(follower.c.name == self.name)).scalar()
+                if raw is None:
+                    return None
+            else:
+                raw = self.path.read_text()
+            state = json.loads(raw)
+        except (FileNotFoundError, ValueError, OSError):
+            return None
+        return state if isinstance(state, dict) else None
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Replace the saved state (durably: fsync'd, or committed)."""
+        text = json.dumps(state)
+        if not self.shared:
+            tmp = self.path.with_suffix(".tmp")
+            _write(tmp, text)
+            tmp.replace(self.path)
+            return
+        now = datetime.now(UTC)
+        with self.index.write_transaction() as conn:
+            done = conn.execute(update(follower).where(follower.c.name == self.name)
+                                .values(state=text, updated_at=now))
+            if done.rowcount == 0:
+                conn.execute(follower.insert().values(name=self.name, state=text,
+                                                      updated_at=now))
+
+    def create(self, state: dict[str, Any]) -> bool:
+        """Save `state` unless a state is saved already; True when this call saved it."""
+        text = json.dumps(state)
+        if not self.shared:
+            if self.path.exists():
+                return False
+            tmp = self.path.with_name(f"{self.path.stem}.{os.getpid()}.new")
+            _write(tmp, text)
+            try:
+                os.link(tmp, self.path)  # a link does not replace a file another wrote first
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink(missing_ok=True)
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        with self.index.write_transaction() as conn:
+            done = conn.execute(pg_insert(follower).values(
+                name=self.name, state=text, updated_at=datetime.now(UTC))
+                .on_conflict_do_nothing(index_elements=["name"]))
+            return bool(done.rowcount == 1)
+
+
+def _write(path: Path, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
