@@ -23,9 +23,11 @@ How a connection is served (PS3.8 9 and Annex E; PS3.7 for the DIMSE layer):
 4. Blocking work (fsync, SQLite, pydicom, outbound associations of C-MOVE) runs in bounded thread
    pools; the loop only moves bytes. Writes wait for the socket to drain (back-pressure).
 
-Timeouts: ARTIM (pre-association), ``network_timeout`` (no PDU from an association that has no
-operation running), ``dimse_timeout`` (a message left half-sent, a C-STORE response of a C-GET
-sub-operation). A single timer per connection, re-armed lazily, implements them: nothing wakes up
+Timeouts: ARTIM (pre-association; after an A-ABORT we send, the connection is cut once it has
+run out), ``network_timeout`` (no PDU from an association that has no operation running),
+``dimse_timeout`` (a message left half-sent, a C-STORE response of a C-GET sub-operation counted
+from when the request has gone, a write the peer takes nothing of: a requestor that stops reading
+responses). A single timer per connection, re-armed lazily, implements them: nothing wakes up
 while a connection is merely idle.
 """
 
@@ -77,6 +79,7 @@ from archivist.dimse.acceptor_pdu import (
     ProtocolError,
     ReleaseRequested,
     StreamedMessage,
+    WriteStalled,
     a_abort,
     associate_rj,
     file_meta_prefix,
@@ -473,6 +476,14 @@ class Acceptor:
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             writer.transport.abort()
             return None
+        if not body[1] & 0x01:
+            # Protocol Version without bit 0 (version 1, the only one): the receiver "shall only
+            # test that bit 0 is set" (PS3.8 9.3.2), and refuses it as
+            # protocol-version-not-supported (permanent, service provider ACSE, reason 2).
+            log.info("association from %s rejected: protocol version 0x%04X", host,
+                     int.from_bytes(body[:2], "big"))
+            await _send_and_close(writer, associate_rj(1, 2, 2))
+            return None
         # The AE titles are checked on the raw bytes first (PS3.8 9.3.2: called at offset 4,
         # calling at 20 of the body), so a request that is refused anyway is never decoded.
         # NUL padding (older modalities send it) is read as the spaces it stands for; a title
@@ -620,6 +631,13 @@ async def _send_and_close(writer: asyncio.StreamWriter, data: bytes) -> None:
     writer.transport.abort()
 
 
+def _cut(transport: asyncio.BaseTransport) -> None:
+    """Close a connection at once, dropping what it had yet to send (after an A-ABORT the peer
+    did not take in time)."""
+    with contextlib.suppress(Exception):
+        transport.abort()  # type: ignore[attr-defined]
+
+
 async def _close_after_drain(writer: asyncio.StreamWriter) -> None:
     try:
         async with asyncio.timeout(5):
@@ -661,6 +679,8 @@ class Association:
         self._timer: asyncio.TimerHandle | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._aborting = False  # abort_now was called: the A-ABORT is on its way
+        self._sending = 0  # writes waiting for the socket to drain (see send)
         self._next_message_id = 1
         self.stored = 0  # C-STOREs answered with success or warning, and with a failure
         self.refused = 0
@@ -712,15 +732,22 @@ class Association:
         return f" ({self.stored} stored, {self.refused} refused)"
 
     def abort_now(self, why: str) -> None:
-        """Send an A-ABORT and stop (from the loop)."""
-        if self._closed:
+        """Send an A-ABORT and stop (from the loop).
+
+        The A-ABORT goes after what is already waiting to be sent, and the connection is
+        closed once it has gone; a peer that takes none of it (it stopped reading) has the
+        connection cut after the ARTIM timeout (PS3.8 9.2, AA-1 then AA-2 in Sta13)."""
+        if self._closed or self._aborting:
             return
+        self._aborting = True
         log.info("aborting association with %s@%s: %s", self.calling, self.address, why)
+        transport = self.writer.transport
         try:
             self.writer.write(a_abort(2, 0))
         except (ConnectionError, OSError, RuntimeError):
             pass
-        self.writer.transport.close()
+        transport.close()
+        self.loop.call_later(self.settings.artim_timeout, _cut, transport)
         if self._reader_task is not None:
             self._reader_task.cancel()
 
@@ -729,8 +756,8 @@ class Association:
             self.writer.write(a_abort(2, reason))
             async with asyncio.timeout(2):
                 await self.writer.drain()
-        except (TimeoutError, ConnectionError, OSError):
-            pass
+        except (TimeoutError, ConnectionError, OSError, RuntimeError):
+            pass  # RuntimeError: uvloop's transport was closed (the peer reset meanwhile)
 
     # -- the timer -------------------------------------------------------------------------
 
@@ -745,8 +772,11 @@ class Association:
     def _on_timer(self) -> None:
         if self._closed:
             return
-        if self.busy and not self.waiting:
+        if (self.busy and not self.waiting) or self._sending:
             # An operation is running (a long C-FIND, C-MOVE): the peer may be silent meanwhile.
+            # Or we are sending (a large object of a C-GET to a slow link): the peer is reading,
+            # and a write it takes nothing of is aborted by send itself; the wait for its answer
+            # starts once the request has gone.
             self.last_activity = self.loop.time()
         deadline = self.last_activity + self._timeout()
         if deadline > self.loop.time():
@@ -844,6 +874,8 @@ class Association:
                 while size:
                     chunk = await self._read(min(size, _CHUNK))
                     size -= len(chunk)
+                    if isinstance(sink, FileSink) and sink.over_cap(len(chunk)):
+                        continue  # over max_object_size: read to its end, refused with 0xA700
                     sink.write(chunk)
                     if sink.needs_flush():
                         await self.loop.run_in_executor(self.acceptor.pool, sink.flush)  # type: ignore[union-attr]
@@ -894,7 +926,15 @@ class Association:
         message_id = getattr(msg.primitive, "MessageID", None)
         if isinstance(message_id, int):
             self.cancelled.discard(message_id)
-        await self.queue.put(msg)
+        try:
+            await self.queue.put(msg)
+        except asyncio.CancelledError:
+            # The association ends while the request waits for room in the queue (one is
+            # performed, one waits: the requestor went past the window of 1): it is in neither
+            # `current` nor the queue, which run() cleans up, so its temporary file goes here.
+            if msg.sink is not None:
+                msg.sink.close()
+            raise
 
     async def _perform(self) -> None:
         while True:
@@ -943,12 +983,32 @@ class Association:
     # -- writing ---------------------------------------------------------------------------
 
     async def send(self, pdus: list[bytes]) -> None:
-        """Write PDUs and wait until the socket drains (back-pressure)."""
-        if self._closed:
+        """Write PDUs and wait until the socket drains (back-pressure).
+
+        A peer that takes nothing of what waits for it for ``dimse_timeout`` seconds (it
+        stopped reading the responses of a C-FIND, a C-MOVE...) has the association aborted:
+        waiting for it as long as it likes held the association, and what the operation holds
+        (an index cursor, a C-MOVE's association to its destination), for ever. A slow reader
+        is waited for while it takes bytes.
+
+        Raises
+        ------
+        ConnectionError
+            The association is closed, or was aborted here (:class:`WriteStalled`).
+        """
+        if self._closed or self._aborting:
             if isinstance(pdus, StreamedMessage):
                 pdus.close()
             raise ConnectionError("association closed")
-        await write_pdus(self.writer, pdus)  # a StreamedMessage: read from its file as sent
+        self._sending += 1
+        try:
+            # a StreamedMessage: read from its file as sent
+            await write_pdus(self.writer, pdus, stall=self.settings.dimse_timeout)
+        except WriteStalled as exc:
+            self.abort_now(f"the peer does not read ({exc})")
+            raise
+        finally:
+            self._sending -= 1
         self.last_activity = self.loop.time()
 
     def new_message_id(self) -> int:

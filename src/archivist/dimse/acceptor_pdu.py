@@ -14,6 +14,7 @@ the fragments arrive, so a large object is never assembled in memory).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import struct
@@ -60,6 +61,15 @@ class ProtocolError(Exception):
     def __init__(self, message: str, reason: int = ABORT_INVALID_PARAMETER) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class WriteStalled(ConnectionError):
+    """The peer took none of what we are sending for the allowed time: it stopped reading."""
+
+
+class ObjectTooLarge(OSError):
+    """A C-STORE data set over the archive's maximum object size (``max_object_size``): it is
+    read to its end and dropped, and the C-STORE refused with a status (:class:`FileSink`)."""
 
 
 class ReleaseRequested(ConnectionError):
@@ -127,24 +137,58 @@ class StreamedData:
 STREAM_CHUNK = 1 << 20
 
 
-async def write_pdus(writer: Any, pdus: Any) -> None:
+async def write_pdus(writer: Any, pdus: Any, stall: float | None = None) -> None:
     """Write PDUs (a list, or a :class:`StreamedMessage`, closed afterwards) to an asyncio
-    StreamWriter, waiting for the socket to drain after each mebibyte or so."""
+    StreamWriter, waiting for the socket to drain after each mebibyte or so.
+
+    With `stall` (seconds), a wait for the socket to drain in which the peer takes nothing of
+    what is waiting for it raises :class:`WriteStalled`: a peer that stops reading must not hold
+    the operation (and what it holds: an index cursor, a C-MOVE's outbound association) for
+    ever. A slow reader is waited for as long as it keeps taking bytes.
+    """
     if not isinstance(pdus, StreamedMessage):
+        _check_open(writer)
         writer.writelines(pdus)
-        await writer.drain()
+        await _drain(writer, stall)
         return
     try:
         pending = 0
         for pdu in pdus:
+            _check_open(writer)
             writer.write(pdu)
             pending += len(pdu)
             if pending >= STREAM_CHUNK:
-                await writer.drain()
+                await _drain(writer, stall)
                 pending = 0
-        await writer.drain()
+        await _drain(writer, stall)
     finally:
         pdus.close()
+
+
+def _check_open(writer: Any) -> None:
+    """ConnectionResetError when the connection is closed (the peer reset it while we were
+    busy elsewhere): uvloop refuses the write with a RuntimeError, asyncio's loop drops it."""
+    if writer.transport.is_closing():
+        raise ConnectionResetError("the connection is closed")
+
+
+async def _drain(writer: Any, stall: float | None) -> None:
+    """``writer.drain()``; with `stall`, :class:`WriteStalled` when `stall` seconds pass with
+    nothing of the transport's buffer taken by the peer."""
+    transport = writer.transport
+    if stall is None or not transport.get_write_buffer_size():
+        await writer.drain()  # nothing waiting (the usual case): no timer to set up
+        return
+    while True:
+        waiting = transport.get_write_buffer_size()
+        try:
+            async with asyncio.timeout(stall):
+                await writer.drain()
+            return
+        except TimeoutError:
+            if transport.get_write_buffer_size() >= waiting:
+                raise WriteStalled(f"the peer took nothing of {waiting} bytes waiting for it "
+                                   f"in {stall:g} s") from None
 
 
 class StreamedMessage:
@@ -391,6 +435,22 @@ class FileSink:
         if self.error is None:
             self.pending.append(bytes(data))
             self.pending_size += len(data)
+
+    def over_cap(self, n: int) -> bool:
+        """Whether `n` more bytes take the object past `cap`. If so the object is dropped
+        (what was written is removed), the caller reads the rest of the data set and discards
+        it instead of calling :meth:`write`, and :meth:`finish` raises
+        :class:`ObjectTooLarge`: the C-STORE is refused with a status and the association goes
+        on, as for a full disk."""
+        if self.size + n <= self.cap:
+            return False
+        self.size += n
+        if not isinstance(self.error, ObjectTooLarge):
+            self.close()
+            # The Error Comment (LO: 64 characters at most)
+            self.error = ObjectTooLarge(f"object larger than the maximum object size "
+                                        f"({self.cap} bytes)")
+        return True
 
     def needs_flush(self) -> bool:
         return self.pending_size >= self.spill

@@ -51,6 +51,7 @@ from archivist.archive.transcode import transcode_dataset
 from archivist.dimse.acceptor_pdu import (
     ABORT_UNRECOGNIZED_PARAMETER,
     Message,
+    ObjectTooLarge,
     ProtocolError,
     ReleaseRequested,
     StreamedData,
@@ -590,6 +591,11 @@ class Services:
                     event = Event(assoc, req, cx, int(req.MessageID),
                                   dataset_path=sink.finish())  # type: ignore[union-attr]
                 status = self.handlers.handle_store(event)
+            except ObjectTooLarge as exc:
+                # Refused: Out of Resources (PS3.4 B.2.3); read to its end and dropped, so the
+                # association goes on (an A-ABORT lost the rest of the requestor's batch).
+                log.warning("C-STORE from %s refused: %s", assoc.calling, exc)
+                status = status_dataset(Status.OUT_OF_RESOURCES, str(exc))
             except OSError as exc:
                 log.error("C-STORE from %s: cannot write the temporary file: %s",
                           assoc.calling, exc.strerror)
@@ -671,13 +677,17 @@ class Services:
                 out.append(response(0xC311, None))
             return out
 
-        while True:
-            batch = await self._run(assoc, pull)
-            for pdus, final in batch:
-                await assoc.send(pdus)
-                if final:
-                    _close(state["gen"])
-                    return
+        try:
+            while True:
+                batch = await self._run(assoc, pull)
+                for pdus, final in batch:
+                    await assoc.send(pdus)
+                    if final:
+                        return
+        finally:
+            # At the end, and when the requestor went away or stopped reading: the query's
+            # cursor is let go now (a generator still running in a worker is left to finish)
+            _close(state["gen"])
 
     # -- C-GET -----------------------------------------------------------------------------
 
