@@ -385,12 +385,15 @@ class Search:
         for row in self.index.search(query, hide_studies_only_of=hide):
             ok = all(value_matches(c, _column_values(row, c.keyword),
                                    pn_fold=query.pn_case_insensitive) for c in on_column)
+            parsed: dict[str, dict[str, Any]] = {}  # each table's stored JSON, parsed once
             for c, table in extra:
                 if not ok:
                     break
                 if table not in tables:
                     continue
-                attrs = attrs_of(row, table)
+                attrs = parsed.get(table)
+                if attrs is None:
+                    attrs = parsed[table] = attrs_of(row, table)
                 if c.op == "empty":
                     if not _json_empty(attrs, c.keyword):
                         ok = False
@@ -424,6 +427,7 @@ class Search:
         """Build the response identifier for one row (values in Unicode; no charset set)."""
         ds = Dataset()
         ds.QueryRetrieveLevel = query.level.value
+        attrs: dict[str, Any] | None = None  # the row's stored JSON, parsed once when needed
         for keyword, tag, vr, column, kind in _identifier_plan(query.level,
                                                                 tuple(query.return_keys)):
             if keyword in CODE_SEQUENCES:
@@ -439,8 +443,8 @@ class Search:
                 elif value is not None and keyword == "PatientID" and value == "":
                     value = None
             else:
-                level_table = _own_table(query.level)
-                attrs = attrs_of(row, level_table)
+                if attrs is None:
+                    attrs = attrs_of(row, _own_table(query.level))
                 item = attrs.get(f"{tag:08X}")
                 if isinstance(item, dict) and "Value" in item:
                     try:
