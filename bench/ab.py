@@ -14,6 +14,17 @@ and Orthanc in the same run.
 A variant is ``NAME=archivist[:SRC[:WORKERS]]`` (SRC: a ``src`` folder put first on
 ``PYTHONPATH``; empty: the working tree) or ``NAME=orthanc``. Results: median (p95) per row, and
 every sample as JSON with ``--json``.
+
+STOW-RS the same way (no ``populate`` needed: each variant starts on an empty data folder)::
+
+    python -m bench.ab stow before=archivist:/tmp/before/src after=archivist --rounds 10
+
+Each round sends the 300-instance STOW study in requests of 25 to every variant in turn (the
+order rotated every round), under UIDs of its own each round (``corpus.stow_sample``), so every
+round stores new instances. Per variant: the median rate, the median server CPU per instance
+(the process tree's, from ``/proc``), and the median over the rounds of its rate and CPU
+divided by the first variant's in the same round (the figures of one round were measured
+seconds apart, under the same load).
 """
 
 from __future__ import annotations
@@ -30,14 +41,17 @@ from pathlib import Path
 
 from bench import clients
 from bench.corpus import (
+    STOW_SAMPLES,
     CorpusSpec,
     load_or_generate,
     population,
     series_uid,
     sop_uid,
+    stow_sample,
     study_meta,
     study_queries,
 )
+from bench.procs import TreeSampler, cpu_seconds
 from bench.stats import median, percentile
 from bench.targets import ArchivistTarget, OrthancTarget, Target, free_port
 
@@ -52,7 +66,8 @@ class Variant:
     name: str
     kind: str  # "archivist" or "orthanc"
     src: str = ""
-    workers: str = "1"
+    #: ``ARCHIVIST_WORKERS``; empty: 1 for the query rows, serve's default for STOW-RS.
+    workers: str = ""
 
 
 def parse_variant(text: str) -> Variant:
@@ -118,12 +133,82 @@ def start(work: Path, v: Variant) -> Target:
     target.workdir = work / v.name
     clone(work / f"seed-{v.kind}", target.workdir)
     target.dicom_port, target.http_port, target.peer_port = free_port(), free_port(), free_port()
-    env = {"ARCHIVIST_WORKERS": v.workers} if v.kind == "archivist" else {}
+    env = {"ARCHIVIST_WORKERS": v.workers or "1"} if v.kind == "archivist" else {}
     if v.src:
         env["PYTHONPATH"] = v.src
     target.extra_env = env  # type: ignore[misc]
     target.start()
     return target
+
+
+def start_empty(work: Path, v: Variant) -> Target:
+    """`v` started on an empty data folder (for the STOW-RS rounds)."""
+    target = _target(v.kind)
+    target.name = v.name
+    target.prepare(work / f"stow-{v.name}", free_port())
+    env = {"ARCHIVIST_WORKERS": v.workers} if v.kind == "archivist" and v.workers else {}
+    if v.src:
+        env["PYTHONPATH"] = v.src
+    target.extra_env = env  # type: ignore[misc]
+    target.start()
+    return target
+
+
+def stow_rounds(targets: Sequence[Target], files: Sequence[Path], rounds: int,
+                batch: int = 25) -> dict[str, dict[str, list[float]]]:
+    """`rounds` STOW-RS samples of `files` per target, interleaved (see the module's text):
+    per target, each round's rate (inst/s) and server CPU per instance (ms)."""
+    if not 0 < rounds < STOW_SAMPLES:
+        raise ValueError(f"from 1 to {STOW_SAMPLES - 1} rounds")
+    out: dict[str, dict[str, list[float]]] = {
+        t.name: {"rate": [], "cpu_ms": [], "peak_rss_MB": []} for t in targets}
+    for r, order in enumerate(rotations(len(targets), rounds)):
+        bodies = [clients.multipart_dicom(list(files[i:i + batch]),
+                                          lambda data, r=r: stow_sample(data, r + 1))
+                  for i in range(0, len(files), batch)]
+        for i in order:
+            t = targets[i]
+            root = t.dicomweb_root or ""
+            http = clients.Http(t.http_port)
+            before, cpu0, seconds = t.stored_count(), cpu_seconds(t.pid), 0.0
+            try:
+                with TreeSampler(t.pid) as sampler:
+                    for body, ctype in bodies:
+                        res = http.request("POST", f"{root}/studies",
+                                           {"Content-Type": ctype,
+                                            "Accept": "application/dicom+json"}, body)
+                        if res.status != 200:
+                            raise RuntimeError(f"{t.name}: STOW-RS answered {res.status}: "
+                                               f"{res.body[:200]!r}")
+                        seconds += res.ms / 1000
+            finally:
+                http.close()
+            cpu = cpu_seconds(t.pid) - cpu0
+            stored = t.stored_count() - before
+            if stored != len(files):
+                raise RuntimeError(f"{t.name}: {stored} of {len(files)} instances stored")
+            out[t.name]["rate"].append(len(files) / seconds)
+            out[t.name]["cpu_ms"].append(cpu * 1000 / len(files))
+            usage = sampler.usage
+            out[t.name]["peak_rss_MB"].append(usage.peak_rss_bytes / 1e6 if usage else 0.0)
+    return out
+
+
+def stow_table(results: dict[str, dict[str, list[float]]]) -> str:
+    names = list(results)
+    base = results[names[0]]
+    head = (f"| variant | inst/s | server CPU ms/inst | rate / {names[0]} | "
+            f"CPU / {names[0]} |")
+    head += " peak RSS of the tree, MB |"
+    lines = [head, "| --- | --- | --- | --- | --- | --- |"]
+    for name in names:
+        r = results[name]
+        rate = [a / b for a, b in zip(r["rate"], base["rate"])]
+        cpu = [a / b for a, b in zip(r["cpu_ms"], base["cpu_ms"])]
+        lines.append(f"| {name} | {median(r['rate']):.0f} ({min(r['rate']):.0f}-"
+                     f"{max(r['rate']):.0f}) | {median(r['cpu_ms']):.2f} | {median(rate):.3f} | "
+                     f"{median(cpu):.3f} | {max(r['peak_rss_MB']):.0f} |")
+    return "\n".join(lines) + f"\n\n{len(base['rate'])} rounds; ranges are min-max."
 
 
 def measure(targets: Sequence[Target], spec: CorpusSpec, rows: Sequence[str], per_kind: int,
@@ -182,13 +267,14 @@ def table(results: dict[str, dict[str, list[float]]], rows: Sequence[str]) -> st
 
 def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["populate", "run"])
+    p.add_argument("command", choices=["populate", "run", "stow"])
     p.add_argument("variants", nargs="*", help="NAME=archivist[:SRC[:WORKERS]] or NAME=orthanc")
     p.add_argument("--work", default="/var/tmp/archivist-bench/ab")
     p.add_argument("--cache", default="/var/tmp/archivist-bench")
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--per-kind", type=int, default=30, help="C-FIND queries a kind")
     p.add_argument("--web", type=int, default=20, help="QIDO and frame requests")
+    p.add_argument("--rounds", type=int, default=8, help="STOW-RS rounds (stow)")
     p.add_argument("--json", help="write every sample here")
     args = p.parse_args(argv)
     work = Path(args.work)
@@ -198,6 +284,22 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
         populate(work, spec, Path(args.cache))
         return 0
     variants = [parse_variant(v) for v in args.variants]
+    if args.command == "stow":
+        files = load_or_generate(Path(args.cache), spec, sets=("stow",)).paths("stow")
+        targets_: list[Target] = []
+        try:
+            for v in variants:
+                targets_.append(start_empty(work, v))
+            time.sleep(2)
+            stow = stow_rounds(targets_, files, args.rounds)
+        finally:
+            for t in targets_:
+                t.stop()
+                t.cleanup()
+        log(stow_table(stow))
+        if args.json:
+            Path(args.json).write_text(json.dumps(stow))
+        return 0
     rows = [r for r in args.rows.split(",") if r]
     targets: list[Target] = []
     try:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,13 +233,16 @@ class Http:
         self.conn.close()
 
 
-def multipart_dicom(files: list[Path]) -> tuple[bytes, str]:
-    """A STOW-RS request body of Part 10 files and its Content-Type (PS3.18 10.5)."""
+def multipart_dicom(files: list[Path], transform: Callable[[bytes], bytes] | None = None,
+                    ) -> tuple[bytes, str]:
+    """A STOW-RS request body of Part 10 files (each through `transform` when given) and its
+    Content-Type (PS3.18 10.5)."""
     boundary = f"bench-{uuid.uuid4().hex}"
     parts = []
     for f in files:
         parts.append(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode())
-        parts.append(f.read_bytes())
+        data = f.read_bytes()
+        parts.append(transform(data) if transform else data)
         parts.append(b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
     content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'

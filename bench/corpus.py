@@ -119,6 +119,43 @@ def study_meta(g: int, kind: str) -> StudyMeta:
     )
 
 
+#: How many STOW-RS samples have UIDs of their own (:func:`stow_sample`).
+STOW_SAMPLES = 90
+#: The component of the UID root each sample after the first puts in place of ``77``: two
+#: digits, no leading zero, never the corpus's own.
+_STOW_SAMPLE_ROOTS = [f"{n}" for n in range(10, 100) if f"{n}" != UID_ROOT.split(".")[-2]]
+
+
+def stow_sample(data: bytes, sample: int) -> bytes:
+    """A file of the ``stow`` set as STOW-RS sample `sample` sends it: the first as generated,
+    each other with every UID under the study's (study, series, instance, frame of reference,
+    and the file meta's copy) moved under a root of its own of the same length, so lengths and
+    the rest of the bytes stay as they are. Every sample stores instances a target does not
+    hold yet: storing the same ones again is not the same work (a duplicate is answered
+    without being stored).
+
+    Raises
+    ------
+    ValueError
+        When `sample` is not under :data:`STOW_SAMPLES`, or `data` is not a file of the
+        ``stow`` set.
+    """
+    if not 0 <= sample < STOW_SAMPLES:
+        raise ValueError(f"at most {STOW_SAMPLES} STOW-RS samples")
+    if sample == 0:
+        return data
+    old = f"{UID_ROOT}{_SET_CODE['stow']}.".encode()
+    root = UID_ROOT.rstrip(".").rpartition(".")[0]
+    new = f"{root}.{_STOW_SAMPLE_ROOTS[sample - 1]}.{_SET_CODE['stow']}.".encode()
+    assert len(new) == len(old)
+    # The UIDs are in the header; the pixel data (the bulk of a CT file) is left alone.
+    head_end = data.find(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data, little endian
+    head = data[:head_end] if head_end >= 0 else data
+    if head.count(old) < 4:
+        raise ValueError("not a file of the stow set (its UIDs were not found)")
+    return head.replace(old, new) + data[len(head):]
+
+
 def series_uid(study_uid: str, series: int) -> str:
     return f"{study_uid}.{series}"
 

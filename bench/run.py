@@ -3,15 +3,19 @@
 Order: repetitions are the outer loop and targets the inner one, so that the load other work puts
 on a shared machine falls on every target alike. Each repetition starts each target on a fresh data
 directory and ingests the CT then the tiny corpus; in the first repetition, the query/retrieve
-targets then answer the C-FIND, C-MOVE/C-GET and DICOMweb rows on what they just stored. Further
-repetitions (ingest only) are skipped when they would overrun ``--budget``. The large
-instance, ``--scale`` and ``--profile`` phases come after, each on fresh data.
+targets then answer the C-FIND, C-MOVE/C-GET and DICOMweb rows on what they just stored. The
+STOW-RS row's samples are spread over the repetitions (one each in the full run, all three in the
+first with ``--quick``): after the other DICOMweb rows in the first, after the ingest rows in the
+others. Further repetitions (ingest, and their STOW-RS samples) are skipped when they would
+overrun ``--budget``. The large instance, ``--scale`` and ``--profile`` phases come after, each on
+fresh data.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
 import platform
 import shutil
@@ -24,6 +28,7 @@ from pathlib import Path
 
 from bench import clients
 from bench.corpus import (
+    STOW_SAMPLES,
     Corpus,
     CorpusSpec,
     load_or_generate,
@@ -31,6 +36,7 @@ from bench.corpus import (
     scale_studies,
     series_uid,
     sop_uid,
+    stow_sample,
     study_meta,
     study_queries,
 )
@@ -59,6 +65,9 @@ class Plan:
         self.web_warm = 5 if quick else 10
         self.retrieve_reps = 1 if quick else 3
         self.stow_batch = 25
+        #: STOW-RS samples (each 300 new instances), spread over the repetitions; the row
+        #: gives their median.
+        self.stow_samples = 3
 
 
 class Bench:
@@ -67,6 +76,8 @@ class Bench:
         self.plan = Plan(args.quick)
         if args.reps:
             self.plan.reps = args.reps
+        if args.stow_samples:
+            self.plan.stow_samples = args.stow_samples
         self.results = Results()
         stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M%S")
         self.stamp = stamp
@@ -213,6 +224,8 @@ class Bench:
                 self.ingest(target, "ct_ingest", "ct", expected_total=self.ct_n)
                 self.ingest(target, "tiny_ingest", "tiny",
                             expected_total=self.ct_n + self.tiny_n)
+                if not first and "dicomweb" in groups and target.dicomweb_root:
+                    self.stow_row(target, target.dicomweb_root, self.stow_samples_in(rep))
                 if first and target.query_retrieve:
                     extras_start = time.monotonic()
                     if "find" in groups:
@@ -227,6 +240,15 @@ class Bench:
                 target.cleanup()
 
         self.guard(target, "ingest", f"rep{rep}", body)
+
+    def stow_samples_in(self, rep: int) -> range:
+        """The STOW-RS samples repetition `rep` takes: spread over the repetitions planned (the
+        targets take turns in each, so the load of other work on a shared machine falls on
+        every target alike, as for the ingest rows); all of them when one is planned. A
+        repetition the time budget skips takes its samples with it."""
+        n = self.plan.stow_samples
+        per = -(-n // max(1, self.plan.reps))
+        return range(min(rep * per, n), min((rep + 1) * per, n))
 
     @property
     def ct_n(self) -> int:
@@ -374,7 +396,7 @@ class Bench:
             self.whole_study_row(target, http, root, study)
         finally:
             http.close()
-        self.stow_row(target, root)
+        self.stow_row(target, root, self.stow_samples_in(0))
 
     def _unavailable(self, rec: Record, status: int, body: bytes) -> None:
         rec.status = NOT_AVAILABLE
@@ -428,37 +450,54 @@ class Bench:
             if parts != n:
                 rec.status = WRONG
 
-    def stow_row(self, target: Target, root: str) -> None:
+    def stow_row(self, target: Target, root: str, samples: range) -> None:
+        """300 CT instances in requests of 25, once per sample of `samples` (see
+        :meth:`stow_samples_in`): each sample sends the ``stow`` study under UIDs of its own
+        (:func:`stow_sample`), so each stores instances the target does not hold yet. The row's
+        value is the median of the samples' rates."""
         assert self.corpus is not None
         rec = self.record("dicomweb", "stow_rs_batch25", target, "inst/s", "higher")
         files = self.corpus.paths("stow")
-        before = target.stored_count()
-        http = clients.Http(target.http_port)
         batch = self.plan.stow_batch
-        bodies = [clients.multipart_dicom(files[i:i + batch])
-                  for i in range(0, len(files), batch)]
-        elapsed = 0.0
-        with TreeSampler(target.pid) as sampler:
-            for body, ctype in bodies:
-                r = http.request("POST", f"{root}/studies",
-                                 {"Content-Type": ctype, "Accept": "application/dicom+json"},
-                                 body)
-                if r.status not in (200, 202):
-                    http.close()
-                    return self._unavailable(rec, r.status, r.body)
-                elapsed += r.ms / 1000
-        http.close()
-        stored = target.stored_count() - before
-        rec.values.append(round(len(files) / elapsed, 1))
-        rec.detail.update({
-            "requests": len(bodies), "MB/s": round(self.corpus.sets["stow"].bytes / MB / elapsed,
-                                                   1),
-            "stored/expected": f"{stored}/{len(files)}",
-            "server_cpu_s": sampler.usage.cpu_s if sampler.usage else None,
-        })
-        if stored != len(files):
-            rec.status = WRONG
-        log(f"{target.name}: STOW-RS {rec.values[-1]} inst/s, stored {stored}/{len(files)}")
+        d = rec.detail
+        for sample in samples:
+            before = target.stored_count()
+            bodies = [clients.multipart_dicom(files[i:i + batch],
+                                              functools.partial(stow_sample, sample=sample))
+                      for i in range(0, len(files), batch)]
+            http = clients.Http(target.http_port)
+            elapsed = 0.0
+            try:
+                with TreeSampler(target.pid) as sampler:
+                    for body, ctype in bodies:
+                        r = http.request("POST", f"{root}/studies",
+                                         {"Content-Type": ctype,
+                                          "Accept": "application/dicom+json"}, body)
+                        if r.status not in (200, 202):
+                            return self._unavailable(rec, r.status, r.body)
+                        elapsed += r.ms / 1000
+            finally:
+                http.close()
+            del bodies
+            stored = target.stored_count() - before
+            usage = sampler.usage
+            rec.values.append(round(len(files) / elapsed, 1))
+            d["requests"] = len(files) // batch + (1 if len(files) % batch else 0)
+            d.setdefault("MB/s", []).append(
+                round(self.corpus.sets["stow"].bytes / MB / elapsed, 1))
+            d.setdefault("seconds", []).append(round(elapsed, 3))
+            d.setdefault("server_cpu_s", []).append(usage.cpu_s if usage else None)
+            d.setdefault("server_cpu_ms_per_instance", []).append(
+                round(usage.cpu_s * 1000 / len(files), 2) if usage else None)
+            d.setdefault("peak_rss_MB", []).append(
+                round(usage.peak_rss_bytes / MB, 1) if usage else None)
+            d.setdefault("stored/expected", []).append(f"{stored}/{len(files)}")
+            if stored != len(files):
+                rec.status = WRONG
+            d.setdefault("sample", []).append(sample + 1)
+            log(f"{target.name}: STOW-RS sample {sample + 1}/{self.plan.stow_samples} "
+                f"{rec.values[-1]} inst/s, server CPU "
+                f"{usage.cpu_s if usage else 0:.2f} s, stored {stored}/{len(files)}")
 
     def big(self, target: Target) -> None:
         assert self.corpus is not None
@@ -595,6 +634,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", help="comma-separated groups: ingest,find,dicomweb,retrieve,big")
     p.add_argument("--skip", help="comma-separated groups to leave out")
     p.add_argument("--reps", type=int, help="ingest repetitions (default 3, --quick 1)")
+    p.add_argument("--stow-samples", type=int,
+                   help="STOW-RS samples of 300 new instances each, the row's value their "
+                        f"median (default 3, at most {STOW_SAMPLES})")
     p.add_argument("--budget", type=float,
                    help="seconds; further ingest repetitions are skipped when one more would "
                         "overrun it (default 1080 = 18 min, --quick 150)")
@@ -618,7 +660,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
     p.add_argument("--keep", action="store_true", help="keep the work folder")
     p.add_argument("--note", help="free text stored with the results")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.stow_samples is not None and not 1 <= args.stow_samples <= STOW_SAMPLES:
+        p.error(f"--stow-samples: from 1 to {STOW_SAMPLES} (each sends the STOW "
+                "study under UIDs of its own)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

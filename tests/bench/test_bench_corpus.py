@@ -3,16 +3,19 @@ follow from the study numbers alone."""
 
 import hashlib
 from collections import Counter
+from io import BytesIO
 from pathlib import Path
 
 import pydicom
 import pytest
 from bench.corpus import (
     FAMILIES,
+    STOW_SAMPLES,
     CorpusSpec,
     expected_matches,
     load_or_generate,
     population,
+    stow_sample,
     study_meta,
     study_queries,
 )
@@ -73,6 +76,33 @@ class TestGeneration:
         assert len(sops) == 8 + 18 + 1
         big = pydicom.dcmread(a.paths("big")[0], stop_before_pixels=True)
         assert int(big.NumberOfFrames) == 4  # ceil(2,000,000 / 524,288)
+
+    def test_stow_samples_are_new_instances_of_the_same_bytes_otherwise(self, corpora) -> None:  # type: ignore[no-untyped-def]
+        a, _ = corpora
+        keys = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
+        seen: set[str] = set()
+        for path in a.paths("stow"):
+            data = path.read_bytes()
+            original = pydicom.dcmread(path)
+            assert stow_sample(data, 0) is data
+            for sample in range(1, STOW_SAMPLES):
+                changed = stow_sample(data, sample)
+                assert len(changed) == len(data)
+                ds = pydicom.dcmread(BytesIO(changed))
+                assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+                for key in keys:
+                    assert UID(ds[key].value).is_valid
+                    assert ds[key].value != original[key].value
+                    assert len(ds[key].value) == len(original[key].value)
+                assert ds.PixelData == original.PixelData
+                assert ds.PatientID == original.PatientID
+                seen.add(ds.SOPInstanceUID)
+            seen.add(original.SOPInstanceUID)
+        assert len(seen) == len(a.paths("stow")) * STOW_SAMPLES
+        with pytest.raises(ValueError):
+            stow_sample(data, STOW_SAMPLES)
+        with pytest.raises(ValueError):
+            stow_sample(a.paths("ct")[0].read_bytes(), 1)
 
     def test_cached_set_is_reused(self, corpora, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
         a, _ = corpora

@@ -90,3 +90,20 @@ def test_a_part_written_without_its_preamble_gets_one_in_memory_and_on_disk(
         path.write_bytes(body)
         _add_preamble(path)
         assert path.read_bytes() == expected
+
+
+def test_every_cut_of_the_body_gives_the_same_parts(tmp_path: Path) -> None:
+    """Chunks shorter and longer than a delimiter in random turns after a first one of every
+    length up to 119, bodies that hold most of a delimiter: the same bytes every time."""
+    rng = random.Random(11)
+    near = b"\r\n--" + BOUNDARY.encode()
+    bodies = [os.urandom(3000), near[:-1] + b"y" + os.urandom(40), b"", near[:-1],
+              os.urandom(70) + near[:5], b"\r\n" * 9, os.urandom(5000)]
+    body = _body(bodies)
+    for first in range(1, 120):
+        sizes = [first] + [rng.choice([1, 2, 13, 14, 15, 16, 17, 40, 200, 999, 4096])
+                           for _ in range(40)]
+        got, paths, _ = _parse(tmp_path, body, sizes, spill=4096)
+        assert got == bodies, sizes[:8]
+        assert [p is not None for p in paths] == [len(b) > 4096 for b in bodies]
+
