@@ -69,6 +69,7 @@ from pynetdicom.pdu_primitives import (
 )
 
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.rawpdu import command, read_message, read_pdu
 from archivist.testing.server import ServerProcess, free_port
 from conftest import dcmtk_tool
 
@@ -113,25 +114,6 @@ def associate_rq(contexts: list[tuple[str, list[str]]], *, calling: str = "QA17"
     return bytes(A_ASSOCIATE_RQ(rq).encode())
 
 
-def read_pdu(sock: socket.socket) -> tuple[int | None, bytes]:
-    """(PDU type, body); (None, b"") when the connection closed."""
-    def exactly(n: int) -> bytes | None:
-        buf = b""
-        while len(buf) < n:
-            try:
-                chunk = sock.recv(n - len(buf))
-            except ConnectionResetError:
-                return None
-            if not chunk:
-                return None
-            buf += chunk
-        return buf
-
-    head = exactly(6)
-    if head is None:
-        return None, b""
-    pdu_type, _, length = HEADER.unpack(head)
-    return pdu_type, exactly(length) or b""
 
 
 def associate(port: int, contexts: list[tuple[str, list[str]]], *,
@@ -145,15 +127,6 @@ def associate(port: int, contexts: list[tuple[str, list[str]]], *,
     return s
 
 
-def command(values: dict[str, Any]) -> bytes:
-    """An encoded command set (Implicit VR Little Endian, group length first)."""
-    cs = Dataset()
-    for keyword, value in values.items():
-        setattr(cs, keyword, value)
-    body = bytes(encode(cs, True, True))  # type: ignore[arg-type]
-    head = Dataset()
-    head.CommandGroupLength = len(body)
-    return bytes(encode(head, True, True)) + body  # type: ignore[arg-type]
 
 
 def pdv(context_id: int, control: int, data: bytes) -> bytes:
@@ -173,29 +146,6 @@ def message(context_id: int, cmd: bytes, data: bytes | None = None) -> bytes:
     return out
 
 
-def read_message(sock: socket.socket) -> tuple[int, Any, bytes]:
-    """The next DIMSE message: (context ID, command Dataset, data set bytes); or, when another
-    PDU comes (or the connection closes), (-PDU type, body, b"")."""
-    cmd, data = b"", b""
-    while True:
-        pdu_type, body = read_pdu(sock)
-        if pdu_type != 0x04:
-            return -(pdu_type or 0), body, b""
-        pos = 0
-        while pos < len(body):
-            length, cx, control = struct.unpack(">LBB", body[pos:pos + 6])
-            fragment = body[pos + 6:pos + 4 + length]
-            pos += 4 + length
-            if control & 0x01:
-                cmd += fragment
-                if control & 0x02:
-                    cs = decode(BytesIO(cmd), True, True)
-                    if cs.CommandDataSetType == 0x0101:
-                        return cx, cs, b""
-            else:
-                data += fragment
-                if control & 0x02:
-                    return cx, decode(BytesIO(cmd), True, True), data
 
 
 def echo(sock: socket.socket, context_id: int = 1, message_id: int = 99) -> int:

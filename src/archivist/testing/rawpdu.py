@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import socket
 import struct
+from io import BytesIO
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom.dsutils import decode, encode
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -57,3 +62,61 @@ def rejection(port: int, **kwargs: object) -> tuple[int, int, int] | None:
     """(result, source, reason) when the server answers with an A-ASSOCIATE-RJ, else None."""
     kind, body = association_answer(port, **kwargs)  # type: ignore[arg-type]
     return (body[1], body[2], body[3]) if kind == 0x03 else None
+
+
+def read_pdu(sock: socket.socket) -> tuple[int | None, bytes]:
+    """(PDU type, body); (None, b"") when the connection closed or was reset."""
+
+    def exactly(n: int) -> bytes | None:
+        buf = b""
+        while len(buf) < n:
+            try:
+                chunk = sock.recv(n - len(buf))
+            except ConnectionResetError:
+                return None
+            if not chunk:
+                return None
+            buf += chunk
+        return buf
+
+    head = exactly(6)
+    if head is None:
+        return None, b""
+    pdu_type, _, length = struct.unpack(">BBL", head)
+    return pdu_type, exactly(length) or b""
+
+
+def command(values: dict[str, Any]) -> bytes:
+    """An encoded DIMSE command set (Implicit VR Little Endian, group length first)."""
+    cs = Dataset()
+    for keyword, value in values.items():
+        setattr(cs, keyword, value)
+    body = bytes(encode(cs, True, True))  # type: ignore[arg-type]
+    head = Dataset()
+    head.CommandGroupLength = len(body)
+    return bytes(encode(head, True, True)) + body  # type: ignore[arg-type]
+
+
+def read_message(sock: socket.socket) -> tuple[int, Any, bytes]:
+    """The next DIMSE message: (context ID, command Dataset, data set bytes); or, when another
+    PDU comes (or the connection closes), (-PDU type, body, b"")."""
+    cmd, data = b"", b""
+    while True:
+        pdu_type, body = read_pdu(sock)
+        if pdu_type != 0x04:
+            return -(pdu_type or 0), body, b""
+        pos = 0
+        while pos < len(body):
+            length, cx, control = struct.unpack(">LBB", body[pos:pos + 6])
+            fragment = body[pos + 6:pos + 4 + length]
+            pos += 4 + length
+            if control & 0x01:
+                cmd += fragment
+                if control & 0x02:
+                    cs = decode(BytesIO(cmd), True, True)
+                    if cs.CommandDataSetType == 0x0101:
+                        return cx, cs, b""
+            else:
+                data += fragment
+                if control & 0x02:
+                    return cx, decode(BytesIO(cmd), True, True), data
