@@ -615,7 +615,7 @@ class Services:
     async def _find(self, assoc: Association, req: Any, cx: Any) -> None:
         event = Event(assoc, req, cx, int(req.MessageID))
         ts = UID(cx.transfer_syntax[0])
-        state: dict[str, Any] = {"gen": None, "started": False}
+        state: dict[str, Any] = {"gen": None, "most": 1}
         # Every pending response of one C-FIND has the same command set (message ID, SOP
         # Class, status): encoded once per status, not once per match.
         pending_commands: dict[int, bytes] = {}
@@ -659,9 +659,11 @@ class Services:
                     state["gen"] = iter(self.handlers.handle_find(event))
                 gen: Iterator[Any] = state["gen"]
                 # The first match goes out on its own, so the requestor starts decoding while
-                # the next ones are built; then up to _BATCH per hop to the event loop.
-                most = _BATCH if state["started"] else 1
-                state["started"] = True
+                # the next ones are built; then twice as many per hop to the event loop each
+                # time, up to _BATCH: the requestor (slower per match than we are) always has
+                # some to decode, where a first batch of 64 left it idle while it was built.
+                most = state["most"]
+                state["most"] = min(_BATCH, most * 2)
                 while len(out) < most and time.monotonic() - start < _BATCH_SECONDS:
                     try:
                         status, identifier = next(gen)
