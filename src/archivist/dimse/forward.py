@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from archivist.core.levels import QueryLevel
-from archivist.index.followers import FollowerSlot
+from archivist.index.followers import RETRY_FIRST, CursorMoved, FollowerSlot
 
 if TYPE_CHECKING:
     from archivist.archive.archive import Archive
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("archivist.dimse.forward")
 
 BATCH = 200
-POLL_SECONDS = 1.0
-RETRY_FIRST, RETRY_MAX = 1.0, 60.0
 ATTEMPTS = 3
 _FORWARDED_KINDS = ("stored", "replaced")
 
@@ -95,13 +93,8 @@ class Forwarder:
     # -- the loop ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                if not self.slot.acquire(self._stop):
-                    return
-                self._follow()
-        finally:
-            self.slot.release()
+        self.slot.follow(self._stop, self._start_cursor, self._batch,
+                         f"forwarding to {self.peer.aet}", log)
 
     def _start_cursor(self) -> int:
         """Where the holder of the slot starts: the place saved, else the end of the log."""
@@ -112,30 +105,6 @@ class Forwarder:
             log.info("forwarding to %s starts after change %d (what is stored from now on)",
                      self.peer.aet, cursor)
         return cursor
-
-    def _follow(self) -> None:
-        """Forward while this process holds the slot (until stopped, or the slot is lost)."""
-        cursor: int | None = None
-        pause = RETRY_FIRST
-        while not self._stop.is_set():
-            try:
-                if not self.slot.held():
-                    return  # another process may hold it now: take it again, read the place
-                if cursor is None:
-                    cursor = self._start_cursor()
-                cursor, busy = self._batch(cursor)
-                pause = RETRY_FIRST
-            except Exception as exc:  # noqa: BLE001 - unreachable, refused, timed out
-                if isinstance(exc, _Stalled):
-                    cursor = exc.cursor
-                (log.warning if pause == RETRY_FIRST else log.debug)(
-                    "forwarding to %s: %s; next try in %.0f s", self.peer.aet,
-                    str(exc) or type(exc).__name__, pause)
-                self._stop.wait(pause)
-                pause = min(RETRY_MAX, pause * 2)
-                continue
-            if not busy:
-                self._stop.wait(POLL_SECONDS)
 
     def _batch(self, cursor: int) -> tuple[int, bool]:
         """Forward the instances due to be sent again and the next changes after `cursor`;
@@ -207,13 +176,9 @@ class Forwarder:
         self._due.pop(sop, None)
 
 
-class _Stalled(ConnectionError):
+class _Stalled(CursorMoved):
     """The destination took nothing before the association ended; what was to be sent again
     is recorded and the cursor moved to `cursor`."""
-
-    def __init__(self, cursor: int, reason: str) -> None:
-        super().__init__(reason)
-        self.cursor = cursor
 
 
 def start_forwarders(archive: Archive) -> list[Forwarder]:

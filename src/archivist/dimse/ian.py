@@ -48,7 +48,7 @@ from archivist.archive.mpps import MPPS_SOP_CLASS, ProcedureSteps
 from archivist.core.levels import QueryLevel
 from archivist.core.pynetdicom_race import install as install_scu_guard
 from archivist.core.tls import client_context
-from archivist.index.followers import FollowerSlot
+from archivist.index.followers import RETRY_FIRST, FollowerSlot
 
 if TYPE_CHECKING:
     from archivist.archive.archive import Archive
@@ -61,8 +61,6 @@ IAN_SOP_CLASS = "1.2.840.10008.5.1.4.33"
 ONLINE = "ONLINE"  # Instance Availability (PS3.3 C.4.23.1.1): retrievable at once from us
 BATCH = 1000  # changes read at a time
 STUDIES_PER_ASSOCIATION = 100
-POLL_SECONDS = 1.0
-RETRY_FIRST, RETRY_MAX = 1.0, 60.0
 ATTEMPTS = 3
 MAX_PROCEDURE_STEPS = 100
 _NOTIFIED_KINDS = ("stored", "replaced")
@@ -125,38 +123,22 @@ class Notifier:
     # -- the loop ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                if not self.slot.acquire(self._stop):
-                    return
-                self._lead()
-        finally:
-            self.slot.release()
+        self.slot.follow(self._stop, self._start_cursor, self._pass, f"IAN to {self.peer.aet}",
+                         log)
 
-    def _lead(self) -> None:
-        """Notify while this process holds the slot (until stopped, or the slot is lost)."""
-        cursor: int | None = None
-        pause = RETRY_FIRST
-        while not self._stop.is_set():
-            try:
-                if not self.slot.held():
-                    return  # another process may hold it now: take it again, read the place
-                if cursor is None:
-                    cursor = self._read_cursor()
-                    if cursor is None:  # unreadable: start again at the end of the log
-                        cursor = self.archive.index.last_change()
-                        self._write_cursor(cursor)
-                cursor = self._follow(cursor)
-                self._notify_due(cursor)
-                pause = RETRY_FIRST
-            except Exception as exc:  # noqa: BLE001 - unreachable, aborted, timed out
-                (log.warning if pause == RETRY_FIRST else log.debug)(
-                    "IAN to %s: %s; next try in %.0f s", self.peer.aet,
-                    str(exc) or type(exc).__name__, pause)
-                self._stop.wait(pause)
-                pause = min(RETRY_MAX, pause * 2)
-                continue
-            self._stop.wait(POLL_SECONDS)
+    def _start_cursor(self) -> int:
+        """Where the holder of the slot starts: the place saved, else (unreadable) the end of
+        the log."""
+        cursor = self._read_cursor()
+        if cursor is None:
+            cursor = self.archive.index.last_change()
+            self._write_cursor(cursor)
+        return cursor
+
+    def _pass(self, cursor: int) -> tuple[int, bool]:
+        cursor = self._follow(cursor)
+        self._notify_due(cursor)
+        return cursor, False  # a pass every POLL_SECONDS: studies become due with time
 
     def _follow(self, cursor: int) -> int:
         """Note the studies stored in since `cursor`; returns the new cursor (saved)."""

@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import threading
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,13 +36,26 @@ from archivist.index.schema import follower
 if TYPE_CHECKING:
     from archivist.index.repository import Index
 
-__all__ = ["FollowerSlot"]
+__all__ = ["CursorMoved", "FollowerSlot"]
 
 #: The first key of the advisory locks of followers ("ARCF" in ASCII); the second is a digest
 #: of the slot's name.
 _LOCK_CLASS = 0x41524346
 #: How often a process that does not hold a slot tries to take it.
 WAIT_SECONDS = 5.0
+#: A pass with nothing to do waits this long before the next.
+POLL_SECONDS = 1.0
+#: A pass that failed (the destination unreachable...) is tried again after RETRY_FIRST
+#: seconds, the wait doubling up to RETRY_MAX.
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0
+
+
+class CursorMoved(ConnectionError):
+    """A pass that failed after it had moved the follower's place in the log to `cursor`."""
+
+    def __init__(self, cursor: int, reason: str) -> None:
+        super().__init__(reason)
+        self.cursor = cursor
 
 
 class FollowerSlot:
@@ -56,6 +71,53 @@ class FollowerSlot:
         self._fd: int | None = None
         self._conn: Any = None
         self._key = zlib.crc32(self.name.encode()) - (1 << 31)  # a signed 32-bit int
+
+    # -- following ------------------------------------------------------------------------
+
+    def follow(self, stop: threading.Event, start: Callable[[], int],
+               step: Callable[[int], tuple[int, bool]], what: str,
+               logger: logging.Logger) -> None:
+        """Follow the change log while this process holds the slot, until `stop` is set.
+
+        `start()` gives the place in the log each time the slot is taken (the one saved, else
+        the end of the log); `step(cursor)` does one pass and returns the new place and
+        whether it had anything to do (if not, the next waits :data:`POLL_SECONDS`). A pass
+        that raises is tried again after :data:`RETRY_FIRST` seconds, doubling up to
+        :data:`RETRY_MAX`, logged as `what` at WARNING the first time and at DEBUG after;
+        :class:`CursorMoved` moves the place first. When the slot is lost (on PostgreSQL, its
+        connection), it is taken again and the place read again.
+        """
+        try:
+            while not stop.is_set():
+                if not self.acquire(stop):
+                    return
+                self._lead(stop, start, step, what, logger)
+        finally:
+            self.release()
+
+    def _lead(self, stop: threading.Event, start: Callable[[], int],
+              step: Callable[[int], tuple[int, bool]], what: str,
+              logger: logging.Logger) -> None:
+        cursor: int | None = None
+        pause = RETRY_FIRST
+        while not stop.is_set():
+            try:
+                if not self.held():
+                    return  # another process may hold it now: take it again, read the place
+                if cursor is None:
+                    cursor = start()
+                cursor, busy = step(cursor)
+                pause = RETRY_FIRST
+            except Exception as exc:  # noqa: BLE001 - unreachable, refused, timed out
+                if isinstance(exc, CursorMoved):
+                    cursor = exc.cursor
+                (logger.warning if pause == RETRY_FIRST else logger.debug)(
+                    "%s: %s; next try in %.0f s", what, str(exc) or type(exc).__name__, pause)
+                stop.wait(pause)
+                pause = min(RETRY_MAX, pause * 2)
+                continue
+            if not busy:
+                stop.wait(POLL_SECONDS)
 
     # -- holding it ------------------------------------------------------------------------
 
