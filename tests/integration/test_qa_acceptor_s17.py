@@ -43,6 +43,7 @@ after the network timeout) on two worker processes.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import struct
@@ -58,18 +59,11 @@ import pytest
 import requests
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
-from pynetdicom import build_context
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom.dsutils import decode, encode
-from pynetdicom.pdu import A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import (
-    A_ASSOCIATE,
-    ImplementationClassUIDNotification,
-    MaximumLengthNotification,
-)
 
 from archivist.testing.datasets import make_instance, new_uid
-from archivist.testing.rawpdu import command, read_message, read_pdu
+from archivist.testing.rawpdu import command, proposal, read_message, read_pdu
 from archivist.testing.server import ServerProcess, free_port
 from conftest import dcmtk_tool
 
@@ -92,26 +86,10 @@ DEST_PORT = free_port()
 
 # -- a hand-built DICOM UL client ---------------------------------------------------------------
 
+#: An A-ASSOCIATE-RQ PDU (contexts get IDs 1, 3, 5...).
+associate_rq = functools.partial(proposal, called=AET, calling="QA17")
 
-def associate_rq(contexts: list[tuple[str, list[str]]], *, calling: str = "QA17",
-                 max_length: int = 16384, extra: tuple[Any, ...] = ()) -> bytes:
-    """An A-ASSOCIATE-RQ PDU; contexts get IDs 1, 3, 5..."""
-    rq = A_ASSOCIATE()
-    rq.application_context_name = UID("1.2.840.10008.3.1.1.1")
-    rq.calling_ae_title = calling
-    rq.called_ae_title = AET
-    proposed = []
-    for i, (abstract, syntaxes) in enumerate(contexts):
-        cx = build_context(abstract, syntaxes)
-        cx.context_id = 2 * i + 1
-        proposed.append(cx)
-    rq.presentation_context_definition_list = proposed
-    length = MaximumLengthNotification()
-    length.maximum_length_received = max_length
-    impl = ImplementationClassUIDNotification()
-    impl.implementation_class_uid = UID("1.2.826.0.1.3680043.9.9999.17")
-    rq.user_information = [length, impl, *extra]
-    return bytes(A_ASSOCIATE_RQ(rq).encode())
+
 
 
 

@@ -7,6 +7,7 @@ A-RELEASE-RQ sent while a C-GET waits for a sub-operation's C-STORE response."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import struct
 import subprocess
@@ -21,15 +22,10 @@ import pydicom
 import pytest
 import requests
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 from pynetdicom import AE, build_context, build_role, evt
 from pynetdicom.dsutils import decode, encode
-from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
-    A_ASSOCIATE,
     AsynchronousOperationsWindowNegotiation,
-    ImplementationClassUIDNotification,
-    MaximumLengthNotification,
     UserIdentityNegotiation,
 )
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -41,7 +37,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from archivist.testing.datasets import make_instance, new_uid
-from archivist.testing.rawpdu import command, read_message, read_pdu
+from archivist.testing.rawpdu import command, proposal, read_message, read_pdu
 from archivist.testing.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.timeout(300)
@@ -59,32 +55,10 @@ HEADER = struct.Struct(">BBL")
 
 # -- a minimal hand-built DICOM UL client -----------------------------------------------------
 
+#: An A-ASSOCIATE-RQ PDU (contexts get IDs 1, 3, 5...).
+associate_rq = functools.partial(proposal, called=AET, calling="QAASSOC")
 
-def associate_rq(contexts: list[tuple[str, list[str]]], *, max_length: int | None = 16384,
-                 called: str = AET, calling: str = "QAASSOC", extra: tuple[Any, ...] = ()
-                 ) -> bytes:
-    """An A-ASSOCIATE-RQ PDU (contexts get IDs 1, 3, 5...)."""
-    rq = A_ASSOCIATE()
-    rq.application_context_name = UID("1.2.840.10008.3.1.1.1")
-    rq.calling_ae_title = calling
-    rq.called_ae_title = called
-    proposed = []
-    for i, (abstract, syntaxes) in enumerate(contexts):
-        cx = build_context(abstract, syntaxes)
-        cx.context_id = 2 * i + 1
-        proposed.append(cx)
-    rq.presentation_context_definition_list = proposed
-    info: list[Any] = []
-    if max_length is not None:
-        item = MaximumLengthNotification()
-        item.maximum_length_received = max_length
-        info.append(item)
-    impl = ImplementationClassUIDNotification()
-    impl.implementation_class_uid = UID("1.2.826.0.1.3680043.9.9999.1")
-    info.append(impl)
-    info.extend(extra)
-    rq.user_information = info
-    return bytes(A_ASSOCIATE_RQ(rq).encode())
+
 
 
 

@@ -32,6 +32,7 @@ from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.rawpdu import read_pdu
 from archivist.testing.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.timeout(300)
@@ -257,21 +258,6 @@ def associate(port: int, contexts: list[str]) -> tuple[socket.socket, dict[int, 
     return sock, results
 
 
-def read_pdu(sock: socket.socket) -> tuple[int | None, bytes]:
-    def exactly(n: int) -> bytes | None:
-        buf = b""
-        while len(buf) < n:
-            chunk = sock.recv(n - len(buf))
-            if not chunk:
-                return None
-            buf += chunk
-        return buf
-
-    head = exactly(6)
-    if head is None:
-        return None, b""
-    pdu_type, _, length = HEADER.unpack(head)
-    return pdu_type, exactly(length) or b""
 
 
 def request(sock: socket.socket, context_id: int, values: dict[str, Any],

@@ -13,7 +13,15 @@ from io import BytesIO
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import build_context
 from pynetdicom.dsutils import decode, encode
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    MaximumLengthNotification,
+)
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -120,3 +128,32 @@ def read_message(sock: socket.socket) -> tuple[int, Any, bytes]:
                 data += fragment
                 if control & 0x02:
                     return cx, decode(BytesIO(cmd), True, True), data
+
+
+def proposal(contexts: list[tuple[str, list[str]]], *, called: str = "ARCHIVIST",
+             calling: str = "RAW", max_length: int | None = 16384,
+             extra: tuple[Any, ...] = ()) -> bytes:
+    """An A-ASSOCIATE-RQ PDU proposing `contexts` ((abstract syntax, transfer syntaxes), given
+    IDs 1, 3, 5...), encoded by pynetdicom; `max_length` None leaves the Maximum Length item
+    out, `extra` adds user information items."""
+    rq = A_ASSOCIATE()
+    rq.application_context_name = UID("1.2.840.10008.3.1.1.1")
+    rq.calling_ae_title = calling
+    rq.called_ae_title = called
+    proposed = []
+    for i, (abstract, syntaxes) in enumerate(contexts):
+        cx = build_context(abstract, syntaxes)
+        cx.context_id = 2 * i + 1
+        proposed.append(cx)
+    rq.presentation_context_definition_list = proposed
+    info: list[Any] = []
+    if max_length is not None:
+        item = MaximumLengthNotification()
+        item.maximum_length_received = max_length
+        info.append(item)
+    impl = ImplementationClassUIDNotification()
+    impl.implementation_class_uid = UID("1.2.826.0.1.3680043.9.9999.1")
+    info.append(impl)
+    info.extend(extra)
+    rq.user_information = info
+    return bytes(A_ASSOCIATE_RQ(rq).encode())
