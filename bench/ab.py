@@ -168,21 +168,13 @@ def stow_rounds(targets: Sequence[Target], files: Sequence[Path], rounds: int,
                   for i in range(0, len(files), batch)]
         for i in order:
             t = targets[i]
-            root = t.dicomweb_root or ""
-            http = clients.Http(t.http_port)
-            before, cpu0, seconds = t.stored_count(), cpu_seconds(t.pid), 0.0
-            try:
-                with TreeSampler(t.pid) as sampler:
-                    for body, ctype in bodies:
-                        res = http.request("POST", f"{root}/studies",
-                                           {"Content-Type": ctype,
-                                            "Accept": "application/dicom+json"}, body)
-                        if res.status != 200:
-                            raise RuntimeError(f"{t.name}: STOW-RS answered {res.status}: "
-                                               f"{res.body[:200]!r}")
-                        seconds += res.ms / 1000
-            finally:
-                http.close()
+            before, cpu0 = t.stored_count(), cpu_seconds(t.pid)
+            with TreeSampler(t.pid) as sampler:
+                seconds, failed = clients.stow_requests(t.http_port, t.dicomweb_root or "",
+                                                        bodies, ok=(200,))
+            if failed is not None:
+                raise RuntimeError(f"{t.name}: STOW-RS answered {failed.status}: "
+                                   f"{failed.body[:200]!r}")
             cpu = cpu_seconds(t.pid) - cpu0
             stored = t.stored_count() - before
             if stored != len(files):

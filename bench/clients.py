@@ -249,6 +249,25 @@ def multipart_dicom(files: list[Path], transform: Callable[[bytes], bytes] | Non
     return b"".join(parts), content_type
 
 
+def stow_requests(port: int, root: str, bodies: list[tuple[bytes, str]],
+                  ok: tuple[int, ...] = (200, 202)) -> tuple[float, HttpResult | None]:
+    """POST each STOW-RS body (:func:`multipart_dicom`) to ``{root}/studies`` in turn, over one
+    connection: (seconds the answers took, summed; the first answer whose status is not in
+    `ok`, which ends the series, else None)."""
+    http = Http(port)
+    seconds = 0.0
+    try:
+        for body, ctype in bodies:
+            r = http.request("POST", f"{root}/studies",
+                             {"Content-Type": ctype, "Accept": "application/dicom+json"}, body)
+            if r.status not in ok:
+                return seconds, r
+            seconds += r.ms / 1000
+    finally:
+        http.close()
+    return seconds, None
+
+
 def count_parts(body: bytes, content_type: str) -> int:
     """Number of parts of a multipart/related body (0 if it is not one)."""
     marker = "boundary="

@@ -465,19 +465,10 @@ class Bench:
             bodies = [clients.multipart_dicom(files[i:i + batch],
                                               functools.partial(stow_sample, sample=sample))
                       for i in range(0, len(files), batch)]
-            http = clients.Http(target.http_port)
-            elapsed = 0.0
-            try:
-                with TreeSampler(target.pid) as sampler:
-                    for body, ctype in bodies:
-                        r = http.request("POST", f"{root}/studies",
-                                         {"Content-Type": ctype,
-                                          "Accept": "application/dicom+json"}, body)
-                        if r.status not in (200, 202):
-                            return self._unavailable(rec, r.status, r.body)
-                        elapsed += r.ms / 1000
-            finally:
-                http.close()
+            with TreeSampler(target.pid) as sampler:
+                elapsed, failed = clients.stow_requests(target.http_port, root, bodies)
+            if failed is not None:
+                return self._unavailable(rec, failed.status, failed.body)
             del bodies
             stored = target.stored_count() - before
             usage = sampler.usage
