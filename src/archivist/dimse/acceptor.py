@@ -12,11 +12,14 @@ How a connection is served (PS3.8 9 and Annex E; PS3.7 for the DIMSE layer):
    (then the requestor's preferred transfer syntax is taken, PS3.8 9.3.2.2, so objects are stored
    as sent), the answer encoded by :class:`pynetdicom.pdu.A_ASSOCIATE_AC`. The called AE title, the
    allow-list and ``max_associations`` are checked first (A-ASSOCIATE-RJ). The asynchronous
-   operations window is always answered as 1/1.
+   operations window is always answered as 1/1. A proposal identical (but for its AE titles) to
+   one answered lately gets the same answer without being decoded again (:class:`_Negotiated`).
 3. **Established**: a reader reads each PDU by its 6-byte header. P-DATA larger than our Maximum
    Length is refused without reading (A-ABORT); PDVs are checked (item lengths, accepted context
-   IDs, command before data) and a malformed one aborts the association. Command sets are decoded
-   by pynetdicom's DIMSE message classes; C-STORE data sets are written to a temporary file as
+   IDs, command before data) and a malformed one aborts the association. Command sets of the
+   usual C-STORE, C-ECHO, C-FIND, C-GET and C-MOVE requests are decoded with ``struct``
+   (:func:`archivist.dimse.acceptor_pdu.decode_request`), any other by pynetdicom's DIMSE
+   message classes; C-STORE data sets are written to a temporary file as
    they arrive. Complete requests go to one *performer* per association (window of 1), which runs
    the service (:mod:`archivist.dimse.acceptor_services`); the reader keeps reading meanwhile, so
    C-CANCEL, C-STORE responses of C-GET sub-operations and A-ABORT are seen at once.
@@ -41,7 +44,9 @@ import select
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom.uid import UID
@@ -279,6 +284,8 @@ class Acceptor:
         for cx in supported:
             self._allowed.setdefault(cx.abstract_syntax, set()).update(cx.transfer_syntax)
         self.check_aets = check_aets
+        # What was answered to the proposals seen last (see _Negotiated), by their bytes.
+        self._negotiated: OrderedDict[bytes, _Negotiated] = OrderedDict()
         self.loop = new_event_loop(settings)
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(4, min(16, settings.max_associations)),
@@ -451,8 +458,12 @@ class Acceptor:
             self.count.set(len(self.associations))
 
     async def _read_associate_rq(self, reader: asyncio.StreamReader,
-                                 writer: asyncio.StreamWriter, peer: Any) -> A_ASSOCIATE | None:
-        """The A-ASSOCIATE-RQ, read within the ARTIM timeout (PS3.8 9.1.5), or None (closed)."""
+                                 writer: asyncio.StreamWriter, peer: Any) -> _Proposal | None:
+        """The A-ASSOCIATE-RQ, read within the ARTIM timeout (PS3.8 9.1.5), or None (closed).
+
+        A proposal of the same bytes (but the AE titles) as one answered lately is not decoded
+        again: it gets the same answer (see :class:`_Negotiated`).
+        """
         host = str(peer[0])
         try:
             async with asyncio.timeout(self.settings.artim_timeout):
@@ -506,6 +517,12 @@ class Acceptor:
             log.info("association from %s@%s to %s rejected", calling, host, called)
             await _send_and_close(writer, associate_rj(*verdict))
             return None
+        # Everything after the AE titles and the reserved field: what the answer depends on.
+        key = body[NEGOTIATED_FROM:]
+        known = self._negotiated.get(key)
+        if known is not None:
+            self._negotiated.move_to_end(key)
+            return _Proposal(called, calling, titles, key, None, known)
         try:
             pdu = A_ASSOCIATE_RQ()
             pdu.decode(header + body)
@@ -515,15 +532,15 @@ class Acceptor:
                      type(exc).__name__)
             await _send_and_close(writer, a_abort(2, ABORT_INVALID_PARAMETER))
             return None
-        return primitive
+        return _Proposal(str(primitive.called_ae_title).strip(),
+                         str(primitive.calling_ae_title).strip(), titles, key, primitive, None)
 
-    def _negotiate(self, rq: A_ASSOCIATE, reader: asyncio.StreamReader,
+    def _negotiate(self, proposal: _Proposal, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter, peer: Any) -> Association | None:
         host = str(peer[0])
-        called = str(rq.called_ae_title).strip()
-        calling = str(rq.calling_ae_title).strip()
+        called, calling, rq = proposal.called, proposal.calling, proposal.rq
         verdict: tuple[int, int, int] | None = None
-        if str(rq.application_context_name or "") != APPLICATION_CONTEXT:
+        if rq is not None and str(rq.application_context_name or "") != APPLICATION_CONTEXT:
             verdict = (1, 1, 2)  # application context name not supported
         if verdict is None:
             verdict = self.check_aets(called, calling, host)
@@ -535,24 +552,32 @@ class Acceptor:
             writer.write(associate_rj(*verdict))
             asyncio.ensure_future(_close_after_drain(writer))
             return None
-        try:
-            contexts, roles, peer_max, async_ops = self._contexts(rq)
-            ac = self._associate_ac(rq, contexts, roles, async_ops)
-        except Exception as exc:  # noqa: BLE001
-            log.info("association from %s@%s aborted: cannot negotiate (%s)", calling, host,
-                     type(exc).__name__)
-            writer.write(a_abort(2, ABORT_INVALID_PARAMETER))
-            asyncio.ensure_future(_close_after_drain(writer))
-            return None
-        if 0 < peer_max < MIN_PEER_MAX_PDU:
-            # Every message would go out in PDUs of a few bytes (none at all under 7): refused,
-            # permanent, by the service user, no reason given (PS3.8 9.3.4).
-            log.warning("association from %s@%s refused: Maximum Length %d is under %d bytes",
-                        calling, host, peer_max, MIN_PEER_MAX_PDU)
-            writer.write(associate_rj(1, 1, 1))
-            asyncio.ensure_future(_close_after_drain(writer))
-            return None
-        accepted = {int(cx.context_id): cx for cx in contexts if cx.result == 0x00}
+        known = proposal.known
+        if known is None:
+            assert rq is not None
+            try:
+                contexts, roles, peer_max, async_ops = self._contexts(rq)
+                ac = self._associate_ac(rq, contexts, roles, async_ops)
+            except Exception as exc:  # noqa: BLE001
+                log.info("association from %s@%s aborted: cannot negotiate (%s)", calling, host,
+                         type(exc).__name__)
+                writer.write(a_abort(2, ABORT_INVALID_PARAMETER))
+                asyncio.ensure_future(_close_after_drain(writer))
+                return None
+            if 0 < peer_max < MIN_PEER_MAX_PDU:
+                # Every message would go out in PDUs of a few bytes (none at all under 7):
+                # refused, permanent, by the service user, no reason given (PS3.8 9.3.4).
+                log.warning("association from %s@%s refused: Maximum Length %d is under %d "
+                            "bytes", calling, host, peer_max, MIN_PEER_MAX_PDU)
+                writer.write(associate_rj(1, 1, 1))
+                asyncio.ensure_future(_close_after_drain(writer))
+                return None
+            known = _Negotiated({int(cx.context_id): cx for cx in contexts if cx.result == 0x00},
+                                peer_max, ac)
+            self._remember(proposal.key, known)
+        accepted, peer_max = dict(known.accepted), known.peer_max
+        # The AE title fields of the answer are those of the request (PS3.8 9.3.3).
+        ac = known.ac[:AC_TITLES] + proposal.titles + known.ac[AC_TITLES + 32:]
         assoc = Association(self, reader, writer, peer, calling, called, accepted, peer_max)
         # Counted before the A-ASSOCIATE-AC leaves: a peer that has its AC may open the next
         # association at once, and the worker taking that one must see this one in the total.
@@ -562,6 +587,13 @@ class Acceptor:
         log.info("association accepted from %s@%s:%s (%d contexts)", calling, host, peer[1],
                  len(accepted))
         return assoc
+
+    def _remember(self, key: bytes, known: _Negotiated) -> None:
+        if len(key) > MAX_REMEMBERED_PROPOSAL:
+            return
+        self._negotiated[key] = known
+        while len(self._negotiated) > REMEMBERED_PROPOSALS:
+            self._negotiated.popitem(last=False)
 
     def _contexts(self, rq: A_ASSOCIATE) -> tuple[list[PresentationContext], list[Any], int,
                                                   bool]:
@@ -619,6 +651,49 @@ class Acceptor:
             info.append(window)
         ac.user_information = info
         return bytes(A_ASSOCIATE_AC(ac).encode())
+
+
+#: Where what an A-ASSOCIATE-RQ's answer depends on starts in its body (after the protocol
+#: version, a reserved field, the called and calling AE titles and 32 reserved bytes: PS3.8
+#: 9.3.2), and where the AE titles start in an A-ASSOCIATE-AC PDU (header included, 9.3.3).
+NEGOTIATED_FROM = 68
+AC_TITLES = 10
+#: How many answered proposals are remembered, and the largest remembered (bytes after the
+#: titles; DCMTK's storescu proposes ~15 KB).
+REMEMBERED_PROPOSALS = 32
+MAX_REMEMBERED_PROPOSAL = 32 * 1024
+
+
+@dataclass(frozen=True)
+class _Negotiated:
+    """The outcome of negotiating one proposal: the accepted presentation contexts (by ID),
+    the requestor's Maximum Length, the A-ASSOCIATE-AC sent.
+
+    A modality or a viewer proposes the same contexts, roles and user information every time
+    it connects: decoding and negotiating them again (pynetdicom checks every UID of every
+    context) was ~1 ms of CPU per association. The answer depends on nothing else (our
+    settings do not change while we run; the AE titles and ``max_associations`` are checked
+    for each association), so an identical proposal is answered from here: the same contexts
+    (read-only, shared by the associations), the same A-ASSOCIATE-AC but for its AE titles.
+    """
+
+    accepted: dict[int, PresentationContext]
+    peer_max: int
+    ac: bytes
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    """A received A-ASSOCIATE-RQ whose AE titles passed: decoded (`rq`), or answered before
+    (`known`). `titles`: its called and calling AE title fields (32 bytes, NUL as space);
+    `key`: the rest of it after the titles (what :class:`_Negotiated` is remembered by)."""
+
+    called: str
+    calling: str
+    titles: bytes
+    key: bytes
+    rq: A_ASSOCIATE | None
+    known: _Negotiated | None
 
 
 async def _send_and_close(writer: asyncio.StreamWriter, data: bytes) -> None:
@@ -889,7 +964,7 @@ class Association:
         assert msg.msg is not None and msg.context_id is not None
         if msg.command_field != _C_STORE_RQ:
             return MemorySink()
-        cs = msg.msg.command_set
+        cs: Any = msg.msg.command_set
         cx = self.accepted[msg.context_id]
         try:
             prefix = file_meta_prefix(str(cs.AffectedSOPClassUID),
