@@ -522,10 +522,23 @@ class FileSink:
 
 _COMMAND_ELEMENT = struct.Struct("<HHL")  # group, element, value length (Implicit VR LE)
 _US = struct.Struct("<H")
-# The elements a C-STORE-RQ may carry (PS3.7 9.3.1.1), group 0000.
-_STORE_RQ_ELEMENTS = frozenset((0x0000, 0x0002, 0x0100, 0x0110, 0x0700, 0x0800, 0x1000, 0x1030,
-                                0x1031))
+_GROUP_LENGTH, _SOP_CLASS, _FIELD, _MESSAGE_ID, _MOVE_DESTINATION, _PRIORITY, _DATA_SET_TYPE = (
+    0x0000, 0x0002, 0x0100, 0x0110, 0x0600, 0x0700, 0x0800)
+_SOP_INSTANCE, _ORIGINATOR_AET, _ORIGINATOR_ID = 0x1000, 0x1030, 0x1031
+_NO_DATA_SET = 0x0101
+_QUERY = frozenset((_GROUP_LENGTH, _SOP_CLASS, _FIELD, _MESSAGE_ID, _PRIORITY, _DATA_SET_TYPE))
+#: The elements each request decoded here may carry (PS3.7 9.3), by Command Field: C-STORE-RQ,
+#: C-GET-RQ, C-FIND-RQ, C-MOVE-RQ, C-ECHO-RQ.
+_REQUEST_ELEMENTS = {
+    0x0001: _QUERY | {_SOP_INSTANCE, _ORIGINATOR_AET, _ORIGINATOR_ID},
+    0x0010: _QUERY,
+    0x0020: _QUERY,
+    0x0021: _QUERY | {_MOVE_DESTINATION},
+    0x0030: _QUERY - {_PRIORITY},
+}
+_SHORTS = (_FIELD, _MESSAGE_ID, _PRIORITY, _DATA_SET_TYPE, _ORIGINATOR_ID)
 _PLAIN_UID = re.compile(rb"[0-9.]{1,64}")
+_AE_TITLE = re.compile(rb" *[\x21-\x5b\x5d-\x7e][\x20-\x5b\x5d-\x7e]{0,15}")
 
 
 class StoreRequest:
@@ -533,7 +546,7 @@ class StoreRequest:
 
     It stands for pynetdicom's ``C_STORE`` primitive (the same attributes, UIDs as ``str``),
     for the received message (``command_set``) and for its command set (attribute access and
-    ``get``). :func:`decode_store_rq` builds one only for a command set of the usual shape;
+    ``get``). :func:`decode_request` builds one only for a command set of the usual shape;
     anything else takes pynetdicom's way, whose checks then decide.
     """
 
@@ -563,6 +576,39 @@ class StoreRequest:
         return default if value is None else value
 
 
+class QueryRequest:
+    """A C-ECHO-RQ, C-FIND-RQ, C-GET-RQ or C-MOVE-RQ decoded like :class:`StoreRequest`: the
+    attributes of pynetdicom's primitive for it (``Identifier``, a ``BytesIO``, once the data
+    set has come; ``MoveDestination`` stripped), the received message and its command set.
+
+    Decoding a command set through pydicom and pynetdicom took ~0.15-0.2 ms of CPU, more than
+    the rest of a C-ECHO; a C-FIND paid it for every query.
+    """
+
+    __slots__ = ("AffectedSOPClassUID", "CommandField", "Identifier", "MessageID",
+                 "MoveDestination", "Priority", "context_id")
+
+    is_valid_request = True
+
+    def __init__(self, field: int, message_id: int, sop_class: str, priority: int | None,
+                 destination: str | None) -> None:
+        self.CommandField = field
+        self.MessageID = message_id
+        self.AffectedSOPClassUID = sop_class
+        self.Priority = priority
+        self.MoveDestination = destination
+        self.Identifier: BytesIO | None = None
+        self.context_id: int | None = None
+
+    @property
+    def command_set(self) -> QueryRequest:
+        return self
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        value = getattr(self, keyword, None)
+        return default if value is None else value
+
+
 def _plain_uid(value: bytes) -> str | None:
     """A UID of digits and dots (a trailing NUL or space of padding dropped), else None."""
     if value[-1:] in (b"\0", b" "):
@@ -570,11 +616,13 @@ def _plain_uid(value: bytes) -> str | None:
     return value.decode("ascii") if _PLAIN_UID.fullmatch(value) else None
 
 
-def decode_store_rq(command: bytes) -> StoreRequest | None:
-    """The C-STORE-RQ in `command` (an encoded command set, PS3.7 6.3.1), or None when it is
-    another command or anything out of the ordinary: an element a C-STORE-RQ does not carry, a
-    value of an unexpected length, a UID of other characters than digits and dots, no data
-    set. Such command sets are decoded by pydicom and pynetdicom as before."""
+def decode_request(command: bytes) -> StoreRequest | QueryRequest | None:
+    """The C-STORE, C-ECHO, C-FIND, C-GET or C-MOVE request in `command` (an encoded command
+    set, PS3.7 6.3.1), or None when it is another command or anything out of the ordinary: an
+    element the request does not carry, a value of an unexpected length, a UID of other
+    characters than digits and dots, an unknown priority, a data set where there is none or
+    none where there is one, a Move Destination that is no AE title. Such command sets are
+    decoded by pydicom and pynetdicom as before, whose checks then decide."""
     values: dict[int, bytes] = {}
     pos, end = 0, len(command)
     while pos < end:
@@ -582,34 +630,51 @@ def decode_store_rq(command: bytes) -> StoreRequest | None:
             return None
         group, element, length = _COMMAND_ELEMENT.unpack_from(command, pos)
         pos += 8
-        if group != 0 or element not in _STORE_RQ_ELEMENTS or pos + length > end \
-                or element in values:
+        if group != 0 or pos + length > end or element in values:
             return None
         values[element] = command[pos:pos + length]
         pos += length
     shorts: dict[int, int] = {}
-    for element in (0x0100, 0x0110, 0x0700, 0x0800, 0x1031):
+    for element in _SHORTS:
         raw = values.get(element)
         if raw is None:
             continue
         if len(raw) != 2:
             return None
         shorts[element] = _US.unpack(raw)[0]
-    if shorts.get(0x0100) != 0x0001 or 0x0110 not in shorts or \
-            shorts.get(0x0700) not in (0, 1, 2) or shorts.get(0x0800, 0x0101) == 0x0101:
+    field = shorts.get(_FIELD)
+    allowed = _REQUEST_ELEMENTS.get(field)  # type: ignore[arg-type]
+    if allowed is None or not allowed.issuperset(values) or _MESSAGE_ID not in shorts:
         return None
-    sop_class = _plain_uid(values.get(0x0002, b""))
-    sop_instance = _plain_uid(values.get(0x1000, b""))
-    if sop_class is None or sop_instance is None:
-        return None
-    originator: str | None = None
-    if 0x1030 in values:
-        try:
-            originator = values[0x1030].decode("ascii").strip() or None
-        except UnicodeDecodeError:
+    priority = shorts.get(_PRIORITY)
+    data_set = shorts.get(_DATA_SET_TYPE, _NO_DATA_SET) != _NO_DATA_SET
+    if field == 0x0030:
+        if data_set or _DATA_SET_TYPE not in shorts:
             return None
-    return StoreRequest(shorts[0x0110], sop_class, sop_instance, shorts[0x0700], originator,
-                        shorts.get(0x1031))
+    elif priority not in (0, 1, 2) or not data_set:
+        return None
+    sop_class = _plain_uid(values.get(_SOP_CLASS, b""))
+    if sop_class is None:
+        return None
+    if field == 0x0001:
+        sop_instance = _plain_uid(values.get(_SOP_INSTANCE, b""))
+        if sop_instance is None:
+            return None
+        originator: str | None = None
+        if _ORIGINATOR_AET in values:
+            try:
+                originator = values[_ORIGINATOR_AET].decode("ascii").strip() or None
+            except UnicodeDecodeError:
+                return None
+        return StoreRequest(shorts[_MESSAGE_ID], sop_class, sop_instance, priority or 0,
+                            originator, shorts.get(_ORIGINATOR_ID))
+    destination: str | None = None
+    if field == 0x0021:
+        raw = values.get(_MOVE_DESTINATION, b"").rstrip(b" \0")
+        if len(raw) > 16 or not _AE_TITLE.fullmatch(raw):
+            return None
+        destination = raw.decode("ascii").strip()
+    return QueryRequest(field, shorts[_MESSAGE_ID], sop_class, priority, destination)  # type: ignore[arg-type]
 
 
 class Message:
@@ -618,7 +683,7 @@ class Message:
     def __init__(self) -> None:
         self.context_id: int | None = None
         self.command = bytearray()
-        self.msg: DIMSEMessage | StoreRequest | None = None
+        self.msg: DIMSEMessage | StoreRequest | QueryRequest | None = None
         self.field = 0
         self.primitive: Any = None
         self.has_dataset = False
@@ -644,10 +709,13 @@ class Message:
         if not last:
             return
         command = bytes(self.command)
-        store = decode_store_rq(command)
-        if store is not None:
-            store.context_id = context_id
-            self.msg, self.field, self.has_dataset = store, 0x0001, True
+        request = decode_request(command)
+        if request is not None:
+            request.context_id = context_id
+            self.msg, self.field = request, request.CommandField
+            self.has_dataset = request.CommandField != 0x0030
+            if not self.has_dataset:
+                self.complete = True
             return
         try:
             cs = decode(BytesIO(command), True, True)
@@ -669,6 +737,11 @@ class Message:
         assert self.msg is not None
         msg = self.msg
         if isinstance(msg, StoreRequest):
+            return msg
+        if isinstance(msg, QueryRequest):
+            if msg.CommandField != 0x0030:
+                data = bytes(self.sink.buf) if isinstance(self.sink, MemorySink) else b""
+                msg.Identifier = BytesIO(data)
             return msg
         if isinstance(self.sink, MemorySink):
             msg.data_set = BytesIO(bytes(self.sink.buf))
