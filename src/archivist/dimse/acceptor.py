@@ -333,15 +333,25 @@ class Acceptor:
         ready.wait(10)
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop accepting; running associations get `grace` seconds, then are aborted."""
+        """Stop accepting; running associations get `grace` seconds, then are aborted.
+
+        Running: performing a request, or one waiting, or a PDU came or went in the last
+        second (a modality between two C-STOREs of a series, which waited only for the request
+        in hand and was cut before the next). An association idle for longer is aborted at
+        once.
+        """
         if self._thread is None:
             return
+
+        def running(a: Association) -> bool:
+            return a.busy or not a.queue.empty() or \
+                self.loop.time() - a.last_activity < _RUNNING_WITHIN
 
         async def shutdown() -> None:
             self._closing = True
             self._stop_accepting()
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and any(a.busy for a in self.associations):
+            while time.monotonic() < deadline and any(map(running, self.associations)):
                 await asyncio.sleep(0.05)
             for a in list(self.associations):
                 a.abort_now("server stopping")
@@ -422,8 +432,11 @@ class Acceptor:
                     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
                 if self._tls is not None:
-                    log.info("closing connection: TLS handshake failed (%s)",
-                             getattr(exc, "reason", None) or type(exc).__name__)
+                    # A peer that closed without a word (a port probe: serve's own readiness
+                    # check at every start) is no failed handshake worth a line at INFO.
+                    log.log(logging.DEBUG if isinstance(exc, ConnectionError) else logging.INFO,
+                            "closing connection: TLS handshake failed (%s)",
+                            getattr(exc, "reason", None) or type(exc).__name__)
                 conn.close()
                 return
             await self._on_connection(reader, writer, conn)
@@ -652,6 +665,9 @@ class Acceptor:
         ac.user_information = info
         return bytes(A_ASSOCIATE_AC(ac).encode())
 
+
+#: At a stop, an association that read or wrote a PDU this many seconds ago is still running.
+_RUNNING_WITHIN = 1.0
 
 #: Where what an A-ASSOCIATE-RQ's answer depends on starts in its body (after the protocol
 #: version, a reserved field, the called and calling AE titles and 32 reserved bytes: PS3.8
