@@ -65,8 +65,10 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 def create(
     level: str = typer.Option("study", "--level", "-l", help="study, series or instance."),
     scope: list[str] | None = ScopeOpt,
-    per_instance: int = typer.Option(
-        1000, "--studies-per-instance", help="Split into chained instances over this many studies."
+    per_instance: int | None = typer.Option(
+        None, "--studies-per-instance", show_default=False,
+        help="Split into chained instances over this many studies. Default: the "
+        "inventory_studies_per_instance setting (1000).",
     ),
     purpose: str = typer.Option("", "--purpose", help="Inventory Purpose (0008,0401)."),
     data: Path | None = DataOpt,
@@ -82,6 +84,8 @@ def create(
     from archivist.inventory.builder import InventoryBuilder, InventorySpec
 
     try:
+        if per_instance is None:
+            per_instance = settings.inventory_studies_per_instance
         spec = InventorySpec(level=level, scope=_pairs(scope), studies_per_instance=per_instance,
                              purpose=purpose, retrieve_aet=settings.aet)
         archive = _open(settings)

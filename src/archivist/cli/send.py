@@ -16,8 +16,8 @@ from archivist.cli.delete import ConfigOpt, DataOpt, _open
 
 def send(
     destination: str = typer.Argument(
-        ..., help="A configured peer's AE title (--peer AET=HOST:PORT of serve, or the "
-        "settings file), or AET@HOST:PORT."),
+        ..., help="A configured peer's AE title (a [peers] entry of the settings file, or "
+        "ARCHIVIST_PEERS; a running serve's --peer flags are its own), or AET@HOST:PORT."),
     study: str = typer.Option(..., "--study", help="Study Instance UID."),
     series: str | None = typer.Option(None, "--series", help="Series Instance UID (of the study)."),
     instance: str | None = typer.Option(
