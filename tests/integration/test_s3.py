@@ -91,6 +91,9 @@ def test_two_nodes_share_one_bucket_and_one_database(s3: str, tmp_path: Path) ->
             files = _files(tmp_path / "in", study, 4)
             _store(one, files)
             assert len(list(probe.keys())) == 4  # in the bucket, not under a data directory
+            # The start banner names where the index and the blobs are (no password).
+            assert f"  blobs  s3 bucket {bucket} at " in one.log()
+            assert "  index  postgresql" in one.log()
             assert not any(p.is_file() for p in (tmp_path / "one" / "blobs").rglob("*"))
             # Node two serves them: C-GET and WADO-RS, from the bucket through its cache.
             out = tmp_path / "got"

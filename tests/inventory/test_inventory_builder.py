@@ -177,3 +177,7 @@ class TestCli:
                                 "--data", data])
         assert r.exit_code == 1 and "extra     STUDY" in r.output
         assert len((tmp_path / "inv.csv").read_text().splitlines()) == 7
+        # A CSV export cannot be compared: exit 2, saying so (not "not a DICOM file").
+        r = runner.invoke(app, ["inventory", "diff", str(tmp_path / "inv.csv"), "archive",
+                                "--data", data])
+        assert r.exit_code == 2 and "CSV export cannot be compared" in r.output, r.output

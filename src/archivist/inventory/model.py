@@ -300,6 +300,10 @@ class Inventory:
             return cls.from_json(data, source=str(files[0]))
         datasets: list[Dataset] = []
         for f in files:
+            if f.suffix.lower() == ".csv":
+                raise InventoryFormatError(
+                    f"{f}: a CSV export cannot be compared (its values are written for "
+                    "spreadsheets): compare the DICOM inventory or its JSON export")
             try:
                 datasets.append(pydicom.dcmread(f))
             except Exception as exc:  # noqa: BLE001
