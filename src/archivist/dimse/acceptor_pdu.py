@@ -15,11 +15,13 @@ the fragments arrive, so a large object is never assembled in memory).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import socket
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -678,6 +680,32 @@ def decode_request(command: bytes) -> StoreRequest | QueryRequest | None:
             return None
         destination = raw.decode("ascii").strip()
     return QueryRequest(field, shorts[_MESSAGE_ID], sop_class, priority, destination)  # type: ignore[arg-type]
+
+
+def quick_ack_for(sock: Any) -> Callable[[], None]:
+    """A function that makes the kernel acknowledge what was received at once (TCP_QUICKACK).
+
+    Most SCUs (pynetdicom's among them) do not set TCP_NODELAY and send a message as two
+    P-DATA-TF PDUs (command, then data set): Nagle's algorithm holds the second back until the
+    first is acknowledged, and Linux delays that ACK by up to 40 ms. Quick-ack mode is not
+    sticky (the kernel leaves it by itself), so it is re-armed after every PDU header read.
+    Measured: a C-FIND over a new pynetdicom association, 72 -> 34 ms median. The same holds
+    for the peers the archive calls: DCMTK's storescp (without TCP_NODELAY in its environment,
+    Debian's default) answers a C-STORE in two writes, and a C-MOVE to it took 44 ms per object
+    until the requestor acknowledged at once too.
+
+    `sock`: the socket itself where there is one (uvloop's transport gives a stand-in,
+    PseudoSocket, that makes a socket object at every call, ~2 % of a busy ingest).
+    """
+    option = getattr(socket, "TCP_QUICKACK", None)
+    if sock is None or option is None:
+        return lambda: None
+
+    def arm() -> None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, 1)
+
+    return arm
 
 
 class Message:

@@ -49,6 +49,7 @@ from archivist.dimse.acceptor_pdu import (
     a_abort,
     encode_command,
     fragment_message,
+    quick_ack_for,
     write_pdus,
 )
 
@@ -97,6 +98,8 @@ class Outbound:
         self.called = called
         self.closed = False
         self._next_id = 1
+        # Each response acknowledged at once (see quick_ack_for: storescp answers in two writes).
+        self._ack = quick_ack_for(writer.get_extra_info("socket"))
 
     @classmethod
     async def open(cls, settings: Any, host: str, port: int, called: str,
@@ -203,6 +206,7 @@ class Outbound:
         msg = Message()
         while True:
             header = await self.reader.readexactly(6)
+            self._ack()  # what came is acknowledged now: the peer may hold the rest until then
             pdu_type, _, length = HEADER.unpack(header)
             if pdu_type == P_DATA_TF:
                 if length > _RECV_CAP:
