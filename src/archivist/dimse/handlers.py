@@ -85,8 +85,8 @@ class Handlers:
         """C-STORE (PS3.4 B.2): one object through the ingest pipeline, Success only when durable."""
         req = event.request
         aet, address = _peer(event)
-        checks = dict(expected_sop_class=str(req.AffectedSOPClassUID),
-                      expected_sop_instance=str(req.AffectedSOPInstanceUID))
+        checks = {"expected_sop_class": str(req.AffectedSOPClassUID),
+                  "expected_sop_instance": str(req.AffectedSOPInstanceUID)}
         origin = Origin("dimse", aet, address)
         try:
             try:
