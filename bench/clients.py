@@ -43,9 +43,14 @@ class StoreRun:
 
 
 def storescu_parallel(files: list[Path], port: int, aet: str, n: int = 4,
-                      log_dir: Path | None = None, timeout: float = 1800) -> StoreRun:
+                      log_dir: Path | None = None, timeout: float = 1800,
+                      nodelay: bool = True) -> StoreRun:
     """Send `files` with `n` DCMTK storescu processes at once; wall time from first start to last
-    exit. ``--no-halt`` so one refused object does not hide the rest (the count is checked)."""
+    exit. ``--no-halt`` so one refused object does not hide the rest (the count is checked).
+    `nodelay` False: storescu as Debian runs it, without TCP_NODELAY."""
+    env = dcmtk_env()
+    if not nodelay:
+        del env["TCP_NODELAY"]
     procs = []
     logs = []
     start = time.perf_counter()
@@ -56,7 +61,7 @@ def storescu_parallel(files: list[Path], port: int, aet: str, n: int = 4,
         procs.append(subprocess.Popen(
             [dcmtk("storescu"), "--no-halt", "-aet", SCU_AET, "-aec", aet, "127.0.0.1", str(port),
              *map(str, chunk)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dcmtk_env()))
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env))
         log.close()
     codes = [p.wait(timeout) for p in procs]
     seconds = time.perf_counter() - start

@@ -140,19 +140,31 @@ def stow_sample(data: bytes, sample: int) -> bytes:
         When `sample` is not under :data:`STOW_SAMPLES`, or `data` is not a file of the
         ``stow`` set.
     """
+    return moved_uids(data, "stow", sample)
+
+
+def moved_uids(data: bytes, set_name: str, sample: int) -> bytes:
+    """A file of set `set_name` with every UID under its study moved under root `sample` (1 to
+    ``STOW_SAMPLES - 1``; 0: as generated): see :func:`stow_sample`.
+
+    Raises
+    ------
+    ValueError
+        When `sample` is out of range, or `data` is not a file of that set.
+    """
     if not 0 <= sample < STOW_SAMPLES:
         raise ValueError(f"at most {STOW_SAMPLES} STOW-RS samples")
     if sample == 0:
         return data
-    old = f"{UID_ROOT}{_SET_CODE['stow']}.".encode()
+    old = f"{UID_ROOT}{_SET_CODE[set_name]}.".encode()
     root = UID_ROOT.rstrip(".").rpartition(".")[0]
-    new = f"{root}.{_STOW_SAMPLE_ROOTS[sample - 1]}.{_SET_CODE['stow']}.".encode()
+    new = f"{root}.{_STOW_SAMPLE_ROOTS[sample - 1]}.{_SET_CODE[set_name]}.".encode()
     assert len(new) == len(old)
     # The UIDs are in the header; the pixel data (the bulk of a CT file) is left alone.
     head_end = data.find(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data, little endian
     head = data[:head_end] if head_end >= 0 else data
     if head.count(old) < 4:
-        raise ValueError("not a file of the stow set (its UIDs were not found)")
+        raise ValueError(f"not a file of the {set_name} set (its UIDs were not found)")
     return head.replace(old, new) + data[len(head):]
 
 

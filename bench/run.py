@@ -32,6 +32,7 @@ from bench.corpus import (
     Corpus,
     CorpusSpec,
     load_or_generate,
+    moved_uids,
     population,
     scale_studies,
     series_uid,
@@ -85,6 +86,7 @@ class Bench:
         self.corpus: Corpus | None = None
         self.targets: list[Target] = []
         self.peer: PeerStorescp | None = None
+        self.stock_peer: PeerStorescp | None = None
         self.extras_s = 0.0
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -128,6 +130,8 @@ class Bench:
         self.work.mkdir(parents=True, exist_ok=True)
         self.peer = PeerStorescp(self.work / "peer-received")
         self.peer.start()
+        self.stock_peer = PeerStorescp(self.work / "stock-received", nodelay=False)
+        self.stock_peer.start()
 
     def groups(self) -> list[str]:
         wanted = ["ingest", "find", "dicomweb", "retrieve", "big"]
@@ -168,6 +172,8 @@ class Bench:
         finally:
             if self.peer:
                 self.peer.stop()
+            if self.stock_peer:
+                self.stock_peer.stop()
             for target in self.targets:
                 target.stop()
             self.results.meta["load_end"] = load_average()
@@ -211,6 +217,7 @@ class Bench:
     def start_fresh(self, target: Target, label: str) -> None:
         assert self.peer is not None
         target.prepare(self.work / f"{target.name}-{label}", self.peer.port)
+        target.stock_peer_port = self.stock_peer.port if self.stock_peer else 0
         target.start()
 
     def repetition(self, target: Target, rep: int, groups: list[str]) -> None:
@@ -232,8 +239,14 @@ class Bench:
                         self.find_rows(target, "find", self.plan.find_per_kind)
                     if "retrieve" in groups:
                         self.retrieve_rows(target)
+                        self.stock_move_row(target)
                     if "dicomweb" in groups and target.dicomweb_root:
                         self.dicomweb_rows(target)
+                    self.extras_s += time.monotonic() - extras_start
+                if first:
+                    # Last: it adds studies the query rows above do not expect.
+                    extras_start = time.monotonic()
+                    self.stock_ingest_row(target, expected_total=self.ct_n + self.tiny_n)
                     self.extras_s += time.monotonic() - extras_start
             finally:
                 target.stop()
@@ -353,6 +366,65 @@ class Bench:
                 f"{rec.detail['received/expected'][-1]}")
         shutil.rmtree(self.work / "get-received", ignore_errors=True)
         self.peer.clear()
+
+    # -- DCMTK as Debian runs it (no TCP_NODELAY) ---------------------------------------------
+    #
+    # The rows above run every DCMTK tool with TCP_NODELAY=1, as the issue asks: without it a
+    # sender whose peer delays its ACKs waits ~40 ms per message (Nagle). These two rows show
+    # what a site gets with the tools as installed: one storescu sending tiny objects, and a
+    # C-MOVE to a storescp, neither with TCP_NODELAY. One sample each.
+
+    STOCK_N = 200
+
+    def stock_files(self) -> list[Path]:
+        """STOCK_N tiny objects under UIDs no other row stores (the last STOW-RS root)."""
+        folder = self.work / "stock-tiny"
+        if not folder.exists():
+            folder.mkdir()
+            for i, path in enumerate(self.corpus.paths("tiny")[:self.STOCK_N]):  # type: ignore[union-attr]
+                (folder / f"{i:04d}.dcm").write_bytes(
+                    moved_uids(path.read_bytes(), "tiny", STOW_SAMPLES - 1))
+        return sorted(folder.iterdir())
+
+    def stock_ingest_row(self, target: Target, expected_total: int) -> None:
+        files = self.stock_files()
+        rec = self.record("ingest", "tiny_ingest_stock_storescu", target, "inst/s", "higher")
+        before = target.stored_count()
+        with TreeSampler(target.pid) as sampler:
+            run = clients.storescu_parallel(files, target.dicom_port, target.aet, n=1,
+                                            log_dir=self.work, nodelay=False)
+        stored = target.stored_count() - before
+        rec.values.append(round(len(files) / run.seconds, 1))
+        d = rec.detail
+        d["seconds"] = [round(run.seconds, 2)]
+        d["server_cpu_s"] = [sampler.usage.cpu_s if sampler.usage else None]
+        d["stored/expected"] = [f"{stored}/{len(files)}"]
+        if stored != len(files) or any(run.returncodes):
+            rec.status = WRONG
+            d["errors"] = run.errors[:300] or f"exit {run.returncodes}"
+        log(f"{target.name}: tiny ingest from a stock storescu {rec.values[-1]} inst/s")
+
+    def stock_move_row(self, target: Target) -> None:
+        if self.stock_peer is None:
+            return
+        uid = study_meta(0, "ct").study_uid
+        n = self.plan.spec.ct_series * self.plan.spec.ct_per_series
+        rec = self.record("retrieve", "c_move_stock_storescp", target, "inst/s", "higher")
+        self.stock_peer.clear()
+        with TreeSampler(target.pid) as sampler:
+            run = clients.retrieve("c_move", target.dicom_port, target.aet, uid, self.work,
+                                   move_destination=self.stock_peer.aet)
+        got = self.stock_peer.received()
+        rec.values.append(round(n / run.seconds, 1))
+        d = rec.detail
+        d["seconds"] = [round(run.seconds, 2)]
+        d["server_cpu_s"] = [sampler.usage.cpu_s if sampler.usage else None]
+        d["received/expected"] = [f"{got}/{n}"]
+        if got != n or run.returncodes[0] != 0:
+            rec.status = WRONG
+            d["errors"] = run.errors[:300] or f"exit {run.returncodes[0]}"
+        self.stock_peer.clear()
+        log(f"{target.name}: C-MOVE to a stock storescp {rec.values[-1]} inst/s")
 
     def dicomweb_rows(self, target: Target) -> None:
         assert self.corpus is not None and target.dicomweb_root is not None

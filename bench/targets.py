@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 ORTHANC_DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 SCU_AET = "BENCHSCU"
 PEER_AET = "STORESCP"
+#: A second C-MOVE destination: storescp as Debian starts it, without TCP_NODELAY.
+STOCK_PEER_AET = "STOCKSCP"
 
 
 def dcmtk(tool: str) -> str:
@@ -87,6 +89,8 @@ class Target:
         self.dicom_port = 0
         self.http_port = 0
         self.peer_port = 0
+        #: The port of the STOCK_PEER_AET destination (0: none configured).
+        self.stock_peer_port = 0
 
     # -- to implement ---------------------------------------------------------------------------
 
@@ -199,7 +203,9 @@ class ArchivistTarget(Target):
         return [sys.executable, "-m", "archivist.cli.main", "serve",
                 "--data", str(self.workdir / "data"), "--aet", self.aet,
                 "--dicom-port", str(self.dicom_port), "--http-port", str(self.http_port),
-                "--peer", f"{PEER_AET}=127.0.0.1:{self.peer_port}"]
+                "--peer", f"{PEER_AET}=127.0.0.1:{self.peer_port}",
+                *(["--peer", f"{STOCK_PEER_AET}=127.0.0.1:{self.stock_peer_port}"]
+                  if self.stock_peer_port else [])]
 
     def ready(self) -> bool:
         return http_ok(f"{self.http_base}/healthz")
@@ -288,6 +294,8 @@ class OrthancTarget(Target):
             "DicomModalities": {
                 PEER_AET: [PEER_AET, "127.0.0.1", self.peer_port],
                 SCU_AET: [SCU_AET, "127.0.0.1", self.peer_port],
+                **({STOCK_PEER_AET: [STOCK_PEER_AET, "127.0.0.1", self.stock_peer_port]}
+                   if self.stock_peer_port else {}),
             },
             "DicomAlwaysAllowFind": True,
             "DicomAlwaysAllowGet": True,
@@ -386,20 +394,27 @@ ALL_TARGETS: dict[str, type[Target]] = {
 
 
 class PeerStorescp:
-    """The DCMTK peer that C-MOVE sends to (AE ``STORESCP``), writing into a folder."""
+    """The DCMTK peer that C-MOVE sends to (AE ``STORESCP``), writing into a folder; with
+    `nodelay` False, as Debian starts it (AE ``STOCKSCP``, no TCP_NODELAY: it then answers each
+    C-STORE in two writes, the second held until the first is acknowledged)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, nodelay: bool = True) -> None:
         self.folder = folder
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.nodelay = nodelay
+        self.aet = PEER_AET if nodelay else STOCK_PEER_AET
 
     def start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        log = open(self.folder.parent / "peer-storescp.log", "ab")  # noqa: SIM115
+        log = open(self.folder.parent / f"peer-{self.aet.lower()}.log", "ab")  # noqa: SIM115
+        env = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
+        if self.nodelay:
+            env["TCP_NODELAY"] = "1"
         self.proc = subprocess.Popen(
-            [dcmtk("storescp"), "-aet", PEER_AET, "-od", str(self.folder), str(self.port)],
+            [dcmtk("storescp"), "-aet", self.aet, "-od", str(self.folder), str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "TCP_NODELAY": "1"}, start_new_session=True)
+            env=env, start_new_session=True)
         log.close()
         deadline = time.monotonic() + 20
         while not port_open(self.port):

@@ -14,6 +14,7 @@ from bench.corpus import (
     CorpusSpec,
     expected_matches,
     load_or_generate,
+    moved_uids,
     population,
     stow_sample,
     study_meta,
@@ -103,6 +104,18 @@ class TestGeneration:
             stow_sample(data, STOW_SAMPLES)
         with pytest.raises(ValueError):
             stow_sample(a.paths("ct")[0].read_bytes(), 1)
+
+    def test_tiny_objects_under_new_uids(self, corpora) -> None:  # type: ignore[no-untyped-def]
+        # The stock-storescu row stores tiny objects no other row stores.
+        a, _ = corpora
+        path = a.paths("tiny")[0]
+        data, original = path.read_bytes(), pydicom.dcmread(path)
+        ds = pydicom.dcmread(BytesIO(moved_uids(data, "tiny", STOW_SAMPLES - 1)))
+        for key in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+            assert UID(ds[key].value).is_valid and ds[key].value != original[key].value
+        assert ds.PixelData == original.PixelData
+        with pytest.raises(ValueError):
+            moved_uids(data, "ct", 1)
 
     def test_cached_set_is_reused(self, corpora, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
         a, _ = corpora
