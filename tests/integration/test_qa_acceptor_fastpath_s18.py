@@ -26,7 +26,7 @@ from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 
 from archivist.testing.datasets import make_instance, new_uid
-from archivist.testing.rawpdu import command, proposal, read_pdu
+from archivist.testing.rawpdu import command, proposal, read_message, read_pdu
 from archivist.testing.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.timeout(240)
@@ -121,26 +121,8 @@ def send(sock: socket.socket, cx: int, cmd: bytes, data: bytes | None = None) ->
 def receive(sock: socket.socket) -> tuple[int, Dataset | None, bytes]:
     """The next message (context ID, command set, data set), or (-PDU type, None, b"") when
     another PDU comes (an A-ABORT: -7) or the connection closes (0)."""
-    cmd, data = b"", b""
-    while True:
-        kind, body = read_pdu(sock)
-        if kind != 0x04:
-            return -(kind or 0), None, b""
-        pos = 0
-        while pos < len(body):
-            length, cx, control = struct.unpack(">LBB", body[pos:pos + 6])
-            fragment = body[pos + 6:pos + 4 + length]
-            pos += 4 + length
-            if control & 0x01:
-                cmd += fragment
-                if control & 0x02:
-                    cs = decode(BytesIO(cmd), True, True)
-                    if cs.CommandDataSetType == 0x0101:
-                        return cx, cs, b""
-            else:
-                data += fragment
-                if control & 0x02:
-                    return cx, decode(BytesIO(cmd), True, True), data
+    cx, cs, data = read_message(sock)
+    return (cx, None, b"") if cx <= 0 else (cx, cs, data)
 
 
 def element(tag: int, value: bytes) -> bytes:

@@ -543,7 +543,24 @@ _PLAIN_UID = re.compile(rb"[0-9.]{1,64}")
 _AE_TITLE = re.compile(rb" *[\x21-\x5b\x5d-\x7e][\x20-\x5b\x5d-\x7e]{0,15}")
 
 
-class StoreRequest:
+class _DecodedRequest:
+    """What :func:`decode_request` builds stands for the primitive, for the received message
+    (``command_set``) and for its command set (attribute access and ``get``)."""
+
+    __slots__ = ()
+
+    is_valid_request = True
+
+    @property
+    def command_set(self) -> _DecodedRequest:
+        return self
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        value = getattr(self, keyword, None)
+        return default if value is None else value
+
+
+class StoreRequest(_DecodedRequest):
     """A C-STORE-RQ decoded without pydicom and pynetdicom (the hot path of ingest).
 
     It stands for pynetdicom's ``C_STORE`` primitive (the same attributes, UIDs as ``str``),
@@ -557,7 +574,6 @@ class StoreRequest:
                  "context_id")
 
     CommandField = 0x0001
-    is_valid_request = True
 
     def __init__(self, message_id: int, sop_class: str, sop_instance: str, priority: int,
                  originator_aet: str | None, originator_id: int | None) -> None:
@@ -569,16 +585,8 @@ class StoreRequest:
         self.MoveOriginatorMessageID = originator_id
         self.context_id: int | None = None
 
-    @property
-    def command_set(self) -> StoreRequest:
-        return self
 
-    def get(self, keyword: str, default: Any = None) -> Any:
-        value = getattr(self, keyword, None)
-        return default if value is None else value
-
-
-class QueryRequest:
+class QueryRequest(_DecodedRequest):
     """A C-ECHO-RQ, C-FIND-RQ, C-GET-RQ or C-MOVE-RQ decoded like :class:`StoreRequest`: the
     attributes of pynetdicom's primitive for it (``Identifier``, a ``BytesIO``, once the data
     set has come; ``MoveDestination`` without its space padding), the received message and
@@ -591,8 +599,6 @@ class QueryRequest:
     __slots__ = ("AffectedSOPClassUID", "CommandField", "Identifier", "MessageID",
                  "MoveDestination", "Priority", "context_id")
 
-    is_valid_request = True
-
     def __init__(self, field: int, message_id: int, sop_class: str, priority: int | None,
                  destination: str | None) -> None:
         self.CommandField = field
@@ -602,14 +608,6 @@ class QueryRequest:
         self.MoveDestination = destination
         self.Identifier: BytesIO | None = None
         self.context_id: int | None = None
-
-    @property
-    def command_set(self) -> QueryRequest:
-        return self
-
-    def get(self, keyword: str, default: Any = None) -> Any:
-        value = getattr(self, keyword, None)
-        return default if value is None else value
 
 
 def _plain_uid(value: bytes) -> str | None:
