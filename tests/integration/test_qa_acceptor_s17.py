@@ -50,7 +50,6 @@ import struct
 import subprocess
 import time
 from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +59,16 @@ import requests
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom.dsutils import decode, encode
+from pynetdicom.dsutils import encode
 
 from archivist.testing.datasets import make_instance, new_uid
-from archivist.testing.rawpdu import command, proposal, read_message, read_pdu
+from archivist.testing.rawpdu import (
+    command,
+    message_from,
+    proposal,
+    read_message,
+    read_pdu,
+)
 from archivist.testing.server import ServerProcess, free_port
 from conftest import dcmtk_tool
 
@@ -170,6 +175,14 @@ class SC:
 def temporary_files(srv: ServerProcess) -> list[str]:
     tmp = srv.data_dir / "tmp"
     return sorted(os.listdir(tmp)) if tmp.exists() else []
+
+
+def wait_for_spill(srv: ServerProcess, what: str, seconds: float = 5) -> None:
+    """Until a data set being received has gone to a temporary file (`what`: else)."""
+    deadline = time.monotonic() + seconds
+    while not temporary_files(srv) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert temporary_files(srv), what
 
 
 def wait_for_no_temporary_files(srv: ServerProcess, seconds: float = 5) -> list[str]:
@@ -411,10 +424,7 @@ def test_peer_leaving_in_the_middle_of_a_c_store(server: ServerProcess, tmp_path
     sock.sendall(p_data(pdv(1, 0x03, store_command(obj.uid))))
     for i in range(0, len(obj.data) // 2, 60_000):
         sock.sendall(p_data(pdv(1, 0x00, obj.data[i:i + 60_000])))
-    deadline = time.monotonic() + 5
-    while not temporary_files(server) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert temporary_files(server), "the data set should have spilled to a temporary file"
+    wait_for_spill(server, "the data set should have spilled to a temporary file")
     if how == "reset":
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     elif how == "A-ABORT":
@@ -628,28 +638,15 @@ class ThrottledReader:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
+    def pdu(self) -> tuple[int, bytes]:
+        pdu_type, _, length = HEADER.unpack(self.exactly(6))
+        return pdu_type, self.exactly(length)
+
     def message(self) -> tuple[Any, bytes]:
         """The next DIMSE message: (command, data set)."""
-        cmd, data = b"", b""
-        while True:
-            pdu_type, _, length = HEADER.unpack(self.exactly(6))
-            body = self.exactly(length)
-            assert pdu_type == 0x04, f"PDU 0x{pdu_type:02X} {body[:4].hex()}"
-            pos = 0
-            while pos < len(body):
-                item_length, _, control = struct.unpack(">LBB", body[pos:pos + 6])
-                fragment = body[pos + 6:pos + 4 + item_length]
-                pos += 4 + item_length
-                if control & 0x01:
-                    cmd += fragment
-                    if control & 0x02:
-                        cs = decode(BytesIO(cmd), True, True)
-                        if cs.CommandDataSetType == 0x0101:
-                            return cs, b""
-                else:
-                    data += fragment
-                    if control & 0x02:
-                        return decode(BytesIO(cmd), True, True), data
+        cx, cs, data = message_from(self.pdu)
+        assert cx > 0, f"PDU 0x{-cx:02X} {cs[:4].hex()}"
+        return cs, data
 
 
 @pytest.mark.slow
@@ -728,10 +725,7 @@ def test_c_store_waiting_behind_a_stalled_c_find_leaves_no_temporary_file(
     for i in range(0, len(b.data), 60_000):
         last = i + 60_000 >= len(b.data)
         sock.sendall(p_data(pdv(3, 0x02 if last else 0x00, b.data[i:i + 60_000])))
-    deadline = time.monotonic() + 5
-    while not temporary_files(server) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert temporary_files(server), "the 2 MB data set should have spilled to a file"
+    wait_for_spill(server, "the 2 MB data set should have spilled to a file")
     if how == "reset":
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()

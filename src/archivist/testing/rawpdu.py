@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from io import BytesIO
 from typing import Any
 
@@ -108,9 +109,14 @@ def command(values: dict[str, Any]) -> bytes:
 def read_message(sock: socket.socket) -> tuple[int, Any, bytes]:
     """The next DIMSE message: (context ID, command Dataset, data set bytes); or, when another
     PDU comes (or the connection closes), (-PDU type, body, b"")."""
+    return message_from(lambda: read_pdu(sock))
+
+
+def message_from(next_pdu: Callable[[], tuple[int | None, bytes]]) -> tuple[int, Any, bytes]:
+    """:func:`read_message` over PDUs from `next_pdu` ((type, body), as :func:`read_pdu`)."""
     cmd, data = b"", b""
     while True:
-        pdu_type, body = read_pdu(sock)
+        pdu_type, body = next_pdu()
         if pdu_type != 0x04:
             return -(pdu_type or 0), body, b""
         pos = 0
