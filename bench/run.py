@@ -281,12 +281,16 @@ class Bench:
 
     def ingest(self, target: Target, row: str, set_name: str, expected_total: int) -> None:
         assert self.corpus
-        files = self.corpus.paths(set_name)
-        size = self.corpus.sets[set_name].bytes
+        self.store_sample(target, row, self.corpus.paths(set_name),
+                          self.corpus.sets[set_name].bytes, expected_total)
+
+    def store_sample(self, target: Target, row: str, files: list[Path], size: int,
+                     expected_total: int, n: int = 4, nodelay: bool = True) -> None:
+        """One sample of an ingest row: `files` (`size` bytes) by `n` storescu at once."""
         log(f"{target.name}: {row} of {len(files)} files")
         with TreeSampler(target.pid) as sampler:
-            run = clients.storescu_parallel(files, target.dicom_port, target.aet, n=4,
-                                            log_dir=self.work)
+            run = clients.storescu_parallel(files, target.dicom_port, target.aet, n=n,
+                                            log_dir=self.work, nodelay=nodelay)
         usage = sampler.usage
         assert usage is not None
         stored = target.stored_count()
@@ -341,31 +345,36 @@ class Bench:
         n = self.plan.spec.ct_series * self.plan.spec.ct_per_series
         size = self.corpus.sets["ct"].bytes * n / self.ct_n
         for kind in ("c_move", "c_get"):
-            rec = self.record("retrieve", kind, target, "inst/s", "higher")
             for _ in range(self.plan.retrieve_reps):
-                dest = self.work / "get-received"
-                shutil.rmtree(dest, ignore_errors=True)
-                dest.mkdir()
-                self.peer.clear()
-                with TreeSampler(target.pid) as sampler:
-                    run = clients.retrieve(kind, target.dicom_port, target.aet, uid, dest)
-                got = self.peer.received() if kind == "c_move" else sum(
-                    1 for p in dest.iterdir() if p.is_file())
-                rec.values.append(round(n / run.seconds, 1))
-                d = rec.detail
-                d.setdefault("seconds", []).append(round(run.seconds, 3))
-                d.setdefault("MB/s", []).append(round(size / MB / run.seconds, 1))
-                d.setdefault("server_cpu_s", []).append(sampler.usage.cpu_s if sampler.usage
-                                                        else None)
-                d.setdefault("received/expected", []).append(f"{got}/{n}")
-                if got != n or run.returncodes[0] != 0:
-                    rec.status = WRONG
-                    d["errors"] = run.errors[:300] or f"exit {run.returncodes[0]}"
-                    d["server_log_tail"] = target.log_tail(6)[-600:]
-            log(f"{target.name}: {kind} {rec.values[-1]} inst/s, received "
-                f"{rec.detail['received/expected'][-1]}")
+                self.retrieve_sample(target, kind, kind, self.peer, uid, n, size)
         shutil.rmtree(self.work / "get-received", ignore_errors=True)
         self.peer.clear()
+
+    def retrieve_sample(self, target: Target, row: str, kind: str, peer: PeerStorescp,
+                        uid: str, n: int, size: float) -> None:
+        """One sample of a retrieve row: a C-MOVE of study `uid` (`n` instances, `size`
+        bytes) to `peer`, or a C-GET of it."""
+        rec = self.record("retrieve", row, target, "inst/s", "higher")
+        dest = self.work / "get-received"
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir()
+        peer.clear()
+        with TreeSampler(target.pid) as sampler:
+            run = clients.retrieve(kind, target.dicom_port, target.aet, uid, dest,
+                                   move_destination=peer.aet)
+        got = peer.received() if kind == "c_move" else sum(
+            1 for p in dest.iterdir() if p.is_file())
+        rec.values.append(round(n / run.seconds, 1))
+        d = rec.detail
+        d.setdefault("seconds", []).append(round(run.seconds, 3))
+        d.setdefault("MB/s", []).append(round(size / MB / run.seconds, 1))
+        d.setdefault("server_cpu_s", []).append(sampler.usage.cpu_s if sampler.usage else None)
+        d.setdefault("received/expected", []).append(f"{got}/{n}")
+        if got != n or run.returncodes[0] != 0:
+            rec.status = WRONG
+            d["errors"] = run.errors[:300] or f"exit {run.returncodes[0]}"
+            d["server_log_tail"] = target.log_tail(6)[-600:]
+        log(f"{target.name}: {row} {rec.values[-1]} inst/s, received {got}/{n}")
 
     # -- DCMTK as Debian runs it (no TCP_NODELAY) ---------------------------------------------
     #
@@ -388,43 +397,19 @@ class Bench:
 
     def stock_ingest_row(self, target: Target, expected_total: int) -> None:
         files = self.stock_files()
-        rec = self.record("ingest", "tiny_ingest_stock_storescu", target, "inst/s", "higher")
-        before = target.stored_count()
-        with TreeSampler(target.pid) as sampler:
-            run = clients.storescu_parallel(files, target.dicom_port, target.aet, n=1,
-                                            log_dir=self.work, nodelay=False)
-        stored = target.stored_count() - before
-        rec.values.append(round(len(files) / run.seconds, 1))
-        d = rec.detail
-        d["seconds"] = [round(run.seconds, 2)]
-        d["server_cpu_s"] = [sampler.usage.cpu_s if sampler.usage else None]
-        d["stored/expected"] = [f"{stored}/{len(files)}"]
-        if stored != len(files) or any(run.returncodes):
-            rec.status = WRONG
-            d["errors"] = run.errors[:300] or f"exit {run.returncodes}"
-        log(f"{target.name}: tiny ingest from a stock storescu {rec.values[-1]} inst/s")
+        self.store_sample(target, "tiny_ingest_stock_storescu", files,
+                          sum(p.stat().st_size for p in files), expected_total + len(files),
+                          n=1, nodelay=False)
 
     def stock_move_row(self, target: Target) -> None:
         if self.stock_peer is None:
             return
-        uid = study_meta(0, "ct").study_uid
+        assert self.corpus is not None
         n = self.plan.spec.ct_series * self.plan.spec.ct_per_series
-        rec = self.record("retrieve", "c_move_stock_storescp", target, "inst/s", "higher")
+        self.retrieve_sample(target, "c_move_stock_storescp", "c_move", self.stock_peer,
+                             study_meta(0, "ct").study_uid, n,
+                             self.corpus.sets["ct"].bytes * n / self.ct_n)
         self.stock_peer.clear()
-        with TreeSampler(target.pid) as sampler:
-            run = clients.retrieve("c_move", target.dicom_port, target.aet, uid, self.work,
-                                   move_destination=self.stock_peer.aet)
-        got = self.stock_peer.received()
-        rec.values.append(round(n / run.seconds, 1))
-        d = rec.detail
-        d["seconds"] = [round(run.seconds, 2)]
-        d["server_cpu_s"] = [sampler.usage.cpu_s if sampler.usage else None]
-        d["received/expected"] = [f"{got}/{n}"]
-        if got != n or run.returncodes[0] != 0:
-            rec.status = WRONG
-            d["errors"] = run.errors[:300] or f"exit {run.returncodes[0]}"
-        self.stock_peer.clear()
-        log(f"{target.name}: C-MOVE to a stock storescp {rec.values[-1]} inst/s")
 
     def dicomweb_rows(self, target: Target) -> None:
         assert self.corpus is not None and target.dicomweb_root is not None
