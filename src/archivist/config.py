@@ -238,6 +238,19 @@ class Settings:
         user = credentials.partition(":")[0]
         return f"{scheme}://{user}{at}{place}"
 
+    @property
+    def blob_location(self) -> str:
+        """Where the blobs are, for messages: the data directory's ``blobs``, or the S3 bucket
+        at its endpoint (without any user name or password in it)."""
+        if not self.s3_bucket:
+            return str(self.data_dir / "blobs")
+        scheme, sep, rest = self.s3_endpoint.partition("://")
+        host, slash, path = rest.partition("/")
+        endpoint = f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep \
+            else self.s3_endpoint
+        prefix = f" prefix {self.s3_prefix}" if self.s3_prefix else ""
+        return f"s3 bucket {self.s3_bucket} at {endpoint}{prefix}"
+
     def peer(self, aet: str) -> Peer | None:
         for p in self.peers:
             if p.aet == aet:

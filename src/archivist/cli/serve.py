@@ -351,13 +351,6 @@ def _die_with_parent() -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _without_userinfo(url: str) -> str:
-    """`url` without any user name and password before its host (for messages)."""
-    scheme, sep, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else url
-
-
 def _supervise(settings: Settings, workers: int) -> int:
     """Start `workers` worker processes, restart any that dies, stop them all on SIGTERM.
 
@@ -910,10 +903,7 @@ def _serve(settings: Settings, *, dimse_sock: socket.socket | None = None,
                     f"  data   {settings.data_dir.resolve()}\n"
                     + (f"  index  {settings.index_location}\n" if settings.database_url
                        else "")
-                    + (f"  blobs  s3 bucket {settings.s3_bucket} at "
-                       f"{_without_userinfo(settings.s3_endpoint)}"
-                       f"{' prefix ' + settings.s3_prefix if settings.s3_prefix else ''}\n"
-                       if settings.s3_bucket else "")
+                    + (f"  blobs  {settings.blob_location}\n" if settings.s3_bucket else "")
                     + "Press Ctrl-C to stop.",
                     flush=True,
                 )
