@@ -86,11 +86,15 @@ def value_of(ds: Dataset, keyword: str) -> Any:
     return str(elem)
 
 
-def shallow(ds: Dataset) -> Dataset:
+def shallow(ds: Dataset, *, leave_out: int | None = None) -> Dataset:
     """A new data set with the values of `ds`: setting one in it leaves `ds` as it was
-    (``copy.copy`` of a pydicom Dataset shares its elements)."""
+    (``copy.copy`` of a pydicom Dataset shares its elements). The element tagged `leave_out`
+    is not copied (a caller about to replace a long sequence: pydicom walks every item of a
+    sequence added to a data set)."""
     out = Dataset()
     for elem in ds:
+        if elem.tag == leave_out:
+            continue
         # A new element for each (pydicom changes an element in place when a value is set).
         out.add(DataElement(elem.tag, elem.VR, elem.value, already_converted=True))
     return out

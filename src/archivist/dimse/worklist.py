@@ -54,6 +54,7 @@ log = logging.getLogger("archivist.dimse.worklist")
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 SPS = "ScheduledProcedureStepSequence"
+_SPS_TAG = 0x00400100
 #: Keys that say how to answer, not what to match.
 _NOT_MATCHED = NOT_MATCHED
 #: The Scheduled Procedure Step Status (0040,0020) a Performed Procedure Step's status implies.
@@ -144,7 +145,8 @@ class WorklistHandler:
             return [ds] if matching else []
         out = []
         for step in matching:
-            one = _shallow(ds)
+            # Without the whole sequence: copying it costs every answer a walk of every step.
+            one = _shallow(ds, leave_out=_SPS_TAG)
             setattr(one, SPS, Sequence([step]))
             out.append(one)
         return out
@@ -161,7 +163,7 @@ class WorklistHandler:
             return ds
         if not states:
             return ds
-        out = _shallow(ds)
+        out = _shallow(ds, leave_out=_SPS_TAG)
         items = []
         for item in ds[SPS].value:
             state = _SPS_STATUS.get(states.get(str(item.get("ScheduledProcedureStepID", "")
