@@ -79,7 +79,7 @@ class StorageFull(StorageError):
     """No space is left where blobs are written."""
 
 
-class IndexError_(ArchivistError):  # noqa: N801 - trailing underscore avoids the builtin name
+class IndexError_(ArchivistError):
     """The metadata index failed."""
 
 

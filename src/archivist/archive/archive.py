@@ -232,7 +232,7 @@ class Archive:
         data = Path(self.settings.data_dir)
         with open(data / "archivist.start.lock", "a+") as start:
             fcntl.flock(start, fcntl.LOCK_EX)
-            fh = open(data / "archivist.lock", "a+")
+            fh = open(data / "archivist.lock", "a+")  # noqa: SIM115 - held while serving
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 exclusive = True

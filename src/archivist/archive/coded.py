@@ -195,7 +195,7 @@ def extract_codes(ds: Dataset) -> list[CodeRow]:
     for keyword, item in _coded_items(ds):
         try:
             code = _code_of(item)
-        except Exception:  # noqa: BLE001 - an item whose values cannot be decoded (a Code
+        except Exception:  # noqa: BLE001, S112 - an item whose values cannot be decoded (a Code
             continue  # Value of VR FL...) is not indexed; the validator reports it
         if code is None:
             continue

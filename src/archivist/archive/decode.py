@@ -53,8 +53,8 @@ def _fresh(value: Any) -> Any:
     types (str, UID, int, float, DSfloat, IS, PersonName) are immutable in use."""
     if type(value) is MultiValue:
         copy: MultiValue[Any] = MultiValue.__new__(MultiValue)
-        copy._constructor = value._constructor  # noqa: SLF001 - what __init__ sets
-        copy._list = list(value._list)  # noqa: SLF001
+        copy._constructor = value._constructor
+        copy._list = list(value._list)
         return copy
     return value
 

@@ -123,7 +123,7 @@ def _pixel_element(ds: Dataset, deflated: bool) -> PixelDataInfo | None:
     """The first pixel data element of `ds`, read raw (its value is never loaded)."""
     for tag in _PIXEL_TAGS:
         # The raw element: Dataset.get_item() would load a deferred value (all of it).
-        raw = ds._dict.get(Tag(tag))  # noqa: SLF001
+        raw = ds._dict.get(Tag(tag))
         if raw is None:
             continue
         length = getattr(raw, "length", None)
@@ -138,7 +138,7 @@ def _private_vr(ds: Dataset, tag: BaseTag) -> str:
     LO for a private creator, else its private dictionary's by its creator, else UN."""
     if tag.is_private_creator:
         return "LO"
-    creator = ds._dict.get(BaseTag((tag.group << 16) | (tag.element >> 8)))  # noqa: SLF001
+    creator = ds._dict.get(BaseTag((tag.group << 16) | (tag.element >> 8)))
     name = getattr(creator, "value", None)
     if tag.element & 0xFF00 and isinstance(name, str) and name:
         try:
@@ -454,8 +454,8 @@ class Ingest:
                 raise InvalidObject(f"truncated: {reason}")
         pixel = _pixel_element(ds, ts.is_deflated)
         if pixel is not None:
-            for after in [t for t in ds._dict if t >= pixel.tag]:  # noqa: SLF001
-                del ds._dict[after]  # noqa: SLF001
+            for after in [t for t in ds._dict if t >= pixel.tag]:
+                del ds._dict[after]
         return ds, ts, pixel, size
 
     @staticmethod
@@ -474,11 +474,11 @@ class Ingest:
             # (pydicom's values, repeated bytes remembered); sequences, private and
             # ambiguous-VR elements and deferred values take pydicom's own way, but for the
             # deferred values left unread (_left_unread).
-            elements = ds._dict  # noqa: SLF001 - raw elements, converted in place
+            elements = ds._dict
             if _CHARSET_TAG in elements:
                 current = _CHARSET_TAG
                 _ = ds[_CHARSET_TAG].value
-            encoding = ds.original_character_set or ds._character_set  # noqa: SLF001
+            encoding = ds.original_character_set or ds._character_set
             for current in list(elements):
                 raw = elements[current]
                 if not isinstance(raw, RawDataElement):
@@ -614,8 +614,9 @@ class Ingest:
                                         reject=origin.kind != "inventory")
 
         policy = self.settings.duplicate_policy
-        result_ids: dict[str, Any] = dict(sop_instance_uid=sop_uid, sop_class_uid=sop_class,
-                          study_instance_uid=study_uid, series_instance_uid=series_uid)
+        result_ids: dict[str, Any] = {
+            "sop_instance_uid": sop_uid, "sop_class_uid": sop_class,
+            "study_instance_uid": study_uid, "series_instance_uid": series_uid}
         rows = extract(ds)
         rows.codes = extract_codes(ds)
         # A duplicate is found by the index write itself (its blob is then deleted): a lookup

@@ -333,7 +333,7 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
     ds = Dataset(elements)
     try:
         if _CHARSET in elements:
-            encoding = ds._character_set  # noqa: SLF001 - as pydicom's read_dataset sets it
+            encoding = ds._character_set
         else:
             encoding = _DEFAULT_ENCODING
     except Exception:  # noqa: BLE001 - an undecodable Specific Character Set: pydicom says why
@@ -352,7 +352,7 @@ def read(data: bytes) -> tuple[FileDataset, UID, PixelDataInfo | None] | None:
     except Exception:  # noqa: BLE001
         return None
     out = FileDataset(io.BytesIO(data), ds, data[:128], meta, implicit, True)
-    out.set_original_encoding(implicit, True, ds._character_set)  # noqa: SLF001
+    out.set_original_encoding(implicit, True, ds._character_set)
     return out, ts, pixel
 
 
@@ -492,7 +492,7 @@ def read_stored(fh: BinaryIO, *, defer_size: int | None = None, stop_before_pixe
     # Deferred values come from the temporary file (pydicom takes a named file's path first).
     out.filename = None
     out.timestamp = None
-    out.set_original_encoding(False, True, dataset._character_set)  # noqa: SLF001
+    out.set_original_encoding(False, True, dataset._character_set)
     return out
 
 
@@ -501,7 +501,7 @@ def _decodable(meta: FileMetaDataset) -> FileMetaDataset:
     is left out): the callers of an :class:`InflateRefused` name the object from it, and
     must not fail on it."""
     out = FileMetaDataset()
-    for tag in list(meta._dict):  # noqa: SLF001 - raw elements, each decoded on its own
+    for tag in list(meta._dict):
         try:
             out[tag] = meta[tag]
         except Exception:  # noqa: BLE001, S112 - left out

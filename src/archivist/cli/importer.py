@@ -11,10 +11,10 @@ import tempfile
 import threading
 import zipfile
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from archivist.config import Settings
 
@@ -266,24 +266,23 @@ def run_import(settings: Settings, paths: list[Path], *, quiet: bool = False,
         try:
             if item.zip_path is not None:
                 assert item.zip_entry is not None
-                with zipfile.ZipFile(item.zip_path) as zf:
-                    with zf.open(item.zip_entry) as src:
-                        head = src.read(132)
-                        if not _looks_like_part10(head):
-                            with lock:
-                                skipped["not DICOM"] += 1
-                            return
-                        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".dcm")
-                        written = len(head)
-                        with os.fdopen(fd, "wb") as dst:
-                            if _lacks_preamble(head):
-                                dst.write(_PREAMBLE)
-                            dst.write(head)
-                            while chunk := src.read(1024 * 1024):
-                                written += len(chunk)
-                                if written > settings.max_object_size:
-                                    raise InvalidObject("zip entry larger than max_object_size")
-                                dst.write(chunk)
+                with zipfile.ZipFile(item.zip_path) as zf, zf.open(item.zip_entry) as src:
+                    head = src.read(132)
+                    if not _looks_like_part10(head):
+                        with lock:
+                            skipped["not DICOM"] += 1
+                        return
+                    fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, suffix=".dcm")
+                    written = len(head)
+                    with os.fdopen(fd, "wb") as dst:
+                        if _lacks_preamble(head):
+                            dst.write(_PREAMBLE)
+                        dst.write(head)
+                        while chunk := src.read(1024 * 1024):
+                            written += len(chunk)
+                            if written > settings.max_object_size:
+                                raise InvalidObject("zip entry larger than max_object_size")
+                            dst.write(chunk)
                 path, consume = Path(tmp_name), True
             else:
                 assert item.path is not None
@@ -335,7 +334,11 @@ def run_import(settings: Settings, paths: list[Path], *, quiet: bool = False,
                 list(pool.map(lambda it: one(it, lambda n: None), items))
         else:
             from rich.progress import (
-                BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
                 TransferSpeedColumn,
             )
 

@@ -125,7 +125,7 @@ def list_(
 
 @inventory_app.command("export")
 def export(
-    output: Path = typer.Argument(  # noqa: B008
+    output: Path = typer.Argument(
         ..., help="File to write (- for standard output, JSON/CSV)."),
     fmt: str = typer.Option("", "--format", "-f",
                             help="dicom, json or csv (default: from the file name, else json)."),

@@ -10,7 +10,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -51,7 +51,7 @@ ConfigOpt = typer.Option(
 )
 
 
-def _settings(config: Optional[Path], **flags: object):  # type: ignore[no-untyped-def]
+def _settings(config: Path | None, **flags: object):  # type: ignore[no-untyped-def]
     from archivist.config import load_settings
     from archivist.errors import ConfigError
 
@@ -95,40 +95,40 @@ def open_archive(settings: Settings):  # type: ignore[no-untyped-def]
 
 @app.command()
 def serve(
-    data: Optional[Path] = DataOpt,
-    aet: Optional[str] = typer.Option(None, "--aet", help="Our AE title. Default ARCHIVIST."),
-    dicom_port: Optional[int] = typer.Option(
+    data: Path | None = DataOpt,
+    aet: str | None = typer.Option(None, "--aet", help="Our AE title. Default ARCHIVIST."),
+    dicom_port: int | None = typer.Option(
         None, "--dicom-port", help="DIMSE listening port. Default 11112."
     ),
-    http_port: Optional[int] = typer.Option(
+    http_port: int | None = typer.Option(
         None, "--http-port", help="HTTP listening port (health, DICOMweb, API). Default 8080."
     ),
-    host: Optional[str] = typer.Option(
+    host: str | None = typer.Option(
         None, "--host",
         help="Address to listen on. Default 127.0.0.1 (this machine only); any other address "
              "needs --allow or --insecure.",
     ),
-    peer: Optional[list[str]] = typer.Option(
+    peer: list[str] | None = typer.Option(
         None, "--peer", help="C-MOVE destination AET=HOST:PORT; repeat for several."
     ),
-    allow: Optional[list[str]] = typer.Option(
+    allow: list[str] | None = typer.Option(
         None, "--allow",
         help="Accept associations only from AET@HOST (either may be *; a host name is "
              "resolved at start); repeat for several. HTTP requests are then answered only "
              "from those hosts and this machine (others get 403).",
     ),
-    duplicate_policy: Optional[str] = typer.Option(
+    duplicate_policy: str | None = typer.Option(
         None, "--duplicates", help="Duplicate SOP Instance UID: keep (default), replace, reject."
     ),
-    insecure: Optional[bool] = typer.Option(
+    insecure: bool | None = typer.Option(
         None, "--insecure/--secure",
         help="Allow listening on a non-loopback address with no --allow list.",
     ),
-    workers: Optional[int] = typer.Option(
+    workers: int | None = typer.Option(
         None, "--workers",
         help="Worker processes sharing the ports. Default 0: one per CPU core (1 to 4).",
     ),
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Run the archive: DIMSE and HTTP listeners (one or more worker processes) until SIGTERM.
 
@@ -151,8 +151,8 @@ def import_(
     paths: list[Path] = typer.Argument(
         ..., help="Files or folders (recursive); DICOMDIR and .zip files too.", exists=True
     ),
-    data: Optional[Path] = DataOpt,
-    config: Optional[Path] = ConfigOpt,
+    data: Path | None = DataOpt,
+    config: Path | None = ConfigOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Import DICOM files into the archive through the same ingest pipeline as C-STORE.
@@ -168,7 +168,7 @@ def import_(
 
 @app.command()
 def find(
-    keys: Optional[list[str]] = typer.Argument(
+    keys: list[str] | None = typer.Argument(
         None,
         help="Matching keys as KEY=VALUE with DICOM keywords, e.g. PatientName='DOE*' "
         "StudyDate=20200101-20201231 ModalitiesInStudy=CT. KEY= (empty) asks for a return key. "
@@ -180,8 +180,8 @@ def find(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print DICOM JSON instead of a table."),
     limit: int = typer.Option(0, "--limit", help="At most this many results (0: all)."),
-    data: Optional[Path] = DataOpt,
-    config: Optional[Path] = ConfigOpt,
+    data: Path | None = DataOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Search the archive with the same matching as C-FIND (PS3.4 C.2.2.2)."""
     settings = _settings(config, data_dir=data)

@@ -11,7 +11,7 @@ import typer
 
 def migrate(
     source: str = typer.Option(..., "--from", help="The archive to pull from: AET@HOST:PORT."),
-    scope: list[str] | None = typer.Option(  # noqa: B008
+    scope: list[str] | None = typer.Option(
         None, "--scope", help="Only what matches KEY=VALUE (C-FIND matching); repeat."),
     via: str = typer.Option("get", "--via", help="get (C-GET) or move (C-MOVE to our AE)."),
     port: int = typer.Option(0, "--port",
@@ -23,9 +23,9 @@ def migrate(
                                     help="How to inventory the source: auto, rq or find."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    data: Path | None = typer.Option(None, "--data", help="Data directory.",  # noqa: B008
+    data: Path | None = typer.Option(None, "--data", help="Data directory.",
                                         show_default=False),
-    config: Path | None = typer.Option(None, "--config", help="TOML settings file.",  # noqa: B008
+    config: Path | None = typer.Option(None, "--config", help="TOML settings file.",
                                           exists=True, dir_okay=False),
 ) -> None:
     """Copy every instance of another archive here, then prove it with an inventory diff.

@@ -1,4 +1,4 @@
-# ruff: noqa: B008 - typer declares options as argument defaults
+
 """``archivist validate`` and ``archivist check-peer``: object and network conformance checks.
 
 Only typer is imported here at module level; the validator, rich and pynetdicom are imported

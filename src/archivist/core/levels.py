@@ -19,7 +19,7 @@ class QueryLevel(enum.Enum):
         return _RANK[self]
 
     @classmethod
-    def parse(cls, text: str) -> "QueryLevel":
+    def parse(cls, text: str) -> QueryLevel:
         """Accept the DICOM value or a friendly name (``instance`` for IMAGE), any case."""
         value = str(text).strip().upper()
         if value == "INSTANCE":

@@ -11,10 +11,9 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
@@ -433,9 +432,7 @@ def value_matches(c: Constraint, stored: object, *, pn_fold: bool = True) -> boo
             norm = normalise_date(text)
         if low and _earliest(norm, c.kind) < low:
             return False
-        if high and norm[: len(high)] > high:
-            return False
-        return True
+        return not (high and norm[: len(high)] > high)
     return False
 
 

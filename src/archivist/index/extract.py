@@ -191,7 +191,7 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
     names) and by pydicom for the rest: ingest runs this for every object.
     """
     out: dict[str, Any] = {}
-    elements = ds._dict  # noqa: SLF001 - decoded elements are read without __getitem__
+    elements = ds._dict
     for tag in sorted(elements):
         if tag & 0x10000 or tag in _EXCLUDED_FROM_ATTRS or tag < 0x00030000:
             continue  # private (odd group), Pixel Data, File Meta
@@ -203,14 +203,14 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
                 continue
             try:
                 elem = ds[tag]  # still raw: pydicom decodes it
-            except Exception:  # noqa: BLE001 - a value pydicom cannot decode is left out
+            except Exception:  # noqa: BLE001, S112 - a value pydicom cannot decode is left out
                 continue
         vr = elem.VR
         if vr in _BINARY_VRS:
             continue  # binary or a sequence
         try:
             value = elem.value
-        except Exception:  # noqa: BLE001 - a value pydicom cannot decode is simply left out
+        except Exception:  # noqa: BLE001, S112 - a value pydicom cannot decode is left out
             continue
         if isinstance(value, str):
             if len(value) > _MAX_ATTR_LEN:
@@ -218,7 +218,7 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
         else:
             try:
                 size = len(str(value))
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S112 - a value without a text form is left out
                 continue
             if size > _MAX_ATTR_LEN:
                 continue
@@ -229,7 +229,7 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
             continue
         try:
             item = elem.to_json_dict(None, _MAX_ATTR_LEN * 4)
-        except Exception:  # noqa: BLE001 - left out, like a value that cannot be decoded
+        except Exception:  # noqa: BLE001, S112 - left out, like a value that cannot be decoded
             continue
         if _finite(item.get("Value", ())):
             out[f"{tag:08X}"] = item
@@ -342,7 +342,7 @@ def extract(ds: Dataset) -> ExtractedRows:
         An indexed value is longer than :data:`MAX_INDEXED_LENGTH`.
     """
     rows: dict[QueryLevel, dict[str, Any]] = {level: {} for level in QueryLevel}
-    elements = ds._dict  # noqa: SLF001 - decoded elements are read without __getitem__
+    elements = ds._dict
     for keyword, level, column, tag in _extracted():
         elem = elements.get(tag)
         if elem is not None and not isinstance(elem, DataElement):

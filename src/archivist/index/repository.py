@@ -14,10 +14,11 @@ import functools
 import json
 import os
 import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import (
     LABEL_STYLE_TABLENAME_PLUS_COL,
@@ -151,7 +152,7 @@ class _Batch:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _escape_like(text: str) -> str:
@@ -386,7 +387,7 @@ class Index:
         if self.is_sqlite:
             db_path = self._sqlite_path()
             db_path.parent.mkdir(parents=True, exist_ok=True)
-            lock_file = open(db_path.with_suffix(".migrate.lock"), "w")
+            lock_file = open(db_path.with_suffix(".migrate.lock"), "w")  # noqa: SIM115
             fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             cfg = Config()
@@ -565,11 +566,11 @@ class Index:
         return Path(self.url.split("///", 1)[1])
 
     def _refusal(self, request: AddRequest, exc: SQLAlchemyError) -> AddOutcome | IndexError_:
-        if isinstance(exc, IntegrityError):
-            # A concurrent writer in another process stored the same UID first; any other broken
-            # constraint (or a trigger's RAISE) is a failure, not a duplicate.
-            if self.get_instance(request.sop_instance_uid) is not None:
-                return AddOutcome("exists", 0)
+        # A concurrent writer in another process stored the same UID first; any other broken
+        # constraint (or a trigger's RAISE) is a failure, not a duplicate.
+        if isinstance(exc, IntegrityError) and \
+                self.get_instance(request.sop_instance_uid) is not None:
+            return AddOutcome("exists", 0)
         cause = str(getattr(exc, "orig", "") or "")
         if "full" in cause.lower():  # SQLITE_FULL: "database or disk is full"
             return IndexError_("index write failed: the disk holding the index is full")
@@ -743,10 +744,10 @@ class Index:
 
     def _change(self, conn: Any, kind: str, level: str, study_uid: str | None,
                 series_uid: str | None, sop_uid: str | None, now: datetime) -> int:
-        return self._sql.insert(conn, change, dict(
-            kind=kind, level=level, study_instance_uid=study_uid,
-            series_instance_uid=series_uid, sop_instance_uid=sop_uid, at=now,
-        ))
+        return self._sql.insert(conn, change, {
+            "kind": kind, "level": level, "study_instance_uid": study_uid,
+            "series_instance_uid": series_uid, "sop_instance_uid": sop_uid, "at": now,
+        })
 
     def _touch_series_study(self, conn: Any, instance_pk: int, seq: int,
                             now: datetime) -> tuple[int, int] | None:

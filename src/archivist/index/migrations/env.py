@@ -50,8 +50,9 @@ def _applied(*, ctx, step, heads, run_args):  # type: ignore[no-untyped-def]
         log.warning("index revision %s applied: %s", revision, describe(script, revision))
 
 
+# Alembic calls it with keyword arguments; its stub declares positional ones.
 context.configure(connection=connection, target_metadata=metadata, render_as_batch=True,
-                  on_version_apply=_applied)
+                  on_version_apply=_applied)  # type: ignore[arg-type]
 current = context.get_context().get_current_revision()
 database = connection.engine.url.database if connection.dialect.name == "sqlite" else ""
 where = database or str(connection.engine.url)
@@ -59,7 +60,7 @@ if current is not None and current not in {r.revision for r in script.walk_revis
     raise IndexFromNewerVersion(newer_index_message(where, current, head))
 upgrading = current is not None and current != head
 if upgrading and not _data_directory_free(database or ""):
-    raise DataDirectoryBusy(busy_message(where, current, head))
+    raise DataDirectoryBusy(busy_message(where, current or "", head))
 started = time.monotonic()
 if upgrading:
     log.warning("index at revision %s, this version uses %s: upgrading it in place "
