@@ -129,9 +129,15 @@ class TestMalformedInput:
 
 
 def send_instances(port: int, files: list[Path], acked: list[tuple[str, str]],
-                   lock: threading.Lock) -> None:
+                   lock: threading.Lock, *, dimse_timeout: float = 30) -> None:
+    """C-STORE `files` over one association, adding each acknowledged one to `acked`.
+
+    `dimse_timeout` is how long a C-STORE waits for its answer: when the server dies,
+    pynetdicom's requestor does not notice while it waits, and waits that long.
+    """
     ae = AE(ae_title="LOADER")
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30  # slow CI: not a test of speed
+    ae.dimse_timeout = dimse_timeout
     ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.1"])
     try:
         assoc = ae.associate("127.0.0.1", port, ae_title=AET)
@@ -234,8 +240,11 @@ class TestConcurrencyAndCrashes:
         groups = [make_files(tmp_path / f"k{i}", 40, size=64) for i in range(4)]
         acked: list[tuple[str, str]] = []
         lock = threading.Lock()
-        threads = [threading.Thread(target=send_instances, args=(srv.dicom_port, g, acked, lock))
-                   for g in groups]
+        # A sender waiting for an answer when the server is killed waits its whole DIMSE
+        # timeout (pynetdicom does not wake it): 5 s, not 30. One that timed out before the kill
+        # (a very loaded machine) only stops sending; what it had acknowledged is checked.
+        threads = [threading.Thread(target=send_instances, args=(srv.dicom_port, g, acked, lock),
+                                    kwargs={"dimse_timeout": 5}) for g in groups]
         for t in threads:
             t.start()
         deadline = time.monotonic() + 30
