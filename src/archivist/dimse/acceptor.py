@@ -533,10 +533,9 @@ class Acceptor:
         host = str(peer[0])
         called, calling, rq = proposal.called, proposal.calling, proposal.rq
         verdict: tuple[int, int, int] | None = None
+        # The AE titles were checked by _read_associate_rq, on the bytes these came from.
         if rq is not None and str(rq.application_context_name or "") != APPLICATION_CONTEXT:
             verdict = (1, 1, 2)  # application context name not supported
-        if verdict is None:
-            verdict = self.check_aets(called, calling, host)
         if verdict is None and self.count.total() >= self.settings.max_associations:
             log.warning("association from %s@%s refused: %d associations already", calling, host,
                         self.count.total())
