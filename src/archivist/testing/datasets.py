@@ -125,9 +125,15 @@ def make_instance(
             setattr(ds, keyword, value)
         if "PixelData" not in (extra or {}):  # as many bytes as the (extra) Bits Allocated need
             n = rows * columns * frames * ((int(ds.BitsAllocated) + 7) // 8)
-            ds.PixelData = bytes(i % 256 for i in range(n + (n % 2)))
+            # 0, 1, ... 255, 0, 1, ...: the bytes of range(n) modulo 256, built a block at a time
+            # (a generator of n ints took seconds for a few MB)
+            size = n + (n % 2)
+            ds.PixelData = (_RAMP * (size // 256 + 1))[:size]
         ds.save_as(path, enforce_file_format=True)
     return ds
+
+
+_RAMP = bytes(range(256))
 
 
 def pydicom_test_file(name: str) -> Path | None:
