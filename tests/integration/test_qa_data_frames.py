@@ -15,6 +15,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from tests.integration.conftest import dcmtk_tool
 
+from archivist.testing.server import ServerProcess
+
 STUDY = "1.2.826.0.1.3680043.8.498.4242.1"
 OCTET = 'multipart/related; type="application/octet-stream"'
 
@@ -96,8 +98,10 @@ def _frame(url: str, path: Path, number: int) -> bytes:
     return part.split(b"\r\n\r\n", 1)[1][:-2]
 
 
-@pytest.fixture
-def stored(make_server, tmp_path: Path):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One server for the module, the objects stored once: the tests only read them."""
+    tmp_path = tmp_path_factory.mktemp("frames")
     planar = _planar_rgb(tmp_path / "planar.dcm")
     ybr = _ybr_422(tmp_path / "ybr.dcm")
     mono = _mono16(tmp_path / "mono.dcm")
@@ -111,9 +115,12 @@ def stored(make_server, tmp_path: Path):  # type: ignore[no-untyped-def]
         "mono_be": _converted("dcmconv", "+tb", mono, tmp_path / "mono_be.dcm"),
         "float": _float(tmp_path / "float.dcm"),
     }
-    srv = make_server()
-    _stow(srv.url, list(files.values()))
-    return srv, files
+    srv = ServerProcess(tmp_path / "data").start()
+    try:
+        _stow(srv.url, list(files.values()))
+        yield srv, files
+    finally:
+        srv.stop()
 
 
 @pytest.mark.parametrize("name", ["planar_be", "ybr_be", "mono_be"])
