@@ -89,16 +89,16 @@ class Cluster:
         procs = [ServerProcess(self.tmp / f"node{len(self.nodes) + i}",
                                env={**self.env, **more}, extra_args=["--workers", "1", *args])
                  for i in range(n)]
-        # The first alone (it creates the schema), the others together.
-        procs[0].start()
-        with ThreadPoolExecutor(max(1, n - 1)) as pool:
-            list(pool.map(lambda p: p.start(), procs[1:]))
+        # All at once: each migrates the new database at start, one at a time (an advisory
+        # lock), as the workers of one node do.
         self.nodes += procs
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(lambda p: p.start(), procs))
         return procs
 
     def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
+        with ThreadPoolExecutor(max(1, len(self.nodes))) as pool:
+            list(pool.map(lambda p: p.stop(), self.nodes))
 
     def keys(self) -> set[str]:
         return set(self.probe.keys())
