@@ -17,6 +17,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 
@@ -28,14 +29,20 @@ pytestmark = pytest.mark.timeout(180)
 #: The settings http_head_timeout and http_body_timeout (10 and 30 s by default), shortened so
 #: that waiting for them does not make up most of the test's time.
 REQUEST_HEAD_TIMEOUT = 3.0
-BODY_IDLE_TIMEOUT = 6.0
+BODY_IDLE_TIMEOUT = 4.0
 TIMEOUTS = {"ARCHIVIST_HTTP_HEAD_TIMEOUT": str(REQUEST_HEAD_TIMEOUT),
             "ARCHIVIST_HTTP_BODY_TIMEOUT": str(BODY_IDLE_TIMEOUT)}
 
 
-@pytest.fixture
-def server(make_server) -> ServerProcess:  # type: ignore[no-untyped-def]
-    return make_server(env=TIMEOUTS)  # type: ignore[no-any-return]
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the tests that do not need their own: each closes its connections, and
+    the one that leaves a body half sent checks that nothing is left in the temporary folder."""
+    srv = ServerProcess(tmp_path_factory.mktemp("robust-http") / "data", env=TIMEOUTS)
+    srv.start()
+    yield srv
+    srv.stop()
+
 
 PARTIAL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"  # the blank line never comes
 
