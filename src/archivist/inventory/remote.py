@@ -11,8 +11,10 @@ pynetdicom is imported inside the functions (the inventory layer does not need i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,6 +133,13 @@ def associate(remote: Remote, contexts: list[str], *, storage: list[Any] | None 
                          ext_neg=list(roles.values()) or None, evt_handlers=evt_handlers)
     if not assoc.is_established:
         raise RemoteError(f"association with {remote} was not accepted")
+    # pynetdicom sends a request as two P-DATA-TF PDUs (command, then identifier) without
+    # TCP_NODELAY: Nagle's algorithm held the second until the peer's delayed ACK, ~40 ms per
+    # C-FIND of an inventory walk (as the archive's own requestor, dimse/requestor.py, avoids).
+    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     keep_responses_from_the_reactor(assoc)
     return assoc
 
