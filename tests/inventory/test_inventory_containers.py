@@ -12,12 +12,13 @@ import json
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
-from inventory_helpers import fill, make_server, open_archive  # noqa: F401
+from inventory_helpers import fill, make_server  # noqa: F401
 from legacy_peers import dcmtk_env, tool
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role, evt
@@ -26,24 +27,46 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
 )
 
+from archivist.archive.archive import Archive
+from archivist.config import load_settings
 from archivist.inventory import INVENTORY_FIND, INVENTORY_STORAGE
 from archivist.inventory.builder import InventoryBuilder, InventorySpec
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.server import ServerProcess
 
 STUDY_ROOT_FIND = StudyRootQueryRetrieveInformationModelFind
 STUDY_ROOT_GET = StudyRootQueryRetrieveInformationModelGet
 
 
-@pytest.fixture
-def served(open_archive, make_server, tmp_path: Path):  # type: ignore[no-untyped-def]
-    data = tmp_path / "srv"
-    archive = open_archive(data)
-    made = fill(archive, tmp_path / "in", studies=3, series=1, instances=2)
-    built, _ = InventoryBuilder(archive).create(InventorySpec(level="INSTANCE"))
-    archive.close()
+def _filled(tmp: Path) -> tuple[Path, list[str], str, Any]:
+    """A data directory with three studies and an inventory of them."""
+    data = tmp / "srv"
+    archive = Archive.open(load_settings(env={}, overrides={"data_dir": data}))
+    try:
+        made = fill(archive, tmp / "in", studies=3, series=1, instances=2)
+        built, _ = InventoryBuilder(archive).create(InventorySpec(level="INSTANCE"))
+    finally:
+        archive.close()
     patient_studies = sorted({m["study"] for m in made})
     container = str(built.root.StudyInstanceUID)
     assert container not in patient_studies
+    return data, patient_studies, container, built
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ...]]:
+    """One server for the tests that only read (one that stores has `served`)."""
+    data, patient_studies, container, built = _filled(tmp_path_factory.mktemp("containers"))
+    srv = ServerProcess(data).start()
+    try:
+        yield srv, data, patient_studies, container, built
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def served(make_server, tmp_path: Path):  # type: ignore[no-untyped-def]
+    data, patient_studies, container, built = _filled(tmp_path)
     return make_server(data=data), data, patient_studies, container, built
 
 
@@ -81,8 +104,8 @@ def _uids(results: list[dict[str, Any]], tag: str = "0020000D") -> list[str]:
     return sorted({r[tag]["Value"][0] for r in results})
 
 
-def test_c_find_hides_containers_unless_named(served) -> None:  # type: ignore[no-untyped-def]
-    srv, _, studies, container, built = served
+def test_c_find_hides_containers_unless_named(shared) -> None:  # type: ignore[no-untyped-def]
+    srv, _, studies, container, built = shared
     port = srv.dicom_port
     assert sorted(ds.StudyInstanceUID for ds in _find(port, "STUDY")) == studies
     assert sorted({ds.StudyInstanceUID for ds in _find(port, "SERIES")}) == studies
@@ -103,8 +126,8 @@ def test_c_find_hides_containers_unless_named(served) -> None:  # type: ignore[n
     assert [ds.SOPInstanceUID for ds in found] == [built.root.SOPInstanceUID]
 
 
-def test_qido_and_cli_hide_containers_unless_named(served) -> None:  # type: ignore[no-untyped-def]
-    srv, data, studies, container, built = served
+def test_qido_and_cli_hide_containers_unless_named(shared) -> None:  # type: ignore[no-untyped-def]
+    srv, data, studies, container, built = shared
     base = f"{srv.url}/dicomweb"
     assert _uids(_qido(f"{base}/studies")) == studies
     assert _uids(_qido(f"{base}/series")) == studies
@@ -132,8 +155,8 @@ def test_qido_and_cli_hide_containers_unless_named(served) -> None:  # type: ign
     assert cli(f"StudyInstanceUID={container}") == [container]
 
 
-def test_c_get_retrieves_a_container_by_uid(served) -> None:  # type: ignore[no-untyped-def]
-    srv, _, _, container, built = served
+def test_c_get_retrieves_a_container_by_uid(shared) -> None:  # type: ignore[no-untyped-def]
+    srv, _, _, container, built = shared
     received: list[str] = []
 
     def on_store(event: Any) -> int:
