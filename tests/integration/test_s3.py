@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -84,9 +85,12 @@ def test_two_nodes_share_one_bucket_and_one_database(s3: str, tmp_path: Path) ->
     try:
         bucket, probe = _bucket(s3, tmp_path)
         env = _env(s3, bucket, pg.new_database())
-        one = ServerProcess(tmp_path / "one", env=env).start()
-        two = ServerProcess(tmp_path / "two", env=env).start()
+        one = ServerProcess(tmp_path / "one", env=env)
+        two = ServerProcess(tmp_path / "two", env=env)
         try:
+            # Together: each migrates the new database in turn (an advisory lock).
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(ServerProcess.start, (one, two)))
             study = new_uid()
             files = _files(tmp_path / "in", study, 4)
             _store(one, files)
