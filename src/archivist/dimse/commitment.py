@@ -38,6 +38,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]
 
 from archivist.core.pynetdicom_race import install as install_scu_guard
+from archivist.core.scu_socket import no_delay
 from archivist.core.tls import client_context
 from archivist.core.uids import is_valid_uid
 from archivist.dimse.services import Service, peer_aet
@@ -212,6 +213,7 @@ class CommitmentHandler:
         if not assoc.is_established:
             raise ConnectionError(f"association with {peer.aet} at {peer.host}:{peer.port} "
                                   "not accepted")
+        no_delay(assoc)  # the report goes out without waiting for a delayed ACK
         try:
             status, _ = assoc.send_n_event_report(pending.dataset, pending.event_type,
                                                   STORAGE_COMMITMENT,

@@ -47,6 +47,7 @@ from pydicom.uid import generate_uid
 from archivist.archive.mpps import MPPS_SOP_CLASS, ProcedureSteps
 from archivist.core.levels import QueryLevel
 from archivist.core.pynetdicom_race import install as install_scu_guard
+from archivist.core.scu_socket import no_delay
 from archivist.core.tls import client_context
 from archivist.index.followers import RETRY_FIRST, FollowerSlot
 
@@ -193,6 +194,7 @@ class Notifier:
         tls = client_context(settings, peer.aet)  # a peer of dicom_tls_peers: TLS
         assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet,
                              tls_args=(tls, peer.host) if tls is not None else None)
+        no_delay(assoc)  # event data sets go out without waiting for a delayed ACK
         if not assoc.is_established:
             if assoc.rejected_contexts and not assoc.accepted_contexts:
                 # It answered, without the IAN SOP Class (pynetdicom then aborts): a refusal

@@ -55,6 +55,7 @@ from archivist.archive.ups import (
     Workitems,
 )
 from archivist.core.pynetdicom_race import install as install_scu_guard
+from archivist.core.scu_socket import no_delay
 from archivist.core.tls import client_context
 from archivist.dimse.mpps import request_data_set
 from archivist.dimse.services import Service, peer_aet
@@ -443,6 +444,7 @@ class UpsEventSender:
         if not assoc.is_established:
             raise ConnectionError(f"association with {peer.aet} at {peer.host}:{peer.port} "
                                   "not accepted")
+        no_delay(assoc)  # event data sets go out without waiting for a delayed ACK
         return assoc
 
     @staticmethod

@@ -11,10 +11,8 @@ pynetdicom is imported inside the functions (the inventory layer does not need i
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from archivist.core.pynetdicom_race import install as install_scu_guard
+from archivist.core.scu_socket import no_delay
 from archivist.errors import ArchivistError
 from archivist.inventory import (
     INVENTORY_CREATION,
@@ -133,13 +132,8 @@ def associate(remote: Remote, contexts: list[str], *, storage: list[Any] | None 
                          ext_neg=list(roles.values()) or None, evt_handlers=evt_handlers)
     if not assoc.is_established:
         raise RemoteError(f"association with {remote} was not accepted")
-    # pynetdicom sends a request as two P-DATA-TF PDUs (command, then identifier) without
-    # TCP_NODELAY: Nagle's algorithm held the second until the peer's delayed ACK, ~40 ms per
-    # C-FIND of an inventory walk (as the archive's own requestor, dimse/requestor.py, avoids).
-    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # Without it, each C-FIND of an inventory walk waited ~40 ms for the peer's delayed ACK.
+    no_delay(assoc)
     keep_responses_from_the_reactor(assoc)
     return assoc
 
@@ -362,6 +356,7 @@ class EventSender:
                              tls_args=(tls, peer.host) if tls is not None else None)
         if not assoc.is_established:
             raise RemoteError(f"association with {peer.aet} not accepted")
+        no_delay(assoc)
         try:
             status, _ = assoc.send_n_event_report(ds, event_type, INVENTORY_CREATION,
                                                   STORAGE_MANAGEMENT_INSTANCE)
