@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
@@ -13,7 +14,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from archivist.config import Settings, event_loop_kind, is_loopback
 
@@ -110,7 +111,7 @@ def run_server(settings: Settings) -> int:
         _log_and_ignore_hangups()
         code = _serve(settings)
         _leave_blocked_threads(code)
-        return code
+        _exit_now(code)
     _become_lean_supervisor(settings)  # returns only when it cannot
     return _supervise(settings, workers)
 
@@ -291,6 +292,18 @@ def _leave_blocked_threads(code: int, wait: float = 1.0) -> None:
     os._exit(code)
 
 
+def _exit_now(code: int) -> NoReturn:
+    """End the process with `code` once the archive is closed: the exit handlers run (they
+    release what a process holds, such as inventory jobs, and flush the logs), the
+    interpreter's teardown of every module does not (~0.7 s of a stop, for nothing)."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    os._exit(code)
+
+
 def _lean_main(argv: list[str]) -> int:
     """Entry point of the lean supervisor (see :func:`_become_lean_supervisor`)."""
     import pickle
@@ -403,8 +416,7 @@ def _supervise(settings: Settings, workers: int) -> int:
         except BaseException:
             logging.getLogger("archivist.serve").exception("worker %d failed", number)
         finally:
-            logging.shutdown()
-            os._exit(code)
+            _exit_now(code)  # the exit handlers too: they release the worker's inventory jobs
 
     def spawn(numbers: list[int]) -> int:
         """Start the workers `numbers`; returns how many started."""
