@@ -47,7 +47,7 @@ from pynetdicom.dsutils import decode, encode
 
 from archivist.archive import part10
 from archivist.archive.retrieve import StoredInstance
-from archivist.archive.transcode import transcode_dataset
+from archivist.archive.transcode import TranscodeRefused, transcode_dataset
 from archivist.dimse.acceptor_pdu import (
     ABORT_UNRECOGNIZED_PARAMETER,
     Message,
@@ -1254,10 +1254,15 @@ def _drain_failed(gen: Iterator[Any], failed: list[str]) -> None:
 
 
 def _log_unsendable(what: str, peer: str, uid: str, exc: BaseException) -> None:
-    """A stored instance that could not be sent: deleted meanwhile (a race with a deletion, a
-    warning), else an error with the reason."""
+    """A stored instance that could not be sent: deleted meanwhile (a race with a deletion) or
+    not convertible to a syntax the peer accepted (the object as stored, e.g. pixel data no
+    decoder here reads): warnings; anything else (the file unreadable) an error. The reason
+    is given either way."""
     if isinstance(exc, NotFound):
         log.warning("%s %s: stored instance %s was deleted meanwhile", what, peer, uid)
+    elif isinstance(exc, TranscodeRefused):
+        log.warning("%s %s: stored instance %s not sent in a syntax the peer accepted (%s)",
+                    what, peer, uid, _reason(exc))
     else:
         log.error("%s %s: cannot read or re-encode stored instance %s (%s)", what, peer, uid,
                   _reason(exc))
