@@ -4,6 +4,8 @@ ingest, and real ``archivist serve`` processes on loopback."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,23 @@ def fill(archive: Archive, tmp: Path, *, studies: int, series: int = 1, instance
                 made.append({"study": study_uid, "series": series_uid,
                              "sop": str(ds.SOPInstanceUID), "class": str(ds.SOPClassUID)})
     return made
+
+
+def job_row(data: Path, uid: str) -> dict[str, Any] | None:
+    """The Inventory Creation job's row, read from the data directory's SQLite index without
+    the server's help (it may be dead)."""
+    with sqlite3.connect(f"file:{data / 'index.sqlite'}?mode=ro", uri=True, timeout=5) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM inventory_job WHERE transaction_uid = ?",
+                           (uid,)).fetchone()
+    return dict(row) if row is not None else None
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 OpenArchive = Callable[..., Archive]

@@ -10,13 +10,17 @@ order they were queued."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from inventory_helpers import fill, make_server, open_archive  # noqa: F401
+from inventory_helpers import (  # noqa: F401
+    fill,
+    job_row,
+    make_server,
+    open_archive,
+    wait_until,
+)
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
@@ -28,23 +32,6 @@ from archivist.inventory.sources import of_archive
 from archivist.testing.server import free_port
 
 STUDIES = 150
-
-
-def _job(data: Path, uid: str) -> dict[str, Any] | None:
-    """The job's row, read without the server's help (it may be dead)."""
-    index = data / "index.sqlite"
-    with sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=5) as conn:
-        conn.row_factory = sqlite3.Row
-        row = conn.execute("SELECT state, studies_done, studies_total, leaves, root_uid "
-                           "FROM inventory_job WHERE transaction_uid = ?", (uid,)).fetchone()
-    return dict(row) if row is not None else None
-
-
-def _wait(predicate: Any, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_job_resumes_after_the_server_is_killed(open_archive, make_server,
@@ -85,7 +72,7 @@ def test_job_resumes_after_the_server_is_killed(open_archive, make_server,
             status, _ = assoc.send_n_action(info, 11, INVENTORY_CREATION,
                                             STORAGE_MANAGEMENT_INSTANCE)
             assert status.Status == 0x0000
-            _wait(lambda: (_job(data, uid) or {}).get("studies_done", 0) >= 5)
+            wait_until(lambda: (job_row(data, uid) or {}).get("studies_done", 0) >= 5)
             ask = Dataset()
             ask.TransactionUID = uid
             status, _ = assoc.send_n_action(ask, 12, INVENTORY_CREATION,  # Request Status
@@ -93,12 +80,12 @@ def test_job_resumes_after_the_server_is_killed(open_archive, make_server,
             assert status.Status == 0x0000
         finally:
             assoc.release()
-        _wait(lambda: (_job(data, uid) or {}).get("studies_done", 0) >= 10)
+        wait_until(lambda: (job_row(data, uid) or {}).get("studies_done", 0) >= 10)
         # Both Inventory Status events are queued on disk, undelivered (nobody listens).
         outbox = data / "inventory-events"
-        _wait(lambda: len(list(outbox.glob("*.json"))) == 2)
+        wait_until(lambda: len(list(outbox.glob("*.json"))) == 2)
         srv.kill()  # SIGKILL: no release of the job, no last heartbeat
-        killed = _job(data, uid)
+        killed = job_row(data, uid)
         assert killed is not None and killed["state"] == "PROCESSING"
         assert 10 <= killed["studies_done"] < STUDIES == killed["studies_total"], killed
         before = json.loads(killed["leaves"])
@@ -111,7 +98,7 @@ def test_job_resumes_after_the_server_is_killed(open_archive, make_server,
             evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_event)])
         make_server(*peer, data=data, env=env)  # the same data directory
         assert done.wait(120), events
-        _wait(lambda: not list(outbox.glob("*.json")))  # each removed once delivered
+        wait_until(lambda: not list(outbox.glob("*.json")))  # each removed once delivered
     finally:
         if events_server is not None:
             events_server.shutdown()
@@ -125,7 +112,7 @@ def test_job_resumes_after_the_server_is_killed(open_archive, make_server,
     final = events[-1][1]
     assert final.TransactionUID == uid and final.TotalNumberOfStudyRecords == STUDIES
 
-    finished = _job(data, uid)
+    finished = job_row(data, uid)
     assert finished is not None and finished["state"] == "COMPLETE"
     leaves = json.loads(finished["leaves"])
     assert leaves[:len(before)] == before and len(leaves) == STUDIES  # resumed, not restarted

@@ -7,34 +7,22 @@ the jobs they held."""
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from inventory_helpers import fill, make_server, open_archive  # noqa: F401
+from inventory_helpers import (  # noqa: F401
+    fill,
+    job_row,
+    make_server,
+    open_archive,
+    wait_until,
+)
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 
 from archivist.inventory import INVENTORY_CREATION, STORAGE_MANAGEMENT_INSTANCE
 
 STUDIES = 120
-
-
-def _job(data: Path, uid: str) -> dict[str, Any] | None:
-    with sqlite3.connect(f"file:{data / 'index.sqlite'}?mode=ro", uri=True, timeout=5) as conn:
-        conn.row_factory = sqlite3.Row
-        row = conn.execute("SELECT state, owner, studies_done, studies_total FROM inventory_job "
-                           "WHERE transaction_uid = ?", (uid,)).fetchone()
-    return dict(row) if row is not None else None
-
-
-def _wait(predicate: Any, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -63,15 +51,15 @@ def test_a_stopped_server_releases_the_job_it_was_running(open_archive, make_ser
         assert status.Status == 0x0000
     finally:
         assoc.release()
-    _wait(lambda: (_job(data, uid) or {}).get("studies_done", 0) >= 3)
-    running = _job(data, uid)
+    wait_until(lambda: (job_row(data, uid) or {}).get("studies_done", 0) >= 3)
+    running = job_row(data, uid)
     assert running is not None and running["owner"], running
     assert srv.stop() == 0
-    stopped = _job(data, uid)
+    stopped = job_row(data, uid)
     assert stopped is not None
     assert stopped["state"] == "PROCESSING" and stopped["studies_done"] < STUDIES, \
         "the job ended before the stop: nothing was tested"
     assert stopped["owner"] is None, "the stopped server still holds the job"
     # The next start takes it up at once (the lease is 10 minutes).
     make_server("--workers", workers, data=data, env=env)
-    _wait(lambda: (_job(data, uid) or {}).get("state") == "COMPLETE", timeout=90)
+    wait_until(lambda: (job_row(data, uid) or {}).get("state") == "COMPLETE", timeout=90)
