@@ -26,9 +26,9 @@ _install_scu_guard()
 # (ARCHIVIST_DATABASE_URL, which archives opened from the environment and `archivist serve`
 # read); tests that build a SQLite index themselves keep it. tests/integration/test_postgresql.py
 # runs on PostgreSQL in every run.
-import os
+import os  # noqa: E402
 
-import pytest
+import pytest  # noqa: E402
 
 if os.environ.get("ARCHIVIST_TEST_POSTGRES") == "1":
 
@@ -43,24 +43,3 @@ if os.environ.get("ARCHIVIST_TEST_POSTGRES") == "1":
     @pytest.fixture(autouse=True)
     def _index_on_postgres(_postgres_for_all, monkeypatch):  # type: ignore[no-untyped-def]
         monkeypatch.setenv("ARCHIVIST_DATABASE_URL", _postgres_for_all.new_database())
-
-
-def _file_weights() -> dict[str, float]:
-    """Seconds per test file, from slow_files.txt (lines "SECONDS PATH"; # comments)."""
-    weights: dict[str, float] = {}
-    listed = Path(__file__).with_name("slow_files.txt")
-    for line in listed.read_text().splitlines() if listed.exists() else []:
-        seconds, _, path = line.partition("#")[0].strip().partition(" ")
-        if path.strip():
-            weights[path.strip()] = float(seconds)
-    return weights
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The slowest files first (stable otherwise), so that with xdist's ``--dist loadfile
-    --no-loadscope-reorder`` (.ci/run) no worker is left alone with a long file at the end:
-    by default xdist orders files by their number of tests, and the one-test browser file
-    (~2 minutes) started among the last."""
-    weights = _file_weights()
-    if weights:
-        items.sort(key=lambda item: -weights.get(item.nodeid.partition("::")[0], 0.0))
