@@ -51,6 +51,20 @@ def job_row(data: Path, uid: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
+def initiate_job(assoc: Any, uid: str, level: str = "INSTANCE") -> int:
+    """Send an Inventory Creation Initiate (N-ACTION 11) for the whole archive on `assoc`;
+    the response's status."""
+    from pydicom.dataset import Dataset
+
+    from archivist.inventory import INVENTORY_CREATION, STORAGE_MANAGEMENT_INSTANCE
+
+    info = Dataset()
+    info.TransactionUID = uid
+    info.InventoryLevel = level
+    status, _ = assoc.send_n_action(info, 11, INVENTORY_CREATION, STORAGE_MANAGEMENT_INSTANCE)
+    return int(status.Status)
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

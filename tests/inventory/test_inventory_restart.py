@@ -16,6 +16,7 @@ from typing import Any
 
 from inventory_helpers import (  # noqa: F401
     fill,
+    initiate_job,
     job_row,
     make_server,
     open_archive,
@@ -66,12 +67,7 @@ def test_job_resumes_after_the_server_is_killed(open_archive, make_server,
         assoc = requester.associate("127.0.0.1", srv.dicom_port, ae_title="ARCHIVIST")
         assert assoc.is_established
         try:
-            info = Dataset()
-            info.TransactionUID = uid
-            info.InventoryLevel = "INSTANCE"
-            status, _ = assoc.send_n_action(info, 11, INVENTORY_CREATION,
-                                            STORAGE_MANAGEMENT_INSTANCE)
-            assert status.Status == 0x0000
+            assert initiate_job(assoc, uid) == 0x0000
             wait_until(lambda: (job_row(data, uid) or {}).get("studies_done", 0) >= 5)
             ask = Dataset()
             ask.TransactionUID = uid

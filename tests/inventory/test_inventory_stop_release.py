@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from inventory_helpers import (  # noqa: F401
     fill,
+    initiate_job,
     job_row,
     make_server,
     open_archive,
     wait_until,
 )
-from pydicom.dataset import Dataset
 from pynetdicom import AE
 
-from archivist.inventory import INVENTORY_CREATION, STORAGE_MANAGEMENT_INSTANCE
+from archivist.inventory import INVENTORY_CREATION
 
 STUDIES = 120
 
@@ -43,12 +43,7 @@ def test_a_stopped_server_releases_the_job_it_was_running(open_archive, make_ser
     assoc = requester.associate("127.0.0.1", srv.dicom_port, ae_title="ARCHIVIST")
     assert assoc.is_established
     try:
-        info = Dataset()
-        info.TransactionUID = uid
-        info.InventoryLevel = "INSTANCE"
-        status, _ = assoc.send_n_action(info, 11, INVENTORY_CREATION,
-                                        STORAGE_MANAGEMENT_INSTANCE)
-        assert status.Status == 0x0000
+        assert initiate_job(assoc, uid) == 0x0000
     finally:
         assoc.release()
     wait_until(lambda: (job_row(data, uid) or {}).get("studies_done", 0) >= 3)
