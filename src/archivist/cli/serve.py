@@ -299,8 +299,7 @@ def _exit_now(code: int) -> NoReturn:
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()
-    atexit._run_exitfuncs()
-    logging.shutdown()
+    atexit._run_exitfuncs()  # logging's shutdown among them (registered at its import)
     os._exit(code)
 
 
