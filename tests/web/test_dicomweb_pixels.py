@@ -56,3 +56,21 @@ def test_viewport_with_a_negative_source_size_flips_the_region(tmp_path: Path) -
     with pytest.raises(pixels.HTTPProblem) as refused:
         pixels.parse_render_options({"viewport": "4,2,1,1,0,2"}, "image/png")
     assert refused.value.status == 400
+
+
+def test_unreadable_pixel_data_is_a_406_and_the_warning_names_the_stored_file(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A Pixel Data value shorter than Rows x Columns says is a 406 with the reason, and the
+    server's warning says which stored file it was (the blob's path, never a UID)."""
+    path = tmp_path / "short.dcm"
+    ds = make_instance(path, rows=64, columns=64)
+    ds.PixelData = bytes(ds.PixelData)[:100]
+    ds.save_as(path, enforce_file_format=True)
+    opts = pixels.parse_render_options({}, "image/png")
+    with caplog.at_level("WARNING", logger=pixels.log.name), \
+            pytest.raises(pixels.HTTPProblem) as refused:
+        pixels.render(path, 1, opts)
+    assert refused.value.status == 406
+    assert "cannot be read" in refused.value.message, refused.value.message
+    warnings = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert warnings and str(path) in warnings[0], caplog.text

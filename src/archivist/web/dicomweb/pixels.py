@@ -124,6 +124,14 @@ def read_stored(fh: BinaryIO, *, whole: bool = False, **kwargs: Any) -> Dataset:
         raise HTTPProblem(406, f"this instance is not read here: {exc}") from None
 
 
+def _stored_path(args: tuple[Any, ...]) -> str:
+    """The stored file a pixel function was called on (its first argument: a path or a
+    :class:`PixelInfo`), for the log: the blob's own name, never a UID or client text."""
+    first = args[0] if args else None
+    path = getattr(first, "path", first)
+    return str(path) if isinstance(path, Path) else "?"
+
+
 def _unreadable_is_406(fn: _F) -> _F:
     """Pixel data or an image description that pydicom or a decoder cannot make sense of (a
     Pixel Data shorter than Rows x Columns says, Number of Frames '1A', ...) is a 406 with the
@@ -140,7 +148,8 @@ def _unreadable_is_406(fn: _F) -> _F:
             raise HTTPProblem(406, f"the pixel data of this instance is not decoded here: "
                               f"{exc}") from None
         except Exception as exc:  # noqa: BLE001 - decoders fail in many ways on bad data
-            log.warning("%s: pixel data unreadable: %s", fn.__name__, type(exc).__name__)
+            log.warning("%s: pixel data of %s unreadable: %s", fn.__name__,
+                        _stored_path(args), type(exc).__name__)
             reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             raise HTTPProblem(406, f"the pixel data of this instance cannot be read: "
                               f"{reason}") from None
