@@ -26,11 +26,13 @@ import functools
 import os
 import re
 import struct
+import warnings
 from collections.abc import Callable, Iterator
 from enum import Enum
 from typing import Any
 
 from pydicom import datadict
+from pydicom.charset import TEXT_VR_DELIMS, convert_encodings, decode_bytes
 from pydicom.datadict import get_entry, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -238,6 +240,9 @@ class ElementChecker:
         # Specific Character Set absent, or declaring ISO 2022 IR 6 alone (PS3.5 6.1.2.3).
         self.default_repertoire = _ABSENT
         self.single_byte = True
+        # Python codecs of a multi-byte Specific Character Set, to count a raw value's
+        # characters (PS3.5 Table 6.2-1 limits lengths in characters, not bytes).
+        self.encodings: list[str] = []
 
     def check_meta(self, meta: Dataset) -> None:
         """Check the File Meta Information elements like any others (PS3.10 7.1)."""
@@ -261,6 +266,7 @@ class ElementChecker:
         else:
             self.default_repertoire = ""
         self.single_byte = all(v in _SINGLE_BYTE_CHARSETS or v == "" for v in values)
+        self.encodings = [] if self.single_byte else _python_encodings(values)
         for value in values:
             if value and value not in _KNOWN_CHARSETS:
                 self.out.add(
@@ -498,11 +504,21 @@ class ElementChecker:
             return
         if vr not in TEXT_VRS:
             return
+        # Whether len() of the text counts characters: a raw value of a VR that Specific
+        # Character Set affects is read byte for byte, unless decoded in a multi-byte set.
+        in_characters = True
         if is_raw:
-            text = bytes(raw).decode("latin-1")
-            text = text.rstrip("\x00 ") if vr == "UI" else text.rstrip(" ")
-            if vr == "UI":
-                text = text.rstrip("\x00")
+            decoded = None
+            if vr in CHARSET_VRS and not self.single_byte:
+                decoded = _characters(bytes(raw), self.encodings)
+            if decoded is not None:
+                text = decoded.rstrip(" ")
+            else:
+                text = bytes(raw).decode("latin-1")
+                text = text.rstrip("\x00 ") if vr == "UI" else text.rstrip(" ")
+                if vr == "UI":
+                    text = text.rstrip("\x00")
+                in_characters = self.single_byte or vr not in CHARSET_VRS
         elif raw is None:
             text = ""
         elif isinstance(raw, (list, tuple)) or type(raw).__name__ == "MultiValue":
@@ -512,11 +528,11 @@ class ElementChecker:
         if text == "":
             return
         cacheable = vr not in _UNCACHED_VRS and len(text) <= _CACHED_TEXT_MAX
-        key = (tag, vr, text, self.single_byte, self.default_repertoire)
+        key = (tag, vr, text, in_characters, self.default_repertoire)
         results = _TEXT_RESULTS.get(key) if cacheable else None
         if results is None:
             results = _text_results(
-                tag, vr, dict_vm, name, text, self.single_byte, self.default_repertoire
+                tag, vr, dict_vm, name, text, in_characters, self.default_repertoire
             )
             if cacheable:
                 if len(_TEXT_RESULTS) >= _TEXT_RESULTS_MAX:
@@ -556,18 +572,20 @@ _CACHED_TEXT_MAX = 128
 
 
 def _text_results(
-    tag: int, vr: str, dict_vm: str, name: str, text: str, single_byte: bool,
+    tag: int, vr: str, dict_vm: str, name: str, text: str, in_characters: bool,
     default_repertoire: str,
 ) -> tuple[_Result, ...]:
     """Check the text of a string element: VM, each value, repertoire, enumerations;
-    `default_repertoire`: why only the default repertoire may be used, "" when not."""
+    `in_characters`: the text's length is its number of characters (not raw bytes of a
+    multi-byte character set); `default_repertoire`: why only the default repertoire may be
+    used, "" when not."""
     out: list[_Result] = []
     values = text.split("\\") if vr in MULTI_VALUED_TEXT else [text]
     message = _vm_problem(len(values), dict_vm, name)
     if message:
         out.append((ERROR, "dict.vm", message, PS35_VM))
     for number, value in enumerate(values, 1):
-        problem = _check_string(vr, value, single_byte)
+        problem = _check_string(vr, value, in_characters)
         if problem:
             out.append((
                 ERROR, "dict.value-invalid",
@@ -606,6 +624,29 @@ def _combination_message(values: list[str]) -> str:
             "and every value must be an ISO 2022 defined term: " + "; ".join(wrong) + ".")
 
 
+def _python_encodings(values: list[str]) -> list[str]:
+    """The Python codecs of Specific Character Set `values`, [] when one is unknown."""
+    if any(v and v not in _KNOWN_CHARSETS for v in values):
+        return []
+    try:
+        return convert_encodings(list(values))
+    except (LookupError, ValueError):
+        return []
+
+
+def _characters(data: bytes, encodings: list[str]) -> str | None:
+    """`data` decoded in a multi-byte character set (PS3.5 6.1.2.5: ISO 2022 escapes reset
+    at value, component and line delimiters), or None when it does not decode cleanly."""
+    if not encodings:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pydicom warns, then replaces what does not decode
+        try:
+            return decode_bytes(data, encodings, {0x5C, 0x5E, 0x3D} | TEXT_VR_DELIMS)
+        except (UserWarning, LookupError, ValueError):
+            return None
+
+
 def _vm_problem(count: int, dict_vm: str, name: str) -> str:
     """The message when *count* values do not fit the dictionary VM, or ""."""
     if count == 0:
@@ -616,10 +657,11 @@ def _vm_problem(count: int, dict_vm: str, name: str) -> str:
     return ""
 
 
-def _check_string(vr: str, value: str, single_byte: bool) -> str:
-    """Return what is wrong with one value of a string VR, or ""."""
+def _check_string(vr: str, value: str, in_characters: bool) -> str:
+    """Return what is wrong with one value of a string VR, or ""; `in_characters`: the
+    value's length is its number of characters, which PS3.5 Table 6.2-1 limits."""
     limit = MAX_LENGTH.get(vr)
-    if limit and vr != "PN" and len(value) > limit and (single_byte or vr not in CHARSET_VRS):
+    if limit and vr != "PN" and len(value) > limit and (in_characters or vr not in CHARSET_VRS):
         return f"length {len(value)} exceeds the maximum of {limit}"
     if vr == "CS":
         return "" if _CS.fullmatch(value) else "only A-Z, 0-9, space and underscore are allowed"
@@ -660,7 +702,7 @@ def _check_string(vr: str, value: str, single_byte: bool) -> str:
         for group in groups:
             if group.count("^") > 4:
                 return "more than five components in a component group"
-            if single_byte and len(group) > 64:
+            if in_characters and len(group) > 64:
                 return f"component group of {len(group)} characters exceeds 64"
         if _CONTROL.search(value.replace("\x1b", "")):
             return "control characters are not allowed"
