@@ -32,7 +32,14 @@ from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin, StoreStatus
 from archivist.core.levels import QueryLevel
 from archivist.errors import ArchivistError
-from archivist.web.dicomweb.common import DICOM, DICOM_JSON, archive_of, base_url, check_uid
+from archivist.web.dicomweb.common import (
+    DICOM,
+    DICOM_JSON,
+    accept_of,
+    archive_of,
+    base_url,
+    check_uid,
+)
 from archivist.web.dicomweb.multipart import (
     MultipartError,
     Part,
@@ -41,6 +48,7 @@ from archivist.web.dicomweb.multipart import (
     remove_quietly,
 )
 from archivist.web.dicomweb.siblings import Calls, Siblings
+from archivist.web.dicomweb.xmlmodel import DICOM_XML, native_xml
 from archivist.web.errors import (
     FAILURE_CANNOT_UNDERSTAND,
     FAILURE_PROCESSING,
@@ -399,11 +407,25 @@ async def _shielded(work: Any) -> Any:
         raise
 
 
+def _response_type(request: Request) -> str:
+    """The media type of the response: application/dicom+json, or application/dicom+xml when
+    the client prefers it (dcm4che's ``stowrs`` asks for XML by default); 406 before the body
+    is read, so nothing is stored, when it accepts neither (PS3.18 10.5.3, 8.3.3.1)."""
+    for r in accept_of(request):  # best first
+        if r.type in (DICOM_JSON, "application/json", "*/*", "application/*"):
+            return DICOM_JSON
+        if r.type == DICOM_XML:
+            return DICOM_XML
+    raise HTTPProblem(406, "the STOW-RS response is application/dicom+json or "
+                      "application/dicom+xml; nothing was stored")
+
+
 async def store(request: Request, study: str | None = None) -> Response:
     archive = archive_of(request)
     settings = archive.settings
     if study is not None:
         check_uid(study, "Study Instance UID")
+    response_type = _response_type(request)
     mtype, params = content_type_params(request.headers.get("content-type", ""))
     if mtype != "multipart/related":
         raise HTTPProblem(415, "STOW-RS takes multipart/related; type=\"application/dicom\"")
@@ -550,6 +572,9 @@ async def store(request: Request, study: str | None = None) -> Response:
     log.info("STOW-RS from %s: %d stored, %d refused%s", origin.address or "-",
              len(result.referenced), len(result.failed),
              f" ({by_siblings} parts handed to other workers)" if by_siblings else "")
+    if response_type == DICOM_XML:
+        return Response(native_xml(result.body()), status_code=result.status(),
+                        media_type=DICOM_XML)
     return JSONResponse(result.body(), status_code=result.status(), media_type=DICOM_JSON)
 
 
