@@ -392,6 +392,40 @@ def file_meta_prefix(sop_class: str, sop_instance: str, transfer_syntax: str) ->
     return b"\x00" * 128 + b"DICM" + group_length + body
 
 
+#: The Implicit VR Little Endian transfer syntax, the one whose data elements carry no VR.
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+#: The deflated syntaxes: their data set is a deflate stream, its first bytes say nothing of it.
+_DEFLATED = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"})
+
+
+def vr_encoding_mismatch(head: bytes, transfer_syntax: str) -> str | None:
+    """Why a received data set is not encoded as its presentation context's transfer syntax
+    says, or None: its first data element is read with the VR encoding of the other syntax.
+
+    PS3.5 7.1.2 / 7.1.3: in Implicit VR Little Endian an element has no VR, in every other
+    uncompressed or encapsulated syntax it has one. The test is pydicom's (two letters A-Z
+    where an explicit VR stands): ingest parses with pydicom, which reads a data set in the
+    other encoding without complaint, so such an object would be indexed and then stored under
+    a File Meta naming the context's syntax, which no reader (DCMTK, Orthanc) can parse.
+
+    Parameters
+    ----------
+    head
+        The first bytes (at least 6) of the data set, after the File Meta prefix.
+    transfer_syntax
+        The transfer syntax UID of the presentation context it came on.
+    """
+    if len(head) < 6 or transfer_syntax in _DEFLATED:
+        return None
+    explicit = 0x40 < head[4] < 0x5B and 0x40 < head[5] < 0x5B
+    implicit_context = transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
+    if explicit and implicit_context:
+        return "data set in explicit VR, the context's syntax is implicit VR"
+    if not explicit and not implicit_context:
+        return "data set in implicit VR, the context's syntax is explicit VR"
+    return None
+
+
 class MemorySink:
     """Collects a small data set (identifier, N-service data set) in memory, capped."""
 
@@ -424,6 +458,8 @@ class FileSink:
         self.pending: list[bytes] = [prefix]
         self.pending_size = len(prefix)
         self.size = 0
+        #: The first bytes of the data set (up to 8: a first element's tag, VR and length).
+        self.head = b""
         self.cap = cap
         self.spill = spill
         self.fd: int | None = None
@@ -431,6 +467,8 @@ class FileSink:
         self.error: OSError | None = None
 
     def write(self, data: bytes | memoryview) -> None:
+        if len(self.head) < 8:
+            self.head += bytes(data[:8 - len(self.head)])
         self.size += len(data)
         if self.size > self.cap:
             raise ProtocolError(f"data set larger than {self.cap} bytes", ABORT_INVALID_PARAMETER)

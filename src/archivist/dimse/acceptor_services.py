@@ -59,6 +59,7 @@ from archivist.dimse.acceptor_pdu import (
     encode_command,
     encode_message,
     fragment_message,
+    vr_encoding_mismatch,
 )
 from archivist.dimse.requestor import Outbound, c_store_rq, choose_context
 from archivist.dimse.services import names_context_class
@@ -580,6 +581,13 @@ class Services:
             status: Any = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
         elif sink is None:
             status = status_dataset(Status.CANNOT_UNDERSTAND, "the C-STORE request has no data set")
+        elif (mismatch := vr_encoding_mismatch(getattr(sink, "head", b""),
+                                               str(cx.transfer_syntax[0]))) is not None:
+            # Refused before ingest: pydicom would read it anyway, and the object would be kept
+            # under a File Meta that names the context's syntax (unreadable for DCMTK).
+            log.warning("C-STORE from %s refused: %s", assoc.calling, mismatch)
+            status = status_dataset(Status.CANNOT_UNDERSTAND, mismatch)
+            sink.close()
         else:
             try:
                 data = sink.held()  # type: ignore[union-attr]
