@@ -226,9 +226,11 @@ def refusal(header: Dataset, target: str) -> str | None:
     element included when that may be Float Pixel Data (a native object: its value deferred).
 
     This is what can be told up front: the decoded size against the limits, Float Pixel Data
-    to an encapsulated syntax, 12-bit JPEG Extended without a decoder, and what JPEG
-    Lossless is not made from. A compressed frame whose own header disagrees with the data
-    set, or a decoder failing on corrupt data, is only found when decoding.
+    to an encapsulated syntax, 12-bit JPEG Extended without a decoder, what JPEG Lossless is
+    not made from, and what the encoders of the other syntaxes refuse
+    (:func:`_compression_refusal`). A compressed frame whose own header disagrees with the
+    data set, or a decoder or encoder failing on the pixels themselves, is only found when
+    coding.
     """
     stored = str(header.file_meta.get("TransferSyntaxUID", EXPLICIT_LE))
     if stored == target:
@@ -250,12 +252,14 @@ def refusal(header: Dataset, target: str) -> str | None:
         return str(exc)
     if decode and twelve_bit_jpeg(header) and not _imagecodecs_jpeg():
         return "12-bit JPEG Extended is decoded with imagecodecs (libjpeg-turbo), not installed"
-    if target in JPEG_LOSSLESS and not _without_image(header):
-        photometric = str(header.get("PhotometricInterpretation", ""))
-        if decode and photometric.startswith("YBR"):
-            photometric = "RGB"  # decoded colour comes out RGB
+    if not encode or _without_image(header):
+        return None
+    photometric = str(header.get("PhotometricInterpretation", "")).strip()
+    if decode and photometric.startswith("YBR"):
+        photometric = "RGB"  # decoded colour comes out RGB
+    if target in JPEG_LOSSLESS:
         return _lossless_refusal(header, photometric)
-    return None
+    return _compression_refusal(header, photometric, target)
 
 
 def _without_image(header: Dataset) -> bool:
@@ -290,6 +294,52 @@ def _lossless_refusal(ds: Dataset, photometric: str) -> str | None:
     if allocated not in (8, 16) or not 2 <= stored <= allocated or samples not in (1, 3):
         return (f"JPEG Lossless is not made here from {samples} samples of {stored} bits in "
                 f"{allocated}")
+    return None
+
+
+#: pylibjpeg-openjpeg, pydicom's JPEG 2000 encoder, codes at most 24 bits stored.
+_J2K_MAX_BITS_STORED = 24
+
+
+def _compression_refusal(ds: Dataset, photometric: str, target: str) -> str | None:
+    """What keeps native pixels described by `ds` (coming out `photometric`) from being coded
+    in `target` (RLE Lossless, JPEG-LS Lossless, JPEG 2000 Lossless) by the encoder
+    :func:`transcode_dataset` calls: the encoding profiles of PS3.5 8.2 (Tables 8.2.2-1,
+    8.2.3-1, 8.2.4-1) as pydicom checks them, OpenJPEG's 24 bits stored, and 8 or 16-bit
+    samples for an image under 32 pixels a side (:func:`_compress_j2k_small`).
+
+    The encoders refused these only once the pixels were decoded, the refusal as a pydicom
+    ERROR with its traceback (OpenJPEG's, a RuntimeError): a C-GET sub-operation failed as an
+    unreadable object, and a WADO-RS study left the instance out of a 200 already under way.
+    """
+    if target not in ENCODABLE or "BitsAllocated" not in ds:
+        return None
+    from pydicom.pixels.encoders.base import ENCODING_PROFILES
+
+    try:
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        allocated = int(ds.BitsAllocated)
+        bits = int(ds.get("BitsStored") or allocated)
+        signed = int(ds.get("PixelRepresentation") or 0)
+        rows, columns = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError) as exc:
+        return f"the image attributes do not describe the pixels: {exc}"
+    # Named as pydicom's encoder names them (:func:`_encoder_refusal`).
+    described = (f"pixels with Samples per Pixel: {samples}, Photometric Interpretation: "
+                 f"{photometric or '(none)'}, Bits Allocated: {allocated}, Bits Stored: "
+                 f"{bits}, Pixel Representation: {signed}")
+    name = UID(target).name
+    profiles = ENCODING_PROFILES.get(UID(target), [])
+    if profiles and not any(
+            photometric == p_photometric and samples == p_samples and signed in p_signed
+            and allocated in p_allocated and bits in p_bits
+            for p_photometric, p_samples, p_signed, p_allocated, p_bits in profiles):
+        return f"{name} is not made from {described} (PS3.5 8.2)"
+    if target == J2K_LOSSLESS:
+        if min(rows, columns) < _J2K_MIN_SIDE and allocated not in (8, 16):
+            return f"{name} is not made here from {described}, under 32 pixels a side"
+        if bits > _J2K_MAX_BITS_STORED:
+            return f"{name} is not made here from {described} (at most 24 bits stored)"
     return None
 
 
@@ -370,9 +420,9 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
     if stored == target:
         return
     _known_vrs(ds)
-    if target not in NATIVE_SYNTAXES and ("FloatPixelData" in ds
-                                          or "DoubleFloatPixelData" in ds):
-        raise TranscodeRefused(_FLOAT_REFUSAL)
+    why = refusal(ds, target)  # before any pixel is decoded
+    if why is not None:
+        raise TranscodeRefused(why)
     if stored not in NATIVE_SYNTAXES and "PixelData" in ds:
         _check_before_decoding(ds, stored)
         if twelve_bit_jpeg(ds):

@@ -556,55 +556,7 @@ def transcode_refusal(path: Path, stored: str, target: str) -> str | None:
             header = read_stored(fh, defer_size=1024)
         else:
             header = read_stored(fh, stop_before_pixels=True)
-    return refusal(header, target) or _encoder_refusal(header, stored, target)
-
-
-#: pylibjpeg-openjpeg, pydicom's JPEG 2000 encoder, codes at most 24 bits stored; an image
-#: under 32 pixels on a side is coded with imagecodecs instead, from 8 or 16-bit samples
-#: only (:func:`archivist.archive.transcode.transcode_dataset`).
-_J2K_MAX_BITS_STORED = 24
-_J2K_MIN_SIDE = 32
-
-
-def _encoder_refusal(header: Dataset, stored: str, target: str) -> str | None:
-    """Why the pixels `header` describes are not coded in `target` (RLE Lossless, JPEG-LS
-    Lossless, JPEG 2000 Lossless) by the encoder :func:`transcode_dataset` calls: the
-    encoding profiles of PS3.5 8.2 as pydicom checks them, and the encoders' own limits.
-
-    :func:`refusal` judges JPEG Lossless, which is coded here; for these targets the encoder
-    refused only once the pixels were decoded, which in a study or series retrieve is after
-    the response started: the instance was left out of a 200 with no Warning naming it.
-    """
-    if target not in ENCODABLE or target in JPEG_LOSSLESS or "BitsAllocated" not in header:
-        return None
-    from pydicom.pixels.encoders.base import ENCODING_PROFILES
-
-    try:
-        samples = int(header.get("SamplesPerPixel") or 1)
-        allocated = int(header.BitsAllocated)
-        bits = int(header.get("BitsStored") or allocated)
-        signed = int(header.get("PixelRepresentation") or 0)
-        rows, columns = int(header.Rows), int(header.Columns)
-    except (AttributeError, TypeError, ValueError) as exc:
-        return f"the image attributes do not describe the pixels: {exc}"
-    photometric = str(header.get("PhotometricInterpretation", "")).strip()
-    if stored not in NATIVE_SYNTAXES and photometric.startswith("YBR"):
-        photometric = "RGB"  # decoded colour comes out RGB
-    described = (f"{photometric or 'pixels'} ({samples} samples per pixel, {bits} bits stored "
-                 f"of {allocated}, Pixel Representation {signed})")
-    name = UID(target).name
-    profiles = ENCODING_PROFILES.get(UID(target), [])
-    if profiles and not any(
-            photometric == p_photometric and samples == p_samples and signed in p_signed
-            and allocated in p_allocated and bits in p_bits
-            for p_photometric, p_samples, p_signed, p_allocated, p_bits in profiles):
-        return f"{name} is not made from {described} (PS3.5 8.2)"
-    if target == "1.2.840.10008.1.2.4.90":
-        if min(rows, columns) < _J2K_MIN_SIDE and allocated not in (8, 16):
-            return f"{name} is not made here from {described} under 32 pixels a side"
-        if bits > _J2K_MAX_BITS_STORED:
-            return f"{name} is not made here from {described} (at most 24 bits stored)"
-    return None
+    return refusal(header, target)
 
 
 def transcode(path: Path, target: str) -> bytes:
