@@ -23,6 +23,7 @@ import gzip
 import importlib.metadata
 import importlib.resources
 import json
+import re
 import sys
 import unicodedata
 from pathlib import Path
@@ -31,13 +32,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "src" / "archivist" / "terminology" / "_data"
 DATA_FILE = "terminology.json.gz"
-FORMAT = 2
+FORMAT = 3
 #: Joins the items of a column: a character no code value, meaning or keyword contains, and that
 #: JSON does not escape, so that the column loads as one plain string.
 SEP = "|"
 
 sys.path.insert(0, str(ROOT / "src"))
-from archivist.terminology.text import fold
+from archivist.terminology.text import STOP_WORDS, fold
 
 
 def _value_key(value: str) -> tuple[int, int, str]:
@@ -51,8 +52,131 @@ def _clean(meaning: str) -> str:
     return "".join(ch for ch in meaning if unicodedata.category(ch) != "Cf")
 
 
+#: The lower-case words of PS3.16 titles that pydicom glues to the word before them when it writes
+#: a title without its spaces ("Reason for Removal from Operational Use" ->
+#: ``ReasonforRemovalfromOperationalUse``). "a" and "an" are left out: they end too many words and
+#: acronyms ("Aorta", "OCTA").
+CONNECTORS = tuple(sorted(STOP_WORDS - {"a", "an"}, key=lambda w: (-len(w), w)))
+
+#: A name's pieces: letters (an upper-case run, then any lower-case run), a number, or one other
+#: character.
+_PIECE = re.compile(r"[A-Z]*[a-z]+|[A-Z]+|\d+(?:\.\d+)?|.")
+
+
+#: Words of PS3.16 titles that are in no code meaning nor data element name, for the connector
+#: that pydicom glues to them (``Designationof``, ``Atriaand``, ``Prescribingand``,
+#: ``Annulateand``).
+TITLE_WORDS = frozenset({"annulate", "atria", "designation", "prescribing"})
+
+
+def _is_word(word: str, known: set[str]) -> bool:
+    """Whether lower-case `word`, or the singular of a regular plural, is in `known`."""
+    return word in known or any(
+        word.endswith(plural) and word[: -len(plural)] + singular in known
+        for plural, singular in (("ies", "y"), ("es", ""), ("s", ""))
+    )
+
+
+def _unglue(word: str, known: set[str]) -> list[str] | None:
+    """`word` as a known word followed by glued connectors (``Nearorin`` -> Near, or, in), or
+    None when it does not end in a connector after a known word."""
+    for connector in CONNECTORS:
+        head = word[: -len(connector)]
+        if word.endswith(connector) and len(head) > 1:
+            split = [head] if _is_word(head.lower(), known) else _unglue(head, known)
+            if split is not None:
+                return [*split, connector]
+    return None
+
+
+def _words(piece: str, following: str, words: set[str], known: set[str]) -> list[str]:
+    """Split one run of letters (``Reasonfor``, ``MRand``, ``DXView``'s ``XV``...) into words."""
+    lower = piece.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    upper = piece[: len(piece) - len(lower)]
+    if not lower or len(upper) < 2:
+        if len(upper) == 1 and piece.lower() not in words:
+            return _unglue(piece, known) or [piece]
+        return [piece]
+    if (lower in CONNECTORS and (upper[-1] + lower).lower() not in words) or (
+        lower == "v" and following[:1].isdigit()
+    ):
+        return [upper, lower]  # CT,MRandPET; PIRADSv2.1
+    return [upper[:-1], *_words(upper[-1] + lower, following, words, known)]
+
+
+def cid_title(name: str, words: set[str], known: set[str]) -> str:
+    """The title of a context group from pydicom's name for it: the PS3.16 title with its spaces
+    (and hyphens) removed, ``ReasonforRemovalfromOperationalUse``.
+
+    Words start at the capitals, as in :func:`archivist.terminology.catalogue.cid_title`, and a
+    lower-case connector glued to the word before it (``Reasonfor``) is split off only when what
+    precedes it is a known word and the whole is not a word of the code meanings:
+    ``Reason for Removal from Operational Use``, while ``Vendor``, ``Command``, ``Brain`` and
+    ``Sector`` stay whole. An acronym keeps a connector that follows it (``CT, MR and PET
+    Anatomy Imaged``) unless its last letter starts a word (``IVUS Non Morphological Finding``).
+    Punctuation is spaced as in the standard's titles (``Organ Part (Lateralized)``,
+    ``Department/Unit/Service``).
+
+    Parameters
+    ----------
+    name : str
+        pydicom's name of the context group (``pydicom.sr._cid_dict.name_for_cid``).
+    words : set of str
+        Lower-case words (of the code meanings, the data element names...): a whole word found
+        here is never split.
+    known : set of str
+        `words` and every lower-case word of the CID names: what may precede a connector.
+
+    Returns
+    -------
+    str
+        The title, for example ``Reason for Removal from Operational Use``.
+    """
+    pieces: list[str] = []
+    for match in _PIECE.finditer(name):
+        piece = match.group()
+        if piece[:1].isalpha():
+            pieces.extend(_words(piece, name[match.end():], words, known))
+        else:
+            pieces.append(piece)
+    out: list[str] = []
+    for i, piece in enumerate(pieces):
+        before = pieces[i - 1] if i else ""
+        glued = (
+            not before
+            or piece in (",", ")", "/", "®", "™")
+            or before in ("(", "/")
+            or (piece[0].isdigit() and len(before) == 1 and before.isalpha())
+            or (before.islower() and before not in CONNECTORS and piece.isupper())
+            or (before[-1].isdigit() and piece.isupper())
+        )
+        out.append(piece if glued else " " + piece)
+    return "".join(out)
+
+
+def cid_titles(names: dict[int, str], words: set[str]) -> dict[int, str]:
+    """The title of every context group (see :func:`cid_title`).
+
+    Parameters
+    ----------
+    names : dict
+        CID number -> pydicom's name.
+    words : set of str
+        Lower-case words never to split: those of the code meanings, the data element names
+        and :data:`TITLE_WORDS`.
+    """
+    known = set(words)
+    for name in names.values():
+        known.update(
+            word.lower() for word in re.findall(r"[A-Z][a-z]+", name)
+            if _unglue(word, words) is None
+        )
+    return {cid: cid_title(name, words, known) for cid, name in sorted(names.items())}
+
+
 def build() -> dict[str, Any]:
     """Collect the tables into the document that ``archivist.terminology`` loads."""
+    from pydicom._dicom_dict import DicomDictionary
     from pydicom.sr._cid_dict import cid_concepts, name_for_cid
     from pydicom.sr._concepts_dict import concepts
     from pydicom.sr._snomed_dict import mapping
@@ -119,6 +243,10 @@ def build() -> dict[str, Any]:
         for word in dict.fromkeys(text.split()):
             words.setdefault(word, []).append(entry)
     vocabulary = sorted(words)
+    element_words = {
+        word.lower() for entry in DicomDictionary.values() for word in re.findall("[A-Za-z]+", entry[2])
+    }
+    titles = cid_titles(name_for_cid, set(vocabulary) | element_words | TITLE_WORDS)
 
     anatomic = json.loads(
         importlib.resources.files("highdicom").joinpath("_standard/anatomic_regions.json")
@@ -145,6 +273,7 @@ def build() -> dict[str, Any]:
         "cids": SEP.join(" ".join(map(str, cids)) for _, _, cids in all_variants),
         "extra_of": [index for index, _ in extra],
         "cid_names": {str(cid): name for cid, name in sorted(name_for_cid.items())},
+        "cid_titles": {str(cid): title for cid, title in sorted(titles.items())},
         "srt": SEP.join(srt_to_sct),
         "srt_sct": SEP.join(srt_to_sct.values()),
         "words": SEP.join(vocabulary),
@@ -182,7 +311,7 @@ def counts(document: dict[str, Any]) -> dict[str, Any]:
 
 def readme(document: dict[str, Any], figures: dict[str, Any]) -> str:
     source = document["source"]
-    rows = SEP.join(
+    rows = "\n".join(
         f"| {scheme} | {n:,} | {figures['keywords_by_scheme'][scheme]:,} |"
         for scheme, n in figures["by_scheme"].items()
     )
@@ -215,6 +344,9 @@ creates few Python objects (about 10 ms):
   + *j*).
 - `words` / `postings`: the search index; each folded word and the variants containing it.
 - `cid_names`: CID number -> pydicom's CamelCase name of the context group.
+- `cid_titles`: CID number -> that name split into words (`generate_terminology.cid_title`:
+  a lower-case connector pydicom glued to the word before it is split off only after a known
+  word, so the title reads as in PS3.16 less its hyphens).
 - `srt` / `srt_sct`: retired SNOMED-RT style value (`SRT`) and the SNOMED CT concept id (`SCT`)
   that replaces it (PS3.16 Annex O).
 - `body_parts`: Body Part Examined term -> `[scheme, value, meaning, laterality applies]`.

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 DATA_FILE = "terminology.json.gz"
-DATA_FORMAT = 2
+DATA_FORMAT = 3
 
 
 class UnknownCode(ArchivistError, LookupError):
@@ -104,19 +104,18 @@ class ContextGroup:
     cid : int
         The context group number (``CID 4``).
     name : str
-        pydicom's CamelCase name (``AnatomicRegion``).
+        pydicom's CamelCase name (``AnatomicRegion``, ``ReasonforRemovalfromOperationalUse``).
     members : tuple of Concept
         The members in pydicom's order, each with the meaning the group uses.
+    title : str
+        The name split into words (``Anatomic Region``, ``Reason for Removal from Operational
+        Use``), as ``tools/generate_terminology.py`` wrote it.
     """
 
     cid: int
     name: str
     members: tuple[Concept, ...]
-
-    @property
-    def title(self) -> str:
-        """The name split into words (``Anatomic Region``)."""
-        return cid_title(self.name)
+    title: str
 
     def to_dict(self, members: Iterable[Concept] | None = None) -> dict[str, Any]:
         """A JSON-ready view (of the given subset of members, by default all)."""
@@ -154,7 +153,13 @@ class BodyPart:
 
 
 def cid_title(name: str) -> str:
-    """Split a CamelCase CID name into words: ``AnatomicRegion`` -> ``Anatomic Region``."""
+    """Split a CamelCase name into words at its capitals: ``AnatomicRegion`` -> ``Anatomic
+    Region``.
+
+    Lower-case words stay glued to the word before them (``PurposeofReference`` -> ``Purposeof
+    Reference``): the titles of context groups are split by the generator, which knows the words
+    (:meth:`Terminology.cid_title`).
+    """
     out: list[str] = []
     for i, ch in enumerate(name):
         if i and ch.isupper() and (
@@ -207,6 +212,7 @@ class Terminology:
         self.meanings: list[str] = document["meanings"].split(self._sep)
         self.extra_of: list[int] = document["extra_of"]
         self._cid_names: dict[int, str] = {int(k): v for k, v in document["cid_names"].items()}
+        self._cid_titles: dict[str, str] = document["cid_titles"]
         self._body_parts: dict[str, list[Any]] = document["body_parts"]
         self._by_value: dict[str, dict[str, int]] = {
             scheme: dict(zip(self.values[start:stop], range(start, stop)))
@@ -513,11 +519,18 @@ class Terminology:
                     concept.keywords, concept.cids, concept.srt,
                 )
             members.append(concept)
-        return ContextGroup(cid=cid, name=name, members=tuple(members))
+        return ContextGroup(
+            cid=cid, name=name, members=tuple(members), title=self._cid_titles[str(cid)]
+        )
 
     def cid_name(self, cid: int) -> str | None:
         """pydicom's name of CID `cid`, or None."""
         return self._cid_names.get(cid)
+
+    def cid_title(self, cid: int) -> str | None:
+        """The title of CID `cid` in words (``Reason for Removal from Operational Use``), or
+        None."""
+        return self._cid_titles.get(str(cid))
 
     # -- body part examined (PS3.16 Annex L) ------------------------------------------------
 
