@@ -953,7 +953,10 @@ class Services:
             return
         try:
             if destination is None:
-                await assoc.send(rsp_pdus(Status.MOVE_DESTINATION_UNKNOWN, with_counts=False))
+                unknown = status_dataset(Status.MOVE_DESTINATION_UNKNOWN,
+                                         f"Move Destination {destination_aet} is not a "
+                                         "configured peer")
+                await assoc.send(rsp_pdus(unknown, with_counts=False))
                 return
             total, refusal = sub_operation_total(count, 0xC500)
             if refusal is not None:
