@@ -150,6 +150,7 @@ class TestCommand:
         assert result.exit_code == 2 and "--codes" in result.output
 
     def test_text_summary(self, tmp_path: Path) -> None:
+        Archive.open(settings_of(tmp_path / "data")).close()
         result = runner.invoke(app, ["reindex", "--codes", "--data", str(tmp_path / "data")])
         assert result.exit_code == 0, result.output
         assert "0 instances read" in result.output

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import typer.main
 
+from archivist.archive.archive import Archive
 from archivist.cli.main import app
+from archivist.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,6 +104,7 @@ class TestInventoryDiffInputs:
 
     def test_a_real_export_still_compares(self, tmp_path: Path, data: Path) -> None:
         out = tmp_path / "inventory.json"
+        Archive.open(load_settings(env={}, overrides={"data_dir": data})).close()
         made = _archivist("inventory", "export", "--fresh", str(out), "--data", str(data))
         assert made.returncode == 0, made.stderr
         result = self._diff(str(out), data)

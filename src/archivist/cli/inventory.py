@@ -32,8 +32,8 @@ def _settings(config: Path | None, data: Path | None):  # type: ignore[no-untype
 
 def _open(settings, *, existing: bool = False):  # type: ignore[no-untyped-def]
     """The archive at the data directory; exit 2 when its index is lost (see
-    ``open_archive``), or, for `existing`, when there is none: listing the inventories of a
-    mistyped --data must not create an empty archive there."""
+    ``open_archive``), or, for `existing`, when there is none: an inventory of a mistyped
+    --data must not create an empty archive there (and report that it holds nothing)."""
     from archivist.cli.main import open_archive
 
     if existing and not settings.index_exists:
@@ -88,7 +88,7 @@ def create(
             per_instance = settings.inventory_studies_per_instance
         spec = InventorySpec(level=level, scope=_pairs(scope), studies_per_instance=per_instance,
                              purpose=purpose, retrieve_aet=settings.aet)
-        archive = _open(settings)
+        archive = _open(settings, existing=True)
         try:
             built, _ = InventoryBuilder(archive).create(spec)
         finally:
@@ -155,7 +155,7 @@ def export(
     if kind not in ("dicom", "json", "csv"):
         raise _fail(f"unknown format {fmt!r}", 2)
     try:
-        archive = _open(settings)
+        archive = _open(settings, existing=True)
         try:
             if fresh or scope:
                 spec = InventorySpec(level=level, scope=_pairs(scope), retrieve_aet=settings.aet)
@@ -203,8 +203,7 @@ def load_side(text: str, *, level: str, scope: list[tuple[str, str]], method: st
     from archivist.inventory.remote import Remote
 
     if text in ("archive", "local", "."):
-    
-        archive = _open(settings_loader())
+        archive = _open(settings_loader(), existing=True)
         try:
             return sources.of_archive(archive, level, scope)
         finally:

@@ -46,6 +46,13 @@ def reindex(
     from archivist.cli.main import _settings, open_archive
 
     settings = _settings(config, data_dir=data)
+    if not settings.index_exists and not settings.s3_bucket \
+            and not (settings.data_dir / "blobs").is_dir():
+        # A mistyped --data must not create an empty archive there and report 0 reindexed;
+        # stored objects without an index go on to open_archive's lost-index message.
+        typer.secho(f"error: no archive at {settings.data_dir} (pass --data)", fg="red",
+                    err=True)
+        raise typer.Exit(2)
     archive = open_archive(settings)
     try:
         with warnings.catch_warnings():
