@@ -28,6 +28,7 @@ codes_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # as the top-level app (main.py)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -13,6 +13,7 @@ inventory_app = typer.Typer(
     help="Inventories of what a repository holds (DICOM Supplement 223): create, list, export, "
     "diff.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",  # as the top-level app (main.py)
 )
 
 DataOpt = typer.Option(None, "--data", help="Data directory. Default ./archivist-data.",

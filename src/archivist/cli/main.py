@@ -37,6 +37,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    # Help texts are Markdown, not Rich markup: "[peers]" and "[http_users]" are words (Rich
+    # took them for style tags and dropped them), and a docstring's paragraphs are reflowed to
+    # the terminal (Rich kept each source line break, cutting sentences in two).
+    rich_markup_mode="markdown",
 )
 
 DataOpt = typer.Option(
