@@ -72,3 +72,24 @@ def test_decoded_colour_is_judged_as_it_comes_out() -> None:
     assert refusal(ds, JPEG_LS) is None
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # native: YBR_FULL stays
     assert "PS3.5 8.2" in (refusal(ds, RLE) or "")
+
+
+def test_codec_logs_are_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    """pydicom's ERROR with a traceback for a plugin that failed is one WARNING line;
+    OpenJPEG's INFO line per frame coded is not logged."""
+    import logging
+
+    from archivist.archive.transcode import quiet_codec_logs
+
+    names = ("pydicom.pixels.encoders.base", "pydicom.pixels.decoders.base")
+    quiet_codec_logs()
+    installed = [len(logging.getLogger(name).filters) for name in names]
+    quiet_codec_logs()  # once per process: a second call adds nothing
+    assert [len(logging.getLogger(name).filters) for name in names] == installed
+    for name in names:
+        try:
+            raise RuntimeError("Encoding error: The destination buffer is too small")
+        except RuntimeError:
+            logging.getLogger(name).exception("pyjpegls failed")  # as pydicom logs a plugin's
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)] * 2
+    assert not logging.getLogger("openjpeg.encode").isEnabledFor(logging.INFO)

@@ -5,6 +5,7 @@ object goes out in a syntax other than its own (WADO-RS/WADO-URI, C-MOVE/C-GET s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from struct import unpack_from
 
@@ -33,6 +34,30 @@ JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
 
 class TranscodeRefused(ValueError):
     """This object is not re-encoded by this server (the message says why)."""
+
+
+class _CodecAttempt(logging.Filter):
+    """pydicom logs each decoder or encoder plugin that fails on a frame with its traceback at
+    ERROR, and tries the next; the outcome (coded, or our refusal: a 406, a failed C-GET
+    sub-operation, each with its reason) is what matters: keep one line at WARNING, without
+    the traceback, so a server log shows no traceback for an image not coded."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_codec_logs() -> None:
+    """Install :class:`_CodecAttempt` on pydicom's decoder and encoder loggers, and keep
+    OpenJPEG's INFO ("tile number 1 / 1", a line per JPEG 2000 frame coded) out of the log
+    (once per process)."""
+    for name in ("pydicom.pixels.decoders.base", "pydicom.pixels.encoders.base"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _CodecAttempt) for f in target.filters):
+            target.addFilter(_CodecAttempt())
+    logging.getLogger("openjpeg").setLevel(logging.WARNING)
 
 
 #: One frame decoded here may take at most this many bytes (Rows x Columns x Samples per

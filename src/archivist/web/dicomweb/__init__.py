@@ -12,9 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router, WebSocketRoute
 
+from archivist.archive.transcode import quiet_codec_logs
 from archivist.core.levels import QueryLevel
 from archivist.errors import IndexError_, StorageError
-from archivist.web.dicomweb import pixels, qido, stow, ups_events, ups_rs, wado
+from archivist.web.dicomweb import qido, stow, ups_events, ups_rs, wado
 from archivist.web.dicomweb.common import Cors
 from archivist.web.errors import HTTPProblem, problem_response, to_response
 
@@ -171,7 +172,7 @@ async def _not_found_asgi(scope: Any, receive: Any, send: Any) -> None:
 def on_startup(app: Any) -> None:
     """Start the series metadata warmer for this application's archive (in one worker only:
     the others read what it writes under ``<data>/cache/metadata``)."""
-    pixels.quiet_decoder_attempts()
+    quiet_codec_logs()
     if not getattr(app.state, "background", True):
         app.state.metadata_warmer = None
         return

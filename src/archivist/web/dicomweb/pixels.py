@@ -157,25 +157,6 @@ def _unreadable_is_406(fn: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-class _DecoderAttempt(logging.Filter):
-    """pydicom logs each decoder plugin that fails on a frame with its traceback at ERROR, and
-    tries the next; the outcome (decoded, or our 406) is what matters: keep one line at
-    WARNING, without the traceback, so a server log shows no traceback for a bad image."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR:
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-def quiet_decoder_attempts() -> None:
-    """Install :class:`_DecoderAttempt` on pydicom's decoder logger (once per process)."""
-    target = logging.getLogger("pydicom.pixels.decoders.base")
-    if not any(isinstance(f, _DecoderAttempt) for f in target.filters):
-        target.addFilter(_DecoderAttempt())
-
-
 @dataclass
 class PixelInfo:
     """What is needed to cut frames out of a stored file."""
