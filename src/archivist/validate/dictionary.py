@@ -83,6 +83,9 @@ _DS = re.compile(r" *[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)? *")
 _IS = re.compile(r" *[+-]?\d+ *")
 _UI = re.compile(r"(?:0|[1-9]\d*)(?:\.(?:0|[1-9]\d*))*")
 _AS = re.compile(r"\d{3}[DWMY]")
+# RFC 3986 2.1-2.3: the characters a URI may hold (unreserved, reserved, '%' of an escape).
+_UR = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+_UR_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_PROBLEM = "control characters are not allowed"
 _TEXT_CONTROL_PROBLEM = "control characters other than LF, FF, CR, TAB and ESC"
@@ -687,6 +690,8 @@ def _check_string(vr: str, value: str, in_characters: bool) -> str:
         return ""
     if vr == "AS":
         return "" if _AS.fullmatch(value) else "an age string is nnnD, nnnW, nnnM or nnnY"
+    if vr == "UR":
+        return _check_uri(value)
     if vr in ("SH", "LO", "AE", "UC"):
         if _CONTROL.search(value.replace("\x1b", "")):
             return _CONTROL_PROBLEM
@@ -706,6 +711,24 @@ def _check_string(vr: str, value: str, in_characters: bool) -> str:
                 return f"component group of {len(group)} characters exceeds 64"
         if _CONTROL.search(value.replace("\x1b", "")):
             return "control characters are not allowed"
+    return ""
+
+
+def _check_uri(value: str) -> str:
+    """What is wrong with a UR value (its trailing spaces, padding, removed), or "".
+
+    PS3.5 6.2: a Universal Resource Identifier or Locator as RFC 3986 defines it, with no
+    leading spaces. Only the characters of RFC 3986 2.1-2.3 are allowed (no space, control or
+    non-ASCII character: those are percent-encoded), and '%' starts an escape of two hexadecimal
+    digits.
+    """
+    if value.startswith(" "):
+        return "leading spaces are not allowed in a URI"
+    if not _UR.fullmatch(value):
+        bad = next(ch for ch in value if not _UR.fullmatch(ch))
+        return f"{bad!r} is not allowed in a URI (RFC 3986: percent-encode it)"
+    if _UR_ESCAPE.search(value):
+        return "'%' not followed by two hexadecimal digits (RFC 3986 2.1)"
     return ""
 
 
