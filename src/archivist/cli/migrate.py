@@ -104,6 +104,13 @@ def migrate(
         print(proof.summary())
         print("PROOF: every instance of the source is here." if report.complete else
               "NOT COMPLETE: the instances listed above are not here.", file=sys.stdout)
+        if via == "move" and report.failures and not report.retrieved:
+            # Every C-MOVE failed and nothing came: most often the source does not know our
+            # AE title at this address (Orthanc answers 0xC000, "Unknown modality").
+            typer.secho(f"hint: with --via move the source sends to our AE title "
+                        f"{settings.aet} at this machine's port {port}: check that "
+                        f"{remote.aet} knows {settings.aet} at that address as a C-MOVE "
+                        "destination (its log says why it failed)", fg="yellow", err=True)
     raise typer.Exit(0 if report.complete else 1)
 
 
