@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +111,22 @@ def _ae(remote: Remote) -> Any:
     return ae
 
 
+def _not_established(remote: Remote, assoc: Any) -> str:
+    """Why the association with `remote` did not come about, as a person can act on it: a
+    rejection, or nothing listening (pynetdicom reports a refused connection as an abort)."""
+    if assoc.is_rejected:
+        return (f"association with {remote} was rejected (does it know the calling AE title "
+                f"{remote.calling_aet} and the called one {remote.aet}?)")
+    try:
+        with socket.create_connection((remote.host, remote.port),
+                                      timeout=min(5.0, remote.acse_timeout or 5.0)):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return f"{remote} could not be reached: {reason} at {remote.host}:{remote.port}"
+    return f"association with {remote} was not accepted (aborted or timed out)"
+
+
 def associate(remote: Remote, contexts: list[str], *, storage: list[Any] | None = None,
               evt_handlers: list[Any] | None = None) -> Any:
     """An established association proposing `contexts` (and storage SCP roles for C-GET).
@@ -131,7 +148,7 @@ def associate(remote: Remote, contexts: list[str], *, storage: list[Any] | None 
     assoc = ae.associate(remote.host, remote.port, ae_title=remote.aet,
                          ext_neg=list(roles.values()) or None, evt_handlers=evt_handlers)
     if not assoc.is_established:
-        raise RemoteError(f"association with {remote} was not accepted")
+        raise RemoteError(_not_established(remote, assoc))
     # Without it, each C-FIND of an inventory walk waited ~40 ms for the peer's delayed ACK.
     no_delay(assoc)
     keep_responses_from_the_reactor(assoc)
