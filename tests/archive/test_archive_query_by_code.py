@@ -36,7 +36,7 @@ class TestExtractCodes:
         assert CodeRow("ProcedureCodeSequence", "ProcedureCodeSequence", "SCT", "10200004",
                        "SRT", "T-62000", "Liver") in rows
         assert CodeRow("AnatomicRegionSequence", "BodyPartExamined", "SCT", CHEST_SCT, "SCT",
-                       CHEST_SCT, "CHEST") in rows
+                       CHEST_SCT, "Chest") in rows
         anatomic = [r for r in rows if r.origin == "AnatomicRegionSequence"]
         assert [(r.original_scheme, r.original_value) for r in anatomic] == [("SRT", "T-D3000")]
         assert anatomic[0].scheme == "SCT"

@@ -34,7 +34,7 @@ from archivist.index.extract import CodeRow
 from archivist.index.repository import Index
 from archivist.index.schema import instance, instance_code, series
 from archivist.store.blob import BlobStore
-from archivist.terminology import body_part_to_code, normalise_code
+from archivist.terminology import body_part_code, normalise_code
 
 log = logging.getLogger("archivist.archive.coded")
 
@@ -214,12 +214,14 @@ def extract_codes(ds: Dataset) -> list[CodeRow]:
             break
     body_part = _text(ds.get("BodyPartExamined"))
     if body_part:
-        mapped = body_part_to_code(body_part)
+        # Indexed as the Anatomic Region Sequence item it stands for, with the code's own
+        # meaning (PS3.16 Annex L: HEAD -> SCT 69536005 "Head"), not the defined term.
+        mapped = body_part_code(body_part)
         if mapped is not None:
-            scheme, value = mapped
-            rows[("AnatomicRegionSequence", "BodyPartExamined", scheme, value, body_part)] = (
+            scheme, value, meaning = mapped
+            rows[("AnatomicRegionSequence", "BodyPartExamined", scheme, value, meaning)] = (
                 CodeRow("AnatomicRegionSequence", "BodyPartExamined", scheme, value, scheme,
-                        value, body_part))
+                        value, meaning))
     return list(rows.values())
 
 

@@ -9,6 +9,7 @@ The public surface of the package::
     schemes() -> list[CodingScheme]
     normalise_code("SRT", "T-62000") -> ("SCT", "10200004")
     body_part_to_code("CHEST") -> ("SCT", "816094009")
+    body_part_code("CHEST") -> ("SCT", "816094009", "Chest")
     check_file(path) / check_dataset(ds) -> list[Finding]   (these two import pydicom)
 
 The tables come from pydicom's ``pydicom.sr`` dictionaries and highdicom's Annex L map, generated
@@ -52,6 +53,7 @@ __all__ = [
     "Terminology",
     "UnknownCode",
     "UnknownContextGroup",
+    "body_part_code",
     "body_part_to_code",
     "check_dataset",
     "check_file",
@@ -176,6 +178,20 @@ def body_part_to_code(
     """
     part = (terminology or default_terminology()).body_part(body_part_examined)
     return None if part is None else (part.scheme, part.value)
+
+
+def body_part_code(
+    body_part_examined: str, terminology: Terminology | None = None
+) -> tuple[str, str, str] | None:
+    """The (scheme, value, meaning) of the code of a Body Part Examined (0018,0015) defined term,
+    or None.
+
+    The meaning is the Code Meaning PS3.16 Annex L (Table L-1) gives the code, as a Code Sequence
+    item would carry it, not the defined term: ``"HEAD"`` -> ``("SCT", "69536005", "Head")``,
+    ``"CHEST"`` -> ``("SCT", "816094009", "Chest")``.
+    """
+    part = (terminology or default_terminology()).body_part(body_part_examined)
+    return None if part is None else (part.scheme, part.value, part.meaning)
 
 
 def check_dataset(
