@@ -7,7 +7,9 @@ are decoded. A 32-bit RGB image to JPEG 2000 Lossless was decoded, then OpenJPEG
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
@@ -93,3 +95,16 @@ def test_codec_logs_are_quiet(caplog: pytest.LogCaptureFixture) -> None:
             logging.getLogger(name).exception("pyjpegls failed")  # as pydicom logs a plugin's
     assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)] * 2
     assert not logging.getLogger("openjpeg.encode").isEnabledFor(logging.INFO)
+
+
+def test_an_encoder_failing_on_the_pixels_is_a_refusal_with_its_reason() -> None:
+    """pyjpegls cannot code a 3 x 3 RGB image: pydicom's RuntimeError (every plugin failed) is
+    a refusal naming the plugin's reason, on one line, as the profiles' refusals are."""
+    ds = pydicom.dcmread(get_testdata_file("SC_rgb_small_odd.dcm"))
+    assert refusal(ds, JPEG_LS) is None  # not told by the header
+    with pytest.raises(TranscodeRefused) as caught:
+        transcode_dataset(ds, JPEG_LS)
+    text = str(caught.value)
+    assert "\n" not in text
+    assert text.startswith("JPEG-LS Lossless Image Compression could not be coded here: "
+                           "pyjpegls: "), text

@@ -437,9 +437,10 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
     ------
     TranscodeRefused
         Float Pixel Data to a compressed syntax; what :func:`refusal` finds; pixels too large
-        to decode here, or whose compressed header disagrees with the data set.
+        to decode here, or whose compressed header disagrees with the data set; pydicom's
+        encoder refusing them (every plugin failing included).
     Exception
-        Whatever a decoder or encoder raises.
+        Whatever a decoder raises, or an encoder otherwise.
     """
     stored = str(ds.file_meta.TransferSyntaxUID)
     if stored == target:
@@ -471,7 +472,7 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
         else:
             try:
                 ds.compress(UID(target), generate_instance_uid=False)
-            except ValueError as exc:
+            except (ValueError, RuntimeError) as exc:  # RuntimeError: every plugin failed
                 raise TranscodeRefused(_encoder_refusal(target, exc)) from None
     else:
         ds.file_meta.TransferSyntaxUID = UID(target)
@@ -487,15 +488,21 @@ def _known_vrs(ds: Dataset) -> None:
         del elem
 
 
-def _encoder_refusal(target: str, exc: ValueError) -> str:
-    """pydicom's encoder refusing the image attributes, on one line: its message lists them
-    one a line ("(0028,0100) Bits Allocated: 32") after a heading that ends in a colon."""
+def _encoder_refusal(target: str, exc: Exception) -> str:
+    """pydicom's encoder refusing the image attributes, or each of its plugins failing on the
+    pixels, on one line: its message lists the attributes ("(0028,0100) Bits Allocated: 32")
+    or the plugins' reasons ("pyjpegls: Encoding error: ...") one a line, after a heading that
+    ends in a colon. A plugin failing is not the stored object being unreadable: the object is
+    not sent in `target`, with the encoder's reason (a 3 x 3 RGB image to JPEG-LS, on which
+    pyjpegls finds its buffer too small)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     listed = [line for line in lines if line.startswith("(")]
-    if not listed:
-        return lines[0] if lines else f"pixel data cannot be encoded in {target}"
-    return (f"{UID(target).name} is not made here from pixels with "
-            + ", ".join(line.split(") ", 1)[-1] for line in listed))
+    if listed:
+        return (f"{UID(target).name} is not made here from pixels with "
+                + ", ".join(line.split(") ", 1)[-1] for line in listed))
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{UID(target).name} could not be coded here: " + "; ".join(lines[1:])
+    return lines[0] if lines else f"pixel data cannot be encoded in {target}"
 
 
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
