@@ -95,7 +95,6 @@ from archivist.dimse.acceptor_pdu import (
     A_ASSOCIATE_RQ as RQ_TYPE,
 )
 from archivist.dimse.listen import listen
-from archivist.dimse.requestor import SENDABLE
 
 log = logging.getLogger("archivist.dimse.acceptor")
 
@@ -615,18 +614,10 @@ class Acceptor:
             proposed = by_id.get(cx.context_id)
             if cx.result != 0x00 or proposed is None:
                 continue
-            ours = allowed.get(cx.abstract_syntax, ())
-            usable = [ts for ts in proposed.transfer_syntax if ts in ours]
-            if not usable:
-                continue
-            if rq_roles.get(str(cx.abstract_syntax), (True, False))[1]:
-                # The requestor takes the SCP role: the archive sends on this context (C-GET
-                # sub-operations, PS3.4 C.4.3.3). One syntax per context, so not a lossy one
-                # it cannot encode when a syntax it can send anything in is proposed too:
-                # DCMTK's getscu +xy proposes JPEG Baseline, then the uncompressed syntaxes,
-                # and every object not stored as JPEG Baseline failed (0xA702).
-                usable = [ts for ts in usable if ts in SENDABLE] or usable
-            cx.transfer_syntax = [usable[0]]
+            for ts in proposed.transfer_syntax:
+                if ts in allowed.get(cx.abstract_syntax, ()):
+                    cx.transfer_syntax = [ts]
+                    break
         return result, ac_roles, peer_max, async_ops
 
     def _associate_ac(self, rq: A_ASSOCIATE, contexts: list[PresentationContext],

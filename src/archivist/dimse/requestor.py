@@ -276,9 +276,6 @@ class Outbound:
 #: Uncompressed syntaxes in the order a sub-operation prefers them when it re-encodes
 #: (Deflated Explicit VR Little Endian last: the data set is written deflated, pixels native).
 _UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2", DEFLATED_LE)
-#: The syntaxes the archive can send any object it stores in: uncompressed (decompressed if
-#: need be) or compressed losslessly here (:func:`choose_context`).
-SENDABLE = frozenset((*_UNCOMPRESSED, *ENCODABLE))
 
 
 def choose_context(candidates: list[Any], ts: str | None) -> Any:
