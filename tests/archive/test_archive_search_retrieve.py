@@ -221,3 +221,58 @@ class TestRetrieve:
         assert str(ds.PatientName) == "Müller^Jürgen"
         assert ds.SOPInstanceUID == ref.sop_instance_uid
         assert ref.transfer_syntax_uid == "1.2.840.10008.1.2.1"
+
+
+class TestKeysBelowTheLevel:
+    """A key of a level below the query's (Series Number, SOP Instance UID at STUDY level;
+    Image Type above IMAGE) is not matched there, so it is answered empty: the value kept with
+    a study is its first instance's, and SeriesNumber=99 came back as Series Number 1."""
+
+    @pytest.mark.parametrize("key,value", [("SeriesNumber", "99"), ("SOPInstanceUID", "1.2.3"),
+                                           ("SeriesInstanceUID", ""), ("InstanceNumber", ""),
+                                           ("ImageType", "")])
+    def test_study_level_answers_them_empty(self, filled: Archive, key: str, value: str) -> None:
+        query = filled.search.query_from_pairs(QueryLevel.STUDY, [("StudyInstanceUID", ST_A),
+                                                                  (key, value)])
+        found = list(filled.search.find(query))
+        assert len(found) == 1
+        assert key in found[0] and found[0][key].value in (None, "", []), found[0]
+        rows = list(filled.search.rows(query))
+        answer = filled.search.json_identifier(query, rows[0])
+        tag = f"{found[0][key].tag:08X}"
+        assert "Value" not in answer[tag], answer[tag]
+
+    def test_series_level_answers_its_own_keys(self, filled: Archive) -> None:
+        found = _find(filled, QueryLevel.SERIES, [("StudyInstanceUID", ST_A),
+                                                   ("SeriesNumber", ""), ("SOPInstanceUID", "")])
+        assert sorted(int(ds.SeriesNumber) for ds in found) == [1, 2]
+        assert all(not ds.SOPInstanceUID for ds in found)
+
+    def test_modality_at_study_level_is_the_one_matched_or_the_only_one(self, filled: Archive
+                                                                        ) -> None:
+        """Modality at STUDY level is matched as Modalities in Study: a study of CT and MR
+        found by Modality=MR answers MR (its first series is CT); a study of one modality
+        answers it; a study of several, not narrowed by the query, answers zero length."""
+        def modality(pairs: list[tuple[str, str]]) -> list[str]:
+            query = filled.search.query_from_identifier(QueryLevel.STUDY, _identifier(pairs),
+                                                        study_aggregates=True)
+            return [str(ds.Modality or "") for ds in filled.search.find(query)]
+
+        assert modality([("StudyInstanceUID", ST_A), ("Modality", "MR")]) == ["MR"]
+        assert modality([("StudyInstanceUID", ST_A), ("Modality", "CT")]) == ["CT"]
+        assert modality([("StudyInstanceUID", ST_A), ("Modality", "")]) == [""]
+        assert modality([("StudyInstanceUID", ST_B), ("Modality", "")]) == ["CT"]
+        query = filled.search.query_from_pairs(QueryLevel.STUDY, [("StudyInstanceUID", ST_A),
+                                                                  ("Modality", "MR")])
+        row = next(iter(filled.search.rows(query)))
+        assert filled.search.json_identifier(query, row)["00080060"] == {"vr": "CS",
+                                                                         "Value": ["MR"]}
+
+
+def _identifier(pairs: list[tuple[str, str]]) -> Any:
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    for keyword, value in pairs:
+        setattr(ds, keyword, value)
+    return ds

@@ -27,6 +27,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from archivist.core.dataset_query import NOT_MATCHED
 from archivist.core.levels import (
     CODE_SEQUENCES,
     KEYS,
@@ -172,6 +173,13 @@ _JSON_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH"
                             "UC", "UI", "UR", "UT"})
 
 
+#: The "column" of a return key below the query level: no row has it, its value is empty.
+_NOT_AT_LEVEL = ""
+#: The "match kind" of Modality / SOP Class UID at STUDY level, answered from the study's
+#: Modalities / SOP Classes in Study column (:meth:`Search._aggregate`).
+_AGGREGATE: Any = "aggregate"
+
+
 @functools.lru_cache(maxsize=256)
 def _identifier_plan(level: QueryLevel, return_keys: tuple[str, ...]
                      ) -> tuple[tuple[str, int, str, str | None, MatchKind | None], ...]:
@@ -198,6 +206,21 @@ def _identifier_plan(level: QueryLevel, return_keys: tuple[str, ...]
             table, name = COLUMN_OF[keyword]
             column = f"{table.name}.{name}"
             kind = KEYS[keyword].kind
+        elif level is QueryLevel.STUDY and keyword in STUDY_AGGREGATE_OF:
+            # Modality / SOP Class UID at STUDY level are matched as Modalities / SOP Classes
+            # in Study (C-FIND, QIDO-RS): answered from those (:meth:`Search._aggregate`).
+            table, name = COLUMN_OF[STUDY_AGGREGATE_OF[keyword]]
+            column = f"{table.name}.{name}"
+            kind = _AGGREGATE
+        elif keyword not in CODE_SEQUENCES and keyword not in NOT_MATCHED and (
+                keyword in COLUMN_OF or _below_level(keyword, level)):
+            # A key of a level below this one (Series Number, SOP Instance UID at STUDY level;
+            # Image Type above IMAGE) is not matched here, so its value is not answered
+            # either: the one kept with the study or series is its first instance's, which
+            # could contradict the query (SeriesNumber=99 answered with Series Number 1).
+            # Code sequences keep their own answer (the entity's instances' codes); Timezone
+            # Offset From UTC belongs to the whole identifier (PS3.4 C.4.1.1.3.1).
+            column = _NOT_AT_LEVEL
         elif keyword == "AvailableTransferSyntaxUID" and level is QueryLevel.IMAGE:
             # The syntax the instance is stored in (PS3.4 C.6.1.1.5.1; as WADO-RS metadata).
             column = "instance.transfer_syntax_uid"
@@ -434,7 +457,9 @@ class Search:
                 ds.add_new(tag, "SQ", self._code_items(query.level, row, keyword))
                 continue
             value: Any = None
-            if column is not None:
+            if kind is _AGGREGATE:
+                value = self._aggregate(query, row, keyword, column)
+            elif column is not None:
                 value = row.get(column)
                 if kind is MatchKind.MULTI and value is not None:
                     value = [v for v in str(value).split("\\") if v] or None
@@ -493,7 +518,8 @@ class Search:
                 else:
                     slow.append(entry)  # the stored JSON, normalised through pydicom
                 continue
-            value = row.get(column)
+            value = (self._aggregate(query, row, keyword, column) if kind is _AGGREGATE
+                     else row.get(column))
             if value is None or value == "":
                 out[key] = {"vr": vr}
             elif kind is MatchKind.MULTI:
@@ -523,6 +549,20 @@ class Search:
                     one.add(elem)
                     out.update(one.to_json_dict())
         return out
+
+    @staticmethod
+    def _aggregate(query: Query, row: Mapping[str, Any], keyword: str, column: str) -> str | None:
+        """Modality (or SOP Class UID) of a STUDY-level answer, one value (VM 1): the value the
+        query asked for when the study holds it (a study matched by ``Modality=CT`` answers CT,
+        whatever its first series is), else the study's only one; None (zero length) for a
+        study of several that the query did not narrow."""
+        held = [v for v in str(row.get(column) or "").split("\\") if v]
+        asked = [v for c in query.constraints if c.keyword in (keyword, STUDY_AGGREGATE_OF[keyword])
+                 and c.op in ("single", "list") for v in c.values]
+        for value in asked:
+            if value in held:
+                return value
+        return held[0] if len(held) == 1 else None
 
     def _code_items(self, level: QueryLevel, row: Mapping[str, Any], keyword: str) -> Sequence:
         """The stored items of a Code Sequence for one result (the entity's instances' codes)."""
