@@ -73,6 +73,14 @@ class TestParseConstraint:
     def test_uid_star_is_universal(self) -> None:
         assert parse_constraint("SOPInstanceUID", "*") is None
 
+    @pytest.mark.parametrize("keyword", ["StudyDate", "StudyTime", "AcquisitionDateTime",
+                                         "SeriesNumber"])
+    def test_a_lone_star_on_dates_times_and_numbers_is_universal(self, keyword: str) -> None:
+        """Wildcards do not apply to DA, TM, DT or IS, but StudyDate=* is common for "any":
+        universal matching, not a refused query (it was 0xA900); "2024*" is still refused."""
+        assert parse_constraint(keyword, "*") is None
+        assert parse_constraint(keyword, "**") is None
+
     def test_count_keys_are_return_keys_only(self) -> None:
         assert parse_constraint("NumberOfStudyRelatedInstances", "5") is None
 

@@ -287,7 +287,10 @@ def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None, *
         values = text.split("\\") if "\\" in text else [text]
     values = [v.strip() if kind is not MatchKind.PN else v.rstrip() for v in values]
     values = [v for v in values if v != ""]
-    if not values:
+    if not values or (len(values) == 1 and set(values[0]) == {"*"}):
+        # A lone "*" is universal matching on any VR: wildcards do not apply to dates, times
+        # and numbers (PS3.4 C.2.2.2.4), but StudyDate=* is what many requestors send for
+        # "any", better answered than refused.
         return None
     if kind is MatchKind.UID:
         values = [v.rstrip("\x00") for v in values]
