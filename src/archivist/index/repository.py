@@ -989,9 +989,16 @@ class Index:
             v = values[0]
             if kind is MatchKind.INT:
                 return col == int(v)
+            if kind is MatchKind.PN and "=" not in v:
+                # A name given without '=' is the alphabetic group: it also matches a stored
+                # name that has ideographic or phonetic groups after it (Wang^XiaoDong finds
+                # Wang^XiaoDong=王^小东), as dcm4chee matches each group.
+                return or_(col == v, self._starts_with(col, v + "="))
             return col == v
         if c.op == "wildcard":
             like = col.like(_wildcard_to_like(values[0]), escape="\\")
+            if kind is MatchKind.PN and "=" not in values[0] and not values[0].endswith("*"):
+                like = or_(like, col.like(_wildcard_to_like(values[0]) + "=%", escape="\\"))
             if kind is MatchKind.PN and pn_fold and self._binary_ranges:
                 # SQLite uses an index for LIKE only on a NOCASE column; the folded name
                 # column is BINARY, so the literal prefix is also given as a range the index
@@ -1018,6 +1025,13 @@ class Index:
             parts.append(col.is_not(None))
             return and_(*parts)
         raise QueryError(f"unsupported matching on {c.keyword}")
+
+    def _starts_with(self, col: Any, prefix: str) -> Any:
+        """``col`` starts with `prefix` (exactly, case included), as a range the column's index
+        answers where text compares by code point, else as a LIKE."""
+        if self._binary_ranges:
+            return and_(*_prefix_range(col, prefix))
+        return col.like(_escape_like(prefix) + "%", escape="\\")
 
     @staticmethod
     def _empty_condition(col: Any, kind: MatchKind) -> Any:

@@ -1,0 +1,57 @@
+"""A person name given without '=' is its alphabetic group: it matches a stored name that
+carries ideographic or phonetic groups after it (Wang^XiaoDong finds Wang^XiaoDong=王^小东), in
+SQL (indexed Patient's Name) and in Python (names matched on stored attributes), with and without
+case folding. Found by the s20 DIMSE QA (findscu -k PatientName=Wang^XiaoDong found nothing)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from archivist.archive.archive import Archive
+from archivist.archive.ingest import Origin
+from archivist.core.levels import MatchKind, QueryLevel
+from archivist.core.matching import Constraint, value_matches
+from archivist.testing.datasets import make_instance, new_uid
+
+NAMES = ["Wang^XiaoDong=王^小东=", "Wang^XiaoDongMing", "Yamada^Tarou=山田^太郎=やまだ^たろう"]
+
+
+@pytest.fixture(params=[True, False], ids=["folded", "case-sensitive"])
+def names(open_archive: Callable[..., Archive], tmp_path: Path, request: pytest.FixtureRequest
+          ) -> Archive:
+    archive = open_archive(pn_case_insensitive=request.param)
+    for n, name in enumerate(NAMES):
+        make_instance(tmp_path / f"{n}.dcm", patient_name=name, patient_id=f"PN{n}",
+                      study_uid=new_uid(), charset="ISO_IR 192")
+        archive.ingest.store_file(tmp_path / f"{n}.dcm", Origin("import"))
+    return archive
+
+
+@pytest.mark.parametrize(("query", "ids"), [
+    ("Wang^XiaoDong", ["PN0"]),              # the alphabetic group alone
+    ("Wang^XiaoDong=王^小东", ["PN0"]),       # the whole name
+    ("Wang^XiaoDon?", ["PN0"]),              # a wildcard without '*' at the end
+    ("Wang^XiaoDong*", ["PN0", "PN1"]),
+    ("Yamada^Tarou", ["PN2"]),
+    ("Wang", []),                            # still single value matching, not a prefix
+    ("王^小东", []),                          # an ideographic group is given after '='
+])
+def test_alphabetic_group_matches(names: Archive, query: str, ids: list[str]) -> None:
+    q = names.search.query_from_pairs(QueryLevel.PATIENT, [("PatientName", query),
+                                                           ("PatientID", "")])
+    assert sorted(str(ds.PatientID) for ds in names.search.find(q)) == ids
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_python_matching_agrees(fold: bool) -> None:
+    single = Constraint("PatientName", "single", ("Wang^XiaoDong",), MatchKind.PN)
+    wildcard = Constraint("PatientName", "wildcard", ("Wang^XiaoDon?",), MatchKind.PN)
+    ideographic = Constraint("PatientName", "wildcard", ("*小东*",), MatchKind.PN)
+    for c, expected in ((single, True), (wildcard, True), (ideographic, True)):
+        assert value_matches(c, NAMES[0], pn_fold=fold) is expected, c
+    assert not value_matches(single, NAMES[1], pn_fold=fold)
+    assert not value_matches(Constraint("PatientName", "single", ("Wang",), MatchKind.PN),
+                             NAMES[0], pn_fold=fold)
