@@ -17,7 +17,6 @@ too: each such sub-operation fails with one WARNING line giving the reason.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -53,22 +52,6 @@ FILES = {
 CLASSES = sorted(set(FILES.values()))
 
 
-def _ports(count: int) -> list[int]:
-    """Free ports of the range these tests may use (half of it for each of two xdist workers,
-    which may each start a server for this module at once)."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
-    first = 25100 + 50 * (int(worker) % 2 if worker.isdigit() else 0)
-    found: list[int] = []
-    for port in range(first, first + 50):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        found.append(port)
-        if len(found) == count:
-            return found
-    raise RuntimeError("no free ports in 25100-25199")
 
 
 def _original(name: str) -> Dataset:
@@ -80,9 +63,8 @@ def _original(name: str) -> Dataset:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, dict]]:
     tmp = tmp_path_factory.mktemp("refusal")
-    dicom_port, http_port = _ports(2)
-    srv = ServerProcess(tmp / "data", extra_args=["--workers", "1"], dicom_port=dicom_port,
-                        http_port=http_port, env={"ARCHIVIST_VIEWER_DIR": str(tmp / "none")})
+    srv = ServerProcess(tmp / "data", extra_args=["--workers", "1"],
+                        env={"ARCHIVIST_VIEWER_DIR": str(tmp / "none")})
     srv.start()
     sops: dict[str, str] = {}
     body = b""

@@ -10,7 +10,6 @@ when it accepts neither (PS3.18 10.5.3, 8.3.3.1).
 
 from __future__ import annotations
 
-import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,27 +24,13 @@ NS = {"d": "http://dicom.nema.org/PS3.19/models/NativeDICOM"}
 STOW_TYPE = 'multipart/related; type="application/dicom"; boundary=B'
 
 
-def _ports(count: int) -> list[int]:
-    """Free ports of the range this QA round may use."""
-    found: list[int] = []
-    for port in range(22150, 22200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        found.append(port)
-        if len(found) == count:
-            return found
-    raise RuntimeError("no free ports in 22150-22199")
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("stow-accept")
-    dicom_port, http_port = _ports(2)
-    srv = ServerProcess(tmp / "data", extra_args=["--workers", "1"], dicom_port=dicom_port,
-                        http_port=http_port, env={"ARCHIVIST_VIEWER_DIR": str(tmp / "none")})
+    srv = ServerProcess(tmp / "data", extra_args=["--workers", "1"],
+                        env={"ARCHIVIST_VIEWER_DIR": str(tmp / "none")})
     srv.start()
     yield f"{srv.url}/dicomweb"
     srv.stop()

@@ -12,7 +12,6 @@ a single such instance is a readable 406 as before.
 
 from __future__ import annotations
 
-import socket
 import warnings
 from collections.abc import Iterator
 from io import BytesIO
@@ -34,19 +33,6 @@ RLE, JPEG_LS, J2K = "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80", "1.2.840.10
 FILES = {"CT_small.dcm": True, "rtdose_1frame.dcm": False, "liver_1frame.dcm": False}
 
 
-def _ports(count: int) -> list[int]:
-    """Free ports of the range this QA round may use."""
-    found: list[int] = []
-    for port in range(22150, 22200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        found.append(port)
-        if len(found) == count:
-            return found
-    raise RuntimeError("no free ports in 22150-22199")
 
 
 def _part10(name: str, number: int) -> tuple[str, bytes]:
@@ -64,9 +50,8 @@ def _part10(name: str, number: int) -> tuple[str, bytes]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("plan")
-    dicom_port, http_port = _ports(2)
-    srv = ServerProcess(tmp / "data", extra_args=["--workers", "1"], dicom_port=dicom_port,
-                        http_port=http_port, env={"ARCHIVIST_VIEWER_DIR": str(tmp / "none")})
+    srv = ServerProcess(tmp / "data", extra_args=["--workers", "1"],
+                        env={"ARCHIVIST_VIEWER_DIR": str(tmp / "none")})
     srv.start()
     sops: dict[str, str] = {}
     body = b""
