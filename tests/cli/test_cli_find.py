@@ -109,3 +109,21 @@ class TestStudyLevelAggregates:
         assert status == 0 and len(json.loads(out)) == 2
         status, out = find(where, "Modality=US", "--json")
         assert status == 0 and json.loads(out) == []
+
+
+def test_table_written_to_a_pipe_keeps_every_uid_whole(stored: dict[str, str]) -> None:
+    """No terminal and no COLUMNS (`archivist find ... > file`, `| less`): the table keeps its
+    natural width; at rich's default of 80 columns each UID was folded over several lines."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    run = subprocess.run([sys.executable, "-m", "archivist.cli.main", "find", "--data",
+                          stored["data"], "StudyInstanceUID=", "PatientName=",
+                          "StudyDescription="], capture_output=True, text=True, env=env,
+                         timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    for name in ("srt", "sct", "local"):
+        assert stored[name] in run.stdout, run.stdout
+    assert max(len(line) for line in run.stdout.splitlines()) < 400, run.stdout

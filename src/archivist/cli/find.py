@@ -8,10 +8,14 @@ Sequence item as QIDO-RS does (``ProcedureCodeSequence.CodeValue=10200004``
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
 from archivist.config import Settings
+
+#: The table's width at most when the output is no terminal (every cell of a normal answer).
+_PIPE_WIDTH = 10_000
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -147,7 +151,10 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
         if not unicode_out and hasattr(sys.stdout, "reconfigure"):
             # A character the output cannot take becomes an escape rather than a traceback.
             sys.stdout.reconfigure(errors="backslashreplace")
-        console = Console()
+        # Written to a file or a pipe (no terminal, no COLUMNS), the table keeps its natural
+        # width: at rich's default of 80 columns a UID was folded into pieces over five lines.
+        console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS")
+                          else _PIPE_WIDTH)
         console.print(table)
         console.print(f"{n} match{'es' if n != 1 else ''}")
         return 0
