@@ -225,7 +225,8 @@ def diff_cmd(
     scope: list[str] | None = ScopeOpt,
     method: str = typer.Option("auto", "--method",
                                help="Live repositories: auto, rq (Repository Query) or find."),
-    aet: str = typer.Option("ARCHIVIST", "--aet", help="Our calling AE title."),
+    aet: str | None = typer.Option(None, "--aet", help="Our calling AE title (default: the "
+                                   "aet setting, as for migrate; ARCHIVIST unless set)."),
     json_out: bool = typer.Option(False, "--json", help="JSON report."),
     data: Path | None = DataOpt,
     config: Path | None = ConfigOpt,
@@ -239,6 +240,8 @@ def diff_cmd(
 
     pairs = _pairs(scope)
     try:
+        if aet is None:
+            aet = _settings(config, data).aet
         left = load_side(a, level=level, scope=pairs, method=method, calling_aet=aet,
                          settings_loader=lambda: _settings(config, data))
         right = load_side(b, level=level, scope=pairs, method=method, calling_aet=aet,
