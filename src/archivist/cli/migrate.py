@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -44,8 +45,10 @@ def migrate(
 
     try:
         remote = Remote.parse(source, calling_aet=settings.aet)
-        # The arguments are checked before the data directory is opened (and created).
+        # The arguments, and that something listens at the source, are checked before the
+        # data directory is opened (and created).
         _check_arguments(via, find_method, port)
+        _check_reachable(remote)
     except ArchivistError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
@@ -112,6 +115,22 @@ def migrate(
                         f"{remote.aet} knows {settings.aet} at that address as a C-MOVE "
                         "destination (its log says why it failed)", fg="yellow", err=True)
     raise typer.Exit(0 if report.complete else 1)
+
+
+def _check_reachable(remote: Any) -> None:
+    """Raise a :class:`~archivist.inventory.remote.RemoteError` when nothing accepts a TCP
+    connection at the source's address (a stopped archive, a wrong port)."""
+    import socket
+
+    from archivist.inventory.remote import RemoteError
+
+    try:
+        with socket.create_connection((remote.host, remote.port), timeout=10):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RemoteError(f"{remote} could not be reached: {reason} at "
+                          f"{remote.host}:{remote.port}") from None
 
 
 def _check_arguments(via: str, find_method: str, port: int) -> None:
