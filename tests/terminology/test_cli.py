@@ -94,7 +94,9 @@ class TestShowCommand:
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("SCT:10200004  Liver")
         assert "SNOMED-RT (SRT, retired): T-62000" in out.stdout
-        assert "CID 4 " in out.stdout and "AnatomicRegion" in out.stdout
+        assert "CID 4 " in out.stdout and "Anatomic Region" in out.stdout
+        # titles as PS3.16 writes them, not pydicom's names
+        assert "Organ for Radiation Dose Estimate" in out.stdout
         assert "Liver structure (body structure)" in out.stdout
 
     def test_retired_code(self) -> None:
@@ -106,6 +108,7 @@ class TestShowCommand:
         data = json.loads(run("show", "SCT:36118008", "--json").stdout)
         assert data["meaning"] == "Pneumothorax" and data["srt"] == "D2-80300"
         assert data["cid_names"]["6062"] == "InterventionalProcedureComplication"
+        assert data["cid_titles"]["6062"] == "Interventional Procedure Complication"
 
     def test_unknown_and_malformed(self) -> None:
         out = run("show", "SCT:12345678")

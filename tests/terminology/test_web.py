@@ -78,6 +78,7 @@ class TestCodeRoute:
         assert status == 200
         assert body["meaning"] == "Liver" and body["srt"] == "T-62000"
         assert body["cid_names"]["4"] == "AnatomicRegion"
+        assert body["cid_titles"]["4"] == "Anatomic Region"
 
     def test_retired_code(self, base_url: str) -> None:
         status, body = get(base_url, "/api/codes/SRT/T-62000")

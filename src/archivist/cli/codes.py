@@ -176,6 +176,7 @@ def _show(argv: list[str], json_out: bool) -> None:
     if json_out:
         data = concept.to_dict()
         data["cid_names"] = {str(c): term.cid_name(c) for c in concept.cids}
+        data["cid_titles"] = {str(c): term.cid_title(c) for c in concept.cids}
         if (scheme, value) != (concept.scheme, concept.value):
             data["retired"] = {"scheme": scheme, "value": value}
         _print_json(data)
@@ -192,7 +193,7 @@ def _show(argv: list[str], json_out: bool) -> None:
     if concept.cids:
         typer.echo(f"  in {len(concept.cids)} context group(s):")
         for c in concept.cids:
-            typer.echo(f"    CID {c:<6} {term.cid_name(c)}")
+            typer.echo(f"    CID {c:<6} {term.cid_title(c) or term.cid_name(c)}")
     else:
         typer.echo("  in no context group")
 

@@ -121,6 +121,7 @@ def get_code(request: Request) -> JSONResponse:
     scheme = term.canonical_scheme(scheme)
     body: dict[str, Any] = concept.to_dict()
     body["cid_names"] = {str(c): term.cid_name(c) for c in concept.cids}
+    body["cid_titles"] = {str(c): term.cid_title(c) for c in concept.cids}
     if (scheme, value) != (concept.scheme, concept.value):
         body["requested"] = {"scheme": scheme, "value": value}
     return JSONResponse(body)
