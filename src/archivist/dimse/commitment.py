@@ -79,8 +79,9 @@ class CommitmentHandler:
         req = event.request
         instance = str(getattr(req, "RequestedSOPInstanceUID", "") or "")
         if instance != STORAGE_COMMITMENT_INSTANCE:
-            return status_dataset(NO_SUCH_INSTANCE, "Use the Storage Commitment Push Model SOP "
-                                  f"Instance {STORAGE_COMMITMENT_INSTANCE}"), None
+            # (an Error Comment holds 64 characters: the UID whole, not cut)
+            return status_dataset(NO_SUCH_INSTANCE, "Requested SOP Instance must be "
+                                  f"{STORAGE_COMMITMENT_INSTANCE}"), None
         if int(getattr(req, "ActionTypeID", 0) or 0) != REQUEST_COMMITMENT:
             return status_dataset(0x0123, "No such action: Request Storage Commitment is 1"), None
         try:
@@ -105,8 +106,8 @@ class CommitmentHandler:
             sop_class = str(item.get("ReferencedSOPClassUID", "") or "").strip()
             sop_instance = str(item.get("ReferencedSOPInstanceUID", "") or "").strip()
             if not sop_class or not sop_instance:
-                return status_dataset(0x0120, "A Referenced SOP Sequence item lacks its "
-                                      "Referenced SOP Class or Instance UID"), None
+                return status_dataset(0x0120, "Referenced SOP Sequence item without SOP "
+                                      "Class or Instance UID"), None
             pairs.append((sop_class, sop_instance))
         if self.archive.settings.peer(aet) is None:
             # Nowhere to send the report: say so now rather than never answer.

@@ -86,6 +86,9 @@ RETRY_FIRST, RETRY_MAX = 1.0, 60.0
 BATCH = 100
 #: Subscribers sent to at once by one sender.
 SUBSCRIBERS_AT_ONCE = 8
+#: 0xC307's Error Comment: Table CC.2.7-2's words ("...is not a UPS Instance managed by this
+#: SCP") are 86 characters, and an Error Comment (LO) holds 64: cut, they ended "UPS Instan".
+NO_SUCH_WORKITEM_COMMENT = "SOP Instance UID is not a UPS Instance managed by this SCP"
 
 
 
@@ -93,6 +96,16 @@ SUBSCRIBERS_AT_ONCE = 8
 def _text(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
     return "" if value is None else str(value).strip()
+
+
+def _refused(exc: UpsError) -> Dataset:
+    """The status of a refusal by the rules, an unknown workitem's with an Error Comment that
+    arrives whole (the store's words for it are UPS-RS's too, where they need not fit in 64
+    characters)."""
+    status = refusal(exc)
+    if exc.status == NO_SUCH_WORKITEM and len(str(exc)) > 64:
+        status.ErrorComment = NO_SUCH_WORKITEM_COMMENT
+    return status
 
 
 def _requested_uid(event: Any) -> str:
@@ -126,7 +139,7 @@ class UpsHandler:
             created, changes = self.items.create(uid, attributes, aet)
         except UpsError as exc:
             log.warning("UPS N-CREATE from %s refused (0x%04X): %s", aet, exc.status, exc)
-            return refusal(exc), None
+            return _refused(exc), None
         except Exception:
             log.exception("UPS N-CREATE from %s failed", aet)
             return status_dataset(PROCESSING_FAILURE, "Processing failure"), None
@@ -147,8 +160,7 @@ class UpsHandler:
         uid = _requested_uid(event)
         item = self.items.get(uid) if uid else None
         if item is None:
-            return status_dataset(NO_SUCH_WORKITEM, "Specified SOP Instance UID does not "
-                                  "exist or is not a UPS Instance managed by this SCP"), None
+            return status_dataset(NO_SUCH_WORKITEM, NO_SUCH_WORKITEM_COMMENT), None
         ds = item.dataset
         if "TransactionUID" in ds:  # never returned (CC.2.7.3)
             del ds.TransactionUID
@@ -179,7 +191,7 @@ class UpsHandler:
         except UpsError as exc:
             log.warning("UPS N-SET of %s from %s refused (0x%04X): %s", uid, aet, exc.status,
                         exc)
-            return refusal(exc), None
+            return _refused(exc), None
         except Exception:
             log.exception("UPS N-SET of %s from %s failed", uid, aet)
             return status_dataset(PROCESSING_FAILURE, "Processing failure"), None
@@ -236,7 +248,7 @@ class UpsHandler:
             except UpsError as exc:
                 log.warning("UPS N-ACTION %d on %s from %s refused (0x%04X): %s", kind, uid,
                             aet, exc.status, exc)
-                return refusal(exc), None
+                return _refused(exc), None
             except Exception:
                 log.exception("UPS N-ACTION %d on %s from %s failed", kind, uid, aet)
                 return status_dataset(PROCESSING_FAILURE, "Processing failure"), None

@@ -112,6 +112,10 @@ class WorklistHandler:
                 continue
             if elem.VR == "SQ":
                 if keyword == SPS:
+                    if len(elem.value or []) > 1:
+                        # A sequence key holds a single item (PS3.4 C.2.2.2.6); two were
+                        # matched as both at once, and found nothing without a word.
+                        raise QueryError("Scheduled Procedure Step Sequence key: one item only")
                     for item in elem.value or []:
                         items.append(self._item_constraints(item))
                 continue  # other sequences are return keys only
