@@ -1,5 +1,6 @@
-"""A person name given without '=' is its alphabetic group: it matches a stored name that
-carries ideographic or phonetic groups after it (Wang^XiaoDong finds Wang^XiaoDong=王^小东), in
+"""A person name given with fewer component groups than stored matches on the groups it gives:
+the alphabetic group alone finds a name with ideographic or phonetic groups after it
+(Wang^XiaoDong finds Wang^XiaoDong=王^小东), and two groups find a name of three, in
 SQL (indexed Patient's Name) and in Python (names matched on stored attributes), with and without
 case folding. Found by the s20 DIMSE QA (findscu -k PatientName=Wang^XiaoDong found nothing)."""
 
@@ -36,6 +37,9 @@ def names(open_archive: Callable[..., Archive], tmp_path: Path, request: pytest.
     ("Wang^XiaoDon?", ["PN0"]),              # a wildcard without '*' at the end
     ("Wang^XiaoDong*", ["PN0", "PN1"]),
     ("Yamada^Tarou", ["PN2"]),
+    ("Yamada^Tarou=山田^太郎", ["PN2"]),      # two of its three groups
+    ("Yamada^Tar?u=山田^太?", ["PN2"]),
+    ("Yamada^Tarou=山田", []),
     ("Wang", []),                            # still single value matching, not a prefix
     ("王^小东", []),                          # an ideographic group is given after '='
 ])
@@ -53,5 +57,9 @@ def test_python_matching_agrees(fold: bool) -> None:
     for c, expected in ((single, True), (wildcard, True), (ideographic, True)):
         assert value_matches(c, NAMES[0], pn_fold=fold) is expected, c
     assert not value_matches(single, NAMES[1], pn_fold=fold)
+    two = Constraint("PatientName", "single", ("Yamada^Tarou=山田^太郎",), MatchKind.PN)
+    two_wild = Constraint("PatientName", "wildcard", ("Yamada^Tar?u=山田^太?",), MatchKind.PN)
+    assert value_matches(two, NAMES[2], pn_fold=fold)
+    assert value_matches(two_wild, NAMES[2], pn_fold=fold)
     assert not value_matches(Constraint("PatientName", "single", ("Wang",), MatchKind.PN),
                              NAMES[0], pn_fold=fold)

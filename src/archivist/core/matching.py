@@ -418,16 +418,17 @@ def value_matches(c: Constraint, stored: object, *, pn_fold: bool = True) -> boo
             return normalise_time(text).startswith(want) or normalise_time(text) == want
         if c.kind is MatchKind.DATETIME:
             return normalise_datetime(text) == want
-        if c.kind is MatchKind.PN and "=" not in want:
-            # the alphabetic group alone matches a name with more groups (as in SQL)
+        if c.kind is MatchKind.PN:
+            # fewer component groups than stored match on those given (as in SQL)
             return text == want or text.startswith(want + "=")
         return text == want
     if c.op == "wildcard":
         pattern = normalise_pn(c.values[0]) if fold else c.values[0]
         regex = wildcard_to_regex(pattern, fold=False)
-        if c.kind is MatchKind.PN and "=" not in pattern and "=" in text:
-            # as in SQL: the whole name, or its alphabetic group alone
-            return bool(regex.match(text) or regex.match(text.partition("=")[0]))
+        if c.kind is MatchKind.PN and "=" in text and not regex.match(text):
+            # as in SQL: or the stored name's first groups, as many as the pattern gives
+            groups = pattern.count("=") + 1
+            return bool(regex.match("=".join(text.split("=")[:groups])))
         return bool(regex.match(text))
     if c.op == "list":
         values = [normalise_pn(v) for v in c.values] if fold else list(c.values)

@@ -989,15 +989,15 @@ class Index:
             v = values[0]
             if kind is MatchKind.INT:
                 return col == int(v)
-            if kind is MatchKind.PN and "=" not in v:
-                # A name given without '=' is the alphabetic group: it also matches a stored
-                # name that has ideographic or phonetic groups after it (Wang^XiaoDong finds
-                # Wang^XiaoDong=王^小东), as dcm4chee matches each group.
+            if kind is MatchKind.PN:
+                # A name given with fewer component groups than stored matches on those it
+                # gives: Wang^XiaoDong (the alphabetic group) finds Wang^XiaoDong=王^小东, and
+                # Yamada^Tarou=山田^太郎 finds it with its phonetic group too.
                 return or_(col == v, self._starts_with(col, v + "="))
             return col == v
         if c.op == "wildcard":
             like = col.like(_wildcard_to_like(values[0]), escape="\\")
-            if kind is MatchKind.PN and "=" not in values[0] and not values[0].endswith("*"):
+            if kind is MatchKind.PN and not values[0].endswith("*"):
                 like = or_(like, col.like(_wildcard_to_like(values[0]) + "=%", escape="\\"))
             if kind is MatchKind.PN and pn_fold and self._binary_ranges:
                 # SQLite uses an index for LIKE only on a NOCASE column; the folded name
