@@ -127,6 +127,25 @@ def test_an_unknown_workitem_is_said_whole_by_every_request(server: ServerProces
         assert (hex(status.Status), status.get("ErrorComment")) == (hex(0xC307), said), request
 
 
+def test_a_refusal_about_one_attribute_says_its_rule_whole(server: ServerProcess) -> None:
+    """A UPS refusal worded "(gggg,eeee) ..." (as UPS-RS gives it) loses the tag over DIMSE,
+    where the Attribute Identifier List names it, so the rule fits in the Error Comment:
+    "...must be IN PROGRESS, COMPLETED" had lost its "or CANCELED"."""
+    from archivist.testing.ups import workitem
+
+    with Scu(server) as scu:
+        status, uid = scu.create(workitem())
+        assert status.Status == 0x0000, status
+        changed = scu.state(uid, "FINISHED", new_uid())
+        mods = Dataset()
+        mods.ProcedureStepState = "IN PROGRESS"
+        updated = scu.set(uid, mods)
+    assert changed.ErrorComment == ("Procedure Step State must be IN PROGRESS, COMPLETED or "
+                                    "CANCELED"), changed
+    assert updated.ErrorComment == ("Procedure Step State is set by Change State, not by an "
+                                    "update"), updated
+
+
 def _worklist(srv: ServerProcess, identifier: Dataset) -> list[tuple[int, Dataset | None,
                                                                      Dataset | None]]:
     ae = AE(ae_title="CT1")

@@ -479,14 +479,13 @@ class Workitems:
                                "longer be updated")
             if item.state == IN_PROGRESS and given != item.transaction_uid:
                 raise UpsError(WRONG_TRANSACTION_UID, "The correct Transaction UID was not "
-                               "provided" if given else "The UPS is IN PROGRESS: the Transaction "
-                               "UID of its performer is needed", (_tag("TransactionUID"),))
+                               "provided" if given else "IN PROGRESS: the Transaction UID of its "
+                               "performer is needed", (_tag("TransactionUID"),))
             ds = item.dataset
             if "ProcedureStepState" in modifications and (
                     _text(modifications, "ProcedureStepState") != item.state):
                 raise UpsError(ONLY_SCHEDULED_BY_CREATE, "(0074,1000) Procedure Step State is "
-                               "changed by N-ACTION Change State (UPS-RS: PUT .../state), not "
-                               "by an update", (_tag("ProcedureStepState"),))
+                               "set by Change State, not by an update", (_tag("ProcedureStepState"),))
             for keyword in _FIXED:
                 if keyword in modifications and _text(modifications, keyword) != _text(ds,
                                                                                       keyword):

@@ -27,6 +27,7 @@ the workitem's (CC.2.4.3). A subscription for a Receiving AE without an address 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,8 @@ SUBSCRIBERS_AT_ONCE = 8
 #: 0xC307's Error Comment: Table CC.2.7-2's words ("...is not a UPS Instance managed by this
 #: SCP") are 86 characters, and an Error Comment (LO) holds 64: cut, they ended "UPS Instan".
 NO_SUCH_WORKITEM_COMMENT = "SOP Instance UID is not a UPS Instance managed by this SCP"
+#: A refusal's text that starts with the tag it is about ("(0074,1000) ...").
+_TAG_PREFIX = re.compile(r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\) ")
 
 
 
@@ -103,8 +106,14 @@ def _refused(exc: UpsError) -> Dataset:
     arrives whole (the store's words for it are UPS-RS's too, where they need not fit in 64
     characters)."""
     status = refusal(exc)
-    if exc.status == NO_SUCH_WORKITEM and len(str(exc)) > 64:
+    text = str(exc)
+    tagged = _TAG_PREFIX.match(text)
+    if exc.status == NO_SUCH_WORKITEM and len(text) > 64:
         status.ErrorComment = NO_SUCH_WORKITEM_COMMENT
+    elif len(text) > 64 and tagged is not None and "AttributeIdentifierList" in status:
+        # "(0074,1000) Procedure Step State must be ...": the tag is in the Attribute
+        # Identifier List; without it the words fit.
+        status.ErrorComment = text[tagged.end():][:64]
     return status
 
 
