@@ -314,6 +314,31 @@ def test_n_set_rules(server: ServerProcess) -> None:
     assert "Roe^Qa" not in server.log() and "QA-PID-1" not in server.log()
 
 
+def test_start_and_end_must_be_dates_and_times(server: ServerProcess) -> None:
+    """A Performed Procedure Step start or end that is no date or time (20261301, 2500) is
+    0x0106 naming the attribute, at N-CREATE and at N-SET, and nothing changes; it was kept
+    and listed (QA s20)."""
+    uid, study = new_uid(), new_uid()
+    assoc = _assoc(server)
+    try:
+        bad = _in_progress(study)
+        bad.PerformedProcedureStepStartDate = "20260230"
+        status = assoc.send_n_create(bad, MPPS, uid)[0]
+        assert status.Status == 0x0106 and "StartDate" in status.ErrorComment, status
+        assert assoc.send_n_create(_in_progress(study), MPPS, uid)[0].Status == 0x0000
+        for keyword, value in (("PerformedProcedureStepEndDate", "20261301"),
+                               ("PerformedProcedureStepEndTime", "2500")):
+            m = _completion(1)
+            setattr(m, keyword, value)
+            status = assoc.send_n_set(m, MPPS, uid)[0]
+            assert status.Status == 0x0106 and keyword in status.ErrorComment, status
+        status, got = assoc.send_n_get([0x00400252], RETRIEVE, uid)
+        assert got.PerformedProcedureStepStatus == "IN PROGRESS"
+        assert assoc.send_n_set(_completion(1), MPPS, uid)[0].Status == 0x0000
+    finally:
+        assoc.release()
+
+
 def test_the_same_uid_created_at_once_from_four_associations(server: ServerProcess) -> None:
     uid, study = new_uid(), new_uid()
     statuses: list[int] = []

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -87,6 +88,33 @@ _SET_NOT_ALLOWED = (
 )
 #: Needed with a value once the step is COMPLETED or DISCONTINUED (F.7.2-1, "Final State").
 _FINAL_TYPE1 = ("PerformedProcedureStepEndDate", "PerformedProcedureStepEndTime")
+#: The step's start and end, checked as dates and times (they are listed and compared).
+_WHEN = (("PerformedProcedureStepStartDate", "DA"), ("PerformedProcedureStepStartTime", "TM"),
+         ("PerformedProcedureStepEndDate", "DA"), ("PerformedProcedureStepEndTime", "TM"))
+_TM = re.compile(r"(\d\d)(?:(\d\d)(?:(\d\d)(?:\.\d{1,6})?)?)?")
+
+
+def _check_when(ds: Dataset) -> None:
+    """0x0106 naming the attribute when a start or end date or time given is none (PS3.5
+    6.2 DA YYYYMMDD, a real day; TM HH[MM[SS[.F]]]): 20261301 was kept and listed."""
+    for keyword, vr in _WHEN:
+        value = _text(ds, keyword)
+        if not value:
+            continue
+        if vr == "DA":
+            try:
+                ok = len(value) == 8 and value.isdigit() and bool(
+                    datetime.strptime(value, "%Y%m%d"))
+            except ValueError:
+                ok = False
+        else:
+            found = _TM.fullmatch(value)
+            ok = found is not None and int(found[1]) < 24 and int(found[2] or 0) < 60 \
+                and int(found[3] or 0) < 61
+        if not ok:
+            raise MppsError(INVALID_ATTRIBUTE_VALUE,
+                            f"{_label(keyword)}: not a {'date' if vr == 'DA' else 'time'}",
+                            (_tag(keyword),))
 
 #: At most this many bytes in one step's attribute set (real ones are a few kilobytes).
 MAX_DATASET_BYTES = 4 << 20
@@ -213,6 +241,7 @@ class ProcedureSteps:
                                 else INVALID_ATTRIBUTE_VALUE,
                                 "(0040,0270) each item needs a Study Instance UID",
                                 (_tag("ScheduledStepAttributesSequence"),))
+        _check_when(ds)
         uid = uid or generate_uid()
         ds.SOPClassUID = MPPS_SOP_CLASS
         ds.SOPInstanceUID = uid
@@ -276,6 +305,7 @@ class ProcedureSteps:
                 raise MppsError(INVALID_ATTRIBUTE_VALUE,
                                 "(0040,0252) Status: IN PROGRESS, COMPLETED or DISCONTINUED",
                                 (_tag("PerformedProcedureStepStatus"),))
+            _check_when(ds)
             if status in FINAL:
                 for keyword in _FINAL_TYPE1:
                     if not _has_value(ds, keyword):
