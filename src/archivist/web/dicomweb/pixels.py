@@ -39,6 +39,7 @@ from archivist.archive.transcode import (
     TranscodeRefused,
     check_decode_size,
     check_frame,
+    frame_geometry,
     jpeg_frame_array,
     pixel_word_size,
     refusal,
@@ -178,6 +179,9 @@ class PixelInfo:
     inflated: BinaryIO | None = None
     #: Where each frame's fragments are (:func:`_frame_spans`; [] when not used), found once.
     spans: list[list[tuple[int, int]]] | None = None
+    #: The length of a native Pixel Data value read from the file at ``value_tell`` (None:
+    #: not known, or the value is ``in_memory``): a frame past it is not in the stored data.
+    value_length: int | None = None
 
     @property
     def frame_bytes(self) -> int:
@@ -207,11 +211,12 @@ def pixel_info(path: Path) -> PixelInfo:
         raw = ds.get_item(tag, keep_deferred=True)
         in_memory = None
         tell = -1
+        length = None
         if isinstance(raw, RawDataElement):
             if raw.value is not None:
                 in_memory = raw.value  # undefined length (encapsulated) values are read at once
             else:
-                tell = raw.value_tell
+                tell, length = raw.value_tell, raw.length
         else:
             in_memory = raw.value
         ext = None
@@ -225,6 +230,7 @@ def pixel_info(path: Path) -> PixelInfo:
             value_tell=tell, in_memory=in_memory,
             encapsulated=ts not in NATIVE_SYNTAXES,
             extended_offsets=ext, header=ds, pixel_vr=raw.VR, inflated=inflated,
+            value_length=length,
         )
 
 
@@ -369,7 +375,9 @@ def _native_frame(info: PixelInfo, number: int) -> bytes:
     start = (number - 1) * size
     first = start - start % word  # whole words around the frame, swapped, then cut
     last = start + size + (-(start + size)) % word
-    if info.in_memory is not None:  # a small value, read with the header
+    if info.value_length is not None and start + size > info.value_length:
+        data = b""  # what follows a short value in the file (trailing padding...) is no pixel
+    elif info.in_memory is not None:  # a small value, read with the header
         data = bytes(info.in_memory[first:last])
     elif info.inflated is not None:
         info.inflated.seek(info.value_tell + first)
@@ -378,7 +386,7 @@ def _native_frame(info: PixelInfo, number: int) -> bytes:
         with open(info.path, "rb") as fh:
             fh.seek(info.value_tell + first)
             data = fh.read(last - first)
-    data = swapped(data, word)[start - first:start - first + size]
+    data = swapped(data, word)[start - first:start - first + size] if data else data
     if len(data) != size:
         raise HTTPProblem(404, f"frame {number} is not in the stored Pixel Data, which is "
                           "shorter than Rows x Columns x Samples x Bits Allocated x frames")
@@ -468,8 +476,19 @@ def _decode_alone(info: PixelInfo, number: int) -> np.ndarray:
 
 def check_before_decoding(info: PixelInfo, number: int) -> None:
     """Refuse (406) to decode frame `number` when it would take more than
-    :data:`MAX_FRAME_BYTES`, or when its compressed header declares another size, number of
-    samples or more bits than the data set (:func:`archivist.archive.transcode.check_frame`)."""
+    :data:`MAX_FRAME_BYTES`, when its compressed header declares another size, number of
+    samples or more bits than the data set (:func:`archivist.archive.transcode.check_frame`),
+    or when native Pixel Data ends before it."""
+    if not info.encapsulated and info.value_length is not None:
+        bits = number * info.rows * info.columns * info.samples * info.bits_allocated
+        if info.bits_allocated % 8 == 0:
+            bits = number * info.frame_bytes * 8  # YBR_FULL_422 keeps two samples a pixel
+        if -(-bits // 8) > info.value_length:
+            # pydicom would take what follows the value in the file (trailing padding...)
+            raise HTTPProblem(406, f"the pixel data of this instance cannot be read: frame "
+                              f"{number} is not in the stored Pixel Data ({info.value_length} "
+                              "bytes), shorter than Rows x Columns x Samples x Bits Allocated "
+                              "x frames")
     try:
         check_decode_size(info.header, 1, MAX_FRAME_BYTES)
         if info.encapsulated:
@@ -524,7 +543,8 @@ def transcode_refusal(path: Path, stored: str, target: str) -> str | None:
     :func:`archivist.archive.transcode.refusal` on its header); None when it can be tried.
 
     The header is read without the pixel data value: up to it for an encapsulated object, with
-    the value deferred for a native one (whose pixel data may be Float Pixel Data).
+    the value deferred for a native one (whose pixel data may be Float Pixel Data). Then what
+    the stored pixel data shows without decoding it (:func:`_stored_pixels_refusal`).
     """
     if stored == target:
         return None
@@ -537,7 +557,56 @@ def transcode_refusal(path: Path, stored: str, target: str) -> str | None:
             header = read_stored(fh, defer_size=1024)
         else:
             header = read_stored(fh, stop_before_pixels=True)
-    return refusal(header, target)
+    return refusal(header, target) or _stored_pixels_refusal(path, target)
+
+
+def _stored_pixels_refusal(path: Path, target: str) -> str | None:
+    """Why the stored pixel data cannot be turned into `target`, seen without decoding it: a
+    first compressed frame whose own header disagrees with the data set (as
+    :func:`check_before_decoding` finds, from the start of the frame only), native Pixel Data
+    shorter than its frames (pydicom's encoders refuse it). A study or series retrieve asks
+    this before its response starts, so such an instance is named in the 206's Warning; it
+    was left out of a 200 once the body had started. None when nothing is seen (an object
+    without pixel data too: the decoder or encoder is the judge)."""
+    try:
+        info = pixel_info(path)
+    except HTTPProblem as exc:
+        return None if exc.status == 404 else exc.message  # 404: no pixel data
+    if info.encapsulated:
+        head = _first_fragment_head(info)
+        if head is None:
+            return None
+        try:
+            frame_geometry(head, info.transfer_syntax)
+        except TranscodeRefused:
+            return None  # no frame header in what was read: decoding tells
+        try:
+            check_frame(head, info.transfer_syntax, info.header)
+        except TranscodeRefused as exc:
+            return f"the pixel data of this instance is not decoded here: {exc}"
+    elif target not in NATIVE_SYNTAXES and _cuttable(info):
+        try:
+            _native_frame(info, info.frames)  # the last frame is whole, so all are
+        except HTTPProblem as exc:
+            return exc.message
+    return None
+
+
+def _first_fragment_head(info: PixelInfo, limit: int = 1 << 16) -> bytes | None:
+    """The first `limit` bytes of the first fragment of encapsulated Pixel Data (where a JPEG
+    or JPEG 2000 frame header is), read from the file; None when the layout is another."""
+    if info.in_memory is not None or info.inflated is not None or info.value_tell < 0:
+        return None
+    with open(info.path, "rb") as fh:
+        fh.seek(info.value_tell)
+        head = fh.read(8)
+        if len(head) != 8 or head[:4] != _ITEM:
+            return None
+        fh.seek(struct.unpack("<L", head[4:])[0], io.SEEK_CUR)  # the Basic Offset Table
+        head = fh.read(8)
+        if len(head) != 8 or head[:4] != _ITEM:
+            return None
+        return fh.read(min(struct.unpack("<L", head[4:])[0], limit))
 
 
 def transcode(path: Path, target: str) -> bytes:

@@ -266,13 +266,14 @@ class StowResult:
 
     def fail(self, uids: dict[str, str], reason: int, text: str) -> None:
         item: dict[str, Any] = {
+            # Error Comment in the failed item helps a person reading the response. Its tag
+            # comes first: attributes are in ascending tag order (PS3.18 F.2.2).
+            "00000902": {"vr": "LO", "Value": [_comment(text)]},
             "00081150": {"vr": "UI", "Value": [uids["SOPClassUID"]]} if uids.get("SOPClassUID")
             else {"vr": "UI"},
             "00081155": {"vr": "UI", "Value": [uids["SOPInstanceUID"]]}
             if uids.get("SOPInstanceUID") else {"vr": "UI"},
             "00081197": {"vr": "US", "Value": [reason]},
-            # Error Comment in the failed item helps a person reading the response.
-            "00000902": {"vr": "LO", "Value": [_comment(text)]},
         }
         self.failed.append(item)
 

@@ -103,9 +103,9 @@ def choose_syntaxes(ranges: list[MediaRange], count: int) -> tuple[bool, list[st
 def _syntax_for(archive: Archive, ref: InstanceRef, syntaxes: list[str],
                 ) -> tuple[str | None, str]:
     """(the transfer syntax `ref` is sent in, or None: it cannot be sent in any acceptable
-    one; why not). What the header tells is checked here, before the response starts
-    (:func:`pixels.transcode_refusal`); a decoder failing on corrupt pixels is found only when
-    the instance is transcoded."""
+    one; why not). What the header and the stored pixel data tell without decoding is checked
+    here, before the response starts (:func:`pixels.transcode_refusal`); a decoder failing on
+    corrupt pixels that look right is found only when the instance is transcoded."""
     stored = ref.transfer_syntax_uid
     path = archive.retrieve.path(ref)
 
