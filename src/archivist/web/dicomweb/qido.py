@@ -245,9 +245,15 @@ class QidoRequest:
                     self.constraints[index] = (attr, self.constraints[index][1] + "\\" + value)
                     continue
                 uid_lists[attr] = len(self.constraints)
+            elif attr in seen and _comma_is_a_separator(attr):
+                # Modality=CT&Modality=MR (dicomweb-client's way with a list) is CT,MR.
+                index = next(i for i, (a, _) in enumerate(self.constraints) if a == attr)
+                more = "\\".join(v.strip() for v in value.split(",") if v.strip())
+                self.constraints[index] = (attr, self.constraints[index][1] + "\\" + more)
+                continue
             elif attr in seen:
                 raise HTTPProblem(400, f"{key[:64]} is given more than once; a value list is "
-                                  "only defined for UIDs (PS3.18 8.3.4.1)")
+                                  "only defined for UIDs and code strings (PS3.18 8.3.4.1)")
             elif "," in value and _comma_is_a_separator(attr):
                 # CT,MR: any of the values, as CT\MR (a list in C-FIND) matches.
                 value = "\\".join(v.strip() for v in value.split(",") if v.strip())
