@@ -45,10 +45,12 @@ def migrate(
 
     try:
         remote = Remote.parse(source, calling_aet=settings.aet)
-        # The arguments, and that something listens at the source, are checked before the
-        # data directory is opened (and created).
+        # The arguments are checked before the data directory is opened (and created), and,
+        # when there is none yet, that something listens at the source: a down source left
+        # an empty archive behind. An existing one is opened first (a lost index is said).
         _check_arguments(via, find_method, port)
-        _check_reachable(remote)
+        if not Path(settings.data_dir).exists():
+            _check_reachable(remote)
     except ArchivistError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
