@@ -121,18 +121,12 @@ def migrate(
 
 def _check_reachable(remote: Any) -> None:
     """Raise a :class:`~archivist.inventory.remote.RemoteError` when nothing accepts a TCP
-    connection at the source's address (a stopped archive, a wrong port)."""
-    import socket
+    connection at the source's address (:func:`~archivist.inventory.remote.unreachable`)."""
+    from archivist.inventory.remote import RemoteError, unreachable
 
-    from archivist.inventory.remote import RemoteError
-
-    try:
-        with socket.create_connection((remote.host, remote.port), timeout=10):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise RemoteError(f"{remote} could not be reached: {reason} at "
-                          f"{remote.host}:{remote.port}") from None
+    why = unreachable(remote, timeout=10)
+    if why is not None:
+        raise RemoteError(why)
 
 
 def _check_arguments(via: str, find_method: str, port: int) -> None:

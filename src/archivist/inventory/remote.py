@@ -111,20 +111,25 @@ def _ae(remote: Remote) -> Any:
     return ae
 
 
+def unreachable(remote: Remote, timeout: float) -> str | None:
+    """Why nothing accepts a TCP connection at `remote`'s address (a stopped archive, a wrong
+    port), as a person can read it; None when something does."""
+    try:
+        with socket.create_connection((remote.host, remote.port), timeout=timeout):
+            return None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return f"{remote} could not be reached: {reason} at {remote.host}:{remote.port}"
+
+
 def _not_established(remote: Remote, assoc: Any) -> str:
     """Why the association with `remote` did not come about, as a person can act on it: a
     rejection, or nothing listening (pynetdicom reports a refused connection as an abort)."""
     if assoc.is_rejected:
         return (f"association with {remote} was rejected (does it know the calling AE title "
                 f"{remote.calling_aet} and the called one {remote.aet}?)")
-    try:
-        with socket.create_connection((remote.host, remote.port),
-                                      timeout=min(5.0, remote.acse_timeout or 5.0)):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        return f"{remote} could not be reached: {reason} at {remote.host}:{remote.port}"
-    return f"association with {remote} was not accepted (aborted or timed out)"
+    return (unreachable(remote, min(5.0, remote.acse_timeout or 5.0))
+            or f"association with {remote} was not accepted (aborted or timed out)")
 
 
 def associate(remote: Remote, contexts: list[str], *, storage: list[Any] | None = None,
