@@ -304,8 +304,6 @@ def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None, *
     if kind is MatchKind.MULTI:
         if len(values) == 1 and _WILDCARD.search(values[0]):
             # Wildcard matching on a multi-valued attribute (ModalitiesInStudy=M?): any value.
-            if set(values[0]) == {"*"}:
-                return None
             return Constraint(keyword, "wildcard", (values[0],), kind)
         return Constraint(keyword, "list", tuple(values), kind)
     if kind is MatchKind.INT:
@@ -348,8 +346,6 @@ def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None, *
     if kind is MatchKind.INT:
         return Constraint(keyword, "single", (value,), kind)
     if _WILDCARD.search(value):
-        if set(value) == {"*"}:
-            return None
         return Constraint(keyword, "wildcard", (value,), kind)
     return Constraint(keyword, "single", (value,), kind)
 
