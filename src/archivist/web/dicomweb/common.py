@@ -166,10 +166,14 @@ def accepts_gzip(header: str | None) -> bool:
     return star
 
 
+#: The Accept media ranges that take an application/dicom+json answer.
+JSON_RANGES = (DICOM_JSON, "application/json", "*/*", "application/*")
+
+
 def require_json(request: Request, what: str) -> None:
     """406 unless the client accepts application/dicom+json (or JSON, or anything)."""
     for r in accept_of(request):
-        if r.type in (DICOM_JSON, "application/json", "*/*", "application/*"):
+        if r.type in JSON_RANGES:
             return
     raise HTTPProblem(406, f"{what} is served as application/dicom+json only")
 

@@ -35,6 +35,7 @@ from archivist.errors import ArchivistError
 from archivist.web.dicomweb.common import (
     DICOM,
     DICOM_JSON,
+    JSON_RANGES,
     accept_of,
     archive_of,
     base_url,
@@ -413,7 +414,7 @@ def _response_type(request: Request) -> str:
     the client prefers it (dcm4che's ``stowrs`` asks for XML by default); 406 before the body
     is read, so nothing is stored, when it accepts neither (PS3.18 10.5.3, 8.3.3.1)."""
     for r in accept_of(request):  # best first
-        if r.type in (DICOM_JSON, "application/json", "*/*", "application/*"):
+        if r.type in JSON_RANGES:
             return DICOM_JSON
         if r.type == DICOM_XML:
             return DICOM_XML
