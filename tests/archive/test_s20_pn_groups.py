@@ -14,7 +14,7 @@ import pytest
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin
 from archivist.core.levels import MatchKind, QueryLevel
-from archivist.core.matching import Constraint, value_matches
+from archivist.core.matching import Constraint, parse_constraint, value_matches
 from archivist.testing.datasets import make_instance, new_uid
 
 NAMES = ["Wang^XiaoDong=王^小东=", "Wang^XiaoDongMing", "Yamada^Tarou=山田^太郎=やまだ^たろう"]
@@ -42,6 +42,14 @@ def names(open_archive: Callable[..., Archive], tmp_path: Path, request: pytest.
     ("Yamada^Tarou=山田", []),
     ("Wang", []),                            # still single value matching, not a prefix
     ("王^小东", []),                          # an ideographic group is given after '='
+    # No alphabetic group: the groups given are matched, the empty one is any (s21).
+    ("=山田^太郎", ["PN2"]),
+    ("=山田*", ["PN2"]),
+    ("=山?^太郎", ["PN2"]),
+    ("=王^小东", ["PN0"]),
+    ("==やまだ^たろう", ["PN2"]),
+    ("=山田", []),                            # still single value matching in its group
+    ("=太郎", []),
 ])
 def test_alphabetic_group_matches(names: Archive, query: str, ids: list[str]) -> None:
     q = names.search.query_from_pairs(QueryLevel.PATIENT, [("PatientName", query),
@@ -63,3 +71,22 @@ def test_python_matching_agrees(fold: bool) -> None:
     assert value_matches(two_wild, NAMES[2], pn_fold=fold)
     assert not value_matches(Constraint("PatientName", "single", ("Wang",), MatchKind.PN),
                              NAMES[0], pn_fold=fold)
+    for query, index, expected in (("=山田*", 2, True), ("=山田^太郎", 2, True),
+                                   ("=王^小东", 0, True), ("=山田", 2, False),
+                                   ("=山田*", 0, False)):
+        c = parse_constraint("PatientName", query)
+        assert c is not None
+        assert value_matches(c, NAMES[index], pn_fold=fold) is expected, (query, index)
+
+
+def test_empty_groups_become_universal_only_before_a_given_one() -> None:
+    def value(query: str) -> str:
+        c = parse_constraint("PatientName", query)
+        assert c is not None
+        return c.values[0]
+
+    assert value("=山田*") == "*=山田*"
+    assert value("==やまだ") == "*=*=やまだ"
+    assert value("^=山田") == "*=山田"
+    assert value("Yamada^Tarou=") == "Yamada^Tarou="  # a trailing empty group: as before
+    assert value("Yamada=山田") == "Yamada=山田"

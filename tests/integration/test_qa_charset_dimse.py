@@ -218,6 +218,22 @@ class TestGB2312:
         assert meta["00100010"]["Value"] == [{"Alphabetic": "Wang^Wu", "Ideographic": "王^五"}]
         assert meta["00081030"]["Value"] == ["胸部检查"]
 
+    def test_qido_rs_matches_the_ideographic_group_alone(self, srv: dict[str, Any]) -> None:
+        """No alphabetic group in the query: the groups given are matched (s21; chrH31 has
+        Yamada^Tarou=山田^太郎=やまだ^たろう, chrH32 the same name with the alphabetic group in
+        half-width katakana)."""
+        for query in ("=山田*", "=山田^太郎", "==やまだ^たろう"):
+            found = get_json(srv, "/studies", PatientName=query)
+            assert sorted(s["00100020"]["Value"][0] for s in found) == [
+                "H31EXAMPLE", "H32EXAMPLE"], query
+        assert get_json(srv, "/studies", PatientName="=山田") == []
+
+    def test_c_find_of_the_ideographic_group_alone(self, srv: dict[str, Any]) -> None:
+        found = find(srv, "ISO_IR 192", PatientName="=山田^太郎", PatientID="")
+        assert sorted(str(ds.PatientID) for ds in found) == ["H31EXAMPLE", "H32EXAMPLE"]
+        found = find(srv, "ISO_IR 192", PatientName="=王^五", PatientID="")
+        assert [str(ds.PatientID) for ds in found] == ["QA-GB"]
+
     def test_c_find_in_utf8(self, srv: dict[str, Any]) -> None:
         [ds] = find(srv, "ISO_IR 192", PatientID="QA-GB", PatientName="", StudyDescription="")
         assert ds.PatientName == "Wang^Wu=王^五"

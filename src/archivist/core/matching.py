@@ -345,9 +345,24 @@ def parse_constraint(keyword: str, raw: object, kind: MatchKind | None = None, *
         return Constraint(keyword, "single", (check(value, keyword),), kind)
     if kind is MatchKind.INT:
         return Constraint(keyword, "single", (value,), kind)
+    if kind is MatchKind.PN and "=" in value:
+        value = _pn_empty_groups_universal(value)
     if _WILDCARD.search(value):
         return Constraint(keyword, "wildcard", (value,), kind)
     return Constraint(keyword, "single", (value,), kind)
+
+
+def _pn_empty_groups_universal(value: str) -> str:
+    """A person name query whose first (or middle) component group is empty constrains only
+    the groups it gives: ``=山田*`` (no alphabetic group) finds ``Yamada^Tarou=山田^太郎``, as
+    dcm4chee matches each group on its own. The empty groups become ``*``; trailing empty
+    groups are left as they are (a name of fewer groups already matches on those it gives)."""
+    groups = value.split("=")
+    while groups and not groups[-1].strip("^ "):
+        groups.pop()
+    if len(groups) < 2 or all(g.strip("^ ") for g in groups):
+        return value
+    return "=".join(g if g.strip("^ ") else "*" for g in groups)
 
 
 def list_alternatives(c: Constraint) -> tuple[Constraint | None, ...] | None:
