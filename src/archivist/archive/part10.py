@@ -518,6 +518,13 @@ def _peek_syntax(fh: BinaryIO) -> str | None:
     start = fh.tell()
     head = fh.read(_META_PEEK)
     fh.seek(start)
+    return meta_syntax(head)
+
+
+def meta_syntax(head: bytes) -> str | None:
+    """The transfer syntax the File Meta Information at the start of `head` (preamble, DICM,
+    the group 0002 elements) names, by this module's walk; None when the bytes do not tell (no
+    DICM prefix, an unusual File Meta): pydicom's reader must look."""
     if len(head) < 140 or head[128:132] != b"DICM":
         return None
     try:

@@ -199,8 +199,13 @@ class Retrieve:
             if len(head) == 144 and head[128:140] == b"DICM\x02\x00\x00\x00UL\x04\x00":
                 (group_length,) = struct.unpack("<L", head[140:144])
                 group = fh.read(group_length)
-                meta = BytesIO(group)
                 data = fh.read()
+                # The File Meta walked with struct (a pydicom parse of it was ~8 % of the
+                # CPU of a C-MOVE); pydicom's reader where the walk cannot tell.
+                ts = part10.meta_syntax(head + group) if len(group) == group_length else None
+                if ts is not None:
+                    return ts, data
+                meta = BytesIO(group)
             else:
                 meta = BytesIO(head + fh.read())
                 read_preamble(meta, True)  # type: ignore[arg-type]
@@ -222,10 +227,13 @@ class Retrieve:
             head = fh.read(144)
             if len(head) == 144 and head[128:140] == b"DICM\x02\x00\x00\x00UL\x04\x00":
                 (group_length,) = struct.unpack("<L", head[140:144])
-                meta = BytesIO(fh.read(group_length))
-                file_meta = read_dataset(meta, is_implicit_VR=False, is_little_endian=True,  # type: ignore[arg-type]
-                                         stop_when=lambda tag, vr, length: tag.group != 2)
-                ts = str(file_meta.get("TransferSyntaxUID", "") or ref.transfer_syntax_uid)
+                group = fh.read(group_length)
+                ts = part10.meta_syntax(head + group) if len(group) == group_length else None
+                if ts is None:
+                    file_meta = read_dataset(BytesIO(group), is_implicit_VR=False,  # type: ignore[arg-type]
+                                             is_little_endian=True,
+                                             stop_when=lambda tag, vr, length: tag.group != 2)
+                    ts = str(file_meta.get("TransferSyntaxUID", "") or ref.transfer_syntax_uid)
                 start = fh.tell()
                 return ts, fh, size - start
         except BaseException:
