@@ -458,6 +458,7 @@ class Search:
                 continue
             value: Any = None
             if kind is _AGGREGATE:
+                assert column is not None  # an aggregate is always read from its column
                 value = self._aggregate(query, row, keyword, column)
             elif column is not None:
                 value = row.get(column)

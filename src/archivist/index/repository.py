@@ -996,7 +996,7 @@ class Index:
                 return or_(col == v, self._starts_with(col, v + "="))
             return col == v
         if c.op == "wildcard":
-            like = col.like(_wildcard_to_like(values[0]), escape="\\")
+            like: Any = col.like(_wildcard_to_like(values[0]), escape="\\")
             if kind is MatchKind.PN and not values[0].endswith("*"):
                 like = or_(like, col.like(_wildcard_to_like(values[0]) + "=%", escape="\\"))
             if kind is MatchKind.PN and pn_fold and self._binary_ranges:
