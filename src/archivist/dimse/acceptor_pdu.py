@@ -681,18 +681,13 @@ _STORE_RESPONSE = frozenset((_GROUP_LENGTH, _SOP_CLASS, _FIELD, _RESPONDING_TO, 
 def decode_store_response(command: bytes) -> StoreResponse | None:
     """The C-STORE-RSP in `command` (an encoded command set), or None when it is another
     command or out of the ordinary (see :class:`StoreResponse`)."""
-    values: dict[int, bytes] = {}
-    pos, end = 0, len(command)
-    while pos < end:
-        if end - pos < 8:
-            return None
-        group, element, length = _COMMAND_ELEMENT.unpack_from(command, pos)
-        pos += 8
-        if group != 0 or pos + length > end or element in values \
-                or element not in _STORE_RESPONSE:
-            return None
-        values[element] = command[pos:pos + length]
-        pos += length
+    values = _command_elements(command)
+    return None if values is None else _store_response(values)
+
+
+def _store_response(values: dict[int, bytes]) -> StoreResponse | None:
+    if not _STORE_RESPONSE.issuperset(values):
+        return None
     shorts = []
     for element in (_FIELD, _RESPONDING_TO, _DATA_SET_TYPE, _STATUS):
         raw = values.get(element)
@@ -702,13 +697,13 @@ def decode_store_response(command: bytes) -> StoreResponse | None:
     field, responding_to, data_set, status = shorts
     if field != 0x8001 or data_set != _NO_DATA_SET:
         return None
-    uids = []
+    uids: list[str | None] = []
     for element in (_SOP_CLASS, _SOP_INSTANCE):
         raw = values.get(element)
-        uid = None if raw is None else _plain_uid(raw) if raw else ""
-        if uid is None and raw is not None:
+        uid = _plain_uid(raw) if raw else None  # absent or empty: None
+        if raw and uid is None:
             return None
-        uids.append(uid or None)
+        uids.append(uid)
     return StoreResponse(responding_to, status, uids[0], uids[1])
 
 
@@ -726,6 +721,14 @@ def decode_request(command: bytes) -> StoreRequest | QueryRequest | None:
     characters than digits and dots, an unknown priority, a data set where there is none or
     none where there is one, a Move Destination that is no AE title. Such command sets are
     decoded by pydicom and pynetdicom as before, whose checks then decide."""
+    values = _command_elements(command)
+    return None if values is None else _request(values)
+
+
+def _command_elements(command: bytes) -> dict[int, bytes] | None:
+    """The values of an encoded command set (Implicit VR Little Endian, PS3.7 6.3.1) by
+    element number, or None when it is not a plain run of group 0000 elements (one that
+    overruns the end, or comes twice)."""
     values: dict[int, bytes] = {}
     pos, end = 0, len(command)
     while pos < end:
@@ -737,6 +740,10 @@ def decode_request(command: bytes) -> StoreRequest | QueryRequest | None:
             return None
         values[element] = command[pos:pos + length]
         pos += length
+    return values
+
+
+def _request(values: dict[int, bytes]) -> StoreRequest | QueryRequest | None:
     shorts: dict[int, int] = {}
     for element in _SHORTS:
         raw = values.get(element)
@@ -840,14 +847,15 @@ class Message:
         if not last:
             return
         command = bytes(self.command)
-        response = decode_store_response(command)
+        values = _command_elements(command)
+        response = None if values is None else _store_response(values)
         if response is not None:
             response.context_id = context_id
             self.msg, self.field = response, 0x8001
             self.has_dataset = False
             self.complete = True
             return
-        request = decode_request(command)
+        request = None if values is None else _request(values)
         if request is not None:
             request.context_id = context_id
             self.msg, self.field = request, request.CommandField
