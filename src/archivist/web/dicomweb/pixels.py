@@ -190,6 +190,20 @@ class PixelInfo:
             samples = 2  # PS3.3 C.7.6.3.1.2: native 4:2:2 keeps two samples per pixel
         return self.rows * self.columns * samples * self.bits_allocated // 8
 
+    def past_value(self, number: int) -> bool:
+        """Whether native frame `number` ends past the stored Pixel Data value (its length
+        known, :attr:`value_length`): what follows the value in the file (trailing
+        padding...) is no pixel. Frames of fewer than 8 bits a sample are packed, rounded up
+        to a whole byte."""
+        if self.value_length is None:
+            return False
+        if self.bits_allocated % 8 == 0:
+            end = number * self.frame_bytes
+        else:
+            bits = number * self.rows * self.columns * self.samples * self.bits_allocated
+            end = -(-bits // 8)
+        return end > self.value_length
+
 
 @_unreadable_is_406
 def pixel_info(path: Path) -> PixelInfo:
@@ -375,8 +389,8 @@ def _native_frame(info: PixelInfo, number: int) -> bytes:
     start = (number - 1) * size
     first = start - start % word  # whole words around the frame, swapped, then cut
     last = start + size + (-(start + size)) % word
-    if info.value_length is not None and start + size > info.value_length:
-        data = b""  # what follows a short value in the file (trailing padding...) is no pixel
+    if info.past_value(number):
+        data = b""
     elif info.in_memory is not None:  # a small value, read with the header
         data = bytes(info.in_memory[first:last])
     elif info.inflated is not None:
@@ -479,16 +493,12 @@ def check_before_decoding(info: PixelInfo, number: int) -> None:
     :data:`MAX_FRAME_BYTES`, when its compressed header declares another size, number of
     samples or more bits than the data set (:func:`archivist.archive.transcode.check_frame`),
     or when native Pixel Data ends before it."""
-    if not info.encapsulated and info.value_length is not None:
-        bits = number * info.rows * info.columns * info.samples * info.bits_allocated
-        if info.bits_allocated % 8 == 0:
-            bits = number * info.frame_bytes * 8  # YBR_FULL_422 keeps two samples a pixel
-        if -(-bits // 8) > info.value_length:
-            # pydicom would take what follows the value in the file (trailing padding...)
-            raise HTTPProblem(406, f"the pixel data of this instance cannot be read: frame "
-                              f"{number} is not in the stored Pixel Data ({info.value_length} "
-                              "bytes), shorter than Rows x Columns x Samples x Bits Allocated "
-                              "x frames")
+    if not info.encapsulated and info.past_value(number):
+        # pydicom would take what follows the value in the file (trailing padding...)
+        raise HTTPProblem(406, f"the pixel data of this instance cannot be read: frame "
+                          f"{number} is not in the stored Pixel Data ({info.value_length} "
+                          "bytes), shorter than Rows x Columns x Samples x Bits Allocated "
+                          "x frames")
     try:
         check_decode_size(info.header, 1, MAX_FRAME_BYTES)
         if info.encapsulated:
