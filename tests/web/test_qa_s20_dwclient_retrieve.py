@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,27 +35,11 @@ from archivist.testing.server import ServerProcess
 RLE = "1.2.840.10008.1.2.5"
 
 
-def _ports(count: int) -> list[int]:
-    """Free ports of the range this QA round may use."""
-    found: list[int] = []
-    for port in range(29150, 29200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        found.append(port)
-        if len(found) == count:
-            return found
-    raise RuntimeError("no free ports in 29150-29199")
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("dwclient-retrieve")
-    dicom_port, http_port = _ports(2)
-    srv = ServerProcess(tmp / "data", extra_args=["--workers", "1"], dicom_port=dicom_port,
-                        http_port=http_port, env={"ARCHIVIST_VIEWER_DIR": str(tmp / "none")})
+    srv = ServerProcess(tmp / "data", extra_args=["--workers", "1"],
+                        env={"ARCHIVIST_VIEWER_DIR": str(tmp / "none")})
     srv.start()
     yield f"{srv.url}/dicomweb"
     srv.stop()
