@@ -174,9 +174,7 @@ def _show(argv: list[str], json_out: bool) -> None:
         raise _fail(message, 1)
     scheme = term.canonical_scheme(scheme)
     if json_out:
-        data = concept.to_dict()
-        data["cid_names"] = {str(c): term.cid_name(c) for c in concept.cids}
-        data["cid_titles"] = {str(c): term.cid_title(c) for c in concept.cids}
+        data = term.concept_dict(concept)
         if (scheme, value) != (concept.scheme, concept.value):
             data["retired"] = {"scheme": scheme, "value": value}
         _print_json(data)

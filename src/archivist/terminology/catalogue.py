@@ -532,6 +532,14 @@ class Terminology:
         None."""
         return self._cid_titles.get(str(cid))
 
+    def concept_dict(self, concept: Concept) -> dict[str, Any]:
+        """:meth:`Concept.to_dict` with the name and the title of each of its context groups
+        (``cid_names``, ``cid_titles``): what ``codes show --json`` and the codes API answer."""
+        data = concept.to_dict()
+        data["cid_names"] = {str(c): self.cid_name(c) for c in concept.cids}
+        data["cid_titles"] = {str(c): self.cid_title(c) for c in concept.cids}
+        return data
+
     # -- body part examined (PS3.16 Annex L) ------------------------------------------------
 
     def body_part(self, term: str) -> BodyPart | None:

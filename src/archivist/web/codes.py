@@ -12,8 +12,6 @@ Bad input answers 400 with ``{"status": ..., "error": ..., "detail": ...}``. The
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
@@ -119,9 +117,7 @@ def get_code(request: Request) -> JSONResponse:
             detail += term.other_schemes_hint(value[:100])
         return _error(HTTP_404_NOT_FOUND, "unknown code", detail)
     scheme = term.canonical_scheme(scheme)
-    body: dict[str, Any] = concept.to_dict()
-    body["cid_names"] = {str(c): term.cid_name(c) for c in concept.cids}
-    body["cid_titles"] = {str(c): term.cid_title(c) for c in concept.cids}
+    body = term.concept_dict(concept)
     if (scheme, value) != (concept.scheme, concept.value):
         body["requested"] = {"scheme": scheme, "value": value}
     return JSONResponse(body)
