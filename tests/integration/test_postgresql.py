@@ -99,6 +99,16 @@ def test_an_archive_on_postgresql_end_to_end(database: str, tmp_path: Path) -> N
         assert [s["0020000D"]["Value"][0] for s in found] == [a]
         meta = requests.get(f"{srv.url}/dicomweb/studies/{b}/metadata", timeout=30)
         assert meta.status_code == 200 and len(meta.json()) == 2
+        # One instance by its path (the index's lookup by SOP Instance UID), and under a
+        # study it is not in: 404.
+        item = meta.json()[0]
+        series, sop = item["0020000E"]["Value"][0], item["00080018"]["Value"][0]
+        one = requests.get(f"{srv.url}/dicomweb/studies/{b}/series/{series}/instances/{sop}"
+                           "/metadata", timeout=30)
+        assert one.status_code == 200 and one.json()[0]["00080018"]["Value"] == [sop]
+        wrong = requests.get(f"{srv.url}/dicomweb/studies/{a}/series/{series}/instances/{sop}"
+                             "/metadata", timeout=30)
+        assert wrong.status_code == 404, wrong.text
         # C-GET back every object of study a, byte counts as stored.
         out = tmp_path / "got"
         out.mkdir()

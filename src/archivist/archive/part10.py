@@ -368,7 +368,7 @@ INFLATE_CEILING = 256 << 20
 _INFLATE_STEP = 1 << 20
 _SPOOL_IN_MEMORY = 8 << 20
 _DEFLATED = str(DeflatedExplicitVRLittleEndian)
-#: Bytes read to find the transfer syntax without pydicom (:func:`_peek_syntax`).
+#: Bytes read to find the transfer syntax without pydicom (:func:`peek_syntax`).
 _META_PEEK = 16 << 10
 _PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 
@@ -466,7 +466,7 @@ def read_stored(fh: BinaryIO, *, defer_size: int | None = None, stop_before_pixe
         Whatever ``pydicom.dcmread`` raises for an object it cannot read.
     """
     start = fh.tell()
-    if _peek_syntax(fh) not in (None, _DEFLATED):  # the common case: pydicom reads it all
+    if peek_syntax(fh) not in (None, _DEFLATED):  # the common case: pydicom reads it all
         return dcmread(fh, defer_size=defer_size, stop_before_pixels=stop_before_pixels,
                        specific_tags=specific_tags)
     preamble = read_preamble(fh, False)
@@ -509,7 +509,7 @@ def _decodable(meta: FileMetaDataset) -> FileMetaDataset:
     return out
 
 
-def _peek_syntax(fh: BinaryIO) -> str | None:
+def peek_syntax(fh: BinaryIO) -> str | None:
     """The transfer syntax of the Part 10 object in `fh` (positioned at its start, and left
     there) from its first bytes, by this module's File Meta walk; None when those bytes do not
     tell (no DICM prefix, an unusual or very long File Meta): pydicom's reader must look. It
@@ -537,7 +537,7 @@ def meta_syntax(head: bytes) -> str | None:
 def is_deflated(fh: BinaryIO) -> bool:
     """Whether the Part 10 object in `fh` (positioned at its start, and left there) is in
     Deflated Explicit VR Little Endian."""
-    peeked = _peek_syntax(fh)
+    peeked = peek_syntax(fh)
     if peeked is not None:
         return peeked == _DEFLATED
     start = fh.tell()
@@ -552,4 +552,5 @@ def is_deflated(fh: BinaryIO) -> bool:
 
 
 __all__ = ["DEFER_SIZE", "INFLATE_CEILING", "INFLATE_FLOOR", "INFLATE_RATIO", "InflateRefused",
-           "inflate", "inflate_limit", "is_deflated", "read", "read_stored"]
+           "inflate", "inflate_limit", "is_deflated", "meta_syntax", "peek_syntax", "read",
+           "read_stored"]

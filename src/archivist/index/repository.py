@@ -24,6 +24,7 @@ from sqlalchemy import (
     LABEL_STYLE_TABLENAME_PLUS_COL,
     Engine,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -853,17 +854,21 @@ class Index:
         """Where one instance is stored now: its storage key, size, digest, SOP Class and
         transfer syntax, with the Series and Study Instance UIDs it is filed under; None when
         it is not stored (a reader whose blob went away asks whether the instance was replaced
-        meanwhile, duplicate policy ``replace``, or deleted)."""
+        meanwhile, duplicate policy ``replace``, or deleted; a WADO-RS request names one
+        instance).
+
+        The statement is built once: building and caching a new one each call cost three
+        times the lookup; on SQLite it goes to the driver (~40 us against ~130 through
+        SQLAlchemy)."""
         with self.reader.connect() as conn:
-            row = conn.execute(
-                select(instance.c.storage_key, instance.c.size, instance.c.sha256,
-                       instance.c.sop_class_uid, instance.c.transfer_syntax_uid,
-                       series.c.series_instance_uid, study.c.study_instance_uid)
-                .select_from(instance.join(series, instance.c.series_pk == series.c.pk)
-                             .join(study, series.c.study_pk == study.c.pk))
-                .where(instance.c.sop_instance_uid == sop_instance_uid)
-            ).first()
-        return dict(row._mapping) if row is not None else None
+            if self._sql.raw:
+                sql = _stored_copy_sql(self.reader.dialect)
+                driver: Any = conn.connection.driver_connection
+                with self._sql._translated(sql, (sop_instance_uid,)):
+                    row = driver.execute(sql, (sop_instance_uid,)).fetchone()
+            else:
+                row = conn.execute(_STORED_COPY, {"sop": sop_instance_uid}).first()
+        return dict(zip(_STORED_COPY_KEYS, row)) if row is not None else None
 
     def series_present(self, pks: Iterable[int]) -> set[int]:
         """Which of the series row keys `pks` are still in the index."""
@@ -1163,6 +1168,22 @@ class Index:
                     yield dict(zip(names, row))
         except OperationalError as exc:
             raise IndexError_(f"index read failed: {type(exc).__name__}") from exc
+
+
+_STORED_COPY_KEYS = ("storage_key", "size", "sha256", "sop_class_uid", "transfer_syntax_uid",
+                     "series_instance_uid", "study_instance_uid")
+_STORED_COPY = (
+    select(instance.c.storage_key, instance.c.size, instance.c.sha256, instance.c.sop_class_uid,
+           instance.c.transfer_syntax_uid, series.c.series_instance_uid,
+           study.c.study_instance_uid)
+    .select_from(instance.join(series, instance.c.series_pk == series.c.pk)
+                 .join(study, series.c.study_pk == study.c.pk))
+    .where(instance.c.sop_instance_uid == bindparam("sop")))
+
+
+@functools.cache
+def _stored_copy_sql(dialect: Any) -> str:
+    return str(_STORED_COPY.compile(dialect=dialect))
 
 
 @functools.cache

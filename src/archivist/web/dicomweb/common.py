@@ -205,6 +205,17 @@ def base_url(request: Request) -> str:
 def find_instances(archive: Archive, study: str | None = None, series: str | None = None,
                    sop: str | None = None) -> list[InstanceRef]:
     """The stored instances under the given UIDs; 404 when there are none."""
+    if sop:
+        # One instance: looked up by its unique key, then checked to be under the study and
+        # series the path names (a frame request's index work was a general search's).
+        study = check_uid(study, "Study Instance UID") if study else study
+        series = check_uid(series, "Series Instance UID") if series else series
+        sop = check_uid(sop, "SOP Instance UID")
+        ref = archive.retrieve.instance(sop)
+        if ref is None or (study and ref.study_instance_uid != study) or (
+                series and ref.series_instance_uid != series):
+            raise HTTPProblem(404, "no such instance in this archive")
+        return [ref]
     pairs: list[tuple[str, str]] = []
     if study:
         pairs.append(("StudyInstanceUID", check_uid(study, "Study Instance UID")))

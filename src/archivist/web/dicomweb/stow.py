@@ -30,7 +30,6 @@ from starlette.responses import JSONResponse, Response
 from archivist.archive import part10
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin, StoreStatus
-from archivist.core.levels import QueryLevel
 from archivist.errors import ArchivistError
 from archivist.web.dicomweb.common import (
     DICOM,
@@ -367,10 +366,8 @@ def _store_body(archive: Archive, body: Path | bytes, study: str | None,
 
 def _stored_at(archive: Archive, sop: str) -> tuple[str, str] | None:
     """The Study and Series Instance UIDs the index holds an instance under."""
-    query = archive.search.query_from_pairs(QueryLevel.IMAGE, [("SOPInstanceUID", sop)])
-    for ref in archive.retrieve.instances(query):
-        return ref.study_instance_uid, ref.series_instance_uid
-    return None
+    ref = archive.retrieve.instance(sop)
+    return None if ref is None else (ref.study_instance_uid, ref.series_instance_uid)
 
 
 def part_file_prefix() -> str:
