@@ -56,7 +56,7 @@ TAILS = {"": "multipart/related; type=\"application/dicom\"",
          "/rendered": "image/jpeg"}
 
 
-@pytest.mark.parametrize("tail", list(TAILS))
+@pytest.mark.parametrize("tail", list(TAILS), ids=["instance", "metadata", "frame", "rendered"])
 def test_own_path_answers(server: ServerProcess, tail: str) -> None:
     status, body = _get(f"{server.url}/dicomweb/studies/{STUDY}/series/{SERIES}/instances/"
                         f"{SOP}{tail}", TAILS[tail])
@@ -64,9 +64,11 @@ def test_own_path_answers(server: ServerProcess, tail: str) -> None:
     assert SOP.encode() in body or tail in ("/frames/1", "/rendered")
 
 
-@pytest.mark.parametrize("tail", list(TAILS))
+@pytest.mark.parametrize("tail", list(TAILS), ids=["instance", "metadata", "frame", "rendered"])
+# (ids: the UIDs are new in each pytest-xdist worker, and test names must not differ)
 @pytest.mark.parametrize("study,series", [(OTHER_STUDY, SERIES), (STUDY, OTHER_SERIES),
-                                          (OTHER_STUDY, OTHER_SERIES)])
+                                          (OTHER_STUDY, OTHER_SERIES)],
+                         ids=["other-study", "other-series", "both-other"])
 def test_under_another_study_or_series_is_404(server: ServerProcess, tail: str, study: str,
                                               series: str) -> None:
     status, body = _get(f"{server.url}/dicomweb/studies/{study}/series/{series}/instances/"
@@ -89,7 +91,8 @@ def test_unknown_instance_is_404_and_invalid_uid_400(server: ServerProcess) -> N
 
 @pytest.mark.parametrize("study,series,expected", [(STUDY, SERIES, 200),
                                                    (OTHER_STUDY, SERIES, 404),
-                                                   (STUDY, OTHER_SERIES, 404)])
+                                                   (STUDY, OTHER_SERIES, 404)],
+                         ids=["own", "other-study", "other-series"])
 def test_wado_uri_checks_study_and_series(server: ServerProcess, study: str, series: str,
                                           expected: int) -> None:
     status, body = _get(f"{server.url}/wado?requestType=WADO&studyUID={study}"
