@@ -26,9 +26,9 @@ _install_scu_guard()
 # (ARCHIVIST_DATABASE_URL, which archives opened from the environment and `archivist serve`
 # read); tests that build a SQLite index themselves keep it. tests/integration/test_postgresql.py
 # runs on PostgreSQL in every run.
-import os  # noqa: E402
+import os
 
-import pytest  # noqa: E402
+import pytest
 
 if os.environ.get("ARCHIVIST_TEST_POSTGRES") == "1":
 

@@ -284,7 +284,7 @@ class TestDuplicates:
 
     def test_replace(self, open_archive: object, tmp_path: Path) -> None:
         archive = open_archive(duplicate_policy="replace")  # type: ignore[operator]
-        same = dict(sop_uid="1.2.3.4", study_uid="1.2.3.1", series_uid="1.2.3.2")
+        same = {"sop_uid": "1.2.3.4", "study_uid": "1.2.3.1", "series_uid": "1.2.3.2"}
         make_instance(tmp_path / "a.dcm", instance_number=1, **same)
         make_instance(tmp_path / "b.dcm", instance_number=2, **same)
         archive.ingest.store_file(tmp_path / "a.dcm", IMPORT)

@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import Origin, StoreStatus
 from archivist.errors import IndexError_
-from archivist.index.repository import AddRequest, BlobInfo
 from archivist.index.extract import extract
+from archivist.index.repository import AddRequest, BlobInfo
 from archivist.index.schema import change, instance, patient, series, study
 from archivist.testing.datasets import make_instance, new_uid
 
@@ -58,7 +58,7 @@ def test_concurrent_stores_share_transactions_and_aggregates_add_up(
     paths = _files(tmp_path, 240, studies=2, series_per_study=2)
     results = _store_concurrently(archive, paths, threads=12)
     assert all(getattr(r, "status", None) is StoreStatus.STORED for r in results), results[:3]
-    group = archive.ingest._group  # noqa: SLF001 - the figure this test is about
+    group = archive.ingest._group
     assert group.committed == 240
     # Twelve writers at once must have shared transactions (otherwise this is one per store).
     assert group.groups < 240

@@ -5,8 +5,15 @@ import subprocess
 import sys
 import time
 
-from bench.procs import (TreeSampler, cpu_seconds, load_average, parse_stat, pss_bytes, rss_bytes,
-                         tree_pids)
+from bench.procs import (
+    TreeSampler,
+    cpu_seconds,
+    load_average,
+    parse_stat,
+    pss_bytes,
+    rss_bytes,
+    tree_pids,
+)
 
 
 class TestProcs:

@@ -35,7 +35,7 @@ def _received(out: Path) -> set[str]:
     for path in out.iterdir():
         try:
             uids.add(str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID))
-        except Exception:  # noqa: BLE001 - a file storescp is still writing
+        except Exception:  # noqa: BLE001, S110 - a file storescp is still writing
             pass
     return uids
 

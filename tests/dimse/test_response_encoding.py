@@ -25,22 +25,24 @@ def _pydicom_command(field: int, values: dict[str, Any], with_data: bool) -> byt
 
 
 CASES = [
-    (0x8001, dict(MessageIDBeingRespondedTo=7, AffectedSOPClassUID=UID("1.2.840.10008.5.1.4.1.1.2"),
-                  AffectedSOPInstanceUID="1.2.3.45", Status=0), False),  # odd-length UID
-    (0x8001, dict(MessageIDBeingRespondedTo=65535, AffectedSOPClassUID="1.2.840.10008.5.1.4.1.1.4",
-                  AffectedSOPInstanceUID="1.2.3.4", Status=0xB007), False),
-    (0x8020, dict(MessageIDBeingRespondedTo=1, AffectedSOPClassUID="1.2.840.10008.5.1.4.1.2.2.1",
-                  Status=0xFF00), True),
-    (0x8021, dict(MessageIDBeingRespondedTo=3, AffectedSOPClassUID="1.2.840.10008.5.1.4.1.2.2.2",
-                  Status=0xFF00, NumberOfRemainingSuboperations=299,
-                  NumberOfCompletedSuboperations=1, NumberOfFailedSuboperations=0,
-                  NumberOfWarningSuboperations=0), False),
-    (0x8030, dict(MessageIDBeingRespondedTo=2, AffectedSOPClassUID="1.2.840.10008.1.1",
-                  Status=0), False),
+    (0x8001, {"MessageIDBeingRespondedTo": 7,
+              "AffectedSOPClassUID": UID("1.2.840.10008.5.1.4.1.1.2"),
+              "AffectedSOPInstanceUID": "1.2.3.45", "Status": 0}, False),  # odd-length UID
+    (0x8001, {"MessageIDBeingRespondedTo": 65535,
+              "AffectedSOPClassUID": "1.2.840.10008.5.1.4.1.1.4",
+              "AffectedSOPInstanceUID": "1.2.3.4", "Status": 0xB007}, False),
+    (0x8020, {"MessageIDBeingRespondedTo": 1, "AffectedSOPClassUID": "1.2.840.10008.5.1.4.1.2.2.1",
+                  "Status": 0xFF00}, True),
+    (0x8021, {"MessageIDBeingRespondedTo": 3, "AffectedSOPClassUID": "1.2.840.10008.5.1.4.1.2.2.2",
+                  "Status": 0xFF00, "NumberOfRemainingSuboperations": 299,
+                  "NumberOfCompletedSuboperations": 1, "NumberOfFailedSuboperations": 0,
+                  "NumberOfWarningSuboperations": 0}, False),
+    (0x8030, {"MessageIDBeingRespondedTo": 2, "AffectedSOPClassUID": "1.2.840.10008.1.1",
+                  "Status": 0}, False),
     # Kinds the direct encoder leaves to pydicom:
-    (0x8001, dict(MessageIDBeingRespondedTo=9, AffectedSOPClassUID="1.2.840.10008.5.1.4.1.1.2",
-                  Status=0xA900, ErrorComment="SOP Class differs"), False),
-    (0x8001, dict(MessageIDBeingRespondedTo=9, Status=0xA900, OffendingElement=[0x00080016]),
+    (0x8001, {"MessageIDBeingRespondedTo": 9, "AffectedSOPClassUID": "1.2.840.10008.5.1.4.1.1.2",
+                  "Status": 0xA900, "ErrorComment": "SOP Class differs"}, False),
+    (0x8001, {"MessageIDBeingRespondedTo": 9, "Status": 0xA900, "OffendingElement": [0x00080016]},
      False),
 ]
 
@@ -60,16 +62,16 @@ def test_empty_uid_and_unset_values() -> None:
     rsp.AffectedSOPInstanceUID = ""
     rsp.Status = 0
     assert rsp.command(False) == _pydicom_command(
-        0x8001, dict(MessageIDBeingRespondedTo=4, AffectedSOPInstanceUID="", Status=0), False)
+        0x8001, {"MessageIDBeingRespondedTo": 4, "AffectedSOPInstanceUID": "", "Status": 0}, False)
 
 
 @pytest.mark.parametrize("originator", [None, "MOVESCU", "ODD"])
 def test_c_store_request_command_equals_pydicoms_encoding(originator: str | None) -> None:
     from archivist.dimse.requestor import c_store_rq
 
-    values: dict[str, Any] = dict(AffectedSOPClassUID="1.2.840.10008.5.1.4.1.1.2", MessageID=12,
-                                  Priority=0, CommandDataSetType=0,
-                                  AffectedSOPInstanceUID="1.2.3.4.567")
+    values: dict[str, Any] = {"AffectedSOPClassUID": "1.2.840.10008.5.1.4.1.1.2", "MessageID": 12,
+                                  "Priority": 0, "CommandDataSetType": 0,
+                                  "AffectedSOPInstanceUID": "1.2.3.4.567"}
     if originator:
         values.update(MoveOriginatorApplicationEntityTitle=originator, MoveOriginatorMessageID=3)
     got = c_store_rq(12, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.567", originator_aet=originator,

@@ -356,9 +356,10 @@ def test_the_sqlite_fast_path_writes_what_sqlalchemy_core_writes(tmp_path: Path)
     from archivist.index.repository import AddRequest
 
     study = new_uid()
-    specs = [dict(study_uid=study, series_uid=s, modality=m, patient_id="P9", sop_uid=new_uid())
+    specs = [{"study_uid": study, "series_uid": s, "modality": m, "patient_id": "P9",
+              "sop_uid": new_uid()}
              for s, m in ((new_uid(), "CT"), (new_uid(), "PR")) for _ in range(3)]
-    specs.append(dict(patient_id="P8", sop_uid=new_uid()))
+    specs.append({"patient_id": "P8", "sop_uid": new_uid()})
     datasets = [make_instance(tmp_path / f"src{i}.dcm", **kw) for i, kw in enumerate(specs)]
 
     def requests(policy: str) -> list[AddRequest]:
@@ -375,8 +376,8 @@ def test_the_sqlite_fast_path_writes_what_sqlalchemy_core_writes(tmp_path: Path)
         db = tmp_path / f"index-{raw}.sqlite"
         idx = Index(f"sqlite:///{db}")
         idx.migrate()
-        assert idx._sql.raw  # noqa: SLF001 - SQLite takes the fast path by default
-        idx._sql.raw = raw  # noqa: SLF001
+        assert idx._sql.raw
+        idx._sql.raw = raw
         try:
             first = idx.add_instances(requests("keep")[:4])
             rest = idx.add_instances(requests("keep")[3:])

@@ -124,7 +124,7 @@ def _reference_small_attributes(ds: Dataset) -> dict:
         try:
             if len(str(elem.value)) > 256:
                 continue
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S112
             continue
         small.add(elem)
     return small.to_json_dict(bulk_data_threshold=1024, suppress_invalid_tags=True)

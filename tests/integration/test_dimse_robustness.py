@@ -141,7 +141,7 @@ def send_instances(port: int, files: list[Path], acked: list[tuple[str, str]],
     ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.1"])
     try:
         assoc = ae.associate("127.0.0.1", port, ae_title=AET)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a refused or cut association ends this client
         return
     if not assoc.is_established:
         return
@@ -149,7 +149,7 @@ def send_instances(port: int, files: list[Path], acked: list[tuple[str, str]],
         for f in files:
             try:
                 rsp = assoc.send_c_store(f)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a refused or cut association ends this client
                 return
             if "Status" in rsp and rsp.Status == 0:
                 ds = pydicom.dcmread(f, stop_before_pixels=True)

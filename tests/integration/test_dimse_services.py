@@ -36,7 +36,7 @@ def run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         cmd = (dcmtk_tool(cmd[0]), *cmd[1:])
     if cmd[0] == "python":
         cmd = (sys.executable, *cmd[1:])
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def associate(srv: ServerProcess, contexts: list[tuple[str, list[str]]] | None = None,
