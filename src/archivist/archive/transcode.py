@@ -360,6 +360,10 @@ def _compression_refusal(ds: Dataset, photometric: str, target: str) -> str | No
             and allocated in p_allocated and bits in p_bits
             for p_photometric, p_samples, p_signed, p_allocated, p_bits in profiles):
         return f"{name} is not made from {described} (PS3.5 8.2)"
+    if (target == JLS_LOSSLESS and rows * columns * samples * allocated // 8 < _JLS_SMALL_FRAME
+            and bits != allocated):
+        return (f"{name} is not made here from {described}, under {_JLS_SMALL_FRAME} bytes a "
+                "frame")
     if target == J2K_LOSSLESS:
         if min(rows, columns) < _J2K_MIN_SIDE and allocated not in (8, 16):
             return f"{name} is not made here from {described}, under 32 pixels a side"
@@ -469,6 +473,8 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
         if target == J2K_LOSSLESS and min(int(ds.get("Rows") or 0),
                                           int(ds.get("Columns") or 0)) < _J2K_MIN_SIDE:
             _compress_j2k_small(ds)
+        elif target == JLS_LOSSLESS and _jls_frame_bytes(ds) < _JLS_SMALL_FRAME:
+            _compress_jls_small(ds)
         else:
             try:
                 ds.compress(UID(target), generate_instance_uid=False)
@@ -543,6 +549,52 @@ def _compress_j2k_small(ds: Dataset) -> None:
             raise TranscodeRefused("JPEG 2000 coding of this image did not decode to its pixels")
         coded.append(bytes(frame))
     _set_encapsulated(ds, coded, J2K_LOSSLESS)
+
+
+JLS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+#: pydicom's JPEG-LS encoder (pyjpegls) sets aside twice a frame's bytes for its code, which
+#: the JPEG-LS header alone can outgrow for a tiny frame ("The destination buffer is too
+#: small"); a frame under this many bytes is coded with imagecodecs' CharLS instead.
+_JLS_SMALL_FRAME = 256
+
+
+def _jls_frame_bytes(ds: Dataset) -> int:
+    rows, columns, samples, allocated, _, _ = _geometry(ds)
+    return rows * columns * samples * allocated // 8
+
+
+def _compress_jls_small(ds: Dataset) -> None:
+    """Native little-endian Pixel Data of frames under :data:`_JLS_SMALL_FRAME` bytes coded
+    frame by frame as JPEG-LS lossless with imagecodecs (CharLS, as pydicom's encoder), each
+    decoded again and compared; encapsulated with a Basic Offset Table. imagecodecs codes a
+    sample in all the bits of its type, so only Bits Stored 8 or 16 is coded here (the sample
+    precision of the JPEG-LS header is then Bits Stored); signed samples are coded as their
+    two's complement bit pattern, as JPEG-LS keeps no sign (PS3.5 A.4.3)."""
+    try:
+        import imagecodecs
+    except ImportError as exc:
+        raise TranscodeRefused(f"cannot code JPEG-LS here: {exc}") from None
+    rows, columns, samples, allocated, stored, frames = _geometry(ds)
+    if allocated not in (8, 16) or stored != allocated:
+        raise TranscodeRefused(f"JPEG-LS is not made here from a frame under "
+                               f"{_JLS_SMALL_FRAME} bytes of {stored} bits stored in "
+                               f"{allocated}")
+    dtype = np.dtype(f"<u{allocated // 8}")
+    shape = (rows, columns, samples) if samples > 1 else (rows, columns)
+    size = rows * columns * samples * dtype.itemsize
+    raw = bytes(ds.PixelData)
+    coded = []
+    for n in range(frames):
+        arr = np.frombuffer(raw[n * size:(n + 1) * size], dtype).reshape(shape)
+        try:
+            frame = imagecodecs.jpegls_encode(arr, level=0)
+            same = np.array_equal(imagecodecs.jpegls_decode(frame), arr)
+        except Exception as exc:  # noqa: BLE001 - the codec's reason
+            raise TranscodeRefused(f"cannot code JPEG-LS: {exc}") from None
+        if not same:
+            raise TranscodeRefused("JPEG-LS coding of this image did not decode to its pixels")
+        coded.append(bytes(frame))
+    _set_encapsulated(ds, coded, JLS_LOSSLESS)
 
 
 def _compress_jpeg_lossless(ds: Dataset, target: str) -> None:
