@@ -9,6 +9,7 @@ sequences, the item index (``00540016/0/00181074``).
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any, BinaryIO
 
@@ -120,10 +121,35 @@ def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = (), *,
             out[key] = fallback
             continue
         values = item.get("Value")
+        if values and elem.VR in ("FL", "FD", "DS"):
+            values = item["Value"] = _finite_or_text(elem, values)
         if values and len(values) > 1 and "" in values:
             # An empty value among several is null in DICOM JSON (PS3.18 F.2.5):
             # "\ISO 2022 IR 87" is [null, "ISO 2022 IR 87"].
             item["Value"] = [None if v == "" else v for v in values]
+    return out
+
+
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _finite_or_text(elem: DataElement, values: list[Any]) -> list[Any]:
+    """The JSON values of an FL, FD or DS element, a value JSON has no number for (NaN, an
+    infinity, a DS such as ``1e400`` beyond a double) written as a string: ``"NaN"``,
+    ``"Infinity"``, ``"-Infinity"`` for FL and FD (as fo-dicom, dicom-rs and dcm4che's readers
+    take them), a DS as its own text. A bare ``NaN`` or ``Infinity`` is not JSON (RFC 8259):
+    a browser's JSON.parse refused a whole series' metadata for one such value."""
+    if all(not isinstance(v, float) or math.isfinite(v) for v in values):
+        return values
+    originals = elem.value if isinstance(elem.value, (list, tuple, MultiValue)) else [elem.value]
+    out: list[Any] = []
+    for n, v in enumerate(values):
+        if not isinstance(v, float) or math.isfinite(v):
+            out.append(v)
+            continue
+        text = getattr(originals[n], "original_string", None) if n < len(originals) else None
+        out.append(str(text).strip() if elem.VR == "DS" and text else
+                   _NON_FINITE.get(repr(v).lower(), "NaN"))
     return out
 
 
