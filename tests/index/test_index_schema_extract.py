@@ -106,6 +106,13 @@ class TestExtract:
         assert rows.patient["patient_id"] == "" and rows.patient["issuer_of_patient_id"] == ""
         assert "patient_name_norm" not in rows.patient
 
+    def test_small_attributes_skip_group_lengths(self) -> None:
+        ds = Dataset()
+        ds.add_new(0x00080000, "UL", 40)
+        ds.Manufacturer = "M"
+        ds.add_new(0x7FE00000, "UL", 105406)
+        assert small_attributes(ds) == {"00080070": {"vr": "LO", "Value": ["M"]}}
+
     def test_small_attributes_skip_sequences(self) -> None:
         ds = Dataset()
         ds.Manufacturer = "M"
@@ -119,8 +126,8 @@ def _reference_small_attributes(ds: Dataset) -> dict:
     for elem in ds:
         if elem.tag.is_private or elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ"):
             continue
-        if elem.tag == 0x7FE00010 or elem.tag.group == 2:
-            continue
+        if elem.tag == 0x7FE00010 or elem.tag.group == 2 or elem.tag.element == 0:
+            continue  # (group lengths: retired, and no attribute of the object)
         try:
             if len(str(elem.value)) > 256:
                 continue

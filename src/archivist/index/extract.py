@@ -193,8 +193,9 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
     out: dict[str, Any] = {}
     elements = ds._dict
     for tag in sorted(elements):
-        if tag & 0x10000 or tag in _EXCLUDED_FROM_ATTRS or tag < 0x00030000:
-            continue  # private (odd group), Pixel Data, File Meta
+        if tag & 0x10000 or tag in _EXCLUDED_FROM_ATTRS or tag < 0x00030000 \
+                or not tag & 0xFFFF:
+            continue  # private (odd group), Pixel Data, File Meta, group lengths
         elem = elements[tag]
         if not isinstance(elem, DataElement):
             if elem.value is None and elem.length:

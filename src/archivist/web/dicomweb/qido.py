@@ -299,6 +299,9 @@ def _row_attrs(row: dict[str, Any], level: QueryLevel) -> dict[str, Any]:
     attributes of levels below `level` are left out (PS3.18 10.6.3.3).
     """
     own = attrs_of(row, TABLES_AT_LEVEL[level.value][0].name)
+    # Group lengths (gggg,0000), kept at ingest before session 22, are no attributes: they
+    # describe the encoding they were read from (PS3.5 7.2), and are retired.
+    own = {tag: item for tag, item in own.items() if not tag.endswith("0000")}
     if level is QueryLevel.IMAGE:
         return own
     out = {}
