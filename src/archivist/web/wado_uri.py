@@ -50,12 +50,8 @@ def _content_type(request: Request, has_pixels: bool, *, pdf: bool = False) -> s
 
 async def _document(path: Any) -> Response:
     """The PDF an Encapsulated PDF instance holds."""
-    def read() -> bytes:
-        with open(path, "rb") as fh:
-            ds = pixels.read_stored(fh, whole=True)
-        return bytes(ds.EncapsulatedDocument)
-
-    return Response(await run_in_threadpool(read), media_type="application/pdf")
+    return Response(await run_in_threadpool(pixels.encapsulated_document, path),
+                    media_type="application/pdf")
 
 
 async def wado(request: Request) -> Response:

@@ -125,6 +125,21 @@ def read_stored(fh: BinaryIO, *, whole: bool = False, **kwargs: Any) -> Dataset:
         raise HTTPProblem(406, f"this instance is not read here: {exc}") from None
 
 
+def encapsulated_document(path: Path) -> bytes:
+    """The document an Encapsulated Document instance (a PDF...) holds, as it was encapsulated:
+    the value of Encapsulated Document (0042,0011) without the byte that pads it to an even
+    length when Encapsulated Document Length (0042,0015), the length without that padding
+    (PS3.3 C.24.2), says so. A length that disagrees otherwise is not trusted."""
+    with open(path, "rb") as fh:
+        ds = read_stored(fh, whole=True)
+    doc = bytes(ds.EncapsulatedDocument)
+    try:
+        length = int(ds.get("EncapsulatedDocumentLength"))
+    except (TypeError, ValueError):
+        return doc
+    return doc[:length] if len(doc) - length == 1 else doc
+
+
 def _stored_path(args: tuple[Any, ...]) -> str:
     """The stored file a pixel function was called on (its first argument: a path or a
     :class:`PixelInfo`), for the log: the blob's own name, never a UID or client text."""

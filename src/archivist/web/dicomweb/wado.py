@@ -1133,11 +1133,7 @@ async def rendered(request: Request, study: str, series: str | None = None,
             raise HTTPProblem(406, "this instance is an Encapsulated PDF: its rendered form is "
                               "application/pdf, which the Accept header leaves out")
 
-        def pdf() -> bytes:
-            with open(path, "rb") as fh:
-                ds = pixels.read_stored(fh, whole=True)
-            return bytes(ds.EncapsulatedDocument)
-        data = await run_in_threadpool(pdf)
+        data = await run_in_threadpool(pixels.encapsulated_document, path)
         return Response(data, media_type="application/pdf")
     video = FRAME_MEDIA_TYPE.get(ref.transfer_syntax_uid, "")
     if video.startswith("video/") and sop and not thumbnail and frame is None:
