@@ -85,7 +85,12 @@ def test_a_part_written_without_its_preamble_gets_one_in_memory_and_on_disk(
     assert _with_preamble(part10) == part10
     assert _with_preamble(bare) == part10[:132] + bare
     assert _with_preamble(b"garbage") == b"garbage"
-    for body, expected in ((part10, part10), (bare, part10), (b"garbage", b"garbage")):
+    # DICM and File Meta without the 128-byte preamble (QA s22: refused while the form
+    # without DICM was accepted): the preamble only.
+    dicm = part10[128:]
+    assert _with_preamble(dicm) == part10
+    for body, expected in ((part10, part10), (bare, part10), (dicm, part10),
+                           (b"garbage", b"garbage")):
         path = tmp_path / "part"
         path.write_bytes(body)
         _add_preamble(path)

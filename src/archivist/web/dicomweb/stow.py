@@ -92,29 +92,35 @@ def _uids(source: Path | bytes | None) -> dict[str, str]:
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 
 
-def _lacks_preamble(head: bytes) -> bool:
-    """Whether a part whose first 132 bytes are `head` starts with its File Meta instead of the
-    128-byte preamble and DICM (pydicom writes datasets built in memory that way)."""
-    return head[128:132] != b"DICM" and head.startswith(b"\x02\x00")
+def _missing_prefix(head: bytes) -> bytes:
+    """What a part whose first 132 bytes are `head` lacks before its File Meta: the 128-byte
+    preamble and DICM when it starts with its File Meta (pydicom writes datasets built in
+    memory that way), the preamble alone when it starts with DICM; nothing otherwise."""
+    if head[128:132] == b"DICM":
+        return b""
+    if head.startswith(b"DICM\x02\x00"):
+        return _PREAMBLE[:128]
+    if head.startswith(b"\x02\x00"):
+        return _PREAMBLE
+    return b""
 
 
 def _with_preamble(data: bytes) -> bytes:
     """`data` with a preamble if it lacks one (see :func:`_add_preamble`)."""
-    return _PREAMBLE + data if _lacks_preamble(data) else data
+    return _missing_prefix(data) + data
 
 
 def _add_preamble(path: Path) -> None:
-    """Give a part that starts with its File Meta (no 128-byte preamble, no DICM) its preamble.
-
-    pydicom writes datasets built in memory that way; the content is Part 10 otherwise.
-    """
+    """Give a part that starts with its File Meta (no 128-byte preamble, with or without DICM)
+    its preamble and DICM. The content is Part 10 otherwise."""
     with open(path, "rb") as fh:
         head = fh.read(132)
-    if not _lacks_preamble(head):
+    prefix = _missing_prefix(head)
+    if not prefix:
         return
     fixed = path.with_suffix(".fixed")
     with open(path, "rb") as src, open(fixed, "wb") as dst:
-        dst.write(_PREAMBLE)
+        dst.write(prefix)
         while chunk := src.read(1 << 20):
             dst.write(chunk)
     os.replace(fixed, path)
