@@ -277,7 +277,7 @@ def refusal(header: Dataset, target: str) -> str | None:
         return str(exc)
     if decode and twelve_bit_jpeg(header) and not _imagecodecs_jpeg():
         return "12-bit JPEG Extended is decoded with imagecodecs (libjpeg-turbo), not installed"
-    if not encode or _without_image(header):
+    if not encode or without_image(header):
         return None
     photometric = str(header.get("PhotometricInterpretation", "")).strip()
     if decode and photometric.startswith("YBR"):
@@ -287,7 +287,7 @@ def refusal(header: Dataset, target: str) -> str | None:
     return _compression_refusal(header, photometric, target)
 
 
-def _without_image(header: Dataset) -> bool:
+def without_image(header: Dataset) -> bool:
     """Whether `header` describes no image at all (an SR, a presentation state, a waveform):
     no Pixel Data and none of the Image Pixel Module's attributes. Its data set is written in
     any syntax as in Explicit VR Little Endian, as :func:`transcode_dataset` does."""

@@ -47,7 +47,7 @@ from pynetdicom.dsutils import decode, encode
 
 from archivist.archive import part10
 from archivist.archive.retrieve import StoredInstance
-from archivist.archive.transcode import TranscodeRefused, transcode_dataset
+from archivist.archive.transcode import TranscodeRefused, transcode_dataset, without_image
 from archivist.dimse.acceptor_pdu import (
     ABORT_UNRECOGNIZED_PARAMETER,
     Message,
@@ -1230,7 +1230,7 @@ def _sub_operation(item: Any, context_for: Any) -> tuple[str, str, Any, bytes]:
         ref = item.ref
         cx = context_for(ref.sop_class_uid, ref.transfer_syntax_uid)
         if cx is None:
-            raise _NoContext(f"{ref.sop_class_uid} in {ref.transfer_syntax_uid}")
+            return _imageless_sub_operation(item, context_for(ref.sop_class_uid, None))
         target = str(cx.transfer_syntax[0])
         if ref.size > STREAM_ABOVE and target == ref.transfer_syntax_uid:
             # A large object as stored: read from its file while it is sent, a mebibyte at a
@@ -1252,6 +1252,29 @@ def _sub_operation(item: Any, context_for: Any) -> tuple[str, str, Any, bytes]:
     if cx is None:
         raise _NoContext(f"{sop_class} in {stored}")
     return sop_class, str(ds.SOPInstanceUID), cx, encode_dataset(ds, UID(cx.transfer_syntax[0]))
+
+
+def _imageless_sub_operation(item: StoredInstance, cx: Any) -> tuple[str, str, Any, bytes]:
+    """An object with no image (an SR, a presentation state, an Encapsulated PDF...) sent in
+    the syntax of `cx`, the first accepted context of its SOP Class, whatever that syntax:
+    without pixel data, a data set is written in any syntax as in Explicit VR Little Endian
+    (a C-GET requestor such as DCMTK ``getscu +xy`` proposes JPEG Baseline first, which this
+    archive cannot make from pixels; its SRs and PDFs failed with the images).
+
+    Raises
+    ------
+    _NoContext
+        No context was accepted for the SOP Class, or the object has an image.
+    """
+    ref = item.ref
+    if cx is not None:
+        parsed = item.dataset()
+        if without_image(parsed):
+            target = str(cx.transfer_syntax[0])
+            transcode_dataset(parsed, target)
+            return ref.sop_class_uid, ref.sop_instance_uid, cx, encode_dataset(parsed,
+                                                                              UID(target))
+    raise _NoContext(f"{ref.sop_class_uid} in {ref.transfer_syntax_uid}")
 
 
 def _drain_failed(gen: Iterator[Any], failed: list[str]) -> None:
