@@ -603,6 +603,11 @@ class Acceptor:
         rq_contexts = rq.presentation_context_definition_list
         if not rq_contexts:
             raise ProtocolError("no presentation contexts proposed")
+        ids = [cx.context_id for cx in rq_contexts]
+        if len(set(ids)) != len(ids):
+            # Each context's ID is unique within the association (PS3.8 9.3.2.2): a later one
+            # of the same ID silently took the place of the first.
+            raise ProtocolError("a presentation context ID proposed twice")
         # pynetdicom indexes every context it is given, per call: it gets those whose abstract
         # syntax is proposed (the others could not match), in our order.
         proposed_syntaxes = {cx.abstract_syntax for cx in rq_contexts}
