@@ -597,6 +597,14 @@ class Ingest:
             raise InvalidObject("a DICOMDIR is a media directory, not an object to archive")
         if expected_sop_class is not None and clean_uid(expected_sop_class) != sop_class:
             raise SOPClassMismatch("SOP Class UID differs from the C-STORE request")
+        meta = getattr(ds, "file_meta", None)
+        media_class = clean_uid(meta.get("MediaStorageSOPClassUID")) if meta is not None else ""
+        if expected_sop_class is None and media_class and media_class != sop_class:
+            # A Part 10 object sent as it is (STOW-RS, import): its File Meta names the class
+            # of its data set (PS3.10 7.1), as a C-STORE request does; one naming another is
+            # refused as such a request is (0xA900), not kept with two classes in it.
+            raise SOPClassMismatch("SOP Class UID differs from the File Meta's Media Storage "
+                                   "SOP Class UID")
         if expected_study is not None and clean_uid(expected_study) != study_uid:
             raise StudyMismatch("Study Instance UID differs from the URL's")
         warnings: list[str] = []
