@@ -6,6 +6,7 @@ object goes out in a syntax other than its own (WADO-RS/WADO-URI, C-MOVE/C-GET s
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from struct import unpack_from
 
@@ -532,23 +533,43 @@ def _compress_j2k_small(ds: Dataset) -> None:
         raise TranscodeRefused(f"JPEG 2000 is not made here from {allocated}-bit samples")
     dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
     shape = (rows, columns, samples) if samples > 1 else (rows, columns)
-    size = rows * columns * samples * dtype.itemsize
-    raw = bytes(ds.PixelData)
     levels = max(1, min(6, min(rows, columns).bit_length()))
+
+    def encode(arr: np.ndarray) -> bytes:
+        return bytes(imagecodecs.jpeg2k_encode(
+            arr, level=0, codecformat=imagecodecs.JPEG2K.CODEC.J2K, reversible=True,
+            resolutions=levels, bitspersample=stored, mct=False))
+
+    coded = _code_frames(ds, dtype, shape, frames, encode, imagecodecs.jpeg2k_decode,
+                         "JPEG 2000")
+    _set_encapsulated(ds, coded, J2K_LOSSLESS)
+
+
+def _code_frames(ds: Dataset, dtype: np.dtype, shape: tuple[int, ...], frames: int,
+                 encode: Callable[[np.ndarray], bytes], decode: Callable[[bytes], np.ndarray],
+                 name: str) -> list[bytes]:
+    """Each frame of native little-endian Pixel Data (`frames` of `shape` in `dtype`) coded
+    by `encode`, decoded again by `decode` and compared with the pixels it came from.
+
+    Raises
+    ------
+    TranscodeRefused
+        The codec failed on a frame, or a frame did not decode to its pixels.
+    """
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = bytes(ds.PixelData)
     coded = []
     for n in range(frames):
         arr = np.frombuffer(raw[n * size:(n + 1) * size], dtype).reshape(shape)
         try:
-            frame = imagecodecs.jpeg2k_encode(
-                arr, level=0, codecformat=imagecodecs.JPEG2K.CODEC.J2K, reversible=True,
-                resolutions=levels, bitspersample=stored, mct=False)
-            same = np.array_equal(imagecodecs.jpeg2k_decode(frame), arr)
+            frame = encode(arr)
+            same = np.array_equal(decode(frame), arr)
         except Exception as exc:  # noqa: BLE001 - the codec's reason
-            raise TranscodeRefused(f"cannot code JPEG 2000: {exc}") from None
+            raise TranscodeRefused(f"cannot code {name}: {exc}") from None
         if not same:
-            raise TranscodeRefused("JPEG 2000 coding of this image did not decode to its pixels")
+            raise TranscodeRefused(f"{name} coding of this image did not decode to its pixels")
         coded.append(bytes(frame))
-    _set_encapsulated(ds, coded, J2K_LOSSLESS)
+    return coded
 
 
 JLS_LOSSLESS = "1.2.840.10008.1.2.4.80"
@@ -581,19 +602,9 @@ def _compress_jls_small(ds: Dataset) -> None:
                                f"{allocated}")
     dtype = np.dtype(f"<u{allocated // 8}")
     shape = (rows, columns, samples) if samples > 1 else (rows, columns)
-    size = rows * columns * samples * dtype.itemsize
-    raw = bytes(ds.PixelData)
-    coded = []
-    for n in range(frames):
-        arr = np.frombuffer(raw[n * size:(n + 1) * size], dtype).reshape(shape)
-        try:
-            frame = imagecodecs.jpegls_encode(arr, level=0)
-            same = np.array_equal(imagecodecs.jpegls_decode(frame), arr)
-        except Exception as exc:  # noqa: BLE001 - the codec's reason
-            raise TranscodeRefused(f"cannot code JPEG-LS: {exc}") from None
-        if not same:
-            raise TranscodeRefused("JPEG-LS coding of this image did not decode to its pixels")
-        coded.append(bytes(frame))
+    coded = _code_frames(ds, dtype, shape, frames,
+                         lambda arr: bytes(imagecodecs.jpegls_encode(arr, level=0)),
+                         imagecodecs.jpegls_decode, "JPEG-LS")
     _set_encapsulated(ds, coded, JLS_LOSSLESS)
 
 
