@@ -91,6 +91,28 @@ async function until(fn, timeoutMs) {
   await page.screenshot({ path: join(input.artefacts, 'qa-archive-upload.png'), fullPage: true });
 }
 
+// 3b. The upload from the keyboard (QA s22): the drop zone opens the file chooser with Enter,
+// and Tab goes on to the "files" input (visually hidden, not hidden from the keyboard), which
+// opens it with Space.
+{
+  await page.goto(base + '/archive/', { waitUntil: 'load' });
+  const chooser = async (press) => {
+    try {
+      await Promise.all([page.waitForEvent('filechooser', { timeout: 5000 }), press()]);
+      return true;
+    } catch (e) { return false; }
+  };
+  await page.focus('#dropzone');
+  const zoneOpensChooser = await chooser(() => page.keyboard.press('Enter'));
+  await page.focus('#dropzone');
+  await page.keyboard.press('Tab');
+  const tabReaches = await page.evaluate(() => document.activeElement && document.activeElement.id);
+  const inputOpensChooser = await chooser(() => page.keyboard.press('Space'));
+  results.keyboard = { zoneOpensChooser, tabReaches, inputOpensChooser,
+                       zoneRole: await page.$eval('#dropzone', (z) => z.getAttribute('role')),
+                       progressLive: await page.$eval('#progress-text', (e) => e.getAttribute('aria-live')) };
+}
+
 // 4. The archive page's search form.
 {
   await page.goto(base + '/archive/', { waitUntil: 'load' });

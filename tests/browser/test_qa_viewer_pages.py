@@ -131,6 +131,10 @@ def test_viewer_and_archive_pages_as_a_user_sees_them(tmp_path: Path) -> None:
         assert "not a DICOM" in refused["cells"][2] and "0xC000" in refused["cells"][2], refused
         assert rows["two-series-CT.dcm"]["cls"] == "ok", rows  # a duplicate: the first copy kept
         assert upload["progressText"] == "2 of 3 files stored, 1 failed", upload
+        # The upload from the keyboard: Enter on the drop zone, Tab to the files input, Space.
+        assert results["keyboard"] == {"zoneOpensChooser": True, "tabReaches": "file-input",
+                                       "inputOpensChooser": True, "zoneRole": "button",
+                                       "progressLive": "polite"}, results["keyboard"]
 
         # The search form finds the study by "muller" (accents and case ignored), and only it.
         search = results["search"]

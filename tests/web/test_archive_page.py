@@ -88,6 +88,15 @@ class TestArchiveHome:
         assert '<a href="/healthz">/healthz</a>' in body
         assert "/archive/studies/{study}" in body
         assert "script-src 'self'" in headers["content-security-policy"]
+        # The ZIP downloads are listed (QA s22: every route ending in /archive was left out)
+        assert "/api/studies/{study}/archive" in body
+        assert "/api/studies/{study}/series/{series}/archive" in body
+        assert '<li><code>GET</code> <a href="/archive">' not in body
+
+    def test_header_api_link_works_from_every_page(self, page_server: ServerProcess) -> None:
+        # #api is only on /archive/: the study page's header link pointed nowhere (QA s22)
+        _, _, body = _get(page_server.url + f"/archive/studies/{STUDY_UID}")
+        assert '<a href="/archive/#api">HTTP API</a>' in body
 
     def test_redirect_without_slash(self, page_server: ServerProcess) -> None:
         status, _, body = _get(page_server.url + "/archive")

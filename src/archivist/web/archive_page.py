@@ -235,7 +235,7 @@ def _page(title: str, body: str, settings: Settings) -> HTMLResponse:
 <span class="node">AE <b>{_e(settings.aet)}</b> · DIMSE port {settings.dicom_port}</span>
 <nav><a href="/">Viewer (study list)</a><a href="/archive/">Archive</a>
 <a href="/archive/workitems">Worklist (UPS)</a>
-<a href="#api">HTTP API</a></nav></header>
+<a href="/archive/#api">HTTP API</a></nav></header>
 <main>
 {body}
 </main>
@@ -330,14 +330,15 @@ def _results_html(params: Mapping[str, str], total: int, rows: list[dict[str, An
 
 
 _UPLOAD_HTML = """<section id="upload"><h2>Upload</h2>
-<div id="dropzone" tabindex="0">
+<div id="dropzone" tabindex="0" role="button" aria-describedby="dropzone-hint"
+ aria-label="Upload DICOM files: drop files or a folder here, or press Enter to choose files">
 <p><b>Drop DICOM files or a folder here</b>, or choose
-<label class="button">files<input id="file-input" type="file" multiple hidden></label>
-<label class="button">a folder<input id="folder-input" type="file" webkitdirectory hidden></label></p>
-<p class="hint">Each file is sent with STOW-RS (<code>POST /dicomweb/studies</code>) and stored
+<label class="button">files<input id="file-input" class="visually-hidden" type="file" multiple></label>
+<label class="button">a folder<input id="folder-input" class="visually-hidden" type="file" webkitdirectory></label></p>
+<p class="hint" id="dropzone-hint">Each file is sent with STOW-RS (<code>POST /dicomweb/studies</code>) and stored
 through the same checks as C-STORE.</p></div>
-<div id="progress" hidden><progress id="progress-bar" max="1" value="0"></progress>
-<span id="progress-text"></span></div>
+<div id="progress" hidden><progress id="progress-bar" max="1" value="0" aria-label="Upload progress"></progress>
+<span id="progress-text" role="status" aria-live="polite"></span></div>
 <table id="results" hidden><thead><tr><th>File</th><th>Size</th><th>Result</th></tr></thead>
 <tbody></tbody></table></section>"""
 
@@ -350,7 +351,7 @@ def _route_lines(routes: list[Any], prefix: str = "") -> list[str]:
         if children:  # a Mount: list what it holds
             items.extend(_route_lines(list(children), path))
             continue
-        if not path or path == "/{path:path}" or path.endswith("/archive"):
+        if not path or path in ("/{path:path}", "/archive"):
             continue
         methods = sorted(m for m in (getattr(route, "methods", None) or []) if m != "HEAD")
         if children is not None:  # a mounted application that does not list its routes
@@ -456,8 +457,10 @@ async def study_page(request: Request) -> Response:
             f"<td class=n>{r.get('instance.number_of_frames') or 1}</td>"
             f"<td class=n>{_e(_size(r.get('instance.size')))}</td>"
             f"<td>{_e(checked)}</td>"
-            f'<td><button class="findings" data-sop="{_e(sop)}">Findings</button></td></tr>'
-            f'<tr class="findings-row" hidden data-for="{_e(sop)}"><td colspan=7></td></tr>')
+            f'<td><button class="findings" data-sop="{_e(sop)}" aria-expanded="false" '
+            f'aria-controls="findings-{_e(sop)}">Findings</button></td></tr>'
+            f'<tr class="findings-row" id="findings-{_e(sop)}" hidden data-for="{_e(sop)}">'
+            '<td colspan=7 aria-live="polite"></td></tr>')
     table = ("<table id=instances><thead><tr><th>#</th><th>SOP Instance UID</th>"
              "<th>Transfer syntax</th><th>Frames</th><th>Size</th><th>Validation</th><th></th>"
              f"</tr></thead><tbody>{''.join(trs)}</tbody></table>")

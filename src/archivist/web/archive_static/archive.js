@@ -203,6 +203,13 @@
         upload(items);
       });
     }
+    // From the keyboard: the zone itself (Enter or Space) opens the file chooser; the two
+    // inputs, visually hidden but focusable, are reached with Tab too.
+    zone.addEventListener('keydown', (ev) => {
+      if (ev.target !== zone || (ev.key !== 'Enter' && ev.key !== ' ')) return;
+      ev.preventDefault();
+      document.getElementById('file-input').click();
+    });
     zone.addEventListener('dragover', (ev) => { ev.preventDefault(); zone.classList.add('over'); });
     zone.addEventListener('dragleave', () => zone.classList.remove('over'));
     zone.addEventListener('drop', async (ev) => {
@@ -265,8 +272,9 @@
       const sop = button.dataset.sop;
       const row = document.querySelector(`tr.findings-row[data-for="${CSS.escape(sop)}"]`);
       if (!row) return;
-      if (!row.hidden) { row.hidden = true; return; }
+      if (!row.hidden) { row.hidden = true; button.setAttribute('aria-expanded', 'false'); return; }
       row.hidden = false;
+      button.setAttribute('aria-expanded', 'true');
       const cell = row.querySelector('td');
       cell.textContent = 'loading...';
       try {
