@@ -417,6 +417,11 @@ class TestAbbreviations:
         ("PET", "DCM:PT"),
         ("lad", "SCT:59438005"),
         ("IVC", "SCT:64131007"),
+        # QA s22: MI found "Mi pig breed", AF "AF9", CHF and CCA nothing useful
+        ("MI", "SCT:22298006"),
+        ("AF", "SCT:49436004"),
+        ("CHF", "SCT:42343007"),
+        ("CCA", "SCT:32062004"),
     ])
     def test_first(self, query: str, expected: str) -> None:
         assert terminology.search(query, limit=1)[0].concept.key == expected

@@ -92,6 +92,10 @@ ABBREVIATIONS: dict[str, str] = {
     "pe": "pulmonary embolism",
     "cbd": "common bile duct",
     "csf": "cerebrospinal fluid",
+    "mi": "myocardial infarction",
+    "af": "atrial fibrillation",
+    "chf": "congestive heart failure",
+    "cca": "common carotid artery",
 }
 #: The weight of a query word matching another form of an index word (plural, spelling).
 _FORM_WEIGHT = 0.95
