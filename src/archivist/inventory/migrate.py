@@ -29,6 +29,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from archivist.archive.archive import Archive
+from archivist.core.levels import KEYS
 from archivist.core.pynetdicom_race import install as install_scu_guard
 from archivist.errors import ArchivistError
 from archivist.inventory import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
@@ -229,6 +230,14 @@ class _Receiver:
             self.server.shutdown()
 
 
+def _scope_below_study(scope: list[tuple[str, str]]) -> str:
+    """The deepest level of a scope's keys below STUDY ("SERIES", "IMAGE"), else "": a study
+    or series is then retrieved by what of it is in scope (its series, its instances), never
+    whole (a scope of Modality=CT copied the study's other series too)."""
+    levels = {KEYS[k].level.value for k, _ in scope if k in KEYS}
+    return "IMAGE" if "IMAGE" in levels else "SERIES" if "SERIES" in levels else ""
+
+
 class Migration:
     """Pull `remote` (or the `scope` of it) into `archive`.
 
@@ -307,7 +316,8 @@ class Migration:
         missing = len(uids) - len(here)
         if missing == 0:
             return [], 0
-        if not here:
+        below = _scope_below_study(self.scope)
+        if not here and not below:
             ds = Dataset()
             ds.QueryRetrieveLevel = "STUDY"
             ds.StudyInstanceUID = study.study_instance_uid
@@ -317,7 +327,7 @@ class Migration:
             gone = [u for u in se.instances if u not in here]
             if not gone:
                 continue
-            if len(gone) == len(se.instances):
+            if len(gone) == len(se.instances) and below != "IMAGE":
                 ds = Dataset()
                 ds.QueryRetrieveLevel = "SERIES"
                 ds.StudyInstanceUID = study.study_instance_uid
@@ -413,6 +423,12 @@ class Migration:
         again = of_remote(self.remote, "INSTANCE", self.scope, method=self.find_method)
         here = of_archive(self.archive, "INSTANCE")
         here.studies = {uid: rec for uid, rec in here.studies.items() if uid in again.studies}
+        if _scope_below_study(self.scope):
+            # Only the series in scope are compared (the study's others are not the source's
+            # concern here), and their studies' counts are the source's whole study's.
+            for uid, rec in here.studies.items():
+                keep = again.studies[uid].series
+                rec.series = {s: se for s, se in rec.series.items() if s in keep}
         return diff(again, here)
 
 

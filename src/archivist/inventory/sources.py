@@ -12,6 +12,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from archivist.core.levels import KEYS
 from archivist.errors import ArchivistError
 from archivist.inventory import REPOSITORY_QUERY, STUDY_ROOT_FIND
 from archivist.inventory.model import Inventory, removal_reason
@@ -100,6 +101,7 @@ def of_remote(remote: Remote, level: str = "INSTANCE", scope: Iterable[tuple[str
             _walk_rq(assoc, inv, depth, scope_map, page_size, progress)
         else:
             _walk_find(assoc, inv, depth, scope_map, progress)
+        _scoped_aggregates(inv, _scope_by_level(scope_map))
         return inv
     finally:
         if assoc.is_established:
@@ -149,29 +151,77 @@ def _walk_rq(assoc: Any, inv: Inventory, depth: int, scope: dict[str, str], page
                 progress("IMAGE", n)
 
 
+def _scope_by_level(scope: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The scope keys of each query level (a patient's with the study's), as this archive's
+    own inventories split them (:func:`archivist.inventory.builder._split_scope`): a plain
+    C-FIND matches a key only at its own level (PS3.4 C.4.1.2.2.1: without relational queries
+    a series key at STUDY level matches nothing at Orthanc, is ignored by dcmqrscp)."""
+    out: dict[str, dict[str, str]] = {"STUDY": {}, "SERIES": {}, "IMAGE": {}}
+    for keyword, value in scope.items():
+        if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+            continue
+        key = KEYS.get(keyword)
+        level = key.level.value if key is not None else "STUDY"
+        out["STUDY" if level == "PATIENT" else level][keyword] = value
+    return out
+
+
+def _scoped_aggregates(inv: Inventory, by_level: dict[str, dict[str, str]]) -> None:
+    """With scope keys below STUDY level, a study's counts and modalities (and, with IMAGE
+    keys, a series' count) are the source's for the whole study (series), not for what of it
+    is in scope: left unknown, so a diff does not compare them with a copy of the scope."""
+    if not (by_level["SERIES"] or by_level["IMAGE"]):
+        return
+    for st in inv.studies.values():
+        st.number_of_series = st.number_of_instances = None
+        st.modalities = ""
+        if by_level["IMAGE"]:
+            for se in st.series.values():
+                se.number_of_instances = None
+
+
 def _walk_find(assoc: Any, inv: Inventory, depth: int, scope: dict[str, str],
                progress: Progress | None) -> None:
-    for ds in find(assoc, _identifier("STUDY", STUDY_KEYS, scope)):
+    """Studies, then the series of each, then the instances of each series, each query with
+    the scope keys of its level; with series or instance keys in the scope, a study is in
+    the inventory only when some of its series (instances) match them, as in this archive's
+    own inventories."""
+    by_level = _scope_by_level(scope)
+    deeper = 3 if by_level["IMAGE"] else 2 if by_level["SERIES"] else 1
+    for ds in find(assoc, _identifier("STUDY", STUDY_KEYS, by_level["STUDY"])):
         inv.add_study(ds)
     if progress:
         progress("STUDY", len(inv.studies))
-    if depth < 2:
+    walk = max(depth, deeper)
+    if walk < 2:
         return
     n_series = n_instances = 0
     for study_uid in list(inv.studies):
-        ident = _identifier("SERIES", SERIES_KEYS, {"StudyInstanceUID": study_uid})
+        ident = _identifier("SERIES", SERIES_KEYS,
+                            {**by_level["SERIES"], "StudyInstanceUID": study_uid})
         for ds in find(assoc, ident):
             inv.add_series(ds, study_uid)
             n_series += 1
         if progress:
             progress("SERIES", n_series)
-        if depth < 3:
+        if walk >= 3:
+            for series_uid in list(inv.studies[study_uid].series):
+                ident = _identifier("IMAGE", INSTANCE_KEYS,
+                                    {**by_level["IMAGE"], "StudyInstanceUID": study_uid,
+                                     "SeriesInstanceUID": series_uid})
+                for ds in find(assoc, ident):
+                    inv.add_instance(ds, study_uid, series_uid)
+                    n_instances += 1
+                if by_level["IMAGE"] and not inv.studies[study_uid].series[series_uid].instances:
+                    del inv.studies[study_uid].series[series_uid]  # none of it in scope
+                if progress:
+                    progress("IMAGE", n_instances)
+        if deeper > 1 and not inv.studies[study_uid].series:
+            del inv.studies[study_uid]  # nothing of it in scope
             continue
-        for series_uid in list(inv.studies[study_uid].series):
-            ident = _identifier("IMAGE", INSTANCE_KEYS, {"StudyInstanceUID": study_uid,
-                                                         "SeriesInstanceUID": series_uid})
-            for ds in find(assoc, ident):
-                inv.add_instance(ds, study_uid, series_uid)
-                n_instances += 1
-            if progress:
-                progress("IMAGE", n_instances)
+        study = inv.studies[study_uid]
+        if depth < 3:
+            for se in study.series.values():
+                se.instances.clear()  # walked for the scope only
+        if depth < 2:
+            study.series.clear()
