@@ -88,12 +88,32 @@ def _known_mismatch(label: str, a: Any, b: Any) -> str | None:
     return None if a == b else f"{label} {a} != {b}"
 
 
+def _changed(label: str, a: str, b: str) -> str | None:
+    """`label` differs, when both sides give it; the values are not quoted (patient data)."""
+    return None if not a or not b or a == b else f"{label} differs"
+
+
+def _pn(name: str) -> str:
+    """A Person Name without the empty components and groups it may end with (``DOE^JOHN^^``
+    is ``DOE^JOHN``, PS3.5 6.2.1.1)."""
+    groups = [g.rstrip("^ ") for g in name.split("=")]
+    while groups and not groups[-1]:
+        groups.pop()
+    return "=".join(groups)
+
+
 def _compare_study(a: StudyRecord, b: StudyRecord, depth: int, out: list[Difference],
                    b_inv: Inventory | None = None) -> None:
     details = [d for d in (
         _known_mismatch("series", a.number_of_series, b.number_of_series),
         _known_mismatch("instances", a.number_of_instances, b.number_of_instances),
         _known_mismatch("modalities", a.modalities, b.modalities),
+        # Who and when (QA s22: a study whose Patient ID, name and date had changed at the
+        # source was "identical"); values are not quoted, they may identify the patient.
+        _changed("Patient ID", a.patient_id.strip(), b.patient_id.strip()),
+        _changed("Patient's Name", _pn(a.patient_name), _pn(b.patient_name)),
+        _changed("Study Date", a.study_date.strip(), b.study_date.strip()),
+        _changed("Accession Number", a.accession_number.strip(), b.accession_number.strip()),
     ) if d]
     if details:
         out.append(Difference("different", "STUDY", a.study_instance_uid, a.study_instance_uid,

@@ -165,6 +165,36 @@ def _present(archive: Archive, uids: list[str]) -> set[str]:
     return found
 
 
+def _bytes_gone(archive: Archive, uids: list[str]) -> set[str]:
+    """The SOP Instance UIDs among `uids` that this archive's index holds but whose stored
+    bytes are gone (a file removed behind its back): indexed is not servable, and the proof
+    must not count them."""
+    from sqlalchemy import select
+
+    from archivist.index.schema import instance
+
+    rows: list[tuple[str, str]] = []
+    with archive.index.reader.connect() as conn:
+        for i in range(0, len(uids), 500):
+            chunk = uids[i:i + 500]
+            rows.extend((r[0], r[1]) for r in conn.execute(
+                select(instance.c.sop_instance_uid, instance.c.storage_key)
+                .where(instance.c.sop_instance_uid.in_(chunk))))
+    listed: set[str] | None = None  # a store without files (S3): its keys, listed once
+    gone: set[str] = set()
+    for sop, key in rows:
+        path = archive.blobs.path(key)
+        if path is not None:
+            if not path.exists():
+                gone.add(sop)
+            continue
+        if listed is None:
+            listed = set(archive.blobs.keys())
+        if key not in listed:
+            gone.add(sop)
+    return gone
+
+
 class StoreHandler:
     """C-STORE sub-operations (of our C-GET, or sent to our receiver by the source's C-MOVE)
     into the archive's one ingest; success only once the object is durable and indexed."""
@@ -429,6 +459,13 @@ class Migration:
             for uid, rec in here.studies.items():
                 keep = again.studies[uid].series
                 rec.series = {s: se for s, se in rec.series.items() if s in keep}
+        # An instance indexed here whose bytes are gone is not here: the diff names it missing.
+        gone = _bytes_gone(self.archive, [i for st in here.studies.values()
+                                          for se in st.series.values() for i in se.instances])
+        for st in here.studies.values():
+            for se in st.series.values():
+                for uid in gone & se.instances.keys():
+                    del se.instances[uid]
         return diff(again, here)
 
 
