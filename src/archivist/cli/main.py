@@ -220,6 +220,13 @@ def main() -> None:
         # pointed at /dev/null first.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(1) from None
+    except OSError as exc:
+        # What the system refused (a file to write in a folder that does not exist, a port in
+        # use): one line, exit 2, not a traceback (QA s22: inventory export, validate --html,
+        # migrate --port).
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
