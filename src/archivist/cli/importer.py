@@ -153,7 +153,13 @@ def collect(paths: list[Path]) -> tuple[list[Item], Counter[str], list[tuple[str
         if key in seen:
             return
         seen.add(key)
-        if p.suffix.lower() == ".zip" and zipfile.is_zipfile(p):
+        if p.suffix.lower() == ".zip":
+            # A .zip that cannot be opened (truncated, damaged) is named with its reason, not
+            # counted as "not DICOM" (QA s22): its objects were not imported.
+            if not zipfile.is_zipfile(p):
+                refused.append((str(p), "a damaged or truncated ZIP archive (no central "
+                                        "directory): nothing in it was imported"))
+                return
             try:
                 with zipfile.ZipFile(p) as zf:
                     infos = [i for i in zf.infolist() if not i.is_dir()]
@@ -163,8 +169,9 @@ def collect(paths: list[Path]) -> tuple[list[Item], Counter[str], list[tuple[str
                     for info in infos:
                         items.append(Item(f"{p}!{info.filename}", info.file_size, zip_path=p,
                                           zip_entry=info.filename))
-            except (zipfile.BadZipFile, OSError):
-                skipped["unreadable zip"] += 1
+            except (zipfile.BadZipFile, OSError) as exc:
+                refused.append((str(p), f"an unreadable ZIP archive ({exc}): nothing in it "
+                                        "was imported"))
             return
         if p.name.upper() == "DICOMDIR" or _is_dicomdir(p):
             try:
@@ -269,6 +276,9 @@ def run_import(settings: Settings, paths: list[Path], *, quiet: bool = False,
                 with zipfile.ZipFile(item.zip_path) as zf, zf.open(item.zip_entry) as src:
                     head = src.read(132)
                     if not _looks_like_part10(head):
+                        if head.startswith(b"PK\x03\x04"):
+                            raise InvalidObject("a ZIP archive inside a ZIP archive is not "
+                                                "opened: unpack it first")
                         with lock:
                             skipped["not DICOM"] += 1
                         return
