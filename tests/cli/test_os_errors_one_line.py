@@ -43,3 +43,11 @@ def test_validate_html() -> None:
     assert done.returncode == 2
     assert "error: No such file or directory: /nonexistent-archivist/x.html" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("option", [("--rate", "-1"), ("--attempts", "0")])
+def test_migrate_refuses_a_negative_rate_and_no_attempts(option: tuple[str, str]) -> None:
+    # QA s22: both were accepted (a negative rate, no retrieve attempt at all)
+    done = _cli("migrate", "--from", "X@127.0.0.1:1", *option)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"Invalid value for '{option[0]}'" in done.stderr

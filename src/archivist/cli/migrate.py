@@ -18,8 +18,9 @@ def migrate(
     port: int = typer.Option(0, "--port",
                              help="With --via move: the port we receive on (the source must "
                              "know our AE title at this address)."),
-    rate: float = typer.Option(0.0, "--rate", help="At most this many instances per second."),
-    attempts: int = typer.Option(3, "--attempts", help="Retrieve attempts per study."),
+    rate: float = typer.Option(0.0, "--rate", min=0.0,
+                               help="At most this many instances per second (0: no limit)."),
+    attempts: int = typer.Option(3, "--attempts", min=1, help="Retrieve attempts per study."),
     find_method: str = typer.Option("auto", "--query",
                                     help="How to inventory the source: auto, rq or find."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
