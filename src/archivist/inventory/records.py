@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from sqlalchemy import and_, func, select
 
@@ -235,6 +235,14 @@ def _json_values(attrs: dict[str, Any], keyword: str) -> list[Any] | None:
     return [v.get("Alphabetic", "") if isinstance(v, dict) else v for v in item["Value"]]
 
 
+def dictionary_vr_or_empty(tag: int) -> str:
+    """The data dictionary's VR of `tag`, "" for a tag it does not know."""
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return ""
+
+
 class RepositoryQuery:
     """Record-key paging over the archive's one search.
 
@@ -269,6 +277,16 @@ class RepositoryQuery:
             raise QueryError("Query/Retrieve Level missing or unknown") from None
         if level is QueryLevel.PATIENT:
             raise QueryError("Repository Query uses the Study Root model (no PATIENT level)")
+        for tag in list(identifier.keys()):
+            # A key whose value cannot be read as its VR is named (QA s22: "Unable to
+            # process", with no word on which key).
+            if " or " in (dictionary_vr_or_empty(tag)):
+                continue  # an ambiguous VR: query_from_identifier says what is wrong
+            try:
+                identifier[tag]
+            except Exception as exc:  # noqa: BLE001 - pydicom's conversions fail in many ways
+                name = keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+                raise QueryError(f"{name} cannot be read ({type(exc).__name__})") from None
         plain = Dataset()
         for elem in identifier:
             if elem.keyword not in REPOSITORY_KEYS:
