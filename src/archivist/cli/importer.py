@@ -157,8 +157,7 @@ def collect(paths: list[Path]) -> tuple[list[Item], Counter[str], list[tuple[str
             # A .zip that cannot be opened (truncated, damaged) is named with its reason, not
             # counted as "not DICOM" (QA s22): its objects were not imported.
             if not zipfile.is_zipfile(p):
-                refused.append((str(p), "a damaged or truncated ZIP archive (no central "
-                                        "directory): nothing in it was imported"))
+                refused.append((str(p), _DAMAGED_ZIP))
                 return
             try:
                 with zipfile.ZipFile(p) as zf:
@@ -170,8 +169,8 @@ def collect(paths: list[Path]) -> tuple[list[Item], Counter[str], list[tuple[str
                         items.append(Item(f"{p}!{info.filename}", info.file_size, zip_path=p,
                                           zip_entry=info.filename))
             except (zipfile.BadZipFile, OSError) as exc:
-                refused.append((str(p), f"an unreadable ZIP archive ({exc}): nothing in it "
-                                        "was imported"))
+                reason = f"an unreadable ZIP archive ({exc}): nothing in it was imported"
+                refused.append((str(p), reason))
             return
         if p.name.upper() == "DICOMDIR" or _is_dicomdir(p):
             try:
@@ -198,6 +197,10 @@ def collect(paths: list[Path]) -> tuple[list[Item], Counter[str], list[tuple[str
         else:
             add_file(given, given.parent)
     return items, skipped, refused
+
+
+_DAMAGED_ZIP = ("a damaged or truncated ZIP archive (no central directory): nothing in it was "
+                "imported")
 
 
 def _looks_like_part10(head: bytes) -> bool:
