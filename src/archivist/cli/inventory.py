@@ -168,6 +168,14 @@ def export(
                 if root is None:
                     raise _fail("no inventory is stored; run `archivist inventory create` or "
                                 "use --fresh")
+                if uid:
+                    named = [st for st in cat.tree(uid) if st.ref.sop_instance_uid == uid]
+                    if named and not named[0].is_root:
+                        # A leaf names its inventory, which is exported whole (from its root)
+                        raise _fail(f"{uid} is instance {named[0].get('InstanceNumber')} of a "
+                                    "stored inventory, not its root: --inventory takes the "
+                                    "root's SOP Instance UID (see `archivist inventory list`)",
+                                    2)
                 datasets = cat.datasets(root)
                 if not datasets:
                     raise _fail(f"no stored inventory {root}")
