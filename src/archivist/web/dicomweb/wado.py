@@ -204,7 +204,9 @@ def _left_out_warning(request: Request, left: list[tuple[InstanceRef, str]], tot
     host = request.url.hostname or "archivist"
     uids = " ".join(ref.sop_instance_uid for ref, _ in left[:20])
     more = f" and {len(left) - 20} more" if len(left) > 20 else ""
-    reason = left[0][1].replace('"', "'")[:200]
+    reason = left[0][1].replace('"', "'")
+    if len(reason) > 200:  # cut at a word, and say so
+        reason = reason[:200].rsplit(" ", 1)[0] + " ..."
     text = (f"{len(left)} of {total} instances are not included: they cannot be sent in "
             f"transfer syntax {_asked(syntaxes)} ({reason}); transfer-syntax=* sends them as "
             f"stored. Not included: {uids}{more}")
@@ -629,7 +631,8 @@ async def instance_metadata(request: Request, study: str, series: str, sop: str)
 
 def parse_frame_list(text: str) -> list[int]:
     try:
-        numbers = [int(t) for t in text.replace("%2C", ",").split(",") if t.strip()]
+        # An empty item (1,,2 or a trailing comma) is no frame number: refused with the rest.
+        numbers = [int(t) for t in text.replace("%2C", ",").split(",")]
     except ValueError:
         raise HTTPProblem(400, f"frame list {text[:40]!r} is not a comma-separated list of "
                           "numbers") from None
