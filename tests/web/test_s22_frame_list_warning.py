@@ -1,6 +1,7 @@
 """Two small WADO-RS points of QA s22: a frame list with an empty item (``1,,2``, ``1,2,``)
 was read as ``1,2``, where ``1,1`` and ``1-3`` are 400s; and the Warning of a 206 cut its
-reason at 200 characters in mid-word."""
+reason at 200 characters in mid-word; WADO-URI took a repeated objectUID (a 404 rather than
+a 400)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,23 @@ def test_a_long_reason_is_cut_at_a_word() -> None:
     text = _left_out_warning(request, [(ref, reason.strip())], 2, ["1.2.840.10008.1.2.4.80"])
     cut = text.split("(", 1)[1].split(");", 1)[0]
     assert cut.endswith("word ...") and len(cut) <= 204
+
+
+def test_wado_uri_refuses_a_repeated_uid(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # QA s22: objectUID given twice was a 404; which one was meant is not ours to guess
+    import urllib.error
+    import urllib.request
+
+    from archivist.testing.server import ServerProcess
+
+    srv = ServerProcess(tmp_path / "data")
+    srv.start()
+    try:
+        url = (f"{srv.url}/wado?requestType=WADO&studyUID=1.2.3&seriesUID=1.2.4"
+               "&objectUID=1.2.5&objectUID=1.2.6")
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(url, timeout=20)
+        assert caught.value.code == 400
+        assert b"objectUID given more than once" in caught.value.read()
+    finally:
+        srv.stop()

@@ -153,6 +153,11 @@ async def _wado(request: Request) -> Response:
     q = request.query_params
     if q.get("requestType") != "WADO":
         raise HTTPProblem(400, "requestType=WADO is required")
+    repeated = [k for k in ("requestType", "studyUID", "seriesUID", "objectUID", "contentType",
+                            "frameNumber", "transferSyntax") if len(q.getlist(k)) > 1]
+    if repeated:
+        # One value each (PS3.18 9.4): which of two objectUIDs was meant is not ours to guess
+        raise HTTPProblem(400, f"{', '.join(repeated)} given more than once")
     study, series, sop = q.get("studyUID"), q.get("seriesUID"), q.get("objectUID")
     if not (study and series and sop):
         raise HTTPProblem(400, "studyUID, seriesUID and objectUID are all required")
