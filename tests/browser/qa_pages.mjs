@@ -95,12 +95,21 @@ async function until(fn, timeoutMs) {
 // and Tab goes on to the "files" input (visually hidden, not hidden from the keyboard), which
 // opens it with Space.
 {
+  // A listener first: it turns on Playwright's file chooser interception, which the first
+  // waitForEvent would otherwise only ask for while the key is pressed (lost under load).
+  page.on('filechooser', () => {});
   await page.goto(base + '/archive/', { waitUntil: 'load' });
+  await page.evaluate(() => 1);
+  // Three tries: on a loaded machine a chooser can be missed; a page whose key does nothing
+  // opens none in any of them.
   const chooser = async (press) => {
-    try {
-      await Promise.all([page.waitForEvent('filechooser', { timeout: 5000 }), press()]);
-      return true;
-    } catch (e) { return false; }
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await Promise.all([page.waitForEvent('filechooser', { timeout: 5000 }), press()]);
+        return true;
+      } catch (e) { /* try again */ }
+    }
+    return false;
   };
   await page.focus('#dropzone');
   const zoneOpensChooser = await chooser(() => page.keyboard.press('Enter'));
