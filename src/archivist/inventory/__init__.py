@@ -15,6 +15,10 @@ Modules, one concept each:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from archivist.core.levels import KEYS, QueryLevel
+
 #: PS3.6 Table A-1 (Supplement 223 UIDs).
 INVENTORY_STORAGE = "1.2.840.10008.5.1.4.1.1.201.1"
 INVENTORY_FIND = "1.2.840.10008.5.1.4.1.1.201.2"
@@ -26,3 +30,23 @@ STORAGE_MANAGEMENT_INSTANCE = "1.2.840.10008.5.1.4.1.1.201.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+
+
+def scope_by_level(scope: Iterable[tuple[str, str]]) -> dict[QueryLevel, list[tuple[str, str]]]:
+    """The keys of an inventory scope by the query level they are matched at: a patient's
+    with the study's, a key outside the dictionary of query keys at STUDY level, Query/Retrieve
+    Level and Specific Character Set left out. This archive's own inventories
+    (:mod:`~archivist.inventory.builder`) and those of a live source read with plain C-FIND
+    (:mod:`~archivist.inventory.sources`, where a key sent at another level matches nothing
+    at Orthanc and is ignored by dcmqrscp) split a scope so."""
+    by_level: dict[QueryLevel, list[tuple[str, str]]] = {
+        QueryLevel.STUDY: [], QueryLevel.SERIES: [], QueryLevel.IMAGE: []}
+    for keyword, value in scope:
+        if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+            continue
+        key = KEYS.get(keyword)
+        level = key.level if key is not None else QueryLevel.STUDY
+        if level is QueryLevel.PATIENT:
+            level = QueryLevel.STUDY
+        by_level[level].append((keyword, value))
+    return by_level

@@ -28,10 +28,10 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, gene
 
 from archivist.archive.archive import Archive
 from archivist.archive.ingest import IngestResult, Origin
-from archivist.core.levels import KEYS, QueryLevel
+from archivist.core.levels import QueryLevel
 from archivist.core.matching import Constraint, build_query
 from archivist.errors import QueryError
-from archivist.inventory import INVENTORY_STORAGE
+from archivist.inventory import INVENTORY_STORAGE, scope_by_level
 from archivist.inventory.records import (
     REMOVED,
     TOMBSTONE,
@@ -125,17 +125,7 @@ def _split_scope(spec: InventorySpec) -> dict[QueryLevel, list[tuple[str, str]]]
     bad = unsupported_scope_keys(spec.scope)
     if bad:
         raise ScopeError(f"scope keys not supported for matching: {', '.join(bad)}", bad)
-    by_level: dict[QueryLevel, list[tuple[str, str]]] = {
-        QueryLevel.STUDY: [], QueryLevel.SERIES: [], QueryLevel.IMAGE: []}
-    for keyword, value in spec.scope:
-        if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
-            continue
-        key = KEYS.get(keyword)
-        level = key.level if key is not None else QueryLevel.STUDY
-        if level is QueryLevel.PATIENT:
-            level = QueryLevel.STUDY
-        by_level[level].append((keyword, value))
-    return by_level
+    return scope_by_level(spec.scope)
 
 
 def scope_sequence(spec: InventorySpec) -> list[Dataset]:

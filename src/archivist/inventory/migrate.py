@@ -29,10 +29,10 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from archivist.archive.archive import Archive
-from archivist.core.levels import KEYS
+from archivist.core.levels import QueryLevel
 from archivist.core.pynetdicom_race import install as install_scu_guard
 from archivist.errors import ArchivistError
-from archivist.inventory import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
+from archivist.inventory import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE, scope_by_level
 from archivist.inventory.diff import DiffResult, diff
 from archivist.inventory.model import Inventory, StudyRecord
 from archivist.inventory.remote import Remote, RemoteError, associate, get, move
@@ -150,18 +150,20 @@ class MigrationReport:
             and self.proof.count("different") == 0
 
 
-def _present(archive: Archive, uids: list[str]) -> set[str]:
-    """The SOP Instance UIDs among `uids` that this archive's index holds."""
+def _present(archive: Archive, uids: list[str]) -> dict[str, str]:
+    """The SOP Instance UIDs among `uids` that this archive's index holds, with their storage
+    keys."""
     from sqlalchemy import select
 
     from archivist.index.schema import instance
 
-    found: set[str] = set()
+    found: dict[str, str] = {}
     with archive.index.reader.connect() as conn:
         for i in range(0, len(uids), 500):
             chunk = uids[i:i + 500]
-            found.update(r[0] for r in conn.execute(
-                select(instance.c.sop_instance_uid).where(instance.c.sop_instance_uid.in_(chunk))))
+            found.update((r[0], r[1]) for r in conn.execute(
+                select(instance.c.sop_instance_uid, instance.c.storage_key)
+                .where(instance.c.sop_instance_uid.in_(chunk))))
     return found
 
 
@@ -169,20 +171,9 @@ def _bytes_gone(archive: Archive, uids: list[str]) -> set[str]:
     """The SOP Instance UIDs among `uids` that this archive's index holds but whose stored
     bytes are gone (a file removed behind its back): indexed is not servable, and the proof
     must not count them."""
-    from sqlalchemy import select
-
-    from archivist.index.schema import instance
-
-    rows: list[tuple[str, str]] = []
-    with archive.index.reader.connect() as conn:
-        for i in range(0, len(uids), 500):
-            chunk = uids[i:i + 500]
-            rows.extend((r[0], r[1]) for r in conn.execute(
-                select(instance.c.sop_instance_uid, instance.c.storage_key)
-                .where(instance.c.sop_instance_uid.in_(chunk))))
     listed: set[str] | None = None  # a store without files (S3): its keys, listed once
     gone: set[str] = set()
-    for sop, key in rows:
+    for sop, key in _present(archive, uids).items():
         path = archive.blobs.path(key)
         if path is not None:
             if not path.exists():
@@ -264,8 +255,8 @@ def _scope_below_study(scope: list[tuple[str, str]]) -> str:
     """The deepest level of a scope's keys below STUDY ("SERIES", "IMAGE"), else "": a study
     or series is then retrieved by what of it is in scope (its series, its instances), never
     whole (a scope of Modality=CT copied the study's other series too)."""
-    levels = {KEYS[k].level.value for k, _ in scope if k in KEYS}
-    return "IMAGE" if "IMAGE" in levels else "SERIES" if "SERIES" in levels else ""
+    levels = scope_by_level(scope)
+    return "IMAGE" if levels[QueryLevel.IMAGE] else "SERIES" if levels[QueryLevel.SERIES] else ""
 
 
 class Migration:

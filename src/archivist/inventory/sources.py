@@ -12,9 +12,9 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from archivist.core.levels import KEYS
+from archivist.core.levels import QueryLevel
 from archivist.errors import ArchivistError
-from archivist.inventory import REPOSITORY_QUERY, STUDY_ROOT_FIND
+from archivist.inventory import REPOSITORY_QUERY, STUDY_ROOT_FIND, scope_by_level
 from archivist.inventory.model import Inventory, removal_reason
 from archivist.inventory.remote import (
     Remote,
@@ -101,7 +101,7 @@ def of_remote(remote: Remote, level: str = "INSTANCE", scope: Iterable[tuple[str
             _walk_rq(assoc, inv, depth, scope_map, page_size, progress)
         else:
             _walk_find(assoc, inv, depth, scope_map, progress)
-        _scoped_aggregates(inv, _scope_by_level(scope_map))
+        _scoped_aggregates(inv, scope_map)
         return inv
     finally:
         if assoc.is_established:
@@ -151,31 +151,17 @@ def _walk_rq(assoc: Any, inv: Inventory, depth: int, scope: dict[str, str], page
                 progress("IMAGE", n)
 
 
-def _scope_by_level(scope: dict[str, str]) -> dict[str, dict[str, str]]:
-    """The scope keys of each query level (a patient's with the study's), as this archive's
-    own inventories split them (:func:`archivist.inventory.builder._split_scope`): a plain
-    C-FIND matches a key only at its own level (PS3.4 C.4.1.2.2.1: without relational queries
-    a series key at STUDY level matches nothing at Orthanc, is ignored by dcmqrscp)."""
-    out: dict[str, dict[str, str]] = {"STUDY": {}, "SERIES": {}, "IMAGE": {}}
-    for keyword, value in scope.items():
-        if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
-            continue
-        key = KEYS.get(keyword)
-        level = key.level.value if key is not None else "STUDY"
-        out["STUDY" if level == "PATIENT" else level][keyword] = value
-    return out
-
-
-def _scoped_aggregates(inv: Inventory, by_level: dict[str, dict[str, str]]) -> None:
+def _scoped_aggregates(inv: Inventory, scope: dict[str, str]) -> None:
     """With scope keys below STUDY level, a study's counts and modalities (and, with IMAGE
     keys, a series' count) are the source's for the whole study (series), not for what of it
     is in scope: left unknown, so a diff does not compare them with a copy of the scope."""
-    if not (by_level["SERIES"] or by_level["IMAGE"]):
+    by_level = scope_by_level(scope.items())
+    if not (by_level[QueryLevel.SERIES] or by_level[QueryLevel.IMAGE]):
         return
     for st in inv.studies.values():
         st.number_of_series = st.number_of_instances = None
         st.modalities = ""
-        if by_level["IMAGE"]:
+        if by_level[QueryLevel.IMAGE]:
             for se in st.series.values():
                 se.number_of_instances = None
 
@@ -185,10 +171,12 @@ def _walk_find(assoc: Any, inv: Inventory, depth: int, scope: dict[str, str],
     """Studies, then the series of each, then the instances of each series, each query with
     the scope keys of its level; with series or instance keys in the scope, a study is in
     the inventory only when some of its series (instances) match them, as in this archive's
-    own inventories."""
-    by_level = _scope_by_level(scope)
-    deeper = 3 if by_level["IMAGE"] else 2 if by_level["SERIES"] else 1
-    for ds in find(assoc, _identifier("STUDY", STUDY_KEYS, by_level["STUDY"])):
+    own inventories (:func:`~archivist.inventory.scope_by_level`)."""
+    levels = scope_by_level(scope.items())
+    study_scope, series_scope, image_scope = (
+        dict(levels[level]) for level in (QueryLevel.STUDY, QueryLevel.SERIES, QueryLevel.IMAGE))
+    deeper = 3 if image_scope else 2 if series_scope else 1
+    for ds in find(assoc, _identifier("STUDY", STUDY_KEYS, study_scope)):
         inv.add_study(ds)
     if progress:
         progress("STUDY", len(inv.studies))
@@ -198,7 +186,7 @@ def _walk_find(assoc: Any, inv: Inventory, depth: int, scope: dict[str, str],
     n_series = n_instances = 0
     for study_uid in list(inv.studies):
         ident = _identifier("SERIES", SERIES_KEYS,
-                            {**by_level["SERIES"], "StudyInstanceUID": study_uid})
+                            {**series_scope, "StudyInstanceUID": study_uid})
         for ds in find(assoc, ident):
             inv.add_series(ds, study_uid)
             n_series += 1
@@ -207,12 +195,12 @@ def _walk_find(assoc: Any, inv: Inventory, depth: int, scope: dict[str, str],
         if walk >= 3:
             for series_uid in list(inv.studies[study_uid].series):
                 ident = _identifier("IMAGE", INSTANCE_KEYS,
-                                    {**by_level["IMAGE"], "StudyInstanceUID": study_uid,
+                                    {**image_scope, "StudyInstanceUID": study_uid,
                                      "SeriesInstanceUID": series_uid})
                 for ds in find(assoc, ident):
                     inv.add_instance(ds, study_uid, series_uid)
                     n_instances += 1
-                if by_level["IMAGE"] and not inv.studies[study_uid].series[series_uid].instances:
+                if image_scope and not inv.studies[study_uid].series[series_uid].instances:
                     del inv.studies[study_uid].series[series_uid]  # none of it in scope
                 if progress:
                     progress("IMAGE", n_instances)
