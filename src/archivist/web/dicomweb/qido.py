@@ -301,11 +301,12 @@ def _row_attrs(row: dict[str, Any], level: QueryLevel) -> dict[str, Any]:
     own = attrs_of(row, TABLES_AT_LEVEL[level.value][0].name)
     # Group lengths (gggg,0000), kept at ingest before session 22, are no attributes: they
     # describe the encoding they were read from (PS3.5 7.2), and are retired.
-    own = {tag: item for tag, item in own.items() if not tag.endswith("0000")}
     if level is QueryLevel.IMAGE:
-        return own
+        return {tag: item for tag, item in own.items() if not tag.endswith("0000")}
     out = {}
     for tag, item in own.items():
+        if tag.endswith("0000"):
+            continue
         try:
             keyword = keyword_for_tag(int(tag, 16))
         except ValueError:
