@@ -235,14 +235,6 @@ def _json_values(attrs: dict[str, Any], keyword: str) -> list[Any] | None:
     return [v.get("Alphabetic", "") if isinstance(v, dict) else v for v in item["Value"]]
 
 
-def dictionary_vr_or_empty(tag: int) -> str:
-    """The data dictionary's VR of `tag`, "" for a tag it does not know."""
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return ""
-
-
 class RepositoryQuery:
     """Record-key paging over the archive's one search.
 
@@ -280,8 +272,11 @@ class RepositoryQuery:
         for tag in list(identifier.keys()):
             # A key whose value cannot be read as its VR is named (QA s22: "Unable to
             # process", with no word on which key).
-            if " or " in (dictionary_vr_or_empty(tag)):
-                continue  # an ambiguous VR: query_from_identifier says what is wrong
+            try:
+                if " or " in dictionary_VR(tag):
+                    continue  # an ambiguous VR: query_from_identifier says what is wrong
+            except KeyError:
+                pass  # private, or not in the dictionary: read as it is
             try:
                 identifier[tag]
             except Exception as exc:  # noqa: BLE001 - pydicom's conversions fail in many ways
