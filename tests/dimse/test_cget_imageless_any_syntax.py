@@ -17,11 +17,11 @@ from pathlib import Path
 import pydicom
 import pydicom.data
 import pytest
-import requests
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from archivist.testing.datasets import new_uid
+from archivist.testing.http import stow
 from archivist.testing.server import ServerProcess
 
 GETSCU = "/usr/bin/getscu"
@@ -57,7 +57,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
                         env={"ARCHIVIST_VIEWER_DIR": str(tmp / "none")})
     srv.start()
     sops: dict[str, str] = {}
-    body = b""
+    objects = []
     for name, ds in (("sr", _file("test-SR.dcm")), ("pdf", _pdf()), ("ct", _file("CT_small.dcm"))):
         ds.PatientID = "S22GET"
         ds.StudyInstanceUID, ds.SeriesInstanceUID = STUDY, new_uid()
@@ -65,11 +65,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
         sops[name] = str(ds.SOPInstanceUID)
         out = BytesIO()
         ds.save_as(out, enforce_file_format=True)
-        body += b"--B\r\nContent-Type: application/dicom\r\n\r\n" + out.getvalue() + b"\r\n"
-    r = requests.post(f"{srv.url}/dicomweb/studies", data=body + b"--B--\r\n", timeout=30,
-                      headers={"Content-Type": 'multipart/related; type="application/dicom"; '
-                                               "boundary=B"})
-    assert r.status_code in (200, 202) and "00081198" not in r.json(), r.text
+        objects.append(out.getvalue())
+    status, answer = stow(srv.url, objects)
+    assert status in (200, 202) and "00081198" not in answer, answer
     yield srv, sops, tmp
     srv.stop()
 

@@ -7,26 +7,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.http import get as _get
+from archivist.testing.http import stow
 from archivist.testing.server import ServerProcess
 
 STUDY, SERIES = new_uid(), new_uid()
 SOPS = [new_uid(), new_uid()]
-
-
-def _get(url: str, accept: str = "*/*") -> tuple[int, bytes]:
-    req = urllib.request.Request(url, headers={"Accept": accept})
-    try:
-        with urllib.request.urlopen(req, timeout=20) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +28,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         path = tmp / f"{n}.dcm"
         make_instance(path, study_uid=STUDY, series_uid=SERIES, sop_uid=sop,
                       instance_number=n + 1)
-        parts.append(b"--B\r\nContent-Type: application/dicom\r\n\r\n" + path.read_bytes()
-                     + b"\r\n")
+        parts.append(path.read_bytes())
     srv = ServerProcess(tmp / "data", env={"ARCHIVIST_VIEWER_DIR": str(tmp / "none")})
     srv.start()
-    req = urllib.request.Request(
-        f"{srv.url}/dicomweb/studies", data=b"".join(parts) + b"--B--\r\n", method="POST",
-        headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=B'})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        assert resp.status == 200
+    assert stow(srv.url, parts)[0] == 200
     # The second instance's file goes away behind the index's back.
     con = sqlite3.connect(srv.data_dir / "index.sqlite")
     (key,) = con.execute("SELECT storage_key FROM instance WHERE sop_instance_uid = ?",

@@ -6,26 +6,17 @@ matched all three UIDs; an invalid UID is still a 400."""
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.http import get as _get
+from archivist.testing.http import stow
 from archivist.testing.server import ServerProcess
 
 STUDY, SERIES, SOP = new_uid(), new_uid(), new_uid()
 OTHER_STUDY, OTHER_SERIES, OTHER_SOP = new_uid(), new_uid(), new_uid()
-
-
-def _get(url: str, accept: str = "*/*") -> tuple[int, bytes]:
-    req = urllib.request.Request(url, headers={"Accept": accept})
-    try:
-        with urllib.request.urlopen(req, timeout=20) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +28,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
                                               (OTHER_STUDY, OTHER_SERIES, OTHER_SOP)]):
         path = tmp / f"{n}.dcm"
         make_instance(path, study_uid=study, series_uid=series, sop_uid=sop)
-        parts.append(b"--B\r\nContent-Type: application/dicom\r\n\r\n" + path.read_bytes()
-                     + b"\r\n")
+        parts.append(path.read_bytes())
     srv = ServerProcess(tmp / "data", env={"ARCHIVIST_VIEWER_DIR": str(tmp / "none")})
     srv.start()
-    req = urllib.request.Request(
-        f"{srv.url}/dicomweb/studies", data=b"".join(parts) + b"--B--\r\n", method="POST",
-        headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=B'})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        assert resp.status == 200
+    assert stow(srv.url, parts)[0] == 200
     yield srv
     srv.stop()
 

@@ -15,6 +15,7 @@ import pytest
 
 from archivist.core.levels import QueryLevel
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.http import stow
 from archivist.testing.server import ServerProcess
 from archivist.web.dicomweb.qido import _row_attrs
 
@@ -34,15 +35,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("grouplen")
     path = tmp / "a.dcm"
     make_instance(path, study_uid=STUDY)
-    body = (b"--B\r\nContent-Type: application/dicom\r\n\r\n" + _with_group_lengths(path)
-            + b"\r\n--B--\r\n")
     srv = ServerProcess(tmp / "data", env={"ARCHIVIST_VIEWER_DIR": str(tmp / "none")})
     srv.start()
-    req = urllib.request.Request(
-        f"{srv.url}/dicomweb/studies", data=body, method="POST",
-        headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=B'})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        assert resp.status == 200
+    assert stow(srv.url, [_with_group_lengths(path)])[0] == 200
     yield srv
     srv.stop()
 

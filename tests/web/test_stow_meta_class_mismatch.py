@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,13 +15,10 @@ import pydicom
 import pytest
 
 from archivist.testing.datasets import make_instance, new_uid
+from archivist.testing.http import get, stow
 from archivist.testing.server import ServerProcess
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
-
-
-def _part(path: Path) -> bytes:
-    return b"--B\r\nContent-Type: application/dicom\r\n\r\n" + path.read_bytes() + b"\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +27,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv.start()
     yield srv
     srv.stop()
-
-
-def _stow(srv: ServerProcess, body: bytes) -> tuple[int, dict]:
-    req = urllib.request.Request(
-        f"{srv.url}/dicomweb/studies", data=body + b"--B--\r\n", method="POST",
-        headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=B',
-                 "Accept": "application/dicom+json"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
 
 
 def test_a_file_meta_of_another_class_is_refused_with_a900(server: ServerProcess,
@@ -58,13 +41,12 @@ def test_a_file_meta_of_another_class_is_refused_with_a900(server: ServerProcess
     ds.save_as(buf, enforce_file_format=False)  # (True would set the File Meta's class)
     bad.write_bytes(buf.getvalue())
     make_instance(good, study_uid=study)
-    status, body = _stow(server, _part(bad) + _part(good))
+    status, body = stow(server.url, [bad.read_bytes(), good.read_bytes()])
     assert status == 202, body
     (failed,) = body["00081198"]["Value"]
     assert failed["00081155"]["Value"] == [str(ds.SOPInstanceUID)]
     assert failed["00081197"]["Value"] == [0xA900]
     assert "File Meta" in failed["00000902"]["Value"][0]
     assert len(body["00081199"]["Value"]) == 1
-    url = f"{server.url}/dicomweb/studies/{study}/instances"
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        assert len(json.loads(resp.read())) == 1
+    status, found = get(f"{server.url}/dicomweb/studies/{study}/instances")
+    assert status == 200 and len(json.loads(found)) == 1
