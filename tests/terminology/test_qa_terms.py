@@ -277,8 +277,10 @@ class TestLookupHints:
         assert status == 404 and f"did you mean {hint}" in body["detail"]
 
     def test_unlisted_ucum_unit(self, base_url: str) -> None:
+        # Any valid UCUM unit is a code (CID 82), shown with its name as `codes show` does.
         status, body = get(base_url, "/api/codes/UCUM/" + urllib.parse.quote("mg/dL", safe=""))
-        assert status == 404 and "valid UCUM unit" in body["detail"]
+        assert status == 200 and body["meaning"] == "milligram per deciliter"
+        assert "valid UCUM unit" in body["note"]
         status, body = get(base_url, "/api/codes/UCUM/MM3")
         assert status == 404 and "not a valid UCUM unit" in body["detail"]
 

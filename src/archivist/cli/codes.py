@@ -141,6 +141,8 @@ def _search(argv: list[str], json_out: bool) -> None:
             line += f"  (matched {hit.matched!r})"
         if c.cids:
             line += f"  [CID {_cids_text(c.cids)}]"
+        if hit.note:
+            line += "  (valid UCUM, not in PS3.16)"
         typer.echo(line)
 
 
@@ -149,6 +151,8 @@ def show(ctx: typer.Context, json_out: bool = JsonOpt) -> None:
     """Show a code: meaning, other meanings, keywords, CIDs, SNOMED-RT equivalent.
 
     Usage: archivist codes show SCHEME:VALUE [--json]   (e.g. SCT:36118008, SRT:T-62000)
+
+    Any valid UCUM unit is shown, with its name, also one PS3.16 does not list (UCUM:mg/dL).
     """
     _show(ctx.args, json_out)
 
@@ -163,6 +167,18 @@ def _show(argv: list[str], json_out: bool) -> None:
         raise _fail(str(exc)) from None
     term = terminology.default_terminology()
     concept = term.find(scheme, value)
+    unit = None if concept is not None or term.canonical_scheme(scheme) != "UCUM" else (
+        term.unlisted_unit(value)
+    )
+    if unit is not None:
+        from archivist.terminology.ucum import UNLISTED_NOTE
+
+        if json_out:
+            _print_json({**term.concept_dict(unit), "note": UNLISTED_NOTE})
+        else:
+            typer.echo(f"{unit.key}  {unit.meaning}")
+            typer.echo(f"  note: {UNLISTED_NOTE}")
+        return
     if concept is None:
         message = f"{scheme}:{value} is not in the PS3.16 tables"
         if term.canonical_scheme(scheme) == "UCUM":

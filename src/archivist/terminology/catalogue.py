@@ -20,6 +20,7 @@ from typing import Any
 
 from archivist.errors import ArchivistError
 from archivist.terminology.schemes import MISSPELLINGS, REGISTERED, RETIRED_SNOMED
+from archivist.terminology.ucum import is_valid_ucum, unit_name
 
 __all__ = [
     "BodyPart",
@@ -415,6 +416,23 @@ class Terminology:
         if not found:
             return ""
         return "; did you mean " + " or ".join(f"{c.key} ({c.meaning})" for c in found) + "?"
+
+    def unlisted_unit(self, value: str) -> Concept | None:
+        """A UCUM unit PS3.16 does not list, as a concept of scheme ``UCUM``: CID 82 takes any
+        valid UCUM expression (PS3.16 Section 8.1), so ``mg/dL`` is a unit although no context
+        group lists it. Its meaning is its name in words (:func:`~.ucum.unit_name`); it has no
+        keyword and no context group.
+
+        Returns
+        -------
+        Concept or None
+            None when `value` is listed (use :meth:`get`) or not a valid UCUM expression.
+        """
+        value = value.strip()
+        if self.index_of("UCUM", value) is not None or not is_valid_ucum(value):
+            return None
+        meaning = unit_name(value)
+        return Concept("UCUM", value, meaning, (meaning,), (), ())
 
     def lookup(self, scheme: str, value: str) -> Concept:
         """Like :meth:`get`, but raise :class:`UnknownCode` when the code is not known."""

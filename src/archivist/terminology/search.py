@@ -27,6 +27,18 @@ Ranking (higher is better), per concept, best entry wins:
    membership of many context groups;
 4. tier 1: some query words match; the tier-2 score scaled by the fraction matched.
 
+Units: UCUM is a grammar, and PS3.16 lists only the units its context groups name. A query that
+is a valid UCUM expression PS3.16 does not list (``mg/dL``, ``kg``) also finds that unit, made
+by :meth:`~.catalogue.Terminology.unlisted_unit` with its name as meaning (tier 4, score 998:
+after the codes whose value the query is, in its case or another; not for a value typed in
+its case, nor an abbreviation such as ``hu``). So does a unit's name
+(:func:`~.ucum.parse_unit_name`: "milligrams per deciliter", "mg per dL"): tier 3 at 990, as a
+meaning equal to the query, or the listed unit of that name (``ml/min`` for "milliliters per
+minute"). A name that is only unprefixed atoms and whose words are all words of the index
+("foot", "gram", "second degree") stays behind the meanings: one atom ranks in tier 2 at 100,
+several not at all. Units PS3.16 does not list are found with no CID filter, and with no scheme
+filter or UCUM.
+
 Results sort by tier, then score.
 """
 
@@ -45,6 +57,13 @@ from archivist.terminology.text import (
     spelling_variants,
     strip_semantic_tag,
 )
+from archivist.terminology.ucum import (
+    METRIC_ATOMS,
+    OTHER_ATOMS,
+    UNLISTED_NOTE,
+    parse_unit_name,
+    unit_name,
+)
 
 __all__ = ["ABBREVIATIONS", "SearchHit", "SearchIndex"]
 
@@ -52,6 +71,10 @@ _CODE_SCORE = 1000.0
 _EXACT_PREFERRED = 990.0
 _EXACT_OTHER = 980.0
 _KEYWORD_SCORE = 970.0
+#: A valid UCUM expression PS3.16 does not list, typed as the query (see "Units" above).
+_UNIT_CODE_SCORE = _CODE_SCORE - 2
+#: A unit named by unprefixed atoms whose words are all words of meanings ("foot").
+_PLAIN_UNIT_SCORE = 100.0
 #: Longer queries are cut: no code meaning is longer than a few hundred characters, and the
 #: cost of a query grows with its words.
 MAX_QUERY_LENGTH = 256
@@ -115,17 +138,23 @@ class SearchHit:
         Its rank score (see the module documentation); higher is better.
     matched : str
         The meaning form, keyword or code value that matched.
+    note : str or None
+        For a UCUM unit PS3.16 does not list, that it is one (:data:`~.ucum.UNLISTED_NOTE`).
     """
 
     concept: Concept
     score: float
     matched: str
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view: the concept's fields plus ``score`` and ``matched``."""
+        """A JSON-ready view: the concept's fields plus ``score`` and ``matched`` (and ``note``
+        for a unit PS3.16 does not list)."""
         out = self.concept.to_dict()
         out["score"] = round(self.score, 2)
         out["matched"] = self.matched
+        if self.note is not None:
+            out["note"] = self.note
         return out
 
 
@@ -146,6 +175,7 @@ class SearchIndex:
         self._cid_counts: dict[int, int] = {}
         self._deletions: dict[int, dict[str, list[str]]] = {}
         self._lengths: dict[int, list[str]] | None = None
+        self._unit_names: dict[str, int] | None = None
 
     def postings(self, word: str) -> list[int]:
         """The variants whose folded meaning contains `word`."""
@@ -307,9 +337,11 @@ class SearchIndex:
         term = self.terminology
         # "µm" (micro sign, or Greek mu) is how people write the UCUM unit "um".
         value_text = text.replace("\u00b5", "u").replace("\u03bc", "u")
+        coded = False  # the query is some code's value, as typed
         for index in term.find_value(value_text):
             # The value as typed (UCUM "ms") before one found in another case (DCM "MS").
             exact = value_text in (term.values[index], term.concept_at(index).srt)
+            coded = coded or exact
             offer(index, 4, _CODE_SCORE if exact else _CODE_SCORE - 1, text)
         if ":" in text:
             code_scheme, _, code_value = text.partition(":")
@@ -329,18 +361,83 @@ class SearchIndex:
         if expansion is not None:
             self._offer_keywords(expansion, offer)
             self._rank_words(expansion, offer, allowed, limit)
-        ranked = sorted(
-            (
-                (tier, score, index, matched)
-                for index, (tier, score, matched) in best.items()
-                if allowed is None or index in allowed
-            ),
-            key=lambda item: (-item[0], -item[1], self._tie_break(item[2])),
-        )
+        units = self._units(text, value_text, coded, offer)
+        if cid is not None or (scheme is not None and scheme.strip().casefold() != "ucum"):
+            units = {}  # a listed unit the query names is offered, and filtered, as any code
+        ranked: list[tuple[int, float, tuple[int, int, str], int | Concept, str]] = [
+            (tier, score, self._tie_break(index), index, matched)
+            for index, (tier, score, matched) in best.items()
+            if allowed is None or index in allowed
+        ]
+        ranked += [
+            (tier, score, (_SCHEME_ORDER["UCUM"], len(unit.meaning), unit.value), unit, text)
+            for tier, score, unit in units.values()
+        ]
+        ranked.sort(key=lambda item: (-item[0], -item[1], item[2]))
         if limit > 0:
             ranked = ranked[:limit]
         concept_at = self.terminology.concept_at
-        return [SearchHit(concept_at(index), score, matched) for _, score, index, matched in ranked]
+        return [
+            SearchHit(found, score, matched, UNLISTED_NOTE) if isinstance(found, Concept)
+            else SearchHit(concept_at(found), score, matched)
+            for _, score, _, found, matched in ranked
+        ]
+
+    def _units(
+        self, text: str, value_text: str, coded: bool, offer: Any
+    ) -> dict[str, tuple[int, float, Concept]]:
+        """The UCUM units PS3.16 does not list that the query is or names, by expression,
+        each with its tier and score; a listed unit named by the query is offered instead
+        (see "Units" in the module documentation)."""
+        term = self.terminology
+        units: dict[str, tuple[int, float, Concept]] = {}
+        expression = parse_unit_name(text)
+        code_scheme, colon, code_value = text.partition(":")
+        typed = code_value.strip() if colon and code_scheme.strip().casefold() == "ucum" else (
+            # Not a code's value as typed (DCM MR), an abbreviation ("hu" is Hounsfield unit,
+            # not hecto-u) nor a name read otherwise ("ph" is pH)
+            None if coded or fold(text) in ABBREVIATIONS or expression not in (None, value_text)
+            else value_text
+        )
+        # Numbers alone (36118008) are valid UCUM, but no unit anyone looks for.
+        if typed and any(c.isalpha() or c in "%['{" for c in typed):
+            unit = term.unlisted_unit(typed)
+            if unit is not None:
+                units[unit.value] = (4, _CODE_SCORE if colon else _UNIT_CODE_SCORE, unit)
+        if expression is None or expression == value_text:
+            return units  # symbols alone are a code, above
+        atoms = expression.split(".")
+        tier, score = 3, _EXACT_PREFERRED
+        if set(atoms) <= METRIC_ATOMS | OTHER_ATOMS and all(
+            word in self._word_row or self.word_forms(word)
+            for word in fold(text).split() if word not in STOP_WORDS
+        ):
+            if len(atoms) > 1:
+                return units  # "second degree" is no unit anyone looks for
+            tier, score = 2, _PLAIN_UNIT_SCORE
+        name = unit_name(expression)
+        listed = self._listed_units().get(name)
+        if listed is not None:
+            offer(listed, tier, score, term.meanings[listed])
+        elif expression not in units:
+            unit = term.unlisted_unit(expression)
+            if unit is not None:
+                units[expression] = (tier, score, unit)
+        return units
+
+    def _listed_units(self) -> dict[str, int]:
+        """The listed UCUM units (valid ones) by their name in words: "milliliters per
+        minute" finds ``ml/min``, and ``mL/min`` is not made again."""
+        if self._unit_names is None:
+            term = self.terminology
+            names: dict[str, int] = {}
+            for index in term.scheme_range("UCUM"):
+                try:
+                    names.setdefault(unit_name(term.values[index]), index)
+                except ValueError:
+                    continue  # PS3.16 lists a few that are not valid UCUM (ppm, diop)
+            self._unit_names = names
+        return self._unit_names
 
     def _offer_keywords(self, text: str, offer: Any) -> None:
         """Tier 3 for the concepts whose pydicom keyword is `text` without its spaces, as typed

@@ -3,7 +3,8 @@
 Routes (all GET, all JSON)::
 
     /api/codes?q=pneumothorax[&scheme=SCT][&cid=4][&limit=20][&offset=0]   ranked search
-    /api/codes/{scheme}/{value}                                  one code (404 when unknown)
+    /api/codes/{scheme}/{value}                                  one code (404 when unknown;
+                                                                 any valid UCUM unit is known)
     /api/cids/{number}[?search=liv]                              one context group (404 when unknown)
 
 Bad input answers 400 with ``{"status": ..., "error": ..., "detail": ...}``. The handlers are synchronous
@@ -18,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.status import HTTP_400_BAD_REQUEST, HTTP_404_NOT_FOUND
 
 from archivist import terminology
-from archivist.terminology.ucum import unlisted_unit_note
+from archivist.terminology.ucum import UNLISTED_NOTE, unlisted_unit_note
 
 __all__ = ["routes"]
 
@@ -109,6 +110,10 @@ def get_code(request: Request) -> JSONResponse:
                       "/api/codes/SCT/36118008")
     term = terminology.default_terminology()
     concept = term.find(scheme, value)
+    if concept is None and term.canonical_scheme(scheme) == "UCUM":
+        unit = term.unlisted_unit(value)
+        if unit is not None:  # as `archivist codes show`: a unit PS3.16 need not list
+            return JSONResponse({**term.concept_dict(unit), "note": UNLISTED_NOTE})
     if concept is None:
         detail = f"{_shown(scheme)}:{_shown(value)} is not in the PS3.16 tables"
         if term.canonical_scheme(scheme) == "UCUM":
