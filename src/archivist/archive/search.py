@@ -87,7 +87,7 @@ def _json_values(attrs: Mapping[str, Any], keyword: str) -> list[Any] | None:
     for v in values:
         if isinstance(v, dict):
             v = v.get("Alphabetic", "")
-        out.append(v)
+        out.append("" if v is None else v)  # null: an empty value among several (F.2.5)
     return out
 
 
@@ -243,6 +243,30 @@ def _plain_json(item: dict[str, Any], vr: str) -> bool:
     if vr in _JSON_TEXT_VRS:
         return all(isinstance(v, str) for v in values)
     return False
+
+
+def _nulls_among(item: dict[str, Any]) -> bool:
+    """Whether a stored DICOM JSON attribute holds an empty value among several (null, PS3.18
+    F.2.5): ingest wrote it in the form WADO-RS metadata has (pydicom writes none such)."""
+    values = item["Value"]
+    return isinstance(values, list) and len(values) > 1 and None in values
+
+
+def _from_stored_json(tag: int, item: dict[str, Any]) -> DataElement:
+    """The element of a stored DICOM JSON attribute. An empty DS or IS value among several
+    (null) is written as empty text: pydicom would read null as the text ``None``."""
+    vr, values = item["vr"], item["Value"]
+    if vr in ("DS", "IS") and isinstance(values, list) and None in values:
+        text = "\\".join("" if v is None else _number_text(v) for v in values)
+        return DataElement(tag, vr, text, validation_mode=_TRUSTED)
+    return DataElement.from_json(Dataset, f"{tag:08X}", vr, values, "Value")
+
+
+def _number_text(value: Any) -> str:
+    """A JSON number as DS or IS text: an integral float without its ``.0``."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
 
 
 class Search:
@@ -474,8 +498,7 @@ class Search:
                 item = attrs.get(f"{tag:08X}")
                 if isinstance(item, dict) and "Value" in item:
                     try:
-                        elem = DataElement.from_json(Dataset, f"{tag:08X}", item["vr"],
-                                                     item["Value"], "Value")
+                        elem = _from_stored_json(tag, item)
                         ds.add(elem)
                         continue
                     except Exception:  # noqa: BLE001 - fall back to an empty value
@@ -514,7 +537,7 @@ class Search:
                 item = attrs.get(key)
                 if not isinstance(item, dict) or "Value" not in item:
                     out[key] = {"vr": vr}
-                elif _plain_json(item, vr):
+                elif _plain_json(item, vr) or _nulls_among(item):
                     out[key] = {"vr": vr, "Value": item["Value"]}
                 else:
                     slow.append(entry)  # the stored JSON, normalised through pydicom

@@ -230,8 +230,11 @@ def small_attributes(ds: Dataset) -> dict[str, Any]:
             continue
         try:
             item = elem.to_json_dict(None, _MAX_ATTR_LEN * 4)
-        except Exception:  # noqa: BLE001, S112 - left out, like a value that cannot be decoded
-            continue
+        except Exception:  # noqa: BLE001 - pydicom writes no empty value among several
+            fallback = json_with_empty_values(elem, _MAX_ATTR_LEN * 4)
+            if fallback is None:
+                continue  # left out, like a value that cannot be decoded
+            item = fallback
         if _finite(item.get("Value", ())):
             out[f"{tag:08X}"] = item
     return out
@@ -307,12 +310,34 @@ def _json_value(vr: str, value: Any) -> list[Any] | None:
         return [name]
     if kind is MultiValue and value:
         if vr in _TEXT_VRS and all(type(v) is str for v in value):
-            return list(value)
+            # An empty value among several is null (PS3.18 F.2.5), as in WADO-RS metadata.
+            return [v if v else None for v in value]
         if vr == "DS" and all(type(v) is DSfloat for v in value):
             return [float(v) for v in value]
         if vr in _INT_VRS and all(type(v) is int for v in value):
             return list(value)
     return None
+
+
+def json_with_empty_values(elem: DataElement, inline_up_to: int) -> dict[str, Any] | None:
+    """The JSON of a multi-valued DS, IS or PN with an empty value among its values (``40\\``),
+    which pydicom cannot write: each empty value null (PS3.18 F.2.5), the others as pydicom
+    writes one value. None when that does not help either."""
+    values = elem.value
+    if elem.VR not in ("DS", "IS", "PN") or not isinstance(values, (list, tuple, MultiValue)) \
+            or not any(str(v) == "" for v in values):
+        return None
+    out: list[Any] = []
+    try:
+        for value in values:
+            if str(value) == "":
+                out.append(None)
+                continue
+            one = DataElement(elem.tag, elem.VR, value).to_json_dict(None, inline_up_to)
+            out.append(one["Value"][0])
+    except Exception:  # noqa: BLE001 - another value pydicom cannot write: give up
+        return None
+    return {"vr": elem.VR, "Value": out}
 
 
 @functools.cache

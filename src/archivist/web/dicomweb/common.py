@@ -135,11 +135,17 @@ def parse_accept(header: str | None) -> list[MediaRange]:
     return [r for _, _, r in ranges]
 
 
+#: A space between two characters of a token: a "+" the query string decoded as a space.
+_PLUS_AS_SPACE = re.compile(r"(?<=[\w.\-]) (?=[\w.\-])")
+
+
 def accept_of(request: Request) -> list[MediaRange]:
     """Accept header, or the ``accept`` query parameter PS3.18 8.3.3.1 allows in its place."""
     query_accept = request.query_params.get("accept")
     if query_accept:
-        return parse_accept(query_accept)
+        # A "+" left unescaped in the URL (accept=application/dicom+json) arrives as a
+        # space; no media type has a space between two of its characters.
+        return parse_accept(_PLUS_AS_SPACE.sub("+", query_accept))
     return parse_accept(request.headers.get("accept"))
 
 

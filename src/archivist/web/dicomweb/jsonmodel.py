@@ -23,7 +23,7 @@ from pydicom.valuerep import VR
 
 from archivist.archive import part10
 from archivist.archive.transcode import swapped, value_word_size
-from archivist.index.extract import use_gb2312_escape_sequences
+from archivist.index.extract import json_with_empty_values, use_gb2312_escape_sequences
 from archivist.web.errors import HTTPProblem
 
 log = logging.getLogger("archivist.web")
@@ -114,7 +114,7 @@ def dataset_to_json(ds: Dataset, bulk_root: str, path: tuple[str, ...] = (), *,
         try:
             item = out[key] = elem.to_json_dict(None, inline_up_to)
         except Exception as exc:  # noqa: BLE001
-            fallback = _with_empty_values(elem)
+            fallback = json_with_empty_values(elem, BULK_THRESHOLD)
             if fallback is None:
                 log.debug("element %s not representable in JSON: %s", key, type(exc).__name__)
                 fallback = {"vr": elem.VR}
@@ -151,27 +151,6 @@ def _finite_or_text(elem: DataElement, values: list[Any]) -> list[Any]:
         out.append(str(text).strip() if elem.VR == "DS" and text else
                    _NON_FINITE.get(repr(v).lower(), "NaN"))
     return out
-
-
-def _with_empty_values(elem: DataElement) -> dict[str, Any] | None:
-    """The JSON of a multi-valued DS, IS or PN with an empty value among its values (``40\\``),
-    which pydicom cannot write: each empty value null (PS3.18 F.2.5), the others as pydicom
-    writes one value. None when that does not help either."""
-    values = elem.value
-    if elem.VR not in ("DS", "IS", "PN") or not isinstance(values, (list, tuple, MultiValue)) \
-            or not any(str(v) == "" for v in values):
-        return None
-    out: list[Any] = []
-    try:
-        for value in values:
-            if str(value) == "":
-                out.append(None)
-                continue
-            one = DataElement(elem.tag, elem.VR, value).to_json_dict(None, BULK_THRESHOLD)
-            out.append(one["Value"][0])
-    except Exception:  # noqa: BLE001 - another value pydicom cannot write: give up
-        return None
-    return {"vr": elem.VR, "Value": out}
 
 
 def instance_json(fh: BinaryIO, bulk_root: str, transfer_syntax: str) -> dict[str, Any]:

@@ -263,8 +263,16 @@ class QidoRequest:
                 self.fuzzy_names.append((attr, value))
                 continue
             self.constraints.append((attr, value))
+        #: The query's own key contradicts the resource of the path (/studies/A/series?
+        #: StudyInstanceUID=B): nothing in A matches, and nothing outside A may be answered.
+        self.outside_scope = False
         for keyword, uid in scope.items():
             check_uid(uid, keyword)
+            given = next((i for i, (a, _) in enumerate(self.constraints) if a == keyword), None)
+            if given is not None:
+                values = self.constraints.pop(given)[1]
+                if values.strip() and uid not in values.split("\\"):
+                    self.outside_scope = True
             self.constraints.append((keyword, uid))
 
     def return_keys(self) -> list[str]:
@@ -414,6 +422,8 @@ async def search(request: Request, level: QueryLevel, scope: dict[str, str]) -> 
         q = QidoRequest(request, level, scope)
     except QueryError as exc:
         raise HTTPProblem(400, str(exc)) from None
+    if q.outside_scope:
+        return _json_response([], {})
     root = base_url(request)
     try:
         items, truncated = await run_in_threadpool(run_qido, archive, q, root)

@@ -587,6 +587,8 @@ def _metadata_body(request: Request, study: str, series: str | None) -> tuple[by
 async def metadata(request: Request, study: str, series: str | None = None) -> Response:
     require_json(request, "metadata")
     body, etag, gzipped = await run_in_threadpool(_metadata_body, request, study, series)
+    if gzipped:  # a strong validator names one representation (RFC 9110 8.8.3)
+        etag = etag[:-1] + '-gzip"'
     headers = {"ETag": etag, "Vary": "Accept-Encoding, Accept",
                "Cache-Control": "no-cache"}
     if _etag_matches(request, etag):
@@ -621,7 +623,7 @@ async def instance_metadata(request: Request, study: str, series: str, sop: str)
         return json.dumps([item], ensure_ascii=False, separators=(",", ":")).encode(), etag
 
     body, etag = await run_in_threadpool(build)
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    headers = {"ETag": etag, "Vary": "Accept", "Cache-Control": "no-cache"}
     if _etag_matches(request, etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=DICOM_JSON, headers=headers)
