@@ -207,3 +207,26 @@ def test_move_to_the_peer_answers_counts_in_every_response(archive) -> None:  # 
             final.NumberOfFailedSuboperations, final.NumberOfWarningSuboperations) == (0, 5, 0, 0)
     assert "NumberOfRemainingSuboperations" not in final and not final_ident
     assert len(got) == 5 and {(a, m) for _, a, m in got} == {("QARKMOVE", 77)}
+
+
+def test_patient_retrieve_keeps_to_the_issuer(archive, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """One Patient ID in two issuers is two patients (C-FIND answers both, apart): a retrieve
+    naming the issuer sent the other patient's objects too (QA s23)."""
+    srv, _ = archive
+    files = []
+    for n, issuer in enumerate(("HOSP_A", "HOSP_A", "HOSP_B")):
+        p = tmp_path / f"{n}.dcm"
+        make_instance(p, study_uid=new_uid(), patient_id="QARK2", patient_name=f"ISSUER^{issuer}",
+                      extra={"IssuerOfPatientID": issuer})
+        files.append(str(p))
+    r = subprocess.run([dcmtk_tool("storescu"), "-aec", AET, "127.0.0.1", str(srv.dicom_port),
+                        *files], check=False, capture_output=True, text=True, timeout=120,
+                       env=DCMTK_ENV)
+    assert r.returncode == 0, r.stderr
+    assert _get(srv, PATIENT_GET, QueryRetrieveLevel="PATIENT", PatientID="QARK2",
+                IssuerOfPatientID="HOSP_B") == (0, 1, 1)
+    assert _get(srv, PATIENT_GET, QueryRetrieveLevel="PATIENT", PatientID="QARK2",
+                IssuerOfPatientID="HOSP_A") == (0, 2, 2)
+    assert _get(srv, PATIENT_GET, QueryRetrieveLevel="PATIENT", PatientID="QARK2",
+                IssuerOfPatientID="") == (0, 3, 3)
+    assert _get(srv, PATIENT_GET, QueryRetrieveLevel="PATIENT", PatientID="QARK2") == (0, 3, 3)

@@ -260,7 +260,8 @@ _UNIQUE_KEYS = (("PatientID", QueryLevel.PATIENT), ("StudyInstanceUID", QueryLev
 def retrieve_keys(identifier: Dataset, study_root: bool) -> Dataset:
     """The part of a C-MOVE / C-GET Identifier that says what to retrieve: the Query/Retrieve
     Level, the Specific Character Set and the Unique Keys of that level and of the levels above
-    it in the information model (PS3.4 C.4.2.2.1, C.4.3.2.1).
+    it in the information model (PS3.4 C.4.2.2.1, C.4.3.2.1); with a Patient ID, its Issuer of
+    Patient ID, which the patient's identity includes.
 
     The SCP identifies the entities to transfer "based upon the values in the Unique Keys"
     (PS3.4 C.4.2.3.1, C.4.3.3.1): other keys (Patient's Name, Modality, Study Date, the
@@ -278,6 +279,10 @@ def retrieve_keys(identifier: Dataset, study_root: bool) -> Dataset:
     keep += [keyword for keyword, key_level in _UNIQUE_KEYS
              if key_level.rank <= level.rank
              and not (study_root and key_level is QueryLevel.PATIENT)]
+    if "PatientID" in keep:
+        # A Patient ID is unique only within its issuer: C-FIND answers two patients for one
+        # ID of two issuers, and a retrieve naming the issuer must not send the other's.
+        keep.append("IssuerOfPatientID")
     out = Dataset()
     for keyword in keep:
         if keyword in identifier:
