@@ -413,7 +413,11 @@ def test_rendered_and_thumbnails(srv, stored) -> None:
     r = requests.get(f"{url_of(srv, ct)}/rendered", headers={"Accept": "image/tiff"})
     assert r.status_code == 406
     sr = stored["test-SR.dcm"]
-    assert requests.get(f"{url_of(srv, sr)}/rendered").status_code == 406
+    # A report has no image: its rendered form is text (HTML by default), never a JPEG.
+    r = requests.get(f"{url_of(srv, sr)}/rendered")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    r = requests.get(f"{url_of(srv, sr)}/rendered", headers={"Accept": "image/jpeg"})
+    assert r.status_code == 406
 
 
 def test_wado_errors(srv, stored) -> None:

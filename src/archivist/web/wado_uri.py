@@ -21,31 +21,39 @@ from archivist.web.dicomweb.common import (
     archive_of,
     find_instances,
     iterate_file,
+    parse_accept,
 )
+from archivist.web.dicomweb.sr_text import is_structured_report, render_report
 from archivist.web.dicomweb.wado import transcode_instance
 from archivist.web.errors import HTTPProblem, to_response
 
 log = logging.getLogger("archivist.web")
 
-_IMAGE_TYPES = ("image/jpeg", "image/png")
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif")
 
 
-def _content_type(request: Request, has_pixels: bool, *, pdf: bool = False) -> str:
-    """The media type to answer in: the first of ``contentType`` served here (an Encapsulated
-    PDF may also be asked for as ``application/pdf``, PS3.18 8.7.4)."""
+def _content_type(request: Request, has_pixels: bool, *, pdf: bool = False,
+                  report: bool = False) -> str:
+    """The media type to answer in: the best of ``contentType`` served here, by q value then
+    order (RFC 9110 12.4.2; q=0 refuses a type). An Encapsulated PDF may also be asked for as
+    ``application/pdf``, a Structured Report as ``text/html`` or ``text/plain`` (PS3.18
+    8.7.4)."""
     raw = request.query_params.get("contentType")
     if not raw:
         return "image/jpeg" if has_pixels else DICOM
-    for token in raw.split(","):
-        media = token.split(";")[0].strip().lower()
+    for r in parse_accept(raw):
+        media = r.type
         if media in (DICOM, "application/dicom") or media in _IMAGE_TYPES:
             return media
         if media == "application/pdf" and pdf:
             return media
+        if media in ("text/html", "text/plain") and report:
+            return media
         if media == "*/*":
             return "image/jpeg" if has_pixels else DICOM
     raise HTTPProblem(406, f"contentType {raw[:60]!r} is not served; use application/dicom, "
-                      "image/jpeg or image/png" + (" (or application/pdf)" if pdf else ""))
+                      "image/jpeg, image/png or image/gif" + (" (or application/pdf)" if pdf else "")
+                      + (" (or text/html, text/plain)" if report else ""))
 
 
 async def _document(path: Any) -> Response:
@@ -173,9 +181,14 @@ async def _wado(request: Request) -> Response:
         raise HTTPProblem(500, "stored object is not on a file system")
     has_pixels = ref.sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.") and \
         pixels.is_image_class(ref.sop_class_uid)
-    media = _content_type(request, has_pixels, pdf=ref.sop_class_uid == _ENCAPSULATED_PDF)
+    report = is_structured_report(ref.sop_class_uid)
+    media = _content_type(request, has_pixels, pdf=ref.sop_class_uid == _ENCAPSULATED_PDF,
+                          report=report)
     if media == "application/pdf":
         return await _document(path)
+    if media in ("text/html", "text/plain"):
+        text = await run_in_threadpool(render_report, path, media)
+        return Response(text, media_type=f"{media}; charset=utf-8")
     if media == DICOM:
         extra = [name for name in _IMAGE_ONLY if q.get(name) is not None]
         if extra:

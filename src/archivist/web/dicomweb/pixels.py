@@ -917,7 +917,7 @@ def _image_info(path: Path) -> PixelInfo:
 
 @_unreadable_is_406
 def render(path: Path, number: int, opts: RenderOptions) -> bytes:
-    """One frame rendered for display (modality LUT, VOI window, photometric) as JPEG or PNG,
+    """One frame rendered for display (modality LUT, VOI window, photometric) as JPEG, PNG or GIF,
     within the process's :data:`RENDER_BUDGET`."""
     info = _image_info(path)
     ds = info.header
@@ -1008,6 +1008,11 @@ def _render_frame(info: PixelInfo, number: int, opts: RenderOptions) -> bytes:
     out = io.BytesIO()
     if opts.media_type == "image/png":
         image.save(out, format="PNG")
+    elif opts.media_type == "image/gif":
+        # 256 colours at most: a colour image gets a palette of its own (grey is exact).
+        if image.mode == "RGB":
+            image = image.quantize(256)
+        image.save(out, format="GIF")
     else:
         image.save(out, format="JPEG", quality=opts.quality)
     return out.getvalue()
@@ -1159,7 +1164,8 @@ def _window(data: np.ndarray, center: float, width: float, func: str) -> None:
         data *= 255.0 / (width - 1.0)
         data += 127.5
     else:
-        np.copyto(data, np.where(data > center, 255.0, 0.0))
+        # Width 1 (C.11.2.1.2.1): at most c - 0.5 is the minimum, above it the maximum.
+        np.copyto(data, np.where(data > center - 0.5, 255.0, 0.0))
 
 
 def _minmax(data: np.ndarray) -> None:

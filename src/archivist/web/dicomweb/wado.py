@@ -49,6 +49,7 @@ from archivist.web.dicomweb.common import (
 )
 from archivist.web.dicomweb.jsonmodel import instance_json, locate, read_deferred
 from archivist.web.dicomweb.multipart import multipart_stream, new_boundary
+from archivist.web.dicomweb.sr_text import is_structured_report, render_report
 from archivist.web.errors import HTTPProblem
 
 log = logging.getLogger("archivist.web")
@@ -1046,14 +1047,32 @@ async def _streamed_bulk(request: Request, headers: dict[str, str], size: int,
 
 # -- Rendered and thumbnails ---------------------------------------------------------------------
 
+#: The media types of a rendered image (PS3.18 Table 8.7.4-1: JPEG the default, GIF and PNG
+#: required).
+RENDERED_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif")
+
+
 def _render_media(request: Request) -> str:
     for r in accept_of(request):
         t = r.part_type if r.multipart else r.type
-        if t in ("image/jpeg", "image/png"):
+        if t in RENDERED_IMAGE_TYPES:
             return t
         if t in ("*/*", "image/*"):
             return "image/jpeg"
-    raise HTTPProblem(406, "rendered images are served as image/jpeg or image/png")
+    raise HTTPProblem(406, "rendered images are served as image/jpeg, image/png or image/gif")
+
+
+def _report_media(request: Request) -> str:
+    """The rendered type of a Structured Report (PS3.18 Table 8.7.4-1: text/html the
+    default, text/plain required)."""
+    for r in accept_of(request):
+        t = r.part_type if r.multipart else r.type
+        if t in ("text/html", "text/plain"):
+            return t
+        if t in ("*/*", "text/*"):
+            return "text/html"
+    raise HTTPProblem(406, "this instance is a Structured Report: its rendered form is "
+                      "text/html or text/plain, which the Accept header leaves out")
 
 
 def _rendered_frames_media(request: Request) -> str:
@@ -1062,7 +1081,7 @@ def _rendered_frames_media(request: Request) -> str:
     accepts only the single part types gets a 406 (PS3.18 10.4.4: a single part media type is
     for a resource that is one item)."""
     for r in accept_of(request):
-        if r.multipart and r.part_type in ("image/jpeg", "image/png"):
+        if r.multipart and r.part_type in RENDERED_IMAGE_TYPES:
             return r.part_type
         if r.type in ("*/*", "multipart/*") or (r.multipart and r.part_type in (
                 "", "*/*", "image/*")):
@@ -1140,6 +1159,12 @@ async def rendered(request: Request, study: str, series: str | None = None,
 
         data = await run_in_threadpool(pixels.encapsulated_document, path)
         return Response(data, media_type="application/pdf")
+    if is_structured_report(ref.sop_class_uid) and not thumbnail and frame is None:
+        # A report's rendered form is its text (PS3.18 8.7.4), as HTML or plain text.
+        media = _report_media(request)
+        text = await run_in_threadpool(render_report, path, media)
+        return Response(text, media_type=f"{media}; charset=utf-8",
+                        headers={"Cache-Control": "private, max-age=3600"})
     video = FRAME_MEDIA_TYPE.get(ref.transfer_syntax_uid, "")
     if video.startswith("video/") and sop and not thumbnail and frame is None:
         return await run_in_threadpool(_rendered_video, request, path, video)
