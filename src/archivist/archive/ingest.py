@@ -66,6 +66,9 @@ _NUMBER_SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "FD": 8, "
 #: A deferred text value up to this size is decoded (an undecodable one is refused); a longer
 #: one (a huge UT) is left unread, like a binary one: no index column takes such a value.
 _DECODE_DEFERRED = 1 << 20
+#: Text VRs whose values may not hold NUL (PS3.5 6.2: only UI is padded with it).
+_NUL_PADDING_INVALID = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN",
+                                  "SH", "ST", "TM", "UC", "UR", "UT"})
 
 
 class StoreStatus(enum.Enum):
@@ -485,6 +488,14 @@ class Ingest:
                     continue
                 vr = vr_of(raw)
                 if vr is not None:
+                    value = raw.value
+                    if value is not None and (len(value) & 1 or (
+                            vr in _NUL_PADDING_INVALID and b"\0" in value)):
+                        # An odd length, or a NUL in text other than a UID's padding (PS3.5
+                        # 6.2, 7.1.1): decoding drops both, so the element is left raw for
+                        # validation to see them; decoded here only to surface errors.
+                        decode(raw, encoding, vr)
+                        continue
                     try:
                         elements[current] = decode(raw, encoding, vr)
                         continue
