@@ -110,7 +110,18 @@ def of_remote(remote: Remote, level: str = "INSTANCE", scope: Iterable[tuple[str
 
 def _walk_rq(assoc: Any, inv: Inventory, depth: int, scope: dict[str, str], page_size: int,
              progress: Progress | None) -> None:
-    def keys(names: tuple[str, ...]) -> dict[str, Any]:
+    """Studies, series and instances, one Repository Query walk a level, each with the scope
+    keys of its level and the levels above; with series or instance keys in the scope, the
+    levels below are walked too and a study is kept only when some of it matches them, as in
+    :func:`_walk_find`."""
+    levels = scope_by_level(scope.items())
+    study_scope = dict(levels[QueryLevel.STUDY])
+    series_scope = {**study_scope, **dict(levels[QueryLevel.SERIES])}
+    image_scope = {**series_scope, **dict(levels[QueryLevel.IMAGE])}
+    deeper = 3 if levels[QueryLevel.IMAGE] else 2 if levels[QueryLevel.SERIES] else 1
+    walk = max(depth, deeper)
+
+    def keys(names: tuple[str, ...], level_scope: dict[str, str]) -> dict[str, Any]:
         # Removed from Operational Use (universal) asks for records removed and not yet
         # purged too (PS3.4 C.6.4.1.1.3): they are not held, and the diff names them as
         # removed with their Reason for Removal. A peer that does not support the key ignores
@@ -118,7 +129,7 @@ def _walk_rq(assoc: Any, inv: Inventory, depth: int, scope: dict[str, str], page
         out: dict[str, Any] = {k: "" for k in names}
         out["RemovedFromOperationalUse"] = ""
         out["ReasonForRemovalCodeSequence"] = []
-        out.update(scope)
+        out.update(level_scope)
         return out
 
     def removed(ds: Dataset, uid_keyword: str, level: str) -> bool:
@@ -128,27 +139,48 @@ def _walk_rq(assoc: Any, inv: Inventory, depth: int, scope: dict[str, str], page
                          removal_reason(ds))
         return True
 
-    for ds in repository_walk(assoc, "STUDY", keys(STUDY_KEYS), page_size=page_size):
+    for ds in repository_walk(assoc, "STUDY", keys(STUDY_KEYS, study_scope),
+                              page_size=page_size):
         if not removed(ds, "StudyInstanceUID", "STUDY"):
             inv.add_study(ds)
         if progress:
             progress("STUDY", len(inv.studies))
-    if depth >= 2:
-        for n, ds in enumerate(repository_walk(assoc, "SERIES", keys(SERIES_KEYS),
+    if walk >= 2:
+        for n, ds in enumerate(repository_walk(assoc, "SERIES", keys(SERIES_KEYS, series_scope),
                                                page_size=page_size), 1):
             if not removed(ds, "SeriesInstanceUID", "SERIES") \
                     and str(ds.StudyInstanceUID) in inv.studies:
                 inv.add_series(ds)
             if progress:
                 progress("SERIES", n)
-    if depth >= 3:
-        for n, ds in enumerate(repository_walk(assoc, "IMAGE", keys(INSTANCE_KEYS),
+    if walk >= 3:
+        for n, ds in enumerate(repository_walk(assoc, "IMAGE", keys(INSTANCE_KEYS, image_scope),
                                                page_size=page_size), 1):
             if not removed(ds, "SOPInstanceUID", "INSTANCE") \
                     and str(ds.StudyInstanceUID) in inv.studies:
                 inv.add_instance(ds)
             if progress:
                 progress("IMAGE", n)
+    for study_uid in list(inv.studies):
+        _keep_in_scope(inv, study_uid, depth, deeper)
+
+
+def _keep_in_scope(inv: Inventory, study_uid: str, depth: int, deeper: int) -> None:
+    """A study walked `deeper` than `depth` for a scope with series (2) or instance (3) keys:
+    its series without a matching instance go, then the study when no series is left; what
+    was walked below `depth` for the scope only is then dropped."""
+    study = inv.studies[study_uid]
+    if deeper > 2:
+        for series_uid in [uid for uid, se in study.series.items() if not se.instances]:
+            del study.series[series_uid]  # none of it in scope
+    if deeper > 1 and not study.series:
+        del inv.studies[study_uid]  # nothing of it in scope
+        return
+    if depth < 3:
+        for se in study.series.values():
+            se.instances.clear()
+    if depth < 2:
+        study.series.clear()
 
 
 def _scoped_aggregates(inv: Inventory, scope: dict[str, str]) -> None:
@@ -200,16 +232,6 @@ def _walk_find(assoc: Any, inv: Inventory, depth: int, scope: dict[str, str],
                 for ds in find(assoc, ident):
                     inv.add_instance(ds, study_uid, series_uid)
                     n_instances += 1
-                if image_scope and not inv.studies[study_uid].series[series_uid].instances:
-                    del inv.studies[study_uid].series[series_uid]  # none of it in scope
                 if progress:
                     progress("IMAGE", n_instances)
-        if deeper > 1 and not inv.studies[study_uid].series:
-            del inv.studies[study_uid]  # nothing of it in scope
-            continue
-        study = inv.studies[study_uid]
-        if depth < 3:
-            for se in study.series.values():
-                se.instances.clear()  # walked for the scope only
-        if depth < 2:
-            study.series.clear()
+        _keep_in_scope(inv, study_uid, depth, deeper)
