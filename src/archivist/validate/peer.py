@@ -11,7 +11,8 @@ checks, against PS3.4, PS3.7 and PS3.8:
 * Query (PS3.4 C.4.1, C.6.1, C.6.2): C-FIND at PATIENT, STUDY, SERIES and IMAGE level; every
   response identifier is checked for the requested Required/Unique keys, the Query/Retrieve
   Level, matching actually applied (single value, wildcard, no match), its character set and
-  the VR/VM of its values;
+  the VR/VM of its values; with nothing stored, a query that returns no identifier is skipped
+  (there is nothing to check), but for the "no match" query, which tests matching;
 * Retrieve (PS3.4 C.4.2, C.4.3): C-MOVE of the stored object to our own Storage SCP and C-GET
   of it on the same association, with sub-operation counts;
 * every status code is checked to be defined for its service (PS3.4 Annex B/C, PS3.7 Annex C).
@@ -724,6 +725,17 @@ class _Probe:
             problems.append(f"{len(responses)} match(es) where {expected} expected")
         if problems:
             self.report.add(name, FAIL, f"{shown}: " + "; ".join(problems) + ".", ref)
+        elif not responses and expected == 0:
+            # The one query that is meant to find nothing: matching is what is tested.
+            self.report.add(name, PASS, f"{shown}: no match, as expected (matching applied).",
+                            ref)
+        elif not responses:
+            # Nothing of the probe's is on the peer (--no-store, or the C-STORE failed): no
+            # identifier came back, so neither the keys nor the matching could be checked.
+            self.report.add(name, SKIP,
+                            f"{shown}: final status Success with no match; nothing was stored "
+                            "to find, so the returned keys and the matching were not checked.",
+                            ref)
         else:
             self.report.add(name, PASS,
                             f"{shown}: {len(responses)} match(es), requested keys returned, "
