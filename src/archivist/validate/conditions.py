@@ -269,6 +269,10 @@ def _without_image_plane(item: Dataset, root: Dataset) -> bool:
     return not mandatory
 
 
+ROOT_CONTENT_ITEM = Condition(
+    lambda item, root: item is root, "this is the Root Content Item (the top-level dataset)"
+)
+
 IMAGE_PLANE_NOT_REQUIRED = Condition(
     _without_image_plane, "the IOD does not require Image Orientation/Position (Patient)"
 )
@@ -322,6 +326,11 @@ ATTRIBUTE_CONDITIONS: dict[tuple[str, str], Condition] = {
     & absent("DeidentificationMethodCodeSequence"),
     ("patient", "DeidentificationMethodCodeSequence"): value_in("PatientIdentityRemoved", "YES")
     & absent("DeidentificationMethod"),
+    # PS3.3 C.7.2.2 Patient Study Module: Patient's Sex Neutered "Required if the Patient is an
+    # animal" (an animal: Patient Species given, as in the Patient Module's conditions).
+    ("patient-study", "PatientSexNeutered"): any_present(
+        "/PatientSpeciesDescription", "/PatientSpeciesCodeSequence"
+    ),
     # PS3.3 C.8.8.9 RT General Plan Module.
     ("rt-general-plan", "ReferencedStructureSetSequence"): value_in("RTPlanGeometry", "PATIENT"),
     # PS3.3 C.7.3.1 General Series Module: a paired body part, and neither Image Laterality,
@@ -361,12 +370,20 @@ ATTRIBUTE_CONDITIONS: dict[tuple[str, str], Condition] = {
     ),
     # PS3.3 C.8.6.3 SC Multi-frame Image Module (the multi-frame Secondary Capture IODs).
     ("sc-multi-frame-image", "FrameIncrementPointer"): greater("NumberOfFrames", 1),
+    # PS3.3 C.8.7.2 X-Ray Acquisition Module: X-Ray Tube Current and Exposure Time are required
+    # if Exposure is not present; Exposure "if either X-Ray Tube Current or Exposure Time are
+    # not present", read as dciodvfy reads it: when neither is (a tube current alone does
+    # not require Exposure there).
+    ("x-ray-acquisition", "XRayTubeCurrent"): absent("Exposure"),
+    ("x-ray-acquisition", "ExposureTime"): absent("Exposure"),
+    ("x-ray-acquisition", "Exposure"): absent("XRayTubeCurrent") & absent("ExposureTime"),
     # PS3.3 C.8.3.1 MR Image Module.
     ("mr-image", "InversionTime"): value_in("ScanningSequence", "IR"),
     # PS3.3 C.11.1 Modality LUT Module and C.11.2 VOI LUT Module.
     ("modality-lut", "RescaleIntercept"): absent("ModalityLUTSequence"),
     ("modality-lut", "RescaleSlope"): absent("ModalityLUTSequence"),
     ("modality-lut", "RescaleType"): absent("ModalityLUTSequence"),
+    ("modality-lut", "ModalityLUTSequence"): absent("RescaleIntercept"),
     ("voi-lut", "WindowCenter"): absent("VOILUTSequence"),
     ("voi-lut", "WindowWidth"): present("WindowCenter"),
     # PS3.3 C.12.1 SOP Common Module.
@@ -375,6 +392,11 @@ ATTRIBUTE_CONDITIONS: dict[tuple[str, str], Condition] = {
     ("sr-document-general", "VerifyingObserverSequence"): value_in("VerificationFlag", "VERIFIED"),
     ("sr-document-general", "VerificationDateTime"): value_in("VerificationFlag", "VERIFIED"),
     # PS3.3 C.17.3 SR Document Content Module and Table C.17-5 (content items by value type).
+    # Concept Name Code Sequence: required for the root content item and for the value types
+    # that name a value (TEXT ... PNAME); a CONTAINER "with a heading" cannot be told apart.
+    ("sr-document-content", "ConceptNameCodeSequence"): ROOT_CONTENT_ITEM
+    | value_in("ValueType", "TEXT", "NUM", "CODE", "DATETIME", "DATE", "TIME", "UIDREF",
+               "PNAME"),
     ("sr-document-content", "ContinuityOfContent"): value_in("ValueType", "CONTAINER"),
     ("sr-document-content", "TextValue"): value_in("ValueType", "TEXT"),
     ("sr-document-content", "ConceptCodeSequence"): value_in("ValueType", "CODE"),
@@ -397,6 +419,18 @@ ATTRIBUTE_CONDITIONS: dict[tuple[str, str], Condition] = {
     # PS3.3 8.8 Code Sequence Macro, wherever it is included.
     ("*", "CodeValue"): absent("LongCodeValue") & absent("URNCodeValue"),
     ("*", "CodingSchemeDesignator"): any_present("CodeValue", "LongCodeValue"),
+}
+
+# Conditional attributes whose PS3.3 description ends "Shall not be present otherwise" (or "...
+# may not be present otherwise"): present while their registered condition does not hold, they
+# are an error (``iod.not-allowed``, as dciodvfy's "Attribute present when condition
+# unsatisfied"). Keyed like ATTRIBUTE_CONDITIONS; the value is the PS3.3 reference.
+NOT_PRESENT_OTHERWISE: dict[tuple[str, str], str] = {
+    ("image-pixel", "PlanarConfiguration"): "PS3.3 C.7.6.3.1.3",
+    ("modality-lut", "RescaleIntercept"): "PS3.3 C.11.1",
+    ("modality-lut", "ModalityLUTSequence"): "PS3.3 C.11.1",
+    ("sr-document-general", "VerifyingObserverSequence"): "PS3.3 C.17.2",
+    ("*", "CodeValue"): "PS3.3 8.8",
 }
 
 # Attributes that the generated tables list with an unconditional type although PS3.3 includes
@@ -424,6 +458,11 @@ INCLUDED_IF: dict[tuple[str, str], Condition] = {
     ("sr-document-content", keyword): value_in("ValueType", *types)
     for keyword, types in _SR_VALUE_MACROS.items()
 }
+# PS3.3 C.17.3, Table C.17-5: a content item included by reference (Referenced Content Item
+# Identifier, C.17.3.2.5) carries the Document Relationship Macro only; the Document Content
+# Macro, and its Value Type, is included only in an item that is not a reference. (The value
+# macros and Concept Name need a Value Type, so they follow.)
+INCLUDED_IF[("sr-document-content", "ValueType")] = absent("ReferencedContentItemIdentifier")
 
 # Condition of a Conditional module, keyed by (IOD key or "*", module key). A module without an
 # entry is checked only when one of its own attributes is present.
@@ -485,6 +524,14 @@ TYPE_OVERRIDES: dict[tuple[str, str], tuple[str, ...]] = {
 def attribute_condition(module: str, keyword: str) -> Condition | None:
     """Return the registered condition of a 1C/2C attribute in a module, or None."""
     return ATTRIBUTE_CONDITIONS.get((module, keyword)) or ATTRIBUTE_CONDITIONS.get(("*", keyword))
+
+
+def forbidden_otherwise(module: str, keyword: str) -> str | None:
+    """The PS3.3 reference when a 1C/2C attribute shall not be present unless its condition
+    holds, else None."""
+    return NOT_PRESENT_OTHERWISE.get((module, keyword)) or NOT_PRESENT_OTHERWISE.get(
+        ("*", keyword)
+    )
 
 
 def inclusion_condition(module: str, keyword: str) -> Condition | None:

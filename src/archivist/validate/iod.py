@@ -13,7 +13,13 @@ For the IOD of the object's SOP Class:
 * Type 1 attributes are present with a value, Type 2 present (possibly empty), Type 1C/2C
   present when their registered condition holds, and a present Type 1C has a value;
 * a Type 1 sequence has at least one item (PS3.5 7.5.3), and the attributes of each item are
-  checked against the sequence's item table, at every depth;
+  checked against the sequence's item table, at every depth; the items of the SR content tree
+  (Content Sequence, PS3.3 C.17.3) are checked against the content item table at every depth
+  of the tree, down to :data:`MAX_CONTENT_DEPTH` levels;
+* a present 1C/2C attribute whose description says it shall not be present otherwise
+  (``conditions.NOT_PRESENT_OTHERWISE``) is an error when its condition does not hold;
+* a sequence that PS3.3 allows a single Item in (:mod:`.item_counts`) has no more, and the
+  Per-frame Functional Groups Sequence has one item per frame (PS3.3 C.7.6.16);
 * top-level attributes that no module of the IOD defines are reported once, as dciodvfy's
   "Standard Extended SOP Class" warning (PS3.4 B.1.3).
 """
@@ -32,6 +38,7 @@ from archivist.validate import paths
 from archivist.validate.conditions import (
     Condition,
     attribute_condition,
+    forbidden_otherwise,
     functional_group_condition,
     inclusion_condition,
     module_condition,
@@ -39,6 +46,7 @@ from archivist.validate.conditions import (
 )
 from archivist.validate.dictionary import deferred_chunks, is_deferred
 from archivist.validate.findings import Collector, Severity
+from archivist.validate.item_counts import single_item_reference
 from archivist.validate.references import iod_reference, module_reference
 from archivist.validate.standard import AttributeSpec, IODSpec, ModuleSpec, StandardTables
 
@@ -115,6 +123,14 @@ def _functional_group_anywhere(root: Dataset, tag: int) -> bool:
 
 # Modules with conditionally included macros (see conditions.INCLUDED_IF).
 _MACRO_MODULES = frozenset({"sr-document-content"})
+# The SR content tree (PS3.3 C.17.3): the tables expand the Content Sequence (0040,A730) one
+# level, as the root's items; an item's own Content Sequence holds items of the same table
+# (the Document Content Macro applies to every content item), so that sequence is checked
+# with its items' table again at every depth, down to MAX_CONTENT_DEPTH levels of the tree.
+_CONTENT_SEQUENCE = 0x0040A730
+_CONTENT_MODULE = "sr-document-content"
+MAX_CONTENT_DEPTH = 100
+_NUMBER_OF_FRAMES = 0x00280008
 
 
 def _empty(elem: object) -> bool:
@@ -163,6 +179,12 @@ class _Rule:
     children: tuple[_Rule, ...] | None
     # Whether its absence can be reported: Type 1 or 2, or 1C/2C with a registered condition.
     absence_matters: bool
+    # 1C/2C that "shall not be present otherwise": the PS3.3 reference, else None.
+    forbidden: str | None = None
+    # A sequence that PS3.3 allows a single Item in: the PS3.3 reference, else None.
+    single_item: str | None = None
+    # The SR Content Sequence: its items hold this sequence again (checked with this rule).
+    nested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +211,9 @@ class _IODPlan:
     overlays: bool  # an overlay module is in the IOD: its 60xx elements are allowed
 
 
-def _rules(module: ModuleSpec, specs: Iterable[AttributeSpec]) -> tuple[_Rule, ...]:
+def _rules(
+    module: ModuleSpec, specs: Iterable[AttributeSpec], parent: str = ""
+) -> tuple[_Rule, ...]:
     out = []
     for spec in specs:
         if spec.type not in ("1", "2", "1C", "2C") and not spec.children:
@@ -199,12 +223,20 @@ def _rules(module: ModuleSpec, specs: Iterable[AttributeSpec]) -> tuple[_Rule, .
         condition = (
             attribute_condition(module.key, keyword) if spec.type in ("1C", "2C") else None
         )
+        children = _rules(module, spec.children, keyword) if spec.children else None
+        nested = (
+            module.key == _CONTENT_MODULE and spec.tag == _CONTENT_SEQUENCE and not parent
+            and children is not None and all(r.tag != _CONTENT_SEQUENCE for r in children)
+        )
         out.append(_Rule(
             spec.tag, spec.type, step, keyword, step.rsplit("/", 1)[-1].split("(")[0],
             condition,
             inclusion_condition(module.key, keyword) if module.key in _MACRO_MODULES else None,
-            _rules(module, spec.children) if spec.children else None,
+            children,
             spec.type in ("1", "2") or condition is not None,
+            forbidden_otherwise(module.key, keyword) if condition is not None else None,
+            single_item_reference(module.key, parent, keyword) if spec.children else None,
+            nested,
         ))
     return tuple(out)
 
@@ -252,6 +284,25 @@ def _plan(tables: StandardTables, iod: IODSpec) -> _IODPlan:
                     any(u.module in _OVERLAY_MODULES for u in iod.modules))
     tables.derived[key] = plan
     return plan
+
+
+def _integer(ds: Dataset, tag: int) -> int | None:
+    """The first value of an integer (IS, US, ...) element, or None when absent or not a
+    number (the data dictionary layer reports a bad value)."""
+    if tag not in ds._dict:
+        return None
+    try:
+        value = ds[tag].value
+    except Exception:  # noqa: BLE001 - a value pydicom cannot decode: reported elsewhere
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0] if len(value) else None  # type: ignore[index,arg-type]
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace").strip(" \x00")
+    try:
+        return int(str(value).strip()) if value not in (None, "") else None
+    except ValueError:
+        return None
 
 
 def _elements(item: Dataset) -> dict[int, Any]:
@@ -314,7 +365,7 @@ class ModuleChecker:
 
     def _attributes(
         self, item: Dataset, elements: dict[int, Any], rules: tuple[_Rule, ...], prefix: str,
-        module: _ModulePlan,
+        module: _ModulePlan, depth: int = 0,
     ) -> None:
         for rule in rules:
             tag = rule.tag
@@ -344,6 +395,8 @@ class ModuleChecker:
                         empty = elem.length == 0  # reports it): judged by its length
             if empty is None:
                 empty = _empty(elem)
+            if rule.forbidden is not None:
+                self._forbidden(item, rule, prefix, module)
             if empty and (kind == "1" or kind == "1C"):
                 path = prefix + rule.step
                 self.out.add(
@@ -362,11 +415,68 @@ class ModuleChecker:
                 if not isinstance(seq, list) and type(seq).__name__ != "Sequence":
                     continue
                 path = prefix + rule.step
+                if rule.single_item is not None and len(seq) > 1:
+                    self._item_count(rule, path, len(seq), "only a single Item shall be "
+                                     "included", rule.single_item, module)
+                if tag == _PER_FRAME_FG and not prefix:
+                    self._per_frame_count(rule, path, len(seq), module)
+                children = rule.children
+                if rule.nested:
+                    if depth >= MAX_CONTENT_DEPTH:
+                        self._too_deep(path, module)
+                        continue
+                    children = children + (rule,)  # type: ignore[operator]
                 for index, sub in enumerate(seq):
                     if isinstance(sub, Dataset):
                         self._attributes(
-                            sub, _elements(sub), rule.children, paths.item(path, index), module
+                            sub, _elements(sub), children, paths.item(path, index),  # type: ignore[arg-type]
+                            module, depth + 1,
                         )
+
+    def _forbidden(self, item: Dataset, rule: _Rule, prefix: str, module: _ModulePlan) -> None:
+        """A present 1C/2C attribute that shall not be present unless its condition holds."""
+        condition = rule.condition
+        if condition is None or condition(item, self.root):
+            return
+        self.out.add(
+            ERROR, "iod.not-allowed", prefix + rule.step, module.spec.name,
+            f"Type {rule.kind} attribute {rule.keyword} is present but shall not be: it is "
+            f"only allowed when {condition.text} ({module.spec.name} Module).",
+            rule.forbidden or module.reference,
+        )
+
+    def _item_count(self, rule: _Rule, path: str, count: int, what: str, reference: str,
+                    module: _ModulePlan) -> None:
+        self.out.add(
+            ERROR, "iod.item-count", path, module.spec.name,
+            f"{rule.step_keyword} has {count} items; {what} ({module.spec.name} Module).",
+            reference,
+        )
+
+    def _per_frame_count(self, rule: _Rule, path: str, count: int, module: _ModulePlan) -> None:
+        """PS3.3 C.7.6.16: one Per-frame Functional Groups item per frame of this instance.
+
+        Without Number of Frames (itself reported missing) the image has one frame, as the
+        Pixel Data length check and dciodvfy take it; a value that is not a number is not
+        compared (the data dictionary layer reports it)."""
+        if _NUMBER_OF_FRAMES in self.root._dict:
+            frames = _integer(self.root, _NUMBER_OF_FRAMES)
+        else:
+            frames = 1
+        if frames is not None and frames >= 0 and count != frames:
+            self._item_count(
+                rule, path, count,
+                f"the number of Items shall equal Number of Frames ({frames})",
+                "PS3.3 C.7.6.16", module,
+            )
+
+    def _too_deep(self, path: str, module: _ModulePlan) -> None:
+        self.out.add(
+            INFO, "iod.content-depth", path, module.spec.name,
+            f"The content tree is deeper than {MAX_CONTENT_DEPTH} levels; content items below "
+            "that depth were not checked against the content item table.",
+            "PS3.3 C.17.3",
+        )
 
     def _absent(self, item: Dataset, rule: _Rule, prefix: str, module: _ModulePlan) -> None:
         tag = rule.tag
