@@ -521,6 +521,8 @@ class ElementChecker:
                 text = text.rstrip("\x00 ") if vr == "UI" else text.rstrip(" ")
                 if vr == "UI":
                     text = text.rstrip("\x00")
+                    if bytes(raw).rstrip(b"\x00").endswith(b" "):
+                        self._uid_space(name, path, module)
                 in_characters = self.single_byte or vr not in CHARSET_VRS
         elif raw is None:
             text = ""
@@ -543,6 +545,18 @@ class ElementChecker:
                 _TEXT_RESULTS[key] = results
         for severity, rule_id, message, reference in results:
             self.out.add(severity, rule_id, path, module, message, reference)
+
+    def _uid_space(self, name: str, path: str, module: str) -> None:
+        """A UID padded with a space (PS3.5 6.2: UI is padded with a single NUL, and the
+        space is not in its repertoire). A warning, not an error: it is common in the field,
+        every reader strips it, and an error would refuse such objects under
+        ``validation_policy=reject``."""
+        self.out.add(
+            WARNING, "dict.uid-space-padding", path, module,
+            f"{name} (UI) is padded with a trailing space; a UID is padded to an even length "
+            "with a single NUL (00H), and a space is not in the UI character repertoire.",
+            "PS3.5 6.2, 9.1",
+        )
 
     def _vm(self, count: int, dict_vm: str, name: str, path: str, module: str) -> None:
         message = _vm_problem(count, dict_vm, name)
