@@ -202,6 +202,8 @@ class Archive:
         self.search = Search(index, pn_case_insensitive=settings.pn_case_insensitive)
         self.retrieve = Retrieve(self.search, blobs)
         self.ingest = Ingest(settings, blobs, index, validator or validate_on_ingest)
+        #: Blobs of deleted and replaced objects, listed until removed (store.removals).
+        self.removals = self.ingest.removals
         self._lock_file: IO[str] | None = None
 
     @classmethod
@@ -261,6 +263,10 @@ class Archive:
         moved = 0
         if isinstance(self.blobs, (FilesystemBlobStore, S3BlobStore)):
             removed_tmp = self.blobs.clear_tmp()
+        known = self.index.storage_keys()
+        # Blobs of objects deleted or replaced whose removal a crash or a failed unlink cut
+        # short: removed now, never offered for import as orphans.
+        unremovable = self.removals.finish(self.blobs, known)
         if isinstance(self.blobs, S3BlobStore):
             # A bucket may be shared by other nodes, whose puts are in the bucket before their
             # index rows commit: no orphan sweep there. The local cache goes (a file cut by a
@@ -268,12 +274,11 @@ class Archive:
             self.blobs.clear_cache()
             return {"partial": removed_tmp, "orphans": 0, "missing": 0,
                     "caches": self.sweep_caches()}
-        known = self.index.storage_keys()
         orphans = Path(self.settings.data_dir) / ORPHANS
         present: set[str] = set()
         for key in list(self.blobs.keys()):
             present.add(key)
-            if key in known:
+            if key in known or key in unremovable:
                 continue
             path = self.blobs.path(key)
             if path is None:  # a blob store without files: nothing to keep them in

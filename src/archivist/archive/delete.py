@@ -20,6 +20,7 @@ from archivist.errors import QueryError, StorageError
 from archivist.index.removal import DEFAULT_REASON, Reason, Removal, purge, remove
 from archivist.index.repository import Index
 from archivist.store.blob import BlobStore
+from archivist.store.removals import PendingRemovals
 
 log = logging.getLogger("archivist.delete")
 
@@ -27,9 +28,13 @@ log = logging.getLogger("archivist.delete")
 class Deletion:
     """Deletes from one archive's index and blob store."""
 
-    def __init__(self, index: Index, blobs: BlobStore) -> None:
+    def __init__(self, index: Index, blobs: BlobStore,
+                 removals: PendingRemovals | None = None) -> None:
         self.index = index
         self.blobs = blobs
+        #: Where the blobs of a deletion are listed until removed (the archive's
+        #: :attr:`~archivist.archive.archive.Archive.removals`); None: removed unlisted.
+        self.removals = removals
 
     def delete(self, study_uid: str, series_uid: str | None = None,
                sop_uid: str | None = None, *, reason: Reason = DEFAULT_REASON) -> Removal:
@@ -51,16 +56,23 @@ class Deletion:
         removal = remove(self.index, study_uid=study_uid, series_uid=series_uid,
                          sop_uid=sop_uid, reason=reason)
         failed = 0
-        for key in removal.storage_keys:
-            try:
-                self.blobs.delete(key)
-            except (OSError, StorageError):
-                failed += 1  # an orphan blob: the next start-up sweep removes it
+        if self.removals is not None:
+            # Listed until gone: what cannot be removed now, the next start removes.
+            failed = self.removals.remove(self.blobs, removal.storage_keys)
+        else:
+            for key in removal.storage_keys:
+                try:
+                    self.blobs.delete(key)
+                except (OSError, StorageError):
+                    failed += 1
+        if failed:
+            log.warning("%d files of the deleted objects could not be removed: the next start "
+                        "of the archive removes them", failed)
         log.info("deleted level=%s study=%s series=%s sop=%s: %d studies, %d series, "
                  "%d instances, %d bytes, reason %s, seq=%d%s", removal.level, study_uid,
                  series_uid or "-", sop_uid or "-", len(removal.studies), len(removal.series),
                  len(removal.instances), removal.size, reason.value, removal.change_seq,
-                 f" ({failed} blobs left for the sweep)" if failed else "")
+                 f" ({failed} blobs not removed: the next start removes them)" if failed else "")
         return removal
 
     def purge(self, older_than_days: float | None = None) -> int:

@@ -47,6 +47,7 @@ from archivist.errors import (
 from archivist.index.extract import FindingRow, ValidationRecord, extract
 from archivist.index.repository import AddOutcome, AddRequest, BlobInfo, Index
 from archivist.store.blob import BlobStore, temp_prefix
+from archivist.store.removals import REMOVING, PendingRemovals
 
 log = logging.getLogger("archivist.ingest")
 
@@ -363,6 +364,9 @@ class Ingest:
         self.index = index
         self.validator = validator
         self._group = GroupCommit(blobs, index)
+        #: The blobs of replaced objects, listed until removed (and by deletions, through
+        #: the archive).
+        self.removals = PendingRemovals(Path(settings.data_dir) / REMOVING)
 
     def read_header(self, path: Path) -> tuple[Dataset, UID]:
         """Parse the File Meta and the dataset up to Pixel Data.
@@ -667,7 +671,7 @@ class Ingest:
             log.warning("sop=%s study=%s: %s", sop_uid, study_uid, outcome.note)
         if outcome.status == "replaced":
             if outcome.old_storage_key:
-                self.blobs.delete(outcome.old_storage_key)
+                self.removals.remove(self.blobs, [outcome.old_storage_key])
             status = StoreStatus.REPLACED
         else:
             status = StoreStatus.STORED

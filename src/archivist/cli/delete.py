@@ -68,8 +68,8 @@ def delete(
         raise typer.Exit(2) from None
     archive = _open(config, data)
     try:
-        removal = Deletion(archive.index, archive.blobs).delete(study, series, instance,
-                                                                reason=why)
+        removal = Deletion(archive.index, archive.blobs, archive.removals).delete(
+            study, series, instance, reason=why)
     except NotFound as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from None

@@ -94,7 +94,7 @@ async def delete_entity(request: Request) -> JSONResponse:
     except QueryError as exc:
         return _error(HTTP_400_BAD_REQUEST, "bad request", str(exc))
     archive = request.app.state.archive
-    deletion = Deletion(archive.index, archive.blobs)
+    deletion = Deletion(archive.index, archive.blobs, archive.removals)
     try:
         removal = await run_in_threadpool(deletion.delete, study, uids[1], uids[2],
                                           reason=reason)
