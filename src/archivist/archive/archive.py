@@ -292,8 +292,8 @@ class Archive:
             moved += 1
         if removed_tmp or moved:
             log.warning("startup sweep removed %d partial writes and moved %d blobs no index "
-                        "row names to %s (`archivist import` it to store them again)",
-                        removed_tmp, moved, orphans)
+                        "row names to %s (`archivist import --data %s %s` stores them again)",
+                        removed_tmp, moved, orphans, self.settings.data_dir, orphans)
         missing = known - present
         if missing:
             log.warning("startup sweep: %d objects the index lists have no blob in %s: they "

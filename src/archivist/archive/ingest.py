@@ -72,6 +72,18 @@ _NUL_PADDING_INVALID = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO"
                                   "SH", "ST", "TM", "UC", "UR", "UT"})
 
 
+
+def _uid_in(ds: Dataset, tag: int) -> str:
+    """A UID of `ds`, its padding stripped. An element left raw (one padded with a space) is
+    read without being decoded in place, as ``ds.get`` would: validation judges its bytes."""
+    elem = ds._dict.get(tag)  # type: ignore[call-overload]
+    if elem is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return clean_uid(value)
+
 class StoreStatus(enum.Enum):
     """Outcome of one store (after Orthanc's StoreStatus)."""
 
@@ -494,10 +506,12 @@ class Ingest:
                 if vr is not None:
                     value = raw.value
                     if value is not None and (len(value) & 1 or (
-                            vr in _NUL_PADDING_INVALID and b"\0" in value)):
-                        # An odd length, or a NUL in text other than a UID's padding (PS3.5
-                        # 6.2, 7.1.1): decoding drops both, so the element is left raw for
-                        # validation to see them; decoded here only to surface errors.
+                            vr in _NUL_PADDING_INVALID and b"\0" in value) or (
+                            vr == "UI" and b" " in value)):
+                        # An odd length, a NUL in text other than a UID's padding, a UID
+                        # padded with a space (PS3.5 6.2, 7.1.1): decoding drops them, so the
+                        # element is left raw for validation to see them; decoded here only
+                        # to surface errors.
                         decode(raw, encoding, vr)
                         continue
                     try:
@@ -581,10 +595,10 @@ class Ingest:
                expected_sop_instance: str | None, expected_study: str | None,
                consume: bool) -> IngestResult:
         ds, ts, pixel = self._read_header(source)
-        sop_class = clean_uid(ds.get("SOPClassUID"))
-        sop_uid = clean_uid(ds.get("SOPInstanceUID"))
-        study_uid = clean_uid(ds.get("StudyInstanceUID"))
-        series_uid = clean_uid(ds.get("SeriesInstanceUID"))
+        sop_class = _uid_in(ds, 0x00080016)
+        sop_uid = _uid_in(ds, 0x00080018)
+        study_uid = _uid_in(ds, 0x0020000D)
+        series_uid = _uid_in(ds, 0x0020000E)
         try:
             return self._store_parsed(source, origin, ds, ts, pixel, sop_class, sop_uid,
                                       study_uid, series_uid, expected_sop_class,

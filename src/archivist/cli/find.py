@@ -8,14 +8,10 @@ Sequence item as QIDO-RS does (``ProcedureCodeSequence.CodeValue=10200004``
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import TYPE_CHECKING
 
 from archivist.config import Settings
-
-#: The table's width at most when the output is no terminal (every cell of a normal answer).
-_PIPE_WIDTH = 10_000
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -126,8 +122,9 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
                                             ensure_ascii=not unicode_out))
             sys.stdout.write("\n]\n")
             return 0
-        from rich.console import Console
         from rich.table import Table
+
+        from archivist.cli.output import stdout_console
 
         columns = list(query.return_keys)
         table = Table(title=f"{level.value.title()} matches", show_lines=False)
@@ -153,8 +150,7 @@ def run_find(settings: Settings, level_text: str, keys: list[str], *, json_out: 
             sys.stdout.reconfigure(errors="backslashreplace")
         # Written to a file or a pipe (no terminal, no COLUMNS), the table keeps its natural
         # width: at rich's default of 80 columns a UID was folded into pieces over five lines.
-        console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS")
-                          else _PIPE_WIDTH)
+        console = stdout_console()
         console.print(table)
         console.print(f"{n} match{'es' if n != 1 else ''}")
         return 0

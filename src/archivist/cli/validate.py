@@ -84,10 +84,11 @@ def validate(
 
 
 def _print_text(result: BatchResult, *, errors_only: bool) -> None:
-    from rich.console import Console
     from rich.markup import escape
 
-    console = Console(highlight=False)
+    from archivist.cli.output import stdout_console
+
+    console = stdout_console(highlight=False)
     for report in result.reports:
         findings = [f for f in report.findings if not errors_only or f.severity.value == "error"]
         status = "[bold green]OK[/]" if report.ok else "[bold red]ERRORS[/]"
@@ -275,10 +276,11 @@ def _ae_title_problem(value: str) -> str:
 
 
 def _print_peer(report: PeerReport) -> None:
-    from rich.console import Console
     from rich.markup import escape
 
-    console = Console(highlight=False)
+    from archivist.cli.output import stdout_console
+
+    console = stdout_console(highlight=False)
     console.print(f"[bold]Peer {escape(report.called_aet)} at {report.host}:{report.port}[/]")
     styles = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim", "info": "cyan"}
     for check in report.checks:

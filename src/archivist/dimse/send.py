@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from archivist.archive.transcode import TranscodeRefused
 from archivist.dimse.acceptor_services import _NoContext, _sub_operation, category
 from archivist.dimse.handlers import contexts_for
 from archivist.dimse.requestor import AssociationRefused, Outbound
+from archivist.errors import ArchivistError
 
 if TYPE_CHECKING:
     from archivist.archive.archive import Archive
@@ -98,7 +100,7 @@ async def _send(archive: Archive, host: str, port: int, called: str, refs: list[
                     result.failed.append((ref.sop_instance_uid, reason))
                 except Exception as exc:  # noqa: BLE001 - unreadable, deleted, undecodable
                     result.failed.append((ref.sop_instance_uid,
-                                          f"cannot be read or converted: {type(exc).__name__}"))
+                                          f"cannot be read or converted: {_why(exc)}"))
                 else:
                     try:
                         code = await outbound.store(cx, outbound.new_message_id(), sop_class,
@@ -124,3 +126,12 @@ async def _send(archive: Archive, host: str, port: int, called: str, refs: list[
             await outbound.release()
     result.interrupted = broken
     return result
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong with an object: the reason of this archive's own refusals (a transcode
+    refused says why: "the compressed frame declares ..."), the kind of error otherwise (a
+    parser's message may quote the object's values)."""
+    if isinstance(exc, (ArchivistError, TranscodeRefused)) and str(exc):
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return type(exc).__name__

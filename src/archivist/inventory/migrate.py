@@ -242,9 +242,14 @@ class _Receiver:
         ae.network_timeout = archive.settings.network_timeout
         for uid in _STORAGE_CLASSES.values():
             ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
-        self.server = ae.start_server(("127.0.0.1" if archive.settings.host in ("", "0.0.0.0")
-                                       else archive.settings.host, port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, self.handler)])
+        host = "127.0.0.1" if archive.settings.host in ("", "0.0.0.0") else archive.settings.host
+        try:
+            self.server = ae.start_server((host, port), block=False,
+                                          evt_handlers=[(evt.EVT_C_STORE, self.handler)])
+        except OSError as exc:
+            raise ArchivistError(
+                f"cannot listen on {host}:{port} for the C-MOVE sub-operations "
+                f"(--port): {exc.strerror or exc}") from None
 
     def close(self) -> None:
         if self.server is not None:
