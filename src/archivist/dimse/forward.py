@@ -104,7 +104,11 @@ class Forwarder:
             self._write_cursor(cursor)
             log.info("forwarding to %s starts after change %d (what is stored from now on)",
                      self.peer.aet, cursor)
-        return cursor
+            return cursor
+        moved = self.slot.within_log(cursor, f"forwarding to {self.peer.aet}", log)
+        if moved != cursor:
+            self._write_cursor(moved)
+        return moved
 
     def _batch(self, cursor: int) -> tuple[int, bool]:
         """Forward the instances due to be sent again and the next changes after `cursor`;

@@ -134,7 +134,11 @@ class Notifier:
         if cursor is None:
             cursor = self.archive.index.last_change()
             self._write_cursor(cursor)
-        return cursor
+            return cursor
+        moved = self.slot.within_log(cursor, f"IAN to {self.peer.aet}", log)
+        if moved != cursor:
+            self._write_cursor(moved)  # the studies waiting stay waiting
+        return moved
 
     def _pass(self, cursor: int) -> tuple[int, bool]:
         cursor = self._follow(cursor)

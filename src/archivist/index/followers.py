@@ -188,20 +188,43 @@ class FollowerSlot:
     # -- the place ---------------------------------------------------------------------------
 
     def load(self) -> dict[str, Any] | None:
-        """The state saved last, or None (none, or unreadable)."""
+        """The state saved last, or None (none, or unreadable). On PostgreSQL without a saved
+        state, the one this node's data directory kept before the index held them (index
+        revision 0008): an upgrade must not drop what was still to be sent."""
         try:
             if self.shared:
                 with self.index.reader.connect() as conn:
                     raw = conn.execute(select(follower.c.state)
                                        .where(follower.c.name == self.name)).scalar()
                 if raw is None:
-                    return None
+                    return self._kept_before()
             else:
                 raw = self.path.read_text()
             state = json.loads(raw)
         except (FileNotFoundError, ValueError, OSError):
             return None
         return state if isinstance(state, dict) else None
+
+    def _kept_before(self) -> dict[str, Any] | None:
+        """The state file of this node's data directory, on PostgreSQL (before revision 0008
+        each node kept its own), or None."""
+        try:
+            state = json.loads(self.path.read_text())
+        except (ValueError, OSError):
+            return None
+        return state if isinstance(state, dict) else None
+
+    def within_log(self, cursor: int, what: str, logger: logging.Logger) -> int:
+        """`cursor`, a place saved in the change log, or the log's end when it is past it: an
+        index restored from a backup older than the place (whose next changes take the numbers
+        again) would otherwise have them passed over as done."""
+        last = self.index.last_change()
+        if cursor <= last:
+            return cursor
+        logger.warning("%s: the saved place (change %d) is past the end of the change log "
+                       "(change %d): the index was restored from an older backup? going on "
+                       "from its end", what, cursor, last)
+        return last
 
     def save(self, state: dict[str, Any]) -> None:
         """Replace the saved state (durably: fsync'd, or committed)."""
@@ -220,7 +243,11 @@ class FollowerSlot:
                                                       updated_at=now))
 
     def create(self, state: dict[str, Any]) -> bool:
-        """Save `state` unless a state is saved already; True when this call saved it."""
+        """Save `state` unless a state is saved already; True when this call saved it. On
+        PostgreSQL, the state this node's data directory kept before the index held them is
+        saved instead of `state` when there is one."""
+        if self.shared:
+            state = self._kept_before() or state
         text = json.dumps(state)
         if not self.shared:
             if self.path.exists():
@@ -237,10 +264,12 @@ class FollowerSlot:
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         with self.index.write_transaction() as conn:
+            # The row it inserted, or none (rowcount is -1 here, whatever happened).
             done = conn.execute(pg_insert(follower).values(
                 name=self.name, state=text, updated_at=datetime.now(UTC))
-                .on_conflict_do_nothing(index_elements=["name"]))
-            return bool(done.rowcount == 1)
+                .on_conflict_do_nothing(index_elements=["name"])
+                .returning(follower.c.name))
+            return done.first() is not None
 
 
 def _write(path: Path, text: str) -> None:
