@@ -573,6 +573,10 @@ def load_settings(
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TIMEOUTS = ("artim_timeout", "acse_timeout", "dimse_timeout", "network_timeout",
              "inventory_lease_seconds", "s3_timeout")
+#: Upper bounds: a larger timeout (1e300 s) overflowed the clock arithmetic of the threads that
+#: use it, a larger count (1e20) the index's integers, each only when first used.
+_MAX_SECONDS = 1e6
+_MAX_COUNT = 1 << 62
 _AT_LEAST_ONE = ("max_associations", "max_pending_connections", "http_max_body",
                  "max_object_size", "inventory_studies_per_instance")
 
@@ -599,13 +603,14 @@ def _check(settings: Settings) -> None:
     if not 0 <= settings.workers <= 64:
         raise ConfigError("workers must be between 0 (automatic) and 64")
     for name in _TIMEOUTS:
-        if not getattr(settings, name) > 0:
-            raise ConfigError(f"{name} must be a positive number of seconds")
+        if not 0 < getattr(settings, name) <= _MAX_SECONDS:
+            raise ConfigError(f"{name} must be a positive number of seconds, at most "
+                              f"{_MAX_SECONDS:.0f}")
     for name in _AT_LEAST_ONE:
-        if getattr(settings, name) < 1:
-            raise ConfigError(f"{name} must be at least 1")
-    if settings.find_max_results < 0:
-        raise ConfigError("find_max_results must be 0 (no cap) or more")
+        if not 1 <= getattr(settings, name) <= _MAX_COUNT:
+            raise ConfigError(f"{name} must be between 1 and {_MAX_COUNT}")
+    if not 0 <= settings.find_max_results <= _MAX_COUNT:
+        raise ConfigError(f"find_max_results must be 0 (no cap) or more, at most {_MAX_COUNT}")
     if not (0 < settings.http_head_timeout < 86400 and 0 < settings.http_body_timeout < 86400):
         raise ConfigError("http_head_timeout and http_body_timeout must be seconds above 0")
     if not 0 <= settings.ian_delay <= 86400:
@@ -631,8 +636,8 @@ def _check(settings: Settings) -> None:
     if settings.s3_endpoint and \
             settings.s3_endpoint.partition("://")[0] not in ("http", "https"):
         raise ConfigError("s3_endpoint must be an http:// or https:// URL")
-    if settings.s3_cache_bytes < 0:
-        raise ConfigError("s3_cache_bytes must be 0 or more")
+    if not 0 <= settings.s3_cache_bytes <= _MAX_COUNT:
+        raise ConfigError(f"s3_cache_bytes must be between 0 and {_MAX_COUNT}")
     if settings.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     if not is_loopback(settings.host) and not settings.insecure and any(
