@@ -14,51 +14,20 @@ import json
 import logging
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pydicom
 import pytest
+from test_forward import ENV, STORESCP, _store, _wait_for
 
 from archivist.archive.archive import Archive
 from archivist.config import load_settings
 from archivist.index.followers import FollowerSlot
 from archivist.testing import postgres
-from archivist.testing.datasets import make_instance, new_uid
 from archivist.testing.net import wait_listening
 from archivist.testing.server import ServerProcess, free_port
 
-STORESCP, STORESCU = "/usr/bin/storescp", "/usr/bin/storescu"
-ENV = {**os.environ, "TCP_NODELAY": "1"}
 log = logging.getLogger(__name__)
-
-
-def _store(port: int, folder: Path, count: int) -> set[str]:
-    folder.mkdir()
-    study, uids = new_uid(), set()
-    for n in range(count):
-        ds = make_instance(folder / f"{n}.dcm", study_uid=study, instance_number=n + 1)
-        uids.add(str(ds.SOPInstanceUID))
-    done = subprocess.run([STORESCU, "-aec", "ARCHIVIST", "127.0.0.1", str(port),
-                           *sorted(map(str, folder.iterdir()))], env=ENV, capture_output=True,
-                          text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return uids
-
-
-def _received(out: Path, uids: set[str], timeout: float = 60) -> set[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = set()
-        for path in out.iterdir():
-            try:
-                got.add(str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID))
-            except Exception:  # noqa: BLE001, S110 - a file storescp is still writing
-                pass
-        if uids <= got or time.monotonic() > deadline:
-            return got
-        time.sleep(0.2)
 
 
 @pytest.mark.skipif(not os.path.exists(STORESCP), reason="DCMTK needed")
@@ -72,8 +41,8 @@ def test_forwarding_after_a_place_past_the_log(tmp_path: Path) -> None:
         wait_listening(port, receiver, what="storescp")
         srv = ServerProcess(tmp_path / "data", env=env).start()
         try:
-            first = _store(srv.dicom_port, tmp_path / "first", 2)
-            assert first <= _received(out, first)
+            first = _store(srv, tmp_path / "first", 2)
+            assert first <= _wait_for(out, first, timeout=60)
         finally:
             srv.stop()
         # The place as a backup copied after the index would have it: further on.
@@ -83,8 +52,8 @@ def test_forwarding_after_a_place_past_the_log(tmp_path: Path) -> None:
         saved.write_text(json.dumps(state))
         srv = ServerProcess(tmp_path / "data", env=env).start()
         try:
-            later = _store(srv.dicom_port, tmp_path / "later", 3)
-            assert later <= _received(out, later)
+            later = _store(srv, tmp_path / "later", 3)
+            assert later <= _wait_for(out, later, timeout=60)
             assert "past the end of the change log" in srv.log()
         finally:
             srv.stop()
