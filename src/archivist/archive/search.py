@@ -292,6 +292,7 @@ class Search:
             part of the Code Sequence Macro.
         """
         items: list[tuple[str, object]] = []
+        item_keys: dict[str, frozenset[str]] = {}
         for tag in list(identifier.keys()):
             try:
                 elem = identifier[tag]
@@ -318,11 +319,15 @@ class Search:
                          for e in item if e.keyword}
                         for item in elem.value
                     ]
+                    named = frozenset(k for item in value for k in item)  # type: ignore[attr-defined]
+                    if named:
+                        item_keys[keyword] = named
                 items.append((keyword, value))
                 continue
             items.append((keyword, elem.value))
         query = build_query(level, items, pn_case_insensitive=self.pn_case_insensitive,
                             empty_value_matching=True)
+        query.item_keys = item_keys
         if study_aggregates and level is QueryLevel.STUDY:
             # Modality or SOP Class UID at STUDY level (common with findscu -k Modality=CT) is
             # a series/instance key a hierarchical query would ignore, returning every study:
@@ -478,7 +483,8 @@ class Search:
         for keyword, tag, vr, column, kind in _identifier_plan(query.level,
                                                                 tuple(query.return_keys)):
             if keyword in CODE_SEQUENCES:
-                ds.add_new(tag, "SQ", self._code_items(query.level, row, keyword))
+                ds.add_new(tag, "SQ", self._code_items(query.level, row, keyword,
+                                                       query.item_keys.get(keyword)))
                 continue
             value: Any = None
             if kind is _AGGREGATE:
@@ -588,8 +594,12 @@ class Search:
                 return value
         return held[0] if len(held) == 1 else None
 
-    def _code_items(self, level: QueryLevel, row: Mapping[str, Any], keyword: str) -> Sequence:
-        """The stored items of a Code Sequence for one result (the entity's instances' codes)."""
+    def _code_items(self, level: QueryLevel, row: Mapping[str, Any], keyword: str,
+                    named: frozenset[str] | None = None) -> Sequence:
+        """The stored items of a Code Sequence for one result (the entity's instances' codes);
+        with `named`, the attributes the request's item holds, each item has those only
+        (empty where a code lacks one; the code's value under whichever of Code Value, Long
+        Code Value and URN Code Value holds it, when one of them is named)."""
         pk = row.get(f"{_own_table(level)}.pk")
         if pk is None:
             return Sequence([])
@@ -607,8 +617,29 @@ class Search:
                 item.CodingSchemeDesignator = code["original_scheme"]
             if code["meaning"]:
                 item.CodeMeaning = code["meaning"]
+            if named:
+                item = _only(item, named)
             items.append(item)
         return Sequence(items)
+
+
+_CODE_VALUES = frozenset({"CodeValue", "LongCodeValue", "URNCodeValue"})
+
+
+def _only(item: Dataset, named: frozenset[str]) -> Dataset:
+    """`item` with the attributes `named` only: those it lacks as empty values."""
+    held = {elem.keyword for elem in item}
+    wanted = set(named)
+    if wanted & _CODE_VALUES and held & _CODE_VALUES:
+        wanted = (wanted - _CODE_VALUES) | (held & _CODE_VALUES)
+    out = Dataset()
+    for keyword in wanted:
+        tag = tag_for_keyword(keyword)
+        if keyword in held:
+            out.add(item[keyword])
+        elif tag is not None and dictionary_VR(tag) != "SQ":
+            out.add_new(tag, dictionary_VR(tag), None)
+    return out
 
 
 def _person_name_json(elem: Any) -> dict[str, Any]:

@@ -77,6 +77,10 @@ class Query:
     return_keys: list[str] = field(default_factory=list)
     pn_case_insensitive: bool = True
     codes: list[CodeConstraint] = field(default_factory=list)
+    #: The attributes a C-FIND request's Code Sequence item names (PS3.4 C.2.2.1.3: a
+    #: sequence's item returns the keys it holds); a sequence absent here, or whose item names
+    #: none, returns whole items.
+    item_keys: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def constraint(self, keyword: str) -> Constraint | None:
         for c in self.constraints:
