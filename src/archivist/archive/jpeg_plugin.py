@@ -53,7 +53,15 @@ def _decode_frame(src: bytes, runner: Any) -> bytes:
     # (PS3.5 A.4: the last fragment may add one NUL byte of padding).
     if not src.rstrip(b"\0").endswith(b"\xff\xd9"):
         raise ValueError("the JPEG frame is truncated: it does not end with an EOI marker")
-    arr = codec.jpeg8_decode(src, colorspace=None, outcolorspace=None)
+    try:
+        arr = codec.jpeg8_decode(src, colorspace=None, outcolorspace=None)
+    except Exception as exc:
+        if "color conversion" not in str(exc).lower():
+            raise
+        # A frame labelled YCbCr (a JFIF marker: DCMTK's dcmcjpeg writes one for YBR_FULL):
+        # libjpeg asks for a transform to RGB, which a lossless process refuses. Lossless
+        # samples are kept as coded, whatever colour space they are in.
+        arr = codec.jpeg8_decode(src, colorspace="YCbCr", outcolorspace="YCbCr")
     if arr.ndim == 3 and arr.shape[-1] != runner.samples_per_pixel:
         raise ValueError(f"the frame has {arr.shape[-1]} samples per pixel, the data set says "
                          f"{runner.samples_per_pixel}")

@@ -228,7 +228,7 @@ class Retrieve:
                 # CPU of a C-MOVE); pydicom's reader where the walk cannot tell.
                 ts = part10.meta_syntax(head + group) if len(group) == group_length else None
                 if ts is not None:
-                    return ts, data
+                    return ts, _padded(ts, data)
                 meta = BytesIO(group)
             else:
                 meta = BytesIO(head + fh.read())
@@ -239,7 +239,7 @@ class Retrieve:
         if not data:
             data = meta.read()
         ts = str(file_meta.get("TransferSyntaxUID", "") or ref.transfer_syntax_uid)
-        return ts, data
+        return ts, _padded(ts, data)
 
     def encoded_stream(self, ref: InstanceRef) -> tuple[str, BinaryIO, int]:
         """As :meth:`encoded`, without reading the data set: ``(transfer syntax, the stored
@@ -259,7 +259,9 @@ class Retrieve:
                                              stop_when=lambda tag, vr, length: tag.group != 2)
                     ts = str(file_meta.get("TransferSyntaxUID", "") or ref.transfer_syntax_uid)
                 start = fh.tell()
-                return ts, fh, size - start
+                if not (ts == _DEFLATED and (size - start) % 2):
+                    return ts, fh, size - start
+                # Its pad byte is missing (below): read whole, as encoded() does.
         except BaseException:
             fh.close()
             raise
@@ -292,6 +294,18 @@ class StoredInstance:
 
     def dataset(self) -> Dataset:
         return self.retrieve.dataset(self.ref)
+
+
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def _padded(ts: str, data: bytes) -> bytes:
+    """A deflated data set with its pad byte: an odd number of deflated bytes takes a NUL
+    (PS3.5 A.5), which a file written by DCMTK 3.6.7's dcmconv +td lacks; a PDV of odd length
+    makes DCMTK's receivers abort the association."""
+    if ts == _DEFLATED and len(data) % 2:
+        return data + b"\0"
+    return data
 
 
 def _number(value: Any, missing: int) -> int:

@@ -456,13 +456,23 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
         raise TranscodeRefused(why)
     if stored not in NATIVE_SYNTAXES and "PixelData" in ds:
         _check_before_decoding(ds, stored)
+        lossy = lossy_method(ds, stored)
         if twelve_bit_jpeg(ds):
             _decompress_jpeg_frames(ds)
         else:
+            # YBR_FULL stored losslessly keeps its samples (a lossless path stays exact);
+            # other YBR colour comes out RGB.
+            keep = str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL" and \
+                stored in _LOSSLESS_AS_CODED
             try:
-                ds.decompress(generate_instance_uid=False)  # same object: its UID stays
+                ds.decompress(generate_instance_uid=False, as_rgb=not keep)
             except ValueError:
                 _decompress_from_array(ds)
+        if lossy is not None and str(ds.get("LossyImageCompression", "")) != "01":
+            # Once lossy, always said so (PS3.3 C.7.6.1.1.5), whatever syntax it goes in now.
+            ds.LossyImageCompression = "01"
+            if "LossyImageCompressionMethod" not in ds:
+                ds.LossyImageCompressionMethod = lossy
         stored = str(ds.file_meta.TransferSyntaxUID)
     if (stored == EXPLICIT_BE) != (target == EXPLICIT_BE):
         _swap_byte_order(ds)
@@ -483,6 +493,47 @@ def transcode_dataset(ds: Dataset, target: str) -> None:
                 raise TranscodeRefused(_encoder_refusal(target, exc)) from None
     else:
         ds.file_meta.TransferSyntaxUID = UID(target)
+
+
+#: Lossless syntaxes whose decoders give the samples as coded (no colour transform).
+_LOSSLESS_AS_CODED = frozenset({"1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80",
+                                "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.57",
+                                "1.2.840.10008.1.2.4.70"})
+#: Syntaxes whose compression is lossy, with the Lossy Image Compression Method it names
+#: (PS3.3 C.7.6.1.1.5.1); JPEG-LS near-lossless and JPEG 2000 only when the stream says so.
+_LOSSY_SYNTAXES = {"1.2.840.10008.1.2.4.50": "ISO_10918_1", JPEG_EXTENDED: "ISO_10918_1"}
+_JLS_NEAR = "1.2.840.10008.1.2.4.81"
+_J2K_ANY = "1.2.840.10008.1.2.4.91"
+
+
+def lossy_method(ds: Dataset, stored: str) -> str | None:
+    """The Lossy Image Compression Method of pixel data stored in `stored` when its coding
+    lost information, else None: JPEG baseline and extended always; JPEG-LS near-lossless
+    with a NEAR above 0 (its first scan header); JPEG 2000 with the irreversible wavelet (its
+    first coding style segment)."""
+    if stored in _LOSSY_SYNTAXES:
+        return _LOSSY_SYNTAXES[stored]
+    if stored not in (_JLS_NEAR, _J2K_ANY):
+        return None
+    try:
+        from pydicom.encaps import generate_fragments
+
+        fragments = generate_fragments(ds.PixelData)
+        next(fragments)  # the Basic Offset Table's item
+        head = bytes(next(fragments)[:4096])
+    except Exception:  # noqa: BLE001 - unreadable here: the decoder says what is wrong
+        return None
+    if stored == _JLS_NEAR:
+        at = head.find(b"\xff\xda")  # SOS: length, Ns, (Ci, Tmi) x Ns, NEAR
+        if at < 0 or at + 5 > len(head):
+            return None
+        near_at = at + 5 + 2 * head[at + 4]
+        return "ISO_14495_1" if near_at < len(head) and head[near_at] > 0 else None
+    at = head.find(b"\xff\x52")  # COD: Lcod, Scod, SGcod (4), SPcod: levels, xcb, ycb,
+    #                                 style, transformation (0: the 9-7 irreversible wavelet)
+    if at < 0 or at + 13 >= len(head):
+        return None
+    return "ISO_15444_1" if head[at + 13] == 0 else None
 
 
 def _known_vrs(ds: Dataset) -> None:

@@ -475,6 +475,8 @@ def frame_array(info: PixelInfo, number: int) -> np.ndarray:
         if _frame_spans(info) is not None:
             # Without an offset table pydicom would read every fragment before the frame.
             return _decode_alone(info, number)
+        if _packed_across_bytes(header):
+            return _one_bit_frame(info, number)
         try:
             # Reads only the frame asked for.
             return pixel_array(str(info.path), index=number - 1)
@@ -489,6 +491,34 @@ def frame_array(info: PixelInfo, number: int) -> np.ndarray:
             return fallback
         reason = str(exc).splitlines()[-1].strip()[:160] if str(exc) else type(exc).__name__
         raise HTTPProblem(406, f"this server cannot decode these pixels: {reason}") from None
+
+
+def _packed_across_bytes(header: Dataset) -> bool:
+    """Native 1-bit little endian pixels whose frames do not fill whole bytes (17 x 13): a
+    frame starts inside a byte (PS3.5 8.1.1 packs frames with no padding between them), which
+    pydicom 3.0's frame index gets wrong."""
+    ts = str(header.file_meta.get("TransferSyntaxUID", EXPLICIT_LE))
+    if int(header.get("BitsAllocated") or 0) != 1 or ts not in (EXPLICIT_LE, IMPLICIT_LE):
+        return False
+    size = int(header.get("Rows") or 0) * int(header.get("Columns") or 0) * \
+        int(header.get("SamplesPerPixel") or 1)
+    return size % 8 != 0
+
+
+def _one_bit_frame(info: PixelInfo, number: int) -> np.ndarray:
+    """Frame `number` of native 1-bit pixels, unpacked from the bits it spans (the first
+    pixel in the lowest bit of a byte)."""
+    header = info.header
+    rows, columns = int(header.Rows), int(header.Columns)
+    size = rows * columns * int(header.get("SamplesPerPixel") or 1)
+    with open(info.path, "rb") as fh:
+        packed = read_stored(fh, whole=True).PixelData
+    first = (number - 1) * size
+    chunk = np.frombuffer(packed, np.uint8, count=(first + size + 7) // 8 - first // 8,
+                          offset=first // 8)
+    bits = np.unpackbits(chunk, bitorder="little")[first % 8:first % 8 + size]
+    return bits.reshape(rows, columns) if size == rows * columns else \
+        bits.reshape(rows, columns, -1)
 
 
 def _decode_alone(info: PixelInfo, number: int) -> np.ndarray:
