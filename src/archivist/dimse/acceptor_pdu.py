@@ -38,7 +38,54 @@ ITEM = struct.Struct(">LBB")  # item length, presentation context ID, message co
 A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ = 0x01, 0x02, 0x03
 P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT = 0x04, 0x05, 0x06, 0x07
 
-MAX_ASSOCIATE_RQ = 64 * 1024
+#: The largest A-ASSOCIATE-RQ read (PS3.8 sets none): 128 presentation contexts (the odd IDs),
+#: each with its abstract syntax and 40 transfer syntaxes of 64 characters, are ~360 KiB.
+#: 64 KiB refused a request DCMTK and Orthanc accept (120 classes x 39 syntaxes, 126 KB).
+MAX_ASSOCIATE_RQ = 512 * 1024
+#: User Information sub-items pynetdicom decodes (PS3.7 D.3.3, PS3.8 D.1): maximum length,
+#: implementation class UID and version name, asynchronous operations window, role selection,
+#: SOP Class extended and common extended negotiation, user identity (request and answer).
+_KNOWN_USER_SUB_ITEMS = frozenset({0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59})
+#: Where the variable items of an A-ASSOCIATE-RQ's body start (version, reserved, the AE
+#: titles, 32 reserved bytes: PS3.8 9.3.2).
+_RQ_ITEMS_AT = 68
+
+
+def known_sub_items_only(body: bytes) -> bytes:
+    """The A-ASSOCIATE-RQ `body` (after its PDU header) without the User Information
+    sub-items of types this acceptor does not know, which PS3.8 D.2 (Note 2) says an acceptor
+    ignores; pynetdicom's decoder raises on them. A body whose items do not parse is returned
+    as it is (decoding then says what is wrong)."""
+    out = bytearray(body[:_RQ_ITEMS_AT])
+    at, changed = _RQ_ITEMS_AT, False
+    while at + 4 <= len(body):
+        kind, length = body[at], int.from_bytes(body[at + 2:at + 4], "big")
+        end = at + 4 + length
+        if end > len(body):
+            return body
+        if kind != 0x50:
+            out += body[at:end]
+        else:
+            subs, sub = bytearray(), at + 4
+            while sub + 4 <= end:
+                sub_kind, sub_len = body[sub], int.from_bytes(body[sub + 2:sub + 4], "big")
+                sub_end = sub + 4 + sub_len
+                if sub_end > end:
+                    return body
+                if sub_kind in _KNOWN_USER_SUB_ITEMS:
+                    subs += body[sub:sub_end]
+                else:
+                    changed = True
+                sub = sub_end
+            if sub != end:
+                return body
+            out += bytes((0x50, 0)) + len(subs).to_bytes(2, "big") + subs
+        at = end
+    if at != len(body) or not changed:
+        return body
+    return bytes(out)
+
+
 #: The smallest Maximum Length (PS3.8 D.1) a peer may announce, 0 (unlimited) apart. PS3.8 sets
 #: none, but a P-DATA-TF of N bytes carries N - 6 bytes of a message (one PDV item header), so
 #: under 7 nothing can be sent at all, and a length of a few bytes splits a 500 MB object into
