@@ -90,6 +90,7 @@ from archivist.dimse.acceptor_pdu import (
     file_meta_prefix,
     known_sub_items_only,
     quick_ack_for,
+    to_the_end,
     write_pdus,
 )
 from archivist.dimse.acceptor_pdu import (
@@ -957,7 +958,8 @@ class Association:
                         continue  # over max_object_size: read to its end, refused with 0xA700
                     sink.write(chunk)
                     if sink.needs_flush():
-                        await self.loop.run_in_executor(self.acceptor.pool, sink.flush)  # type: ignore[union-attr]
+                        await to_the_end(self.loop.run_in_executor(self.acceptor.pool,
+                                                                   sink.flush))  # type: ignore[union-attr]
                 if control & 0x02:
                     msg.complete = True
             if msg.complete:

@@ -42,6 +42,22 @@ P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT = 0x04, 0x05, 0x06, 0x07
 #: each with its abstract syntax and 40 transfer syntaxes of 64 characters, are ~360 KiB.
 #: 64 KiB refused a request DCMTK and Orthanc accept (120 classes x 39 syntaxes, 126 KB).
 MAX_ASSOCIATE_RQ = 512 * 1024
+
+
+async def to_the_end(job: asyncio.Future[Any]) -> Any:
+    """Await a job of the thread pool. When the association ends meanwhile (a peer A-ABORT
+    cancels its tasks), the job still owns what it works on, a received data set's sink: it is
+    waited for before the cancellation goes on, so the sink is closed (its file unlinked) only
+    after the job is done with it. A thread's job cannot be stopped; closing the sink under it
+    failed the store ("refused: storing a blob", QA s23) and could close a descriptor it wrote."""
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await job
+        raise
+
+
 #: User Information sub-items pynetdicom decodes (PS3.7 D.3.3, PS3.8 D.1): maximum length,
 #: implementation class UID and version name, asynchronous operations window, role selection,
 #: SOP Class extended and common extended negotiation, user identity (request and answer).

@@ -59,6 +59,7 @@ from archivist.dimse.acceptor_pdu import (
     encode_command,
     encode_message,
     fragment_message,
+    to_the_end,
     vr_encoding_mismatch,
 )
 from archivist.dimse.requestor import Outbound, c_store_rq, choose_context
@@ -564,7 +565,7 @@ class Services:
     # -- C-STORE ---------------------------------------------------------------------------
 
     async def _store(self, assoc: Association, msg: Message, req: Any, cx: Any) -> None:
-        pdus = await self._run(assoc, self._store_blocking, assoc, msg, req, cx)
+        pdus = await to_the_end(self._run(assoc, self._store_blocking, assoc, msg, req, cx))
         await assoc.send(pdus)
 
     def _store_blocking(self, assoc: Association, msg: Message, req: Any, cx: Any
