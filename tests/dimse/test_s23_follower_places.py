@@ -92,6 +92,7 @@ def test_a_node_keeps_its_own_place_when_the_index_has_none(pg: postgres.Postgre
         # Saved in the index from now on.
         slot.save({**kept, "seq": 5})
         assert slot.load() == {**kept, "seq": 5}
-        assert slot.within_log(5, "IAN to RIS", log) == archive.index.last_change()
+        assert slot.within_log(5, lambda seq: slot.save({**kept, "seq": seq}), "IAN to RIS",
+                               log) == archive.index.last_change()
     finally:
         archive.close()

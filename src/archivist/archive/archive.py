@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -263,10 +264,12 @@ class Archive:
         moved = 0
         if isinstance(self.blobs, (FilesystemBlobStore, S3BlobStore)):
             removed_tmp = self.blobs.clear_tmp()
-        known = self.index.storage_keys()
+        # The index's keys, read once and only when needed (a bucket's sweep needs them only
+        # when a removal list is left).
+        index_keys = functools.cache(self.index.storage_keys)
         # Blobs of objects deleted or replaced whose removal a crash or a failed unlink cut
         # short: removed now, never offered for import as orphans.
-        unremovable = self.removals.finish(self.blobs, known)
+        unremovable = self.removals.finish(self.blobs, index_keys)
         if isinstance(self.blobs, S3BlobStore):
             # A bucket may be shared by other nodes, whose puts are in the bucket before their
             # index rows commit: no orphan sweep there. The local cache goes (a file cut by a
@@ -274,6 +277,7 @@ class Archive:
             self.blobs.clear_cache()
             return {"partial": removed_tmp, "orphans": 0, "missing": 0,
                     "caches": self.sweep_caches()}
+        known = index_keys()
         orphans = Path(self.settings.data_dir) / ORPHANS
         present: set[str] = set()
         for key in list(self.blobs.keys()):

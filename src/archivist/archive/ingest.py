@@ -72,7 +72,6 @@ _NUL_PADDING_INVALID = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO"
                                   "SH", "ST", "TM", "UC", "UR", "UT"})
 
 
-
 def _uid_in(ds: Dataset, tag: int) -> str:
     """A UID of `ds`, its padding stripped. An element left raw (one padded with a space) is
     read without being decoded in place, as ``ds.get`` would: validation judges its bytes."""
@@ -83,6 +82,7 @@ def _uid_in(ds: Dataset, tag: int) -> str:
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     return clean_uid(value)
+
 
 class StoreStatus(enum.Enum):
     """Outcome of one store (after Orthanc's StoreStatus)."""

@@ -6,7 +6,7 @@ object goes out in a syntax other than its own (WADO-RS/WADO-URI, C-MOVE/C-GET s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from struct import unpack_from
 
@@ -117,9 +117,9 @@ def frame_geometry(frame: bytes, transfer_syntax: str) -> FrameGeometry | None:
     return None
 
 
-def _jpeg_geometry(frame: bytes) -> FrameGeometry:
-    if not frame.startswith(b"\xff\xd8"):
-        raise TranscodeRefused("the frame does not start with a JPEG SOI marker")
+def _jpeg_segments(frame: bytes) -> Iterator[tuple[int, int]]:
+    """(marker, position) of each marker segment of a JPEG or JPEG-LS frame's header after
+    its SOI, up to its first start of scan (SOS) included."""
     pos, end = 2, len(frame)
     while pos + 4 <= end:
         if frame[pos] != 0xFF:
@@ -132,15 +132,23 @@ def _jpeg_geometry(frame: bytes) -> FrameGeometry:
         if marker in _STANDALONE or marker == 0x00:
             pos += 2
             continue
+        yield marker, pos
+        if marker == 0xDA:
+            return
         (length,) = unpack_from(">H", frame, pos + 2)
+        pos += 2 + length
+
+
+def _jpeg_geometry(frame: bytes) -> FrameGeometry:
+    if not frame.startswith(b"\xff\xd8"):
+        raise TranscodeRefused("the frame does not start with a JPEG SOI marker")
+    for marker, pos in _jpeg_segments(frame):
         if marker in _SOF_MARKERS:
-            if pos + 10 > end:
+            if pos + 10 > len(frame):
                 break
             precision, rows, columns, samples = unpack_from(">BHHB", frame, pos + 4)
             return FrameGeometry(rows, columns, samples, precision)
-        if marker == 0xDA:  # start of scan before any frame header
-            break
-        pos += 2 + length
+    # no frame header before the start of scan (or the end)
     raise TranscodeRefused("the frame has no JPEG start of frame (SOF) marker segment")
 
 
@@ -524,11 +532,13 @@ def lossy_method(ds: Dataset, stored: str) -> str | None:
     except Exception:  # noqa: BLE001 - unreadable here: the decoder says what is wrong
         return None
     if stored == _JLS_NEAR:
-        at = head.find(b"\xff\xda")  # SOS: length, Ns, (Ci, Tmi) x Ns, NEAR
-        if at < 0 or at + 5 > len(head):
+        if not head.startswith(b"\xff\xd8"):
             return None
-        near_at = at + 5 + 2 * head[at + 4]
-        return "ISO_14495_1" if near_at < len(head) and head[near_at] > 0 else None
+        for marker, at in _jpeg_segments(head):
+            if marker == 0xDA and at + 5 <= len(head):  # SOS: Ls, Ns, (Ci, Tmi) x Ns, NEAR
+                near_at = at + 5 + 2 * head[at + 4]
+                return "ISO_14495_1" if near_at < len(head) and head[near_at] > 0 else None
+        return None
     at = head.find(b"\xff\x52")  # COD: Lcod, Scod, SGcod (4), SPcod: levels, xcb, ycb,
     #                                 style, transformation (0: the 9-7 irreversible wavelet)
     if at < 0 or at + 13 >= len(head):

@@ -105,10 +105,8 @@ class Forwarder:
             log.info("forwarding to %s starts after change %d (what is stored from now on)",
                      self.peer.aet, cursor)
             return cursor
-        moved = self.slot.within_log(cursor, f"forwarding to {self.peer.aet}", log)
-        if moved != cursor:
-            self._write_cursor(moved)
-        return moved
+        return self.slot.within_log(cursor, self._write_cursor,
+                                    f"forwarding to {self.peer.aet}", log)
 
     def _batch(self, cursor: int) -> tuple[int, bool]:
         """Forward the instances due to be sent again and the next changes after `cursor`;

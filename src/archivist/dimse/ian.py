@@ -135,10 +135,9 @@ class Notifier:
             cursor = self.archive.index.last_change()
             self._write_cursor(cursor)
             return cursor
-        moved = self.slot.within_log(cursor, f"IAN to {self.peer.aet}", log)
-        if moved != cursor:
-            self._write_cursor(moved)  # the studies waiting stay waiting
-        return moved
+        # Moved back, the place is saved with the studies still waiting.
+        return self.slot.within_log(cursor, self._write_cursor, f"IAN to {self.peer.aet}",
+                                    log)
 
     def _pass(self, cursor: int) -> tuple[int, bool]:
         cursor = self._follow(cursor)

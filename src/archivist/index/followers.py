@@ -191,39 +191,34 @@ class FollowerSlot:
         """The state saved last, or None (none, or unreadable). On PostgreSQL without a saved
         state, the one this node's data directory kept before the index held them (index
         revision 0008): an upgrade must not drop what was still to be sent."""
-        try:
-            if self.shared:
-                with self.index.reader.connect() as conn:
-                    raw = conn.execute(select(follower.c.state)
-                                       .where(follower.c.name == self.name)).scalar()
-                if raw is None:
-                    return self._kept_before()
-            else:
-                raw = self.path.read_text()
-            state = json.loads(raw)
-        except (FileNotFoundError, ValueError, OSError):
-            return None
-        return state if isinstance(state, dict) else None
+        if not self.shared:
+            return self._kept_here()
+        with self.index.reader.connect() as conn:
+            raw = conn.execute(select(follower.c.state)
+                               .where(follower.c.name == self.name)).scalar()
+        return self._kept_here() if raw is None else _state(raw)
 
-    def _kept_before(self) -> dict[str, Any] | None:
-        """The state file of this node's data directory, on PostgreSQL (before revision 0008
-        each node kept its own), or None."""
+    def _kept_here(self) -> dict[str, Any] | None:
+        """The state file of this data directory (on PostgreSQL, what this node kept before
+        index revision 0008), or None."""
         try:
-            state = json.loads(self.path.read_text())
-        except (ValueError, OSError):
+            return _state(self.path.read_text())
+        except OSError:
             return None
-        return state if isinstance(state, dict) else None
 
-    def within_log(self, cursor: int, what: str, logger: logging.Logger) -> int:
-        """`cursor`, a place saved in the change log, or the log's end when it is past it: an
-        index restored from a backup older than the place (whose next changes take the numbers
-        again) would otherwise have them passed over as done."""
+    def within_log(self, cursor: int, save: Callable[[int], None], what: str,
+                   logger: logging.Logger) -> int:
+        """`cursor`, a place saved in the change log, or the log's end (then saved with
+        `save`) when it is past it: an index restored from a backup older than the place
+        (whose next changes take the numbers again) would otherwise have them passed over as
+        done."""
         last = self.index.last_change()
         if cursor <= last:
             return cursor
         logger.warning("%s: the saved place (change %d) is past the end of the change log "
                        "(change %d): the index was restored from an older backup? going on "
                        "from its end", what, cursor, last)
+        save(last)
         return last
 
     def save(self, state: dict[str, Any]) -> None:
@@ -247,7 +242,7 @@ class FollowerSlot:
         PostgreSQL, the state this node's data directory kept before the index held them is
         saved instead of `state` when there is one."""
         if self.shared:
-            state = self._kept_before() or state
+            state = self._kept_here() or state
         text = json.dumps(state)
         if not self.shared:
             if self.path.exists():
@@ -270,6 +265,15 @@ class FollowerSlot:
                 .on_conflict_do_nothing(index_elements=["name"])
                 .returning(follower.c.name))
             return done.first() is not None
+
+
+def _state(raw: str) -> dict[str, Any] | None:
+    """A saved state's JSON text as a dict, or None (unreadable, or no object)."""
+    try:
+        state = json.loads(raw)
+    except ValueError:
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def _write(path: Path, text: str) -> None:

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 from archivist.store.blob import BlobStore, FilesystemBlobStore, check_key
@@ -48,13 +48,16 @@ class PendingRemovals:
             listed.unlink(missing_ok=True)
         return len(left)
 
-    def finish(self, blobs: BlobStore, known: Collection[str]) -> set[str]:
-        """Remove what earlier lists name and no index row does (`known`: the keys the index
-        names); returns the keys still listed because they could not be removed."""
+    def finish(self, blobs: BlobStore, index_keys: Callable[[], Collection[str]]) -> set[str]:
+        """Remove what earlier lists name and no index row does (`index_keys` gives the keys
+        the index names, asked only when a list is left); returns the keys still listed
+        because they could not be removed."""
         left_over: set[str] = set()
-        if not self.folder.is_dir():
+        lists = sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []
+        if not lists:
             return left_over
-        for listed in sorted(self.folder.glob("*.json")):
+        known = index_keys()
+        for listed in lists:
             try:
                 keys = [check_key(k) for k in json.loads(listed.read_text(encoding="utf-8"))]
             except (OSError, ValueError, TypeError) as exc:
@@ -101,7 +104,8 @@ def _remove(blobs: BlobStore, keys: list[str]) -> list[str]:
     left = []
     for key in keys:
         blobs.delete(key)
-        if isinstance(blobs, FilesystemBlobStore) and os.path.lexists(blobs.path(key)):
+        path = blobs.path(key) if isinstance(blobs, FilesystemBlobStore) else None
+        if path is not None and os.path.lexists(path):
             left.append(key)
     return left
 
