@@ -24,13 +24,10 @@ from archivist.web.dicomweb.common import (
     parse_accept,
 )
 from archivist.web.dicomweb.sr_text import is_structured_report, render_report
-from archivist.web.dicomweb.wado import transcode_instance
+from archivist.web.dicomweb.wado import RENDERED_IMAGE_TYPES, transcode_instance
 from archivist.web.errors import HTTPProblem, to_response
 
 log = logging.getLogger("archivist.web")
-
-_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif")
-
 
 def _content_type(request: Request, has_pixels: bool, *, pdf: bool = False,
                   report: bool = False) -> str:
@@ -43,7 +40,7 @@ def _content_type(request: Request, has_pixels: bool, *, pdf: bool = False,
         return "image/jpeg" if has_pixels else DICOM
     for r in parse_accept(raw):
         media = r.type
-        if media in (DICOM, "application/dicom") or media in _IMAGE_TYPES:
+        if media in (DICOM, "application/dicom") or media in RENDERED_IMAGE_TYPES:
             return media
         if media == "application/pdf" and pdf:
             return media
